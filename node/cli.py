@@ -1,0 +1,3 @@
+"""Placeholder replaced below."""
+def main(argv=None) -> int:
+    return 0

@@ -1,0 +1,38 @@
+"""The errors a user can cause, each with a one-line message and an exit status.
+
+``cli.main`` turns any :class:`NodeError` into its message on stderr and its
+``exit_code``; nothing a user does should ever surface as a traceback.
+"""
+
+from __future__ import annotations
+
+#: Exit statuses of every command (DESIGN.md, "Command-line contract").
+EXIT_OK = 0
+EXIT_DATA = 1
+EXIT_USAGE = 2
+
+
+class NodeError(Exception):
+    """Base class: ``str(err)`` is the one-line, user-facing message."""
+
+    exit_code = EXIT_DATA
+
+
+class UsageError(NodeError):
+    """Bad flags or arguments (an unknown profile, a syntax the profile forbids)."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(NodeError):
+    """A configuration file that cannot be used; the message names file, line and key."""
+
+    exit_code = EXIT_USAGE
+
+
+class BuildError(NodeError):
+    """Media could not be built: nothing valid to write, too big, an unwritable output."""
+
+
+class MediumError(NodeError):
+    """A medium (folder, ISO, device) that cannot be opened or read at all."""

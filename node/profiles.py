@@ -1,0 +1,85 @@
+"""Application profiles (PS3.11): what a medium may hold and how much.
+
+A profile decides, per instance, which transfer syntaxes may stay as they are
+(everything else is converted to Explicit VR Little Endian), which file system
+the medium carries (PS3.12) and its capacity in 2048-byte sectors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from node import dicom
+from node.errors import UsageError
+
+FileSystem = Literal["iso9660", "udf", "folder"]
+
+SECTOR = 2048
+#: Capacities in 2048-byte sectors (PS3.12 Annexes: 80 min CD-R, DVD±R SL, BD-R SL).
+CD_R_SECTORS = 360_000
+DVD_R_SECTORS = 2_295_104
+BD_R_SECTORS = 12_219_392
+
+_JPEG = frozenset({dicom.JPEG_BASELINE, dicom.JPEG_EXTENDED, dicom.JPEG_LOSSLESS_SV1})
+_J2K = frozenset({dicom.J2K_LOSSLESS, dicom.J2K})
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One PS3.11 application profile (or one of our augmented ones)."""
+
+    name: str
+    #: Syntaxes allowed for IMAGE records, besides Explicit VR Little Endian.
+    image_syntaxes: frozenset[str]
+    file_system: FileSystem
+    #: Capacity in 2048-byte sectors; None means the free space of the target (USB).
+    capacity_sectors: int | None
+    #: Augmented profiles take private SOP classes as PRIVATE records.
+    augmented: bool = False
+    #: IHE PDI may be layered on this profile (PS3.11 STD-GEN-CD / DVD / USB).
+    pdi: bool = False
+
+    def allows(self, transfer_syntax: str, *, record_type: str) -> bool:
+        """True when an instance may go onto the medium in ``transfer_syntax`` unchanged."""
+        if transfer_syntax == dicom.EXPLICIT_VR_LE:
+            return True
+        return record_type == "IMAGE" and transfer_syntax in self.image_syntaxes
+
+    @property
+    def transfer_syntaxes(self) -> frozenset[str]:
+        """Every syntax this profile allows for some record."""
+        return self.image_syntaxes | {dicom.EXPLICIT_VR_LE}
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        # PS3.11 Annex D: General Purpose CD-R Interchange.
+        Profile("STD-GEN-CD", frozenset(), "iso9660", CD_R_SECTORS, pdi=True),
+        # PS3.11 Annex R: General Purpose DVD with compression (JPEG / JPEG 2000).
+        Profile("STD-GEN-DVD-JPEG", _JPEG, "iso9660", DVD_R_SECTORS, pdi=True),
+        Profile("STD-GEN-DVD-J2K", _J2K, "iso9660", DVD_R_SECTORS, pdi=True),
+        # PS3.11 Annex V: General Purpose USB and Flash Memory with compression.
+        Profile("STD-GEN-USB-JPEG", _JPEG, "folder", None, pdi=True),
+        Profile("STD-GEN-USB-J2K", _J2K, "folder", None, pdi=True),
+        # PS3.11 Annex X: General Purpose BD Interchange (UDF 2.60, PS3.12 Annex Y).
+        Profile("STD-GEN-BD", frozenset(), "udf", BD_R_SECTORS),
+        Profile("STD-GEN-BD-JPEG", _JPEG, "udf", BD_R_SECTORS),
+        Profile("STD-GEN-BD-J2K", _J2K, "udf", BD_R_SECTORS),
+        # Ours, after the seed's AUG-GEN-DRS-CD / -DVD-RAM: image classes in any
+        # syntax of the seed's Table 6, other classes Explicit VR Little Endian.
+        Profile("AUG-GEN-CD", dicom.SEED_TABLE_6, "iso9660", CD_R_SECTORS, augmented=True),
+        Profile("AUG-GEN-DVD", dicom.SEED_TABLE_6, "iso9660", DVD_R_SECTORS, augmented=True),
+    )
+}
+
+DEFAULT_PROFILE = "STD-GEN-CD"
+
+
+def get_profile(name: str) -> Profile:
+    """Return the profile called ``name`` (case-insensitive) or raise :class:`UsageError`."""
+    try:
+        return PROFILES[name.upper()]
+    except KeyError:
+        raise UsageError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
