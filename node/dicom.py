@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import uuid
 
-from pydicom import uid as _uid
 
 # -- Identity of this implementation (PS3.10 7.1, File Meta Information) ---------
 
@@ -28,19 +27,19 @@ def new_uid() -> str:
 
 # -- Transfer syntaxes (PS3.5 Section 10 and Annex A) ------------------------------
 
-EXPLICIT_VR_LE = str(_uid.ExplicitVRLittleEndian)
-IMPLICIT_VR_LE = str(_uid.ImplicitVRLittleEndian)
-EXPLICIT_VR_BE = str(_uid.ExplicitVRBigEndian)
-DEFLATED_LE = str(_uid.DeflatedExplicitVRLittleEndian)
-JPEG_BASELINE = str(_uid.JPEGBaseline8Bit)  # .50, process 1
-JPEG_EXTENDED = str(_uid.JPEGExtended12Bit)  # .51, processes 2 & 4
-JPEG_LOSSLESS_P14 = str(_uid.JPEGLossless)  # .57, process 14
-JPEG_LOSSLESS_SV1 = str(_uid.JPEGLosslessSV1)  # .70, process 14 selection value 1
-JPEG_LS_LOSSLESS = str(_uid.JPEGLSLossless)
-JPEG_LS_NEAR_LOSSLESS = str(_uid.JPEGLSNearLossless)
-J2K_LOSSLESS = str(_uid.JPEG2000Lossless)  # .90
-J2K = str(_uid.JPEG2000)  # .91
-RLE_LOSSLESS = str(_uid.RLELossless)  # .5
+EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
+IMPLICIT_VR_LE = "1.2.840.10008.1.2"
+EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
+DEFLATED_LE = "1.2.840.10008.1.2.1.99"
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"  # .50, process 1
+JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"  # .51, processes 2 & 4
+JPEG_LOSSLESS_P14 = "1.2.840.10008.1.2.4.57"  # .57, process 14
+JPEG_LOSSLESS_SV1 = "1.2.840.10008.1.2.4.70"  # .70, process 14 selection value 1
+JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+JPEG_LS_NEAR_LOSSLESS = "1.2.840.10008.1.2.4.81"
+J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"  # .90
+J2K = "1.2.840.10008.1.2.4.91"  # .91
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"  # .5
 
 #: Transfer syntaxes whose pixel data we can decode (pydicom plus node.pixels).
 DECODABLE_COMPRESSED = frozenset(
@@ -54,11 +53,11 @@ DECODABLE_COMPRESSED = frozenset(
         J2K_LOSSLESS,
         J2K,
         RLE_LOSSLESS,
-        str(_uid.JPEG2000MCLossless),
-        str(_uid.JPEG2000MC),
-        str(_uid.HTJ2KLossless),
-        str(_uid.HTJ2KLosslessRPCL),
-        str(_uid.HTJ2K),
+        "1.2.840.10008.1.2.4.92",  # JPEG 2000 Part 2 multi-component, lossless
+        "1.2.840.10008.1.2.4.93",  # JPEG 2000 Part 2 multi-component
+        "1.2.840.10008.1.2.4.201",  # HTJ2K lossless
+        "1.2.840.10008.1.2.4.202",  # HTJ2K lossless RPCL
+        "1.2.840.10008.1.2.4.203",  # HTJ2K
     }
 )
 
@@ -83,114 +82,95 @@ SEED_TABLE_6 = frozenset(
 #: is not IMAGE (PS3.3 Table F.4-1). Any other storage class with pixel data is
 #: an IMAGE; a class we do not know at all is a PRIVATE record (augmented
 #: profiles only).
-_RECORD_TYPES: dict[str, tuple[str, ...]] = {
-    "PRESENTATION": (
-        "GrayscaleSoftcopyPresentationStateStorage",
-        "ColorSoftcopyPresentationStateStorage",
-        "PseudoColorSoftcopyPresentationStateStorage",
-        "BlendingSoftcopyPresentationStateStorage",
-        "XAXRFGrayscaleSoftcopyPresentationStateStorage",
-        "GrayscalePlanarMPRVolumetricPresentationStateStorage",
-        "CompositingPlanarMPRVolumetricPresentationStateStorage",
-        "AdvancedBlendingPresentationStateStorage",
-        "VolumeRenderingVolumetricPresentationStateStorage",
-        "SegmentedVolumeRenderingVolumetricPresentationStateStorage",
-        "MultipleVolumeRenderingVolumetricPresentationStateStorage",
-        "BasicStructuredDisplayStorage",
-    ),
-    "WAVEFORM": (
-        "TwelveLeadECGWaveformStorage",
-        "GeneralECGWaveformStorage",
-        "AmbulatoryECGWaveformStorage",
-        "General32bitECGWaveformStorage",
-        "HemodynamicWaveformStorage",
-        "CardiacElectrophysiologyWaveformStorage",
-        "BasicVoiceAudioWaveformStorage",
-        "GeneralAudioWaveformStorage",
-        "ArterialPulseWaveformStorage",
-        "RespiratoryWaveformStorage",
-        "MultichannelRespiratoryWaveformStorage",
-        "RoutineScalpElectroencephalogramWaveformStorage",
-        "ElectromyogramWaveformStorage",
-        "ElectrooculogramWaveformStorage",
-        "SleepElectroencephalogramWaveformStorage",
-        "BodyPositionWaveformStorage",
-    ),
-    "SR DOCUMENT": (
-        "BasicTextSRStorage",
-        "EnhancedSRStorage",
-        "ComprehensiveSRStorage",
-        "Comprehensive3DSRStorage",
-        "ExtensibleSRStorage",
-        "ProcedureLogStorage",
-        "MammographyCADSRStorage",
-        "ChestCADSRStorage",
-        "ColonCADSRStorage",
-        "XRayRadiationDoseSRStorage",
-        "RadiopharmaceuticalRadiationDoseSRStorage",
-        "PatientRadiationDoseSRStorage",
-        "AcquisitionContextSRStorage",
-        "SimplifiedAdultEchoSRStorage",
-        "SpectaclePrescriptionReportStorage",
-        "MacularGridThicknessAndVolumeReportStorage",
-        "ImplantationPlanSRStorage",
-        "PlannedImagingAgentAdministrationSRStorage",
-        "PerformedImagingAgentAdministrationSRStorage",
-        "EnhancedXRayRadiationDoseSRStorage",
-        "WaveformAnnotationSRStorage",
-    ),
-    "KEY OBJECT DOC": ("KeyObjectSelectionDocumentStorage",),
-    "RAW DATA": ("RawDataStorage",),
-    "ENCAP DOC": (
-        "EncapsulatedPDFStorage",
-        "EncapsulatedCDAStorage",
-        "EncapsulatedSTLStorage",
-        "EncapsulatedOBJStorage",
-        "EncapsulatedMTLStorage",
-    ),
-    "SPECTROSCOPY": ("MRSpectroscopyStorage",),
-    "REGISTRATION": ("SpatialRegistrationStorage", "DeformableSpatialRegistrationStorage"),
-    "FIDUCIAL": ("SpatialFiducialsStorage",),
-    "VALUE MAP": ("RealWorldValueMappingStorage",),
-    "STEREOMETRIC": ("StereometricRelationshipStorage",),
-    "SURFACE": ("SurfaceSegmentationStorage",),
-    "SURFACE SCAN": ("SurfaceScanMeshStorage", "SurfaceScanPointCloudStorage"),
-    "TRACT": ("TractographyResultsStorage",),
-    "ASSESSMENT": ("ContentAssessmentResultsStorage",),
-    "RT DOSE": ("RTDoseStorage",),
-    "RT STRUCTURE SET": ("RTStructureSetStorage",),
-    "RT PLAN": ("RTPlanStorage", "RTIonPlanStorage", "RTBrachyApplicationSetupDeliveryInstructionStorage"),
-    "RT TREAT RECORD": (
-        "RTBeamsTreatmentRecordStorage",
-        "RTBrachyTreatmentRecordStorage",
-        "RTTreatmentSummaryRecordStorage",
-        "RTIonBeamsTreatmentRecordStorage",
-    ),
-    "MEASUREMENT": (
-        "LensometryMeasurementsStorage",
-        "AutorefractionMeasurementsStorage",
-        "KeratometryMeasurementsStorage",
-        "SubjectiveRefractionMeasurementsStorage",
-        "VisualAcuityMeasurementsStorage",
-        "OphthalmicAxialMeasurementsStorage",
-        "IntraocularLensCalculationsStorage",
-        "OphthalmicVisualFieldStaticPerimetryMeasurementsStorage",
-    ),
-}
-
+#: SOP Class UID -> leaf Directory Record Type, for every storage class whose leaf
+#: record is not IMAGE (PS3.3 Table F.4-1, UIDs from PS3.6 Annex A). Any other
+#: storage class with pixel data is an IMAGE; a class we do not know is PRIVATE.
 SOP_CLASS_RECORD_TYPE: dict[str, str] = {
-    str(getattr(_uid, name)): record
-    for record, names in _RECORD_TYPES.items()
-    for name in names
-    if hasattr(_uid, name)
+    "1.2.840.10008.5.1.4.1.1.11.1": "PRESENTATION",  # GrayscaleSoftcopyPresentationStateStorage
+    "1.2.840.10008.5.1.4.1.1.11.2": "PRESENTATION",  # ColorSoftcopyPresentationStateStorage
+    "1.2.840.10008.5.1.4.1.1.11.3": "PRESENTATION",  # PseudoColorSoftcopyPresentationStateStorage
+    "1.2.840.10008.5.1.4.1.1.11.4": "PRESENTATION",  # BlendingSoftcopyPresentationStateStorage
+    "1.2.840.10008.5.1.4.1.1.11.5": "PRESENTATION",  # XAXRFGrayscaleSoftcopyPresentationStateStorage
+    "1.2.840.10008.5.1.4.1.1.11.6": "PRESENTATION",  # GrayscalePlanarMPRVolumetricPresentationStateStorage
+    "1.2.840.10008.5.1.4.1.1.11.7": "PRESENTATION",  # CompositingPlanarMPRVolumetricPresentationStateStorage
+    "1.2.840.10008.5.1.4.1.1.11.8": "PRESENTATION",  # AdvancedBlendingPresentationStateStorage
+    "1.2.840.10008.5.1.4.1.1.11.9": "PRESENTATION",  # VolumeRenderingVolumetricPresentationStateStorage
+    "1.2.840.10008.5.1.4.1.1.11.10": "PRESENTATION",  # SegmentedVolumeRenderingVolumetricPresentationStateStorage
+    "1.2.840.10008.5.1.4.1.1.11.11": "PRESENTATION",  # MultipleVolumeRenderingVolumetricPresentationStateStorage
+    "1.2.840.10008.5.1.4.1.1.131": "PRESENTATION",  # BasicStructuredDisplayStorage
+    "1.2.840.10008.5.1.4.1.1.9.1.1": "WAVEFORM",  # TwelveLeadECGWaveformStorage
+    "1.2.840.10008.5.1.4.1.1.9.1.2": "WAVEFORM",  # GeneralECGWaveformStorage
+    "1.2.840.10008.5.1.4.1.1.9.1.3": "WAVEFORM",  # AmbulatoryECGWaveformStorage
+    "1.2.840.10008.5.1.4.1.1.9.1.4": "WAVEFORM",  # General32bitECGWaveformStorage
+    "1.2.840.10008.5.1.4.1.1.9.2.1": "WAVEFORM",  # HemodynamicWaveformStorage
+    "1.2.840.10008.5.1.4.1.1.9.3.1": "WAVEFORM",  # CardiacElectrophysiologyWaveformStorage
+    "1.2.840.10008.5.1.4.1.1.9.4.1": "WAVEFORM",  # BasicVoiceAudioWaveformStorage
+    "1.2.840.10008.5.1.4.1.1.9.4.2": "WAVEFORM",  # GeneralAudioWaveformStorage
+    "1.2.840.10008.5.1.4.1.1.9.5.1": "WAVEFORM",  # ArterialPulseWaveformStorage
+    "1.2.840.10008.5.1.4.1.1.9.6.1": "WAVEFORM",  # RespiratoryWaveformStorage
+    "1.2.840.10008.5.1.4.1.1.9.6.2": "WAVEFORM",  # MultichannelRespiratoryWaveformStorage
+    "1.2.840.10008.5.1.4.1.1.9.7.1": "WAVEFORM",  # RoutineScalpElectroencephalogramWaveformStorage
+    "1.2.840.10008.5.1.4.1.1.9.7.2": "WAVEFORM",  # ElectromyogramWaveformStorage
+    "1.2.840.10008.5.1.4.1.1.9.7.3": "WAVEFORM",  # ElectrooculogramWaveformStorage
+    "1.2.840.10008.5.1.4.1.1.9.7.4": "WAVEFORM",  # SleepElectroencephalogramWaveformStorage
+    "1.2.840.10008.5.1.4.1.1.9.8.1": "WAVEFORM",  # BodyPositionWaveformStorage
+    "1.2.840.10008.5.1.4.1.1.88.11": "SR DOCUMENT",  # BasicTextSRStorage
+    "1.2.840.10008.5.1.4.1.1.88.22": "SR DOCUMENT",  # EnhancedSRStorage
+    "1.2.840.10008.5.1.4.1.1.88.33": "SR DOCUMENT",  # ComprehensiveSRStorage
+    "1.2.840.10008.5.1.4.1.1.88.34": "SR DOCUMENT",  # Comprehensive3DSRStorage
+    "1.2.840.10008.5.1.4.1.1.88.35": "SR DOCUMENT",  # ExtensibleSRStorage
+    "1.2.840.10008.5.1.4.1.1.88.40": "SR DOCUMENT",  # ProcedureLogStorage
+    "1.2.840.10008.5.1.4.1.1.88.50": "SR DOCUMENT",  # MammographyCADSRStorage
+    "1.2.840.10008.5.1.4.1.1.88.65": "SR DOCUMENT",  # ChestCADSRStorage
+    "1.2.840.10008.5.1.4.1.1.88.69": "SR DOCUMENT",  # ColonCADSRStorage
+    "1.2.840.10008.5.1.4.1.1.88.67": "SR DOCUMENT",  # XRayRadiationDoseSRStorage
+    "1.2.840.10008.5.1.4.1.1.88.68": "SR DOCUMENT",  # RadiopharmaceuticalRadiationDoseSRStorage
+    "1.2.840.10008.5.1.4.1.1.88.73": "SR DOCUMENT",  # PatientRadiationDoseSRStorage
+    "1.2.840.10008.5.1.4.1.1.88.71": "SR DOCUMENT",  # AcquisitionContextSRStorage
+    "1.2.840.10008.5.1.4.1.1.88.72": "SR DOCUMENT",  # SimplifiedAdultEchoSRStorage
+    "1.2.840.10008.5.1.4.1.1.78.6": "SR DOCUMENT",  # SpectaclePrescriptionReportStorage
+    "1.2.840.10008.5.1.4.1.1.79.1": "SR DOCUMENT",  # MacularGridThicknessAndVolumeReportStorage
+    "1.2.840.10008.5.1.4.1.1.88.70": "SR DOCUMENT",  # ImplantationPlanSRStorage
+    "1.2.840.10008.5.1.4.1.1.88.74": "SR DOCUMENT",  # PlannedImagingAgentAdministrationSRStorage
+    "1.2.840.10008.5.1.4.1.1.88.75": "SR DOCUMENT",  # PerformedImagingAgentAdministrationSRStorage
+    "1.2.840.10008.5.1.4.1.1.88.76": "SR DOCUMENT",  # EnhancedXRayRadiationDoseSRStorage
+    "1.2.840.10008.5.1.4.1.1.88.77": "SR DOCUMENT",  # WaveformAnnotationSRStorage
+    "1.2.840.10008.5.1.4.1.1.88.59": "KEY OBJECT DOC",  # KeyObjectSelectionDocumentStorage
+    "1.2.840.10008.5.1.4.1.1.66": "RAW DATA",  # RawDataStorage
+    "1.2.840.10008.5.1.4.1.1.104.1": "ENCAP DOC",  # EncapsulatedPDFStorage
+    "1.2.840.10008.5.1.4.1.1.104.2": "ENCAP DOC",  # EncapsulatedCDAStorage
+    "1.2.840.10008.5.1.4.1.1.104.3": "ENCAP DOC",  # EncapsulatedSTLStorage
+    "1.2.840.10008.5.1.4.1.1.104.4": "ENCAP DOC",  # EncapsulatedOBJStorage
+    "1.2.840.10008.5.1.4.1.1.104.5": "ENCAP DOC",  # EncapsulatedMTLStorage
+    "1.2.840.10008.5.1.4.1.1.4.2": "SPECTROSCOPY",  # MRSpectroscopyStorage
+    "1.2.840.10008.5.1.4.1.1.66.1": "REGISTRATION",  # SpatialRegistrationStorage
+    "1.2.840.10008.5.1.4.1.1.66.3": "REGISTRATION",  # DeformableSpatialRegistrationStorage
+    "1.2.840.10008.5.1.4.1.1.66.2": "FIDUCIAL",  # SpatialFiducialsStorage
+    "1.2.840.10008.5.1.4.1.1.67": "VALUE MAP",  # RealWorldValueMappingStorage
+    "1.2.840.10008.5.1.4.1.1.77.1.5.3": "STEREOMETRIC",  # StereometricRelationshipStorage
+    "1.2.840.10008.5.1.4.1.1.66.5": "SURFACE",  # SurfaceSegmentationStorage
+    "1.2.840.10008.5.1.4.1.1.68.1": "SURFACE SCAN",  # SurfaceScanMeshStorage
+    "1.2.840.10008.5.1.4.1.1.68.2": "SURFACE SCAN",  # SurfaceScanPointCloudStorage
+    "1.2.840.10008.5.1.4.1.1.66.6": "TRACT",  # TractographyResultsStorage
+    "1.2.840.10008.5.1.4.1.1.90.1": "ASSESSMENT",  # ContentAssessmentResultsStorage
+    "1.2.840.10008.5.1.4.1.1.481.2": "RT DOSE",  # RTDoseStorage
+    "1.2.840.10008.5.1.4.1.1.481.3": "RT STRUCTURE SET",  # RTStructureSetStorage
+    "1.2.840.10008.5.1.4.1.1.481.5": "RT PLAN",  # RTPlanStorage
+    "1.2.840.10008.5.1.4.1.1.481.8": "RT PLAN",  # RTIonPlanStorage
+    "1.2.840.10008.5.1.4.34.10": "RT PLAN",  # RTBrachyApplicationSetupDeliveryInstructionStorage
+    "1.2.840.10008.5.1.4.1.1.481.4": "RT TREAT RECORD",  # RTBeamsTreatmentRecordStorage
+    "1.2.840.10008.5.1.4.1.1.481.6": "RT TREAT RECORD",  # RTBrachyTreatmentRecordStorage
+    "1.2.840.10008.5.1.4.1.1.481.7": "RT TREAT RECORD",  # RTTreatmentSummaryRecordStorage
+    "1.2.840.10008.5.1.4.1.1.481.9": "RT TREAT RECORD",  # RTIonBeamsTreatmentRecordStorage
+    "1.2.840.10008.5.1.4.1.1.78.1": "MEASUREMENT",  # LensometryMeasurementsStorage
+    "1.2.840.10008.5.1.4.1.1.78.2": "MEASUREMENT",  # AutorefractionMeasurementsStorage
+    "1.2.840.10008.5.1.4.1.1.78.3": "MEASUREMENT",  # KeratometryMeasurementsStorage
+    "1.2.840.10008.5.1.4.1.1.78.4": "MEASUREMENT",  # SubjectiveRefractionMeasurementsStorage
+    "1.2.840.10008.5.1.4.1.1.78.5": "MEASUREMENT",  # VisualAcuityMeasurementsStorage
+    "1.2.840.10008.5.1.4.1.1.78.7": "MEASUREMENT",  # OphthalmicAxialMeasurementsStorage
+    "1.2.840.10008.5.1.4.1.1.78.8": "MEASUREMENT",  # IntraocularLensCalculationsStorage
+    "1.2.840.10008.5.1.4.1.1.80.1": "MEASUREMENT",  # OphthalmicVisualFieldStaticPerimetryMeasurementsStorage
 }
-
-#: Every standard storage SOP class pydicom knows (PS3.4 Annex B, PS3.6 Annex A).
-STANDARD_STORAGE_CLASSES = frozenset(
-    str(u)
-    for name, u in vars(_uid).items()
-    if isinstance(u, _uid.UID) and name.endswith("Storage") and u.startswith("1.2.840.10008.5.1.4.1.1.")
-)
 
 
 def record_type(sop_class_uid: str, *, has_pixels: bool) -> str:
@@ -206,9 +186,25 @@ def record_type(sop_class_uid: str, *, has_pixels: bool) -> str:
     found = SOP_CLASS_RECORD_TYPE.get(sop_class_uid)
     if found:
         return found
-    if sop_class_uid in STANDARD_STORAGE_CLASSES or has_pixels:
+    if has_pixels or is_standard_storage_class(sop_class_uid):
         return "IMAGE"
     return "PRIVATE"
+
+
+def is_standard_storage_class(sop_class_uid: str) -> bool:
+    """True for a storage SOP class of the standard (PS3.4 Annex B), as pydicom lists them.
+
+    pydicom is imported here, not at module level: the burn hot path never needs it.
+    """
+    if not sop_class_uid.startswith("1.2.840.10008.5.1.4."):
+        return False
+    from pydicom import uid
+
+    return any(
+        u == sop_class_uid and name.endswith("Storage")
+        for name, u in vars(uid).items()
+        if isinstance(u, uid.UID)
+    )
 
 
 # -- File IDs (PS3.10 8.2, PS3.12 F.3 / Annex Q) -----------------------------------
