@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from typing import NamedTuple
 
 
 # -- Identity of this implementation (PS3.10 7.1, File Meta Information) ---------
@@ -234,3 +235,133 @@ REFUSED_NOT_AUTHORIZED = 0x0124  # PS3.7 C.5.3
 OUT_OF_RESOURCES = 0xA700  # PS3.4 B.2.3
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900  # PS3.4 B.2.3
 CANNOT_UNDERSTAND = 0xC000  # PS3.4 B.2.3
+
+
+# -- Directory record keys (PS3.3 F.5, and the seed's Appendix D) -------------------
+
+
+class Key(NamedTuple):
+    """A key of a directory record: its tag, VR and Type in the record (PS3.3 F.5)."""
+
+    tag: int
+    vr: str
+    type: str  # "1" required, "2" present (maybe empty), "3" copied when present
+
+
+def _keys(*keys: tuple[int, str, str]) -> tuple[Key, ...]:
+    return tuple(Key(*k) for k in keys)
+
+
+SPECIFIC_CHARACTER_SET = 0x00080005
+INSTANCE_NUMBER = 0x00200013
+CONTENT_DATE, CONTENT_TIME = 0x00080023, 0x00080033
+_CONTENT = _keys((CONTENT_DATE, "DA", "1"), (CONTENT_TIME, "TM", "1"), (INSTANCE_NUMBER, "IS", "1"))
+_CONTENT_ID = _keys(
+    (0x00700080, "CS", "1"),  # Content Label
+    (0x00700081, "LO", "2"),  # Content Description
+    (0x00700084, "PN", "2"),  # Content Creator's Name
+)
+
+#: Keys per record type. Leaf records also get Referenced File ID, Referenced SOP
+#: Class / Instance / Transfer Syntax UID in File (F.3.2.2) and SOP Instance UID
+#: (Appendix D "Additional, Common Keys").
+RECORD_KEYS: dict[str, tuple[Key, ...]] = {
+    "PATIENT": _keys(
+        (0x00100010, "PN", "2"),  # Patient's Name
+        (0x00100020, "LO", "1"),  # Patient ID
+        (0x00100030, "DA", "3"),  # Patient's Birth Date (Appendix D)
+        (0x00100040, "CS", "3"),  # Patient's Sex (Appendix D)
+    ),
+    "STUDY": _keys(
+        (0x00080020, "DA", "1"),  # Study Date
+        (0x00080030, "TM", "1"),  # Study Time
+        (0x00080050, "SH", "2"),  # Accession Number
+        (0x00080090, "PN", "3"),  # Referring Physician's Name (Appendix D)
+        (0x00081030, "LO", "2"),  # Study Description
+        (0x00081060, "PN", "3"),  # Name of Physician(s) Reading Study (Appendix D)
+        (0x0020000D, "UI", "1"),  # Study Instance UID (1C; we always know it)
+        (0x00200010, "SH", "1"),  # Study ID
+    ),
+    "SERIES": _keys(
+        (0x00080060, "CS", "1"),  # Modality
+        (0x0008103E, "LO", "3"),  # Series Description (Appendix D)
+        (0x0020000E, "UI", "1"),  # Series Instance UID
+        (0x00200011, "IS", "1"),  # Series Number
+    ),
+    "IMAGE": _keys(
+        (0x00080008, "CS", "3"),  # Image Type (Appendix D)
+        (0x00081140, "SQ", "3"),  # Referenced Image Sequence (Appendix D)
+        (INSTANCE_NUMBER, "IS", "1"),
+    ),
+    "PRESENTATION": _CONTENT_ID
+    + _keys(
+        (0x00081115, "SQ", "3"),  # Referenced Series Sequence (1C)
+        (INSTANCE_NUMBER, "IS", "1"),
+        (0x00700082, "DA", "1"),  # Presentation Creation Date
+        (0x00700083, "TM", "1"),  # Presentation Creation Time
+        (0x00700402, "SQ", "3"),  # Blending Sequence (1C)
+    ),
+    "WAVEFORM": _CONTENT,
+    "RAW DATA": _CONTENT,
+    "KEY OBJECT DOC": _CONTENT
+    + _keys(
+        (0x0040A043, "SQ", "1"),  # Concept Name Code Sequence
+        (0x0040A730, "SQ", "3"),  # Content Sequence (1C: HAS CONCEPT MOD items only)
+    ),
+    "SR DOCUMENT": _CONTENT
+    + _keys(
+        (0x0040A030, "DT", "3"),  # Verification DateTime (1C)
+        (0x0040A043, "SQ", "1"),  # Concept Name Code Sequence
+        (0x0040A491, "CS", "1"),  # Completion Flag
+        (0x0040A493, "CS", "1"),  # Verification Flag
+        (0x0040A730, "SQ", "3"),  # Content Sequence (1C: HAS CONCEPT MOD items only)
+    ),
+    "ENCAP DOC": _keys(
+        (CONTENT_DATE, "DA", "2"),
+        (CONTENT_TIME, "TM", "2"),
+        (INSTANCE_NUMBER, "IS", "1"),
+        (0x0040A043, "SQ", "2"),  # Concept Name Code Sequence
+        (0x0040E001, "ST", "3"),  # HL7 Instance Identifier (1C)
+        (0x00420010, "ST", "2"),  # Document Title
+        (0x00420012, "LO", "1"),  # MIME Type of Encapsulated Document
+    ),
+    "RT DOSE": _keys((INSTANCE_NUMBER, "IS", "1"), (0x3004000A, "CS", "1")),  # Dose Summation Type
+    "RT STRUCTURE SET": _keys(
+        (INSTANCE_NUMBER, "IS", "1"),
+        (0x30060002, "SH", "1"),  # Structure Set Label
+        (0x30060008, "DA", "2"),  # Structure Set Date
+        (0x30060009, "TM", "2"),  # Structure Set Time
+    ),
+    "RT PLAN": _keys(
+        (INSTANCE_NUMBER, "IS", "1"),
+        (0x300A0002, "SH", "1"),  # RT Plan Label
+        (0x300A0006, "DA", "2"),  # RT Plan Date
+        (0x300A0007, "TM", "2"),  # RT Plan Time
+    ),
+    "RT TREAT RECORD": _keys(
+        (INSTANCE_NUMBER, "IS", "1"),
+        (0x30080250, "DA", "2"),  # Treatment Date
+        (0x30080251, "TM", "2"),  # Treatment Time
+    ),
+    # REGISTRATION, FIDUCIAL, VALUE MAP, ... : the Content Identification keys.
+    "GENERIC": _CONTENT + _CONTENT_ID,
+    "PRIVATE": _keys((INSTANCE_NUMBER, "IS", "3")),
+}
+
+#: Keys whose empty value we invent, as DCMTK's ``dcmmkdir +I`` does (issue #2).
+INVENTED_KEYS = {
+    0x00100020: "Patient ID",
+    0x00200010: "Study ID",
+    0x00080020: "Study Date",
+    0x00080030: "Study Time",
+    0x00080060: "Modality",
+    0x00200011: "Series Number",
+    INSTANCE_NUMBER: "Instance Number",
+    CONTENT_DATE: "Content Date",
+    CONTENT_TIME: "Content Time",
+}
+
+
+def record_keys(record: str) -> tuple[Key, ...]:
+    """The keys of ``record`` (the GENERIC set for the rarer leaf types)."""
+    return RECORD_KEYS.get(record, RECORD_KEYS["GENERIC"])

@@ -495,6 +495,22 @@ def _compare(img: int, f: MediaFile, runs: list[tuple[int, int]], bufs: tuple[by
         pos += n
 
 
+def _listings(path: str) -> dict[str, dict[str, list[tuple[int, int]]]]:
+    """pycdlib's view of the image: by name suffix (".;1" ISO 9660, "" UDF), each file's byte extents."""
+    iso = pycdlib.PyCdlib()
+    try:
+        iso.open(path)
+        try:
+            views = {".;1": _listing(iso, "iso_path")}
+            if iso.has_udf():
+                views[""] = _listing(iso, "udf_path")
+            return views
+        finally:
+            iso.close()
+    except Exception as e:  # pycdlib trips in many ways on a damaged image: PyCdlibException, struct.error...
+        raise BuildError(f"cannot read back {path}: {e}") from e
+
+
 def verify_image(path: str | os.PathLike[str], files: Sequence[MediaFile]) -> None:
     """Read the image at ``path`` back with pycdlib and compare it with ``files``.
 
@@ -505,34 +521,20 @@ def verify_image(path: str | os.PathLike[str], files: Sequence[MediaFile]) -> No
     Raises BuildError naming the first file that is missing, extra or different.
     """
     expected = {f.relpath: f for f in files}
-    iso = pycdlib.PyCdlib()
+    views = _listings(os.fspath(path))
+    for suffix, found in views.items():
+        names = {relpath + suffix for relpath in expected}
+        if missing := sorted(names - found.keys()):
+            raise BuildError(f"{missing[0]} is missing from the image")
+        if extra := sorted(found.keys() - names):
+            raise BuildError(f"{extra[0]} is on the image but not in the file-set")
+    bufs = bytearray(_CHUNK), bytearray(_CHUNK)
+    img = os.open(path, os.O_RDONLY)
     try:
-        iso.open(os.fspath(path))
-    except (PyCdlibException, OSError) as e:
-        raise BuildError(f"cannot read back {os.fspath(path)}: {e}") from e
-    try:
-        try:
-            views = {".;1": _listing(iso, "iso_path")}
-            if iso.has_udf():
-                views[""] = _listing(iso, "udf_path")
-        except PyCdlibException as e:
-            raise BuildError(f"cannot read back {os.fspath(path)}: {e}") from e
-        for suffix, found in views.items():
-            names = {relpath + suffix for relpath in expected}
-            if missing := sorted(names - found.keys()):
-                raise BuildError(f"{missing[0]} is missing from the image")
-            if extra := sorted(found.keys() - names):
-                raise BuildError(f"{extra[0]} is on the image but not in the file-set")
-        udf = views.get("")
-        bufs = bytearray(_CHUNK), bytearray(_CHUNK)
-        img = os.open(path, os.O_RDONLY)
-        try:
-            for relpath, f in expected.items():
-                runs = views[".;1"][relpath + ".;1"]
-                if udf is not None and udf[relpath] != runs:
-                    raise BuildError(f"{relpath} has different extents in the UDF and ISO 9660 directories")
-                _compare(img, f, runs, bufs)
-        finally:
-            os.close(img)
+        for relpath, f in expected.items():
+            runs = views[".;1"][relpath + ".;1"]
+            if "" in views and views[""][relpath] != runs:
+                raise BuildError(f"{relpath} has different extents in the UDF and ISO 9660 directories")
+            _compare(img, f, runs, bufs)
     finally:
-        iso.close()
+        os.close(img)

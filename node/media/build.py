@@ -1,0 +1,235 @@
+"""The media room's front door: sources in, a published medium out.
+
+scan -> convert what the profile does not allow -> records -> File IDs ->
+DICOMDIR -> capacity check -> write under a temporary name -> re-read and
+compare -> rename into place. A failure at any step leaves nothing under the
+output path (DESIGN.md invariant 2) and the sources untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from node import dcmio, dicom
+from node.errors import BuildError, UsageError
+from node.media import folder, iso
+from node.media.content import FileSlice, MediaFile
+from node.media.dicomdir import encode_dicomdir
+from node.media.directory import Tree, build_tree
+from node.media.layout import assign_file_ids
+from node.media.sources import Instance, scan
+from node.media.transcode import CannotConvert, convert, needs_conversion
+from node.profiles import SECTOR, Profile
+
+logger = logging.getLogger(__name__)
+
+Format = Literal["iso", "folder"]
+Progress = Callable[[int], None]
+DEFAULT_LABEL = "DICOM"
+_BLOCK = 4096  # allocation unit assumed for folder (USB) targets
+
+
+@dataclass
+class BurnReport:
+    """What a burn did, for the terminal and for ``--json``."""
+
+    out: str
+    profile: str
+    format: str
+    volume_id: str = ""
+    patients: int = 0
+    studies: int = 0
+    instances: int = 0
+    bytes: int = 0
+    sectors: int = 0
+    capacity_sectors: int | None = None
+    converted: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    duplicates: list[dict[str, str]] = field(default_factory=list)
+    refused: list[dict[str, str]] = field(default_factory=list)
+    invented: list[str] = field(default_factory=list)
+    adjusted: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def burn(
+    sources: Sequence[str],
+    *,
+    out: str | os.PathLike[str],
+    profile: Profile,
+    fmt: Format | None = None,
+    label: str | None = None,
+    invent_patient_id: bool = False,
+    progress: Progress | None = None,
+) -> BurnReport:
+    """Build one medium of ``profile`` from every DICOM file under ``sources``."""
+    target = Path(out)
+    fmt = fmt or ("iso" if target.suffix.lower() == ".iso" or profile.file_system != "folder" else "folder")
+    if fmt == "iso" and profile.file_system == "folder":
+        raise UsageError(f"{profile.name} writes a folder tree, not an image: use --format folder")
+    _check_target(target)
+    report = BurnReport(out=str(target), profile=profile.name, format=fmt, capacity_sectors=profile.capacity_sectors)
+    found = scan(sources)
+    report.skipped = [{"path": p, "reason": r} for p, r in found.skipped]
+    report.duplicates = [{"path": p, "kept": k} for p, k in found.duplicates]
+    report.refused = [{"path": p, "reason": r} for p, r in found.unreadable]
+    if not found.instances:
+        raise BuildError(f"nothing to write: no DICOM instance among {len(found.skipped)} file(s) under {', '.join(sources)}")
+
+    staging = tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent)
+    try:
+        instances = _admit(found.instances, profile, staging, report)
+        tree = build_tree(instances, invent_patient_id=invent_patient_id)
+        tree = _coerce_patient_ids(tree, instances, staging, invent_patient_id, report)
+        report.refused += [{"path": p, "reason": r} for p, r in tree.refused]
+        report.invented = tree.inventions
+        if not tree.patients:
+            raise BuildError(f"nothing to write: all {len(instances)} instance(s) refused ({report.refused[0]['reason']})")
+        volume_id, fileset_id = _labels(label or DEFAULT_LABEL, report)
+        files = _files(tree, fileset_id)
+        report.patients = len(tree.patients)
+        report.studies = sum(len(p.children) for p in tree.patients)
+        report.instances = len(files) - 1
+        report.bytes = sum(f.size for f in files)
+        _check_capacity(files, profile, target, report)
+        if fmt == "iso":
+            _publish_image(files, target, volume_id=volume_id, profile=profile, progress=progress)
+        else:
+            _publish_folder(files, target, progress=progress)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("burned %d instance(s) of %d study(ies) to %s", report.instances, report.studies, target)
+    return report
+
+
+def _check_target(target: Path) -> None:
+    if os.path.lexists(target):
+        raise BuildError(f"{target} already exists; remove it or choose another output")
+    if not target.parent.is_dir():
+        raise BuildError(f"cannot write {target}: {target.parent} is not a folder")
+
+
+def _admit(instances: list[Instance], profile: Profile, staging: str, report: BurnReport) -> list[Instance]:
+    """Keep what the profile allows, convert the rest, refuse what cannot be."""
+    admitted = []
+    for n, inst in enumerate(instances):
+        if inst.record_type == "PRIVATE" and not profile.augmented:
+            report.refused.append({"path": inst.source, "reason": f"private SOP class {inst.sop_class_uid} is not allowed on {profile.name}"})
+            continue
+        if needs_conversion(inst, profile):
+            try:
+                inst = convert(inst, dest=os.path.join(staging, f"{n:08d}"))
+            except CannotConvert as exc:
+                report.refused.append({"path": inst.source, "reason": str(exc)})
+                continue
+            report.converted.append({"path": inst.source, "conversion": inst.conversion})
+        admitted.append(inst)
+    return admitted
+
+
+def _coerce_patient_ids(tree: Tree, instances: list[Instance], staging: str, invent: bool, report: BurnReport) -> Tree:
+    """Write an invented Patient ID into the files of a patient whose ID another patient has."""
+    if not tree.coerced:
+        return tree
+    redone = []
+    for n, inst in enumerate(instances):
+        new_id = tree.coerced.get(inst.sop_instance_uid)
+        if new_id is not None:
+            inst = convert(inst, dest=os.path.join(staging, f"P{n:07d}"), patient_id=new_id)
+            report.converted.append({"path": inst.source, "conversion": inst.conversion})
+        redone.append(inst)
+    again = build_tree(redone, invent_patient_id=invent)
+    again.inventions = tree.inventions + [i for i in again.inventions if i not in tree.inventions]
+    return again
+
+
+_D_CHARS = re.compile(r"[^A-Z0-9_]")
+
+
+def _labels(label: str, report: BurnReport) -> tuple[str, str]:
+    """Volume Identifier (d-characters, <= 32, ECMA-119 7.4.1) and File-set ID (CS, <= 16)."""
+    volume_id = _D_CHARS.sub("_", label.upper())[:32].strip("_") or DEFAULT_LABEL
+    fileset_id = volume_id[:16].rstrip("_") or DEFAULT_LABEL
+    if volume_id != label:
+        report.adjusted.append(f"label {label!r} written as volume identifier {volume_id!r}")
+    if fileset_id != volume_id:
+        report.adjusted.append(f"File-set ID shortened to {fileset_id!r} (CS, at most 16 characters)")
+    report.volume_id = volume_id
+    return volume_id, fileset_id
+
+
+def _files(tree: Tree, fileset_id: str) -> list[MediaFile]:
+    """The medium's files: the DICOMDIR, then each instance as new File Meta + its dataset bytes."""
+    file_ids = assign_file_ids(tree)
+    files = [MediaFile(("DICOMDIR",), [encode_dicomdir(tree, file_ids, fileset_id=fileset_id, fileset_uid=dicom.new_uid())])]
+    for leaf in tree.leaves():
+        inst = leaf.instance
+        assert inst is not None
+        h = inst.header
+        meta = dcmio.file_meta(inst.sop_class_uid, inst.sop_instance_uid, h.transfer_syntax)
+        files.append(MediaFile(file_ids[id(leaf)], [meta, FileSlice(h.path, h.dataset_offset, h.size - h.dataset_offset)]))
+    return files
+
+
+def _check_capacity(files: list[MediaFile], profile: Profile, target: Path, report: BurnReport) -> None:
+    if profile.file_system == "folder":
+        needed = sum(-(-f.size // _BLOCK) * _BLOCK for f in files)
+        st = os.statvfs(target.parent)
+        free = st.f_bavail * st.f_frsize
+        report.sectors = -(-needed // SECTOR)
+        if needed > free:
+            raise BuildError(f"the set needs {_mb(needed)} but {target.parent} has {_mb(free)} free")
+        return
+    report.sectors = iso.image_sectors(files, file_system=profile.file_system)
+    capacity = profile.capacity_sectors
+    if capacity is not None and report.sectors > capacity:
+        raise BuildError(
+            f"the set needs {report.sectors:,} sectors ({_mb(report.sectors * SECTOR)}) but a {profile.name} "
+            f"medium holds {capacity:,} ({_mb(capacity * SECTOR)}); no study is split: burn fewer studies"
+        )
+
+
+def _publish_image(files: list[MediaFile], target: Path, *, volume_id: str, profile: Profile, progress: Progress | None) -> None:
+    tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
+    try:
+        with open(tmp, "wb+") as f:
+            fs = "udf" if profile.file_system == "udf" else "iso9660"
+            iso.write_image(files, f, volume_id=volume_id, file_system=fs, progress=progress)
+            f.flush()
+            os.fsync(f.fileno())
+        iso.verify_image(tmp, files)
+        os.replace(tmp, target)
+        folder.fsync_dir(target.parent)
+    except OSError as exc:
+        raise BuildError(f"cannot write {target}: {exc.strerror or exc}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _publish_folder(files: list[MediaFile], target: Path, *, progress: Progress | None) -> None:
+    tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
+    try:
+        folder.write_tree(files, tmp, progress=progress)
+        folder.verify_tree(tmp, files)
+        os.rename(tmp, target)
+        folder.fsync_dir(target.parent)
+    except OSError as exc:
+        raise BuildError(f"cannot write {target}: {exc.strerror or exc}") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"

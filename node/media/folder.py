@@ -1,0 +1,60 @@
+"""Write a file-set as a folder tree (USB media, ``--format folder``) and check it.
+
+Files are written under a temporary folder, each fsync'd, then compared with
+their sources; the caller renames the folder into place (DESIGN.md invariant 2).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from node.errors import BuildError
+from node.media.content import MediaFile, copy_pieces, read_pieces
+
+Progress = Callable[[int], None]
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a rename or a new entry in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_tree(files: Sequence[MediaFile], root: Path, *, progress: Progress | None = None) -> None:
+    """Write every file under ``root`` (created), fsync'ing files and folders."""
+    root.mkdir()
+    folders = {root}
+    for f in files:
+        path = root.joinpath(*f.components)
+        for parent in reversed(path.parents):
+            if parent not in folders and parent.is_relative_to(root):
+                parent.mkdir(exist_ok=True)
+                folders.add(parent)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            copy_pieces(f.pieces, fd, 0, progress or (lambda n: None))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    for d in folders:
+        fsync_dir(d)
+
+
+def verify_tree(root: Path, files: Sequence[MediaFile]) -> None:
+    """Re-read every written file and compare it byte for byte with its sources."""
+    expected = {f.relpath for f in files}
+    found = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    if found != expected:
+        raise BuildError(f"written folder differs from the plan: {sorted(found ^ expected)[:3]}")
+    for f in files:
+        with open(root.joinpath(*f.components), "rb") as fp:
+            for chunk in read_pieces(f.pieces):
+                if fp.read(len(chunk)) != chunk:
+                    raise BuildError(f"{f.relpath} does not read back as written")
+            if fp.read(1):
+                raise BuildError(f"{f.relpath} is longer than written")

@@ -1,0 +1,194 @@
+"""Find and read the DICOM instances to put on a medium.
+
+Every file under the sources is read once, headers only, with
+:mod:`node.dcmio` (pydicom only for what it cannot read). Non-DICOM files are
+skipped with a reason, a second copy of a SOP Instance UID is reported and
+left out, and a DICOMDIR found among the sources is never taken as an instance.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+from node import dcmio, dicom
+from node.dcmio import Element, Header
+from node.errors import UsageError
+
+logger = logging.getLogger(__name__)
+
+SOP_CLASS_UID = 0x00080016
+SOP_INSTANCE_UID = 0x00080018
+PATIENT_NAME, PATIENT_ID, PATIENT_BIRTH_DATE = 0x00100010, 0x00100020, 0x00100030
+STUDY_INSTANCE_UID, SERIES_INSTANCE_UID = 0x0020000D, 0x0020000E
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+
+#: Attributes read besides the record keys: identity, and the dates a Study
+#: Date or Content Date may be invented from.
+_EXTRA_KEYS = (
+    (dicom.SPECIFIC_CHARACTER_SET, "CS"),
+    (0x00080012, "DA"),  # Instance Creation Date
+    (0x00080013, "TM"),  # Instance Creation Time
+    (SOP_CLASS_UID, "UI"),
+    (SOP_INSTANCE_UID, "UI"),
+    (0x00080021, "DA"),  # Series Date
+    (0x00080022, "DA"),  # Acquisition Date
+    (0x00080031, "TM"),  # Series Time
+    (0x00080032, "TM"),  # Acquisition Time
+    (0x0040A010, "CS"),  # Relationship Type (in Content Sequence items)
+    (0x0040A073, "SQ"),  # Verifying Observer Sequence (its Verification DateTime)
+)
+VRS: dict[int, str] = dict(_EXTRA_KEYS) | {
+    k.tag: k.vr for keys in dicom.RECORD_KEYS.values() for k in keys
+}
+WANTED = frozenset(VRS)
+
+
+@dataclass
+class Instance:
+    """One SOP instance found under the sources."""
+
+    header: Header
+    sop_class_uid: str
+    sop_instance_uid: str
+    record_type: str
+    #: The file as the user gave it (``header.path`` points at a converted copy).
+    source: str
+    #: What conversion made of it, for the report ("" when kept as it was).
+    conversion: str = ""
+
+    def text(self, tag: int) -> str:
+        return self.header.text(tag)
+
+    @property
+    def patient_key(self) -> tuple[str, str, str]:
+        """(Patient ID, Patient's Name, Birth Date): who this instance is of."""
+        return (self.text(PATIENT_ID), self.text(PATIENT_NAME), self.text(PATIENT_BIRTH_DATE))
+
+
+@dataclass
+class Scan:
+    """What the sources held."""
+
+    instances: list[Instance] = field(default_factory=list)
+    #: (path, reason) for files that are not instances we can use.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: (path, reason) for DICOM files (or files we could not open) that cannot be read.
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    #: (path, path of the copy kept) for repeated SOP Instance UIDs.
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+
+
+def walk(sources: Sequence[str]) -> Iterator[str]:
+    """Yield every regular file under ``sources`` in a stable (sorted) order."""
+    for src in sources:
+        if os.path.isfile(src):
+            yield src
+        elif os.path.isdir(src):
+            for top, dirs, files in os.walk(src):
+                dirs.sort()
+                for name in sorted(files):
+                    path = os.path.join(top, name)
+                    if os.path.isfile(path):
+                        yield path
+        else:
+            raise UsageError(f"{src}: no such file or folder")
+
+
+def scan(sources: Sequence[str]) -> Scan:
+    """Read the header of every file under ``sources``."""
+    result = Scan()
+    seen: dict[str, Instance] = {}
+    for path in walk(sources):
+        try:
+            header = read(path)
+        except dcmio.NotDicom as exc:
+            result.skipped.append((path, f"not DICOM ({exc})"))
+            continue
+        except (Unreadable, OSError) as exc:
+            result.unreadable.append((path, f"unreadable: {exc.strerror if isinstance(exc, OSError) else exc}"))
+            continue
+        inst = instance(header, source=path)
+        if inst is None:
+            result.skipped.append((path, "not a SOP instance (no SOP Class or Instance UID)"))
+        elif inst.sop_class_uid == MEDIA_STORAGE_DIRECTORY:
+            result.skipped.append((path, "a DICOMDIR, not an instance: a new one is written"))
+        elif inst.sop_instance_uid in seen:
+            result.duplicates.append((path, seen[inst.sop_instance_uid].source))
+        else:
+            seen[inst.sop_instance_uid] = inst
+            result.instances.append(inst)
+    return result
+
+
+def read(path: str) -> Header:
+    """Read one file's header: fast path first, pydicom for the rest."""
+    try:
+        return dcmio.read_header(path, wanted=WANTED, vrs=VRS)
+    except dcmio.NeedsPydicom as exc:
+        logger.debug("%s: reading with pydicom (%s)", path, exc)
+        return _read_with_pydicom(path)
+
+
+def instance(header: Header, *, source: str) -> Instance | None:
+    """Make an :class:`Instance` of a header, or None when it has no SOP identity."""
+    sop_class = header.text(SOP_CLASS_UID) or dcmio.text(header.meta.get(0x00020002))
+    sop_instance = header.text(SOP_INSTANCE_UID) or dcmio.text(header.meta.get(0x00020003))
+    if not sop_class or not sop_instance:
+        return None
+    record = dicom.record_type(sop_class, has_pixels=header.has_pixels)
+    return Instance(header, sop_class, sop_instance, record, source)
+
+
+class Unreadable(Exception):
+    """A file that says it is DICOM (preamble or File Meta) but cannot be parsed."""
+
+
+def _read_with_pydicom(path: str) -> Header:
+    """Read a header pydicom's way (Big Endian, Deflate, odd encodings)."""
+    import warnings
+
+    from pydicom import dcmread
+
+    meta, offset, has_preamble = dcmio.read_meta(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # what matters is whether it parses
+            ds = dcmread(path, force=True, defer_size="4 KB")
+            elements = {tag: _element(ds[tag], ds._character_set) for tag in WANTED if tag in ds}
+    except Exception as exc:  # pydicom raises many kinds on damaged data
+        reason = first_line(exc)
+        raise (Unreadable if has_preamble or meta else dcmio.NotDicom)(reason) from None
+    implicit, little = ds.original_encoding
+    ts = str(ds.file_meta.get("TransferSyntaxUID", "")) or (
+        dicom.IMPLICIT_VR_LE if implicit else dicom.EXPLICIT_VR_LE if little else dicom.EXPLICIT_VR_BE
+    )
+    has_pixels = any(t in ds for t in (0x7FE00010, 0x7FE00008, 0x7FE00009))
+    return Header(path, os.path.getsize(path), meta, offset, ts, elements, has_pixels, has_preamble)
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one line (pydicom's messages may carry a whole traceback)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _element(elem: object, encodings: list[str]) -> Element:
+    """Encode a pydicom element in Explicit VR Little Endian, as :mod:`node.dcmio` keeps them."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_data_element
+
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    write_data_element(fp, elem, encodings)  # type: ignore[arg-type]
+    raw = fp.getvalue()
+    vr = str(elem.VR)  # type: ignore[attr-defined]
+    if vr == "SQ":
+        items = tuple(
+            {e.tag: _element(e, encodings) for e in item} for item in elem.value  # type: ignore[attr-defined]
+        )
+        return Element(vr, b"", raw, items)
+    header_length = 12 if vr in dcmio.LONG_VRS else 8
+    return Element(vr, raw[header_length:], raw)
