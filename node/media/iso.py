@@ -5,9 +5,11 @@ the metadata is laid out in memory (a few dozen bytes per file), then each
 file's pieces are copied by the kernel (``os.copy_file_range``) straight to
 their extent, one source file open at a time.
 
-UDF images (BD: DICOM PS3.12 asks for UDF 2.60) are a UDF 2.60 + ISO 9660
-bridge mastered by pycdlib, fed by lazy file objects that open a source only
-while pycdlib reads it.
+UDF images (BD) are a UDF + ISO 9660 bridge mastered by pycdlib, fed by lazy
+file objects that open a source only while pycdlib reads it. pycdlib 1.22
+accepts only udf="2.60" but records UDF 1.02 structures (NSR02, domain
+revision 0x0102, no metadata partition), short of the UDF 2.50 / 2.60 that
+DICOM PS3.12 Annex X asks for on BD-RE / BD-R.
 
 ``verify_image`` re-reads an image with pycdlib, independently of our writer,
 and compares every file with its sources.
@@ -19,7 +21,7 @@ import bisect
 import errno
 import os
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import BinaryIO, Literal, cast
@@ -28,7 +30,7 @@ import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
 from node.errors import BuildError
-from node.media.content import FileSlice, MediaFile, Piece
+from node.media.content import FileSlice, MediaFile
 
 SECTOR = 2048
 FileSystem = Literal["iso9660", "udf"]
@@ -45,9 +47,6 @@ def _ignore(n: int) -> None:
     """The progress callback used when the caller gives none."""
 
 
-# --- the file hierarchy ------------------------------------------------------
-
-
 @dataclass(eq=False)
 class _Dir:
     name: str  # "" for the root
@@ -57,7 +56,7 @@ class _Dir:
     number: int = 1  # ECMA-119 9.4: directory number in the path table
     extent: int = 0
     size: int = 0  # bytes, a whole number of sectors
-    file_extents: dict[str, int] = field(default_factory=dict)
+    file_extents: dict[str, int] = field(default_factory=dict)  # by name; 0 for an empty file
 
 
 def _tree(files: Sequence[MediaFile]) -> list[_Dir]:
@@ -78,14 +77,12 @@ def _tree(files: Sequence[MediaFile]) -> list[_Dir]:
             raise BuildError(f"{f.relpath} is twice in the file-set")
         d.entries[f.components[-1]] = f
     dirs = [root]
-    for d in dirs:  # breadth first, children by name: the path-table order
-        dirs.extend(e for _, e in sorted(d.entries.items()) if isinstance(e, _Dir))
-    for number, d in enumerate(dirs, 1):
+    for number, d in enumerate(dirs, 1):  # breadth first, children by name: the path-table order
         d.number = number
+        dirs.extend(e for _, e in sorted(d.entries.items()) if isinstance(e, _Dir))
+    if len(dirs) > 0xFFFF:
+        raise BuildError(f"{len(dirs)} directories: ISO 9660 numbers at most 65535 (ECMA-119 9.4.4)")
     return dirs
-
-
-# --- ISO 9660 layout and encoding ----------------------------------------------
 
 
 def _sectors(n_bytes: int) -> int:
@@ -97,32 +94,26 @@ def _both(fmt: str, value: int) -> bytes:
     return struct.pack("<" + fmt, value) + struct.pack(">" + fmt, value)
 
 
-def _records(d: _Dir) -> list[tuple[bytes, _Dir | str]]:
-    """(identifier, target) of d's records: ".", "..", then by name (ECMA-119 9.3).
-
-    A target is a directory or the name of a file of d. File identifiers are
-    ``NAME.;1``: the separators are mandatory even without an extension (7.5.1).
-    """
-    records: list[tuple[bytes, _Dir | str]] = [(b"\0", d), (b"\1", d.parent or d)]
-    for name, e in sorted(d.entries.items()):
-        records.append((name.encode("ascii"), e) if isinstance(e, _Dir) else (f"{name}.;1".encode("ascii"), name))
-    return records
-
-
 def _record_len(ident: bytes) -> int:
     return 33 + len(ident) + (1 - len(ident) % 2)  # ECMA-119 9.1.12: pad to an even length
 
 
-def _placed(records: list[tuple[bytes, _Dir | str]]) -> tuple[list[int], int]:
-    """Record offsets, none spanning a sector boundary (ECMA-119 6.8.1.1), and the directory size."""
-    offsets, pos = [], 0
-    for ident, _ in records:
-        n = _record_len(ident)
-        if pos % SECTOR + n > SECTOR:
+def _records(d: _Dir) -> tuple[list[tuple[int, bytes, str, _Dir | MediaFile]], int]:
+    """(offset, identifier, name, entry) of d's records, and d's size in bytes.
+
+    ".", "..", then by name (ECMA-119 9.3); no record spans a sector (6.8.1.1).
+    File identifiers are ``NAME.;1``: both separators are there even without
+    an extension (7.5.1); directory identifiers are the bare name.
+    """
+    records, pos = [], 0
+    dots: list[tuple[str, _Dir | MediaFile]] = [("\0", d), ("\1", d.parent or d)]  # "." and ".." (9.1.11)
+    for name, e in dots + sorted(d.entries.items()):
+        ident = (name if isinstance(e, _Dir) else f"{name}.;1").encode("ascii")
+        if pos % SECTOR + _record_len(ident) > SECTOR:
             pos += SECTOR - pos % SECTOR
-        offsets.append(pos)
-        pos += n
-    return offsets, _sectors(pos) * SECTOR
+        records.append((pos, ident, name, e))
+        pos += _record_len(ident)
+    return records, _sectors(pos) * SECTOR
 
 
 @dataclass
@@ -140,14 +131,14 @@ def _layout(files: Sequence[MediaFile]) -> _Layout:
     pt_size = sum(8 + len(d.name or "\0") + len(d.name or "\0") % 2 for d in dirs)
     extent = _FIRST_PATH_TABLE + 2 * _sectors(pt_size)
     for d in dirs:
-        d.size = _placed(_records(d))[1]
+        d.size = _records(d)[1]
         d.extent = extent
         extent += d.size // SECTOR
     meta_sectors, placed = extent, []
     for d in dirs:
         for name, e in sorted(d.entries.items()):
             if isinstance(e, MediaFile):
-                d.file_extents[name] = extent if e.size else 0  # an empty file has no extent
+                d.file_extents[name] = extent if e.size else 0  # an empty file has no extent (9.1.3)
                 placed.append((e, extent))
                 extent += _sectors(e.size)
     return _Layout(dirs, pt_size, placed, meta_sectors, extent)
@@ -161,15 +152,13 @@ def _directory_record(ident: bytes, extent: int, length: int, is_dir: bool, date
 
 
 def _directory(d: _Dir, date: bytes) -> bytes:
-    records = _records(d)
-    offsets, size = _placed(records)
+    records, size = _records(d)
     out = bytearray(size)
-    for (ident, target), offset in zip(records, offsets):
-        if isinstance(target, _Dir):
-            rec = _directory_record(ident, target.extent, target.size, True, date)
+    for offset, ident, name, e in records:
+        if isinstance(e, _Dir):
+            rec = _directory_record(ident, e.extent, e.size, True, date)
         else:
-            f = cast(MediaFile, d.entries[target])
-            rec = _directory_record(ident, d.file_extents[target], f.size, False, date)
+            rec = _directory_record(ident, d.file_extents[name], e.size, False, date)
         out[offset : offset + len(rec)] = rec
     return bytes(out)
 
@@ -186,38 +175,22 @@ def _path_table(dirs: list[_Dir], order: str) -> bytes:
 
 def _metadata(lay: _Layout, volume_id: str, now: datetime) -> bytes:
     """Sectors 0 to lay.meta_sectors: system area, PVD, terminator, path tables, directories."""
-    pt_sectors = _sectors(lay.path_table_size)
-    l_table, m_table = _FIRST_PATH_TABLE, _FIRST_PATH_TABLE + pt_sectors
+    l_table, m_table = _FIRST_PATH_TABLE, _FIRST_PATH_TABLE + _sectors(lay.path_table_size)
     date = bytes([now.year - 1900, now.month, now.day, now.hour, now.minute, now.second, 0])  # 9.1.5
     stamp = now.strftime("%Y%m%d%H%M%S00").encode("ascii") + b"\0"  # 8.4.26.1, UTC
     unset = b"0" * 16 + b"\0"
     root = lay.dirs[0]
     vol = volume_id.encode("ascii")
-    pvd = b"".join(  # ECMA-119 8.4
+    pvd = b"".join(  # ECMA-119 8.4, field by field
         [
-            b"\x01CD001\x01\0",
-            _NAME.ljust(32),  # system identifier
-            vol.ljust(32),
-            bytes(8),
-            _both("I", lay.sectors),  # volume space size
-            bytes(32),
-            _both("H", 1),  # volume set size
-            _both("H", 1),  # volume sequence number
-            _both("H", SECTOR),  # logical block size
-            _both("I", lay.path_table_size),
-            struct.pack("<II", l_table, 0),
-            struct.pack(">II", m_table, 0),
+            b"\x01CD001\x01\0", _NAME.ljust(32), vol.ljust(32), bytes(8),  # type, system id, volume id
+            _both("I", lay.sectors), bytes(32),  # volume space size
+            _both("H", 1), _both("H", 1), _both("H", SECTOR),  # set size, sequence number, block size
+            _both("I", lay.path_table_size), struct.pack("<II", l_table, 0), struct.pack(">II", m_table, 0),
             _directory_record(b"\0", root.extent, root.size, True, date),
-            vol.ljust(128),  # volume set identifier
-            _NAME.ljust(128),  # publisher
-            b"".ljust(128),  # data preparer
-            _NAME.ljust(128),  # application
-            b"".ljust(37 * 3),  # copyright, abstract, bibliographic files
-            stamp,  # creation
-            stamp,  # modification
-            unset,  # expiration
-            unset,  # effective
-            b"\x01",  # file structure version
+            vol.ljust(128), _NAME.ljust(128), b"".ljust(128), _NAME.ljust(128),  # set, publisher, preparer, app
+            b"".ljust(37 * 3),  # copyright, abstract, bibliographic file identifiers
+            stamp, stamp, unset, unset, b"\x01",  # created, modified, expires, effective; structure version
         ]
     )
     out = bytearray(lay.meta_sectors * SECTOR)
@@ -228,9 +201,6 @@ def _metadata(lay: _Layout, volume_id: str, now: datetime) -> bytes:
     for d in lay.dirs:
         out[d.extent * SECTOR : d.extent * SECTOR + d.size] = _directory(d, date)
     return bytes(out)
-
-
-# --- ISO 9660 streaming --------------------------------------------------------
 
 
 def _pwrite_all(fd: int, data: bytes, pos: int) -> int:
@@ -277,32 +247,24 @@ def _write_file(fd: int, f: MediaFile, pos: int, report: Progress) -> None:
     _pwrite_all(fd, bytes(-pos % SECTOR), pos)  # pad the extent to its last sector
 
 
-# --- UDF through pycdlib --------------------------------------------------------
+class _Source:
+    """A MediaFile's content as a read-only file that opens a source only while reading it.
 
-
-class _LazySource:
-    """A read-only file over a MediaFile's pieces, for pycdlib.
-
-    pycdlib keeps every added file object until it writes; this one opens a
-    source file only while it is being read, so one fd is open at a time. It
-    has no ``fileno()``: pycdlib only seeks and reads (``utils.copy_data``),
-    and a short read would end its copy silently, so ``read`` fills its
-    request unless at the end of the file.
+    pycdlib keeps every added file object until it writes: with these, one
+    source fd is open at a time. It has no ``fileno()``: pycdlib seeks and
+    reads (``utils.copy_data``), taking a short read for the end of the data,
+    so ``read`` and ``readinto`` fill their request unless at the end.
     """
 
     mode = "rb"  # pycdlib's add_fp insists on a binary file
 
-    def __init__(self, f: MediaFile, report: Progress) -> None:
-        self._pieces: list[Piece] = f.pieces
-        self._starts: list[int] = []
-        self._size = 0
+    def __init__(self, f: MediaFile, report: Progress = _ignore) -> None:
+        self._pieces, self._starts, self._size = f.pieces, [], 0
         for p in f.pieces:
             self._starts.append(self._size)
             self._size += len(p) if isinstance(p, bytes) else p.length
         self._report = report
-        self._pos = 0
-        self._fd: int | None = None
-        self._open = -1  # index of the piece whose source is open
+        self._pos, self._fd, self._open = 0, -1, -1  # _open: index of the piece whose source is _fd
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         self._pos = offset + {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
@@ -311,54 +273,46 @@ class _LazySource:
     def tell(self) -> int:
         return self._pos
 
-    def read(self, size: int = -1) -> bytes:
-        end = self._size if size < 0 else min(self._size, self._pos + size)
-        parts = []
-        while self._pos < end:
-            i = bisect.bisect_right(self._starts, self._pos) - 1
+    def read(self, size: int = -1) -> bytearray:
+        buf = bytearray(self._size - self._pos if size < 0 else min(size, self._size - self._pos))
+        self.readinto(memoryview(buf))
+        return buf
+
+    def readinto(self, view: memoryview) -> int:
+        done = 0
+        while done < len(view) and self._pos < self._size:
+            i = bisect.bisect_right(self._starts, self._pos) - 1  # the last piece starting here: skips empty ones
             piece, skip = self._pieces[i], self._pos - self._starts[i]
             if isinstance(piece, bytes):
-                data = piece[skip : skip + end - self._pos]
+                n = min(len(view) - done, len(piece) - skip)
+                view[done : done + n] = memoryview(piece)[skip : skip + n]
             else:
-                data = self._pread(i, piece, skip, min(end - self._pos, piece.length - skip))
-            parts.append(data)
-            self._pos += len(data)
-            self._report(len(data))
-        return b"".join(parts)
-
-    def _pread(self, i: int, piece: FileSlice, skip: int, n: int) -> bytes:
-        if self._open != i:
-            self.close()
-            self._fd, self._open = os.open(piece.path, os.O_RDONLY), i
-        data = os.pread(cast(int, self._fd), n, piece.offset + skip)
-        if not data:
-            raise BuildError(f"{piece.path} is shorter than expected: was it changed while the image was written?")
-        if skip + len(data) == piece.length:
-            self.close()
-        return data
+                if self._open != i:
+                    self.close()
+                    self._fd, self._open = os.open(piece.path, os.O_RDONLY), i
+                n = os.preadv(self._fd, [view[done : done + piece.length - skip]], piece.offset + skip)
+                if not n:
+                    raise BuildError(f"{piece.path} is shorter than expected: was it changed meanwhile?")
+                if skip + n == piece.length:
+                    self.close()
+            done, self._pos = done + n, self._pos + n
+            self._report(n)
+        return done
 
     def close(self) -> None:
-        if self._fd is not None:
+        if self._fd >= 0:
             os.close(self._fd)
-        self._fd, self._open = None, -1
+        self._fd, self._open = -1, -1
 
 
-def _udf_iso(
-    files: Sequence[MediaFile], volume_id: str, report: Progress
-) -> tuple[pycdlib.PyCdlib, list[_LazySource]]:
-    """A pycdlib UDF 2.60 + ISO 9660 level-1 bridge holding ``files``, not yet written."""
+def _udf_iso(files: Sequence[MediaFile], volume_id: str, report: Progress) -> tuple[pycdlib.PyCdlib, list[_Source]]:
+    """A pycdlib UDF + ISO 9660 level-1 bridge holding ``files``, not yet written."""
     dirs = _tree(files)
     iso = pycdlib.PyCdlib()
-    iso.new(
-        interchange_level=1,
-        sys_ident=_NAME.decode(),
-        vol_ident=volume_id,
-        vol_set_ident=volume_id,
-        pub_ident_str=_NAME.decode(),
-        app_ident_str=_NAME.decode(),
-        udf="2.60",
-    )
-    sources = [_LazySource(f, report) for f in files]
+    name = _NAME.decode()
+    iso.new(interchange_level=1, sys_ident=name, vol_ident=volume_id, vol_set_ident=volume_id,
+            pub_ident_str=name, app_ident_str=name, udf="2.60")  # fmt: skip
+    sources = [_Source(f, report) for f in files]
     where = "/"
     try:
         for d in dirs[1:]:
@@ -370,9 +324,6 @@ def _udf_iso(
     except PyCdlibException as e:  # e.g. a file 8 levels deep: pycdlib allows 7 (ECMA-119 6.8.2.1 says 8 directories)
         raise BuildError(f"cannot put {where} on a UDF image: {e}") from e
     return iso, sources
-
-
-# --- public API -------------------------------------------------------------
 
 
 def image_sectors(files: Sequence[MediaFile], *, file_system: FileSystem) -> int:
@@ -403,7 +354,7 @@ def write_image(
 ) -> None:
     """Write the whole image of ``files`` to ``out``, a real file opened "wb+".
 
-    iso9660 is ECMA-119 level 1 (10.1); udf is a UDF 2.60 + ISO 9660 bridge.
+    iso9660 is ECMA-119 level 1 (10.1); udf is pycdlib's UDF + ISO 9660 bridge.
     ``volume_id`` must be validated d-characters, at most 32 (ECMA-119 8.4.6).
     ``progress(n)`` is called as file data is written, ``n`` being the bytes
     written since the previous call. Raises BuildError on a file of 4 GiB or
@@ -435,80 +386,48 @@ def write_image(
     out.seek(0, os.SEEK_END)
 
 
-def _listing(iso: pycdlib.PyCdlib, kind: str) -> dict[str, list[tuple[int, int]]]:
-    """Every file pycdlib finds walking the ``kind`` ("iso_path", "udf_path") tree, with its byte extents."""
-    found = {}
-    for top, _, names in iso.walk(**{kind: "/"}):
-        for name in names:
-            path = f"{top.rstrip('/')}/{name}"
-            runs = iso.get_file_byte_extents(**{kind: path})
-            found[path[1:]] = [(start, n) for start, n in runs if n]
-    return found
-
-
-def _source_chunks(f: MediaFile, buf: bytearray) -> Iterator[memoryview]:
-    """f's content in chunks of at most len(buf) bytes, file pieces read into ``buf``."""
-    view = memoryview(buf)
-    for piece in f.pieces:
-        if isinstance(piece, bytes):
-            yield from (memoryview(piece)[i : i + len(buf)] for i in range(0, len(piece), len(buf)))
-            continue
-        fd = os.open(piece.path, os.O_RDONLY)
-        try:
-            for pos in range(piece.offset, piece.offset + piece.length, len(buf)):
-                n = os.preadv(fd, [view[: min(len(buf), piece.offset + piece.length - pos)]], pos)
-                if not n:
-                    raise BuildError(f"{piece.path} is shorter than expected: was it changed?")
-                yield view[:n]
-        finally:
-            os.close(fd)
-
-
-def _read_runs(img: int, runs: list[tuple[int, int]], pos: int, into: memoryview) -> int:
-    """Read the image bytes at [pos, pos + len(into)) of a file stored at ``runs``; return how many."""
-    filled = 0
-    for start, n in runs:
-        if pos >= n:
-            pos -= n
-            continue
-        want = min(len(into) - filled, n - pos)
-        got = os.preadv(img, [into[filled : filled + want]], start + pos)
-        filled, pos = filled + got, 0
-        if filled == len(into) or got < want:
-            break
-    return filled
-
-
 def _compare(img: int, f: MediaFile, runs: list[tuple[int, int]], bufs: tuple[bytearray, bytearray]) -> None:
     """Raise BuildError unless the image bytes at ``runs`` are exactly f's pieces."""
     on_image = sum(n for _, n in runs)
     if on_image != f.size:
         raise BuildError(f"{f.relpath} is {on_image} bytes on the image, {f.size} in the file-set")
-    source, image = bufs
-    pos = 0
-    for chunk in _source_chunks(f, source):
-        n = _read_runs(img, runs, pos, memoryview(image)[: len(chunk)])
-        if n < len(chunk):
-            raise BuildError(f"{f.relpath} is cut short at byte {pos + n}: the image is truncated")
-        if not image.startswith(chunk):  # a memcmp, without copying either side
-            raise BuildError(f"{f.relpath} differs on the image from its source, between bytes {pos} and {pos + n}")
-        pos += n
+    image, source = bufs
+    src, done = _Source(f), 0
+    try:
+        for start, length in runs:
+            for pos in range(start, start + length, len(image)):
+                n = min(len(image), start + length - pos)
+                got = os.preadv(img, [memoryview(image)[:n]], pos)
+                src.readinto(memoryview(source)[:n])
+                if got < n:
+                    raise BuildError(f"{f.relpath} is cut short at byte {done + got}: the image is truncated")
+                if not image.startswith(memoryview(source)[:n]):  # a memcmp, copying neither side
+                    raise BuildError(f"{f.relpath} differs from its source in bytes {done} to {done + n}")
+                done += n
+    finally:
+        src.close()
 
 
 def _listings(path: str) -> dict[str, dict[str, list[tuple[int, int]]]]:
-    """pycdlib's view of the image: by name suffix (".;1" ISO 9660, "" UDF), each file's byte extents."""
+    """pycdlib's view of the image: for the ISO 9660 tree (key ".;1", its name suffix) and the UDF
+    one if any (key ""), every file's path and the (offset, length) runs of its bytes."""
+    views: dict[str, dict[str, list[tuple[int, int]]]] = {}
     iso = pycdlib.PyCdlib()
     try:
         iso.open(path)
         try:
-            views = {".;1": _listing(iso, "iso_path")}
-            if iso.has_udf():
-                views[""] = _listing(iso, "udf_path")
-            return views
+            kinds = {".;1": "iso_path", "": "udf_path"} if iso.has_udf() else {".;1": "iso_path"}
+            for suffix, kind in kinds.items():
+                views[suffix] = {}
+                for top, _, names in iso.walk(**{kind: "/"}):
+                    for name in (f"{top.rstrip('/')}/{n}" for n in names):
+                        runs = iso.get_file_byte_extents(**{kind: name})
+                        views[suffix][name[1:]] = [(start, n) for start, n in runs if n]
         finally:
             iso.close()
     except Exception as e:  # pycdlib trips in many ways on a damaged image: PyCdlibException, struct.error...
         raise BuildError(f"cannot read back {path}: {e}") from e
+    return views
 
 
 def verify_image(path: str | os.PathLike[str], files: Sequence[MediaFile]) -> None:
