@@ -8,7 +8,7 @@ module's ``DECODER_DEPENDENCIES`` and ``is_available``. ``Dataset.decompress()``
 and ``Dataset.pixel_array`` then keep pydicom's own handling of colour space,
 planar configuration and sign. RLE and JPEG 2000 stay with pydicom's plugins.
 
-imagecodecs and numpy are imported inside the functions, so that the CLI starts fast.
+imagecodecs is imported inside the functions, so that the CLI starts fast.
 """
 
 from __future__ import annotations
@@ -40,25 +40,27 @@ MAYBE_LOSSY = frozenset({uid.JPEG2000, uid.HTJ2K})
 
 def is_available(transfer_syntax_uid: str) -> bool:
     """Return whether imagecodecs can decode the syntax here (pydicom's plugin contract)."""
-    if transfer_syntax_uid not in DECODER_DEPENDENCIES:
-        return False
     try:
         import imagecodecs
     except ImportError:
         return False
     if transfer_syntax_uid in uid.JPEGLSTransferSyntaxes:
         return bool(imagecodecs.JPEGLS.available)
-    # 12-bit (process 4) and 2- to 16-bit lossless (process 14) need libjpeg-turbo 3.
-    return bool(imagecodecs.JPEG8.available and imagecodecs.JPEG8.all_precisions)
+    # 12-bit (process 4) and 2- to 16-bit lossless (process 14) need libjpeg-turbo 3
+    # built with all precisions; imagecodecs itself probes it this way.
+    jpeg8 = imagecodecs.JPEG8
+    return bool(jpeg8.available and getattr(jpeg8, "all_precisions", False))
 
 
 def _decode_frame(src: bytes, runner: DecodeRunner) -> bytes:
     """Return one decoded frame the way pydicom expects it from a plugin.
 
     That is: the samples as encoded, with no colour transform (pydicom itself turns
-    YBR_FULL and YBR_FULL_422 into RGB when ``as_rgb``, the default), colour-by-pixel,
-    little endian, in the dataset's *Bits Allocated* container. ``Dataset.decompress``
-    does not rewrite *Bits Allocated*, so a plugin must not narrow it.
+    YBR_FULL and YBR_FULL_422 into RGB when ``as_rgb``, the default), colour-by-pixel
+    (PS3.5 8.2.1 and 8.2.3: Planar Configuration 0, whatever the data set says),
+    little endian, in the dataset's *Bits Allocated* container: ``Dataset.decompress``
+    reads every frame with that item size, so an 8-bit codestream in a 16-bit
+    container is widened here.
     """
     import imagecodecs
 
@@ -85,7 +87,7 @@ def _decode_frame(src: bytes, runner: DecodeRunner) -> bytes:
 
 def register() -> None:
     """Add the ``"imagecodecs"`` plugin to pydicom's JPEG and JPEG-LS decoders, once."""
-    from pydicom.pixels import get_decoder
+    from pydicom.pixels.decoders.base import get_decoder
 
     for ts in DECODER_DEPENDENCIES:
         decoder = get_decoder(ts)
@@ -98,7 +100,7 @@ def register() -> None:
 
 def _why_not(ts: uid.UID) -> str:
     """Return why :func:`decompress` cannot handle `ts`, or "" if it can."""
-    from pydicom.pixels import get_decoder
+    from pydicom.pixels.decoders.base import get_decoder
 
     if ts == uid.ExplicitVRBigEndian:
         return "byte-swapping the retired big endian syntax (PS3.5 A.3) is not supported"
