@@ -14,7 +14,7 @@ import warnings
 
 from typing import TYPE_CHECKING
 
-from node import dcmio, dicom, pixels
+from node import dcmio, dicom
 from node.media.sources import Instance, first_line, instance, read
 from node.profiles import Profile
 
@@ -40,6 +40,8 @@ def convert(inst: Instance, *, dest: str, patient_id: str | None = None) -> Inst
     IDs Sequence (used when two patients shared one ID and the user asked us to
     invent one).
     """
+    from node import pixels  # pydicom and the codecs load only when something needs converting
+
     ts = inst.header.transfer_syntax
     if ts not in _UNCOMPRESSED and not pixels.can_decode(ts):
         raise CannotConvert(f"pixel data in {_name(ts)} cannot be decoded")
@@ -66,6 +68,8 @@ def _rewrite(inst: Instance, dest: str, patient_id: str | None) -> list[str]:
     what = []
     ds = dcmread(inst.header.path, force=True)
     if ts not in _UNCOMPRESSED:
+        from node import pixels
+
         pixels.decompress(ds)
         what.append(f"{_name(ts)} decoded")
     elif ts != dicom.EXPLICIT_VR_LE:

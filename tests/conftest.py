@@ -1,0 +1,156 @@
+"""Shared fixtures: pydicom's bundled files, generated studies, real DCMTK peers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import redirect_stderr
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom import Dataset
+from pydicom.data import get_charset_files, get_testdata_file
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from node.cli import main
+
+PEER_ENV = {**os.environ, "TCP_NODELAY": "1"}  # DCMTK leaves Nagle on otherwise (BENCHMARKS.md)
+
+
+def bundled(name: str) -> str:
+    """A file bundled with pydicom (never downloaded)."""
+    path = get_testdata_file(name, download=False) or next(iter(get_charset_files(name)), None)
+    assert path, f"pydicom does not bundle {name}"
+    return str(path)
+
+
+def need(*tools: str) -> None:
+    """Fail (not skip) when a peer is missing: scripts/test installs them."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    assert not missing, f"missing peers {missing}: run scripts/test as root to install them"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def cli(*args: str) -> Result:
+    """Run ``medianode`` in-process and capture what it prints."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stderr(err):
+        code = main([str(a) for a in args], out=out)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def cli_process(*args: str) -> Result:
+    """Run ``medianode`` as a real process (start-up, exit status, stderr as users see it)."""
+    p = subprocess.run([sys.executable, "-m", "node", *map(str, args)], capture_output=True, text=True, timeout=300)
+    return Result(p.returncode, p.stdout, p.stderr)
+
+
+def ct_series(
+    folder: Path,
+    n: int,
+    *,
+    patient_id: str = "PID1",
+    name: str = "DOE^JANE",
+    birth: str = "19700101",
+    study_uid: str | None = None,
+    size: int = 64,
+    **attrs: str,
+) -> list[Path]:
+    """Write ``n`` CT images (signed 16-bit, realistic range) of one series to ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    study_uid = study_uid or generate_uid()
+    series_uid = generate_uid()
+    rng = np.random.default_rng(n)
+    paths = []
+    for i in range(n):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = name, patient_id, birth, "F"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20260101", "101010", "1", "A1"
+        ds.ReferringPhysicianName = ""
+        ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", "3", str(i + 1)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.Rows = ds.Columns = size
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope = "-1024", "1"
+        ds.PixelData = rng.integers(-1000, 2000, (size, size), dtype=np.int16).tobytes()
+        for key, value in attrs.items():
+            setattr(ds, key, value)
+        path = folder / f"ct{i:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class StoreSCP:
+    """A DCMTK storescp listening on 127.0.0.1."""
+
+    port: int
+    folder: Path
+    aet: str = "STORESCP"
+
+    def received(self) -> list[Path]:
+        return sorted(p for p in self.folder.iterdir() if p.is_file())
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[StoreSCP]:
+    need("storescp")
+    folder = tmp_path / "received"
+    folder.mkdir()
+    port = free_port()
+    proc = subprocess.Popen(
+        ["storescp", "-aet", "STORESCP", "-od", str(folder), "+xa", "--bind-to", "127.0.0.1", str(port)]
+        if _storescp_has_bind()
+        else ["storescp", "-aet", "STORESCP", "-od", str(folder), "+xa", str(port)],
+        env=PEER_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert proc.poll() is None, "storescp exited at start-up"
+                assert time.monotonic() < deadline, "storescp did not start listening"
+                time.sleep(0.05)
+        yield StoreSCP(port, folder)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _storescp_has_bind() -> bool:
+    help_text = subprocess.run(["storescp", "--help"], capture_output=True, text=True).stdout
+    return "--bind-to" in help_text
