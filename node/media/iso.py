@@ -244,7 +244,6 @@ def _write_file(fd: int, f: MediaFile, pos: int, report: Progress) -> None:
         finally:
             os.close(src)
         pos += piece.length
-    _pwrite_all(fd, bytes(-pos % SECTOR), pos)  # pad the extent to its last sector
 
 
 class _Source:
@@ -364,6 +363,8 @@ def write_image(
     if file_system == "udf":
         iso, sources = _udf_iso(files, volume_id, report)
         try:
+            out.seek(0)
+            out.truncate()  # pycdlib seeks over what it has nothing to write: that must read as zeros
             iso.write_fp(out, blocksize=_CHUNK)
         except OSError as e:
             raise BuildError(f"cannot write the image: {e}") from e
@@ -376,6 +377,7 @@ def write_image(
     out.flush()
     fd, where = out.fileno(), "its metadata"
     try:
+        os.ftruncate(fd, 0)  # what is not written (the end of each file's last sector) then reads as zeros
         _pwrite_all(fd, _metadata(lay, volume_id, datetime.now(timezone.utc)), 0)
         for f, extent in lay.files:
             where = f.relpath
