@@ -30,6 +30,7 @@ _CHUNK = 64 * 1024
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<L")
 _TAG = struct.Struct("<HH")
+_ELEMENT = struct.Struct("<HHL")  # tag, then an Implicit VR (or item) length
 
 
 class NeedsPydicom(Exception):
@@ -131,13 +132,15 @@ class _Reader:
         self.buf = b""
 
     def get(self, pos: int, n: int) -> bytes:
-        if pos < self.start or pos + n > self.start + len(self.buf):
+        """``n`` bytes from ``pos``, re-reading the window when they are outside it."""
+        off = pos - self.start
+        if off < 0 or off + n > len(self.buf):
             if pos + n > self.size:
                 raise NeedsPydicom("element runs past the end of the file")
             self.fp.seek(pos)
-            self.start = pos
+            self.start, off = pos, 0
             self.buf = self.fp.read(max(n, _CHUNK))
-        return self.buf[pos - self.start : pos - self.start + n]
+        return self.buf[off : off + n]
 
 
 class _Parser:
@@ -149,22 +152,19 @@ class _Parser:
 
     def header(self, pos: int) -> tuple[int, str, int, int]:
         """Return (tag, vr, value length, header length) of the element at ``pos``."""
-        group, elem = _TAG.unpack(self.r.get(pos, 4))
+        buf = self.r.get(pos, 12) if pos + 12 <= self.r.size else self.r.get(pos, 8)
+        group, elem, length = _ELEMENT.unpack_from(buf)
         tag = group << 16 | elem
         if group == 0xFFFE:
-            return tag, "", _U32.unpack(self.r.get(pos + 4, 4))[0], 8
+            return tag, "", length, 8
         if self.implicit:
-            length = _U32.unpack(self.r.get(pos + 4, 4))[0]
-            vr = self.vrs.get(tag, "UN")
-            if length == UNDEFINED:
-                vr = "SQ"
-            return tag, vr, length, 8
-        vr = self.r.get(pos + 4, 2).decode("latin-1")
+            return tag, "SQ" if length == UNDEFINED else self.vrs.get(tag, "UN"), length, 8
+        vr = buf[4:6].decode("latin-1")
         if vr in LONG_VRS:
-            return tag, vr, _U32.unpack(self.r.get(pos + 8, 4))[0], 12
+            return tag, vr, _U32.unpack_from(buf, 8)[0], 12
         if not vr.isalpha() or not vr.isupper():
             raise NotDicom(f"no valid VR at offset {pos}")
-        return tag, vr, _U16.unpack(self.r.get(pos + 6, 2))[0], 8
+        return tag, vr, _U16.unpack_from(buf, 6)[0], 8
 
     def dataset(
         self, pos: int, end: int, *, capture: bool, top: bool = False

@@ -14,6 +14,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -202,12 +203,13 @@ def _check_capacity(files: list[MediaFile], profile: Profile, target: Path, repo
 def _publish_image(files: list[MediaFile], target: Path, *, volume_id: str, profile: Profile, progress: Progress | None) -> None:
     tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
     try:
-        with open(tmp, "wb+") as f:
+        with open(tmp, "wb+") as f, ThreadPoolExecutor(1) as pool:
             fs = "udf" if profile.file_system == "udf" else "iso9660"
             iso.write_image(files, f, volume_id=volume_id, file_system=fs, progress=progress)
             f.flush()
-            os.fsync(f.fileno())
-        iso.verify_image(tmp, files)
+            synced = pool.submit(os.fsync, f.fileno())  # the disk works while we re-read the image
+            iso.verify_image(tmp, files)
+            synced.result()
         os.replace(tmp, target)
         folder.fsync_dir(target.parent)
     except OSError as exc:
