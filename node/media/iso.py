@@ -18,7 +18,6 @@ and compares every file with its sources.
 from __future__ import annotations
 
 import bisect
-import errno
 import os
 import struct
 from collections.abc import Callable, Sequence
@@ -30,7 +29,7 @@ import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
 from node.errors import BuildError
-from node.media.content import FileSlice, MediaFile
+from node.media.content import MediaFile, copy_pieces, pwrite_all
 
 SECTOR = 2048
 FileSystem = Literal["iso9660", "udf"]
@@ -38,7 +37,6 @@ Progress = Callable[[int], None]
 
 _CHUNK = 8 << 20  # the most bytes copied or held per step
 _MAX_SIZE = 2**32 - 1  # ECMA-119 9.1.4: Data Length is a 32-bit field
-_NO_COPY_FILE_RANGE = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP}
 _NAME = b"MEDIANODE"
 _FIRST_PATH_TABLE = 18  # 16 system-area sectors, the PVD, the terminator (ECMA-119 6.2, 6.7.1)
 
@@ -203,49 +201,6 @@ def _metadata(lay: _Layout, volume_id: str, now: datetime) -> bytes:
     return bytes(out)
 
 
-def _pwrite_all(fd: int, data: bytes, pos: int) -> int:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, pos)
-        view, pos = view[n:], pos + n
-    return len(data)
-
-
-def _copy(src: int, dst: int, piece: FileSlice, pos: int, report: Progress) -> None:
-    """Copy ``piece`` to ``dst`` at ``pos``: in the kernel if it can, else through an 8 MiB buffer."""
-    offset, left, kernel = piece.offset, piece.length, True
-    while left:
-        n = min(left, _CHUNK)
-        if kernel:
-            try:
-                done = os.copy_file_range(src, dst, n, offset, pos)
-            except OSError as e:
-                if e.errno not in _NO_COPY_FILE_RANGE:
-                    raise
-                kernel = False
-                continue
-        else:
-            done = _pwrite_all(dst, os.pread(src, n, offset), pos)
-        if not done:
-            raise BuildError(f"{piece.path} is shorter than expected: was it changed while the image was written?")
-        offset, pos, left = offset + done, pos + done, left - done
-        report(done)
-
-
-def _write_file(fd: int, f: MediaFile, pos: int, report: Progress) -> None:
-    for piece in f.pieces:
-        if isinstance(piece, bytes):
-            report(_pwrite_all(fd, piece, pos))
-            pos += len(piece)
-            continue
-        src = os.open(piece.path, os.O_RDONLY)
-        try:
-            _copy(src, fd, piece, pos, report)
-        finally:
-            os.close(src)
-        pos += piece.length
-
-
 class _Source:
     """A MediaFile's content as a read-only file that opens a source only while reading it.
 
@@ -378,10 +333,10 @@ def write_image(
     fd, where = out.fileno(), "its metadata"
     try:
         os.ftruncate(fd, 0)  # what is not written (the end of each file's last sector) then reads as zeros
-        _pwrite_all(fd, _metadata(lay, volume_id, datetime.now(timezone.utc)), 0)
+        pwrite_all(fd, _metadata(lay, volume_id, datetime.now(timezone.utc)), 0)
         for f, extent in lay.files:
             where = f.relpath
-            _write_file(fd, f, extent * SECTOR, report)
+            copy_pieces(f.pieces, fd, extent * SECTOR, report)
         os.ftruncate(fd, lay.sectors * SECTOR)
     except OSError as e:
         raise BuildError(f"cannot write the image ({where}): {e}") from e
