@@ -1,0 +1,292 @@
+"""A medium opened read-only: a folder (a mounted disc, a USB stick) or an ISO 9660 image.
+
+Nothing is mounted, nothing is executed, and nothing that leads outside the
+medium's root is ever opened (DESIGN.md invariant 5). An image or a block device
+is read with pycdlib; a folder with the standard library.
+
+DICOMDIR File IDs (PS3.10 8.2, PS3.3 F.3.2.2) are upper-case components, but real
+media carry lower-case copies, ISO 9660 version suffixes (``IM1;1``) and trailing
+dots (``IM1.``); :meth:`Medium.resolve` tolerates all three.
+
+>>> normalize_name("im1.;1")
+'IM1'
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import stat
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+from typing import BinaryIO, cast
+
+import pycdlib
+from pycdlib.pycdlibexception import PyCdlibException
+
+from node.errors import MediumError
+
+#: Why :meth:`Medium.resolve` refuses a File ID or an entry of the medium.
+ESCAPES_ROOT = "escapes the medium root"
+NOT_FOLLOWED = "is a symbolic link; not followed"
+
+_VERSION_SUFFIX = re.compile(r";\d*$")
+_SECTOR = 2048
+
+
+class RefusedPath(MediumError):
+    """A File ID or entry that is never opened: it escapes the root, or is an ISO symlink.
+
+    ``reason`` is :data:`ESCAPES_ROOT` or :data:`NOT_FOLLOWED`.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def normalize_name(name: str) -> str:
+    """Fold one name as a File ID compares: upper case, no ``;1`` suffix, no trailing dot."""
+    return _VERSION_SUFFIX.sub("", name).rstrip(".").upper()
+
+
+def _normalize_path(relpath: str) -> str:
+    return "/".join(normalize_name(part) for part in relpath.split("/"))
+
+
+class Medium(ABC):
+    """Read-only access to the files of one medium, addressed by relative POSIX paths.
+
+    Subclasses fill ``_files`` (path -> size) and ``_refused`` (path -> reason)
+    when they are created, so a medium that cannot be listed fails at open.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._files: dict[str, int] = {}
+        self._refused: dict[str, str] = {}
+        self._by_key: dict[str, str] = {}
+        self._refused_by_key: dict[str, str] = {}
+
+    def _index(self) -> None:
+        """Build the case-, ``;1``- and dot-tolerant lookup used by :meth:`resolve`."""
+        for path in sorted(self._files):
+            self._by_key.setdefault(_normalize_path(path), path)
+        self._refused_by_key = {_normalize_path(p): r for p, r in self._refused.items()}
+
+    def files(self) -> list[str]:
+        """Every regular file, as relative POSIX paths spelled as on the medium."""
+        return sorted(self._files)
+
+    def refused(self) -> dict[str, str]:
+        """Entries never opened (symlinks leading out of the root, ISO symlinks) -> reason."""
+        return dict(self._refused)
+
+    def size(self, relpath: str) -> int:
+        """Size in bytes of a file listed by :meth:`files`."""
+        try:
+            return self._files[relpath]
+        except KeyError:
+            raise MediumError(f"{relpath}: no such file on the medium") from None
+
+    def resolve(self, components: Sequence[str]) -> str | None:
+        """Map Referenced File ID components (PS3.3 F.3.2.2) to a file of :meth:`files`.
+
+        Letter case, ``;1`` suffixes and trailing dots are tolerated; an exact
+        match wins. Returns ``None`` when no such file exists. Raises
+        :class:`RefusedPath` for a File ID that is absolute, has an empty,
+        ``.`` or ``..`` component or a separator inside a component, or that
+        leads through a refused entry (a symlink out of the root).
+        """
+        shown = "/".join(components)
+        if not components or any(
+            c in ("", ".", "..") or "/" in c or "\\" in c or "\0" in c or ":" in c for c in components
+        ):
+            raise RefusedPath(shown, ESCAPES_ROOT)
+        if shown in self._files:
+            return shown
+        key = _normalize_path(shown)
+        parts = key.split("/")
+        for depth in range(1, len(parts) + 1):
+            reason = self._refused_by_key.get("/".join(parts[:depth]))
+            if reason:
+                raise RefusedPath(shown, reason)
+        return self._by_key.get(key)
+
+    @abstractmethod
+    def open(self, relpath: str) -> BinaryIO:
+        """Open a file of :meth:`files` for reading; the caller closes it."""
+
+    def close(self) -> None:
+        """Release the medium (the image file of an ISO)."""
+
+    def __enter__(self) -> Medium:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class FolderMedium(Medium):
+    """A folder: a mounted medium's root or any directory holding a file-set.
+
+    Symlinks whose target resolves outside the root are refused, as pydicom's
+    ``RecordNode.file_id_path`` does; symlinked directories are never descended.
+    """
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(str(root))
+        self._root = root
+        self._real_root = root.resolve()
+
+        def fail(err: OSError) -> None:
+            raise MediumError(f"cannot read {err.filename}: {err.strerror}")
+
+        for dirpath, dirnames, filenames in os.walk(root, onerror=fail, followlinks=False):
+            here = Path(dirpath)
+            for name in dirnames + filenames:
+                full = here / name
+                rel = full.relative_to(root).as_posix()
+                if full.is_symlink() and not self._inside(full):
+                    self._refused[rel] = ESCAPES_ROOT
+                elif name in filenames:
+                    try:
+                        st = full.stat()
+                    except OSError:
+                        continue  # a dangling symlink: nothing to read
+                    if stat.S_ISREG(st.st_mode):
+                        self._files[rel] = st.st_size
+        self._index()
+
+    def _inside(self, full: Path) -> bool:
+        try:
+            return full.resolve().is_relative_to(self._real_root)
+        except (OSError, RuntimeError):  # a symlink loop
+            return False
+
+    def open(self, relpath: str) -> BinaryIO:
+        """Open a listed file read-only, re-checking that it still stays inside the root."""
+        if relpath not in self._files:
+            raise MediumError(f"{relpath}: no such file on the medium")
+        rel = PurePosixPath(relpath)
+        full = self._root / rel
+        if rel.is_absolute() or ".." in rel.parts or not self._inside(full):
+            raise RefusedPath(relpath, ESCAPES_ROOT)
+        try:
+            return open(full, "rb")
+        except OSError as exc:
+            raise MediumError(f"cannot read {relpath}: {exc.strerror}") from None
+
+
+class IsoMedium(Medium):
+    """An ISO 9660 image or block device, read with pycdlib and never mounted.
+
+    Names come from Rock Ridge when present, else Joliet, else the ISO 9660
+    names without their ``;1`` version and trailing dot.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        try:
+            self._fp: BinaryIO = open(path, "rb")
+        except OSError as exc:
+            raise MediumError(f"cannot read {path}: {exc.strerror}") from None
+        self._iso = pycdlib.PyCdlib()
+        try:
+            self._iso.open_fp(self._fp)
+        except Exception as exc:  # pycdlib may raise anything on hostile bytes
+            reason = _why_not_iso(self._fp, exc)
+            self._fp.close()
+            raise MediumError(f"{path}: {reason}") from None
+        if self._iso.has_rock_ridge():
+            self._kind, self._encoding = "rr_path", "utf-8"
+        elif self._iso.has_joliet():
+            self._kind, self._encoding = "joliet_path", "utf-16_be"
+        else:
+            self._kind, self._encoding = "iso_path", "utf-8"
+        #: relative path -> the path pycdlib knows it by
+        self._iso_paths: dict[str, str] = {}
+        try:
+            self._walk()
+        except Exception as exc:  # a damaged directory tree
+            self.close()
+            raise MediumError(f"{path}: damaged ISO 9660 directory tree ({exc})") from None
+        self._index()
+
+    def _walk(self) -> None:
+        pending = [("", "/")]
+        while pending:
+            rel_dir, iso_dir = pending.pop()
+            for child in self._iso.list_children(**{self._kind: iso_dir}):
+                if child is None or child.is_dot() or child.is_dotdot():
+                    continue
+                if self._kind == "rr_path" and child.rock_ridge is not None:
+                    raw = child.rock_ridge.name()
+                else:
+                    raw = child.file_identifier()
+                on_iso = raw.decode(self._encoding, errors="replace")
+                shown = on_iso
+                if self._kind == "iso_path":
+                    shown = _VERSION_SUFFIX.sub("", on_iso).rstrip(".")
+                rel = f"{rel_dir}{shown}"
+                iso_path = f"{iso_dir.rstrip('/')}/{on_iso}"
+                if child.is_symlink():
+                    self._refused[rel] = NOT_FOLLOWED
+                elif child.is_dir():
+                    pending.append((f"{rel}/", iso_path))
+                else:
+                    self._files[rel] = child.get_data_length()
+                    self._iso_paths[rel] = iso_path
+
+    def open(self, relpath: str) -> BinaryIO:
+        """Open ``relpath`` as a streaming, seekable file object (nothing read up front)."""
+        if relpath not in self._iso_paths:
+            raise MediumError(f"{relpath}: no such file on the medium")
+        if self._files[relpath] == 0:
+            return io.BytesIO(b"")  # pycdlib has no data extent for an empty file
+        try:
+            handle = self._iso.open_file_from_iso(**{self._kind: self._iso_paths[relpath]})
+            return cast(BinaryIO, handle.__enter__())
+        except PyCdlibException as exc:
+            raise MediumError(f"cannot read {relpath}: {exc}") from None
+
+    def close(self) -> None:
+        """Close the image."""
+        try:
+            self._iso.close()
+        finally:
+            self._fp.close()
+
+
+def _why_not_iso(fp: BinaryIO, exc: Exception) -> str:
+    """Explain why pycdlib could not open an image, spotting UDF-only media (ECMA-167 2/9.1)."""
+    identifiers = set()
+    for sector in range(16, 32):  # the Volume Recognition Sequence
+        fp.seek(sector * _SECTOR)
+        identifiers.add(fp.read(6)[1:6])
+    if b"CD001" not in identifiers and identifiers & {b"NSR02", b"NSR03"}:
+        return "UDF-only medium; only ISO 9660 (with optional Joliet / Rock Ridge) can be read"
+    return f"not a readable ISO 9660 image ({exc})"
+
+
+def open_medium(path: str | os.PathLike[str]) -> Medium:
+    """Open a folder, an ``.iso`` image or a block device read-only.
+
+    Raises :class:`MediumError` with a one-line reason when it cannot be read.
+    """
+    target = Path(path)
+    try:
+        mode = target.stat().st_mode
+    except OSError as exc:
+        raise MediumError(f"cannot open {target}: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
+        return FolderMedium(target)
+    if stat.S_ISREG(mode) or stat.S_ISBLK(mode):
+        return IsoMedium(target)
+    raise MediumError(f"{target} is neither a folder, an ISO image nor a block device")
