@@ -1,0 +1,348 @@
+"""The SQLite index: instances, studies, jobs, volumes. The only state the receiving
+side and the building side share, so either can crash and restart alone.
+
+Every query lives here. Writers take ``BEGIN IMMEDIATE`` so that the receiver
+processes, the scheduler and the job worker serialise on the database lock; the
+journal is WAL with ``synchronous=NORMAL``: a commit survives a crash of the
+process (what ``kill -9`` tests), and after a power loss the spool, which is
+fsync'd before any commit, is re-indexed at start-up (:meth:`Index.unindexed`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    sop_instance_uid TEXT PRIMARY KEY,
+    sop_class_uid TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    patient_name TEXT NOT NULL,
+    modality TEXT NOT NULL,
+    transfer_syntax TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    calling_aet TEXT NOT NULL,
+    called_aet TEXT NOT NULL,
+    route TEXT NOT NULL,            -- the matched route's settings, JSON
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_by_study ON instances(study_uid);
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid TEXT PRIMARY KEY,
+    patient_id TEXT NOT NULL,
+    patient_name TEXT NOT NULL,
+    route TEXT NOT NULL,            -- the route of its latest instance
+    first_received REAL NOT NULL,
+    last_received REAL NOT NULL,
+    pending INTEGER NOT NULL,       -- 1: holds instances no job has taken yet
+    jobs INTEGER NOT NULL DEFAULT 0 -- jobs cut for it so far (a late arrival supersedes)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    route TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'building', 'done', 'failed', 'cancelled')),
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    late INTEGER NOT NULL DEFAULT 0  -- cut for studies that had been burned before
+);
+CREATE TABLE IF NOT EXISTS job_studies (job_id INTEGER NOT NULL, study_uid TEXT NOT NULL, PRIMARY KEY (job_id, study_uid));
+CREATE TABLE IF NOT EXISTS job_files (
+    job_id INTEGER NOT NULL, sop_instance_uid TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
+    PRIMARY KEY (job_id, sop_instance_uid)
+);
+CREATE INDEX IF NOT EXISTS job_files_by_path ON job_files(path);
+CREATE TABLE IF NOT EXISTS volumes (
+    label TEXT PRIMARY KEY,
+    job_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    created REAL NOT NULL,
+    copies INTEGER NOT NULL,
+    paths TEXT NOT NULL,            -- JSON list of published images
+    bytes INTEGER NOT NULL,
+    superseded_by TEXT
+);
+CREATE TABLE IF NOT EXISTS volume_studies (
+    label TEXT NOT NULL, study_uid TEXT NOT NULL, patient_id TEXT NOT NULL, patient_name TEXT NOT NULL,
+    PRIMARY KEY (label, study_uid)
+);
+CREATE TABLE IF NOT EXISTS released_files (path TEXT PRIMARY KEY, released REAL NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Received:
+    """One stored instance, as the receiver indexes it."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_uid: str
+    series_uid: str
+    patient_id: str
+    patient_name: str
+    modality: str
+    transfer_syntax: str
+    path: str
+    size: int
+    calling_aet: str
+    called_aet: str
+    route: str  # JSON
+    received_at: float
+
+
+@dataclass(frozen=True)
+class StableStudy:
+    study_uid: str
+    patient_id: str
+    route: str
+    jobs: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    route: str
+    state: str
+    created: float
+    started: float | None
+    finished: float | None
+    attempts: int
+    error: str | None
+    late: bool
+
+    @property
+    def settings(self) -> dict[str, object]:
+        return dict(json.loads(self.route))
+
+
+@dataclass(frozen=True)
+class Volume:
+    label: str
+    job_id: int
+    kind: str
+    created: float
+    copies: int
+    paths: list[str]
+    bytes: int
+    superseded_by: str | None
+    studies: list[tuple[str, str, str]]  # (study UID, patient ID, patient name)
+
+
+class Index:
+    """A connection to ``data_dir/index.sqlite`` (one per process and thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=60000")
+        with self.transaction() as db:
+            for statement in _statements(SCHEMA):
+                db.execute(statement)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, holding the database lock from its start."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- receiving -------------------------------------------------------------
+
+    def add_instance(self, r: Received) -> None:
+        """Index a stored instance; a copy it replaces is released for deletion."""
+        with self.transaction() as db:
+            old = db.execute("SELECT path FROM instances WHERE sop_instance_uid = ?", (r.sop_instance_uid,)).fetchone()
+            if old and old[0] != r.path:
+                db.execute("INSERT OR REPLACE INTO released_files VALUES (?, ?)", (old[0], r.received_at))
+            db.execute("INSERT OR REPLACE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (
+                r.sop_instance_uid, r.sop_class_uid, r.study_uid, r.series_uid, r.patient_id, r.patient_name,
+                r.modality, r.transfer_syntax, r.path, r.size, r.calling_aet, r.called_aet, r.route, r.received_at))
+            db.execute(
+                """INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, 1, 0)
+                   ON CONFLICT(study_uid) DO UPDATE SET last_received = excluded.last_received,
+                   route = excluded.route, pending = 1""",
+                (r.study_uid, r.patient_id, r.patient_name, r.route, r.received_at, r.received_at))
+
+    def known_paths(self) -> set[str]:
+        """Every spool file the index points at, current or waiting in a job."""
+        rows = self.db.execute("SELECT path FROM instances UNION SELECT path FROM job_files")
+        return {p for (p,) in rows}
+
+    # -- scheduling ------------------------------------------------------------
+
+    def stable_studies(self, quiet_since: float) -> list[StableStudy]:
+        """Studies holding instances no job has taken, and quiet since ``quiet_since``."""
+        rows = self.db.execute(
+            """SELECT s.study_uid, s.patient_id, s.route, s.jobs, COALESCE(SUM(i.size), 0)
+               FROM studies s JOIN instances i USING (study_uid)
+               WHERE s.pending = 1 AND s.last_received <= ? GROUP BY s.study_uid ORDER BY s.first_received""",
+            (quiet_since,))
+        return [StableStudy(*row) for row in rows]
+
+    def settle(self, study_uids: Iterable[str]) -> None:
+        """Mark studies whose route makes no job (store) as taken care of."""
+        with self.transaction() as db:
+            db.executemany("UPDATE studies SET pending = 0 WHERE study_uid = ?", [(u,) for u in study_uids])
+
+    def cut_job(self, study_uids: list[str], *, route: str, quiet_since: float) -> int | None:
+        """Make a job of a snapshot of these studies' instances, unless one got a new arrival meanwhile."""
+        with self.transaction() as db:
+            marks = ",".join("?" * len(study_uids))
+            fresh = db.execute(
+                f"SELECT COUNT(*) FROM studies WHERE study_uid IN ({marks}) AND pending = 1 AND last_received <= ?",
+                (*study_uids, quiet_since)).fetchone()[0]
+            if fresh != len(study_uids):
+                return None
+            late = db.execute(f"SELECT MAX(jobs) FROM studies WHERE study_uid IN ({marks})", study_uids).fetchone()[0]
+            job = db.execute("INSERT INTO jobs (route, state, created, late) VALUES (?, 'pending', ?, ?)",
+                             (route, time.time(), 1 if late else 0)).lastrowid
+            assert job is not None
+            db.executemany("INSERT INTO job_studies VALUES (?, ?)", [(job, u) for u in study_uids])
+            db.execute(f"""INSERT INTO job_files SELECT ?, sop_instance_uid, path, size FROM instances
+                           WHERE study_uid IN ({marks})""", (job, *study_uids))
+            db.execute(f"UPDATE studies SET pending = 0, jobs = jobs + 1 WHERE study_uid IN ({marks})", study_uids)
+            return int(job)
+
+    def claim_job(self) -> Job | None:
+        """Take the oldest pending job (pending -> building)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT id FROM jobs WHERE state = 'pending' ORDER BY id LIMIT 1").fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE jobs SET state = 'building', started = ?, attempts = attempts + 1, error = NULL "
+                       "WHERE id = ?", (time.time(), row[0]))
+        return self.job(row[0])
+
+    def job(self, job_id: int) -> Job | None:
+        row = self.db.execute("SELECT id, route, state, created, started, finished, attempts, error, late "
+                              "FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return Job(*row[:8], bool(row[8])) if row else None
+
+    def jobs(self, *, states: Iterable[str] = ("pending", "building", "done", "failed", "cancelled"),
+             limit: int = 100) -> list[Job]:
+        states = tuple(states)
+        rows = self.db.execute(
+            f"SELECT id, route, state, created, started, finished, attempts, error, late FROM jobs "
+            f"WHERE state IN ({','.join('?' * len(states))}) ORDER BY id DESC LIMIT ?", (*states, limit))
+        return [Job(*r[:8], bool(r[8])) for r in rows]
+
+    def job_files(self, job_id: int) -> list[tuple[str, str, int]]:
+        """(SOP Instance UID, spool path, size) of a job's snapshot."""
+        return list(self.db.execute("SELECT sop_instance_uid, path, size FROM job_files WHERE job_id = ? "
+                                    "ORDER BY path", (job_id,)))
+
+    def job_studies(self, job_id: int) -> list[tuple[str, str, str]]:
+        """(study UID, patient ID, patient name) of a job."""
+        return list(self.db.execute(
+            "SELECT s.study_uid, s.patient_id, s.patient_name FROM job_studies j JOIN studies s USING (study_uid) "
+            "WHERE j.job_id = ? ORDER BY s.study_uid", (job_id,)))
+
+    def finish_job(self, job_id: int, *, volumes: Sequence[Volume] = (), error: str | None = None) -> None:
+        """Record a job's outcome, its volumes, and which earlier volumes they supersede."""
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ?",
+                       ("failed" if error else "done", time.time(), error, job_id))
+            for v in volumes:
+                db.execute("INSERT INTO volumes VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+                           (v.label, job_id, v.kind, v.created, v.copies, json.dumps(v.paths), v.bytes))
+                db.executemany("INSERT INTO volume_studies VALUES (?, ?, ?, ?)", [(v.label, *s) for s in v.studies])
+                marks = ",".join("?" * len(v.studies))
+                db.execute(f"""UPDATE volumes SET superseded_by = ? WHERE superseded_by IS NULL AND label != ?
+                               AND label IN (SELECT label FROM volume_studies WHERE study_uid IN ({marks}))""",
+                           (v.label, v.label, *(s[0] for s in v.studies)))
+
+    def set_job_state(self, job_id: int, state: str, *, only_from: tuple[str, ...]) -> bool:
+        """Move a job to ``state`` if it is in one of ``only_from``; say whether it moved."""
+        with self.transaction() as db:
+            cur = db.execute(f"UPDATE jobs SET state = ? WHERE id = ? AND state IN ({','.join('?' * len(only_from))})",
+                             (state, job_id, *only_from))
+            return cur.rowcount == 1
+
+    def requeue_interrupted(self) -> list[int]:
+        """Jobs left 'building' by a crash go back to 'pending' (at start-up)."""
+        with self.transaction() as db:
+            ids = [i for (i,) in db.execute("SELECT id FROM jobs WHERE state = 'building'")]
+            db.execute("UPDATE jobs SET state = 'pending' WHERE state = 'building'")
+        return ids
+
+    # -- volumes ---------------------------------------------------------------
+
+    def volumes(self, *, study: str | None = None, patient: str | None = None, label: str | None = None) -> list[Volume]:
+        where, args = [], []
+        if study:
+            where.append("label IN (SELECT label FROM volume_studies WHERE study_uid = ?)")
+            args.append(study)
+        if patient:
+            where.append("label IN (SELECT label FROM volume_studies WHERE patient_id = ?)")
+            args.append(patient)
+        if label:
+            where.append("label = ?")
+            args.append(label)
+        sql = "SELECT * FROM volumes" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created"
+        out = []
+        for row in self.db.execute(sql, args).fetchall():
+            studies = self.db.execute("SELECT study_uid, patient_id, patient_name FROM volume_studies WHERE label = ? "
+                                      "ORDER BY study_uid", (row[0],)).fetchall()
+            out.append(Volume(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], row[7], studies))
+        return out
+
+    def study_files(self, study_uids: Iterable[str]) -> list[tuple[str, str, int]]:
+        """(SOP Instance UID, path, size) currently spooled for these studies."""
+        uids = tuple(study_uids)
+        return list(self.db.execute(f"SELECT sop_instance_uid, path, size FROM instances WHERE study_uid IN "
+                                    f"({','.join('?' * len(uids))}) ORDER BY path", uids))
+
+    # -- housekeeping ----------------------------------------------------------
+
+    def deletable_files(self, *, now: float, retention_s: float) -> list[str]:
+        """Spool files no open job needs: released copies, and studies burned longer ago than the retention."""
+        open_jobs = "SELECT path FROM job_files f JOIN jobs j ON j.id = f.job_id WHERE j.state IN ('pending', 'building')"
+        released = [p for (p,) in self.db.execute(f"SELECT path FROM released_files WHERE path NOT IN ({open_jobs})")]
+        expired = [p for (p,) in self.db.execute(
+            f"""SELECT i.path FROM instances i JOIN studies s USING (study_uid)
+                WHERE s.pending = 0 AND s.last_received <= ? AND i.path NOT IN ({open_jobs})
+                AND NOT EXISTS (SELECT 1 FROM job_studies js JOIN jobs j ON j.id = js.job_id
+                                WHERE js.study_uid = s.study_uid AND j.state IN ('pending', 'building', 'failed'))""",
+            (now - retention_s,))]
+        return released + expired
+
+    def forget_files(self, paths: Iterable[str]) -> None:
+        """Drop deleted spool files from the index (their studies and volumes stay recorded)."""
+        rows = [(p,) for p in paths]
+        with self.transaction() as db:
+            db.executemany("DELETE FROM released_files WHERE path = ?", rows)
+            db.executemany("DELETE FROM instances WHERE path = ?", rows)
+
+    # -- status ----------------------------------------------------------------
+
+    def receiving(self, *, since: float) -> list[tuple[str, str, int, float]]:
+        """(study UID, patient ID, instances, last arrival) of studies still waiting for their job."""
+        return list(self.db.execute(
+            """SELECT s.study_uid, s.patient_id, COUNT(i.sop_instance_uid), s.last_received
+               FROM studies s JOIN instances i USING (study_uid) WHERE s.pending = 1 AND s.last_received >= ?
+               GROUP BY s.study_uid ORDER BY s.last_received""", (since,)))
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
