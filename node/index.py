@@ -214,15 +214,25 @@ class Index:
                 (*study_uids, quiet_since)).fetchone()[0]
             if fresh != len(study_uids):
                 return None
-            late = db.execute(f"SELECT MAX(jobs) FROM studies WHERE study_uid IN ({marks})", study_uids).fetchone()[0]
-            job = db.execute("INSERT INTO jobs (route, state, created, late) VALUES (?, 'pending', ?, ?)",
-                             (route, time.time(), 1 if late else 0)).lastrowid
-            assert job is not None
-            db.executemany("INSERT INTO job_studies VALUES (?, ?)", [(job, u) for u in study_uids])
-            db.execute(f"""INSERT INTO job_files SELECT ?, sop_instance_uid, path, size FROM instances
-                           WHERE study_uid IN ({marks})""", (job, *study_uids))
-            db.execute(f"UPDATE studies SET pending = 0, jobs = jobs + 1 WHERE study_uid IN ({marks})", study_uids)
-            return int(job)
+            return self._insert_job(db, study_uids, route)
+
+    def enqueue(self, study_uids: list[str], *, route: str) -> int:
+        """Make a job of what the spool holds of these studies now (a re-burn of a lost disc)."""
+        with self.transaction() as db:
+            return self._insert_job(db, study_uids, route)
+
+    @staticmethod
+    def _insert_job(db: sqlite3.Connection, study_uids: list[str], route: str) -> int:
+        marks = ",".join("?" * len(study_uids))
+        late = db.execute(f"SELECT MAX(jobs) FROM studies WHERE study_uid IN ({marks})", study_uids).fetchone()[0]
+        job = db.execute("INSERT INTO jobs (route, state, created, late) VALUES (?, 'pending', ?, ?)",
+                         (route, time.time(), 1 if late else 0)).lastrowid
+        assert job is not None
+        db.executemany("INSERT INTO job_studies VALUES (?, ?)", [(job, u) for u in study_uids])
+        db.execute(f"""INSERT INTO job_files SELECT ?, sop_instance_uid, path, size FROM instances
+                       WHERE study_uid IN ({marks})""", (job, *study_uids))
+        db.execute(f"UPDATE studies SET pending = 0, jobs = jobs + 1 WHERE study_uid IN ({marks})", study_uids)
+        return int(job)
 
     def claim_job(self) -> Job | None:
         """Take the oldest pending job (pending -> building)."""

@@ -1,0 +1,152 @@
+"""The scheduler and the build worker on a real index and real files (no network)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from pydicom import dcmread
+
+from node.config import BurnConfig, Config, Match, NodeConfig, Route
+from node.index import Index, Received
+from node.jobs import Worker, clean_partial_outputs, clean_spool, schedule
+from node.routing import STORE_ONLY, settings
+from tests.conftest import ct_series
+
+
+def make_config(tmp_path: Path, **route: object) -> Config:
+    burn = Route(Match(called_aet=("BURN",)), "burn", **route)  # type: ignore[arg-type]
+    return Config(node=NodeConfig(data_dir=tmp_path / "var"), burn=BurnConfig(output=tmp_path / "out",
+                  study_stable_seconds=30), routes=(burn,))
+
+
+def receive(index: Index, paths: list[Path], *, route: str, at: float) -> None:
+    for p in paths:
+        ds = dcmread(p, stop_before_pixels=True)
+        index.add_instance(Received(ds.SOPInstanceUID, ds.SOPClassUID, ds.StudyInstanceUID, ds.SeriesInstanceUID,
+                                    ds.PatientID, str(ds.PatientName), ds.Modality, ds.file_meta.TransferSyntaxUID,
+                                    str(p), p.stat().st_size, "CT1", "BURN", route, at))
+
+
+def iso_files(iso: Path) -> list[str]:
+    p = subprocess.run(["xorriso", "-indev", str(iso), "-find", "/DICOM", "-type", "f"],
+                       capture_output=True, text=True, check=True)
+    return [line for line in p.stdout.splitlines() if line.startswith("'/DICOM")]
+
+
+def test_a_quiet_study_becomes_one_volume(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    (tmp_path / "var").mkdir()
+    index = Index(tmp_path / "var" / "index.sqlite")
+    route = settings(config.routes[0])
+    receive(index, ct_series(tmp_path / "spool", 5), route=route, at=1000.0)
+
+    assert schedule(index, config, now=1020.0) == []  # 20 s quiet: not yet
+    [job] = schedule(index, config, now=1031.0)
+    assert schedule(index, config, now=1100.0) == []  # cut once
+    assert Worker(index, lambda: config).run_pending() == 1
+
+    assert index.job(job).state == "done"  # type: ignore[union-attr]
+    [volume] = index.volumes()
+    assert volume.label == f"MEDIANODE_{job:06d}" and volume.copies == 1
+    assert len(iso_files(Path(volume.paths[0]))) == 5
+    audit = [json.loads(line) for line in (tmp_path / "var" / "audit.jsonl").read_text().splitlines()]
+    assert [a["event"] for a in audit] == ["study-received", "volume-burned"]
+
+
+def test_late_arrival_supersedes_with_the_whole_study(tmp_path: Path) -> None:
+    config = make_config(tmp_path, copies=2)
+    (tmp_path / "var").mkdir()
+    index = Index(tmp_path / "var" / "index.sqlite")
+    route = settings(config.routes[0])
+    first = ct_series(tmp_path / "spool", 3)
+    study = dcmread(first[0]).StudyInstanceUID
+    receive(index, first, route=route, at=1000.0)
+    schedule(index, config, now=1031.0)
+    Worker(index, lambda: config).run_pending()
+
+    late = ct_series(tmp_path / "late", 1, study_uid=study)  # a dose SR hours later, say
+    receive(index, late, route=route, at=5000.0)
+    [job] = schedule(index, config, now=5031.0)
+    assert index.job(job).late  # type: ignore[union-attr]
+    Worker(index, lambda: config).run_pending()
+
+    old, new = index.volumes(study=study)
+    assert old.superseded_by == new.label and new.superseded_by is None
+    assert len(new.paths) == 2 and all(Path(p).exists() for p in new.paths)  # copies: 2
+    assert len(iso_files(Path(new.paths[0]))) == 4  # the whole study, not just the late one
+
+
+def test_patient_group_packs_studies_onto_one_volume(tmp_path: Path) -> None:
+    config = make_config(tmp_path, group="patient")
+    (tmp_path / "var").mkdir()
+    index = Index(tmp_path / "var" / "index.sqlite")
+    route = settings(config.routes[0])
+    receive(index, ct_series(tmp_path / "a", 2), route=route, at=1000.0)
+    receive(index, ct_series(tmp_path / "b", 3), route=route, at=1001.0)
+    receive(index, ct_series(tmp_path / "c", 1, patient_id="OTHER", name="ROE^RICHARD"), route=route, at=1002.0)
+    assert len(schedule(index, config, now=1040.0)) == 2  # one per patient
+    Worker(index, lambda: config).run_pending()
+    sizes = sorted(len(v.studies) for v in index.volumes())
+    assert sizes == [1, 2]
+
+
+def test_store_route_makes_no_job(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    (tmp_path / "var").mkdir()
+    index = Index(tmp_path / "var" / "index.sqlite")
+    receive(index, ct_series(tmp_path / "s", 2), route=STORE_ONLY, at=1000.0)
+    assert schedule(index, config, now=2000.0) == []
+    assert index.receiving(since=0) == []  # settled, not waiting forever
+
+
+def test_a_failed_job_says_why_and_can_be_retried(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    (tmp_path / "var").mkdir()
+    index = Index(tmp_path / "var" / "index.sqlite")
+    paths = ct_series(tmp_path / "spool", 2)
+    receive(index, paths, route=settings(config.routes[0]), at=1000.0)
+    [job] = schedule(index, config, now=1031.0)
+    hidden = paths[0].rename(tmp_path / "hidden.dcm")
+    Worker(index, lambda: config).run_pending()
+    failed = index.job(job)
+    assert failed is not None and failed.state == "failed"
+    assert "no longer holds 1 of its 2" in (failed.error or "")
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+    hidden.rename(paths[0])
+    assert index.set_job_state(job, "pending", only_from=("failed",))
+    Worker(index, lambda: config).run_pending()
+    assert index.job(job).state == "done"  # type: ignore[union-attr]
+
+
+def test_restart_requeues_and_cleans_partial_output(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    (tmp_path / "var").mkdir()
+    (tmp_path / "out").mkdir()
+    index = Index(tmp_path / "var" / "index.sqlite")
+    receive(index, ct_series(tmp_path / "spool", 2), route=settings(config.routes[0]), at=1000.0)
+    [job] = schedule(index, config, now=1031.0)
+    index.claim_job()  # the crash happens while it builds
+    (tmp_path / "out" / f".MEDIANODE_{job:06d}.iso.part-123").write_bytes(b"half")
+    assert index.requeue_interrupted() == [job]
+    clean_partial_outputs([tmp_path / "out"])
+    assert list((tmp_path / "out").iterdir()) == []
+    Worker(index, lambda: config).run_pending()
+    assert index.job(job).state == "done"  # type: ignore[union-attr]
+
+
+def test_spool_is_cleaned_after_retention_but_not_before(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    (tmp_path / "var").mkdir()
+    index = Index(tmp_path / "var" / "index.sqlite")
+    paths = ct_series(tmp_path / "spool", 2)
+    receive(index, paths, route=settings(config.routes[0]), at=1000.0)
+    schedule(index, config, now=1031.0)
+    Worker(index, lambda: config).run_pending()
+    assert clean_spool(index, config, now=1000.0 + 3600) == 0  # retention is 24 h
+    assert clean_spool(index, config, now=1000.0 + 25 * 3600) == 2
+    assert not any(os.path.exists(p) for p in paths)
+    assert len(index.volumes()) == 1  # the volume stays recorded
