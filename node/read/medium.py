@@ -8,8 +8,8 @@ DICOMDIR File IDs (PS3.10 8.2, PS3.3 F.3.2.2) are upper-case components, but rea
 media carry lower-case copies, ISO 9660 version suffixes (``IM1;1``) and trailing
 dots (``IM1.``); :meth:`Medium.resolve` tolerates all three.
 
->>> normalize_name("im1.;1")
-'IM1'
+>>> normalize_path("dicom/im1.;1")
+'DICOM/IM1'
 """
 
 from __future__ import annotations
@@ -49,13 +49,9 @@ class RefusedPath(MediumError):
         self.reason = reason
 
 
-def normalize_name(name: str) -> str:
-    """Fold one name as a File ID compares: upper case, no ``;1`` suffix, no trailing dot."""
-    return _VERSION_SUFFIX.sub("", name).rstrip(".").upper()
-
-
-def _normalize_path(relpath: str) -> str:
-    return "/".join(normalize_name(part) for part in relpath.split("/"))
+def normalize_path(relpath: str) -> str:
+    """Fold a path as File IDs compare: upper case, no ``;1`` suffixes, no trailing dots."""
+    return "/".join(_VERSION_SUFFIX.sub("", part).rstrip(".").upper() for part in relpath.split("/"))
 
 
 class Medium(ABC):
@@ -75,8 +71,8 @@ class Medium(ABC):
     def _index(self) -> None:
         """Build the case-, ``;1``- and dot-tolerant lookup used by :meth:`resolve`."""
         for path in sorted(self._files):
-            self._by_key.setdefault(_normalize_path(path), path)
-        self._refused_by_key = {_normalize_path(p): r for p, r in self._refused.items()}
+            self._by_key.setdefault(normalize_path(path), path)
+        self._refused_by_key = {normalize_path(p): r for p, r in self._refused.items()}
 
     def files(self) -> list[str]:
         """Every regular file, as relative POSIX paths spelled as on the medium."""
@@ -109,7 +105,7 @@ class Medium(ABC):
             raise RefusedPath(shown, ESCAPES_ROOT)
         if shown in self._files:
             return shown
-        key = _normalize_path(shown)
+        key = normalize_path(shown)
         parts = key.split("/")
         for depth in range(1, len(parts) + 1):
             reason = self._refused_by_key.get("/".join(parts[:depth]))

@@ -1,0 +1,472 @@
+"""Check a medium: its DICOMDIR against the files it holds.
+
+The DICOMDIR (PS3.10 8.6, PS3.3 Annex F) is parsed with pydicom, but its
+directory records are walked here, offset by offset (PS3.3 F.3.2.1-F.3.2.2), so
+that a broken offset or a loop is a report row and never a crash. Every
+referenced file is read up to its pixel data and checked for truncation, for
+agreement with its record and parents (PS3.3 F.5), and for an executable
+preamble (PS3.10 7.1, CVE-2019-11687). Every other file is sniffed: a DICOM
+file the DICOMDIR does not reference is a problem, anything else a note.
+pydicom warnings become notes; none escapes.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import struct
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, BinaryIO
+
+from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, MediaStorageDirectoryStorage
+
+from node.dicom import is_conformant_file_id, record_type
+from node.profiles import PROFILES, Profile
+from node.read.medium import ESCAPES_ROOT, Medium, RefusedPath, normalize_path, open_medium
+
+logger = logging.getLogger(__name__)
+
+_UNDEFINED = 0xFFFFFFFF
+#: Float, Double Float and (plain) Pixel Data: where stop_before_pixels stops (PS3.6).
+_PIXEL_TAGS = {(0x7FE0, 0x0008), (0x7FE0, 0x0009), (0x7FE0, 0x0010)}
+_ITEM, _SEQUENCE_END = (0xFFFE, 0xE000), (0xFFFE, 0xE0DD)  # PS3.5 A.4
+#: Magic numbers a 128-byte preamble must not start with (PS3.10 7.5, CVE-2019-11687).
+_EXECUTABLES = ((b"MZ", "a PE (Windows) executable header"), (b"\x7fELF", "an ELF executable header"))
+#: Values larger than this are skipped, not read, while reading headers.
+_DEFER_BYTES = 64 * 1024
+#: How much of an unreferenced file is read to tell DICOM from the rest.
+_SNIFF_BYTES = 64 * 1024
+_PROGRAMS = (".EXE", ".DLL", ".SO", ".INF", ".BAT", ".CMD", ".SH", ".JAR")
+#: Parent record type -> (attribute, label) compared with each instance (PS3.3 F.5).
+_PARENTS = {
+    "PATIENT": ("PatientID", "Patient ID"),
+    "STUDY": ("StudyInstanceUID", "Study Instance UID"),
+    "SERIES": ("SeriesInstanceUID", "Series Instance UID"),
+}
+#: Leaf record attribute -> (the instance's own attribute, label) (PS3.3 F.3.2.2).
+_REFERENCED = {
+    "ReferencedSOPInstanceUIDInFile": ("SOPInstanceUID", "SOP Instance UID"),
+    "ReferencedSOPClassUIDInFile": ("SOPClassUID", "SOP Class UID"),
+    "ReferencedTransferSyntaxUIDInFile": ("TransferSyntaxUID", "Transfer Syntax UID"),
+}
+
+
+@dataclass(frozen=True, order=True)
+class Finding:
+    """One report row: a path relative to the medium root and what is wrong or odd there."""
+
+    path: str
+    problem: str
+
+
+@dataclass
+class CheckReport:
+    """What ``medianode check`` reports (DESIGN.md, Command-line contract).
+
+    ``problems`` break reading or importing; ``notes`` are legitimate or merely
+    odd. ``profiles`` names the standard profiles whose File ID and transfer
+    syntax rules the readable instances satisfy (only when none was asked for).
+    """
+
+    instances: int = 0
+    problems: list[Finding] = field(default_factory=list)
+    notes: list[Finding] = field(default_factory=list)
+    profiles: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when there is no problem."""
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``check --json`` object."""
+        return {
+            "ok": self.ok,
+            "instances": self.instances,
+            "problems": [asdict(f) for f in self.problems],
+            "notes": [asdict(f) for f in self.notes],
+            "profiles": list(self.profiles),
+        }
+
+
+def check_medium(path: str | os.PathLike[str], *, profile: Profile | None = None) -> CheckReport:
+    """Check the medium at ``path`` (a folder, an ``.iso`` or a block device).
+
+    With ``profile``, non-conformant File IDs (PS3.10 8.2) and transfer syntaxes
+    the profile does not allow are problems. Raises
+    :class:`~node.errors.MediumError` when the medium cannot be opened at all.
+    """
+    with open_medium(path) as medium:
+        report = _Checker(medium, profile).run()
+    logger.info("checked %s: %d instances, %d problems", path, report.instances, len(report.problems))
+    return report
+
+
+class _Checker:
+    def __init__(self, medium: Medium, profile: Profile | None) -> None:
+        self.medium = medium
+        self.profile = profile
+        self.report = CheckReport()
+        self.referenced: set[str] = set()  # files reached through the DICOMDIR
+        self.refused_ids: set[str] = set()  # File IDs refused, normalized
+        self.syntaxes: set[tuple[str, str]] = set()  # (transfer syntax, record type)
+        self.conformant = True
+
+    def problem(self, path: str, text: str) -> None:
+        self.report.problems.append(Finding(path, text))
+
+    def note(self, path: str, text: str) -> None:
+        self.report.notes.append(Finding(path, text))
+
+    @contextmanager
+    def warnings_noted(self, path: str) -> Iterator[None]:
+        """Turn pydicom's warnings into notes on ``path`` (STYLE.md 3.8)."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield
+            finally:
+                for warning in caught:
+                    self.note(path, f"pydicom: {_one_line(warning.message)}")
+
+    def run(self) -> CheckReport:
+        dicomdir = self.find_dicomdir()
+        if dicomdir is not None:
+            self.check_dicomdir(dicomdir)
+        self.scan_unreferenced(dicomdir)
+        if self.profile is None and self.report.instances and self.conformant:
+            standard = [p for name, p in PROFILES.items() if name.startswith("STD-GEN-")]
+            fits = [p.name for p in standard if all(p.allows(ts, record_type=rt) for ts, rt in self.syntaxes)]
+            self.report.profiles = fits
+        self.report.problems = sorted(set(self.report.problems))
+        self.report.notes = sorted(set(self.report.notes))
+        return self.report
+
+    # -- the DICOMDIR ----------------------------------------------------------
+
+    def find_dicomdir(self) -> str | None:
+        try:
+            found = self.medium.resolve(["DICOMDIR"])
+        except RefusedPath as exc:
+            self.problem("DICOMDIR", exc.reason)
+            return None
+        if found is None:
+            self.problem("DICOMDIR", "no DICOMDIR at the medium root")
+        else:
+            self.name_note(found, "DICOMDIR")
+        return found
+
+    def check_dicomdir(self, path: str) -> None:
+        with self.warnings_noted(path):
+            try:
+                with self.medium.open(path) as fp:
+                    self.preamble(path, fp.read(132))
+                    fp.seek(0)
+                    ds = dcmread(fp)
+                if _elements_end(ds) > self.medium.size(path):
+                    self.problem(path, "truncated: the file ends inside a data element")
+                elif ds.file_meta.get("MediaStorageSOPClassUID") != MediaStorageDirectoryStorage:
+                    self.problem(path, "not a DICOMDIR: its Media Storage SOP Class is not 1.2.840.10008.1.3.10")
+                elif "DirectoryRecordSequence" not in ds:
+                    self.problem(path, "the DICOMDIR has no Directory Record Sequence")
+                else:
+                    self.walk(path, ds)
+            except Exception as exc:  # pydicom raises many kinds of error on hostile bytes
+                self.problem(path, f"unreadable DICOMDIR: {_one_line(exc)}")
+
+    def walk(self, path: str, ds: Dataset) -> None:
+        """Follow the record offsets from the root entity (PS3.3 F.3.2.1); report breaks."""
+        records = {item.seq_item_tell: item for item in ds.DirectoryRecordSequence}
+        first = ds.get("OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity") or 0
+        visited: set[int] = set()
+        leaves: list[tuple[list[str], Dataset, dict[str, str]]] = []
+        pending: list[tuple[int, dict[str, str]]] = [(first, {})]
+        while pending:
+            offset, parents = pending.pop()
+            while offset:
+                record = records.get(offset)
+                if record is None:
+                    self.problem(path, f"record offset {offset} points to no directory record")
+                    break
+                if offset in visited:
+                    self.problem(path, f"directory record at offset {offset} is reached twice (an offset loop)")
+                    break
+                visited.add(offset)
+                try:
+                    here, file_id, lower, following = _visit(record, parents)
+                except Exception as exc:  # a malformed value in a hostile record
+                    self.problem(path, f"unreadable directory record at offset {offset}: {_one_line(exc)}")
+                    break
+                if file_id == []:
+                    self.problem(path, f"directory record at offset {offset} has an empty Referenced File ID")
+                elif file_id is not None:
+                    leaves.append((file_id, record, here))
+                if lower:
+                    pending.append((lower, here))
+                offset = following
+        if len(records) > len(visited):
+            self.note(path, f"{len(records) - len(visited)} directory records are not reachable from the root")
+        for file_id, record, parents in leaves:
+            self.check_leaf(file_id, record, parents)
+
+    # -- one referenced instance ------------------------------------------------
+
+    def check_leaf(self, file_id: list[str], record: Dataset, parents: dict[str, str]) -> None:
+        """Resolve, read and compare one instance a leaf record references."""
+        shown = "/".join(file_id)
+        try:
+            found = self.medium.resolve(file_id)
+        except RefusedPath as exc:
+            self.refused_ids.add(normalize_path(shown))
+            self.problem(shown, exc.reason)
+            return
+        if found is None:
+            self.problem(shown, "referenced by the DICOMDIR but missing")
+            return
+        if found in self.referenced:
+            self.problem(found, "referenced by more than one directory record")
+            return
+        self.referenced.add(found)
+        self.name_note(found, shown.upper())
+        with self.warnings_noted(found):
+            header = self.read_header(found)
+            if header is None:
+                return
+            ds, has_pixels = header
+            self.report.instances += 1
+            try:
+                self.compare(found, ds, record, parents)
+                transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+                kind = record_type(str(ds.get("SOPClassUID", "")), has_pixels=has_pixels)
+            except Exception as exc:  # a malformed value in a hostile file or record
+                self.problem(found, f"unreadable: {_one_line(exc)}")
+                return
+        self.syntaxes.add((transfer_syntax, kind))
+        conformant = is_conformant_file_id(file_id)
+        self.conformant &= conformant
+        if self.profile is None:
+            return
+        if not conformant:
+            self.problem(found, f"File ID {shown} does not conform to PS3.10 8.2 "
+                                "(at most 8 components of 1-8 characters A-Z, 0-9, _)")
+        if not self.profile.allows(transfer_syntax, record_type=kind):
+            self.problem(found, f"transfer syntax {_syntax(transfer_syntax)} is not allowed by "
+                                f"{self.profile.name} for {kind} records")
+
+    def read_header(self, path: str) -> tuple[Dataset, bool] | None:
+        """Read a Part 10 file up to its pixel data; None (and a problem) when unusable."""
+        try:
+            with self.medium.open(path) as fp:
+                self.preamble(path, fp.read(132))
+                fp.seek(0)
+                header = _read_header(fp, self.medium.size(path))
+        except InvalidDicomError:
+            self.problem(path, "not a DICOM file: no 'DICM' prefix after the preamble (PS3.10 7.1)")
+            return None
+        except Exception as exc:  # pydicom raises many kinds of error on hostile bytes
+            self.problem(path, f"unreadable: {_one_line(exc)}")
+            return None
+        if header is None:
+            self.problem(path, "truncated: the file ends inside a data element")
+        elif not header[0].get("SOPInstanceUID"):
+            self.problem(path, "not a DICOM instance: no SOP Instance UID")
+        else:
+            return header
+        return None
+
+    def compare(self, path: str, ds: Dataset, record: Dataset, parents: dict[str, str]) -> None:
+        """The file against its record (PS3.3 F.3.2.2) and its parent records (F.5)."""
+        for keyword, (own, label) in _REFERENCED.items():
+            in_record = record.get(keyword)
+            source = ds.file_meta if own == "TransferSyntaxUID" else ds
+            in_file = str(source.get(own, "") or "")
+            if in_record is not None and in_file != str(in_record):
+                self.problem(path, f"{label} {in_file or '(none)'} in the file differs from "
+                                   f"{in_record} in its DICOMDIR record")
+        for kind, expected in parents.items():
+            own, label = _PARENTS[kind]
+            in_file = str(ds.get(own, "") or "").strip()
+            if not in_file:
+                self.note(path, f"{label} is empty in the file; its {kind} record has {expected}")
+            elif in_file != expected.strip():
+                self.problem(path, f"{label} {in_file} in the file differs from {expected} in its {kind} record")
+
+    def preamble(self, path: str, head: bytes) -> None:
+        """An executable header in a DICOM file's preamble is a problem (CVE-2019-11687)."""
+        if head[128:132] != b"DICM":
+            return
+        for magic, what in _EXECUTABLES:
+            if head.startswith(magic):
+                self.problem(path, f"the preamble holds {what} (CVE-2019-11687)")
+
+    def name_note(self, found: str, expected: str) -> None:
+        """Note a name that differs from the upper-case File ID (PS3.10 8.2)."""
+        odd = ["lowercase letters"] if found != found.upper() else []
+        odd += ["a ';1' version suffix"] if ";" in found else []
+        odd += ["a trailing '.'"] if any(p.split(";")[0].endswith(".") for p in found.split("/")) else []
+        if found != expected:
+            self.note(found, f"name on the medium has {' and '.join(odd) or 'another spelling'}; "
+                             f"the File ID is {expected}")
+
+    # -- everything else on the medium ---------------------------------------------
+
+    def scan_unreferenced(self, dicomdir: str | None) -> None:
+        """Every file not reached through the DICOMDIR: DICOM ones are problems, others notes."""
+        others: dict[str, list[tuple[str, str]]] = {}  # top folder -> [(path, what)]
+        dicom_folders = {p.split("/")[0] for p in self.referenced}
+        for path in self.medium.files():
+            if path == dicomdir or path in self.referenced:
+                continue
+            try:
+                with self.medium.open(path) as fp:
+                    head = fp.read(_SNIFF_BYTES)
+            except Exception as exc:  # an I/O error on a damaged medium
+                self.problem(path, f"unreadable: {_one_line(exc)}")
+                continue
+            if _is_dicom(head):
+                self.preamble(path, head)
+                self.problem(path, "not referenced by the DICOMDIR")
+                dicom_folders.add(path.split("/")[0])
+            else:
+                folder = path.split("/")[0] + "/" if "/" in path else path
+                others.setdefault(folder, []).append((path, _what(path, head)))
+        for folder, found in others.items():
+            if len(found) == 1 or folder.rstrip("/") in dicom_folders:
+                for path, what in found:
+                    self.note(path, f"not DICOM: {what}")
+            else:
+                kinds = ", ".join(sorted({what for _, what in found}))
+                self.note(folder, f"{len(found)} files, not DICOM: {kinds}")
+        for path, reason in self.medium.refused().items():
+            if normalize_path(path) not in self.refused_ids:
+                (self.problem if reason == ESCAPES_ROOT else self.note)(path, reason)
+
+
+def _visit(record: Dataset, parents: dict[str, str]) -> tuple[dict[str, str], list[str] | None, int, int]:
+    """Decode one directory record (PS3.3 F.3.2.2).
+
+    Returns the parent values its children inherit, its Referenced File ID (None
+    when it has none), and the offsets of its lower level and of the next record.
+    """
+    following = int(record.get("OffsetOfTheNextDirectoryRecord") or 0)
+    if record.get("RecordInUseFlag", 0xFFFF) == 0:  # an inactive record
+        return parents, None, 0, following
+    kind = str(record.get("DirectoryRecordType", ""))
+    if kind in _PARENTS:
+        parents = {**parents, kind: str(record.get(_PARENTS[kind][0], ""))}
+    file_id = None
+    if "ReferencedFileID" in record:  # CS, VM 1-8: a str or a MultiValue
+        value = record.ReferencedFileID or []
+        file_id = [value] if isinstance(value, str) else [str(c) for c in value]
+    return parents, file_id, int(record.get("OffsetOfReferencedLowerLevelDirectoryEntity") or 0), following
+
+
+def _read_header(fp: BinaryIO, size: int) -> tuple[Dataset, bool] | None:
+    """(The data set before its pixel data, has it pixel data?), or None when the file is cut short.
+
+    pydicom reads short values silently, so the declared end of every element,
+    of every skipped (deferred) value and of the pixel data (PS3.5 7.1, A.4) is
+    compared with the file size. Deflated files are left to zlib: their offsets
+    are in the inflated stream.
+    """
+    try:
+        ds = dcmread(fp, stop_before_pixels=True, defer_size=_DEFER_BYTES)
+    except InvalidDicomError:
+        raise
+    except Exception:
+        if fp.tell() < size:
+            raise
+        return None  # pydicom ran out of bytes
+    if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        return ds, "Rows" in ds
+    stopped = fp.tell()  # past the end when a deferred value was skipped beyond it
+    implicit, little = ds.original_encoding
+    pixel_end = _pixel_data_end(fp, implicit=bool(implicit), little=little is not False)
+    if max(_elements_end(ds), stopped, pixel_end or 0) > size:
+        return None
+    return ds, pixel_end is not None
+
+
+def _elements_end(ds: Dataset) -> int:
+    """Where the last top-level element read or skipped (not yet decoded) should end."""
+    return max(
+        (e.value_tell + e.length for e in ds.elements() if isinstance(e, RawDataElement) and e.length != _UNDEFINED),
+        default=0,
+    )
+
+
+def _pixel_data_end(fp: BinaryIO, *, implicit: bool, little: bool) -> int | None:
+    """Where the pixel data element at ``fp`` ends (PS3.5 7.1, A.4), or None if there is none."""
+    order = "<" if little else ">"
+    start = fp.tell()
+    header = fp.read(8)
+    if len(header) < 8 or struct.unpack(order + "HH", header[:4]) not in _PIXEL_TAGS:
+        return None
+    if implicit:
+        (length,) = struct.unpack(order + "L", header[4:])
+        position = start + 8
+    else:
+        long_length = fp.read(4)
+        if len(long_length) < 4:
+            return start + 12
+        (length,) = struct.unpack(order + "L", long_length)
+        position = start + 12
+    if length != _UNDEFINED:
+        return position + length
+    while True:  # encapsulated: walk the fragment items without reading them
+        fp.seek(position)
+        item = fp.read(8)
+        if len(item) < 8:
+            return position + 8
+        group, element, length = struct.unpack(order + "HHL", item)
+        if (group, element) == _SEQUENCE_END:
+            return position + 8
+        if (group, element) != _ITEM or length == _UNDEFINED:
+            raise ValueError(f"malformed encapsulated pixel data at byte {position}")
+        position += 8 + length
+
+
+def _is_dicom(head: bytes) -> bool:
+    """A Part 10 file, or a bare data set (no preamble) that pydicom reads with a SOP Instance UID."""
+    if head[128:132] == b"DICM":
+        return True
+    if head[:2] not in (b"\x02\x00", b"\x08\x00"):  # a bare data set starts with group 0002 or 0008
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # warnings about a file that is not DICOM are noise
+        try:
+            ds = dcmread(io.BytesIO(head), force=True, specific_tags=["SOPInstanceUID"])
+            return bool(ds.get("SOPInstanceUID"))
+        except Exception:  # not DICOM after all
+            return False
+
+
+def _what(path: str, head: bytes) -> str:
+    """A short label for a non-DICOM file: what IHE PDI and viewer media legitimately carry."""
+    name = normalize_path(path)
+    base = name.rsplit("/", 1)[-1]
+    labels = (
+        ("IHE PDI content", name.startswith("IHE_PDI/")),
+        ("README", base.startswith("README")),
+        ("IHE PDI index page", base in ("INDEX.HTM", "INDEX.HTML")),
+        ("viewer or program (never run)", head.startswith((b"MZ", b"\x7fELF")) or base.endswith(_PROGRAMS)),
+    )
+    return next((label for label, match in labels if match), "other file")
+
+
+def _syntax(uid: str) -> str:
+    name = UID(uid).name
+    return uid if name == uid else f"{name} ({uid})"
+
+
+def _one_line(message: object) -> str:
+    text = str(message).strip()
+    return text.splitlines()[0] if text else type(message).__name__
