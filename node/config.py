@@ -8,9 +8,20 @@ and is a :class:`~node.errors.ConfigError` (exit 2). Nothing here calls
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+import yaml  # type: ignore[import-untyped]  # no stubs in the venv (types-PyYAML)
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode  # type: ignore[import-untyped]
+
+from node import dicom
+from node.errors import ConfigError
+from node.profiles import PROFILES
 
 Action = Literal["burn", "store", "reject"]
 Group = Literal["study", "patient"]
@@ -107,3 +118,351 @@ class Config:
     def called_aets(self) -> frozenset[str]:
         """Every called AE title an association may use: the node's and each route's."""
         return frozenset({self.node.ae_title, *(t for r in self.routes for t in r.match.called_aet)})
+
+
+# -- Loading -------------------------------------------------------------------
+
+#: ``routes[].compress`` -> the transfer syntax it writes (PS3.5 Annex A.4); "none" converts nothing.
+COMPRESS: dict[str, str | None] = {
+    "none": None,
+    "jpeg-lossless": dicom.JPEG_LOSSLESS_SV1,
+    "jpeg-lossless-p14": dicom.JPEG_LOSSLESS_P14,
+    "jpeg-baseline": dicom.JPEG_BASELINE,
+    "jpeg-extended": dicom.JPEG_EXTENDED,
+    "j2k-lossless": dicom.J2K_LOSSLESS,
+    "j2k-lossy": dicom.J2K,
+    "rle": dicom.RLE_LOSSLESS,
+}
+
+
+def compressions(profile: str) -> tuple[str, ...]:
+    """The ``compress`` values a profile allows: those whose syntax it may hold for images.
+
+    >>> compressions("STD-GEN-DVD-J2K")
+    ('none', 'j2k-lossless', 'j2k-lossy')
+    """
+    return tuple(k for k, ts in COMPRESS.items() if ts is None or ts in PROFILES[profile].image_syntaxes)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and check the YAML file at ``path`` (see :func:`parse_config`).
+
+    A missing, unreadable or non-UTF-8 file is ``ConfigError("{path}: cannot read: ...")``.
+    """
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as f:
+            text = f.read().decode("utf-8-sig")
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{name}: cannot read: not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
+    return parse_config(text, source=name)
+
+
+def parse_config(text: str, *, source: str) -> Config:
+    """Check YAML ``text`` into a :class:`Config`; ``source`` names the file in messages.
+
+    Each problem is one :class:`ConfigError` line, ``{source}:{line} {key path}: {what is
+    wrong}``, and unknown keys are errors at every level. Text values are taken as written,
+    so YAML 1.1's ``NO``, ``on`` or ``0123`` stay text where text is expected, while a
+    number must be a plain YAML number (not ``yes``, not ``"30"``). Relative paths are
+    resolved against the working directory at load time (``scripts/serve`` runs from the
+    repository root, so ``./var`` is its ``var/``); ``Config.source`` is ``source`` made
+    absolute the same way.
+
+    >>> parse_config("node: {port: 104}", source="x.yaml").node.port
+    104
+    >>> parse_config("node: {port: yes}", source="x.yaml")
+    Traceback (most recent call last):
+    node.errors.ConfigError: x.yaml:1 node.port: expected an integer from 1 to 65535, got 'yes' (a boolean)
+    """
+    root = _compose(text, source)
+    values, _ = _fields(root, _At(source, ""), _TOP, what="sections")
+    return Config(
+        node=values.get("node") or _build(NodeConfig, {}),
+        burn=values.get("burn") or _build(BurnConfig, {}),
+        routes=values.get("routes", ()),
+        imports=values.get("import") or _build(ImportConfig, {}),
+        source=_absolute(source, _At(source, "source"), root),
+    )
+
+
+def _compose(text: str, source: str) -> Node:
+    """The YAML node tree of ``text``: nodes keep their line, nothing is constructed yet."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark, problem = exc.problem_mark or exc.context_mark, exc.problem or exc.context or "invalid YAML"
+        if exc.problem and exc.context and exc.context_mark:
+            problem += f" ({exc.context} on line {exc.context_mark.line + 1})"
+        raise ConfigError(f"{source}:{mark.line + 1 if mark else 1} YAML syntax error: {_one_line(problem)}") from None
+    except yaml.reader.ReaderError as exc:  # a character YAML forbids, e.g. a NUL
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(f"{source}:{line} YAML syntax error: character {exc.character!r}: {exc.reason}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: YAML syntax error: {_one_line(str(exc))}") from None
+    except RecursionError:  # the composer recurses once per level: "[[[[..."
+        raise ConfigError(f"{source}: YAML syntax error: nested too deeply") from None
+    if root is None:
+        raise ConfigError(f"{source}: empty configuration")
+    return root
+
+
+@dataclass(frozen=True)
+class _At:
+    """Where a value sits: the file and the key path (``routes[0].match.called_aet``)."""
+
+    file: str
+    path: str
+
+    def key(self, name: str) -> _At:
+        return _At(self.file, f"{self.path}.{name}" if self.path else name)
+
+    def item(self, index: int) -> _At:
+        return _At(self.file, f"{self.path}[{index}]")
+
+    def error(self, node: Node, problem: str) -> ConfigError:
+        """``{file}:{line} {path}: {problem}``, the line being ``node``'s."""
+        where = f"{self.file}:{node.start_mark.line + 1}"
+        return ConfigError(f"{where} {self.path}: {problem}" if self.path else f"{where} {problem}")
+
+
+#: A check turns one YAML node into a typed value, or raises the ConfigError that says why not.
+Check = Callable[[Node, _At], Any]
+_STD = "tag:yaml.org,2002:"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _short(text: str) -> str:
+    """``text`` quoted for a message: one line, at most about 40 characters."""
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+def _describe(node: Node) -> str:
+    """What a node is, for "got ...": ``a list``, ``'yes' (a boolean)``, ``'104' (a quoted string)``."""
+    if not isinstance(node, ScalarNode):
+        return "a mapping" if isinstance(node, MappingNode) else "a list"
+    if node.tag == _STD + "null":
+        return "an empty value" if node.value in ("", "~") else f"{_short(node.value)} (null)"
+    kind = " (a boolean)" if node.tag == _STD + "bool" else " (a quoted string)" if node.style in ("'", '"') else ""
+    return _short(node.value) + kind
+
+
+def _is_null(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == _STD + "null"
+
+
+def _scalar(node: Node, at: _At, expected: str) -> ScalarNode:
+    if not isinstance(node, ScalarNode) or _is_null(node):
+        raise at.error(node, f"expected {expected}, got {_describe(node)}")
+    if not node.tag.startswith(_STD):
+        raise at.error(node, f"unsupported tag {_short(node.tag)}")
+    return node
+
+
+def _number(lo: float, hi: float | None = None, *, integer: bool = True, above: bool = False, zero: str = "") -> Check:
+    """A plain YAML int (or float, unless ``integer``) from ``lo`` (exclusive if ``above``) to ``hi``;
+    with ``zero``, 0 as well, meaning ``zero``. Never a bool, a string or a non-finite float."""
+    word = "an integer" if integer else "a number"
+    expected = f"{word} from {lo} to {hi}" if hi is not None else f"{word} {'above' if above else 'of'} {lo:g}"
+    expected = f"0 ({zero}) or {expected}" if zero else expected if above or hi is not None else f"{expected} or more"
+    kinds = {_STD + "int"} if integer else {_STD + "int", _STD + "float"}
+
+    def check(node: Node, at: _At) -> Any:
+        if _scalar(node, at, expected).tag in kinds:
+            try:
+                v = yaml.constructor.SafeConstructor().construct_object(node)
+            except (ValueError, yaml.YAMLError):
+                v = math.nan  # "0x_" matches YAML 1.1's int pattern yet holds no digit
+            if math.isfinite(v) and ((v > lo if above else v >= lo) and (hi is None or v <= hi) or zero and v == 0):
+                return v if integer else float(v)
+        raise at.error(node, f"expected {expected}, got {_describe(node)}")
+
+    return check
+
+
+def _text(expected: str = "a string", rule: Callable[[str], str] | None = None, *, max_len: int = 0) -> Check:
+    """Any scalar, as written: not empty, no control characters, at most ``max_len`` long, then ``rule``."""
+
+    def check(node: Node, at: _At) -> str:
+        text = _scalar(node, at, expected).value
+        try:
+            if not text or any(c < " " or "\x7f" <= c < "\xa0" for c in text):
+                raise ValueError(f"is not {expected}: {'it is empty' if not text else 'it holds a control character'}")
+            if max_len and len(text) > max_len:
+                raise ValueError(f"is longer than {max_len} characters")
+            return rule(text) if rule else text
+        except ValueError as exc:
+            raise at.error(node, f"{_short(text)} {exc}") from None
+
+    return check
+
+
+def _ae_title(text: str) -> str:
+    """An AE title (PS3.5 Table 6.2-1, AE): 1-16 characters of the default repertoire but backslash.
+    Leading and trailing spaces are not significant: they are stripped, as routing strips them."""
+    title = text.strip(" ")
+    if not title or len(title) > 16 or any(c == "\\" or not " " <= c <= "~" for c in title):
+        raise ValueError("is not an AE title (PS3.5 6.2: 1 to 16 ASCII characters, no backslash, not all spaces)")
+    return title
+
+
+#: A UID (PS3.5 9.1): numeric components separated by dots, no leading zero in a component.
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+
+
+def _uid(text: str) -> str:
+    if len(text) > 64 or not _UID.fullmatch(text):
+        raise ValueError("is not a UID (PS3.5 9.1: digits and dots, at most 64 characters, no leading zeros)")
+    return text
+
+
+def _absolute(text: str, at: _At, node: Node) -> Path:
+    try:
+        return Path(os.path.abspath(text))
+    except OSError as exc:  # the working directory is gone
+        raise at.error(node, f"cannot resolve {_short(text)}: {exc.strerror}") from None
+
+
+def _path(node: Node, at: _At) -> Path:
+    return _absolute(_text("a path")(node, at), at, node)
+
+
+def _file(node: Node, at: _At) -> Path:
+    """A path to an existing, readable file (TLS certificates and keys are read at start-up)."""
+    path = _path(node, at)
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise at.error(node, f"no such readable file: {path}")
+    return path
+
+
+def _choice(*options: str, upper: bool = False) -> Check:
+    """One of ``options``, case-insensitive, stored in the options' case."""
+    listed = ", ".join(options)
+
+    def check(node: Node, at: _At) -> str:
+        text: str = _text(f"one of {listed}")(node, at)
+        value = text.upper() if upper else text.lower()
+        if value not in options:
+            raise at.error(node, f"{_short(text)} is not one of {listed}")
+        return value
+
+    return check
+
+
+def _many(item: Check) -> Check:
+    """One value or a list of them, as a tuple."""
+    return lambda node, at: (
+        tuple(item(n, at.item(i)) for i, n in enumerate(node.value)) if isinstance(node, SequenceNode) else (item(node, at),)
+    )
+
+
+def _optional(check: Check) -> Check:
+    """``check``, or None for an empty value (``tls: ~``)."""
+    return lambda node, at: None if _is_null(node) else check(node, at)
+
+
+def _fields(node: Node, at: _At, table: Mapping[str, Check], *, required: tuple[str, ...] = (),
+            what: str = "keys") -> tuple[dict[str, Any], dict[str, Node]]:
+    """Check a mapping against ``table``: its values and value nodes by key. An empty value is an empty mapping."""
+    if not isinstance(node, MappingNode) and not _is_null(node):
+        raise at.error(node, f"expected a mapping of {what} ({', '.join(table)}), got {_describe(node)}")
+    values: dict[str, Any] = {}
+    keys: dict[str, Node] = {}
+    nodes: dict[str, Node] = {}
+    for key, value in node.value if isinstance(node, MappingNode) else ():
+        name = key.value if isinstance(key, ScalarNode) else ""
+        if name not in table:
+            label = name if re.fullmatch(r"[\w-]{1,40}", name, re.ASCII) else _short(name) if name else f"<{_describe(key)}>"
+            raise at.key(label).error(key, f"unknown key (known: {', '.join(table)})")
+        if name in keys:
+            raise at.key(name).error(key, f"duplicate key (first on line {keys[name].start_mark.line + 1})")
+        keys[name], nodes[name] = key, value
+        values[name] = table[name](value, at.key(name))
+    for name in required:
+        if name not in values:
+            raise at.key(name).error(node, "required key is missing")
+    return values, nodes
+
+
+def _build(cls: type[Any], values: dict[str, Any]) -> Any:
+    """``cls(**values)``, the relative Path defaults of absent keys made absolute as well."""
+    for f in fields(cls):
+        if f.name not in values and isinstance(f.default, Path):
+            values[f.name] = Path(os.path.abspath(f.default))
+    return cls(**values)
+
+
+def _section(cls: type[Any], table: Mapping[str, Check], *, required: tuple[str, ...] = ()) -> Check:
+    return lambda node, at: _build(cls, _fields(node, at, table, required=required)[0])
+
+
+_AE = _text("an AE title", _ae_title)
+_HOST = _text("a host name or address")
+_UIDS = _many(_text("a UID", _uid))
+
+_ROUTE: dict[str, Check] = {
+    "match": _section(Match, {"called_aet": _many(_AE), "calling_aet": _many(_AE), "modality": _many(_text()),
+                              "sop_class": _UIDS}),
+    "action": _choice("burn", "store", "reject"),
+    "profile": _choice(*PROFILES, upper=True),
+    "compress": _choice(*COMPRESS),
+    "copies": _number(1, 99),
+    "group": _choice("study", "patient"),
+    "label": _optional(_text("a label", max_len=32)),
+    "kind": _choice("archive", "backup"),
+    "output": _optional(_path),
+}
+
+
+def _route(node: Node, at: _At) -> Route:
+    """One route; burn settings on another action, or a compression its profile forbids, are errors."""
+    values, nodes = _fields(node, at, _ROUTE, required=("action",))
+    action = values["action"]
+    for name in [k for k in nodes if k not in ("match", "action")] if action != "burn" else ():
+        raise at.key(name).error(nodes[name], f"only for action: burn (this route's action is {action})")
+    profile, compress = values.get("profile", Route.profile), values.get("compress", Route.compress)
+    if compress not in compressions(profile):
+        allowed = ", ".join(compressions(profile))
+        raise at.key("compress").error(nodes["compress"], f"{compress!r} is not allowed by profile {profile} (it allows {allowed})")
+    return Route(**{"match": Match(), **values}, where=f"{at.file}:{node.start_mark.line + 1}")
+
+
+def _routes(node: Node, at: _At) -> tuple[Route, ...]:
+    if not isinstance(node, SequenceNode) and not _is_null(node):
+        raise at.error(node, f"expected a list of routes, got {_describe(node)}")
+    return tuple(_route(n, at.item(i)) for i, n in enumerate(node.value if isinstance(node, SequenceNode) else ()))
+
+
+_TOP: dict[str, Check] = {
+    "node": _section(NodeConfig, {
+        "ae_title": _AE,
+        "host": _HOST,
+        "port": _number(1, 65535),
+        "data_dir": _path,
+        "allowed_calling_aets": _many(_AE),
+        "extra_sop_classes": _UIDS,
+        "workers": _number(1, 64),
+        "max_associations": _number(1, 1000),
+        "min_free_mb": _number(0),
+        # PS3.8 D.1: a 32-bit Maximum Length, 0 for none; at least 4096 as DCMTK's ASC_MINIMUMPDUSIZE.
+        "max_pdu": _number(4096, 2**32 - 1, zero="unlimited"),
+        "tls": _optional(_section(TLS, {"certificate": _file, "key": _file, "ca": _optional(_file)},
+                                  required=("certificate", "key"))),
+    }),
+    "burn": _section(BurnConfig, {
+        "output": _path,
+        "study_stable_seconds": _number(0, integer=False, above=True),
+        "retention_hours": _number(0, integer=False),
+    }),
+    "routes": _routes,
+    "import": _section(ImportConfig, {
+        "inbox": _path,
+        "destination": _optional(_section(Destination, {"ae_title": _AE, "host": _HOST, "port": _number(1, 65535)},
+                                          required=("ae_title", "host", "port"))),
+    }),
+}
