@@ -21,6 +21,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from node.errors import MediumError
 from node.profiles import PROFILES
@@ -484,6 +485,21 @@ def test_undecodable_directory_record(medium: Path) -> None:
     ]
 
 
+def test_medium_resolves_tolerantly_and_refuses_escapes(medium: Path) -> None:
+    (medium / "DICOM" / "IM1").rename(medium / "DICOM" / "im1.;1")
+    with open_medium(medium) as opened:
+        assert opened.resolve(["DICOM", "IM1"]) == "DICOM/im1.;1"
+        assert opened.resolve(["DICOM", "IM9"]) is None
+        for hostile in (["..", "x"], ["/etc", "passwd"], ["DICOM", ""], ["C:", "x"], ["a\\..\\..\\x"]):
+            with pytest.raises(RefusedPath, match="escapes the medium root"):
+                opened.resolve(hostile)
+        outside = fifo(medium.parent / "outside")
+        (medium / "DICOM" / "IM2").unlink()
+        (medium / "DICOM" / "IM2").symlink_to(outside)  # swapped after the listing
+        with pytest.raises(RefusedPath, match="DICOM/IM2: escapes the medium root"):
+            opened.open("DICOM/IM2")
+
+
 # -- media that cannot be opened at all -------------------------------------------------
 
 
@@ -505,9 +521,14 @@ def test_iso_with_a_bogus_volume_descriptor(medium: Path, tmp_path: Path) -> Non
         check_medium(iso)
 
 
-def test_missing_path(tmp_path: Path) -> None:
+def test_paths_that_are_no_medium(tmp_path: Path) -> None:
     with pytest.raises(MediumError, match="cannot open .*nothing: No such file or directory"):
         check_medium(tmp_path / "nothing")
+    (tmp_path / "notes.iso").write_text("not an image")
+    with pytest.raises(MediumError, match="notes.iso: not a readable ISO 9660 image"):
+        check_medium(tmp_path / "notes.iso")
+    with pytest.raises(MediumError, match="is neither a folder, an ISO image nor a block device"):
+        check_medium(fifo(tmp_path / "pipe"))
 
 
 # -- speed -------------------------------------------------------------------------------
@@ -519,7 +540,7 @@ def test_400_files_in_well_under_a_second(tmp_path: Path) -> None:
     (root / "DICOM").mkdir(parents=True)
     ds = dcmread(sample("MR_small.dcm"))
     for n in range(400):
-        uid = f"1.2.826.0.1.3680043.8.498.{n + 1}"
+        uid = UID(f"1.2.826.0.1.3680043.8.498.{n + 1}")
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
         ds.save_as(root / "DICOM" / f"IM{n}")
     dcmmkdir(root)

@@ -420,7 +420,7 @@ def _pixel_data_end(fp: BinaryIO, *, implicit: bool, little: bool) -> int | None
         (length,) = struct.unpack(order + "L", long_length)
         position = start + 12
     if length != _UNDEFINED:
-        return position + length
+        return position + int(length)
     while True:  # encapsulated: walk the fragment items without reading them
         fp.seek(position)
         item = fp.read(8)
@@ -431,7 +431,7 @@ def _pixel_data_end(fp: BinaryIO, *, implicit: bool, little: bool) -> int | None
             return position + 8
         if (group, element) != _ITEM or length == _UNDEFINED:
             raise ValueError(f"malformed encapsulated pixel data at byte {position}")
-        position += 8 + length
+        position += 8 + int(length)
 
 
 def _is_dicom(head: bytes) -> bool:

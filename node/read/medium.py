@@ -14,13 +14,12 @@ dots (``IM1.``); :meth:`Medium.resolve` tolerates all three.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import stat
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, cast
 
@@ -146,17 +145,18 @@ class FolderMedium(Medium):
 
         for dirpath, dirnames, filenames in os.walk(root, onerror=fail, followlinks=False):
             here = Path(dirpath)
-            for name in dirnames + filenames:
+            entries = [(name, False) for name in dirnames] + [(name, True) for name in filenames]
+            for name, listed_as_file in entries:
                 full = here / name
                 rel = full.relative_to(root).as_posix()
                 if full.is_symlink() and not self._inside(full):
                     self._refused[rel] = ESCAPES_ROOT
-                elif name in filenames:
+                elif listed_as_file:
                     try:
                         st = full.stat()
                     except OSError:
                         continue  # a dangling symlink: nothing to read
-                    if stat.S_ISREG(st.st_mode):
+                    if stat.S_ISREG(st.st_mode):  # never a FIFO or a device
                         self._files[rel] = st.st_size
         self._index()
 
@@ -170,9 +170,8 @@ class FolderMedium(Medium):
         """Open a listed file read-only, re-checking that it still stays inside the root."""
         if relpath not in self._files:
             raise MediumError(f"{relpath}: no such file on the medium")
-        rel = PurePosixPath(relpath)
-        full = self._root / rel
-        if rel.is_absolute() or ".." in rel.parts or not self._inside(full):
+        full = self._root / relpath
+        if not self._inside(full):  # replaced by an escaping symlink since it was listed
             raise RefusedPath(relpath, ESCAPES_ROOT)
         try:
             return open(full, "rb")
@@ -244,11 +243,10 @@ class IsoMedium(Medium):
         """Open ``relpath`` as a streaming, seekable file object (nothing read up front)."""
         if relpath not in self._iso_paths:
             raise MediumError(f"{relpath}: no such file on the medium")
-        if self._files[relpath] == 0:
-            return io.BytesIO(b"")  # pycdlib has no data extent for an empty file
         try:
             handle = self._iso.open_file_from_iso(**{self._kind: self._iso_paths[relpath]})
-            return cast(BinaryIO, handle.__enter__())
+            # Entering positions the stream on the file's extent; closing it releases it.
+            return cast(BinaryIO, handle.__enter__())  # type: ignore[no-untyped-call]
         except PyCdlibException as exc:
             raise MediumError(f"cannot read {relpath}: {exc}") from None
 
@@ -263,9 +261,12 @@ class IsoMedium(Medium):
 def _why_not_iso(fp: BinaryIO, exc: Exception) -> str:
     """Explain why pycdlib could not open an image, spotting UDF-only media (ECMA-167 2/9.1)."""
     identifiers = set()
-    for sector in range(16, 32):  # the Volume Recognition Sequence
-        fp.seek(sector * _SECTOR)
-        identifiers.add(fp.read(6)[1:6])
+    try:
+        for sector in range(16, 32):  # the Volume Recognition Sequence
+            fp.seek(sector * _SECTOR)
+            identifiers.add(fp.read(6)[1:6])
+    except OSError as err:
+        return f"unreadable ({err.strerror})"
     if b"CD001" not in identifiers and identifiers & {b"NSR02", b"NSR03"}:
         return "UDF-only medium; only ISO 9660 (with optional Joliet / Rock Ridge) can be read"
     return f"not a readable ISO 9660 image ({exc})"
