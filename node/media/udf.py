@@ -202,7 +202,9 @@ def _tree(files: Sequence[MediaFile]) -> _Dir:
                 raise BuildError(f"{f.relpath}: {d.path}/{name} is a file, it cannot be a directory too")
             d = d.dirs.setdefault(name, _Dir(f"{d.path}/{name}", d))
         name = f.components[-1]
-        if name in d.files or name in d.dirs:
+        if name in d.dirs:
+            raise BuildError(f"{f.relpath} is a directory, it cannot be a file too")
+        if name in d.files:
             raise BuildError(f"{f.relpath} is twice in the file-set")
         d.files[name] = _File(f, f.size)
     return root
