@@ -235,6 +235,12 @@ REFUSED_NOT_AUTHORIZED = 0x0124  # PS3.7 C.5.3
 OUT_OF_RESOURCES = 0xA700  # PS3.4 B.2.3
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900  # PS3.4 B.2.3
 CANNOT_UNDERSTAND = 0xC000  # PS3.4 B.2.3
+# The receiver's refusals, each a code of its own inside the PS3.4 B.2.3 / PS3.7 C.4 ranges:
+SPOOL_WRITE_FAILED = 0xA701  # PS3.4 B.2.3 Refused: Out of Resources (A7xx): the spool cannot be written
+MISSING_UID = 0xC001  # PS3.4 B.2.3 Cannot Understand (Cxxx): no valid SOP Instance / Study Instance UID
+CANNOT_PARSE = 0xC002  # PS3.4 B.2.3 Cannot Understand (Cxxx): the data set cannot be parsed
+INSTANCE_UID_MISMATCH = 0xC003  # PS3.4 B.2.3 Cannot Understand (Cxxx): (0008,0018) != Affected SOP Instance UID
+PROCESSING_FAILURE = 0x0110  # PS3.7 C.4.2: the index cannot be written
 
 
 # -- Directory record keys (PS3.3 F.5, and the seed's Appendix D) -------------------
