@@ -364,3 +364,16 @@ def test_full_disk_leaves_nothing_behind(tmp_path: Path, small_fs: Path, fmt: st
     assert result.code == 1
     _no_traceback(result.err)
     assert sorted(p.name for p in small_fs.iterdir()) == ["keep.dcm"]
+
+
+@pytest.mark.parametrize("fmt", ["iso", "folder"])
+def test_check_says_ok_on_what_burn_made(real_world: tuple[Path, Path, dict[str, str]], tmp_path: Path, fmt: str) -> None:
+    src, _, uids = real_world
+    out = tmp_path / ("x.iso" if fmt == "iso" else "x")
+    assert cli("burn", src, "--out", out, "--format", fmt).code == 0
+    result = cli("check", out, "--json", "--profile", "STD-GEN-CD")
+    report = json.loads(result.out)
+    assert result.code == 0 and report["ok"] is True, report["problems"]
+    assert report["instances"] == len(uids)
+    plain = json.loads(cli("check", out, "--json").out)
+    assert "STD-GEN-CD" in plain["profiles"]
