@@ -18,7 +18,7 @@ from node.media.content import FileSlice, MediaFile, read_pieces
 from node.media.udf import SECTOR, image_sectors, read_listing, write_image
 from tests.conftest import need
 
-VOLUME = "MEDIANODE_UDF_TEST"
+VOLUME = "MEDIANODE_UDF_TEST_0123456789ABC"  # 32 d-characters, the most a caller gives
 SERIES = ("DICOM", "PA000000", "ST000000", "SE000000")
 
 
@@ -90,8 +90,8 @@ def test_udfinfo_reads_a_closed_udf_260_volume(image: Image) -> None:
     assert done.stderr == ""  # no warning: anchors, both sequences and the integrity descriptor are found
     info = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line and "," not in line)
     assert info["udfrev"] == info["udfwriterev"] == "2.60"  # from the LVID (UDF 2.2.6.4)
-    assert info["label"] == info["lvid"] == info["fsid"] == VOLUME
-    assert info["vid"] == VOLUME[:30]  # dstring[32] of the PVD: 30 characters and the compression ID
+    assert info["label"] == info["lvid"] == VOLUME  # the logical volume identifier, a dstring[128]
+    assert info["vid"] == info["fsid"] == VOLUME[:30]  # dstring[32]s: the compression ID and 30 characters
     assert (info["blocksize"], info["integrity"], info["accesstype"]) == ("2048", "closed", "readonly")
     assert int(info["blocks"]) == image_sectors(image.files)
     assert int(info["numfiles"]) == len(image.files)
@@ -167,7 +167,7 @@ class UdfRead:
 def test_libudfread_reads_every_file(image: Image) -> None:
     udf = UdfRead(image.path)
     try:
-        assert udf.lib.udfread_get_volume_id(udf.udf).decode() == VOLUME
+        assert udf.lib.udfread_get_volume_id(udf.udf).decode() == VOLUME[:30]  # the PVD's volume identifier
         assert set(udf.files()) == {f"/{f.relpath}" for f in image.files}
         for f in image.files:
             assert b"".join(udf.read(f"/{f.relpath}")) == content(f), f.relpath

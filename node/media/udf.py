@@ -21,7 +21,7 @@ The mirror sits in the middle of the data, away from the metadata extent,
 yet never last: a reader that looks past the last file's data for the final
 anchor (7-Zip) finds only zeros there, not metadata it does not know about.
 
-The logical volume has two partition maps (UDF 2.2.4.5): a Type 1 map of the
+The logical volume has two partition maps (3/10.7, UDF 2.2.4): a Type 1 map of the
 physical partition (reference 0) and the Metadata Partition Map (reference 1,
 UDF 2.2.10) that UDF 2.50 and later require: all file entries and directory
 data live in the metadata partition. Entries are Extended File Entries
@@ -194,7 +194,7 @@ def _tree(files: Sequence[MediaFile]) -> _Dir:
     root = _Dir("", None)
     for f in files:
         for name in f.components:
-            if not name or not name.isascii() or len(name) > 254:  # 4/14.4.9: L_FI, one byte, counts the 8
+            if not name or not name.isascii() or len(name) > 254:  # 4/14.4.4: L_FI is a byte, the 8 counts
                 raise BuildError(f"{f.relpath}: {name!r} cannot be a UDF file identifier")
         d = root
         for name in f.components[:-1]:
@@ -232,13 +232,14 @@ def _layout(files: Sequence[MediaFile]) -> _Layout:
             data = mirror + meta_blocks + 1
         f.start, data = data, data + _blocks(f.size)
     if mirror < 0:  # no file
-        mirror, data = _round_up(data, _UNIT), _round_up(data, _UNIT) + meta_blocks + 1
+        mirror = _round_up(data, _UNIT)
+        data = mirror + meta_blocks + 1
     partition_blocks = data
     sectors = _PARTITION + partition_blocks + 1  # and the last sector for the second anchor
     if sectors > 2**32:
         raise BuildError(f"{sectors} sectors: UDF addresses at most 2^32 blocks (8 TiB)")
-    if too_many := next((d.path for d in dirs if len(d.dirs) >= 0xFFFF), None):
-        raise BuildError(f"{too_many or '/'} has too many subdirectories: a link count is 16 bits (4/14.9.6)")
+    if crowded := [d.path or "/" for d in dirs if len(d.dirs) >= 0xFFFF]:
+        raise BuildError(f"{crowded[0]} has too many subdirectories: a link count is 16 bits (4/14.9.6)")
     return _Layout(dirs, placed, meta_blocks, mirror, partition_blocks, sectors, unique_id)
 
 
@@ -374,14 +375,12 @@ def _fsd(volume_id: str, root: _Dir, now: datetime) -> bytes:
 
 def _directory(d: _Dir, now: datetime) -> bytes:
     """Metadata blocks from d.icb: d's entry, its FIDs, then its files' entries (UDF 2.3.4, 2.3.6)."""
-    fids, pos = bytearray(), 0
-    first = d.icb + 1
+    fids, first = bytearray(), d.icb + 1
     parent = d.parent or d  # 4/8.6: the root is its own parent
     for name, e in [("", parent), *d.entries()]:
         ident = _cs0(name) if name else b""
         flags = (2 if isinstance(e, _Dir) else 0) | (8 if not name else 0)  # 4/14.4.3: directory, parent
-        fids += _fid(first + pos // SECTOR, ident, flags, e.icb, e.unique_id)
-        pos = len(fids)
+        fids += _fid(first + len(fids) // SECTOR, ident, flags, e.icb, e.unique_id)  # tagged where it starts
     links = 1 + len(d.dirs)  # 4/14.9.6: its FID in the parent (its own for the root), its children's parent FIDs
     entry = _efe(d.icb, _DIRECTORY, _SHORT_AD, struct.pack("<II", len(fids), first), len(fids), links,
                  _DIR_PERMS, d.unique_id, now)  # fmt: skip
@@ -393,7 +392,7 @@ def _directory(d: _Dir, now: datetime) -> bytes:
 
 
 def _metadata(lay: _Layout, volume_id: str, now: datetime) -> Iterator[tuple[int, bytes]]:
-    """The metadata partition's content in (first block, blocks) chunks: the FSD and its terminator
+    """The metadata partition's content in (first block, bytes) chunks: the FSD and its terminator
     (4/8.3.1), then each directory's entries and FIDs, one directory at a time."""
     yield 0, _fsd(volume_id, lay.dirs[0], now).ljust(SECTOR, b"\0") + _td(1)
     for d in lay.dirs:
@@ -551,7 +550,7 @@ class _Reader:
         fsd = self.tagged(self.sector(fsd_ref, fsd_block), fsd_block, (_FSD,))
         out: dict[str, tuple[list[tuple[int, int]], int]] = {}
         seen: set[tuple[int, int]] = set()
-        root_block, root_ref = struct.unpack_from("<IH", fsd, 404)  # the root directory ICB (4/14.1.7)
+        root_block, root_ref = struct.unpack_from("<IH", fsd, 404)  # the root directory ICB (4/14.1)
         todo = [("", root_ref, root_block)]
         while todo:
             path, ref, block = todo.pop()
