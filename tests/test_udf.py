@@ -238,6 +238,7 @@ def test_read_listing_rejects_a_damaged_entry(image: Image, tmp_path: Path) -> N
         read_listing(damaged)
 
 
+@pytest.mark.slow
 def test_a_file_over_1_gib_is_split_into_extents_readers_follow(tmp_path: Path) -> None:
     """4/14.14.1.1: an extent is below 2^30 bytes; a longer file has several, which every reader joins."""
     need("7z")

@@ -63,10 +63,10 @@ _UNIX_LINUX = bytes([4, 5])  # UDF 6.3: OS class UNIX, OS identifier Linux
 
 # descriptor tag identifiers (3/7.2.1, 4/7.2.1)
 _PVD, _AVDP, _IUVD, _PD, _LVD, _USD, _TD, _LVID = 1, 2, 4, 5, 6, 7, 8, 9
-_FSD, _FID, _FE, _EFE = 256, 257, 261, 266
+_FSD, _FID, _EFE = 256, 257, 266
 # ICB file types (4/14.6.6, UDF 2.2.13.1) and allocation descriptor types (4/14.6.8)
 _DIRECTORY, _FILE, _METADATA, _MIRROR = 4, 5, 250, 251
-_SHORT_AD, _LONG_AD, _INLINE = 0, 1, 3
+_SHORT_AD, _LONG_AD = 0, 1
 _PHYSICAL, _META = 0, 1  # partition reference numbers: the order of the partition maps
 
 
@@ -486,19 +486,16 @@ class _Reader:
         raise ValueError(f"metadata block {block} is past the Metadata File")
 
     def entry(self, partition: int, block: int) -> tuple[int, int, list[tuple[int, int]]]:
-        """A (Extended) File Entry (4/14.9, 4/14.17): its file type, size and (byte offset, length) runs."""
+        """An Extended File Entry (4/14.17): its file type, size and (byte offset, length) runs."""
         sector = self.sector(partition, block)
-        fe = self.tagged(sector, block, (_FE, _EFE))
-        extended = struct.unpack_from("<H", fe)[0] == _EFE
+        fe = self.tagged(sector, block, (_EFE,))
         file_type, flags = fe[27], struct.unpack_from("<H", fe, 34)[0]
         size = struct.unpack_from("<Q", fe, 56)[0]
-        ea, ad = struct.unpack_from("<II", fe, 208 if extended else 168)
-        first = (216 if extended else 176) + ea
+        ea, ad = struct.unpack_from("<II", fe, 208)
+        first = 216 + ea
         if first + ad > SECTOR:
             raise ValueError(f"the entry at sector {sector} overflows its block")
-        if flags & 7 == _INLINE:  # 4/14.6.8: the data is the allocation descriptors' field
-            return file_type, size, [(sector * SECTOR + first, min(size, ad))]
-        width = {_SHORT_AD: 8, _LONG_AD: 16}.get(flags & 7)
+        width = {_SHORT_AD: 8, _LONG_AD: 16}.get(flags & 7)  # 4/14.6.8; data in the entry is not read
         if width is None:
             raise ValueError(f"the entry at sector {sector} has allocation descriptors of type {flags & 7}")
         runs, left = [], size
