@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -113,8 +114,14 @@ def test_7zip_lists_and_extracts_every_file(image: Image, tmp_path: Path) -> Non
         assert (out / f.relpath).read_bytes() == content(f), f.relpath
 
 
+class Dirent(ctypes.Structure):
+    """struct udfread_dirent."""
+
+    _fields_ = [("d_type", ctypes.c_uint), ("d_name", ctypes.c_char_p)]
+
+
 class UdfRead:
-    """libudfread (the UDF reader of libbluray, VLC, Kodi) through ctypes."""
+    """libudfread (the UDF reader of libbluray, VLC, Kodi) through ctypes; a context manager."""
 
     def __init__(self, path: Path) -> None:
         name = ctypes.util.find_library("udfread")
@@ -132,15 +139,14 @@ class UdfRead:
         self.udf = lib.udfread_init()
         assert lib.udfread_open(self.udf, os.fsencode(path)) == 0, f"libudfread cannot open {path}"
 
-    def close(self) -> None:
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self.lib.udfread_close(self.udf)
 
     def files(self, path: str = "") -> Iterator[str]:
         """Every file below ``path``, as "/A/B"."""
-
-        class Dirent(ctypes.Structure):
-            _fields_ = [("d_type", ctypes.c_uint), ("d_name", ctypes.c_char_p)]
-
         d, entry, children = self.lib.udfread_opendir(self.udf, path.encode() or b"/"), Dirent(), []
         assert d, f"libudfread cannot open the directory {path or '/'}"
         while self.lib.udfread_readdir(d, ctypes.byref(entry)):
@@ -165,14 +171,11 @@ class UdfRead:
 
 
 def test_libudfread_reads_every_file(image: Image) -> None:
-    udf = UdfRead(image.path)
-    try:
+    with UdfRead(image.path) as udf:
         assert udf.lib.udfread_get_volume_id(udf.udf).decode() == VOLUME[:30]  # the PVD's volume identifier
         assert set(udf.files()) == {f"/{f.relpath}" for f in image.files}
         for f in image.files:
             assert b"".join(udf.read(f"/{f.relpath}")) == content(f), f.relpath
-    finally:
-        udf.close()
 
 
 def test_the_metadata_mirror_stands_in_for_a_lost_metadata_file(image: Image, tmp_path: Path) -> None:
@@ -183,13 +186,10 @@ def test_the_metadata_mirror_stands_in_for_a_lost_metadata_file(image: Image, tm
     assert [data[s + 27] for s in entries] == [250, 251]
     data[entries[0] : entries[0] + SECTOR] = bytes(SECTOR)
     damaged.write_bytes(data)
-    udf = UdfRead(damaged)
-    try:
+    with UdfRead(damaged) as udf:
         assert set(udf.files()) == {f"/{f.relpath}" for f in image.files}
         for f in image.files:
             assert b"".join(udf.read(f"/{f.relpath}")) == content(f), f.relpath
-    finally:
-        udf.close()
 
 
 def test_linux_mounts_it_read_only(image: Image, tmp_path: Path) -> None:
@@ -259,11 +259,8 @@ def test_a_file_over_1_gib_is_split_into_extents_readers_follow(tmp_path: Path) 
     with open(path, "rb") as img:
         assert digest(os.pread(img.fileno(), min(1 << 24, start + n - at), at)
                       for start, n in runs for at in range(start, start + n, 1 << 24)) == expected  # fmt: skip
-    udf = UdfRead(path)
-    try:
+    with UdfRead(path) as udf:
         assert digest(udf.read("/BIG")) == expected
-    finally:
-        udf.close()
     subprocess.run(["7z", "x", f"-o{tmp_path / 'x'}", str(path), "BIG"], capture_output=True, check=True)
     with open(tmp_path / "x" / "BIG", "rb") as fp:
         assert digest(iter(lambda: fp.read(1 << 24), b"")) == expected
