@@ -199,7 +199,7 @@ def _compose(text: str, source: str) -> Node:
         raise ConfigError(f"{source}:{mark.line + 1 if mark else 1} YAML syntax error: {_one_line(problem)}") from None
     except yaml.reader.ReaderError as exc:  # a character YAML forbids, e.g. a NUL
         line = text.count("\n", 0, exc.position) + 1
-        raise ConfigError(f"{source}:{line} YAML syntax error: character {exc.character!r}: {exc.reason}") from None
+        raise ConfigError(f"{source}:{line} YAML syntax error: unacceptable character #x{exc.character:04x}: {exc.reason}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: YAML syntax error: {_one_line(str(exc))}") from None
     except RecursionError:  # the composer recurses once per level: "[[[[..."

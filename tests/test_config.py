@@ -1,0 +1,410 @@
+"""node.config: the embedded default, every value a key may take, and one line per error.
+
+Each error case asserts the whole message, so the file, the line and the key path
+are all pinned; the fuzz test asserts that nothing but ConfigError ever escapes.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from node.config import (
+    TLS,
+    BurnConfig,
+    Config,
+    Destination,
+    ImportConfig,
+    Match,
+    NodeConfig,
+    Route,
+    load_config,
+    parse_config,
+)
+from node.errors import EXIT_USAGE, ConfigError
+from node.profiles import PROFILES
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT = ROOT / "config" / "medianode.yaml"
+ALL_PROFILES = ", ".join(PROFILES)
+LONG_UID = "1.2" + ".3" * 31  # 65 characters
+
+
+@pytest.fixture(autouse=True)
+def _cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Relative paths resolve against the working directory: make it a fresh one."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def error(text: str) -> str:
+    """The message ``parse_config`` raises for ``text`` (named c.yaml)."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source="c.yaml")
+    assert info.value.exit_code == EXIT_USAGE
+    return str(info.value)
+
+
+# -- What loads ---------------------------------------------------------------
+
+
+def test_embedded_default_is_what_design_md_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # as scripts/serve runs it
+    config = load_config("config/medianode.yaml")
+    assert config == Config(
+        node=NodeConfig(ae_title="MEDIANODE", host="127.0.0.1", port=11112, data_dir=ROOT / "var"),
+        burn=BurnConfig(output=ROOT / "var" / "out", study_stable_seconds=30.0),
+        routes=(
+            Route(Match(called_aet=("BURN",)), "burn", profile="STD-GEN-CD", where="config/medianode.yaml:17"),
+        ),
+        imports=ImportConfig(inbox=ROOT / "var" / "inbox", destination=Destination("PACS", "127.0.0.1", 104)),
+        source=DEFAULT,
+    )
+    assert config.called_aets == {"MEDIANODE", "BURN"}
+    assert isinstance(config.burn.study_stable_seconds, float)
+
+
+def test_relative_paths_resolve_against_the_working_directory(_cwd: Path) -> None:
+    config = load_config(DEFAULT)
+    assert config.node.data_dir == _cwd / "var"
+    assert config.burn.output == _cwd / "var" / "out"
+    assert config.source == DEFAULT
+    assert config.routes[0].where == f"{DEFAULT}:17"
+
+
+def test_absent_keys_take_the_defaults_with_absolute_paths(_cwd: Path) -> None:
+    config = parse_config("node:\nburn: {}\n", source="c.yaml")
+    assert config == Config(
+        node=NodeConfig(data_dir=_cwd / "var"),
+        burn=BurnConfig(output=_cwd / "var" / "out"),
+        imports=ImportConfig(inbox=_cwd / "var" / "inbox"),
+        source=_cwd / "c.yaml",
+    )
+
+
+def test_every_key(_cwd: Path) -> None:
+    for name in ("cert.pem", "key.pem", "ca.pem"):
+        (_cwd / name).write_text("-----BEGIN-----\n")
+    config = parse_config(
+        """\
+node:
+  ae_title: "  ARCHIVE "
+  host: 0.0.0.0
+  port: 104
+  data_dir: /srv/medianode
+  allowed_calling_aets: CT1
+  extra_sop_classes: [1.2.3.0.4, 1.3]
+  workers: 64
+  max_associations: 1000
+  min_free_mb: 0
+  max_pdu: 4096
+  tls: {certificate: cert.pem, key: ./key.pem, ca: ca.pem}
+burn: {output: out, study_stable_seconds: 0.5, retention_hours: 0}
+routes:
+  - match: {called_aet: [DVD, " BR "], calling_aet: CT1, modality: [CT, MR], sop_class: 1.2.840.10008.5.1.4.1.1.2}
+    action: BURN
+    profile: std-gen-dvd-jpeg
+    compress: jpeg-lossless
+    copies: 99
+    group: patient
+    label: 2024
+    kind: backup
+    output: ~/discs
+  - {action: store, match: }
+  - action: reject
+import:
+  inbox: in
+  destination: {ae_title: PACS, host: pacs.example, port: 11112}
+""",
+        source="c.yaml",
+    )
+    assert config.node == NodeConfig(
+        ae_title="ARCHIVE", host="0.0.0.0", port=104, data_dir=Path("/srv/medianode"),
+        allowed_calling_aets=("CT1",), extra_sop_classes=("1.2.3.0.4", "1.3"), workers=64,
+        max_associations=1000, min_free_mb=0, max_pdu=4096,
+        tls=TLS(_cwd / "cert.pem", _cwd / "key.pem", _cwd / "ca.pem"),
+    )
+    assert config.burn == BurnConfig(output=_cwd / "out", study_stable_seconds=0.5, retention_hours=0.0)
+    assert config.routes == (
+        Route(
+            Match(called_aet=("DVD", "BR"), calling_aet=("CT1",), modality=("CT", "MR"),
+                  sop_class=("1.2.840.10008.5.1.4.1.1.2",)),
+            "burn", profile="STD-GEN-DVD-JPEG", compress="jpeg-lossless", copies=99, group="patient",
+            label="2024", kind="backup", output=_cwd / "~" / "discs", where="c.yaml:15",
+        ),
+        Route(Match(), "store", where="c.yaml:24"),
+        Route(Match(), "reject", where="c.yaml:25"),
+    )
+    assert config.imports == ImportConfig(_cwd / "in", Destination("PACS", "pacs.example", 11112))
+    assert config.called_aets == {"ARCHIVE", "DVD", "BR"}
+
+
+def test_empty_values_mean_none_where_none_is_allowed() -> None:
+    config = parse_config("node: {tls: ~}\nroutes:\nimport: {destination: }\n", source="c.yaml")
+    assert (config.node.tls, config.routes, config.imports.destination) == (None, (), None)
+
+
+def test_text_is_taken_as_written() -> None:
+    """YAML 1.1 would make these a bool, an octal int and a float; where text is expected they stay text."""
+    route = parse_config("routes: [{match: {calling_aet: NO, modality: '0123'}, action: burn, label: 1.10}]",
+                         source="c.yaml").routes[0]
+    assert (route.match.calling_aet, route.match.modality, route.label) == (("NO",), ("0123",), "1.10")
+
+
+# -- Compression against the profile -------------------------------------------
+
+
+def brief_allows(profile: str, compress: str) -> bool:
+    """The rule as DESIGN states it, by name, to check the syntax-driven table against."""
+    if compress == "none" or profile.startswith("AUG-"):
+        return True
+    if compress in ("jpeg-lossless-p14", "rle"):
+        return False
+    return profile.endswith("-JPEG") if compress.startswith("jpeg-") else profile.endswith("-J2K")
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+@pytest.mark.parametrize(
+    "compress",
+    ["none", "jpeg-lossless", "jpeg-lossless-p14", "jpeg-baseline", "jpeg-extended", "j2k-lossless", "j2k-lossy", "rle"],
+)
+def test_compress_against_profile(profile: str, compress: str) -> None:
+    text = f"routes:\n  - action: burn\n    profile: {profile}\n    compress: {compress}\n"
+    if brief_allows(profile, compress):
+        assert parse_config(text, source="c.yaml").routes[0].compress == compress
+    else:
+        assert error(text).startswith(f"c.yaml:4 routes[0].compress: '{compress}' is not allowed by profile {profile} (it allows none")
+
+
+def test_compress_without_profile_is_checked_against_the_default_profile() -> None:
+    assert error("routes: [{action: burn, compress: j2k-lossy}]") == (
+        "c.yaml:1 routes[0].compress: 'j2k-lossy' is not allowed by profile STD-GEN-CD (it allows none)"
+    )
+
+
+# -- One line per error --------------------------------------------------------
+
+CASES = {
+    # YAML itself
+    "syntax": ("node:\n  port: 1\n bad: [\n", ("c.yaml:3 YAML syntax error: expected <block end>, but found "
+               "'<block mapping start>' (while parsing a block mapping on line 1)")),
+    "tab": ("node:\n\tport: 1\n", "c.yaml:2 YAML syntax error: found character '\\t' that cannot start any token"),
+    "nul": ("node:\n  host: a\x00\n", ("c.yaml:2 YAML syntax error: unacceptable character #x0000: special characters "
+            "are not allowed")),
+    "two documents": ("node: {}\n---\nburn: {}\n", ("c.yaml:2 YAML syntax error: but found another document "
+                      "(expected a single document in the stream on line 1)")),
+    "undefined alias": ("node: *nothing\n", "c.yaml:1 YAML syntax error: found undefined alias 'nothing'"),
+    "deep": ("[" * 100_000, "c.yaml: YAML syntax error: nested too deeply"),
+    "empty": ("", "c.yaml: empty configuration"),
+    "only comments": ("# nothing\n\n", "c.yaml: empty configuration"),
+    "top level list": ("- node\n", "c.yaml:1 expected a mapping of sections (node, burn, routes, import), got a list"),
+    "top level scalar": ("node\n", "c.yaml:1 expected a mapping of sections (node, burn, routes, import), got 'node'"),
+    # unknown and duplicate keys, at every level
+    "unknown section": ("nodes: {}\n", "c.yaml:1 nodes: unknown key (known: node, burn, routes, import)"),
+    "unknown node key": ("node:\n  ae_title: X\n  aetitle: X\n", ("c.yaml:3 node.aetitle: unknown key (known: ae_title, "
+                         "host, port, data_dir, allowed_calling_aets, extra_sop_classes, workers, max_associations, "
+                         "min_free_mb, max_pdu, tls)")),
+    "unknown burn key": ("\n\n\n\n\n\nburn:\n  outptu: x\n",
+                         "c.yaml:8 burn.outptu: unknown key (known: output, study_stable_seconds, retention_hours)"),
+    "unknown tls key": ("node: {tls: {cert: a}}", "c.yaml:1 node.tls.cert: unknown key (known: certificate, key, ca)"),
+    "unknown route key": ("routes:\n  - action: burn\n    copys: 2\n", ("c.yaml:3 routes[0].copys: unknown key (known: "
+                          "match, action, profile, compress, copies, group, label, kind, output)")),
+    "unknown match key": ("routes:\n- action: burn\n- match: {aet: X}\n  action: burn\n",
+                          "c.yaml:3 routes[1].match.aet: unknown key (known: called_aet, calling_aet, modality, sop_class)"),
+    "unknown import key": ("import: {inbx: x}", "c.yaml:1 import.inbx: unknown key (known: inbox, destination)"),
+    "unknown destination key": ("import:\n  destination: {ae: P}\n",
+                                "c.yaml:2 import.destination.ae: unknown key (known: ae_title, host, port)"),
+    "odd key": ("burn: {'a b': 1}", "c.yaml:1 burn.'a b': unknown key (known: output, study_stable_seconds, retention_hours)"),
+    "merge key": ("burn: {<<: {}}", "c.yaml:1 burn.'<<': unknown key (known: output, study_stable_seconds, retention_hours)"),
+    "duplicate key": ("node:\n  port: 1\n  port: 2\n", "c.yaml:3 node.port: duplicate key (first on line 2)"),
+    "duplicate section": ("node: {}\nnode: {}\n", "c.yaml:2 node: duplicate key (first on line 1)"),
+    "section not a mapping": ("burn: [1]\n", ("c.yaml:1 burn: expected a mapping of keys (output, study_stable_seconds, "
+                              "retention_hours), got a list")),
+    "unsupported tag": ("node: {host: !env HOST}", "c.yaml:1 node.host: unsupported tag '!env'"),
+    # integers
+    "port text": ("node:\n  port: abc\n", "c.yaml:2 node.port: expected an integer from 1 to 65535, got 'abc'"),
+    "port quoted": ("node: {port: '104'}", "c.yaml:1 node.port: expected an integer from 1 to 65535, got '104' (a quoted string)"),
+    "port bool": ("node: {port: on}", "c.yaml:1 node.port: expected an integer from 1 to 65535, got 'on' (a boolean)"),
+    "port float": ("node: {port: 104.0}", "c.yaml:1 node.port: expected an integer from 1 to 65535, got '104.0'"),
+    "port zero": ("node: {port: 0}", "c.yaml:1 node.port: expected an integer from 1 to 65535, got '0'"),
+    "port high": ("node: {port: 65536}", "c.yaml:1 node.port: expected an integer from 1 to 65535, got '65536'"),
+    "port list": ("node: {port: [104]}", "c.yaml:1 node.port: expected an integer from 1 to 65535, got a list"),
+    "port mapping": ("node: {port: {a: 1}}", "c.yaml:1 node.port: expected an integer from 1 to 65535, got a mapping"),
+    "port empty": ("node:\n  port:\n", "c.yaml:2 node.port: expected an integer from 1 to 65535, got an empty value"),
+    "port null": ("node: {port: null}", "c.yaml:1 node.port: expected an integer from 1 to 65535, got 'null' (null)"),
+    "port no digits": ("node: {port: 0x_}", "c.yaml:1 node.port: expected an integer from 1 to 65535, got '0x_'"),
+    "workers": ("node: {workers: 65}", "c.yaml:1 node.workers: expected an integer from 1 to 64, got '65'"),
+    "max_associations": ("node: {max_associations: 1001}",
+                         "c.yaml:1 node.max_associations: expected an integer from 1 to 1000, got '1001'"),
+    "min_free_mb": ("node: {min_free_mb: -1}", "c.yaml:1 node.min_free_mb: expected an integer of 0 or more, got '-1'"),
+    "max_pdu small": ("node: {max_pdu: 4095}", ("c.yaml:1 node.max_pdu: expected 0 (unlimited) or an integer from 4096 "
+                      "to 4294967295, got '4095'")),
+    "max_pdu big": ("node: {max_pdu: 4294967296}", ("c.yaml:1 node.max_pdu: expected 0 (unlimited) or an integer from 4096 "
+                    "to 4294967295, got '4294967296'")),
+    "copies": ("routes: [{action: burn, copies: 100}]", "c.yaml:1 routes[0].copies: expected an integer from 1 to 99, got '100'"),
+    # numbers
+    "stable zero": ("burn: {study_stable_seconds: 0}", "c.yaml:1 burn.study_stable_seconds: expected a number above 0, got '0'"),
+    "stable text": ("burn: {study_stable_seconds: 30s}", "c.yaml:1 burn.study_stable_seconds: expected a number above 0, got '30s'"),
+    "stable bool": ("burn: {study_stable_seconds: yes}",
+                    "c.yaml:1 burn.study_stable_seconds: expected a number above 0, got 'yes' (a boolean)"),
+    "stable inf": ("burn: {study_stable_seconds: .inf}", "c.yaml:1 burn.study_stable_seconds: expected a number above 0, got '.inf'"),
+    "stable nan": ("burn: {study_stable_seconds: .nan}", "c.yaml:1 burn.study_stable_seconds: expected a number above 0, got '.nan'"),
+    "retention": ("burn: {retention_hours: -0.5}", "c.yaml:1 burn.retention_hours: expected a number of 0 or more, got '-0.5'"),
+    # AE titles and UIDs (PS3.5 6.2, 9.1)
+    "ae long": ("node: {ae_title: ABCDEFGHIJKLMNOPQ}", ("c.yaml:1 node.ae_title: 'ABCDEFGHIJKLMNOPQ' is not an AE title "
+                "(PS3.5 6.2: 1 to 16 ASCII characters, no backslash, not all spaces)")),
+    "ae backslash": ("node: {ae_title: 'A\\B'}", ("c.yaml:1 node.ae_title: 'A\\\\B' is not an AE title "
+                     "(PS3.5 6.2: 1 to 16 ASCII characters, no backslash, not all spaces)")),
+    "ae spaces": ("node: {ae_title: '   '}", ("c.yaml:1 node.ae_title: '   ' is not an AE title "
+                  "(PS3.5 6.2: 1 to 16 ASCII characters, no backslash, not all spaces)")),
+    "ae accent": ("node: {ae_title: ÉCHO}", ("c.yaml:1 node.ae_title: 'ÉCHO' is not an AE title "
+                  "(PS3.5 6.2: 1 to 16 ASCII characters, no backslash, not all spaces)")),
+    "ae control": ('node: {ae_title: "A\\tB"}', "c.yaml:1 node.ae_title: 'A\\tB' is not an AE title: it holds a control character"),
+    "ae empty string": ("node: {ae_title: ''}", "c.yaml:1 node.ae_title: '' is not an AE title: it is empty"),
+    "ae in list": ("node:\n  allowed_calling_aets:\n    - CT1\n    - [CT2]\n",
+                   "c.yaml:4 node.allowed_calling_aets[1]: expected an AE title, got a list"),
+    "uid leading zero": ("node: {extra_sop_classes: [1.2.3, 1.2.03]}", ("c.yaml:1 node.extra_sop_classes[1]: '1.2.03' is not "
+                         "a UID (PS3.5 9.1: digits and dots, at most 64 characters, no leading zeros)")),
+    "uid letters": ("node: {extra_sop_classes: 1.2.x}", ("c.yaml:1 node.extra_sop_classes: '1.2.x' is not a UID "
+                    "(PS3.5 9.1: digits and dots, at most 64 characters, no leading zeros)")),
+    "uid long": ("node: {extra_sop_classes: " + LONG_UID + "}", (f"c.yaml:1 node.extra_sop_classes: '{LONG_UID[:37]}...' "
+                 "is not a UID (PS3.5 9.1: digits and dots, at most 64 characters, no leading zeros)")),
+    "uid empty component": ("routes: [{action: store, match: {sop_class: 1..2}}]", ("c.yaml:1 routes[0].match.sop_class: '1..2' "
+                            "is not a UID (PS3.5 9.1: digits and dots, at most 64 characters, no leading zeros)")),
+    # TLS
+    "tls without key": ("node:\n  tls:\n    ca: ~\n", "c.yaml:3 node.tls.certificate: required key is missing"),
+    "tls missing file": ("node: {tls: {certificate: cert.pem, key: key.pem}}", ("c.yaml:1 node.tls.certificate: no such "
+                         "readable file: {cwd}/cert.pem")),
+    "tls a directory": ("node: {tls: {certificate: ., key: .}}", "c.yaml:1 node.tls.certificate: no such readable file: {cwd}"),
+    "tls not a mapping": ("node: {tls: yes}", ("c.yaml:1 node.tls: expected a mapping of keys (certificate, key, ca), got 'yes' "
+                          "(a boolean)")),
+    # paths and text
+    "path empty": ("burn: {output: ''}", "c.yaml:1 burn.output: '' is not a path: it is empty"),
+    "path nul": ('burn: {output: "a\\0b"}', "c.yaml:1 burn.output: 'a\\x00b' is not a path: it holds a control character"),
+    "host list": ("node: {host: [a, b]}", "c.yaml:1 node.host: expected a host name or address, got a list"),
+    "label long": ("routes: [{action: burn, label: " + "L" * 33 + "}]",
+                   "c.yaml:1 routes[0].label: 'LLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLL' is longer than 32 characters"),
+    # routes
+    "routes mapping": ("routes: {action: burn}", "c.yaml:1 routes: expected a list of routes, got a mapping"),
+    "route scalar": ("routes:\n  - burn\n", ("c.yaml:2 routes[0]: expected a mapping of keys (match, action, profile, compress, "
+                     "copies, group, label, kind, output), got 'burn'")),
+    "no action": ("routes:\n  - action: burn\n  - match: {called_aet: X}\n    profile: STD-GEN-CD\n",
+                  "c.yaml:3 routes[1].action: required key is missing"),
+    "bad action": ("routes: [{action: copy}]", "c.yaml:1 routes[0].action: 'copy' is not one of burn, store, reject"),
+    "bad profile": ("\n" * 13 + "routes: [{action: burn, profile: STD-GEN-BR}]",
+                    f"c.yaml:14 routes[0].profile: 'STD-GEN-BR' is not one of {ALL_PROFILES}"),
+    "profile bool": ("routes: [{action: burn, profile: [CD]}]", f"c.yaml:1 routes[0].profile: expected one of {ALL_PROFILES}, got a list"),
+    "bad compress": ("routes: [{action: burn, compress: zip}]", ("c.yaml:1 routes[0].compress: 'zip' is not one of none, "
+                     "jpeg-lossless, jpeg-lossless-p14, jpeg-baseline, jpeg-extended, j2k-lossless, j2k-lossy, rle")),
+    "bad group": ("routes: [{action: burn, group: series}]", "c.yaml:1 routes[0].group: 'series' is not one of study, patient"),
+    "bad kind": ("routes: [{action: burn, kind: copy}]", "c.yaml:1 routes[0].kind: 'copy' is not one of archive, backup"),
+    "match a list": ("routes: [{action: burn, match: [BURN]}]", ("c.yaml:1 routes[0].match: expected a mapping of keys "
+                     "(called_aet, calling_aet, modality, sop_class), got a list")),
+    "match value a mapping": ("routes: [{action: burn, match: {modality: {CT: 1}}}]",
+                              "c.yaml:1 routes[0].match.modality: expected a string, got a mapping"),
+    # import
+    "destination without port": ("import:\n  destination:\n    ae_title: PACS\n    host: h\n",
+                                 "c.yaml:3 import.destination.port: required key is missing"),
+    "destination port": ("import: {destination: {ae_title: P, host: h, port: '104'}}",
+                         "c.yaml:1 import.destination.port: expected an integer from 1 to 65535, got '104' (a quoted string)"),
+    "destination a string": ("import: {destination: PACS@h:104}", ("c.yaml:1 import.destination: expected a mapping of keys "
+                             "(ae_title, host, port), got 'PACS@h:104'")),
+}
+
+BURN_ONLY = {
+    "profile": "STD-GEN-CD", "compress": "none", "copies": "1", "group": "study",
+    "label": "X", "kind": "archive", "output": "out",
+}
+
+
+@pytest.mark.parametrize("text, message", list(CASES.values()), ids=list(CASES))
+def test_error(text: str, message: str, _cwd: Path) -> None:
+    assert error(text) == message.replace("{cwd}", str(_cwd))
+
+
+@pytest.mark.parametrize("action", ["store", "reject"])
+@pytest.mark.parametrize("key", list(BURN_ONLY))
+def test_burn_settings_on_another_action(action: str, key: str) -> None:
+    text = f"routes:\n  - action: burn\n  - action: {action}\n    {key}: {BURN_ONLY[key]}\n"
+    assert error(text) == f"c.yaml:4 routes[1].{key}: only for action: burn (this route's action is {action})"
+
+
+def test_load_config_names_the_path_it_was_given(_cwd: Path) -> None:
+    (_cwd / "bad.yaml").write_text("node:\n  port: abc\n")
+    with pytest.raises(ConfigError, match=r"^bad\.yaml:2 node\.port: "):
+        load_config("bad.yaml")
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("missing.yaml", None, "missing.yaml: cannot read: No such file or directory"),
+        (".", None, ".: cannot read: Is a directory"),
+        ("latin1.yaml", b"node: {host: \xe9}\n", "latin1.yaml: cannot read: not UTF-8 (byte 0xe9 at offset 13)"),
+        ("empty.yaml", b"", "empty.yaml: empty configuration"),
+    ],
+)
+def test_cannot_read(name: str, content: bytes | None, message: str, _cwd: Path) -> None:
+    if content is not None:
+        (_cwd / name).write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_config(name)
+    assert str(info.value) == message
+
+
+def test_byte_order_mark_is_fine(_cwd: Path) -> None:
+    (_cwd / "bom.yaml").write_bytes(b"\xef\xbb\xbfnode: {port: 104}\n")
+    assert load_config("bom.yaml").node.port == 104
+
+
+# -- Fuzz ------------------------------------------------------------------------
+
+TOKENS = [
+    ":", ": ", "-", "- ", "[", "]", "{", "}", ",", "&a ", "*a", "!!int ", "!!str ", "!x ", "? ", "|", ">", "'", '"',
+    "#", "\t", "\n", "  ", "~", "yes", "no", "-1", "0", "0x_", "1e999", ".nan", ".inf", "<<: *a", "\x00", "\x85",
+    "\u2028", "é", "\\", "%YAML 1.1\n", "---\n", "...", "@", "`", "99999999999999999999", "null", "''", "1:30",
+    "2024-02-30", "!!binary x", "!!timestamp 2024-13-45", "!!float x", "!!set {a}", "&b [*b]", "AUG-GEN-DVD",
+    "rle", "action: store", "tls: {certificate: /dev/null, key: /dev/null}", "match:", "copies: 0",
+]
+
+
+def mutate(text: str, rng: random.Random) -> str:
+    """One to three random edits: delete a span, insert a token, duplicate or swap lines."""
+    for _ in range(rng.randint(1, 3)):
+        i = rng.randrange(len(text) + 1)
+        edit = rng.randrange(4)
+        if edit == 0:
+            text = text[:i] + text[i + rng.randint(1, 12):]
+        elif edit == 1:
+            text = text[:i] + rng.choice(TOKENS) + text[i:]
+        else:
+            lines = text.split("\n")
+            a, b = rng.randrange(len(lines)), rng.randrange(len(lines))
+            if edit == 2:
+                lines.insert(a, lines[b])
+            else:
+                lines[a], lines[b] = lines[b], lines[a]
+            text = "\n".join(lines)
+    return text
+
+
+def test_fuzz_only_config_errors_come_out() -> None:
+    rng = random.Random(20240611)
+    original = DEFAULT.read_text()
+    outcomes = {"valid": 0, "syntax": 0, "value": 0}
+    for _ in range(3000):
+        text = mutate(original, rng)
+        try:
+            parse_config(text, source="c.yaml")
+        except ConfigError as exc:
+            message = str(exc)
+            assert message.startswith("c.yaml") and "\n" not in message and len(message) < 400, (text, message)
+            outcomes["syntax" if "YAML syntax error" in message else "value"] += 1
+        except Exception as exc:  # noqa: BLE001 - this is what the test is for
+            pytest.fail(f"{type(exc).__name__}: {exc} for {text!r}")
+        else:
+            outcomes["valid"] += 1
+    # The mutations reach the validator, not only the YAML parser.
+    assert min(outcomes.values()) > 100, outcomes
