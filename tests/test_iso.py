@@ -14,9 +14,8 @@ import pytest
 
 from node.errors import BuildError
 from node.media.content import FileSlice, MediaFile
-from node.media.iso import SECTOR, FileSystem, image_sectors, verify_image, write_image
+from node.media.iso import SECTOR, image_sectors, verify_image, write_image
 
-FILE_SYSTEMS: list[FileSystem] = ["iso9660", "udf"]
 DEEP = ("D1", "D2", "D3", "D4", "D5", "D6", "D7")  # 7 directories below the root: ECMA-119 level 8
 
 
@@ -30,7 +29,7 @@ def source(tmp_path: Path, name: str, size: int) -> str:
     return str(path)
 
 
-def file_set(tmp_path: Path, *, deepest: int = 8) -> list[MediaFile]:
+def file_set(tmp_path: Path) -> list[MediaFile]:
     """Every shape a medium has: a big directory, nested ones, empty / 2048-byte / mixed-piece files."""
     src = source(tmp_path, "src.bin", 300_000)
     files = [
@@ -39,7 +38,7 @@ def file_set(tmp_path: Path, *, deepest: int = 8) -> list[MediaFile]:
         MediaFile(("EMPTY",), []),
         MediaFile(("SECTOR",), [FileSlice(src, 1, SECTOR)]),
         MediaFile(("MIXED",), [b"head", FileSlice(src, 10, 5000), b"", b"mid", FileSlice(src, 0, 0), FileSlice(src, 7, 2041)]),
-        MediaFile(DEEP[: deepest - 1] + ("DEEPEST",), [b"eight levels", FileSlice(src, 100, 777)]),
+        MediaFile(DEEP + ("DEEPEST",), [b"eight levels", FileSlice(src, 100, 777)]),
         MediaFile(("D1", "SIDE"), [FileSlice(src, 0, 300_000)]),
         MediaFile(("D1", "D2", "Z_LAST"), [b"z"]),
         MediaFile(("D1", "D2", "A0"), [b"a"]),
@@ -62,20 +61,18 @@ def content(f: MediaFile) -> bytes:
     return b"".join(parts)
 
 
-def build(tmp_path: Path, files: list[MediaFile], file_system: FileSystem, name: str = "out.iso") -> Path:
+def build(tmp_path: Path, files: list[MediaFile], name: str = "out.iso") -> Path:
     img = tmp_path / name
     with open(img, "wb+") as out:
-        write_image(files, out, volume_id="MEDIANODE_TEST", file_system=file_system)
+        write_image(files, out, volume_id="MEDIANODE_TEST")
     return img
 
 
-@pytest.mark.parametrize("file_system", FILE_SYSTEMS)
-def test_image_sectors_is_the_written_size(tmp_path: Path, file_system: FileSystem) -> None:
-    deepest = 8 if file_system == "iso9660" else 7  # see test_udf_refuses_eight_levels
-    for files in (file_set(tmp_path, deepest=deepest), [MediaFile(("ONE",), [b"x"])], []):
-        img = build(tmp_path, files, file_system)
+def test_image_sectors_is_the_written_size(tmp_path: Path) -> None:
+    for files in (file_set(tmp_path), [MediaFile(("ONE",), [b"x"])], []):
+        img = build(tmp_path, files)
         assert os.path.getsize(img) % SECTOR == 0
-        assert image_sectors(files, file_system=file_system) == os.path.getsize(img) // SECTOR
+        assert image_sectors(files) == os.path.getsize(img) // SECTOR
         verify_image(img, files)
 
 
@@ -83,8 +80,8 @@ def test_image_sectors_is_the_written_size(tmp_path: Path, file_system: FileSyst
 def test_a_directory_that_fills_its_sector_exactly(tmp_path: Path, n_files: int, dir_sectors: int) -> None:
     """"." + ".." (68 bytes) + 45 records of 44 bytes = 2048: the 46th record starts a new sector."""
     files = [MediaFile(("DIR", f"I{i:07d}"), [b"%d" % i]) for i in range(n_files)]
-    img = build(tmp_path, files, "iso9660")
-    assert image_sectors(files, file_system="iso9660") == os.path.getsize(img) // SECTOR
+    img = build(tmp_path, files)
+    assert image_sectors(files) == os.path.getsize(img) // SECTOR
     assert "No errors found" in run("isovfy", str(img))
     assert re.search(rf"^d.* {dir_sectors * SECTOR} .*\]  DIR $", run("isoinfo", "-l", "-i", str(img)), re.M)
     verify_image(img, files)
@@ -92,7 +89,7 @@ def test_a_directory_that_fills_its_sector_exactly(tmp_path: Path, n_files: int,
 
 def test_iso9660_read_back_by_isoinfo_isovfy_and_xorriso(tmp_path: Path) -> None:
     files = file_set(tmp_path)
-    img = build(tmp_path, files, "iso9660")
+    img = build(tmp_path, files)
 
     assert "No errors found" in run("isovfy", str(img))
     info = run("isoinfo", "-d", "-i", str(img))
@@ -131,7 +128,7 @@ def test_iso9660_structures(tmp_path: Path) -> None:
     """Path tables (ECMA-119 9.4), records within sectors (6.8.1.1), UTC dates (8.4.26.1)."""
     files = file_set(tmp_path)
     before = datetime.now(timezone.utc).replace(microsecond=0)
-    data = build(tmp_path, files, "iso9660").read_bytes()
+    data = build(tmp_path, files).read_bytes()
     pvd = data[16 * SECTOR : 17 * SECTOR]
     assert pvd[:7] == b"\x01CD001\x01" and data[17 * SECTOR : 17 * SECTOR + 7] == b"\xffCD001\x01"
     assert not any(data[: 16 * SECTOR])
@@ -169,53 +166,9 @@ def test_iso9660_structures(tmp_path: Path) -> None:
             assert pos <= SECTOR
 
 
-def test_udf_bridge_read_back_by_pycdlib_isoinfo_and_xorriso(tmp_path: Path) -> None:
-    files = file_set(tmp_path, deepest=7)
-    img = build(tmp_path, files, "udf")
-    data = img.read_bytes()
-    assert [data[s * SECTOR + 1 : s * SECTOR + 5] for s in (18, 19, 20)] == [b"BEA0", b"NSR0", b"TEA0"]  # ECMA-167 2/9
-    assert data.count(b"*OSTA UDF Compliant") >= 2  # logical volume and file set domains (UDF 2.1.5.3)
-
-    iso = pycdlib.PyCdlib()
-    iso.open(str(img))
-    try:
-        walked = {f"{top.rstrip('/')}/{name}" for top, _, names in iso.walk(udf_path="/") for name in names}
-        assert walked == {f"/{f.relpath}" for f in files}
-        for f in files:
-            got = tmp_path / "got"
-            with open(got, "wb") as fh:
-                iso.get_file_from_iso_fp(fh, udf_path=f"/{f.relpath}")
-            assert got.read_bytes() == content(f), f.relpath
-    finally:
-        iso.close()
-
-    # the ISO 9660 side of the bridge, for readers without UDF
-    dirs = {"/" + "/".join(f.components[:i]) for f in files for i in range(1, len(f.components))}
-    assert set(run("isoinfo", "-f", "-i", str(img)).split()) == {f"/{f.relpath}.;1" for f in files} | dirs
-    out = tmp_path / "extracted"
-    run("xorriso", "-osirrox", "on", "-indev", str(img), "-extract", "/", str(out))
-    for f in files:
-        assert (out / f.relpath).read_bytes() == content(f), f.relpath
-
-
-@pytest.mark.xfail(reason="pycdlib 1.22 writes UDF 1.02 structures under udf='2.60': NSR02, domain revision 0x0102")
-def test_udf_revision_is_2_60_as_ps3_12_annex_x_asks_for_bd_r(tmp_path: Path) -> None:
-    data = build(tmp_path, [MediaFile(("ONE",), [b"x"])], "udf").read_bytes()
-    assert data[19 * SECTOR + 1 : 19 * SECTOR + 6] == b"NSR03"  # UDF 2.00 and later
-    assert b"*OSTA UDF Compliant\0\0\0\0\x60\x02" in data  # Domain Identifier Suffix: UDF Revision 0x0260
-
-
-def test_udf_refuses_eight_levels(tmp_path: Path) -> None:
-    """pycdlib caps the bridge at 7 levels of names: said plainly, not as a traceback."""
-    files = [MediaFile(DEEP + ("DEEPEST",), [b"x"])]
-    with pytest.raises(BuildError, match="DEEPEST"):
-        image_sectors(files, file_system="udf")
-
-
-@pytest.mark.parametrize("file_system", FILE_SYSTEMS)
-def test_verify_catches_a_flipped_byte(tmp_path: Path, file_system: FileSystem) -> None:
-    files = file_set(tmp_path, deepest=7)
-    img = build(tmp_path, files, file_system)
+def test_verify_catches_a_flipped_byte(tmp_path: Path) -> None:
+    files = file_set(tmp_path)
+    img = build(tmp_path, files)
     verify_image(img, files)
     iso = pycdlib.PyCdlib()
     iso.open(str(img))
@@ -230,10 +183,9 @@ def test_verify_catches_a_flipped_byte(tmp_path: Path, file_system: FileSystem) 
         verify_image(img, files)
 
 
-@pytest.mark.parametrize("file_system", FILE_SYSTEMS)
-def test_verify_catches_a_truncated_image(tmp_path: Path, file_system: FileSystem) -> None:
-    files = file_set(tmp_path, deepest=7)
-    img = build(tmp_path, files, file_system)
+def test_verify_catches_a_truncated_image(tmp_path: Path) -> None:
+    files = file_set(tmp_path)
+    img = build(tmp_path, files)
     os.truncate(img, os.path.getsize(img) - 3 * SECTOR)
     with pytest.raises(BuildError):
         verify_image(img, files)
@@ -242,10 +194,9 @@ def test_verify_catches_a_truncated_image(tmp_path: Path, file_system: FileSyste
         verify_image(img, files)
 
 
-@pytest.mark.parametrize("file_system", FILE_SYSTEMS)
-def test_verify_catches_missing_extra_and_changed_files(tmp_path: Path, file_system: FileSystem) -> None:
-    files = file_set(tmp_path, deepest=7)
-    img = build(tmp_path, files, file_system)
+def test_verify_catches_missing_extra_and_changed_files(tmp_path: Path) -> None:
+    files = file_set(tmp_path)
+    img = build(tmp_path, files)
     with pytest.raises(BuildError, match="README.* is on the image but not in the file-set"):
         verify_image(img, [f for f in files if f.relpath != "README"])
     with pytest.raises(BuildError, match="NEW.* is missing from the image"):
@@ -255,47 +206,43 @@ def test_verify_catches_missing_extra_and_changed_files(tmp_path: Path, file_sys
         verify_image(img, changed)
 
 
-@pytest.mark.parametrize("file_system", FILE_SYSTEMS)
-def test_a_file_of_4_gib_is_refused_before_writing(tmp_path: Path, file_system: FileSystem) -> None:
+def test_a_file_of_4_gib_is_refused_before_writing(tmp_path: Path) -> None:
     sparse = tmp_path / "sparse"
     with open(sparse, "wb") as fh:
         fh.truncate(2**32)
     files = [MediaFile(("SMALL",), [b"x"]), MediaFile(("HUGE",), [b"hdr", FileSlice(str(sparse), 3, 2**32 - 3)])]
     with pytest.raises(BuildError, match="HUGE .*4 GiB"):
-        image_sectors(files, file_system=file_system)
+        image_sectors(files)
     img = tmp_path / "out.iso"
     with open(img, "wb+") as out, pytest.raises(BuildError, match="HUGE"):
-        write_image(files, out, volume_id="V", file_system=file_system)
+        write_image(files, out, volume_id="V")
     assert os.path.getsize(img) == 0
 
 
 def test_the_largest_level_1_file_is_counted_exactly(tmp_path: Path) -> None:
     big = [MediaFile(("BIG",), [FileSlice("/nonexistent", 0, 2**32 - 1)])]
     # 16 system + PVD + terminator + 2 path tables + root directory, then 2**21 sectors of data
-    assert image_sectors(big, file_system="iso9660") == 16 + 1 + 1 + 2 + 1 + 2**21
+    assert image_sectors(big) == 16 + 1 + 1 + 2 + 1 + 2**21
 
 
-@pytest.mark.parametrize("file_system", FILE_SYSTEMS)
-def test_a_source_shorter_than_its_slice_is_an_error(tmp_path: Path, file_system: FileSystem) -> None:
+def test_a_source_shorter_than_its_slice_is_an_error(tmp_path: Path) -> None:
     src = source(tmp_path, "short", 1000)
     files = [MediaFile(("SHORT",), [FileSlice(src, 0, 5000)])]
     with open(tmp_path / "out.iso", "wb+") as out, pytest.raises(BuildError, match="shorter than expected"):
-        write_image(files, out, volume_id="V", file_system=file_system)
+        write_image(files, out, volume_id="V")
     missing = [MediaFile(("GONE",), [FileSlice(str(tmp_path / "gone"), 0, 10)])]
     with open(tmp_path / "out.iso", "wb+") as out, pytest.raises(BuildError, match="gone"):
-        write_image(missing, out, volume_id="V", file_system=file_system)
+        write_image(missing, out, volume_id="V")
 
 
-@pytest.mark.parametrize("file_system", FILE_SYSTEMS)
-def test_conflicting_paths_are_refused(tmp_path: Path, file_system: FileSystem) -> None:
+def test_conflicting_paths_are_refused(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="twice"):
-        image_sectors([MediaFile(("A",), [b"1"]), MediaFile(("A",), [b"2"])], file_system=file_system)
+        image_sectors([MediaFile(("A",), [b"1"]), MediaFile(("A",), [b"2"])])
     with pytest.raises(BuildError, match="A is a file"):
-        image_sectors([MediaFile(("A",), [b"1"]), MediaFile(("A", "B"), [b"2"])], file_system=file_system)
+        image_sectors([MediaFile(("A",), [b"1"]), MediaFile(("A", "B"), [b"2"])])
 
 
-@pytest.mark.parametrize("file_system", FILE_SYSTEMS)
-def test_progress_counts_file_bytes_with_one_source_open_at_a_time(tmp_path: Path, file_system: FileSystem) -> None:
+def test_progress_counts_file_bytes_with_one_source_open_at_a_time(tmp_path: Path) -> None:
     files = [MediaFile((f"F{i}",), [b"h", FileSlice(source(tmp_path, f"s{i}", 3000), 0, 3000)]) for i in range(300)]
     baseline = len(os.listdir("/proc/self/fd"))
     calls: list[int] = []
@@ -306,7 +253,7 @@ def test_progress_counts_file_bytes_with_one_source_open_at_a_time(tmp_path: Pat
         fds.append(len(os.listdir("/proc/self/fd")))
 
     with open(tmp_path / "out.iso", "wb+") as out:
-        write_image(files, out, volume_id="V", file_system=file_system, progress=progress)
+        write_image(files, out, volume_id="V", progress=progress)
     assert sum(calls) == sum(f.size for f in files)
     assert max(fds) <= baseline + 3  # the image, one source, and listdir's own fd
     verify_image(tmp_path / "out.iso", files)
@@ -321,7 +268,7 @@ def test_copy_falls_back_to_read_write_across_file_systems(tmp_path: Path) -> No
         if os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
             pytest.skip("tmp_path is on /dev/shm too")
         files = [MediaFile(("FROMSHM",), [b"head", FileSlice(str(shm), 5, 19_000)])]
-        img = build(tmp_path, files, "iso9660")
+        img = build(tmp_path, files)
         verify_image(img, files)
     finally:
         shm.unlink()
@@ -330,18 +277,17 @@ def test_copy_falls_back_to_read_write_across_file_systems(tmp_path: Path) -> No
 def test_more_directories_than_a_path_table_can_number_are_refused() -> None:
     files = [MediaFile((f"D{i:05d}", "F"), []) for i in range(0xFFFF)]  # 65535 + the root
     with pytest.raises(BuildError, match="65536 directories"):
-        image_sectors(files, file_system="iso9660")
-    assert image_sectors(files[1:], file_system="iso9660") > 0
+        image_sectors(files)
+    assert image_sectors(files[1:]) > 0
 
 
-@pytest.mark.parametrize("file_system", FILE_SYSTEMS)
-def test_stale_bytes_in_out_do_not_leak_into_the_padding(tmp_path: Path, file_system: FileSystem) -> None:
+def test_stale_bytes_in_out_do_not_leak_into_the_padding(tmp_path: Path) -> None:
     files = [MediaFile(("README",), [b"plain bytes only\n"]), MediaFile(("OTHER",), [b"x" * 3000])]
     img = tmp_path / "out.iso"
     with open(img, "wb+") as out:
         out.write(b"\xff" * (3 << 20))
-        write_image(files, out, volume_id="V", file_system=file_system)
-    assert os.path.getsize(img) == image_sectors(files, file_system=file_system) * SECTOR
+        write_image(files, out, volume_id="V")
+    assert os.path.getsize(img) == image_sectors(files) * SECTOR
     iso = pycdlib.PyCdlib()
     iso.open(str(img))
     (start, length), = iso.get_file_byte_extents(iso_path="/README.;1")

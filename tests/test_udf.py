@@ -15,16 +15,26 @@ from typing import Self
 import pytest
 
 from node.errors import BuildError
-from node.media.content import FileSlice, MediaFile, read_pieces
-from node.media.udf import SECTOR, image_sectors, read_listing, write_image
+from node.media.content import FileSlice, MediaFile, PieceReader
+from node.media.udf import SECTOR, image_sectors, read_listing, verify_image, write_image
 from tests.conftest import need
 
 VOLUME = "MEDIANODE_UDF_TEST_0123456789ABC"  # 32 d-characters, the most a caller gives
 SERIES = ("DICOM", "PA000000", "ST000000", "SE000000")
 
 
+def chunks(f: MediaFile, size: int = 1 << 24) -> Iterator[bytes]:
+    """A file's pieces, re-read from their sources in chunks."""
+    reader = PieceReader(f)
+    try:
+        while n := reader.readinto(memoryview(buf := bytearray(size))):
+            yield bytes(buf[:n])
+    finally:
+        reader.close()
+
+
 def content(f: MediaFile) -> bytes:
-    return b"".join(read_pieces(f.pieces))
+    return b"".join(chunks(f))
 
 
 def digest(chunks: Iterator[bytes]) -> str:
@@ -253,7 +263,7 @@ def test_a_file_over_1_gib_is_split_into_extents_readers_follow(tmp_path: Path) 
     with open(path, "wb+") as out:
         write_image(files, out, volume_id=VOLUME)
     assert path.stat().st_size == image_sectors(files) * SECTOR
-    expected = digest(read_pieces(files[0].pieces))
+    expected = digest(chunks(files[0]))
     (runs, got) = read_listing(path)["/BIG"]
     assert got == size + 4 and sum(n for _, n in runs) == got
     with open(path, "rb") as img:
@@ -303,3 +313,23 @@ def test_a_source_shorter_than_its_slice_is_a_build_error(tmp_path: Path) -> Non
     src.write_bytes(b"12345")
     with open(tmp_path / "x.img", "wb+") as out, pytest.raises(BuildError, match="shorter than expected"):
         write_image([MediaFile(("F",), [FileSlice(str(src), 0, 10)])], out, volume_id=VOLUME)
+
+
+def test_verify_image_catches_a_flipped_byte_and_a_missing_file(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.write_bytes(os.urandom(50_000))
+    files = [MediaFile(("DICOMDIR",), [b"dir"]), MediaFile((*SERIES, "IM000000"), [b"meta", FileSlice(str(src), 0, 50_000)])]
+    path = tmp_path / "v.img"
+    with open(path, "wb+") as out:
+        write_image(files, out, volume_id=VOLUME)
+    verify_image(path, files)
+    with pytest.raises(BuildError, match="NEW is missing"):
+        verify_image(path, [*files, MediaFile(("NEW",), [b"x"])])
+    (runs, _) = read_listing(path)["/" + "/".join((*SERIES, "IM000000"))]
+    with open(path, "r+b") as fp:
+        fp.seek(runs[0][0] + 1000)
+        byte = fp.read(1)
+        fp.seek(-1, os.SEEK_CUR)
+        fp.write(bytes([byte[0] ^ 0x80]))
+    with pytest.raises(BuildError, match="IM000000 differs from its source"):
+        verify_image(path, files)

@@ -21,7 +21,7 @@ from typing import Literal
 
 from node import dcmio, dicom
 from node.errors import BuildError, UsageError
-from node.media import folder, iso
+from node.media import folder, iso, udf
 from node.media.content import FileSlice, MediaFile
 from node.media.dicomdir import encode_dicomdir
 from node.media.directory import Tree, build_tree
@@ -36,6 +36,8 @@ Format = Literal["iso", "folder"]
 Progress = Callable[[int], None]
 DEFAULT_LABEL = "DICOM"
 _BLOCK = 4096  # allocation unit assumed for folder (USB) targets
+#: The image writer of each optical file system (PS3.12: ISO 9660 for CD / DVD, UDF 2.60 for BD).
+IMAGE_WRITERS = {"iso9660": iso, "udf": udf}
 
 
 @dataclass
@@ -191,7 +193,7 @@ def _check_capacity(files: list[MediaFile], profile: Profile, target: Path, repo
         if needed > free:
             raise BuildError(f"the set needs {_mb(needed)} but {target.parent} has {_mb(free)} free")
         return
-    report.sectors = iso.image_sectors(files, file_system=profile.file_system)
+    report.sectors = IMAGE_WRITERS[profile.file_system].image_sectors(files)
     capacity = profile.capacity_sectors
     if capacity is not None and report.sectors > capacity:
         raise BuildError(
@@ -203,12 +205,12 @@ def _check_capacity(files: list[MediaFile], profile: Profile, target: Path, repo
 def _publish_image(files: list[MediaFile], target: Path, *, volume_id: str, profile: Profile, progress: Progress | None) -> None:
     tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
     try:
+        writer = IMAGE_WRITERS[profile.file_system]
         with open(tmp, "wb+") as f, ThreadPoolExecutor(1) as pool:
-            fs = "udf" if profile.file_system == "udf" else "iso9660"
-            iso.write_image(files, f, volume_id=volume_id, file_system=fs, progress=progress)
+            writer.write_image(files, f, volume_id=volume_id, progress=progress)
             f.flush()
             synced = pool.submit(os.fsync, f.fileno())  # the disk works while we re-read the image
-            iso.verify_image(tmp, files)
+            writer.verify_image(tmp, files)
             synced.result()
         os.replace(tmp, target)
         folder.fsync_dir(target.parent)

@@ -9,9 +9,10 @@ bounded whatever the size of the set (DESIGN.md invariant 4).
 
 from __future__ import annotations
 
+import bisect
 import errno
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -104,18 +105,91 @@ def _copy(src: int, dst: int, piece: FileSlice, pos: int, progress: Callable[[in
         progress(done)
 
 
-def read_pieces(pieces: list[Piece], size: int = 1 << 20) -> Iterator[bytes]:
-    """The content of ``pieces`` in chunks of at most ``size`` bytes, re-read from the sources."""
-    for piece in pieces:
-        if isinstance(piece, bytes):
-            yield from (piece[i : i + size] for i in range(0, len(piece), size))
-            continue
-        with open(piece.path, "rb") as fp:
-            fp.seek(piece.offset)
-            left = piece.length
-            while left:
-                chunk = fp.read(min(size, left))
-                if not chunk:
-                    raise BuildError(f"{piece.path} is shorter than expected: was it changed?")
-                left -= len(chunk)
-                yield chunk
+class PieceReader:
+    """A MediaFile's content read in order, opening one source at a time (for read-back checks)."""
+
+    def __init__(self, f: MediaFile) -> None:
+        self._pieces, self._starts, self._size = f.pieces, [], 0
+        for p in f.pieces:
+            self._starts.append(self._size)
+            self._size += len(p) if isinstance(p, bytes) else p.length
+        self._pos, self._fd, self._open = 0, -1, -1  # _open: index of the piece whose source is _fd
+
+    def readinto(self, view: memoryview) -> int:
+        """Fill ``view`` (short only at the end); raise BuildError if a source got shorter."""
+        done = 0
+        while done < len(view) and self._pos < self._size:
+            i = bisect.bisect_right(self._starts, self._pos) - 1  # the last piece starting here: skips empty ones
+            piece, skip = self._pieces[i], self._pos - self._starts[i]
+            if isinstance(piece, bytes):
+                n = min(len(view) - done, len(piece) - skip)
+                view[done : done + n] = memoryview(piece)[skip : skip + n]
+            else:
+                if self._open != i:
+                    self.close()
+                    self._fd, self._open = os.open(piece.path, os.O_RDONLY), i
+                n = os.preadv(self._fd, [view[done : done + piece.length - skip]], piece.offset + skip)
+                if not n:
+                    raise BuildError(f"{piece.path} is shorter than expected: was it changed meanwhile?")
+                if skip + n == piece.length:
+                    self.close()
+            done, self._pos = done + n, self._pos + n
+        return done
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._open = -1, -1
+
+
+Extents = dict[str, list[tuple[int, int]]]
+
+
+def verify_extents(image: str | os.PathLike[str], files: Sequence[MediaFile], extents: Extents) -> None:
+    """Compare each file of the set with the image bytes a reader found for it.
+
+    ``extents`` maps each relpath found on the image to its (byte offset,
+    length) runs, as an independent reader of the image's directories saw them.
+    Every file must be there, nothing else, and equal its pieces re-read from
+    the sources. Raises BuildError naming the first file that differs.
+    """
+    expected = {f.relpath: f for f in files}
+    if missing := sorted(expected.keys() - extents.keys()):
+        raise BuildError(f"{missing[0]} is missing from the image")
+    if extra := sorted(extents.keys() - expected.keys()):
+        raise BuildError(f"{extra[0]} is on the image but not in the file-set")
+    compare = Comparer()
+    fd = os.open(image, os.O_RDONLY)
+    try:
+        for relpath, f in expected.items():
+            compare(fd, f, extents[relpath])
+    finally:
+        os.close(fd)
+
+
+class Comparer:
+    """Compares written bytes with a file's pieces through two reused buffers (a memcmp, no copies)."""
+
+    def __init__(self) -> None:
+        self.bufs = bytearray(_CHUNK), bytearray(_CHUNK)
+
+    def __call__(self, img: int, f: MediaFile, runs: list[tuple[int, int]]) -> None:
+        """Raise BuildError unless the bytes of ``img`` at ``runs`` are exactly f's pieces."""
+        on_image = sum(n for _, n in runs)
+        if on_image != f.size:
+            raise BuildError(f"{f.relpath} is {on_image} bytes on the image, {f.size} in the file-set")
+        image, source = self.bufs
+        src, done = PieceReader(f), 0
+        try:
+            for start, length in runs:
+                for pos in range(start, start + length, len(image)):
+                    n = min(len(image), start + length - pos)
+                    got = os.preadv(img, [memoryview(image)[:n]], pos)
+                    src.readinto(memoryview(source)[:n])
+                    if got < n:
+                        raise BuildError(f"{f.relpath} is cut short at byte {done + got}: the image is truncated")
+                    if not image.startswith(memoryview(source)[:n]):  # a memcmp, copying neither side
+                        raise BuildError(f"{f.relpath} differs from its source in bytes {done} to {done + n}")
+                    done += n
+        finally:
+            src.close()

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from node.errors import BuildError
-from node.media.content import MediaFile, copy_pieces, read_pieces
+from node.media.content import Comparer, MediaFile, copy_pieces
 
 Progress = Callable[[int], None]
 
@@ -51,10 +51,12 @@ def verify_tree(root: Path, files: Sequence[MediaFile]) -> None:
     found = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
     if found != expected:
         raise BuildError(f"written folder differs from the plan: {sorted(found ^ expected)[:3]}")
+    compare = Comparer()
     for f in files:
-        with open(root.joinpath(*f.components), "rb") as fp:
-            for chunk in read_pieces(f.pieces):
-                if fp.read(len(chunk)) != chunk:
-                    raise BuildError(f"{f.relpath} does not read back as written")
-            if fp.read(1):
-                raise BuildError(f"{f.relpath} is longer than written")
+        fd = os.open(root.joinpath(*f.components), os.O_RDONLY)
+        try:
+            if os.fstat(fd).st_size != f.size:
+                raise BuildError(f"{f.relpath} is {os.fstat(fd).st_size} bytes written, {f.size} planned")
+            compare(fd, f, [(0, f.size)])
+        finally:
+            os.close(fd)

@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from typing import BinaryIO
 
 from node.errors import BuildError
-from node.media.content import MediaFile, copy_pieces, pwrite_all
+from node.media.content import MediaFile, copy_pieces, pwrite_all, verify_extents
 
 SECTOR = 2048  # the logical sector and logical block size (UDF 2.2.4.2)
 Progress = Callable[[int], None]
@@ -618,3 +618,9 @@ def read_listing(path: str | os.PathLike[str]) -> dict[str, tuple[list[tuple[int
             return _Reader(fp).listing()
     except (OSError, ValueError, struct.error, IndexError) as e:
         raise BuildError(f"cannot read back {os.fspath(path)}: {e}") from e
+
+
+def verify_image(path: str | os.PathLike[str], files: Sequence[MediaFile]) -> None:
+    """Read the image back with :func:`read_listing` and compare every file with its sources."""
+    extents = {name.removeprefix("/"): runs for name, (runs, _) in read_listing(path).items()}
+    verify_extents(path, files, extents)
