@@ -268,18 +268,24 @@ def _number(lo: float, hi: float | None = None, *, integer: bool = True, above: 
     """A plain YAML int (or float, unless ``integer``) from ``lo`` (exclusive if ``above``) to ``hi``;
     with ``zero``, 0 as well, meaning ``zero``. Never a bool, a string or a non-finite float."""
     word = "an integer" if integer else "a number"
-    expected = f"{word} from {lo} to {hi}" if hi is not None else f"{word} {'above' if above else 'of'} {lo:g}"
-    expected = f"0 ({zero}) or {expected}" if zero else expected if above or hi is not None else f"{expected} or more"
+    if hi is not None:
+        expected = f"{word} from {lo} to {hi}"
+    else:
+        expected = f"{word} above {lo:g}" if above else f"{word} of {lo:g} or more"
+    if zero:
+        expected = f"0 ({zero}) or {expected}"
     kinds = {_STD + "int"} if integer else {_STD + "int", _STD + "float"}
 
     def check(node: Node, at: _At) -> Any:
         if _scalar(node, at, expected).tag in kinds:
             try:
                 v = yaml.constructor.SafeConstructor().construct_object(node)
-            except (ValueError, yaml.YAMLError):
-                v = math.nan  # "0x_" matches YAML 1.1's int pattern yet holds no digit
-            if math.isfinite(v) and ((v > lo if above else v >= lo) and (hi is None or v <= hi) or zero and v == 0):
-                return v if integer else float(v)
+                v = v if integer else float(v)
+            except (ValueError, OverflowError, yaml.YAMLError):  # "0x_" has no digit, 10**400 is no float
+                v = math.nan
+            in_range = (v > lo if above else v >= lo) and (hi is None or v <= hi)
+            if (in_range or (zero and v == 0)) and not (isinstance(v, float) and math.isinf(v)):
+                return v
         raise at.error(node, f"expected {expected}, got {_describe(node)}")
 
     return check

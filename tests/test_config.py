@@ -234,6 +234,10 @@ CASES = {
     "port mapping": ("node: {port: {a: 1}}", "c.yaml:1 node.port: expected an integer from 1 to 65535, got a mapping"),
     "port empty": ("node:\n  port:\n", "c.yaml:2 node.port: expected an integer from 1 to 65535, got an empty value"),
     "port null": ("node: {port: null}", "c.yaml:1 node.port: expected an integer from 1 to 65535, got 'null' (null)"),
+    "port huge": ("node: {port: 1" + "0" * 400 + "}", ("c.yaml:1 node.port: expected an integer from 1 to 65535, got "
+                  "'1000000000000000000000000000000000000...'")),
+    "port too many digits": ("node: {port: 1" + "0" * 5000 + "}", ("c.yaml:1 node.port: expected an integer from 1 to 65535, "
+                             "got '1000000000000000000000000000000000000...'")),
     "port no digits": ("node: {port: 0x_}", "c.yaml:1 node.port: expected an integer from 1 to 65535, got '0x_'"),
     "workers": ("node: {workers: 65}", "c.yaml:1 node.workers: expected an integer from 1 to 64, got '65'"),
     "max_associations": ("node: {max_associations: 1001}",
@@ -251,6 +255,8 @@ CASES = {
                     "c.yaml:1 burn.study_stable_seconds: expected a number above 0, got 'yes' (a boolean)"),
     "stable inf": ("burn: {study_stable_seconds: .inf}", "c.yaml:1 burn.study_stable_seconds: expected a number above 0, got '.inf'"),
     "stable nan": ("burn: {study_stable_seconds: .nan}", "c.yaml:1 burn.study_stable_seconds: expected a number above 0, got '.nan'"),
+    "retention huge": ("burn: {retention_hours: 1" + "0" * 400 + "}", ("c.yaml:1 burn.retention_hours: expected a number of "
+                       "0 or more, got '1000000000000000000000000000000000000...'")),
     "retention": ("burn: {retention_hours: -0.5}", "c.yaml:1 burn.retention_hours: expected a number of 0 or more, got '-0.5'"),
     # AE titles and UIDs (PS3.5 6.2, 9.1)
     "ae long": ("node: {ae_title: ABCDEFGHIJKLMNOPQ}", ("c.yaml:1 node.ae_title: 'ABCDEFGHIJKLMNOPQ' is not an AE title "
@@ -366,7 +372,7 @@ TOKENS = [
     "#", "\t", "\n", "  ", "~", "yes", "no", "-1", "0", "0x_", "1e999", ".nan", ".inf", "<<: *a", "\x00", "\x85",
     "\u2028", "é", "\\", "%YAML 1.1\n", "---\n", "...", "@", "`", "99999999999999999999", "null", "''", "1:30",
     "2024-02-30", "!!binary x", "!!timestamp 2024-13-45", "!!float x", "!!set {a}", "&b [*b]", "AUG-GEN-DVD",
-    "rle", "action: store", "tls: {certificate: /dev/null, key: /dev/null}", "match:", "copies: 0",
+    "rle", "1" + "0" * 400, "action: store", "tls: {certificate: /dev/null, key: /dev/null}", "match:", "copies: 0",
 ]
 
 
@@ -408,3 +414,71 @@ def test_fuzz_only_config_errors_come_out() -> None:
             outcomes["valid"] += 1
     # The mutations reach the validator, not only the YAML parser.
     assert min(outcomes.values()) > 100, outcomes
+
+
+FULL = """\
+node:
+  ae_title: ARCHIVE
+  host: 0.0.0.0
+  port: 104
+  data_dir: var
+  allowed_calling_aets: CT1
+  extra_sop_classes: 1.2.3
+  workers: 2
+  max_associations: 16
+  min_free_mb: 0
+  max_pdu: 4096
+  tls:
+    certificate: cert.pem
+    key: key.pem
+    ca: ca.pem
+burn:
+  output: out
+  study_stable_seconds: 0.5
+  retention_hours: 0
+routes:
+  - match:
+      called_aet: DVD
+      calling_aet: CT1
+      modality: CT
+      sop_class: 1.2.840.10008.5.1.4.1.1.2
+    action: burn
+    profile: AUG-GEN-DVD
+    compress: rle
+    copies: 3
+    group: patient
+    label: X
+    kind: backup
+    output: o
+import:
+  inbox: in
+  destination:
+    ae_title: PACS
+    host: h
+    port: 11112
+"""
+AWKWARD = [
+    "1" + "0" * 400, "1" + "0" * 5000, "-1", "0", "65536", "4096.5", "1e3", "1:30", ".inf", "-.inf", ".nan", "0x_", "0b_",
+    "._", "yes", "~", "''", '"a\\0b"', '"\\u2028"', "é", "x" * 1000, "[]", "{}", "[[]]", "[~]", "[{a: 1}]", "{a: [1]}",
+    "!!binary AA==", "!!binary ?", "!!timestamp 2024-01-01", "2024-02-30", "!!int 1.5", "!!float x", "!!null x",
+    "!!bool maybe", "!!str 1", "!!set {a}", "!!omap [{a: 1}]", "!!pairs [x]", "!x y", "!x", "*undefined", "&a [*a]",
+    "&b {k: *b}", "|\n      block", ">-", "? a", "- a",
+]
+
+
+@pytest.mark.parametrize("value", AWKWARD)
+def test_fuzz_every_value(value: str, _cwd: Path) -> None:
+    """Each leaf of a full configuration, replaced by each awkward value: a Config or one ConfigError line."""
+    for name in ("cert.pem", "key.pem", "ca.pem"):
+        (_cwd / name).write_text("-----BEGIN-----\n")
+    assert parse_config(FULL, source="c.yaml").routes[0].compress == "rle"
+    lines = FULL.splitlines()
+    for i, line in enumerate(lines):
+        key, colon, old = line.partition(": ")
+        if not colon or not old:
+            continue
+        text = "\n".join([*lines[:i], f"{key}: {value}", *lines[i + 1:]])
+        try:
+            parse_config(text, source="c.yaml")
+        except ConfigError as exc:
+            assert str(exc).startswith("c.yaml") and "\n" not in str(exc), (text, str(exc))
