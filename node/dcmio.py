@@ -26,6 +26,10 @@ PIXEL_DATA = 0x7FE00010
 #: Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
 LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
 _CHUNK = 64 * 1024
+#: Every VR of PS3.5 Table 6.2-1, by its two bytes: a dict look-up both decodes and validates.
+_VR_NAMES = {v.encode(): v for v in (
+    "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV"
+).split()}
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<L")
@@ -152,19 +156,24 @@ class _Parser:
 
     def header(self, pos: int) -> tuple[int, str, int, int]:
         """Return (tag, vr, value length, header length) of the element at ``pos``."""
-        buf = self.r.get(pos, 12) if pos + 12 <= self.r.size else self.r.get(pos, 8)
-        group, elem, length = _ELEMENT.unpack_from(buf)
+        r = self.r
+        off = pos - r.start
+        if off < 0 or off + 12 > len(r.buf):
+            r.get(pos, 12 if pos + 12 <= r.size else 8)  # move the window here
+            off = 0
+        buf = r.buf
+        group, elem, length = _ELEMENT.unpack_from(buf, off)
         tag = group << 16 | elem
         if group == 0xFFFE:
             return tag, "", length, 8
         if self.implicit:
             return tag, "SQ" if length == UNDEFINED else self.vrs.get(tag, "UN"), length, 8
-        vr = buf[4:6].decode("latin-1")
-        if vr in LONG_VRS:
-            return tag, vr, _U32.unpack_from(buf, 8)[0], 12
-        if not vr.isalpha() or not vr.isupper():
+        vr = _VR_NAMES.get(buf[off + 4 : off + 6])
+        if vr is None:
             raise NotDicom(f"no valid VR at offset {pos}")
-        return tag, vr, _U16.unpack_from(buf, 6)[0], 8
+        if vr in LONG_VRS:
+            return tag, vr, _U32.unpack_from(buf, off + 8)[0], 12
+        return tag, vr, _U16.unpack_from(buf, off + 6)[0], 8
 
     def dataset(
         self, pos: int, end: int, *, capture: bool, top: bool = False
