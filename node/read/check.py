@@ -6,8 +6,15 @@ that a broken offset or a loop is a report row and never a crash. Every
 referenced file is read up to its pixel data and checked for truncation, for
 agreement with its record and parents (PS3.3 F.5), and for an executable
 preamble (PS3.10 7.1, CVE-2019-11687). Every other file is sniffed: a DICOM
-file the DICOMDIR does not reference is a problem, anything else a note.
-pydicom warnings become notes; none escapes.
+file the DICOMDIR does not reference is a problem (and is read like the
+others), anything else a note. pydicom warnings become notes; none escapes.
+
+What media in the wild do is tolerated and reported: File IDs whose files carry
+(or lack) a '.dcm' extension, a DICOMDIR in a sub-folder (its File IDs are read
+relative to it), files without preamble or File Meta (read as bare data sets).
+:func:`survey_medium` returns, beside the report, every readable instance with
+where its data set starts, and every file that should hold one but cannot be
+used: what ``import`` sends and what it reports as failed.
 """
 
 from __future__ import annotations
@@ -20,17 +27,30 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, MediaStorageDirectoryStorage
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    MediaStorageDirectoryStorage,
+)
 
 from node.dicom import is_conformant_file_id, record_type
 from node.profiles import PROFILES, Profile
-from node.read.medium import ESCAPES_ROOT, Medium, RefusedPath, normalize_path, open_medium
+from node.read.medium import (
+    ESCAPES_ROOT,
+    Medium,
+    RefusedPath,
+    normalize_path,
+    open_medium,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +71,10 @@ _PARENTS = {
     "STUDY": ("StudyInstanceUID", "Study Instance UID"),
     "SERIES": ("SeriesInstanceUID", "Series Instance UID"),
 }
+#: Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 Table 7.1-1).
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+#: The syntaxes whose encoding pydicom reports in ``Dataset.original_encoding``.
+_NATIVE = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian})
 #: Leaf record attribute -> (the instance's own attribute, label) (PS3.3 F.3.2.2).
 _REFERENCED = {
     "ReferencedSOPInstanceUIDInFile": ("SOPInstanceUID", "SOP Instance UID"),
@@ -97,6 +121,51 @@ class CheckReport:
         }
 
 
+@dataclass(frozen=True)
+class Instance:
+    """A readable instance on the medium, reached through a DICOMDIR record or by the scan.
+
+    ``offset`` is where its data set starts, after the preamble and File Meta
+    (PS3.10 7.1). ``part10`` is true for a conformant PS3.10 file whose File Meta
+    names this instance and the syntax its data set is really encoded in: its
+    bytes from ``offset`` on can be sent as they are. ``transfer_syntax_uid`` is
+    that actual syntax, even when the File Meta is missing or says otherwise.
+    """
+
+    path: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    patient_id: str
+    study_instance_uid: str
+    offset: int
+    part10: bool
+    referenced: bool
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A file that should hold an instance but cannot be used (missing, refused, cut short, corrupt).
+
+    What is known of the instance comes from its header or its directory record.
+    """
+
+    path: str
+    reason: str
+    sop_instance_uid: str = ""
+    patient_id: str = ""
+    study_instance_uid: str = ""
+
+
+@dataclass
+class Survey:
+    """A check's report, and what an importer needs: the instances and the unusable files."""
+
+    report: CheckReport
+    instances: list[Instance]
+    unreadable: list[Unreadable]
+
+
 def check_medium(path: str | os.PathLike[str], *, profile: Profile | None = None) -> CheckReport:
     """Check the medium at ``path`` (a folder, an ``.iso`` or a block device).
 
@@ -105,9 +174,23 @@ def check_medium(path: str | os.PathLike[str], *, profile: Profile | None = None
     :class:`~node.errors.MediumError` when the medium cannot be opened at all.
     """
     with open_medium(path) as medium:
-        report = _Checker(medium, profile).run()
+        report = survey_medium(medium, profile=profile).report
     logger.info("checked %s: %d instances, %d problems", path, report.instances, len(report.problems))
     return report
+
+
+def survey_medium(medium: Medium, *, profile: Profile | None = None) -> Survey:
+    """Check an open medium and list its instances: DICOMDIR records reconciled with a scan of every file."""
+    return _Checker(medium, profile).run()
+
+
+class _Header(NamedTuple):
+    """A file read up to its pixel data."""
+
+    ds: Dataset
+    has_pixels: bool
+    offset: int  # where the data set starts
+    preamble: bool  # 128 bytes and 'DICM' (PS3.10 7.1)
 
 
 class _Checker:
@@ -119,12 +202,33 @@ class _Checker:
         self.refused_ids: set[str] = set()  # File IDs refused, normalized
         self.syntaxes: set[tuple[str, str]] = set()  # (transfer syntax, record type)
         self.conformant = True
+        self.instances: list[Instance] = []
+        self.unreadable: list[Unreadable] = []
 
     def problem(self, path: str, text: str) -> None:
         self.report.problems.append(Finding(path, text))
 
     def note(self, path: str, text: str) -> None:
         self.report.notes.append(Finding(path, text))
+
+    def unusable(
+        self, path: str, reason: str, *, ds: Dataset | None = None, record: Dataset | None = None,
+        parents: dict[str, str] | None = None,
+    ) -> None:
+        """A problem on a file that should hold an instance; what is known of it comes along."""
+        self.problem(path, reason)
+        try:
+            if ds is not None:
+                known = (ds.get("SOPInstanceUID"), ds.get("PatientID"), ds.get("StudyInstanceUID"))
+            elif record is not None:
+                parents = parents or {}
+                known = (record.get("ReferencedSOPInstanceUIDInFile"), parents.get("PATIENT"), parents.get("STUDY"))
+            else:
+                known = (None, None, None)
+        except Exception:  # a malformed value: the path and the reason are enough
+            known = (None, None, None)
+        uid, patient, study = (str(value or "").strip() for value in known)
+        self.unreadable.append(Unreadable(path, reason, uid, patient, study))
 
     @contextmanager
     def warnings_noted(self, path: str) -> Iterator[None]:
@@ -137,34 +241,48 @@ class _Checker:
                 for warning in caught:
                     self.note(path, f"pydicom: {_one_line(warning.message)}")
 
-    def run(self) -> CheckReport:
-        dicomdir = self.find_dicomdir()
-        if dicomdir is not None:
-            self.check_dicomdir(dicomdir)
-        self.scan_unreferenced(dicomdir)
+    def run(self) -> Survey:
+        dicomdirs = self.find_dicomdirs()
+        for path, base in dicomdirs:
+            self.check_dicomdir(path, base)
+        self.scan_unreferenced({path for path, _ in dicomdirs})
         if self.profile is None and self.report.instances and self.conformant:
             standard = [p for name, p in PROFILES.items() if name.startswith("STD-GEN-")]
             fits = [p.name for p in standard if all(p.allows(ts, record_type=rt) for ts, rt in self.syntaxes)]
             self.report.profiles = fits
         self.report.problems = sorted(set(self.report.problems))
         self.report.notes = sorted(set(self.report.notes))
-        return self.report
+        return Survey(self.report, sorted(self.instances, key=lambda i: i.path),
+                      sorted(set(self.unreadable), key=lambda u: u.path))
 
     # -- the DICOMDIR ----------------------------------------------------------
 
-    def find_dicomdir(self) -> str | None:
+    def find_dicomdirs(self) -> list[tuple[str, str]]:
+        """(path, folder its File IDs are relative to): the root DICOMDIR first, then any in sub-folders."""
+        found: list[tuple[str, str]] = []
         try:
-            found = self.medium.resolve(["DICOMDIR"])
+            root = self.medium.resolve(["DICOMDIR"])
         except RefusedPath as exc:
             self.problem("DICOMDIR", exc.reason)
-            return None
-        if found is None:
+            return []
+        if root is not None:
+            self.name_note(root, "DICOMDIR")
+            found.append((root, ""))
+        nested = [p for p in self.medium.files() if "/" in p and normalize_path(p).endswith("/DICOMDIR")]
+        for path in sorted(nested, key=lambda p: (p.count("/"), p)):
+            base = path.rsplit("/", 1)[0]
+            self.name_note(path, f"{base}/DICOMDIR")
+            if root is not None:
+                self.note(path, f"another DICOMDIR, in a sub-folder: its File IDs are read relative to {base}/")
+            else:
+                self.problem(path, f"the DICOMDIR is not at the medium root (PS3.10 8.6): "
+                                   f"its File IDs are read relative to {base}/")
+            found.append((path, base))
+        if not found:
             self.problem("DICOMDIR", "no DICOMDIR at the medium root")
-        else:
-            self.name_note(found, "DICOMDIR")
         return found
 
-    def check_dicomdir(self, path: str) -> None:
+    def check_dicomdir(self, path: str, base: str) -> None:
         with self.warnings_noted(path):
             try:
                 with self.medium.open(path) as fp:
@@ -178,11 +296,11 @@ class _Checker:
                 elif "DirectoryRecordSequence" not in ds:
                     self.problem(path, "the DICOMDIR has no Directory Record Sequence")
                 else:
-                    self.walk(path, ds)
+                    self.walk(path, ds, base)
             except Exception as exc:  # pydicom raises many kinds of error on hostile bytes
                 self.problem(path, f"unreadable DICOMDIR: {_one_line(exc)}")
 
-    def walk(self, path: str, ds: Dataset) -> None:
+    def walk(self, path: str, ds: Dataset, base: str) -> None:
         """Follow the record offsets from the root entity (PS3.3 F.3.2.1); report breaks."""
         records = {item.seq_item_tell: item for item in ds.DirectoryRecordSequence}
         first = ds.get("OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity") or 0
@@ -215,21 +333,21 @@ class _Checker:
         if len(records) > len(visited):
             self.note(path, f"{len(records) - len(visited)} directory records are not reachable from the root")
         for file_id, record, parents in leaves:
-            self.check_leaf(file_id, record, parents)
+            self.check_leaf([*base.split("/"), *file_id] if base else file_id, record, parents)
 
     # -- one referenced instance ------------------------------------------------
 
     def check_leaf(self, file_id: list[str], record: Dataset, parents: dict[str, str]) -> None:
-        """Resolve, read and compare one instance a leaf record references."""
+        """Resolve, read and compare one instance a leaf record references (File ID from the medium root)."""
         shown = "/".join(file_id)
         try:
-            found = self.medium.resolve(file_id)
+            found = self.resolve(file_id)
         except RefusedPath as exc:
             self.refused_ids.add(normalize_path(shown))
-            self.problem(shown, exc.reason)
+            self.unusable(shown, exc.reason, record=record, parents=parents)
             return
         if found is None:
-            self.problem(shown, "referenced by the DICOMDIR but missing")
+            self.unusable(shown, "referenced by the DICOMDIR but missing", record=record, parents=parents)
             return
         if found in self.referenced:
             self.problem(found, "referenced by more than one directory record")
@@ -237,17 +355,18 @@ class _Checker:
         self.referenced.add(found)
         self.name_note(found, shown.upper())
         with self.warnings_noted(found):
-            header = self.read_header(found)
+            header = self.read_header(found, record=record, parents=parents)
             if header is None:
                 return
-            ds, has_pixels = header
+            ds, has_pixels = header.ds, header.has_pixels
             self.report.instances += 1
             try:
                 self.compare(found, ds, record, parents)
                 transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
                 kind = record_type(str(ds.get("SOPClassUID", "")), has_pixels=has_pixels)
+                self.found(found, header, referenced=True)
             except Exception as exc:  # a malformed value in a hostile file or record
-                self.problem(found, f"unreadable: {_one_line(exc)}")
+                self.unusable(found, f"unreadable: {_one_line(exc)}", record=record, parents=parents)
                 return
         self.syntaxes.add((transfer_syntax, kind))
         conformant = is_conformant_file_id(file_id)
@@ -261,26 +380,81 @@ class _Checker:
             self.problem(found, f"transfer syntax {_syntax(transfer_syntax)} is not allowed by "
                                 f"{self.profile.name} for {kind} records")
 
-    def read_header(self, path: str) -> tuple[Dataset, bool] | None:
-        """Read a Part 10 file up to its pixel data; None (and a problem) when unusable."""
+    def resolve(self, file_id: list[str]) -> str | None:
+        """The file a File ID names, also when one of them has a '.dcm' extension the other lacks."""
+        found = self.medium.resolve(file_id)
+        if found is None:
+            last = file_id[-1]
+            other = last[:-4] if last.upper().endswith(".DCM") and len(last) > 4 else f"{last}.DCM"
+            found = self.medium.resolve([*file_id[:-1], other])
+        return found
+
+    def read_header(
+        self, path: str, *, record: Dataset | None = None, parents: dict[str, str] | None = None
+    ) -> _Header | None:
+        """Read a file up to its pixel data; None (and a problem) when unusable.
+
+        A PS3.10 file, or a bare data set without preamble or File Meta, which is
+        read all the same (PS3.10 7.1 requires both; some writers omit them).
+        """
+        ds = None
         try:
             with self.medium.open(path) as fp:
-                self.preamble(path, fp.read(132))
+                head = fp.read(132)
+                self.preamble(path, head)
+                preamble = head[128:132] == b"DICM"
+                if not preamble:
+                    fp.seek(0)
+                    if not _is_dicom(fp.read(_SNIFF_BYTES)):
+                        raise InvalidDicomError
                 fp.seek(0)
-                header = _read_header(fp, self.medium.size(path))
+                ds, has_pixels, complete = _read_header(fp, self.medium.size(path), force=not preamble)
+                offset = _data_set_offset(fp)
         except InvalidDicomError:
-            self.problem(path, "not a DICOM file: no 'DICM' prefix after the preamble (PS3.10 7.1)")
+            self.unusable(path, "not a DICOM file: no 'DICM' prefix after the preamble (PS3.10 7.1)",
+                          record=record, parents=parents)
             return None
         except Exception as exc:  # pydicom raises many kinds of error on hostile bytes
-            self.problem(path, f"unreadable: {_one_line(exc)}")
+            self.unusable(path, f"unreadable: {_one_line(exc)}", ds=ds, record=record, parents=parents)
             return None
-        if header is None:
-            self.problem(path, "truncated: the file ends inside a data element")
-        elif not header[0].get("SOPInstanceUID"):
-            self.problem(path, "not a DICOM instance: no SOP Instance UID")
+        if ds is None or not complete:
+            self.unusable(path, "truncated: the file ends inside a data element", ds=ds, record=record, parents=parents)
+        elif ds.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
+            return _Header(ds, has_pixels, offset, preamble)  # another DICOMDIR: the caller decides
+        elif not ds.get("SOPInstanceUID"):
+            self.unusable(path, "not a DICOM instance: no SOP Instance UID", ds=ds, record=record, parents=parents)
         else:
-            return header
+            return _Header(ds, has_pixels, offset, preamble)
         return None
+
+    def found(self, path: str, header: _Header, *, referenced: bool) -> None:
+        """Record a readable instance, noting what an importer has to repair."""
+        ds, meta = header.ds, header.ds.file_meta
+        declared = str(meta.get("TransferSyntaxUID", "") or "")
+        actual = _encoded_syntax(ds)
+        syntax = declared if declared and (declared not in _NATIVE or declared == actual) else actual
+        names_it = (meta.get("MediaStorageSOPInstanceUID") == ds.SOPInstanceUID
+                    and meta.get("MediaStorageSOPClassUID") == ds.get("SOPClassUID"))
+        if not header.preamble:
+            text = (f"no preamble or File Meta Information (PS3.10 7.1): read as a bare data set "
+                    f"in {UID(syntax).name}")
+            (self.problem if referenced else self.note)(path, text)
+        elif syntax != declared:
+            self.note(path, f"the File Meta Information says {_syntax(declared) if declared else 'no transfer syntax'}"
+                            f" but the data set is in {UID(syntax).name}")
+        elif not names_it:
+            self.note(path, "the File Meta Information does not name this instance's SOP Class and Instance UIDs")
+        self.instances.append(Instance(
+            path=path,
+            sop_class_uid=str(ds.get("SOPClassUID", "") or ""),
+            sop_instance_uid=str(ds.SOPInstanceUID),
+            transfer_syntax_uid=syntax,
+            patient_id=str(ds.get("PatientID", "") or "").strip(),
+            study_instance_uid=str(ds.get("StudyInstanceUID", "") or "").strip(),
+            offset=header.offset,
+            part10=header.preamble and syntax == declared and names_it,
+            referenced=referenced,
+        ))
 
     def compare(self, path: str, ds: Dataset, record: Dataset, parents: dict[str, str]) -> None:
         """The file against its record (PS3.3 F.3.2.2) and its parent records (F.5)."""
@@ -312,18 +486,21 @@ class _Checker:
         odd = ["lowercase letters"] if found != found.upper() else []
         odd += ["a ';1' version suffix"] if ";" in found else []
         odd += ["a trailing '.'"] if any(p.split(";")[0].endswith(".") for p in found.split("/")) else []
+        has_extension, wants_extension = normalize_path(found).endswith(".DCM"), expected.endswith(".DCM")
+        odd += ["a '.dcm' extension"] if has_extension and not wants_extension else []
+        odd += ["no '.dcm' extension"] if wants_extension and not has_extension else []
         if found != expected:
             self.note(found, f"name on the medium has {' and '.join(odd) or 'another spelling'}; "
                              f"the File ID is {expected}")
 
     # -- everything else on the medium ---------------------------------------------
 
-    def scan_unreferenced(self, dicomdir: str | None) -> None:
-        """Every file not reached through the DICOMDIR: DICOM ones are problems, others notes."""
+    def scan_unreferenced(self, dicomdirs: set[str]) -> None:
+        """Every file not reached through a DICOMDIR: DICOM ones are problems (and read), others notes."""
         others: dict[str, list[tuple[str, str]]] = {}  # top folder -> [(path, what)]
         dicom_folders = {p.split("/")[0] for p in self.referenced}
         for path in self.medium.files():
-            if path == dicomdir or path in self.referenced:
+            if path in dicomdirs or path in self.referenced:
                 continue
             try:
                 with self.medium.open(path) as fp:
@@ -332,9 +509,8 @@ class _Checker:
                 self.problem(path, f"unreadable: {_one_line(exc)}")
                 continue
             if _is_dicom(head):
-                self.preamble(path, head)
-                self.problem(path, "not referenced by the DICOMDIR")
                 dicom_folders.add(path.split("/")[0])
+                self.scanned(path)
             else:
                 folder = path.split("/")[0] + "/" if "/" in path else path
                 others.setdefault(folder, []).append((path, _what(path, head)))
@@ -347,7 +523,25 @@ class _Checker:
                 self.note(folder, f"{len(found)} files, not DICOM: {kinds}")
         for path, reason in self.medium.refused().items():
             if normalize_path(path) not in self.refused_ids:
-                (self.problem if reason == ESCAPES_ROOT else self.note)(path, reason)
+                if reason == ESCAPES_ROOT:
+                    self.unusable(path, reason)
+                else:
+                    self.note(path, reason)
+
+    def scanned(self, path: str) -> None:
+        """A DICOM file no DICOMDIR references: read it like a referenced one."""
+        with self.warnings_noted(path):
+            header = self.read_header(path)
+            if header is None:
+                return
+            if header.ds.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
+                self.note(path, "another DICOMDIR (Media Storage Directory Storage): not an instance")
+                return
+            self.problem(path, "not referenced by the DICOMDIR")
+            try:
+                self.found(path, header, referenced=False)
+            except Exception as exc:  # a malformed value in a hostile file
+                self.unusable(path, f"unreadable: {_one_line(exc)}")
 
 
 def _visit(record: Dataset, parents: dict[str, str]) -> tuple[dict[str, str], list[str] | None, int, int]:
@@ -369,8 +563,8 @@ def _visit(record: Dataset, parents: dict[str, str]) -> tuple[dict[str, str], li
     return parents, file_id, int(record.get("OffsetOfReferencedLowerLevelDirectoryEntity") or 0), following
 
 
-def _read_header(fp: BinaryIO, size: int) -> tuple[Dataset, bool] | None:
-    """(The data set before its pixel data, has it pixel data?), or None when the file is cut short.
+def _read_header(fp: BinaryIO, size: int, *, force: bool = False) -> tuple[Dataset | None, bool, bool]:
+    """(The data set before its pixel data or None, has it pixel data?, is the file complete?).
 
     pydicom reads short values silently, so the declared end of every element,
     of every skipped (deferred) value and of the pixel data (PS3.5 7.1, A.4) is
@@ -378,21 +572,56 @@ def _read_header(fp: BinaryIO, size: int) -> tuple[Dataset, bool] | None:
     are in the inflated stream.
     """
     try:
-        ds = dcmread(fp, stop_before_pixels=True, defer_size=_DEFER_BYTES)
+        ds = dcmread(fp, stop_before_pixels=True, defer_size=_DEFER_BYTES, force=force)
     except InvalidDicomError:
         raise
     except Exception:
         if fp.tell() < size:
             raise
-        return None  # pydicom ran out of bytes
+        return None, False, False  # pydicom ran out of bytes
     if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-        return ds, "Rows" in ds
+        return ds, "Rows" in ds, True
     stopped = fp.tell()  # past the end when a deferred value was skipped beyond it
     implicit, little = ds.original_encoding
     pixel_end = _pixel_data_end(fp, implicit=bool(implicit), little=little is not False)
-    if max(_elements_end(ds), stopped, pixel_end or 0) > size:
-        return None
-    return ds, pixel_end is not None
+    complete = max(_elements_end(ds), stopped, pixel_end or 0) <= size
+    return ds, pixel_end is not None, complete
+
+
+def _data_set_offset(fp: BinaryIO) -> int:
+    """Where the data set starts: after the preamble and the File Meta group, if any (PS3.10 7.1).
+
+    File Meta is Explicit VR Little Endian; some writers use Implicit VR, which is
+    recognised by the VR field not being two upper-case letters (PS3.5 7.1).
+    """
+    fp.seek(0)
+    position = 132 if fp.read(132)[128:132] == b"DICM" else 0
+    while True:
+        fp.seek(position)
+        element = fp.read(8)
+        if len(element) < 8 or struct.unpack("<H", element[:2])[0] != 0x0002:
+            return position
+        vr = element[4:6]
+        if vr in _LONG_VRS:
+            (length,) = struct.unpack("<L", fp.read(4).ljust(4, b"\xff"))
+            position += 12
+        elif vr.isalpha() and vr.isupper():
+            (length,) = struct.unpack("<H", element[6:8])
+            position += 8
+        else:
+            (length,) = struct.unpack("<L", element[4:8])
+            position += 8
+        if length == _UNDEFINED:
+            raise ValueError(f"malformed File Meta Information at byte {position}")
+        position += length
+
+
+def _encoded_syntax(ds: Dataset) -> str:
+    """The uncompressed syntax pydicom found the data set encoded in."""
+    implicit, little = ds.original_encoding
+    if implicit:
+        return str(ImplicitVRLittleEndian)
+    return str(ExplicitVRBigEndian if little is False else ExplicitVRLittleEndian)
 
 
 def _elements_end(ds: Dataset) -> int:
