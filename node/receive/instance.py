@@ -1,0 +1,138 @@
+"""What the receiver reads of an instance, and the start-up re-indexing of the spool.
+
+pynetdicom-free: :mod:`node.receive.scp` calls :func:`read_instance` on each
+received file, and ``service.py`` calls :func:`index_orphans` before the
+receivers start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from node import dcmio, routing
+from node.index import Index, Received
+from node.receive.spool import Spool, is_uid
+
+logger = logging.getLogger(__name__)
+
+# Tags read from each received data set, with their VR for Implicit VR files (PS3.6).
+SPECIFIC_CHARACTER_SET, SOP_CLASS_UID, SOP_INSTANCE_UID, MODALITY = 0x00080005, 0x00080016, 0x00080018, 0x00080060
+PATIENT_NAME, PATIENT_ID, STUDY_UID, SERIES_UID = 0x00100010, 0x00100020, 0x0020000D, 0x0020000E
+_VRS = {SPECIFIC_CHARACTER_SET: "CS", SOP_CLASS_UID: "UI", SOP_INSTANCE_UID: "UI", MODALITY: "CS",
+        PATIENT_NAME: "PN", PATIENT_ID: "LO", STUDY_UID: "UI", SERIES_UID: "UI"}
+_WANTED = frozenset(_VRS)
+#: ``.<8 hex>.dcm`` after the SOP Instance UID in a spool file's name (spool.Spool.place).
+_SUFFIX = len(".0123abcd.dcm")
+
+
+class Unreadable(Exception):
+    """The data set cannot be parsed."""
+
+
+@dataclass(frozen=True)
+class Instance:
+    """What the index and the routes need of one received data set."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_uid: str
+    series_uid: str
+    patient_id: str
+    patient_name: str
+    modality: str
+    transfer_syntax: str
+
+
+def read_instance(path: str | os.PathLike[str]) -> Instance:
+    """Read an instance's identifying attributes: dcmio, and pydicom only for what dcmio declines.
+
+    Raises :class:`Unreadable` when neither can parse the file.
+    """
+    name = os.fspath(path)
+    try:
+        h = dcmio.read_header(name, wanted=_WANTED, vrs=_VRS)
+    except dcmio.NotDicom as exc:
+        raise Unreadable(str(exc)) from None
+    except dcmio.NeedsPydicom:
+        return _read_with_pydicom(name)
+    charset = h.text(SPECIFIC_CHARACTER_SET)
+    return Instance(h.text(SOP_CLASS_UID), h.text(SOP_INSTANCE_UID), h.text(STUDY_UID), h.text(SERIES_UID),
+                    _decode(h.elements.get(PATIENT_ID), charset), _decode(h.elements.get(PATIENT_NAME), charset),
+                    h.text(MODALITY), h.transfer_syntax)
+
+
+def _read_with_pydicom(path: str) -> Instance:
+    """Deflated, Big Endian or unusual files: pydicom reads the same few tags."""
+    from pydicom import dcmread
+
+    tags = (SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_UID, SERIES_UID, PATIENT_ID, PATIENT_NAME, MODALITY)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = dcmread(path, stop_before_pixels=True, specific_tags=[*_WANTED])
+            v = [str(ds[tag].value or "").strip(" \0") if tag in ds else "" for tag in tags]
+            syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    except Exception as exc:  # pydicom raises many types for bad input
+        raise Unreadable(f"{type(exc).__name__}: {exc}") from None
+    return Instance(v[0], v[1], v[2], v[3], v[4], v[5], v[6], syntax)
+
+
+def _decode(element: dcmio.Element | None, charset: str) -> str:
+    """A text value in its Specific Character Set (PS3.5 6.1), for the index and the logs."""
+    raw = element.value.rstrip(b" \0") if element else b""
+    if raw.isascii():
+        return raw.decode("ascii")
+    try:
+        from pydicom.charset import convert_encodings, decode_bytes
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            encodings = convert_encodings([c.strip() for c in charset.split("\\")] if charset else ["ISO_IR 6"])
+            return str(decode_bytes(raw, encodings, {0x5E, 0x3D}))
+    except Exception:  # a bad charset never refuses an instance
+        return raw.decode("latin-1")
+
+
+def index_orphans(spool: Spool, index: Index, *, known: set[str]) -> int:
+    """Index spooled instances the index lost; return how many. Run before the receivers start.
+
+    A file is fsync'd into the spool before its index commit, and the index
+    (WAL, ``synchronous=NORMAL``) may lose its last commits in a power cut, so
+    the spool can hold instances that were answered with success but are not
+    indexed. Each gets its study's recorded route (a new study: store only);
+    the calling and called AE titles are not known any more (""). A file whose
+    SOP Instance UID the index holds under another path is an older or newer
+    copy of an indexed instance, and is left alone.
+    """
+    indexed = {Path(p).name[:-_SUFFIX] for p in known}
+    found: dict[str, list[Path]] = {}
+    for study in sorted(spool.root.iterdir()):
+        if not study.is_dir():
+            continue
+        for path in study.iterdir():
+            sop = path.name[:-_SUFFIX]
+            if path.suffix == ".dcm" and str(path) not in known and sop not in indexed:
+                found.setdefault(sop, []).append(path)
+    count = 0
+    for sop, paths in found.items():
+        path = max(paths, key=lambda p: p.stat().st_mtime)  # the copy received last
+        try:
+            inst = read_instance(path)
+        except (Unreadable, OSError) as exc:
+            logger.warning("start-up: spooled file %s cannot be read, left alone: %s", path, exc)
+            continue
+        if inst.sop_instance_uid != sop or not is_uid(inst.study_uid) or inst.study_uid != path.parent.name:
+            logger.warning("start-up: spooled file %s does not hold what its name says, left alone", path)
+            continue
+        # The one read of the index outside node/index.py: it belongs there as Index.study_route.
+        row = index.db.execute("SELECT route FROM studies WHERE study_uid = ?", (inst.study_uid,)).fetchone()
+        index.add_instance(Received(
+            inst.sop_instance_uid, inst.sop_class_uid, inst.study_uid, inst.series_uid, inst.patient_id,
+            inst.patient_name, inst.modality, inst.transfer_syntax, str(path), path.stat().st_size, "", "",
+            row[0] if row else routing.STORE_ONLY, path.stat().st_mtime))
+        count += 1
+    return count

@@ -1,0 +1,410 @@
+"""The Storage SCP (the DIGATE role): C-ECHO, C-STORE, access control.
+
+A C-STORE is answered with success only once its instance is in the spool
+(fsync'd file and directory) and indexed (DESIGN.md invariant 1). pynetdicom
+streams each received data set into ``data_dir/tmp``
+(``STORE_RECV_CHUNKED_DATASET``), so no instance sits in memory (invariant 4);
+the handler reads the few attributes the index and the routes need with
+:func:`node.dcmio.read_header` and renames the file into the spool.
+
+Refusals, each with a named status and a log line, leave nothing behind
+(pynetdicom unlinks the temp file once the handler returns):
+
+======================================  ===================================  ==========
+cause                                   status                               PS3.4 / 3.7
+======================================  ===================================  ==========
+SOP Instance / Study Instance UID       ``MISSING_UID`` 0xC001               B.2.3 Cxxx
+missing or not a UID
+data set cannot be parsed               ``CANNOT_PARSE`` 0xC002              B.2.3 Cxxx
+(0008,0018) differs from the command's  ``INSTANCE_UID_MISMATCH`` 0xC003     B.2.3 Cxxx
+Affected SOP Instance UID
+(0008,0016) differs from the command's  ``DATASET_DOES_NOT_MATCH_SOP_CLASS`` B.2.3 A9xx
+Affected SOP Class UID                  0xA900
+a ``reject`` route matches              ``REFUSED_NOT_AUTHORIZED`` 0x0124    C.5.3
+free space under ``node.min_free_mb``   ``OUT_OF_RESOURCES`` 0xA700          B.2.3 A7xx
+the spool cannot be written             ``SPOOL_WRITE_FAILED`` 0xA701        B.2.3 A7xx
+the index cannot be written             ``PROCESSING_FAILURE`` 0x0110        C.4.2
+======================================  ===================================  ==========
+
+Associations are refused (A-ASSOCIATE-RJ, PS3.8 9.3.4) when the called AE
+title is neither ours nor a route's (rejected-permanent, service-user,
+reason 7) and when ``node.allowed_calling_aets`` does not list the caller
+(reason 3); each refusal is logged and appended to ``data_dir/audit.jsonl``.
+The processes that run this SCP are in :mod:`node.receive.workers`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import socketserver
+import ssl
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+from pynetdicom import AE, AllStoragePresentationContexts, StoragePresentationContexts, _config, evt
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import A_ASSOCIATE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
+
+from node import audit, dicom, routing
+from node.config import TLS, Config
+from node.index import Index, Received
+from node.receive.instance import Unreadable, index_orphans, read_instance
+from node.receive.spool import Spool, is_uid
+
+logger = logging.getLogger(__name__)
+
+#: What we accept each storage class in: the seed's Table 6, plus Deflated, Explicit VR
+#: Big Endian (retired, still sent by old modalities) and JPEG-LS (PS3.5 Annex A).
+TRANSFER_SYNTAXES: tuple[str, ...] = (
+    dicom.EXPLICIT_VR_LE,
+    dicom.IMPLICIT_VR_LE,
+    dicom.DEFLATED_LE,
+    dicom.EXPLICIT_VR_BE,
+    dicom.JPEG_BASELINE,
+    dicom.JPEG_EXTENDED,
+    dicom.JPEG_LOSSLESS_P14,
+    dicom.JPEG_LOSSLESS_SV1,
+    dicom.JPEG_LS_LOSSLESS,
+    dicom.JPEG_LS_NEAR_LOSSLESS,
+    dicom.J2K_LOSSLESS,
+    dicom.J2K,
+    dicom.RLE_LOSSLESS,
+)
+
+#: A-ASSOCIATE-RJ (result, source, diagnostic) -> words for the log and the audit (PS3.8 9.3.4).
+REJECT_REASONS = {
+    (1, 1, 3): "calling AE title not recognised",
+    (1, 1, 7): "called AE title not recognised",
+    (2, 3, 2): "local limit exceeded (node.max_associations)",
+    (2, 2, 1): "no reason given (user identity)",
+}
+
+
+def storage_classes(config: Config) -> list[str]:
+    """Every storage SOP class we accept: pynetdicom's, the retired ones, the configured private ones.
+
+    ``AllStoragePresentationContexts`` lacks the retired classes the seed's Table 5
+    still lists (NM .5, US .6, XA bi-plane .12.3), which the 120-context
+    ``StoragePresentationContexts`` keeps; a supported context list has no
+    128-context cap (that limit is on what a requestor proposes).
+    """
+    known = {cx.abstract_syntax for cx in (*AllStoragePresentationContexts, *StoragePresentationContexts)}
+    return sorted({str(uid) for uid in known} | set(config.node.extra_sop_classes))
+
+
+def make_ae(config: Config) -> AE:
+    """The AE for one receiver process.
+
+    Sets two process-wide pynetdicom settings: received data sets go to a temp
+    file (``STORE_RECV_CHUNKED_DATASET``), and the per-PDU debug handlers are
+    not bound (``LOG_HANDLER_LEVEL``), which costs time on every PDU.
+    """
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    _config.LOG_HANDLER_LEVEL = "none"
+    node = config.node
+    ae = AE(ae_title=node.ae_title)
+    ae.implementation_class_uid = dicom.IMPLEMENTATION_CLASS_UID
+    ae.implementation_version_name = dicom.IMPLEMENTATION_VERSION_NAME
+    ae.maximum_pdu_size = node.max_pdu
+    ae.maximum_associations = node.max_associations
+    ae.require_called_aet = True  # against the title handle_requested sets per association
+    ae.require_calling_aet = list(node.allowed_calling_aets)
+    ae.add_supported_context(Verification, [dicom.IMPLICIT_VR_LE, dicom.EXPLICIT_VR_LE, dicom.EXPLICIT_VR_BE])
+    for uid in storage_classes(config):
+        ae.add_supported_context(uid, list(TRANSFER_SYNTAXES))
+    return ae
+
+
+def ssl_context(tls: TLS) -> ssl.SSLContext:
+    """Server TLS (PS3.15 B.1): our certificate; client certificates required when a CA is set."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(tls.ca) if tls.ca else None)
+    ctx.load_cert_chain(str(tls.certificate), str(tls.key))
+    ctx.verify_mode = ssl.CERT_REQUIRED if tls.ca else ssl.CERT_NONE
+    return ctx
+
+
+#: A receiver waits this long per association it is serving before it accepts a connection,
+#: so that an idle receiver, sharing the listening socket, takes it first.
+ACCEPT_DEFER_S = 0.002
+
+
+class ReceiverServer(ThreadedAssociationServer):
+    """pynetdicom's server on a listening socket shared by several processes, with TCP_NODELAY.
+
+    Every receiver process polls the same socket (made by :func:`start_receivers`);
+    a receiver serving ``n`` associations waits ``n`` x :data:`ACCEPT_DEFER_S`
+    before accepting, so new associations go to the least busy process (one
+    pynetdicom process is GIL-bound to about one core). SO_REUSEPORT would hash
+    connections to processes blindly: with 4 associations on 2 processes, 5 runs
+    in 8 put 3 or 4 in one process, which then serves them at a single core's
+    rate. Without TCP_NODELAY every C-STORE response waits for Nagle's timer
+    (40 ms; ../shared/BENCHMARKS.md). The TLS handshake is left to the
+    association's thread, so a slow client cannot stall accepting.
+    """
+
+    request_queue_size = socket.SOMAXCONN
+    #: The shared listening socket; None binds one of our own (a single receiver, tests).
+    listener: socket.socket | None = None
+
+    def server_bind(self) -> None:
+        if self.listener is None:
+            super().server_bind()
+        else:
+            cast(socket.socket, self.socket).close()
+            self.socket = self.listener
+            self.server_address = self.socket.getsockname()
+        # accept() must not block when another process took the connection first
+        # (socketserver ignores the BlockingIOError).
+        cast(socket.socket, self.socket).setblocking(False)
+        self._accepted: list[socket.socket] = []
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        self._accepted = [s for s in self._accepted if s.fileno() != -1]
+        if self._accepted:
+            time.sleep(min(len(self._accepted), 8) * ACCEPT_DEFER_S)
+        client, address = cast(socket.socket, self.socket).accept()
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+        self._accepted.append(client)
+        return client, address
+
+    def shutdown(self) -> None:
+        """Stop accepting and close our descriptor (the AE never listed this server: start_server did not make it)."""
+        socketserver.BaseServer.shutdown(self)
+        self.server_close()
+
+    def server_close(self) -> None:
+        # Never shutdown(): it would stop the listening socket in every process sharing it.
+        cast(socket.socket, self.socket).close()
+
+
+# -- State shared by the handlers of one process ------------------------------------
+
+
+class Indexer(Protocol):
+    def add_instance(self, r: Received) -> None: ...
+
+
+class SharedIndex:
+    """One process's :class:`Index` connection, shared by its association threads.
+
+    A sqlite3 connection cannot interleave two threads' transactions, so writes take a lock.
+    """
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        self.lock = threading.Lock()
+
+    def add_instance(self, r: Received) -> None:
+        with self.lock:
+            self.index.add_instance(r)
+
+
+#: pynetdicom's DUL thread sleeps ``_run_loop_delay`` (1 ms) whenever a loop of its reactor
+#: found nothing to do, so each C-STORE waits for it twice: for our response to leave and
+#: for the next request to be noticed. While a process serves one storing association, that
+#: latency is what bounds it, and a shorter delay gains ~10 % instances/s; with several, CPU
+#: is (the GIL), and the shorter delay's extra wake-ups would cost more than they gain. An
+#: association idle for a second goes back to the default either way.
+FAST_LOOP_S = 0.0002
+IDLE_LOOP_S = 0.001
+
+
+def set_loop_delay(assoc: Association, seconds: float) -> None:
+    """Set the DUL reactor's idle sleep (a pynetdicom 3.0 internal; ignored if it is gone)."""
+    if hasattr(assoc.dul, "_run_loop_delay"):
+        assoc.dul._run_loop_delay = seconds
+
+
+class Live:
+    """What the handlers of one receiver process share: the running config (replaced on
+    SIGHUP), the C-STOREs being handled (so that a drain waits for them), when each
+    association last stored, and the studies this process has logged."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._cond = threading.Condition()
+        self._storing: dict[int, int] = {}
+        self._active: dict[int, tuple[Association, float]] = {}  # by id: last C-STORE's time
+        self._studies: OrderedDict[str, None] = OrderedDict()
+
+    @contextmanager
+    def storing(self, assoc: Association) -> Iterator[None]:
+        key = id(assoc)
+        with self._cond:
+            known = key in self._active
+            self._active[key] = (assoc, time.monotonic())
+            if not known:
+                self._pace()
+            self._storing[key] = self._storing.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                left = self._storing.pop(key) - 1
+                if left:
+                    self._storing[key] = left
+                self._cond.notify_all()
+
+    def is_storing(self, assoc: Association) -> bool:
+        with self._cond:
+            return id(assoc) in self._storing
+
+    def slow_down_idle(self, *, idle_s: float = 1.0) -> None:
+        """Forget associations that have not stored for ``idle_s`` (default reactor delay again)."""
+        now = time.monotonic()
+        with self._cond:
+            idle = [k for k, (a, last) in self._active.items() if now - last > idle_s and k not in self._storing]
+            for key in idle:
+                set_loop_delay(self._active.pop(key)[0], IDLE_LOOP_S)
+            if idle:
+                self._pace()
+
+    def _pace(self) -> None:
+        """The short reactor delay for a lone storing association, the default for several."""
+        delay = FAST_LOOP_S if len(self._active) == 1 else IDLE_LOOP_S
+        for assoc, _ in self._active.values():
+            set_loop_delay(assoc, delay)
+
+    def wait(self, timeout: float) -> None:
+        """Wait until a C-STORE handler finishes, or ``timeout`` seconds."""
+        with self._cond:
+            self._cond.wait(timeout)
+
+    def first_time(self, study_uid: str) -> bool:
+        """True the first time this process sees a study (for one log line per study)."""
+        with self._cond:
+            if study_uid in self._studies:
+                self._studies.move_to_end(study_uid)
+                return False
+            self._studies[study_uid] = None
+            if len(self._studies) > 4096:
+                self._studies.popitem(last=False)
+            return True
+
+
+# -- Event handlers ----------------------------------------------------------------------
+
+
+class Refused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def handle_requested(event: Event, live: Live) -> None:
+    """EVT_REQUESTED: answer to any called AE title the config knows (ours or a route's).
+
+    pynetdicom's ``require_called_aet`` compares the request's called AE title
+    with ``assoc.acceptor.ae_title`` in ACSE negotiation, which runs after this
+    event (``Association.run_reactor``); an unknown title is left to fail there.
+    """
+    called = cast(A_ASSOCIATE, event.assoc.requestor.primitive).called_ae_title.strip()
+    if called in live.config.called_aets:
+        event.assoc.acceptor.ae_title = called
+
+
+def handle_rejected(event: Event, live: Live) -> None:
+    """EVT_REJECTED: one log line and one audit line per refused association."""
+    assoc = event.assoc
+    rj, rq = cast(A_ASSOCIATE, assoc.acceptor.primitive), cast(A_ASSOCIATE, assoc.requestor.primitive)
+    code = (int(rj.result or 0), int(rj.result_source or 0), int(rj.diagnostic or 0))
+    reason = REJECT_REASONS.get(code, f"result {code[0]}, source {code[1]}, reason {code[2]}")
+    calling, called = rq.calling_ae_title.strip(), rq.called_ae_title.strip()
+    peer = f"{assoc.requestor.address}:{assoc.requestor.port}"
+    logger.warning("Refused association from %s (%s) to %s: %s", calling, peer, called, reason)
+    try:
+        audit.append(live.config.node.data_dir, "association-refused",
+                     calling_aet=calling, called_aet=called, peer=peer, reason=reason)
+    except OSError as exc:
+        logger.error("Cannot write the audit log in %s: %s", live.config.node.data_dir, exc)
+
+
+def handle_store(event: Event, spool: Spool, index: Indexer, live: Live) -> int:
+    """EVT_C_STORE: place the received file in the spool, index it, then answer success."""
+    assoc = event.assoc
+    calling, called = assoc.requestor.ae_title.strip(), assoc.acceptor.ae_title.strip()
+    req = cast(C_STORE, event.request)
+    with live.storing(assoc):
+        try:
+            return _store(event.dataset_path, str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID),
+                          calling=calling, called=called, spool=spool, index=index, live=live)
+        except Refused as r:
+            logger.warning("Refused C-STORE from %s to %s of %s: 0x%04X %s",
+                           calling, called, req.AffectedSOPInstanceUID, r.status, r.reason)
+            return r.status
+        except Exception:
+            logger.exception("C-STORE from %s to %s of %s failed", calling, called, req.AffectedSOPInstanceUID)
+            return dicom.PROCESSING_FAILURE
+
+
+def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, called: str,
+           spool: Spool, index: Indexer, live: Live) -> int:
+    config = live.config
+    try:
+        inst = read_instance(path)
+    except Unreadable as exc:
+        raise Refused(dicom.CANNOT_PARSE, f"cannot parse the data set: {exc}") from None
+    for label, uid in (("SOP Instance UID", inst.sop_instance_uid), ("Study Instance UID", inst.study_uid)):
+        if not is_uid(uid):
+            raise Refused(dicom.MISSING_UID, f"{label} is missing or not a UID: {uid[:70]!r}")
+    if inst.sop_class_uid != sop_class:
+        raise Refused(dicom.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                      f"SOP Class UID {inst.sop_class_uid!r} in the data set, {sop_class} in the request")
+    if inst.sop_instance_uid != sop_instance:
+        raise Refused(dicom.INSTANCE_UID_MISMATCH, f"SOP Instance UID {inst.sop_instance_uid} in the data set")
+    route = routing.match_route(config.routes, called_aet=called, calling_aet=calling,
+                                modality=inst.modality, sop_class=inst.sop_class_uid)
+    if route is not None and route.action == "reject":
+        raise Refused(dicom.REFUSED_NOT_AUTHORIZED, f"study {inst.study_uid}: rejected by the route at {route.where}")
+    floor, free = config.node.min_free_mb << 20, spool.free_bytes()
+    if free < floor:
+        raise Refused(dicom.OUT_OF_RESOURCES, f"study {inst.study_uid}: {free >> 20} MB free in "
+                      f"{config.node.data_dir}, under node.min_free_mb {config.node.min_free_mb}")
+    try:
+        final, size = spool.place(path, study_uid=inst.study_uid, sop_instance_uid=inst.sop_instance_uid)
+    except OSError as exc:
+        raise Refused(dicom.SPOOL_WRITE_FAILED, f"study {inst.study_uid}: cannot write the spool: {exc}") from None
+    try:
+        index.add_instance(Received(
+            inst.sop_instance_uid, inst.sop_class_uid, inst.study_uid, inst.series_uid, inst.patient_id,
+            inst.patient_name, inst.modality, inst.transfer_syntax, str(final), size, calling, called,
+            routing.settings(route), time.time()))
+    except Exception as exc:
+        os.unlink(final)  # not indexed, so not stored: the sender will retry
+        raise Refused(dicom.PROCESSING_FAILURE, f"study {inst.study_uid}: cannot index: {exc}") from None
+    if live.first_time(inst.study_uid):
+        logger.info("Receiving study %s (patient %s) from %s to %s: %s", inst.study_uid, inst.patient_id,
+                    calling, called, route.action if route else "store (no route matched)")
+    return dicom.SUCCESS
+
+
+def evt_handlers(spool: Spool, index: Indexer, live: Live) -> list[Any]:
+    """The handlers of one receiver process, their collaborators bound as pynetdicom's third element."""
+    return [
+        (evt.EVT_REQUESTED, handle_requested, [live]),
+        (evt.EVT_REJECTED, handle_rejected, [live]),
+        (evt.EVT_C_STORE, handle_store, [spool, index, live]),
+    ]
+
+
+# The receiver processes (spawned, sharing the port); service.py calls them through this module.
+from node.receive.workers import Receiver, ReceiverError, serve_receivers, start_receivers, stop_receivers
+
+__all__ = [
+    "Receiver", "ReceiverError", "ReceiverServer", "handle_store", "index_orphans", "make_ae",
+    "serve_receivers", "start_receivers", "stop_receivers",
+]

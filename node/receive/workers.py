@@ -1,0 +1,281 @@
+"""The receiver processes: ``node.workers`` spawned processes, each running the Storage SCP
+(:mod:`node.receive.scp`) on one listening socket that they share.
+
+One pynetdicom process tops out near 240 C-STOREs/s (its per-PDU work holds
+the GIL; ../shared/BENCHMARKS.md), so concurrent associations are served by
+several processes, each with its own :class:`~node.index.Index` connection
+(SQLite serialises their commits). The least busy process accepts each new
+association (:class:`~node.receive.scp.ReceiverServer`). ``service.py`` uses
+:func:`start_receivers`, :meth:`Receiver.reload` and :func:`stop_receivers`
+(also reachable as ``scp.start_receivers`` and so on).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as mp_wait
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING, Protocol, cast
+
+from node.config import Config
+from node.errors import NodeError
+from node.index import Index
+from node.receive.spool import Spool
+
+if TYPE_CHECKING:
+    from pynetdicom import AE
+
+    from node.receive.scp import Live, ReceiverServer
+
+logger = logging.getLogger(__name__)
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+#: How long a stopping receiver waits for the C-STOREs in flight before it aborts them.
+DRAIN_S = 30.0
+#: Temp files untouched this long are a peer's abandoned transfer (the network timeout is far shorter).
+STALE_TMP_S = 3600.0
+
+
+class StopFlag(Protocol):
+    def is_set(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class ReceiverError(NodeError):
+    """A receiver process could not start (port taken, data_dir unwritable, bad TLS files)."""
+
+
+def serve_receivers(config: Config, *, listener: socket.socket | None = None, stop: StopFlag | None = None,
+                    ready: Callable[[], None] | None = None, drain_s: float = DRAIN_S) -> None:
+    """Run one receiver until ``stop`` is set or, in the main thread, SIGTERM / SIGINT arrives.
+
+    ``listener`` is the listening socket the receivers share (:func:`listen`);
+    without one the receiver binds ``node.host:node.port`` itself.
+
+    In the main thread the three signals are blocked and taken synchronously
+    (``sigtimedwait``), so no handler interrupts a thread: SIGTERM and SIGINT
+    drain (stop accepting, let each C-STORE in flight be answered, abort the
+    associations; a second SIGINT aborts at once), SIGHUP reloads the routes
+    and the allowed calling AE titles from ``config.source``. Elsewhere (a
+    test's thread), ``stop`` is required.
+    """
+    from node.receive.scp import Live, ReceiverServer, SharedIndex, evt_handlers, make_ae, ssl_context
+
+    in_main = threading.current_thread() is threading.main_thread()
+    if not in_main and stop is None:
+        raise ValueError("serve_receivers outside the main thread needs a stop flag")
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS) if in_main else None  # before any thread starts
+    node = config.node
+    spool = Spool(node.data_dir)
+    tempfile.tempdir = str(spool.tmp)  # pynetdicom's NamedTemporaryFile: same file system as the spool
+    live = Live(config)
+    ae = make_ae(config)
+    with contextlib.ExitStack() as cleanup:
+        if old_mask is not None:
+            cleanup.callback(_unblock, old_mask)
+        index = Index(spool.data_dir / "index.sqlite")
+        cleanup.callback(index.close)
+        server_class = type("SharedReceiverServer", (ReceiverServer,), {"listener": listener})
+        server = cast(ReceiverServer, ae.make_server(
+            (node.host, node.port), ssl_context=ssl_context(node.tls) if node.tls else None,
+            evt_handlers=evt_handlers(spool, SharedIndex(index), live), server_class=server_class))
+        threading.Thread(target=server.serve_forever, name="medianode-accept", daemon=True).start()
+        cleanup.callback(_drain, server, live, drain_s=drain_s, signals=old_mask is not None)
+        logger.info("Receiver %d listening as %s on %s:%d", os.getpid(), node.ae_title, node.host, node.port)
+        if ready:
+            ready()
+        last_sweep = time.monotonic()
+        while not (stop and stop.is_set()):
+            if old_mask is None:
+                cast(StopFlag, stop).wait(1.0)
+            else:
+                sig = _next_signal(1.0)
+                if sig == signal.SIGHUP:
+                    _reload(live, ae)
+                elif sig is not None:
+                    break
+            live.slow_down_idle()
+            if time.monotonic() - last_sweep > STALE_TMP_S:
+                spool.cleanup_tmp(older_than=STALE_TMP_S)
+                last_sweep = time.monotonic()
+    logger.info("Receiver %d stopped", os.getpid())
+
+
+def _unblock(old_mask: Iterable[int]) -> None:
+    """Take the signals still pending (not to meet the default handlers), then restore the mask."""
+    while _next_signal(0) is not None:
+        pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+def _next_signal(timeout: float) -> int | None:
+    info = signal.sigtimedwait(_SIGNALS, timeout)
+    return info.si_signo if info else None
+
+
+def _reload(live: Live, ae: AE) -> None:
+    """SIGHUP: routes, allowed calling AE titles and the disk floor change now; the rest at restart."""
+    source = live.config.source
+    if source is None:
+        logger.warning("SIGHUP: no configuration file to reload")
+        return
+    from node.config import load_config
+
+    try:
+        new = load_config(source)
+    except NodeError as exc:
+        logger.error("Receiver %d keeps its configuration; %s", os.getpid(), exc)
+        return
+    ae.require_calling_aet = list(new.node.allowed_calling_aets)
+    live.config = new
+    logger.info("Receiver %d reloaded %s: %d routes, called AE titles %s", os.getpid(), source,
+                len(new.routes), ", ".join(sorted(new.called_aets)))
+
+
+def _drain(server: ReceiverServer, live: Live, *, drain_s: float, signals: bool) -> None:
+    """Stop accepting, then abort each association once no C-STORE of it is in flight."""
+    server.shutdown()
+    deadline = time.monotonic() + drain_s
+    aborted: set[int] = set()
+    while True:
+        alive = [a for a in server.active_associations if a.is_alive()]
+        if not alive:
+            return
+        force = time.monotonic() >= deadline
+        for assoc in alive:
+            busy = live.is_storing(assoc) or assoc.dimse.message is not None or not assoc.dimse.msg_queue.empty()
+            if id(assoc) not in aborted and (force or not busy):
+                assoc.abort(block=False)
+                aborted.add(id(assoc))
+        if signals and _next_signal(0) == signal.SIGINT:
+            logger.warning("Receiver %d: second interrupt, aborting every association", os.getpid())
+            deadline = 0.0
+        live.wait(0.05)
+
+
+class Receiver:
+    """One receiver process, as ``service.py`` holds it."""
+
+    def __init__(self, process: BaseProcess, conn: Connection) -> None:
+        self.process = process
+        self.conn = conn
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid or 0)
+
+    def reload(self) -> None:
+        """Reload routes and allowed calling AE titles from the config file (SIGHUP)."""
+        if self.process.is_alive():
+            os.kill(self.pid, signal.SIGHUP)
+
+    def _wait_ready(self, timeout: float) -> None:
+        ready = mp_wait([self.conn, self.process.sentinel], timeout)
+        if self.conn in ready:
+            try:
+                kind, message = self.conn.recv()
+            except EOFError:
+                kind, message = "error", "it exited"
+            if kind == "ready":
+                return
+            raise ReceiverError(f"receiver process {self.pid} did not start: {message}")
+        if ready:
+            raise ReceiverError(f"receiver process {self.pid} exited at start-up (status {self.process.exitcode})")
+        raise ReceiverError(f"receiver process {self.pid} did not start within {timeout:.0f} s")
+
+
+def start_receivers(config: Config, *, timeout: float = 60.0) -> list[Receiver]:
+    """Start ``config.node.workers`` receiver processes on one listening socket; return once all serve.
+
+    The socket is bound here, so a port in use fails at once with
+    :class:`ReceiverError`, and is closed here once the children hold it.
+    Processes are spawned, not forked: the caller may already hold SQLite
+    connections and threads, which a fork would copy in an unknown state.
+    Each child mirrors the caller's root log level and format, and gets
+    SIGTERM if the thread that started it dies.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    root = logging.getLogger()
+    fmt = root.handlers[0].formatter._fmt if root.handlers and root.handlers[0].formatter else None
+    receivers: list[Receiver] = []
+    with listen(config.node.host, config.node.port) as listener:
+        try:
+            for n in range(config.node.workers):
+                theirs, ours = ctx.Pipe(duplex=False)
+                process = ctx.Process(target=_receiver_main, args=(config, listener, ours, root.level, fmt, os.getpid()),
+                                      name=f"medianode-receiver-{n + 1}", daemon=True)
+                process.start()
+                ours.close()
+                receivers.append(Receiver(process, theirs))
+            deadline = time.monotonic() + timeout
+            for receiver in receivers:
+                receiver._wait_ready(max(0.0, deadline - time.monotonic()))
+        except BaseException:
+            stop_receivers(receivers, force=True)
+            raise
+    return receivers
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket the receivers share; :class:`ReceiverError` when it cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(socket.SOMAXCONN)
+    except OSError as exc:
+        sock.close()
+        raise ReceiverError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def stop_receivers(receivers: list[Receiver], *, force: bool = False, timeout: float = DRAIN_S + 15) -> None:
+    """SIGTERM (drain) or, with ``force``, SIGKILL each receiver, and wait for them to exit."""
+    for receiver in receivers:
+        if receiver.process.is_alive():
+            os.kill(receiver.pid, signal.SIGKILL if force else signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for receiver in receivers:
+        receiver.process.join(max(0.0, deadline - time.monotonic()))
+        if receiver.process.is_alive():
+            logger.error("Receiver %d did not stop within %.0f s, killing it", receiver.pid, timeout)
+            receiver.process.kill()
+            receiver.process.join()
+        receiver.conn.close()
+
+
+def _receiver_main(config: Config, listener: socket.socket, conn: Connection, level: int, fmt: str | None,
+                   parent: int) -> None:
+    """A receiver process's entry point (spawned)."""
+    _die_with_parent(parent)
+    logging.basicConfig(level=level, format=fmt or logging.BASIC_FORMAT)
+    try:
+        serve_receivers(config, listener=listener, ready=lambda: conn.send(("ready", "")))
+    except (NodeError, OSError, ssl.SSLError, ValueError) as exc:
+        logger.error("Receiver %d: %s", os.getpid(), exc)
+        conn.send(("error", str(exc)))
+        raise SystemExit(1) from None
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux for SIGTERM when the parent dies (PR_SET_PDEATHSIG), so no orphan keeps the port."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl
+        raise SystemExit(1)
