@@ -1,0 +1,301 @@
+"""``medianode import``: every instance of a medium C-STOREd into a destination, and a report of each.
+
+The instances come from :func:`node.read.check.survey_medium`: the DICOMDIR's
+records reconciled with a scan of every file, so what the DICOMDIR names and
+what it forgot are both sent, and the difference is among the report's
+problems (a fifth of outside discs fail import; few comply fully). What media
+in the wild do is tolerated and each repair is reported per file (names in any
+case, ';1' and trailing dots, '.dcm' on one side only, a DICOMDIR in a
+sub-folder, broken record offsets, files without preamble or File Meta, no
+DICOMDIR at all). The DICOMDIR itself is never sent; a File ID or symlink
+leading out of the medium is refused, never opened (DESIGN.md invariant 5).
+
+One SOP Instance UID found twice is sent once: a DICOMDIR-referenced PS3.10
+copy in preference. Identical data sets are a note; different ones a conflict
+(a problem, and the report is not ok). ``patient`` and ``study`` select part
+of a medium. Sending is :mod:`node.read.sender`'s: C-STORE statuses per
+PS3.4 B.2.3 (a warning such as 0xB000 counts as sent, with its status; 0xA7xx,
+0xA9xx and 0xCxxx are failures), decompression when the destination accepts
+only uncompressed syntaxes, retries with back-off when an association drops.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+from node.errors import UsageError
+from node.read.check import Finding, Instance, Survey, survey_medium
+from node.read.medium import Medium, open_medium
+from node.read.sender import Destination, Item, Result, send
+
+logger = logging.getLogger(__name__)
+
+#: Parallel associations (one worker process each): 4 keep two cores busy with pynetdicom's per-PDU work.
+DEFAULT_ASSOCIATIONS = 4
+#: Where a report is about the medium as a whole.
+WHOLE_MEDIUM = "."
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 Table 6.2-1 AE: no backslash, no control
+
+
+@dataclass
+class Outcome:
+    """What became of one instance (or one file that should have held one).
+
+    ``status`` is the C-STORE status the destination answered (PS3.4 B.2.3), or
+    None when nothing was sent or no answer came; ``reason`` says why, in words.
+    """
+
+    path: str
+    sop_instance_uid: str
+    result: Literal["sent", "failed", "skipped"]
+    status: int | None
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    """What ``medianode import`` reports (DESIGN.md, Command-line contract; issue 4).
+
+    ``problems`` and ``notes`` are the medium's, from ``check``, plus the
+    importer's own (conflicts, duplicates, nothing to import).
+    """
+
+    medium: str
+    destination: str
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    outcomes: list[Outcome] = field(default_factory=list)
+    problems: list[Finding] = field(default_factory=list)
+    notes: list[Finding] = field(default_factory=list)
+    conflicts: int = 0
+    seconds: float = 0.0
+    report_path: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Every selected instance was stored: none failed or unreadable, no conflict, not nothing."""
+        return self.failed == 0 and self.conflicts == 0 and self.sent > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``import --json`` object: at least ``sent``, ``failed``, ``skipped`` and ``problems``."""
+        return {
+            "ok": self.ok,
+            "medium": self.medium,
+            "destination": self.destination,
+            "sent": self.sent,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "conflicts": self.conflicts,
+            "seconds": round(self.seconds, 3),
+            "outcomes": [asdict(o) for o in self.outcomes],
+            "problems": [asdict(f) for f in self.problems],
+            "notes": [asdict(f) for f in self.notes],
+        }
+
+
+def parse_destination(text: str) -> tuple[str, str, int]:
+    """``AET@HOST:PORT`` -> (AE title, host, port); a :class:`UsageError` naming what is wrong.
+
+    >>> parse_destination("PACS@127.0.0.1:104")
+    ('PACS', '127.0.0.1', 104)
+    """
+    aet, at, rest = text.partition("@")
+    host, colon, port = rest.rpartition(":")
+    if not (at and colon and host and port.isdigit()):
+        raise UsageError(f"--to {text}: expected AET@HOST:PORT, e.g. PACS@127.0.0.1:104")
+    return _checked(aet, host.strip("[]"), int(port))
+
+
+def import_medium(
+    path: str | os.PathLike[str],
+    *,
+    destination: tuple[str, str, int],
+    calling_aet: str = "MEDIANODE",
+    patient: str | None = None,
+    study: str | None = None,
+    associations: int = DEFAULT_ASSOCIATIONS,
+    reports_dir: str | os.PathLike[str] | None = None,
+) -> ImportReport:
+    """Import the medium at ``path`` (folder, ``.iso`` or block device) into ``destination`` (AET, host, port).
+
+    Raises :class:`~node.errors.MediumError` when the medium cannot be opened at
+    all and :class:`~node.errors.UsageError` for a bad AE title or port; every
+    other failure is in the report. With ``reports_dir``, the report's JSON is
+    also written there (``report_path``).
+    """
+    started = time.monotonic()
+    aet, host, port = _checked(*destination)
+    _checked(calling_aet, host, port)
+    if associations < 1:
+        raise UsageError(f"associations must be at least 1, not {associations}")
+    to = Destination(aet, host, port, calling_aet)
+    with open_medium(path) as medium:
+        survey = survey_medium(medium)
+        plan = _Plan(medium, survey, patient=patient, study=study)
+    results = send(str(path), [_item(i) for i in plan.instances], destination=to, associations=associations)
+    report = plan.report(str(path), str(to), results)
+    report.seconds = time.monotonic() - started
+    logger.info("imported %s into %s: %d sent, %d failed, %d skipped in %.1f s",
+                path, to, report.sent, report.failed, report.skipped, report.seconds)
+    if reports_dir is not None:
+        report.report_path = str(_keep(report, Path(reports_dir)))
+    return report
+
+
+class _Plan:
+    """Which instances to send, and the outcomes decided before sending (skips, unreadable files)."""
+
+    def __init__(self, medium: Medium, survey: Survey, *, patient: str | None, study: str | None) -> None:
+        self.medium = medium
+        self.patient = patient.strip() if patient else None
+        self.study = study.strip() if study else None
+        self.survey = survey
+        self.instances: list[Instance] = []
+        self.decided: list[Outcome] = []
+        self.problems: list[Finding] = []
+        self.notes: list[Finding] = []
+        self.conflicts = 0
+        copies: dict[str, list[Instance]] = {}
+        for instance in survey.instances:
+            copies.setdefault(instance.sop_instance_uid, []).append(instance)
+        sent_from: dict[str, str] = {}
+        for uid, found in copies.items():
+            keeper = min(found, key=lambda i: (not i.referenced, not i.part10, i.path))
+            unwanted = self.unwanted(keeper.patient_id, keeper.study_instance_uid)
+            if unwanted:
+                self.decided += [Outcome(i.path, uid, "skipped", None, unwanted) for i in found]
+                continue
+            self.instances.append(keeper)
+            sent_from[uid] = keeper.path
+            for other in found:
+                if other is not keeper:
+                    self.duplicate(keeper, other)
+        for bad in survey.unreadable:
+            unwanted = self.unwanted(bad.patient_id, bad.study_instance_uid, known_only=True)
+            if bad.sop_instance_uid in sent_from:
+                why = f"{bad.reason}; the instance is sent from {sent_from[bad.sop_instance_uid]}"
+                self.decided.append(Outcome(bad.path, bad.sop_instance_uid, "skipped", None, why))
+            elif unwanted:
+                self.decided.append(Outcome(bad.path, bad.sop_instance_uid, "skipped", None, unwanted))
+            else:
+                self.decided.append(Outcome(bad.path, bad.sop_instance_uid, "failed", None, bad.reason))
+        if not self.instances and not any(o.result == "failed" for o in self.decided):
+            wanted = " of the selected patient or study" if patient or study else ""
+            self.problems.append(Finding(WHOLE_MEDIUM, f"nothing to import: no DICOM instance{wanted} on the medium"))
+
+    def unwanted(self, patient_id: str, study_uid: str, *, known_only: bool = False) -> str:
+        """Why the filters leave an instance out, or "" (unknown values pass with ``known_only``)."""
+        if self.patient is not None and patient_id != self.patient and (patient_id or not known_only):
+            return f"not of the selected patient: Patient ID {patient_id or '(empty)'}"
+        if self.study is not None and study_uid != self.study and (study_uid or not known_only):
+            return f"not in the selected study: Study Instance UID {study_uid or '(empty)'}"
+        return ""
+
+    def duplicate(self, keeper: Instance, other: Instance) -> None:
+        """A second copy of a SOP Instance UID: a note when identical, a conflict when not."""
+        uid = keeper.sop_instance_uid
+        try:
+            same = _same_data_set(self.medium, keeper, other)
+        except OSError as exc:
+            same, why = False, f"cannot compare: {exc}"
+        else:
+            why = "with a different data set" if keeper.transfer_syntax_uid == other.transfer_syntax_uid else (
+                "in another transfer syntax")
+        if same:
+            reason = f"duplicate of {keeper.path}: the same data set, sent once"
+            self.notes.append(Finding(other.path, reason))
+        else:
+            reason = f"conflict: SOP Instance UID {uid} is also in {keeper.path}, {why}; only that one is sent"
+            self.problems.append(Finding(other.path, reason))
+            self.conflicts += 1
+        self.decided.append(Outcome(other.path, uid, "skipped", None, reason))
+
+    def report(self, medium: str, destination: str, results: Sequence[Result]) -> ImportReport:
+        outcomes = list(self.decided)
+        notes = list(self.notes)
+        for instance, result in zip(self.instances, results, strict=True):
+            reason = result.reason
+            if result.result == "sent" and not instance.part10:
+                reason += " (repaired: File Meta Information rebuilt)"
+            outcomes.append(Outcome(instance.path, instance.sop_instance_uid, result.result, result.status, reason))
+            notes += [Finding(instance.path, note) for note in result.notes]
+        outcomes.sort(key=lambda o: (o.path, o.sop_instance_uid))
+        return ImportReport(
+            medium=medium,
+            destination=destination,
+            sent=sum(o.result == "sent" for o in outcomes),
+            failed=sum(o.result == "failed" for o in outcomes),
+            skipped=sum(o.result == "skipped" for o in outcomes),
+            outcomes=outcomes,
+            problems=sorted(set(self.survey.report.problems + self.problems)),
+            notes=sorted(set(self.survey.report.notes + notes)),
+            conflicts=self.conflicts,
+        )
+
+
+def _item(instance: Instance) -> Item:
+    return Item(instance.path, instance.sop_class_uid, instance.sop_instance_uid,
+                instance.transfer_syntax_uid, instance.offset, instance.part10)
+
+
+def _same_data_set(medium: Medium, a: Instance, b: Instance) -> bool:
+    """Byte-equal data sets (File Meta aside): sizes first, then SHA-256 read piece by piece."""
+    if medium.size(a.path) - a.offset != medium.size(b.path) - b.offset:
+        return False
+    with medium.open(a.path) as fa, medium.open(b.path) as fb:
+        return _digest(fa, a.offset) == _digest(fb, b.offset)
+
+
+def _digest(fp: BinaryIO, offset: int) -> bytes:
+    fp.seek(offset)
+    digest = hashlib.sha256()
+    while piece := fp.read(1 << 20):
+        digest.update(piece)
+    return digest.digest()
+
+
+def _checked(aet: str, host: str, port: int) -> tuple[str, str, int]:
+    if not _AE_TITLE.match(aet) or not aet.strip():
+        raise UsageError(f"AE title {aet!r}: 1 to 16 printable characters, no backslash (PS3.5 6.2)")
+    if not host:
+        raise UsageError("the destination has no host")
+    if not 0 < port < 65536:
+        raise UsageError(f"port {port}: expected 1 to 65535")
+    return aet.strip(), host, port
+
+
+def _keep(report: ImportReport, folder: Path) -> Path:
+    """Write the report's JSON under ``folder`` durably, never under a half-written final name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(report.medium).name or "medium")[:64]
+    final = folder / f"import-{stamp}-{name}.json"
+    handle, temporary = tempfile.mkstemp(prefix=".import-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(report.to_dict(), out, indent=2)
+            out.write("\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, final)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return final
