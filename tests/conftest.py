@@ -154,3 +154,83 @@ def storescp(tmp_path: Path) -> Iterator[StoreSCP]:
 def _storescp_has_bind() -> bool:
     help_text = subprocess.run(["storescp", "--help"], capture_output=True, text=True).stdout
     return "--bind-to" in help_text
+
+
+# -- import destinations (appended for tests/test_import.py) ----------------------------
+
+import json  # here, not at the top: this block is appended and the one above stays as it was
+from collections.abc import Callable
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], port: int, what: str) -> None:
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            assert proc.poll() is None, f"{what} exited at start-up"
+            assert time.monotonic() < deadline, f"{what} did not start listening"
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def storescp_with(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
+    """Start more DCMTK storescps with chosen options: ``storescp_with("+xi")`` accepts only
+    Implicit VR LE, ``storescp_with()`` (storescp's default ``+x=``) only uncompressed syntaxes."""
+    need("storescp")
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*options: str) -> StoreSCP:
+        folder = tmp_path / f"received-{len(started) + 1}"
+        folder.mkdir()
+        port = free_port()
+        bind = ["--bind-to", "127.0.0.1"] if _storescp_has_bind() else []
+        proc = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(folder), *options, *bind, str(port)],
+                                env=PEER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(proc)
+        _wait_listening(proc, port, "storescp")
+        return StoreSCP(port, folder)
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@dataclass
+class StatusSCP:
+    """tests/status_scp.py: a pynetdicom Storage SCP answering configured statuses, in its own process."""
+
+    port: int
+    folder: Path
+    aet: str = "STATUSSCP"
+
+    def received(self) -> list[Path]:
+        return sorted(self.folder.glob("*.dcm"))
+
+
+@pytest.fixture
+def status_scp(tmp_path: Path) -> Iterator[Callable[..., StatusSCP]]:
+    """``status_scp(statuses={uid: 0xA700}, abort_once=[uid], abort_always=[uid])`` starts one; where it listens."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*, statuses: dict[str, int] | None = None, abort_once: list[str] | None = None,
+              abort_always: list[str] | None = None) -> StatusSCP:
+        folder = tmp_path / f"status-scp-{len(started) + 1}"
+        folder.mkdir()
+        config = folder.with_suffix(".json")
+        config.write_text(json.dumps({"statuses": statuses or {}, "abort_once": abort_once or [],
+                                      "abort_always": abort_always or []}))
+        port = free_port()
+        script = Path(__file__).with_name("status_scp.py")
+        proc = subprocess.Popen([sys.executable, str(script), str(port), str(folder), str(config)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(proc)
+        _wait_listening(proc, port, "status_scp.py")
+        return StatusSCP(port, folder)
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -36,7 +36,7 @@ from typing import Any, BinaryIO, Literal
 
 from node.errors import UsageError
 from node.read.check import Finding, Instance, Survey, survey_medium
-from node.read.medium import Medium, open_medium
+from node.read.medium import ESCAPES_ROOT, NOT_FOLLOWED, Medium, open_medium
 from node.read.sender import Destination, Item, Result, send
 
 logger = logging.getLogger(__name__)
@@ -184,7 +184,9 @@ class _Plan:
                     self.duplicate(keeper, other)
         for bad in survey.unreadable:
             unwanted = self.unwanted(bad.patient_id, bad.study_instance_uid, known_only=True)
-            if bad.sop_instance_uid in sent_from:
+            if bad.reason in (ESCAPES_ROOT, NOT_FOLLOWED):  # refused, never opened: whatever else arrived
+                self.decided.append(Outcome(bad.path, bad.sop_instance_uid, "failed", None, bad.reason))
+            elif bad.sop_instance_uid in sent_from:
                 why = f"{bad.reason}; the instance is sent from {sent_from[bad.sop_instance_uid]}"
                 self.decided.append(Outcome(bad.path, bad.sop_instance_uid, "skipped", None, why))
             elif unwanted:

@@ -1,0 +1,55 @@
+"""A Storage SCP answering chosen C-STORE statuses, run as its own process by the ``status_scp`` fixture.
+
+storescp cannot refuse one instance and accept the next, so the import tests use
+this: ``python tests/status_scp.py PORT FOLDER CONFIG.json``. CONFIG holds
+``statuses`` (SOP Instance UID -> status to answer, PS3.4 B.2.3) and
+``abort_once`` (UIDs whose first C-STORE aborts the association, as a PACS
+that drops a connection does) and ``abort_always`` (UIDs that abort it every time). Instances answered with success or a warning
+are written to FOLDER as ``<SOP Instance UID>.dcm``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from pydicom import uid
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.events import Event
+from pynetdicom.sop_class import Verification
+from pynetdicom.status import STATUS_FAILURE, code_to_category
+
+SUCCESS = 0x0000
+
+
+def main(port: int, folder: Path, config: dict[str, object]) -> None:
+    statuses = {uid: int(code) for uid, code in dict(config.get("statuses", {})).items()}  # type: ignore[call-overload]
+    abort_once = set(config.get("abort_once", []))  # type: ignore[call-overload]
+    abort_always = set(config.get("abort_always", []))  # type: ignore[call-overload]
+
+    def handle_store(event: Event) -> int:
+        uid = str(event.request.AffectedSOPInstanceUID)
+        if uid in abort_always or uid in abort_once:
+            abort_once.discard(uid)
+            event.assoc.abort()
+            return SUCCESS  # never sent: the association is gone
+        status = statuses.get(uid, SUCCESS)
+        if code_to_category(status) != STATUS_FAILURE:
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+            ds.save_as(folder / f"{uid}.dcm", enforce_file_format=True)
+        return status
+
+    ae = AE(ae_title="STATUSSCP")
+    ae.require_called_aet = True
+    ae.add_supported_context(Verification)
+    for name, value in vars(uid).items():  # every storage SOP class pydicom knows
+        if isinstance(value, uid.UID) and name.endswith("Storage") and value.startswith("1.2.840.10008.5.1.4."):
+            ae.add_supported_context(value, ALL_TRANSFER_SYNTAXES)
+    ae.maximum_associations = 8
+    ae.start_server(("127.0.0.1", port), block=True, evt_handlers=[(evt.EVT_C_STORE, handle_store)])
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), Path(sys.argv[2]), json.loads(Path(sys.argv[3]).read_text()))
