@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
@@ -112,6 +113,154 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK if report.ok else EXIT_DATA
 
 
+DEFAULT_CONFIG = os.environ.get("MEDIANODE_CONFIG", "config/medianode.yaml")
+
+
+def _config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
+                   help=f"configuration file (default {DEFAULT_CONFIG}, or $MEDIANODE_CONFIG)")
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("serve", help="run the node: receive, route, burn")
+    _config_option(p)
+    p.set_defaults(run=lambda args, out: _serve(args))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from node.service import serve
+
+    return serve(args.config)
+
+
+def _add_config(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("config", help="configuration tools")
+    csub = p.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
+    check = csub.add_parser("check", help="validate a configuration file (exit 2 with file:line key: reason)")
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(run=_config_check)
+
+
+def _config_check(args: argparse.Namespace, out: TextIO) -> int:
+    from node.config import load_config
+
+    config = load_config(args.file)
+    out.write(f"{args.file}: ok, {len(config.routes)} route(s), data in {config.node.data_dir}\n")
+    return EXIT_OK
+
+
+def _open_index(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from node.config import load_config
+    from node.errors import ConfigError
+    from node.index import Index
+
+    config = load_config(args.config)
+    path = config.node.data_dir / "index.sqlite"
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist: has medianode serve run with {args.config}?")
+    return config, Index(path)
+
+
+def _add_status(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("status", help="studies receiving, jobs, volumes written today")
+    _config_option(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=_status)
+
+
+def _status(args: argparse.Namespace, out: TextIO) -> int:
+    from node import report
+
+    config, index = _open_index(args)
+    try:
+        status = report.status(index, config)
+    finally:
+        index.close()
+    if args.json:
+        json.dump(status, out, indent=2)
+        out.write("\n")
+    else:
+        out.write(report.format_status(status))
+    return EXIT_OK
+
+
+def _add_jobs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("jobs", help="list, retry or cancel burn jobs")
+    _config_option(p)
+    p.add_argument("action", nargs="?", choices=("list", "retry", "cancel"), default="list")
+    p.add_argument("id", nargs="?", type=int, help="the job (for retry and cancel)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=_jobs)
+
+
+def _jobs(args: argparse.Namespace, out: TextIO) -> int:
+    from node import report
+    from node.errors import UsageError
+
+    config, index = _open_index(args)
+    try:
+        if args.action == "list":
+            rows = [report.job_row(j) for j in index.jobs()]
+            out.write(json.dumps(rows, indent=2) + "\n" if args.json else report.format_jobs(rows))
+            return EXIT_OK
+        if args.id is None:
+            raise UsageError(f"jobs {args.action} needs a job id")
+        job = index.job(args.id)
+        if job is None:
+            raise UsageError(f"no job {args.id}")
+        moves = {"retry": ("pending", ("failed", "cancelled")), "cancel": ("cancelled", ("pending", "failed"))}
+        state, allowed = moves[args.action]
+        if not index.set_job_state(args.id, state, only_from=allowed):
+            print(f"medianode jobs: job {args.id} is {job.state}; {args.action} needs one of {', '.join(allowed)}",
+                  file=sys.stderr)
+            return EXIT_DATA
+        out.write(f"job {args.id}: {job.state} -> {state}\n")
+        return EXIT_OK
+    finally:
+        index.close()
+
+
+def _add_volumes(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("volumes", help="which archive volume holds what; re-burn a lost disc")
+    _config_option(p)
+    p.add_argument("action", nargs="?", choices=("list", "reburn"), default="list")
+    p.add_argument("label", nargs="?", help="the volume (for reburn)")
+    p.add_argument("--study", metavar="UID", help="only volumes holding this study")
+    p.add_argument("--patient", metavar="ID", help="only volumes holding this patient")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=_volumes)
+
+
+def _volumes(args: argparse.Namespace, out: TextIO) -> int:
+    from node import report
+    from node.errors import UsageError
+
+    config, index = _open_index(args)
+    try:
+        if args.action == "list":
+            rows = [report.volume_row(v) for v in index.volumes(study=args.study, patient=args.patient)]
+            out.write(json.dumps(rows, indent=2) + "\n" if args.json else report.format_volumes(rows))
+            return EXIT_OK
+        if not args.label:
+            raise UsageError("volumes reburn needs a volume label")
+        found = index.volumes(label=args.label)
+        if not found:
+            raise UsageError(f"no archive volume {args.label!r}")
+        volume = found[0]
+        studies = [s[0] for s in volume.studies]
+        held = {u for u, _, _ in index.study_files(studies)}
+        burned = {u for u, _, _ in index.job_files(volume.job_id)}
+        if not burned <= held:
+            print(f"medianode volumes: the spool no longer holds {len(burned - held)} of the {len(burned)} "
+                  f"instance(s) of {args.label}: it cannot be re-burned", file=sys.stderr)
+            return EXIT_DATA
+        job = index.enqueue(studies, route=index.job(volume.job_id).route)  # type: ignore[union-attr]
+        out.write(f"volume {args.label}: re-burn queued as job {job}\n")
+        return EXIT_OK
+    finally:
+        index.close()
+
+
 def _parser() -> _Parser:
     parser = _Parser(prog="medianode", description="A DICOM node that bridges the network and removable media.")
     parser.add_argument("--version", action="version", version=f"medianode {__version__}")
@@ -122,7 +271,9 @@ def _parser() -> _Parser:
     return parser
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_burn, _add_check]  # type: ignore[type-arg]
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ignore[type-arg]
+    _add_serve, _add_burn, _add_check, _add_status, _add_jobs, _add_volumes, _add_config,
+]
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
