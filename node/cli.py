@@ -284,7 +284,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except _Usage as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
-    _configure_logging(verbose=args.verbose)
+    _configure_logging(verbose=args.verbose, service=args.command == "serve")
     try:
         return int(args.run(args, out))
     except NodeError as exc:
@@ -295,15 +295,15 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return 130
 
 
-def _configure_logging(*, verbose: bool) -> None:
-    """Our messages on stderr; libraries' only with ``--verbose`` (their failures are reported as rows)."""
+def _configure_logging(*, verbose: bool, service: bool = False) -> None:
+    """Our messages on stderr (a service logs one line per event, INFO); libraries' only with ``--verbose``."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname).1s %(name)s: %(message)s"))
     if not verbose:
         handler.addFilter(logging.Filter("node"))
     root = logging.getLogger()
     root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO if service else logging.WARNING)
 
 
 class _ProgressBar:
