@@ -6,32 +6,32 @@ the default every SCP accepts); past 128 contexts (PS3.8 9.3.2.2) the classes
 are spread over several associations. An instance goes out as its own bytes
 when the destination accepted its syntax, else decoded: decompressed with
 :func:`node.pixels.decompress`, or re-encoded by pynetdicom between Explicit and
-Implicit VR (PS3.5 A.1, A.2). Its C-STORE status is interpreted by PS3.4 B.2.3
-and PS3.7 C: success, warning (0xB000 coercion, 0xB006 elements discarded,
-0xB007 data set does not match the SOP class: stored all the same), failure
-(0xA7xx out of resources, 0xA9xx does not match, 0xCxxx cannot understand, and
-PS3.7 C.4/C.5 general failures).
+Implicit VR (PS3.5 A.1, A.2). Its C-STORE status is read by PS3.4 B.2.3 and
+PS3.7 C: success; warning (0xB000 coercion of data elements, 0xB006 elements
+discarded, 0xB007 data set does not match the SOP class: stored all the same);
+failure (0xA7xx refused, out of resources; 0xA9xx data set does not match the
+SOP class; 0xCxxx cannot understand; the general failures of PS3.7 C.4, C.5).
 
-Raw bytes use pynetdicom's ``STORE_SEND_CHUNKED_DATASET``, which reads a host
-file: a PS3.10 file of a folder medium is handed over as ``/proc/self/fd/N`` of
-the descriptor :meth:`Medium.open` checked (so a symlink swapped in afterwards
-is never followed); anything else (a file on an ISO image, one without usable
-File Meta) is first copied, in 1 MiB pieces, into an unnamed temporary file
-behind a File Meta group naming it. Memory stays bounded by one piece, except
-on the decode path, which holds one instance.
+pynetdicom negotiates, releases, aborts and decodes the responses. Its own
+sending costs a queue hand-off, a state-machine step and two event triggers
+per P-DATA PDU, and it can stream only a host file, read to its end; so raw
+bytes are framed here, straight from :meth:`Medium.open`'s stream (a folder's
+file or an ISO image's extent alike), into P-DATA-TF PDUs no longer than the
+destination's maximum (PS3.8 9.3.5, E.2), after a C-STORE-RQ command set
+(PS3.7 9.3.1.1, E.1). Memory stays at one 1 MiB piece per association; only
+the decode path holds one instance.
 
 pynetdicom sets no TCP_NODELAY (Nagle costs 40 ms per C-STORE against DCMTK,
 BENCHMARKS.md): it is set when the connection opens (``EVT_CONN_OPEN``). Its
 association reactor also polls the DIMSE queue while ``send_c_store`` waits on
 it; when a fast peer answers before the reactor has parked, the reactor takes
-the C-STORE response ("Received unexpected C-STORE service message") and
-``send_c_store`` waits for the DIMSE timeout: the 30 s stall of BENCHMARKS.md,
-reproduced here in 8 of 25 two-process runs. :func:`_reactor_takes_no_messages`
-closes that race.
+the C-STORE response ("Received unexpected C-STORE service message") and the
+sender waits out the DIMSE timeout: the 30 s stall of BENCHMARKS.md, reproduced
+in 8 of 25 two-process runs. :func:`_reactor_takes_no_messages` closes that race.
 
-Several associations run in worker processes (pynetdicom's per-PDU work holds
-the GIL), which claim instances from a shared counter only once associated, so
-a destination that serves one association at a time still gets everything.
+Several associations run in worker processes (pynetdicom's work holds the GIL).
+They claim instances from a shared counter only once associated, so a
+destination that serves one association at a time still gets everything.
 """
 
 from __future__ import annotations
@@ -40,9 +40,8 @@ import logging
 import math
 import multiprocessing
 import queue
-import shutil
 import socket
-import tempfile
+import struct
 import threading
 import time
 import warnings
@@ -50,15 +49,12 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_file_meta_info
+from pydicom.dataset import Dataset
 from pydicom.uid import UID
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.status import (
@@ -68,19 +64,13 @@ from pynetdicom.status import (
     code_to_category,
 )
 
-from node.dicom import (
-    EXPLICIT_VR_BE,
-    EXPLICIT_VR_LE,
-    IMPLEMENTATION_CLASS_UID,
-    IMPLEMENTATION_VERSION_NAME,
-    IMPLICIT_VR_LE,
-)
+from node.dicom import EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from node.errors import MediumError
-from node.read.medium import FolderMedium, Medium, open_medium
+from node.read.medium import Medium, open_medium
 
 logger = logging.getLogger(__name__)
 
-#: Presentation contexts one association may propose (PS3.8 9.3.2.2: IDs are odd, 1-255).
+#: Presentation contexts one association may propose (PS3.8 9.3.2.2: odd IDs 1-255).
 MAX_CONTEXTS = 128
 #: Seconds to wait before each new attempt to associate, after the first.
 RETRY_DELAYS = (0.2, 0.5, 1.0)
@@ -90,9 +80,14 @@ MAX_DROPS = 2
 ITEMS_PER_WORKER = 24
 CONNECT_TIMEOUT = 10.0
 ACSE_TIMEOUT = 30.0
+#: Seconds to wait for a C-STORE response once the data set is sent.
 DIMSE_TIMEOUT = 60.0
 _PIECE = 1 << 20
 _UNCOMPRESSED = (EXPLICIT_VR_LE, IMPLICIT_VR_LE)
+#: Message Control Header bits (PS3.8 E.2): command (else data set), last fragment.
+_COMMAND, _LAST = 0x01, 0x02
+#: C-STORE-RQ Command Field and "a data set follows" (PS3.7 E.1, 9.3.1.1).
+_C_STORE_RQ, _DATA_SET_PRESENT = 0x0001, 0x0001
 
 
 @dataclass(frozen=True)
@@ -165,15 +160,13 @@ def send(
     Up to ``associations`` worker processes, each with one association at a time.
     Never raises for what the network or the destination does: that is a result.
     """
+    if not items:
+        return []
     groups = plan_groups(items)
     workers = max(1, min(associations, math.ceil(len(items) / ITEMS_PER_WORKER)))
     sink = _Collected()
-    if not items:
-        return []
     if workers == 1:
-        claims: _Claims = _LocalClaims(groups)
-        with _chunked_sending():
-            _run_worker(medium_path, items, groups, destination, claims, sink, 0)
+        _run_worker(medium_path, items, groups, destination, _LocalClaims(groups), sink, 0)
     else:
         _run_processes(medium_path, items, groups, destination, sink, workers)
     results = dict(sink.results)
@@ -295,7 +288,6 @@ def _worker_main(
     medium_path: str, items: Sequence[Item], groups: Sequence[Group], destination: Destination,
     counters: Any, channel: Any, number: int,
 ) -> None:
-    _config.STORE_SEND_CHUNKED_DATASET = True
     _run_worker(medium_path, items, groups, destination, _SharedClaims(groups, counters), _Queued(channel), number)
     channel.close()
     channel.join_thread()
@@ -316,17 +308,6 @@ def _run_worker(
         for k in range(len(groups)):
             group = (number + k) % len(groups)
             worker.run_group(group, groups[group])
-
-
-@contextmanager
-def _chunked_sending() -> Iterator[None]:
-    """pynetdicom streams a file it is given by path, instead of decoding it (a process-wide setting)."""
-    before = _config.STORE_SEND_CHUNKED_DATASET
-    _config.STORE_SEND_CHUNKED_DATASET = True
-    try:
-        yield
-    finally:
-        _config.STORE_SEND_CHUNKED_DATASET = before
 
 
 # -- one worker: associations and C-STOREs ---------------------------------------------
@@ -355,12 +336,11 @@ class _Worker:
     def run_group(self, number: int, group: Group) -> None:
         """Associate (again, with back-off, after a drop) until no item of the group is left."""
         pending: deque[int] = deque()
-        drops: dict[int, str] = {}  # index -> why the association was lost while sending it
-        counts: dict[int, int] = {}
+        drops: dict[int, list[str]] = {}  # index -> why the association was lost while sending it
         index: int | None
         while pending or self.claims.remaining(number):
             try:
-                assoc = associate(self.destination, group.contexts)
+                session = _Session(associate(self.destination, group.contexts))
             except _NoAssociation as exc:
                 for index in pending:
                     self.sink.result(Result(index, "failed", None, f"not sent: {exc.reason}"))
@@ -369,35 +349,35 @@ class _Worker:
             try:
                 while (index := pending.popleft() if pending else self.claims.claim(number)) is not None:
                     try:
-                        result = self.send_one(assoc, index)
+                        result = self.send_one(session, index)
                     except _Dropped as exc:
-                        counts[index] = counts.get(index, 0) + 1
-                        drops[index] = str(exc)
-                        if counts[index] >= MAX_DROPS:
-                            reason = f"the association was lost {counts[index]} times while sending it ({exc})"
-                            self.sink.result(Result(index, "failed", None, reason))
-                        else:
+                        drops.setdefault(index, []).append(str(exc))
+                        if len(drops[index]) < MAX_DROPS:
                             pending.appendleft(index)
+                        else:
+                            reason = f"the association was lost {len(drops[index])} times while sending it ({exc})"
+                            self.sink.result(Result(index, "failed", None, reason))
                         break
                     if index in drops:
-                        why = f" (sent again after the association was lost: {drops[index]})"
+                        why = f" (sent again after the association was lost: {drops[index][-1]})"
                         result = Result(index, result.result, result.status, result.reason + why, result.notes)
                     self.sink.result(result)
             finally:
-                if assoc.is_established:
-                    assoc.release()
+                session.close()
 
-    def send_one(self, assoc: Association, index: int) -> Result:
+    def send_one(self, session: _Session, index: int) -> Result:
         """Send one item as it is, or decoded when its syntax was not accepted; raise _Dropped."""
         item = self.items[index]
-        accepted = {cx.transfer_syntax[0] for cx in assoc.accepted_contexts if cx.abstract_syntax == item.sop_class_uid}
+        accepted = session.syntaxes(item.sop_class_uid)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 if item.transfer_syntax_uid in accepted:
-                    result = self.send_raw(assoc, index)
+                    with self.medium.open(item.path) as fp:
+                        fp.seek(item.offset)
+                        result = session.store_raw(index, item, fp)
                 elif accepted & set(_UNCOMPRESSED):
-                    result = self.send_decoded(assoc, index)
+                    result = self.send_decoded(session, index)
                 else:
                     result = Result(index, "failed", None, "the destination accepted no presentation context for "
                                     f"{_name(item.sop_class_uid)}, neither in {_name(item.transfer_syntax_uid)} "
@@ -407,17 +387,7 @@ class _Worker:
         notes = tuple(f"pydicom: {str(w.message).strip()}" for w in caught)
         return Result(result.index, result.result, result.status, result.reason, notes) if notes else result
 
-    def send_raw(self, assoc: Association, index: int) -> Result:
-        """The file's own data set bytes, streamed by pynetdicom from a host file."""
-        item = self.items[index]
-        with self.medium.open(item.path) as fp:
-            if item.part10 and isinstance(self.medium, FolderMedium) and _PROC_FD.exists():
-                return self.store(assoc, index, Path(f"{_PROC_FD}/{fp.fileno()}"), "stored")
-            with tempfile.TemporaryFile(prefix="medianode-") as part10:
-                _write_part10(part10, item, fp)
-                return self.store(assoc, index, Path(f"{_PROC_FD}/{part10.fileno()}"), "stored")
-
-    def send_decoded(self, assoc: Association, index: int) -> Result:
+    def send_decoded(self, session: _Session, index: int) -> Result:
         """The data set read whole, decompressed or re-encoded into a syntax the destination accepted."""
         from node import pixels
 
@@ -439,13 +409,67 @@ class _Worker:
             raise
         except Exception as exc:  # pydicom and the codecs raise many kinds of error on hostile bytes
             return Result(index, "failed", None, f"cannot convert {syntax.name} for the destination: {_one_line(exc)}")
-        return self.store(assoc, index, ds, how)
+        return session.store_dataset(index, ds, how)
 
-    def store(self, assoc: Association, index: int, what: Path | Dataset, how: str) -> Result:
-        """One C-STORE; the status interpreted per PS3.4 B.2.3 and PS3.7 C."""
+
+class _Session:
+    """One established association: raw C-STOREs framed here, decoded ones through pynetdicom."""
+
+    def __init__(self, assoc: Association) -> None:
+        self.assoc = assoc
+        self.message_id = 0
+        self.contexts = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])): int(cx.context_id or 0)
+                         for cx in assoc.accepted_contexts}
+        peer_maximum = int(assoc.acceptor.maximum_length or 0)  # of a P-DATA-TF's variable field (PS3.8 D.1)
+        self.fragment = peer_maximum - 6 if peer_maximum > 6 else _PIECE  # 0: unlimited
+        transport = assoc.dul.socket
+        if transport is None or transport.socket is None:
+            raise _NoAssociation("the association has no socket", permanent=False)
+        self.socket = transport.socket
+
+    def close(self) -> None:
+        if self.assoc.is_established:
+            self.assoc.release()
+
+    def syntaxes(self, sop_class: str) -> set[str]:
+        return {ts for cls, ts in self.contexts if cls == sop_class}
+
+    def store_raw(self, index: int, item: Item, data: BinaryIO) -> Result:
+        """C-STORE-RQ then the data set's bytes as they are, read from ``data`` piece by piece."""
+        context = self.contexts[(item.sop_class_uid, item.transfer_syntax_uid)]
+        piece_size = max(1, _PIECE // self.fragment) * self.fragment
+        piece = data.read(piece_size)
+        if not piece:
+            return Result(index, "failed", None, "unreadable: the file ends before its data set")
+        self.message_id = self.message_id % 0xFFFF + 1
+        command = _c_store_rq(self.message_id, item.sop_class_uid, item.sop_instance_uid)
         started = time.monotonic()
         try:
-            response = assoc.send_c_store(what)
+            self.socket.sendall(b"".join(_pdus(context, command, self.fragment, _COMMAND | _LAST)))
+            while piece:
+                following = data.read(piece_size)
+                self.socket.sendall(b"".join(_pdus(context, piece, self.fragment, 0 if following else _LAST)))
+                piece = following
+        except OSError as exc:
+            raise _Dropped(_one_line(exc)) from exc
+        _, response = self.assoc.dimse.get_msg(block=True)
+        status = getattr(response, "Status", None)
+        if status is None or getattr(response, "MessageIDBeingRespondedTo", None) != self.message_id:
+            waited = time.monotonic() - started >= DIMSE_TIMEOUT
+            why = "aborted" if response is None and not waited else f"no response within {DIMSE_TIMEOUT:.0f} s"
+            if response is not None:
+                why = "a response that answers no request of ours"
+            if self.assoc.is_established:
+                self.assoc.abort()
+            raise _Dropped(why)
+        return _interpret(index, int(status), getattr(response, "ErrorComment", None), "stored")
+
+    def store_dataset(self, index: int, ds: Dataset, how: str) -> Result:
+        """pynetdicom's ``send_c_store``, which encodes ``ds`` for an accepted uncompressed context."""
+        self.message_id = self.message_id % 0xFFFF + 1
+        started = time.monotonic()
+        try:
+            response = self.assoc.send_c_store(ds, msg_id=self.message_id)
         except (ValueError, AttributeError) as exc:  # no usable context, or not encodable
             return Result(index, "failed", None, f"not sent: {_one_line(exc)}")
         except (RuntimeError, OSError) as exc:
@@ -453,16 +477,51 @@ class _Worker:
         if "Status" not in response:
             waited = time.monotonic() - started >= DIMSE_TIMEOUT
             raise _Dropped(f"no response within {DIMSE_TIMEOUT:.0f} s" if waited else "aborted")
-        status = int(response.Status)
-        category = code_to_category(status)
-        meaning = STORAGE_SERVICE_CLASS_STATUS.get(status, (category, ""))[1] or category
-        comment = str(response.get("ErrorComment", "") or "").strip()
-        text = f"0x{status:04X} {meaning}" + (f": {comment}" if comment else "")
-        if category == STATUS_SUCCESS:
-            return Result(index, "sent", status, how)
-        if category == STATUS_WARNING:
-            return Result(index, "sent", status, f"{how}, with warning {text}")
-        return Result(index, "failed", status, f"refused by the destination: {text}")
+        return _interpret(index, int(response.Status), response.get("ErrorComment"), how)
+
+
+def _interpret(index: int, status: int, comment: object, how: str) -> Result:
+    """A C-STORE status by PS3.4 B.2.3 and PS3.7 C: warnings are stored, failures refused."""
+    category = code_to_category(status)
+    meaning = STORAGE_SERVICE_CLASS_STATUS.get(status, (category, ""))[1] or category
+    text = f"0x{status:04X} {meaning}" + (f": {str(comment).strip()}" if comment else "")
+    if category == STATUS_SUCCESS:
+        return Result(index, "sent", status, how)
+    if category == STATUS_WARNING:
+        return Result(index, "sent", status, f"{how}, with warning {text}")
+    return Result(index, "failed", status, f"refused by the destination: {text}")
+
+
+def _c_store_rq(message_id: int, sop_class: str, sop_instance: str) -> bytes:
+    """A C-STORE-RQ command set (PS3.7 9.3.1.1), Implicit VR Little Endian as every command set (PS3.7 6.3.1)."""
+
+    def element(tag: int, value: bytes) -> bytes:
+        return struct.pack("<HHL", 0x0000, tag, len(value)) + value
+
+    def ui(uid: str) -> bytes:
+        raw = uid.encode("ascii")
+        return raw + b"\0" * (len(raw) % 2)  # UI values are padded to even length with NUL (PS3.5 6.2)
+
+    body = b"".join((
+        element(0x0002, ui(sop_class)),  # Affected SOP Class UID
+        element(0x0100, struct.pack("<H", _C_STORE_RQ)),  # Command Field
+        element(0x0110, struct.pack("<H", message_id)),  # Message ID
+        element(0x0700, struct.pack("<H", 0x0000)),  # Priority: medium
+        element(0x0800, struct.pack("<H", _DATA_SET_PRESENT)),  # Command Data Set Type
+        element(0x1000, ui(sop_instance)),  # Affected SOP Instance UID
+    ))
+    return element(0x0000, struct.pack("<L", len(body))) + body  # Command Group Length
+
+
+def _pdus(context: int, data: bytes, fragment: int, control: int) -> Iterator[bytes | memoryview]:
+    """P-DATA-TF PDUs, one PDV each (PS3.8 9.3.5): type 04H, length, then item length, context, header."""
+    view = memoryview(data)
+    for start in range(0, len(data), fragment):
+        piece = view[start : start + fragment]
+        last = control & _LAST if start + fragment >= len(data) else 0
+        header = (control & _COMMAND) | last
+        yield struct.pack(">BBLLBB", 0x04, 0x00, len(piece) + 6, len(piece) + 2, context, header)
+        yield piece
 
 
 # -- associating ---------------------------------------------------------------------------
@@ -493,7 +552,9 @@ def _associate_once(destination: Destination, contexts: Sequence[tuple[str, Sequ
     ae.connection_timeout = CONNECT_TIMEOUT
     ae.acse_timeout = ACSE_TIMEOUT
     ae.dimse_timeout = DIMSE_TIMEOUT
-    ae.network_timeout = DIMSE_TIMEOUT
+    # pynetdicom restarts its idle timer only on what it receives: a large data set sent
+    # for longer than this would be aborted as idle; the DIMSE timeout guards the answer
+    ae.network_timeout = None
     proposed: list[PresentationContext] = [build_context(sop, list(syntaxes)) for sop, syntaxes in contexts]
     with _connection_errors() as errors, warnings.catch_warnings():
         # pynetdicom drops, unclosed, the socket whose connect() failed: not our leak to report
@@ -527,11 +588,11 @@ def _set_nodelay(event: evt.Event) -> None:
 
 
 def _reactor_takes_no_messages(assoc: Association) -> None:
-    """Leave DIMSE responses (and the abort marker) to ``send_c_store``, never to the reactor.
+    """Leave DIMSE responses (and the abort marker) to the sender, never to the reactor.
 
     The requestor's reactor polls ``dimse.get_msg(block=False)`` to serve requests
     the peer sends; an SCU that only stores proposes no SCP role, so none may come.
-    Only ``send_c_store`` blocks on the queue: non-blocking polls get nothing.
+    Only the sender blocks on the queue: non-blocking polls get nothing.
     """
     blocking: Callable[[bool], Any] = assoc.dimse.get_msg
 
@@ -562,27 +623,6 @@ def _connection_errors() -> Iterator[list[str]]:
         yield handler.lines
     finally:
         transport.removeHandler(handler)
-
-
-# -- helpers ----------------------------------------------------------------------------------
-
-_PROC_FD = Path("/proc/self/fd")
-
-
-def _write_part10(out: BinaryIO, item: Item, source: BinaryIO) -> None:
-    """A PS3.10 file naming ``item``: preamble, File Meta, then its data set copied piece by piece."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(item.sop_class_uid)
-    meta.MediaStorageSOPInstanceUID = UID(item.sop_instance_uid)
-    meta.TransferSyntaxUID = UID(item.transfer_syntax_uid)
-    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    encoded = DicomBytesIO()
-    write_file_meta_info(encoded, meta, enforce_standard=True)
-    out.write(bytes(128) + b"DICM" + encoded.getvalue())
-    source.seek(item.offset)
-    shutil.copyfileobj(source, out, _PIECE)
-    out.flush()  # pynetdicom reopens it by name: through the page cache, not this buffer
 
 
 def _name(uid: str) -> str:
