@@ -4,7 +4,8 @@ storescp cannot refuse one instance and accept the next, so the import tests use
 this: ``python tests/status_scp.py PORT FOLDER CONFIG.json``. CONFIG holds
 ``statuses`` (SOP Instance UID -> status to answer, PS3.4 B.2.3) and
 ``abort_once`` (UIDs whose first C-STORE aborts the association, as a PACS
-that drops a connection does) and ``abort_always`` (UIDs that abort it every time). Instances answered with success or a warning
+that drops a connection does), ``abort_always`` (UIDs that abort it every time)
+and ``max_pdu`` (the largest P-DATA it takes; 0 for no limit). Instances answered with success or a warning
 are written to FOLDER as ``<SOP Instance UID>.dcm``.
 """
 
@@ -43,6 +44,7 @@ def main(port: int, folder: Path, config: dict[str, object]) -> None:
 
     ae = AE(ae_title="STATUSSCP")
     ae.require_called_aet = True
+    ae.maximum_pdu_size = int(config.get("max_pdu", 16382))  # type: ignore[call-overload]
     ae.add_supported_context(Verification)
     for name, value in vars(uid).items():  # every storage SOP class pydicom knows
         if isinstance(value, uid.UID) and name.endswith("Storage") and value.startswith("1.2.840.10008.5.1.4."):

@@ -14,6 +14,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -335,6 +337,67 @@ def test_several_associations(tmp_path: Path, storescp_with: Callable[..., Store
     uids = dcmtk_medium(tmp_path / "cd", series)
     report = import_medium(xorriso(tmp_path / "cd", tmp_path / "cd.iso"), destination=to(scp), associations=3)
     assert_all_arrived(report, scp.folder, uids)
+
+
+def big_instance(path: Path, frames: int, scratch: Path, *, size: int = 512) -> Path:
+    """A multi-frame 16-bit instance written piece by piece, never whole in memory (Multi-frame Grayscale Word SC)."""
+    ds = dcmread(ct_series(scratch, 1, size=size)[0])
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7.3"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.NumberOfFrames = frames
+    del ds.PixelData
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    frame = np.random.default_rng(frames).integers(-1000, 2000, (size, size), dtype=np.int16).tobytes()
+    with open(path, "ab") as fp:  # (7FE0,0010) OW, explicit VR little endian (PS3.5 7.1.2)
+        fp.write(b"\xe0\x7f\x10\x00OW\x00\x00" + (len(frame) * frames).to_bytes(4, "little"))
+        for n in range(frames):
+            fp.write(frame[n % 7 :] + frame[: n % 7])  # every frame differs
+    return path
+
+
+@pytest.mark.parametrize("max_pdu", ["4096", "131072"])
+def test_large_instances_are_fragmented_for_storescp(
+    tmp_path: Path, storescp_with: Callable[..., StoreSCP], max_pdu: str
+) -> None:
+    """A 5 MB instance crosses several 1 MiB pieces and many PDUs; the 'last' flag lands on its end."""
+    scp = storescp_with("+xa", "--max-pdu", max_pdu)
+    sources = {uid_of(p): p for p in (big_instance(tmp_path / "cd" / "BIG", 10, tmp_path / "scratch"), *ct_series(tmp_path / "cd", 2))}
+    report = import_medium(tmp_path / "cd", destination=to(scp))
+    assert_all_arrived(report, scp.folder, sources)
+
+
+def test_no_pdu_limit(tmp_path: Path, status_scp: Callable[..., StatusSCP]) -> None:
+    scp = status_scp(max_pdu=0)  # PS3.8 D.1: 0, no maximum
+    sources = {uid_of(p): p for p in (big_instance(tmp_path / "cd" / "BIG", 10, tmp_path / "scratch"), *ct_series(tmp_path / "cd", 2))}
+    report = import_medium(tmp_path / "cd", destination=to(scp))
+    assert_all_arrived(report, scp.folder, sources)
+
+
+@pytest.mark.slow
+def test_memory_stays_bounded_for_a_large_medium(tmp_path: Path, storescp: StoreSCP) -> None:
+    """A 630 MB instance and 200 more, from a folder and from its ISO: the importing processes stay under 200 MB."""
+    big = big_instance(tmp_path / "cd" / "DICOM" / "BIG", 1200, tmp_path / "scratch")
+    ct_series(tmp_path / "cd" / "DICOM", 200)
+    dcmmkdir(tmp_path / "cd")
+    iso = xorriso(tmp_path / "cd", tmp_path / "cd.iso")
+    program = (
+        "import json, resource, sys\n"
+        "from node.read.importer import import_medium\n"
+        "r = import_medium(sys.argv[1], destination=('STORESCP', '127.0.0.1', int(sys.argv[2])), associations=3)\n"
+        "usage = [resource.getrusage(w).ru_maxrss // 1024 for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]\n"
+        "print(json.dumps({'sent': r.sent, 'ok': r.ok, 'rss_mb': usage}))\n"
+    )
+    for target in (tmp_path / "cd", iso):
+        for old in storescp.received():
+            old.unlink()
+        run = subprocess.run([sys.executable, "-c", program, str(target), str(storescp.port)],
+                             capture_output=True, text=True, timeout=600, check=True)
+        result = json.loads(run.stdout)
+        assert (result["ok"], result["sent"]) == (True, 201), run.stderr
+        assert max(result["rss_mb"]) < 200, result
+        got = received(storescp.folder)[uid_of(big)]
+        assert got.stat().st_size >= big.stat().st_size - 1024  # storescp rewrote only the File Meta
 
 
 # -- hostile media -------------------------------------------------------------------------------------
