@@ -1,0 +1,349 @@
+"""scripts/bench receive: DCMTK storescu sends the CT study to each receiver, in the same run.
+
+Receivers: DCMTK `storescp --fork`, Orthanc (when `Orthanc` is on PATH), a minimal raw-write pynetdicom
+SCP (minimal_scp.py: the ceiling of one pynetdicom process) and `medianode serve` (fsync and indexing on,
+a `store` route so that no burn competes) with node.workers 2 and 4. Each is started once, answers C-ECHO
+before it is used, and is stopped by PID at the end. Each run sends the study over one association, and
+over four in parallel (the files split in four); the rounds are interleaved over the receivers so that
+drift of the machine spreads over all of them. A receiver's storage is emptied between runs (medianode:
+its spool; the index keeps its rows, so a re-sent instance replaces the earlier one, as in production).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from benchkit.common import MARK, MB, MEDIANODE, NODELAY, Failed, Json, bench, env_with, fmt, load_average, log, tail
+from benchkit.data import ct_study, files_of, warm
+from benchkit.procs import HOST, PeakRss, Server, cpu_seconds, free_port, process_tree, wait_children_done
+
+MODES = (1, 4)  # associations in parallel
+PUBLISHED = {  # inst/s on the reference machine, ../shared/BENCHMARKS.md
+    "storescp": {1: 773.0, 4: 1049.0},
+    "orthanc": {1: 197.0, 4: 352.0},
+    "minimal": {1: 217.0, 4: 243.0},  # the unlimited-PDU row
+}
+TARGETS = {"vs_orthanc_1": 1.0, "vs_minimal_1": 0.9, "vs_orthanc_4": 1.0, "max_rss_mb": 200.0}
+WORKERS = (2, 4)  # node.workers of the medianode configurations
+SEND_TIMEOUT_S = 600.0
+
+
+@dataclass
+class Receiver:
+    key: str
+    label: str
+    server: Server
+    count: Callable[[], int]   # instances in its storage
+    clear: Callable[[], None]  # empty its storage
+
+
+def empty_dir(folder: Path) -> None:
+    for p in folder.iterdir():
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def count_files(folder: Path, pattern: str) -> int:
+    return sum(1 for p in folder.glob(pattern) if p.is_file())
+
+
+def storescp(root: Path) -> Receiver:
+    store, port = root / "storescp", free_port()
+    store.mkdir(parents=True)
+    server = Server("storescp", ["storescp", "--fork", "-aet", "STORESCP", "-od", store, port],
+                    aet="STORESCP", port=port, log=root / "storescp.log", env=NODELAY)
+    return Receiver("storescp", "DCMTK storescp --fork", server, lambda: count_files(store, "[!.]*"),
+                    lambda: empty_dir(store))
+
+
+def minimal(root: Path) -> Receiver:
+    store, port = root / "minimal", free_port()
+    script = Path(__file__).with_name("minimal_scp.py")
+    server = Server("minimal SCP", [sys.executable, script, "--port", port, "--out", store, "--aet", "MINSCP"],
+                    aet="MINSCP", port=port, log=root / "minimal.log")
+    return Receiver("minimal", "minimal pynetdicom SCP", server, lambda: count_files(store, "*.dcm"),
+                    lambda: empty_dir(store))
+
+
+def medianode(root: Path, workers: int) -> Receiver:
+    home, port = root / f"medianode-w{workers}", free_port()
+    config = {  # JSON is YAML
+        "node": {"ae_title": "MEDIANODE", "host": HOST, "port": port, "data_dir": str(home / "var"),
+                 "workers": workers, "min_free_mb": 0},
+        "burn": {"output": str(home / "out"), "study_stable_seconds": 3600},
+        "routes": [{"match": {"called_aet": "STORE"}, "action": "store"}],
+    }
+    home.mkdir(parents=True)
+    (home / "medianode.yaml").write_text(json.dumps(config, indent=2) + "\n")
+    spool = home / "var" / "spool"
+    server = Server(f"medianode serve (workers {workers})",
+                    [MEDIANODE, "serve", "--config", home / "medianode.yaml"],
+                    aet="STORE", port=port, log=home / "serve.log")
+
+    def clear() -> None:
+        if spool.is_dir():
+            empty_dir(spool)
+
+    return Receiver(f"medianode-w{workers}", f"medianode serve, {workers} workers", server,
+                    lambda: count_files(spool, "*/*.dcm") if spool.is_dir() else 0, clear)
+
+
+def orthanc(root: Path) -> Receiver | None:
+    """Orthanc with an SQLite index, if installed (this path was written where Orthanc was absent)."""
+    exe = shutil.which("Orthanc")
+    if exe is None:
+        return None
+    home, port, http = root / "orthanc", free_port(), free_port()
+    home.mkdir(parents=True)
+    config = {"Name": "bench", "DicomAet": "ORTHANC", "DicomPort": port, "HttpPort": http,
+              "StorageDirectory": str(home / "db"), "IndexDirectory": str(home / "db"),
+              "DicomCheckCalledAet": False, "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+              "StorageCompression": False, "Plugins": []}
+    (home / "orthanc.json").write_text(json.dumps(config))
+    api = f"http://{HOST}:{http}"
+
+    def rest(method: str, path: str) -> Any:
+        with urllib.request.urlopen(urllib.request.Request(api + path, method=method), timeout=60) as r:
+            body = r.read()
+        return json.loads(body) if body else None
+
+    def clear() -> None:
+        for patient in rest("GET", "/patients"):
+            rest("DELETE", f"/patients/{patient}")
+
+    def count() -> int:
+        return int(rest("GET", "/statistics")["CountInstances"])
+
+    server = Server("Orthanc", [exe, home / "orthanc.json"], aet="ORTHANC", port=port,
+                    log=home / "orthanc.log", env=NODELAY)
+    return Receiver("orthanc", "Orthanc (SQLite index)", server, count, clear)
+
+# --------------------------------------------------------------------------- one run
+
+
+@dataclass
+class Sample:
+    seconds: float
+    cpu_s: float
+    rss_max_kb: int  # the largest process's peak
+    rss_sum_kb: int  # the processes' peaks added up (an upper bound of the tree's peak)
+
+
+def storescu(aet: str, port: int, chunks: list[list[Path]]) -> float:
+    """Send each chunk over its own association, all at once; return the wall time until all are done."""
+    with ExitStack() as stack:
+        errs = [stack.enter_context(tempfile.TemporaryFile()) for _ in chunks]
+        t0 = time.perf_counter()
+        procs = [subprocess.Popen(["storescu", "-aet", "BENCH", "-aec", aet, HOST, str(port), *map(str, chunk)],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                  env=env_with(NODELAY)) for chunk, err in zip(chunks, errs)]
+        try:
+            for p in procs:
+                p.wait(max(1.0, t0 + SEND_TIMEOUT_S - time.perf_counter()))
+        except subprocess.TimeoutExpired:
+            raise Failed(f"storescu still running after {SEND_TIMEOUT_S:.0f} s") from None
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        seconds = time.perf_counter() - t0
+        for p, err in zip(procs, errs):
+            if p.returncode != 0:
+                err.seek(0)
+                raise Failed(f"storescu exited {p.returncode}: {tail(err.read())}")
+    return seconds
+
+
+def receive_once(r: Receiver, rss: PeakRss, chunks: list[list[Path]]) -> Sample:
+    r.clear()
+    subprocess.run(["sync"], check=True)  # no write-back of a previous run during this one
+    pid = r.server.pid
+    before = process_tree(pid)
+    rss.reset()
+    seconds = storescu(r.server.aet, r.server.port, chunks)
+    wait_children_done(pid, {p.pid for p in before})  # storescp --fork: the children finish their release
+    cpu = cpu_seconds(process_tree(pid)) - cpu_seconds(before)
+    rss_max, rss_sum = rss.sample()
+    want = sum(map(len, chunks))
+    if (got := r.count()) != want:
+        raise Failed(f"{got} instances stored of {want} sent: {r.server.output()}")
+    return Sample(seconds, cpu, rss_max, rss_sum)
+
+
+@dataclass
+class Samples:
+    runs: list[Sample] = field(default_factory=list)
+    error: str | None = None
+
+    def summary(self, instances: int, nbytes: int) -> Json:
+        ok = bool(self.runs) and not self.error
+        med = statistics.median(s.seconds for s in self.runs) if ok else None
+        return {"median_s": med, "inst_s": instances / med if med else None,
+                "mb_s": nbytes / MB / med if med else None,
+                "cpu_s": statistics.median(s.cpu_s for s in self.runs) if ok else None,
+                "peak_rss_mb": max(s.rss_max_kb for s in self.runs) * 1024 / MB if ok else None,
+                "sum_rss_mb": max(s.rss_sum_kb for s in self.runs) * 1024 / MB if ok else None,
+                "runs_s": [round(s.seconds, 4) for s in self.runs], "error": self.error}
+
+
+def split(files: list[Path], n: int) -> list[list[Path]]:
+    size = -(-len(files) // n)
+    return [files[i:i + size] for i in range(0, len(files), size)]
+
+
+def time_receivers(receivers: list[Receiver], files: list[Path], runs: int, warmup: int) -> dict[str, dict[int, Samples]]:
+    results = {r.key: {m: Samples() for m in MODES} for r in receivers}
+    with ExitStack() as stack:
+        rss: dict[str, PeakRss] = {}
+        for r in receivers:
+            try:
+                stack.enter_context(r.server)
+                rss[r.key] = stack.enter_context(PeakRss(r.server.pid))
+                log(f"  {r.label}: ready (pid {r.server.pid}, port {r.server.port})")
+            except Failed as e:
+                for s in results[r.key].values():
+                    s.error = str(e)
+                log(f"  {r.label} failed to start, reported as n/a:\n    " + str(e).replace("\n", "\n    "))
+        for n in range(warmup + runs):
+            what = f"run {n - warmup + 1}/{runs}" if n >= warmup else "warm-up"
+            for r in receivers:
+                for mode in MODES:
+                    res = results[r.key][mode]
+                    if res.error:
+                        continue
+                    try:
+                        sample = receive_once(r, rss[r.key], split(files, mode))
+                    except (Failed, OSError) as e:
+                        res.error = str(e)
+                        log(f"  {r.label}, {mode} assoc. failed, reported as n/a:\n    "
+                            + str(e).replace("\n", "\n    "))
+                        continue
+                    if n >= warmup:
+                        res.runs.append(sample)
+                    log(f"  {what} {r.label}, {mode} assoc.: {sample.seconds:.3f} s, {len(files) / sample.seconds:.0f}"
+                        f" inst/s, CPU {sample.cpu_s:.2f} s, RSS {sample.rss_max_kb / 1024:.0f} MB")
+    return results
+
+# --------------------------------------------------------------------------- ratios and table
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def ratios(rec: Json) -> Json:
+    """Per medianode configuration: the ratios issue 3 asks for, and whether each target is met."""
+    orth = rec.get("orthanc", {})
+    measured = orth.get("modes", {}).get(1, {}).get("inst_s") is not None
+    orthanc = {m: orth["modes"][m]["inst_s"] if measured else PUBLISHED["orthanc"][m] for m in MODES}
+    out: Json = {"orthanc_source": "measured" if measured else "published (BENCHMARKS.md): Orthanc not installed",
+                 "orthanc_inst_s": orthanc, "calibration": {}, "medianode": {}}
+    for key in ("storescp", "minimal"):  # how this machine, today, compares with the reference machine
+        out["calibration"][key] = {m: ratio(rec[key]["modes"][m]["inst_s"], PUBLISHED[key][m]) for m in MODES}
+    minimal_1 = rec["minimal"]["modes"][1]["inst_s"]
+    for key, r in rec.items():
+        if not key.startswith("medianode"):
+            continue
+        one, four = r["modes"][1], r["modes"][4]
+        vals = {"vs_orthanc_1": ratio(one["inst_s"], orthanc[1]), "vs_minimal_1": ratio(one["inst_s"], minimal_1),
+                "vs_orthanc_4": ratio(four["inst_s"], orthanc[4])}
+        rss = max((m["peak_rss_mb"] for m in (one, four) if m["peak_rss_mb"] is not None), default=None)
+        met = {k: None if v is None else v >= TARGETS[k] for k, v in vals.items()}
+        met["max_rss_mb"] = None if rss is None else rss < TARGETS["max_rss_mb"]
+        out["medianode"][key] = {"ratios": vals, "peak_rss_mb": rss, "targets_met": met}
+    return out
+
+
+def print_table(res: Json, out: TextIO) -> None:
+    def line(text: str = "") -> None:
+        print(text, file=out)
+
+    d = res["data"]
+    line(f"\n{d['label']}: {d['files']} files, {d['bytes'] / MB:.1f} MB; DCMTK storescu (TCP_NODELAY=1) on "
+         f"{HOST} -> each receiver; median of {res['runs']} runs")
+    line(f"  load average (1/5/15 min) before: {res['load_before']}, after: {res['load_after']}")
+    head = f"{'inst/s':>7} {'MB/s':>6} {'CPU s':>6} {'RSS MB':>7} {'(sum)':>6}"
+    line(f"  {'':32} {'1 association':^36}   {'4 associations (files split in 4)':^36}")
+    line(f"  {'receiver':32} {head}   {head}")
+    for key, r in res["receivers"].items():
+        if r.get("absent"):
+            line(f"  {r['label']:32} not installed")
+            continue
+        cells = []
+        for m in MODES:
+            s = r["modes"][m]
+            cells.append(f"{fmt(s['inst_s'], '.0f'):>7} {fmt(s['mb_s'], '.0f'):>6} {fmt(s['cpu_s'], '.2f'):>6} "
+                         f"{fmt(s['peak_rss_mb'], '.0f'):>7} {fmt(s['sum_rss_mb'], '.0f'):>6}")
+        line(f"  {r['label']:32} {cells[0]}   {cells[1]}")
+        for m in MODES:
+            if r["modes"][m]["error"]:
+                line(f"    {m} assoc. failed: {r['modes'][m]['error'].splitlines()[0][:150]}")
+    line("  CPU s: receiver process tree (children included), median; RSS MB: largest process's peak during a run,"
+         " (sum): all its processes' peaks added")
+    rt = res["ratios"]
+    o = rt["orthanc_inst_s"]
+    line(f"  Orthanc figures: {rt['orthanc_source']}: {o[1]:.0f} inst/s (1 assoc.), {o[4]:.0f} inst/s (4 assoc.)")
+    for key, label in (("storescp", "DCMTK storescp"), ("minimal", "minimal SCP")):
+        c = rt["calibration"][key]
+        line(f"  {label} here vs its published figure: {fmt(c[1], '.2f')}x (1 assoc.), {fmt(c[4], '.2f')}x "
+             f"(4 assoc.)  [how this machine compares today]")
+    t = TARGETS
+    for key, m in rt["medianode"].items():
+        v, ok, label = m["ratios"], m["targets_met"], res["receivers"][key]["label"]
+        line(f"  {label}:")
+        line(f"    1 assoc. vs Orthanc {o[1]:.0f} inst/s: {fmt(v['vs_orthanc_1'], '.2f')}x "
+             f"(target >= {t['vs_orthanc_1']}x) {MARK[ok['vs_orthanc_1']]}")
+        line(f"    1 assoc. vs minimal SCP:     {fmt(v['vs_minimal_1'], '.2f')}x "
+             f"(target >= {t['vs_minimal_1']}x) {MARK[ok['vs_minimal_1']]}")
+        line(f"    4 assoc. vs Orthanc {o[4]:.0f} inst/s: {fmt(v['vs_orthanc_4'], '.2f')}x "
+             f"(target >= {t['vs_orthanc_4']}x) {MARK[ok['vs_orthanc_4']]}")
+        line(f"    peak RSS of a process:       {fmt(m['peak_rss_mb'], '.0f')} MB "
+             f"(target < {t['max_rss_mb']:.0f} MB) {MARK[ok['max_rss_mb']]}")
+
+
+@bench("receive", "storescu -> DCMTK storescp, Orthanc, a minimal pynetdicom SCP and medianode serve", runs=3)
+def run_receive(args: argparse.Namespace) -> Json:
+    spec, src = ct_study(args)
+    files = files_of(src)
+    nbytes = warm(files)
+    root = args.data / "out" / "receive"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    load_before = load_average()
+    receivers = [storescp(root), orthanc(root), minimal(root), *(medianode(root, w) for w in WORKERS)]
+    present = [r for r in receivers if r is not None]
+    log(f"\n{spec.label}: {len(files)} files; {args.runs} runs (+{args.warmup} warm-up) per receiver, "
+        f"1 and 4 associations; load average {load_before}")
+    if receivers[1] is None:
+        log("  Orthanc: not installed (no `Orthanc` on PATH)")
+    try:
+        results = time_receivers(present, files, args.runs, args.warmup)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    rec: Json = {}
+    for r in present:
+        rec[r.key] = {"label": r.label, "modes": {m: s.summary(len(files), nbytes) for m, s in results[r.key].items()}}
+    if receivers[1] is None:
+        rec = {"storescp": rec["storescp"], "orthanc": {"label": "Orthanc", "absent": True},
+               **{k: v for k, v in rec.items() if k != "storescp"}}
+    res: Json = {"data": {"label": spec.label, "files": len(files), "bytes": nbytes}, "runs": args.runs,
+                 "load_before": load_before, "load_after": load_average(), "receivers": rec}
+    res["ratios"] = ratios(rec)
+    res["targets"] = TARGETS
+    print_table(res, sys.stderr if args.json else sys.stdout)
+    return res
