@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sqlite3
 import ssl
 import tempfile
 import threading
@@ -36,6 +37,7 @@ from node.receive.spool import Spool
 
 if TYPE_CHECKING:
     from pynetdicom import AE
+    from pynetdicom.association import Association
 
     from node.receive.scp import Live, ReceiverServer
 
@@ -71,12 +73,14 @@ def serve_receivers(config: Config, *, listener: socket.socket | None = None, st
     and the allowed calling AE titles from ``config.source``. Elsewhere (a
     test's thread), ``stop`` is required.
     """
-    from node.receive.scp import Live, ReceiverServer, SharedIndex, evt_handlers, make_ae, ssl_context
-
     in_main = threading.current_thread() is threading.main_thread()
     if not in_main and stop is None:
         raise ValueError("serve_receivers outside the main thread needs a stop flag")
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS) if in_main else None  # before any thread starts
+    # Blocked before any thread starts, native ones included (numpy's BLAS pool starts at import):
+    # a thread that leaves SIGTERM unblocked would let its default action kill the process.
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS) if in_main else None
+    from node.receive.scp import Live, ReceiverServer, SharedIndex, evt_handlers, make_ae, ssl_context
+
     node = config.node
     spool = Spool(node.data_dir)
     tempfile.tempdir = str(spool.tmp)  # pynetdicom's NamedTemporaryFile: same file system as the spool
@@ -93,7 +97,8 @@ def serve_receivers(config: Config, *, listener: socket.socket | None = None, st
             evt_handlers=evt_handlers(spool, SharedIndex(index), live), server_class=server_class))
         threading.Thread(target=server.serve_forever, name="medianode-accept", daemon=True).start()
         cleanup.callback(_drain, server, live, drain_s=drain_s, signals=old_mask is not None)
-        logger.info("Receiver %d listening as %s on %s:%d", os.getpid(), node.ae_title, node.host, node.port)
+        host, port = server.server_address[:2]
+        logger.info("Receiver %d listening as %s on %s:%d", os.getpid(), node.ae_title, host, port)
         if ready:
             ready()
         last_sweep = time.monotonic()
@@ -145,23 +150,31 @@ def _reload(live: Live, ae: AE) -> None:
 
 
 def _drain(server: ReceiverServer, live: Live, *, drain_s: float, signals: bool) -> None:
-    """Stop accepting, then abort each association once no C-STORE of it is in flight."""
+    """Stop accepting, then abort each association once no C-STORE of it is in flight.
+
+    An association whose connection died before negotiation (a failed TLS
+    handshake) waits out pynetdicom's ACSE timeout; aborting it is all we can
+    do, and the process exits without waiting for it (:func:`_receiver_main`).
+    """
     server.shutdown()
     deadline = time.monotonic() + drain_s
-    aborted: set[int] = set()
+    aborted: dict[int, Association] = {}
     while True:
-        alive = [a for a in server.active_associations if a.is_alive()]
-        if not alive:
-            return
+        left = [a for a in server.active_associations if a.is_alive() and id(a) not in aborted]
+        if not left:
+            break
         force = time.monotonic() >= deadline
-        for assoc in alive:
+        for assoc in left:
             busy = live.is_storing(assoc) or assoc.dimse.message is not None or not assoc.dimse.msg_queue.empty()
-            if id(assoc) not in aborted and (force or not busy):
+            if force or not busy:
                 assoc.abort(block=False)
-                aborted.add(id(assoc))
+                aborted[id(assoc)] = assoc
         if signals and _next_signal(0) == signal.SIGINT:
             logger.warning("Receiver %d: second interrupt, aborting every association", os.getpid())
             deadline = 0.0
+        live.wait(0.05)
+    grace = time.monotonic() + 2.0  # for the A-ABORTs to leave
+    while any(a.is_established or a.dul.is_alive() for a in aborted.values()) and time.monotonic() < grace:
         live.wait(0.05)
 
 
@@ -196,21 +209,29 @@ class Receiver:
         raise ReceiverError(f"receiver process {self.pid} did not start within {timeout:.0f} s")
 
 
-def start_receivers(config: Config, *, timeout: float = 60.0) -> list[Receiver]:
+def start_receivers(config: Config, *, listener: socket.socket | None = None, timeout: float = 60.0) -> list[Receiver]:
     """Start ``config.node.workers`` receiver processes on one listening socket; return once all serve.
 
-    The socket is bound here, so a port in use fails at once with
-    :class:`ReceiverError`, and is closed here once the children hold it.
+    The socket is bound here (``node.host:node.port``), so a port in use fails
+    at once with :class:`ReceiverError`; or it is ``listener`` from
+    :func:`listen` (tests bind port 0). Either is closed here once the children
+    hold it.
     Processes are spawned, not forked: the caller may already hold SQLite
     connections and threads, which a fork would copy in an unknown state.
     Each child mirrors the caller's root log level and format, and gets
     SIGTERM if the thread that started it dies.
     """
+    # The spool and the index exist before the children open them: SQLite cannot switch a new
+    # database to WAL from two processes at once ("database is locked").
+    try:
+        Index(Spool(config.node.data_dir).data_dir / "index.sqlite").close()
+    except (OSError, sqlite3.Error) as exc:
+        raise ReceiverError(f"cannot use node.data_dir {config.node.data_dir}: {exc}") from None
     ctx = multiprocessing.get_context("spawn")
     root = logging.getLogger()
     fmt = root.handlers[0].formatter._fmt if root.handlers and root.handlers[0].formatter else None
     receivers: list[Receiver] = []
-    with listen(config.node.host, config.node.port) as listener:
+    with listener or listen(config.node.host, config.node.port) as listener:
         try:
             for n in range(config.node.workers):
                 theirs, ours = ctx.Pipe(duplex=False)
@@ -262,12 +283,17 @@ def _receiver_main(config: Config, listener: socket.socket, conn: Connection, le
     """A receiver process's entry point (spawned)."""
     _die_with_parent(parent)
     logging.basicConfig(level=level, format=fmt or logging.BASIC_FORMAT)
+    status = 0
     try:
         serve_receivers(config, listener=listener, ready=lambda: conn.send(("ready", "")))
     except (NodeError, OSError, ssl.SSLError, ValueError) as exc:
         logger.error("Receiver %d: %s", os.getpid(), exc)
         conn.send(("error", str(exc)))
-        raise SystemExit(1) from None
+        status = 1
+    # Everything is on disk and committed; pynetdicom's DUL threads are not daemons, and
+    # one waiting out a dead connection's ACSE timeout must not hold the exit.
+    logging.shutdown()
+    os._exit(status)
 
 
 def _die_with_parent(parent: int) -> None:
