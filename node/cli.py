@@ -113,6 +113,40 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK if report.ok else EXIT_DATA
 
 
+def _add_import(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("import", help="send every instance of a medium (folder, .iso, /dev/sr0) to an SCP")
+    p.add_argument("path", metavar="PATH", help="media root folder, .iso image or optical drive")
+    p.add_argument("--to", required=True, metavar="AET@HOST:PORT", help="the destination SCP")
+    p.add_argument("--calling-aet", default="MEDIANODE", metavar="AET", help="our AE title (default MEDIANODE)")
+    p.add_argument("--patient", metavar="ID", help="import only this patient's instances")
+    p.add_argument("--study", metavar="UID", help="import only this study's instances")
+    p.add_argument("--reports", metavar="DIR", help="also keep the JSON report in this folder")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.set_defaults(run=_import)
+
+
+def _import(args: argparse.Namespace, out: TextIO) -> int:
+    from node.read.importer import import_medium, parse_destination
+
+    report = import_medium(args.path, destination=parse_destination(args.to), calling_aet=args.calling_aet,
+                           patient=args.patient, study=args.study, reports_dir=args.reports)
+    if args.json:
+        json.dump(report.to_dict(), out, indent=2)
+        out.write("\n")
+    else:
+        out.write(f"{args.path} -> {args.to}: {report.sent} sent, {report.failed} failed, "
+                  f"{report.skipped} skipped in {report.seconds:.1f} s\n")
+        for o in report.outcomes:
+            if o.result != "sent" or o.status:
+                status = f" (status 0x{o.status:04X})" if o.status is not None else ""
+                out.write(f"  {o.result}: {o.path}{status}: {o.reason}\n")
+        for f in report.problems:
+            out.write(f"  problem: {f.path}: {f.problem}\n")
+        if report.report_path:
+            out.write(f"  report: {report.report_path}\n")
+    return EXIT_OK if report.ok else EXIT_DATA
+
+
 DEFAULT_CONFIG = os.environ.get("MEDIANODE_CONFIG", "config/medianode.yaml")
 
 
@@ -272,7 +306,7 @@ def _parser() -> _Parser:
 
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ignore[type-arg]
-    _add_serve, _add_burn, _add_check, _add_status, _add_jobs, _add_volumes, _add_config,
+    _add_serve, _add_burn, _add_check, _add_import, _add_status, _add_jobs, _add_volumes, _add_config,
 ]
 
 

@@ -1,0 +1,40 @@
+"""``medianode import`` as users run it: exit codes, one-line errors, the JSON contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydicom import dcmread
+
+from tests.conftest import StoreSCP, cli, cli_process, ct_series, free_port
+
+
+def test_import_a_burned_disc_into_storescp(tmp_path: Path, storescp: StoreSCP) -> None:
+    ct_series(tmp_path / "src", 5)
+    assert cli("burn", tmp_path / "src", "--out", tmp_path / "disc.iso").code == 0
+    result = cli_process("import", tmp_path / "disc.iso", "--to", f"{storescp.aet}@127.0.0.1:{storescp.port}",
+                         "--json", "--reports", tmp_path / "reports")
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    assert (report["sent"], report["failed"], report["skipped"], report["problems"]) == (5, 0, 0, [])
+    sent = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in (tmp_path / "src").iterdir()}
+    assert {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in storescp.received()} == sent
+    assert len(list((tmp_path / "reports").iterdir())) == 1
+
+
+def test_a_destination_that_is_down_fails_every_instance(tmp_path: Path) -> None:
+    ct_series(tmp_path / "src", 2)
+    assert cli("burn", tmp_path / "src", "--out", tmp_path / "disc", "--format", "folder").code == 0
+    result = cli_process("import", tmp_path / "disc", "--to", f"PACS@127.0.0.1:{free_port()}", "--json")
+    assert result.code == 1
+    report = json.loads(result.out)
+    assert report["sent"] == 0 and report["failed"] == 2
+    assert "Traceback" not in result.err
+
+
+def test_bad_destination_and_missing_medium_are_one_line_errors(tmp_path: Path) -> None:
+    bad = cli_process("import", tmp_path, "--to", "PACS-127.0.0.1")
+    assert bad.code == 2 and "AET@HOST:PORT" in bad.err and len(bad.err.strip().splitlines()) == 1
+    missing = cli_process("import", tmp_path / "nowhere.iso", "--to", "PACS@127.0.0.1:104")
+    assert missing.code == 1 and len(missing.err.strip().splitlines()) == 1 and "Traceback" not in missing.err
