@@ -78,6 +78,19 @@ CREATE TABLE IF NOT EXISTS volume_studies (
     PRIMARY KEY (label, study_uid)
 );
 CREATE TABLE IF NOT EXISTS released_files (path TEXT PRIMARY KEY, released REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS imports (
+    id INTEGER PRIMARY KEY,
+    medium TEXT NOT NULL,           -- what was imported: an inbox path, a drive, a mount point
+    identity TEXT NOT NULL,         -- volume identity + DICOMDIR digest: the same disc twice is seen
+    state TEXT NOT NULL CHECK (state IN ('importing', 'done', 'failed')),
+    started REAL NOT NULL,
+    finished REAL,
+    sent INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    skipped INTEGER NOT NULL DEFAULT 0,
+    report TEXT                     -- path of the kept JSON report
+);
+CREATE INDEX IF NOT EXISTS imports_by_identity ON imports(identity);
 """
 
 
@@ -343,6 +356,37 @@ class Index:
         with self.transaction() as db:
             db.executemany("DELETE FROM released_files WHERE path = ?", rows)
             db.executemany("DELETE FROM instances WHERE path = ?", rows)
+
+    # -- imports ---------------------------------------------------------------
+
+    def start_import(self, medium: str, identity: str) -> int:
+        with self.transaction() as db:
+            row = db.execute("INSERT INTO imports (medium, identity, state, started) VALUES (?, ?, 'importing', ?)",
+                             (medium, identity, time.time())).lastrowid
+        assert row is not None
+        return int(row)
+
+    def finish_import(self, import_id: int, *, ok: bool, sent: int, failed: int, skipped: int,
+                      report: str | None) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE imports SET state = ?, finished = ?, sent = ?, failed = ?, skipped = ?, report = ? "
+                       "WHERE id = ?", ("done" if ok else "failed", time.time(), sent, failed, skipped, report,
+                                        import_id))
+
+    def imported(self, identity: str) -> bool:
+        """True when a medium with this identity was imported completely before."""
+        return self.db.execute("SELECT 1 FROM imports WHERE identity = ? AND state = 'done' LIMIT 1",
+                               (identity,)).fetchone() is not None
+
+    def imports(self, *, limit: int = 20) -> list[dict[str, object]]:
+        """The most recent imports, newest first."""
+        cols = ("id", "medium", "identity", "state", "started", "finished", "sent", "failed", "skipped", "report")
+        rows = self.db.execute(f"SELECT {', '.join(cols)} FROM imports ORDER BY id DESC LIMIT ?", (limit,))
+        return [dict(zip(cols, row)) for row in rows]
+
+    def interrupted_imports(self) -> list[dict[str, object]]:
+        """Imports a crash left 'importing' (to be finished at start-up)."""
+        return [i for i in self.imports(limit=1000) if i["state"] == "importing"]
 
     # -- status ----------------------------------------------------------------
 
