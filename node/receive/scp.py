@@ -7,24 +7,17 @@ streams each received data set into ``data_dir/tmp``
 the handler reads the few attributes the index and the routes need with
 :func:`node.dcmio.read_header` and renames the file into the spool.
 
-Refusals, each with a named status and a log line, leave nothing behind
-(pynetdicom unlinks the temp file once the handler returns):
+Refusals, each with a named status (node.dicom) and a log line, leave nothing
+behind (pynetdicom unlinks the temp file once the handler returns):
 
-======================================  ===================================  ==========
-cause                                   status                               PS3.4 / 3.7
-======================================  ===================================  ==========
-SOP Instance / Study Instance UID       ``MISSING_UID`` 0xC001               B.2.3 Cxxx
-missing or not a UID
-data set cannot be parsed               ``CANNOT_PARSE`` 0xC002              B.2.3 Cxxx
-(0008,0018) differs from the command's  ``INSTANCE_UID_MISMATCH`` 0xC003     B.2.3 Cxxx
-Affected SOP Instance UID
-(0008,0016) differs from the command's  ``DATASET_DOES_NOT_MATCH_SOP_CLASS`` B.2.3 A9xx
-Affected SOP Class UID                  0xA900
-a ``reject`` route matches              ``REFUSED_NOT_AUTHORIZED`` 0x0124    C.5.3
-free space under ``node.min_free_mb``   ``OUT_OF_RESOURCES`` 0xA700          B.2.3 A7xx
-the spool cannot be written             ``SPOOL_WRITE_FAILED`` 0xA701        B.2.3 A7xx
-the index cannot be written             ``PROCESSING_FAILURE`` 0x0110        C.4.2
-======================================  ===================================  ==========
+- no valid SOP Instance UID or Study Instance UID: ``MISSING_UID`` 0xC001 (PS3.4 B.2.3, Cxxx);
+- a data set that cannot be parsed: ``CANNOT_PARSE`` 0xC002 (B.2.3, Cxxx);
+- (0008,0018) not the command's Affected SOP Instance UID: ``INSTANCE_UID_MISMATCH`` 0xC003 (B.2.3, Cxxx);
+- (0008,0016) not the command's Affected SOP Class UID: ``DATASET_DOES_NOT_MATCH_SOP_CLASS`` 0xA900 (B.2.3);
+- a ``reject`` route: ``REFUSED_NOT_AUTHORIZED`` 0x0124 (PS3.7 C.5.3);
+- free space under ``node.min_free_mb``: ``OUT_OF_RESOURCES`` 0xA700 (B.2.3);
+- the spool cannot be written: ``SPOOL_WRITE_FAILED`` 0xA701 (B.2.3, A7xx);
+- the index cannot be written, or anything unforeseen: ``PROCESSING_FAILURE`` 0x0110 (PS3.7 C.4.2).
 
 Associations are refused (A-ASSOCIATE-RJ, PS3.8 9.3.4) when the called AE
 title is neither ours nor a route's (rejected-permanent, service-user,

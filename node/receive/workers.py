@@ -30,7 +30,7 @@ from multiprocessing.connection import wait as mp_wait
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Protocol, cast
 
-from node.config import Config
+from node.config import Config, load_config
 from node.errors import NodeError
 from node.index import Index
 from node.receive.spool import Spool
@@ -81,14 +81,14 @@ def serve_receivers(config: Config, *, listener: socket.socket | None = None, st
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS) if in_main else None
     from node.receive.scp import Live, ReceiverServer, SharedIndex, evt_handlers, make_ae, ssl_context
 
-    node = config.node
-    spool = Spool(node.data_dir)
-    tempfile.tempdir = str(spool.tmp)  # pynetdicom's NamedTemporaryFile: same file system as the spool
-    live = Live(config)
-    ae = make_ae(config)
     with contextlib.ExitStack() as cleanup:
         if old_mask is not None:
             cleanup.callback(_unblock, old_mask)
+        node = config.node
+        spool = Spool(node.data_dir)
+        tempfile.tempdir = str(spool.tmp)  # pynetdicom's NamedTemporaryFile: same file system as the spool
+        live = Live(config)
+        ae = make_ae(config)
         index = Index(spool.data_dir / "index.sqlite")
         cleanup.callback(index.close)
         server_class = type("SharedReceiverServer", (ReceiverServer,), {"listener": listener})
@@ -136,8 +136,6 @@ def _reload(live: Live, ae: AE) -> None:
     if source is None:
         logger.warning("SIGHUP: no configuration file to reload")
         return
-    from node.config import load_config
-
     try:
         new = load_config(source)
     except NodeError as exc:
@@ -231,11 +229,11 @@ def start_receivers(config: Config, *, listener: socket.socket | None = None, ti
     root = logging.getLogger()
     fmt = root.handlers[0].formatter._fmt if root.handlers and root.handlers[0].formatter else None
     receivers: list[Receiver] = []
-    with listener or listen(config.node.host, config.node.port) as listener:
+    with listener or listen(config.node.host, config.node.port) as shared:
         try:
             for n in range(config.node.workers):
                 theirs, ours = ctx.Pipe(duplex=False)
-                process = ctx.Process(target=_receiver_main, args=(config, listener, ours, root.level, fmt, os.getpid()),
+                process = ctx.Process(target=_receiver_main, args=(config, shared, ours, root.level, fmt, os.getpid()),
                                       name=f"medianode-receiver-{n + 1}", daemon=True)
                 process.start()
                 ours.close()
