@@ -5,7 +5,7 @@ sender then stores the medium into one DCMTK `storescp --fork` (TCP_NODELAY=1; f
 imports over several associations), emptied between runs: `medianode import FOLDER`, `medianode import
 ISO`, and `dcmsend --read-from-dicomdir` (TCP_NODELAY=1) from the folder. Whole processes are timed
 (start-up included); peak RSS and CPU time are /usr/bin/time's, over the sender and the workers it waited
-for. While the CLI has no `import` command, a `python -c` calls node.read.importer.import_medium.
+for. A build whose CLI has no `import` command is timed through node.read.importer.import_medium (python -c).
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def medianode_import(medium: Path) -> tuple[str, Sender]:
         def argv(port: int) -> list[str | Path]:
             return [MEDIANODE, "import", medium, "--to", f"{DEST_AET}@{HOST}:{port}"]
     else:
-        how = "import_medium (no `medianode import` in the CLI yet)"
+        how = "python -c import_medium(...) (this build's CLI has no `medianode import`)"
         def argv(port: int) -> list[str | Path]:
             return [python if python.exists() else sys.executable, "-c", IMPORT_SNIPPET, medium, DEST_AET, HOST, str(port)]
     return how, lambda port: run_process(argv(port), rss=True)
