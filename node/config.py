@@ -101,8 +101,28 @@ class Destination:
 
 @dataclass(frozen=True)
 class ImportConfig:
+    """Where media are imported to, and what ``serve``'s watcher (:mod:`node.read.watcher`) looks at."""
+
     inbox: Path = Path("./var/inbox")
     destination: Destination | None = None
+    #: Run the watcher in ``serve``. Absent (None) means: when a destination is set.
+    watch: bool | None = None
+    #: Where an automounter mounts media: a new folder directly under one, or one level deeper
+    #: (``/run/media/USER/LABEL``), is imported.
+    mount_roots: tuple[Path, ...] = (Path("/media"), Path("/run/media"))
+    #: Optical drives polled for a loaded disc (``/dev/sr0``), read without mounting.
+    drives: tuple[Path, ...] = ()
+    #: A medium is imported once its size and times have not changed for this long.
+    settle_seconds: float = 5.0
+    poll_seconds: float = 2.0
+    #: argv run after a drive's import, ``{device}`` replaced; None never ejects. Never a shell string.
+    eject: tuple[str, ...] | None = None
+    #: Our AE title when importing; None means node.ae_title.
+    calling_aet: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.watch is None:  # frozen: resolved once, so equal configs compare equal
+            object.__setattr__(self, "watch", self.destination is not None)
 
 
 @dataclass(frozen=True)
@@ -444,6 +464,47 @@ def _routes(node: Node, at: _At) -> tuple[Route, ...]:
     return tuple(_route(n, at.item(i)) for i, n in enumerate(node.value if isinstance(node, SequenceNode) else ()))
 
 
+_BOOLS = {"yes": True, "true": True, "on": True, "no": False, "false": False, "off": False}  # YAML 1.1 booleans
+
+
+def _bool(node: Node, at: _At) -> bool:
+    """A YAML boolean (``true``, ``false``, and YAML 1.1's ``yes``, ``no``, ``on``, ``off``)."""
+    value = _BOOLS.get(_scalar(node, at, "true or false").value.lower())
+    if node.tag != _STD + "bool" or value is None:  # "!!bool maybe" is tagged, but no boolean
+        raise at.error(node, f"expected true or false, got {_describe(node)}")
+    return value
+
+
+def _argv(node: Node, at: _At) -> tuple[str, ...]:
+    """A command as a non-empty list of arguments: run without a shell, so nothing in it is interpreted."""
+    if not isinstance(node, SequenceNode) or not node.value:
+        raise at.error(node, "expected a command as a list of arguments, e.g. [eject, '{device}'] "
+                             f"(never a shell string), got {_describe(node)}")
+    return tuple(_text("an argument")(n, at.item(i)) for i, n in enumerate(node.value))
+
+
+_IMPORT: dict[str, Check] = {
+    "inbox": _path,
+    "destination": _optional(_section(Destination, {"ae_title": _AE, "host": _HOST, "port": _number(1, 65535)},
+                                      required=("ae_title", "host", "port"))),
+    "watch": _bool,
+    "mount_roots": _many(_path),
+    "drives": _many(_path),
+    "settle_seconds": _number(0, integer=False, above=True),
+    "poll_seconds": _number(0, integer=False, above=True),
+    "eject": _optional(_argv),
+    "calling_aet": _AE,
+}
+
+
+def _import(node: Node, at: _At) -> ImportConfig:
+    """The import section; watching without a destination is an error (the media would go nowhere)."""
+    values, nodes = _fields(node, at, _IMPORT)
+    if values.get("watch") and values.get("destination") is None:
+        raise at.key("watch").error(nodes["watch"], "needs import.destination: the media found would go nowhere")
+    return _build(ImportConfig, values)  # type: ignore[no-any-return]
+
+
 _TOP: dict[str, Check] = {
     "node": _section(NodeConfig, {
         "ae_title": _AE,
@@ -466,9 +527,5 @@ _TOP: dict[str, Check] = {
         "retention_hours": _number(0, integer=False),
     }),
     "routes": _routes,
-    "import": _section(ImportConfig, {
-        "inbox": _path,
-        "destination": _optional(_section(Destination, {"ae_title": _AE, "host": _HOST, "port": _number(1, 65535)},
-                                          required=("ae_title", "host", "port"))),
-    }),
+    "import": _import,
 }

@@ -138,12 +138,55 @@ import:
         Route(Match(), "reject", where="c.yaml:25"),
     )
     assert config.imports == ImportConfig(_cwd / "in", Destination("PACS", "pacs.example", 11112))
+    assert config.imports.watch is True  # a destination is set
     assert config.called_aets == {"ARCHIVE", "DVD", "BR"}
 
 
 def test_empty_values_mean_none_where_none_is_allowed() -> None:
-    config = parse_config("node: {tls: ~}\nroutes:\nimport: {destination: }\n", source="c.yaml")
-    assert (config.node.tls, config.routes, config.imports.destination) == (None, (), None)
+    config = parse_config("node: {tls: ~}\nroutes:\nimport: {destination: , eject: ~}\n", source="c.yaml")
+    assert (config.node.tls, config.routes, config.imports.destination, config.imports.eject) == (None, (), None, None)
+
+
+def test_every_import_key(_cwd: Path) -> None:
+    config = parse_config(
+        """\
+import:
+  inbox: in
+  destination: {ae_title: PACS, host: h, port: 104}
+  watch: off
+  mount_roots: [/media, mnt]
+  drives: /dev/sr0
+  settle_seconds: 0.2
+  poll_seconds: 1
+  eject: [eject, '{device}']
+  calling_aet: " READER "
+""",
+        source="c.yaml",
+    )
+    assert config.imports == ImportConfig(
+        inbox=_cwd / "in", destination=Destination("PACS", "h", 104), watch=False,
+        mount_roots=(Path("/media"), _cwd / "mnt"), drives=(Path("/dev/sr0"),), settle_seconds=0.2,
+        poll_seconds=1.0, eject=("eject", "{device}"), calling_aet="READER",
+    )
+    assert isinstance(config.imports.poll_seconds, float)
+
+
+@pytest.mark.parametrize(
+    "text, watch",
+    [
+        ("import: {inbox: in}", False),  # no destination: nothing to watch for
+        ("import: {destination: {ae_title: P, host: h, port: 1}}", True),
+        ("import: {destination: {ae_title: P, host: h, port: 1}, watch: no}", False),
+        ("import: {destination: {ae_title: P, host: h, port: 1}, watch: true}", True),
+        ("import: {watch: false}", False),
+    ],
+)
+def test_watch_defaults_to_having_a_destination(text: str, watch: bool) -> None:
+    imports = parse_config(text, source="c.yaml").imports
+    assert imports.watch is watch
+    assert (imports.mount_roots, imports.drives, imports.eject, imports.calling_aet) == (
+        (Path("/media"), Path("/run/media")), (), None, None)
+    assert (imports.settle_seconds, imports.poll_seconds) == (5.0, 2.0)
 
 
 def test_text_is_taken_as_written() -> None:
@@ -213,7 +256,8 @@ CASES = {
                           "match, action, profile, compress, copies, group, label, kind, output)")),
     "unknown match key": ("routes:\n- action: burn\n- match: {aet: X}\n  action: burn\n",
                           "c.yaml:3 routes[1].match.aet: unknown key (known: called_aet, calling_aet, modality, sop_class)"),
-    "unknown import key": ("import: {inbx: x}", "c.yaml:1 import.inbx: unknown key (known: inbox, destination)"),
+    "unknown import key": ("import: {inbx: x}", ("c.yaml:1 import.inbx: unknown key (known: inbox, destination, watch, "
+                           "mount_roots, drives, settle_seconds, poll_seconds, eject, calling_aet)")),
     "unknown destination key": ("import:\n  destination: {ae: P}\n",
                                 "c.yaml:2 import.destination.ae: unknown key (known: ae_title, host, port)"),
     "odd key": ("burn: {'a b': 1}", "c.yaml:1 burn.'a b': unknown key (known: output, study_stable_seconds, retention_hours)"),
@@ -317,6 +361,31 @@ CASES = {
                          "c.yaml:1 import.destination.port: expected an integer from 1 to 65535, got '104' (a quoted string)"),
     "destination a string": ("import: {destination: PACS@h:104}", ("c.yaml:1 import.destination: expected a mapping of keys "
                              "(ae_title, host, port), got 'PACS@h:104'")),
+    "watch text": ("import: {watch: sometimes}", "c.yaml:1 import.watch: expected true or false, got 'sometimes'"),
+    "watch quoted": ("import: {watch: 'true'}", "c.yaml:1 import.watch: expected true or false, got 'true' (a quoted string)"),
+    "watch tagged": ("import: {watch: !!bool maybe}", "c.yaml:1 import.watch: expected true or false, got 'maybe' (a boolean)"),
+    "watch number": ("import: {watch: 1}", "c.yaml:1 import.watch: expected true or false, got '1'"),
+    "watch without destination": ("import:\n  inbox: in\n  watch: true\n",
+                                  "c.yaml:3 import.watch: needs import.destination: the media found would go nowhere"),
+    "watch with empty destination": ("import: {destination: ~, watch: yes}",
+                                     "c.yaml:1 import.watch: needs import.destination: the media found would go nowhere"),
+    "mount root empty": ("import: {mount_roots: [/media, '']}", "c.yaml:1 import.mount_roots[1]: '' is not a path: it is empty"),
+    "mount roots null": ("import:\n  mount_roots:\n", "c.yaml:2 import.mount_roots: expected a path, got an empty value"),
+    "drive a mapping": ("import: {drives: [{dev: sr0}]}", "c.yaml:1 import.drives[0]: expected a path, got a mapping"),
+    "settle zero": ("import: {settle_seconds: 0}", "c.yaml:1 import.settle_seconds: expected a number above 0, got '0'"),
+    "settle text": ("import: {settle_seconds: 5s}", "c.yaml:1 import.settle_seconds: expected a number above 0, got '5s'"),
+    "poll negative": ("import: {poll_seconds: -2}", "c.yaml:1 import.poll_seconds: expected a number above 0, got '-2'"),
+    "poll inf": ("import: {poll_seconds: .inf}", "c.yaml:1 import.poll_seconds: expected a number above 0, got '.inf'"),
+    "eject a shell string": ("import: {eject: 'eject {device}'}", ("c.yaml:1 import.eject: expected a command as a list of "
+                             "arguments, e.g. [eject, '{device}'] (never a shell string), got 'eject {device}' (a quoted string)")),
+    "eject a plain string": ("import:\n  eject: eject /dev/sr0\n", ("c.yaml:2 import.eject: expected a command as a list of "
+                             "arguments, e.g. [eject, '{device}'] (never a shell string), got 'eject /dev/sr0'")),
+    "eject empty list": ("import:\n  eject: []\n", ("c.yaml:2 import.eject: expected a command as a list of arguments, "
+                         "e.g. [eject, '{device}'] (never a shell string), got a list")),
+    "eject nested": ("import: {eject: [eject, [x]]}", "c.yaml:1 import.eject[1]: expected an argument, got a list"),
+    "eject control": ('import: {eject: [eject, "a\\nb"]}', "c.yaml:1 import.eject[1]: 'a\\nb' is not an argument: it holds a control character"),
+    "calling aet long": ("import: {calling_aet: ABCDEFGHIJKLMNOPQ}", ("c.yaml:1 import.calling_aet: 'ABCDEFGHIJKLMNOPQ' is "
+                         "not an AE title (PS3.5 6.2: 1 to 16 ASCII characters, no backslash, not all spaces)")),
 }
 
 BURN_ONLY = {
@@ -456,6 +525,13 @@ import:
     ae_title: PACS
     host: h
     port: 11112
+  watch: true
+  mount_roots: /media
+  drives: [/dev/sr0, /dev/sr1]
+  settle_seconds: 5
+  poll_seconds: 2
+  eject: [eject, '{device}']
+  calling_aet: READER
 """
 AWKWARD = [
     "1" + "0" * 400, "1" + "0" * 5000, "-1", "0", "65536", "4096.5", "1e3", "1:30", ".inf", "-.inf", ".nan", "0x_", "0b_",
