@@ -47,11 +47,15 @@ class Node:
         self.proc = subprocess.Popen([sys.executable, "-m", "node", "serve", "--config", str(self.config)],
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60
-        while subprocess.run(["echoscu", "-aet", "CT1", "-aec", "MEDIANODE", "127.0.0.1", str(self.port)],
-                             capture_output=True, env=PEER_ENV).returncode:
-            assert self.proc.poll() is None, self.logs()
-            assert time.monotonic() < deadline, "medianode serve did not answer C-ECHO"
-            time.sleep(0.1)
+        try:
+            while subprocess.run(["echoscu", "-aet", "CT1", "-aec", "MEDIANODE", "127.0.0.1", str(self.port)],
+                                 capture_output=True, env=PEER_ENV).returncode:
+                assert self.proc.poll() is None, self.logs()
+                assert time.monotonic() < deadline, "medianode serve did not answer C-ECHO"
+                time.sleep(0.1)
+        except BaseException:
+            self.stop(signal.SIGKILL)  # never leave a node behind
+            raise
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Signal the whole process group (the service and its receivers) and wait."""
@@ -131,9 +135,10 @@ def test_four_concurrent_associations_make_one_study(node: Node, tmp_path: Path)
     assert len(by_uid(extract(node.images()[0], tmp_path / "disc"))) == 40
 
 
-def test_kill_9_mid_send_loses_nothing_acknowledged(tmp_path: Path) -> None:
+def test_kill_9_mid_send_loses_nothing_acknowledged(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     need("storescu")
     node = Node(tmp_path, stable=2.0)
+    request.addfinalizer(lambda: node.proc and node.proc.poll() is None and node.stop(signal.SIGKILL))
     node.start()
     files = ct_series(tmp_path / "ct", 500, size=128)
     sender = subprocess.Popen(["storescu", "-v", "-aec", "BURN", "-aet", "CT1", "127.0.0.1", str(node.port),
@@ -189,8 +194,8 @@ def test_refusals_store_nothing(tmp_path: Path) -> None:
         "routes:\n"
         "  - {match: {called_aet: BURN}, action: burn}\n"
         "  - {match: {called_aet: BURN2, calling_aet: CT2}, action: reject}\n"))
-    node.start()
     try:
+        node.start()
         files = ct_series(tmp_path / "ct", 1)
         unknown_called = storescu(node, files, called="NOBODY")
         assert unknown_called.returncode != 0 and "Called AE Title Not Recognized" in unknown_called.stderr
