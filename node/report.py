@@ -60,6 +60,8 @@ def status(index: Index, config: Config) -> dict[str, object]:
             "done_today": len(done_today),
         },
         "volumes_today": [volume_row(v) for v in index.volumes() if v.created >= midnight],
+        "imports": [{**i, "started": _when(i["started"]), "finished": _when(i["finished"])}  # type: ignore[arg-type]
+                    for i in index.imports(limit=10)],
     }
 
 
@@ -77,6 +79,11 @@ def format_status(s: dict[str, object]) -> str:
     lines.append(f"volumes today: {len(volumes)}")
     lines += [f"  {v['label']}  {len(v['studies'])} study(ies)  {v['copies']} cop(ies)"
               + (f"  superseded by {v['superseded_by']}" if v["superseded_by"] else "") for v in volumes]
+    imports = s["imports"]
+    assert isinstance(imports, list)
+    lines.append(f"recent imports: {len(imports)}")
+    lines += [f"  {i['started']}  {i['state']:<9}  {i['medium']}  {i['sent']} sent, {i['failed']} failed, "
+              f"{i['skipped']} skipped" for i in imports]
     return "\n".join(lines) + "\n"
 
 
