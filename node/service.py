@@ -51,12 +51,12 @@ class Service:
         index = Index(data_dir / "index.sqlite")
         try:
             self._recover(index)
-            self.receivers = workers.start_receivers(self.config)
-            previous = self._capture_signals()
-            logger.info("medianode serving %s on %s:%d (%d receiver processes), data in %s",
-                        self.config.node.ae_title, self.config.node.host, self.config.node.port,
-                        len(self.receivers), data_dir)
+            previous = self._capture_signals()  # before the port answers: a SIGHUP may follow at once
             try:
+                self.receivers = workers.start_receivers(self.config)
+                logger.info("medianode serving %s on %s:%d (%d receiver processes), data in %s",
+                            self.config.node.ae_title, self.config.node.host, self.config.node.port,
+                            len(self.receivers), data_dir)
                 self._loop(index)
             finally:
                 workers.stop_receivers(self.receivers)

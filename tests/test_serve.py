@@ -223,3 +223,22 @@ def test_bad_configuration_is_exit_2_with_file_line_key(tmp_path: Path) -> None:
     assert p.stderr.strip().startswith(f"medianode serve: {bad}:4 routes[0].profile: 'STD-GEN-BR' is not one of")
     assert "Traceback" not in p.stderr
     assert cli("config", "check", bad).code == 2
+
+
+def test_sighup_reloads_routes_and_keeps_the_running_config_when_the_new_one_is_bad(node: Node, tmp_path: Path) -> None:
+    assert node.proc is not None
+    good = node.config.read_text()
+    node.config.write_text(good + "  - {match: {called_aet: BURN3}, action: burn, profile: STD-GEN-BR}\n")
+    os.kill(node.proc.pid, signal.SIGHUP)
+    node.wait_for(lambda: "configuration not reloaded" in node.logs())
+    files = ct_series(tmp_path / "ct", 1)
+    assert storescu(node, files, called="BURN3").returncode != 0  # still the old routes: BURN3 is unknown
+
+    node.config.write_text(good + "  - {match: {called_aet: BURN3}, action: reject}\n")
+    os.kill(node.proc.pid, signal.SIGHUP)
+    node.wait_for(lambda: "configuration reloaded" in node.logs())
+    deadline = time.monotonic() + 30
+    while "0x124" not in (refused := storescu(node, files, called="BURN3", args=("-v",))).stderr:
+        assert time.monotonic() < deadline, refused.stderr  # each receiver process reloads on its own signal
+        time.sleep(0.2)
+    assert not list((node.data / "spool").rglob("*.dcm"))
