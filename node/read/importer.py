@@ -41,8 +41,9 @@ from node.read.sender import Destination, Item, Result, send
 
 logger = logging.getLogger(__name__)
 
-#: Parallel associations (one worker process each): 4 keep two cores busy with pynetdicom's per-PDU work.
-DEFAULT_ASSOCIATIONS = 4
+#: Parallel associations, one worker process each: one per core, 2 to 4 (2 cores measured best at 2 to 4,
+#: BENCHMARKS-style runs in the issue's report; more would only load the destination).
+DEFAULT_ASSOCIATIONS = max(2, min(4, os.cpu_count() or 2))
 #: Where a report is about the medium as a whole.
 WHOLE_MEDIUM = "."
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 Table 6.2-1 AE: no backslash, no control
