@@ -129,7 +129,7 @@ def ssl_context(tls: TLS) -> ssl.SSLContext:
 
 #: A receiver waits this long per association it is serving before it accepts a connection,
 #: so that an idle receiver, sharing the listening socket, takes it first.
-ACCEPT_DEFER_S = 0.002
+ACCEPT_DEFER_S = 0.01
 
 
 class ReceiverServer(ThreadedAssociationServer):
