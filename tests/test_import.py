@@ -400,6 +400,13 @@ def test_memory_stays_bounded_for_a_large_medium(tmp_path: Path, storescp: Store
         assert got.stat().st_size >= big.stat().st_size - 1024  # storescp rewrote only the File Meta
 
 
+def test_several_associations_from_a_process_with_threads(tmp_path: Path, storescp: StoreSCP) -> None:
+    """In ``serve`` other threads run: workers then come from a fork server, never a fork of a threaded process."""
+    uids = dcmtk_medium(tmp_path / "cd", ct_series(tmp_path / "src", 60, size=32))
+    report = import_unopened(tmp_path / "cd", [], destination=to(storescp), associations=3)  # runs in a thread
+    assert_all_arrived(report, storescp.folder, uids)
+
+
 # -- hostile media -------------------------------------------------------------------------------------
 
 

@@ -41,8 +41,8 @@ from node.read.sender import Destination, Item, Result, send
 
 logger = logging.getLogger(__name__)
 
-#: Parallel associations, one worker process each: one per core, 2 to 4 (2 cores measured best at 2 to 4,
-#: BENCHMARKS-style runs in the issue's report; more would only load the destination).
+#: Parallel associations, one worker process each: one per core, from 2 to 4 (on 2 cores, 2 to 4 measure
+#: alike against DCMTK storescp; more would only load the destination).
 DEFAULT_ASSOCIATIONS = max(2, min(4, os.cpu_count() or 2))
 #: Where a report is about the medium as a whole.
 WHOLE_MEDIUM = "."
