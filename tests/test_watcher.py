@@ -28,7 +28,7 @@ from watchdog.observers.polling import PollingObserver
 from node.config import Config, parse_config
 from node.imports import ImportRunner, medium_identity
 from node.index import Index
-from node.read.watcher import Watcher
+from node.read.watcher import Watcher, disc_loaded
 from tests.conftest import StoreSCP, cli, ct_series
 from tests.test_import import received, uid_of
 
@@ -332,3 +332,27 @@ def test_recover_finishes_an_interrupted_inbox_import_as_the_same_record(tmp_pat
         look.close()
         own.close()
     assert not ejected.exists()  # a disc already in the drive at start-up is left for its next insertion
+
+
+def test_what_counts_as_a_loaded_disc(tmp_path: Path) -> None:
+    """A stand-in file: loaded while non-empty, another disc when replaced. A character device is refused
+    with its reason (the watcher logs it once and goes on)."""
+    stand_in = tmp_path / "sr0"
+    assert disc_loaded(stand_in) is None
+    stand_in.write_bytes(b"")
+    assert disc_loaded(stand_in) is None
+    stand_in.write_bytes(b"disc")
+    first = disc_loaded(stand_in)
+    (tmp_path / "other").write_bytes(b"disc")
+    os.replace(tmp_path / "other", stand_in)
+    assert first is not None and disc_loaded(stand_in) not in (None, first)
+    with pytest.raises(OSError, match="^/dev/null is neither a block device nor an image file$"):
+        disc_loaded(Path("/dev/null"))
+
+
+def test_a_block_device_that_is_not_an_optical_drive_is_refused() -> None:
+    loop = next((p for p in sorted(Path("/dev").glob("loop[0-9]*")) if os.access(p, os.R_OK)), None)
+    if loop is None:
+        pytest.skip("no readable loop device to stand for a block device that is not an optical drive")
+    with pytest.raises(OSError, match=rf"^{loop} is not an optical drive \(CDROM_DRIVE_STATUS: "):
+        disc_loaded(loop)

@@ -25,6 +25,7 @@ service crash is not retried in a loop: insert it again to import it.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -108,6 +109,10 @@ def disc_loaded(device: Path) -> Signature | None:
     fd = os.open(device, os.O_RDONLY | os.O_NONBLOCK)
     try:
         status = fcntl.ioctl(fd, CDROM_DRIVE_STATUS, CDSL_CURRENT)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.ENOTTY):  # a disk, a loop device: the ioctl is not theirs
+            raise OSError(f"{device} is not an optical drive (CDROM_DRIVE_STATUS: {exc.strerror})") from None
+        raise
     finally:
         os.close(fd)
     return (st.st_rdev,) if status == CDS_DISC_OK else None
