@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from typing import Any
 import numpy as np
 import pytest
 from pydicom import dcmread
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 from node import dicom, pixels
@@ -535,6 +538,39 @@ def test_files_without_preamble_or_file_meta_are_repaired(medium: Path, storescp
     got = received(storescp.folder)
     assert_same(got[str(ds.SOPInstanceUID)], sample("CT_small.dcm"))
     assert_same(got[uid_of(Path(bundled("ExplVR_LitEndNoMeta.dcm")))], Path(bundled("ExplVR_LitEndNoMeta.dcm")))
+
+
+def test_file_meta_that_lies_about_the_encoding(medium: Path, storescp: StoreSCP, tmp_path: Path) -> None:
+    """File Meta saying Explicit VR over an Implicit VR data set: sent in the syntax it is really in."""
+    ds = dcmread(ct_series(tmp_path / "src", 1)[0])
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    source = tmp_path / "implicit.dcm"
+    ds.save_as(source, enforce_file_format=True)
+    meta = dcmread(source, stop_before_pixels=True).file_meta
+    start = 132 + 12 + meta.FileMetaInformationGroupLength
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    encoded = DicomBytesIO()
+    write_file_meta_info(encoded, meta, enforce_standard=True)
+    (medium / "DICOM" / "LIAR").write_bytes(bytes(128) + b"DICM" + encoded.getvalue() + source.read_bytes()[start:])
+    report = import_medium(medium, destination=to(storescp))
+    assert (report.ok, report.sent) == (True, 5)
+    assert outcome(report, "DICOM/LIAR").reason == "stored (repaired: File Meta Information rebuilt)"
+    assert Finding("DICOM/LIAR", "the File Meta Information says Explicit VR Little Endian (1.2.840.10008.1.2.1) but "
+                                 "the data set is in Implicit VR Little Endian") in report.notes
+    assert_same(received(storescp.folder)[str(ds.SOPInstanceUID)], source)
+
+
+def test_identifiers_that_are_no_uids_fail_alone(medium: Path, storescp: StoreSCP) -> None:
+    ds = dcmread(medium / "DICOM" / "IM1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # pydicom warns of the 74-character UID: the point
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2." + "3" * 70
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.save_as(medium / "DICOM" / "LONG")
+    report = import_medium(medium, destination=to(storescp))
+    assert (report.ok, report.sent, report.failed) == (False, 4, 1)
+    assert outcome(report, "DICOM/LONG").reason.startswith("not sent: SOP Class UID '1.2.3333")
+    assert any(f.path == "DICOM/LONG" and f.problem.startswith("pydicom: ") for f in report.notes)
 
 
 def test_duplicate_sop_instance_uids(medium: Path, storescp: StoreSCP, content_uids: dict[str, str]) -> None:

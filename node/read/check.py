@@ -582,8 +582,8 @@ def _read_header(fp: BinaryIO, size: int, *, force: bool = False) -> tuple[Datas
     if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
         return ds, "Rows" in ds, True
     stopped = fp.tell()  # past the end when a deferred value was skipped beyond it
-    implicit, little = ds.original_encoding
-    pixel_end = _pixel_data_end(fp, implicit=bool(implicit), little=little is not False)
+    implicit, little = _read_encoding(ds)
+    pixel_end = _pixel_data_end(fp, implicit=implicit, little=little)
     complete = max(_elements_end(ds), stopped, pixel_end or 0) <= size
     return ds, pixel_end is not None, complete
 
@@ -616,12 +616,25 @@ def _data_set_offset(fp: BinaryIO) -> int:
         position += length
 
 
-def _encoded_syntax(ds: Dataset) -> str:
-    """The uncompressed syntax pydicom found the data set encoded in."""
+def _read_encoding(ds: Dataset) -> tuple[bool, bool]:
+    """(implicit VR?, little endian?) as the elements were really read.
+
+    ``original_encoding`` follows the File Meta, even when pydicom found the
+    other VR encoding and read with it (and warned); each raw element knows.
+    """
+    for element in ds.elements():
+        if isinstance(element, RawDataElement):
+            return bool(element.is_implicit_VR), bool(element.is_little_endian)
     implicit, little = ds.original_encoding
+    return bool(implicit), little is not False
+
+
+def _encoded_syntax(ds: Dataset) -> str:
+    """The uncompressed syntax the data set is really encoded in."""
+    implicit, little = _read_encoding(ds)
     if implicit:
         return str(ImplicitVRLittleEndian)
-    return str(ExplicitVRBigEndian if little is False else ExplicitVRLittleEndian)
+    return str(ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
 
 
 def _elements_end(ds: Dataset) -> int:

@@ -47,6 +47,7 @@ DEFAULT_ASSOCIATIONS = max(2, min(4, os.cpu_count() or 2))
 #: Where a report is about the medium as a whole.
 WHOLE_MEDIUM = "."
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 Table 6.2-1 AE: no backslash, no control
+_UID = re.compile(r"^[0-9.]{1,64}$")  # PS3.5 9.1, loosely: leading zeros pass, as SCPs accept them
 
 
 @dataclass
@@ -177,6 +178,10 @@ class _Plan:
             unwanted = self.unwanted(keeper.patient_id, keeper.study_instance_uid)
             if unwanted:
                 self.decided += [Outcome(i.path, uid, "skipped", None, unwanted) for i in found]
+                continue
+            if not (_UID.match(uid) and _UID.match(keeper.sop_class_uid)):
+                why = f"not sent: SOP Class UID {keeper.sop_class_uid!r} or Instance UID {uid!r} is no UID (PS3.5 9.1)"
+                self.decided += [Outcome(i.path, uid, "failed", None, why) for i in found]
                 continue
             self.instances.append(keeper)
             sent_from[uid] = keeper.path

@@ -339,12 +339,15 @@ class _Worker:
         drops: dict[int, list[str]] = {}  # index -> why the association was lost while sending it
         index: int | None
         while pending or self.claims.remaining(number):
+            if pending:  # the association dropped: give the destination a moment before the next one
+                time.sleep(RETRY_DELAYS[0])
             try:
                 session = _Session(associate(self.destination, group.contexts))
-            except _NoAssociation as exc:
+            except (_NoAssociation, ValueError, RuntimeError) as exc:  # pynetdicom refuses bad values with these
+                reason = f"not sent: {exc.reason if isinstance(exc, _NoAssociation) else _one_line(exc)}"
                 for index in pending:
-                    self.sink.result(Result(index, "failed", None, f"not sent: {exc.reason}"))
-                self.sink.give_up(number, f"not sent: {exc.reason}")
+                    self.sink.result(Result(index, "failed", None, reason))
+                self.sink.give_up(number, reason)
                 return
             try:
                 while (index := pending.popleft() if pending else self.claims.claim(number)) is not None:
@@ -384,6 +387,11 @@ class _Worker:
                                     "nor uncompressed")
             except MediumError as exc:
                 result = Result(index, "failed", None, f"unreadable: {exc}")
+            except _Dropped:
+                raise
+            except Exception as exc:  # a bug or a hostile value: this instance fails, the import goes on
+                logger.exception("sending %s failed", item.path)
+                result = Result(index, "failed", None, f"not sent: {type(exc).__name__}: {_one_line(exc)}")
         notes = tuple(f"pydicom: {str(w.message).strip()}" for w in caught)
         return Result(result.index, result.result, result.status, result.reason, notes) if notes else result
 
@@ -454,15 +462,16 @@ class _Session:
             raise _Dropped(_one_line(exc)) from exc
         _, response = self.assoc.dimse.get_msg(block=True)
         status = getattr(response, "Status", None)
-        if status is None or getattr(response, "MessageIDBeingRespondedTo", None) != self.message_id:
+        if response is None:
             waited = time.monotonic() - started >= DIMSE_TIMEOUT
-            why = "aborted" if response is None and not waited else f"no response within {DIMSE_TIMEOUT:.0f} s"
-            if response is not None:
-                why = "a response that answers no request of ours"
-            if self.assoc.is_established:
-                self.assoc.abort()
-            raise _Dropped(why)
-        return _interpret(index, int(status), getattr(response, "ErrorComment", None), "stored")
+            why = f"no response within {DIMSE_TIMEOUT:.0f} s" if waited else "aborted"
+        elif status is None or getattr(response, "MessageIDBeingRespondedTo", None) != self.message_id:
+            why = "a response that answers no request of ours"
+        else:
+            return _interpret(index, int(status), getattr(response, "ErrorComment", None), "stored")
+        if self.assoc.is_established:
+            self.assoc.abort()
+        raise _Dropped(why)
 
     def store_dataset(self, index: int, ds: Dataset, how: str) -> Result:
         """pynetdicom's ``send_c_store``, which encodes ``ds`` for an accepted uncompressed context."""
