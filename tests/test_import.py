@@ -36,7 +36,7 @@ from node.read.check import Finding
 from node.read.importer import ImportReport, Outcome, import_medium, parse_destination
 from node.read.medium import ESCAPES_ROOT
 from node.read.sender import Destination, associate, plan_groups
-from tests.conftest import StatusSCP, StoreSCP, bundled, cli, ct_series, free_port
+from tests.conftest import StatusSCP, StoreSCP, bundled, cli, cli_process, ct_series, free_port
 from tests.test_burn import extract
 from tests.test_check import (
     CONTENT,
@@ -620,3 +620,22 @@ def test_usage_and_medium_errors(tmp_path: Path) -> None:
         import_medium(tmp_path / "nothing", destination=("PACS", "127.0.0.1", 104))
     with pytest.raises(UsageError):
         import_medium(tmp_path, destination=("PACS", "127.0.0.1", 104), calling_aet="BAD\\AET")
+
+
+def test_command_line(medium: Path, storescp: StoreSCP, tmp_path: Path) -> None:
+    """``medianode import``: --json with at least sent, failed, skipped and problems; exit 0, 1, 2; no traceback."""
+    to_storescp = f"STORESCP@127.0.0.1:{storescp.port}"
+    ok = cli("import", medium, "--to", to_storescp, "--json")
+    assert ok.code == 0, ok.err
+    printed = json.loads(ok.out)
+    assert (printed["ok"], printed["sent"], printed["failed"], printed["skipped"], printed["problems"]) == (
+        True, 4, 0, 0, [])
+    (medium / "DICOM" / "IM1").unlink()
+    broken = cli_process("import", medium, "--to", to_storescp)
+    assert broken.code == 1
+    assert "failed: DICOM/IM1: referenced by the DICOMDIR but missing" in broken.out
+    assert "Traceback" not in broken.err
+    assert cli("import", medium, "--to", "STORESCP@nowhere").code == 2
+    missing = cli_process("import", tmp_path / "nothing", "--to", to_storescp)
+    assert (missing.code, missing.out, "Traceback" in missing.err) == (1, "", False)
+    assert "nothing" in missing.err and len(missing.err.strip().splitlines()) == 1
