@@ -36,7 +36,15 @@ from node.read.check import Finding
 from node.read.importer import ImportReport, Outcome, import_medium, parse_destination
 from node.read.medium import ESCAPES_ROOT
 from node.read.sender import Destination, associate, plan_groups
-from tests.conftest import StatusSCP, StoreSCP, bundled, cli, cli_process, ct_series, free_port
+from tests.conftest import (
+    StatusSCP,
+    StoreSCP,
+    bundled,
+    cli,
+    cli_process,
+    ct_series,
+    free_port,
+)
 from tests.test_burn import extract
 from tests.test_check import (
     CONTENT,
@@ -354,8 +362,7 @@ def big_instance(path: Path, frames: int, scratch: Path, *, size: int = 512) -> 
     frame = np.random.default_rng(frames).integers(-1000, 2000, (size, size), dtype=np.int16).tobytes()
     with open(path, "ab") as fp:  # (7FE0,0010) OW, explicit VR little endian (PS3.5 7.1.2)
         fp.write(b"\xe0\x7f\x10\x00OW\x00\x00" + (len(frame) * frames).to_bytes(4, "little"))
-        for n in range(frames):
-            fp.write(frame[n % 7 :] + frame[: n % 7])  # every frame differs
+        fp.writelines(frame[n % 7 :] + frame[: n % 7] for n in range(frames))  # every frame differs
     return path
 
 
