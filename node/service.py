@@ -21,6 +21,7 @@ from types import FrameType
 from node import jobs
 from node.config import Config, load_config
 from node.errors import ConfigError
+from node.imports import ImportRunner
 from node.index import Index
 from node.receive import workers
 from node.receive.instance import index_orphans
@@ -52,14 +53,23 @@ class Service:
         try:
             self._recover(index)
             previous = self._capture_signals()  # before the port answers: a SIGHUP may follow at once
+            watcher: threading.Thread | None = None
             try:
                 self.receivers = workers.start_receivers(self.config)
                 logger.info("medianode serving %s on %s:%d (%d receiver processes), data in %s",
                             self.config.node.ae_title, self.config.node.host, self.config.node.port,
                             len(self.receivers), data_dir)
+                if self.config.imports.watch:
+                    # its own connection (one per thread); run() finishes interrupted imports, then watches
+                    runner = ImportRunner(Index(data_dir / "index.sqlite"), lambda: self.config, stop=self.stop)
+                    watcher = threading.Thread(target=runner.run, name="medianode-watcher", daemon=True)
+                    watcher.start()
                 self._loop(index)
             finally:
                 workers.stop_receivers(self.receivers)
+                if watcher is not None:
+                    watcher.join()  # an import in flight finishes; the next one waits for the next start
+                    runner.index.close()
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
         finally:

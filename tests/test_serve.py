@@ -17,7 +17,7 @@ import pytest
 from pydicom import dcmread
 
 from node import pixels
-from tests.conftest import PEER_ENV, bundled, cli, ct_series, free_port, need
+from tests.conftest import PEER_ENV, StoreSCP, bundled, cli, ct_series, free_port, need
 from tests.test_burn import by_uid, dciodvfy_errors, extract
 
 #: A mix of SOP classes and transfer syntaxes, as a PACS would send them.
@@ -28,7 +28,8 @@ MIX = ["CT_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm", "SC_rgb_jpeg_dcmtk.dc
 class Node:
     """A ``medianode serve`` process (and its receivers) on 127.0.0.1."""
 
-    def __init__(self, tmp_path: Path, *, stable: float = 1.0, extra: str = "", routes: str | None = None) -> None:
+    def __init__(self, tmp_path: Path, *, stable: float = 1.0, extra: str = "", routes: str | None = None,
+                 imports: str = "") -> None:
         self.port = free_port()
         self.root = tmp_path
         self.data = tmp_path / "var"
@@ -39,6 +40,7 @@ class Node:
             f"workers: 2, min_free_mb: 0{extra}}}\n"
             f"burn: {{output: {self.out}, study_stable_seconds: {stable}}}\n"
             + (routes or "routes:\n  - {match: {called_aet: BURN}, action: burn, profile: STD-GEN-CD}\n")
+            + imports
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -242,3 +244,23 @@ def test_sighup_reloads_routes_and_keeps_the_running_config_when_the_new_one_is_
         assert time.monotonic() < deadline, refused.stderr  # each receiver process reloads on its own signal
         time.sleep(0.2)
     assert not list((node.data / "spool").rglob("*.dcm"))
+
+
+def test_an_iso_dropped_into_the_inbox_is_imported(tmp_path: Path, storescp: StoreSCP) -> None:
+    ct_series(tmp_path / "src", 3)
+    assert cli("burn", tmp_path / "src", "--out", tmp_path / "disc.iso").code == 0
+    inbox = tmp_path / "inbox"
+    node = Node(tmp_path, imports=(
+        f"import: {{inbox: {inbox}, mount_roots: [], settle_seconds: 0.3, poll_seconds: 0.2, "
+        f"destination: {{ae_title: {storescp.aet}, host: 127.0.0.1, port: {storescp.port}}}}}\n"))
+    try:
+        node.start()
+        inbox.mkdir(exist_ok=True)
+        shutil.copy(tmp_path / "disc.iso", inbox / "disc.iso.part")
+        (inbox / "disc.iso.part").rename(inbox / "disc.iso")
+        node.wait_for(lambda: (inbox / "done" / "disc.iso").exists())
+        assert len(storescp.received()) == 3
+        status = json.loads(cli("status", "--config", node.config, "--json").out)
+        assert [(i["state"], i["sent"]) for i in status["imports"]] == [("done", 3)]
+    finally:
+        node.stop()
