@@ -19,23 +19,19 @@ used: what ``import`` sends and what it reports as failed.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import struct
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, NamedTuple
 
 from pydicom import dcmread
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
     UID,
-    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -44,6 +40,8 @@ from pydicom.uid import (
 
 from node.dicom import is_conformant_file_id, record_type
 from node.profiles import PROFILES, Profile
+from node.read.header import data_set_offset, elements_end, encoded_syntax, is_dicom
+from node.read.header import read_header as read_file_header
 from node.read.medium import (
     ESCAPES_ROOT,
     Medium,
@@ -54,14 +52,8 @@ from node.read.medium import (
 
 logger = logging.getLogger(__name__)
 
-_UNDEFINED = 0xFFFFFFFF
-#: Float, Double Float and (plain) Pixel Data: where stop_before_pixels stops (PS3.6).
-_PIXEL_TAGS = {(0x7FE0, 0x0008), (0x7FE0, 0x0009), (0x7FE0, 0x0010)}
-_ITEM, _SEQUENCE_END = (0xFFFE, 0xE000), (0xFFFE, 0xE0DD)  # PS3.5 A.4
 #: Magic numbers a 128-byte preamble must not start with (PS3.10 7.5, CVE-2019-11687).
 _EXECUTABLES = ((b"MZ", "a PE (Windows) executable header"), (b"\x7fELF", "an ELF executable header"))
-#: Values larger than this are skipped, not read, while reading headers.
-_DEFER_BYTES = 64 * 1024
 #: How much of an unreferenced file is read to tell DICOM from the rest.
 _SNIFF_BYTES = 64 * 1024
 _PROGRAMS = (".EXE", ".DLL", ".SO", ".INF", ".BAT", ".CMD", ".SH", ".JAR")
@@ -71,8 +63,6 @@ _PARENTS = {
     "STUDY": ("StudyInstanceUID", "Study Instance UID"),
     "SERIES": ("SeriesInstanceUID", "Series Instance UID"),
 }
-#: Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 Table 7.1-1).
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 #: The syntaxes whose encoding pydicom reports in ``Dataset.original_encoding``.
 _NATIVE = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian})
 #: Leaf record attribute -> (the instance's own attribute, label) (PS3.3 F.3.2.2).
@@ -289,7 +279,7 @@ class _Checker:
                     self.preamble(path, fp.read(132))
                     fp.seek(0)
                     ds = dcmread(fp)
-                if _elements_end(ds) > self.medium.size(path):
+                if elements_end(ds) > self.medium.size(path):
                     self.problem(path, "truncated: the file ends inside a data element")
                 elif ds.file_meta.get("MediaStorageSOPClassUID") != MediaStorageDirectoryStorage:
                     self.problem(path, "not a DICOMDIR: its Media Storage SOP Class is not 1.2.840.10008.1.3.10")
@@ -405,11 +395,11 @@ class _Checker:
                 preamble = head[128:132] == b"DICM"
                 if not preamble:
                     fp.seek(0)
-                    if not _is_dicom(fp.read(_SNIFF_BYTES)):
+                    if not is_dicom(fp.read(_SNIFF_BYTES)):
                         raise InvalidDicomError
                 fp.seek(0)
-                ds, has_pixels, complete = _read_header(fp, self.medium.size(path), force=not preamble)
-                offset = _data_set_offset(fp)
+                ds, has_pixels, complete = read_file_header(fp, self.medium.size(path), force=not preamble)
+                offset = data_set_offset(fp)
         except InvalidDicomError:
             self.unusable(path, "not a DICOM file: no 'DICM' prefix after the preamble (PS3.10 7.1)",
                           record=record, parents=parents)
@@ -431,7 +421,7 @@ class _Checker:
         """Record a readable instance, noting what an importer has to repair."""
         ds, meta = header.ds, header.ds.file_meta
         declared = str(meta.get("TransferSyntaxUID", "") or "")
-        actual = _encoded_syntax(ds)
+        actual = encoded_syntax(ds)
         syntax = declared if declared and (declared not in _NATIVE or declared == actual) else actual
         names_it = (meta.get("MediaStorageSOPInstanceUID") == ds.SOPInstanceUID
                     and meta.get("MediaStorageSOPClassUID") == ds.get("SOPClassUID"))
@@ -508,7 +498,7 @@ class _Checker:
             except Exception as exc:  # an I/O error on a damaged medium
                 self.problem(path, f"unreadable: {_one_line(exc)}")
                 continue
-            if _is_dicom(head):
+            if is_dicom(head):
                 dicom_folders.add(path.split("/")[0])
                 self.scanned(path)
             else:
@@ -561,134 +551,6 @@ def _visit(record: Dataset, parents: dict[str, str]) -> tuple[dict[str, str], li
         value = record.ReferencedFileID or []
         file_id = [value] if isinstance(value, str) else [str(c) for c in value]
     return parents, file_id, int(record.get("OffsetOfReferencedLowerLevelDirectoryEntity") or 0), following
-
-
-def _read_header(fp: BinaryIO, size: int, *, force: bool = False) -> tuple[Dataset | None, bool, bool]:
-    """(The data set before its pixel data or None, has it pixel data?, is the file complete?).
-
-    pydicom reads short values silently, so the declared end of every element,
-    of every skipped (deferred) value and of the pixel data (PS3.5 7.1, A.4) is
-    compared with the file size. Deflated files are left to zlib: their offsets
-    are in the inflated stream.
-    """
-    try:
-        ds = dcmread(fp, stop_before_pixels=True, defer_size=_DEFER_BYTES, force=force)
-    except InvalidDicomError:
-        raise
-    except Exception:
-        if fp.tell() < size:
-            raise
-        return None, False, False  # pydicom ran out of bytes
-    if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-        return ds, "Rows" in ds, True
-    stopped = fp.tell()  # past the end when a deferred value was skipped beyond it
-    implicit, little = _read_encoding(ds)
-    pixel_end = _pixel_data_end(fp, implicit=implicit, little=little)
-    complete = max(_elements_end(ds), stopped, pixel_end or 0) <= size
-    return ds, pixel_end is not None, complete
-
-
-def _data_set_offset(fp: BinaryIO) -> int:
-    """Where the data set starts: after the preamble and the File Meta group, if any (PS3.10 7.1).
-
-    File Meta is Explicit VR Little Endian; some writers use Implicit VR, which is
-    recognised by the VR field not being two upper-case letters (PS3.5 7.1).
-    """
-    fp.seek(0)
-    position = 132 if fp.read(132)[128:132] == b"DICM" else 0
-    while True:
-        fp.seek(position)
-        element = fp.read(8)
-        if len(element) < 8 or struct.unpack("<H", element[:2])[0] != 0x0002:
-            return position
-        vr = element[4:6]
-        if vr in _LONG_VRS:
-            (length,) = struct.unpack("<L", fp.read(4).ljust(4, b"\xff"))
-            position += 12
-        elif vr.isalpha() and vr.isupper():
-            (length,) = struct.unpack("<H", element[6:8])
-            position += 8
-        else:
-            (length,) = struct.unpack("<L", element[4:8])
-            position += 8
-        if length == _UNDEFINED:
-            raise ValueError(f"malformed File Meta Information at byte {position}")
-        position += length
-
-
-def _read_encoding(ds: Dataset) -> tuple[bool, bool]:
-    """(implicit VR?, little endian?) as the elements were really read.
-
-    ``original_encoding`` follows the File Meta, even when pydicom found the
-    other VR encoding and read with it (and warned); each raw element knows.
-    """
-    for element in ds.elements():
-        if isinstance(element, RawDataElement):
-            return bool(element.is_implicit_VR), bool(element.is_little_endian)
-    implicit, little = ds.original_encoding
-    return bool(implicit), little is not False
-
-
-def _encoded_syntax(ds: Dataset) -> str:
-    """The uncompressed syntax the data set is really encoded in."""
-    implicit, little = _read_encoding(ds)
-    if implicit:
-        return str(ImplicitVRLittleEndian)
-    return str(ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
-
-
-def _elements_end(ds: Dataset) -> int:
-    """Where the last top-level element read or skipped (not yet decoded) should end."""
-    return max(
-        (e.value_tell + e.length for e in ds.elements() if isinstance(e, RawDataElement) and e.length != _UNDEFINED),
-        default=0,
-    )
-
-
-def _pixel_data_end(fp: BinaryIO, *, implicit: bool, little: bool) -> int | None:
-    """Where the pixel data element at ``fp`` ends (PS3.5 7.1, A.4), or None if there is none."""
-    order = "<" if little else ">"
-    start = fp.tell()
-    header = fp.read(8)
-    if len(header) < 8 or struct.unpack(order + "HH", header[:4]) not in _PIXEL_TAGS:
-        return None
-    if implicit:
-        (length,) = struct.unpack(order + "L", header[4:])
-        position = start + 8
-    else:
-        long_length = fp.read(4)
-        if len(long_length) < 4:
-            return start + 12
-        (length,) = struct.unpack(order + "L", long_length)
-        position = start + 12
-    if length != _UNDEFINED:
-        return position + int(length)
-    while True:  # encapsulated: walk the fragment items without reading them
-        fp.seek(position)
-        item = fp.read(8)
-        if len(item) < 8:
-            return position + 8
-        group, element, length = struct.unpack(order + "HHL", item)
-        if (group, element) == _SEQUENCE_END:
-            return position + 8
-        if (group, element) != _ITEM or length == _UNDEFINED:
-            raise ValueError(f"malformed encapsulated pixel data at byte {position}")
-        position += 8 + int(length)
-
-
-def _is_dicom(head: bytes) -> bool:
-    """A Part 10 file, or a bare data set (no preamble) that pydicom reads with a SOP Instance UID."""
-    if head[128:132] == b"DICM":
-        return True
-    if head[:2] not in (b"\x02\x00", b"\x08\x00"):  # a bare data set starts with group 0002 or 0008
-        return False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # warnings about a file that is not DICOM are noise
-        try:
-            ds = dcmread(io.BytesIO(head), force=True, specific_tags=["SOPInstanceUID"])
-            return bool(ds.get("SOPInstanceUID"))
-        except Exception:  # not DICOM after all
-            return False
 
 
 def _what(path: str, head: bytes) -> str:
