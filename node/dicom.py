@@ -10,7 +10,6 @@ import re
 import uuid
 from typing import NamedTuple
 
-
 # -- Identity of this implementation (PS3.10 7.1, File Meta Information) ---------
 
 #: Our root for UIDs we create: the UUID-derived arc of ISO/IEC 9834-8 (PS3.5 B.2).

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -260,7 +261,7 @@ class Index:
     def job(self, job_id: int) -> Job | None:
         row = self.db.execute("SELECT id, route, state, created, started, finished, attempts, error, late "
                               "FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return Job(*row[:8], bool(row[8])) if row else None
+        return _job(row) if row else None
 
     def jobs(self, *, states: Iterable[str] = ("pending", "building", "done", "failed", "cancelled"),
              limit: int = 100) -> list[Job]:
@@ -268,7 +269,7 @@ class Index:
         rows = self.db.execute(
             f"SELECT id, route, state, created, started, finished, attempts, error, late FROM jobs "
             f"WHERE state IN ({','.join('?' * len(states))}) ORDER BY id DESC LIMIT ?", (*states, limit))
-        return [Job(*r[:8], bool(r[8])) for r in rows]
+        return [_job(r) for r in rows]
 
     def job_files(self, job_id: int) -> list[tuple[str, str, int]]:
         """(SOP Instance UID, spool path, size) of a job's snapshot."""
@@ -396,6 +397,11 @@ class Index:
             """SELECT s.study_uid, s.patient_id, COUNT(i.sop_instance_uid), s.last_received
                FROM studies s JOIN instances i USING (study_uid) WHERE s.pending = 1 AND s.last_received >= ?
                GROUP BY s.study_uid ORDER BY s.last_received""", (since,)))
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    id_, route, state, created, started, finished, attempts, error, late = row
+    return Job(id_, route, state, created, started, finished, attempts, error, bool(late))
 
 
 def _statements(script: str) -> list[str]:

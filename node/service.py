@@ -15,8 +15,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from node import jobs
 from node.config import Config, load_config
@@ -29,6 +31,7 @@ from node.receive.spool import Spool
 
 logger = logging.getLogger(__name__)
 
+_Handler = Callable[[int, FrameType | None], Any] | int | None
 POLL_S = 1.0
 HOUSEKEEPING_S = 60.0
 
@@ -127,7 +130,7 @@ class Service:
             receiver.reload()
         logger.info("configuration reloaded from %s: %d route(s)", source, len(new.routes))
 
-    def _capture_signals(self) -> dict[int, object]:
+    def _capture_signals(self) -> dict[signal.Signals, _Handler]:
         """SIGTERM / SIGINT stop (a second SIGINT forces), SIGHUP reloads; returns the old handlers."""
         def on_exit(sig: int, frame: FrameType | None) -> None:
             if self.stop.is_set() and sig == signal.SIGINT:
@@ -139,7 +142,7 @@ class Service:
         def on_hup(sig: int, frame: FrameType | None) -> None:
             self._reload_asked.set()
 
-        previous = {}
+        previous: dict[signal.Signals, _Handler] = {}
         for sig, handler in ((signal.SIGTERM, on_exit), (signal.SIGINT, on_exit), (signal.SIGHUP, on_hup)):
             previous[sig] = signal.signal(sig, handler)
         return previous

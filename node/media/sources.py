@@ -175,7 +175,7 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _element(elem: object, encodings: list[str]) -> Element:
+def _element(elem: object, encodings: str | list[str]) -> Element:
     """Encode a pydicom element in Explicit VR Little Endian, as :mod:`node.dcmio` keeps them."""
     from pydicom.filebase import DicomBytesIO
     from pydicom.filewriter import write_data_element
