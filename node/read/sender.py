@@ -4,9 +4,9 @@ Every SOP class gets a presentation context per transfer syntax its instances
 are in, plus one offering Explicit and Implicit VR Little Endian (PS3.5 10.1,
 the default every SCP accepts); past 128 contexts (PS3.8 9.3.2.2) the classes
 are spread over several associations. An instance goes out as its own bytes
-when the destination accepted its syntax, else decoded: decompressed with
-:func:`node.pixels.decompress`, or re-encoded by pynetdicom between Explicit and
-Implicit VR (PS3.5 A.1, A.2). Its C-STORE status is read by PS3.4 B.2.3 and
+when the destination accepted its syntax, else decoded (decompressed with
+:func:`node.pixels.decompress` if need be) and encoded in Explicit or Implicit
+VR Little Endian (PS3.5 A.2, A.1), whichever was accepted. Its C-STORE status is read by PS3.4 B.2.3 and
 PS3.7 C: success; warning (0xB000 coercion of data elements, 0xB006 elements
 discarded, 0xB007 data set does not match the SOP class: stored all the same);
 failure (0xA7xx refused, out of resources; 0xA9xx data set does not match the
@@ -14,20 +14,21 @@ SOP class; 0xCxxx cannot understand; the general failures of PS3.7 C.4, C.5).
 
 pynetdicom negotiates, releases, aborts and decodes the responses. Its own
 sending costs a queue hand-off, a state-machine step and two event triggers
-per P-DATA PDU, and it can stream only a host file, read to its end; so raw
+per P-DATA PDU, and it can stream only a host file, read to its end; so the
 bytes are framed here, straight from :meth:`Medium.open`'s stream (a folder's
 file or an ISO image's extent alike), into P-DATA-TF PDUs no longer than the
 destination's maximum (PS3.8 9.3.5, E.2), after a C-STORE-RQ command set
-(PS3.7 9.3.1.1, E.1). Memory stays at one 1 MiB piece per association; only
-the decode path holds one instance.
+(PS3.7 9.3.1.1, E.1): twice pynetdicom's rate on one association. Memory stays
+at one 1 MiB piece per association; only the decode path holds one instance.
 
 pynetdicom sets no TCP_NODELAY (Nagle costs 40 ms per C-STORE against DCMTK,
 BENCHMARKS.md): it is set when the connection opens (``EVT_CONN_OPEN``). Its
-association reactor also polls the DIMSE queue while ``send_c_store`` waits on
-it; when a fast peer answers before the reactor has parked, the reactor takes
-the C-STORE response ("Received unexpected C-STORE service message") and the
-sender waits out the DIMSE timeout: the 30 s stall of BENCHMARKS.md, reproduced
-in 8 of 25 two-process runs. :func:`_reactor_takes_no_messages` closes that race.
+association reactor polls the DIMSE queue for requests from the peer; a C-STORE
+response it takes is dropped ("Received unexpected C-STORE service message")
+and the sender waits out the DIMSE timeout. That is the 30 s stall of
+BENCHMARKS.md: ``send_c_store`` pauses the reactor, but a stale "paused" flag
+lets a fast answer slip to it (8 stalls in 25 two-process runs here).
+:func:`_reactor_takes_no_messages` keeps the reactor off the queue altogether.
 
 Several associations run in worker processes (pynetdicom's work holds the GIL).
 They claim instances from a shared counter only once associated, so a
@@ -36,6 +37,7 @@ destination that serves one association at a time still gets everything.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import multiprocessing
@@ -52,10 +54,10 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Literal, Protocol
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.dsutils import encode
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.status import (
     STATUS_SUCCESS,
@@ -380,7 +382,8 @@ class _Worker:
                         fp.seek(item.offset)
                         result = session.store_raw(index, item, fp)
                 elif accepted & set(_UNCOMPRESSED):
-                    result = self.send_decoded(session, index)
+                    target = EXPLICIT_VR_LE if EXPLICIT_VR_LE in accepted else IMPLICIT_VR_LE
+                    result = self.send_decoded(session, index, target)
                 else:
                     result = Result(index, "failed", None, "the destination accepted no presentation context for "
                                     f"{_name(item.sop_class_uid)}, neither in {_name(item.transfer_syntax_uid)} "
@@ -395,8 +398,8 @@ class _Worker:
         notes = tuple(f"pydicom: {str(w.message).strip()}" for w in caught)
         return Result(result.index, result.result, result.status, result.reason, notes) if notes else result
 
-    def send_decoded(self, session: _Session, index: int) -> Result:
-        """The data set read whole, decompressed or re-encoded into a syntax the destination accepted."""
+    def send_decoded(self, session: _Session, index: int, target: str) -> Result:
+        """The data set read whole, decompressed if need be, and encoded in ``target`` (Explicit or Implicit VR LE)."""
         from node import pixels
 
         item = self.items[index]
@@ -413,15 +416,19 @@ class _Worker:
                 how = f"stored after decompressing {syntax.name}, which the destination did not accept"
             else:
                 how = f"stored re-encoded from {syntax.name}, which the destination did not accept"
+            encoded = encode(ds, target == IMPLICIT_VR_LE, True)  # the data set alone, no File Meta
+            if encoded is None:
+                raise ValueError(f"pydicom cannot encode it in {UID(target).name}")
         except MediumError:
             raise
         except Exception as exc:  # pydicom and the codecs raise many kinds of error on hostile bytes
             return Result(index, "failed", None, f"cannot convert {syntax.name} for the destination: {_one_line(exc)}")
-        return session.store_dataset(index, ds, how)
+        as_sent = Item(item.path, item.sop_class_uid, item.sop_instance_uid, target, 0, item.part10)
+        return session.store_raw(index, as_sent, io.BytesIO(encoded), how)
 
 
 class _Session:
-    """One established association: raw C-STOREs framed here, decoded ones through pynetdicom."""
+    """One established association, over which C-STOREs are framed here (pynetdicom decodes the answers)."""
 
     def __init__(self, assoc: Association) -> None:
         self.assoc = assoc
@@ -442,7 +449,7 @@ class _Session:
     def syntaxes(self, sop_class: str) -> set[str]:
         return {ts for cls, ts in self.contexts if cls == sop_class}
 
-    def store_raw(self, index: int, item: Item, data: BinaryIO) -> Result:
+    def store_raw(self, index: int, item: Item, data: BinaryIO, how: str = "stored") -> Result:
         """C-STORE-RQ then the data set's bytes as they are, read from ``data`` piece by piece."""
         context = self.contexts[(item.sop_class_uid, item.transfer_syntax_uid)]
         piece_size = max(1, _PIECE // self.fragment) * self.fragment
@@ -468,25 +475,10 @@ class _Session:
         elif status is None or getattr(response, "MessageIDBeingRespondedTo", None) != self.message_id:
             why = "a response that answers no request of ours"
         else:
-            return _interpret(index, int(status), getattr(response, "ErrorComment", None), "stored")
+            return _interpret(index, int(status), getattr(response, "ErrorComment", None), how)
         if self.assoc.is_established:
             self.assoc.abort()
         raise _Dropped(why)
-
-    def store_dataset(self, index: int, ds: Dataset, how: str) -> Result:
-        """pynetdicom's ``send_c_store``, which encodes ``ds`` for an accepted uncompressed context."""
-        self.message_id = self.message_id % 0xFFFF + 1
-        started = time.monotonic()
-        try:
-            response = self.assoc.send_c_store(ds, msg_id=self.message_id)
-        except (ValueError, AttributeError) as exc:  # no usable context, or not encodable
-            return Result(index, "failed", None, f"not sent: {_one_line(exc)}")
-        except (RuntimeError, OSError) as exc:
-            raise _Dropped(_one_line(exc)) from exc
-        if "Status" not in response:
-            waited = time.monotonic() - started >= DIMSE_TIMEOUT
-            raise _Dropped(f"no response within {DIMSE_TIMEOUT:.0f} s" if waited else "aborted")
-        return _interpret(index, int(response.Status), response.get("ErrorComment"), how)
 
 
 def _interpret(index: int, status: int, comment: object, how: str) -> Result:
