@@ -31,7 +31,6 @@ import logging
 import os
 import re
 import subprocess
-import tempfile
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -40,6 +39,7 @@ from typing import Any
 
 from node import audit
 from node.config import Config
+from node.durable import write_atomic
 from node.errors import MediumError, NodeError
 from node.index import Index
 from node.read.importer import ImportReport, import_medium
@@ -252,7 +252,7 @@ def _file_away(item: Path, folder: Path, report: Path) -> None:
         while os.path.lexists(target) or os.path.lexists(f"{target}.report.json"):
             n += 1
             target = folder / (f"{item.stem}-{n}{item.suffix}" if item.is_file() else f"{item.name}-{n}")
-        _write(Path(f"{target}.report.json"), report.read_bytes())
+        write_atomic(Path(f"{target}.report.json"), report.read_bytes())
         os.rename(item, target)
     except OSError as exc:
         logger.error("inbox %s could not be moved to %s/: %s; it stays, and is not imported again until it "
@@ -262,23 +262,9 @@ def _file_away(item: Path, folder: Path, report: Path) -> None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> Path:
-    return _write(path, (json.dumps(data, indent=2) + "\n").encode())
+    return write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
-def _write(path: Path, content: bytes) -> Path:
-    """Write ``content`` durably under ``path``, never visible half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(content)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _report_name(medium: Path) -> str:

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from node import audit
 from node.config import Config
+from node.durable import fsync_dir
 from node.errors import NodeError
 from node.index import Index, Job, StableStudy, Volume
 from node.media import build
-from node.media.folder import fsync_dir
 from node.profiles import SECTOR, get_profile
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 NODE = Path(__file__).resolve().parents[1] / "node"
-BOTTOM = {"errors", "dicom", "profiles", "dcmio", "pixels", "config", "index", "audit", "routing"}
+BOTTOM = {"errors", "dicom", "profiles", "dcmio", "pixels", "config", "index", "audit", "routing", "durable"}
 MIDDLE = {"media", "read", "receive"}
 #: third-party package -> the modules allowed to import it
 OWNERS = {

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from node import dcmio, dicom
+from node.durable import fsync_dir
 from node.errors import BuildError, UsageError
 from node.media import folder, iso, udf
 from node.media.content import FileSlice, MediaFile
@@ -213,7 +214,7 @@ def _publish_image(files: list[MediaFile], target: Path, *, volume_id: str, prof
             writer.verify_image(tmp, files)
             synced.result()
         os.replace(tmp, target)
-        folder.fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except OSError as exc:
         raise BuildError(f"cannot write {target}: {exc.strerror or exc}") from None
     finally:
@@ -227,7 +228,7 @@ def _publish_folder(files: list[MediaFile], target: Path, *, progress: Progress 
         folder.write_tree(files, tmp, progress=progress)
         folder.verify_tree(tmp, files)
         os.rename(tmp, target)
-        folder.fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except OSError as exc:
         raise BuildError(f"cannot write {target}: {exc.strerror or exc}") from None
     finally:

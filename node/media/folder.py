@@ -10,19 +10,11 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from node.durable import fsync_dir
 from node.errors import BuildError
 from node.media.content import Comparer, MediaFile, copy_pieces
 
 Progress = Callable[[int], None]
-
-
-def fsync_dir(path: str | os.PathLike[str]) -> None:
-    """Make a rename or a new entry in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_tree(files: Sequence[MediaFile], root: Path, *, progress: Progress | None = None) -> None:

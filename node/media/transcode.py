@@ -11,7 +11,6 @@ is really on the medium.
 from __future__ import annotations
 
 import warnings
-
 from typing import TYPE_CHECKING
 
 from node import dcmio, dicom

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
+from node.durable import write_atomic
 from node.errors import UsageError
 from node.read.check import Finding, Instance, Survey, survey_medium
 from node.read.medium import ESCAPES_ROOT, NOT_FOLLOWED, Medium, open_medium
@@ -286,24 +286,7 @@ def _checked(aet: str, host: str, port: int) -> tuple[str, str, int]:
 
 def _keep(report: ImportReport, folder: Path) -> Path:
     """Write the report's JSON under ``folder`` durably, never under a half-written final name."""
-    folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(report.medium).name or "medium")[:64]
     final = folder / f"import-{stamp}-{name}.json"
-    handle, temporary = tempfile.mkstemp(prefix=".import-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(report.to_dict(), out, indent=2)
-            out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, final)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-    return final
+    return write_atomic(final, (json.dumps(report.to_dict(), indent=2) + "\n").encode())

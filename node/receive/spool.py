@@ -25,6 +25,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import BinaryIO
 
+from node.durable import fsync_dir
 from node.errors import NodeError
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class Spool:
         for folder in (self.root, self.tmp):
             if not folder.is_dir():
                 folder.mkdir(parents=True, exist_ok=True)
-                _fsync_dir(folder.parent)
+                fsync_dir(folder.parent)
         # Study folders whose entry in spool/ this process has fsync'd.
         self._durable: OrderedDict[str, None] = OrderedDict()
 
@@ -84,12 +85,12 @@ class Spool:
             size = self._write_tmp_and_rename(src, final)
         else:
             size = self._rename(Path(src), final)
-        _fsync_dir(study_dir)
+        fsync_dir(study_dir)
         if created or study_uid not in self._durable:
             # Also when another thread or process made the folder: its entry in
             # spool/ must be durable before we answer success, and only the
             # maker's fsync would otherwise guarantee it.
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
             self._durable[study_uid] = None
             if len(self._durable) > _KNOWN_DIRS:
                 self._durable.popitem(last=False)
@@ -186,11 +187,3 @@ def _unlink(path: str | Path) -> bool:
     except FileNotFoundError:
         return False
     return True
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
