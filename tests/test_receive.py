@@ -119,14 +119,14 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:
 
 def echoscu(port: int, *, aec: str = "MEDIANODE", aet: str = "ECHOSCU") -> subprocess.CompletedProcess[str]:
     return subprocess.run(["echoscu", "-aet", aet, "-aec", aec, "127.0.0.1", str(port)],
-                          env=PEER_ENV, capture_output=True, text=True, timeout=60)
+                          env=PEER_ENV, capture_output=True, text=True, timeout=60, check=False)
 
 
 def storescu(port: int, *files: str | Path, aec: str = "MEDIANODE", aet: str = "STORESCU",
              flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     """DCMTK storescu with ``-d``, which prints each response's DIMSE status."""
     return subprocess.run(["storescu", "-d", *flags, "-aet", aet, "-aec", aec, "127.0.0.1", str(port), *map(str, files)],
-                          env=PEER_ENV, capture_output=True, text=True, timeout=300)
+                          env=PEER_ENV, capture_output=True, text=True, timeout=300, check=False)
 
 
 def statuses(result: subprocess.CompletedProcess[str]) -> list[int]:
