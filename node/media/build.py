@@ -8,6 +8,7 @@ output path (DESIGN.md invariant 2) and the sources untouched.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
@@ -17,12 +18,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Literal
 
 from node import dcmio, dicom
 from node.durable import fsync_dir
 from node.errors import BuildError, UsageError
-from node.media import folder, iso, udf
+from node.media import folder
 from node.media.content import FileSlice, MediaFile
 from node.media.dicomdir import encode_dicomdir
 from node.media.directory import Tree, build_tree
@@ -37,8 +39,13 @@ Format = Literal["iso", "folder"]
 Progress = Callable[[int], None]
 DEFAULT_LABEL = "DICOM"
 _BLOCK = 4096  # allocation unit assumed for folder (USB) targets
-#: The image writer of each optical file system (PS3.12: ISO 9660 for CD / DVD, UDF 2.60 for BD).
-IMAGE_WRITERS = {"iso9660": iso, "udf": udf}
+#: The image writer of each optical file system (PS3.12: ISO 9660 for CD / DVD, UDF 2.60 for BD),
+#: imported when used: a CD burn does not load the UDF writer.
+IMAGE_WRITERS = {"iso9660": "node.media.iso", "udf": "node.media.udf"}
+
+
+def image_writer(file_system: str) -> ModuleType:
+    return importlib.import_module(IMAGE_WRITERS[file_system])
 
 
 @dataclass
@@ -194,7 +201,7 @@ def _check_capacity(files: list[MediaFile], profile: Profile, target: Path, repo
         if needed > free:
             raise BuildError(f"the set needs {_mb(needed)} but {target.parent} has {_mb(free)} free")
         return
-    report.sectors = IMAGE_WRITERS[profile.file_system].image_sectors(files)
+    report.sectors = image_writer(profile.file_system).image_sectors(files)
     capacity = profile.capacity_sectors
     if capacity is not None and report.sectors > capacity:
         raise BuildError(
@@ -206,7 +213,7 @@ def _check_capacity(files: list[MediaFile], profile: Profile, target: Path, repo
 def _publish_image(files: list[MediaFile], target: Path, *, volume_id: str, profile: Profile, progress: Progress | None) -> None:
     tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
     try:
-        writer = IMAGE_WRITERS[profile.file_system]
+        writer = image_writer(profile.file_system)
         with open(tmp, "wb+") as f, ThreadPoolExecutor(1) as pool:
             writer.write_image(files, f, volume_id=volume_id, progress=progress)
             f.flush()
