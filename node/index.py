@@ -198,6 +198,11 @@ class Index:
                    route = excluded.route, pending = 1""",
                 (r.study_uid, r.patient_id, r.patient_name, r.route, r.received_at, r.received_at))
 
+    def study_route(self, study_uid: str) -> str | None:
+        """The route recorded for a study (of its latest instance), or None for a study not seen."""
+        row = self.db.execute("SELECT route FROM studies WHERE study_uid = ?", (study_uid,)).fetchone()
+        return str(row[0]) if row else None
+
     def known_paths(self) -> set[str]:
         """Every spool file the index points at, current or waiting in a job."""
         rows = self.db.execute("SELECT path FROM instances UNION SELECT path FROM job_files")

@@ -128,11 +128,9 @@ def index_orphans(spool: Spool, index: Index, *, known: set[str]) -> int:
         if inst.sop_instance_uid != sop or not is_uid(inst.study_uid) or inst.study_uid != path.parent.name:
             logger.warning("start-up: spooled file %s does not hold what its name says, left alone", path)
             continue
-        # The one read of the index outside node/index.py: it belongs there as Index.study_route.
-        row = index.db.execute("SELECT route FROM studies WHERE study_uid = ?", (inst.study_uid,)).fetchone()
         index.add_instance(Received(
             inst.sop_instance_uid, inst.sop_class_uid, inst.study_uid, inst.series_uid, inst.patient_id,
             inst.patient_name, inst.modality, inst.transfer_syntax, str(path), path.stat().st_size, "", "",
-            row[0] if row else routing.STORE_ONLY, path.stat().st_mtime))
+            index.study_route(inst.study_uid) or routing.STORE_ONLY, path.stat().st_mtime))
         count += 1
     return count

@@ -281,6 +281,8 @@ def _receiver_main(config: Config, listener: socket.socket, conn: Connection, le
     """A receiver process's entry point (spawned)."""
     _die_with_parent(parent)
     logging.basicConfig(level=level, format=fmt or logging.BASIC_FORMAT)
+    if level > logging.DEBUG:
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # a line per association is the SCP's job
     status = 0
     try:
         serve_receivers(config, listener=listener, ready=lambda: conn.send(("ready", "")))
