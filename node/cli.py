@@ -121,15 +121,18 @@ def _add_import(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--patient", metavar="ID", help="import only this patient's instances")
     p.add_argument("--study", metavar="UID", help="import only this study's instances")
     p.add_argument("--reports", metavar="DIR", help="also keep the JSON report in this folder")
+    p.add_argument("--config", metavar="FILE", help="apply import.coerce of this configuration (default: no coercion)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(run=_import)
 
 
 def _import(args: argparse.Namespace, out: TextIO) -> int:
+    from node.config import load_config
     from node.read.importer import import_medium, parse_destination
 
+    coerce = load_config(args.config).imports.coerce if args.config else None
     report = import_medium(args.path, destination=parse_destination(args.to), calling_aet=args.calling_aet,
-                           patient=args.patient, study=args.study, reports_dir=args.reports)
+                           patient=args.patient, study=args.study, reports_dir=args.reports, coerce=coerce)
     if args.json:
         json.dump(report.to_dict(), out, indent=2)
         out.write("\n")
@@ -140,6 +143,8 @@ def _import(args: argparse.Namespace, out: TextIO) -> int:
             if o.result != "sent" or o.status:
                 status = f" (status 0x{o.status:04X})" if o.status is not None else ""
                 out.write(f"  {o.result}: {o.path}{status}: {o.reason}\n")
+        for c in report.coercions:
+            out.write(f"  coerced: {c.path}: {c.attribute} {'(absent)' if c.old is None else repr(c.old)} -> {c.new!r}\n")
         for f in report.problems:
             out.write(f"  problem: {f.path}: {f.problem}\n")
         if report.report_path:

@@ -100,6 +100,34 @@ class Destination:
 
 
 @dataclass(frozen=True)
+class Coercion:
+    """``import.coerce``: what is changed in the instances of a medium before they are sent (issue 4).
+
+    A step toward IHE PDI import reconciliation: the outside
+    Patient ID becomes one of our domain. ``patient_id_map`` (old -> new, compared
+    without the leading and trailing spaces PS3.5 6.2 makes insignificant in LO)
+    wins over ``patient_id_prefix``: a mapped ID is not also prefixed, and an empty
+    ID is never prefixed (it would become one ID shared by every patient without
+    one). ``issuer_of_patient_id`` sets Issuer of Patient ID (0010,0021). Each value
+    is a Long String (LO) of the default repertoire. How a coerced instance is
+    sent is :mod:`node.read.coerce`'s.
+    """
+
+    issuer_of_patient_id: str | None = None
+    patient_id_prefix: str | None = None
+    #: (old, new) pairs, in the file's order; the old IDs are distinct.
+    patient_id_map: tuple[tuple[str, str], ...] = ()
+
+    def patient_id(self, old: str) -> str:
+        """The coerced Patient ID for ``old`` (which may be unchanged)."""
+        value = old.strip(" ")
+        for before, after in self.patient_id_map:
+            if before == value:
+                return after
+        return self.patient_id_prefix + value if self.patient_id_prefix and value else old
+
+
+@dataclass(frozen=True)
 class ImportConfig:
     """Where media are imported to, and what ``serve``'s watcher (:mod:`node.read.watcher`) looks at."""
 
@@ -119,6 +147,8 @@ class ImportConfig:
     eject: tuple[str, ...] | None = None
     #: Our AE title when importing; None means node.ae_title.
     calling_aet: str | None = None
+    #: What to change in the instances imported; None (absent) changes nothing.
+    coerce: Coercion | None = None
 
     def __post_init__(self) -> None:
         if self.watch is None:  # frozen: resolved once, so equal configs compare equal
@@ -483,6 +513,55 @@ def _argv(node: Node, at: _At) -> tuple[str, ...]:
     return tuple(_text("an argument")(n, at.item(i)) for i, n in enumerate(node.value))
 
 
+def _long_string(text: str, *, inner: bool = False) -> str:
+    """A Long String (PS3.5 Table 6.2-1, LO) of the default repertoire (PS3.5 6.1.2.1, ASCII): at most
+    64 characters, no backslash. ASCII, because it is written into instances of any Specific Character
+    Set. Leading and trailing spaces are not significant in LO, so they are refused (but a prefix,
+    ``inner``, may end with a space: it stands before the ID)."""
+    if len(text) > 64:
+        raise ValueError("is longer than 64 characters (PS3.5 6.2: LO)")
+    if "\\" in text:
+        raise ValueError("holds a backslash, which separates values in LO (PS3.5 6.2)")
+    if any(not " " <= c <= "~" for c in text):
+        raise ValueError("holds a character outside the default repertoire (PS3.5 6.1.2.1: printable ASCII)")
+    if text.startswith(" ") or (text.endswith(" ") and not inner):
+        raise ValueError("has a leading or trailing space, which is not significant in LO (PS3.5 6.2)")
+    return text
+
+
+_LO = _text("a Long String (LO)", _long_string)
+_PREFIX = _text("a Long String (LO)", lambda text: _long_string(text, inner=True))
+
+
+def _id_map(node: Node, at: _At) -> tuple[tuple[str, str], ...]:
+    """``{OLD: NEW, ...}``: each ID as written (``0123`` stays text), no old ID twice."""
+    if not isinstance(node, MappingNode):
+        raise at.error(node, f"expected a mapping of old to new Patient IDs (OLD: NEW), got {_describe(node)}")
+    pairs: list[tuple[str, str]] = []
+    first: dict[str, Node] = {}
+    for key, value in node.value:
+        old = _LO(key, at)
+        label = old if re.fullmatch(r"[\w.-]{1,40}", old, re.ASCII) else _short(old)
+        if old in first:
+            raise at.key(label).error(key, f"duplicate Patient ID (first on line {first[old].start_mark.line + 1})")
+        first[old] = key
+        pairs.append((old, _LO(value, at.key(label))))
+    return tuple(pairs)
+
+
+_COERCE: dict[str, Check] = {
+    "issuer_of_patient_id": _LO,
+    "patient_id_prefix": _PREFIX,
+    "patient_id_map": _id_map,
+}
+
+
+def _coerce(node: Node, at: _At) -> Coercion | None:
+    """The coercions of ``import.coerce``; an empty section, like an absent one, coerces nothing."""
+    values, _ = _fields(node, at, _COERCE)
+    return Coercion(**values) if values else None
+
+
 _IMPORT: dict[str, Check] = {
     "inbox": _path,
     "destination": _optional(_section(Destination, {"ae_title": _AE, "host": _HOST, "port": _number(1, 65535)},
@@ -494,6 +573,7 @@ _IMPORT: dict[str, Check] = {
     "poll_seconds": _number(0, integer=False, above=True),
     "eject": _optional(_argv),
     "calling_aet": _AE,
+    "coerce": _coerce,
 }
 
 

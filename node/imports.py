@@ -43,7 +43,7 @@ from node.durable import write_atomic
 from node.errors import MediumError, NodeError
 from node.index import Index
 from node.read.importer import ImportReport, import_medium
-from node.read.medium import Medium, open_medium
+from node.read.medium import Medium, medium_label, open_medium
 from node.read.watcher import DONE, FAILED, Kind, Ready, Watcher
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,6 @@ logger = logging.getLogger(__name__)
 #: Where a failed identity leaves no identity to compare (an unreadable medium is never "imported").
 UNREADABLE = "unreadable"
 EJECT_TIMEOUT_S = 60
-_PVD = 16 * 2048  # ECMA-119 8.4: the Primary Volume Descriptor, sector 16
 
 
 class ImportRunner:
@@ -129,7 +128,7 @@ class ImportRunner:
             try:
                 report = import_medium(ready.path, destination=(to.ae_title, to.host, to.port),
                                        calling_aet=config.imports.calling_aet or config.node.ae_title,
-                                       reports_dir=self._reports())
+                                       reports_dir=self._reports(), coerce=config.imports.coerce)
             except NodeError as exc:  # MediumError: unreadable, UDF-only; UsageError: a bad AE title
                 report = _failure_report(ready.path, str(exc))
         else:
@@ -140,7 +139,8 @@ class ImportRunner:
         reason = (f"already imported: the same medium (identity {identity}) was imported as import "
                   f"{previous['id']} on {_when(previous['finished'])}; not sent again")
         report = {"ok": True, "medium": str(ready.path), "sent": 0, "failed": 0, "skipped": 0,
-                  "skipped_medium": reason, "previous_import": previous["id"], "problems": [], "notes": []}
+                  "skipped_medium": reason, "previous_import": previous["id"], "problems": [], "notes": [],
+                  "coercions": []}
         self._finish(ready, self.index.start_import(str(ready.path), identity), report, skipped=reason)
 
     def _finish(self, ready: Ready, import_id: int, report: ImportReport | dict[str, Any], *,
@@ -202,7 +202,7 @@ def medium_identity(path: Path) -> str:
     outside the medium. Raises :class:`MediumError` when the medium cannot be opened.
     """
     with open_medium(path) as medium:
-        volume = _volume_identifier(path) if not path.is_dir() else path.name
+        volume = medium_label(path)
         volume = "".join(c if c.isprintable() and c != "/" else "?" for c in volume)
         dicomdir = _dicomdir_digest(medium)
         if dicomdir is not None:
@@ -227,21 +227,10 @@ def _dicomdir_digest(medium: Medium) -> str | None:
         return None
 
 
-def _volume_identifier(path: Path) -> str:
-    """The PVD's Volume Identifier (ECMA-119 8.4.5: bytes 40-71), read without pycdlib's full parse."""
-    try:
-        with open(path, "rb") as fp:
-            fp.seek(_PVD)
-            pvd = fp.read(72)
-    except OSError as exc:
-        raise MediumError(f"cannot read {path}: {exc.strerror}") from None
-    return pvd[40:72].decode("ascii", "replace").strip() if pvd[:6] == b"\x01CD001" else ""
-
-
 def _failure_report(medium: Path, problem: str) -> dict[str, Any]:
     """The report of an import that could not start, shaped as ``import --json``'s."""
     return {"ok": False, "medium": str(medium), "sent": 0, "failed": 0, "skipped": 0,
-            "problems": [{"path": ".", "problem": problem}], "notes": []}
+            "problems": [{"path": ".", "problem": problem}], "notes": [], "coercions": []}
 
 
 def _file_away(item: Path, folder: Path, report: Path) -> None:

@@ -257,7 +257,7 @@ CASES = {
     "unknown match key": ("routes:\n- action: burn\n- match: {aet: X}\n  action: burn\n",
                           "c.yaml:3 routes[1].match.aet: unknown key (known: called_aet, calling_aet, modality, sop_class)"),
     "unknown import key": ("import: {inbx: x}", ("c.yaml:1 import.inbx: unknown key (known: inbox, destination, watch, "
-                           "mount_roots, drives, settle_seconds, poll_seconds, eject, calling_aet)")),
+                           "mount_roots, drives, settle_seconds, poll_seconds, eject, calling_aet, coerce)")),
     "unknown destination key": ("import:\n  destination: {ae: P}\n",
                                 "c.yaml:2 import.destination.ae: unknown key (known: ae_title, host, port)"),
     "odd key": ("burn: {'a b': 1}", "c.yaml:1 burn.'a b': unknown key (known: output, study_stable_seconds, retention_hours)"),
@@ -532,6 +532,12 @@ import:
   poll_seconds: 2
   eject: [eject, '{device}']
   calling_aet: READER
+  coerce:
+    issuer_of_patient_id: HOSPITAL
+    patient_id_prefix: 'EXT-'
+    patient_id_map:
+      A1: B1
+      '0123': X9
 """
 AWKWARD = [
     "1" + "0" * 400, "1" + "0" * 5000, "-1", "0", "65536", "4096.5", "1e3", "1:30", ".inf", "-.inf", ".nan", "0x_", "0b_",

@@ -17,6 +17,14 @@ of a medium. Sending is :mod:`node.read.sender`'s: C-STORE statuses per
 PS3.4 B.2.3 (a warning such as 0xB000 counts as sent, with its status; 0xA7xx,
 0xA9xx and 0xCxxx are failures), decompression when the destination accepts
 only uncompressed syntaxes, retries with back-off when an association drops.
+
+With ``coerce`` (``import.coerce``, off by default), an instance whose Patient
+ID or Issuer of Patient ID the coercion changes is re-encoded with the new
+values and an Original Attributes Sequence item holding the old ones
+(:mod:`node.read.coerce`, PS3.3 C.12.1), in its own transfer syntax when the
+destination accepts it; it is never sent as its own bytes. Every change is in
+the report: the instance's outcome says what, and ``coercions`` lists each
+attribute changed (the old value None when the attribute was absent).
 """
 
 from __future__ import annotations
@@ -33,10 +41,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
+from node.config import Coercion
 from node.durable import write_atomic
 from node.errors import UsageError
 from node.read.check import Finding, Instance, Survey, survey_medium
-from node.read.medium import ESCAPES_ROOT, NOT_FOLLOWED, Medium, open_medium
+from node.read.coerce import Coercing
+from node.read.medium import ESCAPES_ROOT, NOT_FOLLOWED, Medium, medium_label, open_medium
 from node.read.sender import Destination, Item, Result, send
 
 logger = logging.getLogger(__name__)
@@ -65,6 +75,17 @@ class Outcome:
     reason: str
 
 
+@dataclass(frozen=True)
+class Coerced:
+    """One attribute an import coercion changed in one instance sent; ``old`` None: it was absent."""
+
+    path: str
+    sop_instance_uid: str
+    attribute: str
+    old: str | None
+    new: str
+
+
 @dataclass
 class ImportReport:
     """What ``medianode import`` reports (DESIGN.md, Command-line contract; issue 4).
@@ -84,6 +105,8 @@ class ImportReport:
     conflicts: int = 0
     seconds: float = 0.0
     report_path: str | None = None
+    #: Every change ``import.coerce`` made, in the data sets as they were sent.
+    coercions: list[Coerced] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -104,6 +127,7 @@ class ImportReport:
             "outcomes": [asdict(o) for o in self.outcomes],
             "problems": [asdict(f) for f in self.problems],
             "notes": [asdict(f) for f in self.notes],
+            "coercions": [asdict(c) for c in self.coercions],
         }
 
 
@@ -129,13 +153,16 @@ def import_medium(
     study: str | None = None,
     associations: int = DEFAULT_ASSOCIATIONS,
     reports_dir: str | os.PathLike[str] | None = None,
+    coerce: Coercion | None = None,
 ) -> ImportReport:
     """Import the medium at ``path`` (folder, ``.iso`` or block device) into ``destination`` (AET, host, port).
 
     Raises :class:`~node.errors.MediumError` when the medium cannot be opened at
     all and :class:`~node.errors.UsageError` for a bad AE title or port; every
     other failure is in the report. With ``reports_dir``, the report's JSON is
-    also written there (``report_path``).
+    also written there (``report_path``). ``coerce`` changes what it says in the
+    instances it applies to, recording the old values with the medium's label as
+    their source (see the module docstring).
     """
     started = time.monotonic()
     aet, host, port = _checked(*destination)
@@ -146,7 +173,9 @@ def import_medium(
     with open_medium(path) as medium:
         survey = survey_medium(medium)
         plan = _Plan(medium, survey, patient=patient, study=study)
-    results = send(str(path), [_item(i) for i in plan.instances], destination=to, associations=associations)
+    coercing = Coercing.start(coerce, medium_label(path)) if coerce is not None else None
+    items = [_item(i, coercing) for i in plan.instances]
+    results = send(str(path), items, destination=to, associations=associations)
     report = plan.report(str(path), str(to), results)
     report.seconds = time.monotonic() - started
     logger.info("imported %s into %s: %d sent, %d failed, %d skipped in %.1f s",
@@ -233,10 +262,15 @@ class _Plan:
     def report(self, medium: str, destination: str, results: Sequence[Result]) -> ImportReport:
         outcomes = list(self.decided)
         notes = list(self.notes)
+        coercions: list[Coerced] = []
         for instance, result in zip(self.instances, results, strict=True):
             reason = result.reason
             if result.result == "sent" and not instance.part10:
                 reason += " (repaired: File Meta Information rebuilt)"
+            if result.changes:
+                reason += f"; coerced: {', '.join(map(str, result.changes))}"
+                coercions += [Coerced(instance.path, instance.sop_instance_uid, c.attribute, c.old, c.new)
+                              for c in result.changes]
             outcomes.append(Outcome(instance.path, instance.sop_instance_uid, result.result, result.status, reason))
             notes += [Finding(instance.path, note) for note in result.notes]
         outcomes.sort(key=lambda o: (o.path, o.sop_instance_uid))
@@ -250,12 +284,15 @@ class _Plan:
             problems=sorted(set(self.survey.report.problems + self.problems)),
             notes=sorted(set(self.survey.report.notes + notes)),
             conflicts=self.conflicts,
+            coercions=sorted(coercions, key=lambda c: (c.path, c.sop_instance_uid)),
         )
 
 
-def _item(instance: Instance) -> Item:
+def _item(instance: Instance, coercing: Coercing | None = None) -> Item:
+    """What the sender needs; the coercion only where it may change something (its data set decides)."""
+    coerce = coercing if coercing is not None and coercing.may_change(instance.patient_id) else None
     return Item(instance.path, instance.sop_class_uid, instance.sop_instance_uid,
-                instance.transfer_syntax_uid, instance.offset, instance.part10)
+                instance.transfer_syntax_uid, instance.offset, instance.part10, coerce)
 
 
 def _same_data_set(medium: Medium, a: Instance, b: Instance) -> bool:

@@ -272,6 +272,26 @@ def _why_not_iso(fp: BinaryIO, exc: Exception) -> str:
     return f"not a readable ISO 9660 image ({exc})"
 
 
+def medium_label(path: str | os.PathLike[str]) -> str:
+    """What a medium calls itself: a folder's name, an image's or a disc's ISO 9660 Volume Identifier.
+
+    The Volume Identifier is the Primary Volume Descriptor's bytes 40-71 (ECMA-119
+    8.4.5, sector 16), read without pycdlib's full parse; "" when there is none.
+    Automounters name the mount point after the volume label, so a disc read in a
+    drive and the same disc mounted agree. Raises :class:`MediumError` when unreadable.
+    """
+    target = Path(path)
+    if target.is_dir():
+        return target.name
+    try:
+        with open(target, "rb") as fp:
+            fp.seek(16 * _SECTOR)
+            pvd = fp.read(72)
+    except OSError as exc:
+        raise MediumError(f"cannot read {target}: {exc.strerror}") from None
+    return pvd[40:72].decode("ascii", "replace").strip() if pvd[:6] == b"\x01CD001" else ""
+
+
 def open_medium(path: str | os.PathLike[str]) -> Medium:
     """Open a folder, an ``.iso`` image or a block device read-only.
 

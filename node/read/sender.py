@@ -6,7 +6,11 @@ the default every SCP accepts); past 128 contexts (PS3.8 9.3.2.2) the classes
 are spread over several associations. An instance goes out as its own bytes
 when the destination accepted its syntax, else decoded (decompressed with
 :func:`node.pixels.decompress` if need be) and encoded in Explicit or Implicit
-VR Little Endian (PS3.5 A.2, A.1), whichever was accepted. Its C-STORE status is read by PS3.4 B.2.3 and
+VR Little Endian (PS3.5 A.2, A.1), whichever was accepted. An instance that the
+import's coercion changes (:mod:`node.read.coerce`, decided from its header) is
+never sent as its own bytes: it is read whole, coerced and encoded again, in its
+own syntax when that was accepted (encapsulated pixel data byte for byte), else
+as above. Its C-STORE status is read by PS3.4 B.2.3 and
 PS3.7 C: success; warning (0xB000 coercion of data elements, 0xB006 elements
 discarded, 0xB007 data set does not match the SOP class: stored all the same);
 failure (0xA7xx refused, out of resources; 0xA9xx data set does not match the
@@ -50,7 +54,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, Literal, Protocol
 
 from pydicom import dcmread
@@ -66,8 +70,9 @@ from pynetdicom.status import (
     code_to_category,
 )
 
-from node.dicom import EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
+from node.dicom import DEFLATED_LE, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from node.errors import MediumError
+from node.read.coerce import Change, Coercing, CoercionError
 from node.read.medium import Medium, open_medium
 
 logger = logging.getLogger(__name__)
@@ -115,17 +120,24 @@ class Item:
     transfer_syntax_uid: str
     offset: int
     part10: bool
+    #: The import's coercion, when it may change this instance: its data set decides, and a changed
+    #: instance is re-encoded, never sent as its own bytes.
+    coerce: Coercing | None = None
 
 
 @dataclass(frozen=True)
 class Result:
-    """What became of ``items[index]``: sent (with a success or warning status) or failed."""
+    """What became of ``items[index]``: sent (with a success or warning status) or failed.
+
+    ``changes`` are the coercions made in the data set that was sent (:mod:`node.read.coerce`).
+    """
 
     index: int
     result: Literal["sent", "failed"]
     status: int | None
     reason: str
     notes: tuple[str, ...] = ()
+    changes: tuple[Change, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -365,66 +377,88 @@ class _Worker:
                         break
                     if index in drops:
                         why = f" (sent again after the association was lost: {drops[index][-1]})"
-                        result = Result(index, result.result, result.status, result.reason + why, result.notes)
+                        result = replace(result, reason=result.reason + why)
                     self.sink.result(result)
             finally:
                 session.close()
 
     def send_one(self, session: _Session, index: int) -> Result:
-        """Send one item as it is, or decoded when its syntax was not accepted; raise _Dropped."""
+        """Send one item as it is, or re-encoded when coerced or its syntax was not accepted; raise _Dropped."""
         item = self.items[index]
         accepted = session.syntaxes(item.sop_class_uid)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                if item.transfer_syntax_uid in accepted:
+                changes = self.changes(item)
+                if item.transfer_syntax_uid in accepted and not changes:
                     with self.medium.open(item.path) as fp:
                         fp.seek(item.offset)
                         result = session.store_raw(index, item, fp)
+                elif item.transfer_syntax_uid in accepted:
+                    result = self.send_decoded(session, index, item.transfer_syntax_uid, changes)
                 elif accepted & set(_UNCOMPRESSED):
                     target = EXPLICIT_VR_LE if EXPLICIT_VR_LE in accepted else IMPLICIT_VR_LE
-                    result = self.send_decoded(session, index, target)
+                    result = self.send_decoded(session, index, target, changes)
                 else:
                     result = Result(index, "failed", None, "the destination accepted no presentation context for "
                                     f"{_name(item.sop_class_uid)}, neither in {_name(item.transfer_syntax_uid)} "
                                     "nor uncompressed")
             except MediumError as exc:
                 result = Result(index, "failed", None, f"unreadable: {exc}")
+            except CoercionError as exc:
+                result = Result(index, "failed", None, f"not sent: cannot coerce it: {exc}")
             except _Dropped:
                 raise
             except Exception as exc:  # a bug or a hostile value: this instance fails, the import goes on
                 logger.exception("sending %s failed", item.path)
                 result = Result(index, "failed", None, f"not sent: {type(exc).__name__}: {_one_line(exc)}")
         notes = tuple(f"pydicom: {str(w.message).strip()}" for w in caught)
-        return Result(result.index, result.result, result.status, result.reason, notes) if notes else result
+        return replace(result, notes=notes) if notes else result
 
-    def send_decoded(self, session: _Session, index: int, target: str) -> Result:
-        """The data set read whole, decompressed if need be, and encoded in ``target`` (Explicit or Implicit VR LE)."""
+    def changes(self, item: Item) -> tuple[Change, ...]:
+        """What the import's coercion changes in this instance, read from its header (pixel data not read)."""
+        if item.coerce is None:
+            return ()
+        with self.medium.open(item.path) as fp:
+            header = dcmread(fp, stop_before_pixels=True, defer_size=_PIECE, force=not item.part10)
+        return item.coerce.changes(header)
+
+    def send_decoded(self, session: _Session, index: int, target: str, changes: tuple[Change, ...] = ()) -> Result:
+        """The data set read whole, coerced, decompressed if need be, and encoded in ``target``.
+
+        ``target`` is the instance's own syntax (a coerced instance: compressed pixel data are kept as
+        they are) or, when the destination did not accept that, Explicit or Implicit VR LE.
+        """
         from node import pixels
 
         item = self.items[index]
         syntax = UID(item.transfer_syntax_uid)
-        if syntax == EXPLICIT_VR_BE:
+        if syntax == EXPLICIT_VR_BE and target != syntax:
             return Result(index, "failed", None, "the destination does not accept Explicit VR Big Endian (retired, "
                                                  "PS3.5 A.3) for this class, and its data are not byte-swapped")
         try:
             with self.medium.open(item.path) as fp:
                 ds = dcmread(fp, force=not item.part10)
             ds.file_meta.TransferSyntaxUID = syntax
-            if syntax.is_compressed:
+            if item.coerce is not None:
+                item.coerce.apply(ds, changes)
+            if target == syntax:
+                how = f"stored re-encoded in its own {syntax.name}"
+            elif syntax.is_compressed:
                 pixels.decompress(ds)
                 how = f"stored after decompressing {syntax.name}, which the destination did not accept"
             else:
                 how = f"stored re-encoded from {syntax.name}, which the destination did not accept"
-            encoded = encode(ds, target == IMPLICIT_VR_LE, True)  # the data set alone, no File Meta
-            if encoded is None:
+            encoded = encode(ds, target == IMPLICIT_VR_LE, target != EXPLICIT_VR_BE, target == DEFLATED_LE)
+            if encoded is None:  # the data set alone, no File Meta; deflated as a whole when DEFLATED_LE
                 raise ValueError(f"pydicom cannot encode it in {UID(target).name}")
-        except MediumError:
+        except (MediumError, CoercionError):
             raise
         except Exception as exc:  # pydicom and the codecs raise many kinds of error on hostile bytes
-            return Result(index, "failed", None, f"cannot convert {syntax.name} for the destination: {_one_line(exc)}")
+            what = "coerce" if target == syntax else f"convert {syntax.name} for the destination"
+            return Result(index, "failed", None, f"cannot {what}: {_one_line(exc)}")
         as_sent = Item(item.path, item.sop_class_uid, item.sop_instance_uid, target, 0, item.part10)
-        return session.store_raw(index, as_sent, io.BytesIO(encoded), how)
+        return replace(session.store_raw(index, as_sent, io.BytesIO(encoded), how), changes=changes)
 
 
 class _Session:
