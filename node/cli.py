@@ -12,11 +12,16 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from node import __version__
 from node.errors import EXIT_DATA, EXIT_OK, EXIT_USAGE, NodeError
+
+if TYPE_CHECKING:
+    from node.config import Config
+    from node.read.importer import ImportReport
 
 logger = logging.getLogger("node")
 
@@ -121,18 +126,59 @@ def _add_import(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--patient", metavar="ID", help="import only this patient's instances")
     p.add_argument("--study", metavar="UID", help="import only this study's instances")
     p.add_argument("--reports", metavar="DIR", help="also keep the JSON report in this folder")
-    p.add_argument("--config", metavar="FILE", help="apply import.coerce of this configuration (default: no coercion)")
+    p.add_argument("--config", metavar="FILE",
+                   help="a node's configuration: apply its import.coerce, record the import in its index, and "
+                        "skip a medium it imported before (default: none of these)")
+    p.add_argument("--force", action="store_true", help="with --config: import a medium imported before again")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(run=_import)
 
 
+def _import_once(args: argparse.Namespace, destination: tuple[str, str, int], config: Config | None) -> ImportReport:
+    from node.read.importer import import_medium
+
+    return import_medium(args.path, destination=destination, calling_aet=args.calling_aet, patient=args.patient,
+                         study=args.study, reports_dir=args.reports, coerce=config.imports.coerce if config else None)
+
+
+def _import_recorded(args: argparse.Namespace, destination: tuple[str, str, int], config: Config) -> ImportReport | str:
+    """Import as the node does: recorded in its index, a medium imported before skipped (unless --force)."""
+    from node.imports import medium_identity
+    from node.index import Index
+
+    config.node.data_dir.mkdir(parents=True, exist_ok=True)
+    index = Index(config.node.data_dir / "index.sqlite")
+    try:
+        identity = medium_identity(Path(args.path))
+        if index.imported(identity) and not args.force:
+            return f"already imported (identity {identity}); --force imports it again"
+        record = index.start_import(str(args.path), identity)
+        try:
+            report = _import_once(args, destination, config)
+        except BaseException:
+            index.finish_import(record, ok=False, sent=0, failed=0, skipped=0, report=None)
+            raise
+        index.finish_import(record, ok=report.ok, sent=report.sent, failed=report.failed, skipped=report.skipped,
+                            report=report.report_path)
+        return report
+    finally:
+        index.close()
+
+
 def _import(args: argparse.Namespace, out: TextIO) -> int:
     from node.config import load_config
-    from node.read.importer import import_medium, parse_destination
+    from node.read.importer import parse_destination
 
-    coerce = load_config(args.config).imports.coerce if args.config else None
-    report = import_medium(args.path, destination=parse_destination(args.to), calling_aet=args.calling_aet,
-                           patient=args.patient, study=args.study, reports_dir=args.reports, coerce=coerce)
+    destination = parse_destination(args.to)
+    config = load_config(args.config) if args.config else None
+    report = _import_recorded(args, destination, config) if config else _import_once(args, destination, None)
+    if isinstance(report, str):
+        if args.json:
+            out.write(json.dumps({"ok": True, "sent": 0, "failed": 0, "skipped": 0, "problems": [],
+                                  "skipped_medium": report}, indent=2) + "\n")
+        else:
+            out.write(f"{args.path}: skipped: {report}\n")
+        return EXIT_OK
     if args.json:
         json.dump(report.to_dict(), out, indent=2)
         out.write("\n")
@@ -343,6 +389,8 @@ def _configure_logging(*, verbose: bool, service: bool = False) -> None:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO if service else logging.WARNING)
+    if not verbose:
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 
 class _ProgressBar:

@@ -38,3 +38,24 @@ def test_bad_destination_and_missing_medium_are_one_line_errors(tmp_path: Path) 
     assert bad.code == 2 and "AET@HOST:PORT" in bad.err and len(bad.err.strip().splitlines()) == 1
     missing = cli_process("import", tmp_path / "nowhere.iso", "--to", "PACS@127.0.0.1:104")
     assert missing.code == 1 and len(missing.err.strip().splitlines()) == 1 and "Traceback" not in missing.err
+
+
+def test_the_same_medium_twice_is_skipped_unless_forced(tmp_path: Path, storescp: StoreSCP) -> None:
+    ct_series(tmp_path / "src", 2)
+    assert cli("burn", tmp_path / "src", "--out", tmp_path / "disc.iso").code == 0
+    config = tmp_path / "node.yaml"
+    config.write_text(f"node: {{data_dir: {tmp_path / 'var'}}}\n")
+    to = f"{storescp.aet}@127.0.0.1:{storescp.port}"
+    first = cli_process("import", tmp_path / "disc.iso", "--to", to, "--config", config, "--json")
+    assert first.code == 0 and json.loads(first.out)["sent"] == 2
+    received = {p: p.stat().st_mtime_ns for p in storescp.received()}
+
+    again = cli_process("import", tmp_path / "disc.iso", "--to", to, "--config", config, "--json")
+    report = json.loads(again.out)
+    assert again.code == 0 and report["sent"] == 0 and "already imported" in report["skipped_medium"]
+    assert {p: p.stat().st_mtime_ns for p in storescp.received()} == received  # nothing sent again
+
+    forced = cli_process("import", tmp_path / "disc.iso", "--to", to, "--config", config, "--force", "--json")
+    assert forced.code == 0 and json.loads(forced.out)["sent"] == 2
+    status = json.loads(cli("status", "--config", config, "--json").out)
+    assert [i["state"] for i in status["imports"]] == ["done", "done"]
