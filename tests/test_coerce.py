@@ -389,7 +389,7 @@ def test_command_line_applies_coerce_only_with_config(tmp_path: Path, storescp: 
     series = ct_series(tmp_path / "a", 2, patient_id="P1")
     medium(tmp_path / "DISC10", series)
     config = tmp_path / "medianode.yaml"
-    config.write_text("import:\n  coerce:\n    patient_id_map: {P1: LOCAL1}\n")
+    config.write_text(f"node: {{data_dir: {tmp_path / 'var'}}}\nimport:\n  coerce:\n    patient_id_map: {{P1: LOCAL1}}\n")
     destination = f"{storescp.aet}@127.0.0.1:{storescp.port}"
 
     plain = cli("import", tmp_path / "DISC10", "--to", destination, "--json")
@@ -402,15 +402,15 @@ def test_command_line_applies_coerce_only_with_config(tmp_path: Path, storescp: 
         {"path": f"DICOM/IM{n}", "sop_instance_uid": uid_of(p), "attribute": "PatientID", "old": "P1", "new": "LOCAL1"}
         for n, p in enumerate(series, 1)
     ]
-    text = cli("import", tmp_path / "DISC10", "--to", destination, "--config", config)
+    text = cli("import", tmp_path / "DISC10", "--to", destination, "--config", config, "--force")  # imported before
     assert text.code == 0, text.err
     assert "  coerced: DICOM/IM1: PatientID 'P1' -> 'LOCAL1'\n" in text.out
     assert {dcmread(p).PatientID for p in received(storescp.folder).values()} == {"LOCAL1"}
 
-    config.write_text("import:\n  coerce:\n    patient_id_map: {P1: 'a\\b'}\n")
+    config.write_text(f"node: {{data_dir: {tmp_path / 'var'}}}\nimport:\n  coerce:\n    patient_id_map: {{P1: 'a\\b'}}\n")
     bad = cli("import", tmp_path / "DISC10", "--to", destination, "--config", config)
     assert (bad.code, bad.out) == (EXIT_USAGE, "")
-    assert bad.err == (f"medianode import: {config}:3 import.coerce.patient_id_map.P1: 'a\\\\b' holds a backslash, "
+    assert bad.err == (f"medianode import: {config}:4 import.coerce.patient_id_map.P1: 'a\\\\b' holds a backslash, "
                        "which separates values in LO (PS3.5 6.2)\n")
 
 
