@@ -333,7 +333,7 @@ def _volumes(args: argparse.Namespace, out: TextIO) -> int:
             raise UsageError(f"no archive volume {args.label!r}")
         volume = found[0]
         studies = [s[0] for s in volume.studies]
-        held = {u for u, _, _ in index.study_files(studies)}
+        held = {u for u, path, _ in index.study_files(studies) if os.path.exists(path)}
         burned = {u for u, _, _ in index.job_files(volume.job_id)}
         if not burned <= held:
             print(f"medianode volumes: the spool no longer holds {len(burned - held)} of the {len(burned)} "

@@ -150,3 +150,37 @@ def test_spool_is_cleaned_after_retention_but_not_before(tmp_path: Path) -> None
     assert clean_spool(index, config, now=1000.0 + 25 * 3600) == 2
     assert not any(os.path.exists(p) for p in paths)
     assert len(index.volumes()) == 1  # the volume stays recorded
+
+
+def test_jobs_and_volumes_commands(tmp_path: Path) -> None:
+    from node.config import load_config
+    from tests.conftest import cli
+
+    path = tmp_path / "node.yaml"
+    path.write_text(f"node: {{data_dir: {tmp_path / 'var'}}}\nburn: {{output: {tmp_path / 'out'}}}\n"
+                    "routes:\n  - {match: {called_aet: BURN}, action: burn}\n")
+    config = load_config(path)
+    (tmp_path / "var").mkdir()
+    index = Index(tmp_path / "var" / "index.sqlite")
+    paths = ct_series(tmp_path / "spool", 2)
+    receive(index, paths, route=settings(config.routes[0]), at=1000.0)
+    [job] = schedule(index, config, now=1031.0)
+    Worker(index, lambda: config).run_pending()
+
+    listed = json.loads(cli("jobs", "--config", path, "--json").out)
+    assert [(j["id"], j["state"]) for j in listed] == [(job, "done")]
+    refused = cli("jobs", "cancel", str(job), "--config", path)
+    assert refused.code == 1 and "needs one of pending, failed" in refused.err
+    assert cli("jobs", "retry", "999", "--config", path).code == 2
+
+    [volume] = json.loads(cli("volumes", "--config", path, "--json").out)
+    queued = cli("volumes", "reburn", volume["label"], "--config", path)
+    assert queued.code == 0, queued.err
+    Worker(index, lambda: config).run_pending()
+    first, second = index.volumes()
+    assert first.superseded_by == second.label  # the re-burn replaces the lost disc
+
+    for p in paths:
+        p.unlink()
+    gone = cli("volumes", "reburn", second.label, "--config", path)
+    assert gone.code == 1 and "no longer holds 2 of the 2" in gone.err
