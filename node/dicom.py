@@ -41,26 +41,6 @@ J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"  # .90
 J2K = "1.2.840.10008.1.2.4.91"  # .91
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"  # .5
 
-#: Transfer syntaxes whose pixel data we can decode (pydicom plus node.pixels).
-DECODABLE_COMPRESSED = frozenset(
-    {
-        JPEG_BASELINE,
-        JPEG_EXTENDED,
-        JPEG_LOSSLESS_P14,
-        JPEG_LOSSLESS_SV1,
-        JPEG_LS_LOSSLESS,
-        JPEG_LS_NEAR_LOSSLESS,
-        J2K_LOSSLESS,
-        J2K,
-        RLE_LOSSLESS,
-        "1.2.840.10008.1.2.4.92",  # JPEG 2000 Part 2 multi-component, lossless
-        "1.2.840.10008.1.2.4.93",  # JPEG 2000 Part 2 multi-component
-        "1.2.840.10008.1.2.4.201",  # HTJ2K lossless
-        "1.2.840.10008.1.2.4.202",  # HTJ2K lossless RPCL
-        "1.2.840.10008.1.2.4.203",  # HTJ2K
-    }
-)
-
 #: Table 6 of the seed: every syntax the augmented profiles allow for image SOP classes.
 SEED_TABLE_6 = frozenset(
     {
@@ -210,7 +190,6 @@ def is_standard_storage_class(sop_class_uid: str) -> bool:
 # -- File IDs (PS3.10 8.2, PS3.12 F.3 / Annex Q) -----------------------------------
 
 MAX_FILE_ID_COMPONENTS = 8
-MAX_FILE_ID_COMPONENT_LENGTH = 8
 _FILE_ID_COMPONENT = re.compile(r"^[A-Z0-9_]{1,8}$")
 
 
@@ -352,20 +331,6 @@ RECORD_KEYS: dict[str, tuple[Key, ...]] = {
     "GENERIC": _CONTENT + _CONTENT_ID,
     "PRIVATE": _keys((INSTANCE_NUMBER, "IS", "3")),
 }
-
-#: Keys whose empty value we invent, as DCMTK's ``dcmmkdir +I`` does (issue #2).
-INVENTED_KEYS = {
-    0x00100020: "Patient ID",
-    0x00200010: "Study ID",
-    0x00080020: "Study Date",
-    0x00080030: "Study Time",
-    0x00080060: "Modality",
-    0x00200011: "Series Number",
-    INSTANCE_NUMBER: "Instance Number",
-    CONTENT_DATE: "Content Date",
-    CONTENT_TIME: "Content Time",
-}
-
 
 def record_keys(record: str) -> tuple[Key, ...]:
     """The keys of ``record`` (the GENERIC set for the rarer leaf types)."""

@@ -37,8 +37,6 @@ class Profile:
     capacity_sectors: int | None
     #: Augmented profiles take private SOP classes as PRIVATE records.
     augmented: bool = False
-    #: IHE PDI may be layered on this profile (PS3.11 STD-GEN-CD / DVD / USB).
-    pdi: bool = False
 
     def allows(self, transfer_syntax: str, *, record_type: str) -> bool:
         """True when an instance may go onto the medium in ``transfer_syntax`` unchanged."""
@@ -46,23 +44,18 @@ class Profile:
             return True
         return record_type == "IMAGE" and transfer_syntax in self.image_syntaxes
 
-    @property
-    def transfer_syntaxes(self) -> frozenset[str]:
-        """Every syntax this profile allows for some record."""
-        return self.image_syntaxes | {dicom.EXPLICIT_VR_LE}
-
 
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
         # PS3.11 Annex D: General Purpose CD-R Interchange.
-        Profile("STD-GEN-CD", frozenset(), "iso9660", CD_R_SECTORS, pdi=True),
+        Profile("STD-GEN-CD", frozenset(), "iso9660", CD_R_SECTORS),
         # PS3.11 Annex R: General Purpose DVD with compression (JPEG / JPEG 2000).
-        Profile("STD-GEN-DVD-JPEG", _JPEG, "iso9660", DVD_R_SECTORS, pdi=True),
-        Profile("STD-GEN-DVD-J2K", _J2K, "iso9660", DVD_R_SECTORS, pdi=True),
+        Profile("STD-GEN-DVD-JPEG", _JPEG, "iso9660", DVD_R_SECTORS),
+        Profile("STD-GEN-DVD-J2K", _J2K, "iso9660", DVD_R_SECTORS),
         # PS3.11 Annex V: General Purpose USB and Flash Memory with compression.
-        Profile("STD-GEN-USB-JPEG", _JPEG, "folder", None, pdi=True),
-        Profile("STD-GEN-USB-J2K", _J2K, "folder", None, pdi=True),
+        Profile("STD-GEN-USB-JPEG", _JPEG, "folder", None),
+        Profile("STD-GEN-USB-J2K", _J2K, "folder", None),
         # PS3.11 Annex X: General Purpose BD Interchange (UDF 2.60, PS3.12 Annex Y).
         Profile("STD-GEN-BD", frozenset(), "udf", BD_R_SECTORS),
         Profile("STD-GEN-BD-JPEG", _JPEG, "udf", BD_R_SECTORS),

@@ -8,7 +8,7 @@ level 1, Joliet-less readers and FAT all accept.
 from __future__ import annotations
 
 from node import dicom
-from node.media.directory import Node, Tree
+from node.media.directory import Tree
 
 ROOT = "DICOM"
 
@@ -23,8 +23,3 @@ def assign_file_ids(tree: Tree) -> dict[int, tuple[str, ...]]:
                     ids[id(leaf)] = (ROOT, f"PA{p:06d}", f"ST{s:06d}", f"SE{e:06d}", f"IM{i:06d}")
     assert all(dicom.is_conformant_file_id(c) for c in ids.values())
     return ids
-
-
-def leaf_of(tree: Tree) -> list[Node]:
-    """The leaves in the order their files are written."""
-    return tree.leaves()
