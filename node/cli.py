@@ -65,7 +65,7 @@ def _burn(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError(f"--compress {args.compress}: only 'none' is available in this version")
     with _ProgressBar(sys.stderr, enabled=not args.json) as bar:
         report = burn(args.sources, out=args.out, profile=profile, fmt=args.format, label=args.label,
-                      invent_patient_id=args.invent_patient_id, progress=bar.advance)
+                      invent_patient_id=args.invent_patient_id, progress=bar.advance, total=bar.start)
     if args.json:
         json.dump(report.to_dict(), out, indent=2)
         out.write("\n")
@@ -396,20 +396,27 @@ def _configure_logging(*, verbose: bool, service: bool = False) -> None:
 class _ProgressBar:
     """A one-line progress bar on a terminal; silent when stderr is not a tty."""
 
+    WIDTH = 30
+
     def __init__(self, stream: TextIO, *, enabled: bool = True) -> None:
         self.stream = stream
         self.enabled = enabled and stream.isatty()
-        self.done = 0
+        self.total = self.done = 0
         self.shown = -1
+
+    def start(self, total: int) -> None:
+        self.total = max(total, 1)
 
     def advance(self, n: int) -> None:
         if not self.enabled:
             return
         self.done += n
-        mb = self.done >> 20
-        if mb != self.shown:
-            self.shown = mb
-            self.stream.write(f"\rwriting {mb:,} MB")
+        percent = min(100, self.done * 100 // max(self.total, 1))
+        if percent != self.shown:
+            self.shown = percent
+            filled = self.WIDTH * percent // 100
+            self.stream.write(f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {percent:3d}%  "
+                              f"{self.done / 1e6:,.0f} of {self.total / 1e6:,.0f} MB")
             self.stream.flush()
 
     def __enter__(self) -> _ProgressBar:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import sys
 import re
 import shutil
 import subprocess
@@ -375,3 +377,25 @@ def test_check_says_ok_on_what_burn_made(real_world: tuple[Path, Path, dict[str,
     assert report["instances"] == len(uids)
     plain = json.loads(cli("check", out, "--json").out)
     assert "STD-GEN-CD" in plain["profiles"]
+
+
+def test_a_terminal_shows_a_progress_bar(tmp_path: Path) -> None:
+    """On a tty, stderr shows the bar up to 100 %; elsewhere it stays quiet (the one-line tests above)."""
+    import pty
+
+    ct_series(tmp_path / "src", 3)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: medianode on a pseudo-terminal
+        os.execv(sys.executable, [sys.executable, "-m", "node", "burn", str(tmp_path / "src"), "--out", str(tmp_path / "x.iso")])
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert b"] 100%" in seen and (tmp_path / "x.iso").exists()

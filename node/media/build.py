@@ -82,8 +82,12 @@ def burn(
     label: str | None = None,
     invent_patient_id: bool = False,
     progress: Progress | None = None,
+    total: Callable[[int], None] | None = None,
 ) -> BurnReport:
-    """Build one medium of ``profile`` from every DICOM file under ``sources``."""
+    """Build one medium of ``profile`` from every DICOM file under ``sources``.
+
+    ``total(n)`` is called once with the bytes to write, then ``progress(n)`` as they are written.
+    """
     target = Path(out)
     fmt = fmt or ("iso" if target.suffix.lower() == ".iso" or profile.file_system != "folder" else "folder")
     if fmt == "iso" and profile.file_system == "folder":
@@ -113,6 +117,8 @@ def burn(
         report.instances = len(files) - 1
         report.bytes = sum(f.size for f in files)
         _check_capacity(files, profile, target, report)
+        if total:
+            total(report.bytes)  # what ``progress`` will count up to
         if fmt == "iso":
             _publish_image(files, target, volume_id=volume_id, profile=profile, progress=progress)
         else:
