@@ -41,6 +41,14 @@ J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"  # .90
 J2K = "1.2.840.10008.1.2.4.91"  # .91
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"  # .5
 
+def syntax_name(uid: str) -> str:
+    """A UID as people read it: "JPEG Baseline (Process 1) (1.2.840.10008.1.2.4.50)", or the UID alone."""
+    from pydicom.uid import UID  # only for messages: the hot path never needs it
+
+    name = UID(uid).name
+    return uid if name == uid else f"{name} ({uid})"
+
+
 #: Table 6 of the seed: every syntax the augmented profiles allow for image SOP classes.
 SEED_TABLE_6 = frozenset(
     {

@@ -36,3 +36,9 @@ class BuildError(NodeError):
 
 class MediumError(NodeError):
     """A medium (folder, ISO, device) that cannot be opened or read at all."""
+
+
+def one_line(message: object) -> str:
+    """A message (or an exception) as one line: libraries' messages may carry a whole traceback."""
+    text = str(message).strip()
+    return text.splitlines()[0] if text else type(message).__name__

@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 
 from node import dcmio, dicom
 from node.dcmio import Element, Header
-from node.errors import UsageError
+from node.errors import UsageError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def _read_with_pydicom(path: str) -> Header:
             ds = dcmread(path, force=True, defer_size="4 KB")
             elements = {tag: _element(ds[tag], ds._character_set) for tag in WANTED if tag in ds}
     except Exception as exc:  # pydicom raises many kinds on damaged data
-        reason = first_line(exc)
+        reason = one_line(exc)
         raise (Unreadable if has_preamble or meta else dcmio.NotDicom)(reason) from None
     implicit, little = ds.original_encoding
     ts = str(ds.file_meta.get("TransferSyntaxUID", "")) or (
@@ -167,12 +167,6 @@ def _read_with_pydicom(path: str) -> Header:
     )
     has_pixels = any(t in ds for t in (0x7FE00010, 0x7FE00008, 0x7FE00009))
     return Header(path, os.path.getsize(path), meta, offset, ts, elements, has_pixels, has_preamble)
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception as one line (pydicom's messages may carry a whole traceback)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _element(elem: object, encodings: str | list[str]) -> Element:

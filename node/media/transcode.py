@@ -14,7 +14,9 @@ import warnings
 from typing import TYPE_CHECKING
 
 from node import dcmio, dicom
-from node.media.sources import Instance, first_line, instance, read
+from node.dicom import syntax_name
+from node.errors import one_line
+from node.media.sources import Instance, instance, read
 from node.profiles import Profile
 
 if TYPE_CHECKING:
@@ -43,13 +45,13 @@ def convert(inst: Instance, *, dest: str, patient_id: str | None = None) -> Inst
 
     ts = inst.header.transfer_syntax
     if ts not in _UNCOMPRESSED and not pixels.can_decode(ts):
-        raise CannotConvert(f"pixel data in {_name(ts)} cannot be decoded")
+        raise CannotConvert(f"pixel data in {syntax_name(ts)} cannot be decoded")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a file pydicom frowns at either converts or fails below
             what = _rewrite(inst, dest, patient_id)
     except Exception as exc:  # pydicom and the codecs raise many kinds; each refuses the instance
-        raise CannotConvert(f"cannot convert from {_name(ts)}: {first_line(exc)}") from None
+        raise CannotConvert(f"cannot convert from {syntax_name(ts)}: {one_line(exc)}") from None
     converted = instance(read(dest), source=inst.source)
     if converted is None:  # pragma: no cover - we just wrote both UIDs
         raise CannotConvert("the converted file lost its SOP identity")
@@ -70,10 +72,10 @@ def _rewrite(inst: Instance, dest: str, patient_id: str | None) -> list[str]:
         from node import pixels
 
         pixels.decompress(ds)
-        what.append(f"{_name(ts)} decoded")
+        what.append(f"{syntax_name(ts)} decoded")
     elif ts != dicom.EXPLICIT_VR_LE:
         _from_big_endian(ds)
-        what.append(f"{_name(ts)} re-encoded")
+        what.append(f"{syntax_name(ts)} re-encoded")
     if patient_id is not None:
         old = Dataset()
         old.PatientID = ds.get("PatientID", "")
@@ -115,9 +117,3 @@ def _from_big_endian(ds: Dataset) -> None:
 
 _WORD = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
 PIXEL_DATA = 0x7FE00010
-
-
-def _name(ts: str) -> str:
-    from pydicom.uid import UID
-
-    return UID(ts).name

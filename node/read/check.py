@@ -38,7 +38,8 @@ from pydicom.uid import (
     MediaStorageDirectoryStorage,
 )
 
-from node.dicom import is_conformant_file_id, record_type
+from node.dicom import is_conformant_file_id, record_type, syntax_name
+from node.errors import one_line
 from node.profiles import PROFILES, Profile
 from node.read.header import data_set_offset, elements_end, encoded_syntax, is_dicom
 from node.read.header import read_header as read_file_header
@@ -229,7 +230,7 @@ class _Checker:
                 yield
             finally:
                 for warning in caught:
-                    self.note(path, f"pydicom: {_one_line(warning.message)}")
+                    self.note(path, f"pydicom: {one_line(warning.message)}")
 
     def run(self) -> Survey:
         dicomdirs = self.find_dicomdirs()
@@ -288,7 +289,7 @@ class _Checker:
                 else:
                     self.walk(path, ds, base)
             except Exception as exc:  # pydicom raises many kinds of error on hostile bytes
-                self.problem(path, f"unreadable DICOMDIR: {_one_line(exc)}")
+                self.problem(path, f"unreadable DICOMDIR: {one_line(exc)}")
 
     def walk(self, path: str, ds: Dataset, base: str) -> None:
         """Follow the record offsets from the root entity (PS3.3 F.3.2.1); report breaks."""
@@ -311,7 +312,7 @@ class _Checker:
                 try:
                     here, file_id, lower, following = _visit(record, parents)
                 except Exception as exc:  # a malformed value in a hostile record
-                    self.problem(path, f"unreadable directory record at offset {offset}: {_one_line(exc)}")
+                    self.problem(path, f"unreadable directory record at offset {offset}: {one_line(exc)}")
                     break
                 if file_id == []:
                     self.problem(path, f"directory record at offset {offset} has an empty Referenced File ID")
@@ -356,7 +357,7 @@ class _Checker:
                 kind = record_type(str(ds.get("SOPClassUID", "")), has_pixels=has_pixels)
                 self.found(found, header, referenced=True)
             except Exception as exc:  # a malformed value in a hostile file or record
-                self.unusable(found, f"unreadable: {_one_line(exc)}", record=record, parents=parents)
+                self.unusable(found, f"unreadable: {one_line(exc)}", record=record, parents=parents)
                 return
         self.syntaxes.add((transfer_syntax, kind))
         conformant = is_conformant_file_id(file_id)
@@ -367,7 +368,7 @@ class _Checker:
             self.problem(found, f"File ID {shown} does not conform to PS3.10 8.2 "
                                 "(at most 8 components of 1-8 characters A-Z, 0-9, _)")
         if not self.profile.allows(transfer_syntax, record_type=kind):
-            self.problem(found, f"transfer syntax {_syntax(transfer_syntax)} is not allowed by "
+            self.problem(found, f"transfer syntax {syntax_name(transfer_syntax)} is not allowed by "
                                 f"{self.profile.name} for {kind} records")
 
     def resolve(self, file_id: list[str]) -> str | None:
@@ -405,7 +406,7 @@ class _Checker:
                           record=record, parents=parents)
             return None
         except Exception as exc:  # pydicom raises many kinds of error on hostile bytes
-            self.unusable(path, f"unreadable: {_one_line(exc)}", ds=ds, record=record, parents=parents)
+            self.unusable(path, f"unreadable: {one_line(exc)}", ds=ds, record=record, parents=parents)
             return None
         if ds is None or not complete:
             self.unusable(path, "truncated: the file ends inside a data element", ds=ds, record=record, parents=parents)
@@ -430,7 +431,7 @@ class _Checker:
                     f"in {UID(syntax).name}")
             (self.problem if referenced else self.note)(path, text)
         elif syntax != declared:
-            self.note(path, f"the File Meta Information says {_syntax(declared) if declared else 'no transfer syntax'}"
+            self.note(path, f"the File Meta Information says {syntax_name(declared) if declared else 'no transfer syntax'}"
                             f" but the data set is in {UID(syntax).name}")
         elif not names_it:
             self.note(path, "the File Meta Information does not name this instance's SOP Class and Instance UIDs")
@@ -496,7 +497,7 @@ class _Checker:
                 with self.medium.open(path) as fp:
                     head = fp.read(_SNIFF_BYTES)
             except Exception as exc:  # an I/O error on a damaged medium
-                self.problem(path, f"unreadable: {_one_line(exc)}")
+                self.problem(path, f"unreadable: {one_line(exc)}")
                 continue
             if is_dicom(head):
                 dicom_folders.add(path.split("/")[0])
@@ -531,7 +532,7 @@ class _Checker:
             try:
                 self.found(path, header, referenced=False)
             except Exception as exc:  # a malformed value in a hostile file
-                self.unusable(path, f"unreadable: {_one_line(exc)}")
+                self.unusable(path, f"unreadable: {one_line(exc)}")
 
 
 def _visit(record: Dataset, parents: dict[str, str]) -> tuple[dict[str, str], list[str] | None, int, int]:
@@ -564,13 +565,3 @@ def _what(path: str, head: bytes) -> str:
         ("viewer or program (never run)", head.startswith((b"MZ", b"\x7fELF")) or base.endswith(_PROGRAMS)),
     )
     return next((label for label, match in labels if match), "other file")
-
-
-def _syntax(uid: str) -> str:
-    name = UID(uid).name
-    return uid if name == uid else f"{name} ({uid})"
-
-
-def _one_line(message: object) -> str:
-    text = str(message).strip()
-    return text.splitlines()[0] if text else type(message).__name__

@@ -70,8 +70,8 @@ from pynetdicom.status import (
     code_to_category,
 )
 
-from node.dicom import DEFLATED_LE, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
-from node.errors import MediumError
+from node.dicom import DEFLATED_LE, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE, syntax_name
+from node.errors import MediumError, one_line
 from node.read.coerce import Change, Coercing, CoercionError
 from node.read.medium import Medium, open_medium
 
@@ -358,7 +358,7 @@ class _Worker:
             try:
                 session = _Session(associate(self.destination, group.contexts))
             except (_NoAssociation, ValueError, RuntimeError) as exc:  # pynetdicom refuses bad values with these
-                reason = f"not sent: {exc.reason if isinstance(exc, _NoAssociation) else _one_line(exc)}"
+                reason = f"not sent: {exc.reason if isinstance(exc, _NoAssociation) else one_line(exc)}"
                 for index in pending:
                     self.sink.result(Result(index, "failed", None, reason))
                 self.sink.give_up(number, reason)
@@ -401,7 +401,7 @@ class _Worker:
                     result = self.send_decoded(session, index, target, changes)
                 else:
                     result = Result(index, "failed", None, "the destination accepted no presentation context for "
-                                    f"{_name(item.sop_class_uid)}, neither in {_name(item.transfer_syntax_uid)} "
+                                    f"{syntax_name(item.sop_class_uid)}, neither in {syntax_name(item.transfer_syntax_uid)} "
                                     "nor uncompressed")
             except MediumError as exc:
                 result = Result(index, "failed", None, f"unreadable: {exc}")
@@ -411,7 +411,7 @@ class _Worker:
                 raise
             except Exception as exc:  # a bug or a hostile value: this instance fails, the import goes on
                 logger.exception("sending %s failed", item.path)
-                result = Result(index, "failed", None, f"not sent: {type(exc).__name__}: {_one_line(exc)}")
+                result = Result(index, "failed", None, f"not sent: {type(exc).__name__}: {one_line(exc)}")
         notes = tuple(f"pydicom: {str(w.message).strip()}" for w in caught)
         return replace(result, notes=notes) if notes else result
 
@@ -456,7 +456,7 @@ class _Worker:
             raise
         except Exception as exc:  # pydicom and the codecs raise many kinds of error on hostile bytes
             what = "coerce" if target == syntax else f"convert {syntax.name} for the destination"
-            return Result(index, "failed", None, f"cannot {what}: {_one_line(exc)}")
+            return Result(index, "failed", None, f"cannot {what}: {one_line(exc)}")
         as_sent = Item(item.path, item.sop_class_uid, item.sop_instance_uid, target, 0, item.part10)
         return replace(session.store_raw(index, as_sent, io.BytesIO(encoded), how), changes=changes)
 
@@ -500,7 +500,7 @@ class _Session:
                 self.socket.sendall(b"".join(_pdus(context, piece, self.fragment, 0 if following else _LAST)))
                 piece = following
         except OSError as exc:
-            raise _Dropped(_one_line(exc)) from exc
+            raise _Dropped(one_line(exc)) from exc
         _, response = self.assoc.dimse.get_msg(block=True)
         status = getattr(response, "Status", None)
         if response is None:
@@ -608,7 +608,7 @@ def _associate_once(destination: Destination, contexts: Sequence[tuple[str, Sequ
         raise _NoAssociation(f"{where} rejected the association ({detail})",
                              permanent=rsp is not None and rsp.result == 0x01)
     if assoc.rejected_contexts and not assoc.accepted_contexts:
-        classes = sorted({_name(str(cx.abstract_syntax)) for cx in assoc.rejected_contexts})
+        classes = sorted({syntax_name(str(cx.abstract_syntax)) for cx in assoc.rejected_contexts})
         raise _NoAssociation(f"{where} accepted none of the SOP classes: {', '.join(classes)}", permanent=True)
     if assoc.is_aborted:
         raise _NoAssociation(f"{where} aborted the association request", permanent=False)
@@ -658,13 +658,3 @@ def _connection_errors() -> Iterator[list[str]]:
         yield handler.lines
     finally:
         transport.removeHandler(handler)
-
-
-def _name(uid: str) -> str:
-    name = UID(uid).name
-    return uid if name == uid else f"{name} ({uid})"
-
-
-def _one_line(message: object) -> str:
-    text = str(message).strip()
-    return text.splitlines()[0] if text else type(message).__name__
