@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,33 +123,9 @@ class StoreSCP:
 
 
 @pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[StoreSCP]:
-    need("storescp")
-    folder = tmp_path / "received"
-    folder.mkdir()
-    port = free_port()
-    proc = subprocess.Popen(
-        ["storescp", "-aet", "STORESCP", "-od", str(folder), "+xa", "--bind-to", "127.0.0.1", str(port)]
-        if _storescp_has_bind()
-        else ["storescp", "-aet", "STORESCP", "-od", str(folder), "+xa", str(port)],
-        env=PEER_ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert proc.poll() is None, "storescp exited at start-up"
-                assert time.monotonic() < deadline, "storescp did not start listening"
-                time.sleep(0.05)
-        yield StoreSCP(port, folder)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+def storescp(storescp_with: Callable[..., StoreSCP]) -> StoreSCP:
+    """A DCMTK storescp accepting every syntax it knows (``+xa``)."""
+    return storescp_with("+xa")
 
 
 def _storescp_has_bind() -> bool:
@@ -156,10 +133,7 @@ def _storescp_has_bind() -> bool:
     return "--bind-to" in help_text
 
 
-# -- import destinations (appended for tests/test_import.py) ----------------------------
-
-import json  # here, not at the top: this block is appended and the one above stays as it was
-from collections.abc import Callable
+# -- import destinations -----------------------------------------------------------------
 
 
 def _wait_listening(proc: subprocess.Popen[bytes], port: int, what: str) -> None:
