@@ -137,8 +137,9 @@ def remap(ds: Dataset, uids: UidMap) -> int:
             count += sum(a != b for a, b in zip(renamed, values))
             elem.value = renamed if elem.VM > 1 else renamed[0]
     meta = getattr(ds, "file_meta", None)
-    if meta is not None and "MediaStorageSOPInstanceUID" in meta and "SOPInstanceUID" in ds:
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    if meta is not None and meta.get("MediaStorageSOPInstanceUID"):
+        old = str(meta.MediaStorageSOPInstanceUID)
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID if "SOPInstanceUID" in ds else uids.new(old) or old
     return count
 
 
