@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+import copy
+import multiprocessing
+import pickle
 import shutil
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -209,6 +213,20 @@ def test_new_uids_rename_every_instance_consistently_and_keep_the_originals(disc
     assert ko.CurrentRequestedProcedureEvidenceSequence[0].StudyInstanceUID == ct.StudyInstanceUID
 
 
+def test_worker_processes_agree_on_new_uids_without_sharing_state(disc: dict[str, Path], tmp_path: Path) -> None:
+    """The burn's pool: each file rewritten in its own fresh process, from the pickled map alone."""
+    uids = UidMap(new_salt(), everything=True)
+    assert pickle.loads(pickle.dumps(uids)) == uids
+    copies = {name: shutil.copy(path, tmp_path / f"copy-{name}.dcm") for name, path in disc.items()}
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        in_workers = dict(zip(disc, pool.map(rewrite, disc.values(), [uids] * len(disc))))
+    here = {name: rewrite(Path(path), uids) for name, path in copies.items()}
+    for name in disc:
+        assert in_workers[name] == here[name], name
+    ct, pr = in_workers["ct"], in_workers["pr"]
+    assert pr.ReferencedSeriesSequence[0].ReferencedImageSequence[0].ReferencedSOPInstanceUID == ct.SOPInstanceUID
+
+
 def test_new_uids_are_valid_deterministic_per_salt_and_differ_between_salts(tmp_path: Path) -> None:
     paths = ct_series(tmp_path / "a", 2)
     salt = new_salt()
@@ -354,7 +372,7 @@ def test_burned_in_annotation_is_refused_unless_allowed(sop_class: str, flag: st
     ds.SOPClassUID = sop_class
     if flag:
         ds.BurnedInAnnotation = flag
-    before = Dataset(ds)
+    before = copy.deepcopy(ds)
     with pytest.raises(BurnedInAnnotation, match=r"pixels may show the patient's identity.*allow burned-in"):
         deidentify(ds, UidMap(new_salt()), allow_burned_in=False)
     assert ds == before and ds.PatientName == "CompressedSamples^CT1"  # refused before anything changed
