@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 import copy
 import multiprocessing
 import pickle
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
