@@ -211,6 +211,9 @@ def test_new_uids_rename_every_instance_consistently_and_keep_the_originals(disc
     assert pr.ReferencedSeriesSequence[0].ReferencedImageSequence[0].ReferencedSOPInstanceUID == ct.SOPInstanceUID
     assert ko.ContentSequence[1].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == ct.SOPInstanceUID
     assert ko.CurrentRequestedProcedureEvidenceSequence[0].StudyInstanceUID == ct.StudyInstanceUID
+    copy_of_copy = rewrite(disc["ct"], UidMap(new_salt(), everything=True), keep=True)
+    assert copy_of_copy.SOPInstanceUID != ct.SOPInstanceUID
+    assert original_uids(copy_of_copy) == identity(before["ct"])  # still names the very first instance
 
 
 def test_worker_processes_agree_on_new_uids_without_sharing_state(disc: dict[str, Path], tmp_path: Path) -> None:
