@@ -75,8 +75,8 @@ def job_text(output: PublisherOutput, job: Job) -> str:
                  "filetype=IMAGE",
                  f"file={_robot_path(output, job.medium)}",
                  f"volume={job.volume_id}",
-                 f"copies={job.copies}",
-                 *([f"label={output.label_template}", f"merge={merge}"] if merge else [])]
+                 *([f"label={output.label_template}", f"merge={merge}"] if merge else []),
+                 f"copies={job.copies}"]
     return "".join(f"{line}\r\n" for line in lines)
 
 
