@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import configparser
 import logging
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -94,10 +93,8 @@ def run(output: PublisherOutput, job: Job, waiter: Waiter) -> str:
         old.unlink()
     if output.label_template:
         write_atomic(base.with_name(f"{job.name}_LABEL.TXT"), merge_text(job.label).encode("ascii", "replace"))
-    job_file = base.with_name(f"{job.name}.{kind['job']}")
-    staged = base.with_name(f".{job.name}.tmp")
-    write_atomic(staged, job_text(output, job).encode("ascii", "replace"))
-    os.rename(staged, job_file)
+    job_file = base.with_name(f"{job.name}.{kind['job']}")  # written as .NAME.JDF.*.part, then renamed
+    write_atomic(job_file, job_text(output, job).encode("ascii", "replace"))
     logger.info("%s robot: job %s submitted in %s, %d cop(ies)", output.vendor, job.name, output.hot_folder, job.copies)
     deadline = time.monotonic() + output.timeout_seconds
     while True:
