@@ -12,7 +12,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,6 +69,73 @@ class Match:
 
 
 @dataclass(frozen=True)
+class XorrisoOutput:
+    """``output: {kind: xorriso, ...}``: burn each copy on an optical drive with xorriso (node.media.outputs)."""
+
+    #: The drive (``/dev/sr0``) or a ``stdio:/path`` pseudo-drive (a file standing in for the disc).
+    device: str
+    #: cdrecord's ``speed=`` (``4``, ``8``...); None lets the drive choose.
+    speed: str | None = None
+    #: Read the written bytes back and compare their SHA-256 with the image's.
+    verify: bool = True
+    eject: bool = False
+    #: A failed copy is tried this many more times, each after ``retry_wait_seconds`` (a blank disc inserted).
+    retries: int = 3
+    retry_wait_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class PublisherOutput:
+    """``output: {kind: publisher, ...}``: a disc-publishing robot's hot folder (node.media.publisher)."""
+
+    vendor: Literal["epson", "rimage"]
+    hot_folder: Path
+    media: Literal["CD", "DVD", "BD"] = "CD"
+    #: The hot folder as the robot's own computer names it (``D:\\Order``); None: as we name it.
+    robot_path: str | None = None
+    #: Epson: the PUBLISHER name registered in EPSON Total Disc Setup; None: TD Bridge's default.
+    publisher: str | None = None
+    #: The label design the label fields are merged into (Epson .tdd, Rimage .btw); None prints nothing.
+    label_template: str | None = None
+    #: A job the robot has not finished after this long fails.
+    timeout_seconds: float = 3600.0
+    poll_seconds: float = 5.0
+    retries: int = 1
+    retry_wait_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class UsbOutput:
+    """``output: {kind: usb, ...}``: write the file-set onto the mounted USB volume (node.media.outputs)."""
+
+    mount_point: Path
+    retries: int = 3
+    retry_wait_seconds: float = 60.0
+
+
+#: Where a built medium goes: a Path is a folder of images (or folder trees); the others name a device.
+Output = Path | XorrisoOutput | PublisherOutput | UsbOutput
+_KINDS: dict[str, type[Any]] = {"xorriso": XorrisoOutput, "publisher": PublisherOutput, "usb": UsbOutput}
+_PATH_FIELDS = {"hot_folder", "mount_point"}
+
+
+def output_settings(output: Output) -> str | dict[str, Any]:
+    """``output`` as recorded in a route's JSON settings (:func:`output_from_settings` reads it back)."""
+    if isinstance(output, Path):
+        return str(output)
+    kind = next(k for k, cls in _KINDS.items() if isinstance(output, cls))
+    return {"kind": kind, **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(output).items()}}
+
+
+def output_from_settings(value: object) -> Output:
+    """The :data:`Output` a route's JSON settings recorded (a path string, or a mapping with ``kind``)."""
+    if isinstance(value, dict):
+        fields_ = {k: Path(v) if k in _PATH_FIELDS else v for k, v in value.items() if k != "kind"}
+        return _KINDS[str(value["kind"])](**fields_)  # type: ignore[no-any-return]
+    return Path(str(value))
+
+
+@dataclass(frozen=True)
 class Route:
     match: Match
     action: Action
@@ -78,15 +145,15 @@ class Route:
     group: Group = "study"
     label: str | None = None
     kind: Kind = "archive"
-    #: Folder the images go to; None means burn.output.
-    output: Path | None = None
+    #: Where the media go; None means burn.output.
+    output: Output | None = None
     #: Where in the file the route was written ("config/medianode.yaml:14"), for logs.
     where: str = ""
 
 
 @dataclass(frozen=True)
 class BurnConfig:
-    output: Path = Path("./var/out")
+    output: Output = Path("./var/out")
     study_stable_seconds: float = 30.0
     #: Spooled instances are removed this long after their last job succeeded.
     retention_hours: float = 24.0
@@ -229,6 +296,10 @@ def parse_config(text: str, *, source: str) -> Config:
     """
     root = _compose(text, source)
     values, _ = _fields(root, _At(source, ""), _TOP, what="sections")
+    output = values["burn"].output if "burn" in values else BurnConfig.output
+    for i, route in enumerate(values.get("routes", ())):
+        if route.action == "burn" and route.output is None and (problem := _output_fits(output, route.profile)):
+            raise ConfigError(f"{route.where} routes[{i}]: burn.output: {problem}; give this route its own output")
     return Config(
         node=values.get("node") or _build(NodeConfig, {}),
         burn=values.get("burn") or _build(BurnConfig, {}),
@@ -461,6 +532,57 @@ _AE = _text("an AE title", _ae_title)
 _HOST = _text("a host name or address")
 _UIDS = _many(_text("a UID", _uid))
 
+def _device(text: str) -> str:
+    """An optical drive (an absolute device path) or xorriso's ``stdio:PATH`` pseudo-drive, made absolute."""
+    if text.startswith("stdio:") and len(text) > len("stdio:"):
+        return "stdio:" + os.path.abspath(text[len("stdio:"):])
+    if not text.startswith("/"):
+        raise ValueError("is not a drive: expected an absolute device path (/dev/sr0) or stdio:FILE")
+    return text
+
+
+_RETRIES: dict[str, Check] = {"retries": _number(0, 99), "retry_wait_seconds": _number(0, integer=False)}
+#: ``output`` mappings by ``kind``: the class, its keys, the required ones. A folder is a plain Path.
+_OUTPUTS: dict[str, tuple[type[Any] | None, dict[str, Check], tuple[str, ...]]] = {
+    "folder": (None, {"path": lambda n, a: _path(n, a)}, ("path",)),
+    "xorriso": (XorrisoOutput, {"device": _text("a drive", _device), "speed": _text("a speed"),
+                                "verify": lambda n, a: _bool(n, a), "eject": lambda n, a: _bool(n, a), **_RETRIES},
+                ("device",)),
+    "publisher": (PublisherOutput, {
+        "vendor": _choice("epson", "rimage"), "hot_folder": lambda n, a: _path(n, a),
+        "media": _choice("CD", "DVD", "BD", upper=True), "robot_path": _text("a path"),
+        "publisher": _text("a publisher name", max_len=64), "label_template": _text("a path"),
+        "timeout_seconds": _number(0, integer=False, above=True), "poll_seconds": _number(0, integer=False, above=True),
+        **_RETRIES}, ("vendor", "hot_folder")),
+    "usb": (UsbOutput, {"mount_point": lambda n, a: _path(n, a), **_RETRIES}, ("mount_point",)),
+}
+
+
+def _output(node: Node, at: _At) -> Output:
+    """A path (a folder of images, as before) or a mapping whose ``kind`` names the output."""
+    if not isinstance(node, MappingNode):
+        return _path(node, at)
+    kinds = ", ".join(_OUTPUTS)
+    kind_node = next((v for k, v in node.value if isinstance(k, ScalarNode) and k.value == "kind"), None)
+    if kind_node is None:
+        raise at.key("kind").error(node, f"required key is missing (one of {kinds})")
+    kind = _choice(*_OUTPUTS)(kind_node, at.key("kind"))
+    cls, table, required = _OUTPUTS[kind]
+    values, _ = _fields(node, at, {"kind": lambda n, a: kind, **table}, required=required)
+    values.pop("kind")
+    return values["path"] if cls is None else cls(**values)  # type: ignore[no-any-return]
+
+
+def _output_fits(output: Output, profile: str) -> str:
+    """Why ``output`` cannot take media of ``profile`` (USB profiles write a folder tree, discs an image), or ''."""
+    tree = PROFILES[profile].file_system == "folder"
+    if isinstance(output, UsbOutput) and not tree:
+        return f"a usb output needs a USB profile (STD-GEN-USB-*), not {profile}"
+    if isinstance(output, (XorrisoOutput, PublisherOutput)) and tree:
+        return f"{profile} writes a folder tree, which a disc output cannot burn"
+    return ""
+
+
 _ROUTE: dict[str, Check] = {
     "match": _section(Match, {"called_aet": _many(_AE), "calling_aet": _many(_AE), "modality": _many(_text()),
                               "sop_class": _UIDS}),
@@ -471,7 +593,7 @@ _ROUTE: dict[str, Check] = {
     "group": _choice("study", "patient"),
     "label": _optional(_text("a label", max_len=32)),
     "kind": _choice("archive", "backup"),
-    "output": _optional(_path),
+    "output": _optional(_output),
 }
 
 
@@ -485,6 +607,8 @@ def _route(node: Node, at: _At) -> Route:
     if compress not in compressions(profile):
         allowed = ", ".join(compressions(profile))
         raise at.key("compress").error(nodes["compress"], f"{compress!r} is not allowed by profile {profile} (it allows {allowed})")
+    if values.get("output") is not None and (problem := _output_fits(values["output"], profile)):
+        raise at.key("output").error(nodes["output"], problem)
     return Route(**{"match": Match(), **values}, where=f"{at.file}:{node.start_mark.line + 1}")
 
 
@@ -602,7 +726,7 @@ _TOP: dict[str, Check] = {
                                   required=("certificate", "key"))),
     }),
     "burn": _section(BurnConfig, {
-        "output": _path,
+        "output": _output,
         "study_stable_seconds": _number(0, integer=False, above=True),
         "retention_hours": _number(0, integer=False),
     }),

@@ -92,6 +92,11 @@ CREATE TABLE IF NOT EXISTS imports (
     report TEXT                     -- path of the kept JSON report
 );
 CREATE INDEX IF NOT EXISTS imports_by_identity ON imports(identity);
+CREATE TABLE IF NOT EXISTS job_waits (  -- a building job waiting on its output (a blank disc, the robot)
+    job_id INTEGER PRIMARY KEY,
+    since REAL NOT NULL,
+    message TEXT NOT NULL
+);
 """
 
 
@@ -292,6 +297,7 @@ class Index:
         with self.transaction() as db:
             db.execute("UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ?",
                        ("failed" if error else "done", time.time(), error, job_id))
+            db.execute("DELETE FROM job_waits WHERE job_id = ?", (job_id,))
             for v in volumes:
                 db.execute("INSERT INTO volumes VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
                            (v.label, job_id, v.kind, v.created, v.copies, json.dumps(v.paths), v.bytes))
@@ -300,6 +306,20 @@ class Index:
                 db.execute(f"""UPDATE volumes SET superseded_by = ? WHERE superseded_by IS NULL AND label != ?
                                AND label IN (SELECT label FROM volume_studies WHERE study_uid IN ({marks}))""",
                            (v.label, v.label, *(s[0] for s in v.studies)))
+
+    def set_wait(self, job_id: int, message: str) -> None:
+        """Record what a building job waits for (``medianode status`` shows it); ``since`` is the first wait."""
+        with self.transaction() as db:
+            db.execute("""INSERT INTO job_waits VALUES (?, ?, ?)
+                          ON CONFLICT(job_id) DO UPDATE SET message = excluded.message""", (job_id, time.time(), message))
+
+    def clear_wait(self, job_id: int) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM job_waits WHERE job_id = ?", (job_id,))
+
+    def waits(self) -> list[tuple[int, float, str]]:
+        """(job id, waiting since, what for) of the jobs waiting on their output."""
+        return list(self.db.execute("SELECT job_id, since, message FROM job_waits ORDER BY job_id"))
 
     def set_job_state(self, job_id: int, state: str, *, only_from: tuple[str, ...]) -> bool:
         """Move a job to ``state`` if it is in one of ``only_from``; say whether it moved."""
@@ -313,6 +333,7 @@ class Index:
         with self.transaction() as db:
             ids = [i for (i,) in db.execute("SELECT id FROM jobs WHERE state = 'building'")]
             db.execute("UPDATE jobs SET state = 'pending' WHERE state = 'building'")
+            db.execute("DELETE FROM job_waits")
         return ids
 
     # -- volumes ---------------------------------------------------------------

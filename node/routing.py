@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from node.config import Route
+from node.config import Route, output_settings
 
 #: What an instance that no route matches gets: it is kept, and nothing is burned.
 STORE_ONLY = '{"action": "store"}'
@@ -44,7 +44,7 @@ def settings(route: Route | None) -> str:
             "group": route.group,
             "label": route.label,
             "kind": route.kind,
-            "output": str(route.output) if route.output else None,
+            "output": output_settings(route.output) if route.output else None,
             "where": route.where,
         },
         sort_keys=True,
