@@ -333,8 +333,8 @@ calling AE title must be one of `node.allowed_calling_aets` when that list is no
 ###### Accepted Presentation Contexts
 
 {table(("Abstract Syntax", "Transfer Syntaxes", "Role", "Extended Negotiation"), accepted_rows)}
-The SCP accepts the first transfer syntax the requestor proposes among these, and stores the instance as it
-arrived, in that syntax.
+When one proposed context offers several of these transfer syntaxes, the SCP accepts the first in the order
+listed here; it stores each instance as it arrived, in the syntax accepted.
 
 ###### SOP Specific Conformance for Storage SOP Classes
 
