@@ -198,6 +198,27 @@ def _import(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK if report.ok else EXIT_DATA
 
 
+def _add_conformance(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("conformance", help="print our DICOM Conformance Statement (PS3.2), made from the code's tables")
+    p.add_argument("--out", metavar="FILE", help="write it to FILE instead of printing it")
+    p.set_defaults(run=_conformance)
+
+
+def _conformance(args: argparse.Namespace, out: TextIO) -> int:
+    from node.conformance import render
+    from node.durable import write_atomic
+
+    text = render()
+    if args.out is None:
+        out.write(text)
+        return EXIT_OK
+    try:
+        write_atomic(Path(args.out), text.encode("utf-8"))
+    except OSError as exc:
+        raise NodeError(f"--out {args.out}: cannot write: {exc.strerror or exc}") from None
+    return EXIT_OK
+
+
 DEFAULT_CONFIG = os.environ.get("MEDIANODE_CONFIG", "config/medianode.yaml")
 
 
@@ -358,6 +379,7 @@ def _parser() -> _Parser:
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ignore[type-arg]
     _add_serve, _add_burn, _add_check, _add_import, _add_status, _add_jobs, _add_volumes, _add_config,
+    _add_conformance,
 ]
 
 

@@ -22,7 +22,8 @@ from node.profiles import Profile
 if TYPE_CHECKING:
     from pydicom import Dataset
 
-_UNCOMPRESSED = frozenset({dicom.IMPLICIT_VR_LE, dicom.EXPLICIT_VR_LE, dicom.EXPLICIT_VR_BE, dicom.DEFLATED_LE})
+#: Syntaxes converted by re-encoding the data set; any other is converted by decoding its pixel data.
+UNCOMPRESSED = frozenset({dicom.IMPLICIT_VR_LE, dicom.EXPLICIT_VR_LE, dicom.EXPLICIT_VR_BE, dicom.DEFLATED_LE})
 
 
 class CannotConvert(Exception):
@@ -44,7 +45,7 @@ def convert(inst: Instance, *, dest: str, patient_id: str | None = None) -> Inst
     from node import pixels  # pydicom and the codecs load only when something needs converting
 
     ts = inst.header.transfer_syntax
-    if ts not in _UNCOMPRESSED and not pixels.can_decode(ts):
+    if ts not in UNCOMPRESSED and not pixels.can_decode(ts):
         raise CannotConvert(f"pixel data in {syntax_name(ts)} cannot be decoded")
     try:
         with warnings.catch_warnings():
@@ -68,7 +69,7 @@ def _rewrite(inst: Instance, dest: str, patient_id: str | None) -> list[str]:
     ts = inst.header.transfer_syntax
     what = []
     ds = dcmread(inst.header.path, force=True)
-    if ts not in _UNCOMPRESSED:
+    if ts not in UNCOMPRESSED:
         from node import pixels
 
         pixels.decompress(ds)
