@@ -271,12 +271,14 @@ def test_a_corrupt_image_is_refused_and_the_rest_burned(tmp_path: Path) -> None:
     (tmp_path / "src" / "bad.png").write_bytes(imagecodecs.png_encode(RGB)[:60])  # cut inside the image data
     (tmp_path / "src" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(20))
     (tmp_path / "src" / "bad.pdf").write_bytes(PDF[:40])  # no %%EOF: cut short
+    (tmp_path / "src" / "fax.tif").write_bytes(imagecodecs.tiff_encode(GREY > 128))  # bilevel: black or white?
     result = cli("burn", tmp_path / "src", "--out", tmp_path / "out", "--format", "folder", "--json",
                  "--patient-id", "P9", "--patient-name", "DOE^JOHN")
     assert result.code == 1, result.err
     report = json.loads(result.out)
     reasons = {Path(r["path"]).name: r["reason"] for r in report["refused"]}
-    assert sorted(reasons) == ["bad.jpg", "bad.pdf", "bad.png"]
+    assert sorted(reasons) == ["bad.jpg", "bad.pdf", "bad.png", "fax.tif"]
+    assert reasons["fax.tif"] == "TIFF samples of type bool: only 8- and 16-bit unsigned are converted"
     assert reasons["bad.png"].startswith("cannot decode the PNG image")
     assert reasons["bad.jpg"].startswith("damaged JPEG")
     assert reasons["bad.pdf"].startswith("truncated PDF")
@@ -292,3 +294,10 @@ def test_jpeg_frame_reads_sampling_and_colour_transform() -> None:
     assert (frame.rows, frame.columns, frame.precision, frame.baseline) == (24, 40, 8, True)
     sof2 = bytes.fromhex("ffd8" "ffc2000b08001000100101" "1100" "ffd9")  # progressive (SOF2), one component
     assert not jpeg_frame(sof2).baseline
+
+
+def test_check_reads_the_captures_back(joined: tuple[Path, dict, dict, Path]) -> None:
+    _, _, _, root = joined
+    result = cli("check", root, "--profile", "AUG-GEN-CD", "--json")
+    report = json.loads(result.out)
+    assert result.code == 0 and report["ok"] and report["instances"] == 9, report["problems"]

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from node import __version__, dcmio, dicom
 from node.errors import UsageError, one_line
-from node.media.sources import Instance, Scan, instance, read
+from node.media.sources import STUDY_INSTANCE_UID, Instance, Scan, instance, read
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,6 +51,7 @@ _MAGIC: tuple[tuple[bytes, Kind], ...] = (
     (b"%PDF-", "pdf"),  # ISO 32000-1 7.5.2
 )
 _SIDECAR_SUFFIXES = (".yaml", ".yml", ".json")
+SERIES_NUMBER = 0x00200011
 _FOLDER_SIDECAR = "capture"
 
 
@@ -211,9 +212,10 @@ def capture_sources(found: Scan, *, staging: str, flags: Mapping[str, str], keep
         return []
     studies: dict[str, Instance] = {}
     for inst in found.instances:
-        studies.setdefault(inst.text(0x0020000D), inst)
+        studies.setdefault(inst.text(STUDY_INSTANCE_UID), inst)
+    from_flags = _identity(given, "the burn flags", _flag, studies)
     sidecars: dict[str, dict[str, str]] = {}
-    plans = [_plan(path, k, given, studies, sidecars) for path, k in targets]
+    plans = [_plan(path, k, from_flags, studies, sidecars) for path, k in targets]
     now = datetime.now()
     placed = _place(plans, found.instances, now)
 
@@ -238,7 +240,7 @@ def capture_sources(found: Scan, *, staging: str, flags: Mapping[str, str], keep
     return converted
 
 
-def _plan(path: str, k: Kind, flags: dict[str, str], studies: dict[str, Instance],
+def _plan(path: str, k: Kind, from_flags: tuple[Identity, str] | None, studies: dict[str, Instance],
           sidecars: dict[str, dict[str, str]]) -> _Plan:
     """Find whose ``path`` is, in the order of precedence of the module docstring."""
     folder, name = os.path.split(path)
@@ -256,7 +258,7 @@ def _plan(path: str, k: Kind, flags: dict[str, str], studies: dict[str, Instance
         fields = sidecars[sidecar]
         extras = {k: v for k, v in fields.items() if k not in IDENTITY_RULES} | extras
         identity = identity or _identity(fields, sidecar, lambda key: key, studies)
-    identity = identity or _identity(flags, "the burn flags", _flag, studies)
+    identity = identity or from_flags
     if identity is None and len(studies) == 1:
         identity = _joined(next(iter(studies.values()))), "joined the study of the burn's DICOM files"
     if identity is None:
@@ -320,7 +322,7 @@ def _place(plans: list[_Plan], instances: list[Instance], now: datetime) -> list
                 study_time=plan.identity.study_time or now.strftime("%H%M%S"), study_id=now.strftime("%Y%m%d%H%M")))
     numbers: dict[str, int] = {}
     for inst in instances:
-        study, number = inst.text(0x0020000D), inst.text(0x00200011)
+        study, number = inst.text(STUDY_INSTANCE_UID), inst.text(SERIES_NUMBER)
         if number.isdigit():
             numbers[study] = max(numbers.get(study, 0), int(number))
     series: dict[tuple[str, str], _Series] = {}
@@ -500,6 +502,8 @@ def _write_image(src: BinaryIO, what: Kind, dest: str, identity: Identity, serie
     ds.DigitalImageFormatAcquired = what.upper()
     data = src.read()
     frame = jpeg_frame(data) if what == "jpeg" else None
+    if frame is not None and len(frame.components) not in (1, 3):
+        raise CannotCapture(f"JPEG of {len(frame.components)} components (CMYK?): only grey and colour are converted")
     decode = {"jpeg": imagecodecs.jpeg8_decode, "png": imagecodecs.png_decode, "tiff": imagecodecs.tiff_decode}[what]
     pixels = decode(data)  # a wrapped JPEG is decoded too: a file no decoder reads is refused, not burned
     if frame is not None:
@@ -549,7 +553,7 @@ def _samples(pixels: np.ndarray, what: str) -> np.ndarray:
         pixels = pixels[..., 0]
     if not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] == 3)):
         raise CannotCapture(f"{what.upper()} image of shape {pixels.shape}: only grey and RGB images are converted")
-    if pixels.dtype not in (np.uint8, np.uint16):
+    if pixels.dtype.kind != "u" or pixels.itemsize not in (1, 2):  # bilevel, signed, float: refused, not guessed
         raise CannotCapture(f"{what.upper()} samples of type {pixels.dtype}: only 8- and 16-bit unsigned are converted")
     return np.ascontiguousarray(pixels)
 
