@@ -254,12 +254,13 @@ def test_a_jpeg_nobody_owns_is_a_usage_error_and_nothing_is_written(tmp_path: Pa
     (["--study-uid", "1.2.999"], None, "study 1.2.999 is not among the DICOM files of this burn"),
     ([], "patient_id: P1\npatient_name: A^B\nbirth_date: 1970-13-01\n", "photo.yaml:3 birth_date: '1970-13-01' is not a date"),
     ([], "patient_id: P1\npatient_nam: A^B\n", "photo.yaml:2 patient_nam: unknown key"),
+    ([], '{"patient_id": "P1",\n "patient_name": A^B}', "photo.json:2 JSON syntax error"),
 ])
 def test_bad_identities_are_usage_errors(tmp_path: Path, args: list[str], sidecar: str | None, message: str) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "photo.png").write_bytes(imagecodecs.png_encode(GREY))
     if sidecar:
-        (tmp_path / "src" / "photo.yaml").write_text(sidecar)
+        (tmp_path / "src" / f"photo.{'json' if sidecar.startswith('{') else 'yaml'}").write_text(sidecar)
     result = cli("burn", tmp_path / "src", "--out", tmp_path / "x.iso", *args)
     assert result.code == 2 and message in result.err, result.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
