@@ -52,7 +52,23 @@ def _add_burn(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p.add_argument("--invent-patient-id", action="store_true",
                    help="give a patient whose Patient ID another patient already has an invented ID")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    who = p.add_argument_group("identity of JPEG, PNG, TIFF and PDF sources (a sidecar NAME.yaml or capture.yaml wins)")
+    for key, what in _CAPTURE_FLAGS.items():
+        who.add_argument("--" + key.replace("_", "-"), dest=key, metavar="VALUE", help=what)
     p.set_defaults(run=_burn)
+
+
+#: ``burn`` flags (``--patient-id``...) naming the patient and study of converted files, by their
+#: node.media.capture.IDENTITY_RULES key.
+_CAPTURE_FLAGS = {
+    "patient_name": "Patient's Name, e.g. DOE^JANE",
+    "patient_id": "Patient ID",
+    "birth_date": "Patient's Birth Date, YYYYMMDD",
+    "sex": "Patient's Sex: M, F or O",
+    "study_description": "Study Description of the new study",
+    "accession_number": "Accession Number of the new study",
+    "study_uid": "join this study (alone: a DICOM study of this burn) instead of making a new one",
+}
 
 
 def _burn(args: argparse.Namespace, out: TextIO) -> int:
@@ -65,7 +81,8 @@ def _burn(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError(f"--compress {args.compress}: only 'none' is available in this version")
     with _ProgressBar(sys.stderr, enabled=not args.json) as bar:
         report = burn(args.sources, out=args.out, profile=profile, fmt=args.format, label=args.label,
-                      invent_patient_id=args.invent_patient_id, progress=bar.advance, total=bar.start)
+                      invent_patient_id=args.invent_patient_id, progress=bar.advance, total=bar.start,
+                      capture={k: getattr(args, k) for k in _CAPTURE_FLAGS if getattr(args, k) is not None})
     if args.json:
         json.dump(report.to_dict(), out, indent=2)
         out.write("\n")

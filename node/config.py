@@ -309,6 +309,37 @@ def parse_config(text: str, *, source: str) -> Config:
     )
 
 
+def load_sidecar(path: str | os.PathLike[str], rules: Mapping[str, Callable[[str], str]]) -> dict[str, str]:
+    """Read a sidecar file of text values, ``{key: value}``, each checked by ``rules[key]``.
+
+    A sidecar gives what a non-DICOM file does not carry (the patient and study of a
+    photo, :mod:`node.media.capture`). YAML and JSON alike (a ``.json`` file is
+    checked as JSON first, then read as the YAML it also is, so that errors name
+    lines too). Values are taken as written (``0123`` stays ``0123``); a rule raises
+    ``ValueError("is not ...")`` to refuse one. Errors are :class:`ConfigError`
+    lines ``{path}:{line} {key}: {what is wrong}``, unknown keys included.
+    """
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as f:
+            text = f.read().decode("utf-8-sig")
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{name}: cannot read: not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
+    if name.lower().endswith(".json"):
+        import json
+
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{name}:{exc.lineno} JSON syntax error: {exc.msg}") from None
+        text = text.replace("\t", " ")  # JSON whitespace, never inside a JSON string; YAML refuses tabs
+    table = {key: _text(f"a value for {key}", rule) for key, rule in rules.items()}
+    values, _ = _fields(_compose(text, name), _At(name, ""), table)
+    return values
+
+
 def _compose(text: str, source: str) -> Node:
     """The YAML node tree of ``text``: nodes keep their line, nothing is constructed yet."""
     try:

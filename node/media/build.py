@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ from node import dcmio, dicom
 from node.durable import fsync_dir
 from node.errors import BuildError, UsageError
 from node.media import folder
+from node.media.capture import capture_sources
 from node.media.content import FileSlice, MediaFile
 from node.media.dicomdir import encode_dicomdir
 from node.media.directory import Tree, build_tree
@@ -83,8 +84,12 @@ def burn(
     invent_patient_id: bool = False,
     progress: Progress | None = None,
     total: Callable[[int], None] | None = None,
+    capture: Mapping[str, str] | None = None,
 ) -> BurnReport:
     """Build one medium of ``profile`` from every DICOM file under ``sources``.
+
+    JPEG, PNG, TIFF and PDF files among them are converted (:mod:`node.media.capture`);
+    ``capture`` holds the identity flags that apply to them (``{"patient_id": ...}``).
 
     ``total(n)`` is called once with the bytes to write, then ``progress(n)`` as they are written.
     """
@@ -95,14 +100,16 @@ def burn(
     _check_target(target)
     report = BurnReport(out=str(target), profile=profile.name, format=fmt, capacity_sectors=profile.capacity_sectors)
     found = scan(sources)
-    report.skipped = [{"path": p, "reason": r} for p, r in found.skipped]
-    report.duplicates = [{"path": p, "kept": k} for p, k in found.duplicates]
-    report.refused = [{"path": p, "reason": r} for p, r in found.unreadable]
-    if not found.instances:
-        raise BuildError(f"nothing to write: no DICOM instance among {len(found.skipped)} file(s) under {', '.join(sources)}")
-
     staging = tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent)
     try:
+        # Images and PDFs among the sources become instances (Secondary Capture, Encapsulated PDF).
+        report.converted = capture_sources(found, staging=staging, flags=capture or {},
+                                           keep_jpeg=profile.allows(dicom.JPEG_BASELINE, record_type="IMAGE"))
+        report.skipped = [{"path": p, "reason": r} for p, r in found.skipped]
+        report.duplicates = [{"path": p, "kept": k} for p, k in found.duplicates]
+        report.refused = [{"path": p, "reason": r} for p, r in found.unreadable]
+        if not found.instances:
+            raise BuildError(f"nothing to write: no DICOM instance among {len(found.skipped)} file(s) under {', '.join(sources)}")
         instances = _admit(found.instances, profile, staging, report)
         tree = build_tree(instances, invent_patient_id=invent_patient_id)
         tree = _coerce_patient_ids(tree, instances, staging, invent_patient_id, report)
