@@ -92,9 +92,9 @@ class ImageInfo:
     pixel_representation: int
     photometric: str
     frames: int = 1
-    #: Bits per entry of the palette (PALETTE COLOR) or of the Modality LUT Sequence's
-    #: first item, which lossy compression applies to the pixels (third LUT Descriptor
-    #: value); 0 when there is no such table.
+    #: Bits per entry (8 or 16, the third LUT Descriptor value) of the palette (PALETTE
+    #: COLOR) or of the Modality LUT Sequence's first item, the values lossy compression
+    #: encodes once it has applied the table (seed B.1, B.2); 0 when there is no such table.
     lut_bits: int = 0
 
     @classmethod
