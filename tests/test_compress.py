@@ -28,7 +28,7 @@ from pydicom.uid import (
 )
 
 from node import dicom, pixels
-from node.media.compress import NAMES, Choice, CompressError, ImageInfo, Policy, choose, compress
+from node.media.compress import NAMES, Choice, CompressError, ImageInfo, Policy, choose, compress, decoded_photometric
 from node.profiles import PROFILES
 from tests.conftest import bundled, ct_series, need
 from tests.test_burn import dciodvfy_errors
@@ -52,6 +52,12 @@ J2K_PROFILE = PROFILES["STD-GEN-DVD-J2K"].image_syntaxes
 #: 8-bit ultrasound colour 33-40 dB.
 PSNR_GREY = 45.0
 PSNR_COLOUR = 30.0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _imagecodecs_decodes_jpeg() -> None:
+    """pydicom reads our JPEG output through node.pixels' plugin (it has no free JPEG decoder of its own)."""
+    pixels.register()
 
 
 # -- inputs -----------------------------------------------------------------------------
@@ -115,6 +121,7 @@ def us_rgb_frames() -> Dataset:
 INPUTS: dict[str, Callable[[Path], Dataset]] = {
     "CT signed": lambda _: decoded("CT_small.dcm"),
     "CT signed generated": lambda tmp: dcmread(ct_series(tmp / "ct", 1, size=64)[0]),
+    "CT signed 12-bit": lambda _: ct_signed_12bit(),
     "MR": lambda _: decoded("MR_small.dcm"),
     "CR 12-bit": lambda _: cr_12bit(),
     "US RGB multi-frame": lambda _: us_rgb_frames(),
@@ -366,6 +373,29 @@ def grey_info(bits: int, *, size: int = 64, sop_class: str = CTImageStorage, mod
 def test_choose_falls_back_with_a_reason(asked: str, image: ImageInfo, allowed: frozenset[str], policy: Policy,
                                          expected: str, reason: str) -> None:
     assert choose(asked, image, allowed, policy) == Choice(expected, lossy=False, reason=reason)
+
+
+@pytest.mark.parametrize("name", ["examples_ybr_color.dcm", "examples_jpeg2k.dcm", "SC_rgb_dcmtk_+eb+cy+n1.dcm",
+                                  "SC_ybr_full_422_uncompressed.dcm", "examples_palette.dcm", "CT_small.dcm"])
+def test_image_info_from_the_header_matches_the_decoded_dataset(name: str) -> None:
+    """The burn plans from the source's header, the worker encodes the decoded data set: both must agree."""
+    header = dcmread(bundled(name), stop_before_pixels=True)
+    planned = ImageInfo(
+        header.SOPClassUID, header.Modality, header.Rows, header.Columns, header.SamplesPerPixel,
+        header.BitsAllocated, header.BitsStored, header.PixelRepresentation,
+        decoded_photometric(header.PhotometricInterpretation, header.file_meta.TransferSyntaxUID),
+        int(header.get("NumberOfFrames") or 1),
+        header.RedPaletteColorLookupTableDescriptor[2] if "RedPaletteColorLookupTableDescriptor" in header else 0,
+    )
+    assert planned == ImageInfo.from_dataset(decoded(name))
+
+
+def test_native_ybr_full_422_is_left_uncompressed() -> None:
+    """Uncompressed YBR_FULL_422 holds subsampled chroma (PS3.3 C.7.6.3.1.2) that no encoder here takes."""
+    ds = decoded("SC_ybr_full_422_uncompressed.dcm")
+    choice = choose(dicom.JPEG_LOSSLESS_SV1, ImageInfo.from_dataset(ds), JPEG_PROFILE, Policy())
+    assert choice == Choice(dicom.EXPLICIT_VR_LE, lossy=False,
+                            reason="3 samples of YBR_FULL_422 are not encoded by JPEG lossless SV1: written uncompressed")
 
 
 def test_mammography_is_lossy_only_with_the_routes_consent() -> None:

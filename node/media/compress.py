@@ -90,6 +90,7 @@ class ImageInfo:
     bits_allocated: int
     bits_stored: int
     pixel_representation: int
+    #: As the decoded data set has it: see :func:`decoded_photometric`.
     photometric: str
     frames: int = 1
     #: Bits per entry (8 or 16, the third LUT Descriptor value) of the palette (PALETTE
@@ -123,6 +124,19 @@ class ImageInfo:
     def colour(self) -> bool:
         """Colour once lossy compression has expanded a palette (seed B.1)."""
         return self.samples_per_pixel == 3 or self.photometric == "PALETTE COLOR"
+
+
+def decoded_photometric(photometric: str, transfer_syntax: str) -> str:
+    """The Photometric Interpretation an image has once :func:`node.pixels.decompress` has decoded it.
+
+    pydicom turns compressed YBR_FULL, YBR_FULL_422, YBR_ICT and YBR_RCT data into RGB;
+    native data keeps its value. For an :class:`ImageInfo` built from a file's header.
+
+    >>> decoded_photometric("YBR_FULL_422", dicom.JPEG_BASELINE), decoded_photometric("YBR_FULL", dicom.EXPLICIT_VR_LE)
+    ('RGB', 'YBR_FULL')
+    """
+    native = transfer_syntax in (dicom.EXPLICIT_VR_LE, dicom.IMPLICIT_VR_LE, dicom.EXPLICIT_VR_BE, dicom.DEFLATED_LE)
+    return "RGB" if photometric.startswith("YBR") and not native else photometric
 
 
 @dataclass(frozen=True)
