@@ -18,6 +18,7 @@ import pytest
 from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import generate_frames
+from pydicom.pixels.processing import apply_color_lut
 from pydicom.uid import (
     UID,
     ComputedRadiographyImageStorage,
@@ -230,6 +231,22 @@ def test_lossy_output_decodes_above_the_psnr_floor_in_pydicom_and_the_reference_
     for result in (dcmread(path).pixel_array, reference_decode(path, syntax).pixel_array):
         assert result.shape == source.shape
         assert psnr(result, source, bits) > floor
+
+
+@pytest.mark.parametrize("syntax", [dicom.JPEG_BASELINE, dicom.J2K], ids=["baseline", "j2k"])
+def test_a_palette_is_expanded_to_rgb_before_lossy_compression(syntax: str, tmp_path: Path) -> None:
+    """Seed B.1: PALETTE COLOR becomes RGB. This palette has 16-bit entries (PS3.3 C.7.6.3.1.5):
+    JPEG baseline takes their high byte, JPEG 2000 keeps all 16 bits."""
+    ds = decoded("examples_palette.dcm")
+    assert ds.RedPaletteColorLookupTableDescriptor[2] == 16
+    rgb = apply_color_lut(ds.pixel_array, ds)
+    bits = 8 if syntax == dicom.JPEG_BASELINE else 16
+    expected = rgb >> 8 if bits == 8 else rgb
+    run(ds, syntax)
+    assert (ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored) == (3, bits, bits)
+    path = written(ds, tmp_path / "palette.dcm")
+    for result in (dcmread(path).pixel_array, reference_decode(path, syntax).pixel_array):
+        assert psnr(result, expected, bits) > PSNR_COLOUR
 
 
 def test_lossy_jpeg_colour_is_ybr_full_422_with_a_4_2_2_codestream() -> None:
@@ -456,11 +473,18 @@ def test_compress_refuses_with_one_line_and_leaves_the_dataset_as_it_was(choice:
 
 
 @pytest.mark.parametrize(
-    ("name", "syntax"),
-    [("CT_small.dcm", dicom.J2K), ("examples_palette.dcm", dicom.JPEG_BASELINE), ("examples_rgb_color.dcm", dicom.J2K)],
+    ("make", "syntax"),
+    [
+        (lambda: decoded("CT_small.dcm"), dicom.J2K),
+        (ct_signed_12bit, dicom.JPEG_EXTENDED),
+        (lambda: decoded("examples_palette.dcm"), dicom.JPEG_BASELINE),
+        (lambda: decoded("examples_rgb_color.dcm"), dicom.J2K),
+    ],
+    ids=["CT j2k", "signed CT extended", "palette baseline", "RGB j2k"],
 )
-def test_dciodvfy_finds_no_error_that_the_input_did_not_have(name: str, syntax: str, tmp_path: Path) -> None:
-    source = written(decoded(name), tmp_path / "source.dcm")
+def test_dciodvfy_finds_no_error_that_the_input_did_not_have(make: Callable[[], Dataset], syntax: str,
+                                                             tmp_path: Path) -> None:
+    source = written(make(), tmp_path / "source.dcm")
     ds = dcmread(source)
     assert run(ds, syntax)[0].lossy
     introduced = dciodvfy_errors(written(ds, tmp_path / "lossy.dcm")) - dciodvfy_errors(source)
