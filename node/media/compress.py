@@ -262,8 +262,7 @@ def compress(ds: Dataset, choice: Choice, *, new_sop_uid: str | None) -> list[st
     if not choice.lossy:
         return [*notes, NAMES[ts]]
     ratio = before / sum(len(f) for f in frames)
-    assert new_sop_uid is not None  # checked above; for mypy
-    _coerce_lossy(ds, ts, ratio=ratio, new_sop_uid=new_sop_uid, rescale=rescale)
+    _coerce_lossy(ds, ts, ratio=ratio, new_sop_uid=str(new_sop_uid), rescale=rescale)
     return [*notes, f"lossy {NAMES[ts]}, ratio {_ratio(ratio)}:1, new SOP Instance UID"]
 
 
