@@ -38,7 +38,7 @@ class _Usage(Exception):
 
 
 def _add_burn(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from node.profiles import DEFAULT_PROFILE, PROFILES
+    from node.profiles import COMPRESS, DEFAULT_PROFILE, PROFILES
 
     p = sub.add_parser("burn", help="make a DICOM medium (ISO image or folder) from DICOM files")
     p.add_argument("sources", nargs="+", metavar="SRC", help="DICOM files or folders (searched recursively)")
@@ -46,7 +46,17 @@ def _add_burn(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p.add_argument("--profile", default=DEFAULT_PROFILE, metavar="NAME",
                    help=f"application profile (default {DEFAULT_PROFILE}): {', '.join(PROFILES)}")
     p.add_argument("--compress", default="none", metavar="SYNTAX",
-                   help="none (default); encoders come with the compression issue")
+                   help=f"compress images: {', '.join(COMPRESS)} (default none; the profile decides which)")
+    p.add_argument("--allow-lossy-mammography", action="store_true",
+                   help="let lossy compression apply to mammograms (not for primary diagnosis)")
+    p.add_argument("--allow-bit-reduction", action="store_true",
+                   help="squeeze images of more bits than a lossy JPEG process takes into it (else: lossless)")
+    p.add_argument("--new-uids", action="store_true",
+                   help="new Study, Series and SOP Instance UIDs (the originals kept in a private block)")
+    p.add_argument("--deidentify", action="store_true",
+                   help="PS3.15 Annex E Basic Profile de-identification, with new UIDs (teaching discs)")
+    p.add_argument("--allow-burned-in", action="store_true",
+                   help="with --deidentify: keep images flagged with burned-in annotation")
     p.add_argument("--format", choices=("iso", "folder"), help="iso (default for PATH ending in .iso) or folder")
     p.add_argument("--label", metavar="TEXT", help="volume label (adjusted to ISO 9660 d-characters, reported)")
     p.add_argument("--invent-patient-id", action="store_true",
@@ -74,14 +84,21 @@ _CAPTURE_FLAGS = {
 def _burn(args: argparse.Namespace, out: TextIO) -> int:
     from node.errors import UsageError
     from node.media.build import burn
+    from node.media.compress import Policy
+    from node.media.plan import Options
     from node.profiles import get_profile
 
     profile = get_profile(args.profile)
-    if args.compress != "none":
-        raise UsageError(f"--compress {args.compress}: only 'none' is available in this version")
+    if args.allow_burned_in and not args.deidentify:
+        raise UsageError("--allow-burned-in is only for --deidentify")
+    options = Options(compress=args.compress.lower(), new_uids=args.new_uids, deidentify=args.deidentify,
+                      burned_in=args.allow_burned_in,
+                      policy=Policy(lossy_mammography=args.allow_lossy_mammography,
+                                    bit_reduction=args.allow_bit_reduction))
     with _ProgressBar(sys.stderr, enabled=not args.json) as bar:
         report = burn(args.sources, out=args.out, profile=profile, fmt=args.format, label=args.label,
-                      invent_patient_id=args.invent_patient_id, progress=bar.advance, total=bar.start,
+                      invent_patient_id=args.invent_patient_id, options=options, progress=bar.advance,
+                      total=bar.start,
                       capture={k: getattr(args, k) for k in _CAPTURE_FLAGS if getattr(args, k) is not None})
     if args.json:
         json.dump(report.to_dict(), out, indent=2)
@@ -93,6 +110,7 @@ def _burn(args: argparse.Namespace, out: TextIO) -> int:
         )
         for title, rows, key in (
             ("converted", report.converted, "conversion"),
+            ("not as asked", report.fallbacks, "reason"),
             ("refused", report.refused, "reason"),
             ("skipped", report.skipped, "reason"),
             ("duplicate (copy kept: ...)", report.duplicates, "kept"),

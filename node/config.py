@@ -19,9 +19,8 @@ from typing import Any, Literal
 import yaml  # type: ignore[import-untyped]  # no stubs in the venv (types-PyYAML)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode  # type: ignore[import-untyped]
 
-from node import dicom
 from node.errors import ConfigError
-from node.profiles import PROFILES
+from node.profiles import COMPRESS, PROFILES, compressions
 
 Action = Literal["burn", "store", "reject"]
 Group = Literal["study", "patient"]
@@ -140,7 +139,19 @@ class Route:
     match: Match
     action: Action
     profile: str = "STD-GEN-CD"
+    #: A key of node.profiles.COMPRESS for every modality not in ``compress_by_modality``.
     compress: str = "none"
+    #: (modality, compress) pairs: ``compress: {default: jpeg-lossless, MG: none}`` in YAML.
+    compress_by_modality: tuple[tuple[str, str], ...] = ()
+    #: Opt-ins of issue 5: lossy compression of mammograms; 16-bit data squeezed into 8-bit JPEG.
+    lossy_mammography: bool = False
+    bit_reduction: bool = False
+    #: New Study / Series / SOP Instance UIDs on the medium (the originals kept in a private block).
+    new_uids: bool = False
+    #: PS3.15 Annex E Basic Profile de-identification (teaching and research discs).
+    deidentify: bool = False
+    #: Let images flagged with Burned In Annotation onto a de-identified disc.
+    burned_in_annotation: bool = False
     copies: int = 1
     group: Group = "study"
     label: str | None = None
@@ -238,28 +249,6 @@ class Config:
 
 
 # -- Loading -------------------------------------------------------------------
-
-#: ``routes[].compress`` -> the transfer syntax it writes (PS3.5 Annex A.4); "none" converts nothing.
-COMPRESS: dict[str, str | None] = {
-    "none": None,
-    "jpeg-lossless": dicom.JPEG_LOSSLESS_SV1,
-    "jpeg-lossless-p14": dicom.JPEG_LOSSLESS_P14,
-    "jpeg-baseline": dicom.JPEG_BASELINE,
-    "jpeg-extended": dicom.JPEG_EXTENDED,
-    "j2k-lossless": dicom.J2K_LOSSLESS,
-    "j2k-lossy": dicom.J2K,
-    "rle": dicom.RLE_LOSSLESS,
-}
-
-
-def compressions(profile: str) -> tuple[str, ...]:
-    """The ``compress`` values a profile allows: those whose syntax it may hold for images.
-
-    >>> compressions("STD-GEN-DVD-J2K")
-    ('none', 'j2k-lossless', 'j2k-lossy')
-    """
-    return tuple(k for k, ts in COMPRESS.items() if ts is None or ts in PROFILES[profile].image_syntaxes)
-
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and check the YAML file at ``path`` (see :func:`parse_config`).
@@ -559,6 +548,34 @@ def _section(cls: type[Any], table: Mapping[str, Check], *, required: tuple[str,
     return lambda node, at: _build(cls, _fields(node, at, table, required=required)[0])
 
 
+_BOOLS = {"yes": True, "true": True, "on": True, "no": False, "false": False, "off": False}  # YAML 1.1 booleans
+
+
+def _bool(node: Node, at: _At) -> bool:
+    """A YAML boolean (``true``, ``false``, and YAML 1.1's ``yes``, ``no``, ``on``, ``off``)."""
+    value = _BOOLS.get(_scalar(node, at, "true or false").value.lower())
+    if node.tag != _STD + "bool" or value is None:  # "!!bool maybe" is tagged, but no boolean
+        raise at.error(node, f"expected true or false, got {_describe(node)}")
+    return value
+
+
+_COMPRESS = _choice(*COMPRESS)
+
+
+def _compress(node: Node, at: _At) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """``compress: X``, or per modality ``compress: {default: X, MG: none, US: jpeg-baseline}``."""
+    if not isinstance(node, MappingNode):
+        return _COMPRESS(node, at), ()
+    default, by_modality = "none", []
+    for key, value in node.value:
+        name = _text("a modality or default")(key, at)
+        if name == "default":
+            default = _COMPRESS(value, at.key(name))
+        else:
+            by_modality.append((name.upper(), _COMPRESS(value, at.key(name))))
+    return default, tuple(by_modality)
+
+
 _AE = _text("an AE title", _ae_title)
 _HOST = _text("a host name or address")
 _UIDS = _many(_text("a UID", _uid))
@@ -619,7 +636,12 @@ _ROUTE: dict[str, Check] = {
                               "sop_class": _UIDS}),
     "action": _choice("burn", "store", "reject"),
     "profile": _choice(*PROFILES, upper=True),
-    "compress": _choice(*COMPRESS),
+    "compress": _compress,
+    "lossy_mammography": _bool,
+    "bit_reduction": _bool,
+    "new_uids": _bool,
+    "deidentify": _bool,
+    "burned_in_annotation": _bool,
     "copies": _number(1, 99),
     "group": _choice("study", "patient"),
     "label": _optional(_text("a label", max_len=32)),
@@ -634,10 +656,14 @@ def _route(node: Node, at: _At) -> Route:
     action = values["action"]
     for name in [k for k in nodes if k not in ("match", "action")] if action != "burn" else ():
         raise at.key(name).error(nodes[name], f"only for action: burn (this route's action is {action})")
-    profile, compress = values.get("profile", Route.profile), values.get("compress", Route.compress)
-    if compress not in compressions(profile):
-        allowed = ", ".join(compressions(profile))
-        raise at.key("compress").error(nodes["compress"], f"{compress!r} is not allowed by profile {profile} (it allows {allowed})")
+    profile = values.get("profile", Route.profile)
+    compress, by_modality = values.pop("compress", (Route.compress, ()))
+    for modality, value in (("", compress), *by_modality):
+        if value not in compressions(profile):
+            allowed = ", ".join(compressions(profile))
+            where = at.key("compress") if not modality else at.key("compress").key(modality)
+            raise where.error(nodes["compress"], f"{value!r} is not allowed by profile {profile} (it allows {allowed})")
+    values |= {"compress": compress, "compress_by_modality": by_modality}
     if values.get("output") is not None and (problem := _output_fits(values["output"], profile)):
         raise at.key("output").error(nodes["output"], problem)
     return Route(**{"match": Match(), **values}, where=f"{at.file}:{node.start_mark.line + 1}")
@@ -647,17 +673,6 @@ def _routes(node: Node, at: _At) -> tuple[Route, ...]:
     if not isinstance(node, SequenceNode) and not _is_null(node):
         raise at.error(node, f"expected a list of routes, got {_describe(node)}")
     return tuple(_route(n, at.item(i)) for i, n in enumerate(node.value if isinstance(node, SequenceNode) else ()))
-
-
-_BOOLS = {"yes": True, "true": True, "on": True, "no": False, "false": False, "off": False}  # YAML 1.1 booleans
-
-
-def _bool(node: Node, at: _At) -> bool:
-    """A YAML boolean (``true``, ``false``, and YAML 1.1's ``yes``, ``no``, ``on``, ``off``)."""
-    value = _BOOLS.get(_scalar(node, at, "true or false").value.lower())
-    if node.tag != _STD + "bool" or value is None:  # "!!bool maybe" is tagged, but no boolean
-        raise at.error(node, f"expected true or false, got {_describe(node)}")
-    return value
 
 
 def _argv(node: Node, at: _At) -> tuple[str, ...]:

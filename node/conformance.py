@@ -424,7 +424,6 @@ def _capacity(p: profiles.Profile) -> str:
 
 def media() -> str:
     from node import pixels
-    from node.media import transcode
     from node.receive.scp import TRANSFER_SYNTAXES
 
     profile_rows = [
@@ -440,7 +439,7 @@ def media() -> str:
     def conversion(ts: str) -> str:
         if ts == dicom.EXPLICIT_VR_LE:
             return "never converted"
-        if ts in transcode.UNCOMPRESSED:
+        if ts in dicom.NATIVE:
             return "re-encoded"
         return "pixel data decoded" if pixels.can_decode(ts) else "refused: cannot be decoded"
 
@@ -467,8 +466,8 @@ def media() -> str:
     leaf.append((tag(private.tag), tag_name(private.tag), private.vr, f"{private.type} (PRIVATE records)"))
     compress_rows = [
         (f"`{name}`", syntaxes([ts]) if ts else "(none)",
-         ", ".join(p for p in names if name in config.compressions(p)))
-        for name, ts in config.COMPRESS.items()
+         ", ".join(p for p in names if name in profiles.compressions(p)))
+        for name, ts in profiles.COMPRESS.items()
     ]
     return f"""## Media Interchange
 

@@ -40,6 +40,8 @@ JPEG_LS_NEAR_LOSSLESS = "1.2.840.10008.1.2.4.81"
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"  # .90
 J2K = "1.2.840.10008.1.2.4.91"  # .91
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"  # .5
+#: Syntaxes whose Pixel Data is native (not encapsulated): everything else is compressed.
+NATIVE = frozenset({IMPLICIT_VR_LE, EXPLICIT_VR_LE, EXPLICIT_VR_BE, DEFLATED_LE})
 
 def syntax_name(uid: str) -> str:
     """A UID as people read it: "JPEG Baseline (Process 1) (1.2.840.10008.1.2.4.50)", or the UID alone."""

@@ -23,6 +23,8 @@ from node.errors import NodeError
 from node.index import Index, Job, StableStudy, Volume
 from node.media import build, outputs
 from node.media.waiting import Interrupted
+from node.media.compress import Policy
+from node.media.plan import Options
 from node.profiles import SECTOR, get_profile
 
 logger = logging.getLogger(__name__)
@@ -121,7 +123,7 @@ class Worker:
             medium = outputs.build_target(output, name=label, suffix=suffix, data_dir=config.node.data_dir)
             _remove(medium)  # what an interrupted or failed attempt of this job left
             report = build.burn([p for _, p, _ in files], out=medium, profile=profile, label=label,
-                                fmt=outputs.build_format(output))
+                                fmt=outputs.build_format(output), options=burn_options(settings))
             copies = int(str(settings.get("copies", 1)))
             waiter = _IndexWaiter(self.index, job.id, stop or threading.Event())
             paths = outputs.publish(output, medium, copies=copies, volume_id=report.volume_id,
@@ -146,7 +148,7 @@ class Worker:
         kind = str(settings.get("kind", "archive"))
         volume = Volume(label, job.id, kind, time.time(), copies, paths, report.bytes, None, studies)
         self.index.finish_job(job.id, volumes=[volume] if kind == "archive" else [],
-                              error=_left_out(report) or None)
+                              error=_left_out(report) or None, uid_map=report.uid_map)
         audit.append(config.node.data_dir, "volume-burned", job=job.id, label=label, kind=kind, paths=volume.paths,
                      studies=[s[0] for s in studies], instances=report.instances, supersedes=job.late)
         logger.info("job %d: volume %s, %d instance(s), %d cop%s to %s", job.id, label, report.instances,
@@ -180,6 +182,21 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def burn_options(settings: dict[str, object]) -> Options:
+    """A route's compression and UID settings, as recorded with its job (absent keys: the defaults)."""
+    by_modality = settings.get("compress_by_modality") or {}
+    assert isinstance(by_modality, dict)
+    return Options(
+        compress=str(settings.get("compress") or "none"),
+        by_modality=tuple((str(k), str(v)) for k, v in by_modality.items()),
+        policy=Policy(lossy_mammography=bool(settings.get("lossy_mammography")),
+                      bit_reduction=bool(settings.get("bit_reduction"))),
+        new_uids=bool(settings.get("new_uids")),
+        deidentify=bool(settings.get("deidentify")),
+        burned_in=bool(settings.get("burned_in_annotation")),
+    )
 
 
 def volume_label(label: object, job_id: int) -> str:
