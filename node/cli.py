@@ -51,6 +51,13 @@ def _add_burn(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p.add_argument("--label", metavar="TEXT", help="volume label (adjusted to ISO 9660 d-characters, reported)")
     p.add_argument("--invent-patient-id", action="store_true",
                    help="give a patient whose Patient ID another patient already has an invented ID")
+    pdi = p.add_argument_group("IHE PDI media (STD-GEN-CD, -DVD-JPEG/-J2K, -USB-JPEG/-J2K)")
+    pdi.add_argument("--pdi", action=argparse.BooleanOptionalAction, default=None,
+                     help="an IHE PDI medium with README.TXT (default: when the profile allows it)")
+    pdi.add_argument("--web", action="store_true", help="PDI web content: INDEX.HTM and IHE_PDI/ pages with JPEGs")
+    pdi.add_argument("--viewer", metavar="DIR", type=Path, help="a viewer folder copied as-is (8.3 names, no autorun)")
+    pdi.add_argument("--institution", default="", metavar="TEXT", help="who makes the medium (README.TXT, label)")
+    pdi.add_argument("--contact", default="", metavar="TEXT", help="how to reach them (README.TXT)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(run=_burn)
 
@@ -58,14 +65,17 @@ def _add_burn(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
 def _burn(args: argparse.Namespace, out: TextIO) -> int:
     from node.errors import UsageError
     from node.media.build import burn
+    from node.media.pdi import choose
     from node.profiles import get_profile
 
     profile = get_profile(args.profile)
+    pdi = choose(profile, pdi=args.pdi, web=args.web, viewer=args.viewer, institution=args.institution,
+                 contact=args.contact)
     if args.compress != "none":
         raise UsageError(f"--compress {args.compress}: only 'none' is available in this version")
     with _ProgressBar(sys.stderr, enabled=not args.json) as bar:
         report = burn(args.sources, out=args.out, profile=profile, fmt=args.format, label=args.label,
-                      invent_patient_id=args.invent_patient_id, progress=bar.advance, total=bar.start)
+                      invent_patient_id=args.invent_patient_id, progress=bar.advance, total=bar.start, pdi=pdi)
     if args.json:
         json.dump(report.to_dict(), out, indent=2)
         out.write("\n")

@@ -80,6 +80,11 @@ class Route:
     kind: Kind = "archive"
     #: Folder the images go to; None means burn.output.
     output: Path | None = None
+    #: IHE PDI media (node.media.pdi): None means burn.pdi, where the profile allows it.
+    pdi: bool | None = None
+    #: PDI's Web Content Option (INDEX.HTM, IHE_PDI/) and a viewer folder copied onto the medium.
+    web: bool = False
+    viewer: Path | None = None
     #: Where in the file the route was written ("config/medianode.yaml:14"), for logs.
     where: str = ""
 
@@ -90,6 +95,11 @@ class BurnConfig:
     study_stable_seconds: float = 30.0
     #: Spooled instances are removed this long after their last job succeeded.
     retention_hours: float = 24.0
+    #: Make IHE PDI media wherever the route's profile allows it (a route's ``pdi`` decides for itself).
+    pdi: bool = True
+    #: Who makes the media, for PDI's README.TXT and the label.
+    institution: str = ""
+    contact: str = ""
 
 
 @dataclass(frozen=True)
@@ -388,6 +398,14 @@ def _path(node: Node, at: _At) -> Path:
     return _absolute(_text("a path")(node, at), at, node)
 
 
+def _folder(node: Node, at: _At) -> Path:
+    """A path to an existing folder (a viewer copied onto every medium)."""
+    path = _path(node, at)
+    if not os.path.isdir(path):
+        raise at.error(node, f"no such folder: {path}")
+    return path
+
+
 def _file(node: Node, at: _At) -> Path:
     """A path to an existing, readable file (TLS certificates and keys are read at start-up)."""
     path = _path(node, at)
@@ -457,6 +475,17 @@ def _section(cls: type[Any], table: Mapping[str, Check], *, required: tuple[str,
     return lambda node, at: _build(cls, _fields(node, at, table, required=required)[0])
 
 
+_BOOLS = {"yes": True, "true": True, "on": True, "no": False, "false": False, "off": False}  # YAML 1.1 booleans
+
+
+def _bool(node: Node, at: _At) -> bool:
+    """A YAML boolean (``true``, ``false``, and YAML 1.1's ``yes``, ``no``, ``on``, ``off``)."""
+    value = _BOOLS.get(_scalar(node, at, "true or false").value.lower())
+    if node.tag != _STD + "bool" or value is None:  # "!!bool maybe" is tagged, but no boolean
+        raise at.error(node, f"expected true or false, got {_describe(node)}")
+    return value
+
+
 _AE = _text("an AE title", _ae_title)
 _HOST = _text("a host name or address")
 _UIDS = _many(_text("a UID", _uid))
@@ -472,6 +501,9 @@ _ROUTE: dict[str, Check] = {
     "label": _optional(_text("a label", max_len=32)),
     "kind": _choice("archive", "backup"),
     "output": _optional(_path),
+    "pdi": _bool,
+    "web": _bool,
+    "viewer": _folder,
 }
 
 
@@ -485,6 +517,14 @@ def _route(node: Node, at: _At) -> Route:
     if compress not in compressions(profile):
         allowed = ", ".join(compressions(profile))
         raise at.key("compress").error(nodes["compress"], f"{compress!r} is not allowed by profile {profile} (it allows {allowed})")
+    pdi, extras = values.get("pdi"), [k for k in ("web", "viewer") if values.get(k)]
+    if pdi is False and extras:
+        raise at.key(extras[0]).error(nodes[extras[0]], "is part of IHE PDI media, which this route turns off (pdi: false)")
+    if (pdi or extras) and not PROFILES[profile].pdi:
+        key = "pdi" if pdi else extras[0]
+        allowed = ", ".join(name for name, p in PROFILES.items() if p.pdi)
+        raise at.key(key).error(nodes[key], f"IHE PDI media cannot be made on profile {profile} "
+                                            f"(an augmented or BD profile); PDI allows {allowed}")
     return Route(**{"match": Match(), **values}, where=f"{at.file}:{node.start_mark.line + 1}")
 
 
@@ -492,17 +532,6 @@ def _routes(node: Node, at: _At) -> tuple[Route, ...]:
     if not isinstance(node, SequenceNode) and not _is_null(node):
         raise at.error(node, f"expected a list of routes, got {_describe(node)}")
     return tuple(_route(n, at.item(i)) for i, n in enumerate(node.value if isinstance(node, SequenceNode) else ()))
-
-
-_BOOLS = {"yes": True, "true": True, "on": True, "no": False, "false": False, "off": False}  # YAML 1.1 booleans
-
-
-def _bool(node: Node, at: _At) -> bool:
-    """A YAML boolean (``true``, ``false``, and YAML 1.1's ``yes``, ``no``, ``on``, ``off``)."""
-    value = _BOOLS.get(_scalar(node, at, "true or false").value.lower())
-    if node.tag != _STD + "bool" or value is None:  # "!!bool maybe" is tagged, but no boolean
-        raise at.error(node, f"expected true or false, got {_describe(node)}")
-    return value
 
 
 def _argv(node: Node, at: _At) -> tuple[str, ...]:
@@ -605,6 +634,9 @@ _TOP: dict[str, Check] = {
         "output": _path,
         "study_stable_seconds": _number(0, integer=False, above=True),
         "retention_hours": _number(0, integer=False),
+        "pdi": _bool,
+        "institution": _text("an institution name", max_len=200),
+        "contact": _text("a contact (phone, address)", max_len=200),
     }),
     "routes": _routes,
     "import": _import,

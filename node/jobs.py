@@ -22,7 +22,7 @@ from node.config import Config
 from node.durable import fsync_dir
 from node.errors import NodeError
 from node.index import Index, Job, StableStudy, Volume
-from node.media import build
+from node.media import build, pdi
 from node.profiles import SECTOR, get_profile
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,8 @@ class Worker:
             out_dir.mkdir(parents=True, exist_ok=True)
             suffix = "" if profile.file_system == "folder" else ".iso"
             first = out_dir / f"{label}{suffix}"
-            report = build.burn([p for _, p, _ in files], out=first, profile=profile, label=label)
+            report = build.burn([p for _, p, _ in files], out=first, profile=profile, label=label,
+                                pdi=pdi.for_route(settings, config.burn, profile))
             copies = int(str(settings.get("copies", 1)))
             paths = [first, *(_publish_copy(first, out_dir / f"{label}_{n}{suffix}") for n in range(2, copies + 1))]
         except NodeError as exc:
