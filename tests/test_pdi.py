@@ -16,7 +16,9 @@ from pathlib import Path
 import imagecodecs
 import numpy as np
 import pytest
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -336,3 +338,19 @@ def test_the_route_settings_choose_pdi() -> None:
     assert for_route({}, BurnConfig(pdi=False), cd) is None
     assert for_route({"web": True}, BurnConfig(pdi=False), cd) == Pdi(web=True)
     assert for_route({}, BurnConfig(), aug) is None
+
+
+def test_an_image_that_cannot_be_rendered_is_named_on_its_page_and_still_burned(tmp_path: Path) -> None:
+    ds = dcmread(bundled("JPEG-lossy.dcm"))
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([frame[: len(frame) // 2]])  # the JPEG codestream cut in half
+    (tmp_path / "src").mkdir()
+    ds.save_as(tmp_path / "src" / "cut.dcm")
+    out = tmp_path / "out"
+    result = cli("burn", tmp_path / "src", "--out", out, "--profile", "STD-GEN-USB-JPEG", "--web", "--json")
+    assert result.code == 0 and json.loads(result.out)["instances"] == 1
+    [relpath] = [p for p in files(out) if p.startswith("IHE_PDI/")]  # a page, no picture
+    text = "".join(page(out, relpath).itertext())
+    assert f"Image {ds.InstanceNumber}: no picture (" in text and "the codestream is truncated" in text
+    [stored] = [p for p in files(out) if p.startswith("DICOM/")]
+    assert dcmread(out / stored).PixelData == ds.PixelData  # the DICOM file itself is all there

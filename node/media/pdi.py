@@ -28,6 +28,7 @@ import html
 import logging
 import os
 import re
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from node import __version__, dicom
 from node.config import BurnConfig
-from node.errors import UsageError, one_line
+from node.errors import BuildError, UsageError
 from node.media.content import FileSlice, MediaFile
 from node.media.directory import MODALITY, SERIES_NUMBER, STUDY_DATE, Node, Tree
 from node.media.label import SERIES_DESCRIPTION, STUDY_DESCRIPTION, Label, display_date, key_text, person_name
@@ -266,19 +267,25 @@ def _renditions(page: _Series, *, limit: int, staging: Path) -> tuple[list[str],
     leaves = [leaf for leaf in page.series.children if leaf.instance is not None and leaf.instance.header.has_pixels]
     for leaf in _spread(leaves, limit):
         assert leaf.instance is not None
+        if len(files) >= limit:  # multi-frame images took two places each
+            break
         number = key_text(leaf, dicom.INSTANCE_NUMBER)
         try:
-            frames = list(_frames(leaf.instance.header.path))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a value pydicom frowns at either renders or fails below
+                frames = list(_frames(leaf.instance.header.path))
         except Exception as exc:  # pydicom and the codecs fail in many ways on odd data: the page says so
-            logger.warning("no picture of %s for the web content: %s", leaf.instance.source, one_line(exc))
-            cells.append(f'<div class="cell"><p>Image {_esc(number)}: no picture ({_esc(one_line(exc))})</p></div>')
+            why = " ".join(str(exc).split())[:200] or type(exc).__name__  # pydicom's reasons span lines
+            logger.warning("no picture of %s for the web content: %s", leaf.instance.source, why)
+            cells.append(f'<div class="cell"><p>Image {_esc(number)}: no picture ({_esc(why)})</p></div>')
             continue
-        for caption, jpeg, (height, width) in frames:
-            if len(files) >= limit:
-                break
+        for caption, jpeg, (height, width) in frames[:limit - len(files)]:
             name = f"I{len(files) + 1:07d}"
             path = staging / f"{page.name}{name}.JPG"
-            path.write_bytes(jpeg)
+            try:
+                path.write_bytes(jpeg)
+            except OSError as exc:
+                raise BuildError(f"cannot write the web content's pictures in {staging}: {exc.strerror or exc}") from None
             files.append(MediaFile((PDI_WEB_FOLDER, page.name, f"{name}.JPG"), [FileSlice(str(path), 0, len(jpeg))]))
             scale = THUMB / max(height, width)
             w, h = max(1, round(width * scale)), max(1, round(height * scale))
