@@ -49,8 +49,8 @@ class Burned:
     report: dict[str, object]
 
 
-def monochrome1(path: Path) -> None:
-    """A MONOCHROME1 image with a window: three vertical bands of stored values (below, in, above it)."""
+def banded(path: Path, bands: tuple[int, ...], *, photometric: str = "MONOCHROME1", **attrs: object) -> Dataset:
+    """A greyscale image of vertical bands of stored values, 32 columns each (Patient ID M1)."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -61,11 +61,19 @@ def monochrome1(path: Path) -> None:
     ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "20250505", "1200", "1", "", ""
     ds.StudyDescription, ds.SeriesDescription = "Chest PA", "Frontal"
     ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.ConversionType = "CR", "1", "1", "WSD"
-    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 48, 96, 1, "MONOCHROME1"
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 48, 32 * len(bands), 1, photometric
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.WindowCenter, ds.WindowWidth = WINDOW
-    ds.PixelData = np.repeat(np.array(BANDS, dtype=np.uint16), 32)[None, :].repeat(48, axis=0).tobytes()
+    for keyword, value in attrs.items():
+        setattr(ds, keyword, value)
+    ds.PixelData = np.repeat(np.array(bands, dtype=np.uint16), 32)[None, :].repeat(48, axis=0).tobytes()
     ds.save_as(path, enforce_file_format=True)
+    return ds
+
+
+def band_means(picture: np.ndarray, n: int) -> list[float]:
+    """The mean of each of ``n`` vertical bands of a rendition, away from their edges (JPEG ringing)."""
+    width = picture.shape[1] // n
+    return [float(picture[:, i * width + 4:(i + 1) * width - 4].mean()) for i in range(n)]
 
 
 def chromium(*args: str, profile: Path) -> str:
@@ -84,7 +92,7 @@ def burned(tmp_path_factory: pytest.TempPathFactory) -> Burned:
     src.mkdir()
     for name in SOURCES:
         shutil.copy(bundled(name), src / name)
-    monochrome1(src / "m1.dcm")
+    banded(src / "m1.dcm", BANDS, WindowCenter=WINDOW[0], WindowWidth=WINDOW[1])
     ct_series(src / "ct", MAX_RENDITIONS + 2, patient_id="LONG14", name="SERIES^LONG", size=32)
     viewer = tmp / "viewer"
     (viewer / "lib").mkdir(parents=True)
@@ -194,8 +202,7 @@ def test_renditions_are_bounded_spread_windowed_and_inverted(burned: Burned) -> 
     relpath, inverse = series_page(burned, "Series 1 (CR): Frontal")
     [img] = inverse.iter(f"{XHTML}img")
     grey = imagecodecs.jpeg8_decode((burned.root / posixpath.dirname(relpath) / str(img.get("src"))).read_bytes())
-    third = grey.shape[1] // 3
-    below, inside, above = (grey[:, i * third + 4:(i + 1) * third - 4].mean() for i in range(3))
+    below, inside, above = band_means(grey, 3)
     # Window 1000/200: 500 is below it (black), 3000 above (white), 1000 mid-grey; MONOCHROME1 inverts.
     assert below > 240 and above < 15 and 100 < inside < 155
 
@@ -354,3 +361,16 @@ def test_an_image_that_cannot_be_rendered_is_named_on_its_page_and_still_burned(
     assert f"Image {ds.InstanceNumber}: no picture (" in text and "the codestream is truncated" in text
     [stored] = [p for p in files(out) if p.startswith("DICOM/")]
     assert dcmread(out / stored).PixelData == ds.PixelData  # the DICOM file itself is all there
+
+
+def test_a_voi_lut_sequence_is_used_before_min_max(tmp_path: Path) -> None:
+    lut = Dataset()
+    lut.add_new(0x00283002, "US", [3, 0, 8])  # LUT Descriptor: 3 entries from stored value 0, 8 bits
+    lut.add_new(0x00283006, "US", [255, 0, 128])  # LUT Data: not monotonic, so no window would give it
+    (tmp_path / "src").mkdir()
+    banded(tmp_path / "src" / "voi.dcm", (0, 1, 2), photometric="MONOCHROME2", VOILUTSequence=[lut])
+    out = tmp_path / "out"
+    assert cli("burn", tmp_path / "src", "--out", out, "--format", "folder", "--web").code == 0
+    [jpeg] = [p for p in files(out) if p.endswith(".JPG")]
+    shown = band_means(imagecodecs.jpeg8_decode((out / jpeg).read_bytes()), 3)
+    assert shown == [pytest.approx(v, abs=8) for v in (255, 0, 128)]
