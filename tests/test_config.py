@@ -393,7 +393,7 @@ CASES = {
 
 BURN_ONLY = {
     "profile": "STD-GEN-CD", "compress": "none", "copies": "1", "group": "study",
-    "label": "X", "kind": "archive", "output": "out",
+    "label": "X", "kind": "archive", "output": "out", "pdi": "true", "web": "true", "viewer": ".",
 }
 
 

@@ -23,7 +23,7 @@ from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from node import __version__
-from node.config import BurnConfig
+from node.config import BurnConfig, parse_config
 from node.index import Index
 from node.jobs import Worker, schedule
 from node.media.build import burn
@@ -310,16 +310,29 @@ def test_a_viewer_that_cannot_go_onto_pdi_media_is_refused(names: list[str], mes
     assert not (tmp_path / "x.iso").exists() and not list(tmp_path.glob(".x.iso*"))
 
 
-@pytest.mark.parametrize("route, where", [
-    ("{match: {called_aet: A}, action: burn, profile: AUG-GEN-CD, pdi: true}", "routes[0].pdi"),
-    ("{match: {called_aet: A}, action: burn, profile: STD-GEN-BD, web: true}", "routes[0].web"),
+@pytest.mark.parametrize("route, message", [
+    ("{match: {called_aet: A}, action: burn, profile: AUG-GEN-CD, pdi: true}",
+     "routes[0].pdi: IHE PDI media cannot be made on profile AUG-GEN-CD (an augmented or BD profile)"),
+    ("{match: {called_aet: A}, action: burn, profile: STD-GEN-BD, web: true}",
+     "routes[0].web: IHE PDI media cannot be made on profile STD-GEN-BD (an augmented or BD profile)"),
+    ("{match: {called_aet: A}, action: burn, pdi: false, web: true}",
+     "routes[0].web: is part of IHE PDI media, which this route turns off (pdi: false)"),
 ])
-def test_pdi_on_an_augmented_or_bd_route_is_a_configuration_error(route: str, where: str, tmp_path: Path) -> None:
+def test_pdi_where_it_cannot_be_is_a_configuration_error(route: str, message: str, tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(f"burn: {{institution: St. Elsewhere}}\nroutes:\n  - {route}\n")
     result = cli("config", "check", config)
-    assert result.code == 2
-    assert f"c.yaml:3 {where}: IHE PDI media cannot be made on profile" in result.err
+    assert result.code == 2 and f"c.yaml:3 {message}" in result.err
+
+
+def test_a_pdi_route_is_read_with_its_viewer(tmp_path: Path) -> None:
+    (tmp_path / "viewer").mkdir()
+    config = parse_config(f"burn: {{pdi: false, contact: '+1 555 0100'}}\nroutes:\n  - {{action: burn, "
+                          f"profile: STD-GEN-DVD-JPEG, web: true, viewer: {tmp_path / 'viewer'}}}\n", source="c.yaml")
+    [route] = config.routes
+    assert (route.pdi, route.web, route.viewer) == (None, True, tmp_path / "viewer")
+    assert for_route(json.loads(settings(route)), config.burn, PROFILES[route.profile]) == Pdi(
+        web=True, viewer=tmp_path / "viewer", contact="+1 555 0100")
 
 
 def test_a_route_with_web_content_burns_pdi_media(tmp_path: Path) -> None:
