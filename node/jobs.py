@@ -21,10 +21,11 @@ from node import audit
 from node.config import Config, output_from_settings
 from node.errors import NodeError
 from node.index import Index, Job, StableStudy, Volume
-from node.media import build, outputs
-from node.media.waiting import Interrupted
+from node.media import build, outputs, pdi
 from node.media.compress import Policy
 from node.media.plan import Options
+from node.media.publisher import label_fields
+from node.media.waiting import Interrupted
 from node.profiles import SECTOR, get_profile
 
 logger = logging.getLogger(__name__)
@@ -123,11 +124,12 @@ class Worker:
             medium = outputs.build_target(output, name=label, suffix=suffix, data_dir=config.node.data_dir)
             _remove(medium)  # what an interrupted or failed attempt of this job left
             report = build.burn([p for _, p, _ in files], out=medium, profile=profile, label=label,
-                                fmt=outputs.build_format(output), options=burn_options(settings))
+                                fmt=outputs.build_format(output), options=burn_options(settings),
+                                pdi=pdi.for_route(settings, config.burn, profile))
             copies = int(str(settings.get("copies", 1)))
             waiter = _IndexWaiter(self.index, job.id, stop or threading.Event())
             paths = outputs.publish(output, medium, copies=copies, volume_id=report.volume_id,
-                                    label=label_fields(studies), waiter=waiter)
+                                    label=label_fields(report.label), waiter=waiter)
         except Interrupted as exc:
             medium = None  # a robot may still be reading it; the retried job builds it again
             self.index.clear_wait(job.id)
@@ -167,14 +169,6 @@ class _IndexWaiter:
 
     def clear(self) -> None:
         self.index.clear_wait(self.job_id)
-
-
-def label_fields(studies: list[tuple[str, str, str]]) -> dict[str, str]:
-    """What the index knows for a robot's printed label (:data:`node.media.publisher.LABEL_FIELDS`)."""
-    names = sorted({n for _, _, n in studies})
-    ids = sorted({p for _, p, _ in studies})
-    return {"patient_name": ", ".join(n.replace("^", " ").strip() for n in names), "patient_id": ", ".join(ids),
-            "created": time.strftime("%Y-%m-%d"), "content": "DICOM ONLY", "volume": "volume 1 of 1"}
 
 
 def _remove(path: Path) -> None:

@@ -29,7 +29,9 @@ from node.media.capture import capture_sources
 from node.media.content import FileSlice, MediaFile
 from node.media.dicomdir import encode_dicomdir
 from node.media.directory import Tree, build_tree
+from node.media.label import make_label
 from node.media.layout import assign_file_ids
+from node.media.pdi import Pdi, pdi_files
 from node.media.plan import Options, make_plan, run
 from node.media.sources import SERIES_INSTANCE_UID, STUDY_INSTANCE_UID, Instance, scan
 from node.media.transcode import CannotConvert, Task, convert, reread
@@ -74,6 +76,8 @@ class BurnReport:
     fallbacks: list[dict[str, str]] = field(default_factory=list)
     #: Old UID -> new UID for every Study, Series and SOP Instance UID this burn changed.
     uid_map: dict[str, str] = field(default_factory=dict)
+    #: The volume's label record (node.media.label.Label.to_dict()), for the outputs' label fields.
+    label: dict[str, object] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -91,6 +95,8 @@ def burn(
     progress: Progress | None = None,
     total: Callable[[int], None] | None = None,
     capture: Mapping[str, str] | None = None,
+    pdi: Pdi | None = None,
+    volume: tuple[int, int] = (1, 1),
 ) -> BurnReport:
     """Build one medium of ``profile`` from every DICOM file under ``sources``.
 
@@ -98,6 +104,8 @@ def burn(
     ``capture`` holds the identity flags that apply to them (``{"patient_id": ...}``).
 
     ``total(n)`` is called once with the bytes to write, then ``progress(n)`` as they are written.
+    With ``pdi``, the medium is an IHE PDI one (README.TXT, web content, viewer: node.media.pdi);
+    ``volume`` is this medium's (n, m) of "volume n of m" on its label.
     """
     target = Path(out)
     fmt = fmt or ("iso" if target.suffix.lower() == ".iso" or profile.file_system != "folder" else "folder")
@@ -106,6 +114,8 @@ def burn(
     _check_target(target)
     options = options or Options()
     options.check(profile)
+    if pdi and not profile.pdi:
+        raise UsageError(f"IHE PDI media cannot be made on {profile.name}")
     report = BurnReport(out=str(target), profile=profile.name, format=fmt, capacity_sectors=profile.capacity_sectors)
     found = scan(sources)
     staging = tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent)
@@ -127,9 +137,14 @@ def burn(
             raise BuildError(f"nothing to write: all {len(instances)} instance(s) refused ({report.refused[0]['reason']})")
         volume_id, fileset_id = _labels(label or DEFAULT_LABEL, report)
         files = _files(tree, fileset_id)
+        record = make_label(tree, institution=pdi.institution if pdi else "", web=bool(pdi and pdi.web),
+                            volume=volume[0], volumes=volume[1])
+        report.label = record.to_dict()
+        extras = pdi_files(tree, pdi, record, profile=profile, staging=staging) if pdi else []
         report.patients = len(tree.patients)
         report.studies = sum(len(p.children) for p in tree.patients)
         report.instances = len(files) - 1
+        files += extras
         report.bytes = sum(f.size for f in files)
         _check_capacity(files, profile, target, report)
         if total:
