@@ -266,14 +266,19 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     A missing, unreadable or non-UTF-8 file is ``ConfigError("{path}: cannot read: ...")``.
     """
     name = os.fspath(path)
+    text = _read_text(name)
+    return parse_config(text, source=name)
+
+
+def _read_text(name: str) -> str:
+    """A UTF-8 file's text (a BOM allowed); :class:`ConfigError` ``"{name}: cannot read: ..."`` otherwise."""
     try:
         with open(name, "rb") as f:
-            text = f.read().decode("utf-8-sig")
+            return f.read().decode("utf-8-sig")
     except OSError as exc:
         raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{name}: cannot read: not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
-    return parse_config(text, source=name)
 
 
 def parse_config(text: str, *, source: str) -> Config:
@@ -319,13 +324,7 @@ def load_sidecar(path: str | os.PathLike[str], rules: Mapping[str, Callable[[str
     lines ``{path}:{line} {key}: {what is wrong}``, unknown keys included.
     """
     name = os.fspath(path)
-    try:
-        with open(name, "rb") as f:
-            text = f.read().decode("utf-8-sig")
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{name}: cannot read: not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
+    text = _read_text(name)
     if name.lower().endswith(".json"):
         import json
 

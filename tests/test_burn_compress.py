@@ -4,6 +4,7 @@ disc, references that still resolve, fallbacks reported, the pool and the inline
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from node import dicom, pixels
 from node.index import Index
+from node.media.deidentify import action
 from node.media.uids import PRIVATE_CREATOR, original_uids
 from tests.conftest import bundled, cli, ct_series
 from tests.test_burn import by_uid, dciodvfy_errors, extract
@@ -133,7 +135,9 @@ def test_new_uids_rename_study_series_and_instances_and_keep_the_originals(tmp_p
 
 
 def test_deidentify_removes_identity_and_refuses_burned_in_annotation(tmp_path: Path) -> None:
-    src = ct_series(tmp_path / "src", 2, name="SECRET^NAME", patient_id="SECRET-ID", InstitutionName="SECRET HOSPITAL")
+    src = ct_series(tmp_path / "src", 2, name="SECRET^NAME", patient_id="SECRET-ID", InstitutionName="SECRET HOSPITAL",
+                    OperatorsName="SECRET^OPERATOR", PatientAddress="SECRET STREET 1")
+    shutil.copy(bundled("MR_small.dcm"), tmp_path / "src")  # real-world: many attributes the profile names
     flagged = ct_series(tmp_path / "flagged", 1, name="SECRET^NAME", patient_id="SECRET-ID", BurnedInAnnotation="YES")
     iso = tmp_path / "deid.iso"
     result = cli("burn", tmp_path / "src", tmp_path / "flagged", "--out", iso, "--deidentify", "--json")
@@ -141,11 +145,15 @@ def test_deidentify_removes_identity_and_refuses_burned_in_annotation(tmp_path: 
     report = json.loads(result.out)
     assert [r["path"] for r in report["refused"]] == [str(flagged[0])]
     root = extract(iso, tmp_path / "medium")
+    originals = {str(dcmread(p).PatientName) for p in [*src, tmp_path / "src" / "MR_small.dcm"]}
     for path in by_uid(root).values():
         raw = path.read_bytes()
         assert b"SECRET" not in raw, path
         ds = dcmread(path)
         assert ds.PatientIdentityRemoved == "YES" and PRIVATE_CREATOR.encode() not in raw
+        assert str(ds.PatientName) not in originals
+        removed = [e.keyword or str(e.tag) for e in ds.iterall() if action(e.tag) == "X" or e.tag.is_private]
+        assert removed == [], f"{path}: the Basic Profile removes {removed}"
     assert b"SECRET" not in (root / "DICOMDIR").read_bytes()
     allowed = cli("burn", tmp_path / "flagged", "--out", tmp_path / "ok.iso", "--deidentify", "--allow-burned-in")
     assert allowed.code == 0, allowed.err
