@@ -4,7 +4,9 @@ disc, references that still resolve, fallbacks reported, the pool and the inline
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,10 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from node import dicom, pixels
+from node.errors import BuildError
 from node.index import Index
+from node.media.plan import POOL_THRESHOLD, run
+from node.media.transcode import Task
 from node.media.deidentify import action
 from node.media.uids import PRIVATE_CREATOR, original_uids
 from tests.conftest import bundled, cli, ct_series
@@ -186,3 +191,17 @@ def test_a_route_compresses_per_modality_and_records_the_uid_map(tmp_path: Path)
         index.close()
     assert set(uid_map) == {dcmread(p).SOPInstanceUID for p in src}
     assert set(uid_map.values()) <= set(files)
+
+
+@dataclass(frozen=True)
+class _Dies(Task):
+    """A task whose worker process dies, as a crashing codec would take it down."""
+
+    def run(self) -> list[str]:
+        os._exit(3)
+
+
+def test_a_worker_process_that_dies_stops_the_burn_with_a_clear_error() -> None:
+    tasks = [(n, _Dies(f"/nonexistent/{n}", f"/nonexistent/out{n}")) for n in range(POOL_THRESHOLD)]
+    with pytest.raises(BuildError, match="a worker process died while rewriting instances"):
+        run(tasks, lambda n, task, what: None, workers=2)

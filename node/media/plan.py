@@ -18,10 +18,11 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from node import dicom
-from node.errors import UsageError
+from node.errors import BuildError, UsageError
 from node.media.compress import Choice, ImageInfo, Policy, choose, decoded_photometric
 from node.media.sources import Instance
 from node.media.transcode import Task, needs_conversion
@@ -172,9 +173,12 @@ def run(tasks: list[tuple[int, Task]], done: Done, *, workers: int | None = None
         return
     # forkserver: the service has threads, and a forked copy of their locks can deadlock a worker.
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        for n, task, result in _bounded(pool, tasks, window=4 * workers):
-            done(n, task, result)
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            for n, task, result in _bounded(pool, tasks, window=4 * workers):
+                done(n, task, result)
+    except BrokenProcessPool as exc:  # a codec crashed its process: the burn stops, nothing is published
+        raise BuildError(f"a worker process died while rewriting instances ({exc}); nothing was written") from None
 
 
 def _bounded(pool: ProcessPoolExecutor, tasks: Iterable[tuple[int, Task]], *, window: int
