@@ -125,13 +125,31 @@ def _burn(args: argparse.Namespace, out: TextIO) -> int:
             ("skipped", report.skipped, "reason"),
             ("duplicate (copy kept: ...)", report.duplicates, "kept"),
         ):
-            for row in rows:
-                out.write(f"  {title}: {row['path']}: {row[key]}\n")
+            for line in _report_lines(rows, key):
+                out.write(f"  {title}: {line}\n")
         for line in report.invented:
             out.write(f"  invented: {line}\n")
         for line in report.adjusted:
             out.write(f"  adjusted: {line}\n")
     return EXIT_DATA if report.refused else EXIT_OK
+
+
+#: More files than this with the same outcome make one summary line (``--json`` lists every file).
+_LISTED = 5
+
+
+def _report_lines(rows: list[dict[str, str]], key: str) -> list[str]:
+    """``path: outcome`` per file; a common outcome of many files as one line, so a 4,000-image burn stays readable."""
+    by_outcome: dict[str, list[str]] = {}
+    for row in rows:
+        by_outcome.setdefault(row[key], []).append(row["path"])
+    lines = []
+    for outcome, paths in by_outcome.items():
+        if len(paths) > _LISTED:
+            lines.append(f"{len(paths)} files: {outcome} (first: {paths[0]})")
+        else:
+            lines += [f"{p}: {outcome}" for p in paths]
+    return lines
 
 
 def _add_check(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -205,3 +205,13 @@ def test_a_worker_process_that_dies_stops_the_burn_with_a_clear_error() -> None:
     tasks = [(n, _Dies(f"/nonexistent/{n}", f"/nonexistent/out{n}")) for n in range(POOL_THRESHOLD)]
     with pytest.raises(BuildError, match="a worker process died while rewriting instances"):
         run(tasks, lambda n, task, what: None, workers=2)
+
+
+def test_many_files_with_one_outcome_make_one_line_and_json_lists_each(tmp_path: Path) -> None:
+    src = ct_series(tmp_path / "src", 7)
+    text = cli("burn", tmp_path / "src", "--out", tmp_path / "a.iso", "--profile", "STD-GEN-DVD-J2K",
+               "--compress", "j2k-lossless")
+    assert text.code == 0, text.err
+    assert f"  converted: 7 files: JPEG 2000 lossless (first: {src[0]})\n" in text.out
+    report, _ = burned(tmp_path, str(tmp_path / "src"), "--profile", "STD-GEN-DVD-J2K", "--compress", "j2k-lossless")
+    assert sorted(r["path"] for r in report["converted"]) == sorted(map(str, src))  # type: ignore[union-attr]

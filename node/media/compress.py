@@ -226,7 +226,8 @@ def _cannot_carry(ts: str, image: ImageInfo, policy: Policy) -> tuple[str, bool]
 
 
 def compress(ds: Dataset, choice: Choice, *, new_sop_uid: str | None) -> list[str]:
-    """Encode ``ds``'s Pixel Data in place as ``choice`` says; return what was done, for the report.
+    """Encode ``ds``'s Pixel Data in place as ``choice`` says; return what was done, for the report
+    (why the choice differs from what was asked is :attr:`Choice.reason`, reported by the caller).
 
     ``ds`` is decoded (native Pixel Data, Explicit VR Little Endian, ``file_meta``
     present). Lossy output becomes a new instance with ``new_sop_uid`` (required then;
@@ -235,11 +236,10 @@ def compress(ds: Dataset, choice: Choice, *, new_sop_uid: str | None) -> list[st
     """
     from pydicom.uid import UID
 
-    notes = [choice.reason] if choice.reason else []
     ts = choice.transfer_syntax
     if ts == dicom.EXPLICIT_VR_LE:
         ds.file_meta.TransferSyntaxUID = UID(ts)
-        return notes
+        return []
     if choice.lossy and not new_sop_uid:
         raise CompressError("lossy compression needs a new SOP Instance UID from the caller")
     try:
@@ -260,10 +260,10 @@ def compress(ds: Dataset, choice: Choice, *, new_sop_uid: str | None) -> list[st
             setattr(ds, keyword, value)
     pixels.encapsulate(ds, frames, ts)
     if not choice.lossy:
-        return [*notes, NAMES[ts]]
+        return [NAMES[ts]]
     ratio = before / sum(len(f) for f in frames)
     _coerce_lossy(ds, ts, ratio=ratio, new_sop_uid=str(new_sop_uid), rescale=rescale)
-    return [*notes, f"lossy {NAMES[ts]}, ratio {_ratio(ratio)}:1, new SOP Instance UID"]
+    return [f"lossy {NAMES[ts]}, ratio {_ratio(ratio)}:1, new SOP Instance UID"]
 
 
 def _lossless(ds: Dataset, ts: str) -> dict[str, object]:
