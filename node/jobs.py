@@ -47,8 +47,12 @@ def schedule(index: Index, config: Config, *, now: float) -> list[int]:
         groups.setdefault(key, []).append(s)
     jobs = []
     for (_, route), studies in groups.items():
-        for volume in _pack(studies, _settings(route)):
-            job = index.cut_job([s.study_uid for s in volume], route=route, quiet_since=quiet_since)
+        volumes = _pack(studies, _settings(route))
+        for n, volume in enumerate(volumes, 1):
+            # "volume n of m" on a patient's label, when the patient needs several media
+            numbered = route if len(volumes) == 1 else json.dumps({**_settings(route), "volume": [n, len(volumes)]},
+                                                                  sort_keys=True)
+            job = index.cut_job([s.study_uid for s in volume], route=numbered, quiet_since=quiet_since)
             if job is None:
                 continue  # an instance arrived meanwhile: the study waits again
             jobs.append(job)
@@ -125,7 +129,7 @@ class Worker:
             _remove(medium)  # what an interrupted or failed attempt of this job left
             report = build.burn([p for _, p, _ in files], out=medium, profile=profile, label=label,
                                 fmt=outputs.build_format(output), options=burn_options(settings),
-                                pdi=pdi.for_route(settings, config.burn, profile))
+                                pdi=pdi.for_route(settings, config.burn, profile), volume=_volume(settings))
             copies = int(str(settings.get("copies", 1)))
             waiter = _IndexWaiter(self.index, job.id, stop or threading.Event())
             paths = outputs.publish(output, medium, copies=copies, volume_id=report.volume_id,
@@ -204,6 +208,12 @@ def _left_out(report: build.BurnReport) -> str:
         return ""
     first = report.refused[0]
     return f"{len(report.refused)} instance(s) left out, e.g. {first['path']}: {first['reason']}"
+
+
+def _volume(settings: dict[str, object]) -> tuple[int, int]:
+    """This job's (n, m) of its patient's volumes (see :func:`schedule`); (1, 1) for most."""
+    n, m = settings.get("volume") or (1, 1)  # type: ignore[misc]
+    return int(n), int(m)
 
 
 def _settings(route: str) -> dict[str, object]:
