@@ -212,8 +212,9 @@ def _left_out(report: build.BurnReport) -> str:
 
 def _volume(settings: dict[str, object]) -> tuple[int, int]:
     """This job's (n, m) of its patient's volumes (see :func:`schedule`); (1, 1) for most."""
-    n, m = settings.get("volume") or (1, 1)  # type: ignore[misc]
-    return int(n), int(m)
+    volume = settings.get("volume") or (1, 1)
+    assert isinstance(volume, (list, tuple)) and len(volume) == 2
+    return int(volume[0]), int(volume[1])
 
 
 def _settings(route: str) -> dict[str, object]:
