@@ -608,7 +608,7 @@ def _device(text: str) -> str:
 
 _RETRIES: dict[str, Check] = {"retries": _number(0, 99), "retry_wait_seconds": _number(0, integer=False)}
 #: ``output`` mappings by ``kind``: the class, its keys, the required ones. A folder is a plain Path.
-_OUTPUTS: dict[str, tuple[type[Any] | None, dict[str, Check], tuple[str, ...]]] = {
+OUTPUTS: dict[str, tuple[type[Any] | None, dict[str, Check], tuple[str, ...]]] = {
     "folder": (None, {"path": lambda n, a: _path(n, a)}, ("path",)),
     "xorriso": (XorrisoOutput, {"device": _text("a drive", _device), "speed": _text("a speed"),
                                 "verify": lambda n, a: _bool(n, a), "eject": lambda n, a: _bool(n, a), **_RETRIES},
@@ -627,12 +627,12 @@ def _output(node: Node, at: _At) -> Output:
     """A path (a folder of images, as before) or a mapping whose ``kind`` names the output."""
     if not isinstance(node, MappingNode):
         return _path(node, at)
-    kinds = ", ".join(_OUTPUTS)
+    kinds = ", ".join(OUTPUTS)
     kind_node = next((v for k, v in node.value if isinstance(k, ScalarNode) and k.value == "kind"), None)
     if kind_node is None:
         raise at.key("kind").error(node, f"required key is missing (one of {kinds})")
-    kind = _choice(*_OUTPUTS)(kind_node, at.key("kind"))
-    cls, table, required = _OUTPUTS[kind]
+    kind = _choice(*OUTPUTS)(kind_node, at.key("kind"))
+    cls, table, required = OUTPUTS[kind]
     values, _ = _fields(node, at, {"kind": lambda n, a: kind, **table}, required=required)
     values.pop("kind")
     return values["path"] if cls is None else cls(**values)  # type: ignore[no-any-return]

@@ -41,10 +41,10 @@ NAMES = {
 _JPEG_LOSSY = frozenset({dicom.JPEG_BASELINE, dicom.JPEG_EXTENDED})
 LOSSY = _JPEG_LOSSY | {dicom.J2K}
 #: Lossy Image Compression Method (0028,2114) per syntax (PS3.3 C.7.6.1.1.5.1).
-_METHOD = {dicom.JPEG_BASELINE: "ISO_10918_1", dicom.JPEG_EXTENDED: "ISO_10918_1", dicom.J2K: "ISO_15444_1"}
+METHOD = {dicom.JPEG_BASELINE: "ISO_10918_1", dicom.JPEG_EXTENDED: "ISO_10918_1", dicom.J2K: "ISO_15444_1"}
 #: Where a syntax that cannot carry an image falls back to, in order of preference:
 #: its own family's lossless syntax first, then the other lossless ones.
-_FALLBACK = {
+FALLBACK = {
     "jpeg": (dicom.JPEG_LOSSLESS_SV1, dicom.JPEG_LOSSLESS_P14, dicom.J2K_LOSSLESS, dicom.RLE_LOSSLESS),
     "j2k": (dicom.J2K_LOSSLESS, dicom.JPEG_LOSSLESS_SV1, dicom.JPEG_LOSSLESS_P14, dicom.RLE_LOSSLESS),
     "rle": (dicom.RLE_LOSSLESS, dicom.JPEG_LOSSLESS_SV1, dicom.JPEG_LOSSLESS_P14, dicom.J2K_LOSSLESS),
@@ -68,7 +68,7 @@ _PALETTE = ("RedPaletteColorLookupTableDescriptor", "GreenPaletteColorLookupTabl
             "SegmentedBluePaletteColorLookupTableData", "PaletteColorLookupTableUID")
 #: Dropped from lossy output (seed B.2): the padding and pixel value bounds no longer
 #: hold for the new values, and their US/SS VR follows a Pixel Representation that may change.
-_STALE = ("PixelPaddingValue", "PixelPaddingRangeLimit", "SmallestImagePixelValue", "LargestImagePixelValue",
+STALE = ("PixelPaddingValue", "PixelPaddingRangeLimit", "SmallestImagePixelValue", "LargestImagePixelValue",
           "SmallestPixelValueInSeries", "LargestPixelValueInSeries")
 #: The first line of Derivation Description (0008,2111) says who compressed it (seed B.2).
 DERIVATION_PREFIX = "medianode:"
@@ -166,7 +166,7 @@ def choose(syntax: str, image: ImageInfo, allowed: frozenset[str], policy: Polic
     """Return the syntax ``image`` is written in when ``syntax`` is asked on a profile allowing ``allowed``.
 
     Deterministic on its arguments. An image the asked syntax cannot carry falls back
-    to the first lossless syntax of :data:`_FALLBACK` that ``allowed`` holds and that
+    to the first lossless syntax of :data:`FALLBACK` that ``allowed`` holds and that
     can, else to Explicit VR Little Endian; the reason says why.
 
     >>> ct = ImageInfo("1.2.840.10008.5.1.4.1.1.2", "CT", 512, 512, 1, 16, 16, 1, "MONOCHROME2")
@@ -182,7 +182,7 @@ def choose(syntax: str, image: ImageInfo, allowed: frozenset[str], policy: Polic
     if not why:
         return Choice(syntax, lossy=syntax in LOSSY, reduce_bits=reduce)
     family = "j2k" if syntax in (dicom.J2K, dicom.J2K_LOSSLESS) else "rle" if syntax == dicom.RLE_LOSSLESS else "jpeg"
-    for ts in _FALLBACK[family]:
+    for ts in FALLBACK[family]:
         if ts in allowed and not _cannot_carry(ts, image, policy)[0]:
             return Choice(ts, lossy=False, reason=f"{why}: written as {NAMES[ts]}")
     return Choice(dicom.EXPLICIT_VR_LE, lossy=False, reason=f"{why}: written uncompressed")
@@ -350,8 +350,8 @@ def _coerce_lossy(ds: Dataset, ts: str, *, ratio: float, new_sop_uid: str, resca
     ds.LossyImageCompression = "01"
     # Ratio and Method are parallel lists (C.7.6.1.1.5.1): one value each, always as a pair.
     ds.LossyImageCompressionRatio = [*_values(ds, "LossyImageCompressionRatio"), _ratio(ratio)]
-    ds.LossyImageCompressionMethod = [*_values(ds, "LossyImageCompressionMethod"), _METHOD[ts]]
-    for keyword in _STALE:
+    ds.LossyImageCompressionMethod = [*_values(ds, "LossyImageCompressionMethod"), METHOD[ts]]
+    for keyword in STALE:
         ds.pop(keyword, None)
     if rescale is not None:
         if "RescaleIntercept" not in ds and ds.get("Modality") != "CT":
