@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from node import dicom, pixels
+from node import dicom
 from node.errors import NodeError, one_line
 
 if TYPE_CHECKING:
@@ -190,6 +190,8 @@ def choose(syntax: str, image: ImageInfo, allowed: frozenset[str], policy: Polic
 
 def _cannot_carry(ts: str, image: ImageInfo, policy: Policy) -> tuple[str, bool]:
     """Why ``ts`` cannot carry ``image`` ("" if it can), and whether it needs bit reduction."""
+    from node import pixels  # pydicom and the codecs load only when something is compressed (CLI start-up)
+
     name = NAMES[ts]
     if image.samples_per_pixel not in (1, 3) or image.photometric not in _PHOTOMETRIC:
         what = image.photometric or "no Photometric Interpretation"
@@ -235,6 +237,8 @@ def compress(ds: Dataset, choice: Choice, *, new_sop_uid: str | None) -> list[st
     changed only once every frame is encoded: on :class:`CompressError` it is as it was.
     """
     from pydicom.uid import UID
+
+    from node import pixels
 
     ts = choice.transfer_syntax
     if ts == dicom.EXPLICIT_VR_LE:

@@ -30,13 +30,16 @@ def key_text(node: Node, tag: int) -> str:
     """A directory record key's value as text, decoded from the record's Specific Character Set.
 
     The keys are Explicit VR Little Endian elements of short-form VRs (PN, LO, SH, CS, DA, IS),
-    so the value starts at byte 8 (PS3.5 7.1.2).
+    so the value starts at byte 8 (PS3.5 7.1.2). Plain ASCII is the default repertoire of every
+    character set, so only other bytes need pydicom's decoders (and a CD's burn does not load it).
     """
-    from pydicom.charset import TEXT_VR_DELIMS, convert_encodings, decode_bytes
-
     raw = node.keys.get(tag)
     if not raw or len(raw) <= 8:
         return ""
+    if raw[8:].isascii() and b"\x1b" not in raw[8:]:  # no ISO 2022 escape switching the repertoire
+        return raw[8:].decode("ascii").strip(" \0")
+    from pydicom.charset import TEXT_VR_DELIMS, convert_encodings, decode_bytes
+
     terms = node.charset[8:].decode("ascii", "replace").strip(" \0").split("\\") if node.charset else [""]
     encodings = convert_encodings([t.strip() for t in terms])
     vr = raw[4:6]
