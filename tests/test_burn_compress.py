@@ -20,7 +20,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from node import dicom, pixels
 from node.errors import BuildError
 from node.index import Index
-from node.media.plan import POOL_THRESHOLD, run
+from node.media.plan import POOL_THRESHOLD, Workers
 from node.media.transcode import Task
 from node.media.deidentify import action
 from node.media.uids import PRIVATE_CREATOR, original_uids
@@ -206,7 +206,8 @@ class _Dies(Task):
 def test_a_worker_process_that_dies_stops_the_burn_with_a_clear_error() -> None:
     tasks = [(n, _Dies(f"/nonexistent/{n}", f"/nonexistent/out{n}")) for n in range(POOL_THRESHOLD)]
     with pytest.raises(BuildError, match="a worker process died while rewriting instances"):
-        run(tasks, lambda n, task, what: None, workers=2)
+        with Workers(2) as workers:
+            workers.run(tasks, lambda n, task, what: None)
 
 
 def test_many_files_with_one_outcome_make_one_line_and_json_lists_each(tmp_path: Path) -> None:

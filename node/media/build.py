@@ -32,7 +32,7 @@ from node.media.directory import Tree, build_tree
 from node.media.label import make_label
 from node.media.layout import assign_file_ids
 from node.media.pdi import Pdi, pdi_files
-from node.media.plan import Options, make_plan, run
+from node.media.plan import Options, Workers, make_plan, workers_for
 from node.media.sources import SERIES_INSTANCE_UID, STUDY_INSTANCE_UID, Instance, scan
 from node.media.transcode import CannotConvert, Task, convert, reread
 from node.profiles import SECTOR, Profile
@@ -117,18 +117,21 @@ def burn(
     if pdi and not profile.pdi:
         raise UsageError(f"IHE PDI media cannot be made on {profile.name}")
     report = BurnReport(out=str(target), profile=profile.name, format=fmt, capacity_sectors=profile.capacity_sectors)
-    found = scan(sources)
     staging = tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent)
     try:
-        # Images and PDFs among the sources become instances (Secondary Capture, Encapsulated PDF).
-        report.converted = capture_sources(found, staging=staging, flags=capture or {},
-                                           keep_jpeg=profile.allows(dicom.JPEG_BASELINE, record_type="IMAGE"))
-        report.skipped = [{"path": p, "reason": r} for p, r in found.skipped]
-        report.duplicates = [{"path": p, "kept": k} for p, k in found.duplicates]
-        report.refused = [{"path": p, "reason": r} for p, r in found.unreadable]
-        if not found.instances:
-            raise BuildError(f"nothing to write: no DICOM instance among {len(found.skipped)} file(s) under {', '.join(sources)}")
-        instances = _admit(found.instances, profile, options, staging, report)
+        with workers_for(sources, options) as workers:  # they start while the headers are read
+            found = scan(sources)
+            # Images and PDFs among the sources become instances (Secondary Capture, Encapsulated PDF).
+            report.converted = capture_sources(found, staging=staging, flags=capture or {},
+                                               keep_jpeg=profile.allows(dicom.JPEG_BASELINE, record_type="IMAGE"))
+            report.skipped = [{"path": p, "reason": r} for p, r in found.skipped]
+            report.duplicates = [{"path": p, "kept": k} for p, k in found.duplicates]
+            report.refused = [{"path": p, "reason": r} for p, r in found.unreadable]
+            if not found.instances:
+                raise BuildError(f"nothing to write: no DICOM instance among {len(found.skipped)} file(s) "
+                                 f"under {', '.join(sources)}")
+            instances = _admit(found.instances, profile, options, staging, report, workers)
+            del found  # the headers as found: the rewritten ones replace them
         tree = build_tree(instances, invent_patient_id=invent_patient_id)
         tree = _coerce_patient_ids(tree, instances, staging, invent_patient_id, report)
         report.refused += [{"path": p, "reason": r} for p, r in tree.refused]
@@ -166,7 +169,8 @@ def _check_target(target: Path) -> None:
         raise BuildError(f"cannot write {target}: {target.parent} is not a folder")
 
 
-def _admit(instances: list[Instance], profile: Profile, options: Options, staging: str, report: BurnReport) -> list[Instance]:
+def _admit(instances: list[Instance], profile: Profile, options: Options, staging: str, report: BurnReport,
+           workers: Workers) -> list[Instance]:
     """Keep what the profile allows as it is; convert, compress and re-identify the rest (:mod:`node.media.plan`)."""
     kept = []
     for inst in instances:
@@ -188,7 +192,7 @@ def _admit(instances: list[Instance], profile: Profile, options: Options, stagin
         if new.conversion:
             report.converted.append({"path": inst.source, "conversion": new.conversion})
 
-    run(plan.tasks, done)
+    workers.run(plan.tasks, done)
     admitted = [(orig, results.get(n, orig)) for n, orig in enumerate(kept)]
     report.uid_map = {old: new for orig, inst in admitted if inst is not None
                       for old in _identity_uids(orig) if (new := plan.uids.new(old))}
