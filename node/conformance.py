@@ -185,7 +185,7 @@ def _value(elem: Any) -> str:
 def _sample_images() -> list[tuple[str, Any]]:
     """Small decoded images that between them meet every branch of the compression coercion:
     signed CT with a rescale and pixel value bounds, unsigned 16-bit without a rescale, colour stored
-    plane by plane, and a palette. 32 x 32: the least JPEG 2000 takes (:data:`node.pixels.J2K_MIN_SIZE`)."""
+    plane by plane, and a palette. 32 x 32: the least JPEG 2000 takes (:data:`node.media.compress.J2K_MIN_SIZE`)."""
     import numpy as np
     from pydicom import Dataset
     from pydicom.dataset import FileMetaDataset

@@ -130,8 +130,9 @@ def burn(
             if not found.instances:
                 raise BuildError(f"nothing to write: no DICOM instance among {len(found.skipped)} file(s) "
                                  f"under {', '.join(sources)}")
-            instances = _admit(found.instances, profile, options, staging, report, workers)
-            del found  # the headers as found: the rewritten ones replace them
+            instances = found.instances
+            del found
+            _admit(instances, profile, options, staging, report, workers)
         tree = build_tree(instances, invent_patient_id=invent_patient_id)
         tree = _coerce_patient_ids(tree, instances, staging, invent_patient_id, report)
         report.refused += [{"path": p, "reason": r} for p, r in tree.refused]
@@ -170,33 +171,33 @@ def _check_target(target: Path) -> None:
 
 
 def _admit(instances: list[Instance], profile: Profile, options: Options, staging: str, report: BurnReport,
-           workers: Workers) -> list[Instance]:
-    """Keep what the profile allows as it is; convert, compress and re-identify the rest (:mod:`node.media.plan`)."""
-    kept = []
-    for inst in instances:
-        if inst.record_type == "PRIVATE" and not profile.augmented:
-            report.refused.append({"path": inst.source, "reason": f"private SOP class {inst.sop_class_uid} is not allowed on {profile.name}"})
-        else:
-            kept.append(inst)
-    plan = make_plan(kept, profile, options, staging)
+           workers: Workers) -> None:
+    """Keep what the profile allows as it is; convert, compress and re-identify the rest (:mod:`node.media.plan`).
+
+    ``instances`` is changed in place, each rewritten instance replacing its original as soon as it is
+    written, so that the headers of a large set are held once (DESIGN.md invariant 4).
+    """
+    private = [i for i in instances if i.record_type == "PRIVATE" and not profile.augmented]
+    report.refused += [{"path": i.source, "reason": f"private SOP class {i.sop_class_uid} is not allowed on "
+                                                    f"{profile.name}"} for i in private]
+    instances[:] = [i for i in instances if i.record_type != "PRIVATE" or profile.augmented]
+    plan = make_plan(instances, profile, options, staging)
     report.fallbacks = [{"path": p, "reason": r} for p, r in plan.fallbacks]
-    results: dict[int, Instance | None] = {}
+    refused: set[int] = set()
 
     def done(n: int, task: Task, what: list[str] | Exception) -> None:
-        inst = kept[n]
+        inst = instances[n]
         if isinstance(what, Exception):
             report.refused.append({"path": inst.source, "reason": str(what)})
-            results[n] = None
+            refused.add(n)
             return
-        results[n] = new = reread(inst, task, what)
-        if new.conversion:
-            report.converted.append({"path": inst.source, "conversion": new.conversion})
+        report.uid_map |= {old: new for old in _identity_uids(inst) if (new := plan.uids.new(old))}
+        instances[n] = reread(inst, task, what)
+        if instances[n].conversion:
+            report.converted.append({"path": inst.source, "conversion": instances[n].conversion})
 
     workers.run(plan.tasks, done)
-    admitted = [(orig, results.get(n, orig)) for n, orig in enumerate(kept)]
-    report.uid_map = {old: new for orig, inst in admitted if inst is not None
-                      for old in _identity_uids(orig) if (new := plan.uids.new(old))}
-    return [inst for _, inst in admitted if inst is not None]
+    instances[:] = [inst for n, inst in enumerate(instances) if n not in refused]
 
 
 def _identity_uids(inst: Instance) -> tuple[str, str, str]:

@@ -139,6 +139,12 @@ def decoded_photometric(photometric: str, transfer_syntax: str) -> str:
     return "RGB" if photometric.startswith("YBR") and not native else photometric
 
 
+#: OpenJPEG's (and pylibjpeg-openjpeg's) 6 DWT resolution levels need 2**5 samples in both
+#: directions (ISO 15444-1 B.5): a smaller image cannot be written as JPEG 2000. Here, not in
+#: node.pixels, so that planning a burn does not load pydicom and the codecs.
+J2K_MIN_SIZE = 32
+
+
 @dataclass(frozen=True)
 class Policy:
     """What a route consents to beyond the defaults."""
@@ -190,16 +196,14 @@ def choose(syntax: str, image: ImageInfo, allowed: frozenset[str], policy: Polic
 
 def _cannot_carry(ts: str, image: ImageInfo, policy: Policy) -> tuple[str, bool]:
     """Why ``ts`` cannot carry ``image`` ("" if it can), and whether it needs bit reduction."""
-    from node import pixels  # pydicom and the codecs load only when something is compressed (CLI start-up)
-
     name = NAMES[ts]
     if image.samples_per_pixel not in (1, 3) or image.photometric not in _PHOTOMETRIC:
         what = image.photometric or "no Photometric Interpretation"
         return f"{image.samples_per_pixel} samples of {what} are not encoded by {name}", False
     if image.bits_allocated not in (8, 16):
         return f"{image.bits_allocated} bits allocated do not fit {name}", False
-    if ts in (dicom.J2K, dicom.J2K_LOSSLESS) and min(image.rows, image.columns) < pixels.J2K_MIN_SIZE:
-        return (f"{image.columns}x{image.rows} is smaller than the {pixels.J2K_MIN_SIZE}x{pixels.J2K_MIN_SIZE} "
+    if ts in (dicom.J2K, dicom.J2K_LOSSLESS) and min(image.rows, image.columns) < J2K_MIN_SIZE:
+        return (f"{image.columns}x{image.rows} is smaller than the {J2K_MIN_SIZE}x{J2K_MIN_SIZE} "
                 f"that {name}'s resolution levels need"), False
     if ts not in LOSSY:
         if ts in (dicom.JPEG_LOSSLESS_SV1, dicom.JPEG_LOSSLESS_P14) and image.bits_stored < 2:

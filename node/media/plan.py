@@ -12,6 +12,7 @@ few), a bounded number in flight, so memory does not grow with the size of the s
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import mmap
 import multiprocessing
@@ -190,6 +191,9 @@ class Workers:
         if count > 1:
             # forkserver: the service has threads, and a forked copy of their locks can deadlock a worker.
             context = multiprocessing.get_context("forkserver")
+            # Imported once in the fork server, the workers share those pages (when it is already running,
+            # for the importer's senders, the preload does not apply and each worker imports in _warm).
+            context.set_forkserver_preload(list(_WORKER_MODULES))
             self.pool = ProcessPoolExecutor(count, mp_context=context, initializer=_warm)
             for _ in range(count):
                 self.pool.submit(int)  # each submission starts a process while none is idle
@@ -214,11 +218,14 @@ class Workers:
             raise BuildError(f"a worker process died while rewriting instances ({exc}); nothing was written") from None
 
 
+#: What every task needs: pydicom, numpy and the codecs, under our modules.
+_WORKER_MODULES = ("node.media.transcode", "node.media.compress", "node.media.deidentify", "node.pixels")
+
+
 def _warm() -> None:
     """A worker's start: import what every task needs, once."""
-    import node.media.compress  # noqa: F401
-    import node.media.deidentify  # noqa: F401
-    import node.pixels  # noqa: F401
+    for name in _WORKER_MODULES:
+        importlib.import_module(name)
 
 
 def _bounded(pool: ProcessPoolExecutor, tasks: Iterable[tuple[int, Task]], *, window: int
