@@ -19,6 +19,7 @@ imagecodecs is imported inside the functions, so that the CLI starts fast.
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING, Any
 
 from pydicom import uid
@@ -164,9 +165,9 @@ def decompress(ds: Dataset) -> None:
 #: Encoded by imagecodecs (libjpeg-turbo 3): pydicom 3.0 has no JPEG encoder.
 _JPEG = frozenset({uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.JPEGLossless, uid.JPEGLosslessSV1})
 #: Encoded by pydicom's encoders through their pylibjpeg plugins.
-_PYDICOM = frozenset({uid.RLELossless, uid.JPEG2000Lossless, uid.JPEG2000})
+_PYDICOM = frozenset({uid.JPEG2000Lossless, uid.JPEG2000})
 #: Every syntax :func:`encode_frame` writes.
-ENCODABLE = _JPEG | _PYDICOM
+ENCODABLE = _JPEG | _PYDICOM | {uid.RLELossless}
 
 #: Process 14 (.57) predictor. Selection value 1 has its own syntax (.70), so .57 should
 #: earn its place with a 2-D predictor: 5 (Ra + (Rb - Rc) / 2, ISO 10918-1 Table H.1) gave
@@ -203,6 +204,8 @@ def encode_frame(frame: np.ndarray, transfer_syntax: str, *, bits_stored: int, p
     import numpy as np
 
     ts = uid.UID(transfer_syntax)
+    if ts == uid.RLELossless:
+        return _encode_rle(frame)
     if ts in _PYDICOM:
         return _encode_pydicom(frame, ts, bits_stored=bits_stored, photometric=photometric)
     if ts not in _JPEG:
@@ -229,8 +232,37 @@ def encode_frame(frame: np.ndarray, transfer_syntax: str, *, bits_stored: int, p
     return bytes(imagecodecs.jpeg8_encode(frame, level=JPEG_QUALITY, bitspersample=precision))
 
 
+def _encode_rle(frame: np.ndarray) -> bytes:
+    """DICOM RLE (PS3.5 Annex G): one segment per byte of each sample, most significant first
+    (G.2), each a PackBits run of its byte plane, row by row (G.3.1), padded to even length (G.5),
+    after the 64-byte header of segment offsets (G.4).
+
+    imagecodecs' PackBits (the TIFF scheme, the same byte code as G.3.1) encodes each row of a 2-D
+    array on its own, ten times as fast on a 2500 x 2048 CR as pylibjpeg-rle, which pydicom uses.
+    Signed samples go in as their two's complement bytes, as DCMTK and pydicom write them.
+    """
+    import imagecodecs
+    import numpy as np
+
+    rows, columns = frame.shape[:2]
+    width = frame.dtype.itemsize
+    little = frame.astype(frame.dtype.newbyteorder("<"), copy=False)
+    planes = np.ascontiguousarray(little).view(np.uint8).reshape(rows, columns, -1, width)
+    segments = []
+    for sample in range(planes.shape[2]):
+        for byte in reversed(range(width)):
+            segment = imagecodecs.packbits_encode(np.ascontiguousarray(planes[:, :, sample, byte]))
+            segments.append(segment + b"\0" * (len(segment) % 2))
+    offsets, at = [], 64
+    for segment in segments:
+        offsets.append(at)
+        at += len(segment)
+    header = struct.pack("<16L", len(segments), *offsets, *[0] * (15 - len(segments)))
+    return header + b"".join(segments)
+
+
 def _encode_pydicom(frame: np.ndarray, ts: uid.UID, *, bits_stored: int, photometric: str) -> bytes:
-    """RLE and JPEG 2000 through pydicom's encoder with the pylibjpeg plugin.
+    """JPEG 2000 through pydicom's encoder with the pylibjpeg plugin.
 
     pydicom picks no colour transform itself: its plugin turns MCT off for RGB and
     OpenJPEG turns it on only for YBR_RCT / YBR_ICT, so ``photometric`` decides.
