@@ -966,7 +966,7 @@ def _encoder(ts: str) -> str:
         dicom.JPEG_LOSSLESS_P14: f"libjpeg-turbo, predictor {pixels.P14_PREDICTOR}",
         dicom.J2K_LOSSLESS: "OpenJPEG, reversible; RGB as YBR_RCT",
         dicom.J2K: f"OpenJPEG, irreversible, ratio {pixels.J2K_RATIO:g}:1; RGB as YBR_ICT",
-        dicom.RLE_LOSSLESS: "pylibjpeg-rle",
+        dicom.RLE_LOSSLESS: "imagecodecs PackBits, row by row (PS3.5 G.3.1)",
     }
     return settings[ts]  # a syntax pixels.py learns to encode fails the render here until it is described
 
