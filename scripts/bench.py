@@ -1,6 +1,7 @@
 """medianode benchmarks: each subcommand times medianode beside the best tools, in the same run.
 
-    scripts/bench burn    [--runs N] [--warmup N] [--quick] [--only ct|set] [--data DIR] [--json]
+    scripts/bench burn    [--runs N] [--warmup N] [--quick] [--only ct|set|dvd] [--data DIR] [--json]
+                          [--dvd] [--dvd-runs N]
     scripts/bench receive [--runs N] [--warmup N] [--quick] [--data DIR] [--json]
     scripts/bench import  [--runs N] [--warmup N] [--quick] [--data DIR] [--json]
     scripts/bench compress [--runs N] [--warmup N] [--quick] [--only ct|cr] [--syntax NAME]... [--data DIR] [--json]

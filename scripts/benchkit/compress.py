@@ -66,6 +66,12 @@ SYNTAXES = [
     Syntax("j2k-lossy", "1.2.840.10008.1.2.4.91", "STD-GEN-DVD-J2K",
            ("gdcmconv", "--j2k", "--lossy", "-r", str(J2K_RATIO)), ("ct", "cr")),
 ]
+
+
+def syntax_named(name: str) -> Syntax:
+    return next(s for s in SYNTAXES if s.name == name)
+
+
 LEFT_OUT = {"jpeg-baseline": "no 8-bit images in the corpus (CT has 16 bits, CR 12: medianode keeps them "
                              "lossless unless the route opts in to losing bits)"}
 

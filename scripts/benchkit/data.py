@@ -127,7 +127,8 @@ def header(spec: DataSpec, study: int, sop_class: str, attributes: dict[str, Any
     date, tm = f"202611{study + 1:02d}", f"{8 + study % 10:02d}3015"
     pn = study // 2 + 1  # two studies a patient
     common = {
-        "SpecificCharacterSet": "ISO_IR 100", "SOPClassUID": sop_class, "StudyDate": date, "SeriesDate": date, "ContentDate": date,
+        "SpecificCharacterSet": "ISO_IR 100", "SOPClassUID": sop_class,
+        "StudyDate": date, "SeriesDate": date, "ContentDate": date,
         "StudyTime": tm, "SeriesTime": tm, "ContentTime": tm, "AccessionNumber": f"A{study:06d}",
         "Manufacturer": "medianode bench", "ReferringPhysicianName": "REFERRER^BENCH",
         "PatientName": f"BENCH^{spec.name.upper()}{pn:02d}", "PatientID": f"MNB-{spec.name.upper()}-{pn:04d}",
@@ -167,7 +168,8 @@ def write_study(folder: Path, slices: list[bytes], spec: DataSpec, study: int) -
     from pydicom.uid import CTImageStorage
 
     ds = header(spec, study, CTImageStorage, {  # the Image Plane and CT Image modules
-        "Modality": "CT", "ImageType": ["ORIGINAL", "PRIMARY", "AXIAL"], "StudyDescription": "CT CHEST ABDOMEN PELVIS", "SeriesDescription": "AXIAL 1.0",
+        "Modality": "CT", "ImageType": ["ORIGINAL", "PRIMARY", "AXIAL"],
+        "StudyDescription": "CT CHEST ABDOMEN PELVIS", "SeriesDescription": "AXIAL 1.0",
         "SliceThickness": "1.0", "KVP": "120", "PatientPosition": "FFS",
         "FrameOfReferenceUID": uid(spec, study, "frame"), "ImageOrientationPatient": [1, 0, 0, 0, 1, 0],
         "PositionReferenceIndicator": "", "Rows": 512, "Columns": 512, "PixelSpacing": ["0.75", "0.75"],
@@ -188,7 +190,8 @@ def write_cr(folder: Path, images: list[bytes], spec: DataSpec, study: int) -> N
     from pydicom.uid import ComputedRadiographyImageStorage
 
     ds = header(spec, study, ComputedRadiographyImageStorage, {  # the CR Series and CR Image modules
-        "Modality": "CR", "ImageType": ["ORIGINAL", "PRIMARY"], "StudyDescription": "XR CHEST PA", "SeriesDescription": "PA", "ViewPosition": "PA",
+        "Modality": "CR", "ImageType": ["ORIGINAL", "PRIMARY"], "StudyDescription": "XR CHEST PA",
+        "SeriesDescription": "PA", "ViewPosition": "PA",
         "PatientOrientation": ["L", "F"], "Rows": CR_SIZE[0], "Columns": CR_SIZE[1],
         "ImagerPixelSpacing": ["0.168", "0.168"], "BitsStored": 12, "HighBit": 11, "PixelRepresentation": 0,
         "WindowCenter": "2048", "WindowWidth": "4096",
