@@ -158,8 +158,8 @@ def burn_dvd(spec: DataSpec, data: Path, out: Path, runs: int) -> Json:
         try:
             run = run_process([MEDIANODE, "burn", src, "--out", iso, "--profile", spec.profile,
                                "--compress", DVD_SYNTAX], rss=True)
-            if n == 0:
-                check_syntax(syntax_named(DVD_SYNTAX), iso_files(iso))
+            if n == 0 and (got := check_syntax(syntax_named(DVD_SYNTAX), iso_files(iso))) != len(files):
+                raise Failed(f"the ISO holds {got} instances of {len(files)}")
         except Failed as e:
             result.error = str(e)
             log("  failed, reported as n/a:\n    " + str(e).replace("\n", "\n    "))

@@ -176,7 +176,8 @@ def tool_pipeline(syntax: Syntax, files: list[Path], procs: int) -> Step:
     return step
 
 
-def medianode_pipeline(syntax: Syntax | None, profile: str, src: Path, workers: int | None = None) -> Step:
+def medianode_pipeline(syntax: Syntax | None, profile: str, src: Path, instances: int,
+                       workers: int | None = None) -> Step:
     """medianode burn to an ISO (compressed unless syntax is None); every instance on it checked for the syntax."""
     def step(out: Path) -> tuple[Run, int]:
         iso = out / "medianode.iso"
@@ -185,8 +186,8 @@ def medianode_pipeline(syntax: Syntax | None, profile: str, src: Path, workers: 
                           env={WORKERS_ENV: str(workers)} if workers else None)
         if not iso.is_file():
             raise Failed(f"medianode burn exited 0 but wrote no {iso}")
-        if syntax:
-            check_syntax(syntax, iso_files(iso))
+        if syntax and (got := check_syntax(syntax, iso_files(iso))) != instances:
+            raise Failed(f"the ISO holds {got} instances of {instances}")
         return run, iso.stat().st_size
     return step
 
@@ -214,14 +215,18 @@ def iso_files(iso: Path) -> Iterator[tuple[str, BinaryIO]]:
         cd.close()
 
 
-def check_syntax(syntax: Syntax, files: Iterable[tuple[str, BinaryIO]]) -> None:
-    """Raise Failed unless every file's File Meta says syntax.uid (a fallback would time another codec)."""
+def check_syntax(syntax: Syntax, files: Iterable[tuple[str, BinaryIO]]) -> int:
+    """Raise Failed unless every file's File Meta says syntax.uid (a fallback would time another codec);
+    return how many files there were."""
     from pydicom import dcmread
 
+    count = 0
     for name, fh in files:
         ts = dcmread(fh, stop_before_pixels=True).file_meta.TransferSyntaxUID
         if ts != syntax.uid:
             raise Failed(f"{name} is in {ts.name}, not {syntax.name} ({syntax.uid})")
+        count += 1
+    return count
 
 
 def workers_env() -> bool:
@@ -369,17 +374,17 @@ def run_compress(args: argparse.Namespace) -> Json:
             data.append((spec, files, nbytes, mine))
             for profile in dict.fromkeys(s.profile for s in mine):
                 pipes[f"{spec.name}/uncompressed/{profile}"] = Pipeline(
-                    f"{spec.name} uncompressed medianode burn {profile}", medianode_pipeline(None, profile, src),
-                    Result())
+                    f"{spec.name} uncompressed medianode burn {profile}",
+                    medianode_pipeline(None, profile, src, len(files)), Result())
             for s in mine:
-                steps = {"medianode": ("medianode burn", medianode_pipeline(s, s.profile, src)),
+                steps = {"medianode": ("medianode burn", medianode_pipeline(s, s.profile, src, len(files))),
                          "tool-1": (f"{s.tool[0]} -P 1", tool_pipeline(s, files, 1)),
                          f"tool-{WORKERS}": (f"{s.tool[0]} -P {WORKERS}", tool_pipeline(s, files, WORKERS)),
                          "codec-1": ("codec, 1 process", codec_pipeline(pool1, s, frames)),
                          f"codec-{WORKERS}": (f"codec, {WORKERS} processes", codec_pipeline(pooln, s, frames))}
                 if own_speedup:
                     steps["medianode-1"] = (f"medianode burn {WORKERS_ENV}=1",
-                                            medianode_pipeline(s, s.profile, src, workers=1))
+                                            medianode_pipeline(s, s.profile, src, len(files), workers=1))
                 for key, (label, step) in steps.items():
                     pipes[f"{spec.name}/{s.name}/{key}"] = Pipeline(f"{spec.name} {s.name}: {label}", step, Result())
         load_before = load_average()
