@@ -38,9 +38,9 @@ if TYPE_CHECKING:
 
 WORKERS = os.cpu_count() or 1  # medianode burn's pool, and so the tools' and the codec's
 WORKERS_ENV = "MEDIANODE_WORKERS"
-P14_PREDICTOR = 6  # dcmcjpeg +el's default selection value
-J2K_RATIO = 10     # j2k-lossy: compression ratio 10:1, `gdcmconv -r 10` and OpenJPEG's compression_ratios
-QUALITY = 90       # jpeg-extended: dcmcjpeg's default quality
+P14_PREDICTOR = 5  # jpeg-lossless-p14: the predictor medianode uses (node/pixels.py), given to dcmcjpeg +sv too
+J2K_RATIO = 10     # j2k-lossy: 10:1 as medianode asks OpenJPEG (node/pixels.py), `gdcmconv -r 10` alike
+QUALITY = 90       # jpeg-extended: medianode's libjpeg quality (node/pixels.py), dcmcjpeg's default too
 TARGETS = {"faster_than_tool": 1.0, "max_over_floor": 1.3, "min_speedup": 1.7}
 
 
