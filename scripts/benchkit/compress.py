@@ -234,7 +234,7 @@ def workers_env() -> bool:
     python = MEDIANODE.with_name("python")
     found = subprocess.run([python if python.exists() else sys.executable, "-c",
                             "import node, pathlib; print(pathlib.Path(node.__file__).parent)"],
-                           capture_output=True, text=True, check=False).stdout.strip()
+                           capture_output=True, text=True, check=False, cwd="/").stdout.strip()  # not ./node
     return bool(found) and any(WORKERS_ENV in p.read_text() for p in Path(found).rglob("*.py"))
 
 # --------------------------------------------------------------------------- timing
