@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from benchkit.common import MARK, MB, MEDIANODE, Failed, Json, Result, Run, bench, fmt, log, run_process
-from benchkit.compress import check_syntax, iso_files, syntax_named
+from benchkit.compress import check_syntax, iso_files, run_tree, syntax_named
 from benchkit.data import DataSpec, ct_slices, data_dir, dvd_spec, ensure_data, files_of, specs, warm
 
 
@@ -156,8 +156,7 @@ def burn_dvd(spec: DataSpec, data: Path, out: Path, runs: int) -> Json:
     for n in range(runs):
         clean(out)
         try:
-            run = run_process([MEDIANODE, "burn", src, "--out", iso, "--profile", spec.profile,
-                               "--compress", DVD_SYNTAX], rss=True)
+            run = run_tree([MEDIANODE, "burn", src, "--out", iso, "--profile", spec.profile, "--compress", DVD_SYNTAX])
             if n == 0 and (got := check_syntax(syntax_named(DVD_SYNTAX), iso_files(iso))) != len(files):
                 raise Failed(f"the ISO holds {got} instances of {len(files)}")
         except Failed as e:
