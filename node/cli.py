@@ -38,7 +38,7 @@ class _Usage(Exception):
 
 
 def _add_burn(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from node.profiles import DEFAULT_PROFILE, PROFILES
+    from node.profiles import COMPRESS, DEFAULT_PROFILE, PROFILES
 
     p = sub.add_parser("burn", help="make a DICOM medium (ISO image or folder) from DICOM files")
     p.add_argument("sources", nargs="+", metavar="SRC", help="DICOM files or folders (searched recursively)")
@@ -46,26 +46,60 @@ def _add_burn(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p.add_argument("--profile", default=DEFAULT_PROFILE, metavar="NAME",
                    help=f"application profile (default {DEFAULT_PROFILE}): {', '.join(PROFILES)}")
     p.add_argument("--compress", default="none", metavar="SYNTAX",
-                   help="none (default); encoders come with the compression issue")
+                   help=f"compress images: {', '.join(COMPRESS)} (default none; the profile decides which)")
+    p.add_argument("--allow-lossy-mammography", action="store_true",
+                   help="let lossy compression apply to mammograms (not for primary diagnosis)")
+    p.add_argument("--allow-bit-reduction", action="store_true",
+                   help="squeeze images of more bits than a lossy JPEG process takes into it (else: lossless)")
+    p.add_argument("--new-uids", action="store_true",
+                   help="new Study, Series and SOP Instance UIDs (the originals kept in a private block)")
+    p.add_argument("--deidentify", action="store_true",
+                   help="PS3.15 Annex E Basic Profile de-identification, with new UIDs (teaching discs)")
+    p.add_argument("--allow-burned-in", action="store_true",
+                   help="with --deidentify: keep images flagged with burned-in annotation")
     p.add_argument("--format", choices=("iso", "folder"), help="iso (default for PATH ending in .iso) or folder")
     p.add_argument("--label", metavar="TEXT", help="volume label (adjusted to ISO 9660 d-characters, reported)")
     p.add_argument("--invent-patient-id", action="store_true",
                    help="give a patient whose Patient ID another patient already has an invented ID")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    who = p.add_argument_group("identity of JPEG, PNG, TIFF and PDF sources (a sidecar NAME.yaml or capture.yaml wins)")
+    for key, what in _CAPTURE_FLAGS.items():
+        who.add_argument("--" + key.replace("_", "-"), dest=key, metavar="VALUE", help=what)
     p.set_defaults(run=_burn)
+
+
+#: ``burn`` flags (``--patient-id``...) naming the patient and study of converted files, by their
+#: node.media.capture.IDENTITY_RULES key.
+_CAPTURE_FLAGS = {
+    "patient_name": "Patient's Name, e.g. DOE^JANE",
+    "patient_id": "Patient ID",
+    "birth_date": "Patient's Birth Date, YYYYMMDD",
+    "sex": "Patient's Sex: M, F or O",
+    "study_description": "Study Description of the new study",
+    "accession_number": "Accession Number of the new study",
+    "study_uid": "join this study (alone: a DICOM study of this burn) instead of making a new one",
+}
 
 
 def _burn(args: argparse.Namespace, out: TextIO) -> int:
     from node.errors import UsageError
     from node.media.build import burn
+    from node.media.compress import Policy
+    from node.media.plan import Options
     from node.profiles import get_profile
 
     profile = get_profile(args.profile)
-    if args.compress != "none":
-        raise UsageError(f"--compress {args.compress}: only 'none' is available in this version")
+    if args.allow_burned_in and not args.deidentify:
+        raise UsageError("--allow-burned-in is only for --deidentify")
+    options = Options(compress=args.compress.lower(), new_uids=args.new_uids, deidentify=args.deidentify,
+                      burned_in=args.allow_burned_in,
+                      policy=Policy(lossy_mammography=args.allow_lossy_mammography,
+                                    bit_reduction=args.allow_bit_reduction))
     with _ProgressBar(sys.stderr, enabled=not args.json) as bar:
         report = burn(args.sources, out=args.out, profile=profile, fmt=args.format, label=args.label,
-                      invent_patient_id=args.invent_patient_id, progress=bar.advance, total=bar.start)
+                      invent_patient_id=args.invent_patient_id, options=options, progress=bar.advance,
+                      total=bar.start,
+                      capture={k: getattr(args, k) for k in _CAPTURE_FLAGS if getattr(args, k) is not None})
     if args.json:
         json.dump(report.to_dict(), out, indent=2)
         out.write("\n")
@@ -76,6 +110,7 @@ def _burn(args: argparse.Namespace, out: TextIO) -> int:
         )
         for title, rows, key in (
             ("converted", report.converted, "conversion"),
+            ("not as asked", report.fallbacks, "reason"),
             ("refused", report.refused, "reason"),
             ("skipped", report.skipped, "reason"),
             ("duplicate (copy kept: ...)", report.duplicates, "kept"),
@@ -196,6 +231,27 @@ def _import(args: argparse.Namespace, out: TextIO) -> int:
         if report.report_path:
             out.write(f"  report: {report.report_path}\n")
     return EXIT_OK if report.ok else EXIT_DATA
+
+
+def _add_conformance(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("conformance", help="print our DICOM Conformance Statement (PS3.2), made from the code's tables")
+    p.add_argument("--out", metavar="FILE", help="write it to FILE instead of printing it")
+    p.set_defaults(run=_conformance)
+
+
+def _conformance(args: argparse.Namespace, out: TextIO) -> int:
+    from node.conformance import render
+    from node.durable import write_atomic
+
+    text = render()
+    if args.out is None:
+        out.write(text)
+        return EXIT_OK
+    try:
+        write_atomic(Path(args.out), text.encode("utf-8"))
+    except OSError as exc:
+        raise NodeError(f"--out {args.out}: cannot write: {exc.strerror or exc}") from None
+    return EXIT_OK
 
 
 DEFAULT_CONFIG = os.environ.get("MEDIANODE_CONFIG", "config/medianode.yaml")
@@ -358,6 +414,7 @@ def _parser() -> _Parser:
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ignore[type-arg]
     _add_serve, _add_burn, _add_check, _add_import, _add_status, _add_jobs, _add_volumes, _add_config,
+    _add_conformance,
 ]
 
 

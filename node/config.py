@@ -12,16 +12,15 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml  # type: ignore[import-untyped]  # no stubs in the venv (types-PyYAML)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode  # type: ignore[import-untyped]
 
-from node import dicom
 from node.errors import ConfigError
-from node.profiles import PROFILES
+from node.profiles import COMPRESS, PROFILES, compressions
 
 Action = Literal["burn", "store", "reject"]
 Group = Literal["study", "patient"]
@@ -69,24 +68,103 @@ class Match:
 
 
 @dataclass(frozen=True)
+class XorrisoOutput:
+    """``output: {kind: xorriso, ...}``: burn each copy on an optical drive with xorriso (node.media.outputs)."""
+
+    #: The drive (``/dev/sr0``) or a ``stdio:/path`` pseudo-drive (a file standing in for the disc).
+    device: str
+    #: cdrecord's ``speed=`` (``4``, ``8``...); None lets the drive choose.
+    speed: str | None = None
+    #: Read the written bytes back and compare their SHA-256 with the image's.
+    verify: bool = True
+    eject: bool = False
+    #: A failed copy is tried this many more times, each after ``retry_wait_seconds`` (a blank disc inserted).
+    retries: int = 3
+    retry_wait_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class PublisherOutput:
+    """``output: {kind: publisher, ...}``: a disc-publishing robot's hot folder (node.media.publisher)."""
+
+    vendor: Literal["epson", "rimage"]
+    hot_folder: Path
+    media: Literal["CD", "DVD", "BD"] = "CD"
+    #: The hot folder as the robot's own computer names it (``D:\\Order``); None: as we name it.
+    robot_path: str | None = None
+    #: Epson: the PUBLISHER name registered in EPSON Total Disc Setup; None: TD Bridge's default.
+    publisher: str | None = None
+    #: The label design the label fields are merged into (Epson .tdd, Rimage .btw); None prints nothing.
+    label_template: str | None = None
+    #: A job the robot has not finished after this long fails.
+    timeout_seconds: float = 3600.0
+    poll_seconds: float = 5.0
+    retries: int = 1
+    retry_wait_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class UsbOutput:
+    """``output: {kind: usb, ...}``: write the file-set onto the mounted USB volume (node.media.outputs)."""
+
+    mount_point: Path
+    retries: int = 3
+    retry_wait_seconds: float = 60.0
+
+
+#: Where a built medium goes: a Path is a folder of images (or folder trees); the others name a device.
+Output = Path | XorrisoOutput | PublisherOutput | UsbOutput
+_KINDS: dict[str, type[Any]] = {"xorriso": XorrisoOutput, "publisher": PublisherOutput, "usb": UsbOutput}
+_PATH_FIELDS = {"hot_folder", "mount_point"}
+
+
+def output_settings(output: Output) -> str | dict[str, Any]:
+    """``output`` as recorded in a route's JSON settings (:func:`output_from_settings` reads it back)."""
+    if isinstance(output, Path):
+        return str(output)
+    kind = next(k for k, cls in _KINDS.items() if isinstance(output, cls))
+    return {"kind": kind, **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(output).items()}}
+
+
+def output_from_settings(value: object) -> Output:
+    """The :data:`Output` a route's JSON settings recorded (a path string, or a mapping with ``kind``)."""
+    if isinstance(value, dict):
+        fields_ = {k: Path(v) if k in _PATH_FIELDS else v for k, v in value.items() if k != "kind"}
+        return _KINDS[str(value["kind"])](**fields_)  # type: ignore[no-any-return]
+    return Path(str(value))
+
+
+@dataclass(frozen=True)
 class Route:
     match: Match
     action: Action
     profile: str = "STD-GEN-CD"
+    #: A key of node.profiles.COMPRESS for every modality not in ``compress_by_modality``.
     compress: str = "none"
+    #: (modality, compress) pairs: ``compress: {default: jpeg-lossless, MG: none}`` in YAML.
+    compress_by_modality: tuple[tuple[str, str], ...] = ()
+    #: Opt-ins of issue 5: lossy compression of mammograms; 16-bit data squeezed into 8-bit JPEG.
+    lossy_mammography: bool = False
+    bit_reduction: bool = False
+    #: New Study / Series / SOP Instance UIDs on the medium (the originals kept in a private block).
+    new_uids: bool = False
+    #: PS3.15 Annex E Basic Profile de-identification (teaching and research discs).
+    deidentify: bool = False
+    #: Let images flagged with Burned In Annotation onto a de-identified disc.
+    burned_in_annotation: bool = False
     copies: int = 1
     group: Group = "study"
     label: str | None = None
     kind: Kind = "archive"
-    #: Folder the images go to; None means burn.output.
-    output: Path | None = None
+    #: Where the media go; None means burn.output.
+    output: Output | None = None
     #: Where in the file the route was written ("config/medianode.yaml:14"), for logs.
     where: str = ""
 
 
 @dataclass(frozen=True)
 class BurnConfig:
-    output: Path = Path("./var/out")
+    output: Output = Path("./var/out")
     study_stable_seconds: float = 30.0
     #: Spooled instances are removed this long after their last job succeeded.
     retention_hours: float = 24.0
@@ -172,28 +250,6 @@ class Config:
 
 # -- Loading -------------------------------------------------------------------
 
-#: ``routes[].compress`` -> the transfer syntax it writes (PS3.5 Annex A.4); "none" converts nothing.
-COMPRESS: dict[str, str | None] = {
-    "none": None,
-    "jpeg-lossless": dicom.JPEG_LOSSLESS_SV1,
-    "jpeg-lossless-p14": dicom.JPEG_LOSSLESS_P14,
-    "jpeg-baseline": dicom.JPEG_BASELINE,
-    "jpeg-extended": dicom.JPEG_EXTENDED,
-    "j2k-lossless": dicom.J2K_LOSSLESS,
-    "j2k-lossy": dicom.J2K,
-    "rle": dicom.RLE_LOSSLESS,
-}
-
-
-def compressions(profile: str) -> tuple[str, ...]:
-    """The ``compress`` values a profile allows: those whose syntax it may hold for images.
-
-    >>> compressions("STD-GEN-DVD-J2K")
-    ('none', 'j2k-lossless', 'j2k-lossy')
-    """
-    return tuple(k for k, ts in COMPRESS.items() if ts is None or ts in PROFILES[profile].image_syntaxes)
-
-
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and check the YAML file at ``path`` (see :func:`parse_config`).
 
@@ -229,6 +285,10 @@ def parse_config(text: str, *, source: str) -> Config:
     """
     root = _compose(text, source)
     values, _ = _fields(root, _At(source, ""), _TOP, what="sections")
+    output = values["burn"].output if "burn" in values else BurnConfig.output
+    for i, route in enumerate(values.get("routes", ())):
+        if route.action == "burn" and route.output is None and (problem := _output_fits(output, route.profile)):
+            raise ConfigError(f"{route.where} routes[{i}]: burn.output: {problem}; give this route its own output")
     return Config(
         node=values.get("node") or _build(NodeConfig, {}),
         burn=values.get("burn") or _build(BurnConfig, {}),
@@ -236,6 +296,37 @@ def parse_config(text: str, *, source: str) -> Config:
         imports=values.get("import") or _build(ImportConfig, {}),
         source=_absolute(source, _At(source, "source"), root),
     )
+
+
+def load_sidecar(path: str | os.PathLike[str], rules: Mapping[str, Callable[[str], str]]) -> dict[str, str]:
+    """Read a sidecar file of text values, ``{key: value}``, each checked by ``rules[key]``.
+
+    A sidecar gives what a non-DICOM file does not carry (the patient and study of a
+    photo, :mod:`node.media.capture`). YAML and JSON alike (a ``.json`` file is
+    checked as JSON first, then read as the YAML it also is, so that errors name
+    lines too). Values are taken as written (``0123`` stays ``0123``); a rule raises
+    ``ValueError("is not ...")`` to refuse one. Errors are :class:`ConfigError`
+    lines ``{path}:{line} {key}: {what is wrong}``, unknown keys included.
+    """
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as f:
+            text = f.read().decode("utf-8-sig")
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{name}: cannot read: not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
+    if name.lower().endswith(".json"):
+        import json
+
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{name}:{exc.lineno} JSON syntax error: {exc.msg}") from None
+        text = text.replace("\t", " ")  # JSON whitespace, never inside a JSON string; YAML refuses tabs
+    table = {key: _text(f"a value for {key}", rule) for key, rule in rules.items()}
+    values, _ = _fields(_compose(text, name), _At(name, ""), table)
+    return values
 
 
 def _compose(text: str, source: str) -> Node:
@@ -457,43 +548,6 @@ def _section(cls: type[Any], table: Mapping[str, Check], *, required: tuple[str,
     return lambda node, at: _build(cls, _fields(node, at, table, required=required)[0])
 
 
-_AE = _text("an AE title", _ae_title)
-_HOST = _text("a host name or address")
-_UIDS = _many(_text("a UID", _uid))
-
-_ROUTE: dict[str, Check] = {
-    "match": _section(Match, {"called_aet": _many(_AE), "calling_aet": _many(_AE), "modality": _many(_text()),
-                              "sop_class": _UIDS}),
-    "action": _choice("burn", "store", "reject"),
-    "profile": _choice(*PROFILES, upper=True),
-    "compress": _choice(*COMPRESS),
-    "copies": _number(1, 99),
-    "group": _choice("study", "patient"),
-    "label": _optional(_text("a label", max_len=32)),
-    "kind": _choice("archive", "backup"),
-    "output": _optional(_path),
-}
-
-
-def _route(node: Node, at: _At) -> Route:
-    """One route; burn settings on another action, or a compression its profile forbids, are errors."""
-    values, nodes = _fields(node, at, _ROUTE, required=("action",))
-    action = values["action"]
-    for name in [k for k in nodes if k not in ("match", "action")] if action != "burn" else ():
-        raise at.key(name).error(nodes[name], f"only for action: burn (this route's action is {action})")
-    profile, compress = values.get("profile", Route.profile), values.get("compress", Route.compress)
-    if compress not in compressions(profile):
-        allowed = ", ".join(compressions(profile))
-        raise at.key("compress").error(nodes["compress"], f"{compress!r} is not allowed by profile {profile} (it allows {allowed})")
-    return Route(**{"match": Match(), **values}, where=f"{at.file}:{node.start_mark.line + 1}")
-
-
-def _routes(node: Node, at: _At) -> tuple[Route, ...]:
-    if not isinstance(node, SequenceNode) and not _is_null(node):
-        raise at.error(node, f"expected a list of routes, got {_describe(node)}")
-    return tuple(_route(n, at.item(i)) for i, n in enumerate(node.value if isinstance(node, SequenceNode) else ()))
-
-
 _BOOLS = {"yes": True, "true": True, "on": True, "no": False, "false": False, "off": False}  # YAML 1.1 booleans
 
 
@@ -503,6 +557,122 @@ def _bool(node: Node, at: _At) -> bool:
     if node.tag != _STD + "bool" or value is None:  # "!!bool maybe" is tagged, but no boolean
         raise at.error(node, f"expected true or false, got {_describe(node)}")
     return value
+
+
+_COMPRESS = _choice(*COMPRESS)
+
+
+def _compress(node: Node, at: _At) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """``compress: X``, or per modality ``compress: {default: X, MG: none, US: jpeg-baseline}``."""
+    if not isinstance(node, MappingNode):
+        return _COMPRESS(node, at), ()
+    default, by_modality = "none", []
+    for key, value in node.value:
+        name = _text("a modality or default")(key, at)
+        if name == "default":
+            default = _COMPRESS(value, at.key(name))
+        else:
+            by_modality.append((name.upper(), _COMPRESS(value, at.key(name))))
+    return default, tuple(by_modality)
+
+
+_AE = _text("an AE title", _ae_title)
+_HOST = _text("a host name or address")
+_UIDS = _many(_text("a UID", _uid))
+
+def _device(text: str) -> str:
+    """An optical drive (an absolute device path) or xorriso's ``stdio:PATH`` pseudo-drive, made absolute."""
+    if text.startswith("stdio:") and len(text) > len("stdio:"):
+        return "stdio:" + os.path.abspath(text[len("stdio:"):])
+    if not text.startswith("/"):
+        raise ValueError("is not a drive: expected an absolute device path (/dev/sr0) or stdio:FILE")
+    return text
+
+
+_RETRIES: dict[str, Check] = {"retries": _number(0, 99), "retry_wait_seconds": _number(0, integer=False)}
+#: ``output`` mappings by ``kind``: the class, its keys, the required ones. A folder is a plain Path.
+_OUTPUTS: dict[str, tuple[type[Any] | None, dict[str, Check], tuple[str, ...]]] = {
+    "folder": (None, {"path": lambda n, a: _path(n, a)}, ("path",)),
+    "xorriso": (XorrisoOutput, {"device": _text("a drive", _device), "speed": _text("a speed"),
+                                "verify": lambda n, a: _bool(n, a), "eject": lambda n, a: _bool(n, a), **_RETRIES},
+                ("device",)),
+    "publisher": (PublisherOutput, {
+        "vendor": _choice("epson", "rimage"), "hot_folder": lambda n, a: _path(n, a),
+        "media": _choice("CD", "DVD", "BD", upper=True), "robot_path": _text("a path"),
+        "publisher": _text("a publisher name", max_len=64), "label_template": _text("a path"),
+        "timeout_seconds": _number(0, integer=False, above=True), "poll_seconds": _number(0, integer=False, above=True),
+        **_RETRIES}, ("vendor", "hot_folder")),
+    "usb": (UsbOutput, {"mount_point": lambda n, a: _path(n, a), **_RETRIES}, ("mount_point",)),
+}
+
+
+def _output(node: Node, at: _At) -> Output:
+    """A path (a folder of images, as before) or a mapping whose ``kind`` names the output."""
+    if not isinstance(node, MappingNode):
+        return _path(node, at)
+    kinds = ", ".join(_OUTPUTS)
+    kind_node = next((v for k, v in node.value if isinstance(k, ScalarNode) and k.value == "kind"), None)
+    if kind_node is None:
+        raise at.key("kind").error(node, f"required key is missing (one of {kinds})")
+    kind = _choice(*_OUTPUTS)(kind_node, at.key("kind"))
+    cls, table, required = _OUTPUTS[kind]
+    values, _ = _fields(node, at, {"kind": lambda n, a: kind, **table}, required=required)
+    values.pop("kind")
+    return values["path"] if cls is None else cls(**values)  # type: ignore[no-any-return]
+
+
+def _output_fits(output: Output, profile: str) -> str:
+    """Why ``output`` cannot take media of ``profile`` (USB profiles write a folder tree, discs an image), or ''."""
+    tree = PROFILES[profile].file_system == "folder"
+    if isinstance(output, UsbOutput) and not tree:
+        return f"a usb output needs a USB profile (STD-GEN-USB-*), not {profile}"
+    if isinstance(output, (XorrisoOutput, PublisherOutput)) and tree:
+        return f"{profile} writes a folder tree, which a disc output cannot burn"
+    return ""
+
+
+_ROUTE: dict[str, Check] = {
+    "match": _section(Match, {"called_aet": _many(_AE), "calling_aet": _many(_AE), "modality": _many(_text()),
+                              "sop_class": _UIDS}),
+    "action": _choice("burn", "store", "reject"),
+    "profile": _choice(*PROFILES, upper=True),
+    "compress": _compress,
+    "lossy_mammography": _bool,
+    "bit_reduction": _bool,
+    "new_uids": _bool,
+    "deidentify": _bool,
+    "burned_in_annotation": _bool,
+    "copies": _number(1, 99),
+    "group": _choice("study", "patient"),
+    "label": _optional(_text("a label", max_len=32)),
+    "kind": _choice("archive", "backup"),
+    "output": _optional(_output),
+}
+
+
+def _route(node: Node, at: _At) -> Route:
+    """One route; burn settings on another action, or a compression its profile forbids, are errors."""
+    values, nodes = _fields(node, at, _ROUTE, required=("action",))
+    action = values["action"]
+    for name in [k for k in nodes if k not in ("match", "action")] if action != "burn" else ():
+        raise at.key(name).error(nodes[name], f"only for action: burn (this route's action is {action})")
+    profile = values.get("profile", Route.profile)
+    compress, by_modality = values.pop("compress", (Route.compress, ()))
+    for modality, value in (("", compress), *by_modality):
+        if value not in compressions(profile):
+            allowed = ", ".join(compressions(profile))
+            where = at.key("compress") if not modality else at.key("compress").key(modality)
+            raise where.error(nodes["compress"], f"{value!r} is not allowed by profile {profile} (it allows {allowed})")
+    values |= {"compress": compress, "compress_by_modality": by_modality}
+    if values.get("output") is not None and (problem := _output_fits(values["output"], profile)):
+        raise at.key("output").error(nodes["output"], problem)
+    return Route(**{"match": Match(), **values}, where=f"{at.file}:{node.start_mark.line + 1}")
+
+
+def _routes(node: Node, at: _At) -> tuple[Route, ...]:
+    if not isinstance(node, SequenceNode) and not _is_null(node):
+        raise at.error(node, f"expected a list of routes, got {_describe(node)}")
+    return tuple(_route(n, at.item(i)) for i, n in enumerate(node.value if isinstance(node, SequenceNode) else ()))
 
 
 def _argv(node: Node, at: _At) -> tuple[str, ...]:
@@ -602,7 +772,7 @@ _TOP: dict[str, Check] = {
                                   required=("certificate", "key"))),
     }),
     "burn": _section(BurnConfig, {
-        "output": _path,
+        "output": _output,
         "study_stable_seconds": _number(0, integer=False, above=True),
         "retention_hours": _number(0, integer=False),
     }),

@@ -40,6 +40,8 @@ JPEG_LS_NEAR_LOSSLESS = "1.2.840.10008.1.2.4.81"
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"  # .90
 J2K = "1.2.840.10008.1.2.4.91"  # .91
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"  # .5
+#: Syntaxes whose Pixel Data is native (not encapsulated): everything else is compressed.
+NATIVE = frozenset({IMPLICIT_VR_LE, EXPLICIT_VR_LE, EXPLICIT_VR_BE, DEFLATED_LE})
 
 def syntax_name(uid: str) -> str:
     """A UID as people read it: "JPEG Baseline (Process 1) (1.2.840.10008.1.2.4.50)", or the UID alone."""
@@ -254,9 +256,20 @@ _CONTENT_ID = _keys(
     (0x00700084, "PN", "2"),  # Content Creator's Name
 )
 
-#: Keys per record type. Leaf records also get Referenced File ID, Referenced SOP
-#: Class / Instance / Transfer Syntax UID in File (F.3.2.2) and SOP Instance UID
-#: (Appendix D "Additional, Common Keys").
+#: What every leaf record holds besides its type's keys, in this order: Referenced File ID, Referenced
+#: SOP Class / Instance / Transfer Syntax UID in File (PS3.3 F.3.2.2), SOP Instance UID (the seed's
+#: Appendix D "Additional, Common Keys").
+LEAF_KEYS = _keys(
+    (0x00041500, "CS", "1"),
+    (0x00041510, "UI", "1"),
+    (0x00041511, "UI", "1"),
+    (0x00041512, "UI", "1"),
+    (0x00080018, "UI", "3"),
+)
+#: Private Record UID (0004,1432): the SOP class of a PRIVATE record (PS3.3 Table F.3-3, Type 1C).
+PRIVATE_RECORD_UID = Key(0x00041432, "UI", "1")  # 1C: required in a PRIVATE record
+
+#: Keys per record type (leaf records also get :data:`LEAF_KEYS`).
 RECORD_KEYS: dict[str, tuple[Key, ...]] = {
     "PATIENT": _keys(
         (0x00100010, "PN", "2"),  # Patient's Name

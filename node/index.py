@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +78,10 @@ CREATE TABLE IF NOT EXISTS volume_studies (
     label TEXT NOT NULL, study_uid TEXT NOT NULL, patient_id TEXT NOT NULL, patient_name TEXT NOT NULL,
     PRIMARY KEY (label, study_uid)
 );
+-- Old -> new UID for each Study, Series and SOP Instance UID a job's medium changed (lossy compression,
+-- new UIDs, de-identification), so that what is on a disc can be traced to what was received.
+CREATE TABLE IF NOT EXISTS job_uids (job_id INTEGER NOT NULL, old_uid TEXT NOT NULL, new_uid TEXT NOT NULL,
+                                     PRIMARY KEY (job_id, old_uid));
 CREATE TABLE IF NOT EXISTS released_files (path TEXT PRIMARY KEY, released REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS imports (
     id INTEGER PRIMARY KEY,
@@ -92,6 +96,11 @@ CREATE TABLE IF NOT EXISTS imports (
     report TEXT                     -- path of the kept JSON report
 );
 CREATE INDEX IF NOT EXISTS imports_by_identity ON imports(identity);
+CREATE TABLE IF NOT EXISTS job_waits (  -- a building job waiting on its output (a blank disc, the robot)
+    job_id INTEGER PRIMARY KEY,
+    since REAL NOT NULL,
+    message TEXT NOT NULL
+);
 """
 
 
@@ -287,11 +296,15 @@ class Index:
             "SELECT s.study_uid, s.patient_id, s.patient_name FROM job_studies j JOIN studies s USING (study_uid) "
             "WHERE j.job_id = ? ORDER BY s.study_uid", (job_id,)))
 
-    def finish_job(self, job_id: int, *, volumes: Sequence[Volume] = (), error: str | None = None) -> None:
-        """Record a job's outcome, its volumes, and which earlier volumes they supersede."""
+    def finish_job(self, job_id: int, *, volumes: Sequence[Volume] = (), error: str | None = None,
+                   uid_map: Mapping[str, str] | None = None) -> None:
+        """Record a job's outcome, its volumes, which earlier volumes they supersede, and the UIDs it changed."""
         with self.transaction() as db:
             db.execute("UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ?",
                        ("failed" if error else "done", time.time(), error, job_id))
+            db.execute("DELETE FROM job_waits WHERE job_id = ?", (job_id,))
+            db.execute("DELETE FROM job_uids WHERE job_id = ?", (job_id,))
+            db.executemany("INSERT INTO job_uids VALUES (?, ?, ?)", [(job_id, *p) for p in (uid_map or {}).items()])
             for v in volumes:
                 db.execute("INSERT INTO volumes VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
                            (v.label, job_id, v.kind, v.created, v.copies, json.dumps(v.paths), v.bytes))
@@ -300,6 +313,25 @@ class Index:
                 db.execute(f"""UPDATE volumes SET superseded_by = ? WHERE superseded_by IS NULL AND label != ?
                                AND label IN (SELECT label FROM volume_studies WHERE study_uid IN ({marks}))""",
                            (v.label, v.label, *(s[0] for s in v.studies)))
+
+    def set_wait(self, job_id: int, message: str) -> None:
+        """Record what a building job waits for (``medianode status`` shows it); ``since`` is the first wait."""
+        with self.transaction() as db:
+            db.execute("""INSERT INTO job_waits VALUES (?, ?, ?)
+                          ON CONFLICT(job_id) DO UPDATE SET message = excluded.message""", (job_id, time.time(), message))
+
+    def clear_wait(self, job_id: int) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM job_waits WHERE job_id = ?", (job_id,))
+
+    def waits(self) -> list[tuple[int, float, str]]:
+        """(job id, waiting since, what for) of the jobs waiting on their output."""
+        return list(self.db.execute("SELECT job_id, since, message FROM job_waits ORDER BY job_id"))
+
+    def job_uid_map(self, job_id: int) -> dict[str, str]:
+        """Old -> new UID of everything the job's medium changed (empty when it changed nothing)."""
+        rows = self.db.execute("SELECT old_uid, new_uid FROM job_uids WHERE job_id = ?", (job_id,))
+        return dict(rows.fetchall())
 
     def set_job_state(self, job_id: int, state: str, *, only_from: tuple[str, ...]) -> bool:
         """Move a job to ``state`` if it is in one of ``only_from``; say whether it moved."""
@@ -313,6 +345,7 @@ class Index:
         with self.transaction() as db:
             ids = [i for (i,) in db.execute("SELECT id FROM jobs WHERE state = 'building'")]
             db.execute("UPDATE jobs SET state = 'pending' WHERE state = 'building'")
+            db.execute("DELETE FROM job_waits")
         return ids
 
     # -- volumes ---------------------------------------------------------------

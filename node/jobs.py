@@ -18,11 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from node import audit
-from node.config import Config
-from node.durable import fsync_dir
+from node.config import Config, output_from_settings
 from node.errors import NodeError
 from node.index import Index, Job, StableStudy, Volume
-from node.media import build
+from node.media import build, outputs
+from node.media.waiting import Interrupted
+from node.media.compress import Policy
+from node.media.plan import Options
 from node.profiles import SECTOR, get_profile
 
 logger = logging.getLogger(__name__)
@@ -98,28 +100,40 @@ class Worker:
             job = self.index.claim_job()
             if job is None:
                 break
-            self.build(job)
+            self.build(job, stop)
             done += 1
         return done
 
-    def build(self, job: Job) -> None:
+    def build(self, job: Job, stop: threading.Event | None = None) -> None:
+        """Build the job's medium once, then hand it to its output for every copy. A failed copy waits and
+        is retried per the output's settings; only then does the job fail, its spool files kept."""
         config = self.config()
         settings = job.settings
         label = volume_label(settings.get("label"), job.id)
         studies = self.index.job_studies(job.id)
         files = self.index.job_files(job.id)
+        output = output_from_settings(settings["output"]) if settings.get("output") else config.burn.output
+        medium: Path | None = None
         try:
             missing = [p for _, p, _ in files if not os.path.exists(p)]
             if missing:
                 raise NodeError(f"the spool no longer holds {len(missing)} of its {len(files)} instance(s)")
             profile = get_profile(str(settings["profile"]))
-            out_dir = Path(str(settings.get("output") or config.burn.output))
-            out_dir.mkdir(parents=True, exist_ok=True)
             suffix = "" if profile.file_system == "folder" else ".iso"
-            first = out_dir / f"{label}{suffix}"
-            report = build.burn([p for _, p, _ in files], out=first, profile=profile, label=label)
+            medium = outputs.build_target(output, name=label, suffix=suffix, data_dir=config.node.data_dir)
+            _remove(medium)  # what an interrupted or failed attempt of this job left
+            report = build.burn([p for _, p, _ in files], out=medium, profile=profile, label=label,
+                                fmt=outputs.build_format(output), options=burn_options(settings))
             copies = int(str(settings.get("copies", 1)))
-            paths = [first, *(_publish_copy(first, out_dir / f"{label}_{n}{suffix}") for n in range(2, copies + 1))]
+            waiter = _IndexWaiter(self.index, job.id, stop or threading.Event())
+            paths = outputs.publish(output, medium, copies=copies, volume_id=report.volume_id,
+                                    label=label_fields(studies), waiter=waiter)
+        except Interrupted as exc:
+            medium = None  # a robot may still be reading it; the retried job builds it again
+            self.index.clear_wait(job.id)
+            self.index.set_job_state(job.id, "pending", only_from=("building",))
+            logger.warning("job %d: back to the queue, the node is stopping (%s)", job.id, exc)
+            return
         except NodeError as exc:
             self.index.finish_job(job.id, error=str(exc))
             logger.error("job %d failed: %s", job.id, exc)
@@ -128,14 +142,61 @@ class Worker:
             logger.exception("job %d failed unexpectedly", job.id)
             self.index.finish_job(job.id, error=f"internal error: {exc!r}")
             return
+        finally:
+            if medium is not None and not isinstance(output, Path):
+                _remove(medium)  # a device's copies are written: the staged image is not a deliverable
         kind = str(settings.get("kind", "archive"))
-        volume = Volume(label, job.id, kind, time.time(), len(paths), [str(p) for p in paths], report.bytes, None, studies)
+        volume = Volume(label, job.id, kind, time.time(), copies, paths, report.bytes, None, studies)
         self.index.finish_job(job.id, volumes=[volume] if kind == "archive" else [],
-                              error=_left_out(report) or None)
+                              error=_left_out(report) or None, uid_map=report.uid_map)
         audit.append(config.node.data_dir, "volume-burned", job=job.id, label=label, kind=kind, paths=volume.paths,
                      studies=[s[0] for s in studies], instances=report.instances, supersedes=job.late)
-        logger.info("job %d: volume %s, %d instance(s), %d cop%s in %s", job.id, label, report.instances,
-                    len(paths), "y" if len(paths) == 1 else "ies", paths[0].parent)
+        logger.info("job %d: volume %s, %d instance(s), %d cop%s to %s", job.id, label, report.instances,
+                    copies, "y" if copies == 1 else "ies", paths[0])
+
+
+class _IndexWaiter:
+    """An output's wait, recorded in the index for ``medianode status``, interrupted by the node's stop."""
+
+    def __init__(self, index: Index, job_id: int, stop: threading.Event) -> None:
+        self.index, self.job_id, self.stop = index, job_id, stop
+
+    def wait(self, message: str, seconds: float) -> bool:
+        self.index.set_wait(self.job_id, message)
+        return not self.stop.wait(seconds)
+
+    def clear(self) -> None:
+        self.index.clear_wait(self.job_id)
+
+
+def label_fields(studies: list[tuple[str, str, str]]) -> dict[str, str]:
+    """What the index knows for a robot's printed label (:data:`node.media.publisher.LABEL_FIELDS`)."""
+    names = sorted({n for _, _, n in studies})
+    ids = sorted({p for _, p, _ in studies})
+    return {"patient_name": ", ".join(n.replace("^", " ").strip() for n in names), "patient_id": ", ".join(ids),
+            "created": time.strftime("%Y-%m-%d"), "content": "DICOM ONLY", "volume": "volume 1 of 1"}
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def burn_options(settings: dict[str, object]) -> Options:
+    """A route's compression and UID settings, as recorded with its job (absent keys: the defaults)."""
+    by_modality = settings.get("compress_by_modality") or {}
+    assert isinstance(by_modality, dict)
+    return Options(
+        compress=str(settings.get("compress") or "none"),
+        by_modality=tuple((str(k), str(v)) for k, v in by_modality.items()),
+        policy=Policy(lossy_mammography=bool(settings.get("lossy_mammography")),
+                      bit_reduction=bool(settings.get("bit_reduction"))),
+        new_uids=bool(settings.get("new_uids")),
+        deidentify=bool(settings.get("deidentify")),
+        burned_in=bool(settings.get("burned_in_annotation")),
+    )
 
 
 def volume_label(label: object, job_id: int) -> str:
@@ -149,24 +210,6 @@ def _left_out(report: build.BurnReport) -> str:
         return ""
     first = report.refused[0]
     return f"{len(report.refused)} instance(s) left out, e.g. {first['path']}: {first['reason']}"
-
-
-def _publish_copy(src: Path, dst: Path) -> Path:
-    """Another copy of a published image (or folder), under a temporary name until complete."""
-    tmp = dst.with_name(f".{dst.name}.part-{os.getpid()}")
-    try:
-        if src.is_dir():
-            shutil.copytree(src, tmp)
-        else:
-            shutil.copyfile(src, tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        os.rename(tmp, dst)
-        fsync_dir(dst.parent)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    return dst
 
 
 def _settings(route: str) -> dict[str, object]:

@@ -69,6 +69,28 @@ PROFILES: dict[str, Profile] = {
 
 DEFAULT_PROFILE = "STD-GEN-CD"
 
+#: ``--compress`` / ``routes[].compress`` -> the transfer syntax it writes (PS3.5 Annex A.4); "none" keeps
+#: what the profile allows and converts the rest to Explicit VR Little Endian.
+COMPRESS: dict[str, str | None] = {
+    "none": None,
+    "jpeg-lossless": dicom.JPEG_LOSSLESS_SV1,
+    "jpeg-lossless-p14": dicom.JPEG_LOSSLESS_P14,
+    "jpeg-baseline": dicom.JPEG_BASELINE,
+    "jpeg-extended": dicom.JPEG_EXTENDED,
+    "j2k-lossless": dicom.J2K_LOSSLESS,
+    "j2k-lossy": dicom.J2K,
+    "rle": dicom.RLE_LOSSLESS,
+}
+
+
+def compressions(profile: str) -> tuple[str, ...]:
+    """The ``compress`` values a profile allows: those whose syntax it may hold for images.
+
+    >>> compressions("STD-GEN-DVD-J2K")
+    ('none', 'j2k-lossless', 'j2k-lossy')
+    """
+    return tuple(k for k, ts in COMPRESS.items() if ts is None or ts in PROFILES[profile].image_syntaxes)
+
 
 def get_profile(name: str) -> Profile:
     """Return the profile called ``name`` (case-insensitive) or raise :class:`UsageError`."""

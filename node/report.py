@@ -57,6 +57,8 @@ def status(index: Index, config: Config) -> dict[str, object]:
             "queued": [job_row(j) for j in jobs if j.state == "pending"],
             "building": [job_row(j) for j in jobs if j.state == "building"],
             "failed": [job_row(j) for j in jobs if j.state == "failed"],
+            "waiting": [{"id": job_id, "since": _when(since), "message": message}
+                        for job_id, since, message in index.waits()],
             "done_today": len(done_today),
         },
         "volumes_today": [volume_row(v) for v in index.volumes() if v.created >= midnight],
@@ -75,6 +77,7 @@ def format_status(s: dict[str, object]) -> str:
               f"last {r['last_received']}, burn in {r['burn_in_s']} s" for r in receiving]
     lines.append(f"jobs: {len(jobs['queued'])} queued, {len(jobs['building'])} building, "
                  f"{len(jobs['failed'])} failed, {jobs['done_today']} done today")
+    lines += [f"  job {j['id']} {j['message']} (since {j['since']})" for j in jobs["waiting"]]
     lines += [f"  job {j['id']} failed {j['finished']}: {j['error']}" for j in jobs["failed"]]
     lines.append(f"volumes today: {len(volumes)}")
     lines += [f"  {v['label']}  {len(v['studies'])} study(ies)  {v['copies']} cop(ies)"

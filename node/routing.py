@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from node.config import Route
+from node.config import Route, output_settings
 
 #: What an instance that no route matches gets: it is kept, and nothing is burned.
 STORE_ONLY = '{"action": "store"}'
@@ -40,11 +40,17 @@ def settings(route: Route | None) -> str:
             "action": route.action,
             "profile": route.profile,
             "compress": route.compress,
+            "compress_by_modality": dict(route.compress_by_modality),
+            "lossy_mammography": route.lossy_mammography,
+            "bit_reduction": route.bit_reduction,
+            "new_uids": route.new_uids,
+            "deidentify": route.deidentify,
+            "burned_in_annotation": route.burned_in_annotation,
             "copies": route.copies,
             "group": route.group,
             "label": route.label,
             "kind": route.kind,
-            "output": str(route.output) if route.output else None,
+            "output": output_settings(route.output) if route.output else None,
             "where": route.where,
         },
         sort_keys=True,

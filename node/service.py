@@ -21,7 +21,7 @@ from types import FrameType
 from typing import Any
 
 from node import jobs
-from node.config import Config, load_config
+from node.config import Config, PublisherOutput, load_config
 from node.errors import ConfigError
 from node.imports import ImportRunner
 from node.index import Index
@@ -92,7 +92,9 @@ class Service:
         jobs.clean_partial_outputs(self._outputs())
 
     def _outputs(self) -> list[Path]:
-        return [self.config.burn.output, *(r.output for r in self.config.routes if r.output)]
+        outputs = [self.config.burn.output, *(r.output for r in self.config.routes if r.output)]
+        return [self.config.node.data_dir / "burning",
+                *(o if isinstance(o, Path) else o.hot_folder for o in outputs if isinstance(o, (Path, PublisherOutput)))]
 
     def _loop(self, index: Index) -> None:
         worker = jobs.Worker(index, lambda: self.config)

@@ -57,7 +57,7 @@ def test_embedded_default_is_what_design_md_says(monkeypatch: pytest.MonkeyPatch
         node=NodeConfig(ae_title="MEDIANODE", host="127.0.0.1", port=11112, data_dir=ROOT / "var"),
         burn=BurnConfig(output=ROOT / "var" / "out", study_stable_seconds=30.0),
         routes=(
-            Route(Match(called_aet=("BURN",)), "burn", profile="STD-GEN-CD", where="config/medianode.yaml:17"),
+            Route(Match(called_aet=("BURN",)), "burn", profile="STD-GEN-CD", where="config/medianode.yaml:22"),
         ),
         imports=ImportConfig(inbox=ROOT / "var" / "inbox", destination=Destination("PACS", "127.0.0.1", 104)),
         source=DEFAULT,
@@ -71,7 +71,7 @@ def test_relative_paths_resolve_against_the_working_directory(_cwd: Path) -> Non
     assert config.node.data_dir == _cwd / "var"
     assert config.burn.output == _cwd / "var" / "out"
     assert config.source == DEFAULT
-    assert config.routes[0].where == f"{DEFAULT}:17"
+    assert config.routes[0].where == f"{DEFAULT}:22"
 
 
 def test_absent_keys_take_the_defaults_with_absolute_paths(_cwd: Path) -> None:
@@ -227,6 +227,23 @@ def test_compress_without_profile_is_checked_against_the_default_profile() -> No
     )
 
 
+def test_compress_per_modality_and_the_opt_ins() -> None:
+    route = parse_config(
+        "routes:\n  - action: burn\n    profile: AUG-GEN-DVD\n    compress: {default: rle, us: jpeg-baseline, MG: none}\n"
+        "    lossy_mammography: yes\n    bit_reduction: true\n    new_uids: on\n    deidentify: true\n"
+        "    burned_in_annotation: false\n", source="c.yaml").routes[0]
+    assert (route.compress, route.compress_by_modality) == ("rle", (("US", "jpeg-baseline"), ("MG", "none")))
+    assert route.lossy_mammography and route.bit_reduction and route.new_uids and route.deidentify
+    assert not route.burned_in_annotation
+
+
+def test_a_modality_compression_the_profile_forbids_names_the_modality() -> None:
+    assert error("routes:\n  - action: burn\n    profile: STD-GEN-DVD-JPEG\n    compress: {default: jpeg-lossless, "
+                 "US: j2k-lossy}\n") == ("c.yaml:4 routes[0].compress.US: 'j2k-lossy' is not allowed by profile "
+                                          "STD-GEN-DVD-JPEG (it allows none, jpeg-lossless, jpeg-baseline, jpeg-extended)")
+    assert error("routes: [{action: burn, compress: {CT: gzip}}]").startswith("c.yaml:1 routes[0].compress.CT: 'gzip' is not one of")
+
+
 # -- One line per error --------------------------------------------------------
 
 CASES = {
@@ -253,7 +270,7 @@ CASES = {
                          "c.yaml:8 burn.outptu: unknown key (known: output, study_stable_seconds, retention_hours)"),
     "unknown tls key": ("node: {tls: {cert: a}}", "c.yaml:1 node.tls.cert: unknown key (known: certificate, key, ca)"),
     "unknown route key": ("routes:\n  - action: burn\n    copys: 2\n", ("c.yaml:3 routes[0].copys: unknown key (known: "
-                          "match, action, profile, compress, copies, group, label, kind, output)")),
+                          "match, action, profile, compress, lossy_mammography, bit_reduction, new_uids, deidentify, burned_in_annotation, copies, group, label, kind, output)")),
     "unknown match key": ("routes:\n- action: burn\n- match: {aet: X}\n  action: burn\n",
                           "c.yaml:3 routes[1].match.aet: unknown key (known: called_aet, calling_aet, modality, sop_class)"),
     "unknown import key": ("import: {inbx: x}", ("c.yaml:1 import.inbx: unknown key (known: inbox, destination, watch, "
@@ -339,7 +356,8 @@ CASES = {
     # routes
     "routes mapping": ("routes: {action: burn}", "c.yaml:1 routes: expected a list of routes, got a mapping"),
     "route scalar": ("routes:\n  - burn\n", ("c.yaml:2 routes[0]: expected a mapping of keys (match, action, profile, compress, "
-                     "copies, group, label, kind, output), got 'burn'")),
+                     "lossy_mammography, bit_reduction, new_uids, deidentify, burned_in_annotation, copies, group, "
+                     "label, kind, output), got 'burn'")),
     "no action": ("routes:\n  - action: burn\n  - match: {called_aet: X}\n    profile: STD-GEN-CD\n",
                   "c.yaml:3 routes[1].action: required key is missing"),
     "bad action": ("routes: [{action: copy}]", "c.yaml:1 routes[0].action: 'copy' is not one of burn, store, reject"),

@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,12 +25,14 @@ from node import dcmio, dicom
 from node.durable import fsync_dir
 from node.errors import BuildError, UsageError
 from node.media import folder
+from node.media.capture import capture_sources
 from node.media.content import FileSlice, MediaFile
 from node.media.dicomdir import encode_dicomdir
 from node.media.directory import Tree, build_tree
 from node.media.layout import assign_file_ids
-from node.media.sources import Instance, scan
-from node.media.transcode import CannotConvert, convert, needs_conversion
+from node.media.plan import Options, make_plan, run
+from node.media.sources import SERIES_INSTANCE_UID, STUDY_INSTANCE_UID, Instance, scan
+from node.media.transcode import CannotConvert, Task, convert, reread
 from node.profiles import SECTOR, Profile
 
 logger = logging.getLogger(__name__)
@@ -68,6 +70,10 @@ class BurnReport:
     refused: list[dict[str, str]] = field(default_factory=list)
     invented: list[str] = field(default_factory=list)
     adjusted: list[str] = field(default_factory=list)
+    #: Images whose compression differs from what was asked, and why.
+    fallbacks: list[dict[str, str]] = field(default_factory=list)
+    #: Old UID -> new UID for every Study, Series and SOP Instance UID this burn changed.
+    uid_map: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -81,10 +87,15 @@ def burn(
     fmt: Format | None = None,
     label: str | None = None,
     invent_patient_id: bool = False,
+    options: Options | None = None,
     progress: Progress | None = None,
     total: Callable[[int], None] | None = None,
+    capture: Mapping[str, str] | None = None,
 ) -> BurnReport:
     """Build one medium of ``profile`` from every DICOM file under ``sources``.
+
+    JPEG, PNG, TIFF and PDF files among them are converted (:mod:`node.media.capture`);
+    ``capture`` holds the identity flags that apply to them (``{"patient_id": ...}``).
 
     ``total(n)`` is called once with the bytes to write, then ``progress(n)`` as they are written.
     """
@@ -93,17 +104,21 @@ def burn(
     if fmt == "iso" and profile.file_system == "folder":
         raise UsageError(f"{profile.name} writes a folder tree, not an image: use --format folder")
     _check_target(target)
+    options = options or Options()
+    options.check(profile)
     report = BurnReport(out=str(target), profile=profile.name, format=fmt, capacity_sectors=profile.capacity_sectors)
     found = scan(sources)
-    report.skipped = [{"path": p, "reason": r} for p, r in found.skipped]
-    report.duplicates = [{"path": p, "kept": k} for p, k in found.duplicates]
-    report.refused = [{"path": p, "reason": r} for p, r in found.unreadable]
-    if not found.instances:
-        raise BuildError(f"nothing to write: no DICOM instance among {len(found.skipped)} file(s) under {', '.join(sources)}")
-
     staging = tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent)
     try:
-        instances = _admit(found.instances, profile, staging, report)
+        # Images and PDFs among the sources become instances (Secondary Capture, Encapsulated PDF).
+        report.converted = capture_sources(found, staging=staging, flags=capture or {},
+                                           keep_jpeg=profile.allows(dicom.JPEG_BASELINE, record_type="IMAGE"))
+        report.skipped = [{"path": p, "reason": r} for p, r in found.skipped]
+        report.duplicates = [{"path": p, "kept": k} for p, k in found.duplicates]
+        report.refused = [{"path": p, "reason": r} for p, r in found.unreadable]
+        if not found.instances:
+            raise BuildError(f"nothing to write: no DICOM instance among {len(found.skipped)} file(s) under {', '.join(sources)}")
+        instances = _admit(found.instances, profile, options, staging, report)
         tree = build_tree(instances, invent_patient_id=invent_patient_id)
         tree = _coerce_patient_ids(tree, instances, staging, invent_patient_id, report)
         report.refused += [{"path": p, "reason": r} for p, r in tree.refused]
@@ -136,22 +151,37 @@ def _check_target(target: Path) -> None:
         raise BuildError(f"cannot write {target}: {target.parent} is not a folder")
 
 
-def _admit(instances: list[Instance], profile: Profile, staging: str, report: BurnReport) -> list[Instance]:
-    """Keep what the profile allows, convert the rest, refuse what cannot be."""
-    admitted = []
-    for n, inst in enumerate(instances):
+def _admit(instances: list[Instance], profile: Profile, options: Options, staging: str, report: BurnReport) -> list[Instance]:
+    """Keep what the profile allows as it is; convert, compress and re-identify the rest (:mod:`node.media.plan`)."""
+    kept = []
+    for inst in instances:
         if inst.record_type == "PRIVATE" and not profile.augmented:
             report.refused.append({"path": inst.source, "reason": f"private SOP class {inst.sop_class_uid} is not allowed on {profile.name}"})
-            continue
-        if needs_conversion(inst, profile):
-            try:
-                inst = convert(inst, dest=os.path.join(staging, f"{n:08d}"))
-            except CannotConvert as exc:
-                report.refused.append({"path": inst.source, "reason": str(exc)})
-                continue
-            report.converted.append({"path": inst.source, "conversion": inst.conversion})
-        admitted.append(inst)
-    return admitted
+        else:
+            kept.append(inst)
+    plan = make_plan(kept, profile, options, staging)
+    report.fallbacks = [{"path": p, "reason": r} for p, r in plan.fallbacks]
+    results: dict[int, Instance | None] = {}
+
+    def done(n: int, task: Task, what: list[str] | Exception) -> None:
+        inst = kept[n]
+        if isinstance(what, Exception):
+            report.refused.append({"path": inst.source, "reason": str(what)})
+            results[n] = None
+            return
+        results[n] = new = reread(inst, task, what)
+        if new.conversion:
+            report.converted.append({"path": inst.source, "conversion": new.conversion})
+
+    run(plan.tasks, done)
+    admitted = [(orig, results.get(n, orig)) for n, orig in enumerate(kept)]
+    report.uid_map = {old: new for orig, inst in admitted if inst is not None
+                      for old in _identity_uids(orig) if (new := plan.uids.new(old))}
+    return [inst for _, inst in admitted if inst is not None]
+
+
+def _identity_uids(inst: Instance) -> tuple[str, str, str]:
+    return inst.text(STUDY_INSTANCE_UID), inst.text(SERIES_INSTANCE_UID), inst.sop_instance_uid
 
 
 def _coerce_patient_ids(tree: Tree, instances: list[Instance], staging: str, invent: bool, report: BurnReport) -> Tree:
@@ -162,7 +192,12 @@ def _coerce_patient_ids(tree: Tree, instances: list[Instance], staging: str, inv
     for n, inst in enumerate(instances):
         new_id = tree.coerced.get(inst.sop_instance_uid)
         if new_id is not None:
-            inst = convert(inst, dest=os.path.join(staging, f"P{n:07d}"), patient_id=new_id)
+            task = Task(inst.header.path, os.path.join(staging, f"P{n:07d}"), patient_id=new_id,
+                        allowed=frozenset({inst.header.transfer_syntax}))
+            try:
+                inst = convert(inst, task)
+            except CannotConvert as exc:
+                raise BuildError(f"cannot write the invented Patient ID into {inst.source}: {exc}") from None
             report.converted.append({"path": inst.source, "conversion": inst.conversion})
         redone.append(inst)
     again = build_tree(redone, invent_patient_id=invent)

@@ -72,13 +72,13 @@ def _item(node: Node, file_id: tuple[str, ...] | None) -> bytes:
     }
     inst = node.instance
     if inst is not None and file_id is not None:
-        elements[0x00041500] = dcmio.encode(0x00041500, "CS", "\\".join(file_id))
-        elements[0x00041510] = dcmio.encode(0x00041510, "UI", inst.sop_class_uid)
-        elements[0x00041511] = dcmio.encode(0x00041511, "UI", inst.sop_instance_uid)
-        elements[0x00041512] = dcmio.encode(0x00041512, "UI", inst.header.transfer_syntax)
-        elements[0x00080018] = dcmio.encode(0x00080018, "UI", inst.sop_instance_uid)  # Appendix D
+        values = ("\\".join(file_id), inst.sop_class_uid, inst.sop_instance_uid, inst.header.transfer_syntax,
+                  inst.sop_instance_uid)
+        for key, value in zip(dicom.LEAF_KEYS, values, strict=True):
+            elements[key.tag] = dcmio.encode(key.tag, key.vr, value)
         if node.record_type == "PRIVATE":
-            elements[0x00041432] = dcmio.encode(0x00041432, "UI", inst.sop_class_uid)  # Private Record UID
+            key = dicom.PRIVATE_RECORD_UID
+            elements[key.tag] = dcmio.encode(key.tag, key.vr, inst.sop_class_uid)
     if node.charset:
         elements[dicom.SPECIFIC_CHARACTER_SET] = node.charset
     elements.update(node.keys)

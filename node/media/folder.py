@@ -17,9 +17,12 @@ from node.media.content import Comparer, MediaFile, copy_pieces
 Progress = Callable[[int], None]
 
 
-def write_tree(files: Sequence[MediaFile], root: Path, *, progress: Progress | None = None) -> None:
-    """Write every file under ``root`` (created), fsync'ing files and folders."""
-    root.mkdir()
+def write_tree(files: Sequence[MediaFile], root: Path, *, progress: Progress | None = None,
+               existing: bool = False) -> None:
+    """Write every file under ``root`` (created, unless ``existing``: a mounted volume), fsync'ing files
+    and folders. A file is never overwritten (``O_EXCL``)."""
+    if not existing:
+        root.mkdir()
     folders = {root}
     for f in files:
         path = root.joinpath(*f.components)
@@ -43,6 +46,11 @@ def verify_tree(root: Path, files: Sequence[MediaFile]) -> None:
     found = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
     if found != expected:
         raise BuildError(f"written folder differs from the plan: {sorted(found ^ expected)[:3]}")
+    verify_files(root, files)
+
+
+def verify_files(root: Path, files: Sequence[MediaFile]) -> None:
+    """Re-read ``files`` under ``root`` (which may hold others) and compare them byte for byte with their sources."""
     compare = Comparer()
     for f in files:
         fd = os.open(root.joinpath(*f.components), os.O_RDONLY)

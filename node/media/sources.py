@@ -37,6 +37,17 @@ _EXTRA_KEYS = (
     (0x00080022, "DA"),  # Acquisition Date
     (0x00080031, "TM"),  # Series Time
     (0x00080032, "TM"),  # Acquisition Time
+    (0x00280002, "US"),  # Samples per Pixel, and the rest of the Image Pixel module a
+    (0x00280004, "CS"),  # compression plan needs (node.media.plan): Photometric Interpretation,
+    (0x00280008, "IS"),  # Number of Frames,
+    (0x00280010, "US"),  # Rows,
+    (0x00280011, "US"),  # Columns,
+    (0x00280100, "US"),  # Bits Allocated,
+    (0x00280101, "US"),  # Bits Stored,
+    (0x00280103, "US"),  # Pixel Representation,
+    (0x00280301, "CS"),  # Burned In Annotation,
+    (0x00281101, "US"),  # Red Palette Color Lookup Table Descriptor,
+    (0x00283000, "SQ"),  # Modality LUT Sequence (its LUT Descriptor)
     (0x0040A010, "CS"),  # Relationship Type (in Content Sequence items)
     (0x0040A073, "SQ"),  # Verifying Observer Sequence (its Verification DateTime)
 )

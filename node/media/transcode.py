@@ -1,17 +1,22 @@
-"""Bring an instance into a transfer syntax its profile allows.
+"""Rewrite one instance for a medium: the work of one task, in a worker process or inline.
 
-An instance already in an allowed syntax is never touched: its dataset bytes go
-onto the medium as they are. Anything else becomes Explicit VR Little Endian:
-Implicit VR and Big Endian are re-encoded, Deflate inflated, compressed pixel
-data decoded (:mod:`node.pixels`). The converted file is written to a staging
-folder and read back like any source, so the directory records describe what
-is really on the medium.
+An instance already in an allowed syntax, with nothing to change, is never touched: its dataset
+bytes go onto the medium as they are. Anything else is read with pydicom and written anew, in this
+order: de-identified (:mod:`node.media.deidentify`); decoded when its syntax is not allowed or it
+is to be compressed (:mod:`node.pixels`; Implicit VR and Big Endian re-encoded, Deflate inflated);
+compressed with the Appendix B coercions (:mod:`node.media.compress`); its UIDs and references
+mapped (:mod:`node.media.uids`), after compression, so that the lossy image's Source Image
+Sequence keeps naming its uncompressed predecessor. The file is written to the burn's staging
+folder and read back like any source, so the directory records describe what is really on the
+medium.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from node import dcmio, dicom
 from node.dicom import syntax_name
@@ -22,11 +27,12 @@ from node.profiles import Profile
 if TYPE_CHECKING:
     from pydicom import Dataset
 
-_UNCOMPRESSED = frozenset({dicom.IMPLICIT_VR_LE, dicom.EXPLICIT_VR_LE, dicom.EXPLICIT_VR_BE, dicom.DEFLATED_LE})
+    from node.media.compress import Choice
+    from node.media.uids import UidMap
 
 
 class CannotConvert(Exception):
-    """The instance cannot be brought into an allowed syntax; ``str()`` says why."""
+    """The instance cannot be brought onto the medium; ``str()`` says why."""
 
 
 def needs_conversion(inst: Instance, profile: Profile) -> bool:
@@ -34,61 +40,135 @@ def needs_conversion(inst: Instance, profile: Profile) -> bool:
     return not profile.allows(inst.header.transfer_syntax, record_type=inst.record_type)
 
 
-def convert(inst: Instance, *, dest: str, patient_id: str | None = None) -> Instance:
-    """Write ``inst`` as Explicit VR Little Endian to ``dest`` and return it re-read.
+@dataclass(frozen=True)
+class Task:
+    """What to do to one file; picklable, so that it can run in a worker process."""
 
-    ``patient_id`` replaces the Patient ID, keeping the old one in Other Patient
-    IDs Sequence (used when two patients shared one ID and the user asked us to
-    invent one).
-    """
-    from node import pixels  # pydicom and the codecs load only when something needs converting
+    source: str
+    dest: str
+    #: The compressed syntax to write (:func:`node.media.compress.choose`); None keeps an allowed
+    #: syntax as it is and brings any other to Explicit VR Little Endian.
+    choice: Choice | None = None
+    uids: UidMap | None = None
+    deidentify: bool = False
+    burned_in: bool = False
+    #: Keep the original UIDs in our private block (``--new-uids``).
+    keep_originals: bool = False
+    #: Replace the Patient ID, keeping the old one in Other Patient IDs Sequence (two patients shared one).
+    patient_id: str | None = None
+    #: Transfer syntaxes the profile allows this instance to stay in.
+    allowed: frozenset[str] = frozenset({dicom.EXPLICIT_VR_LE})
 
-    ts = inst.header.transfer_syntax
-    if ts not in _UNCOMPRESSED and not pixels.can_decode(ts):
-        raise CannotConvert(f"pixel data in {syntax_name(ts)} cannot be decoded")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a file pydicom frowns at either converts or fails below
-            what = _rewrite(inst, dest, patient_id)
-    except Exception as exc:  # pydicom and the codecs raise many kinds; each refuses the instance
-        raise CannotConvert(f"cannot convert from {syntax_name(ts)}: {one_line(exc)}") from None
-    converted = instance(read(dest), source=inst.source)
+    def with_(self, **changes: Any) -> Task:
+        return dataclasses.replace(self, **changes)
+
+    def run(self) -> list[str]:
+        """Write :attr:`dest`; return what was done, for the report. Raises :class:`CannotConvert`."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a file pydicom frowns at either converts or fails below
+                return _rewrite(self)
+        except CannotConvert:
+            raise
+        except Exception as exc:  # pydicom and the codecs raise many kinds; each refuses the instance
+            raise CannotConvert(one_line(exc)) from None
+
+
+def convert(inst: Instance, task: Task) -> Instance:
+    """Run ``task`` on ``inst`` here and return the written file as an :class:`Instance`."""
+    what = task.run()
+    return reread(inst, task, what)
+
+
+def reread(inst: Instance, task: Task, what: list[str]) -> Instance:
+    """The instance a task wrote, read back like any source, with what was done to it."""
+    converted = instance(read(task.dest), source=inst.source)
     if converted is None:  # pragma: no cover - we just wrote both UIDs
         raise CannotConvert("the converted file lost its SOP identity")
     converted.conversion = ", ".join(what)
     return converted
 
 
-def _rewrite(inst: Instance, dest: str, patient_id: str | None) -> list[str]:
-    """Decode, re-encode and write one instance; return what was done."""
-    from pydicom import Dataset, dcmread
+def _rewrite(task: Task) -> list[str]:
+    from pydicom import dcmread
     from pydicom.filebase import DicomFileLike
     from pydicom.filewriter import write_dataset
 
-    ts = inst.header.transfer_syntax
-    what = []
-    ds = dcmread(inst.header.path, force=True)
-    if ts not in _UNCOMPRESSED:
+    ds = dcmread(task.source, force=True)
+    ts = str(ds.file_meta.get("TransferSyntaxUID", "")) or _guess(ds)
+    original = str(ds.SOPInstanceUID)
+    what: list[str] = []
+    if task.uids is not None:
+        _rename(ds, task, what)
+    choice = task.choice
+    target = ts if ts in task.allowed and choice is None else dicom.EXPLICIT_VR_LE
+    if ts != target or choice is not None:
+        _decode(ds, ts, what)
+    if choice is not None:
+        from node.media.compress import compress
+
+        new_uid = None
+        if choice.lossy:
+            assert task.uids is not None
+            ds.SOPInstanceUID = task.uids.predecessor(original)  # what its Source Image Sequence item names
+            new_uid = task.uids.new(original)
+        what += compress(ds, choice, new_sop_uid=new_uid)
+        target = choice.transfer_syntax
+    if task.patient_id is not None:
+        _set_patient_id(ds, task.patient_id)
+        what.append(f"Patient ID set to {task.patient_id}")
+    with open(task.dest, "wb") as f:
+        f.write(dcmio.file_meta(str(ds.SOPClassUID), str(ds.SOPInstanceUID), target))
+        fp = DicomFileLike(f)
+        fp.is_little_endian, fp.is_implicit_VR = True, False
+        write_dataset(fp, ds)
+    return what
+
+
+def _rename(ds: Dataset, task: Task, what: list[str]) -> None:
+    """De-identify, or map the UIDs the disc changes (once: a second pass would rename the new ones again)."""
+    assert task.uids is not None
+    if task.deidentify:
+        from node.media.deidentify import deidentify
+
+        changed = deidentify(ds, task.uids, allow_burned_in=task.burned_in)
+        what.append(f"de-identified ({len(changed)} attributes)")
+        return
+    from node.media.uids import identity, keep_original_uids, remap
+
+    originals = identity(ds)
+    if remap(ds, task.uids) and task.keep_originals:
+        keep_original_uids(ds, originals)
+        what.append("new UIDs (the originals in our private block)")
+
+
+def _guess(ds: Dataset) -> str:
+    implicit, little = ds.original_encoding
+    return dicom.IMPLICIT_VR_LE if implicit else dicom.EXPLICIT_VR_LE if little else dicom.EXPLICIT_VR_BE
+
+
+def _decode(ds: Dataset, ts: str, what: list[str]) -> None:
+    """Bring ``ds`` to native Explicit VR Little Endian pixels."""
+    if ts not in dicom.NATIVE:
         from node import pixels
 
+        if not pixels.can_decode(ts):
+            raise CannotConvert(f"pixel data in {syntax_name(ts)} cannot be decoded")
         pixels.decompress(ds)
         what.append(f"{syntax_name(ts)} decoded")
     elif ts != dicom.EXPLICIT_VR_LE:
         _from_big_endian(ds)
         what.append(f"{syntax_name(ts)} re-encoded")
-    if patient_id is not None:
-        old = Dataset()
-        old.PatientID = ds.get("PatientID", "")
-        old.TypeOfPatientID = "TEXT"
-        ds.OtherPatientIDsSequence = [*ds.get("OtherPatientIDsSequence", []), old]
-        ds.PatientID = patient_id
-        what.append(f"Patient ID set to {patient_id}")
-    with open(dest, "wb") as f:
-        f.write(dcmio.file_meta(inst.sop_class_uid, inst.sop_instance_uid, dicom.EXPLICIT_VR_LE))
-        fp = DicomFileLike(f)
-        fp.is_little_endian, fp.is_implicit_VR = True, False
-        write_dataset(fp, ds)
-    return what
+
+
+def _set_patient_id(ds: Dataset, patient_id: str) -> None:
+    from pydicom import Dataset
+
+    old = Dataset()
+    old.PatientID = ds.get("PatientID", "")
+    old.TypeOfPatientID = "TEXT"
+    ds.OtherPatientIDsSequence = [*ds.get("OtherPatientIDsSequence", []), old]
+    ds.PatientID = patient_id
 
 
 def _from_big_endian(ds: Dataset) -> None:

@@ -70,7 +70,15 @@ from pynetdicom.status import (
     code_to_category,
 )
 
-from node.dicom import DEFLATED_LE, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE, syntax_name
+from node.dicom import (
+    DEFLATED_LE,
+    EXPLICIT_VR_BE,
+    EXPLICIT_VR_LE,
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    IMPLICIT_VR_LE,
+    syntax_name,
+)
 from node.errors import MediumError, one_line
 from node.read.coerce import Change, Coercing, CoercionError
 from node.read.medium import Medium, open_medium
@@ -90,7 +98,9 @@ ACSE_TIMEOUT = 30.0
 #: Seconds to wait for a C-STORE response once the data set is sent.
 DIMSE_TIMEOUT = 60.0
 _PIECE = 1 << 20
-_UNCOMPRESSED = (EXPLICIT_VR_LE, IMPLICIT_VR_LE)
+#: The second context proposed for every SOP class, beside one per syntax its instances are in: the
+#: uncompressed syntaxes an instance is decoded into when the destination accepted none of its own.
+FALLBACK_SYNTAXES = (EXPLICIT_VR_LE, IMPLICIT_VR_LE)
 #: Message Control Header bits (PS3.8 E.2): command (else data set), last fragment.
 _COMMAND, _LAST = 0x01, 0x02
 #: C-STORE-RQ Command Field and "a data set follows" (PS3.7 E.1, 9.3.1.1).
@@ -155,7 +165,7 @@ def plan_groups(items: Sequence[Item]) -> list[Group]:
         syntaxes.setdefault(item.sop_class_uid, set()).add(item.transfer_syntax_uid)
     groups: list[tuple[list[tuple[str, tuple[str, ...]]], set[str]]] = []
     for sop_class in sorted(syntaxes):
-        wanted = [(sop_class, (ts,)) for ts in sorted(syntaxes[sop_class])] + [(sop_class, _UNCOMPRESSED)]
+        wanted = [(sop_class, (ts,)) for ts in sorted(syntaxes[sop_class])] + [(sop_class, FALLBACK_SYNTAXES)]
         if not groups or len(groups[-1][0]) + len(wanted) > MAX_CONTEXTS:
             groups.append(([], set()))
         groups[-1][0].extend(wanted)
@@ -396,7 +406,7 @@ class _Worker:
                         result = session.store_raw(index, item, fp)
                 elif item.transfer_syntax_uid in accepted:
                     result = self.send_decoded(session, index, item.transfer_syntax_uid, changes)
-                elif accepted & set(_UNCOMPRESSED):
+                elif accepted & set(FALLBACK_SYNTAXES):
                     target = EXPLICIT_VR_LE if EXPLICIT_VR_LE in accepted else IMPLICIT_VR_LE
                     result = self.send_decoded(session, index, target, changes)
                 else:
@@ -584,6 +594,8 @@ def associate(destination: Destination, contexts: Sequence[tuple[str, Sequence[s
 
 def _associate_once(destination: Destination, contexts: Sequence[tuple[str, Sequence[str]]]) -> Association:
     ae = AE(ae_title=destination.calling_aet)
+    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID  # our identity, as the SCP's (PS3.7 D.3.3.2)
+    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
     ae.connection_timeout = CONNECT_TIMEOUT
     ae.acse_timeout = ACSE_TIMEOUT
     ae.dimse_timeout = DIMSE_TIMEOUT

@@ -22,9 +22,10 @@ logger = logging.getLogger(__name__)
 # Tags read from each received data set, with their VR for Implicit VR files (PS3.6).
 SPECIFIC_CHARACTER_SET, SOP_CLASS_UID, SOP_INSTANCE_UID, MODALITY = 0x00080005, 0x00080016, 0x00080018, 0x00080060
 PATIENT_NAME, PATIENT_ID, STUDY_UID, SERIES_UID = 0x00100010, 0x00100020, 0x0020000D, 0x0020000E
-_VRS = {SPECIFIC_CHARACTER_SET: "CS", SOP_CLASS_UID: "UI", SOP_INSTANCE_UID: "UI", MODALITY: "CS",
+#: What the receiver reads of each received data set (tag -> VR, for Implicit VR files, PS3.6).
+READ_VRS = {SPECIFIC_CHARACTER_SET: "CS", SOP_CLASS_UID: "UI", SOP_INSTANCE_UID: "UI", MODALITY: "CS",
         PATIENT_NAME: "PN", PATIENT_ID: "LO", STUDY_UID: "UI", SERIES_UID: "UI"}
-_WANTED = frozenset(_VRS)
+_WANTED = frozenset(READ_VRS)
 #: ``.<8 hex>.dcm`` after the SOP Instance UID in a spool file's name (spool.Spool.place).
 _SUFFIX = len(".0123abcd.dcm")
 
@@ -54,7 +55,7 @@ def read_instance(path: str | os.PathLike[str]) -> Instance:
     """
     name = os.fspath(path)
     try:
-        h = dcmio.read_header(name, wanted=_WANTED, vrs=_VRS)
+        h = dcmio.read_header(name, wanted=_WANTED, vrs=READ_VRS)
     except dcmio.NotDicom as exc:
         raise Unreadable(str(exc)) from None
     except dcmio.NeedsPydicom:

@@ -75,12 +75,32 @@ TRANSFER_SYNTAXES: tuple[str, ...] = (
     dicom.RLE_LOSSLESS,
 )
 
+#: What we accept C-ECHO (PS3.4 Annex A) in.
+VERIFICATION_SYNTAXES: tuple[str, ...] = (dicom.IMPLICIT_VR_LE, dicom.EXPLICIT_VR_LE, dicom.EXPLICIT_VR_BE)
+
 #: A-ASSOCIATE-RJ (result, source, diagnostic) -> words for the log and the audit (PS3.8 9.3.4).
 REJECT_REASONS = {
     (1, 1, 3): "calling AE title not recognised",
     (1, 1, 7): "called AE title not recognised",
     (2, 3, 2): "local limit exceeded (node.max_associations)",
     (2, 2, 1): "no reason given (user identity)",
+}
+
+#: Every status a C-STORE is answered with (:func:`handle_store`) -> (its meaning in PS3.4 B.2.3 or
+#: PS3.7 C, when we answer it). Only SUCCESS stores; every other status leaves nothing behind.
+STORE_STATUSES: dict[int, tuple[str, str]] = {
+    dicom.SUCCESS: ("Success", "the instance is in the spool (fsync'd file and folder) and indexed"),
+    dicom.REFUSED_NOT_AUTHORIZED: ("Refused: Not Authorized (PS3.7 C.5.3)", "a reject route matched the instance"),
+    dicom.OUT_OF_RESOURCES: ("Refused: Out of Resources", "free space in node.data_dir is under node.min_free_mb"),
+    dicom.SPOOL_WRITE_FAILED: ("Refused: Out of Resources", "the spool cannot be written"),
+    dicom.DATASET_DOES_NOT_MATCH_SOP_CLASS: ("Error: Data Set does not match SOP Class",
+                                             "(0008,0016) is not the command's Affected SOP Class UID"),
+    dicom.MISSING_UID: ("Error: Cannot understand", "no valid SOP Instance UID or Study Instance UID"),
+    dicom.CANNOT_PARSE: ("Error: Cannot understand", "the data set cannot be parsed"),
+    dicom.INSTANCE_UID_MISMATCH: ("Error: Cannot understand",
+                                  "(0008,0018) is not the command's Affected SOP Instance UID"),
+    dicom.PROCESSING_FAILURE: ("Failure: Processing failure (PS3.7 C.4.2)",
+                               "the index cannot be written, or an unforeseen error"),
 }
 
 
@@ -113,7 +133,7 @@ def make_ae(config: Config) -> AE:
     ae.maximum_associations = node.max_associations
     ae.require_called_aet = True  # against the title handle_requested sets per association
     ae.require_calling_aet = list(node.allowed_calling_aets)
-    ae.add_supported_context(Verification, [dicom.IMPLICIT_VR_LE, dicom.EXPLICIT_VR_LE, dicom.EXPLICIT_VR_BE])
+    ae.add_supported_context(Verification, list(VERIFICATION_SYNTAXES))
     for uid in storage_classes(config):
         ae.add_supported_context(uid, list(TRANSFER_SYNTAXES))
     return ae

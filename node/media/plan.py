@@ -1,0 +1,199 @@
+"""What happens to each instance on its way to a medium, decided once, then done on every core.
+
+The parent decides everything from the headers it already read (:mod:`node.media.sources`): the
+syntax each image is written in (:func:`node.media.compress.choose`: the asked compression, a
+lossless fallback, or Explicit VR Little Endian), which instances change UIDs, and which others
+must be rewritten because they *reference* a changed UID (a presentation state of a lossy image).
+The UIDs are known before a single pixel is encoded, so every file on the disc agrees on them:
+one :class:`~node.media.uids.UidMap` per burn, derived from a secret salt, carried to the
+workers. :func:`run` then hands the tasks to a process pool (or does them here when there are
+few), a bounded number in flight, so memory does not grow with the size of the set.
+"""
+
+from __future__ import annotations
+
+import mmap
+import multiprocessing
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+from node import dicom
+from node.errors import UsageError
+from node.media.compress import Choice, ImageInfo, Policy, choose, decoded_photometric
+from node.media.sources import Instance
+from node.media.transcode import Task, needs_conversion
+from node.media.uids import UidMap, new_salt
+from node.profiles import COMPRESS, Profile, compressions
+
+MODALITY = 0x00080060
+#: Below this many tasks a pool costs more (its start and pydicom's import in each worker) than it saves.
+POOL_THRESHOLD = 8
+_UID_TEXT = re.compile(rb"[0-9][0-9.]{6,63}")
+
+
+@dataclass(frozen=True)
+class Options:
+    """How instances are treated on their way to the medium: ``burn``'s flags, or a route's settings."""
+
+    #: A key of :data:`node.profiles.COMPRESS`, for images of every modality not in ``by_modality``.
+    compress: str = "none"
+    #: (modality, compress) pairs that override ``compress`` for that modality.
+    by_modality: tuple[tuple[str, str], ...] = ()
+    policy: Policy = field(default_factory=Policy)
+    #: New Study / Series / SOP Instance UIDs for everything, the originals kept in our private block.
+    new_uids: bool = False
+    #: PS3.15 Annex E Basic Application Level Confidentiality Profile (implies new UIDs).
+    deidentify: bool = False
+    #: Let images flagged with Burned In Annotation onto a de-identified disc.
+    burned_in: bool = False
+
+    def compress_for(self, modality: str) -> str:
+        return dict(self.by_modality).get(modality, self.compress)
+
+    def check(self, profile: Profile) -> None:
+        """Raise :class:`UsageError` for a compression ``profile`` does not allow."""
+        allowed = compressions(profile.name)
+        for value in {self.compress, *(c for _, c in self.by_modality)}:
+            if value not in COMPRESS:
+                raise UsageError(f"--compress {value}: not one of {', '.join(COMPRESS)}")
+            if value not in allowed:
+                raise UsageError(f"--compress {value} is not allowed by profile {profile.name} "
+                                 f"(it allows {', '.join(allowed)})")
+
+
+@dataclass
+class Plan:
+    """The tasks of one burn, and the UID map they share."""
+
+    uids: UidMap
+    #: (index of the instance in the admitted list, its task); instances without a task stay as they are.
+    tasks: list[tuple[int, Task]]
+    #: (source path, reason) for each image whose compression differs from what was asked.
+    fallbacks: list[tuple[str, str]]
+
+
+def make_plan(instances: list[Instance], profile: Profile, options: Options, staging: str) -> Plan:
+    """Decide, from the headers alone, what is done to each instance (see the module docstring)."""
+    tasks: dict[int, Task] = {}
+    fallbacks: list[tuple[str, str]] = []
+    lossy: set[str] = set()
+    everything = options.new_uids or options.deidentify
+    for n, inst in enumerate(instances):
+        choice = _choice(inst, profile, options, fallbacks)
+        if choice is not None and choice.lossy:
+            lossy.add(inst.sop_instance_uid)
+        if choice is not None or everything or needs_conversion(inst, profile):
+            tasks[n] = Task(inst.header.path, os.path.join(staging, f"{n:08d}"), choice=choice,
+                            allowed=_allowed(inst, profile))
+    uids = UidMap(new_salt(), changes=frozenset(lossy), everything=everything)
+    if lossy and not everything:  # whoever points at a lossy image must be rewritten to point at its new UID
+        for n, inst in enumerate(instances):
+            if n not in tasks and _mentions(inst.header.path, lossy):
+                tasks[n] = Task(inst.header.path, os.path.join(staging, f"{n:08d}"), allowed=_allowed(inst, profile))
+    shared = {"uids": uids, "deidentify": options.deidentify, "burned_in": options.burned_in,
+              "keep_originals": options.new_uids and not options.deidentify}
+    planned = [(n, t.with_(**shared)) for n, t in sorted(tasks.items())]
+    return Plan(uids, planned, fallbacks)
+
+
+def _allowed(inst: Instance, profile: Profile) -> frozenset[str]:
+    """The syntaxes ``inst`` may stay in on a medium of ``profile``."""
+    if inst.record_type == "IMAGE":
+        return frozenset({dicom.EXPLICIT_VR_LE, *profile.image_syntaxes})
+    return frozenset({dicom.EXPLICIT_VR_LE})
+
+
+def _choice(inst: Instance, profile: Profile, options: Options, fallbacks: list[tuple[str, str]]) -> Choice | None:
+    """The compression of an image (None: it stays as it is, or becomes Explicit VR LE)."""
+    asked = COMPRESS[options.compress_for(inst.text(MODALITY))]
+    h = inst.header
+    if asked is None or inst.record_type != "IMAGE" or not h.has_pixels:
+        return None
+    if h.transfer_syntax in profile.image_syntaxes and h.transfer_syntax not in dicom.NATIVE:
+        return None  # already compressed the way the profile allows: never recompressed
+    choice = choose(asked, image_info(inst), profile.image_syntaxes, options.policy)
+    if choice.reason:
+        fallbacks.append((inst.source, choice.reason))
+    return None if choice.transfer_syntax == dicom.EXPLICIT_VR_LE else choice
+
+
+def image_info(inst: Instance) -> ImageInfo:
+    """The Image Pixel module of an instance, from its header (no pydicom)."""
+    h = inst.header
+
+    def us(tag: int, default: int = 0) -> int:
+        el = h.elements.get(tag)
+        return int.from_bytes(el.value[:2], "little") if el is not None and len(el.value) >= 2 else default
+
+    frames = h.text(0x00280008)
+    photometric = h.text(0x00280004)
+    lut = h.elements.get(0x00281101) if photometric == "PALETTE COLOR" else None  # Red Palette LUT Descriptor
+    if lut is None and (modality_lut := h.elements.get(0x00283000)) and modality_lut.items:
+        lut = modality_lut.items[0].get(0x00283002)  # LUT Descriptor of the Modality LUT Sequence's item
+    return ImageInfo(
+        sop_class_uid=inst.sop_class_uid,
+        modality=inst.text(MODALITY),
+        rows=us(0x00280010),
+        columns=us(0x00280011),
+        samples_per_pixel=us(0x00280002, 1),
+        bits_allocated=us(0x00280100),
+        bits_stored=us(0x00280101),
+        pixel_representation=us(0x00280103),
+        photometric=decoded_photometric(photometric, h.transfer_syntax),
+        frames=int(frames) if frames.isdigit() else 1,
+        lut_bits=int.from_bytes(lut.value[4:6], "little") if lut is not None and len(lut.value) >= 6 else 0,
+    )
+
+
+def _mentions(path: str, uids: set[str]) -> bool:
+    """True when the file holds any of ``uids`` as a value (a reference to it)."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return False
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            return any(u.group().decode("ascii") in uids for u in _UID_TEXT.finditer(m))
+
+
+Done = Callable[[int, Task, "list[str] | Exception"], None]
+
+
+def run(tasks: list[tuple[int, Task]], done: Done, *, workers: int | None = None) -> None:
+    """Carry out ``tasks``, calling ``done(n, task, what_or_error)`` in the parent as each finishes.
+
+    ``workers`` defaults to ``MEDIANODE_WORKERS`` from the environment, else every core.
+    """
+    workers = workers or int(os.environ.get("MEDIANODE_WORKERS") or 0) or os.cpu_count() or 1
+    if len(tasks) < POOL_THRESHOLD or workers == 1:
+        for n, task in tasks:
+            done(n, task, _attempt(task))
+        return
+    # forkserver: the service has threads, and a forked copy of their locks can deadlock a worker.
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        for n, task, result in _bounded(pool, tasks, window=4 * workers):
+            done(n, task, result)
+
+
+def _bounded(pool: ProcessPoolExecutor, tasks: Iterable[tuple[int, Task]], *, window: int
+             ) -> Iterator[tuple[int, Task, list[str] | Exception]]:
+    """Submit ``tasks`` keeping at most ``window`` in flight; yield results in submission order."""
+    pending: list[tuple[int, Task, Future[list[str] | Exception]]] = []
+    for n, task in tasks:
+        pending.append((n, task, pool.submit(_attempt, task)))
+        if len(pending) >= window:
+            first = pending.pop(0)
+            yield first[0], first[1], first[2].result()
+    for n, task, future in pending:
+        yield n, task, future.result()
+
+
+def _attempt(task: Task) -> list[str] | Exception:
+    """Run one task, returning its exception instead of raising it (it refuses one instance, not the burn)."""
+    try:
+        return task.run()
+    except Exception as exc:  # noqa: BLE001 - reported per instance by the caller
+        return exc
+

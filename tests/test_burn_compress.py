@@ -1,0 +1,180 @@
+"""``medianode burn --compress`` / ``--new-uids`` / ``--deidentify`` and burn routes, end to end: one UID map per
+disc, references that still resolve, fallbacks reported, the pool and the inline path agreeing, real readers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom import Dataset, dcmread
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from node import dicom, pixels
+from node.index import Index
+from node.media.uids import PRIVATE_CREATOR, original_uids
+from tests.conftest import bundled, cli, ct_series
+from tests.test_burn import by_uid, dciodvfy_errors, extract
+from tests.test_serve import Node, storescu
+
+GSPS = "1.2.840.10008.5.1.4.1.1.11.1"
+pixels.register()  # pydicom reads JPEG lossless only through our imagecodecs plugin
+
+
+def presentation_state(folder: Path, image: Dataset) -> Path:
+    """A Grayscale Softcopy Presentation State of ``image``'s study, referencing it (PS3.3 C.11.11)."""
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = GSPS, generate_uid()
+    for key in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
+                "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName"):
+        setattr(ds, key, image.get(key, ""))
+    ds.SeriesInstanceUID, ds.Modality, ds.SeriesNumber, ds.InstanceNumber = generate_uid(), "PR", "99", "1"
+    ds.ContentLabel, ds.ContentDescription, ds.ContentCreatorName = "PR", "", ""
+    ds.PresentationCreationDate, ds.PresentationCreationTime = "20260101", "120000"
+    ref_image = Dataset()
+    ref_image.ReferencedSOPClassUID, ref_image.ReferencedSOPInstanceUID = image.SOPClassUID, image.SOPInstanceUID
+    ref_series = Dataset()
+    ref_series.SeriesInstanceUID = image.SeriesInstanceUID
+    ref_series.ReferencedImageSequence = [ref_image]
+    ds.ReferencedSeriesSequence = [ref_series]
+    ds.PresentationLUTShape = "IDENTITY"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    path = folder / "pr.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def burned(tmp_path: Path, *args: str) -> tuple[dict[str, object], dict[str, Path]]:
+    iso = tmp_path / "out.iso"
+    result = cli("burn", *args, "--out", iso, "--json")
+    assert result.code == 0, result.err + result.out
+    root = extract(iso, tmp_path / "medium")
+    return json.loads(result.out), by_uid(root)
+
+
+def test_a_compression_the_profile_does_not_allow_is_a_usage_error(tmp_path: Path) -> None:
+    src = ct_series(tmp_path / "src", 1)
+    for profile, value in (("STD-GEN-CD", "jpeg-lossless"), ("STD-GEN-DVD-JPEG", "j2k-lossless"),
+                           ("STD-GEN-DVD-J2K", "rle"), ("STD-GEN-DVD-JPEG", "zip")):
+        result = cli("burn", *map(str, src), "--out", tmp_path / "x.iso", "--profile", profile, "--compress", value)
+        assert result.code == 2, result
+        assert value in result.err and "Traceback" not in result.err
+    assert not (tmp_path / "x.iso").exists()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_lossy_images_get_new_uids_and_the_presentation_state_follows(tmp_path: Path, workers: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDIANODE_WORKERS", workers)  # 1: inline; 2: the process pool (10 tasks)
+    src = ct_series(tmp_path / "src", 9, BitsStored=12, HighBit=11)
+    image = dcmread(src[0])
+    pr = presentation_state(tmp_path / "src", image)
+    report, files = burned(tmp_path, str(tmp_path / "src"), "--profile", "STD-GEN-DVD-JPEG", "--compress", "jpeg-extended")
+    uid_map = report["uid_map"]
+    assert isinstance(uid_map, dict)
+    new_uid = uid_map[image.SOPInstanceUID]
+    assert new_uid.startswith(dicom.UID_ROOT) and image.SOPInstanceUID not in files
+    lossy = dcmread(files[new_uid])
+    assert lossy.file_meta.TransferSyntaxUID == dicom.JPEG_EXTENDED and lossy.LossyImageCompression == "01"
+    assert lossy.SourceImageSequence[-1].ReferencedSOPInstanceUID == image.SOPInstanceUID  # its predecessor
+    pr_uid = dcmread(pr).SOPInstanceUID
+    assert pr_uid not in uid_map, "the presentation state itself is not lossy: it keeps its UID"
+    ref = dcmread(files[pr_uid]).ReferencedSeriesSequence[0]
+    assert ref.SeriesInstanceUID == image.SeriesInstanceUID
+    assert ref.ReferencedImageSequence[0].ReferencedSOPInstanceUID == new_uid in files
+    for path in files.values():
+        assert not dciodvfy_errors(path) - dciodvfy_errors(src[0]) - dciodvfy_errors(pr), path
+
+
+def test_lossless_keeps_uids_and_pixels(tmp_path: Path) -> None:
+    src = ct_series(tmp_path / "src", 3)
+    report, files = burned(tmp_path, str(tmp_path / "src"), "--profile", "STD-GEN-DVD-J2K", "--compress", "j2k-lossless")
+    assert report["uid_map"] == {} and report["fallbacks"] == []
+    for path in src:
+        before = dcmread(path)
+        after = dcmread(files[before.SOPInstanceUID])
+        assert after.file_meta.TransferSyntaxUID == dicom.J2K_LOSSLESS
+        assert np.array_equal(after.pixel_array, before.pixel_array)
+
+
+def test_an_image_the_lossy_syntax_cannot_carry_falls_back_and_is_reported(tmp_path: Path) -> None:
+    src = ct_series(tmp_path / "src", 1)  # 16 bits stored: more than JPEG Baseline's 8
+    report, files = burned(tmp_path, str(src[0]), "--profile", "STD-GEN-DVD-JPEG", "--compress", "jpeg-baseline")
+    (fallback,) = report["fallbacks"]  # type: ignore[misc]
+    assert fallback["path"] == str(src[0]) and fallback["reason"]
+    after = dcmread(files[dcmread(src[0]).SOPInstanceUID])
+    assert after.file_meta.TransferSyntaxUID == dicom.JPEG_LOSSLESS_SV1
+    assert np.array_equal(after.pixel_array, dcmread(src[0]).pixel_array)
+
+
+def test_already_compressed_images_are_not_recompressed(tmp_path: Path) -> None:
+    report, files = burned(tmp_path, bundled("JPEG2000.dcm"), bundled("CT_small.dcm"), "--profile", "STD-GEN-DVD-J2K",
+                           "--compress", "j2k-lossy")
+    j2k = dcmread(bundled("JPEG2000.dcm"))
+    assert files[j2k.SOPInstanceUID].read_bytes()[-1000:] == Path(bundled("JPEG2000.dcm")).read_bytes()[-1000:]
+    assert set(report["uid_map"]) == {dcmread(bundled("CT_small.dcm")).SOPInstanceUID}  # type: ignore[arg-type]
+
+
+def test_new_uids_rename_study_series_and_instances_and_keep_the_originals(tmp_path: Path) -> None:
+    src = ct_series(tmp_path / "src", 2)
+    report, files = burned(tmp_path, str(tmp_path / "src"), "--new-uids")
+    uid_map = report["uid_map"]
+    assert isinstance(uid_map, dict)
+    first, second = (dcmread(p) for p in src)
+    a, b = (dcmread(files[uid_map[ds.SOPInstanceUID]]) for ds in (first, second))
+    assert a.StudyInstanceUID == b.StudyInstanceUID == uid_map[first.StudyInstanceUID]
+    assert a.SeriesInstanceUID == b.SeriesInstanceUID == uid_map[first.SeriesInstanceUID]
+    assert original_uids(a) == {"StudyInstanceUID": first.StudyInstanceUID,
+                                "SeriesInstanceUID": first.SeriesInstanceUID, "SOPInstanceUID": first.SOPInstanceUID}
+    assert np.array_equal(a.pixel_array, first.pixel_array)
+
+
+def test_deidentify_removes_identity_and_refuses_burned_in_annotation(tmp_path: Path) -> None:
+    src = ct_series(tmp_path / "src", 2, name="SECRET^NAME", patient_id="SECRET-ID", InstitutionName="SECRET HOSPITAL")
+    flagged = ct_series(tmp_path / "flagged", 1, name="SECRET^NAME", patient_id="SECRET-ID", BurnedInAnnotation="YES")
+    iso = tmp_path / "deid.iso"
+    result = cli("burn", tmp_path / "src", tmp_path / "flagged", "--out", iso, "--deidentify", "--json")
+    assert result.code == 1, result.err  # the flagged image is refused, the others are written
+    report = json.loads(result.out)
+    assert [r["path"] for r in report["refused"]] == [str(flagged[0])]
+    root = extract(iso, tmp_path / "medium")
+    for path in by_uid(root).values():
+        raw = path.read_bytes()
+        assert b"SECRET" not in raw, path
+        ds = dcmread(path)
+        assert ds.PatientIdentityRemoved == "YES" and PRIVATE_CREATOR.encode() not in raw
+    assert b"SECRET" not in (root / "DICOMDIR").read_bytes()
+    allowed = cli("burn", tmp_path / "flagged", "--out", tmp_path / "ok.iso", "--deidentify", "--allow-burned-in")
+    assert allowed.code == 0, allowed.err
+
+
+def test_a_route_compresses_per_modality_and_records_the_uid_map(tmp_path: Path) -> None:
+    routes = ("routes:\n  - {match: {called_aet: BURN}, action: burn, profile: STD-GEN-DVD-J2K,\n"
+              "     compress: {default: j2k-lossless, CT: j2k-lossy}}\n")
+    node = Node(tmp_path, routes=routes)
+    src = ct_series(tmp_path / "ct", 2, size=64)
+    mr = tmp_path / "mr.dcm"
+    ds = dcmread(bundled("MR_small.dcm"))
+    ds.PatientID, ds.PatientName, ds.StudyInstanceUID = "PID1", "DOE^JANE", dcmread(src[0]).StudyInstanceUID
+    ds.save_as(mr)
+    node.start()
+    try:
+        assert storescu(node, [*src, mr]).returncode == 0
+        node.wait_for(lambda: len(node.images()) == 1)
+    finally:
+        node.stop()
+    (iso,) = node.images()
+    files = by_uid(extract(iso, tmp_path / "medium"))
+    syntaxes = {str(dcmread(p).Modality): str(dcmread(p).file_meta.TransferSyntaxUID) for p in files.values()}
+    assert syntaxes == {"CT": dicom.J2K, "MR": dicom.J2K_LOSSLESS}
+    index = Index(node.data / "index.sqlite")
+    try:
+        (job,) = index.jobs()
+        uid_map = index.job_uid_map(job.id)
+    finally:
+        index.close()
+    assert set(uid_map) == {dcmread(p).SOPInstanceUID for p in src}
+    assert set(uid_map.values()) <= set(files)
