@@ -193,6 +193,16 @@ def tool_pipeline(syntax: Syntax, files: list[Path], procs: int) -> Step:
     return step
 
 
+def own_ticks(pid: int) -> int | None:
+    """utime + stime of pid alone: its cutime would count again the reaped children we sampled ourselves."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])
+
+
 class TreeUsage(PeakRss):
     """PeakRss that also keeps the last CPU ticks seen of each process in the tree."""
 
@@ -203,13 +213,15 @@ class TreeUsage(PeakRss):
         self.ticks: dict[int, int] = {}
 
     def sample(self) -> tuple[int, int]:
-        self.ticks.update((p.pid, p.ticks) for p in process_tree(self.root))
+        for p in process_tree(self.root):
+            if (t := own_ticks(p.pid)) is not None:
+                self.ticks[p.pid] = t
         return super().sample()
 
 
 def run_tree(cmd: Sequence[str | Path], env: Mapping[str, str] | None = None) -> Run:
     """Run cmd; its wall time, the peak RSS of its largest process and the CPU time of its process tree,
-    sampled from /proc every 0.1 s. Not /usr/bin/time: medianode's pool lives under a multiprocessing
+    sampled from /proc every 0.25 s. Not /usr/bin/time: medianode's pool lives under a multiprocessing
     forkserver that the burn never waits for, so neither the workers' memory nor their CPU would count."""
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
@@ -221,6 +233,9 @@ def run_tree(cmd: Sequence[str | Path], env: Mapping[str, str] | None = None) ->
         if code != 0:
             err.seek(0)
             raise Failed(f"{Path(cmd[0]).name} exited {code}: {tail(err.read())}")
+    others = [kb for pid, kb in usage.peaks.items() if pid != proc.pid]
+    log(f"    peak RSS: {Path(cmd[0]).name} {fmt(usage.peaks.get(proc.pid, 0) * 1024 / MB, '.0f')} MB, the largest "
+        f"of its {len(others)} descendants {fmt(max(others, default=0) * 1024 / MB, '.0f')} MB")
     return Run(seconds, max(usage.peaks.values(), default=None), sum(usage.ticks.values()) / CLK_TCK)
 
 
