@@ -12,8 +12,8 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from node import __version__
@@ -61,6 +61,13 @@ def _add_burn(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p.add_argument("--label", metavar="TEXT", help="volume label (adjusted to ISO 9660 d-characters, reported)")
     p.add_argument("--invent-patient-id", action="store_true",
                    help="give a patient whose Patient ID another patient already has an invented ID")
+    pdi = p.add_argument_group("IHE PDI media (STD-GEN-CD, -DVD-JPEG/-J2K, -USB-JPEG/-J2K)")
+    pdi.add_argument("--pdi", action=argparse.BooleanOptionalAction, default=None,
+                     help="an IHE PDI medium with README.TXT (default: when the profile allows it)")
+    pdi.add_argument("--web", action="store_true", help="PDI web content: INDEX.HTM and IHE_PDI/ pages with JPEGs")
+    pdi.add_argument("--viewer", metavar="DIR", type=Path, help="a viewer folder copied as-is (8.3 names, no autorun)")
+    pdi.add_argument("--institution", default="", metavar="TEXT", help="who makes the medium (README.TXT, label)")
+    pdi.add_argument("--contact", default="", metavar="TEXT", help="how to reach them (README.TXT)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     who = p.add_argument_group("identity of JPEG, PNG, TIFF and PDF sources (a sidecar NAME.yaml or capture.yaml wins)")
     for key, what in _CAPTURE_FLAGS.items():
@@ -85,10 +92,13 @@ def _burn(args: argparse.Namespace, out: TextIO) -> int:
     from node.errors import UsageError
     from node.media.build import burn
     from node.media.compress import Policy
+    from node.media.pdi import choose
     from node.media.plan import Options
     from node.profiles import get_profile
 
     profile = get_profile(args.profile)
+    pdi = choose(profile, pdi=args.pdi, web=args.web, viewer=args.viewer, institution=args.institution,
+                 contact=args.contact)
     if args.allow_burned_in and not args.deidentify:
         raise UsageError("--allow-burned-in is only for --deidentify")
     options = Options(compress=args.compress.lower(), new_uids=args.new_uids, deidentify=args.deidentify,
@@ -99,7 +109,7 @@ def _burn(args: argparse.Namespace, out: TextIO) -> int:
         report = burn(args.sources, out=args.out, profile=profile, fmt=args.format, label=args.label,
                       invent_patient_id=args.invent_patient_id, options=options, progress=bar.advance,
                       total=bar.start,
-                      capture={k: getattr(args, k) for k in _CAPTURE_FLAGS if getattr(args, k) is not None})
+                      capture={k: getattr(args, k) for k in _CAPTURE_FLAGS if getattr(args, k) is not None}, pdi=pdi)
     if args.json:
         json.dump(report.to_dict(), out, indent=2)
         out.write("\n")
@@ -115,13 +125,31 @@ def _burn(args: argparse.Namespace, out: TextIO) -> int:
             ("skipped", report.skipped, "reason"),
             ("duplicate (copy kept: ...)", report.duplicates, "kept"),
         ):
-            for row in rows:
-                out.write(f"  {title}: {row['path']}: {row[key]}\n")
+            for line in _report_lines(rows, key):
+                out.write(f"  {title}: {line}\n")
         for line in report.invented:
             out.write(f"  invented: {line}\n")
         for line in report.adjusted:
             out.write(f"  adjusted: {line}\n")
     return EXIT_DATA if report.refused else EXIT_OK
+
+
+#: More files than this with the same outcome make one summary line (``--json`` lists every file).
+_LISTED = 5
+
+
+def _report_lines(rows: list[dict[str, str]], key: str) -> list[str]:
+    """``path: outcome`` per file; a common outcome of many files as one line, so a 4,000-image burn stays readable."""
+    by_outcome: dict[str, list[str]] = {}
+    for row in rows:
+        by_outcome.setdefault(row[key], []).append(row["path"])
+    lines = []
+    for outcome, paths in by_outcome.items():
+        if len(paths) > _LISTED:
+            lines.append(f"{len(paths)} files: {outcome} (first: {paths[0]})")
+        else:
+            lines += [f"{p}: {outcome}" for p in paths]
+    return lines
 
 
 def _add_check(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -158,6 +158,11 @@ class Route:
     kind: Kind = "archive"
     #: Where the media go; None means burn.output.
     output: Output | None = None
+    #: IHE PDI media (node.media.pdi): None means burn.pdi, where the profile allows it.
+    pdi: bool | None = None
+    #: PDI's Web Content Option (INDEX.HTM, IHE_PDI/) and a viewer folder copied onto the medium.
+    web: bool = False
+    viewer: Path | None = None
     #: Where in the file the route was written ("config/medianode.yaml:14"), for logs.
     where: str = ""
 
@@ -168,6 +173,11 @@ class BurnConfig:
     study_stable_seconds: float = 30.0
     #: Spooled instances are removed this long after their last job succeeded.
     retention_hours: float = 24.0
+    #: Make IHE PDI media wherever the route's profile allows it (a route's ``pdi`` decides for itself).
+    pdi: bool = True
+    #: Who makes the media, for PDI's README.TXT and the label.
+    institution: str = ""
+    contact: str = ""
 
 
 @dataclass(frozen=True)
@@ -256,14 +266,19 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     A missing, unreadable or non-UTF-8 file is ``ConfigError("{path}: cannot read: ...")``.
     """
     name = os.fspath(path)
+    text = _read_text(name)
+    return parse_config(text, source=name)
+
+
+def _read_text(name: str) -> str:
+    """A UTF-8 file's text (a BOM allowed); :class:`ConfigError` ``"{name}: cannot read: ..."`` otherwise."""
     try:
         with open(name, "rb") as f:
-            text = f.read().decode("utf-8-sig")
+            return f.read().decode("utf-8-sig")
     except OSError as exc:
         raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{name}: cannot read: not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
-    return parse_config(text, source=name)
 
 
 def parse_config(text: str, *, source: str) -> Config:
@@ -309,13 +324,7 @@ def load_sidecar(path: str | os.PathLike[str], rules: Mapping[str, Callable[[str
     lines ``{path}:{line} {key}: {what is wrong}``, unknown keys included.
     """
     name = os.fspath(path)
-    try:
-        with open(name, "rb") as f:
-            text = f.read().decode("utf-8-sig")
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{name}: cannot read: not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
+    text = _read_text(name)
     if name.lower().endswith(".json"):
         import json
 
@@ -479,6 +488,14 @@ def _path(node: Node, at: _At) -> Path:
     return _absolute(_text("a path")(node, at), at, node)
 
 
+def _folder(node: Node, at: _At) -> Path:
+    """A path to an existing folder (a viewer copied onto every medium)."""
+    path = _path(node, at)
+    if not os.path.isdir(path):
+        raise at.error(node, f"no such folder: {path}")
+    return path
+
+
 def _file(node: Node, at: _At) -> Path:
     """A path to an existing, readable file (TLS certificates and keys are read at start-up)."""
     path = _path(node, at)
@@ -591,7 +608,7 @@ def _device(text: str) -> str:
 
 _RETRIES: dict[str, Check] = {"retries": _number(0, 99), "retry_wait_seconds": _number(0, integer=False)}
 #: ``output`` mappings by ``kind``: the class, its keys, the required ones. A folder is a plain Path.
-_OUTPUTS: dict[str, tuple[type[Any] | None, dict[str, Check], tuple[str, ...]]] = {
+OUTPUTS: dict[str, tuple[type[Any] | None, dict[str, Check], tuple[str, ...]]] = {
     "folder": (None, {"path": lambda n, a: _path(n, a)}, ("path",)),
     "xorriso": (XorrisoOutput, {"device": _text("a drive", _device), "speed": _text("a speed"),
                                 "verify": lambda n, a: _bool(n, a), "eject": lambda n, a: _bool(n, a), **_RETRIES},
@@ -610,12 +627,12 @@ def _output(node: Node, at: _At) -> Output:
     """A path (a folder of images, as before) or a mapping whose ``kind`` names the output."""
     if not isinstance(node, MappingNode):
         return _path(node, at)
-    kinds = ", ".join(_OUTPUTS)
+    kinds = ", ".join(OUTPUTS)
     kind_node = next((v for k, v in node.value if isinstance(k, ScalarNode) and k.value == "kind"), None)
     if kind_node is None:
         raise at.key("kind").error(node, f"required key is missing (one of {kinds})")
-    kind = _choice(*_OUTPUTS)(kind_node, at.key("kind"))
-    cls, table, required = _OUTPUTS[kind]
+    kind = _choice(*OUTPUTS)(kind_node, at.key("kind"))
+    cls, table, required = OUTPUTS[kind]
     values, _ = _fields(node, at, {"kind": lambda n, a: kind, **table}, required=required)
     values.pop("kind")
     return values["path"] if cls is None else cls(**values)  # type: ignore[no-any-return]
@@ -647,6 +664,9 @@ _ROUTE: dict[str, Check] = {
     "label": _optional(_text("a label", max_len=32)),
     "kind": _choice("archive", "backup"),
     "output": _optional(_output),
+    "pdi": _bool,
+    "web": _bool,
+    "viewer": _folder,
 }
 
 
@@ -666,6 +686,14 @@ def _route(node: Node, at: _At) -> Route:
     values |= {"compress": compress, "compress_by_modality": by_modality}
     if values.get("output") is not None and (problem := _output_fits(values["output"], profile)):
         raise at.key("output").error(nodes["output"], problem)
+    pdi, extras = values.get("pdi"), [k for k in ("web", "viewer") if values.get(k)]
+    if pdi is False and extras:
+        raise at.key(extras[0]).error(nodes[extras[0]], "is part of IHE PDI media, which this route turns off (pdi: false)")
+    if (pdi or extras) and not PROFILES[profile].pdi:
+        key = "pdi" if pdi else extras[0]
+        allowed = ", ".join(name for name, p in PROFILES.items() if p.pdi)
+        raise at.key(key).error(nodes[key], f"IHE PDI media cannot be made on profile {profile} "
+                                            f"(an augmented or BD profile); PDI allows {allowed}")
     return Route(**{"match": Match(), **values}, where=f"{at.file}:{node.start_mark.line + 1}")
 
 
@@ -775,6 +803,9 @@ _TOP: dict[str, Check] = {
         "output": _output,
         "study_stable_seconds": _number(0, integer=False, above=True),
         "retention_hours": _number(0, integer=False),
+        "pdi": _bool,
+        "institution": _text("an institution name", max_len=200),
+        "contact": _text("a contact (phone, address)", max_len=200),
     }),
     "routes": _routes,
     "import": _import,

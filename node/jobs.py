@@ -21,10 +21,11 @@ from node import audit
 from node.config import Config, output_from_settings
 from node.errors import NodeError
 from node.index import Index, Job, StableStudy, Volume
-from node.media import build, outputs
-from node.media.waiting import Interrupted
+from node.media import build, outputs, pdi
 from node.media.compress import Policy
 from node.media.plan import Options
+from node.media.publisher import label_fields
+from node.media.waiting import Interrupted
 from node.profiles import SECTOR, get_profile
 
 logger = logging.getLogger(__name__)
@@ -46,8 +47,12 @@ def schedule(index: Index, config: Config, *, now: float) -> list[int]:
         groups.setdefault(key, []).append(s)
     jobs = []
     for (_, route), studies in groups.items():
-        for volume in _pack(studies, _settings(route)):
-            job = index.cut_job([s.study_uid for s in volume], route=route, quiet_since=quiet_since)
+        volumes = _pack(studies, _settings(route))
+        for n, volume in enumerate(volumes, 1):
+            # "volume n of m" on a patient's label, when the patient needs several media
+            numbered = route if len(volumes) == 1 else json.dumps({**_settings(route), "volume": [n, len(volumes)]},
+                                                                  sort_keys=True)
+            job = index.cut_job([s.study_uid for s in volume], route=numbered, quiet_since=quiet_since)
             if job is None:
                 continue  # an instance arrived meanwhile: the study waits again
             jobs.append(job)
@@ -123,11 +128,12 @@ class Worker:
             medium = outputs.build_target(output, name=label, suffix=suffix, data_dir=config.node.data_dir)
             _remove(medium)  # what an interrupted or failed attempt of this job left
             report = build.burn([p for _, p, _ in files], out=medium, profile=profile, label=label,
-                                fmt=outputs.build_format(output), options=burn_options(settings))
+                                fmt=outputs.build_format(output), options=burn_options(settings),
+                                pdi=pdi.for_route(settings, config.burn, profile), volume=_volume(settings))
             copies = int(str(settings.get("copies", 1)))
             waiter = _IndexWaiter(self.index, job.id, stop or threading.Event())
             paths = outputs.publish(output, medium, copies=copies, volume_id=report.volume_id,
-                                    label=label_fields(studies), waiter=waiter)
+                                    label=label_fields(report.label), waiter=waiter)
         except Interrupted as exc:
             medium = None  # a robot may still be reading it; the retried job builds it again
             self.index.clear_wait(job.id)
@@ -169,14 +175,6 @@ class _IndexWaiter:
         self.index.clear_wait(self.job_id)
 
 
-def label_fields(studies: list[tuple[str, str, str]]) -> dict[str, str]:
-    """What the index knows for a robot's printed label (:data:`node.media.publisher.LABEL_FIELDS`)."""
-    names = sorted({n for _, _, n in studies})
-    ids = sorted({p for _, p, _ in studies})
-    return {"patient_name": ", ".join(n.replace("^", " ").strip() for n in names), "patient_id": ", ".join(ids),
-            "created": time.strftime("%Y-%m-%d"), "content": "DICOM ONLY", "volume": "volume 1 of 1"}
-
-
 def _remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
@@ -210,6 +208,13 @@ def _left_out(report: build.BurnReport) -> str:
         return ""
     first = report.refused[0]
     return f"{len(report.refused)} instance(s) left out, e.g. {first['path']}: {first['reason']}"
+
+
+def _volume(settings: dict[str, object]) -> tuple[int, int]:
+    """This job's (n, m) of its patient's volumes (see :func:`schedule`); (1, 1) for most."""
+    volume = settings.get("volume") or (1, 1)
+    assert isinstance(volume, (list, tuple)) and len(volume) == 2
+    return int(volume[0]), int(volume[1])
 
 
 def _settings(route: str) -> dict[str, object]:

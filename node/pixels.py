@@ -179,9 +179,6 @@ JPEG_QUALITY = 90
 #: Compression ratio asked of OpenJPEG for irreversible JPEG 2000 (one quality layer):
 #: 55 dB PSNR on the same phantom.
 J2K_RATIO = 10.0
-#: OpenJPEG's (and pylibjpeg-openjpeg's) 6 DWT resolution levels need 2**5 samples in
-#: both directions (ISO 15444-1 B.5); a smaller image cannot be written.
-J2K_MIN_SIZE = 32
 
 
 def encode_frame(frame: np.ndarray, transfer_syntax: str, *, bits_stored: int, photometric: str) -> bytes:

@@ -16,6 +16,10 @@ from node.errors import UsageError
 FileSystem = Literal["iso9660", "udf", "folder"]
 
 SECTOR = 2048
+#: The files an IHE PDI medium's root may hold besides folders (IHE RAD TF-3 4.47: the DICOMDIR,
+#: README.TXT, and INDEX.HTM with the Web Content Option), and the web content's folder.
+PDI_ROOT_FILES = frozenset({"DICOMDIR", "README.TXT", "INDEX.HTM"})
+PDI_WEB_FOLDER = "IHE_PDI"
 #: Capacities in 2048-byte sectors (PS3.12 Annexes: 80 min CD-R, DVD±R SL, BD-R SL).
 CD_R_SECTORS = 360_000
 DVD_R_SECTORS = 2_295_104
@@ -37,6 +41,9 @@ class Profile:
     capacity_sectors: int | None
     #: Augmented profiles take private SOP classes as PRIVATE records.
     augmented: bool = False
+    #: IHE PDI media may be made on it (IHE RAD TF-1 15: CD, and the DVD and USB options with the
+    #: PS3.11 compressed profiles); never on an augmented or BD profile.
+    pdi: bool = False
 
     def allows(self, transfer_syntax: str, *, record_type: str) -> bool:
         """True when an instance may go onto the medium in ``transfer_syntax`` unchanged."""
@@ -49,13 +56,13 @@ PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
         # PS3.11 Annex D: General Purpose CD-R Interchange.
-        Profile("STD-GEN-CD", frozenset(), "iso9660", CD_R_SECTORS),
+        Profile("STD-GEN-CD", frozenset(), "iso9660", CD_R_SECTORS, pdi=True),
         # PS3.11 Annex R: General Purpose DVD with compression (JPEG / JPEG 2000).
-        Profile("STD-GEN-DVD-JPEG", _JPEG, "iso9660", DVD_R_SECTORS),
-        Profile("STD-GEN-DVD-J2K", _J2K, "iso9660", DVD_R_SECTORS),
+        Profile("STD-GEN-DVD-JPEG", _JPEG, "iso9660", DVD_R_SECTORS, pdi=True),
+        Profile("STD-GEN-DVD-J2K", _J2K, "iso9660", DVD_R_SECTORS, pdi=True),
         # PS3.11 Annex V: General Purpose USB and Flash Memory with compression.
-        Profile("STD-GEN-USB-JPEG", _JPEG, "folder", None),
-        Profile("STD-GEN-USB-J2K", _J2K, "folder", None),
+        Profile("STD-GEN-USB-JPEG", _JPEG, "folder", None, pdi=True),
+        Profile("STD-GEN-USB-J2K", _J2K, "folder", None, pdi=True),
         # PS3.11 Annex X: General Purpose BD Interchange (UDF 2.60, PS3.12 Annex Y).
         Profile("STD-GEN-BD", frozenset(), "udf", BD_R_SECTORS),
         Profile("STD-GEN-BD-JPEG", _JPEG, "udf", BD_R_SECTORS),

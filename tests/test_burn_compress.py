@@ -4,6 +4,11 @@ disc, references that still resolve, fallbacks reported, the pool and the inline
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +18,11 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from node import dicom, pixels
+from node.errors import BuildError
 from node.index import Index
+from node.media.plan import POOL_THRESHOLD, Workers
+from node.media.transcode import Task
+from node.media.deidentify import action
 from node.media.uids import PRIVATE_CREATOR, original_uids
 from tests.conftest import bundled, cli, ct_series
 from tests.test_burn import by_uid, dciodvfy_errors, extract
@@ -133,7 +142,9 @@ def test_new_uids_rename_study_series_and_instances_and_keep_the_originals(tmp_p
 
 
 def test_deidentify_removes_identity_and_refuses_burned_in_annotation(tmp_path: Path) -> None:
-    src = ct_series(tmp_path / "src", 2, name="SECRET^NAME", patient_id="SECRET-ID", InstitutionName="SECRET HOSPITAL")
+    src = ct_series(tmp_path / "src", 2, name="SECRET^NAME", patient_id="SECRET-ID", InstitutionName="SECRET HOSPITAL",
+                    OperatorsName="SECRET^OPERATOR", PatientAddress="SECRET STREET 1")
+    shutil.copy(bundled("MR_small.dcm"), tmp_path / "src")  # real-world: many attributes the profile names
     flagged = ct_series(tmp_path / "flagged", 1, name="SECRET^NAME", patient_id="SECRET-ID", BurnedInAnnotation="YES")
     iso = tmp_path / "deid.iso"
     result = cli("burn", tmp_path / "src", tmp_path / "flagged", "--out", iso, "--deidentify", "--json")
@@ -141,11 +152,15 @@ def test_deidentify_removes_identity_and_refuses_burned_in_annotation(tmp_path: 
     report = json.loads(result.out)
     assert [r["path"] for r in report["refused"]] == [str(flagged[0])]
     root = extract(iso, tmp_path / "medium")
+    originals = {str(dcmread(p).PatientName) for p in [*src, tmp_path / "src" / "MR_small.dcm"]}
     for path in by_uid(root).values():
         raw = path.read_bytes()
         assert b"SECRET" not in raw, path
         ds = dcmread(path)
         assert ds.PatientIdentityRemoved == "YES" and PRIVATE_CREATOR.encode() not in raw
+        assert str(ds.PatientName) not in originals
+        removed = [e.keyword or str(e.tag) for e in ds.iterall() if action(e.tag) == "X" or e.tag.is_private]
+        assert removed == [], f"{path}: the Basic Profile removes {removed}"
     assert b"SECRET" not in (root / "DICOMDIR").read_bytes()
     allowed = cli("burn", tmp_path / "flagged", "--out", tmp_path / "ok.iso", "--deidentify", "--allow-burned-in")
     assert allowed.code == 0, allowed.err
@@ -178,3 +193,38 @@ def test_a_route_compresses_per_modality_and_records_the_uid_map(tmp_path: Path)
         index.close()
     assert set(uid_map) == {dcmread(p).SOPInstanceUID for p in src}
     assert set(uid_map.values()) <= set(files)
+
+
+@dataclass(frozen=True)
+class _Dies(Task):
+    """A task whose worker process dies, as a crashing codec would take it down."""
+
+    def run(self) -> list[str]:
+        os._exit(3)
+
+
+def test_a_worker_process_that_dies_stops_the_burn_with_a_clear_error() -> None:
+    tasks = [(n, _Dies(f"/nonexistent/{n}", f"/nonexistent/out{n}")) for n in range(POOL_THRESHOLD)]
+    with pytest.raises(BuildError, match="a worker process died while rewriting instances"):
+        with Workers(2) as workers:
+            workers.run(tasks, lambda n, task, what: None)
+
+
+def test_many_files_with_one_outcome_make_one_line_and_json_lists_each(tmp_path: Path) -> None:
+    src = ct_series(tmp_path / "src", 7)
+    text = cli("burn", tmp_path / "src", "--out", tmp_path / "a.iso", "--profile", "STD-GEN-DVD-J2K",
+               "--compress", "j2k-lossless")
+    assert text.code == 0, text.err
+    assert f"  converted: 7 files: JPEG 2000 lossless (first: {src[0]})\n" in text.out
+    report, _ = burned(tmp_path, str(tmp_path / "src"), "--profile", "STD-GEN-DVD-J2K", "--compress", "j2k-lossless")
+    assert sorted(r["path"] for r in report["converted"]) == sorted(map(str, src))  # type: ignore[union-attr]
+
+
+def test_a_burn_that_changes_nothing_never_loads_pydicom(tmp_path: Path) -> None:
+    """The README's promise: files already in an allowed syntax are copied by our own reader, in ~50 ms of start-up."""
+    ct_series(tmp_path / "src", 2)
+    code = ("import sys; from node.cli import main; code = main(['burn', sys.argv[1], '--out', sys.argv[2]]); "
+            "sys.exit(code or 10 * ('pydicom' in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "src"), str(tmp_path / "a.iso")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr or "pydicom was imported"

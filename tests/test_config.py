@@ -267,22 +267,25 @@ CASES = {
                          "host, port, data_dir, allowed_calling_aets, extra_sop_classes, workers, max_associations, "
                          "min_free_mb, max_pdu, tls)")),
     "unknown burn key": ("\n\n\n\n\n\nburn:\n  outptu: x\n",
-                         "c.yaml:8 burn.outptu: unknown key (known: output, study_stable_seconds, retention_hours)"),
+                         "c.yaml:8 burn.outptu: unknown key (known: output, study_stable_seconds, retention_hours, pdi, "
+                         "institution, contact)"),
     "unknown tls key": ("node: {tls: {cert: a}}", "c.yaml:1 node.tls.cert: unknown key (known: certificate, key, ca)"),
     "unknown route key": ("routes:\n  - action: burn\n    copys: 2\n", ("c.yaml:3 routes[0].copys: unknown key (known: "
-                          "match, action, profile, compress, lossy_mammography, bit_reduction, new_uids, deidentify, burned_in_annotation, copies, group, label, kind, output)")),
+                          "match, action, profile, compress, lossy_mammography, bit_reduction, new_uids, deidentify, burned_in_annotation, copies, group, label, kind, output, pdi, web, viewer)")),
     "unknown match key": ("routes:\n- action: burn\n- match: {aet: X}\n  action: burn\n",
                           "c.yaml:3 routes[1].match.aet: unknown key (known: called_aet, calling_aet, modality, sop_class)"),
     "unknown import key": ("import: {inbx: x}", ("c.yaml:1 import.inbx: unknown key (known: inbox, destination, watch, "
                            "mount_roots, drives, settle_seconds, poll_seconds, eject, calling_aet, coerce)")),
     "unknown destination key": ("import:\n  destination: {ae: P}\n",
                                 "c.yaml:2 import.destination.ae: unknown key (known: ae_title, host, port)"),
-    "odd key": ("burn: {'a b': 1}", "c.yaml:1 burn.'a b': unknown key (known: output, study_stable_seconds, retention_hours)"),
-    "merge key": ("burn: {<<: {}}", "c.yaml:1 burn.'<<': unknown key (known: output, study_stable_seconds, retention_hours)"),
+    "odd key": ("burn: {'a b': 1}", "c.yaml:1 burn.'a b': unknown key (known: output, study_stable_seconds, "
+                "retention_hours, pdi, institution, contact)"),
+    "merge key": ("burn: {<<: {}}", "c.yaml:1 burn.'<<': unknown key (known: output, study_stable_seconds, "
+                  "retention_hours, pdi, institution, contact)"),
     "duplicate key": ("node:\n  port: 1\n  port: 2\n", "c.yaml:3 node.port: duplicate key (first on line 2)"),
     "duplicate section": ("node: {}\nnode: {}\n", "c.yaml:2 node: duplicate key (first on line 1)"),
     "section not a mapping": ("burn: [1]\n", ("c.yaml:1 burn: expected a mapping of keys (output, study_stable_seconds, "
-                              "retention_hours), got a list")),
+                              "retention_hours, pdi, institution, contact), got a list")),
     "unsupported tag": ("node: {host: !env HOST}", "c.yaml:1 node.host: unsupported tag '!env'"),
     # integers
     "port text": ("node:\n  port: abc\n", "c.yaml:2 node.port: expected an integer from 1 to 65535, got 'abc'"),
@@ -357,7 +360,7 @@ CASES = {
     "routes mapping": ("routes: {action: burn}", "c.yaml:1 routes: expected a list of routes, got a mapping"),
     "route scalar": ("routes:\n  - burn\n", ("c.yaml:2 routes[0]: expected a mapping of keys (match, action, profile, compress, "
                      "lossy_mammography, bit_reduction, new_uids, deidentify, burned_in_annotation, copies, group, "
-                     "label, kind, output), got 'burn'")),
+                     "label, kind, output, pdi, web, viewer), got 'burn'")),
     "no action": ("routes:\n  - action: burn\n  - match: {called_aet: X}\n    profile: STD-GEN-CD\n",
                   "c.yaml:3 routes[1].action: required key is missing"),
     "bad action": ("routes: [{action: copy}]", "c.yaml:1 routes[0].action: 'copy' is not one of burn, store, reject"),
@@ -408,7 +411,7 @@ CASES = {
 
 BURN_ONLY = {
     "profile": "STD-GEN-CD", "compress": "none", "copies": "1", "group": "study",
-    "label": "X", "kind": "archive", "output": "out",
+    "label": "X", "kind": "archive", "output": "out", "pdi": "true", "web": "true", "viewer": ".",
 }
 
 

@@ -5,19 +5,26 @@ identity it claims."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import imagecodecs
+import numpy as np
+import pydicom
 import pytest
 
-from node import conformance, dicom
+from node import config, conformance, dicom
 from node.config import Config
-from node.profiles import PROFILES
+from node.media import capture, compress, deidentify
+from node.media import uids as media_uids
+from node.profiles import COMPRESS, PDI_ROOT_FILES, PDI_WEB_FOLDER, PROFILES, compressions
 from node.read import sender
 from node.receive import scp
-from tests.conftest import PEER_ENV, _wait_listening, cli, ct_series, free_port, need
+from tests.conftest import PEER_ENV, _wait_listening, bundled, cli, ct_series, free_port, need
 from tests.test_serve import Node
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,3 +201,117 @@ def test_a_link_to_no_heading_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(conformance, "SECTIONS", [lambda: "## A\n\nSee [B](#b).\n"])
     with pytest.raises(ValueError, match="#b must name exactly one heading, not 0"):
         conformance.render()
+
+
+# -- Media: compression, coercion, UIDs, de-identification, captures, PDI, outputs -----------------------
+
+
+def test_every_compress_value_is_listed_with_its_syntax_kind_and_profiles(statement: str) -> None:
+    table = {r[0].strip("`"): r for r in rows(statement, "Compression", "Value")}
+    assert list(table) == list(COMPRESS)
+    for value, ts in COMPRESS.items():
+        _, syntax, kind, _, allowed = table[value]
+        assert uids(syntax) == ([ts] if ts else [])
+        assert kind == ("" if ts is None else "lossy" if ts in compress.LOSSY else "lossless")
+        assert set(allowed.split(", ")) == {p for p in PROFILES if value in compressions(p)}, value
+
+
+def test_the_fallback_lists_are_the_code_s(statement: str) -> None:
+    table = {r[0]: r[1].split(" then ") for r in rows(statement, "Compression", "Asked family")}
+    assert table == {family: [compress.NAMES[ts] for ts in chain] for family, chain in compress.FALLBACK.items()}
+
+
+def test_a_burn_reports_the_fallback_reason_the_statement_gives(statement: str, tmp_path: Path) -> None:
+    example = next(r for r in rows(statement, "Compression", "Image")
+                   if r[0] == "CT, 16 bits stored" and r[3] == "none")
+    ct_series(tmp_path / "ct", 1, size=32)  # signed, 16 bits stored
+    result = cli("burn", tmp_path / "ct", "--out", tmp_path / "out.iso", "--profile", example[1],
+                 "--compress", example[2].strip("`"), "--json")
+    assert result.code == 0, result.err
+    [fallback] = json.loads(result.out)["fallbacks"]
+    assert fallback["reason"] == example[5]
+
+
+def test_a_lossy_burn_changes_only_what_appendix_b_lists(statement: str, tmp_path: Path) -> None:
+    table = {r[0]: r for r in rows(statement, "Attribute Coercion for Compression", "Tag")}
+    assert all(r[4] for r in table.values()), "every coerced attribute says why"
+    [src] = ct_series(tmp_path / "ct", 1, size=32)
+    ds = pydicom.dcmread(src)  # 12 bits stored: JPEG extended takes it as it is, with the pixel value bounds
+    ds.BitsStored, ds.HighBit = 12, 11
+    ds.add_new(0x00280106, "SS", -1000)  # Smallest Image Pixel Value
+    ds.add_new(0x00280107, "SS", 1999)  # Largest Image Pixel Value
+    ds.save_as(src)
+    result = cli("burn", tmp_path / "ct", "--out", tmp_path / "out", "--format", "folder",
+                 "--profile", "STD-GEN-DVD-JPEG", "--compress", "jpeg-extended", "--json")
+    assert result.code == 0, result.err
+    [written] = [p for p in (tmp_path / "out" / "DICOM").rglob("*") if p.is_file()]
+    before, after = pydicom.dcmread(src), pydicom.dcmread(written)
+    assert after.file_meta.TransferSyntaxUID == dicom.JPEG_EXTENDED
+    changed = {t for t in {*before.keys(), *after.keys()} - {0x7FE00010}
+               if before.get(t) is None or after.get(t) is None or before[t].value != after[t].value}
+    changed |= {t for t in (0x00020003, 0x00020010) if before.file_meta[t].value != after.file_meta[t].value}
+    assert {conformance.tag(t) for t in changed} <= {k for k, r in table.items() if r[3] != "kept"}
+    for t in changed:
+        expected = table[conformance.tag(t)][3]
+        assert ("removed" in expected) == (t not in after and t not in after.file_meta), conformance.tag(t)
+    assert "SmallestImagePixelValue" not in after and "LargestImagePixelValue" not in after
+    assert after.LossyImageCompressionMethod == compress.METHOD[dicom.JPEG_EXTENDED]
+    assert str(after.DerivationDescription).startswith(compress.DERIVATION_PREFIX)
+
+
+def test_the_uid_tables_are_the_uid_map_s(statement: str) -> None:
+    never = {r[0] for r in rows(statement, "Attributes Never Renamed", "Tag")}
+    assert never == {conformance.tag(t) for t in media_uids.KIND_TAGS}
+    table = rows(statement, "New UIDs and De-identification", "UID")
+    assert all(set(r[1:]) <= {"renamed", "kept"} for r in table)
+    root = next(r for r in table if "`1.2.840.10008`" in r[0])
+    assert root[1:] == ["kept", "kept"]
+
+
+def test_the_private_block_is_the_one_new_uids_writes(statement: str) -> None:
+    table = rows(statement, "Data Dictionary of Private Attributes", "Tag")
+    assert table[0][1] == f"Private Creator `{media_uids.PRIVATE_CREATOR}`"
+    ds = pydicom.dcmread(bundled("CT_small.dcm"))
+    originals = media_uids.identity(ds)
+    media_uids.keep_original_uids(ds, originals)
+    block = ds.private_block(media_uids.PRIVATE_GROUP, media_uids.PRIVATE_CREATOR)
+    written = {f"({media_uids.PRIVATE_GROUP:04X},xx{e:02X})": ds[block.get_tag(e)] for e in range(0x10, 0x100)
+               if e in block}
+    assert [r[0] for r in table[1:]] == sorted(written)
+    for tag_, name, vr, _ in table[1:]:
+        assert written[tag_].VR == vr and name.startswith("Original ")
+        assert str(written[tag_].value) in originals.values()
+
+
+def test_every_basic_profile_action_is_counted(statement: str) -> None:
+    table = {r[0].strip("`"): int(r[3]) for r in rows(statement, "Basic Application Level Confidentiality Profile",
+                                                      "Action")}
+    assert table == Counter(deidentify.BASIC_PROFILE.values())
+    burns = {r[1].strip("`") for r in rows(statement, "Basic Application Level Confidentiality Profile", "SOP Class")}
+    assert burns == deidentify.BURNS_TEXT
+
+
+def test_a_capture_writes_the_attributes_appendix_a_lists(statement: str, tmp_path: Path) -> None:
+    table = rows(statement, "Secondary Capture and Encapsulated PDF Instances", "Tag")
+    sc = {r[0] for r in table if r[3] and "(a JPEG source)" not in r[3]}
+    pdf = {r[0] for r in table if r[4]}
+    png, doc = tmp_path / "a.png", tmp_path / "b.pdf"
+    png.write_bytes(imagecodecs.png_encode(np.full((8, 8, 3), 7, np.uint8)))
+    doc.write_bytes(b"%PDF-1.4\ntrailer << >>\n%%EOF\n")
+    identity = capture.Identity("DOE^JO", "P1", "19800101", "M", "2.25.5", "20200101", "101010", "X", "A1", "R^R",
+                                "H", "S1")
+    for src, expected in ((png, sc), (doc, pdf)):
+        capture.capture(str(src), str(tmp_path / "out.dcm"), identity, series_uid="2.25.6")
+        written = pydicom.dcmread(tmp_path / "out.dcm")
+        assert {conformance.tag(int(e.tag)) for e in written} == expected, src.name
+
+
+def test_the_pdi_root_and_the_output_kinds_are_the_code_s(statement: str) -> None:
+    root = {r[0].strip("`") for r in rows(statement, "IHE PDI", "Entry")}
+    assert PDI_ROOT_FILES | {f"{PDI_WEB_FOLDER}/"} <= root
+    outputs = {r[0].strip("`"): r for r in rows(statement, "Outputs", "Kind")}
+    assert set(outputs) == set(config.OUTPUTS) == set(conformance.OUTPUT_VERIFICATION)
+    for kind, (_, keys, required) in config.OUTPUTS.items():
+        listed = [k.split("`")[1] for k in outputs[kind][2].split(", ")]
+        assert listed == list(keys)
+        assert {k.split("`")[1] for k in outputs[kind][2].split(", ") if "(required)" in k} == set(required)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 
 from node.config import BurnConfig, Config, Match, NodeConfig, Route
 from node.index import Index, Received
 from node.jobs import Worker, clean_partial_outputs, clean_spool, schedule
+from node.profiles import PROFILES
 from node.routing import STORE_ONLY, settings
 from tests.conftest import ct_series
 
@@ -184,3 +187,17 @@ def test_jobs_and_volumes_commands(tmp_path: Path) -> None:
         p.unlink()
     gone = cli("volumes", "reburn", second.label, "--config", path)
     assert gone.code == 1 and "no longer holds 2 of the 2" in gone.err
+
+
+def test_a_patient_on_several_volumes_gets_volume_n_of_m(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A CD that holds one of these small studies but not both (the packing's arithmetic, not a real medium).
+    small = dataclasses.replace(PROFILES["STD-GEN-CD"], capacity_sectors=20)
+    monkeypatch.setitem(PROFILES, "STD-GEN-CD", small)
+    config = make_config(tmp_path, group="patient")
+    (tmp_path / "var").mkdir()
+    index = Index(tmp_path / "var" / "index.sqlite")
+    route = settings(config.routes[0])
+    receive(index, ct_series(tmp_path / "a", 2), route=route, at=1000.0)
+    receive(index, ct_series(tmp_path / "b", 3), route=route, at=1001.0)
+    jobs = schedule(index, config, now=1040.0)
+    assert sorted(index.job(j).settings["volume"] for j in jobs) == [[1, 2], [2, 2]]  # type: ignore[union-attr]

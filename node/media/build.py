@@ -29,8 +29,10 @@ from node.media.capture import capture_sources
 from node.media.content import FileSlice, MediaFile
 from node.media.dicomdir import encode_dicomdir
 from node.media.directory import Tree, build_tree
+from node.media.label import make_label
 from node.media.layout import assign_file_ids
-from node.media.plan import Options, make_plan, run
+from node.media.pdi import Pdi, pdi_files
+from node.media.plan import Options, Workers, make_plan, workers_for
 from node.media.sources import SERIES_INSTANCE_UID, STUDY_INSTANCE_UID, Instance, scan
 from node.media.transcode import CannotConvert, Task, convert, reread
 from node.profiles import SECTOR, Profile
@@ -74,6 +76,8 @@ class BurnReport:
     fallbacks: list[dict[str, str]] = field(default_factory=list)
     #: Old UID -> new UID for every Study, Series and SOP Instance UID this burn changed.
     uid_map: dict[str, str] = field(default_factory=dict)
+    #: The volume's label record (node.media.label.Label.to_dict()), for the outputs' label fields.
+    label: dict[str, object] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -91,6 +95,8 @@ def burn(
     progress: Progress | None = None,
     total: Callable[[int], None] | None = None,
     capture: Mapping[str, str] | None = None,
+    pdi: Pdi | None = None,
+    volume: tuple[int, int] = (1, 1),
 ) -> BurnReport:
     """Build one medium of ``profile`` from every DICOM file under ``sources``.
 
@@ -98,6 +104,8 @@ def burn(
     ``capture`` holds the identity flags that apply to them (``{"patient_id": ...}``).
 
     ``total(n)`` is called once with the bytes to write, then ``progress(n)`` as they are written.
+    With ``pdi``, the medium is an IHE PDI one (README.TXT, web content, viewer: node.media.pdi);
+    ``volume`` is this medium's (n, m) of "volume n of m" on its label.
     """
     target = Path(out)
     fmt = fmt or ("iso" if target.suffix.lower() == ".iso" or profile.file_system != "folder" else "folder")
@@ -106,19 +114,25 @@ def burn(
     _check_target(target)
     options = options or Options()
     options.check(profile)
+    if pdi and not profile.pdi:
+        raise UsageError(f"IHE PDI media cannot be made on {profile.name}")
     report = BurnReport(out=str(target), profile=profile.name, format=fmt, capacity_sectors=profile.capacity_sectors)
-    found = scan(sources)
     staging = tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent)
     try:
-        # Images and PDFs among the sources become instances (Secondary Capture, Encapsulated PDF).
-        report.converted = capture_sources(found, staging=staging, flags=capture or {},
-                                           keep_jpeg=profile.allows(dicom.JPEG_BASELINE, record_type="IMAGE"))
-        report.skipped = [{"path": p, "reason": r} for p, r in found.skipped]
-        report.duplicates = [{"path": p, "kept": k} for p, k in found.duplicates]
-        report.refused = [{"path": p, "reason": r} for p, r in found.unreadable]
-        if not found.instances:
-            raise BuildError(f"nothing to write: no DICOM instance among {len(found.skipped)} file(s) under {', '.join(sources)}")
-        instances = _admit(found.instances, profile, options, staging, report)
+        with workers_for(sources, options) as workers:  # they start while the headers are read
+            found = scan(sources)
+            # Images and PDFs among the sources become instances (Secondary Capture, Encapsulated PDF).
+            report.converted = capture_sources(found, staging=staging, flags=capture or {},
+                                               keep_jpeg=profile.allows(dicom.JPEG_BASELINE, record_type="IMAGE"))
+            report.skipped = [{"path": p, "reason": r} for p, r in found.skipped]
+            report.duplicates = [{"path": p, "kept": k} for p, k in found.duplicates]
+            report.refused = [{"path": p, "reason": r} for p, r in found.unreadable]
+            if not found.instances:
+                raise BuildError(f"nothing to write: no DICOM instance among {len(found.skipped)} file(s) "
+                                 f"under {', '.join(sources)}")
+            instances = found.instances
+            del found
+            _admit(instances, profile, options, staging, report, workers)
         tree = build_tree(instances, invent_patient_id=invent_patient_id)
         tree = _coerce_patient_ids(tree, instances, staging, invent_patient_id, report)
         report.refused += [{"path": p, "reason": r} for p, r in tree.refused]
@@ -127,9 +141,14 @@ def burn(
             raise BuildError(f"nothing to write: all {len(instances)} instance(s) refused ({report.refused[0]['reason']})")
         volume_id, fileset_id = _labels(label or DEFAULT_LABEL, report)
         files = _files(tree, fileset_id)
+        record = make_label(tree, institution=pdi.institution if pdi else "", web=bool(pdi and pdi.web),
+                            volume=volume[0], volumes=volume[1])
+        report.label = record.to_dict()
+        extras = pdi_files(tree, pdi, record, profile=profile, staging=staging) if pdi else []
         report.patients = len(tree.patients)
         report.studies = sum(len(p.children) for p in tree.patients)
         report.instances = len(files) - 1
+        files += extras
         report.bytes = sum(f.size for f in files)
         _check_capacity(files, profile, target, report)
         if total:
@@ -151,33 +170,34 @@ def _check_target(target: Path) -> None:
         raise BuildError(f"cannot write {target}: {target.parent} is not a folder")
 
 
-def _admit(instances: list[Instance], profile: Profile, options: Options, staging: str, report: BurnReport) -> list[Instance]:
-    """Keep what the profile allows as it is; convert, compress and re-identify the rest (:mod:`node.media.plan`)."""
-    kept = []
-    for inst in instances:
-        if inst.record_type == "PRIVATE" and not profile.augmented:
-            report.refused.append({"path": inst.source, "reason": f"private SOP class {inst.sop_class_uid} is not allowed on {profile.name}"})
-        else:
-            kept.append(inst)
-    plan = make_plan(kept, profile, options, staging)
+def _admit(instances: list[Instance], profile: Profile, options: Options, staging: str, report: BurnReport,
+           workers: Workers) -> None:
+    """Keep what the profile allows as it is; convert, compress and re-identify the rest (:mod:`node.media.plan`).
+
+    ``instances`` is changed in place, each rewritten instance replacing its original as soon as it is
+    written, so that the headers of a large set are held once (DESIGN.md invariant 4).
+    """
+    private = [i for i in instances if i.record_type == "PRIVATE" and not profile.augmented]
+    report.refused += [{"path": i.source, "reason": f"private SOP class {i.sop_class_uid} is not allowed on "
+                                                    f"{profile.name}"} for i in private]
+    instances[:] = [i for i in instances if i.record_type != "PRIVATE" or profile.augmented]
+    plan = make_plan(instances, profile, options, staging)
     report.fallbacks = [{"path": p, "reason": r} for p, r in plan.fallbacks]
-    results: dict[int, Instance | None] = {}
+    refused: set[int] = set()
 
     def done(n: int, task: Task, what: list[str] | Exception) -> None:
-        inst = kept[n]
+        inst = instances[n]
         if isinstance(what, Exception):
             report.refused.append({"path": inst.source, "reason": str(what)})
-            results[n] = None
+            refused.add(n)
             return
-        results[n] = new = reread(inst, task, what)
-        if new.conversion:
-            report.converted.append({"path": inst.source, "conversion": new.conversion})
+        report.uid_map |= {old: new for old in _identity_uids(inst) if (new := plan.uids.new(old))}
+        instances[n] = reread(inst, task, what)
+        if instances[n].conversion:
+            report.converted.append({"path": inst.source, "conversion": instances[n].conversion})
 
-    run(plan.tasks, done)
-    admitted = [(orig, results.get(n, orig)) for n, orig in enumerate(kept)]
-    report.uid_map = {old: new for orig, inst in admitted if inst is not None
-                      for old in _identity_uids(orig) if (new := plan.uids.new(old))}
-    return [inst for _, inst in admitted if inst is not None]
+    workers.run(plan.tasks, done)
+    instances[:] = [inst for n, inst in enumerate(instances) if n not in refused]
 
 
 def _identity_uids(inst: Instance) -> tuple[str, str, str]:

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from node import dicom, pixels
+from node import dicom
 from node.errors import NodeError, one_line
 
 if TYPE_CHECKING:
@@ -41,10 +41,10 @@ NAMES = {
 _JPEG_LOSSY = frozenset({dicom.JPEG_BASELINE, dicom.JPEG_EXTENDED})
 LOSSY = _JPEG_LOSSY | {dicom.J2K}
 #: Lossy Image Compression Method (0028,2114) per syntax (PS3.3 C.7.6.1.1.5.1).
-_METHOD = {dicom.JPEG_BASELINE: "ISO_10918_1", dicom.JPEG_EXTENDED: "ISO_10918_1", dicom.J2K: "ISO_15444_1"}
+METHOD = {dicom.JPEG_BASELINE: "ISO_10918_1", dicom.JPEG_EXTENDED: "ISO_10918_1", dicom.J2K: "ISO_15444_1"}
 #: Where a syntax that cannot carry an image falls back to, in order of preference:
 #: its own family's lossless syntax first, then the other lossless ones.
-_FALLBACK = {
+FALLBACK = {
     "jpeg": (dicom.JPEG_LOSSLESS_SV1, dicom.JPEG_LOSSLESS_P14, dicom.J2K_LOSSLESS, dicom.RLE_LOSSLESS),
     "j2k": (dicom.J2K_LOSSLESS, dicom.JPEG_LOSSLESS_SV1, dicom.JPEG_LOSSLESS_P14, dicom.RLE_LOSSLESS),
     "rle": (dicom.RLE_LOSSLESS, dicom.JPEG_LOSSLESS_SV1, dicom.JPEG_LOSSLESS_P14, dicom.J2K_LOSSLESS),
@@ -68,7 +68,7 @@ _PALETTE = ("RedPaletteColorLookupTableDescriptor", "GreenPaletteColorLookupTabl
             "SegmentedBluePaletteColorLookupTableData", "PaletteColorLookupTableUID")
 #: Dropped from lossy output (seed B.2): the padding and pixel value bounds no longer
 #: hold for the new values, and their US/SS VR follows a Pixel Representation that may change.
-_STALE = ("PixelPaddingValue", "PixelPaddingRangeLimit", "SmallestImagePixelValue", "LargestImagePixelValue",
+STALE = ("PixelPaddingValue", "PixelPaddingRangeLimit", "SmallestImagePixelValue", "LargestImagePixelValue",
           "SmallestPixelValueInSeries", "LargestPixelValueInSeries")
 #: The first line of Derivation Description (0008,2111) says who compressed it (seed B.2).
 DERIVATION_PREFIX = "medianode:"
@@ -139,6 +139,12 @@ def decoded_photometric(photometric: str, transfer_syntax: str) -> str:
     return "RGB" if photometric.startswith("YBR") and not native else photometric
 
 
+#: OpenJPEG's (and pylibjpeg-openjpeg's) 6 DWT resolution levels need 2**5 samples in both
+#: directions (ISO 15444-1 B.5): a smaller image cannot be written as JPEG 2000. Here, not in
+#: node.pixels, so that planning a burn does not load pydicom and the codecs.
+J2K_MIN_SIZE = 32
+
+
 @dataclass(frozen=True)
 class Policy:
     """What a route consents to beyond the defaults."""
@@ -166,7 +172,7 @@ def choose(syntax: str, image: ImageInfo, allowed: frozenset[str], policy: Polic
     """Return the syntax ``image`` is written in when ``syntax`` is asked on a profile allowing ``allowed``.
 
     Deterministic on its arguments. An image the asked syntax cannot carry falls back
-    to the first lossless syntax of :data:`_FALLBACK` that ``allowed`` holds and that
+    to the first lossless syntax of :data:`FALLBACK` that ``allowed`` holds and that
     can, else to Explicit VR Little Endian; the reason says why.
 
     >>> ct = ImageInfo("1.2.840.10008.5.1.4.1.1.2", "CT", 512, 512, 1, 16, 16, 1, "MONOCHROME2")
@@ -182,7 +188,7 @@ def choose(syntax: str, image: ImageInfo, allowed: frozenset[str], policy: Polic
     if not why:
         return Choice(syntax, lossy=syntax in LOSSY, reduce_bits=reduce)
     family = "j2k" if syntax in (dicom.J2K, dicom.J2K_LOSSLESS) else "rle" if syntax == dicom.RLE_LOSSLESS else "jpeg"
-    for ts in _FALLBACK[family]:
+    for ts in FALLBACK[family]:
         if ts in allowed and not _cannot_carry(ts, image, policy)[0]:
             return Choice(ts, lossy=False, reason=f"{why}: written as {NAMES[ts]}")
     return Choice(dicom.EXPLICIT_VR_LE, lossy=False, reason=f"{why}: written uncompressed")
@@ -196,8 +202,8 @@ def _cannot_carry(ts: str, image: ImageInfo, policy: Policy) -> tuple[str, bool]
         return f"{image.samples_per_pixel} samples of {what} are not encoded by {name}", False
     if image.bits_allocated not in (8, 16):
         return f"{image.bits_allocated} bits allocated do not fit {name}", False
-    if ts in (dicom.J2K, dicom.J2K_LOSSLESS) and min(image.rows, image.columns) < pixels.J2K_MIN_SIZE:
-        return (f"{image.columns}x{image.rows} is smaller than the {pixels.J2K_MIN_SIZE}x{pixels.J2K_MIN_SIZE} "
+    if ts in (dicom.J2K, dicom.J2K_LOSSLESS) and min(image.rows, image.columns) < J2K_MIN_SIZE:
+        return (f"{image.columns}x{image.rows} is smaller than the {J2K_MIN_SIZE}x{J2K_MIN_SIZE} "
                 f"that {name}'s resolution levels need"), False
     if ts not in LOSSY:
         if ts in (dicom.JPEG_LOSSLESS_SV1, dicom.JPEG_LOSSLESS_P14) and image.bits_stored < 2:
@@ -226,7 +232,8 @@ def _cannot_carry(ts: str, image: ImageInfo, policy: Policy) -> tuple[str, bool]
 
 
 def compress(ds: Dataset, choice: Choice, *, new_sop_uid: str | None) -> list[str]:
-    """Encode ``ds``'s Pixel Data in place as ``choice`` says; return what was done, for the report.
+    """Encode ``ds``'s Pixel Data in place as ``choice`` says; return what was done, for the report
+    (why the choice differs from what was asked is :attr:`Choice.reason`, reported by the caller).
 
     ``ds`` is decoded (native Pixel Data, Explicit VR Little Endian, ``file_meta``
     present). Lossy output becomes a new instance with ``new_sop_uid`` (required then;
@@ -235,11 +242,12 @@ def compress(ds: Dataset, choice: Choice, *, new_sop_uid: str | None) -> list[st
     """
     from pydicom.uid import UID
 
-    notes = [choice.reason] if choice.reason else []
+    from node import pixels
+
     ts = choice.transfer_syntax
     if ts == dicom.EXPLICIT_VR_LE:
         ds.file_meta.TransferSyntaxUID = UID(ts)
-        return notes
+        return []
     if choice.lossy and not new_sop_uid:
         raise CompressError("lossy compression needs a new SOP Instance UID from the caller")
     try:
@@ -260,10 +268,10 @@ def compress(ds: Dataset, choice: Choice, *, new_sop_uid: str | None) -> list[st
             setattr(ds, keyword, value)
     pixels.encapsulate(ds, frames, ts)
     if not choice.lossy:
-        return [*notes, NAMES[ts]]
+        return [NAMES[ts]]
     ratio = before / sum(len(f) for f in frames)
     _coerce_lossy(ds, ts, ratio=ratio, new_sop_uid=str(new_sop_uid), rescale=rescale)
-    return [*notes, f"lossy {NAMES[ts]}, ratio {_ratio(ratio)}:1, new SOP Instance UID"]
+    return [f"lossy {NAMES[ts]}, ratio {_ratio(ratio)}:1, new SOP Instance UID"]
 
 
 def _lossless(ds: Dataset, ts: str) -> dict[str, object]:
@@ -350,8 +358,8 @@ def _coerce_lossy(ds: Dataset, ts: str, *, ratio: float, new_sop_uid: str, resca
     ds.LossyImageCompression = "01"
     # Ratio and Method are parallel lists (C.7.6.1.1.5.1): one value each, always as a pair.
     ds.LossyImageCompressionRatio = [*_values(ds, "LossyImageCompressionRatio"), _ratio(ratio)]
-    ds.LossyImageCompressionMethod = [*_values(ds, "LossyImageCompressionMethod"), _METHOD[ts]]
-    for keyword in _STALE:
+    ds.LossyImageCompressionMethod = [*_values(ds, "LossyImageCompressionMethod"), METHOD[ts]]
+    for keyword in STALE:
         ds.pop(keyword, None)
     if rescale is not None:
         if "RescaleIntercept" not in ds and ds.get("Modality") != "CT":

@@ -91,12 +91,13 @@ def _records(d: _Dir) -> tuple[list[tuple[int, bytes, str, _Dir | MediaFile]], i
 
     ".", "..", then by name (ECMA-119 9.3); no record spans a sector (6.8.1.1).
     File identifiers are ``NAME.;1``: both separators are there even without
-    an extension (7.5.1); directory identifiers are the bare name.
+    an extension (7.5.1), and ``NAME.EXT;1`` with one (IHE PDI's README.TXT);
+    directory identifiers are the bare name.
     """
     records, pos = [], 0
     dots: list[tuple[str, _Dir | MediaFile]] = [("\0", d), ("\1", d.parent or d)]  # "." and ".." (9.1.11)
     for name, e in dots + sorted(d.entries.items()):
-        ident = (name if isinstance(e, _Dir) else f"{name}.;1").encode("ascii")
+        ident = (name if isinstance(e, _Dir) else f"{name};1" if "." in name else f"{name}.;1").encode("ascii")
         if pos % SECTOR + _record_len(ident) > SECTOR:
             pos += SECTOR - pos % SECTOR
         records.append((pos, ident, name, e))
@@ -248,7 +249,7 @@ def verify_image(path: str | os.PathLike[str], files: Sequence[MediaFile]) -> No
             for top, _, names in iso.walk(iso_path="/"):
                 for name in (f"{top.rstrip('/')}/{n}" for n in names):
                     runs = iso.get_file_byte_extents(iso_path=name)
-                    extents[name[1:].removesuffix(".;1")] = [(start, n) for start, n in runs if n]
+                    extents[name[1:].removesuffix(";1").removesuffix(".")] = [(start, n) for start, n in runs if n]
         finally:
             iso.close()
     except Exception as e:  # pycdlib trips in many ways on a damaged image: PyCdlibException, struct.error...

@@ -41,6 +41,17 @@ logger = logging.getLogger(__name__)
 #: The label record's fields, in the order of the merge file's lines.
 LABEL_FIELDS = ("patient_name", "patient_id", "birth_date", "study_dates", "study_descriptions", "modalities",
                 "institution", "created", "content", "volume")
+
+
+def label_fields(record: Mapping[str, object]) -> dict[str, str]:
+    """The :data:`LABEL_FIELDS` of a volume's label record (:meth:`node.media.label.Label.to_dict`), as text."""
+    fields = {}
+    for key in LABEL_FIELDS:
+        value = record.get("volume_text" if key == "volume" else key, "")
+        fields[key] = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+    return fields
+
+
 #: Job file extensions as the robot renames them: (job file, done, failed, in progress...).
 _EPSON = {"job": "JDF", "done": ("DON",), "failed": ("ERR", "CDN", "CER")}
 _RIMAGE = {"job": "NWP", "done": ("DON",), "failed": ("ERR",)}

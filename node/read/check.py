@@ -40,7 +40,7 @@ from pydicom.uid import (
 
 from node.dicom import is_conformant_file_id, record_type, syntax_name
 from node.errors import one_line
-from node.profiles import PROFILES, Profile
+from node.profiles import PDI_ROOT_FILES, PDI_WEB_FOLDER, PROFILES, Profile
 from node.read.header import data_set_offset, elements_end, encoded_syntax, is_dicom
 from node.read.header import read_header as read_file_header
 from node.read.medium import (
@@ -505,10 +505,11 @@ class _Checker:
             else:
                 folder = path.split("/")[0] + "/" if "/" in path else path
                 others.setdefault(folder, []).append((path, _what(path, head)))
+        pdi = self.is_pdi()
         for folder, found in others.items():
             if len(found) == 1 or folder.rstrip("/") in dicom_folders:
                 for path, what in found:
-                    self.note(path, f"not DICOM: {what}")
+                    self.note(path, f"not DICOM: {what}" + (_NOT_PDI_ROOT if pdi and _unexpected_in_pdi_root(path) else ""))
             else:
                 kinds = ", ".join(sorted({what for _, what in found}))
                 self.note(folder, f"{len(found)} files, not DICOM: {kinds}")
@@ -518,6 +519,11 @@ class _Checker:
                     self.unusable(path, reason)
                 else:
                     self.note(path, reason)
+
+    def is_pdi(self) -> bool:
+        """A medium is taken for an IHE PDI one when its root holds README.TXT or IHE_PDI/."""
+        return any(normalize_path(p) == "README.TXT" or normalize_path(p).startswith(f"{PDI_WEB_FOLDER}/")
+                   for p in self.medium.files())
 
     def scanned(self, path: str) -> None:
         """A DICOM file no DICOMDIR references: read it like a referenced one."""
@@ -552,6 +558,17 @@ def _visit(record: Dataset, parents: dict[str, str]) -> tuple[dict[str, str], li
         value = record.ReferencedFileID or []
         file_id = [value] if isinstance(value, str) else [str(c) for c in value]
     return parents, file_id, int(record.get("OffsetOfReferencedLowerLevelDirectoryEntity") or 0), following
+
+
+#: Said of a file that IHE PDI does not allow in the root (IHE RAD TF-3 4.47). A note, not a problem:
+#: it does not stop the DICOM content from being read or imported (DESIGN.md), but whoever made the
+#: medium should hear that it is not the PDI medium it claims to be.
+_NOT_PDI_ROOT = "; unexpected in the root of an IHE PDI medium, which holds only DICOMDIR, README.TXT, INDEX.HTM and folders"
+
+
+def _unexpected_in_pdi_root(path: str) -> bool:
+    name = normalize_path(path)
+    return "/" not in name and name not in PDI_ROOT_FILES
 
 
 def _what(path: str, head: bytes) -> str:
