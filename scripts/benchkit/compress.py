@@ -262,18 +262,18 @@ def opened(files: list[Path]) -> Iterator[tuple[str, BinaryIO]]:
 
 
 def iso_files(iso: Path) -> Iterator[tuple[str, BinaryIO]]:
-    """The DICOM files on an ISO 9660 image (all but DICOMDIR), opened through pycdlib."""
+    """The instances on an ISO 9660 image, opened through pycdlib: every file under /DICOM (medianode's
+    layout; the root also holds DICOMDIR and the IHE PDI README.TXT)."""
     import pycdlib
 
     cd = pycdlib.PyCdlib()
     cd.open(str(iso))
     try:
-        for folder, _, names in cd.walk(iso_path="/"):
+        for folder, _, names in cd.walk(iso_path="/DICOM"):
             for name in names:
-                if not name.startswith("DICOMDIR"):
-                    path = f"{folder.rstrip('/')}/{name}"
-                    with cd.open_file_from_iso(iso_path=path) as fh:
-                        yield path, fh
+                path = f"{folder}/{name}"
+                with cd.open_file_from_iso(iso_path=path) as fh:
+                    yield path, fh
     finally:
         cd.close()
 
@@ -285,7 +285,10 @@ def check_syntax(syntax: Syntax, files: Iterable[tuple[str, BinaryIO]]) -> int:
 
     count = 0
     for name, fh in files:
-        ts = dcmread(fh, stop_before_pixels=True).file_meta.TransferSyntaxUID
+        try:
+            ts = dcmread(fh, stop_before_pixels=True).file_meta.TransferSyntaxUID
+        except Exception as e:  # noqa: BLE001 - pydicom raises many kinds on a broken file
+            raise Failed(f"{name} is not a DICOM file: {e}") from None
         if ts != syntax.uid:
             raise Failed(f"{name} is in {ts.name}, not {syntax.name} ({syntax.uid})")
         count += 1
