@@ -1,8 +1,10 @@
 """medianode benchmarks: each subcommand times medianode beside the best tools, in the same run.
 
-    scripts/bench burn    [--runs N] [--warmup N] [--quick] [--only ct|set] [--data DIR] [--json]
+    scripts/bench burn    [--runs N] [--warmup N] [--quick] [--only ct|set|dvd] [--data DIR] [--json]
+                          [--dvd] [--dvd-runs N]
     scripts/bench receive [--runs N] [--warmup N] [--quick] [--data DIR] [--json]
     scripts/bench import  [--runs N] [--warmup N] [--quick] [--data DIR] [--json]
+    scripts/bench compress [--runs N] [--warmup N] [--quick] [--only ct|cr] [--syntax NAME]... [--data DIR] [--json]
 
 Generated data is cached under --data (default: bench-data/ at the repository root, git-ignored);
 outputs are written under DIR/out and removed afterwards. Progress goes to stderr; the tables go
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from benchkit import burn, importing, receive  # noqa: F401  (each registers its subcommand)
+from benchkit import burn, compress, importing, receive  # noqa: F401  (each registers its subcommand)
 from benchkit.common import main
 
 if __name__ == "__main__":
