@@ -7,7 +7,7 @@ run interleaved after the warm-up, medians shown, outputs written under DIR/out/
                   (N); with MEDIANODE_WORKERS=1 too, when the build honours that variable
   uncompressed    `medianode burn SRC --out X.iso --profile P`, once per data set and profile
   tool            the DCMTK/GDCM command line, one process per file (`xargs -P 1` and `xargs -P N`)
-  codec           the bare encoder call per image (imagecodecs, pylibjpeg-rle, pylibjpeg-openjpeg), in a pool
+  codec           the bare encoder call per image (imagecodecs, pylibjpeg-openjpeg), in a pool
                   of 1 and of N processes that read the pixels straight from the files: the floor
 
 Every output is checked for the Transfer Syntax asked (every file of the tool and of the ISO). Targets
@@ -137,11 +137,10 @@ def encode(syntax: str, arr: np.ndarray, bits_stored: int) -> bytes:
                                               bitspersample=bits_stored))
     if syntax == "jpeg-extended":
         return bytes(imagecodecs.jpeg8_encode(arr.view(np.uint16), level=QUALITY, bitspersample=12))
-    if syntax == "rle":
-        from rle.utils import encode_pixel_data
+    if syntax == "rle":  # PackBits per byte plane, row by row: the encoder medianode itself uses
+        from node import dicom, pixels
 
-        return bytes(encode_pixel_data(arr.tobytes(), rows=arr.shape[0], columns=arr.shape[1], samples_per_pixel=1,
-                                       bits_allocated=16, byteorder="<"))
+        return pixels.encode_frame(arr, dicom.RLE_LOSSLESS, bits_stored=bits_stored, photometric="MONOCHROME2")
     from openjpeg.utils import encode_array
 
     ratios: list[float] | None = [J2K_RATIO] if syntax == "j2k-lossy" else None
@@ -152,7 +151,8 @@ def load_codecs() -> None:
     """A pool worker's initializer: the codecs load before the timing, not in the first timed call."""
     import imagecodecs  # noqa: F401
     import openjpeg.utils  # noqa: F401
-    import rle.utils  # noqa: F401
+
+    import node.pixels  # noqa: F401
 
 
 def encode_frame(job: tuple[str, Frame]) -> int:
