@@ -82,13 +82,19 @@ def test_late_arrival_supersedes_with_the_whole_study(tmp_path: Path) -> None:
     assert len(iso_files(Path(new.paths[0]))) == 4  # the whole study, not just the late one
 
 
-def test_patient_group_packs_studies_onto_one_volume(tmp_path: Path) -> None:
+def two_studies_of_one_patient(tmp_path: Path) -> tuple[Config, Index, str]:
+    """A route grouping by patient, and two studies of one patient received on it: (config, index, route)."""
     config = make_config(tmp_path, group="patient")
     (tmp_path / "var").mkdir()
     index = Index(tmp_path / "var" / "index.sqlite")
     route = settings(config.routes[0])
     receive(index, ct_series(tmp_path / "a", 2), route=route, at=1000.0)
     receive(index, ct_series(tmp_path / "b", 3), route=route, at=1001.0)
+    return config, index, route
+
+
+def test_patient_group_packs_studies_onto_one_volume(tmp_path: Path) -> None:
+    config, index, route = two_studies_of_one_patient(tmp_path)
     receive(index, ct_series(tmp_path / "c", 1, patient_id="OTHER", name="ROE^RICHARD"), route=route, at=1002.0)
     assert len(schedule(index, config, now=1040.0)) == 2  # one per patient
     Worker(index, lambda: config).run_pending()
@@ -193,11 +199,6 @@ def test_a_patient_on_several_volumes_gets_volume_n_of_m(tmp_path: Path, monkeyp
     # A CD that holds one of these small studies but not both (the packing's arithmetic, not a real medium).
     small = dataclasses.replace(PROFILES["STD-GEN-CD"], capacity_sectors=20)
     monkeypatch.setitem(PROFILES, "STD-GEN-CD", small)
-    config = make_config(tmp_path, group="patient")
-    (tmp_path / "var").mkdir()
-    index = Index(tmp_path / "var" / "index.sqlite")
-    route = settings(config.routes[0])
-    receive(index, ct_series(tmp_path / "a", 2), route=route, at=1000.0)
-    receive(index, ct_series(tmp_path / "b", 3), route=route, at=1001.0)
+    config, index, _ = two_studies_of_one_patient(tmp_path)
     jobs = schedule(index, config, now=1040.0)
     assert sorted(index.job(j).settings["volume"] for j in jobs) == [[1, 2], [2, 2]]  # type: ignore[union-attr]
