@@ -70,6 +70,8 @@ class Header:
     elements: dict[int, Element] = field(default_factory=dict)
     has_pixels: bool = False
     has_preamble: bool = False
+    #: Offset of the first pixel element (Float / Double Float / Pixel Data), 0 when none or unknown.
+    pixel_offset: int = 0
 
     def text(self, tag: int) -> str:
         """The element's value as a stripped string ("" when absent)."""
@@ -270,14 +272,25 @@ def read_header(path: str, *, wanted: frozenset[int], vrs: dict[int, str]) -> He
             raise NeedsPydicom("Big Endian or Deflate")
         parser = _Parser(reader, implicit=ts == dicom.IMPLICIT_VR_LE, wanted=wanted, vrs=vrs)
         try:
-            elements, _, has_pixels = parser.dataset(pos, size, capture=True, top=True)
+            elements, end, has_pixels = parser.dataset(pos, size, capture=True, top=True)
         except struct.error as exc:
             raise NeedsPydicom(str(exc)) from None
         except NotDicom as exc:
             if has_preamble or meta:  # DICOM by its header: pydicom will say what is wrong
                 raise NeedsPydicom(str(exc)) from None
             raise
-    return Header(path, size, meta, pos, ts, elements, has_pixels, has_preamble)
+    return Header(path, size, meta, pos, ts, elements, has_pixels, has_preamble, end if has_pixels else 0)
+
+
+def pixel_data(path: str, offset: int) -> tuple[int, int] | None:
+    """(value offset, length) of a native Pixel Data element at ``offset`` of an Explicit VR LE file, else None."""
+    with open(path, "rb") as fp:
+        fp.seek(offset)
+        head = fp.read(12)
+    if len(head) < 12 or _ELEMENT.unpack_from(head)[:2] != (0x7FE0, 0x0010) or head[4:6] not in (b"OB", b"OW"):
+        return None
+    length = _U32.unpack_from(head, 8)[0]
+    return (None if length == UNDEFINED else (offset + 12, length))
 
 
 def _guess_syntax(reader: _Reader) -> str:

@@ -317,23 +317,27 @@ def native_frames(ds: Dataset) -> np.ndarray:
     from Bits Stored), but without its colour conversion, so lossless encoding keeps
     YBR_FULL samples as they are; a view of the bytes when nothing needs changing.
     """
+    return native_array(ds.PixelData, rows=int(ds.Rows), columns=int(ds.Columns),
+                        samples=int(ds.get("SamplesPerPixel", 1)), frames=int(ds.get("NumberOfFrames") or 1),
+                        allocated=int(ds.BitsAllocated), stored=int(ds.BitsStored),
+                        signed=ds.get("PixelRepresentation", 0) == 1, planar=ds.get("PlanarConfiguration", 0) == 1)
+
+
+def native_array(data: bytes | memoryview, *, rows: int, columns: int, samples: int, frames: int, allocated: int, stored: int,
+                 signed: bool, planar: bool) -> np.ndarray:
+    """:func:`native_frames` of Pixel Data bytes described by the Image Pixel module's values."""
     import numpy as np
 
-    rows, columns, samples = int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1))
-    frames = int(ds.get("NumberOfFrames") or 1)
-    allocated, stored = int(ds.BitsAllocated), int(ds.BitsStored)
-    signed = ds.get("PixelRepresentation", 0) == 1
     if allocated not in (8, 16, 32):
         raise ValueError(f"Bits Allocated {allocated} is not supported for compression")
     dtype = np.dtype(f"<{'i' if signed else 'u'}{allocated // 8}")
     count = frames * rows * columns * samples
-    data = ds.PixelData
     if len(data) < count * dtype.itemsize:
         raise ValueError(f"Pixel Data holds {len(data)} bytes, {count * dtype.itemsize} expected")
     arr = np.frombuffer(data, dtype, count=count)
     if samples == 1:
         arr = arr.reshape(frames, rows, columns)
-    elif ds.get("PlanarConfiguration", 0) == 1:
+    elif planar:
         arr = np.ascontiguousarray(arr.reshape(frames, samples, rows, columns).transpose(0, 2, 3, 1))
     else:
         arr = arr.reshape(frames, rows, columns, samples)

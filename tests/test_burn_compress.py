@@ -20,11 +20,13 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from node import dicom, pixels
 from node.errors import BuildError
 from node.index import Index
-from node.media.plan import POOL_THRESHOLD, Workers
-from node.media.transcode import Task
+from node.media.compress import Choice
 from node.media.deidentify import action
-from node.media.uids import PRIVATE_CREATOR, original_uids
-from tests.conftest import bundled, cli, ct_series
+from node.media.plan import POOL_THRESHOLD, Workers, image_info
+from node.media.sources import instance, read
+from node.media.transcode import Task, _lossless_as_is, _rewrite
+from node.media.uids import PRIVATE_CREATOR, UidMap, original_uids
+from tests.conftest import bundled, cli, ct_series, need
 from tests.test_burn import by_uid, dciodvfy_errors, extract
 from tests.test_serve import Node, storescu
 
@@ -228,3 +230,39 @@ def test_a_burn_that_changes_nothing_never_loads_pydicom(tmp_path: Path) -> None
     p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "src"), str(tmp_path / "a.iso")],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr or "pydicom was imported"
+
+
+@pytest.mark.parametrize("syntax", [dicom.JPEG_LOSSLESS_SV1, dicom.RLE_LOSSLESS])
+def test_lossless_without_pydicom_writes_what_the_general_path_writes(tmp_path: Path, syntax: str) -> None:
+    """The fast path (data set bytes kept, Pixel Data encapsulated) against pydicom's rewrite, decoded by DCMTK."""
+    need("dcmdjpeg", "dcmdrle")
+    src = ct_series(tmp_path / "src", 1, size=64, BitsStored=12, HighBit=11)[0]
+    inst = instance(read(str(src)), source=str(src))
+    assert inst is not None
+    task = Task(str(src), str(tmp_path / "fast.dcm"), choice=Choice(syntax, lossy=False), image=image_info(inst))
+    assert _lossless_as_is(task) is not None
+    slow = task.with_(dest=str(tmp_path / "slow.dcm"))
+    _rewrite(slow)
+    fast_ds, slow_ds = dcmread(task.dest), dcmread(slow.dest)
+    assert fast_ds.file_meta.TransferSyntaxUID == slow_ds.file_meta.TransferSyntaxUID == syntax
+    assert fast_ds == slow_ds  # every element, Pixel Data's encoded bytes included
+    plain = tmp_path / "plain.dcm"
+    tool = "dcmdjpeg" if syntax == dicom.JPEG_LOSSLESS_SV1 else "dcmdrle"
+    subprocess.run([tool, task.dest, str(plain)], check=True, capture_output=True)
+    assert np.array_equal(dcmread(plain).pixel_array, dcmread(src).pixel_array)
+
+
+def test_lossless_without_pydicom_is_only_for_what_it_can_do(tmp_path: Path) -> None:
+    ct = ct_series(tmp_path / "src", 1, size=64)[0]
+    inst = instance(read(str(ct)), source=str(ct))
+    assert inst is not None
+    task = Task(str(ct), str(tmp_path / "out.dcm"), choice=Choice(dicom.JPEG_LOSSLESS_SV1, lossy=False),
+                image=image_info(inst))
+    for other in (task.with_(choice=Choice(dicom.JPEG_EXTENDED, lossy=True)), task.with_(deidentify=True),
+                  task.with_(patient_id="X"), task.with_(uids=UidMap("salt", everything=True)),
+                  task.with_(image=None)):
+        assert _lossless_as_is(other) is None
+    rgb = bundled("SC_rgb_small_odd.dcm")  # colour: Planar Configuration may change, pydicom's path does it
+    rgb_inst = instance(read(rgb), source=rgb)
+    assert rgb_inst is not None
+    assert _lossless_as_is(task.with_(source=rgb, image=image_info(rgb_inst))) is None

@@ -96,7 +96,7 @@ def make_plan(instances: list[Instance], profile: Profile, options: Options, sta
             lossy.add(inst.sop_instance_uid)
         if choice is not None or everything or needs_conversion(inst, profile):
             tasks[n] = Task(inst.header.path, os.path.join(staging, f"{n:08d}"), choice=choice,
-                            allowed=_allowed(inst, profile))
+                            allowed=_allowed(inst, profile), image=image_info(inst) if choice else None)
     uids = UidMap(new_salt(), changes=frozenset(lossy), everything=everything)
     if lossy and not everything:  # whoever points at a lossy image must be rewritten to point at its new UID
         for n, inst in enumerate(instances):
