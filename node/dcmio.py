@@ -282,11 +282,9 @@ def read_header(path: str, *, wanted: frozenset[int], vrs: dict[int, str]) -> He
     return Header(path, size, meta, pos, ts, elements, has_pixels, has_preamble, end if has_pixels else 0)
 
 
-def pixel_data(path: str, offset: int) -> tuple[int, int] | None:
-    """(value offset, length) of a native Pixel Data element at ``offset`` of an Explicit VR LE file, else None."""
-    with open(path, "rb") as fp:
-        fp.seek(offset)
-        head = fp.read(12)
+def pixel_data(data: bytes, offset: int) -> tuple[int, int] | None:
+    """(value offset, length) of a native Pixel Data element at ``offset`` of Explicit VR LE ``data``, else None."""
+    head = data[offset:offset + 12]
     if len(head) < 12 or _ELEMENT.unpack_from(head)[:2] != (0x7FE0, 0x0010) or head[4:6] not in (b"OB", b"OW"):
         return None
     length = _U32.unpack_from(head, 8)[0]

@@ -8,8 +8,13 @@ one, never half of one, and a crash after the call loses nothing.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from node.errors import BuildError
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -36,3 +41,22 @@ def write_atomic(path: Path, content: bytes) -> Path:
         raise
     fsync_dir(path.parent)
     return path
+
+
+@contextmanager
+def published(target: Path) -> Iterator[Path]:
+    """A temporary name beside ``target`` (``.NAME.part-PID``, which crash recovery removes) for a file or a
+    folder tree: renamed to ``target`` (the folder then fsync'd) when the block succeeds, removed when it fails.
+    The writer fsyncs what it writes; an OSError becomes a :class:`BuildError` naming ``target``."""
+    tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
+    try:
+        yield tmp
+        os.rename(tmp, target)
+        fsync_dir(target.parent)
+    except OSError as exc:
+        raise BuildError(f"cannot write {target}: {exc.strerror or exc}") from None
+    finally:
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.lexists(tmp):
+            tmp.unlink()

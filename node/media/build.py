@@ -22,7 +22,7 @@ from types import ModuleType
 from typing import Literal
 
 from node import dcmio, dicom
-from node.durable import fsync_dir
+from node.durable import published
 from node.errors import BuildError, UsageError
 from node.media import folder
 from node.media.capture import capture_sources
@@ -273,36 +273,19 @@ def _check_capacity(files: list[MediaFile], profile: Profile, target: Path, repo
 
 
 def _publish_image(files: list[MediaFile], target: Path, *, volume_id: str, profile: Profile, progress: Progress | None) -> None:
-    tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
-    try:
-        writer = image_writer(profile.file_system)
-        with open(tmp, "wb+") as f, ThreadPoolExecutor(1) as pool:
-            writer.write_image(files, f, volume_id=volume_id, progress=progress)
-            f.flush()
-            synced = pool.submit(os.fsync, f.fileno())  # the disk works while we re-read the image
-            writer.verify_image(tmp, files)
-            synced.result()
-        os.replace(tmp, target)
-        fsync_dir(target.parent)
-    except OSError as exc:
-        raise BuildError(f"cannot write {target}: {exc.strerror or exc}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    writer = image_writer(profile.file_system)
+    with published(target) as tmp, open(tmp, "wb+") as f, ThreadPoolExecutor(1) as pool:
+        writer.write_image(files, f, volume_id=volume_id, progress=progress)
+        f.flush()
+        synced = pool.submit(os.fsync, f.fileno())  # the disk works while we re-read the image
+        writer.verify_image(tmp, files)
+        synced.result()
 
 
 def _publish_folder(files: list[MediaFile], target: Path, *, progress: Progress | None) -> None:
-    tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
-    try:
+    with published(target) as tmp:
         folder.write_tree(files, tmp, progress=progress)
         folder.verify_tree(tmp, files)
-        os.rename(tmp, target)
-        fsync_dir(target.parent)
-    except OSError as exc:
-        raise BuildError(f"cannot write {target}: {exc.strerror or exc}") from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _mb(n: int) -> str:

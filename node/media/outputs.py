@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from node.config import Output, PublisherOutput, XorrisoOutput
-from node.durable import fsync_dir
+from node.durable import fsync_dir, published
 from node.errors import BuildError
 from node.media import folder, publisher
 from node.media.content import FileSlice, MediaFile, copy_pieces
@@ -104,21 +104,13 @@ def _retrying(attempt: Callable[[], str], retries: int, wait_s: float, waiter: W
 
 def _publish_copy(src: Path, dst: Path) -> Path:
     """Another copy of a published image (or folder), under a temporary name until complete."""
-    tmp = dst.with_name(f".{dst.name}.part-{os.getpid()}")
-    try:
+    with published(dst) as tmp:
         if src.is_dir():
             shutil.copytree(src, tmp)
         else:
             shutil.copyfile(src, tmp)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-        os.rename(tmp, dst)
-        fsync_dir(dst.parent)
-    except OSError as exc:
-        raise BuildError(f"cannot write {dst}: {exc.strerror or exc}") from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
     return dst
 
 

@@ -91,12 +91,12 @@ def make_plan(instances: list[Instance], profile: Profile, options: Options, sta
     lossy: set[str] = set()
     everything = options.new_uids or options.deidentify
     for n, inst in enumerate(instances):
-        choice = _choice(inst, profile, options, fallbacks)
+        choice, image = _choice(inst, profile, options, fallbacks) or (None, None)
         if choice is not None and choice.lossy:
             lossy.add(inst.sop_instance_uid)
         if choice is not None or everything or needs_conversion(inst, profile):
             tasks[n] = Task(inst.header.path, os.path.join(staging, f"{n:08d}"), choice=choice,
-                            allowed=_allowed(inst, profile), image=image_info(inst) if choice else None)
+                            allowed=_allowed(inst, profile), image=image)
     uids = UidMap(new_salt(), changes=frozenset(lossy), everything=everything)
     if lossy and not everything:  # whoever points at a lossy image must be rewritten to point at its new UID
         for n, inst in enumerate(instances):
@@ -115,18 +115,20 @@ def _allowed(inst: Instance, profile: Profile) -> frozenset[str]:
     return frozenset({dicom.EXPLICIT_VR_LE})
 
 
-def _choice(inst: Instance, profile: Profile, options: Options, fallbacks: list[tuple[str, str]]) -> Choice | None:
-    """The compression of an image (None: it stays as it is, or becomes Explicit VR LE)."""
+def _choice(inst: Instance, profile: Profile, options: Options, fallbacks: list[tuple[str, str]]
+            ) -> tuple[Choice, ImageInfo] | None:
+    """The compression of an image, and its pixel module (None: it stays as it is, or becomes Explicit VR LE)."""
     asked = COMPRESS[options.compress_for(inst.text(MODALITY))]
     h = inst.header
     if asked is None or inst.record_type != "IMAGE" or not h.has_pixels:
         return None
     if h.transfer_syntax in profile.image_syntaxes and h.transfer_syntax not in dicom.NATIVE:
         return None  # already compressed the way the profile allows: never recompressed
-    choice = choose(asked, image_info(inst), profile.image_syntaxes, options.policy)
+    image = image_info(inst)
+    choice = choose(asked, image, profile.image_syntaxes, options.policy)
     if choice.reason:
         fallbacks.append((inst.source, choice.reason))
-    return None if choice.transfer_syntax == dicom.EXPLICIT_VR_LE else choice
+    return None if choice.transfer_syntax == dicom.EXPLICIT_VR_LE else (choice, image)
 
 
 def image_info(inst: Instance) -> ImageInfo:

@@ -140,8 +140,12 @@ def _lossless_as_is(task: Task) -> list[str] | None:
         return None
     wanted = {SOP_CLASS_UID: "UI", SOP_INSTANCE_UID: "UI"}
     header = dcmio.read_header(task.source, wanted=frozenset(wanted), vrs=wanted)
-    span = header.pixel_offset and dcmio.pixel_data(task.source, header.pixel_offset)
-    if header.transfer_syntax != dicom.EXPLICIT_VR_LE or not span:
+    if header.transfer_syntax != dicom.EXPLICIT_VR_LE or not header.pixel_offset:
+        return None
+    with open(task.source, "rb") as f:
+        data = f.read()
+    span = dcmio.pixel_data(data, header.pixel_offset)
+    if not span:
         return None
     from pydicom.encaps import encapsulate
 
@@ -149,8 +153,6 @@ def _lossless_as_is(task: Task) -> list[str] | None:
     from node.media.compress import NAMES
 
     value_at, length = span
-    with open(task.source, "rb") as f:
-        data = f.read()
     arr = pixels.native_array(memoryview(data)[value_at:value_at + length], rows=image.rows, columns=image.columns,
                               samples=1, frames=image.frames, allocated=image.bits_allocated,
                               stored=image.bits_stored, signed=image.pixel_representation == 1, planar=False)
