@@ -11,11 +11,11 @@ import ast
 from pathlib import Path
 
 NODE = Path(__file__).resolve().parents[1] / "node"
-BOTTOM = {"errors", "dicom", "profiles", "dcmio", "pixels", "config", "index", "audit", "routing", "durable"}
+BOTTOM = {"errors", "dicom", "profiles", "dcmio", "pixels", "config", "index", "audit", "routing", "durable", "netcompat"}
 MIDDLE = {"media", "read", "receive"}
 #: third-party package -> the modules allowed to import it
 OWNERS = {
-    "pynetdicom": {"receive.scp", "receive.workers", "read.sender"},
+    "pynetdicom": {"netcompat", "receive.scp", "receive.workers", "read.sender"},
     "pycdlib": {"media.iso", "read.medium"},
     "watchdog": {"read.watcher"},
     "yaml": {"config"},

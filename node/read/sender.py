@@ -32,7 +32,7 @@ response it takes is dropped ("Received unexpected C-STORE service message")
 and the sender waits out the DIMSE timeout. That is the 30 s stall of
 BENCHMARKS.md: ``send_c_store`` pauses the reactor, but a stale "paused" flag
 lets a fast answer slip to it (8 stalls in 25 two-process runs here).
-:func:`_reactor_takes_no_messages` keeps the reactor off the queue altogether.
+:func:`node.netcompat.reactor_takes_no_messages` keeps the reactor off the queue altogether.
 
 Several associations run in worker processes (pynetdicom's work holds the GIL).
 They claim instances from a shared counter only once associated, so a
@@ -52,8 +52,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, Literal, Protocol
 
@@ -80,6 +79,7 @@ from node.dicom import (
     syntax_name,
 )
 from node.errors import MediumError, one_line
+from node.netcompat import connection_errors, next_message, raw_socket, reactor_takes_no_messages
 from node.read.coerce import Change, Coercing, CoercionError
 from node.read.medium import Medium, open_medium
 
@@ -481,10 +481,10 @@ class _Session:
                          for cx in assoc.accepted_contexts}
         peer_maximum = int(assoc.acceptor.maximum_length or 0)  # of a P-DATA-TF's variable field (PS3.8 D.1)
         self.fragment = peer_maximum - 6 if peer_maximum > 6 else _PIECE  # 0: unlimited
-        transport = assoc.dul.socket
-        if transport is None or transport.socket is None:
+        sock = raw_socket(assoc)
+        if sock is None:
             raise _NoAssociation("the association has no socket", permanent=False)
-        self.socket = transport.socket
+        self.socket = sock
 
     def close(self) -> None:
         if self.assoc.is_established:
@@ -511,7 +511,7 @@ class _Session:
                 piece = following
         except OSError as exc:
             raise _Dropped(one_line(exc)) from exc
-        _, response = self.assoc.dimse.get_msg(block=True)
+        response = next_message(self.assoc)
         status = getattr(response, "Status", None)
         if response is None:
             waited = time.monotonic() - started >= DIMSE_TIMEOUT
@@ -603,13 +603,13 @@ def _associate_once(destination: Destination, contexts: Sequence[tuple[str, Sequ
     # for longer than this would be aborted as idle; the DIMSE timeout guards the answer
     ae.network_timeout = None
     proposed: list[PresentationContext] = [build_context(sop, list(syntaxes)) for sop, syntaxes in contexts]
-    with _connection_errors() as errors, warnings.catch_warnings():
+    with connection_errors() as errors, warnings.catch_warnings():
         # pynetdicom drops, unclosed, the socket whose connect() failed: not our leak to report
         warnings.simplefilter("ignore", ResourceWarning)
         assoc = ae.associate(destination.host, destination.port, contexts=proposed, ae_title=destination.ae_title,
                              evt_handlers=[(evt.EVT_CONN_OPEN, _set_nodelay)])
     if assoc.is_established:
-        _reactor_takes_no_messages(assoc)
+        reactor_takes_no_messages(assoc)
         return assoc
     where = str(destination)
     if errors:
@@ -629,44 +629,6 @@ def _associate_once(destination: Destination, contexts: Sequence[tuple[str, Sequ
 
 def _set_nodelay(event: evt.Event) -> None:
     """Turn Nagle off as soon as the connection is open, before A-ASSOCIATE-RQ (BENCHMARKS.md)."""
-    transport = event.assoc.dul.socket
-    if transport is not None and transport.socket is not None:
-        transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _reactor_takes_no_messages(assoc: Association) -> None:
-    """Leave DIMSE responses (and the abort marker) to the sender, never to the reactor.
-
-    The requestor's reactor polls ``dimse.get_msg(block=False)`` to serve requests
-    the peer sends; an SCU that only stores proposes no SCP role, so none may come.
-    Only the sender blocks on the queue: non-blocking polls get nothing.
-    """
-    blocking: Callable[[bool], Any] = assoc.dimse.get_msg
-
-    def get_msg(block: bool = False) -> Any:
-        return blocking(True) if block else (None, None)
-
-    assoc.dimse.get_msg = get_msg  # type: ignore[method-assign]
-
-
-class _ErrorLines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if message.startswith("TCP Initialisation Error: "):
-            self.lines.append(message.removeprefix("TCP Initialisation Error: "))
-
-
-@contextmanager
-def _connection_errors() -> Iterator[list[str]]:
-    """The OS's reason (e.g. "[Errno 111] Connection refused"), which pynetdicom only logs."""
-    handler = _ErrorLines()
-    transport = logging.getLogger("pynetdicom.transport")
-    transport.addHandler(handler)
-    try:
-        yield handler.lines
-    finally:
-        transport.removeHandler(handler)
+    sock = raw_socket(event.assoc)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

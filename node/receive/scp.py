@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
-import socketserver
 import ssl
 import threading
 import time
@@ -47,11 +45,11 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
 
 from node import audit, dicom, routing
 from node.config import TLS, Config
 from node.index import Index, Received
+from node.netcompat import ReceiverServer, answer_as, set_reactor_delay
 from node.receive.instance import Unreadable, index_orphans, read_instance
 from node.receive.spool import Spool, is_uid
 
@@ -147,62 +145,6 @@ def ssl_context(tls: TLS) -> ssl.SSLContext:
     return ctx
 
 
-#: A receiver waits this long per association it is serving before it accepts a connection,
-#: so that an idle receiver, sharing the listening socket, takes it first.
-ACCEPT_DEFER_S = 0.01
-
-
-class ReceiverServer(ThreadedAssociationServer):
-    """pynetdicom's server on a listening socket shared by several processes, with TCP_NODELAY.
-
-    Every receiver process polls the same socket (made by :func:`start_receivers`);
-    a receiver serving ``n`` associations waits ``n`` x :data:`ACCEPT_DEFER_S`
-    before accepting, so new associations go to the least busy process (one
-    pynetdicom process is GIL-bound to about one core). SO_REUSEPORT would hash
-    connections to processes blindly: with 4 associations on 2 processes, 5 runs
-    in 8 put 3 or 4 in one process, which then serves them at a single core's
-    rate. Without TCP_NODELAY every C-STORE response waits for Nagle's timer
-    (40 ms; ../shared/BENCHMARKS.md). The TLS handshake is left to the
-    association's thread, so a slow client cannot stall accepting.
-    """
-
-    request_queue_size = socket.SOMAXCONN
-    #: The shared listening socket; None binds one of our own (a single receiver, tests).
-    listener: socket.socket | None = None
-
-    def server_bind(self) -> None:
-        if self.listener is None:
-            super().server_bind()
-        else:
-            cast(socket.socket, self.socket).close()
-            self.socket = self.listener
-            self.server_address = self.socket.getsockname()
-        # accept() must not block when another process took the connection first
-        # (socketserver ignores the BlockingIOError).
-        cast(socket.socket, self.socket).setblocking(False)
-        self._accepted: list[socket.socket] = []
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        self._accepted = [s for s in self._accepted if s.fileno() != -1]
-        if self._accepted:
-            time.sleep(min(len(self._accepted), 8) * ACCEPT_DEFER_S)
-        client, address = cast(socket.socket, self.socket).accept()
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.ssl_context:
-            client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
-        self._accepted.append(client)
-        return client, address
-
-    def shutdown(self) -> None:
-        """Stop accepting and close our descriptor (the AE never listed this server: start_server did not make it)."""
-        socketserver.BaseServer.shutdown(self)
-        self.server_close()
-
-    def server_close(self) -> None:
-        # Never shutdown(): it would stop the listening socket in every process sharing it.
-        cast(socket.socket, self.socket).close()
-
-
 # -- State shared by the handlers of one process ------------------------------------
 
 
@@ -225,20 +167,14 @@ class SharedIndex:
             self.index.add_instance(r)
 
 
-#: pynetdicom's DUL thread sleeps ``_run_loop_delay`` (1 ms) whenever a loop of its reactor
-#: found nothing to do, so each C-STORE waits for it twice: for our response to leave and
+#: pynetdicom's DUL thread sleeps 1 ms whenever a loop of its reactor found nothing to do
+#: (:func:`node.netcompat.set_reactor_delay`), so each C-STORE waits for it twice: for our response to leave and
 #: for the next request to be noticed. While a process serves one storing association, that
 #: latency is what bounds it, and a shorter delay gains ~10 % instances/s; with several, CPU
 #: is (the GIL), and the shorter delay's extra wake-ups would cost more than they gain. An
 #: association idle for a second goes back to the default either way.
 FAST_LOOP_S = 0.0002
 IDLE_LOOP_S = 0.001
-
-
-def set_loop_delay(assoc: Association, seconds: float) -> None:
-    """Set the DUL reactor's idle sleep (a pynetdicom 3.0 internal; ignored if it is gone)."""
-    if hasattr(assoc.dul, "_run_loop_delay"):
-        assoc.dul._run_loop_delay = seconds
 
 
 class Live:
@@ -281,7 +217,7 @@ class Live:
         with self._cond:
             idle = [k for k, (a, last) in self._active.items() if now - last > idle_s and k not in self._storing]
             for key in idle:
-                set_loop_delay(self._active.pop(key)[0], IDLE_LOOP_S)
+                set_reactor_delay(self._active.pop(key)[0], IDLE_LOOP_S)
             if idle:
                 self._pace()
 
@@ -289,7 +225,7 @@ class Live:
         """The short reactor delay for a lone storing association, the default for several."""
         delay = FAST_LOOP_S if len(self._active) == 1 else IDLE_LOOP_S
         for assoc, _ in self._active.values():
-            set_loop_delay(assoc, delay)
+            set_reactor_delay(assoc, delay)
 
     def wait(self, timeout: float) -> None:
         """Wait until a C-STORE handler finishes, or ``timeout`` seconds."""
@@ -321,13 +257,11 @@ class Refused(Exception):
 def handle_requested(event: Event, live: Live) -> None:
     """EVT_REQUESTED: answer to any called AE title the config knows (ours or a route's).
 
-    pynetdicom's ``require_called_aet`` compares the request's called AE title
-    with ``assoc.acceptor.ae_title`` in ACSE negotiation, which runs after this
-    event (``Association.run_reactor``); an unknown title is left to fail there.
+    An unknown title is left to fail ACSE negotiation (``require_called_aet``, :func:`make_ae`).
     """
     called = cast(A_ASSOCIATE, event.assoc.requestor.primitive).called_ae_title.strip()
     if called in live.config.called_aets:
-        event.assoc.acceptor.ae_title = called
+        answer_as(event.assoc, called)
 
 
 def handle_rejected(event: Event, live: Live) -> None:

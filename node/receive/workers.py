@@ -5,7 +5,7 @@ One pynetdicom process tops out near 240 C-STOREs/s (its per-PDU work holds
 the GIL; ../shared/BENCHMARKS.md), so concurrent associations are served by
 several processes, each with its own :class:`~node.index.Index` connection
 (SQLite serialises their commits). The least busy process accepts each new
-association (:class:`~node.receive.scp.ReceiverServer`). ``service.py`` uses
+association (:class:`~node.netcompat.ReceiverServer`). ``service.py`` uses
 :func:`start_receivers`, :meth:`Receiver.reload` and :func:`stop_receivers`
 (also reachable as ``scp.start_receivers`` and so on).
 """
@@ -21,7 +21,6 @@ import signal
 import socket
 import sqlite3
 import ssl
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -33,13 +32,14 @@ from typing import TYPE_CHECKING, Protocol, cast
 from node.config import Config, load_config
 from node.errors import NodeError
 from node.index import Index
+from node.netcompat import ReceiverServer, dul_running, is_busy, receive_into
 from node.receive.spool import Spool
 
 if TYPE_CHECKING:
     from pynetdicom import AE
     from pynetdicom.association import Association
 
-    from node.receive.scp import Live, ReceiverServer
+    from node.receive.scp import Live
 
 logger = logging.getLogger(__name__)
 
@@ -79,14 +79,14 @@ def serve_receivers(config: Config, *, listener: socket.socket | None = None, st
     # Blocked before any thread starts, native ones included (numpy's BLAS pool starts at import):
     # a thread that leaves SIGTERM unblocked would let its default action kill the process.
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS) if in_main else None
-    from node.receive.scp import Live, ReceiverServer, SharedIndex, evt_handlers, make_ae, ssl_context
+    from node.receive.scp import Live, SharedIndex, evt_handlers, make_ae, ssl_context
 
     with contextlib.ExitStack() as cleanup:
         if old_mask is not None:
             cleanup.callback(_unblock, old_mask)
         node = config.node
         spool = Spool(node.data_dir)
-        tempfile.tempdir = str(spool.tmp)  # pynetdicom's NamedTemporaryFile: same file system as the spool
+        receive_into(spool.tmp)
         live = Live(config)
         ae = make_ae(config)
         index = Index(spool.data_dir / "index.sqlite")
@@ -163,7 +163,7 @@ def _drain(server: ReceiverServer, live: Live, *, drain_s: float, signals: bool)
             break
         force = time.monotonic() >= deadline
         for assoc in left:
-            busy = live.is_storing(assoc) or assoc.dimse.message is not None or not assoc.dimse.msg_queue.empty()
+            busy = live.is_storing(assoc) or is_busy(assoc)
             if force or not busy:
                 assoc.abort(block=False)
                 aborted[id(assoc)] = assoc
@@ -172,7 +172,7 @@ def _drain(server: ReceiverServer, live: Live, *, drain_s: float, signals: bool)
             deadline = 0.0
         live.wait(0.05)
     grace = time.monotonic() + 2.0  # for the A-ABORTs to leave
-    while any(a.is_established or a.dul.is_alive() for a in aborted.values()) and time.monotonic() < grace:
+    while any(a.is_established or dul_running(a) for a in aborted.values()) and time.monotonic() < grace:
         live.wait(0.05)
 
 

@@ -1,0 +1,212 @@
+"""What medianode relies on beneath pynetdicom's documented API, in one place.
+
+The AE, events, presentation contexts, statuses and ``pynetdicom._config`` are
+used where they are needed. Everything below them (a private attribute, a
+method replaced or overridden, a log message read, the order of two steps) is
+reached only through this module, each item saying what it relies on and why.
+``tests/test_netcompat.py`` pins each one against the installed pynetdicom
+(``pynetdicom>=3.0.4,<3.1`` in pyproject.toml), so that an upgrade which moves
+one fails there, by name, rather than as a slow or stalled transfer.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import socketserver
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, cast
+
+from pynetdicom.association import Association
+from pynetdicom.transport import ThreadedAssociationServer
+
+# -- receiving ---------------------------------------------------------------------------
+
+
+def receive_into(directory: Path) -> None:
+    """Make pynetdicom write each received data set into ``directory``.
+
+    With ``STORE_RECV_CHUNKED_DATASET`` pynetdicom streams a C-STORE's data set
+    into a ``tempfile.NamedTemporaryFile`` in the default temp directory
+    (``dimse_messages.DIMSEMessage.decode_msg``), which has no setting of its
+    own; in the spool's ``tmp`` the handler's move into the spool is a rename.
+    """
+    tempfile.tempdir = str(directory)
+
+
+def answer_as(assoc: Association, ae_title: str) -> None:
+    """Answer this association as ``ae_title``: call it from ``EVT_REQUESTED``.
+
+    pynetdicom triggers ``EVT_REQUESTED`` before ACSE negotiation
+    (``Association.run_reactor``), and ``require_called_aet`` compares the called
+    AE title with ``assoc.acceptor.ae_title`` during negotiation
+    (``ACSE._negotiate_as_acceptor``), so one AE can answer to several titles,
+    each a route's.
+    """
+    assoc.acceptor.ae_title = ae_title
+
+
+def set_reactor_delay(assoc: Association, seconds: float) -> None:
+    """Set how long the association's DUL reactor sleeps when a loop found nothing to do.
+
+    pynetdicom's ``DULServiceProvider._run_loop_delay`` (1 ms) is paid twice per
+    C-STORE, for the response to leave and the next request to be noticed;
+    :class:`node.receive.scp.Live` shortens it for a lone storing association.
+    Ignored if the attribute is gone (the speed-up is lost, nothing else).
+    """
+    if hasattr(assoc.dul, "_run_loop_delay"):
+        assoc.dul._run_loop_delay = seconds
+
+
+def is_busy(assoc: Association) -> bool:
+    """True while a DIMSE message is half received or waiting in the queue.
+
+    Reads ``DIMSEServiceProvider.message`` (the message being decoded) and
+    ``msg_queue``: a draining receiver aborts an association only when neither
+    holds a request it would lose.
+    """
+    return assoc.dimse.message is not None or not assoc.dimse.msg_queue.empty()
+
+
+def dul_running(assoc: Association) -> bool:
+    """True while the association's DUL thread runs (an A-ABORT it was given may not have left yet)."""
+    return assoc.dul.is_alive()
+
+
+#: A receiver waits this long per association it is serving before it accepts a connection,
+#: so that an idle receiver, sharing the listening socket, takes it first.
+ACCEPT_DEFER_S = 0.01
+
+
+class ReceiverServer(ThreadedAssociationServer):
+    """pynetdicom's server on a listening socket shared by several processes, with TCP_NODELAY.
+
+    Every receiver process polls the same socket (made by
+    :func:`node.receive.workers.start_receivers`); a receiver serving ``n``
+    associations waits ``n`` x :data:`ACCEPT_DEFER_S` before accepting, so new
+    associations go to the least busy process (one pynetdicom process is
+    GIL-bound to about one core). SO_REUSEPORT would hash connections to
+    processes blindly: with 4 associations on 2 processes, 5 runs in 8 put 3 or
+    4 in one process, which then serves them at a single core's rate. Without
+    TCP_NODELAY every C-STORE response waits for Nagle's timer (40 ms;
+    ../shared/BENCHMARKS.md). The TLS handshake is left to the association's
+    thread, so a slow client cannot stall accepting.
+
+    It overrides ``AssociationServer.server_bind`` (which binds a socket of its
+    own), ``get_request`` (which wraps the client socket in TLS, handshake
+    included), ``shutdown`` (which expects the server in the AE's list) and
+    ``server_close`` (which shuts the socket down for every process).
+    """
+
+    request_queue_size = socket.SOMAXCONN
+    #: The shared listening socket; None binds one of our own (a single receiver, tests).
+    listener: socket.socket | None = None
+
+    def server_bind(self) -> None:
+        if self.listener is None:
+            super().server_bind()
+        else:
+            cast(socket.socket, self.socket).close()
+            self.socket = self.listener
+            self.server_address = self.socket.getsockname()
+        # accept() must not block when another process took the connection first
+        # (socketserver ignores the BlockingIOError).
+        cast(socket.socket, self.socket).setblocking(False)
+        self._accepted: list[socket.socket] = []
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        self._accepted = [s for s in self._accepted if s.fileno() != -1]
+        if self._accepted:
+            time.sleep(min(len(self._accepted), 8) * ACCEPT_DEFER_S)
+        client, address = cast(socket.socket, self.socket).accept()
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+        self._accepted.append(client)
+        return client, address
+
+    def shutdown(self) -> None:
+        """Stop accepting and close our descriptor (the AE never listed this server: start_server did not make it)."""
+        socketserver.BaseServer.shutdown(self)
+        self.server_close()
+
+    def server_close(self) -> None:
+        # Never shutdown(): it would stop the listening socket in every process sharing it.
+        cast(socket.socket, self.socket).close()
+
+
+# -- sending -----------------------------------------------------------------------------
+
+
+def raw_socket(assoc: Association) -> socket.socket | None:
+    """The association's TCP socket (``assoc.dul.socket.socket``), None once it is gone.
+
+    The import sets TCP_NODELAY on it and writes P-DATA-TF PDUs straight to it
+    (:mod:`node.read.sender`), past pynetdicom's per-PDU queue.
+    """
+    transport = assoc.dul.socket
+    return None if transport is None else transport.socket
+
+
+def reactor_takes_no_messages(assoc: Association) -> None:
+    """Leave DIMSE responses (and the abort marker) to the sender, never to the reactor.
+
+    The requestor's reactor polls ``dimse.get_msg(block=False)`` to serve requests
+    the peer sends, and drops a C-STORE response it takes ("Received unexpected
+    C-STORE service message"): the sender then waits out the DIMSE timeout.
+    ``send_c_store`` pauses the reactor, but a stale "paused" flag lets a fast
+    answer slip to it. An SCU that only stores proposes no SCP role, so no
+    request may come: this replaces the instance's ``get_msg`` so that
+    non-blocking polls get nothing and only :func:`next_message` takes.
+    """
+    blocking: Callable[[bool], Any] = assoc.dimse.get_msg
+
+    def get_msg(block: bool = False) -> Any:
+        return blocking(True) if block else (None, None)
+
+    assoc.dimse.get_msg = get_msg  # type: ignore[method-assign]
+
+
+def next_message(assoc: Association) -> Any:
+    """The next DIMSE message from the peer, waiting up to the DIMSE timeout; None when none came.
+
+    ``DIMSEServiceProvider.get_msg(block=True)`` returns ``(context ID, message)``,
+    or ``(None, None)`` on a timeout or an abort.
+    """
+    return assoc.dimse.get_msg(block=True)[1]
+
+
+#: What pynetdicom's transport logs at ERROR, before the OS's reason, when connect() fails.
+CONNECT_ERROR_PREFIX = "TCP Initialisation Error: "
+
+
+class _ErrorLines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith(CONNECT_ERROR_PREFIX):
+            self.lines.append(message.removeprefix(CONNECT_ERROR_PREFIX))
+
+
+@contextmanager
+def connection_errors() -> Iterator[list[str]]:
+    """The OS's reason (e.g. "[Errno 111] Connection refused") a connection failed, which pynetdicom only logs.
+
+    ``AssociationSocket.connect`` catches the ``OSError`` and logs it on the
+    ``pynetdicom.transport`` logger as :data:`CONNECT_ERROR_PREFIX` + the error;
+    the association then merely fails to establish.
+    """
+    handler = _ErrorLines()
+    transport = logging.getLogger("pynetdicom.transport")
+    transport.addHandler(handler)
+    try:
+        yield handler.lines
+    finally:
+        transport.removeHandler(handler)

@@ -1,0 +1,186 @@
+"""node.netcompat against the installed pynetdicom: each internal we rely on is still there and still works."""
+
+from __future__ import annotations
+
+import inspect
+import socket
+import socketserver
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import ImplicitVRLittleEndian
+from pynetdicom import AE, _config, evt
+from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.events import Event
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import AssociationServer
+
+from node import netcompat
+from tests.conftest import bundled, free_port
+
+VERIFICATION = (Verification, [ImplicitVRLittleEndian])
+
+
+def test_the_installed_pynetdicom_is_the_pinned_one() -> None:
+    major, minor, patch = (int(n) for n in version("pynetdicom").split(".")[:3])
+    assert (3, 0, 4) <= (major, minor, patch) < (3, 1, 0)
+
+
+@pytest.fixture
+def scp() -> Iterator[AE]:
+    """A pynetdicom SCP on a free loopback port (``ae.port``), C-ECHO and CT storage, stopped afterwards."""
+    ae = AE("NETCOMPAT")
+    ae.require_called_aet = True
+    ae.add_supported_context(*VERIFICATION)
+    ae.add_supported_context("1.2.840.10008.5.1.4.1.1.2", [ImplicitVRLittleEndian, "1.2.840.10008.1.2.1"])
+    yield ae
+    ae.shutdown()
+
+
+def start(ae: AE, *handlers: Any, server_class: Any = None) -> int:
+    port = free_port()
+    ae.start_server(("127.0.0.1", port), block=False, evt_handlers=list(handlers),
+                    **({"server_class": server_class} if server_class else {}))
+    return port
+
+
+def associate(port: int, called: str = "NETCOMPAT") -> Association:
+    ae = AE("SCU")
+    ae.add_requested_context(*VERIFICATION)
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", ImplicitVRLittleEndian)
+    return ae.associate("127.0.0.1", port, ae_title=called)
+
+
+def unconnected() -> Association:
+    """An association whose threads never start: its DUL and DIMSE providers, idle."""
+    assoc = Association(AE(), "requestor")
+    assoc.dimse_timeout = 0.05
+    return assoc
+
+
+# -- receiving ---------------------------------------------------------------------------
+
+
+def test_receive_into_places_the_streamed_data_set(scp: AE, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", True)
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    netcompat.receive_into(tmp_path)
+    seen: list[Path] = []
+
+    def handle_store(event: Event) -> int:
+        seen.append(Path(event.dataset_path))
+        return 0x0000
+
+    port = start(scp, (evt.EVT_C_STORE, handle_store))
+    assoc = associate(port)
+    assert int(assoc.send_c_store(dcmread(bundled("CT_small.dcm"))).Status) == 0x0000
+    assoc.release()
+    assert [p.parent for p in seen] == [tmp_path]
+
+
+def test_answer_as_from_evt_requested_passes_the_called_title_check(scp: AE) -> None:
+    port = start(scp, (evt.EVT_REQUESTED, lambda event: netcompat.answer_as(event.assoc, "ROUTE")))
+    assoc = associate(port, called="ROUTE")
+    assert assoc.is_established
+    assoc.release()
+
+
+def test_without_answer_as_the_called_title_is_refused(scp: AE) -> None:
+    assoc = associate(start(scp), called="ROUTE")
+    assert assoc.is_rejected
+
+
+def test_the_reactor_sleeps_the_delay_we_set() -> None:
+    assoc = unconnected()
+    assert assoc.dul._run_loop_delay == 0.001  # the default our IDLE_LOOP_S restores
+    netcompat.set_reactor_delay(assoc, 0.0002)
+    assert assoc.dul._run_loop_delay == 0.0002
+    assert "time.sleep(self._run_loop_delay)" in inspect.getsource(DULServiceProvider.run_reactor)
+
+
+def test_is_busy_reads_the_partial_message_and_the_queue() -> None:
+    assoc = unconnected()
+    assert not netcompat.is_busy(assoc)
+    assoc.dimse.msg_queue.put((1, object()))  # type: ignore[arg-type]
+    assert netcompat.is_busy(assoc)
+    assoc.dimse.msg_queue.get()
+    assoc.dimse.message = object()  # type: ignore[assignment]
+    assert netcompat.is_busy(assoc)
+    assert not netcompat.dul_running(assoc)
+
+
+@pytest.mark.parametrize("method", ["server_bind", "get_request", "shutdown", "server_close"])
+def test_the_server_methods_we_override_are_on_the_base_class(method: str) -> None:
+    ours = inspect.signature(getattr(netcompat.ReceiverServer, method))
+    theirs = inspect.signature(getattr(AssociationServer, method))
+    assert list(ours.parameters) == list(theirs.parameters) == ["self"]
+    assert isinstance(inspect.getattr_static(AssociationServer, "ssl_context"), property)
+
+
+def test_the_base_server_does_what_we_override() -> None:
+    """It lists itself in the AE (its shutdown removes it) and shuts the listening socket down for everyone."""
+    assert "_servers.remove" in inspect.getsource(AssociationServer.shutdown)
+    assert "SHUT_RDWR" in inspect.getsource(AssociationServer.server_close)
+
+
+def test_receiver_server_serves_on_a_shared_listener(scp: AE) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server_class = type("Shared", (netcompat.ReceiverServer,), {"listener": listener})
+    server = scp.make_server(("127.0.0.1", port), server_class=server_class)
+    assert isinstance(server, socketserver.BaseServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assoc = associate(port)
+        assert int(assoc.send_c_echo().Status) == 0x0000
+        assoc.release()
+    finally:
+        server.shutdown()
+    assert listener.fileno() == -1  # closed here, not shut down for the other processes
+
+
+# -- sending -----------------------------------------------------------------------------
+
+
+def test_raw_socket_is_the_association_s_tcp_socket(scp: AE) -> None:
+    port = start(scp)
+    assoc = associate(port)
+    sock = netcompat.raw_socket(assoc)
+    assert isinstance(sock, socket.socket)
+    assert sock.getpeername() == ("127.0.0.1", port)
+    assoc.release()
+    assert netcompat.raw_socket(assoc) is None
+
+
+def test_the_reactor_polls_the_dimse_queue_without_blocking() -> None:
+    assert "self.dimse.get_msg(block=False)" in inspect.getsource(Association._run_reactor)
+
+
+def test_reactor_takes_no_messages_leaves_the_queue_to_next_message() -> None:
+    assoc = unconnected()
+    message = object()
+    assoc.dimse.msg_queue.put((1, message))  # type: ignore[arg-type]
+    netcompat.reactor_takes_no_messages(assoc)
+    assert assoc.dimse.get_msg(block=False) == (None, None)
+    assert netcompat.next_message(assoc) is message
+    assert netcompat.next_message(assoc) is None  # the DIMSE timeout passed
+    assert "get_msg" in vars(DIMSEServiceProvider)
+
+
+def test_connection_errors_reads_the_reason_pynetdicom_logs() -> None:
+    ae = AE("SCU")
+    ae.add_requested_context(*VERIFICATION)
+    with netcompat.connection_errors() as errors, warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # pynetdicom drops the failed socket unclosed
+        assoc = ae.associate("127.0.0.1", free_port())
+    assert not assoc.is_established
+    assert errors == ["[Errno 111] Connection refused"]
