@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -104,6 +105,19 @@ def ct_series(
     return paths
 
 
+T = TypeVar("T")
+
+
+def until(condition: Callable[[], T | None], what: str, timeout: float = 60.0) -> T:
+    """Poll ``condition`` until it is truthy, failing with ``what`` at the deadline (generous: a loaded
+    machine is slow, never wrong)."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+    return value
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -136,16 +150,17 @@ def _storescp_has_bind() -> bool:
 # -- import destinations -----------------------------------------------------------------
 
 
-def _wait_listening(proc: subprocess.Popen[bytes], port: int, what: str) -> None:
-    deadline = time.monotonic() + 15
-    while True:
+def wait_listening(proc: subprocess.Popen[bytes], port: int, what: str) -> None:
+    """Wait until ``proc`` accepts connections on ``port``; fail at once if it exits."""
+    def listening() -> bool:
+        assert proc.poll() is None, f"{what} exited at start-up"
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
         except OSError:
-            assert proc.poll() is None, f"{what} exited at start-up"
-            assert time.monotonic() < deadline, f"{what} did not start listening"
-            time.sleep(0.05)
+            return False
+        return True
+
+    until(listening, f"{what} to listen on port {port}")
 
 
 @pytest.fixture
@@ -163,7 +178,7 @@ def storescp_with(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
         proc = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(folder), *options, *bind, str(port)],
                                 env=PEER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         started.append(proc)
-        _wait_listening(proc, port, "storescp")
+        wait_listening(proc, port, "storescp")
         return StoreSCP(port, folder)
 
     yield start
@@ -201,7 +216,7 @@ def status_scp(tmp_path: Path) -> Iterator[Callable[..., StatusSCP]]:
         proc = subprocess.Popen([sys.executable, str(script), str(port), str(folder), str(config)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         started.append(proc)
-        _wait_listening(proc, port, "status_scp.py")
+        wait_listening(proc, port, "status_scp.py")
         return StatusSCP(port, folder)
 
     yield start

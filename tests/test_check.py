@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import threading
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -530,11 +529,12 @@ def test_paths_that_are_no_medium(tmp_path: Path) -> None:
         check_medium(fifo(tmp_path / "pipe"))
 
 
-# -- speed -------------------------------------------------------------------------------
+# -- many files --------------------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_400_files_in_well_under_a_second(tmp_path: Path) -> None:
+def test_400_files_on_a_folder_and_on_an_iso(tmp_path: Path) -> None:
+    """Every instance counted, no problem, on both kinds of medium (how fast: ``scripts/bench import``)."""
     root = tmp_path / "cd"
     (root / "DICOM").mkdir(parents=True)
     ds = dcmread(sample("MR_small.dcm"))
@@ -545,8 +545,5 @@ def test_400_files_in_well_under_a_second(tmp_path: Path) -> None:
     dcmmkdir(root)
     iso = xorriso(root, tmp_path / "x.iso")
     for target in (root, iso):
-        started = time.perf_counter()
         report = check_medium(target)
-        elapsed = time.perf_counter() - started
-        assert (report.ok, report.instances) == (True, 400)
-        assert elapsed < 1.0, f"{target.name}: {elapsed:.2f} s"
+        assert (report.ok, report.instances, report.problems) == (True, 400, []), target.name

@@ -24,7 +24,7 @@ from node.media import uids as media_uids
 from node.profiles import COMPRESS, PDI_ROOT_FILES, PDI_WEB_FOLDER, PROFILES, compressions
 from node.read import sender
 from node.receive import scp
-from tests.conftest import PEER_ENV, _wait_listening, bundled, cli, ct_series, free_port, need
+from tests.conftest import PEER_ENV, bundled, cli, ct_series, free_port, need, wait_listening
 from tests.test_serve import Node
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,7 +157,7 @@ def test_dcmtk_sees_the_same_identity_from_the_import_scu(statement: str, tmp_pa
         proc = subprocess.Popen(["storescp", "-d", "-aet", "STORESCP", "-od", str(tmp_path / "in"), str(port)],
                                 stdout=out, stderr=subprocess.STDOUT, env=PEER_ENV)
         try:
-            _wait_listening(proc, port, "storescp")
+            wait_listening(proc, port, "storescp")
             ct_series(tmp_path / "medium", 1, size=8)
             result = cli("import", tmp_path / "medium", "--to", f"STORESCP@127.0.0.1:{port}")
             assert result.code == 0, result.out + result.err

@@ -35,7 +35,7 @@ from node.receive import scp
 from node.receive.instance import index_orphans
 from node.receive.spool import Spool, SpoolError
 from node.receive.workers import Receiver, listen
-from tests.conftest import PEER_ENV, bundled, ct_series, need
+from tests.conftest import PEER_ENV, bundled, ct_series, need, until, wait_listening
 
 BURN = Route(Match(called_aet=("BURN",)), "burn", profile="STD-GEN-CD", where="test.yaml:3")
 REJECT = Route(Match(calling_aet=("BADMOD",)), "reject", where="test.yaml:5")
@@ -185,9 +185,7 @@ def test_bundled_files_are_stored_as_sent_and_indexed(start_node: Callable[..., 
     storescp = subprocess.Popen(["storescp", "+B", "+xa", "-od", str(witness), str(witness_port)], env=PEER_ENV,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while echoscu(witness_port, aec="ANY").returncode:
-            assert storescp.poll() is None, "storescp did not start"
-            time.sleep(0.05)
+        wait_listening(storescp, witness_port, "storescp")
         for name, flag in BUNDLED.items():
             for port_, aec in ((node.port, "BURN"), (witness_port, "ANY")):
                 result = storescu(port_, bundled(name), aec=aec, flags=(flag,))
@@ -353,7 +351,9 @@ def test_sigterm_drains_and_loses_nothing_acknowledged(start_node: Callable[...,
     assert echoscu(node.port).returncode != 0  # nobody listens any more
 
 
-def test_sighup_reloads_routes_and_keeps_them_on_a_bad_file(start_node: Callable[..., Node], tmp_path: Path) -> None:
+def test_sighup_reloads_routes_and_keeps_them_on_a_bad_file(
+    start_node: Callable[..., Node], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "medianode.yaml"
     config.write_text("routes:\n  - {match: {called_aet: BURN}, action: burn}\n")
     node = start_node(source=config)
@@ -361,14 +361,19 @@ def test_sighup_reloads_routes_and_keeps_them_on_a_bad_file(start_node: Callable
     config.write_text("routes:\n  - {match: {called_aet: LATE}, action: burn}\n")
     for receiver in node.receivers:
         receiver.reload()
-    deadline = time.monotonic() + 30
-    while sum(echoscu(node.port, aec="LATE").returncode == 0 for _ in node.receivers * 2) < len(node.receivers) * 2:
-        assert time.monotonic() < deadline, "the receivers did not reload"
-        time.sleep(0.1)
+    until(lambda: all(echoscu(node.port, aec="LATE").returncode == 0 for _ in node.receivers * 2),
+          "every receiver to reload")
     config.write_text("routes: [{match: {called_aet: OTHER}, action: explode}]\n")
     for receiver in node.receivers:
         receiver.reload()
-    time.sleep(1.5)  # a refused reload changes nothing, so there is nothing to poll for
+    refusals = ""  # the receivers' log lines, on the stderr they inherited
+
+    def each_refused() -> bool:
+        nonlocal refusals
+        refusals += capfd.readouterr().err
+        return refusals.count("keeps its configuration") == len(node.receivers)
+
+    until(each_refused, "each receiver to refuse the new configuration")
     assert all(echoscu(node.port, aec="LATE").returncode == 0 for _ in range(4))
 
 

@@ -16,11 +16,11 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from watchdog.observers.polling import PollingObserver
@@ -29,20 +29,10 @@ from node.config import Config, parse_config
 from node.imports import ImportRunner, medium_identity
 from node.index import Index
 from node.read.watcher import Watcher, disc_loaded
-from tests.conftest import StoreSCP, cli, ct_series
+from tests.conftest import StoreSCP, cli, ct_series, until
 from tests.test_import import received, uid_of
 
 SETTLE_S, POLL_S = 0.3, 0.1
-T = TypeVar("T")
-
-
-def until(condition: Callable[[], T | None], what: str, timeout: float = 60.0) -> T:
-    """Poll ``condition`` until it is truthy, failing with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    return value
 
 
 def burned(tmp_path: Path, name: str, n: int, *, fmt: str = "iso") -> tuple[Path, set[str]]:
@@ -113,7 +103,7 @@ def watching(config: Config, *, polling: bool = False) -> Iterator[Node]:
     thread.start()
     look = Index(config.node.data_dir / "index.sqlite")
     try:
-        assert watcher.started.wait(10), "the watcher did not start"
+        assert watcher.started.wait(60), "the watcher did not start"
         yield Node(config, watcher, look)
     finally:
         stop.set()

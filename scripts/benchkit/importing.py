@@ -6,11 +6,13 @@ imports over several associations), emptied between runs: `medianode import FOLD
 ISO`, and `dcmsend --read-from-dicomdir` (TCP_NODELAY=1) from the folder. Whole processes are timed
 (start-up included); peak RSS and CPU time are /usr/bin/time's, over the sender and the workers it waited
 for. A build whose CLI has no `import` command is timed through node.read.importer.import_medium (python -c).
+`medianode check` of the folder and of the ISO is timed too (whole processes, medians of the runs).
 """
 from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import subprocess
 import sys
 from collections.abc import Callable
@@ -111,6 +113,19 @@ def time_senders(senders: dict[str, tuple[str, Sender]], store: Path, port: int,
     return results
 
 
+def time_checks(media: dict[str, Path], runs: int) -> dict[str, float | None]:
+    """Median seconds of `medianode check MEDIUM` (whole process) per medium; None when it failed."""
+    medians: dict[str, float | None] = {}
+    for key, medium in media.items():
+        try:
+            medians[key] = statistics.median(run_process([MEDIANODE, "check", medium]).seconds for _ in range(runs))
+        except Failed as e:
+            log(f"  medianode check {key} failed, reported as n/a: {e}")
+            medians[key] = None
+        log(f"  medianode check {key}: {fmt(medians[key], '.3f')} s")
+    return medians
+
+
 def print_table(res: Json, out: TextIO) -> None:
     def line(text: str = "") -> None:
         print(text, file=out)
@@ -135,6 +150,8 @@ def print_table(res: Json, out: TextIO) -> None:
     line(f"  medianode import from the ISO vs dcmsend:    {fmt(r['iso_vs_dcmsend'], '.2f')}x (reported)")
     line(f"  medianode import peak RSS of a process:      {fmt(r['peak_rss_mb'], '.0f')} MB "
          f"(target < {t['max_rss_mb']:.0f} MB) {MARK[ok['max_rss_mb']]}")
+    c = res["check_s"]
+    line(f"  medianode check (whole process, median s):   folder {fmt(c['folder'], '.3f')}, ISO {fmt(c['iso'], '.3f')}")
 
 
 @bench("import", "medianode import (folder, ISO) vs DCMTK dcmsend --read-from-dicomdir, into storescp", runs=3)
@@ -160,6 +177,7 @@ def run_import(args: argparse.Namespace) -> Json:
         with Server("storescp", ["storescp", "--fork", "-aet", DEST_AET, "-od", store, port], aet=DEST_AET,
                     port=port, log=root / "storescp.log", env=NODELAY):
             results = time_senders(senders, store, port, len(instances), args.runs, args.warmup)
+        check_s = time_checks({"folder": folder, "iso": iso}, args.runs)
     finally:
         subprocess.run(["chmod", "-R", "u+w", root], check=False)
         shutil.rmtree(root, ignore_errors=True)
@@ -176,6 +194,6 @@ def run_import(args: argparse.Namespace) -> Json:
            "max_rss_mb": None if rss is None else rss < TARGETS["max_rss_mb"]}
     res: Json = {"data": {"label": spec.label, "files": len(instances), "bytes": nbytes}, "runs": args.runs,
                  "load_before": load_before, "load_after": load_average(), "medianode_import": how,
-                 "senders": summaries, "ratios": ratios, "targets": TARGETS, "targets_met": met}
+                 "senders": summaries, "check_s": check_s, "ratios": ratios, "targets": TARGETS, "targets_met": met}
     print_table(res, sys.stderr if args.json else sys.stdout)
     return res
