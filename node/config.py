@@ -3,24 +3,45 @@
 Every error names the file, the line and the key
 (``config/medianode.yaml:14 routes[0].profile: 'STD-GEN-BR' is not one of ...``)
 and is a :class:`~node.errors.ConfigError` (exit 2). Nothing here calls
-``sys.exit`` or opens a socket.
+``sys.exit`` or opens a socket. This module is the medianode schema: its
+dataclasses and the table of checks each key is read with; the checks and the
+``file:line key: reason`` machinery are :mod:`node.yamlcheck`'s.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml  # type: ignore[import-untyped]  # no stubs in the venv (types-PyYAML)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode  # type: ignore[import-untyped]
 
 from node.errors import ConfigError
 from node.profiles import COMPRESS, PROFILES, compressions
+from node.yamlcheck import (
+    At,
+    Check,
+    absolute,
+    boolean,
+    build,
+    choice,
+    compose,
+    describe,
+    fields,
+    file,
+    folder,
+    is_null,
+    many,
+    number,
+    optional,
+    path,
+    read_text,
+    section,
+    short,
+    text,
+)
 
 Action = Literal["burn", "store", "reject"]
 Group = Literal["study", "patient"]
@@ -266,19 +287,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     A missing, unreadable or non-UTF-8 file is ``ConfigError("{path}: cannot read: ...")``.
     """
     name = os.fspath(path)
-    text = _read_text(name)
-    return parse_config(text, source=name)
-
-
-def _read_text(name: str) -> str:
-    """A UTF-8 file's text (a BOM allowed); :class:`ConfigError` ``"{name}: cannot read: ..."`` otherwise."""
-    try:
-        with open(name, "rb") as f:
-            return f.read().decode("utf-8-sig")
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{name}: cannot read: not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
+    return parse_config(read_text(name), source=name)
 
 
 def parse_config(text: str, *, source: str) -> Config:
@@ -298,164 +307,19 @@ def parse_config(text: str, *, source: str) -> Config:
     Traceback (most recent call last):
     node.errors.ConfigError: x.yaml:1 node.port: expected an integer from 1 to 65535, got 'yes' (a boolean)
     """
-    root = _compose(text, source)
-    values, _ = _fields(root, _At(source, ""), _TOP, what="sections")
+    root = compose(text, source)
+    values, _ = fields(root, At(source, ""), _TOP, what="sections")
     output = values["burn"].output if "burn" in values else BurnConfig.output
     for i, route in enumerate(values.get("routes", ())):
         if route.action == "burn" and route.output is None and (problem := _output_fits(output, route.profile)):
             raise ConfigError(f"{route.where} routes[{i}]: burn.output: {problem}; give this route its own output")
     return Config(
-        node=values.get("node") or _build(NodeConfig, {}),
-        burn=values.get("burn") or _build(BurnConfig, {}),
+        node=values.get("node") or build(NodeConfig, {}),
+        burn=values.get("burn") or build(BurnConfig, {}),
         routes=values.get("routes", ()),
-        imports=values.get("import") or _build(ImportConfig, {}),
-        source=_absolute(source, _At(source, "source"), root),
+        imports=values.get("import") or build(ImportConfig, {}),
+        source=absolute(source, At(source, "source"), root),
     )
-
-
-def load_sidecar(path: str | os.PathLike[str], rules: Mapping[str, Callable[[str], str]]) -> dict[str, str]:
-    """Read a sidecar file of text values, ``{key: value}``, each checked by ``rules[key]``.
-
-    A sidecar gives what a non-DICOM file does not carry (the patient and study of a
-    photo, :mod:`node.media.capture`). YAML and JSON alike (a ``.json`` file is
-    checked as JSON first, then read as the YAML it also is, so that errors name
-    lines too). Values are taken as written (``0123`` stays ``0123``); a rule raises
-    ``ValueError("is not ...")`` to refuse one. Errors are :class:`ConfigError`
-    lines ``{path}:{line} {key}: {what is wrong}``, unknown keys included.
-    """
-    name = os.fspath(path)
-    text = _read_text(name)
-    if name.lower().endswith(".json"):
-        import json
-
-        try:
-            json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{name}:{exc.lineno} JSON syntax error: {exc.msg}") from None
-        text = text.replace("\t", " ")  # JSON whitespace, never inside a JSON string; YAML refuses tabs
-    table = {key: _text(f"a value for {key}", rule) for key, rule in rules.items()}
-    values, _ = _fields(_compose(text, name), _At(name, ""), table)
-    return values
-
-
-def _compose(text: str, source: str) -> Node:
-    """The YAML node tree of ``text``: nodes keep their line, nothing is constructed yet."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark, problem = exc.problem_mark or exc.context_mark, exc.problem or exc.context or "invalid YAML"
-        if exc.problem and exc.context and exc.context_mark:
-            problem += f" ({exc.context} on line {exc.context_mark.line + 1})"
-        raise ConfigError(f"{source}:{mark.line + 1 if mark else 1} YAML syntax error: {_one_line(problem)}") from None
-    except yaml.reader.ReaderError as exc:  # a character YAML forbids, e.g. a NUL
-        line = text.count("\n", 0, exc.position) + 1
-        raise ConfigError(f"{source}:{line} YAML syntax error: unacceptable character #x{exc.character:04x}: {exc.reason}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: YAML syntax error: {_one_line(str(exc))}") from None
-    except RecursionError:  # the composer recurses once per level: "[[[[..."
-        raise ConfigError(f"{source}: YAML syntax error: nested too deeply") from None
-    if root is None:
-        raise ConfigError(f"{source}: empty configuration")
-    return root
-
-
-@dataclass(frozen=True)
-class _At:
-    """Where a value sits: the file and the key path (``routes[0].match.called_aet``)."""
-
-    file: str
-    path: str
-
-    def key(self, name: str) -> _At:
-        return _At(self.file, f"{self.path}.{name}" if self.path else name)
-
-    def item(self, index: int) -> _At:
-        return _At(self.file, f"{self.path}[{index}]")
-
-    def error(self, node: Node, problem: str) -> ConfigError:
-        """``{file}:{line} {path}: {problem}``, the line being ``node``'s."""
-        where = f"{self.file}:{node.start_mark.line + 1}"
-        return ConfigError(f"{where} {self.path}: {problem}" if self.path else f"{where} {problem}")
-
-
-#: A check turns one YAML node into a typed value, or raises the ConfigError that says why not.
-Check = Callable[[Node, _At], Any]
-_STD = "tag:yaml.org,2002:"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _short(text: str) -> str:
-    """``text`` quoted for a message: one line, at most about 40 characters."""
-    return repr(text if len(text) <= 40 else text[:37] + "...")
-
-
-def _describe(node: Node) -> str:
-    """What a node is, for "got ...": ``a list``, ``'yes' (a boolean)``, ``'104' (a quoted string)``."""
-    if not isinstance(node, ScalarNode):
-        return "a mapping" if isinstance(node, MappingNode) else "a list"
-    if node.tag == _STD + "null":
-        return "an empty value" if node.value in ("", "~") else f"{_short(node.value)} (null)"
-    kind = " (a boolean)" if node.tag == _STD + "bool" else " (a quoted string)" if node.style in ("'", '"') else ""
-    return _short(node.value) + kind
-
-
-def _is_null(node: Node) -> bool:
-    return isinstance(node, ScalarNode) and node.tag == _STD + "null"
-
-
-def _scalar(node: Node, at: _At, expected: str) -> ScalarNode:
-    if not isinstance(node, ScalarNode) or _is_null(node):
-        raise at.error(node, f"expected {expected}, got {_describe(node)}")
-    if not node.tag.startswith(_STD):
-        raise at.error(node, f"unsupported tag {_short(node.tag)}")
-    return node
-
-
-def _number(lo: float, hi: float | None = None, *, integer: bool = True, above: bool = False, zero: str = "") -> Check:
-    """A plain YAML int (or float, unless ``integer``) from ``lo`` (exclusive if ``above``) to ``hi``;
-    with ``zero``, 0 as well, meaning ``zero``. Never a bool, a string or a non-finite float."""
-    word = "an integer" if integer else "a number"
-    if hi is not None:
-        expected = f"{word} from {lo} to {hi}"
-    else:
-        expected = f"{word} above {lo:g}" if above else f"{word} of {lo:g} or more"
-    if zero:
-        expected = f"0 ({zero}) or {expected}"
-    kinds = {_STD + "int"} if integer else {_STD + "int", _STD + "float"}
-
-    def check(node: Node, at: _At) -> Any:
-        if _scalar(node, at, expected).tag in kinds:
-            try:
-                v = yaml.constructor.SafeConstructor().construct_object(node)
-                v = v if integer else float(v)
-            except (ValueError, OverflowError, yaml.YAMLError):  # "0x_" has no digit, 10**400 is no float
-                v = math.nan
-            in_range = (v > lo if above else v >= lo) and (hi is None or v <= hi)
-            if (in_range or (zero and v == 0)) and not (isinstance(v, float) and math.isinf(v)):
-                return v
-        raise at.error(node, f"expected {expected}, got {_describe(node)}")
-
-    return check
-
-
-def _text(expected: str = "a string", rule: Callable[[str], str] | None = None, *, max_len: int = 0) -> Check:
-    """Any scalar, as written: not empty, no control characters, at most ``max_len`` long, then ``rule``."""
-
-    def check(node: Node, at: _At) -> str:
-        text = _scalar(node, at, expected).value
-        try:
-            if not text or any(c < " " or "\x7f" <= c < "\xa0" for c in text):
-                raise ValueError(f"is not {expected}: {'it is empty' if not text else 'it holds a control character'}")
-            if max_len and len(text) > max_len:
-                raise ValueError(f"is longer than {max_len} characters")
-            return rule(text) if rule else text
-        except ValueError as exc:
-            raise at.error(node, f"{_short(text)} {exc}") from None
-
-    return check
 
 
 def _ae_title(text: str) -> str:
@@ -477,115 +341,16 @@ def _uid(text: str) -> str:
     return text
 
 
-def _absolute(text: str, at: _At, node: Node) -> Path:
-    try:
-        return Path(os.path.abspath(text))
-    except OSError as exc:  # the working directory is gone
-        raise at.error(node, f"cannot resolve {_short(text)}: {exc.strerror}") from None
+_COMPRESS = choice(*COMPRESS)
 
 
-def _path(node: Node, at: _At) -> Path:
-    return _absolute(_text("a path")(node, at), at, node)
-
-
-def _folder(node: Node, at: _At) -> Path:
-    """A path to an existing folder (a viewer copied onto every medium)."""
-    path = _path(node, at)
-    if not os.path.isdir(path):
-        raise at.error(node, f"no such folder: {path}")
-    return path
-
-
-def _file(node: Node, at: _At) -> Path:
-    """A path to an existing, readable file (TLS certificates and keys are read at start-up)."""
-    path = _path(node, at)
-    if not os.path.isfile(path) or not os.access(path, os.R_OK):
-        raise at.error(node, f"no such readable file: {path}")
-    return path
-
-
-def _choice(*options: str, upper: bool = False) -> Check:
-    """One of ``options``, case-insensitive, stored in the options' case."""
-    listed = ", ".join(options)
-
-    def check(node: Node, at: _At) -> str:
-        text: str = _text(f"one of {listed}")(node, at)
-        value = text.upper() if upper else text.lower()
-        if value not in options:
-            raise at.error(node, f"{_short(text)} is not one of {listed}")
-        return value
-
-    return check
-
-
-def _many(item: Check) -> Check:
-    """One value or a list of them, as a tuple."""
-    return lambda node, at: (
-        tuple(item(n, at.item(i)) for i, n in enumerate(node.value)) if isinstance(node, SequenceNode) else (item(node, at),)
-    )
-
-
-def _optional(check: Check) -> Check:
-    """``check``, or None for an empty value (``tls: ~``)."""
-    return lambda node, at: None if _is_null(node) else check(node, at)
-
-
-def _fields(node: Node, at: _At, table: Mapping[str, Check], *, required: tuple[str, ...] = (),
-            what: str = "keys") -> tuple[dict[str, Any], dict[str, Node]]:
-    """Check a mapping against ``table``: its values and value nodes by key. An empty value is an empty mapping."""
-    if not isinstance(node, MappingNode) and not _is_null(node):
-        raise at.error(node, f"expected a mapping of {what} ({', '.join(table)}), got {_describe(node)}")
-    values: dict[str, Any] = {}
-    keys: dict[str, Node] = {}
-    nodes: dict[str, Node] = {}
-    for key, value in node.value if isinstance(node, MappingNode) else ():
-        name = key.value if isinstance(key, ScalarNode) else ""
-        if name not in table:
-            label = name if re.fullmatch(r"[\w-]{1,40}", name, re.ASCII) else _short(name) if name else f"<{_describe(key)}>"
-            raise at.key(label).error(key, f"unknown key (known: {', '.join(table)})")
-        if name in keys:
-            raise at.key(name).error(key, f"duplicate key (first on line {keys[name].start_mark.line + 1})")
-        keys[name], nodes[name] = key, value
-        values[name] = table[name](value, at.key(name))
-    for name in required:
-        if name not in values:
-            raise at.key(name).error(node, "required key is missing")
-    return values, nodes
-
-
-def _build(cls: type[Any], values: dict[str, Any]) -> Any:
-    """``cls(**values)``, the relative Path defaults of absent keys made absolute as well."""
-    for f in fields(cls):
-        if f.name not in values and isinstance(f.default, Path):
-            values[f.name] = Path(os.path.abspath(f.default))
-    return cls(**values)
-
-
-def _section(cls: type[Any], table: Mapping[str, Check], *, required: tuple[str, ...] = ()) -> Check:
-    return lambda node, at: _build(cls, _fields(node, at, table, required=required)[0])
-
-
-_BOOLS = {"yes": True, "true": True, "on": True, "no": False, "false": False, "off": False}  # YAML 1.1 booleans
-
-
-def _bool(node: Node, at: _At) -> bool:
-    """A YAML boolean (``true``, ``false``, and YAML 1.1's ``yes``, ``no``, ``on``, ``off``)."""
-    value = _BOOLS.get(_scalar(node, at, "true or false").value.lower())
-    if node.tag != _STD + "bool" or value is None:  # "!!bool maybe" is tagged, but no boolean
-        raise at.error(node, f"expected true or false, got {_describe(node)}")
-    return value
-
-
-_COMPRESS = _choice(*COMPRESS)
-
-
-def _compress(node: Node, at: _At) -> tuple[str, tuple[tuple[str, str], ...]]:
+def _compress(node: Node, at: At) -> tuple[str, tuple[tuple[str, str], ...]]:
     """``compress: X``, or per modality ``compress: {default: X, MG: none, US: jpeg-baseline}``."""
     if not isinstance(node, MappingNode):
         return _COMPRESS(node, at), ()
     default, by_modality = "none", []
     for key, value in node.value:
-        name = _text("a modality or default")(key, at)
+        name = text("a modality or default")(key, at)
         if name == "default":
             default = _COMPRESS(value, at.key(name))
         else:
@@ -593,9 +358,9 @@ def _compress(node: Node, at: _At) -> tuple[str, tuple[tuple[str, str], ...]]:
     return default, tuple(by_modality)
 
 
-_AE = _text("an AE title", _ae_title)
-_HOST = _text("a host name or address")
-_UIDS = _many(_text("a UID", _uid))
+_AE = text("an AE title", _ae_title)
+_HOST = text("a host name or address")
+_UIDS = many(text("a UID", _uid))
 
 def _device(text: str) -> str:
     """An optical drive (an absolute device path) or xorriso's ``stdio:PATH`` pseudo-drive, made absolute."""
@@ -606,34 +371,34 @@ def _device(text: str) -> str:
     return text
 
 
-_RETRIES: dict[str, Check] = {"retries": _number(0, 99), "retry_wait_seconds": _number(0, integer=False)}
+_RETRIES: dict[str, Check] = {"retries": number(0, 99), "retry_wait_seconds": number(0, integer=False)}
 #: ``output`` mappings by ``kind``: the class, its keys, the required ones. A folder is a plain Path.
 OUTPUTS: dict[str, tuple[type[Any] | None, dict[str, Check], tuple[str, ...]]] = {
-    "folder": (None, {"path": lambda n, a: _path(n, a)}, ("path",)),
-    "xorriso": (XorrisoOutput, {"device": _text("a drive", _device), "speed": _text("a speed"),
-                                "verify": lambda n, a: _bool(n, a), "eject": lambda n, a: _bool(n, a), **_RETRIES},
+    "folder": (None, {"path": lambda n, a: path(n, a)}, ("path",)),
+    "xorriso": (XorrisoOutput, {"device": text("a drive", _device), "speed": text("a speed"),
+                                "verify": lambda n, a: boolean(n, a), "eject": lambda n, a: boolean(n, a), **_RETRIES},
                 ("device",)),
     "publisher": (PublisherOutput, {
-        "vendor": _choice("epson", "rimage"), "hot_folder": lambda n, a: _path(n, a),
-        "media": _choice("CD", "DVD", "BD", upper=True), "robot_path": _text("a path"),
-        "publisher": _text("a publisher name", max_len=64), "label_template": _text("a path"),
-        "timeout_seconds": _number(0, integer=False, above=True), "poll_seconds": _number(0, integer=False, above=True),
+        "vendor": choice("epson", "rimage"), "hot_folder": lambda n, a: path(n, a),
+        "media": choice("CD", "DVD", "BD", upper=True), "robot_path": text("a path"),
+        "publisher": text("a publisher name", max_len=64), "label_template": text("a path"),
+        "timeout_seconds": number(0, integer=False, above=True), "poll_seconds": number(0, integer=False, above=True),
         **_RETRIES}, ("vendor", "hot_folder")),
-    "usb": (UsbOutput, {"mount_point": lambda n, a: _path(n, a), **_RETRIES}, ("mount_point",)),
+    "usb": (UsbOutput, {"mount_point": lambda n, a: path(n, a), **_RETRIES}, ("mount_point",)),
 }
 
 
-def _output(node: Node, at: _At) -> Output:
+def _output(node: Node, at: At) -> Output:
     """A path (a folder of images, as before) or a mapping whose ``kind`` names the output."""
     if not isinstance(node, MappingNode):
-        return _path(node, at)
+        return path(node, at)
     kinds = ", ".join(OUTPUTS)
     kind_node = next((v for k, v in node.value if isinstance(k, ScalarNode) and k.value == "kind"), None)
     if kind_node is None:
         raise at.key("kind").error(node, f"required key is missing (one of {kinds})")
-    kind = _choice(*OUTPUTS)(kind_node, at.key("kind"))
+    kind = choice(*OUTPUTS)(kind_node, at.key("kind"))
     cls, table, required = OUTPUTS[kind]
-    values, _ = _fields(node, at, {"kind": lambda n, a: kind, **table}, required=required)
+    values, _ = fields(node, at, {"kind": lambda n, a: kind, **table}, required=required)
     values.pop("kind")
     return values["path"] if cls is None else cls(**values)  # type: ignore[no-any-return]
 
@@ -649,30 +414,30 @@ def _output_fits(output: Output, profile: str) -> str:
 
 
 _ROUTE: dict[str, Check] = {
-    "match": _section(Match, {"called_aet": _many(_AE), "calling_aet": _many(_AE), "modality": _many(_text()),
+    "match": section(Match, {"called_aet": many(_AE), "calling_aet": many(_AE), "modality": many(text()),
                               "sop_class": _UIDS}),
-    "action": _choice("burn", "store", "reject"),
-    "profile": _choice(*PROFILES, upper=True),
+    "action": choice("burn", "store", "reject"),
+    "profile": choice(*PROFILES, upper=True),
     "compress": _compress,
-    "lossy_mammography": _bool,
-    "bit_reduction": _bool,
-    "new_uids": _bool,
-    "deidentify": _bool,
-    "burned_in_annotation": _bool,
-    "copies": _number(1, 99),
-    "group": _choice("study", "patient"),
-    "label": _optional(_text("a label", max_len=32)),
-    "kind": _choice("archive", "backup"),
-    "output": _optional(_output),
-    "pdi": _bool,
-    "web": _bool,
-    "viewer": _folder,
+    "lossy_mammography": boolean,
+    "bit_reduction": boolean,
+    "new_uids": boolean,
+    "deidentify": boolean,
+    "burned_in_annotation": boolean,
+    "copies": number(1, 99),
+    "group": choice("study", "patient"),
+    "label": optional(text("a label", max_len=32)),
+    "kind": choice("archive", "backup"),
+    "output": optional(_output),
+    "pdi": boolean,
+    "web": boolean,
+    "viewer": folder,
 }
 
 
-def _route(node: Node, at: _At) -> Route:
+def _route(node: Node, at: At) -> Route:
     """One route; burn settings on another action, or a compression its profile forbids, are errors."""
-    values, nodes = _fields(node, at, _ROUTE, required=("action",))
+    values, nodes = fields(node, at, _ROUTE, required=("action",))
     action = values["action"]
     for name in [k for k in nodes if k not in ("match", "action")] if action != "burn" else ():
         raise at.key(name).error(nodes[name], f"only for action: burn (this route's action is {action})")
@@ -697,18 +462,18 @@ def _route(node: Node, at: _At) -> Route:
     return Route(**{"match": Match(), **values}, where=f"{at.file}:{node.start_mark.line + 1}")
 
 
-def _routes(node: Node, at: _At) -> tuple[Route, ...]:
-    if not isinstance(node, SequenceNode) and not _is_null(node):
-        raise at.error(node, f"expected a list of routes, got {_describe(node)}")
+def _routes(node: Node, at: At) -> tuple[Route, ...]:
+    if not isinstance(node, SequenceNode) and not is_null(node):
+        raise at.error(node, f"expected a list of routes, got {describe(node)}")
     return tuple(_route(n, at.item(i)) for i, n in enumerate(node.value if isinstance(node, SequenceNode) else ()))
 
 
-def _argv(node: Node, at: _At) -> tuple[str, ...]:
+def _argv(node: Node, at: At) -> tuple[str, ...]:
     """A command as a non-empty list of arguments: run without a shell, so nothing in it is interpreted."""
     if not isinstance(node, SequenceNode) or not node.value:
         raise at.error(node, "expected a command as a list of arguments, e.g. [eject, '{device}'] "
-                             f"(never a shell string), got {_describe(node)}")
-    return tuple(_text("an argument")(n, at.item(i)) for i, n in enumerate(node.value))
+                             f"(never a shell string), got {describe(node)}")
+    return tuple(text("an argument")(n, at.item(i)) for i, n in enumerate(node.value))
 
 
 def _long_string(text: str, *, inner: bool = False) -> str:
@@ -727,19 +492,19 @@ def _long_string(text: str, *, inner: bool = False) -> str:
     return text
 
 
-_LO = _text("a Long String (LO)", _long_string)
-_PREFIX = _text("a Long String (LO)", lambda text: _long_string(text, inner=True))
+_LO = text("a Long String (LO)", _long_string)
+_PREFIX = text("a Long String (LO)", lambda text: _long_string(text, inner=True))
 
 
-def _id_map(node: Node, at: _At) -> tuple[tuple[str, str], ...]:
+def _id_map(node: Node, at: At) -> tuple[tuple[str, str], ...]:
     """``{OLD: NEW, ...}``: each ID as written (``0123`` stays text), no old ID twice."""
     if not isinstance(node, MappingNode):
-        raise at.error(node, f"expected a mapping of old to new Patient IDs (OLD: NEW), got {_describe(node)}")
+        raise at.error(node, f"expected a mapping of old to new Patient IDs (OLD: NEW), got {describe(node)}")
     pairs: list[tuple[str, str]] = []
     first: dict[str, Node] = {}
     for key, value in node.value:
         old = _LO(key, at)
-        label = old if re.fullmatch(r"[\w.-]{1,40}", old, re.ASCII) else _short(old)
+        label = old if re.fullmatch(r"[\w.-]{1,40}", old, re.ASCII) else short(old)
         if old in first:
             raise at.key(label).error(key, f"duplicate Patient ID (first on line {first[old].start_mark.line + 1})")
         first[old] = key
@@ -754,58 +519,58 @@ _COERCE: dict[str, Check] = {
 }
 
 
-def _coerce(node: Node, at: _At) -> Coercion | None:
+def _coerce(node: Node, at: At) -> Coercion | None:
     """The coercions of ``import.coerce``; an empty section, like an absent one, coerces nothing."""
-    values, _ = _fields(node, at, _COERCE)
+    values, _ = fields(node, at, _COERCE)
     return Coercion(**values) if values else None
 
 
 _IMPORT: dict[str, Check] = {
-    "inbox": _path,
-    "destination": _optional(_section(Destination, {"ae_title": _AE, "host": _HOST, "port": _number(1, 65535)},
+    "inbox": path,
+    "destination": optional(section(Destination, {"ae_title": _AE, "host": _HOST, "port": number(1, 65535)},
                                       required=("ae_title", "host", "port"))),
-    "watch": _bool,
-    "mount_roots": _many(_path),
-    "drives": _many(_path),
-    "settle_seconds": _number(0, integer=False, above=True),
-    "poll_seconds": _number(0, integer=False, above=True),
-    "eject": _optional(_argv),
+    "watch": boolean,
+    "mount_roots": many(path),
+    "drives": many(path),
+    "settle_seconds": number(0, integer=False, above=True),
+    "poll_seconds": number(0, integer=False, above=True),
+    "eject": optional(_argv),
     "calling_aet": _AE,
     "coerce": _coerce,
 }
 
 
-def _import(node: Node, at: _At) -> ImportConfig:
+def _import(node: Node, at: At) -> ImportConfig:
     """The import section; watching without a destination is an error (the media would go nowhere)."""
-    values, nodes = _fields(node, at, _IMPORT)
+    values, nodes = fields(node, at, _IMPORT)
     if values.get("watch") and values.get("destination") is None:
         raise at.key("watch").error(nodes["watch"], "needs import.destination: the media found would go nowhere")
-    return _build(ImportConfig, values)  # type: ignore[no-any-return]
+    return build(ImportConfig, values)  # type: ignore[no-any-return]
 
 
 _TOP: dict[str, Check] = {
-    "node": _section(NodeConfig, {
+    "node": section(NodeConfig, {
         "ae_title": _AE,
         "host": _HOST,
-        "port": _number(1, 65535),
-        "data_dir": _path,
-        "allowed_calling_aets": _many(_AE),
+        "port": number(1, 65535),
+        "data_dir": path,
+        "allowed_calling_aets": many(_AE),
         "extra_sop_classes": _UIDS,
-        "workers": _number(1, 64),
-        "max_associations": _number(1, 1000),
-        "min_free_mb": _number(0),
+        "workers": number(1, 64),
+        "max_associations": number(1, 1000),
+        "min_free_mb": number(0),
         # PS3.8 D.1: a 32-bit Maximum Length, 0 for none; at least 4096 as DCMTK's ASC_MINIMUMPDUSIZE.
-        "max_pdu": _number(4096, 2**32 - 1, zero="unlimited"),
-        "tls": _optional(_section(TLS, {"certificate": _file, "key": _file, "ca": _optional(_file)},
+        "max_pdu": number(4096, 2**32 - 1, zero="unlimited"),
+        "tls": optional(section(TLS, {"certificate": file, "key": file, "ca": optional(file)},
                                   required=("certificate", "key"))),
     }),
-    "burn": _section(BurnConfig, {
+    "burn": section(BurnConfig, {
         "output": _output,
-        "study_stable_seconds": _number(0, integer=False, above=True),
-        "retention_hours": _number(0, integer=False),
-        "pdi": _bool,
-        "institution": _text("an institution name", max_len=200),
-        "contact": _text("a contact (phone, address)", max_len=200),
+        "study_stable_seconds": number(0, integer=False, above=True),
+        "retention_hours": number(0, integer=False),
+        "pdi": boolean,
+        "institution": text("an institution name", max_len=200),
+        "contact": text("a contact (phone, address)", max_len=200),
     }),
     "routes": _routes,
     "import": _import,

@@ -11,14 +11,15 @@ import ast
 from pathlib import Path
 
 NODE = Path(__file__).resolve().parents[1] / "node"
-BOTTOM = {"errors", "dicom", "profiles", "dcmio", "pixels", "config", "index", "audit", "routing", "durable", "netcompat"}
+BOTTOM = {"errors", "dicom", "profiles", "dcmio", "pixels", "config", "index", "audit", "routing", "durable", "netcompat",
+          "yamlcheck"}
 MIDDLE = {"media", "read", "receive"}
 #: third-party package -> the modules allowed to import it
 OWNERS = {
     "pynetdicom": {"netcompat", "receive.scp", "receive.workers", "read.sender"},
     "pycdlib": {"media.iso", "read.medium"},
     "watchdog": {"read.watcher"},
-    "yaml": {"config"},
+    "yaml": {"config", "yamlcheck"},
 }
 
 

@@ -252,7 +252,7 @@ def _plan(path: str, k: Kind, from_flags: tuple[Identity, str] | None, studies: 
         if sidecar is None:
             continue
         if sidecar not in sidecars:
-            from node.config import load_sidecar  # YAML loads only when a sidecar is there
+            from node.yamlcheck import load_sidecar  # YAML loads only when a sidecar is there
 
             sidecars[sidecar] = load_sidecar(sidecar, SIDECAR_RULES)
         fields = sidecars[sidecar]
