@@ -39,9 +39,10 @@ JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
 JPEG_LS_NEAR_LOSSLESS = "1.2.840.10008.1.2.4.81"
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"  # .90
 J2K = "1.2.840.10008.1.2.4.91"  # .91
+HTJ2K = "1.2.840.10008.1.2.4.203"  # .203, High-Throughput JPEG 2000, lossless or lossy
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"  # .5
-#: Syntaxes whose Pixel Data is native (not encapsulated): everything else is compressed.
-NATIVE = frozenset({IMPLICIT_VR_LE, EXPLICIT_VR_LE, EXPLICIT_VR_BE, DEFLATED_LE})
+# What medianode knows of each syntax is a row of node.syntaxes.
+
 
 def syntax_name(uid: str) -> str:
     """A UID as people read it: "JPEG Baseline (Process 1) (1.2.840.10008.1.2.4.50)", or the UID alone."""
@@ -50,21 +51,6 @@ def syntax_name(uid: str) -> str:
     name = UID(uid).name
     return uid if name == uid else f"{name} ({uid})"
 
-
-#: Table 6 of the seed: every syntax the augmented profiles allow for image SOP classes.
-SEED_TABLE_6 = frozenset(
-    {
-        EXPLICIT_VR_LE,
-        IMPLICIT_VR_LE,
-        JPEG_BASELINE,
-        JPEG_EXTENDED,
-        JPEG_LOSSLESS_P14,
-        JPEG_LOSSLESS_SV1,
-        J2K_LOSSLESS,
-        J2K,
-        RLE_LOSSLESS,
-    }
-)
 
 # -- Directory record types (PS3.3 F.5 and Table F.4-1; PS3.4 Annex B) ---------
 

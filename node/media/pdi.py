@@ -54,7 +54,6 @@ README, INDEX = "README.TXT", "INDEX.HTM"
 MAX_RENDITIONS = 12
 #: Renditions are shrunk to at most this many pixels a side.
 JPEG_MAX = 512
-JPEG_QUALITY = 90
 #: The series pages' fixed layout (CSS pixels): a header band, then a grid of equal cells, each
 #: with its image at the top-left scaled to fit THUMB x THUMB. Fixed so that a test can find each
 #: image in a screenshot.
@@ -320,7 +319,7 @@ def _frames(path: str) -> Iterator[tuple[str, bytes, tuple[int, int]]]:
         arr = pixel_array(path, index=index, decoding_plugin=plugin)  # one frame decoded at a time
         picture = _shrink(_display(arr, ds))
         caption = f", frame {index + 1} of {count}" if count > 1 else ""
-        yield caption, bytes(imagecodecs.jpeg8_encode(picture, level=JPEG_QUALITY)), (arr.shape[0], arr.shape[1])
+        yield caption, bytes(imagecodecs.jpeg8_encode(picture, level=pixels.JPEG_QUALITY)), (arr.shape[0], arr.shape[1])
 
 
 def _display(arr: np.ndarray, ds: Dataset) -> np.ndarray:

@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from node import dcmio, dicom
+from node import dcmio, dicom, syntaxes
 from node.dicom import syntax_name
 from node.errors import one_line
 from node.media.sources import SOP_CLASS_UID, SOP_INSTANCE_UID, Instance, instance, read
@@ -150,7 +150,6 @@ def _lossless_as_is(task: Task) -> list[str] | None:
     from pydicom.encaps import encapsulate
 
     from node import pixels
-    from node.media.compress import NAMES
 
     value_at, length = span
     arr = pixels.native_array(memoryview(data)[value_at:value_at + length], rows=image.rows, columns=image.columns,
@@ -166,7 +165,7 @@ def _lossless_as_is(task: Task) -> list[str] | None:
         f.write(data[header.dataset_offset:header.pixel_offset])
         f.write(_ENCAPSULATED_PIXEL_DATA + items + _SEQUENCE_DELIMITER)
         f.write(data[value_at + length:])
-    return [NAMES[ts]]
+    return [syntaxes.by_uid(ts).label]
 
 
 #: (7FE0,0010) OB of undefined length, and the delimiter that ends its items (PS3.5 A.4).
@@ -198,7 +197,7 @@ def _guess(ds: Dataset) -> str:
 
 def _decode(ds: Dataset, ts: str, what: list[str]) -> None:
     """Bring ``ds`` to native Explicit VR Little Endian pixels."""
-    if ts not in dicom.NATIVE:
+    if ts not in syntaxes.NATIVE:
         from node import pixels
 
         if not pixels.can_decode(ts):
