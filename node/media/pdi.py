@@ -34,14 +34,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from node import __version__, dicom
+from node import __version__
 from node.config import BurnConfig
 from node.errors import BuildError, UsageError
 from node.media.content import FileSlice, MediaFile
-from node.media.directory import MODALITY, SERIES_NUMBER, STUDY_DATE, Node, Tree
-from node.media.label import SERIES_DESCRIPTION, STUDY_DESCRIPTION, Label, display_date, key_text, person_name
-from node.media.sources import PATIENT_BIRTH_DATE, PATIENT_ID
+from node.media.directory import Node, Tree
+from node.media.label import Label, display_date, key_text, person_name
 from node.profiles import PDI_ROOT_FILES, PDI_WEB_FOLDER, PROFILES, Profile
+from node.tags import (
+    INSTANCE_NUMBER,
+    MODALITY,
+    PATIENT_BIRTH_DATE,
+    PATIENT_ID,
+    SERIES_DESCRIPTION,
+    SERIES_NUMBER,
+    STUDY_DATE,
+    STUDY_DESCRIPTION,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -268,7 +277,7 @@ def _renditions(page: _Series, *, limit: int, staging: Path) -> tuple[list[str],
         assert leaf.instance is not None
         if len(files) >= limit:  # multi-frame images took two places each
             break
-        number = key_text(leaf, dicom.INSTANCE_NUMBER)
+        number = key_text(leaf, INSTANCE_NUMBER)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a value pydicom frowns at either renders or fails below

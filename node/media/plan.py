@@ -31,8 +31,21 @@ from node.media.transcode import Task, needs_conversion
 from node.media.uids import UidMap, new_salt
 from node.profiles import Profile, compressions
 from node.syntaxes import COMPRESS, NO_COMPRESSION
+from node.tags import (
+    BITS_ALLOCATED,
+    BITS_STORED,
+    COLUMNS,
+    LUT_DESCRIPTOR,
+    MODALITY,
+    MODALITY_LUT_SEQUENCE,
+    NUMBER_OF_FRAMES,
+    PHOTOMETRIC_INTERPRETATION,
+    PIXEL_REPRESENTATION,
+    RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+    ROWS,
+    SAMPLES_PER_PIXEL,
+)
 
-MODALITY = 0x00080060
 #: Below this many files a pool costs more (its start and pydicom's import in each worker) than it saves.
 POOL_THRESHOLD = 8
 _UID_TEXT = re.compile(rb"[0-9][0-9.]{6,63}")
@@ -140,20 +153,20 @@ def image_info(inst: Instance) -> ImageInfo:
         el = h.elements.get(tag)
         return int.from_bytes(el.value[:2], "little") if el is not None and len(el.value) >= 2 else default
 
-    frames = h.text(0x00280008)
-    photometric = h.text(0x00280004)
-    lut = h.elements.get(0x00281101) if photometric == "PALETTE COLOR" else None  # Red Palette LUT Descriptor
-    if lut is None and (modality_lut := h.elements.get(0x00283000)) and modality_lut.items:
-        lut = modality_lut.items[0].get(0x00283002)  # LUT Descriptor of the Modality LUT Sequence's item
+    frames = h.text(NUMBER_OF_FRAMES)
+    photometric = h.text(PHOTOMETRIC_INTERPRETATION)
+    lut = h.elements.get(RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR) if photometric == "PALETTE COLOR" else None
+    if lut is None and (modality_lut := h.elements.get(MODALITY_LUT_SEQUENCE)) and modality_lut.items:
+        lut = modality_lut.items[0].get(LUT_DESCRIPTOR)  # of the Modality LUT Sequence's first item
     return ImageInfo(
         sop_class_uid=inst.sop_class_uid,
         modality=inst.text(MODALITY),
-        rows=us(0x00280010),
-        columns=us(0x00280011),
-        samples_per_pixel=us(0x00280002, 1),
-        bits_allocated=us(0x00280100),
-        bits_stored=us(0x00280101),
-        pixel_representation=us(0x00280103),
+        rows=us(ROWS),
+        columns=us(COLUMNS),
+        samples_per_pixel=us(SAMPLES_PER_PIXEL, 1),
+        bits_allocated=us(BITS_ALLOCATED),
+        bits_stored=us(BITS_STORED),
+        pixel_representation=us(PIXEL_REPRESENTATION),
         photometric=decoded_photometric(photometric, h.transfer_syntax),
         frames=int(frames) if frames.isdigit() else 1,
         lut_bits=int.from_bytes(lut.value[4:6], "little") if lut is not None and len(lut.value) >= 6 else 0,
