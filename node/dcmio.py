@@ -36,6 +36,7 @@ from node.tags import (
 UNDEFINED = 0xFFFFFFFF
 #: Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
 LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
+_LONG_VR_BYTES = frozenset(v.encode() for v in LONG_VRS)
 _CHUNK = 64 * 1024
 #: Every VR of PS3.5 Table 6.2-1, by its two bytes: a dict look-up both decodes and validates.
 _VR_NAMES = {v.encode(): v for v in (
@@ -46,6 +47,7 @@ _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<L")
 _TAG = struct.Struct("<HH")
 _ELEMENT = struct.Struct("<HHL")  # tag, then an Implicit VR (or item) length
+_BIG_ENDIAN = struct.Struct(">HHL"), struct.Struct(">H"), struct.Struct(">L")  # PS3.5 7.3, retired
 
 
 class NeedsPydicom(Exception):
@@ -148,6 +150,28 @@ def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -
 # -- decoding -------------------------------------------------------------------
 
 
+def element_header(buf: bytes, off: int, *, implicit: bool, little: bool = True) -> tuple[int, bytes, int, int]:
+    """(tag, VR, value length, header length) of the element, item or delimiter encoded at ``buf[off:]``.
+
+    The one decoder of element headers in the package (PS3.5 7.1, 7.5): an item or delimiter
+    (group FFFE), and any element in Implicit VR, is a tag and a 4-byte length, with no VR (``b""``);
+    an explicit VR of :data:`LONG_VRS` has 2 reserved bytes and a 4-byte length (``buf`` then needs
+    12 bytes from ``off``), any other VR a 2-byte length. The VR is returned as read, unchecked.
+
+    >>> element_header(encode(0x00100020, "LO", "ID1"), 0, implicit=False)
+    (1048608, b'LO', 4, 8)
+    """
+    element, u16, u32 = (_ELEMENT, _U16, _U32) if little else _BIG_ENDIAN
+    group, number, length = element.unpack_from(buf, off)
+    tag = group << 16 | number
+    if implicit or group == 0xFFFE:
+        return tag, b"", length, 8
+    vr = buf[off + 4 : off + 6]
+    if vr in _LONG_VR_BYTES:
+        return tag, vr, u32.unpack_from(buf, off + 8)[0], 12
+    return tag, vr, u16.unpack_from(buf, off + 6)[0], 8
+
+
 class _Reader:
     """Random access to a file through one bounded window."""
 
@@ -183,19 +207,15 @@ class _Parser:
         if off < 0 or off + 12 > len(r.buf):
             r.get(pos, 12 if pos + 12 <= r.size else 8)  # move the window here
             off = 0
-        buf = r.buf
-        group, elem, length = _ELEMENT.unpack_from(buf, off)
-        tag = group << 16 | elem
-        if group == 0xFFFE:
+        tag, code, length, size = element_header(r.buf, off, implicit=self.implicit)
+        if tag >> 16 == 0xFFFE:
             return tag, "", length, 8
         if self.implicit:
             return tag, "SQ" if length == UNDEFINED else self.vrs.get(tag, "UN"), length, 8
-        vr = _VR_NAMES.get(buf[off + 4 : off + 6])
+        vr = _VR_NAMES.get(code)
         if vr is None:
             raise NotDicom(f"no valid VR at offset {pos}")
-        if vr in LONG_VRS:
-            return tag, vr, _U32.unpack_from(buf, off + 8)[0], 12
-        return tag, vr, _U16.unpack_from(buf, off + 6)[0], 8
+        return tag, vr, length, size
 
     def dataset(
         self, pos: int, end: int, *, capture: bool, top: bool = False
