@@ -30,6 +30,7 @@ from typing import Any
 
 from node import __version__, config, dicom, profiles
 from node.syntaxes import NATIVE, NO_COMPRESSION, SYNTAXES, by_name, by_uid
+from node.tags import PATIENT_ID, PIXEL_DATA
 
 TITLE = "medianode DICOM Conformance Statement"
 _CONTENTS = "\x00contents\x00"  # where the table of contents goes, once the headings are numbered
@@ -260,7 +261,7 @@ def compression_coercions() -> list[Coerced]:
             c.compress(ds, choice, new_sop_uid="2.25.2" if choice.lossy else None)
             kind = "lossy" if choice.lossy else "lossless"
             for before, after in ((sample.file_meta, ds.file_meta), (sample, ds)):
-                for tag in sorted({*before.keys(), *after.keys()} - {0x7FE00010}):
+                for tag in sorted({*before.keys(), *after.keys()} - {PIXEL_DATA}):
                     old, new = before.get(tag), after.get(tag)
                     change = ("added" if old is None else "removed" if new is None
                               else "changed" if old.value != new.value else "")
@@ -1258,7 +1259,7 @@ def annexes() -> str:
                 f"`{coerce.MODIFYING_SYSTEM}`, reason `{coerce.REASON}`")
     coerced += [
         ("(0400,0561)", tag_name(0x04000561), original),
-        ("(0010,0020)", tag_name(0x00100020), "`burn --invent-patient-id`, when two patients share one ID"),
+        ("(0010,0020)", tag_name(PATIENT_ID), "`burn --invent-patient-id`, when two patients share one ID"),
         ("(0010,1002)", tag_name(0x00101002), "`burn --invent-patient-id`: the old ID, as an item"),
     ]
     return f"""## Annexes

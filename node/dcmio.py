@@ -158,8 +158,8 @@ def element_header(buf: bytes, off: int, *, implicit: bool, little: bool = True)
     an explicit VR of :data:`LONG_VRS` has 2 reserved bytes and a 4-byte length (``buf`` then needs
     12 bytes from ``off``), any other VR a 2-byte length. The VR is returned as read, unchecked.
 
-    >>> element_header(encode(0x00100020, "LO", "ID1"), 0, implicit=False)
-    (1048608, b'LO', 4, 8)
+    >>> element_header(encode(TRANSFER_SYNTAX_UID, "UI", "1.2.840.10008.1.2.1"), 0, implicit=False)
+    (131088, b'UI', 20, 8)
     """
     element, u16, u32 = (_ELEMENT, _U16, _U32) if little else _BIG_ENDIAN
     group, number, length = element.unpack_from(buf, off)
