@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from node import __version__, config, dicom, profiles
+from node.syntaxes import NATIVE, NO_COMPRESSION, SYNTAXES, by_name, by_uid
+from node.tags import PATIENT_ID, PIXEL_DATA
 
 TITLE = "medianode DICOM Conformance Statement"
 _CONTENTS = "\x00contents\x00"  # where the table of contents goes, once the headings are numbered
@@ -241,18 +243,17 @@ class Coerced:
 
 def compression_coercions() -> list[Coerced]:
     """What :func:`node.media.compress.compress` changes, found by compressing :func:`_sample_images`
-    in every syntax of :data:`node.profiles.COMPRESS` they can be written in as asked, and comparing."""
+    in every syntax a ``--compress`` value names that they can be written in as asked, and comparing."""
     import copy
 
     from node.media import compress as c
 
     found: dict[int, Coerced] = {}
-    everything = frozenset(ts for ts in profiles.COMPRESS.values() if ts)
+    written = [s.uid for s in SYNTAXES if s.compress]
+    everything = frozenset(written)
     policy = c.Policy(bit_reduction=True)
     for _, sample in _sample_images():
-        for ts in profiles.COMPRESS.values():
-            if ts is None:
-                continue
+        for ts in written:
             choice = c.choose(ts, c.ImageInfo.from_dataset(sample), everything, policy)
             if choice.transfer_syntax != ts:
                 continue
@@ -260,7 +261,7 @@ def compression_coercions() -> list[Coerced]:
             c.compress(ds, choice, new_sop_uid="2.25.2" if choice.lossy else None)
             kind = "lossy" if choice.lossy else "lossless"
             for before, after in ((sample.file_meta, ds.file_meta), (sample, ds)):
-                for tag in sorted({*before.keys(), *after.keys()} - {0x7FE00010}):
+                for tag in sorted({*before.keys(), *after.keys()} - {PIXEL_DATA}):
                     old, new = before.get(tag), after.get(tag)
                     change = ("added" if old is None else "removed" if new is None
                               else "changed" if old.value != new.value else "")
@@ -344,9 +345,9 @@ def fallback_examples() -> list[tuple[str, str, str, str, str, str]]:
     ]
     rows = []
     for what, image, profile, asked, policy in cases:
-        choice = c.choose(str(profiles.COMPRESS[asked]), image, profiles.PROFILES[profile].image_syntaxes, policy)
+        choice = c.choose(by_name(asked).uid, image, profiles.PROFILES[profile].image_syntaxes, policy)
         consent = ", ".join(f"`{f.name}`" for f in dataclasses.fields(policy) if getattr(policy, f.name)) or "none"
-        written = c.NAMES[choice.transfer_syntax] + (", values scaled to fit" if choice.reduce_bits else "")
+        written = by_uid(choice.transfer_syntax).label + (", values scaled to fit" if choice.reduce_bits else "")
         rows.append((what, profile, f"`{asked}`", consent, written, choice.reason or "(as asked)"))
     return rows
 
@@ -849,7 +850,7 @@ def media() -> str:
     def conversion(ts: str) -> str:
         if ts == dicom.EXPLICIT_VR_LE:
             return "never converted"
-        if ts in dicom.NATIVE:
+        if ts in NATIVE:
             return "re-encoded"
         return "pixel data decoded" if pixels.can_decode(ts) else "refused: cannot be decoded"
 
@@ -974,14 +975,16 @@ def _encoder(ts: str) -> str:
 def _compression() -> str:
     from node.media import compress
 
-    names = list(profiles.PROFILES)
-    values = [
-        (f"`{name}`", syntaxes([ts]) if ts else "(none)",
-         "" if ts is None else "lossy" if ts in compress.LOSSY else "lossless",
-         _encoder(ts) if ts else "", ", ".join(p for p in names if name in profiles.compressions(p)))
-        for name, ts in profiles.COMPRESS.items()
+    def allowed_by(name: str) -> str:
+        return ", ".join(p for p in profiles.PROFILES if name in profiles.compressions(p))
+
+    values = [(f"`{NO_COMPRESSION}`", "(none)", "", "", allowed_by(NO_COMPRESSION))] + [
+        (f"`{s.compress}`", syntaxes([s.uid]), "lossy" if s.writes_lossy else "lossless", _encoder(s.uid),
+         allowed_by(s.compress))
+        for s in SYNTAXES if s.compress
     ]
-    order = [(family, " then ".join(compress.NAMES[ts] for ts in chain)) for family, chain in compress.FALLBACK.items()]
+    order = [(family, " then ".join(by_uid(ts).label for ts in chain))
+             for family, chain in compress.FALLBACK.items()]
     mammography = ", ".join(f"{uid_name(u)} `{u}`" for u in sorted(compress.MAMMOGRAPHY))
     return f"""##### Compression
 
@@ -1053,6 +1056,7 @@ Captures join their study in a new series per modality. The attributes written a
 
 
 def _pdi() -> str:
+    from node import pixels
     from node.media import label, pdi, publisher
 
     root = [
@@ -1062,7 +1066,7 @@ def _pdi() -> str:
          "`burn.contact`), the creating application and version, how to read it; UTF-8, CRLF")),
         (f"`{pdi.INDEX}`", "`web: true`", "XHTML 1.0 Strict: the patients, their studies and series"),
         (f"`{profiles.PDI_WEB_FOLDER}/`", "`web: true`", (f"one XHTML page per series, with at most "
-         f"{pdi.MAX_RENDITIONS} JPEG renditions (quality {pdi.JPEG_QUALITY}, at most {pdi.JPEG_MAX} pixels a "
+         f"{pdi.MAX_RENDITIONS} JPEG renditions (quality {pixels.JPEG_QUALITY}, at most {pdi.JPEG_MAX} pixels a "
          "side), evenly spread over the series")),
         ("a viewer folder", "`viewer: DIR`", ("copied as it is under ISO 9660 8.3 upper-case names; never "
          "started by the medium (no autorun)")),
@@ -1255,7 +1259,7 @@ def annexes() -> str:
                 f"`{coerce.MODIFYING_SYSTEM}`, reason `{coerce.REASON}`")
     coerced += [
         ("(0400,0561)", tag_name(0x04000561), original),
-        ("(0010,0020)", tag_name(0x00100020), "`burn --invent-patient-id`, when two patients share one ID"),
+        ("(0010,0020)", tag_name(PATIENT_ID), "`burn --invent-patient-id`, when two patients share one ID"),
         ("(0010,1002)", tag_name(0x00101002), "`burn --invent-patient-id`: the old ID, as an item"),
     ]
     return f"""## Annexes

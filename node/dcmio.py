@@ -17,14 +17,26 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, NamedTuple
 
 from node import dicom
+from node.tags import (
+    FILE_META_INFORMATION_GROUP_LENGTH,
+    FILE_META_INFORMATION_VERSION,
+    FLOAT_PIXEL_DATA,
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    ITEM,
+    ITEM_DELIMITATION_ITEM,
+    MEDIA_STORAGE_SOP_CLASS_UID,
+    MEDIA_STORAGE_SOP_INSTANCE_UID,
+    PIXEL_DATA,
+    SEQUENCE_DELIMITATION_ITEM,
+    TRANSFER_SYNTAX_UID,
+)
 
+#: The length of an item or value that ends with a delimiter (PS3.5 7.1.2, 7.5).
 UNDEFINED = 0xFFFFFFFF
-ITEM = 0xFFFEE000
-ITEM_DELIMITER = 0xFFFEE00D
-SEQUENCE_DELIMITER = 0xFFFEE0DD
-PIXEL_DATA = 0x7FE00010
 #: Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
 LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
+_LONG_VR_BYTES = frozenset(v.encode() for v in LONG_VRS)
 _CHUNK = 64 * 1024
 #: Every VR of PS3.5 Table 6.2-1, by its two bytes: a dict look-up both decodes and validates.
 _VR_NAMES = {v.encode(): v for v in (
@@ -35,6 +47,7 @@ _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<L")
 _TAG = struct.Struct("<HH")
 _ELEMENT = struct.Struct("<HHL")  # tag, then an Implicit VR (or item) length
+_BIG_ENDIAN = struct.Struct(">HHL"), struct.Struct(">H"), struct.Struct(">L")  # PS3.5 7.3, retired
 
 
 class NeedsPydicom(Exception):
@@ -98,34 +111,65 @@ def pad(value: bytes, vr: str) -> bytes:
 def encode(tag: int, vr: str, value: bytes | str) -> bytes:
     """Encode one element in Explicit VR Little Endian (PS3.5 7.1.2)."""
     data = pad(value.encode("ascii") if isinstance(value, str) else value, vr)
-    head = _TAG.pack(tag >> 16, tag & 0xFFFF) + vr.encode("ascii")
     if vr in LONG_VRS:
-        return head + b"\0\0" + _U32.pack(len(data)) + data
-    return head + _U16.pack(len(data)) + data
+        return long_header(tag, vr, len(data)) + data
+    return _TAG.pack(tag >> 16, tag & 0xFFFF) + vr.encode("ascii") + _U16.pack(len(data)) + data
+
+
+def long_header(tag: int, vr: str, length: int) -> bytes:
+    """The Explicit VR Little Endian header of an element of a :data:`LONG_VRS` VR (PS3.5 7.1.2)."""
+    return _TAG.pack(tag >> 16, tag & 0xFFFF) + vr.encode("ascii") + b"\0\0" + _U32.pack(length)
+
+
+def item_header(tag: int, length: int) -> bytes:
+    """The header of an item or a delimiter: its tag and a 4-byte length (PS3.5 7.5)."""
+    return _ELEMENT.pack(tag >> 16, tag & 0xFFFF, length)
 
 
 def encode_sequence(tag: int, items: list[bytes]) -> bytes:
     """Encode a defined-length sequence from already-encoded item datasets."""
-    body = b"".join(_TAG.pack(0xFFFE, 0xE000) + _U32.pack(len(i)) + i for i in items)
-    return _TAG.pack(tag >> 16, tag & 0xFFFF) + b"SQ\0\0" + _U32.pack(len(body)) + body
+    body = b"".join(item_header(ITEM, len(i)) + i for i in items)
+    return long_header(tag, "SQ", len(body)) + body
 
 
 def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -> bytes:
     """Preamble, ``DICM`` and a File Meta Information group naming us (PS3.10 7.1)."""
     body = b"".join(
         (
-            encode(0x00020001, "OB", b"\0\1"),
-            encode(0x00020002, "UI", sop_class_uid),
-            encode(0x00020003, "UI", sop_instance_uid),
-            encode(0x00020010, "UI", transfer_syntax),
-            encode(0x00020012, "UI", dicom.IMPLEMENTATION_CLASS_UID),
-            encode(0x00020013, "SH", dicom.IMPLEMENTATION_VERSION_NAME),
+            encode(FILE_META_INFORMATION_VERSION, "OB", b"\0\1"),
+            encode(MEDIA_STORAGE_SOP_CLASS_UID, "UI", sop_class_uid),
+            encode(MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", sop_instance_uid),
+            encode(TRANSFER_SYNTAX_UID, "UI", transfer_syntax),
+            encode(IMPLEMENTATION_CLASS_UID, "UI", dicom.IMPLEMENTATION_CLASS_UID),
+            encode(IMPLEMENTATION_VERSION_NAME, "SH", dicom.IMPLEMENTATION_VERSION_NAME),
         )
     )
-    return b"\0" * 128 + b"DICM" + encode(0x00020000, "UL", _U32.pack(len(body))) + body
+    return b"\0" * 128 + b"DICM" + encode(FILE_META_INFORMATION_GROUP_LENGTH, "UL", _U32.pack(len(body))) + body
 
 
 # -- decoding -------------------------------------------------------------------
+
+
+def element_header(buf: bytes, off: int, *, implicit: bool, little: bool = True) -> tuple[int, bytes, int, int]:
+    """(tag, VR, value length, header length) of the element, item or delimiter encoded at ``buf[off:]``.
+
+    The one decoder of element headers in the package (PS3.5 7.1, 7.5): an item or delimiter
+    (group FFFE), and any element in Implicit VR, is a tag and a 4-byte length, with no VR (``b""``);
+    an explicit VR of :data:`LONG_VRS` has 2 reserved bytes and a 4-byte length (``buf`` then needs
+    12 bytes from ``off``), any other VR a 2-byte length. The VR is returned as read, unchecked.
+
+    >>> element_header(encode(TRANSFER_SYNTAX_UID, "UI", "1.2.840.10008.1.2.1"), 0, implicit=False)
+    (131088, b'UI', 20, 8)
+    """
+    element, u16, u32 = (_ELEMENT, _U16, _U32) if little else _BIG_ENDIAN
+    group, number, length = element.unpack_from(buf, off)
+    tag = group << 16 | number
+    if implicit or group == 0xFFFE:
+        return tag, b"", length, 8
+    vr = buf[off + 4 : off + 6]
+    if vr in _LONG_VR_BYTES:
+        return tag, vr, u32.unpack_from(buf, off + 8)[0], 12
+    return tag, vr, u16.unpack_from(buf, off + 6)[0], 8
 
 
 class _Reader:
@@ -163,19 +207,15 @@ class _Parser:
         if off < 0 or off + 12 > len(r.buf):
             r.get(pos, 12 if pos + 12 <= r.size else 8)  # move the window here
             off = 0
-        buf = r.buf
-        group, elem, length = _ELEMENT.unpack_from(buf, off)
-        tag = group << 16 | elem
-        if group == 0xFFFE:
+        tag, code, length, size = element_header(r.buf, off, implicit=self.implicit)
+        if tag >> 16 == 0xFFFE:
             return tag, "", length, 8
         if self.implicit:
             return tag, "SQ" if length == UNDEFINED else self.vrs.get(tag, "UN"), length, 8
-        vr = _VR_NAMES.get(buf[off + 4 : off + 6])
+        vr = _VR_NAMES.get(code)
         if vr is None:
             raise NotDicom(f"no valid VR at offset {pos}")
-        if vr in LONG_VRS:
-            return tag, vr, _U32.unpack_from(buf, off + 8)[0], 12
-        return tag, vr, _U16.unpack_from(buf, off + 6)[0], 8
+        return tag, vr, length, size
 
     def dataset(
         self, pos: int, end: int, *, capture: bool, top: bool = False
@@ -188,9 +228,9 @@ class _Parser:
         out: dict[int, Element] = {}
         while pos < end:
             tag, vr, length, hlen = self.header(pos)
-            if tag == ITEM_DELIMITER:
+            if tag == ITEM_DELIMITATION_ITEM:
                 return out, pos + 8, False
-            if top and tag >= 0x7FE00008 and tag <= PIXEL_DATA:
+            if top and FLOAT_PIXEL_DATA <= tag <= PIXEL_DATA:
                 return out, pos, True
             keep = capture and (not top or tag in self.wanted)
             if vr == "UN" and length == UNDEFINED:
@@ -215,7 +255,7 @@ class _Parser:
         items: list[dict[int, Element]] = []
         while pos < end:
             tag, _, ilen, _ = self.header(pos)
-            if tag == SEQUENCE_DELIMITER:
+            if tag == SEQUENCE_DELIMITATION_ITEM:
                 return tuple(items), pos + 8
             if tag != ITEM:
                 raise NeedsPydicom("malformed sequence")
@@ -263,7 +303,7 @@ def read_header(path: str, *, wanted: frozenset[int], vrs: dict[int, str]) -> He
         size = fp.seek(0, 2)
         reader = _Reader(fp, size)
         meta, pos, has_preamble = _meta(reader)
-        ts = text(meta.get(0x00020010))
+        ts = text(meta.get(TRANSFER_SYNTAX_UID))
         if not ts:
             if meta:
                 raise NeedsPydicom("File Meta Information without Transfer Syntax UID")
@@ -285,7 +325,9 @@ def read_header(path: str, *, wanted: frozenset[int], vrs: dict[int, str]) -> He
 def pixel_data(data: bytes, offset: int) -> tuple[int, int] | None:
     """(value offset, length) of a native Pixel Data element at ``offset`` of Explicit VR LE ``data``, else None."""
     head = data[offset:offset + 12]
-    if len(head) < 12 or _ELEMENT.unpack_from(head)[:2] != (0x7FE0, 0x0010) or head[4:6] not in (b"OB", b"OW"):
+    if len(head) < 12 or head[4:6] not in (b"OB", b"OW"):
+        return None
+    if _TAG.unpack_from(head) != (PIXEL_DATA >> 16, PIXEL_DATA & 0xFFFF):
         return None
     length = _U32.unpack_from(head, 8)[0]
     return (None if length == UNDEFINED else (offset + 12, length))

@@ -10,6 +10,28 @@ import re
 import uuid
 from typing import NamedTuple
 
+from node.tags import (
+    CONTENT_DATE,
+    CONTENT_SEQUENCE,
+    CONTENT_TIME,
+    INSTANCE_NUMBER,
+    MODALITY,
+    PATIENT_BIRTH_DATE,
+    PATIENT_ID,
+    PATIENT_NAME,
+    SERIES_DESCRIPTION,
+    SERIES_INSTANCE_UID,
+    SERIES_NUMBER,
+    SOP_INSTANCE_UID,
+    STUDY_DATE,
+    STUDY_DESCRIPTION,
+    STUDY_ID,
+    STUDY_INSTANCE_UID,
+    STUDY_TIME,
+    VERIFICATION_DATETIME,
+    VERIFICATION_FLAG,
+)
+
 # -- Identity of this implementation (PS3.10 7.1, File Meta Information) ---------
 
 #: Our root for UIDs we create: the UUID-derived arc of ISO/IEC 9834-8 (PS3.5 B.2).
@@ -39,9 +61,10 @@ JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
 JPEG_LS_NEAR_LOSSLESS = "1.2.840.10008.1.2.4.81"
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"  # .90
 J2K = "1.2.840.10008.1.2.4.91"  # .91
+HTJ2K = "1.2.840.10008.1.2.4.203"  # .203, High-Throughput JPEG 2000, lossless or lossy
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"  # .5
-#: Syntaxes whose Pixel Data is native (not encapsulated): everything else is compressed.
-NATIVE = frozenset({IMPLICIT_VR_LE, EXPLICIT_VR_LE, EXPLICIT_VR_BE, DEFLATED_LE})
+# What medianode knows of each syntax is a row of node.syntaxes.
+
 
 def syntax_name(uid: str) -> str:
     """A UID as people read it: "JPEG Baseline (Process 1) (1.2.840.10008.1.2.4.50)", or the UID alone."""
@@ -50,21 +73,6 @@ def syntax_name(uid: str) -> str:
     name = UID(uid).name
     return uid if name == uid else f"{name} ({uid})"
 
-
-#: Table 6 of the seed: every syntax the augmented profiles allow for image SOP classes.
-SEED_TABLE_6 = frozenset(
-    {
-        EXPLICIT_VR_LE,
-        IMPLICIT_VR_LE,
-        JPEG_BASELINE,
-        JPEG_EXTENDED,
-        JPEG_LOSSLESS_P14,
-        JPEG_LOSSLESS_SV1,
-        J2K_LOSSLESS,
-        J2K,
-        RLE_LOSSLESS,
-    }
-)
 
 # -- Directory record types (PS3.3 F.5 and Table F.4-1; PS3.4 Annex B) ---------
 
@@ -246,9 +254,6 @@ def _keys(*keys: tuple[int, str, str]) -> tuple[Key, ...]:
     return tuple(Key(*k) for k in keys)
 
 
-SPECIFIC_CHARACTER_SET = 0x00080005
-INSTANCE_NUMBER = 0x00200013
-CONTENT_DATE, CONTENT_TIME = 0x00080023, 0x00080033
 _CONTENT = _keys((CONTENT_DATE, "DA", "1"), (CONTENT_TIME, "TM", "1"), (INSTANCE_NUMBER, "IS", "1"))
 _CONTENT_ID = _keys(
     (0x00700080, "CS", "1"),  # Content Label
@@ -264,7 +269,7 @@ LEAF_KEYS = _keys(
     (0x00041510, "UI", "1"),
     (0x00041511, "UI", "1"),
     (0x00041512, "UI", "1"),
-    (0x00080018, "UI", "3"),
+    (SOP_INSTANCE_UID, "UI", "3"),
 )
 #: Private Record UID (0004,1432): the SOP class of a PRIVATE record (PS3.3 Table F.3-3, Type 1C).
 PRIVATE_RECORD_UID = Key(0x00041432, "UI", "1")  # 1C: required in a PRIVATE record
@@ -272,26 +277,26 @@ PRIVATE_RECORD_UID = Key(0x00041432, "UI", "1")  # 1C: required in a PRIVATE rec
 #: Keys per record type (leaf records also get :data:`LEAF_KEYS`).
 RECORD_KEYS: dict[str, tuple[Key, ...]] = {
     "PATIENT": _keys(
-        (0x00100010, "PN", "2"),  # Patient's Name
-        (0x00100020, "LO", "1"),  # Patient ID
-        (0x00100030, "DA", "3"),  # Patient's Birth Date (Appendix D)
+        (PATIENT_NAME, "PN", "2"),
+        (PATIENT_ID, "LO", "1"),
+        (PATIENT_BIRTH_DATE, "DA", "3"),  # Appendix D
         (0x00100040, "CS", "3"),  # Patient's Sex (Appendix D)
     ),
     "STUDY": _keys(
-        (0x00080020, "DA", "1"),  # Study Date
-        (0x00080030, "TM", "1"),  # Study Time
+        (STUDY_DATE, "DA", "1"),
+        (STUDY_TIME, "TM", "1"),
         (0x00080050, "SH", "2"),  # Accession Number
         (0x00080090, "PN", "3"),  # Referring Physician's Name (Appendix D)
-        (0x00081030, "LO", "2"),  # Study Description
+        (STUDY_DESCRIPTION, "LO", "2"),
         (0x00081060, "PN", "3"),  # Name of Physician(s) Reading Study (Appendix D)
-        (0x0020000D, "UI", "1"),  # Study Instance UID (1C; we always know it)
-        (0x00200010, "SH", "1"),  # Study ID
+        (STUDY_INSTANCE_UID, "UI", "1"),  # 1C; we always know it
+        (STUDY_ID, "SH", "1"),
     ),
     "SERIES": _keys(
-        (0x00080060, "CS", "1"),  # Modality
-        (0x0008103E, "LO", "3"),  # Series Description (Appendix D)
-        (0x0020000E, "UI", "1"),  # Series Instance UID
-        (0x00200011, "IS", "1"),  # Series Number
+        (MODALITY, "CS", "1"),
+        (SERIES_DESCRIPTION, "LO", "3"),  # Appendix D
+        (SERIES_INSTANCE_UID, "UI", "1"),
+        (SERIES_NUMBER, "IS", "1"),
     ),
     "IMAGE": _keys(
         (0x00080008, "CS", "3"),  # Image Type (Appendix D)
@@ -311,15 +316,15 @@ RECORD_KEYS: dict[str, tuple[Key, ...]] = {
     "KEY OBJECT DOC": _CONTENT
     + _keys(
         (0x0040A043, "SQ", "1"),  # Concept Name Code Sequence
-        (0x0040A730, "SQ", "3"),  # Content Sequence (1C: HAS CONCEPT MOD items only)
+        (CONTENT_SEQUENCE, "SQ", "3"),  # 1C: HAS CONCEPT MOD items only
     ),
     "SR DOCUMENT": _CONTENT
     + _keys(
-        (0x0040A030, "DT", "3"),  # Verification DateTime (1C)
+        (VERIFICATION_DATETIME, "DT", "3"),  # 1C
         (0x0040A043, "SQ", "1"),  # Concept Name Code Sequence
         (0x0040A491, "CS", "1"),  # Completion Flag
-        (0x0040A493, "CS", "1"),  # Verification Flag
-        (0x0040A730, "SQ", "3"),  # Content Sequence (1C: HAS CONCEPT MOD items only)
+        (VERIFICATION_FLAG, "CS", "1"),
+        (CONTENT_SEQUENCE, "SQ", "3"),  # 1C: HAS CONCEPT MOD items only
     ),
     "ENCAP DOC": _keys(
         (CONTENT_DATE, "DA", "2"),

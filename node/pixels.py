@@ -20,9 +20,11 @@ imagecodecs is imported inside the functions, so that the CLI starts fast.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydicom import uid
+
+from node import syntaxes
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,18 +34,10 @@ if TYPE_CHECKING:
 #: The plugin's label in pydicom's decoder registry.
 PLUGIN = "imagecodecs"
 
-#: What the plugin needs, per transfer syntax (pydicom's plugin contract).
+#: What the plugin needs, per transfer syntax whose row names it the decoder (pydicom's plugin contract).
 DECODER_DEPENDENCIES = {
-    ts: ("numpy", "imagecodecs>=2024.1.1")
-    for ts in (*uid.JPEGTransferSyntaxes, *uid.JPEGLSTransferSyntaxes)
+    s.uid: ("numpy", "imagecodecs>=2024.1.1") for s in syntaxes.SYNTAXES if s.decoder == PLUGIN
 }
-
-#: Lossy by definition: the DCT processes 1, 2 and 4 (PS3.5 A.4.1) and JPEG-LS
-#: near-lossless (PS3.5 A.4.3).
-LOSSY = frozenset({uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.JPEGLSNearLossless})
-#: Lossy or reversible (PS3.5 A.4.4, A.4.6): taken as lossy unless the dataset
-#: itself says (0028,2110) "00".
-MAYBE_LOSSY = frozenset({uid.JPEG2000, uid.HTJ2K})
 
 
 def is_available(transfer_syntax_uid: str) -> bool:
@@ -149,7 +143,9 @@ def decompress(ds: Dataset) -> None:
         ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
         return
 
-    lossy = ts in LOSSY or (ts in MAYBE_LOSSY and ds.get("LossyImageCompression") != "00")
+    # A syntax that may be either (JPEG 2000, HTJ2K) is taken as lossy unless the data set says "00".
+    row = syntaxes.get(ts)
+    lossy = row is not None and (row.lossy or (row.lossy is None and ds.get("LossyImageCompression") != "00"))
     # Our plugin even if Pillow or GDCM is installed: the same bytes on every node.
     plugin = PLUGIN if ts in DECODER_DEPENDENCIES else ""
     try:
@@ -162,20 +158,13 @@ def decompress(ds: Dataset) -> None:
 
 # -- Encoding ----------------------------------------------------------------------
 
-#: Encoded by imagecodecs (libjpeg-turbo 3): pydicom 3.0 has no JPEG encoder.
-_JPEG = frozenset({uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.JPEGLossless, uid.JPEGLosslessSV1})
-#: Encoded by pydicom's encoders through their pylibjpeg plugins.
-_PYDICOM = frozenset({uid.JPEG2000Lossless, uid.JPEG2000})
-#: Every syntax :func:`encode_frame` writes.
-ENCODABLE = _JPEG | _PYDICOM | {uid.RLELossless}
-
 #: Process 14 (.57) predictor. Selection value 1 has its own syntax (.70), so .57 should
 #: earn its place with a 2-D predictor: 5 (Ra + (Rb - Rc) / 2, ISO 10918-1 Table H.1) gave
 #: the smallest codestreams on pydicom's real CT_small and MR_small (6 % and 3.5 % below
 #: SV1; 7 wins only on our noise-dominated phantoms), and DCMTK and libjpeg-turbo decode it.
 P14_PREDICTOR = 5
 #: libjpeg quality (1-100) of JPEG processes 1 and 4, on the IJG scale: 90 gave 60 dB
-#: PSNR at 4.3:1 on a 12-bit CR phantom.
+#: PSNR at 4.3:1 on a 12-bit CR phantom. The IHE PDI renditions (:mod:`node.media.pdi`) use it too.
 JPEG_QUALITY = 90
 #: Compression ratio asked of OpenJPEG for irreversible JPEG 2000 (one quality layer):
 #: 55 dB PSNR on the same phantom.
@@ -183,7 +172,8 @@ J2K_RATIO = 10.0
 
 
 def encode_frame(frame: np.ndarray, transfer_syntax: str, *, bits_stored: int, photometric: str) -> bytes:
-    """Return one codestream of ``frame`` in ``transfer_syntax`` (one of :data:`ENCODABLE`).
+    """Return one codestream of ``frame`` in ``transfer_syntax``, by the encoder its row names
+    (:attr:`node.syntaxes.TransferSyntax.encoder`).
 
     ``frame`` is one native frame as ``Dataset.pixel_array`` gives it: (rows, columns)
     or (rows, columns, 3) colour-by-pixel, signed dtype for Pixel Representation 1,
@@ -201,16 +191,17 @@ def encode_frame(frame: np.ndarray, transfer_syntax: str, *, bits_stored: int, p
     ``bits_stored`` bits (libjpeg-turbo takes the unsigned view; decoders sign-extend
     by Pixel Representation). OpenJPEG and RLE take signed data as it is.
     """
-    import numpy as np
-
     ts = uid.UID(transfer_syntax)
-    if ts == uid.RLELossless:
-        return _encode_rle(frame)
-    if ts in _PYDICOM:
-        return _encode_pydicom(frame, ts, bits_stored=bits_stored, photometric=photometric)
-    if ts not in _JPEG:
+    row = syntaxes.get(ts)
+    if row is None or row.encoder is None:
         raise ValueError(f"no encoder for {ts.name}")
+    return _ENCODERS[row.encoder](frame, ts, bits_stored=bits_stored, photometric=photometric)
+
+
+def _encode_jpeg(frame: np.ndarray, ts: uid.UID, *, bits_stored: int, photometric: str) -> bytes:
+    """JPEG processes 1, 4 and 14 through imagecodecs' libjpeg-turbo 3 (pydicom 3.0 has no JPEG encoder)."""
     import imagecodecs
+    import numpy as np
 
     container = np.uint8 if bits_stored <= 8 else np.uint16
     if frame.dtype.kind == "i":
@@ -232,7 +223,7 @@ def encode_frame(frame: np.ndarray, transfer_syntax: str, *, bits_stored: int, p
     return bytes(imagecodecs.jpeg8_encode(frame, level=JPEG_QUALITY, bitspersample=precision))
 
 
-def _encode_rle(frame: np.ndarray) -> bytes:
+def _encode_rle(frame: np.ndarray, ts: uid.UID, *, bits_stored: int, photometric: str) -> bytes:
     """DICOM RLE (PS3.5 Annex G): one segment per byte of each sample, most significant first
     (G.2), each a PackBits run of its byte plane, row by row (G.3.1), padded to even length (G.5),
     after the 64-byte header of segment offsets (G.4).
@@ -240,6 +231,7 @@ def _encode_rle(frame: np.ndarray) -> bytes:
     imagecodecs' PackBits (the TIFF scheme, the same byte code as G.3.1) encodes each row of a 2-D
     array on its own, 4.5 times as fast on a 2500 x 2048 CR as pylibjpeg-rle, which pydicom uses.
     Signed samples go in as their two's complement bytes, as DCMTK and pydicom write them.
+    The other arguments, the encoders' common signature, make no difference to RLE.
     """
     import imagecodecs
     import numpy as np
@@ -287,6 +279,18 @@ def _encode_pydicom(frame: np.ndarray, ts: uid.UID, *, bits_stored: int, photome
         planar_configuration=0,
         **options,
     )
+
+
+class _Encoder(Protocol):
+    def __call__(self, frame: np.ndarray, ts: uid.UID, *, bits_stored: int, photometric: str) -> bytes: ...
+
+
+#: :attr:`node.syntaxes.TransferSyntax.encoder` -> the function that writes one frame.
+_ENCODERS: dict[syntaxes.Encoder, _Encoder] = {
+    "libjpeg-turbo": _encode_jpeg,
+    "openjpeg": _encode_pydicom,
+    "packbits": _encode_rle,
+}
 
 
 def encapsulate(ds: Dataset, frames: list[bytes], transfer_syntax: str) -> None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from node import dicom
+from node import dicom, syntaxes
 from node.errors import UsageError
+from node.syntaxes import COMPRESS, NO_COMPRESSION
 
 FileSystem = Literal["iso9660", "udf", "folder"]
 
+#: Bytes in a logical sector (and block) of every medium: ISO 9660 (ECMA-119 6.1.2) and UDF (2.2.4.2).
 SECTOR = 2048
 #: The files an IHE PDI medium's root may hold besides folders (IHE RAD TF-3 4.47: the DICOMDIR,
 #: README.TXT, and INDEX.HTM with the Web Content Option), and the web content's folder.
@@ -25,8 +27,15 @@ CD_R_SECTORS = 360_000
 DVD_R_SECTORS = 2_295_104
 BD_R_SECTORS = 12_219_392
 
-_JPEG = frozenset({dicom.JPEG_BASELINE, dicom.JPEG_EXTENDED, dicom.JPEG_LOSSLESS_SV1})
-_J2K = frozenset({dicom.J2K_LOSSLESS, dicom.J2K})
+
+def _rows(*uids: str) -> frozenset[str]:
+    """The syntaxes a profile allows, each a row of :data:`node.syntaxes.SYNTAXES` (KeyError otherwise)."""
+    return frozenset(syntaxes.by_uid(uid).uid for uid in uids)
+
+
+#: The compressed profiles (PS3.11 Annexes R, V and X): JPEG processes 1, 2 & 4 and 14 SV1, or JPEG 2000.
+_JPEG = _rows(dicom.JPEG_BASELINE, dicom.JPEG_EXTENDED, dicom.JPEG_LOSSLESS_SV1)
+_J2K = _rows(dicom.J2K_LOSSLESS, dicom.J2K)
 
 
 @dataclass(frozen=True)
@@ -69,34 +78,22 @@ PROFILES: dict[str, Profile] = {
         Profile("STD-GEN-BD-J2K", _J2K, "udf", BD_R_SECTORS),
         # Ours, after the seed's AUG-GEN-DRS-CD / -DVD-RAM: image classes in any
         # syntax of the seed's Table 6, other classes Explicit VR Little Endian.
-        Profile("AUG-GEN-CD", dicom.SEED_TABLE_6, "iso9660", CD_R_SECTORS, augmented=True),
-        Profile("AUG-GEN-DVD", dicom.SEED_TABLE_6, "iso9660", DVD_R_SECTORS, augmented=True),
+        Profile("AUG-GEN-CD", syntaxes.SEED_TABLE_6, "iso9660", CD_R_SECTORS, augmented=True),
+        Profile("AUG-GEN-DVD", syntaxes.SEED_TABLE_6, "iso9660", DVD_R_SECTORS, augmented=True),
     )
 }
 
 DEFAULT_PROFILE = "STD-GEN-CD"
 
-#: ``--compress`` / ``routes[].compress`` -> the transfer syntax it writes (PS3.5 Annex A.4); "none" keeps
-#: what the profile allows and converts the rest to Explicit VR Little Endian.
-COMPRESS: dict[str, str | None] = {
-    "none": None,
-    "jpeg-lossless": dicom.JPEG_LOSSLESS_SV1,
-    "jpeg-lossless-p14": dicom.JPEG_LOSSLESS_P14,
-    "jpeg-baseline": dicom.JPEG_BASELINE,
-    "jpeg-extended": dicom.JPEG_EXTENDED,
-    "j2k-lossless": dicom.J2K_LOSSLESS,
-    "j2k-lossy": dicom.J2K,
-    "rle": dicom.RLE_LOSSLESS,
-}
-
-
 def compressions(profile: str) -> tuple[str, ...]:
-    """The ``compress`` values a profile allows: those whose syntax it may hold for images.
+    """The ``compress`` values (:data:`node.syntaxes.COMPRESS`) a profile allows: those whose syntax it
+    may hold for images.
 
     >>> compressions("STD-GEN-DVD-J2K")
     ('none', 'j2k-lossless', 'j2k-lossy')
     """
-    return tuple(k for k, ts in COMPRESS.items() if ts is None or ts in PROFILES[profile].image_syntaxes)
+    allowed = PROFILES[profile].image_syntaxes
+    return tuple(name for name in COMPRESS if name == NO_COMPRESSION or syntaxes.by_name(name).uid in allowed)
 
 
 def get_profile(name: str) -> Profile:

@@ -29,8 +29,9 @@ from pydicom.uid import (
 )
 
 from node import dicom, pixels
-from node.media.compress import NAMES, Choice, CompressError, ImageInfo, Policy, choose, compress, decoded_photometric
+from node.media.compress import Choice, CompressError, ImageInfo, Policy, choose, compress, decoded_photometric
 from node.profiles import PROFILES
+from node.syntaxes import by_uid
 from tests.conftest import bundled, ct_series, need
 from tests.test_burn import dciodvfy_errors
 
@@ -169,13 +170,13 @@ def code(item: Dataset) -> tuple[str, str, str]:
 # -- lossless ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("syntax", LOSSLESS, ids=[NAMES[ts] for ts in LOSSLESS])
+@pytest.mark.parametrize("syntax", LOSSLESS, ids=[by_uid(ts).label for ts in LOSSLESS])
 @pytest.mark.parametrize("name", list(INPUTS))
 def test_lossless_round_trips_bit_exact_in_pydicom_and_the_reference_decoder(name: str, syntax: str, tmp_path: Path) -> None:
     ds = INPUTS[name](tmp_path)
     source, before = ds.pixel_array.copy(), copy.deepcopy(ds)
     choice, notes = run(ds, syntax)
-    assert choice == Choice(syntax, lossy=False) and notes == [NAMES[syntax]]
+    assert choice == Choice(syntax, lossy=False) and notes == [by_uid(syntax).label]
 
     path = written(ds, tmp_path / "out.dcm")
     out = dcmread(path)
@@ -226,7 +227,8 @@ def test_lossy_output_decodes_above_the_psnr_floor_in_pydicom_and_the_reference_
     ds = make()
     source, bits = ds.pixel_array.copy(), ds.BitsStored
     choice, notes = run(ds, syntax)
-    assert choice.lossy and choice.transfer_syntax == syntax and notes[0].startswith(f"lossy {NAMES[syntax]}, ratio ")
+    assert choice.lossy and choice.transfer_syntax == syntax
+    assert notes[0].startswith(f"lossy {by_uid(syntax).label}, ratio ")
     path = written(ds, tmp_path / "lossy.dcm")
     for result in (dcmread(path).pixel_array, reference_decode(path, syntax).pixel_array):
         assert result.shape == source.shape

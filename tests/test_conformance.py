@@ -21,9 +21,10 @@ from node import config, conformance, dicom
 from node.config import Config
 from node.media import capture, compress, deidentify
 from node.media import uids as media_uids
-from node.profiles import COMPRESS, PDI_ROOT_FILES, PDI_WEB_FOLDER, PROFILES, compressions
+from node.profiles import PDI_ROOT_FILES, PDI_WEB_FOLDER, PROFILES, compressions
 from node.read import sender
 from node.receive import scp
+from node.syntaxes import COMPRESS, NO_COMPRESSION, by_name, by_uid
 from tests.conftest import PEER_ENV, bundled, cli, ct_series, free_port, need, wait_listening
 from tests.test_serve import Node
 
@@ -209,16 +210,17 @@ def test_a_link_to_no_heading_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_every_compress_value_is_listed_with_its_syntax_kind_and_profiles(statement: str) -> None:
     table = {r[0].strip("`"): r for r in rows(statement, "Compression", "Value")}
     assert list(table) == list(COMPRESS)
-    for value, ts in COMPRESS.items():
+    for value in COMPRESS:
         _, syntax, kind, _, allowed = table[value]
-        assert uids(syntax) == ([ts] if ts else [])
-        assert kind == ("" if ts is None else "lossy" if ts in compress.LOSSY else "lossless")
+        row = None if value == NO_COMPRESSION else by_name(value)
+        assert uids(syntax) == ([row.uid] if row else [])
+        assert kind == ("" if row is None else "lossy" if row.writes_lossy else "lossless")
         assert set(allowed.split(", ")) == {p for p in PROFILES if value in compressions(p)}, value
 
 
 def test_the_fallback_lists_are_the_code_s(statement: str) -> None:
     table = {r[0]: r[1].split(" then ") for r in rows(statement, "Compression", "Asked family")}
-    assert table == {family: [compress.NAMES[ts] for ts in chain] for family, chain in compress.FALLBACK.items()}
+    assert table == {family: [by_uid(ts).label for ts in chain] for family, chain in compress.FALLBACK.items()}
 
 
 def test_a_burn_reports_the_fallback_reason_the_statement_gives(statement: str, tmp_path: Path) -> None:
@@ -255,7 +257,7 @@ def test_a_lossy_burn_changes_only_what_appendix_b_lists(statement: str, tmp_pat
         expected = table[conformance.tag(t)][3]
         assert ("removed" in expected) == (t not in after and t not in after.file_meta), conformance.tag(t)
     assert "SmallestImagePixelValue" not in after and "LargestImagePixelValue" not in after
-    assert after.LossyImageCompressionMethod == compress.METHOD[dicom.JPEG_EXTENDED]
+    assert after.LossyImageCompressionMethod == by_uid(dicom.JPEG_EXTENDED).method
     assert str(after.DerivationDescription).startswith(compress.DERIVATION_PREFIX)
 
 

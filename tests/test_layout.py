@@ -1,8 +1,8 @@
 """The import direction of DESIGN.md and STYLE.md §2, checked on the source with ``ast``.
 
 cli, service and conformance on top; jobs and imports below them; media, read and receive in the middle, never
-importing each other; the bottom row (errors, dicom, profiles, dcmio, pixels, config, index, audit,
-routing) imports nothing above it. Third-party packages stay in the modules that own them.
+importing each other; the bottom row (errors, tags, dicom, syntaxes, profiles, dcmio, pixels, config, index,
+audit, routing) imports nothing above it. Third-party packages stay in the modules that own them.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import ast
 from pathlib import Path
 
 NODE = Path(__file__).resolve().parents[1] / "node"
-BOTTOM = {"errors", "dicom", "profiles", "dcmio", "pixels", "config", "index", "audit", "routing", "durable", "netcompat",
-          "yamlcheck"}
+BOTTOM = {"errors", "tags", "dicom", "syntaxes", "profiles", "dcmio", "pixels", "config", "index", "audit", "routing",
+          "durable", "netcompat", "yamlcheck"}
 MIDDLE = {"media", "read", "receive"}
 #: third-party package -> the modules allowed to import it
 OWNERS = {

@@ -33,7 +33,8 @@ from node.media.label import make_label
 from node.media.layout import assign_file_ids
 from node.media.pdi import Pdi, pdi_files
 from node.media.plan import Options, Workers, make_plan, workers_for
-from node.media.sources import SERIES_INSTANCE_UID, STUDY_INSTANCE_UID, Instance, scan
+from node.media.sources import Instance, scan
+from node.tags import SERIES_INSTANCE_UID, STUDY_INSTANCE_UID
 from node.media.transcode import CannotConvert, Task, convert, reread
 from node.profiles import SECTOR, Profile
 

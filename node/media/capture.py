@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from node import __version__, dcmio, dicom
 from node.errors import UsageError, one_line
-from node.media.sources import STUDY_INSTANCE_UID, Instance, Scan, instance, read
+from node.media.sources import Instance, Scan, instance, read
+from node.tags import ITEM, PIXEL_DATA, SEQUENCE_DELIMITATION_ITEM, SERIES_NUMBER, STUDY_INSTANCE_UID
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,7 +52,6 @@ _MAGIC: tuple[tuple[bytes, Kind], ...] = (
     (b"%PDF-", "pdf"),  # ISO 32000-1 7.5.2
 )
 _SIDECAR_SUFFIXES = (".yaml", ".yml", ".json")
-SERIES_NUMBER = 0x00200011
 _FOLDER_SIDECAR = "capture"
 
 
@@ -435,11 +435,6 @@ def _save(ds: Dataset, dest: str, transfer_syntax: str, tail: Callable[[BinaryIO
             tail(f)
 
 
-def _bulk_header(tag: int, vr: str, length: int) -> bytes:
-    """An Explicit VR Little Endian header of a long-VR element (PS3.5 7.1.2)."""
-    return struct.pack("<HH2s2xL", tag >> 16, tag & 0xFFFF, vr.encode("ascii"), length)
-
-
 def _copy(src: BinaryIO, dst: BinaryIO) -> int:
     """Stream ``src`` from its start into ``dst`` (DESIGN.md invariant 4); return the bytes copied."""
     src.seek(0)
@@ -470,7 +465,7 @@ def _write_pdf(src: BinaryIO, dest: str, identity: Identity, series_uid: str, se
     ds.ConceptNameCodeSequence = []
 
     def tail(f: BinaryIO) -> None:
-        f.write(_bulk_header(ENCAPSULATED_DOCUMENT, "OB", size + size % 2))
+        f.write(dcmio.long_header(ENCAPSULATED_DOCUMENT, "OB", size + size % 2))
         if _copy(src, f) != size:
             raise CannotCapture("the PDF changed while it was read")
         f.write(b"\0" * (size % 2))  # OB padding (PS3.5 7.1.1); its length says where the PDF ends
@@ -483,8 +478,6 @@ def _write_pdf(src: BinaryIO, dest: str, identity: Identity, series_uid: str, se
 
 # -- Secondary Capture (PS3.3 A.8.1) ----------------------------------------------------------
 
-PIXEL_DATA = 0x7FE00010
-_ITEM, _SEQUENCE_DELIMITER = (0xFFFE, 0xE000), (0xFFFE, 0xE0DD)
 
 
 def _write_image(src: BinaryIO, what: Kind, dest: str, identity: Identity, series_uid: str, series_number: int,
@@ -514,10 +507,10 @@ def _write_image(src: BinaryIO, what: Kind, dest: str, identity: Identity, serie
         _image_pixel(ds, frame.rows, frame.columns, frame.photometric, 8, 8)
 
         def tail(f: BinaryIO) -> None:  # PS3.5 A.4: one fragment, the JPEG file as it is
-            f.write(_bulk_header(PIXEL_DATA, "OB", dcmio.UNDEFINED))
-            f.write(struct.pack("<HHL", *_ITEM, 0))  # empty Basic Offset Table
-            f.write(struct.pack("<HHL", *_ITEM, len(data) + len(data) % 2) + data + b"\0" * (len(data) % 2))
-            f.write(struct.pack("<HHL", *_SEQUENCE_DELIMITER, 0))
+            f.write(dcmio.long_header(PIXEL_DATA, "OB", dcmio.UNDEFINED))
+            f.write(dcmio.item_header(ITEM, 0))  # empty Basic Offset Table
+            f.write(dcmio.item_header(ITEM, len(data) + len(data) % 2) + data + b"\0" * (len(data) % 2))
+            f.write(dcmio.item_header(SEQUENCE_DELIMITATION_ITEM, 0))
 
         _save(ds, dest, dicom.JPEG_BASELINE, tail)
         return f"JPEG as Secondary Capture, wrapped as it is ({frame.photometric})"

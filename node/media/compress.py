@@ -20,30 +20,17 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from node import dicom
+from node import dicom, syntaxes
 from node.errors import NodeError, one_line
+from node.syntaxes import by_uid
 
 if TYPE_CHECKING:
     import numpy as np
     from pydicom import Dataset
 
-#: How the burn report names each syntax.
-NAMES = {
-    dicom.EXPLICIT_VR_LE: "uncompressed",
-    dicom.JPEG_BASELINE: "JPEG baseline",
-    dicom.JPEG_EXTENDED: "JPEG extended",
-    dicom.JPEG_LOSSLESS_SV1: "JPEG lossless SV1",
-    dicom.JPEG_LOSSLESS_P14: "JPEG lossless process 14",
-    dicom.J2K_LOSSLESS: "JPEG 2000 lossless",
-    dicom.J2K: "JPEG 2000",
-    dicom.RLE_LOSSLESS: "RLE lossless",
-}
-_JPEG_LOSSY = frozenset({dicom.JPEG_BASELINE, dicom.JPEG_EXTENDED})
-LOSSY = _JPEG_LOSSY | {dicom.J2K}
-#: Lossy Image Compression Method (0028,2114) per syntax (PS3.3 C.7.6.1.1.5.1).
-METHOD = {dicom.JPEG_BASELINE: "ISO_10918_1", dicom.JPEG_EXTENDED: "ISO_10918_1", dicom.J2K: "ISO_15444_1"}
-#: Where a syntax that cannot carry an image falls back to, in order of preference:
-#: its own family's lossless syntax first, then the other lossless ones.
+#: Codec family (:attr:`node.syntaxes.TransferSyntax.family`) -> where a syntax of it that cannot
+#: carry an image falls back to, in order of preference: the family's lossless syntax first, then the
+#: other lossless ones.
 FALLBACK = {
     "jpeg": (dicom.JPEG_LOSSLESS_SV1, dicom.JPEG_LOSSLESS_P14, dicom.J2K_LOSSLESS, dicom.RLE_LOSSLESS),
     "j2k": (dicom.J2K_LOSSLESS, dicom.JPEG_LOSSLESS_SV1, dicom.JPEG_LOSSLESS_P14, dicom.RLE_LOSSLESS),
@@ -135,7 +122,7 @@ def decoded_photometric(photometric: str, transfer_syntax: str) -> str:
     >>> decoded_photometric("YBR_FULL_422", dicom.JPEG_BASELINE), decoded_photometric("YBR_FULL", dicom.EXPLICIT_VR_LE)
     ('RGB', 'YBR_FULL')
     """
-    native = transfer_syntax in (dicom.EXPLICIT_VR_LE, dicom.IMPLICIT_VR_LE, dicom.EXPLICIT_VR_BE, dicom.DEFLATED_LE)
+    native = transfer_syntax in syntaxes.NATIVE
     return "RGB" if photometric.startswith("YBR") and not native else photometric
 
 
@@ -185,27 +172,28 @@ def choose(syntax: str, image: ImageInfo, allowed: frozenset[str], policy: Polic
     if syntax not in allowed:
         raise CompressError(f"{dicom.syntax_name(syntax)} is not allowed by the profile")
     why, reduce = _cannot_carry(syntax, image, policy)
+    row = by_uid(syntax)
     if not why:
-        return Choice(syntax, lossy=syntax in LOSSY, reduce_bits=reduce)
-    family = "j2k" if syntax in (dicom.J2K, dicom.J2K_LOSSLESS) else "rle" if syntax == dicom.RLE_LOSSLESS else "jpeg"
-    for ts in FALLBACK[family]:
+        return Choice(syntax, lossy=row.writes_lossy, reduce_bits=reduce)
+    for ts in FALLBACK[row.family]:
         if ts in allowed and not _cannot_carry(ts, image, policy)[0]:
-            return Choice(ts, lossy=False, reason=f"{why}: written as {NAMES[ts]}")
+            return Choice(ts, lossy=False, reason=f"{why}: written as {by_uid(ts).label}")
     return Choice(dicom.EXPLICIT_VR_LE, lossy=False, reason=f"{why}: written uncompressed")
 
 
 def _cannot_carry(ts: str, image: ImageInfo, policy: Policy) -> tuple[str, bool]:
     """Why ``ts`` cannot carry ``image`` ("" if it can), and whether it needs bit reduction."""
-    name = NAMES[ts]
+    row = by_uid(ts)
+    name = row.label
     if image.samples_per_pixel not in (1, 3) or image.photometric not in _PHOTOMETRIC:
         what = image.photometric or "no Photometric Interpretation"
         return f"{image.samples_per_pixel} samples of {what} are not encoded by {name}", False
     if image.bits_allocated not in (8, 16):
         return f"{image.bits_allocated} bits allocated do not fit {name}", False
-    if ts in (dicom.J2K, dicom.J2K_LOSSLESS) and min(image.rows, image.columns) < J2K_MIN_SIZE:
+    if row.family == "j2k" and min(image.rows, image.columns) < J2K_MIN_SIZE:
         return (f"{image.columns}x{image.rows} is smaller than the {J2K_MIN_SIZE}x{J2K_MIN_SIZE} "
                 f"that {name}'s resolution levels need"), False
-    if ts not in LOSSY:
+    if not row.writes_lossy:
         if ts in (dicom.JPEG_LOSSLESS_SV1, dicom.JPEG_LOSSLESS_P14) and image.bits_stored < 2:
             return f"{image.bits_stored} bit stored is below {name}'s precision of 2", False
         if image.samples_per_pixel == 3 and image.pixel_representation:
@@ -260,7 +248,7 @@ def compress(ds: Dataset, choice: Choice, *, new_sop_uid: str | None) -> list[st
     except CompressError:
         raise
     except Exception as exc:  # noqa: BLE001 - numpy, pydicom and the codecs raise many kinds; each refuses the image
-        raise CompressError(f"cannot encode as {NAMES[ts]}: {one_line(exc)}") from None
+        raise CompressError(f"cannot encode as {by_uid(ts).label}: {one_line(exc)}") from None
     for keyword, value in pixel_module.items():
         if value is None:
             ds.pop(keyword, None)
@@ -268,10 +256,10 @@ def compress(ds: Dataset, choice: Choice, *, new_sop_uid: str | None) -> list[st
             setattr(ds, keyword, value)
     pixels.encapsulate(ds, frames, ts)
     if not choice.lossy:
-        return [NAMES[ts]]
+        return [by_uid(ts).label]
     ratio = before / sum(len(f) for f in frames)
     _coerce_lossy(ds, ts, ratio=ratio, new_sop_uid=str(new_sop_uid), rescale=rescale)
-    return [f"lossy {NAMES[ts]}, ratio {_ratio(ratio)}:1, new SOP Instance UID"]
+    return [f"lossy {by_uid(ts).label}, ratio {_ratio(ratio)}:1, new SOP Instance UID"]
 
 
 def _lossless(ds: Dataset, ts: str) -> dict[str, object]:
@@ -320,7 +308,7 @@ def _lossy_pixels(ds: Dataset, arr: np.ndarray, choice: Choice) -> tuple[np.ndar
         limit = 8 if ts == dicom.JPEG_BASELINE or bits <= 8 else 12
         if bits > limit:
             if not choice.reduce_bits:
-                raise CompressError(f"{bits} bits do not fit {NAMES[ts]} and the choice did not reduce them")
+                raise CompressError(f"{bits} bits do not fit {by_uid(ts).label} and the choice did not reduce them")
             low, high = int(arr.min()), int(arr.max())
             step = max(1, math.ceil((high - low + 1) / 2**limit))
             arr = np.minimum(np.rint((arr - low) / step), 2**limit - 1)
@@ -347,7 +335,8 @@ def _coerce_lossy(ds: Dataset, ts: str, *, ratio: float, new_sop_uid: str, resca
     image_type = list(ds.get("ImageType") or ["DERIVED", "PRIMARY"])
     ds.ImageType = ["DERIVED", *image_type[1:]]
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = UID(new_sop_uid)
-    what = f"{DERIVATION_PREFIX} lossy {NAMES[ts]} compression, ratio {_ratio(ratio)}:1"
+    row = by_uid(ts)
+    what = f"{DERIVATION_PREFIX} lossy {row.label} compression, ratio {_ratio(ratio)}:1"
     old = str(ds.get("DerivationDescription") or "")
     ds.DerivationDescription = (f"{what}\n{old}" if old else what)[:1024]  # ST, at most 1024 characters
     source = Item()
@@ -358,7 +347,7 @@ def _coerce_lossy(ds: Dataset, ts: str, *, ratio: float, new_sop_uid: str, resca
     ds.LossyImageCompression = "01"
     # Ratio and Method are parallel lists (C.7.6.1.1.5.1): one value each, always as a pair.
     ds.LossyImageCompressionRatio = [*_values(ds, "LossyImageCompressionRatio"), _ratio(ratio)]
-    ds.LossyImageCompressionMethod = [*_values(ds, "LossyImageCompressionMethod"), METHOD[ts]]
+    ds.LossyImageCompressionMethod = [*_values(ds, "LossyImageCompressionMethod"), row.method]
     for keyword in STALE:
         ds.pop(keyword, None)
     if rescale is not None:

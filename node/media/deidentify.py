@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 from node.errors import NodeError
 from node.media.basic_profile import BASIC_PROFILE
 from node.media.uids import UidMap, remap
+from node.tags import CONTENT_SEQUENCE, PATIENT_ID, PATIENT_NAME, STUDY_DATE, STUDY_ID, STUDY_TIME
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -85,10 +86,7 @@ _DUMMY: dict[str, object] = {
 _FREE_TEXT_ITEMS = frozenset({"TEXT", "PNAME", "DATE", "TIME", "DATETIME"})
 
 #: ``Z`` attributes given a dummy: the DICOMDIR's STUDY record needs them (PS3.3 Table F.5-2).
-_Z_AS_DUMMY = frozenset({0x00080020, 0x00080030, 0x00200010})  # Study Date, Study Time, Study ID
-_CONTENT_SEQUENCE = 0x0040A730
-_PATIENT_NAME = 0x00100010
-_PATIENT_ID = 0x00100020
+_Z_AS_DUMMY = frozenset({STUDY_DATE, STUDY_TIME, STUDY_ID})
 
 
 class BurnedInAnnotation(NodeError):
@@ -113,7 +111,7 @@ def deidentify(ds: Dataset, uids: UidMap, *, allow_burned_in: bool) -> list[str]
     ds.remove_private_tags()
     ds.PatientName = f"ANON^{pseudonym[4:]}"
     ds.PatientID = pseudonym
-    touched |= {_PATIENT_NAME, _PATIENT_ID}
+    touched |= {PATIENT_NAME, PATIENT_ID}
     remap(ds, replace(uids, everything=True))
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = METHOD
@@ -178,7 +176,7 @@ def _dummy_sequence(elem: DataElement, touched: set[int]) -> None:
     if any("CodeValue" in item or "LongCodeValue" in item or "URNCodeValue" in item for item in items):
         elem.value = [_code("ANONYMOUS", "99MEDIANODE", "De-identified")]
         return
-    if elem.tag == _CONTENT_SEQUENCE:
+    if elem.tag == CONTENT_SEQUENCE:
         items = [item for item in items if item.get("ValueType") not in _FREE_TEXT_ITEMS]
         elem.value = items
     for item in items:

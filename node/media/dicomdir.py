@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-from node import dcmio, dicom
+from node import dcmio, dicom, tags
 from node.media.directory import Node, Tree
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # Basic Directory IOD (PS3.4 Annex I)
@@ -80,7 +80,7 @@ def _item(node: Node, file_id: tuple[str, ...] | None) -> bytes:
             key = dicom.PRIVATE_RECORD_UID
             elements[key.tag] = dcmio.encode(key.tag, key.vr, inst.sop_class_uid)
     if node.charset:
-        elements[dicom.SPECIFIC_CHARACTER_SET] = node.charset
+        elements[tags.SPECIFIC_CHARACTER_SET] = node.charset
     elements.update(node.keys)
     body = b"".join(e for _, e in sorted(elements.items()))
     return b"\xfe\xff\x00\xe0" + _UL.pack(len(body)) + body

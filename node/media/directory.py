@@ -14,19 +14,35 @@ from dataclasses import dataclass, field
 
 from node import dcmio, dicom
 from node.errors import BuildError
-from node.media.sources import (
+from node.media.sources import Instance
+from node.tags import (
+    ACQUISITION_DATE,
+    ACQUISITION_TIME,
+    CONTENT_DATE,
+    CONTENT_SEQUENCE,
+    CONTENT_TIME,
+    INSTANCE_CREATION_DATE,
+    INSTANCE_CREATION_TIME,
+    INSTANCE_NUMBER,
+    MODALITY,
     PATIENT_ID,
+    RELATIONSHIP_TYPE,
+    SERIES_DATE,
     SERIES_INSTANCE_UID,
+    SERIES_NUMBER,
+    SERIES_TIME,
+    SPECIFIC_CHARACTER_SET,
+    STUDY_DATE,
+    STUDY_ID,
     STUDY_INSTANCE_UID,
-    Instance,
+    STUDY_TIME,
+    VERIFICATION_DATETIME,
+    VERIFICATION_FLAG,
+    VERIFYING_OBSERVER_SEQUENCE,
 )
 
-STUDY_DATE, STUDY_TIME, STUDY_ID = 0x00080020, 0x00080030, 0x00200010
-MODALITY, SERIES_NUMBER = 0x00080060, 0x00200011
-CONTENT_SEQUENCE, VERIFICATION_DATETIME = 0x0040A730, 0x0040A030
-VERIFICATION_FLAG, VERIFYING_OBSERVER_SEQUENCE = 0x0040A493, 0x0040A073
-_DATE_SOURCES = (0x00080021, 0x00080022, dicom.CONTENT_DATE, 0x00080012)  # Series, Acquisition, Content, Creation
-_TIME_SOURCES = (0x00080031, 0x00080032, dicom.CONTENT_TIME, 0x00080013)
+_DATE_SOURCES = (SERIES_DATE, ACQUISITION_DATE, CONTENT_DATE, INSTANCE_CREATION_DATE)
+_TIME_SOURCES = (SERIES_TIME, ACQUISITION_TIME, CONTENT_TIME, INSTANCE_CREATION_TIME)
 #: Relationship Type of the Content Sequence items a record keeps (PS3.3 F.5.18, F.5.22).
 HAS_CONCEPT_MOD = "HAS CONCEPT MOD"
 
@@ -144,22 +160,22 @@ def _study(uid: str, members: list[Instance], inventions: list[str], refused: li
 
 def _leaves(insts: list[Instance], *, study_date: str, study_time: str,
             inventions: list[str], refused: list[tuple[str, str]]) -> list[Node]:
-    numbers = [_int(i.text(dicom.INSTANCE_NUMBER)) for i in insts]
+    numbers = [_int(i.text(INSTANCE_NUMBER)) for i in insts]
     next_number = max([n for n in numbers if n is not None], default=0) + 1
     leaves = []
-    for inst in sorted(insts, key=lambda i: (_int(i.text(dicom.INSTANCE_NUMBER)) or 0, i.sop_instance_uid)):
+    for inst in sorted(insts, key=lambda i: (_int(i.text(INSTANCE_NUMBER)) or 0, i.sop_instance_uid)):
         values = {}
-        if _int(inst.text(dicom.INSTANCE_NUMBER)) is None:
-            values[dicom.INSTANCE_NUMBER] = str(next_number)
+        if _int(inst.text(INSTANCE_NUMBER)) is None:
+            values[INSTANCE_NUMBER] = str(next_number)
             inventions.append(f"Instance Number {next_number} invented for {inst.source}")
             next_number += 1
         wanted = {k.tag for k in dicom.record_keys(inst.record_type)}
-        if dicom.CONTENT_DATE in wanted and not inst.text(dicom.CONTENT_DATE):
-            values[dicom.CONTENT_DATE] = inst.text(0x00080012) or study_date
-            inventions.append(f"Content Date {values[dicom.CONTENT_DATE]} invented for {inst.source}")
-        if dicom.CONTENT_TIME in wanted and not inst.text(dicom.CONTENT_TIME):
-            values[dicom.CONTENT_TIME] = inst.text(0x00080013) or study_time
-            inventions.append(f"Content Time {values[dicom.CONTENT_TIME]} invented for {inst.source}")
+        if CONTENT_DATE in wanted and not inst.text(CONTENT_DATE):
+            values[CONTENT_DATE] = inst.text(INSTANCE_CREATION_DATE) or study_date
+            inventions.append(f"Content Date {values[CONTENT_DATE]} invented for {inst.source}")
+        if CONTENT_TIME in wanted and not inst.text(CONTENT_TIME):
+            values[CONTENT_TIME] = inst.text(INSTANCE_CREATION_TIME) or study_time
+            inventions.append(f"Content Time {values[CONTENT_TIME]} invented for {inst.source}")
         record = "GENERIC" if inst.record_type not in dicom.RECORD_KEYS else inst.record_type
         leaf = _record(record, inst, values, inventions, refused)
         if leaf.record_type:
@@ -193,7 +209,7 @@ def _record(record: str, inst: Instance, values: dict[int, str],
         if present:
             assert element is not None
             node.keys[key.tag] = element.raw
-            charset = elements.get(dicom.SPECIFIC_CHARACTER_SET)
+            charset = elements.get(SPECIFIC_CHARACTER_SET)
             if charset is not None and _not_ascii(element):
                 node.charset = charset.raw
         elif key.type == "1":
@@ -230,11 +246,11 @@ def _date_or_time(key: dicom.Key, element: dcmio.Element, inst: Instance, notes:
 
 def _concept_modifiers(element: dcmio.Element) -> dcmio.Element | None:
     """Keep only the HAS CONCEPT MOD items of a Content Sequence (PS3.3 F.5.18)."""
-    kept = [i for i in element.items if dcmio.text(i.get(0x0040A010)) == HAS_CONCEPT_MOD]
+    kept = [i for i in element.items if dcmio.text(i.get(RELATIONSHIP_TYPE)) == HAS_CONCEPT_MOD]
     if not kept:
         return None
     items = [b"".join(e.raw for _, e in sorted(i.items())) for i in kept]
-    return dcmio.Element("SQ", b"", dcmio.encode_sequence(0x0040A730, items), tuple(kept))
+    return dcmio.Element("SQ", b"", dcmio.encode_sequence(CONTENT_SEQUENCE, items), tuple(kept))
 
 
 _TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC"})

@@ -22,8 +22,8 @@ import pycdlib
 
 from node.errors import BuildError
 from node.media.content import Extents, MediaFile, copy_pieces, pwrite_all, verify_extents
+from node.profiles import SECTOR
 
-SECTOR = 2048
 Progress = Callable[[int], None]
 
 _MAX_SIZE = 2**32 - 1  # ECMA-119 9.1.4: Data Length is a 32-bit field

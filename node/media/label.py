@@ -17,10 +17,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import date
 
-from node.media.directory import MODALITY, STUDY_DATE, Node, Tree
-from node.media.sources import PATIENT_BIRTH_DATE, PATIENT_ID, PATIENT_NAME
+from node.media.directory import Node, Tree
+from node.tags import (
+    MODALITY,
+    PATIENT_BIRTH_DATE,
+    PATIENT_ID,
+    PATIENT_NAME,
+    STUDY_DATE,
+    STUDY_DESCRIPTION,
+)
 
-STUDY_DESCRIPTION, SERIES_DESCRIPTION = 0x00081030, 0x0008103E
 #: What the medium holds, in the words IHE PDI uses for the label.
 DICOM_ONLY, DICOM_PLUS_WEB = "DICOM ONLY", "DICOM PLUS WEB"
 _PN_DELIMITERS = {0x5E, 0x3D}  # '^' and '=' (PS3.5 6.2.1): each component group may switch character set

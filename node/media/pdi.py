@@ -34,14 +34,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from node import __version__, dicom
+from node import __version__
 from node.config import BurnConfig
 from node.errors import BuildError, UsageError
 from node.media.content import FileSlice, MediaFile
-from node.media.directory import MODALITY, SERIES_NUMBER, STUDY_DATE, Node, Tree
-from node.media.label import SERIES_DESCRIPTION, STUDY_DESCRIPTION, Label, display_date, key_text, person_name
-from node.media.sources import PATIENT_BIRTH_DATE, PATIENT_ID
+from node.media.directory import Node, Tree
+from node.media.label import Label, display_date, key_text, person_name
 from node.profiles import PDI_ROOT_FILES, PDI_WEB_FOLDER, PROFILES, Profile
+from node.tags import (
+    INSTANCE_NUMBER,
+    MODALITY,
+    PATIENT_BIRTH_DATE,
+    PATIENT_ID,
+    SERIES_DESCRIPTION,
+    SERIES_NUMBER,
+    STUDY_DATE,
+    STUDY_DESCRIPTION,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,7 +63,6 @@ README, INDEX = "README.TXT", "INDEX.HTM"
 MAX_RENDITIONS = 12
 #: Renditions are shrunk to at most this many pixels a side.
 JPEG_MAX = 512
-JPEG_QUALITY = 90
 #: The series pages' fixed layout (CSS pixels): a header band, then a grid of equal cells, each
 #: with its image at the top-left scaled to fit THUMB x THUMB. Fixed so that a test can find each
 #: image in a screenshot.
@@ -269,7 +277,7 @@ def _renditions(page: _Series, *, limit: int, staging: Path) -> tuple[list[str],
         assert leaf.instance is not None
         if len(files) >= limit:  # multi-frame images took two places each
             break
-        number = key_text(leaf, dicom.INSTANCE_NUMBER)
+        number = key_text(leaf, INSTANCE_NUMBER)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a value pydicom frowns at either renders or fails below
@@ -320,7 +328,7 @@ def _frames(path: str) -> Iterator[tuple[str, bytes, tuple[int, int]]]:
         arr = pixel_array(path, index=index, decoding_plugin=plugin)  # one frame decoded at a time
         picture = _shrink(_display(arr, ds))
         caption = f", frame {index + 1} of {count}" if count > 1 else ""
-        yield caption, bytes(imagecodecs.jpeg8_encode(picture, level=JPEG_QUALITY)), (arr.shape[0], arr.shape[1])
+        yield caption, bytes(imagecodecs.jpeg8_encode(picture, level=pixels.JPEG_QUALITY)), (arr.shape[0], arr.shape[1])
 
 
 def _display(arr: np.ndarray, ds: Dataset) -> np.ndarray:

@@ -23,15 +23,29 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
-from node import dicom
+from node import dicom, syntaxes
 from node.errors import BuildError, UsageError
 from node.media.compress import Choice, ImageInfo, Policy, choose, decoded_photometric
 from node.media.sources import Instance, walk
 from node.media.transcode import Task, needs_conversion
 from node.media.uids import UidMap, new_salt
-from node.profiles import COMPRESS, Profile, compressions
+from node.profiles import Profile, compressions
+from node.syntaxes import COMPRESS, NO_COMPRESSION
+from node.tags import (
+    BITS_ALLOCATED,
+    BITS_STORED,
+    COLUMNS,
+    LUT_DESCRIPTOR,
+    MODALITY,
+    MODALITY_LUT_SEQUENCE,
+    NUMBER_OF_FRAMES,
+    PHOTOMETRIC_INTERPRETATION,
+    PIXEL_REPRESENTATION,
+    RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+    ROWS,
+    SAMPLES_PER_PIXEL,
+)
 
-MODALITY = 0x00080060
 #: Below this many files a pool costs more (its start and pydicom's import in each worker) than it saves.
 POOL_THRESHOLD = 8
 _UID_TEXT = re.compile(rb"[0-9][0-9.]{6,63}")
@@ -41,8 +55,8 @@ _UID_TEXT = re.compile(rb"[0-9][0-9.]{6,63}")
 class Options:
     """How instances are treated on their way to the medium: ``burn``'s flags, or a route's settings."""
 
-    #: A key of :data:`node.profiles.COMPRESS`, for images of every modality not in ``by_modality``.
-    compress: str = "none"
+    #: One of :data:`node.syntaxes.COMPRESS`, for images of every modality not in ``by_modality``.
+    compress: str = NO_COMPRESSION
     #: (modality, compress) pairs that override ``compress`` for that modality.
     by_modality: tuple[tuple[str, str], ...] = ()
     policy: Policy = field(default_factory=Policy)
@@ -59,8 +73,8 @@ class Options:
     @property
     def rewrites(self) -> bool:
         """Whether these options rewrite instances (compression, new UIDs), which is work for :class:`Workers`."""
-        return self.compress != "none" or any(c != "none" for _, c in self.by_modality) or self.new_uids \
-            or self.deidentify
+        compresses = any(c != NO_COMPRESSION for c in (self.compress, *(c for _, c in self.by_modality)))
+        return compresses or self.new_uids or self.deidentify
 
     def check(self, profile: Profile) -> None:
         """Raise :class:`UsageError` for a compression ``profile`` does not allow."""
@@ -118,14 +132,14 @@ def _allowed(inst: Instance, profile: Profile) -> frozenset[str]:
 def _choice(inst: Instance, profile: Profile, options: Options, fallbacks: list[tuple[str, str]]
             ) -> tuple[Choice, ImageInfo] | None:
     """The compression of an image, and its pixel module (None: it stays as it is, or becomes Explicit VR LE)."""
-    asked = COMPRESS[options.compress_for(inst.text(MODALITY))]
+    asked = options.compress_for(inst.text(MODALITY))
     h = inst.header
-    if asked is None or inst.record_type != "IMAGE" or not h.has_pixels:
+    if asked == NO_COMPRESSION or inst.record_type != "IMAGE" or not h.has_pixels:
         return None
-    if h.transfer_syntax in profile.image_syntaxes and h.transfer_syntax not in dicom.NATIVE:
+    if h.transfer_syntax in profile.image_syntaxes and h.transfer_syntax not in syntaxes.NATIVE:
         return None  # already compressed the way the profile allows: never recompressed
     image = image_info(inst)
-    choice = choose(asked, image, profile.image_syntaxes, options.policy)
+    choice = choose(syntaxes.by_name(asked).uid, image, profile.image_syntaxes, options.policy)
     if choice.reason:
         fallbacks.append((inst.source, choice.reason))
     return None if choice.transfer_syntax == dicom.EXPLICIT_VR_LE else (choice, image)
@@ -139,20 +153,20 @@ def image_info(inst: Instance) -> ImageInfo:
         el = h.elements.get(tag)
         return int.from_bytes(el.value[:2], "little") if el is not None and len(el.value) >= 2 else default
 
-    frames = h.text(0x00280008)
-    photometric = h.text(0x00280004)
-    lut = h.elements.get(0x00281101) if photometric == "PALETTE COLOR" else None  # Red Palette LUT Descriptor
-    if lut is None and (modality_lut := h.elements.get(0x00283000)) and modality_lut.items:
-        lut = modality_lut.items[0].get(0x00283002)  # LUT Descriptor of the Modality LUT Sequence's item
+    frames = h.text(NUMBER_OF_FRAMES)
+    photometric = h.text(PHOTOMETRIC_INTERPRETATION)
+    lut = h.elements.get(RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR) if photometric == "PALETTE COLOR" else None
+    if lut is None and (modality_lut := h.elements.get(MODALITY_LUT_SEQUENCE)) and modality_lut.items:
+        lut = modality_lut.items[0].get(LUT_DESCRIPTOR)  # of the Modality LUT Sequence's first item
     return ImageInfo(
         sop_class_uid=inst.sop_class_uid,
         modality=inst.text(MODALITY),
-        rows=us(0x00280010),
-        columns=us(0x00280011),
-        samples_per_pixel=us(0x00280002, 1),
-        bits_allocated=us(0x00280100),
-        bits_stored=us(0x00280101),
-        pixel_representation=us(0x00280103),
+        rows=us(ROWS),
+        columns=us(COLUMNS),
+        samples_per_pixel=us(SAMPLES_PER_PIXEL, 1),
+        bits_allocated=us(BITS_ALLOCATED),
+        bits_stored=us(BITS_STORED),
+        pixel_representation=us(PIXEL_REPRESENTATION),
         photometric=decoded_photometric(photometric, h.transfer_syntax),
         frames=int(frames) if frames.isdigit() else 1,
         lut_bits=int.from_bytes(lut.value[4:6], "little") if lut is not None and len(lut.value) >= 6 else 0,

@@ -16,40 +16,68 @@ from typing import Iterator, Sequence
 from node import dcmio, dicom
 from node.dcmio import Element, Header
 from node.errors import UsageError, one_line
+from node.tags import (
+    ACQUISITION_DATE,
+    ACQUISITION_TIME,
+    BITS_ALLOCATED,
+    BITS_STORED,
+    COLUMNS,
+    DOUBLE_FLOAT_PIXEL_DATA,
+    FLOAT_PIXEL_DATA,
+    INSTANCE_CREATION_DATE,
+    INSTANCE_CREATION_TIME,
+    MEDIA_STORAGE_SOP_CLASS_UID,
+    MEDIA_STORAGE_SOP_INSTANCE_UID,
+    MODALITY_LUT_SEQUENCE,
+    NUMBER_OF_FRAMES,
+    PATIENT_BIRTH_DATE,
+    PATIENT_ID,
+    PATIENT_NAME,
+    PHOTOMETRIC_INTERPRETATION,
+    PIXEL_DATA,
+    PIXEL_REPRESENTATION,
+    RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+    RELATIONSHIP_TYPE,
+    ROWS,
+    SAMPLES_PER_PIXEL,
+    SERIES_DATE,
+    SERIES_TIME,
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    SPECIFIC_CHARACTER_SET,
+    VERIFYING_OBSERVER_SEQUENCE,
+)
 
 logger = logging.getLogger(__name__)
 
-SOP_CLASS_UID = 0x00080016
-SOP_INSTANCE_UID = 0x00080018
-PATIENT_NAME, PATIENT_ID, PATIENT_BIRTH_DATE = 0x00100010, 0x00100020, 0x00100030
-STUDY_INSTANCE_UID, SERIES_INSTANCE_UID = 0x0020000D, 0x0020000E
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
 #: Attributes read besides the record keys: identity, and the dates a Study
 #: Date or Content Date may be invented from.
 _EXTRA_KEYS = (
-    (dicom.SPECIFIC_CHARACTER_SET, "CS"),
-    (0x00080012, "DA"),  # Instance Creation Date
-    (0x00080013, "TM"),  # Instance Creation Time
+    (SPECIFIC_CHARACTER_SET, "CS"),
+    (INSTANCE_CREATION_DATE, "DA"),
+    (INSTANCE_CREATION_TIME, "TM"),
     (SOP_CLASS_UID, "UI"),
     (SOP_INSTANCE_UID, "UI"),
-    (0x00080021, "DA"),  # Series Date
-    (0x00080022, "DA"),  # Acquisition Date
-    (0x00080031, "TM"),  # Series Time
-    (0x00080032, "TM"),  # Acquisition Time
-    (0x00280002, "US"),  # Samples per Pixel, and the rest of the Image Pixel module a
-    (0x00280004, "CS"),  # compression plan needs (node.media.plan): Photometric Interpretation,
-    (0x00280008, "IS"),  # Number of Frames,
-    (0x00280010, "US"),  # Rows,
-    (0x00280011, "US"),  # Columns,
-    (0x00280100, "US"),  # Bits Allocated,
-    (0x00280101, "US"),  # Bits Stored,
-    (0x00280103, "US"),  # Pixel Representation,
-    (0x00280301, "CS"),  # Burned In Annotation,
-    (0x00281101, "US"),  # Red Palette Color Lookup Table Descriptor,
-    (0x00283000, "SQ"),  # Modality LUT Sequence (its LUT Descriptor)
-    (0x0040A010, "CS"),  # Relationship Type (in Content Sequence items)
-    (0x0040A073, "SQ"),  # Verifying Observer Sequence (its Verification DateTime)
+    (SERIES_DATE, "DA"),
+    (ACQUISITION_DATE, "DA"),
+    (SERIES_TIME, "TM"),
+    (ACQUISITION_TIME, "TM"),
+    # The Image Pixel module as a compression plan needs it (node.media.plan):
+    (SAMPLES_PER_PIXEL, "US"),
+    (PHOTOMETRIC_INTERPRETATION, "CS"),
+    (NUMBER_OF_FRAMES, "IS"),
+    (ROWS, "US"),
+    (COLUMNS, "US"),
+    (BITS_ALLOCATED, "US"),
+    (BITS_STORED, "US"),
+    (PIXEL_REPRESENTATION, "US"),
+    (0x00280301, "CS"),  # Burned In Annotation
+    (RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR, "US"),
+    (MODALITY_LUT_SEQUENCE, "SQ"),  # its LUT Descriptor
+    (RELATIONSHIP_TYPE, "CS"),  # in Content Sequence items
+    (VERIFYING_OBSERVER_SEQUENCE, "SQ"),  # its Verification DateTime
 )
 VRS: dict[int, str] = dict(_EXTRA_KEYS) | {
     k.tag: k.vr for keys in dicom.RECORD_KEYS.values() for k in keys
@@ -145,8 +173,8 @@ def read(path: str) -> Header:
 
 def instance(header: Header, *, source: str) -> Instance | None:
     """Make an :class:`Instance` of a header, or None when it has no SOP identity."""
-    sop_class = header.text(SOP_CLASS_UID) or dcmio.text(header.meta.get(0x00020002))
-    sop_instance = header.text(SOP_INSTANCE_UID) or dcmio.text(header.meta.get(0x00020003))
+    sop_class = header.text(SOP_CLASS_UID) or dcmio.text(header.meta.get(MEDIA_STORAGE_SOP_CLASS_UID))
+    sop_instance = header.text(SOP_INSTANCE_UID) or dcmio.text(header.meta.get(MEDIA_STORAGE_SOP_INSTANCE_UID))
     if not sop_class or not sop_instance:
         return None
     record = dicom.record_type(sop_class, has_pixels=header.has_pixels)
@@ -176,7 +204,7 @@ def _read_with_pydicom(path: str) -> Header:
     ts = str(ds.file_meta.get("TransferSyntaxUID", "")) or (
         dicom.IMPLICIT_VR_LE if implicit else dicom.EXPLICIT_VR_LE if little else dicom.EXPLICIT_VR_BE
     )
-    has_pixels = any(t in ds for t in (0x7FE00010, 0x7FE00008, 0x7FE00009))
+    has_pixels = any(t in ds for t in (PIXEL_DATA, FLOAT_PIXEL_DATA, DOUBLE_FLOAT_PIXEL_DATA))
     return Header(path, os.path.getsize(path), meta, offset, ts, elements, has_pixels, has_preamble)
 
 

@@ -18,11 +18,12 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from node import dcmio, dicom
+from node import dcmio, dicom, syntaxes
 from node.dicom import syntax_name
 from node.errors import one_line
-from node.media.sources import SOP_CLASS_UID, SOP_INSTANCE_UID, Instance, instance, read
+from node.media.sources import Instance, instance, read
 from node.profiles import Profile
+from node.tags import PIXEL_DATA, SEQUENCE_DELIMITATION_ITEM, SOP_CLASS_UID, SOP_INSTANCE_UID
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -150,7 +151,6 @@ def _lossless_as_is(task: Task) -> list[str] | None:
     from pydicom.encaps import encapsulate
 
     from node import pixels
-    from node.media.compress import NAMES
 
     value_at, length = span
     arr = pixels.native_array(memoryview(data)[value_at:value_at + length], rows=image.rows, columns=image.columns,
@@ -164,14 +164,10 @@ def _lossless_as_is(task: Task) -> list[str] | None:
     with open(task.dest, "wb") as f:
         f.write(dcmio.file_meta(header.text(SOP_CLASS_UID), header.text(SOP_INSTANCE_UID), ts))
         f.write(data[header.dataset_offset:header.pixel_offset])
-        f.write(_ENCAPSULATED_PIXEL_DATA + items + _SEQUENCE_DELIMITER)
+        f.write(dcmio.long_header(PIXEL_DATA, "OB", dcmio.UNDEFINED) + items
+                + dcmio.item_header(SEQUENCE_DELIMITATION_ITEM, 0))
         f.write(data[value_at + length:])
-    return [NAMES[ts]]
-
-
-#: (7FE0,0010) OB of undefined length, and the delimiter that ends its items (PS3.5 A.4).
-_ENCAPSULATED_PIXEL_DATA = b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff"
-_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    return [syntaxes.by_uid(ts).label]
 
 
 def _rename(ds: Dataset, task: Task, what: list[str]) -> None:
@@ -198,7 +194,7 @@ def _guess(ds: Dataset) -> str:
 
 def _decode(ds: Dataset, ts: str, what: list[str]) -> None:
     """Bring ``ds`` to native Explicit VR Little Endian pixels."""
-    if ts not in dicom.NATIVE:
+    if ts not in syntaxes.NATIVE:
         from node import pixels
 
         if not pixels.can_decode(ts):
@@ -245,4 +241,3 @@ def _from_big_endian(ds: Dataset) -> None:
 
 
 _WORD = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
-PIXEL_DATA = 0x7FE00010

@@ -44,8 +44,8 @@ from typing import BinaryIO
 
 from node.errors import BuildError
 from node.media.content import MediaFile, copy_pieces, pwrite_all, verify_extents
+from node.profiles import SECTOR
 
-SECTOR = 2048  # the logical sector and logical block size (UDF 2.2.4.2)
 Progress = Callable[[int], None]
 
 _REVISION = 0x0260  # UDF 2.1.5.3: the revision in binary-coded decimal

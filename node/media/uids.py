@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from node.dicom import UID_ROOT
+from node.tags import IMPLEMENTATION_CLASS_UID, MEDIA_STORAGE_SOP_CLASS_UID, SOP_CLASS_UID, TRANSFER_SYNTAX_UID
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -46,12 +47,12 @@ DICOM_ROOT = "1.2.840.10008."
 #: UI attributes that name a kind of thing, not an instance: never renamed whatever their value.
 KIND_TAGS = frozenset(
     {
-        0x00020002,  # Media Storage SOP Class UID
-        0x00020010,  # Transfer Syntax UID
-        0x00020012,  # Implementation Class UID
+        MEDIA_STORAGE_SOP_CLASS_UID,
+        TRANSFER_SYNTAX_UID,
+        IMPLEMENTATION_CLASS_UID,
         0x00041510,  # Referenced SOP Class UID in File
         0x00041512,  # Referenced Transfer Syntax UID in File
-        0x00080016,  # SOP Class UID
+        SOP_CLASS_UID,
         0x0008001A,  # Related General SOP Class UID
         0x0008001B,  # Original Specialized SOP Class UID
         0x0008010C,  # Coding Scheme UID

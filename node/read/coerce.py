@@ -29,9 +29,10 @@ from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
 from node.config import Coercion
+from node.tags import PATIENT_ID
 
 #: What a coercion may change, keyword -> (tag, VR): both LO, of the Patient Module (PS3.3 C.7.1.1, PS3.6).
-ATTRIBUTES = {"PatientID": (0x00100020, "LO"), "IssuerOfPatientID": (0x00100021, "LO")}
+ATTRIBUTES = {"PatientID": (PATIENT_ID, "LO"), "IssuerOfPatientID": (0x00100021, "LO")}
 #: Modifying System (0400,0563), LO.
 MODIFYING_SYSTEM = "MEDIANODE"
 #: Reason for the Attribute Modification (0400,0565): PS3.3 C.12.1.1.9.2, defined terms COERCE and CORRECT.

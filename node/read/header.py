@@ -11,7 +11,6 @@ where the data set starts, so that its bytes can be sent as they are.
 from __future__ import annotations
 
 import io
-import struct
 import warnings
 from typing import BinaryIO
 
@@ -26,14 +25,13 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-_UNDEFINED = 0xFFFFFFFF
+from node.dcmio import UNDEFINED, element_header
+from node.tags import DOUBLE_FLOAT_PIXEL_DATA, FLOAT_PIXEL_DATA, ITEM, PIXEL_DATA, SEQUENCE_DELIMITATION_ITEM
+
 #: Float, Double Float and (plain) Pixel Data: where stop_before_pixels stops (PS3.6).
-_PIXEL_TAGS = {(0x7FE0, 0x0008), (0x7FE0, 0x0009), (0x7FE0, 0x0010)}
-_ITEM, _SEQUENCE_END = (0xFFFE, 0xE000), (0xFFFE, 0xE0DD)  # PS3.5 A.4
+_PIXEL_TAGS = frozenset({FLOAT_PIXEL_DATA, DOUBLE_FLOAT_PIXEL_DATA, PIXEL_DATA})
 #: Values larger than this are skipped, not read, while reading headers.
 _DEFER_BYTES = 64 * 1024
-#: Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 Table 7.1-1).
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 
 
 def read_header(fp: BinaryIO, size: int, *, force: bool = False) -> tuple[Dataset | None, bool, bool]:
@@ -71,20 +69,14 @@ def data_set_offset(fp: BinaryIO) -> int:
     position = 132 if fp.read(132)[128:132] == b"DICM" else 0
     while True:
         fp.seek(position)
-        element = fp.read(8)
-        if len(element) < 8 or struct.unpack("<H", element[:2])[0] != 0x0002:
+        element = fp.read(12)
+        if len(element) < 8 or element[:2] != b"\x02\x00":  # group 0002, little endian
             return position
         vr = element[4:6]
-        if vr in _LONG_VRS:
-            (length,) = struct.unpack("<L", fp.read(4).ljust(4, b"\xff"))
-            position += 12
-        elif vr.isalpha() and vr.isupper():
-            (length,) = struct.unpack("<H", element[6:8])
-            position += 8
-        else:
-            (length,) = struct.unpack("<L", element[4:8])
-            position += 8
-        if length == _UNDEFINED:
+        # A short read of a 4-byte length is taken as undefined (malformed) by the padding.
+        _, _, length, size = element_header(element.ljust(12, b"\xff"), 0, implicit=not (vr.isalpha() and vr.isupper()))
+        position += size
+        if length == UNDEFINED:
             raise ValueError(f"malformed File Meta Information at byte {position}")
         position += length
 
@@ -113,38 +105,34 @@ def encoded_syntax(ds: Dataset) -> str:
 def elements_end(ds: Dataset) -> int:
     """Where the last top-level element read or skipped (not yet decoded) should end."""
     return max(
-        (e.value_tell + e.length for e in ds.elements() if isinstance(e, RawDataElement) and e.length != _UNDEFINED),
+        (e.value_tell + e.length for e in ds.elements() if isinstance(e, RawDataElement) and e.length != UNDEFINED),
         default=0,
     )
 
 
 def _pixel_data_end(fp: BinaryIO, *, implicit: bool, little: bool) -> int | None:
     """Where the pixel data element at ``fp`` ends (PS3.5 7.1, A.4), or None if there is none."""
-    order = "<" if little else ">"
     start = fp.tell()
-    header = fp.read(8)
-    if len(header) < 8 or struct.unpack(order + "HH", header[:4]) not in _PIXEL_TAGS:
+    header = fp.read(12)
+    if len(header) < 8:
         return None
-    if implicit:
-        (length,) = struct.unpack(order + "L", header[4:])
-        position = start + 8
-    else:
-        long_length = fp.read(4)
-        if len(long_length) < 4:
-            return start + 12
-        (length,) = struct.unpack(order + "L", long_length)
-        position = start + 12
-    if length != _UNDEFINED:
+    tag, _, length, size = element_header(header.ljust(12, b"\0"), 0, implicit=implicit, little=little)
+    if tag not in _PIXEL_TAGS:
+        return None
+    if len(header) < size:
+        return start + size  # its length is cut off: the file ends inside the header
+    position = start + size
+    if length != UNDEFINED:
         return position + int(length)
     while True:  # encapsulated: walk the fragment items without reading them
         fp.seek(position)
         item = fp.read(8)
         if len(item) < 8:
             return position + 8
-        group, element, length = struct.unpack(order + "HHL", item)
-        if (group, element) == _SEQUENCE_END:
+        tag, _, length, _ = element_header(item, 0, implicit=True, little=little)
+        if tag == SEQUENCE_DELIMITATION_ITEM:
             return position + 8
-        if (group, element) != _ITEM or length == _UNDEFINED:
+        if tag != ITEM or length == UNDEFINED:
             raise ValueError(f"malformed encapsulated pixel data at byte {position}")
         position += 8 + int(length)
 

@@ -27,13 +27,13 @@ import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
 from node.errors import MediumError
+from node.profiles import SECTOR
 
 #: Why :meth:`Medium.resolve` refuses a File ID or an entry of the medium.
 ESCAPES_ROOT = "escapes the medium root"
 NOT_FOLLOWED = "is a symbolic link; not followed"
 
 _VERSION_SUFFIX = re.compile(r";\d*$")
-_SECTOR = 2048
 
 
 class RefusedPath(MediumError):
@@ -263,7 +263,7 @@ def _why_not_iso(fp: BinaryIO, exc: Exception) -> str:
     identifiers = set()
     try:
         for sector in range(16, 32):  # the Volume Recognition Sequence
-            fp.seek(sector * _SECTOR)
+            fp.seek(sector * SECTOR)
             identifiers.add(fp.read(6)[1:6])
     except OSError as err:
         return f"unreadable ({err.strerror})"
@@ -285,7 +285,7 @@ def medium_label(path: str | os.PathLike[str]) -> str:
         return target.name
     try:
         with open(target, "rb") as fp:
-            fp.seek(16 * _SECTOR)
+            fp.seek(16 * SECTOR)
             pvd = fp.read(72)
     except OSError as exc:
         raise MediumError(f"cannot read {target}: {exc.strerror}") from None

@@ -16,12 +16,19 @@ from pathlib import Path
 from node import dcmio, routing
 from node.index import Index, Received
 from node.receive.spool import Spool, is_uid
+from node.tags import (
+    MODALITY,
+    PATIENT_ID,
+    PATIENT_NAME,
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    SPECIFIC_CHARACTER_SET,
+)
+from node.tags import SERIES_INSTANCE_UID as SERIES_UID
+from node.tags import STUDY_INSTANCE_UID as STUDY_UID
 
 logger = logging.getLogger(__name__)
 
-# Tags read from each received data set, with their VR for Implicit VR files (PS3.6).
-SPECIFIC_CHARACTER_SET, SOP_CLASS_UID, SOP_INSTANCE_UID, MODALITY = 0x00080005, 0x00080016, 0x00080018, 0x00080060
-PATIENT_NAME, PATIENT_ID, STUDY_UID, SERIES_UID = 0x00100010, 0x00100020, 0x0020000D, 0x0020000E
 #: What the receiver reads of each received data set (tag -> VR, for Implicit VR files, PS3.6).
 READ_VRS = {SPECIFIC_CHARACTER_SET: "CS", SOP_CLASS_UID: "UI", SOP_INSTANCE_UID: "UI", MODALITY: "CS",
         PATIENT_NAME: "PN", PATIENT_ID: "LO", STUDY_UID: "UI", SERIES_UID: "UI"}
