@@ -152,7 +152,8 @@ class Worker:
             if medium is not None and not isinstance(output, Path):
                 _remove(medium)  # a device's copies are written: the staged image is not a deliverable
         kind = str(settings.get("kind", "archive"))
-        volume = Volume(label, job.id, kind, time.time(), copies, paths, report.bytes, None, studies)
+        volume = Volume(label=label, job_id=job.id, kind=kind, created=time.time(), copies=copies, paths=paths,
+                        bytes=report.bytes, superseded_by=None, studies=studies)
         self.index.finish_job(job.id, volumes=[volume] if kind == "archive" else [],
                               error=_left_out(report) or None, uid_map=report.uid_map)
         audit.append(config.node.data_dir, "volume-burned", job=job.id, label=label, kind=kind, paths=volume.paths,
