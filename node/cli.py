@@ -11,6 +11,8 @@ import argparse
 import json
 import logging
 import os
+import select
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -402,9 +404,43 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ignor
 ]
 
 
+#: The status of a command whose reader stopped reading (``medianode status | head -c 10``): what a
+#: shell reports for a tool that SIGPIPE ended (128 + 13), so that a pipeline sees output was cut.
+EXIT_CLOSED_OUTPUT = 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """Run ``medianode`` with ``argv``; return the exit status."""
-    out = out or sys.stdout
+    """Run ``medianode`` with ``argv``; return the exit status.
+
+    A reader that closes our standard output early ends the command quietly
+    with :data:`EXIT_CLOSED_OUTPUT`, as it ends other command-line tools; a
+    broken pipe of anything else (a socket, a child process) is not hidden.
+    """
+    try:
+        code = _run(argv, out or sys.stdout)
+        sys.stdout.flush()  # now, not at exit, so that a closed pipe is seen here
+        return code
+    except BrokenPipeError:
+        if not _reader_gone(sys.stdout):
+            raise
+        devnull = os.open(os.devnull, os.O_WRONLY)  # what is still buffered goes nowhere, silently, at exit
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_CLOSED_OUTPUT
+
+
+def _reader_gone(stream: TextIO) -> bool:
+    """Whether ``stream`` is a pipe or socket whose reader has closed it (poll reports an error or hang-up)."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # not a file (a test's StringIO), or closed
+        return False
+    poll = select.poll()
+    poll.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
+
+
+def _run(argv: Sequence[str] | None, out: TextIO) -> int:
     try:
         args = _parser().parse_args(argv)
     except _Usage as exc:
