@@ -6,10 +6,10 @@ imported before? record this import) and the inbox (file the item into
 ``done/`` or ``failed/`` beside its report); :mod:`node.read.watcher` only says
 *that* a medium is ready, and :func:`node.read.importer.import_medium` only
 imports. Every outcome, from the watcher or the command line
-(:func:`import_recorded`), is recorded by :func:`record`: a log line, an audit
-line (``import-done``, ``import-failed``, ``import-skipped``) and a record in
-the index, so ``medianode status`` can answer "what became of the disc I
-inserted?".
+(:func:`import_recorded`), is recorded by :func:`record`: an audit line
+(``import-done``, ``import-failed``, ``import-skipped``) and a record in the
+index, so ``medianode status`` can answer "what became of the disc I
+inserted?"; the watcher also logs it, the command line prints it.
 
 - **The same medium twice**: its identity is the volume identifier
   plus a SHA-256 of the DICOMDIR's bytes, or of the sorted list of files and
@@ -239,10 +239,9 @@ def import_recorded(medium: Path, config: Config, *, force: bool,
         try:
             identity = medium_identity(medium)
         except (MediumError, OSError) as exc:
-            finish(index.start_import(str(medium), UNREADABLE), unsent_report(medium, problem=str(exc)))
-            if isinstance(exc, MediumError):
-                raise
-            raise MediumError(f"{medium}: cannot read: {exc.strerror or exc}") from None
+            error = exc if isinstance(exc, MediumError) else MediumError(f"{medium}: cannot read: {exc.strerror or exc}")
+            finish(index.start_import(str(medium), UNREADABLE), unsent_report(medium, problem=str(error)))
+            raise error from None
         previous = previous_import(index, identity)
         import_id = index.start_import(str(medium), identity)
         if previous is not None and not force:
