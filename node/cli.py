@@ -11,6 +11,8 @@ import argparse
 import json
 import logging
 import os
+import select
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,7 +22,6 @@ from node import __version__
 from node.errors import EXIT_DATA, EXIT_OK, EXIT_USAGE, NodeError
 
 if TYPE_CHECKING:
-    from node.config import Config
     from node.read.importer import ImportReport
 
 logger = logging.getLogger("node")
@@ -197,50 +198,26 @@ def _add_import(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.set_defaults(run=_import)
 
 
-def _import_once(args: argparse.Namespace, destination: tuple[str, str, int], config: Config | None) -> ImportReport:
-    from node.read.importer import import_medium
-
-    return import_medium(args.path, destination=destination, calling_aet=args.calling_aet, patient=args.patient,
-                         study=args.study, reports_dir=args.reports, coerce=config.imports.coerce if config else None)
-
-
-def _import_recorded(args: argparse.Namespace, destination: tuple[str, str, int], config: Config) -> ImportReport | str:
-    """Import as the node does: recorded in its index, a medium imported before skipped (unless --force)."""
-    from node.imports import medium_identity
-    from node.index import Index
-
-    config.node.data_dir.mkdir(parents=True, exist_ok=True)
-    index = Index(config.node.data_dir / "index.sqlite")
-    try:
-        identity = medium_identity(Path(args.path))
-        if index.imported(identity) and not args.force:
-            return f"already imported (identity {identity}); --force imports it again"
-        record = index.start_import(str(args.path), identity)
-        try:
-            report = _import_once(args, destination, config)
-        except BaseException:
-            index.finish_import(record, ok=False, sent=0, failed=0, skipped=0, report=None)
-            raise
-        index.finish_import(record, ok=report.ok, sent=report.sent, failed=report.failed, skipped=report.skipped,
-                            report=report.report_path)
-        return report
-    finally:
-        index.close()
-
-
 def _import(args: argparse.Namespace, out: TextIO) -> int:
     from node.config import load_config
-    from node.read.importer import parse_destination
+    from node.imports import import_recorded
+    from node.read.importer import import_medium, parse_destination
 
     destination = parse_destination(args.to)
     config = load_config(args.config) if args.config else None
-    report = _import_recorded(args, destination, config) if config else _import_once(args, destination, None)
-    if isinstance(report, str):
+
+    def send() -> ImportReport:
+        return import_medium(args.path, destination=destination, calling_aet=args.calling_aet, patient=args.patient,
+                             study=args.study, reports_dir=args.reports,
+                             coerce=config.imports.coerce if config else None)
+
+    report = import_recorded(Path(args.path), config, force=args.force, send=send) if config else send()
+    if isinstance(report, dict):  # a medium imported before, skipped
         if args.json:
-            out.write(json.dumps({"ok": True, "sent": 0, "failed": 0, "skipped": 0, "problems": [],
-                                  "skipped_medium": report}, indent=2) + "\n")
+            json.dump(report, out, indent=2)
+            out.write("\n")
         else:
-            out.write(f"{args.path}: skipped: {report}\n")
+            out.write(f"{args.path}: skipped: {report['skipped_medium']}\n")
         return EXIT_OK
     if args.json:
         json.dump(report.to_dict(), out, indent=2)
@@ -363,7 +340,7 @@ def _add_jobs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
 
 
 def _jobs(args: argparse.Namespace, out: TextIO) -> int:
-    from node import report
+    from node import jobs, report
     from node.errors import UsageError
 
     config, index = _open_index(args)
@@ -374,16 +351,8 @@ def _jobs(args: argparse.Namespace, out: TextIO) -> int:
             return EXIT_OK
         if args.id is None:
             raise UsageError(f"jobs {args.action} needs a job id")
-        job = index.job(args.id)
-        if job is None:
-            raise UsageError(f"no job {args.id}")
-        moves = {"retry": ("pending", ("failed", "cancelled")), "cancel": ("cancelled", ("pending", "failed"))}
-        state, allowed = moves[args.action]
-        if not index.set_job_state(args.id, state, only_from=allowed):
-            print(f"medianode jobs: job {args.id} is {job.state}; {args.action} needs one of {', '.join(allowed)}",
-                  file=sys.stderr)
-            return EXIT_DATA
-        out.write(f"job {args.id}: {job.state} -> {state}\n")
+        old, new = jobs.move_job(index, args.id, args.action)
+        out.write(f"job {args.id}: {old} -> {new}\n")
         return EXIT_OK
     finally:
         index.close()
@@ -401,7 +370,7 @@ def _add_volumes(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
 
 def _volumes(args: argparse.Namespace, out: TextIO) -> int:
-    from node import report
+    from node import jobs, report
     from node.errors import UsageError
 
     config, index = _open_index(args)
@@ -412,18 +381,7 @@ def _volumes(args: argparse.Namespace, out: TextIO) -> int:
             return EXIT_OK
         if not args.label:
             raise UsageError("volumes reburn needs a volume label")
-        found = index.volumes(label=args.label)
-        if not found:
-            raise UsageError(f"no archive volume {args.label!r}")
-        volume = found[0]
-        studies = [s[0] for s in volume.studies]
-        held = {u for u, path, _ in index.study_files(studies) if os.path.exists(path)}
-        burned = {u for u, _, _ in index.job_files(volume.job_id)}
-        if not burned <= held:
-            print(f"medianode volumes: the spool no longer holds {len(burned - held)} of the {len(burned)} "
-                  f"instance(s) of {args.label}: it cannot be re-burned", file=sys.stderr)
-            return EXIT_DATA
-        job = index.enqueue(studies, route=index.job(volume.job_id).route)  # type: ignore[union-attr]
+        job = jobs.reburn(index, args.label)
         out.write(f"volume {args.label}: re-burn queued as job {job}\n")
         return EXIT_OK
     finally:
@@ -446,9 +404,43 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ignor
 ]
 
 
+#: The status of a command whose reader stopped reading (``medianode status | head -c 10``): what a
+#: shell reports for a tool that SIGPIPE ended (128 + 13), so that a pipeline sees output was cut.
+EXIT_CLOSED_OUTPUT = 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """Run ``medianode`` with ``argv``; return the exit status."""
-    out = out or sys.stdout
+    """Run ``medianode`` with ``argv``; return the exit status.
+
+    A reader that closes our standard output early ends the command quietly
+    with :data:`EXIT_CLOSED_OUTPUT`, as it ends other command-line tools; a
+    broken pipe of anything else (a socket, a child process) is not hidden.
+    """
+    try:
+        code = _run(argv, out or sys.stdout)
+        sys.stdout.flush()  # now, not at exit, so that a closed pipe is seen here
+        return code
+    except BrokenPipeError:
+        if not _reader_gone(sys.stdout):
+            raise
+        devnull = os.open(os.devnull, os.O_WRONLY)  # what is still buffered goes nowhere, silently, at exit
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_CLOSED_OUTPUT
+
+
+def _reader_gone(stream: TextIO) -> bool:
+    """Whether ``stream`` is a pipe or socket whose reader has closed it (poll reports an error or hang-up)."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # not a file (a test's StringIO), or closed
+        return False
+    poll = select.poll()
+    poll.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
+
+
+def _run(argv: Sequence[str] | None, out: TextIO) -> int:
     try:
         args = _parser().parse_args(argv)
     except _Usage as exc:

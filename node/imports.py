@@ -1,14 +1,17 @@
-"""``serve``'s import side: what happens to a medium the watcher found ready.
+"""The node's import side: what happens to a medium the watcher found ready, or
+that ``medianode import --config`` was given.
 
 :class:`ImportRunner` knows the medium (its identity), the index (was it
 imported before? record this import) and the inbox (file the item into
 ``done/`` or ``failed/`` beside its report); :mod:`node.read.watcher` only says
 *that* a medium is ready, and :func:`node.read.importer.import_medium` only
-imports. Every outcome is a log line, an audit line (``import-done``,
-``import-failed``, ``import-skipped``) and a record in the index, so
-``medianode status`` can answer "what became of the disc I inserted?".
+imports. Every outcome, from the watcher or the command line
+(:func:`import_recorded`), is recorded by :func:`record`: an audit line
+(``import-done``, ``import-failed``, ``import-skipped``) and a record in the
+index, so ``medianode status`` can answer "what became of the disc I
+inserted?"; the watcher also logs it, the command line prints it.
 
-- **The same medium twice** (issue 4): its identity is the volume identifier
+- **The same medium twice**: its identity is the volume identifier
   plus a SHA-256 of the DICOMDIR's bytes, or of the sorted list of files and
   sizes when there is none. A medium with the identity of a finished import is
   skipped with its reason: recorded as an import that sent nothing, with a report
@@ -50,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 #: Where a failed identity leaves no identity to compare (an unreadable medium is never "imported").
 UNREADABLE = "unreadable"
+#: The ``kind`` of an import run by ``medianode import --config`` (the watcher's are inbox, mount, drive).
+COMMAND = "command"
 EJECT_TIMEOUT_S = 60
 
 
@@ -93,7 +98,7 @@ class ImportRunner:
             except (MediumError, OSError) as exc:  # unreadable, not ISO 9660, UDF-only
                 self._import(ready, self.index.start_import(str(ready.path), UNREADABLE), failure=str(exc))
                 return
-            previous = self._previous(identity)
+            previous = previous_import(self.index, identity)
             if previous is not None:
                 self._skip(ready, identity, previous)
             else:
@@ -112,8 +117,8 @@ class ImportRunner:
                     self._import(Ready("inbox", medium), import_id)
                     continue
                 kind: Kind = "inbox" if medium.parent == inbox else "mount" if medium.is_dir() else "drive"
-                report = _failure_report(medium, "interrupted: the service stopped during the import; "
-                                                 "insert the medium again to import it")
+                report = unsent_report(medium, problem="interrupted: the service stopped during the import; "
+                                                       "insert the medium again to import it")
                 self._finish(Ready(kind, medium), import_id, report, after=False)  # no move, no eject
             except Exception:
                 logger.exception("start-up: import %d of %s could not be recovered", import_id, medium)
@@ -130,47 +135,34 @@ class ImportRunner:
                                        calling_aet=config.imports.calling_aet or config.node.ae_title,
                                        reports_dir=self._reports(), coerce=config.imports.coerce)
             except NodeError as exc:  # MediumError: unreadable, UDF-only; UsageError: a bad AE title
-                report = _failure_report(ready.path, str(exc))
+                report = unsent_report(ready.path, problem=str(exc))
         else:
-            report = _failure_report(ready.path, failure or "import.destination is not configured")
+            report = unsent_report(ready.path, problem=failure or "import.destination is not configured")
         self._finish(ready, import_id, report)
 
     def _skip(self, ready: Ready, identity: str, previous: dict[str, object]) -> None:
         reason = (f"already imported: the same medium (identity {identity}) was imported as import "
                   f"{previous['id']} on {_when(previous['finished'])}; not sent again")
-        report = {"ok": True, "medium": str(ready.path), "sent": 0, "failed": 0, "skipped": 0,
-                  "skipped_medium": reason, "previous_import": previous["id"], "problems": [], "notes": [],
-                  "coercions": []}
-        self._finish(ready, self.index.start_import(str(ready.path), identity), report, skipped=reason)
+        report = unsent_report(ready.path, skipped=reason, previous=previous)
+        self._finish(ready, self.index.start_import(str(ready.path), identity), report)
 
     def _finish(self, ready: Ready, import_id: int, report: ImportReport | dict[str, Any], *,
-                skipped: str = "", after: bool = True) -> None:
+                after: bool = True) -> None:
         """Record, audit, then file the inbox item and eject the disc: in this order (see the module doc)."""
         data = report.to_dict() if isinstance(report, ImportReport) else report
         kept = report.report_path if isinstance(report, ImportReport) else None
         kept = kept or str(_write_json(self._reports() / _report_name(ready.path), data))
+        entry = record(self.index, self.config().node.data_dir, import_id, data, kind=ready.kind, medium=ready.path,
+                       kept=kept)
+        log = logger.warning if entry["event"] == "import-failed" else logger.info
+        log("%s %d of %s %s: %d sent, %d failed, %d skipped%s; report %s", entry["event"], import_id, ready.kind,
+            ready.path, entry["sent"], entry["failed"], entry["skipped"], f" ({entry['reason']})" if entry["reason"]
+            else "", kept)
         ok = bool(data["ok"])
-        counts = {k: int(data[k]) for k in ("sent", "failed", "skipped")}
-        self.index.finish_import(import_id, ok=ok, report=kept, **counts)
-        event = "import-skipped" if skipped else "import-done" if ok else "import-failed"
-        why = skipped or "; ".join(p["problem"] if p["path"] == "." else f"{p['path']}: {p['problem']}"
-                                   for p in data["problems"][:3])
-        audit.append(self.config().node.data_dir, event, import_id=import_id, kind=ready.kind,
-                     medium=str(ready.path), report=kept, reason=why, **counts)
-        log = logger.warning if event == "import-failed" else logger.info
-        log("%s %d of %s %s: %d sent, %d failed, %d skipped%s; report %s", event, import_id, ready.kind, ready.path,
-            counts["sent"], counts["failed"], counts["skipped"], f" ({why})" if why else "", kept)
         if after and ready.kind == "inbox":
             _file_away(ready.path, ready.path.parent / (DONE if ok else FAILED), Path(kept))
         elif after and ready.kind == "drive":
             self._eject(ready.path)
-
-    def _previous(self, identity: str) -> dict[str, object] | None:
-        if not self.index.imported(identity):
-            return None
-        unknown: dict[str, object] = {"id": "?", "finished": None}  # older than the last 1000 imports
-        return next((i for i in self.index.imports(limit=1000) if i["identity"] == identity and i["state"] == "done"),
-                    unknown)
 
     def _eject(self, device: Path) -> None:
         argv = self.config().imports.eject
@@ -227,10 +219,93 @@ def _dicomdir_digest(medium: Medium) -> str | None:
         return None
 
 
-def _failure_report(medium: Path, problem: str) -> dict[str, Any]:
-    """The report of an import that could not start, shaped as ``import --json``'s."""
-    return {"ok": False, "medium": str(medium), "sent": 0, "failed": 0, "skipped": 0,
-            "problems": [{"path": ".", "problem": problem}], "notes": [], "coercions": []}
+def import_recorded(medium: Path, config: Config, *, force: bool,
+                    send: Callable[[], ImportReport]) -> ImportReport | dict[str, Any]:
+    """``medianode import --config``: import as the node does, recorded in its index and audit log.
+
+    A medium imported before is skipped (unless ``force``), and recorded as an
+    import that sent nothing, as the watcher records it; the skip's report is
+    returned instead of an :class:`ImportReport`. An unreadable medium, or an
+    import ``send`` could not finish, is recorded as failed and its error raised.
+    """
+    data_dir = config.node.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    index = Index(data_dir / "index.sqlite")
+
+    def finish(import_id: int, report: dict[str, Any], kept: str | None = None) -> None:
+        record(index, data_dir, import_id, report, kind=COMMAND, medium=medium, kept=kept)
+
+    try:
+        try:
+            identity = medium_identity(medium)
+        except (MediumError, OSError) as exc:
+            error = exc if isinstance(exc, MediumError) else MediumError(f"{medium}: cannot read: {exc.strerror or exc}")
+            finish(index.start_import(str(medium), UNREADABLE), unsent_report(medium, problem=str(error)))
+            raise error from None
+        previous = previous_import(index, identity)
+        import_id = index.start_import(str(medium), identity)
+        if previous is not None and not force:
+            skip = unsent_report(medium, skipped=f"already imported (identity {identity}); --force imports it again",
+                                 previous=previous)
+            finish(import_id, skip)
+            return skip
+        try:
+            report = send()
+        except BaseException as exc:
+            finish(import_id, unsent_report(medium, problem=str(exc) or type(exc).__name__))
+            raise
+        finish(import_id, report.to_dict(), report.report_path)
+        return report
+    finally:
+        index.close()
+
+
+def record(index: Index, data_dir: Path, import_id: int, report: dict[str, Any], *, kind: str, medium: Path,
+           kept: str | None) -> dict[str, Any]:
+    """Finish an import's record in the index and append its audit line; return the line's fields.
+
+    The one way every import is recorded, from the watcher (``kind`` inbox, mount,
+    drive) or the command line (:data:`COMMAND`): the audit event is
+    ``import-skipped`` for a medium imported before (the report has
+    ``skipped_medium``), else ``import-done`` or ``import-failed``.
+    """
+    counts = {k: int(report[k]) for k in ("sent", "failed", "skipped")}
+    index.finish_import(import_id, ok=bool(report["ok"]), report=kept, **counts)
+    skipped = str(report.get("skipped_medium") or "")
+    event = "import-skipped" if skipped else "import-done" if report["ok"] else "import-failed"
+    why = skipped or "; ".join(p["problem"] if p["path"] == "." else f"{p['path']}: {p['problem']}"
+                               for p in report["problems"][:3])
+    fields = {"import_id": import_id, "kind": kind, "medium": str(medium), "report": kept, "reason": why, **counts}
+    audit.append(data_dir, event, **fields)
+    return {"event": event, **fields}
+
+
+def previous_import(index: Index, identity: str) -> dict[str, object] | None:
+    """The finished import of a medium with this identity, or None when there is none."""
+    if not index.imported(identity):
+        return None
+    unknown: dict[str, object] = {"id": "?", "finished": None}  # older than the last 1000 imports
+    return next((i for i in index.imports(limit=1000) if i["identity"] == identity and i["state"] == "done"),
+                unknown)
+
+
+def unsent_report(medium: Path, *, problem: str = "", skipped: str = "",
+                  previous: dict[str, object] | None = None) -> dict[str, Any]:
+    """The report of an import that sent nothing, shaped as ``import --json``'s.
+
+    Either it could not start (``problem``), or the medium was imported before
+    (``skipped``, naming the ``previous`` import).
+
+    >>> unsent_report(Path("a.iso"), problem="unreadable")["problems"]
+    [{'path': '.', 'problem': 'unreadable'}]
+    >>> unsent_report(Path("a.iso"), skipped="imported before", previous={"id": 3})["previous_import"]
+    3
+    """
+    report: dict[str, Any] = {"ok": not problem, "medium": str(medium), "sent": 0, "failed": 0, "skipped": 0}
+    if skipped:
+        report |= {"skipped_medium": skipped, "previous_import": (previous or {}).get("id")}
+    return report | {"problems": [{"path": ".", "problem": problem}] if problem else [], "notes": [],
+                     "coercions": []}
 
 
 def _file_away(item: Path, folder: Path, report: Path) -> None:
@@ -252,8 +327,6 @@ def _file_away(item: Path, folder: Path, report: Path) -> None:
 
 def _write_json(path: Path, data: dict[str, Any]) -> Path:
     return write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
-
-
 
 
 def _report_name(medium: Path) -> str:

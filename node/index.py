@@ -6,11 +6,19 @@ processes, the scheduler and the job worker serialise on the database lock; the
 journal is WAL with ``synchronous=NORMAL``: a commit survives a crash of the
 process (what ``kill -9`` tests), and after a power loss the spool, which is
 fsync'd before any commit, is re-indexed at start-up (:meth:`Index.unindexed`).
+
+The schema has a version (the ``schema_version`` table) and grows by
+:data:`MIGRATIONS`, applied in order when an index is opened, each in one
+transaction with the row that records it. The SQL is what PostgreSQL also
+accepts (``ON CONFLICT`` upserts, ids assigned in the writing transaction, no
+``rowid``, ``DOUBLE PRECISION`` times), so that a shared catalogue can reuse it;
+only the connection set-up (the ``PRAGMA`` lines, ``BEGIN IMMEDIATE``) is SQLite's.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -19,7 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
+from node.errors import NodeError
+
+logger = logging.getLogger(__name__)
+
+#: Version 1, the schema from before versions were recorded. ``IF NOT EXISTS`` lets it adopt an index
+#: that schema made (its tables kept, with their rows); later migrations do not need it. Times are
+#: seconds since the epoch: ``DOUBLE PRECISION`` (a REAL column in SQLite, 8 bytes in PostgreSQL too).
+_VERSION_1 = """
 CREATE TABLE IF NOT EXISTS instances (
     sop_instance_uid TEXT PRIMARY KEY,
     sop_class_uid TEXT NOT NULL,
@@ -30,11 +45,11 @@ CREATE TABLE IF NOT EXISTS instances (
     modality TEXT NOT NULL,
     transfer_syntax TEXT NOT NULL,
     path TEXT NOT NULL,
-    size INTEGER NOT NULL,
+    size BIGINT NOT NULL,
     calling_aet TEXT NOT NULL,
     called_aet TEXT NOT NULL,
     route TEXT NOT NULL,            -- the matched route's settings, JSON
-    received_at REAL NOT NULL
+    received_at DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX IF NOT EXISTS instances_by_study ON instances(study_uid);
 CREATE TABLE IF NOT EXISTS studies (
@@ -42,8 +57,8 @@ CREATE TABLE IF NOT EXISTS studies (
     patient_id TEXT NOT NULL,
     patient_name TEXT NOT NULL,
     route TEXT NOT NULL,            -- the route of its latest instance
-    first_received REAL NOT NULL,
-    last_received REAL NOT NULL,
+    first_received DOUBLE PRECISION NOT NULL,
+    last_received DOUBLE PRECISION NOT NULL,
     pending INTEGER NOT NULL,       -- 1: holds instances no job has taken yet
     jobs INTEGER NOT NULL DEFAULT 0 -- jobs cut for it so far (a late arrival supersedes)
 );
@@ -51,16 +66,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
     route TEXT NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('pending', 'building', 'done', 'failed', 'cancelled')),
-    created REAL NOT NULL,
-    started REAL,
-    finished REAL,
+    created DOUBLE PRECISION NOT NULL,
+    started DOUBLE PRECISION,
+    finished DOUBLE PRECISION,
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     late INTEGER NOT NULL DEFAULT 0  -- cut for studies that had been burned before
 );
 CREATE TABLE IF NOT EXISTS job_studies (job_id INTEGER NOT NULL, study_uid TEXT NOT NULL, PRIMARY KEY (job_id, study_uid));
 CREATE TABLE IF NOT EXISTS job_files (
-    job_id INTEGER NOT NULL, sop_instance_uid TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
+    job_id INTEGER NOT NULL, sop_instance_uid TEXT NOT NULL, path TEXT NOT NULL, size BIGINT NOT NULL,
     PRIMARY KEY (job_id, sop_instance_uid)
 );
 CREATE INDEX IF NOT EXISTS job_files_by_path ON job_files(path);
@@ -68,10 +83,10 @@ CREATE TABLE IF NOT EXISTS volumes (
     label TEXT PRIMARY KEY,
     job_id INTEGER NOT NULL,
     kind TEXT NOT NULL,
-    created REAL NOT NULL,
+    created DOUBLE PRECISION NOT NULL,
     copies INTEGER NOT NULL,
     paths TEXT NOT NULL,            -- JSON list of published images
-    bytes INTEGER NOT NULL,
+    bytes BIGINT NOT NULL,
     superseded_by TEXT
 );
 CREATE TABLE IF NOT EXISTS volume_studies (
@@ -82,14 +97,14 @@ CREATE TABLE IF NOT EXISTS volume_studies (
 -- new UIDs, de-identification), so that what is on a disc can be traced to what was received.
 CREATE TABLE IF NOT EXISTS job_uids (job_id INTEGER NOT NULL, old_uid TEXT NOT NULL, new_uid TEXT NOT NULL,
                                      PRIMARY KEY (job_id, old_uid));
-CREATE TABLE IF NOT EXISTS released_files (path TEXT PRIMARY KEY, released REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS released_files (path TEXT PRIMARY KEY, released DOUBLE PRECISION NOT NULL);
 CREATE TABLE IF NOT EXISTS imports (
     id INTEGER PRIMARY KEY,
     medium TEXT NOT NULL,           -- what was imported: an inbox path, a drive, a mount point
     identity TEXT NOT NULL,         -- volume identity + DICOMDIR digest: the same disc twice is seen
     state TEXT NOT NULL CHECK (state IN ('importing', 'done', 'failed')),
-    started REAL NOT NULL,
-    finished REAL,
+    started DOUBLE PRECISION NOT NULL,
+    finished DOUBLE PRECISION,
     sent INTEGER NOT NULL DEFAULT 0,
     failed INTEGER NOT NULL DEFAULT 0,
     skipped INTEGER NOT NULL DEFAULT 0,
@@ -98,10 +113,19 @@ CREATE TABLE IF NOT EXISTS imports (
 CREATE INDEX IF NOT EXISTS imports_by_identity ON imports(identity);
 CREATE TABLE IF NOT EXISTS job_waits (  -- a building job waiting on its output (a blank disc, the robot)
     job_id INTEGER PRIMARY KEY,
-    since REAL NOT NULL,
+    since DOUBLE PRECISION NOT NULL,
     message TEXT NOT NULL
 );
 """
+
+#: The schema's history, oldest first: migration ``n`` (1-based) takes an index from version n-1 to n.
+#: Append a migration for every change (a table, a column, an index); never edit one that has shipped.
+MIGRATIONS: tuple[str, ...] = (_VERSION_1,)
+
+#: The version this code reads and writes.
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_VERSIONS = """CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied DOUBLE PRECISION NOT NULL)"""
 
 
 @dataclass(frozen=True)
@@ -172,9 +196,38 @@ class Index:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=60000")
-        with self.transaction() as db:
-            for statement in _statements(SCHEMA):
-                db.execute(statement)
+        try:
+            self.migrate()
+        except BaseException:
+            self.db.close()
+            raise
+
+    def migrate(self) -> list[int]:
+        """Bring the index to :data:`SCHEMA_VERSION`; return the versions applied (none when it is there).
+
+        Raises :class:`NodeError` for an index of a newer version, which this code
+        could misread or damage.
+        """
+        applied: list[int] = []
+        while True:
+            with self.transaction() as db:  # one migration per transaction; another process may run them too
+                db.execute(_VERSIONS)
+                version = self.version()
+                if version > SCHEMA_VERSION:
+                    raise NodeError(f"{self.path} has index schema version {version}; this medianode knows "
+                                    f"versions up to {SCHEMA_VERSION}: run a medianode at least as new as the "
+                                    f"one that wrote it")
+                if version == SCHEMA_VERSION:
+                    return applied
+                for statement in _statements(MIGRATIONS[version]):
+                    db.execute(statement)
+                db.execute("INSERT INTO schema_version (version, applied) VALUES (?, ?)", (version + 1, time.time()))
+            applied.append(version + 1)
+            logger.info("index %s: schema migrated to version %d", self.path, version + 1)
+
+    def version(self) -> int:
+        """The schema version of the index (0 before any migration)."""
+        return int(self.db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0])
 
     def close(self) -> None:
         self.db.close()
@@ -197,13 +250,14 @@ class Index:
         with self.transaction() as db:
             old = db.execute("SELECT path FROM instances WHERE sop_instance_uid = ?", (r.sop_instance_uid,)).fetchone()
             if old and old[0] != r.path:
-                db.execute("INSERT OR REPLACE INTO released_files VALUES (?, ?)", (old[0], r.received_at))
-            db.execute("INSERT OR REPLACE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (
-                r.sop_instance_uid, r.sop_class_uid, r.study_uid, r.series_uid, r.patient_id, r.patient_name,
-                r.modality, r.transfer_syntax, r.path, r.size, r.calling_aet, r.called_aet, r.route, r.received_at))
+                db.execute("INSERT INTO released_files (path, released) VALUES (?, ?) "
+                           "ON CONFLICT (path) DO UPDATE SET released = excluded.released", (old[0], r.received_at))
+            db.execute(_UPSERT_INSTANCE, tuple(getattr(r, c) for c in _INSTANCE_COLUMNS))
             db.execute(
-                """INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, 1, 0)
-                   ON CONFLICT(study_uid) DO UPDATE SET last_received = excluded.last_received,
+                """INSERT INTO studies (study_uid, patient_id, patient_name, route, first_received, last_received,
+                                       pending, jobs)
+                   VALUES (?, ?, ?, ?, ?, ?, 1, 0)
+                   ON CONFLICT (study_uid) DO UPDATE SET last_received = excluded.last_received,
                    route = excluded.route, pending = 1""",
                 (r.study_uid, r.patient_id, r.patient_name, r.route, r.received_at, r.received_at))
 
@@ -253,14 +307,15 @@ class Index:
     def _insert_job(db: sqlite3.Connection, study_uids: list[str], route: str) -> int:
         marks = ",".join("?" * len(study_uids))
         late = db.execute(f"SELECT MAX(jobs) FROM studies WHERE study_uid IN ({marks})", study_uids).fetchone()[0]
-        job = db.execute("INSERT INTO jobs (route, state, created, late) VALUES (?, 'pending', ?, ?)",
-                         (route, time.time(), 1 if late else 0)).lastrowid
-        assert job is not None
-        db.executemany("INSERT INTO job_studies VALUES (?, ?)", [(job, u) for u in study_uids])
-        db.execute(f"""INSERT INTO job_files SELECT ?, sop_instance_uid, path, size FROM instances
-                       WHERE study_uid IN ({marks})""", (job, *study_uids))
+        job = _next_id(db, "jobs")
+        db.execute("INSERT INTO jobs (id, route, state, created, late) VALUES (?, ?, 'pending', ?, ?)",
+                   (job, route, time.time(), 1 if late else 0))
+        db.executemany("INSERT INTO job_studies (job_id, study_uid) VALUES (?, ?)", [(job, u) for u in study_uids])
+        db.execute(f"""INSERT INTO job_files (job_id, sop_instance_uid, path, size)
+                       SELECT ?, sop_instance_uid, path, size FROM instances WHERE study_uid IN ({marks})""",
+                   (job, *study_uids))
         db.execute(f"UPDATE studies SET pending = 0, jobs = jobs + 1 WHERE study_uid IN ({marks})", study_uids)
-        return int(job)
+        return job
 
     def claim_job(self) -> Job | None:
         """Take the oldest pending job (pending -> building)."""
@@ -304,21 +359,23 @@ class Index:
                        ("failed" if error else "done", time.time(), error, job_id))
             db.execute("DELETE FROM job_waits WHERE job_id = ?", (job_id,))
             db.execute("DELETE FROM job_uids WHERE job_id = ?", (job_id,))
-            db.executemany("INSERT INTO job_uids VALUES (?, ?, ?)", [(job_id, *p) for p in (uid_map or {}).items()])
+            db.executemany("INSERT INTO job_uids (job_id, old_uid, new_uid) VALUES (?, ?, ?)",
+                           [(job_id, *p) for p in (uid_map or {}).items()])
             for v in volumes:
-                db.execute("INSERT INTO volumes VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+                db.execute(f"INSERT INTO volumes ({', '.join(_VOLUME_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
                            (v.label, job_id, v.kind, v.created, v.copies, json.dumps(v.paths), v.bytes))
-                db.executemany("INSERT INTO volume_studies VALUES (?, ?, ?, ?)", [(v.label, *s) for s in v.studies])
+                db.executemany("INSERT INTO volume_studies (label, study_uid, patient_id, patient_name) "
+                               "VALUES (?, ?, ?, ?)", [(v.label, *s) for s in v.studies])
                 marks = ",".join("?" * len(v.studies))
-                db.execute(f"""UPDATE volumes SET superseded_by = ? WHERE superseded_by IS NULL AND label != ?
+                db.execute(f"""UPDATE volumes SET superseded_by = ? WHERE superseded_by IS NULL AND label <> ?
                                AND label IN (SELECT label FROM volume_studies WHERE study_uid IN ({marks}))""",
                            (v.label, v.label, *(s[0] for s in v.studies)))
 
     def set_wait(self, job_id: int, message: str) -> None:
         """Record what a building job waits for (``medianode status`` shows it); ``since`` is the first wait."""
         with self.transaction() as db:
-            db.execute("""INSERT INTO job_waits VALUES (?, ?, ?)
-                          ON CONFLICT(job_id) DO UPDATE SET message = excluded.message""", (job_id, time.time(), message))
+            db.execute("""INSERT INTO job_waits (job_id, since, message) VALUES (?, ?, ?)
+                          ON CONFLICT (job_id) DO UPDATE SET message = excluded.message""", (job_id, time.time(), message))
 
     def clear_wait(self, job_id: int) -> None:
         with self.transaction() as db:
@@ -361,7 +418,7 @@ class Index:
         if label:
             where.append("label = ?")
             args.append(label)
-        sql = "SELECT * FROM volumes" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created"
+        sql = f"SELECT {', '.join(_VOLUME_COLUMNS)} FROM volumes" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created"
         out = []
         for row in self.db.execute(sql, args).fetchall():
             studies = self.db.execute("SELECT study_uid, patient_id, patient_name FROM volume_studies WHERE label = ? "
@@ -400,10 +457,10 @@ class Index:
 
     def start_import(self, medium: str, identity: str) -> int:
         with self.transaction() as db:
-            row = db.execute("INSERT INTO imports (medium, identity, state, started) VALUES (?, ?, 'importing', ?)",
-                             (medium, identity, time.time())).lastrowid
-        assert row is not None
-        return int(row)
+            import_id = _next_id(db, "imports")
+            db.execute("INSERT INTO imports (id, medium, identity, state, started) VALUES (?, ?, ?, 'importing', ?)",
+                       (import_id, medium, identity, time.time()))
+        return import_id
 
     def finish_import(self, import_id: int, *, ok: bool, sent: int, failed: int, skipped: int,
                       report: str | None) -> None:
@@ -435,6 +492,23 @@ class Index:
             """SELECT s.study_uid, s.patient_id, COUNT(i.sop_instance_uid), s.last_received
                FROM studies s JOIN instances i USING (study_uid) WHERE s.pending = 1 AND s.last_received >= ?
                GROUP BY s.study_uid ORDER BY s.last_received""", (since,)))
+
+
+_INSTANCE_COLUMNS = ("sop_instance_uid", "sop_class_uid", "study_uid", "series_uid", "patient_id", "patient_name",
+                     "modality", "transfer_syntax", "path", "size", "calling_aet", "called_aet", "route", "received_at")
+_UPSERT_INSTANCE = (f"INSERT INTO instances ({', '.join(_INSTANCE_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * len(_INSTANCE_COLUMNS))}) ON CONFLICT (sop_instance_uid) DO UPDATE SET "
+                    + ", ".join(f"{c} = excluded.{c}" for c in _INSTANCE_COLUMNS[1:]))
+_VOLUME_COLUMNS = ("label", "job_id", "kind", "created", "copies", "paths", "bytes", "superseded_by")
+
+
+def _next_id(db: sqlite3.Connection, table: str) -> int:
+    """The id of a new row of ``jobs`` or ``imports``: one more than the largest, as SQLite's rowid would be.
+
+    Assigned in the writing transaction (which holds the database lock), in SQL
+    that PostgreSQL runs too, where ``INTEGER PRIMARY KEY`` does not number rows.
+    """
+    return int(db.execute(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {table}").fetchone()[0])
 
 
 def _job(row: tuple[Any, ...]) -> Job:

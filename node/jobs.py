@@ -19,7 +19,7 @@ from pathlib import Path
 
 from node import audit
 from node.config import Config, output_from_settings
-from node.errors import NodeError
+from node.errors import NodeError, UsageError
 from node.index import Index, Job, StableStudy, Volume
 from node.media import build, outputs, pdi
 from node.media.compress import Policy
@@ -152,7 +152,8 @@ class Worker:
             if medium is not None and not isinstance(output, Path):
                 _remove(medium)  # a device's copies are written: the staged image is not a deliverable
         kind = str(settings.get("kind", "archive"))
-        volume = Volume(label, job.id, kind, time.time(), copies, paths, report.bytes, None, studies)
+        volume = Volume(label=label, job_id=job.id, kind=kind, created=time.time(), copies=copies, paths=paths,
+                        bytes=report.bytes, superseded_by=None, studies=studies)
         self.index.finish_job(job.id, volumes=[volume] if kind == "archive" else [],
                               error=_left_out(report) or None, uid_map=report.uid_map)
         audit.append(config.node.data_dir, "volume-burned", job=job.id, label=label, kind=kind, paths=volume.paths,
@@ -219,6 +220,48 @@ def _volume(settings: dict[str, object]) -> tuple[int, int]:
 
 def _settings(route: str) -> dict[str, object]:
     return dict(json.loads(route))
+
+
+#: ``medianode jobs retry|cancel``: the state each moves a job to, and the states it may leave.
+MOVES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "retry": ("pending", ("failed", "cancelled")),
+    "cancel": ("cancelled", ("pending", "failed")),
+}
+
+
+def move_job(index: Index, job_id: int, action: str) -> tuple[str, str]:
+    """Retry or cancel a job (see :data:`MOVES`); return its state before and after.
+
+    A job in another state is left as it is, with a :class:`NodeError` saying why.
+    """
+    job = index.job(job_id)
+    if job is None:
+        raise UsageError(f"no job {job_id}")
+    state, allowed = MOVES[action]
+    if not index.set_job_state(job_id, state, only_from=allowed):
+        raise NodeError(f"job {job_id} is {job.state}; {action} needs one of {', '.join(allowed)}")
+    return job.state, state
+
+
+def reburn(index: Index, label: str) -> int:
+    """Queue a new job burning again what an archive volume holds (a lost disc); return its id.
+
+    Only while the spool still holds every instance the volume was burned from:
+    a re-burn never makes a volume that lacks any of them.
+    """
+    found = index.volumes(label=label)
+    if not found:
+        raise UsageError(f"no archive volume {label!r}")
+    volume = found[0]
+    studies = [s[0] for s in volume.studies]
+    held = {u for u, path, _ in index.study_files(studies) if os.path.exists(path)}
+    burned = {u for u, _, _ in index.job_files(volume.job_id)}
+    if not burned <= held:
+        raise NodeError(f"the spool no longer holds {len(burned - held)} of the {len(burned)} instance(s) of "
+                        f"{label}: it cannot be re-burned")
+    original = index.job(volume.job_id)
+    assert original is not None  # a volume is recorded with its job
+    return index.enqueue(studies, route=original.route)
 
 
 def clean_spool(index: Index, config: Config, *, now: float) -> int:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 from pydicom import dcmread
 
+from node.config import parse_config
+from node.imports import ImportRunner
+from node.index import Index
+from node.read.watcher import Ready
 from tests.conftest import StoreSCP, cli, cli_process, ct_series, free_port
 
 
@@ -58,4 +63,51 @@ def test_the_same_medium_twice_is_skipped_unless_forced(tmp_path: Path, storescp
     forced = cli_process("import", tmp_path / "disc.iso", "--to", to, "--config", config, "--force", "--json")
     assert forced.code == 0 and json.loads(forced.out)["sent"] == 2
     status = json.loads(cli("status", "--config", config, "--json").out)
-    assert [i["state"] for i in status["imports"]] == ["done", "done"]
+    # newest first; the skip is recorded, as the watcher records it, as an import that sent nothing
+    assert [(i["state"], i["sent"]) for i in status["imports"]] == [("done", 2), ("done", 0), ("done", 2)]
+    assert report["previous_import"] == status["imports"][2]["id"]
+    events = [json.loads(line)["event"] for line in (tmp_path / "var" / "audit.jsonl").read_text().splitlines()]
+    assert events == ["import-done", "import-skipped", "import-done"]
+
+
+def test_import_with_config_is_audited_as_the_watcher_audits(tmp_path: Path, storescp: StoreSCP) -> None:
+    """One record of an import for the command line and the watcher: the same audit event, the same keys."""
+    ct_series(tmp_path / "a", 2, patient_id="PID-A")
+    ct_series(tmp_path / "b", 3, patient_id="PID-B")
+    (tmp_path / "inbox").mkdir()
+    assert cli("burn", tmp_path / "a", "--out", tmp_path / "a.iso").code == 0
+    assert cli("burn", tmp_path / "b", "--out", tmp_path / "inbox" / "b.iso").code == 0
+    text = f"""\
+node: {{data_dir: {tmp_path / 'var'}}}
+import:
+  inbox: {tmp_path / 'inbox'}
+  destination: {{ae_title: {storescp.aet}, host: 127.0.0.1, port: {storescp.port}}}
+"""
+    (tmp_path / "node.yaml").write_text(text)
+    to = f"{storescp.aet}@127.0.0.1:{storescp.port}"
+    assert cli_process("import", tmp_path / "a.iso", "--to", to, "--config", tmp_path / "node.yaml").code == 0
+    config = parse_config(text, source=str(tmp_path / "node.yaml"))
+    index = Index(config.node.data_dir / "index.sqlite")
+    try:
+        ImportRunner(index, lambda: config, stop=threading.Event()).handle(Ready("inbox", tmp_path / "inbox" / "b.iso"))
+    finally:
+        index.close()
+
+    command, watcher = (json.loads(line) for line in (tmp_path / "var" / "audit.jsonl").read_text().splitlines())
+    assert command.keys() == watcher.keys()
+    assert (command["event"], command["kind"], command["sent"]) == ("import-done", "command", 2)
+    assert (watcher["event"], watcher["kind"], watcher["sent"]) == ("import-done", "inbox", 3)
+    assert command["medium"] == str(tmp_path / "a.iso") and command["import_id"] != watcher["import_id"]
+
+
+def test_an_unreadable_medium_with_config_is_recorded_as_failed(tmp_path: Path) -> None:
+    (tmp_path / "garbage.iso").write_bytes(b"\x00" * 40000)
+    (tmp_path / "node.yaml").write_text(f"node: {{data_dir: {tmp_path / 'var'}}}\n")
+    fails = cli_process("import", tmp_path / "garbage.iso", "--to", f"PACS@127.0.0.1:{free_port()}",
+                        "--config", tmp_path / "node.yaml")
+    assert fails.code == 1 and len(fails.err.strip().splitlines()) == 1 and "Traceback" not in fails.err
+    status = json.loads(cli("status", "--config", tmp_path / "node.yaml", "--json").out)
+    assert [(i["state"], i["identity"]) for i in status["imports"]] == [("failed", "unreadable")]
+    (event,) = (json.loads(line) for line in (tmp_path / "var" / "audit.jsonl").read_text().splitlines())
+    assert (event["event"], event["kind"]) == ("import-failed", "command")
+    assert event["reason"] == fails.err.strip().removeprefix("medianode import: ")

@@ -179,7 +179,7 @@ def test_jobs_and_volumes_commands(tmp_path: Path) -> None:
     listed = json.loads(cli("jobs", "--config", path, "--json").out)
     assert [(j["id"], j["state"]) for j in listed] == [(job, "done")]
     refused = cli("jobs", "cancel", str(job), "--config", path)
-    assert refused.code == 1 and "needs one of pending, failed" in refused.err
+    assert (refused.code, refused.err) == (1, f"medianode jobs: job {job} is done; cancel needs one of pending, failed\n")
     assert cli("jobs", "retry", "999", "--config", path).code == 2
 
     [volume] = json.loads(cli("volumes", "--config", path, "--json").out)

@@ -136,9 +136,12 @@ def index_orphans(spool: Spool, index: Index, *, known: set[str]) -> int:
         if inst.sop_instance_uid != sop or not is_uid(inst.study_uid) or inst.study_uid != path.parent.name:
             logger.warning("start-up: spooled file %s does not hold what its name says, left alone", path)
             continue
+        stat = path.stat()
         index.add_instance(Received(
-            inst.sop_instance_uid, inst.sop_class_uid, inst.study_uid, inst.series_uid, inst.patient_id,
-            inst.patient_name, inst.modality, inst.transfer_syntax, str(path), path.stat().st_size, "", "",
-            index.study_route(inst.study_uid) or routing.STORE_ONLY, path.stat().st_mtime))
+            sop_instance_uid=inst.sop_instance_uid, sop_class_uid=inst.sop_class_uid, study_uid=inst.study_uid,
+            series_uid=inst.series_uid, patient_id=inst.patient_id, patient_name=inst.patient_name,
+            modality=inst.modality, transfer_syntax=inst.transfer_syntax, path=str(path), size=stat.st_size,
+            calling_aet="", called_aet="", route=index.study_route(inst.study_uid) or routing.STORE_ONLY,
+            received_at=stat.st_mtime))
         count += 1
     return count
