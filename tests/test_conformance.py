@@ -19,6 +19,8 @@ import pytest
 
 from node import config, conformance, dicom
 from node.config import Config
+from node.conformance.markdown import tag
+from node.conformance.media_options import OUTPUT_VERIFICATION
 from node.media import capture, compress, deidentify
 from node.media import uids as media_uids
 from node.profiles import PDI_ROOT_FILES, PDI_WEB_FOLDER, PROFILES, compressions
@@ -252,10 +254,10 @@ def test_a_lossy_burn_changes_only_what_appendix_b_lists(statement: str, tmp_pat
     changed = {t for t in {*before.keys(), *after.keys()} - {0x7FE00010}
                if before.get(t) is None or after.get(t) is None or before[t].value != after[t].value}
     changed |= {t for t in (0x00020003, 0x00020010) if before.file_meta[t].value != after.file_meta[t].value}
-    assert {conformance.tag(t) for t in changed} <= {k for k, r in table.items() if r[3] != "kept"}
+    assert {tag(t) for t in changed} <= {k for k, r in table.items() if r[3] != "kept"}
     for t in changed:
-        expected = table[conformance.tag(t)][3]
-        assert ("removed" in expected) == (t not in after and t not in after.file_meta), conformance.tag(t)
+        expected = table[tag(t)][3]
+        assert ("removed" in expected) == (t not in after and t not in after.file_meta), tag(t)
     assert "SmallestImagePixelValue" not in after and "LargestImagePixelValue" not in after
     assert after.LossyImageCompressionMethod == by_uid(dicom.JPEG_EXTENDED).method
     assert str(after.DerivationDescription).startswith(compress.DERIVATION_PREFIX)
@@ -263,7 +265,7 @@ def test_a_lossy_burn_changes_only_what_appendix_b_lists(statement: str, tmp_pat
 
 def test_the_uid_tables_are_the_uid_map_s(statement: str) -> None:
     never = {r[0] for r in rows(statement, "Attributes Never Renamed", "Tag")}
-    assert never == {conformance.tag(t) for t in media_uids.KIND_TAGS}
+    assert never == {tag(t) for t in media_uids.KIND_TAGS}
     table = rows(statement, "New UIDs and De-identification", "UID")
     assert all(set(r[1:]) <= {"renamed", "kept"} for r in table)
     root = next(r for r in table if "`1.2.840.10008`" in r[0])
@@ -305,14 +307,14 @@ def test_a_capture_writes_the_attributes_appendix_a_lists(statement: str, tmp_pa
     for src, expected in ((png, sc), (doc, pdf)):
         capture.capture(str(src), str(tmp_path / "out.dcm"), identity, series_uid="2.25.6")
         written = pydicom.dcmread(tmp_path / "out.dcm")
-        assert {conformance.tag(int(e.tag)) for e in written} == expected, src.name
+        assert {tag(int(e.tag)) for e in written} == expected, src.name
 
 
 def test_the_pdi_root_and_the_output_kinds_are_the_code_s(statement: str) -> None:
     root = {r[0].strip("`") for r in rows(statement, "IHE PDI", "Entry")}
     assert PDI_ROOT_FILES | {f"{PDI_WEB_FOLDER}/"} <= root
     outputs = {r[0].strip("`"): r for r in rows(statement, "Outputs", "Kind")}
-    assert set(outputs) == set(config.OUTPUTS) == set(conformance.OUTPUT_VERIFICATION)
+    assert set(outputs) == set(config.OUTPUTS) == set(OUTPUT_VERIFICATION)
     for kind, (_, keys, required) in config.OUTPUTS.items():
         listed = [k.split("`")[1] for k in outputs[kind][2].split(", ")]
         assert listed == list(keys)

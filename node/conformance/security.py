@@ -1,0 +1,82 @@
+"""PS3.2 section 7, Security: the TLS profile of the Storage SCP (PS3.15 B.1), the Basic Application
+Level Confidentiality Profile of ``routes[].deidentify`` (PS3.15 Annex E), and the audit log."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+from node import config
+from node.conformance.markdown import table, uid_name
+from node.media import deidentify as de
+
+#: PS3.15 Table E.1-1's actions (its legend), and how :func:`node.media.deidentify.deidentify` carries each out.
+DEIDENTIFY_ACTIONS = {
+    "X": ("remove", "removed"),
+    "Z": ("zero length, or a dummy", ("emptied (a sequence loses its items); Study Date, Study Time and Study ID "
+                                      "get a dummy, since the DICOMDIR's STUDY record needs them (PS3.3 F.5)")),
+    "D": ("a dummy value", ("a dummy of its VR; a sequence keeps its items, de-identified inside, except free "
+                            "text, name and date content items; a sequence of codes becomes one dummy code; "
+                            "Patient's Name and Patient ID get a pseudonym from the burn's salt and the patient, "
+                            "the same for one patient on the medium")),
+    "U": ("a new UID, consistent in the instance set", "renamed through the medium's UID map"),
+    "Z/D": ("Z, or D for Type 1", "D: the IOD's Type is not known, and a dummy suits every Type"),
+    "X/D": ("X, or D for Type 1", "D"),
+    "X/Z": ("X, or Z for Type 2", "Z"),
+    "X/Z/D": ("X, Z for Type 2, or D for Type 1", "D"),
+    "X/Z/U*": ("X, Z, or U* (UIDs renamed) for a sequence of references", "U*: kept, every UID in it renamed"),
+}
+#: The options of PS3.15 Table E.1-1 beside the Basic Profile: none is offered.
+DEIDENTIFY_OPTIONS = (
+    "Retain Safe Private", "Retain UIDs", "Retain Device Identity", "Retain Institution Identity",
+    "Retain Patient Characteristics", "Retain Longitudinal Temporal Information with Full Dates",
+    "Retain Longitudinal Temporal Information with Modified Dates", "Clean Descriptors",
+    "Clean Structured Content", "Clean Graphics", "Clean Pixel Data", "Clean Recognizable Visual Features",
+)
+
+
+def _confidentiality() -> str:
+    """PS3.15 Annex E's Basic Profile as :mod:`node.media.deidentify` applies it."""
+    counts = Counter(de.BASIC_PROFILE.values())
+    rows = [(f"`{a}`", meaning, done, counts[a]) for a, (meaning, done) in DEIDENTIFY_ACTIONS.items()]
+    burns = [(uid_name(u), f"`{u}`") for u in sorted(de.BURNS_TEXT)]
+    code, scheme, meaning = de.METHOD_CODE
+    return f"""#### Basic Application Level Confidentiality Profile
+
+`routes[].deidentify` (`burn --deidentify`) applies PS3.15 Annex E's Basic Application Level
+Confidentiality Profile (the Basic Profile column of PS3.15 2026c Table E.1-1) to every instance of the
+medium, at every depth of its sequences. The attributes of the table, by action:
+
+{table(("Action", "PS3.15 meaning", "What medianode does", "Attributes"), rows, sort=False)}
+Besides the table: every private element is removed; Curve Data (50xx) is removed, and so is an overlay
+(60xx) whose Overlay Data or Comments the table removes; Patient Identity Removed (0012,0062) is set to
+`YES`, De-identification Method (0012,0063) to `{de.METHOD}`, De-identification Method Code Sequence
+(0012,0064) to ({code}, {scheme}, "{meaning}"), and Longitudinal Temporal Information Modified
+(0028,0303) to `REMOVED`.
+
+Options not supported: {", ".join(DEIDENTIFY_OPTIONS)}. Since pixels are not cleaned, an image whose
+pixels may show the patient is refused, and the burn fails naming it, unless the route sets
+`burned_in_annotation: true`: an image with Burned In Annotation (0028,0301) `YES`, or one of these screen
+captures without the attribute:
+
+{table(("SOP Class", "UID"), burns)}"""
+
+
+def section() -> str:
+    """PS3.2 section 7: TLS, the confidentiality profile, association and application level security."""
+    tls = ", ".join(f"`node.tls.{f.name}`" for f in dataclasses.fields(config.TLS))
+    return (
+        "## Security\n\n"
+        "### Security Profiles\n\n"
+        f"With `node.tls` ({tls}) the Storage SCP speaks TLS (PS3.15 B.1, the Basic TLS Secure Transport "
+        "Connection Profile): its certificate and key are presented, and with `ca` every caller must "
+        "present a certificate that CA signed. The import SCU does not use TLS in this version.\n\n"
+        + _confidentiality() + "\n"
+        "### Association Level Security\n\n"
+        "The called AE title must be the node's or a route's; `node.allowed_calling_aets` restricts the "
+        "calling AE titles. Refused associations are logged.\n\n"
+        "### Application Level Security\n\n"
+        "The audit log, `data_dir/audit.jsonl`, gets one JSON line per refused association, received "
+        "study, burned volume and medium imported (who, what, when). Media are read without mounting "
+        "them; nothing on them is executed, and a Referenced File ID escaping the medium's root is refused.\n"
+    )
