@@ -8,7 +8,7 @@ comments. What the media pipeline does to an instance is found by running it on 
 here: :func:`compression_coercions` compresses sample images in every syntax and compares (seed
 Appendix B), :func:`created_attributes` captures sample files twice and traces each value to its
 source (Appendix A), :func:`uid_coercions` remaps a sample under each UID map (Appendix C),
-:func:`fallback_examples` asks :func:`node.media.compress.choose`. So the statement cannot drift from
+:func:`fallback_examples` asks :func:`node.media.compress.choose_syntax`. So the statement cannot drift from
 the code: ``tests/test_conformance.py`` regenerates ``docs/conformance-statement.md`` and compares,
 and checks the tables against real burns and captures. Prose that no table holds is written here.
 
@@ -254,7 +254,7 @@ def compression_coercions() -> list[Coerced]:
     policy = c.Policy(bit_reduction=True)
     for _, sample in _sample_images():
         for ts in written:
-            choice = c.choose(ts, c.ImageInfo.from_dataset(sample), everything, policy)
+            choice = c.choose_syntax(ts, c.ImageInfo.from_dataset(sample), everything, policy)
             if choice.transfer_syntax != ts:
                 continue
             ds = copy.deepcopy(sample)
@@ -322,7 +322,7 @@ COERCION_REASONS = {
 
 def fallback_examples() -> list[tuple[str, str, str, str, str, str]]:
     """(image, profile, asked, consent, written as, reason) for a few images that cannot be written
-    as asked, each decided by :func:`node.media.compress.choose` itself."""
+    as asked, each decided by :func:`node.media.compress.choose_syntax` itself."""
     from node.media import compress as c
 
     def info(modality: str, rows: int, samples: int, allocated: int, stored: int, signed: int,
@@ -345,7 +345,7 @@ def fallback_examples() -> list[tuple[str, str, str, str, str, str]]:
     ]
     rows = []
     for what, image, profile, asked, policy in cases:
-        choice = c.choose(by_name(asked).uid, image, profiles.PROFILES[profile].image_syntaxes, policy)
+        choice = c.choose_syntax(by_name(asked).uid, image, profiles.PROFILES[profile].image_syntaxes, policy)
         consent = ", ".join(f"`{f.name}`" for f in dataclasses.fields(policy) if getattr(policy, f.name)) or "none"
         written = by_uid(choice.transfer_syntax).label + (", values scaled to fit" if choice.reduce_bits else "")
         rows.append((what, profile, f"`{asked}`", consent, written, choice.reason or "(as asked)"))
