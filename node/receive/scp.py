@@ -50,7 +50,7 @@ from node import audit, dicom, routing
 from node.config import TLS, Config
 from node.index import Index, Received
 from node.netcompat import ReceiverServer, answer_as, set_reactor_delay
-from node.receive.instance import Unreadable, index_orphans, read_instance
+from node.receive.instance import UnreadableDataSet, index_orphans, read_instance
 from node.receive.spool import Spool, is_uid
 
 logger = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
     config = live.config
     try:
         inst = read_instance(path)
-    except Unreadable as exc:
+    except UnreadableDataSet as exc:
         raise Refused(dicom.CANNOT_PARSE, f"cannot parse the data set: {exc}") from None
     for label, uid in (("SOP Instance UID", inst.sop_instance_uid), ("Study Instance UID", inst.study_uid)):
         if not is_uid(uid):
