@@ -421,7 +421,8 @@ def test_mammography_is_lossy_only_with_the_routes_consent() -> None:
     mg = grey_info(12, sop_class=DigitalMammographyXRayImageStorageForPresentation, modality="MG")
     assert choose_syntax(dicom.J2K, mg, J2K_PROFILE, Policy(lossy_mammography=True)) == Choice(dicom.J2K, lossy=True)
     by_modality = grey_info(12, modality="MG")
-    assert choose_syntax(dicom.JPEG_EXTENDED, by_modality, JPEG_PROFILE, Policy()).transfer_syntax == dicom.JPEG_LOSSLESS_SV1
+    chosen = choose_syntax(dicom.JPEG_EXTENDED, by_modality, JPEG_PROFILE, Policy())
+    assert chosen.transfer_syntax == dicom.JPEG_LOSSLESS_SV1
 
 
 def test_a_fallback_is_written_losslessly_and_reported(tmp_path: Path) -> None:

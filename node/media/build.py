@@ -205,7 +205,8 @@ def _identity_uids(inst: SourceInstance) -> tuple[str, str, str]:
     return inst.text(STUDY_INSTANCE_UID), inst.text(SERIES_INSTANCE_UID), inst.sop_instance_uid
 
 
-def _coerce_patient_ids(tree: Tree, instances: list[SourceInstance], staging: str, invent: bool, report: BurnReport) -> Tree:
+def _coerce_patient_ids(tree: Tree, instances: list[SourceInstance], staging: str, invent: bool,
+                        report: BurnReport) -> Tree:
     """Write an invented Patient ID into the files of a patient whose ID another patient has."""
     if not tree.coerced:
         return tree

@@ -230,7 +230,8 @@ _DA = re.compile(r"^\d{8}$")
 _TM = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
 
 
-def _date_or_time(key: dicom.Key, element: dcmio.Element, inst: SourceInstance, notes: list[str]) -> dcmio.Element | None:
+def _date_or_time(key: dicom.Key, element: dcmio.Element, inst: SourceInstance,
+                  notes: list[str]) -> dcmio.Element | None:
     """A valid DA / TM as it is; the ACR-NEMA forms (1997.04.24, 14:04:38) rewritten; else None."""
     value = dcmio.text(element)
     pattern = _DA if key.vr == "DA" else _TM

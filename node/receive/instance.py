@@ -68,9 +68,10 @@ def read_instance(path: str | os.PathLike[str]) -> ReceivedInstance:
     except dcmio.NeedsPydicom:
         return _read_with_pydicom(name)
     charset = h.text(SPECIFIC_CHARACTER_SET)
-    return ReceivedInstance(h.text(SOP_CLASS_UID), h.text(SOP_INSTANCE_UID), h.text(STUDY_UID), h.text(SERIES_UID),
-                            _decode(h.elements.get(PATIENT_ID), charset), _decode(h.elements.get(PATIENT_NAME), charset),
-                            h.text(MODALITY), h.transfer_syntax)
+    return ReceivedInstance(
+        h.text(SOP_CLASS_UID), h.text(SOP_INSTANCE_UID), h.text(STUDY_UID), h.text(SERIES_UID),
+        _decode(h.elements.get(PATIENT_ID), charset), _decode(h.elements.get(PATIENT_NAME), charset),
+        h.text(MODALITY), h.transfer_syntax)
 
 
 def _read_with_pydicom(path: str) -> ReceivedInstance:
