@@ -49,8 +49,8 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from node import audit, dicom, routing
 from node.config import TLS, Config
 from node.index import Index, Received
-from node.netcompat import ReceiverServer, answer_as, set_reactor_delay
-from node.receive.instance import UnreadableDataSet, index_orphans, read_instance
+from node.netcompat import answer_as, set_reactor_delay
+from node.receive.instance import UnreadableDataSet, read_instance
 from node.receive.spool import Spool, is_uid
 
 logger = logging.getLogger(__name__)
@@ -347,11 +347,3 @@ def evt_handlers(spool: Spool, index: Indexer, live: Live) -> list[Any]:
         (evt.EVT_C_STORE, handle_store, [spool, index, live]),
     ]
 
-
-# The receiver processes (spawned, sharing the port); service.py calls them through this module.
-from node.receive.workers import Receiver, ReceiverError, serve_receivers, start_receivers, stop_receivers
-
-__all__ = [
-    "Receiver", "ReceiverError", "ReceiverServer", "handle_store", "index_orphans", "make_ae",
-    "serve_receivers", "start_receivers", "stop_receivers",
-]
