@@ -93,13 +93,13 @@ def _burn(args: argparse.Namespace, out: TextIO) -> int:
     from node.errors import UsageError
     from node.media.build import burn
     from node.media.compress import Policy
-    from node.media.pdi import choose
+    from node.media.pdi import choose_pdi
     from node.media.plan import Options
     from node.profiles import get_profile
 
     profile = get_profile(args.profile)
-    pdi = choose(profile, pdi=args.pdi, web=args.web, viewer=args.viewer, institution=args.institution,
-                 contact=args.contact)
+    pdi = choose_pdi(profile, pdi=args.pdi, web=args.web, viewer=args.viewer, institution=args.institution,
+                     contact=args.contact)
     if args.allow_burned_in and not args.deidentify:
         raise UsageError("--allow-burned-in is only for --deidentify")
     options = Options(compress=args.compress.lower(), new_uids=args.new_uids, deidentify=args.deidentify,

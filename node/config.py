@@ -45,7 +45,7 @@ from node.yamlcheck import (
 
 Action = Literal["burn", "store", "reject"]
 Group = Literal["study", "patient"]
-Kind = Literal["archive", "backup"]
+VolumeKind = Literal["archive", "backup"]
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ class Route:
     copies: int = 1
     group: Group = "study"
     label: str | None = None
-    kind: Kind = "archive"
+    kind: VolumeKind = "archive"
     #: Where the media go; None means burn.output.
     output: Output | None = None
     #: IHE PDI media (node.media.pdi): None means burn.pdi, where the profile allows it.

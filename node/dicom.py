@@ -76,6 +76,9 @@ def syntax_name(uid: str) -> str:
 
 # -- Directory record types (PS3.3 F.5 and Table F.4-1; PS3.4 Annex B) ---------
 
+#: The DICOMDIR's SOP class: Media Storage Directory Storage, the Basic Directory IOD (PS3.4 Annex I).
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+
 #: SOP class -> Directory Record Type for every storage class whose leaf record
 #: is not IMAGE (PS3.3 Table F.4-1). Any other storage class with pixel data is
 #: an IMAGE; a class we do not know at all is a PRIVATE record (augmented

@@ -47,7 +47,7 @@ from node.errors import MediumError, NodeError
 from node.index import Index
 from node.read.importer import ImportReport, import_medium
 from node.read.medium import Medium, medium_label, open_medium
-from node.read.watcher import DONE, FAILED, Kind, Ready, Watcher
+from node.read.watcher import DONE, FAILED, Ready, WatchedKind, Watcher
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class ImportRunner:
                     logger.warning("start-up: import %d of %s was interrupted; importing it again", import_id, medium)
                     self._import(Ready("inbox", medium), import_id)
                     continue
-                kind: Kind = "inbox" if medium.parent == inbox else "mount" if medium.is_dir() else "drive"
+                kind: WatchedKind = "inbox" if medium.parent == inbox else "mount" if medium.is_dir() else "drive"
                 report = unsent_report(medium, problem="interrupted: the service stopped during the import; "
                                                        "insert the medium again to import it")
                 self._finish(Ready(kind, medium), import_id, report, after=False)  # no move, no eject

@@ -29,7 +29,7 @@ from node.errors import EXIT_USAGE, ConfigError
 from node.imports import ImportRunner
 from node.index import Index
 from node.read.header import data_set_offset
-from node.read.importer import Coerced, ImportReport, import_medium
+from node.read.importer import CoercedAttribute, ImportReport, import_medium
 from node.read.watcher import Ready
 from tests.conftest import StoreSCP, bundled, cli, ct_series
 from tests.test_burn import dciodvfy_errors
@@ -184,7 +184,8 @@ def test_patient_id_prefix_over_several_associations(tmp_path: Path, storescp: S
                    source_label="DISC2", since=since)
     assert_raw(report, got[uid_of(empty[0])], empty[0])  # an empty ID is never prefixed
     assert len(report.coercions) == 31
-    assert Coerced(f"DICOM/IM{len(many) + 1}", uid_of(spaced[0]), "PatientID", old_spaced, "EXT-77") in report.coercions
+    expected = CoercedAttribute(f"DICOM/IM{len(many) + 1}", uid_of(spaced[0]), "PatientID", old_spaced, "EXT-77")
+    assert expected in report.coercions
 
 
 def test_patient_id_map(tmp_path: Path, storescp: StoreSCP) -> None:

@@ -29,7 +29,7 @@ from pydicom.uid import (
 )
 
 from node import dicom, pixels
-from node.media.compress import Choice, CompressError, ImageInfo, Policy, choose, compress, decoded_photometric
+from node.media.compress import Choice, CompressError, ImageInfo, Policy, choose_syntax, compress, decoded_photometric
 from node.profiles import PROFILES
 from node.syntaxes import by_uid
 from tests.conftest import bundled, ct_series, need
@@ -135,8 +135,8 @@ INPUTS: dict[str, Callable[[Path], Dataset]] = {
 
 
 def run(ds: Dataset, syntax: str, allowed: frozenset[str] = AUGMENTED, policy: Policy | None = None) -> tuple[Choice, list[str]]:
-    """choose() then compress(), with a new UID for lossy output as the burn's parent gives it."""
-    choice = choose(syntax, ImageInfo.from_dataset(ds), allowed, policy or Policy())
+    """choose_syntax() then compress(), with a new UID for lossy output as the burn's parent gives it."""
+    choice = choose_syntax(syntax, ImageInfo.from_dataset(ds), allowed, policy or Policy())
     return choice, compress(ds, choice, new_sop_uid=dicom.new_uid() if choice.lossy else None)
 
 
@@ -272,7 +272,7 @@ def test_lossy_coerces_every_appendix_b_attribute() -> None:
     ds.LossyImageCompression, ds.LossyImageCompressionRatio, ds.LossyImageCompressionMethod = "01", "5", "ISO_10918_1"
     ds.PixelPaddingValue, ds.SmallestPixelValueInSeries, ds.LargestPixelValueInSeries = 0, 0, 255
     old_class, old_uid = ds.SOPClassUID, ds.SOPInstanceUID
-    choice = choose(dicom.JPEG_BASELINE, ImageInfo.from_dataset(ds), JPEG_PROFILE, Policy())
+    choice = choose_syntax(dicom.JPEG_BASELINE, ImageInfo.from_dataset(ds), JPEG_PROFILE, Policy())
     new_uid = dicom.new_uid()
     notes = compress(ds, choice, new_sop_uid=new_uid)
 
@@ -391,7 +391,7 @@ def grey_info(bits: int, *, size: int = 64, sop_class: str = CTImageStorage, mod
 )
 def test_choose_falls_back_with_a_reason(asked: str, image: ImageInfo, allowed: frozenset[str], policy: Policy,
                                          expected: str, reason: str) -> None:
-    assert choose(asked, image, allowed, policy) == Choice(expected, lossy=False, reason=reason)
+    assert choose_syntax(asked, image, allowed, policy) == Choice(expected, lossy=False, reason=reason)
 
 
 @pytest.mark.parametrize("name", ["examples_ybr_color.dcm", "examples_jpeg2k.dcm", "SC_rgb_dcmtk_+eb+cy+n1.dcm",
@@ -412,16 +412,17 @@ def test_image_info_from_the_header_matches_the_decoded_dataset(name: str) -> No
 def test_native_ybr_full_422_is_left_uncompressed() -> None:
     """Uncompressed YBR_FULL_422 holds subsampled chroma (PS3.3 C.7.6.3.1.2) that no encoder here takes."""
     ds = decoded("SC_ybr_full_422_uncompressed.dcm")
-    choice = choose(dicom.JPEG_LOSSLESS_SV1, ImageInfo.from_dataset(ds), JPEG_PROFILE, Policy())
+    choice = choose_syntax(dicom.JPEG_LOSSLESS_SV1, ImageInfo.from_dataset(ds), JPEG_PROFILE, Policy())
     assert choice == Choice(dicom.EXPLICIT_VR_LE, lossy=False,
                             reason="3 samples of YBR_FULL_422 are not encoded by JPEG lossless SV1: written uncompressed")
 
 
 def test_mammography_is_lossy_only_with_the_routes_consent() -> None:
     mg = grey_info(12, sop_class=DigitalMammographyXRayImageStorageForPresentation, modality="MG")
-    assert choose(dicom.J2K, mg, J2K_PROFILE, Policy(lossy_mammography=True)) == Choice(dicom.J2K, lossy=True)
+    assert choose_syntax(dicom.J2K, mg, J2K_PROFILE, Policy(lossy_mammography=True)) == Choice(dicom.J2K, lossy=True)
     by_modality = grey_info(12, modality="MG")
-    assert choose(dicom.JPEG_EXTENDED, by_modality, JPEG_PROFILE, Policy()).transfer_syntax == dicom.JPEG_LOSSLESS_SV1
+    chosen = choose_syntax(dicom.JPEG_EXTENDED, by_modality, JPEG_PROFILE, Policy())
+    assert chosen.transfer_syntax == dicom.JPEG_LOSSLESS_SV1
 
 
 def test_a_fallback_is_written_losslessly_and_reported(tmp_path: Path) -> None:
@@ -438,7 +439,7 @@ def test_a_fallback_is_written_losslessly_and_reported(tmp_path: Path) -> None:
 def test_a_choice_of_explicit_vr_leaves_the_pixels_alone() -> None:
     ds = decoded("rtdose.dcm")
     data = ds.PixelData
-    choice = choose(dicom.J2K_LOSSLESS, ImageInfo.from_dataset(ds), AUGMENTED, Policy())
+    choice = choose_syntax(dicom.J2K_LOSSLESS, ImageInfo.from_dataset(ds), AUGMENTED, Policy())
     assert choice.transfer_syntax == dicom.EXPLICIT_VR_LE
     assert compress(ds, choice, new_sop_uid=None) == []
     assert ds.PixelData is data and ds.file_meta.TransferSyntaxUID == dicom.EXPLICIT_VR_LE
@@ -449,7 +450,7 @@ def test_a_choice_of_explicit_vr_leaves_the_pixels_alone() -> None:
 
 def test_a_syntax_the_profile_forbids_is_refused() -> None:
     with pytest.raises(CompressError, match=r"^JPEG 2000 .* is not allowed by the profile$"):
-        choose(dicom.J2K, grey_info(12), JPEG_PROFILE, Policy())
+        choose_syntax(dicom.J2K, grey_info(12), JPEG_PROFILE, Policy())
 
 
 @pytest.mark.parametrize(

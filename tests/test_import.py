@@ -36,7 +36,7 @@ from node.netcompat import raw_socket
 from node.read.check import Finding
 from node.read.importer import ImportReport, Outcome, import_medium, parse_destination
 from node.read.medium import ESCAPES_ROOT
-from node.read.sender import RETRY_DELAYS, Destination, associate, plan_groups
+from node.read.sender import RETRY_DELAYS, SendTarget, associate, plan_groups
 from tests.conftest import (
     StatusSCP,
     StoreSCP,
@@ -342,7 +342,7 @@ def test_wrong_called_ae_title_is_a_permanent_rejection(
 
 
 def test_tcp_nodelay_is_set(storescp: StoreSCP) -> None:
-    assoc = associate(Destination(*to(storescp)), [("1.2.840.10008.1.1", ["1.2.840.10008.1.2"])])  # Verification
+    assoc = associate(SendTarget(*to(storescp)), [("1.2.840.10008.1.1", ["1.2.840.10008.1.2"])])  # Verification
     try:
         sock = raw_socket(assoc)
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1  # type: ignore[union-attr]

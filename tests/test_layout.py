@@ -1,8 +1,14 @@
 """The import direction of DESIGN.md and STYLE.md §2, checked on the source with ``ast``.
 
 cli, service and conformance on top; jobs and imports below them; media, read and receive in the middle, never
-importing each other; the bottom row (errors, tags, dicom, syntaxes, profiles, dcmio, pixels, config, index,
-audit, routing) imports nothing above it. Third-party packages stay in the modules that own them.
+importing each other, each entered only through its front door (its ``__init__``'s ``__all__``); the bottom row
+(errors, tags, dicom, syntaxes, profiles, dcmio, pixels, config, index, audit, routing) imports nothing above it;
+no import cycle anywhere. Third-party packages stay in the modules that own them.
+
+Every import statement counts, at the top of a module or inside a function (and under ``TYPE_CHECKING``): an
+import inside a function defers loading (pydicom, pynetdicom, a signal mask set first) but is as much a
+dependency as one at the top. Two modules that import each other, one of them from inside a function, still
+cannot be read or tested alone, and moving that import to the top one day would fail at start-up.
 """
 
 from __future__ import annotations
@@ -39,6 +45,25 @@ def imports() -> dict[str, set[str]]:
     return found
 
 
+def module_of(name: str, modules: set[str]) -> str | None:
+    """The node module an imported name lives in: node.media.build.burn -> media.build; numpy -> None."""
+    parts = name.split(".")
+    if parts[0] != "node":
+        return None
+    for end in range(len(parts), 1, -1):
+        if ".".join(parts[1:end]) in modules:
+            return ".".join(parts[1:end])
+    return None
+
+
+def front_door(room: str) -> set[str]:
+    """The modules a room's ``__init__`` names in ``__all__``, read without importing it."""
+    for node in ast.parse((NODE / room / "__init__.py").read_text()).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            return set(ast.literal_eval(node.value))
+    return set()
+
+
 def top(name: str) -> str:
     """node.media.build -> media; node.index -> index; pycdlib.pycdlib -> pycdlib."""
     parts = name.split(".")
@@ -72,3 +97,44 @@ def test_third_party_packages_stay_with_their_owners() -> None:
         for package, owners in OWNERS.items():
             if any(n == package or n.startswith(f"{package}.") for n in names):
                 assert module in owners, f"node.{module} imports {package}"
+
+
+def test_other_rooms_enter_media_read_and_receive_only_through_the_front_door() -> None:
+    """A module of another room imports only a module the room names in ``__all__``, and no private name of it."""
+    for module, names in imports().items():
+        for name in names:
+            room = top(name)
+            if not name.startswith("node.") or room not in MIDDLE or top(f"node.{module}") == room:
+                continue
+            parts = name.split(".")
+            assert len(parts) == 2 or parts[2] in front_door(room), f"node.{module} imports {name}, not in its __all__"
+            assert not any(p.startswith("_") for p in parts[3:]), f"node.{module} imports the private {name}"
+
+
+def test_each_front_door_names_modules_of_its_room_and_imports_nothing() -> None:
+    """An import in an ``__init__`` would load with the room: a burn of files in an allowed syntax must not load
+    pydicom (tests/test_burn_compress.py), so the door names modules and each loads when first used."""
+    found = imports()
+    for room in MIDDLE:
+        door = front_door(room)
+        assert door and all((NODE / room / f"{m}.py").is_file() for m in door), f"node.{room}.__all__ = {door}"
+        assert not found[room], f"node/{room}/__init__.py imports {found[room]}"
+
+
+def test_no_import_cycle_between_node_modules() -> None:
+    found = imports()
+    # ``from node.conformance import front`` in the package's own __init__ names the package itself: not a cycle
+    graph = {module: {m for n in names if (m := module_of(n, set(found))) and m != module}
+             for module, names in found.items()}
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            raise AssertionError("import cycle: " + " -> ".join(path[path.index(module):] + [module]))
+        if module not in done:
+            for imported in sorted(graph[module]):
+                visit(imported, path + [module])
+            done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])

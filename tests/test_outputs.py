@@ -232,7 +232,7 @@ def test_job_files_have_the_structure_of_the_documented_samples(tmp_path: Path) 
     for vendor, sample in (("epson", "epson_td_bridge_sample.jdf"), ("rimage", "rimage_nwp_sample.nwp")):
         output = PublisherOutput(vendor, tmp_path, publisher="Publisher 0", label_template="C:\\L\\disc.tdd",  # type: ignore[arg-type]
                                  robot_path="D:\\Order")
-        job = publisher.Job("DICOM_000001", tmp_path / "DICOM_000001.iso", 3, "DICOM_000001", {"patient_id": "P1"})
+        job = publisher.RobotJob("DICOM_000001", tmp_path / "DICOM_000001.iso", 3, "DICOM_000001", {"patient_id": "P1"})
         ours = job_keys(publisher.job_text(output, job))
         documented = job_keys((DATA / sample).read_bytes().decode("ascii"))
         assert list(ours) == [k for k in documented if k in ours]  # documented keys, in the documented order

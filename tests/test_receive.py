@@ -34,7 +34,7 @@ from node.index import Index
 from node.receive import scp
 from node.receive.instance import index_orphans
 from node.receive.spool import Spool, SpoolError
-from node.receive.workers import Receiver, listen
+from node.receive.workers import Receiver, ReceiverError, listen, start_receivers
 from tests.conftest import PEER_ENV, bundled, ct_series, need, until, wait_listening
 
 BURN = Route(Match(called_aet=("BURN",)), "burn", profile="STD-GEN-CD", where="test.yaml:3")
@@ -104,7 +104,7 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:
         settings: dict[str, object] = {"host": "127.0.0.1", "port": port, "data_dir": tmp_path / "data",
                                        "workers": workers, "min_free_mb": 1, **node}
         config = Config(node=NodeConfig(**settings), routes=routes, source=source)  # type: ignore[arg-type]
-        started.append(Node(port, config, scp.start_receivers(config, listener=listener)))
+        started.append(Node(port, config, start_receivers(config, listener=listener)))
         return started[-1]
 
     yield start
@@ -379,8 +379,8 @@ def test_sighup_reloads_routes_and_keeps_them_on_a_bad_file(
 
 def test_a_taken_port_fails_at_start(start_node: Callable[..., Node]) -> None:
     node = start_node()
-    with pytest.raises(scp.ReceiverError, match=f"cannot listen on 127.0.0.1:{node.port}"):
-        scp.start_receivers(replace(node.config, node=replace(node.config.node, data_dir=node.data_dir / "other")))
+    with pytest.raises(ReceiverError, match=f"cannot listen on 127.0.0.1:{node.port}"):
+        start_receivers(replace(node.config, node=replace(node.config.node, data_dir=node.data_dir / "other")))
 
 
 # -- TLS -----------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ def _encoder(ts: str) -> str:
 
 
 def compression() -> str:
-    """``routes[].compress``: the values, the fallbacks and examples decided by :func:`node.media.compress.choose`."""
+    """``routes[].compress``: the values, the fallbacks and examples decided by :func:`node.media.compress.choose_syntax`."""
     def allowed_by(name: str) -> str:
         return ", ".join(p for p in profiles.PROFILES if name in profiles.compressions(p))
 

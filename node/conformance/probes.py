@@ -2,7 +2,7 @@
 statement's media tables are the code's behaviour rather than a description of it.
 
 :func:`compression_coercions` compresses sample images in every syntax and compares (seed Appendix B),
-:func:`fallback_examples` asks :func:`node.media.compress.choose`, :func:`created_attributes` captures
+:func:`fallback_examples` asks :func:`node.media.compress.choose_syntax`, :func:`created_attributes` captures
 sample files twice and traces each value to its source (Appendix A), :func:`uid_coercions` remaps a
 sample under each UID map (Appendix C), :func:`private_block` reads the block ``new_uids`` writes.
 """
@@ -103,7 +103,7 @@ def compression_coercions() -> list[Coerced]:
     policy = compress.Policy(bit_reduction=True)
     for _, sample in _sample_images():
         for ts in written:
-            choice = compress.choose(ts, compress.ImageInfo.from_dataset(sample), everything, policy)
+            choice = compress.choose_syntax(ts, compress.ImageInfo.from_dataset(sample), everything, policy)
             if choice.transfer_syntax != ts:
                 continue
             ds = copy.deepcopy(sample)
@@ -124,7 +124,7 @@ def compression_coercions() -> list[Coerced]:
 
 def fallback_examples() -> list[tuple[str, str, str, str, str, str]]:
     """(image, profile, asked, consent, written as, reason) for a few images that cannot be written
-    as asked, each decided by :func:`node.media.compress.choose` itself."""
+    as asked, each decided by :func:`node.media.compress.choose_syntax` itself."""
     def info(modality: str, rows: int, samples: int, allocated: int, stored: int, signed: int,
              photometric: str = "MONOCHROME2", sop: str = "1.2.840.10008.5.1.4.1.1.7") -> Any:
         return compress.ImageInfo(sop, modality, rows, rows, samples, allocated, stored, signed, photometric)
@@ -145,7 +145,7 @@ def fallback_examples() -> list[tuple[str, str, str, str, str, str]]:
     ]
     rows = []
     for what, image, profile, asked, policy in cases:
-        choice = compress.choose(by_name(asked).uid, image, profiles.PROFILES[profile].image_syntaxes, policy)
+        choice = compress.choose_syntax(by_name(asked).uid, image, profiles.PROFILES[profile].image_syntaxes, policy)
         consent = ", ".join(f"`{f.name}`" for f in dataclasses.fields(policy) if getattr(policy, f.name)) or "none"
         written = by_uid(choice.transfer_syntax).label + (", values scaled to fit" if choice.reduce_bits else "")
         rows.append((what, profile, f"`{asked}`", consent, written, choice.reason or "(as asked)"))

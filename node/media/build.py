@@ -26,14 +26,14 @@ from node.durable import published
 from node.errors import BuildError, UsageError
 from node.media import folder
 from node.media.capture import capture_sources
-from node.media.content import FileSlice, MediaFile
+from node.media.content import FileSlice, MediaFile, Progress
 from node.media.dicomdir import encode_dicomdir
 from node.media.directory import Tree, build_tree
 from node.media.label import make_label
 from node.media.layout import assign_file_ids
 from node.media.pdi import Pdi, pdi_files
 from node.media.plan import Options, Workers, make_plan, workers_for
-from node.media.sources import Instance, scan
+from node.media.sources import SourceInstance, scan
 from node.tags import SERIES_INSTANCE_UID, STUDY_INSTANCE_UID
 from node.media.transcode import CannotConvert, Task, convert, reread
 from node.profiles import SECTOR, Profile
@@ -41,7 +41,6 @@ from node.profiles import SECTOR, Profile
 logger = logging.getLogger(__name__)
 
 Format = Literal["iso", "folder"]
-Progress = Callable[[int], None]
 DEFAULT_LABEL = "DICOM"
 _BLOCK = 4096  # allocation unit assumed for folder (USB) targets
 #: The image writer of each optical file system (PS3.12: ISO 9660 for CD / DVD, UDF 2.60 for BD),
@@ -172,7 +171,7 @@ def _check_target(target: Path) -> None:
         raise BuildError(f"cannot write {target}: {target.parent} is not a folder")
 
 
-def _admit(instances: list[Instance], profile: Profile, options: Options, staging: str, report: BurnReport,
+def _admit(instances: list[SourceInstance], profile: Profile, options: Options, staging: str, report: BurnReport,
            workers: Workers) -> None:
     """Keep what the profile allows as it is; convert, compress and re-identify the rest (:mod:`node.media.plan`).
 
@@ -202,11 +201,12 @@ def _admit(instances: list[Instance], profile: Profile, options: Options, stagin
     instances[:] = [inst for n, inst in enumerate(instances) if n not in refused]
 
 
-def _identity_uids(inst: Instance) -> tuple[str, str, str]:
+def _identity_uids(inst: SourceInstance) -> tuple[str, str, str]:
     return inst.text(STUDY_INSTANCE_UID), inst.text(SERIES_INSTANCE_UID), inst.sop_instance_uid
 
 
-def _coerce_patient_ids(tree: Tree, instances: list[Instance], staging: str, invent: bool, report: BurnReport) -> Tree:
+def _coerce_patient_ids(tree: Tree, instances: list[SourceInstance], staging: str, invent: bool,
+                        report: BurnReport) -> Tree:
     """Write an invented Patient ID into the files of a patient whose ID another patient has."""
     if not tree.coerced:
         return tree

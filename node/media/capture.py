@@ -33,18 +33,18 @@ from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from node import __version__, dcmio, dicom
 from node.errors import UsageError, one_line
-from node.media.sources import Instance, Scan, instance, read
+from node.media.sources import Scan, SourceInstance, instance, read
 from node.tags import ITEM, PIXEL_DATA, SEQUENCE_DELIMITATION_ITEM, SERIES_NUMBER, STUDY_INSTANCE_UID
 
 if TYPE_CHECKING:
     import numpy as np
     from pydicom import Dataset
 
-Kind = Literal["jpeg", "png", "tiff", "pdf"]
+CaptureKind = Literal["jpeg", "png", "tiff", "pdf"]
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"  # PS3.4 B.5, Secondary Capture Image Storage
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"  # PS3.4 B.5, Encapsulated PDF Storage
 #: Magic bytes (the file's first bytes) of each kind we convert.
-_MAGIC: tuple[tuple[bytes, Kind], ...] = (
+_MAGIC: tuple[tuple[bytes, CaptureKind], ...] = (
     (b"\xff\xd8\xff", "jpeg"),  # ISO/IEC 10918-1 SOI, then the first marker
     (b"\x89PNG\r\n\x1a\n", "png"),  # ISO/IEC 15948 5.2
     (b"II*\0", "tiff"),  # TIFF 6.0 section 2, little-endian
@@ -59,7 +59,7 @@ class CannotCapture(Exception):
     """A recognised file that cannot be converted (corrupt, or a form we do not take); ``str()`` says why."""
 
 
-def kind(path: str) -> Kind | None:
+def kind(path: str) -> CaptureKind | None:
     """What ``path`` is by its magic bytes: "jpeg", "png", "tiff", "pdf", or None."""
     try:
         with open(path, "rb") as f:
@@ -187,7 +187,7 @@ def _flag(key: str) -> str:
 @dataclass
 class _Plan:
     path: str
-    kind: Kind
+    kind: CaptureKind
     identity: Identity
     #: Sidecar values about the file itself (document_title, series_description, burned_in_annotation).
     extras: dict[str, str]
@@ -210,7 +210,7 @@ def capture_sources(found: Scan, *, staging: str, flags: Mapping[str, str], keep
     targets = [(path, k) for path, _ in found.skipped if (k := kind(path))]
     if not targets:
         return []
-    studies: dict[str, Instance] = {}
+    studies: dict[str, SourceInstance] = {}
     for inst in found.instances:
         studies.setdefault(inst.text(STUDY_INSTANCE_UID), inst)
     from_flags = _identity(given, "the burn flags", _flag, studies)
@@ -240,7 +240,7 @@ def capture_sources(found: Scan, *, staging: str, flags: Mapping[str, str], keep
     return converted
 
 
-def _plan(path: str, k: Kind, from_flags: tuple[Identity, str] | None, studies: dict[str, Instance],
+def _plan(path: str, k: CaptureKind, from_flags: tuple[Identity, str] | None, studies: dict[str, SourceInstance],
           sidecars: dict[str, dict[str, str]]) -> _Plan:
     """Find whose ``path`` is, in the order of precedence of the module docstring."""
     folder, name = os.path.split(path)
@@ -271,7 +271,7 @@ def _plan(path: str, k: Kind, from_flags: tuple[Identity, str] | None, studies: 
 
 
 def _identity(fields: Mapping[str, str], where: str, spell: Callable[[str], str],
-              studies: dict[str, Instance]) -> tuple[Identity, str] | None:
+              studies: dict[str, SourceInstance]) -> tuple[Identity, str] | None:
     """The identity ``fields`` name, None when they name none; half a patient is a UsageError."""
     named = {k: v for k, v in fields.items() if k in IDENTITY_RULES}
     if not named:
@@ -292,7 +292,7 @@ def _identity(fields: Mapping[str, str], where: str, spell: Callable[[str], str]
     raise UsageError(f"{where}: {keys} given without a patient ({spell('patient_id')} and {spell('patient_name')})")
 
 
-def _joined(ref: Instance) -> Identity:
+def _joined(ref: SourceInstance) -> Identity:
     """The identity of the DICOM study ``ref`` belongs to, decoded in its own character set."""
     from pydicom import dcmread
 
@@ -307,7 +307,7 @@ def _joined(ref: Instance) -> Identity:
                     charset=charset if isinstance(charset, str) else "\\".join(charset))
 
 
-def _place(plans: list[_Plan], instances: list[Instance], now: datetime) -> list[tuple[str, int, int]]:
+def _place(plans: list[_Plan], instances: list[SourceInstance], now: datetime) -> list[tuple[str, int, int]]:
     """(Series Instance UID, Series Number, Instance Number) of each plan; new studies get their UID here.
 
     One new study per identity without a Study Instance UID, dated now (and its Study
@@ -480,7 +480,7 @@ def _write_pdf(src: BinaryIO, dest: str, identity: Identity, series_uid: str, se
 
 
 
-def _write_image(src: BinaryIO, what: Kind, dest: str, identity: Identity, series_uid: str, series_number: int,
+def _write_image(src: BinaryIO, what: CaptureKind, dest: str, identity: Identity, series_uid: str, series_number: int,
                  instance_number: int, keep_jpeg: bool, extras: Mapping[str, str], now: datetime,
                  content: datetime) -> str:
     import imagecodecs

@@ -2,7 +2,7 @@
 
 Two steps, so that the caller can plan before it encodes:
 
-- :func:`choose` decides, from header values alone (:class:`ImageInfo`), the syntax
+- :func:`choose_syntax` decides, from header values alone (:class:`ImageInfo`), the syntax
   an image is really written in: the one asked, or a lossless one of the profile
   when the asked one cannot carry the image (the seed's Table 6 syntaxes, PS3.5
   8.2), or Explicit VR Little Endian when no codec of the profile can. It is pure,
@@ -67,7 +67,7 @@ class CompressError(NodeError):
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """What :func:`choose` needs to know of an image: plain header values (PS3.3 C.7.6.3)."""
+    """What :func:`choose_syntax` needs to know of an image: plain header values (PS3.3 C.7.6.3)."""
 
     sop_class_uid: str
     modality: str
@@ -145,7 +145,7 @@ class Policy:
 
 @dataclass(frozen=True)
 class Choice:
-    """The syntax an image will really be written in (see :func:`choose`)."""
+    """The syntax an image will really be written in (see :func:`choose_syntax`)."""
 
     transfer_syntax: str
     lossy: bool
@@ -155,7 +155,7 @@ class Choice:
     reduce_bits: bool = False
 
 
-def choose(syntax: str, image: ImageInfo, allowed: frozenset[str], policy: Policy) -> Choice:
+def choose_syntax(syntax: str, image: ImageInfo, allowed: frozenset[str], policy: Policy) -> Choice:
     """Return the syntax ``image`` is written in when ``syntax`` is asked on a profile allowing ``allowed``.
 
     Deterministic on its arguments. An image the asked syntax cannot carry falls back
@@ -164,7 +164,7 @@ def choose(syntax: str, image: ImageInfo, allowed: frozenset[str], policy: Polic
 
     >>> ct = ImageInfo("1.2.840.10008.5.1.4.1.1.2", "CT", 512, 512, 1, 16, 16, 1, "MONOCHROME2")
     >>> jpeg = frozenset({dicom.JPEG_BASELINE, dicom.JPEG_EXTENDED, dicom.JPEG_LOSSLESS_SV1})
-    >>> choose(dicom.JPEG_EXTENDED, ct, jpeg, Policy()).reason
+    >>> choose_syntax(dicom.JPEG_EXTENDED, ct, jpeg, Policy()).reason
     '16 bits stored exceed the 12 of JPEG extended (bit reduction not enabled): written as JPEG lossless SV1'
     """
     if syntax == dicom.EXPLICIT_VR_LE:

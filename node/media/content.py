@@ -19,6 +19,9 @@ from typing import NamedTuple
 
 from node.errors import BuildError
 
+#: Called with the number of bytes just written, for a progress bar.
+Progress = Callable[[int], None]
+
 
 class FileSlice(NamedTuple):
     """``length`` bytes of the file at ``path``, from ``offset``."""
@@ -67,7 +70,7 @@ def pwrite_all(fd: int, data: bytes | memoryview, pos: int) -> int:
     return len(data)
 
 
-def copy_pieces(pieces: list[Piece], dst: int, pos: int, progress: Callable[[int], None]) -> int:
+def copy_pieces(pieces: list[Piece], dst: int, pos: int, progress: Progress) -> int:
     """Write ``pieces`` to ``dst`` from ``pos``, file slices copied in the kernel when it can.
 
     Returns the position after the last byte. One source file is open at a time.
@@ -86,7 +89,7 @@ def copy_pieces(pieces: list[Piece], dst: int, pos: int, progress: Callable[[int
     return pos
 
 
-def _copy(src: int, dst: int, piece: FileSlice, pos: int, progress: Callable[[int], None]) -> None:
+def _copy(src: int, dst: int, piece: FileSlice, pos: int, progress: Progress) -> None:
     """Copy one slice: ``os.copy_file_range`` if the kernel can, else through an 8 MiB buffer."""
     offset, left, kernel = piece.offset, piece.length, True
     while left:

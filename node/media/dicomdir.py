@@ -14,7 +14,6 @@ import struct
 from node import dcmio, dicom, tags
 from node.media.directory import Node, Tree
 
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # Basic Directory IOD (PS3.4 Annex I)
 _NEXT_AT, _LOWER_AT = 16, 38  # value offsets of (0004,1400) and (0004,1420) within an item
 _UL = struct.Struct("<L")
 
@@ -33,7 +32,7 @@ def encode_dicomdir(tree: Tree, file_ids: dict[int, tuple[str, ...]], *, fileset
     for patient in tree.patients:
         visit(patient)
 
-    head = dcmio.file_meta(MEDIA_STORAGE_DIRECTORY, fileset_uid, dicom.EXPLICIT_VR_LE)
+    head = dcmio.file_meta(dicom.MEDIA_STORAGE_DIRECTORY, fileset_uid, dicom.EXPLICIT_VR_LE)
     fileset = dcmio.encode(0x00041130, "CS", fileset_id)  # File-set ID
     start = len(head) + len(fileset) + 12 + 12 + 10 + 12  # the three root keys, the SQ header
     offsets = []

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from node import dcmio, dicom
 from node.errors import BuildError
-from node.media.sources import Instance
+from node.media.sources import SourceInstance
 from node.tags import (
     ACQUISITION_DATE,
     ACQUISITION_TIME,
@@ -54,7 +54,7 @@ class Node:
     record_type: str
     keys: dict[int, bytes] = field(default_factory=dict)
     children: list[Node] = field(default_factory=list)
-    instance: Instance | None = None
+    instance: SourceInstance | None = None
     #: Specific Character Set element to add when a key is not plain ASCII.
     charset: bytes = b""
 
@@ -74,11 +74,11 @@ class Tree:
         return [i for p in self.patients for s in p.children for se in s.children for i in se.children]
 
 
-def build_tree(instances: list[Instance], *, invent_patient_id: bool = False) -> Tree:
+def build_tree(instances: list[SourceInstance], *, invent_patient_id: bool = False) -> Tree:
     """Group ``instances`` by patient, study and series and make their records."""
     inventions: list[str] = []
     refused: list[tuple[str, str]] = []
-    studies: dict[str, list[Instance]] = {}
+    studies: dict[str, list[SourceInstance]] = {}
     for inst in instances:
         if not inst.text(STUDY_INSTANCE_UID) or not inst.text(SERIES_INSTANCE_UID):
             refused.append((inst.source, "no Study or Series Instance UID"))
@@ -122,7 +122,7 @@ def build_tree(instances: list[Instance], *, invent_patient_id: bool = False) ->
     return tree
 
 
-def _study(uid: str, members: list[Instance], inventions: list[str], refused: list[tuple[str, str]]) -> Node:
+def _study(uid: str, members: list[SourceInstance], inventions: list[str], refused: list[tuple[str, str]]) -> Node:
     values: dict[int, str] = {}
     if not _first(members, (STUDY_DATE,)):
         values[STUDY_DATE] = _first(members, _DATE_SOURCES) or "19000101"
@@ -135,7 +135,7 @@ def _study(uid: str, members: list[Instance], inventions: list[str], refused: li
         inventions.append(f"Study ID {values[STUDY_ID]} invented for study {uid}")
     study = _record("STUDY", members[0], values, inventions, refused)
 
-    series: dict[str, list[Instance]] = {}
+    series: dict[str, list[SourceInstance]] = {}
     for inst in members:
         series.setdefault(inst.text(SERIES_INSTANCE_UID), []).append(inst)
     numbers = [_int(_first(m, (SERIES_NUMBER,))) for m in series.values()]
@@ -158,7 +158,7 @@ def _study(uid: str, members: list[Instance], inventions: list[str], refused: li
     return study
 
 
-def _leaves(insts: list[Instance], *, study_date: str, study_time: str,
+def _leaves(insts: list[SourceInstance], *, study_date: str, study_time: str,
             inventions: list[str], refused: list[tuple[str, str]]) -> list[Node]:
     numbers = [_int(i.text(INSTANCE_NUMBER)) for i in insts]
     next_number = max([n for n in numbers if n is not None], default=0) + 1
@@ -185,7 +185,7 @@ def _leaves(insts: list[Instance], *, study_date: str, study_time: str,
     return leaves
 
 
-def _record(record: str, inst: Instance, values: dict[int, str],
+def _record(record: str, inst: SourceInstance, values: dict[int, str],
             inventions: list[str], refused: list[tuple[str, str]]) -> Node:
     """Make one record from ``inst``'s elements and the ``values`` invented for it.
 
@@ -230,7 +230,8 @@ _DA = re.compile(r"^\d{8}$")
 _TM = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
 
 
-def _date_or_time(key: dicom.Key, element: dcmio.Element, inst: Instance, notes: list[str]) -> dcmio.Element | None:
+def _date_or_time(key: dicom.Key, element: dcmio.Element, inst: SourceInstance,
+                  notes: list[str]) -> dcmio.Element | None:
     """A valid DA / TM as it is; the ACR-NEMA forms (1997.04.24, 14:04:38) rewritten; else None."""
     value = dcmio.text(element)
     pattern = _DA if key.vr == "DA" else _TM
@@ -269,7 +270,7 @@ def study_value(study: Node, tag: int) -> str:
     return raw[8:].decode("ascii", "replace").strip() if raw else ""
 
 
-def _first(insts: list[Instance], tags: tuple[int, ...]) -> str:
+def _first(insts: list[SourceInstance], tags: tuple[int, ...]) -> str:
     for tag in tags:
         for inst in insts:
             if inst.text(tag):
@@ -277,7 +278,7 @@ def _first(insts: list[Instance], tags: tuple[int, ...]) -> str:
     return ""
 
 
-def _study_sort_key(members: list[Instance]) -> tuple[str, str, str]:
+def _study_sort_key(members: list[SourceInstance]) -> tuple[str, str, str]:
     first = members[0]
     return (first.text(PATIENT_ID), first.text(STUDY_DATE), first.text(STUDY_INSTANCE_UID))
 

@@ -7,14 +7,12 @@ their sources; the caller renames the folder into place (DESIGN.md invariant 2).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from node.durable import fsync_dir
 from node.errors import BuildError
-from node.media.content import Comparer, MediaFile, copy_pieces
-
-Progress = Callable[[int], None]
+from node.media.content import Comparer, MediaFile, Progress, copy_pieces
 
 
 def write_tree(files: Sequence[MediaFile], root: Path, *, progress: Progress | None = None,

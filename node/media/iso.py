@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import BinaryIO
@@ -21,10 +21,8 @@ from typing import BinaryIO
 import pycdlib
 
 from node.errors import BuildError
-from node.media.content import Extents, MediaFile, copy_pieces, pwrite_all, verify_extents
+from node.media.content import Extents, MediaFile, Progress, copy_pieces, pwrite_all, verify_extents
 from node.profiles import SECTOR
-
-Progress = Callable[[int], None]
 
 _MAX_SIZE = 2**32 - 1  # ECMA-119 9.1.4: Data Length is a 32-bit field
 _NAME = b"MEDIANODE"

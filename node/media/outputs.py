@@ -64,7 +64,7 @@ def publish(output: Output, medium: Path, *, copies: int, volume_id: str, label:
         return [str(medium), *(str(_publish_copy(medium, output / f"{medium.stem}_{n}{suffix}"))
                                for n in range(2, copies + 1))]
     if isinstance(output, PublisherOutput):
-        job = publisher.Job(medium.stem, medium, copies, volume_id, dict(label))
+        job = publisher.RobotJob(medium.stem, medium, copies, volume_id, dict(label))
         return [_retrying(lambda: publisher.run(output, job, waiter), output.retries, output.retry_wait_seconds,
                           waiter, lambda why: f"{output.vendor} robot at {output.hot_folder} failed, "
                                               f"submitting again: {why}")]

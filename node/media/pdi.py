@@ -82,8 +82,8 @@ class Pdi:
     renditions: int = MAX_RENDITIONS
 
 
-def choose(profile: Profile, *, pdi: bool | None, web: bool = False, viewer: Path | None = None,
-           institution: str = "", contact: str = "") -> Pdi | None:
+def choose_pdi(profile: Profile, *, pdi: bool | None, web: bool = False, viewer: Path | None = None,
+               institution: str = "", contact: str = "") -> Pdi | None:
     """The PDI settings of a burn, or None for plain DICOM media.
 
     ``pdi`` None means: on when the profile allows it (or when web content or a viewer is
@@ -109,8 +109,8 @@ def for_route(settings: Mapping[str, object], burn: BurnConfig, profile: Profile
     pdi = None if asked is None else bool(asked)
     if pdi is None and not burn.pdi and not (web or viewer):
         pdi = False
-    return choose(profile, pdi=pdi, web=web, viewer=Path(str(viewer)) if viewer else None,
-                  institution=burn.institution, contact=burn.contact)
+    return choose_pdi(profile, pdi=pdi, web=web, viewer=Path(str(viewer)) if viewer else None,
+                      institution=burn.institution, contact=burn.contact)
 
 
 def pdi_files(tree: Tree, settings: Pdi, label: Label, *, profile: Profile, staging: str) -> list[MediaFile]:

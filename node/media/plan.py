@@ -1,7 +1,7 @@
 """What happens to each instance on its way to a medium, decided once, then done on every core.
 
 The parent decides everything from the headers it already read (:mod:`node.media.sources`): the
-syntax each image is written in (:func:`node.media.compress.choose`: the asked compression, a
+syntax each image is written in (:func:`node.media.compress.choose_syntax`: the asked compression, a
 lossless fallback, or Explicit VR Little Endian), which instances change UIDs, and which others
 must be rewritten because they *reference* a changed UID (a presentation state of a lossy image).
 The UIDs are known before a single pixel is encoded, so every file on the disc agrees on them:
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 from node import dicom, syntaxes
 from node.errors import BuildError, UsageError
-from node.media.compress import Choice, ImageInfo, Policy, choose, decoded_photometric
-from node.media.sources import Instance, walk
+from node.media.compress import Choice, ImageInfo, Policy, choose_syntax, decoded_photometric
+from node.media.sources import SourceInstance, walk
 from node.media.transcode import Task, needs_conversion
 from node.media.uids import UidMap, new_salt
 from node.profiles import Profile, compressions
@@ -98,7 +98,7 @@ class Plan:
     fallbacks: list[tuple[str, str]]
 
 
-def make_plan(instances: list[Instance], profile: Profile, options: Options, staging: str) -> Plan:
+def make_plan(instances: list[SourceInstance], profile: Profile, options: Options, staging: str) -> Plan:
     """Decide, from the headers alone, what is done to each instance (see the module docstring)."""
     tasks: dict[int, Task] = {}
     fallbacks: list[tuple[str, str]] = []
@@ -122,14 +122,14 @@ def make_plan(instances: list[Instance], profile: Profile, options: Options, sta
     return Plan(uids, planned, fallbacks)
 
 
-def _allowed(inst: Instance, profile: Profile) -> frozenset[str]:
+def _allowed(inst: SourceInstance, profile: Profile) -> frozenset[str]:
     """The syntaxes ``inst`` may stay in on a medium of ``profile``."""
     if inst.record_type == "IMAGE":
         return frozenset({dicom.EXPLICIT_VR_LE, *profile.image_syntaxes})
     return frozenset({dicom.EXPLICIT_VR_LE})
 
 
-def _choice(inst: Instance, profile: Profile, options: Options, fallbacks: list[tuple[str, str]]
+def _choice(inst: SourceInstance, profile: Profile, options: Options, fallbacks: list[tuple[str, str]]
             ) -> tuple[Choice, ImageInfo] | None:
     """The compression of an image, and its pixel module (None: it stays as it is, or becomes Explicit VR LE)."""
     asked = options.compress_for(inst.text(MODALITY))
@@ -139,13 +139,13 @@ def _choice(inst: Instance, profile: Profile, options: Options, fallbacks: list[
     if h.transfer_syntax in profile.image_syntaxes and h.transfer_syntax not in syntaxes.NATIVE:
         return None  # already compressed the way the profile allows: never recompressed
     image = image_info(inst)
-    choice = choose(syntaxes.by_name(asked).uid, image, profile.image_syntaxes, options.policy)
+    choice = choose_syntax(syntaxes.by_name(asked).uid, image, profile.image_syntaxes, options.policy)
     if choice.reason:
         fallbacks.append((inst.source, choice.reason))
     return None if choice.transfer_syntax == dicom.EXPLICIT_VR_LE else (choice, image)
 
 
-def image_info(inst: Instance) -> ImageInfo:
+def image_info(inst: SourceInstance) -> ImageInfo:
     """The Image Pixel module of an instance, from its header (no pydicom)."""
     h = inst.header
 

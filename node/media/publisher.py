@@ -58,7 +58,7 @@ _RIMAGE = {"job": "NWP", "done": ("DON",), "failed": ("ERR",)}
 
 
 @dataclass(frozen=True)
-class Job:
+class RobotJob:
     """One robot job: ``medium`` (an ISO for Rimage, the file-set tree for Epson) made ``copies`` times."""
 
     name: str
@@ -68,7 +68,7 @@ class Job:
     label: Mapping[str, str]
 
 
-def job_text(output: PublisherOutput, job: Job) -> str:
+def job_text(output: PublisherOutput, job: RobotJob) -> str:
     """The job file's content (Windows line ends, ASCII as TD Bridge's "ANSI text" asks)."""
     merge = _robot_path(output, job.medium.with_name(f"{job.name}_LABEL.TXT")) if output.label_template else None
     if output.vendor == "epson":
@@ -95,7 +95,7 @@ def merge_text(label: Mapping[str, str]) -> str:
     return "".join(f"{_one_line(label.get(k, ''))}\r\n" for k in LABEL_FIELDS)
 
 
-def run(output: PublisherOutput, job: Job, waiter: Waiter) -> str:
+def run(output: PublisherOutput, job: RobotJob, waiter: Waiter) -> str:
     """Submit ``job`` and watch the robot until it is done; return the job file; raise BuildError when
     the robot reports an error or does not finish within ``timeout_seconds``."""
     kind = _EPSON if output.vendor == "epson" else _RIMAGE

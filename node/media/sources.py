@@ -50,8 +50,6 @@ from node.tags import (
 
 logger = logging.getLogger(__name__)
 
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
-
 #: Attributes read besides the record keys: identity, and the dates a Study
 #: Date or Content Date may be invented from.
 _EXTRA_KEYS = (
@@ -86,7 +84,7 @@ WANTED = frozenset(VRS)
 
 
 @dataclass
-class Instance:
+class SourceInstance:
     """One SOP instance found under the sources."""
 
     header: Header
@@ -111,7 +109,7 @@ class Instance:
 class Scan:
     """What the sources held."""
 
-    instances: list[Instance] = field(default_factory=list)
+    instances: list[SourceInstance] = field(default_factory=list)
     #: (path, reason) for files that are not instances we can use.
     skipped: list[tuple[str, str]] = field(default_factory=list)
     #: (path, reason) for DICOM files (or files we could not open) that cannot be read.
@@ -139,20 +137,20 @@ def walk(sources: Sequence[str]) -> Iterator[str]:
 def scan(sources: Sequence[str]) -> Scan:
     """Read the header of every file under ``sources``."""
     result = Scan()
-    seen: dict[str, Instance] = {}
+    seen: dict[str, SourceInstance] = {}
     for path in walk(sources):
         try:
             header = read(path)
         except dcmio.NotDicom as exc:
             result.skipped.append((path, f"not DICOM ({exc})"))
             continue
-        except (Unreadable, OSError) as exc:
+        except (UnreadableSource, OSError) as exc:
             result.unreadable.append((path, f"unreadable: {exc.strerror if isinstance(exc, OSError) else exc}"))
             continue
         inst = instance(header, source=path)
         if inst is None:
             result.skipped.append((path, "not a SOP instance (no SOP Class or Instance UID)"))
-        elif inst.sop_class_uid == MEDIA_STORAGE_DIRECTORY:
+        elif inst.sop_class_uid == dicom.MEDIA_STORAGE_DIRECTORY:
             result.skipped.append((path, "a DICOMDIR, not an instance: a new one is written"))
         elif inst.sop_instance_uid in seen:
             result.duplicates.append((path, seen[inst.sop_instance_uid].source))
@@ -171,17 +169,17 @@ def read(path: str) -> Header:
         return _read_with_pydicom(path)
 
 
-def instance(header: Header, *, source: str) -> Instance | None:
-    """Make an :class:`Instance` of a header, or None when it has no SOP identity."""
+def instance(header: Header, *, source: str) -> SourceInstance | None:
+    """Make a :class:`SourceInstance` of a header, or None when it has no SOP identity."""
     sop_class = header.text(SOP_CLASS_UID) or dcmio.text(header.meta.get(MEDIA_STORAGE_SOP_CLASS_UID))
     sop_instance = header.text(SOP_INSTANCE_UID) or dcmio.text(header.meta.get(MEDIA_STORAGE_SOP_INSTANCE_UID))
     if not sop_class or not sop_instance:
         return None
     record = dicom.record_type(sop_class, has_pixels=header.has_pixels)
-    return Instance(header, sop_class, sop_instance, record, source)
+    return SourceInstance(header, sop_class, sop_instance, record, source)
 
 
-class Unreadable(Exception):
+class UnreadableSource(Exception):
     """A file that says it is DICOM (preamble or File Meta) but cannot be parsed."""
 
 
@@ -199,7 +197,7 @@ def _read_with_pydicom(path: str) -> Header:
             elements = {tag: _element(ds[tag], ds._character_set) for tag in WANTED if tag in ds}
     except Exception as exc:  # pydicom raises many kinds on damaged data
         reason = one_line(exc)
-        raise (Unreadable if has_preamble or meta else dcmio.NotDicom)(reason) from None
+        raise (UnreadableSource if has_preamble or meta else dcmio.NotDicom)(reason) from None
     implicit, little = ds.original_encoding
     ts = str(ds.file_meta.get("TransferSyntaxUID", "")) or (
         dicom.IMPLICIT_VR_LE if implicit else dicom.EXPLICIT_VR_LE if little else dicom.EXPLICIT_VR_BE

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from node import dcmio, dicom, syntaxes
 from node.dicom import syntax_name
 from node.errors import one_line
-from node.media.sources import Instance, instance, read
+from node.media.sources import SourceInstance, instance, read
 from node.profiles import Profile
 from node.tags import PIXEL_DATA, SEQUENCE_DELIMITATION_ITEM, SOP_CLASS_UID, SOP_INSTANCE_UID
 
@@ -36,7 +36,7 @@ class CannotConvert(Exception):
     """The instance cannot be brought onto the medium; ``str()`` says why."""
 
 
-def needs_conversion(inst: Instance, profile: Profile) -> bool:
+def needs_conversion(inst: SourceInstance, profile: Profile) -> bool:
     """True when ``inst`` may not go onto a medium of ``profile`` as it is."""
     return not profile.allows(inst.header.transfer_syntax, record_type=inst.record_type)
 
@@ -47,7 +47,7 @@ class Task:
 
     source: str
     dest: str
-    #: The compressed syntax to write (:func:`node.media.compress.choose`); None keeps an allowed
+    #: The compressed syntax to write (:func:`node.media.compress.choose_syntax`); None keeps an allowed
     #: syntax as it is and brings any other to Explicit VR Little Endian.
     choice: Choice | None = None
     uids: UidMap | None = None
@@ -77,13 +77,13 @@ class Task:
             raise CannotConvert(one_line(exc)) from None
 
 
-def convert(inst: Instance, task: Task) -> Instance:
-    """Run ``task`` on ``inst`` here and return the written file as an :class:`Instance`."""
+def convert(inst: SourceInstance, task: Task) -> SourceInstance:
+    """Run ``task`` on ``inst`` here and return the written file as a :class:`SourceInstance`."""
     what = task.run()
     return reread(inst, task, what)
 
 
-def reread(inst: Instance, task: Task, what: list[str]) -> Instance:
+def reread(inst: SourceInstance, task: Task, what: list[str]) -> SourceInstance:
     """The instance a task wrote, read back like any source, with what was done to it."""
     converted = instance(read(task.dest), source=inst.source)
     if converted is None:  # pragma: no cover - we just wrote both UIDs

@@ -37,16 +37,14 @@ from __future__ import annotations
 import binascii
 import os
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import BinaryIO
 
 from node.errors import BuildError
-from node.media.content import MediaFile, copy_pieces, pwrite_all, verify_extents
+from node.media.content import MediaFile, Progress, copy_pieces, pwrite_all, verify_extents
 from node.profiles import SECTOR
-
-Progress = Callable[[int], None]
 
 _REVISION = 0x0260  # UDF 2.1.5.3: the revision in binary-coded decimal
 _MAX_EXTENT = 2**30 - SECTOR  # 4/14.14.1.1: an extent is shorter than 2^30 bytes, whole blocks

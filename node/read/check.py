@@ -41,8 +41,7 @@ from pydicom.uid import (
 from node.dicom import is_conformant_file_id, record_type, syntax_name
 from node.errors import one_line
 from node.profiles import PDI_ROOT_FILES, PDI_WEB_FOLDER, PROFILES, Profile
-from node.read.header import data_set_offset, elements_end, encoded_syntax, is_dicom
-from node.read.header import read_header as read_file_header
+from node.read.header import data_set_offset, elements_end, encoded_syntax, is_dicom, read_until_pixels
 from node.read.medium import (
     ESCAPES_ROOT,
     Medium,
@@ -113,7 +112,7 @@ class CheckReport:
 
 
 @dataclass(frozen=True)
-class Instance:
+class MediumInstance:
     """A readable instance on the medium, reached through a DICOMDIR record or by the scan.
 
     ``offset`` is where its data set starts, after the preamble and File Meta
@@ -135,7 +134,7 @@ class Instance:
 
 
 @dataclass(frozen=True)
-class Unreadable:
+class UnreadableFile:
     """A file that should hold an instance but cannot be used (missing, refused, cut short, corrupt).
 
     What is known of the instance comes from its header or its directory record.
@@ -153,8 +152,8 @@ class Survey:
     """A check's report, and what an importer needs: the instances and the unusable files."""
 
     report: CheckReport
-    instances: list[Instance]
-    unreadable: list[Unreadable]
+    instances: list[MediumInstance]
+    unreadable: list[UnreadableFile]
 
 
 def check_medium(path: str | os.PathLike[str], *, profile: Profile | None = None) -> CheckReport:
@@ -193,8 +192,8 @@ class _Checker:
         self.refused_ids: set[str] = set()  # File IDs refused, normalized
         self.syntaxes: set[tuple[str, str]] = set()  # (transfer syntax, record type)
         self.conformant = True
-        self.instances: list[Instance] = []
-        self.unreadable: list[Unreadable] = []
+        self.instances: list[MediumInstance] = []
+        self.unreadable: list[UnreadableFile] = []
 
     def problem(self, path: str, text: str) -> None:
         self.report.problems.append(Finding(path, text))
@@ -219,7 +218,7 @@ class _Checker:
         except Exception:  # a malformed value: the path and the reason are enough
             known = (None, None, None)
         uid, patient, study = (str(value or "").strip() for value in known)
-        self.unreadable.append(Unreadable(path, reason, uid, patient, study))
+        self.unreadable.append(UnreadableFile(path, reason, uid, patient, study))
 
     @contextmanager
     def warnings_noted(self, path: str) -> Iterator[None]:
@@ -399,7 +398,7 @@ class _Checker:
                     if not is_dicom(fp.read(_SNIFF_BYTES)):
                         raise InvalidDicomError
                 fp.seek(0)
-                ds, has_pixels, complete = read_file_header(fp, self.medium.size(path), force=not preamble)
+                ds, has_pixels, complete = read_until_pixels(fp, self.medium.size(path), force=not preamble)
                 offset = data_set_offset(fp)
         except InvalidDicomError:
             self.unusable(path, "not a DICOM file: no 'DICM' prefix after the preamble (PS3.10 7.1)",
@@ -435,7 +434,7 @@ class _Checker:
                             f" but the data set is in {UID(syntax).name}")
         elif not names_it:
             self.note(path, "the File Meta Information does not name this instance's SOP Class and Instance UIDs")
-        self.instances.append(Instance(
+        self.instances.append(MediumInstance(
             path=path,
             sop_class_uid=str(ds.get("SOPClassUID", "") or ""),
             sop_instance_uid=str(ds.SOPInstanceUID),

@@ -34,7 +34,7 @@ _PIXEL_TAGS = frozenset({FLOAT_PIXEL_DATA, DOUBLE_FLOAT_PIXEL_DATA, PIXEL_DATA})
 _DEFER_BYTES = 64 * 1024
 
 
-def read_header(fp: BinaryIO, size: int, *, force: bool = False) -> tuple[Dataset | None, bool, bool]:
+def read_until_pixels(fp: BinaryIO, size: int, *, force: bool = False) -> tuple[Dataset | None, bool, bool]:
     """(The data set before its pixel data or None, has it pixel data?, is the file complete?).
 
     pydicom reads short values silently, so the declared end of every element,

@@ -44,10 +44,10 @@ from typing import Any, BinaryIO, Literal
 from node.config import Coercion
 from node.durable import write_atomic
 from node.errors import UsageError
-from node.read.check import Finding, Instance, Survey, survey_medium
+from node.read.check import Finding, MediumInstance, Survey, survey_medium
 from node.read.coerce import Coercing
 from node.read.medium import ESCAPES_ROOT, NOT_FOLLOWED, Medium, medium_label, open_medium
-from node.read.sender import Destination, Item, Result, send
+from node.read.sender import Item, Result, SendTarget, send
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class Outcome:
 
 
 @dataclass(frozen=True)
-class Coerced:
+class CoercedAttribute:
     """One attribute an import coercion changed in one instance sent; ``old`` None: it was absent."""
 
     path: str
@@ -106,7 +106,7 @@ class ImportReport:
     seconds: float = 0.0
     report_path: str | None = None
     #: Every change ``import.coerce`` made, in the data sets as they were sent.
-    coercions: list[Coerced] = field(default_factory=list)
+    coercions: list[CoercedAttribute] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -169,7 +169,7 @@ def import_medium(
     _checked(calling_aet, host, port)
     if associations < 1:
         raise UsageError(f"associations must be at least 1, not {associations}")
-    to = Destination(aet, host, port, calling_aet)
+    to = SendTarget(aet, host, port, calling_aet)
     with open_medium(path) as medium:
         survey = survey_medium(medium)
         plan = _Plan(medium, survey, patient=patient, study=study)
@@ -193,12 +193,12 @@ class _Plan:
         self.patient = patient.strip() if patient else None
         self.study = study.strip() if study else None
         self.survey = survey
-        self.instances: list[Instance] = []
+        self.instances: list[MediumInstance] = []
         self.decided: list[Outcome] = []
         self.problems: list[Finding] = []
         self.notes: list[Finding] = []
         self.conflicts = 0
-        copies: dict[str, list[Instance]] = {}
+        copies: dict[str, list[MediumInstance]] = {}
         for instance in survey.instances:
             copies.setdefault(instance.sop_instance_uid, []).append(instance)
         sent_from: dict[str, str] = {}
@@ -240,7 +240,7 @@ class _Plan:
             return f"not in the selected study: Study Instance UID {study_uid or '(empty)'}"
         return ""
 
-    def duplicate(self, keeper: Instance, other: Instance) -> None:
+    def duplicate(self, keeper: MediumInstance, other: MediumInstance) -> None:
         """A second copy of a SOP Instance UID: a note when identical, a conflict when not."""
         uid = keeper.sop_instance_uid
         try:
@@ -262,14 +262,14 @@ class _Plan:
     def report(self, medium: str, destination: str, results: Sequence[Result]) -> ImportReport:
         outcomes = list(self.decided)
         notes = list(self.notes)
-        coercions: list[Coerced] = []
+        coercions: list[CoercedAttribute] = []
         for instance, result in zip(self.instances, results, strict=True):
             reason = result.reason
             if result.result == "sent" and not instance.part10:
                 reason += " (repaired: File Meta Information rebuilt)"
             if result.changes:
                 reason += f"; coerced: {', '.join(map(str, result.changes))}"
-                coercions += [Coerced(instance.path, instance.sop_instance_uid, c.attribute, c.old, c.new)
+                coercions += [CoercedAttribute(instance.path, instance.sop_instance_uid, c.attribute, c.old, c.new)
                               for c in result.changes]
             outcomes.append(Outcome(instance.path, instance.sop_instance_uid, result.result, result.status, reason))
             notes += [Finding(instance.path, note) for note in result.notes]
@@ -288,14 +288,14 @@ class _Plan:
         )
 
 
-def _item(instance: Instance, coercing: Coercing | None = None) -> Item:
+def _item(instance: MediumInstance, coercing: Coercing | None = None) -> Item:
     """What the sender needs; the coercion only where it may change something (its data set decides)."""
     coerce = coercing if coercing is not None and coercing.may_change(instance.patient_id) else None
     return Item(instance.path, instance.sop_class_uid, instance.sop_instance_uid,
                 instance.transfer_syntax_uid, instance.offset, instance.part10, coerce)
 
 
-def _same_data_set(medium: Medium, a: Instance, b: Instance) -> bool:
+def _same_data_set(medium: Medium, a: MediumInstance, b: MediumInstance) -> bool:
     """Byte-equal data sets (File Meta aside): sizes first, then SHA-256 read piece by piece."""
     if medium.size(a.path) - a.offset != medium.size(b.path) - b.offset:
         return False

@@ -108,7 +108,7 @@ _C_STORE_RQ, _DATA_SET_PRESENT = 0x0001, 0x0001
 
 
 @dataclass(frozen=True)
-class Destination:
+class SendTarget:
     """The SCP to store into, and the AE title we call it with."""
 
     ae_title: str
@@ -122,7 +122,7 @@ class Destination:
 
 @dataclass(frozen=True)
 class Item:
-    """One instance to send, as the survey found it (see :class:`node.read.check.Instance`)."""
+    """One instance to send, as the survey found it (see :class:`node.read.check.MediumInstance`)."""
 
     path: str
     sop_class_uid: str
@@ -151,14 +151,14 @@ class Result:
 
 
 @dataclass(frozen=True)
-class Group:
+class ContextGroup:
     """The presentation contexts of one association and the items sent over it."""
 
     contexts: tuple[tuple[str, tuple[str, ...]], ...]
     indices: tuple[int, ...]
 
 
-def plan_groups(items: Sequence[Item]) -> list[Group]:
+def plan_groups(items: Sequence[Item]) -> list[ContextGroup]:
     """Per SOP class, its own syntaxes and Explicit + Implicit VR LE; at most 128 contexts per group."""
     syntaxes: dict[str, set[str]] = {}
     for item in items:
@@ -171,13 +171,13 @@ def plan_groups(items: Sequence[Item]) -> list[Group]:
         groups[-1][0].extend(wanted)
         groups[-1][1].add(sop_class)
     return [
-        Group(tuple(contexts), tuple(i for i, item in enumerate(items) if item.sop_class_uid in classes))
+        ContextGroup(tuple(contexts), tuple(i for i, item in enumerate(items) if item.sop_class_uid in classes))
         for contexts, classes in groups
     ]
 
 
 def send(
-    medium_path: str, items: Sequence[Item], *, destination: Destination, associations: int = 4
+    medium_path: str, items: Sequence[Item], *, destination: SendTarget, associations: int = 4
 ) -> list[Result]:
     """C-STORE ``items`` of the medium at ``medium_path``; one :class:`Result` per item, in order.
 
@@ -217,7 +217,7 @@ class _Sink(Protocol):
 
 
 class _LocalClaims:
-    def __init__(self, groups: Sequence[Group]) -> None:
+    def __init__(self, groups: Sequence[ContextGroup]) -> None:
         self.pending = [deque(g.indices) for g in groups]
 
     def claim(self, group: int) -> int | None:
@@ -230,7 +230,7 @@ class _LocalClaims:
 class _SharedClaims:
     """Claims through one counter per group in shared memory (``multiprocessing.Array``)."""
 
-    def __init__(self, groups: Sequence[Group], counters: Any) -> None:
+    def __init__(self, groups: Sequence[ContextGroup], counters: Any) -> None:
         self.groups = groups
         self.counters = counters
 
@@ -270,7 +270,7 @@ class _Queued:
 
 
 def _run_processes(
-    medium_path: str, items: Sequence[Item], groups: Sequence[Group], destination: Destination,
+    medium_path: str, items: Sequence[Item], groups: Sequence[ContextGroup], destination: SendTarget,
     sink: _Collected, workers: int,
 ) -> None:
     """Fork when this process has a single thread (cheap and safe), else use a fork server."""
@@ -309,7 +309,7 @@ def _run_processes(
 
 
 def _worker_main(
-    medium_path: str, items: Sequence[Item], groups: Sequence[Group], destination: Destination,
+    medium_path: str, items: Sequence[Item], groups: Sequence[ContextGroup], destination: SendTarget,
     counters: Any, channel: Any, number: int,
 ) -> None:
     _run_worker(medium_path, items, groups, destination, _SharedClaims(groups, counters), _Queued(channel), number)
@@ -318,7 +318,7 @@ def _worker_main(
 
 
 def _run_worker(
-    medium_path: str, items: Sequence[Item], groups: Sequence[Group], destination: Destination,
+    medium_path: str, items: Sequence[Item], groups: Sequence[ContextGroup], destination: SendTarget,
     claims: _Claims, sink: _Sink, number: int,
 ) -> None:
     try:
@@ -349,7 +349,7 @@ class _Dropped(Exception):
 
 
 class _Worker:
-    def __init__(self, medium: Medium, items: Sequence[Item], destination: Destination,
+    def __init__(self, medium: Medium, items: Sequence[Item], destination: SendTarget,
                  claims: _Claims, sink: _Sink) -> None:
         self.medium = medium
         self.items = items
@@ -357,7 +357,7 @@ class _Worker:
         self.claims = claims
         self.sink = sink
 
-    def run_group(self, number: int, group: Group) -> None:
+    def run_group(self, number: int, group: ContextGroup) -> None:
         """Associate (again, with back-off, after a drop) until no item of the group is left."""
         pending: deque[int] = deque()
         drops: dict[int, list[str]] = {}  # index -> why the association was lost while sending it
@@ -572,7 +572,7 @@ def _pdus(context: int, data: bytes, fragment: int, control: int) -> Iterator[by
 # -- associating ---------------------------------------------------------------------------
 
 
-def associate(destination: Destination, contexts: Sequence[tuple[str, Sequence[str]]]) -> Association:
+def associate(destination: SendTarget, contexts: Sequence[tuple[str, Sequence[str]]]) -> Association:
     """An established association with TCP_NODELAY set; retried with back-off (:data:`RETRY_DELAYS`).
 
     Raises :class:`_NoAssociation` with a one-line reason when it cannot be had,
@@ -592,7 +592,7 @@ def associate(destination: Destination, contexts: Sequence[tuple[str, Sequence[s
     raise last
 
 
-def _associate_once(destination: Destination, contexts: Sequence[tuple[str, Sequence[str]]]) -> Association:
+def _associate_once(destination: SendTarget, contexts: Sequence[tuple[str, Sequence[str]]]) -> Association:
     ae = AE(ae_title=destination.calling_aet)
     ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID  # our identity, as the SCP's (PS3.7 D.3.3.2)
     ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME

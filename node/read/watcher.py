@@ -51,7 +51,7 @@ CDS_DISC_OK = 4
 #: Inbox sub-folders finished items are filed into (by :mod:`node.imports`); never imported.
 DONE, FAILED = "done", "failed"
 
-Kind = Literal["inbox", "mount", "drive"]
+WatchedKind = Literal["inbox", "mount", "drive"]
 #: What changes while a medium is still being written; equal twice ``settle_s`` apart means complete.
 Signature = tuple[int, ...]
 
@@ -60,7 +60,7 @@ Signature = tuple[int, ...]
 class Ready:
     """A medium ready to import: an inbox item, a mounted folder, or a drive's device."""
 
-    kind: Kind
+    kind: WatchedKind
     path: Path
 
 

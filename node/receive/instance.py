@@ -37,12 +37,12 @@ _WANTED = frozenset(READ_VRS)
 _SUFFIX = len(".0123abcd.dcm")
 
 
-class Unreadable(Exception):
+class UnreadableDataSet(Exception):
     """The data set cannot be parsed."""
 
 
 @dataclass(frozen=True)
-class Instance:
+class ReceivedInstance:
     """What the index and the routes need of one received data set."""
 
     sop_class_uid: str
@@ -55,25 +55,26 @@ class Instance:
     transfer_syntax: str
 
 
-def read_instance(path: str | os.PathLike[str]) -> Instance:
+def read_instance(path: str | os.PathLike[str]) -> ReceivedInstance:
     """Read an instance's identifying attributes: dcmio, and pydicom only for what dcmio declines.
 
-    Raises :class:`Unreadable` when neither can parse the file.
+    Raises :class:`UnreadableDataSet` when neither can parse the file.
     """
     name = os.fspath(path)
     try:
         h = dcmio.read_header(name, wanted=_WANTED, vrs=READ_VRS)
     except dcmio.NotDicom as exc:
-        raise Unreadable(str(exc)) from None
+        raise UnreadableDataSet(str(exc)) from None
     except dcmio.NeedsPydicom:
         return _read_with_pydicom(name)
     charset = h.text(SPECIFIC_CHARACTER_SET)
-    return Instance(h.text(SOP_CLASS_UID), h.text(SOP_INSTANCE_UID), h.text(STUDY_UID), h.text(SERIES_UID),
-                    _decode(h.elements.get(PATIENT_ID), charset), _decode(h.elements.get(PATIENT_NAME), charset),
-                    h.text(MODALITY), h.transfer_syntax)
+    return ReceivedInstance(
+        h.text(SOP_CLASS_UID), h.text(SOP_INSTANCE_UID), h.text(STUDY_UID), h.text(SERIES_UID),
+        _decode(h.elements.get(PATIENT_ID), charset), _decode(h.elements.get(PATIENT_NAME), charset),
+        h.text(MODALITY), h.transfer_syntax)
 
 
-def _read_with_pydicom(path: str) -> Instance:
+def _read_with_pydicom(path: str) -> ReceivedInstance:
     """Deflated, Big Endian or unusual files: pydicom reads the same few tags."""
     from pydicom import dcmread
 
@@ -85,8 +86,8 @@ def _read_with_pydicom(path: str) -> Instance:
             v = [str(ds[tag].value or "").strip(" \0") if tag in ds else "" for tag in tags]
             syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
     except Exception as exc:  # pydicom raises many types for bad input
-        raise Unreadable(f"{type(exc).__name__}: {exc}") from None
-    return Instance(v[0], v[1], v[2], v[3], v[4], v[5], v[6], syntax)
+        raise UnreadableDataSet(f"{type(exc).__name__}: {exc}") from None
+    return ReceivedInstance(v[0], v[1], v[2], v[3], v[4], v[5], v[6], syntax)
 
 
 def _decode(element: dcmio.Element | None, charset: str) -> str:
@@ -130,7 +131,7 @@ def index_orphans(spool: Spool, index: Index, *, known: set[str]) -> int:
         path = max(paths, key=lambda p: p.stat().st_mtime)  # the copy received last
         try:
             inst = read_instance(path)
-        except (Unreadable, OSError) as exc:
+        except (UnreadableDataSet, OSError) as exc:
             logger.warning("start-up: spooled file %s cannot be read, left alone: %s", path, exc)
             continue
         if inst.sop_instance_uid != sop or not is_uid(inst.study_uid) or inst.study_uid != path.parent.name:

@@ -49,8 +49,8 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from node import audit, dicom, routing
 from node.config import TLS, Config
 from node.index import Index, Received
-from node.netcompat import ReceiverServer, answer_as, set_reactor_delay
-from node.receive.instance import Unreadable, index_orphans, read_instance
+from node.netcompat import answer_as, set_reactor_delay
+from node.receive.instance import UnreadableDataSet, read_instance
 from node.receive.spool import Spool, is_uid
 
 logger = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
     config = live.config
     try:
         inst = read_instance(path)
-    except Unreadable as exc:
+    except UnreadableDataSet as exc:
         raise Refused(dicom.CANNOT_PARSE, f"cannot parse the data set: {exc}") from None
     for label, uid in (("SOP Instance UID", inst.sop_instance_uid), ("Study Instance UID", inst.study_uid)):
         if not is_uid(uid):
@@ -347,11 +347,3 @@ def evt_handlers(spool: Spool, index: Indexer, live: Live) -> list[Any]:
         (evt.EVT_C_STORE, handle_store, [spool, index, live]),
     ]
 
-
-# The receiver processes (spawned, sharing the port); service.py calls them through this module.
-from node.receive.workers import Receiver, ReceiverError, serve_receivers, start_receivers, stop_receivers
-
-__all__ = [
-    "Receiver", "ReceiverError", "ReceiverServer", "handle_store", "index_orphans", "make_ae",
-    "serve_receivers", "start_receivers", "stop_receivers",
-]

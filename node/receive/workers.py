@@ -6,8 +6,7 @@ the GIL; ../shared/BENCHMARKS.md), so concurrent associations are served by
 several processes, each with its own :class:`~node.index.Index` connection
 (SQLite serialises their commits). The least busy process accepts each new
 association (:class:`~node.netcompat.ReceiverServer`). ``service.py`` uses
-:func:`start_receivers`, :meth:`Receiver.reload` and :func:`stop_receivers`
-(also reachable as ``scp.start_receivers`` and so on).
+:func:`start_receivers`, :meth:`Receiver.reload` and :func:`stop_receivers`.
 """
 
 from __future__ import annotations
