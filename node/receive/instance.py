@@ -54,6 +54,15 @@ class ReceivedInstance:
     modality: str
     transfer_syntax: str
 
+    def stored(self, path: str, size: int, *, calling_aet: str, called_aet: str, route: str,
+               received_at: float) -> Received:
+        """The index's record of this instance, stored at ``path``."""
+        return Received(
+            sop_instance_uid=self.sop_instance_uid, sop_class_uid=self.sop_class_uid, study_uid=self.study_uid,
+            series_uid=self.series_uid, patient_id=self.patient_id, patient_name=self.patient_name,
+            modality=self.modality, transfer_syntax=self.transfer_syntax, path=path, size=size,
+            calling_aet=calling_aet, called_aet=called_aet, route=route, received_at=received_at)
+
 
 def read_instance(path: str | os.PathLike[str]) -> ReceivedInstance:
     """Read an instance's identifying attributes: dcmio, and pydicom only for what dcmio declines.
@@ -138,11 +147,8 @@ def index_orphans(spool: Spool, index: Index, *, known: set[str]) -> int:
             logger.warning("start-up: spooled file %s does not hold what its name says, left alone", path)
             continue
         stat = path.stat()
-        index.add_instance(Received(
-            sop_instance_uid=inst.sop_instance_uid, sop_class_uid=inst.sop_class_uid, study_uid=inst.study_uid,
-            series_uid=inst.series_uid, patient_id=inst.patient_id, patient_name=inst.patient_name,
-            modality=inst.modality, transfer_syntax=inst.transfer_syntax, path=str(path), size=stat.st_size,
-            calling_aet="", called_aet="", route=index.study_route(inst.study_uid) or routing.STORE_ONLY,
-            received_at=stat.st_mtime))
+        index.add_instance(inst.stored(str(path), stat.st_size, calling_aet="", called_aet="",
+                                       route=index.study_route(inst.study_uid) or routing.STORE_ONLY,
+                                       received_at=stat.st_mtime))
         count += 1
     return count

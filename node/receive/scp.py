@@ -326,10 +326,8 @@ def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
     except OSError as exc:
         raise Refused(dicom.SPOOL_WRITE_FAILED, f"study {inst.study_uid}: cannot write the spool: {exc}") from None
     try:
-        index.add_instance(Received(
-            inst.sop_instance_uid, inst.sop_class_uid, inst.study_uid, inst.series_uid, inst.patient_id,
-            inst.patient_name, inst.modality, inst.transfer_syntax, str(final), size, calling, called,
-            routing.settings(route), time.time()))
+        index.add_instance(inst.stored(str(final), size, calling_aet=calling, called_aet=called,
+                                       route=routing.settings(route), received_at=time.time()))
     except Exception as exc:
         os.unlink(final)  # not indexed, so not stored: the sender will retry
         raise Refused(dicom.PROCESSING_FAILURE, f"study {inst.study_uid}: cannot index: {exc}") from None
