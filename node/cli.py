@@ -16,12 +16,14 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from node import __version__
 from node.errors import EXIT_DATA, EXIT_OK, EXIT_USAGE, NodeError
 
 if TYPE_CHECKING:
+    from node.config import Config
+    from node.index import Index
     from node.read.importer import ImportReport
 
 logger = logging.getLogger("node")
@@ -30,16 +32,21 @@ logger = logging.getLogger("node")
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so usage errors share one path."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise _Usage(f"{self.prog}: {message}")
+
+
+if TYPE_CHECKING:
+    _Subparsers = argparse._SubParsersAction[_Parser]
 
 
 class _Usage(Exception):
     pass
 
 
-def _add_burn(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from node.profiles import COMPRESS, DEFAULT_PROFILE, PROFILES
+def _add_burn(sub: _Subparsers) -> None:
+    from node.profiles import DEFAULT_PROFILE, PROFILES
+    from node.syntaxes import COMPRESS
 
     p = sub.add_parser("burn", help="make a DICOM medium (ISO image or folder) from DICOM files")
     p.add_argument("sources", nargs="+", metavar="SRC", help="DICOM files or folders (searched recursively)")
@@ -153,7 +160,7 @@ def _report_lines(rows: list[dict[str, str]], key: str) -> list[str]:
     return lines
 
 
-def _add_check(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_check(sub: _Subparsers) -> None:
     p = sub.add_parser("check", help="check a medium (folder or .iso): DICOMDIR against the files")
     p.add_argument("path", metavar="PATH", help="media root folder or .iso image")
     p.add_argument("--profile", metavar="NAME", help="also check File IDs and syntaxes against this profile")
@@ -182,7 +189,7 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK if report.ok else EXIT_DATA
 
 
-def _add_import(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_import(sub: _Subparsers) -> None:
     p = sub.add_parser("import", help="send every instance of a medium (folder, .iso, /dev/sr0) to an SCP")
     p.add_argument("path", metavar="PATH", help="media root folder, .iso image or optical drive")
     p.add_argument("--to", required=True, metavar="AET@HOST:PORT", help="the destination SCP")
@@ -238,7 +245,7 @@ def _import(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK if report.ok else EXIT_DATA
 
 
-def _add_conformance(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_conformance(sub: _Subparsers) -> None:
     p = sub.add_parser("conformance", help="print our DICOM Conformance Statement (PS3.2), made from the code's tables")
     p.add_argument("--out", metavar="FILE", help="write it to FILE instead of printing it")
     p.set_defaults(run=_conformance)
@@ -267,7 +274,7 @@ def _config_option(p: argparse.ArgumentParser) -> None:
                    help=f"configuration file (default {DEFAULT_CONFIG}, or $MEDIANODE_CONFIG)")
 
 
-def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_serve(sub: _Subparsers) -> None:
     p = sub.add_parser("serve", help="run the node: receive, route, burn")
     _config_option(p)
     p.set_defaults(run=lambda args, out: _serve(args))
@@ -279,7 +286,7 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(args.config)
 
 
-def _add_config(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_config(sub: _Subparsers) -> None:
     p = sub.add_parser("config", help="configuration tools")
     csub = p.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
     check = csub.add_parser("check", help="validate a configuration file (exit 2 with file:line key: reason)")
@@ -295,7 +302,7 @@ def _config_check(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _open_index(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _open_index(args: argparse.Namespace) -> tuple[Config, Index]:
     from node.config import load_config
     from node.errors import ConfigError
     from node.index import Index
@@ -307,7 +314,7 @@ def _open_index(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return config, Index(path)
 
 
-def _add_status(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_status(sub: _Subparsers) -> None:
     p = sub.add_parser("status", help="studies receiving, jobs, volumes written today")
     _config_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -330,7 +337,7 @@ def _status(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _add_jobs(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_jobs(sub: _Subparsers) -> None:
     p = sub.add_parser("jobs", help="list, retry or cancel burn jobs")
     _config_option(p)
     p.add_argument("action", nargs="?", choices=("list", "retry", "cancel"), default="list")
@@ -358,7 +365,7 @@ def _jobs(args: argparse.Namespace, out: TextIO) -> int:
         index.close()
 
 
-def _add_volumes(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_volumes(sub: _Subparsers) -> None:
     p = sub.add_parser("volumes", help="which archive volume holds what; re-burn a lost disc")
     _config_option(p)
     p.add_argument("action", nargs="?", choices=("list", "reburn"), default="list")
@@ -398,7 +405,7 @@ def _parser() -> _Parser:
     return parser
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ignore[type-arg]
+_COMMANDS: list[Callable[[_Subparsers], None]] = [
     _add_serve, _add_burn, _add_check, _add_import, _add_status, _add_jobs, _add_volumes, _add_config,
     _add_conformance,
 ]

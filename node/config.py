@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode  # type: ignore[import-untyped]
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from node.errors import ConfigError
-from node.profiles import COMPRESS, PROFILES, compressions
+from node.profiles import PROFILES, compressions
+from node.syntaxes import COMPRESS
 from node.yamlcheck import (
     At,
     Check,
@@ -160,7 +161,7 @@ class Route:
     match: Match
     action: Action
     profile: str = "STD-GEN-CD"
-    #: A key of node.profiles.COMPRESS for every modality not in ``compress_by_modality``.
+    #: A name of node.syntaxes.COMPRESS for every modality not in ``compress_by_modality``.
     compress: str = "none"
     #: (modality, compress) pairs: ``compress: {default: jpeg-lossless, MG: none}`` in YAML.
     compress_by_modality: tuple[tuple[str, str], ...] = ()
@@ -545,7 +546,7 @@ def _import(node: Node, at: At) -> ImportConfig:
     values, nodes = fields(node, at, _IMPORT)
     if values.get("watch") and values.get("destination") is None:
         raise at.key("watch").error(nodes["watch"], "needs import.destination: the media found would go nowhere")
-    return build(ImportConfig, values)  # type: ignore[no-any-return]
+    return build(ImportConfig, values)
 
 
 _TOP: dict[str, Check] = {

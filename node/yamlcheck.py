@@ -25,12 +25,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import yaml  # type: ignore[import-untyped]  # no stubs in the venv (types-PyYAML)
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode  # type: ignore[import-untyped]
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from node.errors import ConfigError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 #: The prefix of YAML's standard tags (``tag:yaml.org,2002:int`` ...).
 STD = "tag:yaml.org,2002:"
@@ -261,7 +266,7 @@ def fields(node: Node, at: At, table: Mapping[str, Check], *, required: tuple[st
     return values, nodes
 
 
-def build(cls: type[Any], values: dict[str, Any]) -> Any:
+def build(cls: type[T], values: dict[str, Any]) -> T:
     """``cls(**values)``, the relative Path defaults of absent keys made absolute as well."""
     for f in dataclass_fields(cls):
         if f.name not in values and isinstance(f.default, Path):

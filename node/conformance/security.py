@@ -9,6 +9,7 @@ from collections import Counter
 from node import config
 from node.conformance.markdown import table, uid_name
 from node.media import deidentify as de
+from node.media.basic_profile import BASIC_PROFILE
 
 #: PS3.15 Table E.1-1's actions (its legend), and how :func:`node.media.deidentify.deidentify` carries each out.
 DEIDENTIFY_ACTIONS = {
@@ -37,7 +38,7 @@ DEIDENTIFY_OPTIONS = (
 
 def _confidentiality() -> str:
     """PS3.15 Annex E's Basic Profile as :mod:`node.media.deidentify` applies it."""
-    counts = Counter(de.BASIC_PROFILE.values())
+    counts = Counter(BASIC_PROFILE.values())
     rows = [(f"`{a}`", meaning, done, counts[a]) for a, (meaning, done) in DEIDENTIFY_ACTIONS.items()]
     burns = [(uid_name(u), f"`{u}`") for u in sorted(de.BURNS_TEXT)]
     code, scheme, meaning = de.METHOD_CODE

@@ -2,13 +2,14 @@
 
 The front door: a module outside this room imports only the modules named in
 ``__all__``; the others (sources, transcode, directory, layout, dicomdir,
-content, iso, udf, folder, basic_profile) are the room's own and may change
+content, iso, udf, folder) are the room's own and may change
 shape freely. The door names modules, not names, and imports nothing itself,
 so each module loads when it is first used: a burn of files already in an
 allowed syntax never loads pydicom.
 """
 
 __all__ = [
+    "basic_profile",  # PS3.15 Table E.1-1, the Basic Profile's action per attribute, as data
     "build",  # burn(): sources -> one volume, and the report of what became of each file
     "capture",  # images and PDFs -> Secondary Capture and Encapsulated PDF (seed Appendix A)
     "compress",  # the syntax an image is written in, and its encoding with the seed's Appendix B

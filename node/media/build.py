@@ -246,9 +246,7 @@ def _files(tree: Tree, fileset_id: str) -> list[MediaFile]:
     """The medium's files: the DICOMDIR, then each instance as new File Meta + its dataset bytes."""
     file_ids = assign_file_ids(tree)
     files = [MediaFile(("DICOMDIR",), [encode_dicomdir(tree, file_ids, fileset_id=fileset_id, fileset_uid=dicom.new_uid())])]
-    for leaf in tree.leaves():
-        inst = leaf.instance
-        assert inst is not None
+    for leaf, inst in tree.instances():
         h = inst.header
         meta = dcmio.file_meta(inst.sop_class_uid, inst.sop_instance_uid, h.transfer_syntax)
         files.append(MediaFile(file_ids[id(leaf)], [meta, FileSlice(h.path, h.dataset_offset, h.size - h.dataset_offset)]))

@@ -229,7 +229,9 @@ def capture_sources(found: Scan, *, staging: str, flags: Mapping[str, str], keep
             found.unreadable.append((plan.path, str(exc)))
             continue
         captured = instance(read(dest), source=plan.path)
-        assert captured is not None  # we just wrote both UIDs
+        if captured is None:  # capture() writes both UIDs: this would be a defect, reported as such
+            found.unreadable.append((plan.path, "the captured file lacks its SOP Instance or Study Instance UID"))
+            continue
         captured.conversion = f"{what}, {plan.origin}"
         found.instances.append(captured)
         converted.append({"path": plan.path, "conversion": captured.conversion})

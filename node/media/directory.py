@@ -73,6 +73,10 @@ class Tree:
     def leaves(self) -> list[Node]:
         return [i for p in self.patients for s in p.children for se in s.children for i in se.children]
 
+    def instances(self) -> list[tuple[Node, SourceInstance]]:
+        """Each leaf record with the instance it references, in layout order."""
+        return [(leaf, leaf.instance) for leaf in self.leaves() if leaf.instance is not None]
+
 
 def build_tree(instances: list[SourceInstance], *, invent_patient_id: bool = False) -> Tree:
     """Group ``instances`` by patient, study and series and make their records."""
@@ -205,9 +209,7 @@ def _record(record: str, inst: SourceInstance, values: dict[int, str],
             element = _verification_datetime(elements.get(VERIFYING_OBSERVER_SEQUENCE))
         elif key.vr in ("DA", "TM") and element is not None and dcmio.text(element):
             element = _date_or_time(key, element, inst, inventions)
-        present = element is not None and (element.items or dcmio.text(element))
-        if present:
-            assert element is not None
+        if element is not None and (element.items or dcmio.text(element)):
             node.keys[key.tag] = element.raw
             charset = elements.get(SPECIFIC_CHARACTER_SET)
             if charset is not None and _not_ascii(element):

@@ -44,7 +44,8 @@ def key_text(node: Node, tag: int) -> str:
         return ""
     if raw[8:].isascii() and b"\x1b" not in raw[8:]:  # no ISO 2022 escape switching the repertoire
         return raw[8:].decode("ascii").strip(" \0")
-    from pydicom.charset import TEXT_VR_DELIMS, convert_encodings, decode_bytes
+    from pydicom.charset import convert_encodings, decode_bytes
+    from pydicom.valuerep import TEXT_VR_DELIMS
 
     terms = node.charset[8:].decode("ascii", "replace").strip(" \0").split("\\") if node.charset else [""]
     encodings = convert_encodings([t.strip() for t in terms])

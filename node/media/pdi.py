@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from node import __version__
 from node.config import BurnConfig
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     import numpy as np
     from pydicom.dataset import Dataset
 
+T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 README, INDEX = "README.TXT", "INDEX.HTM"
@@ -272,19 +273,18 @@ def _renditions(page: _Series, *, limit: int, staging: Path) -> tuple[list[str],
     """The grid cells of a series page and the JPEG files they show."""
     cells: list[str] = []
     files: list[MediaFile] = []
-    leaves = [leaf for leaf in page.series.children if leaf.instance is not None and leaf.instance.header.has_pixels]
-    for leaf in _spread(leaves, limit):
-        assert leaf.instance is not None
+    images = [(leaf, inst) for leaf in page.series.children if (inst := leaf.instance) and inst.header.has_pixels]
+    for leaf, inst in _spread(images, limit):
         if len(files) >= limit:  # multi-frame images took two places each
             break
         number = key_text(leaf, INSTANCE_NUMBER)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a value pydicom frowns at either renders or fails below
-                frames = list(_frames(leaf.instance.header.path))
+                frames = list(_frames(inst.header.path))
         except Exception as exc:  # pydicom and the codecs fail in many ways on odd data: the page says so
             why = " ".join(str(exc).split())[:200] or type(exc).__name__  # pydicom's reasons span lines
-            logger.warning("no picture of %s for the web content: %s", leaf.instance.source, why)
+            logger.warning("no picture of %s for the web content: %s", inst.source, why)
             cells.append(f'<div class="cell"><p>Image {_esc(number)}: no picture ({_esc(why)})</p></div>')
             continue
         for caption, jpeg, (height, width) in frames[:limit - len(files)]:
@@ -302,7 +302,7 @@ def _renditions(page: _Series, *, limit: int, staging: Path) -> tuple[list[str],
     return cells, files
 
 
-def _spread(items: list[Node], n: int) -> list[Node]:
+def _spread(items: list[T], n: int) -> list[T]:
     """At most ``n`` of ``items``, evenly spread from the first to the last."""
     if len(items) <= n:
         return items
@@ -315,7 +315,7 @@ def _frames(path: str) -> Iterator[tuple[str, bytes, tuple[int, int]]]:
     """(caption, JPEG, (rows, columns) before shrinking) for the first and the middle frame of ``path``."""
     import imagecodecs
     from pydicom import dcmread
-    from pydicom.pixels import pixel_array
+    from pydicom.pixels.utils import pixel_array
 
     from node import pixels
 
@@ -340,18 +340,21 @@ def _display(arr: np.ndarray, ds: Dataset) -> np.ndarray:
     colour goes through its LUT (C.7.6.3.1.5), and the samples are scaled to their bit depth.
     """
     import numpy as np
-    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi
+    from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_voi
 
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(arr, ds)
-        return np.asarray(rgb, dtype=np.float64) / (255 if rgb.dtype.itemsize == 1 else 65535)
+        colour: np.ndarray = np.asarray(rgb, dtype=np.float64) / (255 if rgb.dtype.itemsize == 1 else 65535)
+        return colour
     if arr.ndim == 3:
-        return np.asarray(arr, dtype=np.float64) / (2 ** int(ds.get("BitsStored") or 8) - 1)
+        samples: np.ndarray = np.asarray(arr, dtype=np.float64) / (2 ** int(ds.get("BitsStored") or 8) - 1)
+        return samples
     values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
     if "VOILUTSequence" in ds:  # its input is the Modality LUT's output (C.11.2.1.1)
         bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
-        shown = np.asarray(apply_voi(np.rint(values).astype(np.int64), ds, index=0), dtype=np.float64) / (2**bits - 1)
+        shown: np.ndarray = np.asarray(apply_voi(np.rint(values).astype(np.int64), ds, index=0),
+                                       dtype=np.float64) / (2**bits - 1)
     elif "WindowCenter" in ds and "WindowWidth" in ds:
         center, width = (float(ds[k].value[0] if ds[k].VM > 1 else ds[k].value) for k in ("WindowCenter", "WindowWidth"))
         if width > 1:
@@ -362,7 +365,9 @@ def _display(arr: np.ndarray, ds: Dataset) -> np.ndarray:
         low, high = float(values.min()), float(values.max())
         shown = (values - low) / (high - low) if high > low else np.zeros_like(values)
     shown = np.clip(shown, 0.0, 1.0)
-    return 1.0 - shown if photometric == "MONOCHROME1" else shown
+    if photometric == "MONOCHROME1":
+        shown = 1.0 - shown
+    return shown
 
 
 def _shrink(shown: np.ndarray) -> np.ndarray:

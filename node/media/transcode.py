@@ -102,7 +102,7 @@ def _rewrite(task: Task) -> list[str]:
     original = str(ds.SOPInstanceUID)
     what: list[str] = []
     if task.uids is not None:
-        _rename(ds, task, what)
+        _rename(ds, task, task.uids, what)
     choice = task.choice
     target = ts if ts in task.allowed and choice is None else dicom.EXPLICIT_VR_LE
     if ts != target or choice is not None:
@@ -112,7 +112,8 @@ def _rewrite(task: Task) -> list[str]:
 
         new_uid = None
         if choice.lossy:
-            assert task.uids is not None
+            if task.uids is None:  # the plan gives every disc with a lossy image its UID map
+                raise CannotConvert("a lossy image needs the disc's UID map for its new SOP Instance UID")
             ds.SOPInstanceUID = task.uids.predecessor(original)  # what its Source Image Sequence item names
             new_uid = task.uids.new(original)
         what += compress(ds, choice, new_sop_uid=new_uid)
@@ -170,19 +171,18 @@ def _lossless_as_is(task: Task) -> list[str] | None:
     return [syntaxes.by_uid(ts).label]
 
 
-def _rename(ds: Dataset, task: Task, what: list[str]) -> None:
+def _rename(ds: Dataset, task: Task, uids: UidMap, what: list[str]) -> None:
     """De-identify, or map the UIDs the disc changes (once: a second pass would rename the new ones again)."""
-    assert task.uids is not None
     if task.deidentify:
         from node.media.deidentify import deidentify
 
-        changed = deidentify(ds, task.uids, allow_burned_in=task.burned_in)
+        changed = deidentify(ds, uids, allow_burned_in=task.burned_in)
         what.append(f"de-identified ({len(changed)} attributes)")
         return
     from node.media.uids import identity, keep_original_uids, remap
 
     originals = identity(ds)
-    if remap(ds, task.uids) and task.keep_originals:
+    if remap(ds, uids) and task.keep_originals:
         keep_original_uids(ds, originals)
         what.append("new UIDs (the originals in our private block)")
 

@@ -578,18 +578,18 @@ def associate(destination: SendTarget, contexts: Sequence[tuple[str, Sequence[st
     Raises :class:`_NoAssociation` with a one-line reason when it cannot be had,
     at once when the rejection is permanent (PS3.8 7.1.1.9) or no context was accepted.
     """
-    last: _NoAssociation | None = None
-    for delay in (0.0, *RETRY_DELAYS):
-        time.sleep(delay)
+    delays = iter(RETRY_DELAYS)
+    while True:
         try:
             return _associate_once(destination, contexts)
         except _NoAssociation as exc:
             if exc.permanent:
                 raise
-            last = exc
-            logger.info("no association with %s (%s); retrying", destination, exc.reason)
-    assert last is not None
-    raise last
+            delay = next(delays, None)
+            logger.info("no association with %s (%s)%s", destination, exc.reason, "" if delay is None else "; retrying")
+            if delay is None:
+                raise
+        time.sleep(delay)
 
 
 def _associate_once(destination: SendTarget, contexts: Sequence[tuple[str, Sequence[str]]]) -> Association:
