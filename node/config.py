@@ -41,7 +41,7 @@ from node.yamlcheck import (
     read_text,
     section,
     short,
-    text,
+    string,
 )
 
 Action = Literal["burn", "store", "reject"]
@@ -161,7 +161,7 @@ class Route:
     match: Match
     action: Action
     profile: str = "STD-GEN-CD"
-    #: A name of node.syntaxes.COMPRESS for every modality not in ``compress_by_modality``.
+    #: A `--compress` value (none, jpeg-lossless, ...) for every modality not in ``compress_by_modality``.
     compress: str = "none"
     #: (modality, compress) pairs: ``compress: {default: jpeg-lossless, MG: none}`` in YAML.
     compress_by_modality: tuple[tuple[str, str], ...] = ()
@@ -351,7 +351,7 @@ def _compress(node: Node, at: At) -> tuple[str, tuple[tuple[str, str], ...]]:
         return _COMPRESS(node, at), ()
     default, by_modality = "none", []
     for key, value in node.value:
-        name = text("a modality or default")(key, at)
+        name = string("a modality or default")(key, at)
         if name == "default":
             default = _COMPRESS(value, at.key(name))
         else:
@@ -359,9 +359,9 @@ def _compress(node: Node, at: At) -> tuple[str, tuple[tuple[str, str], ...]]:
     return default, tuple(by_modality)
 
 
-_AE = text("an AE title", _ae_title)
-_HOST = text("a host name or address")
-_UIDS = many(text("a UID", _uid))
+_AE = string("an AE title", _ae_title)
+_HOST = string("a host name or address")
+_UIDS = many(string("a UID", _uid))
 
 def _device(text: str) -> str:
     """An optical drive (an absolute device path) or xorriso's ``stdio:PATH`` pseudo-drive, made absolute."""
@@ -376,13 +376,13 @@ _RETRIES: dict[str, Check] = {"retries": number(0, 99), "retry_wait_seconds": nu
 #: ``output`` mappings by ``kind``: the class, its keys, the required ones. A folder is a plain Path.
 OUTPUTS: dict[str, tuple[type[Any] | None, dict[str, Check], tuple[str, ...]]] = {
     "folder": (None, {"path": lambda n, a: path(n, a)}, ("path",)),
-    "xorriso": (XorrisoOutput, {"device": text("a drive", _device), "speed": text("a speed"),
+    "xorriso": (XorrisoOutput, {"device": string("a drive", _device), "speed": string("a speed"),
                                 "verify": lambda n, a: boolean(n, a), "eject": lambda n, a: boolean(n, a), **_RETRIES},
                 ("device",)),
     "publisher": (PublisherOutput, {
         "vendor": choice("epson", "rimage"), "hot_folder": lambda n, a: path(n, a),
-        "media": choice("CD", "DVD", "BD", upper=True), "robot_path": text("a path"),
-        "publisher": text("a publisher name", max_len=64), "label_template": text("a path"),
+        "media": choice("CD", "DVD", "BD", upper=True), "robot_path": string("a path"),
+        "publisher": string("a publisher name", max_len=64), "label_template": string("a path"),
         "timeout_seconds": number(0, integer=False, above=True), "poll_seconds": number(0, integer=False, above=True),
         **_RETRIES}, ("vendor", "hot_folder")),
     "usb": (UsbOutput, {"mount_point": lambda n, a: path(n, a), **_RETRIES}, ("mount_point",)),
@@ -415,7 +415,7 @@ def _output_fits(output: Output, profile: str) -> str:
 
 
 _ROUTE: dict[str, Check] = {
-    "match": section(Match, {"called_aet": many(_AE), "calling_aet": many(_AE), "modality": many(text()),
+    "match": section(Match, {"called_aet": many(_AE), "calling_aet": many(_AE), "modality": many(string()),
                               "sop_class": _UIDS}),
     "action": choice("burn", "store", "reject"),
     "profile": choice(*PROFILES, upper=True),
@@ -427,7 +427,7 @@ _ROUTE: dict[str, Check] = {
     "burned_in_annotation": boolean,
     "copies": number(1, 99),
     "group": choice("study", "patient"),
-    "label": optional(text("a label", max_len=32)),
+    "label": optional(string("a label", max_len=32)),
     "kind": choice("archive", "backup"),
     "output": optional(_output),
     "pdi": boolean,
@@ -474,7 +474,7 @@ def _argv(node: Node, at: At) -> tuple[str, ...]:
     if not isinstance(node, SequenceNode) or not node.value:
         raise at.error(node, "expected a command as a list of arguments, e.g. [eject, '{device}'] "
                              f"(never a shell string), got {describe(node)}")
-    return tuple(text("an argument")(n, at.item(i)) for i, n in enumerate(node.value))
+    return tuple(string("an argument")(n, at.item(i)) for i, n in enumerate(node.value))
 
 
 def _long_string(text: str, *, inner: bool = False) -> str:
@@ -493,8 +493,8 @@ def _long_string(text: str, *, inner: bool = False) -> str:
     return text
 
 
-_LO = text("a Long String (LO)", _long_string)
-_PREFIX = text("a Long String (LO)", lambda text: _long_string(text, inner=True))
+_LO = string("a Long String (LO)", _long_string)
+_PREFIX = string("a Long String (LO)", lambda text: _long_string(text, inner=True))
 
 
 def _id_map(node: Node, at: At) -> tuple[tuple[str, str], ...]:
@@ -570,8 +570,8 @@ _TOP: dict[str, Check] = {
         "study_stable_seconds": number(0, integer=False, above=True),
         "retention_hours": number(0, integer=False),
         "pdi": boolean,
-        "institution": text("an institution name", max_len=200),
-        "contact": text("a contact (phone, address)", max_len=200),
+        "institution": string("an institution name", max_len=200),
+        "contact": string("a contact (phone, address)", max_len=200),
     }),
     "routes": _routes,
     "import": _import,

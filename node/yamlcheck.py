@@ -60,12 +60,12 @@ def compose(text: str, source: str) -> Node:
         mark, problem = exc.problem_mark or exc.context_mark, exc.problem or exc.context or "invalid YAML"
         if exc.problem and exc.context and exc.context_mark:
             problem += f" ({exc.context} on line {exc.context_mark.line + 1})"
-        raise ConfigError(f"{source}:{mark.line + 1 if mark else 1} YAML syntax error: {one_line(problem)}") from None
+        raise ConfigError(f"{source}:{mark.line + 1 if mark else 1} YAML syntax error: {collapse_spaces(problem)}") from None
     except yaml.reader.ReaderError as exc:  # a character YAML forbids, e.g. a NUL
         line = text.count("\n", 0, exc.position) + 1
         raise ConfigError(f"{source}:{line} YAML syntax error: unacceptable character #x{exc.character:04x}: {exc.reason}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: YAML syntax error: {one_line(str(exc))}") from None
+        raise ConfigError(f"{source}: YAML syntax error: {collapse_spaces(str(exc))}") from None
     except RecursionError:  # the composer recurses once per level: "[[[[..."
         raise ConfigError(f"{source}: YAML syntax error: nested too deeply") from None
     if root is None:
@@ -100,7 +100,7 @@ class At:
 Check = Callable[[Node, At], Any]
 
 
-def one_line(text: str) -> str:
+def collapse_spaces(text: str) -> str:
     return " ".join(text.split())
 
 
@@ -158,7 +158,7 @@ def number(lo: float, hi: float | None = None, *, integer: bool = True, above: b
     return check
 
 
-def text(expected: str = "a string", rule: Callable[[str], str] | None = None, *, max_len: int = 0) -> Check:
+def string(expected: str = "a string", rule: Callable[[str], str] | None = None, *, max_len: int = 0) -> Check:
     """Any scalar, as written: not empty, no control characters, at most ``max_len`` long, then ``rule``.
 
     ``rule`` returns the value to keep, or raises ``ValueError("is not ...")`` to refuse it.
@@ -187,7 +187,7 @@ def absolute(value: str, at: At, node: Node) -> Path:
 
 def path(node: Node, at: At) -> Path:
     """A path, made absolute against the working directory at load time."""
-    return absolute(text("a path")(node, at), at, node)
+    return absolute(string("a path")(node, at), at, node)
 
 
 def folder(node: Node, at: At) -> Path:
@@ -211,7 +211,7 @@ def choice(*options: str, upper: bool = False) -> Check:
     listed = ", ".join(options)
 
     def check(node: Node, at: At) -> str:
-        written: str = text(f"one of {listed}")(node, at)
+        written: str = string(f"one of {listed}")(node, at)
         value = written.upper() if upper else written.lower()
         if value not in options:
             raise at.error(node, f"{short(written)} is not one of {listed}")
@@ -299,6 +299,6 @@ def load_sidecar(path: str | os.PathLike[str], rules: Mapping[str, Callable[[str
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{name}:{exc.lineno} JSON syntax error: {exc.msg}") from None
         content = content.replace("\t", " ")  # JSON whitespace, never inside a JSON string; YAML refuses tabs
-    table = {key: text(f"a value for {key}", rule) for key, rule in rules.items()}
+    table = {key: string(f"a value for {key}", rule) for key, rule in rules.items()}
     values, _ = fields(compose(content, name), At(name, ""), table)
     return values

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from node import __version__, profiles
 from node.conformance.markdown import CONTENTS, table
-from node.conformance.tables import storage_classes
+from node.conformance.tables import default_storage_classes
 
 
 def overview() -> str:
     """PS3.2 section 1: the network services and media profiles, in brief."""
-    accepted = storage_classes()
+    accepted = default_storage_classes()
     listed = (f"Storage: the {len(accepted)} storage SOP classes of [SOP Classes of the Storage SCP]"
               "(#sop-classes-of-the-storage-scp), and those of `node.extra_sop_classes`")
     network = table(

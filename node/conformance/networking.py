@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from node import config, dicom
 from node.conformance.markdown import syntaxes, table, tag, tag_name, uid_name
-from node.conformance.tables import config_keys, scp_contexts, storage_classes
+from node.conformance.tables import config_keys, default_storage_classes, scp_contexts
 from node.read import sender
 from node.receive import instance, scp
 
@@ -15,7 +15,7 @@ def section() -> str:
     node = config.NodeConfig()
     ae = scp.make_ae(config.Config())
     groups = scp_contexts()
-    storage = set(storage_classes())
+    storage = set(default_storage_classes())
     accepted_rows = []
     for ts, classes in groups.items():
         if len(classes) == 1:

@@ -23,7 +23,7 @@ def scp_contexts() -> dict[tuple[str, ...], list[str]]:
     return {k: sorted(v) for k, v in groups.items()}
 
 
-def storage_classes() -> list[str]:
+def default_storage_classes() -> list[str]:
     """Every storage SOP class the SCP accepts with the default configuration."""
     return scp.storage_classes(config.Config())
 
