@@ -140,8 +140,8 @@ def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -
             encode(MEDIA_STORAGE_SOP_CLASS_UID, "UI", sop_class_uid),
             encode(MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", sop_instance_uid),
             encode(TRANSFER_SYNTAX_UID, "UI", transfer_syntax),
-            encode(IMPLEMENTATION_CLASS_UID, "UI", dicom.IMPLEMENTATION_CLASS_UID),
-            encode(IMPLEMENTATION_VERSION_NAME, "SH", dicom.IMPLEMENTATION_VERSION_NAME),
+            encode(IMPLEMENTATION_CLASS_UID, "UI", dicom.MEDIANODE_CLASS_UID),
+            encode(IMPLEMENTATION_VERSION_NAME, "SH", dicom.MEDIANODE_VERSION_NAME),
         )
     )
     return b"\0" * 128 + b"DICM" + encode(FILE_META_INFORMATION_GROUP_LENGTH, "UL", _U32.pack(len(body))) + body

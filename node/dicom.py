@@ -37,9 +37,9 @@ from node.tags import (
 #: Our root for UIDs we create: the UUID-derived arc of ISO/IEC 9834-8 (PS3.5 B.2).
 UID_ROOT = "2.25."
 #: Implementation Class UID (0002,0012): a fixed 2.25 UID, never to change.
-IMPLEMENTATION_CLASS_UID = "2.25.97105863420866512018826353004958637519"
+MEDIANODE_CLASS_UID = "2.25.97105863420866512018826353004958637519"
 #: Implementation Version Name (0002,0013): SH, at most 16 characters.
-IMPLEMENTATION_VERSION_NAME = "MEDIANODE_010"
+MEDIANODE_VERSION_NAME = "MEDIANODE_010"
 
 
 def new_uid() -> str:

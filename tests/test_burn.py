@@ -132,7 +132,7 @@ def test_pixels_and_file_meta_survive(real_world: tuple[Path, Path, dict[str, st
         assert dst.file_meta.TransferSyntaxUID == dicom.EXPLICIT_VR_LE
         assert dst.file_meta.MediaStorageSOPClassUID == dst.SOPClassUID == src.SOPClassUID
         assert dst.file_meta.MediaStorageSOPInstanceUID == dst.SOPInstanceUID == uid
-        assert dst.file_meta.ImplementationClassUID == dicom.IMPLEMENTATION_CLASS_UID
+        assert dst.file_meta.ImplementationClassUID == dicom.MEDIANODE_CLASS_UID
         if "PixelData" in src:
             assert np.array_equal(dst.pixel_array, src.pixel_array), uids[uid]
         if src.file_meta.get("TransferSyntaxUID") == dicom.EXPLICIT_VR_LE and "PixelData" in src:

@@ -178,6 +178,6 @@ import destinations are `import.destination` (`ae_title`, `host`, `port`).
 def _identity() -> str:
     return table(
         ("Attribute", "Value"),
-        [("Implementation Class UID", f"`{dicom.IMPLEMENTATION_CLASS_UID}`"),
-         ("Implementation Version Name", f"`{dicom.IMPLEMENTATION_VERSION_NAME}`")],
+        [("Implementation Class UID", f"`{dicom.MEDIANODE_CLASS_UID}`"),
+         ("Implementation Version Name", f"`{dicom.MEDIANODE_VERSION_NAME}`")],
     )

@@ -73,9 +73,9 @@ from node.dicom import (
     DEFLATED_LE,
     EXPLICIT_VR_BE,
     EXPLICIT_VR_LE,
-    IMPLEMENTATION_CLASS_UID,
-    IMPLEMENTATION_VERSION_NAME,
     IMPLICIT_VR_LE,
+    MEDIANODE_CLASS_UID,
+    MEDIANODE_VERSION_NAME,
     syntax_name,
 )
 from node.errors import MediumError, one_line
@@ -594,8 +594,8 @@ def associate(destination: SendTarget, contexts: Sequence[tuple[str, Sequence[st
 
 def _associate_once(destination: SendTarget, contexts: Sequence[tuple[str, Sequence[str]]]) -> Association:
     ae = AE(ae_title=destination.calling_aet)
-    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID  # our identity, as the SCP's (PS3.7 D.3.3.2)
-    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+    ae.implementation_class_uid = MEDIANODE_CLASS_UID  # our identity, as the SCP's (PS3.7 D.3.3.2)
+    ae.implementation_version_name = MEDIANODE_VERSION_NAME
     ae.connection_timeout = CONNECT_TIMEOUT
     ae.acse_timeout = ACSE_TIMEOUT
     ae.dimse_timeout = DIMSE_TIMEOUT

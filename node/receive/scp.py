@@ -125,8 +125,8 @@ def make_ae(config: Config) -> AE:
     _config.LOG_HANDLER_LEVEL = "none"
     node = config.node
     ae = AE(ae_title=node.ae_title)
-    ae.implementation_class_uid = dicom.IMPLEMENTATION_CLASS_UID
-    ae.implementation_version_name = dicom.IMPLEMENTATION_VERSION_NAME
+    ae.implementation_class_uid = dicom.MEDIANODE_CLASS_UID
+    ae.implementation_version_name = dicom.MEDIANODE_VERSION_NAME
     ae.maximum_pdu_size = node.max_pdu
     ae.maximum_associations = node.max_associations
     ae.require_called_aet = True  # against the title handle_requested sets per association
