@@ -207,7 +207,7 @@ def _add_import(sub: _Subparsers) -> None:
 
 def _import(args: argparse.Namespace, out: TextIO) -> int:
     from node.config import load_config
-    from node.imports import import_recorded
+    from node.intake import import_recorded
     from node.read.importer import import_medium, parse_destination
 
     destination = parse_destination(args.to)

@@ -23,7 +23,7 @@ from typing import Any
 from node import jobs
 from node.config import Config, PublisherOutput, load_config
 from node.errors import ConfigError
-from node.imports import ImportRunner
+from node.intake import ImportRunner
 from node.index import Index
 from node.receive import workers
 from node.receive.instance import index_orphans

@@ -26,7 +26,7 @@ from pydicom.sequence import Sequence
 from node import pixels
 from node.config import Coercion, parse_config
 from node.errors import EXIT_USAGE, ConfigError
-from node.imports import ImportRunner
+from node.intake import ImportRunner
 from node.index import Index
 from node.read.header import data_set_offset
 from node.read.importer import CoercedAttribute, ImportReport, import_medium

@@ -9,7 +9,7 @@ from pathlib import Path
 from pydicom import dcmread
 
 from node.config import parse_config
-from node.imports import ImportRunner
+from node.intake import ImportRunner
 from node.index import Index
 from node.read.watcher import Ready
 from tests.conftest import StoreSCP, cli, cli_process, ct_series, free_port

@@ -26,7 +26,7 @@ import pytest
 from watchdog.observers.polling import PollingObserver
 
 from node.config import Config, parse_config
-from node.imports import ImportRunner, medium_identity
+from node.intake import ImportRunner, medium_identity
 from node.index import Index
 from node.read.watcher import Watcher, disc_loaded
 from tests.conftest import StoreSCP, cli, ct_series, until

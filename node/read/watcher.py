@@ -1,7 +1,7 @@
 """Notice media that are ready to import: an inbox item, a mounted medium, a disc in a drive.
 
 Only *that* a medium is ready is decided here (``on_ready`` is called once for
-it); what an import is belongs to :mod:`node.imports`. Nothing on a medium is
+it); what an import is belongs to :mod:`node.intake`. Nothing on a medium is
 executed or mounted (DESIGN.md invariant 5): the watcher lists and stats.
 
 - **Inbox.** An ``.iso`` file or a folder directly in the inbox is ready once its
@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 CDROM_DRIVE_STATUS = 0x5326
 CDSL_CURRENT = 0x7FFFFFFF
 CDS_DISC_OK = 4
-#: Inbox sub-folders finished items are filed into (by :mod:`node.imports`); never imported.
+#: Inbox sub-folders finished items are filed into (by :mod:`node.intake`); never imported.
 DONE, FAILED = "done", "failed"
 
 WatchedKind = Literal["inbox", "mount", "drive"]

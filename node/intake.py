@@ -1,4 +1,4 @@
-"""The node's import side: what happens to a medium the watcher found ready, or
+"""The node's intake of media: what happens to a medium the watcher found ready, or
 that ``medianode import --config`` was given.
 
 :class:`ImportRunner` knows the medium (its identity), the index (was it
