@@ -118,9 +118,22 @@ CREATE TABLE IF NOT EXISTS job_waits (  -- a building job waiting on its output 
 );
 """
 
+#: Version 2: what tells "the same instance again" from a late arrival, when a recovered study may be cut,
+#: and which volume an addendum completes.
+#: (No comment on an ADD COLUMN line: SQLite copies that text into the CREATE TABLE; no ";" in a comment.)
+_VERSION_2 = """
+-- SHA-256 of the data set bytes after the File Meta, in the index and as each job took it
+ALTER TABLE instances ADD COLUMN digest TEXT;
+ALTER TABLE job_files ADD COLUMN digest TEXT;
+-- a study's quiet period counts from here (a restart), not from an arrival before it
+ALTER TABLE studies ADD COLUMN quiet_from DOUBLE PRECISION;
+-- the label of the volume whose study this one completes
+ALTER TABLE volumes ADD COLUMN addendum_of TEXT
+"""
+
 #: The schema's history, oldest first: migration ``n`` (1-based) takes an index from version n-1 to n.
 #: Append a migration for every change (a table, a column, an index); never edit one that has shipped.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1,)
+MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2)
 
 #: The version this code reads and writes.
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -146,6 +159,7 @@ class Received:
     called_aet: str
     route: str  # JSON
     received_at: float
+    digest: str = ""  # SHA-256 of the data set bytes, hex ("" when not known)
 
 
 @dataclass(frozen=True)
@@ -245,9 +259,15 @@ class Index:
 
     # -- receiving -------------------------------------------------------------
 
-    def add_instance(self, r: Received) -> None:
-        """Index a stored instance; a copy it replaces is released for deletion."""
+    def add_instance(self, r: Received) -> bool:
+        """Index a stored instance; a copy it replaces is released for deletion.
+
+        The same instance again (:meth:`holds` it) changes nothing and returns
+        False: its file is the caller's to remove.
+        """
         with self.transaction() as db:
+            if self._holds(db, r.sop_instance_uid, r.digest):
+                return False
             old = db.execute("SELECT path FROM instances WHERE sop_instance_uid = ?", (r.sop_instance_uid,)).fetchone()
             if old and old[0] != r.path:
                 db.execute("INSERT INTO released_files (path, released) VALUES (?, ?) "
@@ -260,6 +280,22 @@ class Index:
                    ON CONFLICT (study_uid) DO UPDATE SET last_received = excluded.last_received,
                    route = excluded.route, pending = 1""",
                 (r.study_uid, r.patient_id, r.patient_name, r.route, r.received_at, r.received_at))
+        return True
+
+    def holds(self, sop_instance_uid: str, digest: str) -> bool:
+        """True when the index's copy of this instance has this data set digest (the same instance again)."""
+        return self._holds(self.db, sop_instance_uid, digest)
+
+    @staticmethod
+    def _holds(db: sqlite3.Connection, sop_instance_uid: str, digest: str) -> bool:
+        """The copy in ``instances``, else (once the spool let it go) the one the latest job took."""
+        if not digest:
+            return False
+        row = db.execute("SELECT digest FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)).fetchone()
+        if row is None:
+            row = db.execute("SELECT digest FROM job_files WHERE sop_instance_uid = ? ORDER BY job_id DESC LIMIT 1",
+                             (sop_instance_uid,)).fetchone()
+        return row is not None and row[0] == digest
 
     def study_route(self, study_uid: str) -> str | None:
         """The route recorded for a study (of its latest instance), or None for a study not seen."""
@@ -311,8 +347,8 @@ class Index:
         db.execute("INSERT INTO jobs (id, route, state, created, late) VALUES (?, ?, 'pending', ?, ?)",
                    (job, route, time.time(), 1 if late else 0))
         db.executemany("INSERT INTO job_studies (job_id, study_uid) VALUES (?, ?)", [(job, u) for u in study_uids])
-        db.execute(f"""INSERT INTO job_files (job_id, sop_instance_uid, path, size)
-                       SELECT ?, sop_instance_uid, path, size FROM instances WHERE study_uid IN ({marks})""",
+        db.execute(f"""INSERT INTO job_files (job_id, sop_instance_uid, path, size, digest)
+                       SELECT ?, sop_instance_uid, path, size, digest FROM instances WHERE study_uid IN ({marks})""",
                    (job, *study_uids))
         db.execute(f"UPDATE studies SET pending = 0, jobs = jobs + 1 WHERE study_uid IN ({marks})", study_uids)
         return job
@@ -495,7 +531,8 @@ class Index:
 
 
 _INSTANCE_COLUMNS = ("sop_instance_uid", "sop_class_uid", "study_uid", "series_uid", "patient_id", "patient_name",
-                     "modality", "transfer_syntax", "path", "size", "calling_aet", "called_aet", "route", "received_at")
+                     "modality", "transfer_syntax", "path", "size", "calling_aet", "called_aet", "route", "received_at",
+                     "digest")
 _UPSERT_INSTANCE = (f"INSERT INTO instances ({', '.join(_INSTANCE_COLUMNS)}) "
                     f"VALUES ({', '.join('?' * len(_INSTANCE_COLUMNS))}) ON CONFLICT (sop_instance_uid) DO UPDATE SET "
                     + ", ".join(f"{c} = excluded.{c}" for c in _INSTANCE_COLUMNS[1:]))

@@ -244,13 +244,31 @@ def test_four_concurrent_associations(start_node: Callable[..., Node], tmp_path:
             assert dataset_bytes(row["path"]) == dataset_bytes(path)  # DCMTK re-encodes nothing here
 
 
-def test_an_instance_sent_again_gets_a_new_file_and_releases_the_old(start_node: Callable[..., Node]) -> None:
+def test_the_same_instance_again_changes_nothing(start_node: Callable[..., Node], tmp_path: Path) -> None:
     node = start_node()
     assert statuses(storescu(node.port, bundled("CT_small.dcm"), aec="BURN")) == [dicom.SUCCESS]
     (first,) = node.rows()
+    with sqlite3.connect(node.data_dir / "index.sqlite") as db:
+        db.execute("UPDATE studies SET pending = 0")  # as if its job had been cut
+    # Another sender, another File Meta, the same data set: acknowledged, and not news.
+    assert statuses(storescu(node.port, bundled("CT_small.dcm"), aec="BURN", aet="PACS")) == [dicom.SUCCESS]
+    assert node.rows() == [first] and [str(p) for p in node.spooled()] == [first["path"]]
+    assert node.temp_files() == [] and node.released() == []
+    with sqlite3.connect(node.data_dir / "index.sqlite") as db:
+        assert db.execute("SELECT pending FROM studies").fetchall() == [(0,)]
+
+
+def test_a_changed_instance_under_a_known_uid_gets_a_new_file_and_releases_the_old(
+        start_node: Callable[..., Node], tmp_path: Path) -> None:
+    node = start_node()
     assert statuses(storescu(node.port, bundled("CT_small.dcm"), aec="BURN")) == [dicom.SUCCESS]
+    (first,) = node.rows()
+    changed = dcmread(bundled("CT_small.dcm"))
+    changed.ImageComments = "corrected"
+    changed.save_as(tmp_path / "changed.dcm")
+    assert statuses(storescu(node.port, tmp_path / "changed.dcm", aec="BURN")) == [dicom.SUCCESS]
     (second,) = node.rows()
-    assert second["path"] != first["path"]
+    assert second["path"] != first["path"] and second["digest"] != first["digest"]
     assert [str(p) for p in node.spooled()] == sorted([first["path"], second["path"]])  # never overwritten
     assert node.released() == [first["path"]]
 

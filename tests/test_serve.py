@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -188,6 +189,31 @@ def test_late_instance_makes_a_superseding_volume(node: Node, tmp_path: Path) ->
     volumes = json.loads(cli("volumes", "--config", node.config, "--study", study, "--json").out)
     assert len(volumes) == 2 and volumes[0]["superseded_by"] == volumes[1]["label"]
     assert len(by_uid(extract(Path(volumes[1]["paths"][0]), tmp_path / "new"))) == 4
+
+
+def test_the_same_study_sent_again_is_not_news_and_a_changed_instance_is(node: Node, tmp_path: Path) -> None:
+    files = ct_series(tmp_path / "ct", 3)
+    assert storescu(node, files).returncode == 0
+    node.wait_for(lambda: len(node.images()) == 1)
+    assert storescu(node, files, calling="PACS").returncode == 0  # a re-push: every instance identical
+    # Each C-STORE is answered once the index has decided: nothing pending, no second job, no temp file.
+    assert index_rows(node, "SELECT COUNT(*) FROM jobs") == [(1,)]
+    assert index_rows(node, "SELECT pending FROM studies") == [(0,)]
+    assert list((node.data / "tmp").iterdir()) == []
+    changed = dcmread(files[1])
+    changed.ImageComments = "corrected"
+    changed.save_as(files[1])
+    assert storescu(node, files).returncode == 0  # one instance differs: a late arrival
+    node.wait_for(lambda: len(node.images()) == 2)
+    assert index_rows(node, "SELECT COUNT(*) FROM jobs") == [(2,)]
+    newest = json.loads(cli("volumes", "--config", node.config, "--json").out)[-1]
+    burned = by_uid(extract(Path(newest["paths"][0]), tmp_path / "new"))
+    assert len(burned) == 3 and dcmread(burned[str(changed.SOPInstanceUID)]).ImageComments == "corrected"
+
+
+def index_rows(node: Node, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(node.data / "index.sqlite") as db:
+        return db.execute(sql).fetchall()
 
 
 def test_refusals_store_nothing(tmp_path: Path) -> None:

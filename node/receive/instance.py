@@ -7,6 +7,7 @@ receivers start.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import warnings
@@ -53,15 +54,28 @@ class ReceivedInstance:
     patient_name: str
     modality: str
     transfer_syntax: str
+    #: Offset of the data set: the first byte after the File Meta Information (PS3.10 7.1).
+    dataset_offset: int
 
     def stored(self, path: str, size: int, *, calling_aet: str, called_aet: str, route: str,
-               received_at: float) -> Received:
+               received_at: float, digest: str) -> Received:
         """The index's record of this instance, stored at ``path``."""
         return Received(
             sop_instance_uid=self.sop_instance_uid, sop_class_uid=self.sop_class_uid, study_uid=self.study_uid,
             series_uid=self.series_uid, patient_id=self.patient_id, patient_name=self.patient_name,
             modality=self.modality, transfer_syntax=self.transfer_syntax, path=path, size=size,
-            calling_aet=calling_aet, called_aet=called_aet, route=route, received_at=received_at)
+            calling_aet=calling_aet, called_aet=called_aet, route=route, received_at=received_at, digest=digest)
+
+
+def dataset_digest(path: str | os.PathLike[str], offset: int) -> str:
+    """SHA-256 (hex) of a file's data set bytes, after its File Meta: what tells the same instance again,
+    whoever sent it (the File Meta differs per sender)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fp:
+        fp.seek(offset)
+        while chunk := fp.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def read_instance(path: str | os.PathLike[str]) -> ReceivedInstance:
@@ -80,7 +94,7 @@ def read_instance(path: str | os.PathLike[str]) -> ReceivedInstance:
     return ReceivedInstance(
         h.text(SOP_CLASS_UID), h.text(SOP_INSTANCE_UID), h.text(STUDY_UID), h.text(SERIES_UID),
         _decode(h.elements.get(PATIENT_ID), charset), _decode(h.elements.get(PATIENT_NAME), charset),
-        h.text(MODALITY), h.transfer_syntax)
+        h.text(MODALITY), h.transfer_syntax, h.dataset_offset)
 
 
 def _read_with_pydicom(path: str) -> ReceivedInstance:
@@ -89,6 +103,7 @@ def _read_with_pydicom(path: str) -> ReceivedInstance:
 
     tags = (SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_UID, SERIES_UID, PATIENT_ID, PATIENT_NAME, MODALITY)
     try:
+        _, offset, _ = dcmio.read_meta(path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = dcmread(path, stop_before_pixels=True, specific_tags=[*_WANTED])
@@ -96,7 +111,7 @@ def _read_with_pydicom(path: str) -> ReceivedInstance:
             syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
     except Exception as exc:  # pydicom raises many types for bad input
         raise UnreadableDataSet(f"{type(exc).__name__}: {exc}") from None
-    return ReceivedInstance(v[0], v[1], v[2], v[3], v[4], v[5], v[6], syntax)
+    return ReceivedInstance(v[0], v[1], v[2], v[3], v[4], v[5], v[6], syntax, offset)
 
 
 def _decode(element: dcmio.Element | None, charset: str) -> str:
@@ -147,8 +162,11 @@ def index_orphans(spool: Spool, index: Index, *, known: set[str]) -> int:
             logger.warning("start-up: spooled file %s does not hold what its name says, left alone", path)
             continue
         stat = path.stat()
-        index.add_instance(inst.stored(str(path), stat.st_size, calling_aet="", called_aet="",
-                                       route=index.study_route(inst.study_uid) or routing.STORE_ONLY,
-                                       received_at=stat.st_mtime))
-        count += 1
+        if index.add_instance(inst.stored(str(path), stat.st_size, calling_aet="", called_aet="",
+                                          route=index.study_route(inst.study_uid) or routing.STORE_ONLY,
+                                          received_at=stat.st_mtime,
+                                          digest=dataset_digest(path, inst.dataset_offset))):
+            count += 1
+        else:
+            path.unlink()  # the index holds the same instance (a job took it): this copy is not news
     return count

@@ -7,6 +7,10 @@ streams each received data set into ``data_dir/tmp``
 the handler reads the few attributes the index and the routes need with
 :func:`node.dcmio.read_header` and renames the file into the spool.
 
+The same instance again (the SOP Instance UID and the SHA-256 of the data set
+bytes of the copy the index holds, in the spool or in a job) is answered with
+success and changes nothing: no file kept, no study made pending, no job.
+
 Refusals, each with a named status (node.dicom) and a log line, leave nothing
 behind (pynetdicom unlinks the temp file once the handler returns):
 
@@ -50,7 +54,7 @@ from node import audit, dicom, routing
 from node.config import TLS, Config
 from node.index import Index, Received
 from node.netcompat import answer_as, set_reactor_delay
-from node.receive.instance import UnreadableDataSet, read_instance
+from node.receive.instance import ReceivedInstance, UnreadableDataSet, dataset_digest, read_instance
 from node.receive.spool import Spool, is_uid
 
 logger = logging.getLogger(__name__)
@@ -149,7 +153,9 @@ def ssl_context(tls: TLS) -> ssl.SSLContext:
 
 
 class Indexer(Protocol):
-    def add_instance(self, r: Received) -> None: ...
+    def holds(self, sop_instance_uid: str, digest: str) -> bool: ...
+
+    def add_instance(self, r: Received) -> bool: ...
 
 
 class SharedIndex:
@@ -162,9 +168,13 @@ class SharedIndex:
         self.index = index
         self.lock = threading.Lock()
 
-    def add_instance(self, r: Received) -> None:
+    def holds(self, sop_instance_uid: str, digest: str) -> bool:
         with self.lock:
-            self.index.add_instance(r)
+            return self.index.holds(sop_instance_uid, digest)
+
+    def add_instance(self, r: Received) -> bool:
+        with self.lock:
+            return self.index.add_instance(r)
 
 
 #: pynetdicom's DUL thread sleeps 1 ms whenever a loop of its reactor found nothing to do
@@ -317,6 +327,9 @@ def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
                                 modality=inst.modality, sop_class=inst.sop_class_uid)
     if route is not None and route.action == "reject":
         raise Refused(dicom.REFUSED_NOT_AUTHORIZED, f"study {inst.study_uid}: rejected by the route at {route.where}")
+    digest = dataset_digest(path, inst.dataset_offset)
+    if index.holds(inst.sop_instance_uid, digest):
+        return _again(inst, calling, called)
     floor, free = config.node.min_free_mb << 20, spool.free_bytes()
     if free < floor:
         raise Refused(dicom.OUT_OF_RESOURCES, f"study {inst.study_uid}: {free >> 20} MB free in "
@@ -326,14 +339,24 @@ def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
     except OSError as exc:
         raise Refused(dicom.SPOOL_WRITE_FAILED, f"study {inst.study_uid}: cannot write the spool: {exc}") from None
     try:
-        index.add_instance(inst.stored(str(final), size, calling_aet=calling, called_aet=called,
-                                       route=routing.settings(route), received_at=time.time()))
+        added = index.add_instance(inst.stored(str(final), size, calling_aet=calling, called_aet=called,
+                                               route=routing.settings(route), received_at=time.time(), digest=digest))
     except Exception as exc:
         os.unlink(final)  # not indexed, so not stored: the sender will retry
         raise Refused(dicom.PROCESSING_FAILURE, f"study {inst.study_uid}: cannot index: {exc}") from None
+    if not added:  # another association stored the same instance meanwhile
+        os.unlink(final)
+        return _again(inst, calling, called)
     if live.first_time(inst.study_uid):
         logger.info("Receiving study %s (patient %s) from %s to %s: %s", inst.study_uid, inst.patient_id,
                     calling, called, route.action if route else "store (no route matched)")
+    return dicom.SUCCESS
+
+
+def _again(inst: ReceivedInstance, calling: str, called: str) -> int:
+    """The same instance again (same SOP Instance UID, same data set bytes) is not news: success, nothing kept."""
+    logger.debug("C-STORE from %s to %s of %s (study %s): the same instance again, nothing changed",
+                 calling, called, inst.sop_instance_uid, inst.study_uid)
     return dicom.SUCCESS
 
 

@@ -3,8 +3,8 @@
 An instance is answered with success only once it is on disk under its final
 name: the file is fsync'd, renamed into ``spool/<StudyInstanceUID>/`` and the
 directory fsync'd. Nothing is ever written under a final name, and a final name
-is never reused: an instance received again gets a new file, and the index
-releases the older one (jobs read a snapshot of paths, so a file a job holds
+is never reused: an instance received again with other content gets a new file,
+and the index releases the older one (the same content again is not placed) (jobs read a snapshot of paths, so a file a job holds
 must not change under it).
 
 This module knows nothing of pynetdicom: ``scp.py`` hands it the temp file
