@@ -3,9 +3,11 @@ side and the building side share, so either can crash and restart alone.
 
 Every query lives here. Writers take ``BEGIN IMMEDIATE`` so that the receiver
 processes, the scheduler and the job worker serialise on the database lock; the
-journal is WAL with ``synchronous=NORMAL``: a commit survives a crash of the
-process (what ``kill -9`` tests), and after a power loss the spool, which is
-fsync'd before any commit, is re-indexed at start-up (:meth:`Index.unindexed`).
+journal is WAL. The receivers' connections run ``synchronous=FULL``: a commit that
+precedes an acknowledgement survives a power loss. The others run
+``synchronous=NORMAL``: a commit survives a crash of the process (what ``kill -9``
+tests), and the spool, which is fsync'd before any commit, is re-indexed at
+start-up (:func:`node.receive.instance.index_orphans`).
 
 The schema has a version (the ``schema_version`` table) and grows by
 :data:`MIGRATIONS`, applied in order when an index is opened, each in one
@@ -204,11 +206,13 @@ class Volume:
 class Index:
     """A connection to ``data_dir/index.sqlite`` (one per process and thread)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, durable: bool = False) -> None:
+        """``durable``: every commit is on disk when it returns (``synchronous=FULL``), for the receivers,
+        whose commits precede an acknowledgement."""
         self.path = path
         self.db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self.db.execute("PRAGMA busy_timeout=60000")
         try:
             self.migrate()
@@ -302,6 +306,12 @@ class Index:
         row = self.db.execute("SELECT route FROM studies WHERE study_uid = ?", (study_uid,)).fetchone()
         return str(row[0]) if row else None
 
+    def quiet_from(self, now: float) -> int:
+        """Count the quiet period of every pending study from ``now`` (a restart: the sender that was cut
+        off resumes); return how many."""
+        with self.transaction() as db:
+            return int(db.execute("UPDATE studies SET quiet_from = ? WHERE pending = 1", (now,)).rowcount)
+
     def known_paths(self) -> set[str]:
         """Every spool file the index points at, current or waiting in a job."""
         rows = self.db.execute("SELECT path FROM instances UNION SELECT path FROM job_files")
@@ -310,12 +320,13 @@ class Index:
     # -- scheduling ------------------------------------------------------------
 
     def stable_studies(self, quiet_since: float) -> list[StableStudy]:
-        """Studies holding instances no job has taken, and quiet since ``quiet_since``."""
+        """Studies holding instances no job has taken, and quiet since ``quiet_since`` (and their restart)."""
         rows = self.db.execute(
             """SELECT s.study_uid, s.patient_id, s.route, s.jobs, COALESCE(SUM(i.size), 0)
                FROM studies s JOIN instances i USING (study_uid)
-               WHERE s.pending = 1 AND s.last_received <= ? GROUP BY s.study_uid ORDER BY s.first_received""",
-            (quiet_since,))
+               WHERE s.pending = 1 AND s.last_received <= ? AND COALESCE(s.quiet_from, 0) <= ?
+               GROUP BY s.study_uid ORDER BY s.first_received""",
+            (quiet_since, quiet_since))
         return [StableStudy(*row) for row in rows]
 
     def settle(self, study_uids: Iterable[str]) -> None:
@@ -328,8 +339,8 @@ class Index:
         with self.transaction() as db:
             marks = ",".join("?" * len(study_uids))
             fresh = db.execute(
-                f"SELECT COUNT(*) FROM studies WHERE study_uid IN ({marks}) AND pending = 1 AND last_received <= ?",
-                (*study_uids, quiet_since)).fetchone()[0]
+                f"SELECT COUNT(*) FROM studies WHERE study_uid IN ({marks}) AND pending = 1 AND last_received <= ? "
+                f"AND COALESCE(quiet_from, 0) <= ?", (*study_uids, quiet_since, quiet_since)).fetchone()[0]
             if fresh != len(study_uids):
                 return None
             return self._insert_job(db, study_uids, route)

@@ -82,6 +82,16 @@ def test_late_arrival_supersedes_with_the_whole_study(tmp_path: Path) -> None:
     assert len(iso_files(Path(new.paths[0]))) == 4  # the whole study, not just the late one
 
 
+def test_a_study_recovered_at_start_up_waits_a_full_quiet_period_from_the_restart(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    (tmp_path / "var").mkdir()
+    index = Index(tmp_path / "var" / "index.sqlite")
+    receive(index, ct_series(tmp_path / "spool", 2), route=settings(config.routes[0]), at=1000.0)
+    assert index.quiet_from(5000.0) == 1  # the node restarts long after the last arrival
+    assert schedule(index, config, now=5029.0) == []  # the sender that was cut off may resume
+    assert len(schedule(index, config, now=5030.0)) == 1
+
+
 def two_studies_of_one_patient(tmp_path: Path) -> tuple[Config, Index, str]:
     """A route grouping by patient, and two studies of one patient received on it: (config, index, route)."""
     config = make_config(tmp_path, group="patient")

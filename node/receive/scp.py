@@ -5,7 +5,9 @@ A C-STORE is answered with success only once its instance is in the spool
 streams each received data set into ``data_dir/tmp``
 (``STORE_RECV_CHUNKED_DATASET``), so no instance sits in memory (invariant 4);
 the handler reads the few attributes the index and the routes need with
-:func:`node.dcmio.read_header` and renames the file into the spool.
+:func:`node.dcmio.read_header` and copies the file into the spool with the File
+Meta it keeps (the calling and called AE titles, for a rebuilt index), the data
+set bytes unchanged and hashed on the way.
 
 The same instance again (the SOP Instance UID and the SHA-256 of the data set
 bytes of the copy the index holds, in the spool or in a job) is answered with
@@ -54,7 +56,7 @@ from node import audit, dicom, routing
 from node.config import TLS, Config
 from node.index import Index, Received
 from node.netcompat import answer_as, set_reactor_delay
-from node.receive.instance import ReceivedInstance, UnreadableDataSet, dataset_digest, read_instance
+from node.receive.instance import ReceivedInstance, UnreadableDataSet, read_instance, routes_digest
 from node.receive.spool import Spool, is_uid
 
 logger = logging.getLogger(__name__)
@@ -327,17 +329,24 @@ def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
                                 modality=inst.modality, sop_class=inst.sop_class_uid)
     if route is not None and route.action == "reject":
         raise Refused(dicom.REFUSED_NOT_AUTHORIZED, f"study {inst.study_uid}: rejected by the route at {route.where}")
-    digest = dataset_digest(path, inst.dataset_offset)
-    if index.holds(inst.sop_instance_uid, digest):
-        return _again(inst, calling, called)
     floor, free = config.node.min_free_mb << 20, spool.free_bytes()
     if free < floor:
         raise Refused(dicom.OUT_OF_RESOURCES, f"study {inst.study_uid}: {free >> 20} MB free in "
                       f"{config.node.data_dir}, under node.min_free_mb {config.node.min_free_mb}")
+    head = inst.spool_head(calling_aet=calling, called_aet=called, routes=routes_digest(config.routes))
     try:
-        final, size = spool.place(path, study_uid=inst.study_uid, sop_instance_uid=inst.sop_instance_uid)
+        staged, digest = spool.stage(path, head=head, offset=inst.dataset_offset)
     except OSError as exc:
         raise Refused(dicom.SPOOL_WRITE_FAILED, f"study {inst.study_uid}: cannot write the spool: {exc}") from None
+    try:
+        if index.holds(inst.sop_instance_uid, digest):
+            return _again(inst, calling, called)
+        try:
+            final, size = spool.place(staged, study_uid=inst.study_uid, sop_instance_uid=inst.sop_instance_uid)
+        except OSError as exc:
+            raise Refused(dicom.SPOOL_WRITE_FAILED, f"study {inst.study_uid}: cannot write the spool: {exc}") from None
+    finally:
+        staged.unlink(missing_ok=True)  # placed (renamed away), or not news, or refused
     try:
         added = index.add_instance(inst.stored(str(final), size, calling_aet=calling, called_aet=called,
                                                route=routing.settings(route), received_at=time.time(), digest=digest))
