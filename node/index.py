@@ -201,6 +201,9 @@ class Volume:
     bytes: int
     superseded_by: str | None
     studies: list[tuple[str, str, str]]  # (study UID, patient ID, patient name)
+    #: The label of the volume this one completes: it holds what arrived after that one was burned,
+    #: and lacks some of that one's instances (set by :meth:`Index.finish_job`).
+    addendum_of: str | None = None
 
 
 class Index:
@@ -409,14 +412,41 @@ class Index:
             db.executemany("INSERT INTO job_uids (job_id, old_uid, new_uid) VALUES (?, ?, ?)",
                            [(job_id, *p) for p in (uid_map or {}).items()])
             for v in volumes:
-                db.execute(f"INSERT INTO volumes ({', '.join(_VOLUME_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
-                           (v.label, job_id, v.kind, v.created, v.copies, json.dumps(v.paths), v.bytes))
+                supersedes, addendum_of = _decide(db, job_id, [s[0] for s in v.studies])
+                db.execute(f"INSERT INTO volumes ({', '.join(_VOLUME_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                           (v.label, job_id, v.kind, v.created, v.copies, json.dumps(v.paths), v.bytes, addendum_of))
                 db.executemany("INSERT INTO volume_studies (label, study_uid, patient_id, patient_name) "
                                "VALUES (?, ?, ?, ?)", [(v.label, *s) for s in v.studies])
-                marks = ",".join("?" * len(v.studies))
-                db.execute(f"""UPDATE volumes SET superseded_by = ? WHERE superseded_by IS NULL AND label <> ?
-                               AND label IN (SELECT label FROM volume_studies WHERE study_uid IN ({marks}))""",
-                           (v.label, v.label, *(s[0] for s in v.studies)))
+                db.executemany("UPDATE volumes SET superseded_by = ? WHERE label = ?",
+                               [(v.label, label) for label in supersedes])
+
+    def addendum_target(self, job_id: int) -> str | None:
+        """The label of the volume this job's volume would complete (see :meth:`finish_job`), or None."""
+        studies = [u for (u,) in self.db.execute("SELECT study_uid FROM job_studies WHERE job_id = ?", (job_id,))]
+        return _decide(self.db, job_id, studies)[1]
+
+    def earlier_volumes(self, job_id: int) -> list[tuple[Volume, set[str]]]:
+        """The volumes not superseded that hold a study of this job (made by other jobs), oldest first, each with
+        the original SOP Instance UIDs it holds."""
+        studies = [u for (u,) in self.db.execute("SELECT study_uid FROM job_studies WHERE job_id = ?", (job_id,))]
+        return [(v, self.volume_instances(v.label)) for v in self.volumes()
+                if v.job_id != job_id and v.superseded_by is None and {s[0] for s in v.studies} & set(studies)]
+
+    def volume_instances(self, label: str) -> set[str]:
+        """The original SOP Instance UIDs a volume holds (its job's snapshot; ``job_uids`` maps them to the
+        UIDs on the medium when the medium changed them)."""
+        return _job_uids(self.db, label)
+
+    def add_job_files(self, job_id: int, files: Iterable[tuple[str, str, int]]) -> None:
+        """Add (original SOP Instance UID, path, size) of files read back from an earlier volume to a job's
+        snapshot (in place of a spool file that is gone); they are released, so housekeeping deletes them once no open job needs them."""
+        rows = list(files)
+        with self.transaction() as db:
+            db.executemany("INSERT INTO job_files (job_id, sop_instance_uid, path, size) VALUES (?, ?, ?, ?) "
+                           "ON CONFLICT (job_id, sop_instance_uid) DO UPDATE SET path = excluded.path, "
+                           "size = excluded.size, digest = NULL", [(job_id, *r) for r in rows])
+            db.executemany("INSERT INTO released_files (path, released) VALUES (?, ?) ON CONFLICT (path) DO NOTHING",
+                           [(r[1], time.time()) for r in rows])
 
     def set_wait(self, job_id: int, message: str) -> None:
         """Record what a building job waits for (``medianode status`` shows it); ``since`` is the first wait."""
@@ -470,7 +500,8 @@ class Index:
         for row in self.db.execute(sql, args).fetchall():
             studies = self.db.execute("SELECT study_uid, patient_id, patient_name FROM volume_studies WHERE label = ? "
                                       "ORDER BY study_uid", (row[0],)).fetchall()
-            out.append(Volume(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], row[7], studies))
+            out.append(Volume(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], row[7], studies,
+                              row[8]))
         return out
 
     def study_files(self, study_uids: Iterable[str]) -> list[tuple[str, str, int]]:
@@ -547,7 +578,7 @@ _INSTANCE_COLUMNS = ("sop_instance_uid", "sop_class_uid", "study_uid", "series_u
 _UPSERT_INSTANCE = (f"INSERT INTO instances ({', '.join(_INSTANCE_COLUMNS)}) "
                     f"VALUES ({', '.join('?' * len(_INSTANCE_COLUMNS))}) ON CONFLICT (sop_instance_uid) DO UPDATE SET "
                     + ", ".join(f"{c} = excluded.{c}" for c in _INSTANCE_COLUMNS[1:]))
-_VOLUME_COLUMNS = ("label", "job_id", "kind", "created", "copies", "paths", "bytes", "superseded_by")
+_VOLUME_COLUMNS = ("label", "job_id", "kind", "created", "copies", "paths", "bytes", "superseded_by", "addendum_of")
 
 
 def _next_id(db: sqlite3.Connection, table: str) -> int:
@@ -557,6 +588,36 @@ def _next_id(db: sqlite3.Connection, table: str) -> int:
     that PostgreSQL runs too, where ``INTEGER PRIMARY KEY`` does not number rows.
     """
     return int(db.execute(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {table}").fetchone()[0])
+
+
+def _job_uids(db: sqlite3.Connection, label: str) -> set[str]:
+    """The original SOP Instance UIDs of the volume ``label`` (its job's snapshot)."""
+    return {u for (u,) in db.execute("SELECT f.sop_instance_uid FROM job_files f JOIN volumes v ON v.job_id = f.job_id "
+                                     "WHERE v.label = ?", (label,))}
+
+
+def _decide(db: sqlite3.Connection, job_id: int, studies: Sequence[str]) -> tuple[list[str], str | None]:
+    """Which earlier volumes of these studies a volume of ``job_id`` supersedes, and which one it completes.
+
+    The invariant: a volume supersedes an earlier one only when it holds every
+    instance of it (by original SOP Instance UID). One that lacks some of an
+    earlier volume's instances, and holds instances that volume lacks, is an
+    addendum of it (of the volume an earlier addendum completes, when it is one).
+    """
+    marks = ",".join("?" * len(studies))
+    earlier = db.execute(
+        f"""SELECT label, addendum_of FROM volumes WHERE superseded_by IS NULL AND job_id <> ?
+            AND label IN (SELECT label FROM volume_studies WHERE study_uid IN ({marks})) ORDER BY created""",
+        (job_id, *studies)).fetchall()
+    mine = {u for (u,) in db.execute("SELECT sop_instance_uid FROM job_files WHERE job_id = ?", (job_id,))}
+    supersedes, addendum_of = [], None
+    for label, completes in earlier:
+        theirs = _job_uids(db, label)
+        if theirs <= mine:
+            supersedes.append(str(label))
+        elif addendum_of is None and mine - theirs:
+            addendum_of = str(completes or label)
+    return supersedes, addendum_of
 
 
 def _job(row: tuple[Any, ...]) -> Job:
