@@ -388,8 +388,11 @@ def _volumes(args: argparse.Namespace, out: TextIO) -> int:
             return EXIT_OK
         if not args.label:
             raise UsageError("volumes reburn needs a volume label")
-        job = jobs.reburn(index, args.label)
+        job, cannot = jobs.reburn(index, args.label, config.node.data_dir)
         out.write(f"volume {args.label}: re-burn queued as job {job}\n")
+        if cannot:
+            out.write(f"volume {args.label}: {len(cannot)} instance(s) are neither in the spool nor on an image "
+                      f"and cannot be re-burned: {', '.join(cannot)}\n")
         return EXIT_OK
     finally:
         index.close()

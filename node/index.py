@@ -3,9 +3,11 @@ side and the building side share, so either can crash and restart alone.
 
 Every query lives here. Writers take ``BEGIN IMMEDIATE`` so that the receiver
 processes, the scheduler and the job worker serialise on the database lock; the
-journal is WAL with ``synchronous=NORMAL``: a commit survives a crash of the
-process (what ``kill -9`` tests), and after a power loss the spool, which is
-fsync'd before any commit, is re-indexed at start-up (:meth:`Index.unindexed`).
+journal is WAL. The receivers' connections run ``synchronous=FULL``: a commit that
+precedes an acknowledgement survives a power loss. The others run
+``synchronous=NORMAL``: a commit survives a crash of the process (what ``kill -9``
+tests), and the spool, which is fsync'd before any commit, is re-indexed at
+start-up (:func:`node.receive.instance.index_orphans`).
 
 The schema has a version (the ``schema_version`` table) and grows by
 :data:`MIGRATIONS`, applied in order when an index is opened, each in one
@@ -118,9 +120,22 @@ CREATE TABLE IF NOT EXISTS job_waits (  -- a building job waiting on its output 
 );
 """
 
+#: Version 2: what tells "the same instance again" from a late arrival, when a recovered study may be cut,
+#: and which volume an addendum completes.
+#: (No comment on an ADD COLUMN line: SQLite copies that text into the CREATE TABLE; no ";" in a comment.)
+_VERSION_2 = """
+-- SHA-256 of the data set bytes after the File Meta, in the index and as each job took it
+ALTER TABLE instances ADD COLUMN digest TEXT;
+ALTER TABLE job_files ADD COLUMN digest TEXT;
+-- a study's quiet period counts from here (a restart), not from an arrival before it
+ALTER TABLE studies ADD COLUMN quiet_from DOUBLE PRECISION;
+-- the label of the volume whose study this one completes
+ALTER TABLE volumes ADD COLUMN addendum_of TEXT
+"""
+
 #: The schema's history, oldest first: migration ``n`` (1-based) takes an index from version n-1 to n.
 #: Append a migration for every change (a table, a column, an index); never edit one that has shipped.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1,)
+MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2)
 
 #: The version this code reads and writes.
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -146,6 +161,7 @@ class Received:
     called_aet: str
     route: str  # JSON
     received_at: float
+    digest: str = ""  # SHA-256 of the data set bytes, hex ("" when not known)
 
 
 @dataclass(frozen=True)
@@ -185,16 +201,21 @@ class Volume:
     bytes: int
     superseded_by: str | None
     studies: list[tuple[str, str, str]]  # (study UID, patient ID, patient name)
+    #: The label of the volume this one completes: it holds what arrived after that one was burned,
+    #: and lacks some of that one's instances (set by :meth:`Index.finish_job`).
+    addendum_of: str | None = None
 
 
 class Index:
     """A connection to ``data_dir/index.sqlite`` (one per process and thread)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, durable: bool = False) -> None:
+        """``durable``: every commit is on disk when it returns (``synchronous=FULL``), for the receivers,
+        whose commits precede an acknowledgement."""
         self.path = path
         self.db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self.db.execute("PRAGMA busy_timeout=60000")
         try:
             self.migrate()
@@ -245,9 +266,15 @@ class Index:
 
     # -- receiving -------------------------------------------------------------
 
-    def add_instance(self, r: Received) -> None:
-        """Index a stored instance; a copy it replaces is released for deletion."""
+    def add_instance(self, r: Received) -> bool:
+        """Index a stored instance; a copy it replaces is released for deletion.
+
+        The same instance again (:meth:`holds` it) changes nothing and returns
+        False: its file is the caller's to remove.
+        """
         with self.transaction() as db:
+            if self._holds(db, r.sop_instance_uid, r.digest):
+                return False
             old = db.execute("SELECT path FROM instances WHERE sop_instance_uid = ?", (r.sop_instance_uid,)).fetchone()
             if old and old[0] != r.path:
                 db.execute("INSERT INTO released_files (path, released) VALUES (?, ?) "
@@ -260,11 +287,33 @@ class Index:
                    ON CONFLICT (study_uid) DO UPDATE SET last_received = excluded.last_received,
                    route = excluded.route, pending = 1""",
                 (r.study_uid, r.patient_id, r.patient_name, r.route, r.received_at, r.received_at))
+        return True
+
+    def holds(self, sop_instance_uid: str, digest: str) -> bool:
+        """True when the index's copy of this instance has this data set digest (the same instance again)."""
+        return self._holds(self.db, sop_instance_uid, digest)
+
+    @staticmethod
+    def _holds(db: sqlite3.Connection, sop_instance_uid: str, digest: str) -> bool:
+        """The copy in ``instances``, else (once the spool let it go) the one the latest job took."""
+        if not digest:
+            return False
+        row = db.execute("SELECT digest FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)).fetchone()
+        if row is None:
+            row = db.execute("SELECT digest FROM job_files WHERE sop_instance_uid = ? ORDER BY job_id DESC LIMIT 1",
+                             (sop_instance_uid,)).fetchone()
+        return row is not None and row[0] == digest
 
     def study_route(self, study_uid: str) -> str | None:
         """The route recorded for a study (of its latest instance), or None for a study not seen."""
         row = self.db.execute("SELECT route FROM studies WHERE study_uid = ?", (study_uid,)).fetchone()
         return str(row[0]) if row else None
+
+    def quiet_from(self, now: float) -> int:
+        """Count the quiet period of every pending study from ``now`` (a restart: the sender that was cut
+        off resumes); return how many."""
+        with self.transaction() as db:
+            return int(db.execute("UPDATE studies SET quiet_from = ? WHERE pending = 1", (now,)).rowcount)
 
     def known_paths(self) -> set[str]:
         """Every spool file the index points at, current or waiting in a job."""
@@ -274,12 +323,13 @@ class Index:
     # -- scheduling ------------------------------------------------------------
 
     def stable_studies(self, quiet_since: float) -> list[StableStudy]:
-        """Studies holding instances no job has taken, and quiet since ``quiet_since``."""
+        """Studies holding instances no job has taken, and quiet since ``quiet_since`` (and their restart)."""
         rows = self.db.execute(
             """SELECT s.study_uid, s.patient_id, s.route, s.jobs, COALESCE(SUM(i.size), 0)
                FROM studies s JOIN instances i USING (study_uid)
-               WHERE s.pending = 1 AND s.last_received <= ? GROUP BY s.study_uid ORDER BY s.first_received""",
-            (quiet_since,))
+               WHERE s.pending = 1 AND s.last_received <= ? AND COALESCE(s.quiet_from, 0) <= ?
+               GROUP BY s.study_uid ORDER BY s.first_received""",
+            (quiet_since, quiet_since))
         return [StableStudy(*row) for row in rows]
 
     def settle(self, study_uids: Iterable[str]) -> None:
@@ -292,8 +342,8 @@ class Index:
         with self.transaction() as db:
             marks = ",".join("?" * len(study_uids))
             fresh = db.execute(
-                f"SELECT COUNT(*) FROM studies WHERE study_uid IN ({marks}) AND pending = 1 AND last_received <= ?",
-                (*study_uids, quiet_since)).fetchone()[0]
+                f"SELECT COUNT(*) FROM studies WHERE study_uid IN ({marks}) AND pending = 1 AND last_received <= ? "
+                f"AND COALESCE(quiet_from, 0) <= ?", (*study_uids, quiet_since, quiet_since)).fetchone()[0]
             if fresh != len(study_uids):
                 return None
             return self._insert_job(db, study_uids, route)
@@ -311,8 +361,8 @@ class Index:
         db.execute("INSERT INTO jobs (id, route, state, created, late) VALUES (?, ?, 'pending', ?, ?)",
                    (job, route, time.time(), 1 if late else 0))
         db.executemany("INSERT INTO job_studies (job_id, study_uid) VALUES (?, ?)", [(job, u) for u in study_uids])
-        db.execute(f"""INSERT INTO job_files (job_id, sop_instance_uid, path, size)
-                       SELECT ?, sop_instance_uid, path, size FROM instances WHERE study_uid IN ({marks})""",
+        db.execute(f"""INSERT INTO job_files (job_id, sop_instance_uid, path, size, digest)
+                       SELECT ?, sop_instance_uid, path, size, digest FROM instances WHERE study_uid IN ({marks})""",
                    (job, *study_uids))
         db.execute(f"UPDATE studies SET pending = 0, jobs = jobs + 1 WHERE study_uid IN ({marks})", study_uids)
         return job
@@ -362,14 +412,41 @@ class Index:
             db.executemany("INSERT INTO job_uids (job_id, old_uid, new_uid) VALUES (?, ?, ?)",
                            [(job_id, *p) for p in (uid_map or {}).items()])
             for v in volumes:
-                db.execute(f"INSERT INTO volumes ({', '.join(_VOLUME_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
-                           (v.label, job_id, v.kind, v.created, v.copies, json.dumps(v.paths), v.bytes))
+                supersedes, addendum_of = _decide(db, job_id, [s[0] for s in v.studies])
+                db.execute(f"INSERT INTO volumes ({', '.join(_VOLUME_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                           (v.label, job_id, v.kind, v.created, v.copies, json.dumps(v.paths), v.bytes, addendum_of))
                 db.executemany("INSERT INTO volume_studies (label, study_uid, patient_id, patient_name) "
                                "VALUES (?, ?, ?, ?)", [(v.label, *s) for s in v.studies])
-                marks = ",".join("?" * len(v.studies))
-                db.execute(f"""UPDATE volumes SET superseded_by = ? WHERE superseded_by IS NULL AND label <> ?
-                               AND label IN (SELECT label FROM volume_studies WHERE study_uid IN ({marks}))""",
-                           (v.label, v.label, *(s[0] for s in v.studies)))
+                db.executemany("UPDATE volumes SET superseded_by = ? WHERE label = ?",
+                               [(v.label, label) for label in supersedes])
+
+    def addendum_target(self, job_id: int) -> str | None:
+        """The label of the volume this job's volume would complete (see :meth:`finish_job`), or None."""
+        studies = [u for (u,) in self.db.execute("SELECT study_uid FROM job_studies WHERE job_id = ?", (job_id,))]
+        return _decide(self.db, job_id, studies)[1]
+
+    def earlier_volumes(self, job_id: int) -> list[tuple[Volume, set[str]]]:
+        """The volumes not superseded that hold a study of this job (made by other jobs), oldest first, each with
+        the original SOP Instance UIDs it holds."""
+        studies = [u for (u,) in self.db.execute("SELECT study_uid FROM job_studies WHERE job_id = ?", (job_id,))]
+        return [(v, self.volume_instances(v.label)) for v in self.volumes()
+                if v.job_id != job_id and v.superseded_by is None and {s[0] for s in v.studies} & set(studies)]
+
+    def volume_instances(self, label: str) -> set[str]:
+        """The original SOP Instance UIDs a volume holds (its job's snapshot; ``job_uids`` maps them to the
+        UIDs on the medium when the medium changed them)."""
+        return _job_uids(self.db, label)
+
+    def add_job_files(self, job_id: int, files: Iterable[tuple[str, str, int]]) -> None:
+        """Add (original SOP Instance UID, path, size) of files read back from an earlier volume to a job's
+        snapshot (in place of a spool file that is gone); they are released, so housekeeping deletes them once no open job needs them."""
+        rows = list(files)
+        with self.transaction() as db:
+            db.executemany("INSERT INTO job_files (job_id, sop_instance_uid, path, size) VALUES (?, ?, ?, ?) "
+                           "ON CONFLICT (job_id, sop_instance_uid) DO UPDATE SET path = excluded.path, "
+                           "size = excluded.size, digest = NULL", [(job_id, *r) for r in rows])
+            db.executemany("INSERT INTO released_files (path, released) VALUES (?, ?) ON CONFLICT (path) DO NOTHING",
+                           [(r[1], time.time()) for r in rows])
 
     def set_wait(self, job_id: int, message: str) -> None:
         """Record what a building job waits for (``medianode status`` shows it); ``since`` is the first wait."""
@@ -423,7 +500,8 @@ class Index:
         for row in self.db.execute(sql, args).fetchall():
             studies = self.db.execute("SELECT study_uid, patient_id, patient_name FROM volume_studies WHERE label = ? "
                                       "ORDER BY study_uid", (row[0],)).fetchall()
-            out.append(Volume(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], row[7], studies))
+            out.append(Volume(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], row[7], studies,
+                              row[8]))
         return out
 
     def study_files(self, study_uids: Iterable[str]) -> list[tuple[str, str, int]]:
@@ -495,11 +573,12 @@ class Index:
 
 
 _INSTANCE_COLUMNS = ("sop_instance_uid", "sop_class_uid", "study_uid", "series_uid", "patient_id", "patient_name",
-                     "modality", "transfer_syntax", "path", "size", "calling_aet", "called_aet", "route", "received_at")
+                     "modality", "transfer_syntax", "path", "size", "calling_aet", "called_aet", "route", "received_at",
+                     "digest")
 _UPSERT_INSTANCE = (f"INSERT INTO instances ({', '.join(_INSTANCE_COLUMNS)}) "
                     f"VALUES ({', '.join('?' * len(_INSTANCE_COLUMNS))}) ON CONFLICT (sop_instance_uid) DO UPDATE SET "
                     + ", ".join(f"{c} = excluded.{c}" for c in _INSTANCE_COLUMNS[1:]))
-_VOLUME_COLUMNS = ("label", "job_id", "kind", "created", "copies", "paths", "bytes", "superseded_by")
+_VOLUME_COLUMNS = ("label", "job_id", "kind", "created", "copies", "paths", "bytes", "superseded_by", "addendum_of")
 
 
 def _next_id(db: sqlite3.Connection, table: str) -> int:
@@ -509,6 +588,36 @@ def _next_id(db: sqlite3.Connection, table: str) -> int:
     that PostgreSQL runs too, where ``INTEGER PRIMARY KEY`` does not number rows.
     """
     return int(db.execute(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {table}").fetchone()[0])
+
+
+def _job_uids(db: sqlite3.Connection, label: str) -> set[str]:
+    """The original SOP Instance UIDs of the volume ``label`` (its job's snapshot)."""
+    return {u for (u,) in db.execute("SELECT f.sop_instance_uid FROM job_files f JOIN volumes v ON v.job_id = f.job_id "
+                                     "WHERE v.label = ?", (label,))}
+
+
+def _decide(db: sqlite3.Connection, job_id: int, studies: Sequence[str]) -> tuple[list[str], str | None]:
+    """Which earlier volumes of these studies a volume of ``job_id`` supersedes, and which one it completes.
+
+    The invariant: a volume supersedes an earlier one only when it holds every
+    instance of it (by original SOP Instance UID). One that lacks some of an
+    earlier volume's instances, and holds instances that volume lacks, is an
+    addendum of it (of the volume an earlier addendum completes, when it is one).
+    """
+    marks = ",".join("?" * len(studies))
+    earlier = db.execute(
+        f"""SELECT label, addendum_of FROM volumes WHERE superseded_by IS NULL AND job_id <> ?
+            AND label IN (SELECT label FROM volume_studies WHERE study_uid IN ({marks})) ORDER BY created""",
+        (job_id, *studies)).fetchall()
+    mine = {u for (u,) in db.execute("SELECT sop_instance_uid FROM job_files WHERE job_id = ?", (job_id,))}
+    supersedes, addendum_of = [], None
+    for label, completes in earlier:
+        theirs = _job_uids(db, label)
+        if theirs <= mine:
+            supersedes.append(str(label))
+        elif addendum_of is None and mine - theirs:
+            addendum_of = str(completes or label)
+    return supersedes, addendum_of
 
 
 def _job(row: tuple[Any, ...]) -> Job:

@@ -27,6 +27,7 @@ from node.media.plan import Options
 from node.media.publisher import label_fields
 from node.media.waiting import Interrupted
 from node.profiles import SECTOR, get_profile
+from node.read import check, medium
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ def schedule(index: Index, config: Config, *, now: float) -> list[int]:
             jobs.append(job)
             uids = ", ".join(s.study_uid for s in volume)
             if any(s.jobs for s in volume):
-                logger.warning("job %d: late arrival re-burns study %s; its volume will supersede the earlier one", job, uids)
+                logger.warning("job %d: late arrival re-burns study %s; its volume supersedes the earlier one if it "
+                               "holds all of it, else it is an addendum completing it", job, uids)
             else:
                 logger.info("job %d: study %s is stable, %d bytes", job, uids, sum(s.bytes for s in volume))
             for s in volume:
@@ -116,6 +118,9 @@ class Worker:
         settings = job.settings
         label = volume_label(settings.get("label"), job.id)
         studies = self.index.job_studies(job.id)
+        if job.late:
+            complete_from_images(self.index, job.id, config.node.data_dir / "readback" / str(job.id))
+        completes = self.index.addendum_target(job.id)
         files = self.index.job_files(job.id)
         output = output_from_settings(settings["output"]) if settings.get("output") else config.burn.output
         medium: Path | None = None
@@ -129,7 +134,8 @@ class Worker:
             _remove(medium)  # what an interrupted or failed attempt of this job left
             report = build.burn([p for _, p, _ in files], out=medium, profile=profile, label=label,
                                 fmt=outputs.build_format(output), options=burn_options(settings),
-                                pdi=pdi.for_route(settings, config.burn, profile), volume=_volume(settings))
+                                pdi=pdi.for_route(settings, config.burn, profile), volume=_volume(settings),
+                                completes=completes or "")
             copies = int(str(settings.get("copies", 1)))
             waiter = _IndexWaiter(self.index, job.id, stop or threading.Event())
             paths = outputs.publish(output, medium, copies=copies, volume_id=report.volume_id,
@@ -157,7 +163,8 @@ class Worker:
         self.index.finish_job(job.id, volumes=[volume] if kind == "archive" else [],
                               error=_left_out(report) or None, uid_map=report.uid_map)
         audit.append(config.node.data_dir, "volume-burned", job=job.id, label=label, kind=kind, paths=volume.paths,
-                     studies=[s[0] for s in studies], instances=report.instances, supersedes=job.late)
+                     studies=[s[0] for s in studies], instances=report.instances, supersedes=job.late,
+                     completes=completes)
         logger.info("job %d: volume %s, %d instance(s), %d cop%s to %s", job.id, label, report.instances,
                     copies, "y" if copies == 1 else "ies", paths[0])
 
@@ -243,25 +250,83 @@ def move_job(index: Index, job_id: int, action: str) -> tuple[str, str]:
     return job.state, state
 
 
-def reburn(index: Index, label: str) -> int:
-    """Queue a new job burning again what an archive volume holds (a lost disc); return its id.
+def complete_from_images(index: Index, job_id: int, folder: Path) -> int:
+    """Make a late job hold every instance of the earlier volumes it would supersede, where it can: what
+    the spool no longer holds is read back from an earlier volume's image while it is still in its output
+    folder, matched by original SOP Instance UID (the volume's UID map recognises renamed copies).
+    A volume is completed whole or not at all; return how many instances were read back."""
+    mine = {u for u, _, _ in index.job_files(job_id)}
+    added = 0
+    for volume, theirs in index.earlier_volumes(job_id):
+        missing = theirs - mine
+        if not missing:
+            continue
+        found = read_back(volume, missing, index.job_uid_map(volume.job_id), folder)
+        if set(found) != missing:
+            logger.info("job %d: %d of %d instance(s) of %s are neither in the spool nor on its image: the new "
+                        "volume completes it as an addendum", job_id, len(missing - set(found)), len(theirs),
+                        volume.label)
+            continue
+        index.add_job_files(job_id, [(u, path, size) for u, (path, size) in found.items()])
+        mine |= missing
+        added += len(found)
+        logger.info("job %d: %d instance(s) of %s read back from %s", job_id, len(found), volume.label, volume.paths[0])
+    return added
 
-    Only while the spool still holds every instance the volume was burned from:
-    a re-burn never makes a volume that lacks any of them.
+
+def read_back(volume: Volume, wanted: set[str], uid_map: dict[str, str], folder: Path) -> dict[str, tuple[str, int]]:
+    """Copy the instances of ``wanted`` (original SOP Instance UIDs) from the volume's image, when one of its
+    published paths is still readable, into ``folder``; return original UID -> (path, size) of those found."""
+    original = {new: old for old, new in uid_map.items()}
+    found: dict[str, tuple[str, int]] = {}
+    for image in (Path(p) for p in volume.paths):
+        if not image.exists():
+            continue
+        try:
+            with medium.open_medium(image) as m:
+                for inst in check.survey_medium(m).instances:
+                    uid = original.get(inst.sop_instance_uid, inst.sop_instance_uid)
+                    if uid not in wanted or uid in found:
+                        continue
+                    folder.mkdir(parents=True, exist_ok=True)
+                    target = folder / f"{uid}.dcm"
+                    with m.open(inst.path) as src, open(target, "wb") as out:
+                        shutil.copyfileobj(src, out, 1 << 20)
+                    found[uid] = (str(target), target.stat().st_size)
+        except (NodeError, OSError) as exc:
+            logger.warning("volume %s: cannot read back %s: %s", volume.label, image, exc)
+            continue
+        if len(found) == len(wanted):
+            break
+    return found
+
+
+def reburn(index: Index, label: str, data_dir: Path) -> tuple[int, list[str]]:
+    """Queue a new job burning again what an archive volume holds (a lost disc); return its id and the
+    original SOP Instance UIDs it cannot hold.
+
+    It combines what it can: the spool's copies, then what can be read back from
+    the volume's image. A re-burn that lacks any instance never supersedes the
+    volume (:meth:`Index.finish_job`); one that could hold nothing is refused.
     """
     found = index.volumes(label=label)
     if not found:
         raise UsageError(f"no archive volume {label!r}")
     volume = found[0]
     studies = [s[0] for s in volume.studies]
-    held = {u for u, path, _ in index.study_files(studies) if os.path.exists(path)}
-    burned = {u for u, _, _ in index.job_files(volume.job_id)}
-    if not burned <= held:
-        raise NodeError(f"the spool no longer holds {len(burned - held)} of the {len(burned)} instance(s) of "
-                        f"{label}: it cannot be re-burned")
+    burned = index.volume_instances(label)
+    held = {u for u, path, _ in index.study_files(studies) if os.path.exists(path)} & burned
+    folder = data_dir / "readback" / f"reburn-{label}-{time.time_ns()}"
+    read = read_back(volume, burned - held, index.job_uid_map(volume.job_id), folder) if burned - held else {}
+    cannot = sorted(burned - held - set(read))
+    if not held and not read:
+        raise NodeError(f"neither the spool nor an image holds any of the {len(burned)} instance(s) of {label}: "
+                        f"it cannot be re-burned")
     original = index.job(volume.job_id)
     assert original is not None  # a volume is recorded with its job
-    return index.enqueue(studies, route=original.route)
+    job = index.enqueue(studies, route=original.route)
+    index.add_job_files(job, [(u, path, size) for u, (path, size) in read.items()])
+    return job, cannot
 
 
 def clean_spool(index: Index, config: Config, *, now: float) -> int:

@@ -35,6 +35,7 @@ def volume_row(v: Volume) -> dict[str, object]:
         "copies": v.copies,
         "bytes": v.bytes,
         "superseded_by": v.superseded_by,
+        "addendum_of": v.addendum_of,
         "paths": v.paths,
         "studies": [{"study_uid": s, "patient_id": p, "patient_name": n} for s, p, n in v.studies],
     }
@@ -108,6 +109,7 @@ def format_volumes(rows: list[dict[str, object]]) -> str:
         studies = r["studies"]
         assert isinstance(studies, list)
         out.append(f"{r['label']}  {r['created']}  {r['copies']} cop(ies)  {r['bytes']:,} bytes"
+                   + (f"  addendum, completes {r['addendum_of']}" if r.get("addendum_of") else "")
                    + (f"  superseded by {r['superseded_by']}" if r["superseded_by"] else ""))
         out += [f"  {st['study_uid']}  {st['patient_id']}  {st['patient_name']}" for st in studies]
     return "\n".join(out) + "\n"

@@ -83,9 +83,12 @@ class Service:
     def _recover(self, index: Index) -> None:
         spool = Spool(self.config.node.data_dir)
         spool.cleanup_tmp()
-        indexed = index_orphans(spool, index, known=index.known_paths())
+        indexed = index_orphans(spool, index, known=index.known_paths(), routes=self.config.routes)
         if indexed:
             logger.warning("start-up: indexed %d spooled instance(s) the index did not know", indexed)
+        recovered = index.quiet_from(time.time())
+        if recovered:
+            logger.info("start-up: %d study(ies) still receiving wait a full study_stable_seconds from now", recovered)
         requeued = index.requeue_interrupted()
         if requeued:
             logger.warning("start-up: job(s) %s were interrupted and go back to the queue", requeued)

@@ -15,6 +15,7 @@ from node.config import BurnConfig, Config, Match, NodeConfig, Route
 from node.index import Index, Received
 from node.jobs import Worker, clean_partial_outputs, clean_spool, schedule
 from node.profiles import PROFILES
+from node.read.medium import open_medium
 from node.routing import STORE_ONLY, settings
 from tests.conftest import ct_series
 
@@ -80,6 +81,94 @@ def test_late_arrival_supersedes_with_the_whole_study(tmp_path: Path) -> None:
     assert old.superseded_by == new.label and new.superseded_by is None
     assert len(new.paths) == 2 and all(Path(p).exists() for p in new.paths)  # copies: 2
     assert len(iso_files(Path(new.paths[0]))) == 4  # the whole study, not just the late one
+
+
+def test_a_study_recovered_at_start_up_waits_a_full_quiet_period_from_the_restart(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    (tmp_path / "var").mkdir()
+    index = Index(tmp_path / "var" / "index.sqlite")
+    receive(index, ct_series(tmp_path / "spool", 2), route=settings(config.routes[0]), at=1000.0)
+    assert index.quiet_from(5000.0) == 1  # the node restarts long after the last arrival
+    assert schedule(index, config, now=5029.0) == []  # the sender that was cut off may resume
+    assert len(schedule(index, config, now=5030.0)) == 1
+
+
+def burned_then_let_go(tmp_path: Path) -> tuple[Config, Index, str, str]:
+    """A study of 3 burned, then dropped from the spool by housekeeping: (config, index, route, study UID)."""
+    config = make_config(tmp_path)
+    (tmp_path / "var").mkdir()
+    index = Index(tmp_path / "var" / "index.sqlite")
+    route = settings(config.routes[0])
+    first = ct_series(tmp_path / "spool", 3)
+    study = str(dcmread(first[0]).StudyInstanceUID)
+    receive(index, first, route=route, at=1000.0)
+    schedule(index, config, now=1031.0)
+    Worker(index, lambda: config).run_pending()
+    assert clean_spool(index, config, now=1000.0 + 365 * 86400) == 3 and not any(p.exists() for p in first)
+    return config, index, route, study
+
+
+def test_a_late_arrival_after_the_spool_let_go_reads_the_rest_back_from_the_image(tmp_path: Path) -> None:
+    config, index, route, study = burned_then_let_go(tmp_path)
+    receive(index, ct_series(tmp_path / "late", 1, study_uid=study), route=route, at=5000.0)
+    [job] = schedule(index, config, now=5031.0)
+    Worker(index, lambda: config).run_pending()
+    old, new = index.volumes(study=study)
+    assert (old.superseded_by, new.addendum_of) == (new.label, None)
+    assert len(iso_files(Path(new.paths[0]))) == 4  # read back from the earlier image: the whole study
+    assert clean_spool(index, config, now=5032.0) == 3  # what was read back, once the job is done
+    assert list((tmp_path / "var" / "readback" / str(job)).iterdir()) == []
+
+
+def test_a_late_arrival_without_the_earlier_image_makes_an_addendum(tmp_path: Path) -> None:
+    from tests.conftest import cli
+
+    config, index, route, study = burned_then_let_go(tmp_path)
+    [complete] = index.volumes(study=study)
+    Path(complete.paths[0]).unlink()  # the disc was handed out, the image cleaned away
+    receive(index, ct_series(tmp_path / "late", 1, study_uid=study), route=route, at=5000.0)
+    schedule(index, config, now=5031.0)
+    Worker(index, lambda: config).run_pending()
+    old, addendum = index.volumes(study=study)
+    assert (old.label, old.superseded_by, addendum.addendum_of) == (complete.label, None, complete.label)
+    assert len(iso_files(Path(addendum.paths[0]))) == 1
+    with open_medium(addendum.paths[0]) as medium, medium.open("README.TXT") as readme:
+        assert f"volume 1 of 1, completes {complete.label}" in readme.read().decode()
+
+    path = tmp_path / "node.yaml"
+    path.write_text(f"node: {{data_dir: {tmp_path / 'var'}}}\nburn: {{output: {tmp_path / 'out'}}}\n")
+    listed = cli("volumes", "--study", study, "--config", path)
+    assert f"addendum, completes {complete.label}" in listed.out and complete.label in listed.out
+    rows = json.loads(cli("volumes", "--study", study, "--config", path, "--json").out)
+    assert [(r["label"], r["addendum_of"], r["superseded_by"]) for r in rows] == [
+        (complete.label, None, None), (addendum.label, complete.label, None)]
+    lost = cli("volumes", "reburn", complete.label, "--config", path)
+    assert lost.code == 1 and "neither the spool nor an image holds any of the 3" in lost.err
+
+
+def test_reburn_combines_what_it_can_and_names_what_it_cannot(tmp_path: Path) -> None:
+    from tests.conftest import cli
+
+    config = make_config(tmp_path)
+    (tmp_path / "var").mkdir()
+    index = Index(tmp_path / "var" / "index.sqlite")
+    files = ct_series(tmp_path / "spool", 3)
+    receive(index, files, route=settings(config.routes[0]), at=1000.0)
+    schedule(index, config, now=1031.0)
+    Worker(index, lambda: config).run_pending()
+    [volume] = index.volumes()
+    Path(volume.paths[0]).unlink()
+    files[0].unlink()
+    index.forget_files([str(files[0])])
+    path = tmp_path / "node.yaml"
+    path.write_text(f"node: {{data_dir: {tmp_path / 'var'}}}\nburn: {{output: {tmp_path / 'out'}}}\n")
+    partial = cli("volumes", "reburn", volume.label, "--config", path)
+    assert partial.code == 0, partial.err
+    assert "1 instance(s) are neither in the spool nor on an image and cannot be re-burned" in partial.out
+    Worker(index, lambda: config).run_pending()
+    old, new = index.volumes()
+    assert old.superseded_by is None and new.addendum_of is None  # a partial re-burn replaces nothing
+    assert len(iso_files(Path(new.paths[0]))) == 2
 
 
 def two_studies_of_one_patient(tmp_path: Path) -> tuple[Config, Index, str]:
@@ -191,8 +280,18 @@ def test_jobs_and_volumes_commands(tmp_path: Path) -> None:
 
     for p in paths:
         p.unlink()
-    gone = cli("volumes", "reburn", second.label, "--config", path)
-    assert gone.code == 1 and "no longer holds 2 of the 2" in gone.err
+    read_back = cli("volumes", "reburn", second.label, "--config", path)  # the spool let go: from the image
+    assert read_back.code == 0 and "cannot be re-burned" not in read_back.out, read_back.err
+    Worker(index, lambda: config).run_pending()
+    third = index.volumes()[-1]
+    assert index.volumes(label=second.label)[0].superseded_by == third.label
+    assert len(iso_files(Path(third.paths[0]))) == 2
+
+    for v in index.volumes():
+        for image in v.paths:
+            Path(image).unlink(missing_ok=True)
+    gone = cli("volumes", "reburn", third.label, "--config", path)
+    assert gone.code == 1 and "neither the spool nor an image holds any of the 2" in gone.err
 
 
 def test_a_patient_on_several_volumes_gets_volume_n_of_m(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ by what the node kept: no spool file, no index row, no temp file.
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ from node.config import TLS, Config, Match, NodeConfig, Route
 from node.dcmio import file_meta, read_meta
 from node.index import Index
 from node.receive import scp
-from node.receive.instance import index_orphans
+from node.receive.instance import index_orphans, read_instance, routes_digest
 from node.receive.spool import Spool, SpoolError
 from node.receive.workers import Receiver, ReceiverError, listen, start_receivers
 from tests.conftest import PEER_ENV, bundled, ct_series, need, until, wait_listening
@@ -244,13 +245,31 @@ def test_four_concurrent_associations(start_node: Callable[..., Node], tmp_path:
             assert dataset_bytes(row["path"]) == dataset_bytes(path)  # DCMTK re-encodes nothing here
 
 
-def test_an_instance_sent_again_gets_a_new_file_and_releases_the_old(start_node: Callable[..., Node]) -> None:
+def test_the_same_instance_again_changes_nothing(start_node: Callable[..., Node], tmp_path: Path) -> None:
     node = start_node()
     assert statuses(storescu(node.port, bundled("CT_small.dcm"), aec="BURN")) == [dicom.SUCCESS]
     (first,) = node.rows()
+    with sqlite3.connect(node.data_dir / "index.sqlite") as db:
+        db.execute("UPDATE studies SET pending = 0")  # as if its job had been cut
+    # Another sender, another File Meta, the same data set: acknowledged, and not news.
+    assert statuses(storescu(node.port, bundled("CT_small.dcm"), aec="BURN", aet="PACS")) == [dicom.SUCCESS]
+    assert node.rows() == [first] and [str(p) for p in node.spooled()] == [first["path"]]
+    assert node.temp_files() == [] and node.released() == []
+    with sqlite3.connect(node.data_dir / "index.sqlite") as db:
+        assert db.execute("SELECT pending FROM studies").fetchall() == [(0,)]
+
+
+def test_a_changed_instance_under_a_known_uid_gets_a_new_file_and_releases_the_old(
+        start_node: Callable[..., Node], tmp_path: Path) -> None:
+    node = start_node()
     assert statuses(storescu(node.port, bundled("CT_small.dcm"), aec="BURN")) == [dicom.SUCCESS]
+    (first,) = node.rows()
+    changed = dcmread(bundled("CT_small.dcm"))
+    changed.ImageComments = "corrected"
+    changed.save_as(tmp_path / "changed.dcm")
+    assert statuses(storescu(node.port, tmp_path / "changed.dcm", aec="BURN")) == [dicom.SUCCESS]
     (second,) = node.rows()
-    assert second["path"] != first["path"]
+    assert second["path"] != first["path"] and second["digest"] != first["digest"]
     assert [str(p) for p in node.spooled()] == sorted([first["path"], second["path"]])  # never overwritten
     assert node.released() == [first["path"]]
 
@@ -482,20 +501,62 @@ def test_spool_places_durably_under_a_new_name(tmp_path: Path) -> None:
     assert spool.cleanup_tmp() == 1 and spool.orphans() == []
 
 
-def test_index_orphans_gives_lost_instances_their_study_route(start_node: Callable[..., Node],
-                                                               tmp_path: Path) -> None:
-    """After a power cut the spool may hold instances whose index commit was lost."""
+def test_spooled_files_record_who_sent_them_to_whom(start_node: Callable[..., Node], tmp_path: Path) -> None:
     node = start_node()
-    first, second = ct_series(tmp_path / "ct", 2)
-    assert statuses(storescu(node.port, first, aec="BURN")) == [dicom.SUCCESS]
-    spool = Spool(node.data_dir)
-    ds = dcmread(second, stop_before_pixels=True)
-    lost, _ = spool.place(second.read_bytes(), study_uid=ds.StudyInstanceUID, sop_instance_uid=ds.SOPInstanceUID)
+    (sent,) = ct_series(tmp_path / "ct", 1)
+    assert statuses(storescu(node.port, sent, aec="BURN", aet="CT1")) == [dicom.SUCCESS]
+    (row,) = node.rows()
+    meta = dcmread(row["path"], stop_before_pixels=True).file_meta
+    assert (meta[0x00020017].value, meta[0x00020018].value) == ("CT1", "BURN")  # PS3.10 7.1
+    assert meta[0x00020100].value == dicom.IMPLEMENTATION_CLASS_UID
+    assert meta[0x00020102].value == routes_digest(node.config.routes).encode()
+    assert dataset_bytes(row["path"]) == dataset_bytes(sent)  # copied unchanged (DCMTK re-encodes nothing here)
+    assert row["digest"] == hashlib.sha256(dataset_bytes(sent)).hexdigest()
+
+
+def lose(node: Node, path: Path, *, calling: str | None, called: str, routes: tuple[Route, ...]) -> Path:
+    """Place ``path`` in the spool as a receiver would (with the AE titles, unless ``calling`` is None),
+    but without its index commit: what a crash between the two leaves."""
+    spool, inst = Spool(node.data_dir), read_instance(path)
+    if calling is None:
+        lost, _ = spool.place(path.read_bytes(), study_uid=inst.study_uid, sop_instance_uid=inst.sop_instance_uid)
+        return lost
+    head = inst.spool_head(calling_aet=calling, called_aet=called, routes=routes_digest(routes))
+    staged, _ = spool.stage(path, head=head, offset=inst.dataset_offset)
+    lost, _ = spool.place(staged, study_uid=inst.study_uid, sop_instance_uid=inst.sop_instance_uid)
+    return lost
+
+
+def reindex(node: Node, routes: tuple[Route, ...]) -> int:
     index = Index(node.data_dir / "index.sqlite")
     try:
-        assert index_orphans(spool, index, known=index.known_paths()) == 1
-        assert index_orphans(spool, index, known=index.known_paths()) == 0
+        return index_orphans(Spool(node.data_dir), index, known=index.known_paths(), routes=routes)
     finally:
         index.close()
-    row = next(r for r in node.rows() if r["path"] == str(lost))
-    assert row["route"] == routing.settings(BURN) and row["calling_aet"] == ""
+
+
+def test_index_orphans_routes_by_the_recorded_ae_titles_with_the_routes_in_force(
+        start_node: Callable[..., Node], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A crash between the spool and the index commit: the rebuilt index decides as the receiver did."""
+    store = Route(Match(), "store", where="test.yaml:9")
+    node = start_node(routes=(BURN, store))
+    first, by_titles = ct_series(tmp_path / "ct", 2)
+    (untitled,) = ct_series(tmp_path / "other", 1)  # another study
+    assert statuses(storescu(node.port, first, aec="MEDIANODE")) == [dicom.SUCCESS]  # the study: store only
+    lost = lose(node, by_titles, calling="CT1", called="BURN", routes=node.config.routes)
+    old = lose(node, untitled, calling=None, called="", routes=())  # from before the spool recorded them
+    assert reindex(node, node.config.routes) == 2
+    assert reindex(node, node.config.routes) == 0
+    rows = {r["path"]: r for r in node.rows()}
+    assert (rows[str(lost)]["route"], rows[str(lost)]["calling_aet"], rows[str(lost)]["called_aet"]) == (
+        routing.settings(BURN), "CT1", "BURN")
+    assert rows[str(old)]["route"] == routing.STORE_ONLY and rows[str(old)]["calling_aet"] == ""  # a new study
+    assert "other routes" not in caplog.text
+
+    # Restarted with other routes: they decide, and the log says the routes changed.
+    (again,) = ct_series(tmp_path / "again", 1)
+    lost = lose(node, again, calling="CT1", called="BURN", routes=node.config.routes)
+    with caplog.at_level(logging.WARNING):
+        assert reindex(node, (store,)) == 1
+    assert next(r for r in node.rows() if r["path"] == str(lost))["route"] == routing.settings(store)
+    assert "1 re-indexed instance(s) were received under other routes" in caplog.text

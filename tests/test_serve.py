@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import pytest
 from pydicom import dcmread
 
 from node import pixels
-from tests.conftest import PEER_ENV, StoreSCP, bundled, cli, ct_series, free_port, need
+from tests.conftest import PEER_ENV, StoreSCP, bundled, cli, ct_series, free_port, need, until
 from tests.test_burn import by_uid, dciodvfy_errors, extract
 
 #: A mix of SOP classes and transfer syntaxes, as a PACS would send them.
@@ -156,12 +157,23 @@ def test_kill_9_mid_send_loses_nothing_acknowledged(tmp_path: Path, request: pyt
     node.start()  # restart: what was acknowledged must still be there; send the rest
     rest = [f for f in files if f not in acknowledged]
     assert storescu(node, rest).returncode == 0
-    node.wait_for(lambda: len(node.images()) == 1, timeout=120)
-    burned = by_uid(extract(node.images()[0], tmp_path / "disc"))
-    assert {str(dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files} <= set(burned)
+    sent = {str(dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
+    # The volume that holds everything (a slow restart may let a partial one be burned first).
+    label = until(lambda: volume_holding(node, sent), "the volume holding every instance", timeout=180)
+    volume = next(v for v in json.loads(cli("volumes", "--config", node.config, "--json").out) if v["label"] == label)
+    assert sent <= set(by_uid(extract(Path(volume["paths"][0]), tmp_path / "disc")))
     assert node.stop() == 0
     assert list((node.data / "tmp").iterdir()) == []
-    assert [p.name for p in node.out.iterdir()] == [node.images()[0].name]
+
+
+def volume_holding(node: Node, sop_uids: set[str]) -> str | None:
+    """The label of a volume whose job took every one of ``sop_uids``, once there is one."""
+    assert node.proc is not None and node.proc.poll() is None, node.logs()
+    for label, job in index_rows(node, "SELECT label, job_id FROM volumes ORDER BY created"):
+        taken = {u for (u,) in index_rows(node, f"SELECT sop_instance_uid FROM job_files WHERE job_id = {job}")}
+        if sop_uids <= taken:
+            return str(label)
+    return None
 
 
 def _acknowledged(output: str, files: list[Path]) -> set[Path]:
@@ -188,6 +200,31 @@ def test_late_instance_makes_a_superseding_volume(node: Node, tmp_path: Path) ->
     volumes = json.loads(cli("volumes", "--config", node.config, "--study", study, "--json").out)
     assert len(volumes) == 2 and volumes[0]["superseded_by"] == volumes[1]["label"]
     assert len(by_uid(extract(Path(volumes[1]["paths"][0]), tmp_path / "new"))) == 4
+
+
+def test_the_same_study_sent_again_is_not_news_and_a_changed_instance_is(node: Node, tmp_path: Path) -> None:
+    files = ct_series(tmp_path / "ct", 3)
+    assert storescu(node, files).returncode == 0
+    node.wait_for(lambda: len(node.images()) == 1)
+    assert storescu(node, files, calling="PACS").returncode == 0  # a re-push: every instance identical
+    # Each C-STORE is answered once the index has decided: nothing pending, no second job, no temp file.
+    assert index_rows(node, "SELECT COUNT(*) FROM jobs") == [(1,)]
+    assert index_rows(node, "SELECT pending FROM studies") == [(0,)]
+    assert list((node.data / "tmp").iterdir()) == []
+    changed = dcmread(files[1])
+    changed.ImageComments = "corrected"
+    changed.save_as(files[1])
+    assert storescu(node, files).returncode == 0  # one instance differs: a late arrival
+    node.wait_for(lambda: len(node.images()) == 2)
+    assert index_rows(node, "SELECT COUNT(*) FROM jobs") == [(2,)]
+    newest = json.loads(cli("volumes", "--config", node.config, "--json").out)[-1]
+    burned = by_uid(extract(Path(newest["paths"][0]), tmp_path / "new"))
+    assert len(burned) == 3 and dcmread(burned[str(changed.SOPInstanceUID)]).ImageComments == "corrected"
+
+
+def index_rows(node: Node, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(node.data / "index.sqlite") as db:
+        return db.execute(sql).fetchall()
 
 
 def test_refusals_store_nothing(tmp_path: Path) -> None:

@@ -97,6 +97,7 @@ def burn(
     capture: Mapping[str, str] | None = None,
     pdi: Pdi | None = None,
     volume: tuple[int, int] = (1, 1),
+    completes: str = "",
 ) -> BurnReport:
     """Build one medium of ``profile`` from every DICOM file under ``sources``.
 
@@ -105,7 +106,8 @@ def burn(
 
     ``total(n)`` is called once with the bytes to write, then ``progress(n)`` as they are written.
     With ``pdi``, the medium is an IHE PDI one (README.TXT, web content, viewer: node.media.pdi);
-    ``volume`` is this medium's (n, m) of "volume n of m" on its label.
+    ``volume`` is this medium's (n, m) of "volume n of m" on its label; ``completes`` names the volume
+    an addendum completes, on its label too.
     """
     target = Path(out)
     fmt = fmt or ("iso" if target.suffix.lower() == ".iso" or profile.file_system != "folder" else "folder")
@@ -142,7 +144,7 @@ def burn(
         volume_id, fileset_id = _labels(label or DEFAULT_LABEL, report)
         files = _files(tree, fileset_id)
         record = make_label(tree, institution=pdi.institution if pdi else "", web=bool(pdi and pdi.web),
-                            volume=volume[0], volumes=volume[1])
+                            volume=volume[0], volumes=volume[1], completes=completes)
         report.label = record.to_dict()
         extras = pdi_files(tree, pdi, record, profile=profile, staging=staging) if pdi else []
         report.patients = len(tree.patients)

@@ -91,6 +91,8 @@ class Label:
     content: str
     volume: int
     volumes: int
+    #: The label of the volume this one completes (an addendum: what arrived after that one was burned).
+    completes: str = ""
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -98,7 +100,7 @@ class Label:
 
     @property
     def volume_text(self) -> str:
-        return f"volume {self.volume} of {self.volumes}"
+        return f"volume {self.volume} of {self.volumes}" + (f", completes {self.completes}" if self.completes else "")
 
     def to_dict(self) -> dict[str, object]:
         """The record for outputs (a robot's label fields): the first patient flattened, and all of them.
@@ -121,13 +123,15 @@ class Label:
             "volume": self.volume,
             "volumes": self.volumes,
             "volume_text": self.volume_text,
+            "completes": self.completes,
             "patients": [asdict(p) for p in self.patients],
         }
 
 
 def make_label(tree: Tree, *, institution: str, web: bool, volume: int = 1, volumes: int = 1,
-               created: date | None = None) -> Label:
-    """The label of the volume holding ``tree``; ``created`` defaults to today."""
+               created: date | None = None, completes: str = "") -> Label:
+    """The label of the volume holding ``tree``; ``created`` defaults to today; ``completes``: the label of
+    the volume this addendum completes."""
     if not 1 <= volume <= volumes:
         raise ValueError(f"volume {volume} of {volumes}")
     patients = tuple(
@@ -147,5 +151,5 @@ def make_label(tree: Tree, *, institution: str, web: bool, volume: int = 1, volu
         for p in tree.patients
     )
     return Label(patients, institution, (created or date.today()).isoformat(),
-                 DICOM_PLUS_WEB if web else DICOM_ONLY, volume, volumes)
+                 DICOM_PLUS_WEB if web else DICOM_ONLY, volume, volumes, completes)
 

@@ -1,25 +1,35 @@
 """What the receiver reads of an instance, and the start-up re-indexing of the spool.
 
 pynetdicom-free: :mod:`node.receive.scp` calls :func:`read_instance` on each
-received file, and ``service.py`` calls :func:`index_orphans` before the
-receivers start.
+received file and keeps its :meth:`ReceivedInstance.spool_head` in the spool,
+and ``service.py`` calls :func:`index_orphans` before the receivers start.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from node import dcmio, routing
+from node import dcmio, dicom, routing
+from node.config import Route
 from node.index import Index, Received
 from node.receive.spool import Spool, is_uid
 from node.tags import (
+    FILE_META_INFORMATION_GROUP_LENGTH,
     MODALITY,
     PATIENT_ID,
     PATIENT_NAME,
+    PRIVATE_INFORMATION,
+    PRIVATE_INFORMATION_CREATOR_UID,
+    RECEIVING_APPLICATION_ENTITY_TITLE,
+    SENDING_APPLICATION_ENTITY_TITLE,
     SOP_CLASS_UID,
     SOP_INSTANCE_UID,
     SPECIFIC_CHARACTER_SET,
@@ -53,15 +63,61 @@ class ReceivedInstance:
     patient_name: str
     modality: str
     transfer_syntax: str
+    #: Offset of the data set: the first byte after the File Meta Information (PS3.10 7.1).
+    dataset_offset: int
+    #: The File Meta Information elements as the file holds them.
+    meta: Mapping[int, dcmio.Element] = field(default_factory=dict, compare=False, repr=False)
+
+    def spool_head(self, *, calling_aet: str, called_aet: str, routes: str) -> bytes:
+        """Preamble, ``DICM`` and the File Meta group the spool keeps (PS3.10 7.1): as received, plus
+        (0002,0017) Sending and (0002,0018) Receiving Application Entity Title, the calling and called
+        AE titles that routing needs, and (0002,0100) / (0002,0102) our Private Information: the
+        :func:`routes_digest` of the routes that received it. A rebuilt index routes by them."""
+        ours = {SENDING_APPLICATION_ENTITY_TITLE: dcmio.encode(SENDING_APPLICATION_ENTITY_TITLE, "AE", calling_aet),
+                RECEIVING_APPLICATION_ENTITY_TITLE: dcmio.encode(RECEIVING_APPLICATION_ENTITY_TITLE, "AE", called_aet),
+                PRIVATE_INFORMATION_CREATOR_UID: dcmio.encode(PRIVATE_INFORMATION_CREATOR_UID, "UI",
+                                                              dicom.IMPLEMENTATION_CLASS_UID),
+                PRIVATE_INFORMATION: dcmio.encode(PRIVATE_INFORMATION, "OB", routes)}
+        kept = {tag: e.raw for tag, e in self.meta.items() if tag != FILE_META_INFORMATION_GROUP_LENGTH}
+        body = b"".join(raw for _, raw in sorted((kept | ours).items()))
+        return (b"\0" * 128 + b"DICM"
+                + dcmio.encode(FILE_META_INFORMATION_GROUP_LENGTH, "UL", len(body).to_bytes(4, "little")) + body)
+
+    def titles(self) -> tuple[str, str, str] | None:
+        """(calling AE title, called AE title, routes digest) the spool recorded, or None when it did not."""
+        if SENDING_APPLICATION_ENTITY_TITLE not in self.meta or RECEIVING_APPLICATION_ENTITY_TITLE not in self.meta:
+            return None
+        ours = dcmio.text(self.meta.get(PRIVATE_INFORMATION_CREATOR_UID)) == dicom.IMPLEMENTATION_CLASS_UID
+        return (dcmio.text(self.meta[SENDING_APPLICATION_ENTITY_TITLE]),
+                dcmio.text(self.meta[RECEIVING_APPLICATION_ENTITY_TITLE]),
+                dcmio.text(self.meta.get(PRIVATE_INFORMATION)) if ours else "")
 
     def stored(self, path: str, size: int, *, calling_aet: str, called_aet: str, route: str,
-               received_at: float) -> Received:
+               received_at: float, digest: str) -> Received:
         """The index's record of this instance, stored at ``path``."""
         return Received(
             sop_instance_uid=self.sop_instance_uid, sop_class_uid=self.sop_class_uid, study_uid=self.study_uid,
             series_uid=self.series_uid, patient_id=self.patient_id, patient_name=self.patient_name,
             modality=self.modality, transfer_syntax=self.transfer_syntax, path=path, size=size,
-            calling_aet=calling_aet, called_aet=called_aet, route=route, received_at=received_at)
+            calling_aet=calling_aet, called_aet=called_aet, route=route, received_at=received_at, digest=digest)
+
+
+def dataset_digest(path: str | os.PathLike[str], offset: int) -> str:
+    """SHA-256 (hex) of a file's data set bytes, after its File Meta: what tells the same instance again,
+    whoever sent it (the File Meta differs per sender)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fp:
+        fp.seek(offset)
+        while chunk := fp.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def routes_digest(routes: tuple[Route, ...]) -> str:
+    """What the routes decide, as 16 hex digits: equal for routes that route alike (where each is written aside)."""
+    text = repr([dataclasses.replace(r, where="") for r in routes])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def read_instance(path: str | os.PathLike[str]) -> ReceivedInstance:
@@ -80,7 +136,7 @@ def read_instance(path: str | os.PathLike[str]) -> ReceivedInstance:
     return ReceivedInstance(
         h.text(SOP_CLASS_UID), h.text(SOP_INSTANCE_UID), h.text(STUDY_UID), h.text(SERIES_UID),
         _decode(h.elements.get(PATIENT_ID), charset), _decode(h.elements.get(PATIENT_NAME), charset),
-        h.text(MODALITY), h.transfer_syntax)
+        h.text(MODALITY), h.transfer_syntax, h.dataset_offset, h.meta)
 
 
 def _read_with_pydicom(path: str) -> ReceivedInstance:
@@ -89,6 +145,7 @@ def _read_with_pydicom(path: str) -> ReceivedInstance:
 
     tags = (SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_UID, SERIES_UID, PATIENT_ID, PATIENT_NAME, MODALITY)
     try:
+        meta, offset, _ = dcmio.read_meta(path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = dcmread(path, stop_before_pixels=True, specific_tags=[*_WANTED])
@@ -96,7 +153,7 @@ def _read_with_pydicom(path: str) -> ReceivedInstance:
             syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
     except Exception as exc:  # pydicom raises many types for bad input
         raise UnreadableDataSet(f"{type(exc).__name__}: {exc}") from None
-    return ReceivedInstance(v[0], v[1], v[2], v[3], v[4], v[5], v[6], syntax)
+    return ReceivedInstance(v[0], v[1], v[2], v[3], v[4], v[5], v[6], syntax, offset, meta)
 
 
 def _decode(element: dcmio.Element | None, charset: str) -> str:
@@ -115,16 +172,20 @@ def _decode(element: dcmio.Element | None, charset: str) -> str:
         return raw.decode("latin-1")
 
 
-def index_orphans(spool: Spool, index: Index, *, known: set[str]) -> int:
+def index_orphans(spool: Spool, index: Index, *, known: set[str], routes: tuple[Route, ...]) -> int:
     """Index spooled instances the index lost; return how many. Run before the receivers start.
 
-    A file is fsync'd into the spool before its index commit, and the index
-    (WAL, ``synchronous=NORMAL``) may lose its last commits in a power cut, so
-    the spool can hold instances that were answered with success but are not
-    indexed. Each gets its study's recorded route (a new study: store only);
-    the calling and called AE titles are not known any more (""). A file whose
-    SOP Instance UID the index holds under another path is an older or newer
-    copy of an indexed instance, and is left alone.
+    A file is fsync'd into the spool before its index commit, and a crash can
+    come between the two, so the spool can hold instances that are not indexed
+    (none that were answered with success: the receivers commit with
+    ``synchronous=FULL``). Each is routed as the receiver would have routed it,
+    by the calling and called AE titles its File Meta records (0002,0017) /
+    (0002,0018), with ``routes``, the configuration in force now; a log line
+    says when that differs from the one that received it. A file from before
+    the spool recorded them gets its study's recorded route (a new study:
+    store only). A file whose SOP Instance UID the index holds under another
+    path is an older or newer copy of an indexed instance, and is left alone; an
+    identical copy of an instance a job took is removed.
     """
     indexed = {Path(p).name[:-_SUFFIX] for p in known}
     found: dict[str, list[Path]] = {}
@@ -136,6 +197,7 @@ def index_orphans(spool: Spool, index: Index, *, known: set[str]) -> int:
             if path.suffix == ".dcm" and str(path) not in known and sop not in indexed:
                 found.setdefault(sop, []).append(path)
     count = 0
+    other_routes = 0
     for sop, paths in found.items():
         path = max(paths, key=lambda p: p.stat().st_mtime)  # the copy received last
         try:
@@ -146,9 +208,34 @@ def index_orphans(spool: Spool, index: Index, *, known: set[str]) -> int:
         if inst.sop_instance_uid != sop or not is_uid(inst.study_uid) or inst.study_uid != path.parent.name:
             logger.warning("start-up: spooled file %s does not hold what its name says, left alone", path)
             continue
+        titles = inst.titles()
+        if titles is None:
+            calling = called = ""
+            route = index.study_route(inst.study_uid) or routing.STORE_ONLY
+        else:
+            calling, called, received_under = titles
+            route = _route_now(routes, inst, calling=calling, called=called)
+            other_routes += received_under != routes_digest(routes)
         stat = path.stat()
-        index.add_instance(inst.stored(str(path), stat.st_size, calling_aet="", called_aet="",
-                                       route=index.study_route(inst.study_uid) or routing.STORE_ONLY,
-                                       received_at=stat.st_mtime))
-        count += 1
+        if index.add_instance(inst.stored(str(path), stat.st_size, calling_aet=calling, called_aet=called,
+                                          route=route, received_at=stat.st_mtime,
+                                          digest=dataset_digest(path, inst.dataset_offset))):
+            count += 1
+        else:
+            path.unlink()  # the index holds the same instance (a job took it): this copy is not news
+    if other_routes:
+        logger.warning("start-up: %d re-indexed instance(s) were received under other routes than those in force "
+                       "now; they are routed by the routes in force", other_routes)
     return count
+
+
+def _route_now(routes: tuple[Route, ...], inst: ReceivedInstance, *, calling: str, called: str) -> str:
+    """The route the receiver would record for ``inst`` now. It was acknowledged: a route that rejects it
+    now stores it."""
+    route = routing.match_route(routes, called_aet=called, calling_aet=calling, modality=inst.modality,
+                                sop_class=inst.sop_class_uid)
+    if route is not None and route.action == "reject":
+        logger.warning("start-up: %s was acknowledged, the route at %s rejects it now: stored",
+                       inst.sop_instance_uid, route.where)
+        route = None
+    return routing.settings(route)

@@ -5,7 +5,13 @@ A C-STORE is answered with success only once its instance is in the spool
 streams each received data set into ``data_dir/tmp``
 (``STORE_RECV_CHUNKED_DATASET``), so no instance sits in memory (invariant 4);
 the handler reads the few attributes the index and the routes need with
-:func:`node.dcmio.read_header` and renames the file into the spool.
+:func:`node.dcmio.read_header` and copies the file into the spool with the File
+Meta it keeps (the calling and called AE titles, for a rebuilt index), the data
+set bytes unchanged and hashed on the way.
+
+The same instance again (the SOP Instance UID and the SHA-256 of the data set
+bytes of the copy the index holds, in the spool or in a job) is answered with
+success and changes nothing: no file kept, no study made pending, no job.
 
 Refusals, each with a named status (node.dicom) and a log line, leave nothing
 behind (pynetdicom unlinks the temp file once the handler returns):
@@ -50,7 +56,7 @@ from node import audit, dicom, routing
 from node.config import TLS, Config
 from node.index import Index, Received
 from node.netcompat import answer_as, set_reactor_delay
-from node.receive.instance import UnreadableDataSet, read_instance
+from node.receive.instance import ReceivedInstance, UnreadableDataSet, read_instance, routes_digest
 from node.receive.spool import Spool, is_uid
 
 logger = logging.getLogger(__name__)
@@ -149,7 +155,9 @@ def ssl_context(tls: TLS) -> ssl.SSLContext:
 
 
 class Indexer(Protocol):
-    def add_instance(self, r: Received) -> None: ...
+    def holds(self, sop_instance_uid: str, digest: str) -> bool: ...
+
+    def add_instance(self, r: Received) -> bool: ...
 
 
 class SharedIndex:
@@ -162,9 +170,13 @@ class SharedIndex:
         self.index = index
         self.lock = threading.Lock()
 
-    def add_instance(self, r: Received) -> None:
+    def holds(self, sop_instance_uid: str, digest: str) -> bool:
         with self.lock:
-            self.index.add_instance(r)
+            return self.index.holds(sop_instance_uid, digest)
+
+    def add_instance(self, r: Received) -> bool:
+        with self.lock:
+            return self.index.add_instance(r)
 
 
 #: pynetdicom's DUL thread sleeps 1 ms whenever a loop of its reactor found nothing to do
@@ -321,19 +333,39 @@ def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
     if free < floor:
         raise Refused(dicom.OUT_OF_RESOURCES, f"study {inst.study_uid}: {free >> 20} MB free in "
                       f"{config.node.data_dir}, under node.min_free_mb {config.node.min_free_mb}")
+    head = inst.spool_head(calling_aet=calling, called_aet=called, routes=routes_digest(config.routes))
     try:
-        final, size = spool.place(path, study_uid=inst.study_uid, sop_instance_uid=inst.sop_instance_uid)
+        staged, digest = spool.stage(path, head=head, offset=inst.dataset_offset)
     except OSError as exc:
         raise Refused(dicom.SPOOL_WRITE_FAILED, f"study {inst.study_uid}: cannot write the spool: {exc}") from None
     try:
-        index.add_instance(inst.stored(str(final), size, calling_aet=calling, called_aet=called,
-                                       route=routing.settings(route), received_at=time.time()))
+        if index.holds(inst.sop_instance_uid, digest):
+            return _again(inst, calling, called)
+        try:
+            final, size = spool.place(staged, study_uid=inst.study_uid, sop_instance_uid=inst.sop_instance_uid)
+        except OSError as exc:
+            raise Refused(dicom.SPOOL_WRITE_FAILED, f"study {inst.study_uid}: cannot write the spool: {exc}") from None
+    finally:
+        staged.unlink(missing_ok=True)  # placed (renamed away), or not news, or refused
+    try:
+        added = index.add_instance(inst.stored(str(final), size, calling_aet=calling, called_aet=called,
+                                               route=routing.settings(route), received_at=time.time(), digest=digest))
     except Exception as exc:
         os.unlink(final)  # not indexed, so not stored: the sender will retry
         raise Refused(dicom.PROCESSING_FAILURE, f"study {inst.study_uid}: cannot index: {exc}") from None
+    if not added:  # another association stored the same instance meanwhile
+        os.unlink(final)
+        return _again(inst, calling, called)
     if live.first_time(inst.study_uid):
         logger.info("Receiving study %s (patient %s) from %s to %s: %s", inst.study_uid, inst.patient_id,
                     calling, called, route.action if route else "store (no route matched)")
+    return dicom.SUCCESS
+
+
+def _again(inst: ReceivedInstance, calling: str, called: str) -> int:
+    """The same instance again (same SOP Instance UID, same data set bytes) is not news: success, nothing kept."""
+    logger.debug("C-STORE from %s to %s of %s (study %s): the same instance again, nothing changed",
+                 calling, called, inst.sop_instance_uid, inst.study_uid)
     return dicom.SUCCESS
 
 

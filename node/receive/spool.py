@@ -3,8 +3,8 @@
 An instance is answered with success only once it is on disk under its final
 name: the file is fsync'd, renamed into ``spool/<StudyInstanceUID>/`` and the
 directory fsync'd. Nothing is ever written under a final name, and a final name
-is never reused: an instance received again gets a new file, and the index
-releases the older one (jobs read a snapshot of paths, so a file a job holds
+is never reused: an instance received again with other content gets a new file,
+and the index releases the older one (the same content again is not placed) (jobs read a snapshot of paths, so a file a job holds
 must not change under it).
 
 This module knows nothing of pynetdicom: ``scp.py`` hands it the temp file
@@ -15,6 +15,7 @@ system, so placing it is a rename) or the encoded bytes.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import re
@@ -95,6 +96,28 @@ class Spool:
             if len(self._durable) > _KNOWN_DIRS:
                 self._durable.popitem(last=False)
         return final, size
+
+    def stage(self, src: str | os.PathLike[str], *, head: bytes, offset: int) -> tuple[Path, str]:
+        """A new file in :attr:`tmp`: ``head``, then ``src`` from ``offset`` on; return it and the SHA-256 (hex)
+        of the bytes copied from ``src``.
+
+        How a received file gets the File Meta the spool keeps: the data set bytes
+        are copied unchanged and hashed on the way. The file is not yet durable:
+        :meth:`place` fsyncs it; the caller removes it when it does not place it.
+        """
+        fd, name = _mkstemp(self.tmp)
+        digest = hashlib.sha256()
+        try:
+            with os.fdopen(fd, "wb") as out, open(src, "rb") as fp:
+                out.write(head)
+                fp.seek(offset)
+                while chunk := fp.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+        except BaseException:
+            _unlink(name)
+            raise
+        return Path(name), digest.hexdigest()
 
     def _rename(self, src: Path, final: Path) -> int:
         fd = os.open(src, os.O_RDONLY)

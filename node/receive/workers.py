@@ -88,7 +88,7 @@ def serve_receivers(config: Config, *, listener: socket.socket | None = None, st
         receive_into(spool.tmp)
         live = Live(config)
         ae = make_ae(config)
-        index = Index(spool.data_dir / "index.sqlite")
+        index = Index(spool.data_dir / "index.sqlite", durable=True)  # each commit precedes an acknowledgement
         cleanup.callback(index.close)
         server_class = type("SharedReceiverServer", (ReceiverServer,), {"listener": listener})
         server = cast(ReceiverServer, ae.make_server(

@@ -6,13 +6,15 @@ a `store` route so that no burn competes) with node.workers 2 and 4. Each is sta
 before it is used, and is stopped by PID at the end. Each run sends the study over one association, and
 over four in parallel (the files split in four); the rounds are interleaved over the receivers so that
 drift of the machine spreads over all of them. A receiver's storage is emptied between runs (medianode:
-its spool; the index keeps its rows, so a re-sent instance replaces the earlier one, as in production).
+its spool and its index's rows of what it received, so that each run stores every instance as a first send
+does: the same instance again would be acknowledged without being stored).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -20,7 +22,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -89,7 +91,7 @@ def medianode(root: Path, workers: int) -> Receiver:
     }
     home.mkdir(parents=True)
     (home / "medianode.yaml").write_text(json.dumps(config, indent=2) + "\n")
-    spool = home / "var" / "spool"
+    spool, index = home / "var" / "spool", home / "var" / "index.sqlite"
     server = Server(f"medianode serve (workers {workers})",
                     [MEDIANODE, "serve", "--config", home / "medianode.yaml"],
                     aet="STORE", port=port, log=home / "serve.log")
@@ -97,6 +99,10 @@ def medianode(root: Path, workers: int) -> Receiver:
     def clear() -> None:
         if spool.is_dir():
             empty_dir(spool)
+        if index.exists():
+            with closing(sqlite3.connect(index, timeout=60)) as db, db:
+                for table in ("instances", "studies", "released_files"):
+                    db.execute(f"DELETE FROM {table}")
 
     return Receiver(f"medianode-w{workers}", f"medianode serve, {workers} workers", server,
                     lambda: count_files(spool, "*/*.dcm") if spool.is_dir() else 0, clear)
