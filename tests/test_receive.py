@@ -508,7 +508,7 @@ def test_spooled_files_record_who_sent_them_to_whom(start_node: Callable[..., No
     (row,) = node.rows()
     meta = dcmread(row["path"], stop_before_pixels=True).file_meta
     assert (meta[0x00020017].value, meta[0x00020018].value) == ("CT1", "BURN")  # PS3.10 7.1
-    assert meta[0x00020100].value == dicom.IMPLEMENTATION_CLASS_UID
+    assert meta[0x00020100].value == dicom.MEDIANODE_CLASS_UID
     assert meta[0x00020102].value == routes_digest(node.config.routes).encode()
     assert dataset_bytes(row["path"]) == dataset_bytes(sent)  # copied unchanged (DCMTK re-encodes nothing here)
     assert row["digest"] == hashlib.sha256(dataset_bytes(sent)).hexdigest()

@@ -76,7 +76,7 @@ class ReceivedInstance:
         ours = {SENDING_APPLICATION_ENTITY_TITLE: dcmio.encode(SENDING_APPLICATION_ENTITY_TITLE, "AE", calling_aet),
                 RECEIVING_APPLICATION_ENTITY_TITLE: dcmio.encode(RECEIVING_APPLICATION_ENTITY_TITLE, "AE", called_aet),
                 PRIVATE_INFORMATION_CREATOR_UID: dcmio.encode(PRIVATE_INFORMATION_CREATOR_UID, "UI",
-                                                              dicom.IMPLEMENTATION_CLASS_UID),
+                                                              dicom.MEDIANODE_CLASS_UID),
                 PRIVATE_INFORMATION: dcmio.encode(PRIVATE_INFORMATION, "OB", routes)}
         kept = {tag: e.raw for tag, e in self.meta.items() if tag != FILE_META_INFORMATION_GROUP_LENGTH}
         body = b"".join(raw for _, raw in sorted((kept | ours).items()))
@@ -87,7 +87,7 @@ class ReceivedInstance:
         """(calling AE title, called AE title, routes digest) the spool recorded, or None when it did not."""
         if SENDING_APPLICATION_ENTITY_TITLE not in self.meta or RECEIVING_APPLICATION_ENTITY_TITLE not in self.meta:
             return None
-        ours = dcmio.text(self.meta.get(PRIVATE_INFORMATION_CREATOR_UID)) == dicom.IMPLEMENTATION_CLASS_UID
+        ours = dcmio.text(self.meta.get(PRIVATE_INFORMATION_CREATOR_UID)) == dicom.MEDIANODE_CLASS_UID
         return (dcmio.text(self.meta[SENDING_APPLICATION_ENTITY_TITLE]),
                 dcmio.text(self.meta[RECEIVING_APPLICATION_ENTITY_TITLE]),
                 dcmio.text(self.meta.get(PRIVATE_INFORMATION)) if ours else "")
