@@ -159,6 +159,9 @@ def output_from_settings(value: object) -> Output:
 class Route:
     match: Match
     action: Action
+    #: Burn a study by this route too when its instances matched an earlier burn route (a backup disc
+    #: beside the archive one); otherwise only the first burn route a study's instances matched burns it.
+    also: bool = False
     profile: str = "STD-GEN-CD"
     #: A key of node.profiles.COMPRESS for every modality not in ``compress_by_modality``.
     compress: str = "none"
@@ -417,6 +420,7 @@ _ROUTE: dict[str, Check] = {
     "match": section(Match, {"called_aet": many(_AE), "calling_aet": many(_AE), "modality": many(text()),
                               "sop_class": _UIDS}),
     "action": choice("burn", "store", "reject"),
+    "also": boolean,
     "profile": choice(*PROFILES, upper=True),
     "compress": _compress,
     "lossy_mammography": boolean,

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from node.errors import NodeError
+from node.routing import RouteSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -169,10 +170,6 @@ class Job:
     error: str | None
     late: bool
 
-    @property
-    def settings(self) -> dict[str, object]:
-        return dict(json.loads(self.route))
-
 
 @dataclass(frozen=True)
 class Volume:
@@ -287,8 +284,27 @@ class Index:
         with self.transaction() as db:
             db.executemany("UPDATE studies SET pending = 0 WHERE study_uid = ?", [(u,) for u in study_uids])
 
-    def cut_job(self, study_uids: list[str], *, route: str, quiet_since: float) -> int | None:
-        """Make a job of a snapshot of these studies' instances, unless one got a new arrival meanwhile."""
+    def study_records(self, study_uids: Sequence[str]) -> dict[str, list[str]]:
+        """Study UID -> the routes its instances recorded (JSON, oldest first), then those of the jobs
+        cut for it before, which stand in for instances the spool has let go."""
+        marks = ",".join("?" * len(study_uids))
+        rows = self.db.execute(
+            f"""SELECT study_uid, route FROM (
+                    SELECT study_uid, route, 1 AS part, received_at AS at FROM instances WHERE study_uid IN ({marks})
+                    UNION ALL
+                    SELECT js.study_uid, '[' || j.route || ']', 0, j.created FROM job_studies js
+                    JOIN jobs j ON j.id = js.job_id WHERE js.study_uid IN ({marks}) AND j.route LIKE '{{%'
+                ) AS r ORDER BY part, at""", (*study_uids, *study_uids))
+        found: dict[str, list[str]] = {}
+        for uid, route in rows:
+            found.setdefault(uid, []).append(route)
+        return found
+
+    def cut_jobs(self, jobs: Sequence[tuple[list[str], str]], *, quiet_since: float) -> list[int] | None:
+        """Make every job of these (studies, route) pairs in one transaction, each of a snapshot of its
+        studies' instances, unless one of the studies got a new arrival meanwhile (then none: the studies
+        wait again). A study burned by two routes (``also``) gets both jobs or neither."""
+        study_uids = sorted({u for uids, _ in jobs for u in uids})
         with self.transaction() as db:
             marks = ",".join("?" * len(study_uids))
             fresh = db.execute(
@@ -296,7 +312,9 @@ class Index:
                 (*study_uids, quiet_since)).fetchone()[0]
             if fresh != len(study_uids):
                 return None
-            return self._insert_job(db, study_uids, route)
+            late = [bool(db.execute(f"SELECT MAX(jobs) FROM studies WHERE study_uid IN ({','.join('?' * len(u))})",
+                                    u).fetchone()[0]) for u, _ in jobs]
+            return [self._insert_job(db, uids, route, late=was_late) for (uids, route), was_late in zip(jobs, late)]
 
     def enqueue(self, study_uids: list[str], *, route: str) -> int:
         """Make a job of what the spool holds of these studies now (a re-burn of a lost disc)."""
@@ -304,9 +322,11 @@ class Index:
             return self._insert_job(db, study_uids, route)
 
     @staticmethod
-    def _insert_job(db: sqlite3.Connection, study_uids: list[str], route: str) -> int:
+    def _insert_job(db: sqlite3.Connection, study_uids: list[str], route: str, *, late: bool | None = None) -> int:
         marks = ",".join("?" * len(study_uids))
-        late = db.execute(f"SELECT MAX(jobs) FROM studies WHERE study_uid IN ({marks})", study_uids).fetchone()[0]
+        if late is None:
+            late = bool(db.execute(f"SELECT MAX(jobs) FROM studies WHERE study_uid IN ({marks})",
+                                   study_uids).fetchone()[0])
         job = _next_id(db, "jobs")
         db.execute("INSERT INTO jobs (id, route, state, created, late) VALUES (?, ?, 'pending', ?, ?)",
                    (job, route, time.time(), 1 if late else 0))
@@ -355,6 +375,7 @@ class Index:
                    uid_map: Mapping[str, str] | None = None) -> None:
         """Record a job's outcome, its volumes, which earlier volumes they supersede, and the UIDs it changed."""
         with self.transaction() as db:
+            job_route = str(db.execute("SELECT route FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
             db.execute("UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ?",
                        ("failed" if error else "done", time.time(), error, job_id))
             db.execute("DELETE FROM job_waits WHERE job_id = ?", (job_id,))
@@ -367,9 +388,13 @@ class Index:
                 db.executemany("INSERT INTO volume_studies (label, study_uid, patient_id, patient_name) "
                                "VALUES (?, ?, ?, ?)", [(v.label, *s) for s in v.studies])
                 marks = ",".join("?" * len(v.studies))
-                db.execute(f"""UPDATE volumes SET superseded_by = ? WHERE superseded_by IS NULL AND label <> ?
-                               AND label IN (SELECT label FROM volume_studies WHERE study_uid IN ({marks}))""",
-                           (v.label, v.label, *(s[0] for s in v.studies)))
+                earlier = db.execute(
+                    f"""SELECT v.label, j.route FROM volumes v JOIN jobs j ON j.id = v.job_id
+                        WHERE v.superseded_by IS NULL AND v.label <> ?
+                        AND v.label IN (SELECT label FROM volume_studies WHERE study_uid IN ({marks}))""",
+                    (v.label, *(s[0] for s in v.studies))).fetchall()
+                db.executemany("UPDATE volumes SET superseded_by = ? WHERE label = ?",
+                               [(v.label, label) for label, route in earlier if _same_route(route, job_route)])
 
     def set_wait(self, job_id: int, message: str) -> None:
         """Record what a building job waits for (``medianode status`` shows it); ``since`` is the first wait."""
@@ -509,6 +534,12 @@ def _next_id(db: sqlite3.Connection, table: str) -> int:
     that PostgreSQL runs too, where ``INTEGER PRIMARY KEY`` does not number rows.
     """
     return int(db.execute(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {table}").fetchone()[0])
+
+
+def _same_route(a: str, b: str) -> bool:
+    """Whether two jobs were cut for the same route (its position in the file): a volume supersedes only
+    one of its own route, never the one a study's ``also`` route made beside it."""
+    return RouteSnapshot.from_json(a).position == RouteSnapshot.from_json(b).position
 
 
 def _job(row: tuple[Any, ...]) -> Job:

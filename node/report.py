@@ -7,6 +7,7 @@ import time
 
 from node.config import Config
 from node.index import Index, Job, Volume
+from node.routing import RouteSnapshot
 
 
 def _when(t: float | None) -> str:
@@ -14,11 +15,10 @@ def _when(t: float | None) -> str:
 
 
 def job_row(job: Job) -> dict[str, object]:
-    settings = job.settings
     return {
         "id": job.id,
         "state": job.state,
-        "profile": settings.get("profile"),
+        "profile": RouteSnapshot.from_json(job.route).profile,
         "created": _when(job.created),
         "finished": _when(job.finished),
         "attempts": job.attempts,

@@ -214,7 +214,7 @@ def test_bundled_files_are_stored_as_sent_and_indexed(start_node: Callable[..., 
             source.SOPClassUID, source.StudyInstanceUID, source.SeriesInstanceUID, source.Modality, source.PatientID)
         assert row["patient_name"] == str(source.PatientName)
         assert (row["calling_aet"], row["called_aet"]) == ("STORESCU", "BURN")
-        assert json.loads(row["route"]) == json.loads(routing.settings(BURN))
+        assert routing.snapshots(row["route"]) == [routing.RouteSnapshot.of(BURN, 0)]
     assert node.temp_files() == []
 
 
@@ -498,4 +498,4 @@ def test_index_orphans_gives_lost_instances_their_study_route(start_node: Callab
     finally:
         index.close()
     row = next(r for r in node.rows() if r["path"] == str(lost))
-    assert row["route"] == routing.settings(BURN) and row["calling_aet"] == ""
+    assert routing.snapshots(row["route"]) == [routing.RouteSnapshot.of(BURN, 0)] and row["calling_aet"] == ""
