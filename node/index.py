@@ -263,6 +263,13 @@ class Index:
         row = self.db.execute("SELECT route FROM studies WHERE study_uid = ?", (study_uid,)).fetchone()
         return str(row[0]) if row else None
 
+    def study_instances(self, study_uid: str) -> list[tuple[str, str, str, str, str, str]]:
+        """(path, SOP Instance UID, modality, SOP Class UID, called AE title, calling AE title) of the
+        instances of a study the index holds, in order of arrival (``medianode routes explain --study``)."""
+        return list(self.db.execute(
+            "SELECT path, sop_instance_uid, modality, sop_class_uid, called_aet, calling_aet FROM instances "
+            "WHERE study_uid = ? ORDER BY received_at, sop_instance_uid", (study_uid,)))
+
     def known_paths(self) -> set[str]:
         """Every spool file the index points at, current or waiting in a job."""
         rows = self.db.execute("SELECT path FROM instances UNION SELECT path FROM job_files")

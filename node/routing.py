@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from node.config import Action, Group, Output, Route, VolumeKind, output_from_settings, output_settings
+from node.config import Action, Group, Match, Output, Route, VolumeKind, output_from_settings, output_settings
 
 #: What an instance that records no burn route gets: it is kept, and goes with its study.
 STORE_ONLY = "[]"
@@ -252,3 +252,94 @@ def decide(records: Iterable[str]) -> list[RouteSnapshot]:
         return []
     first, *later = sorted(by_position)
     return [by_position[first], *(by_position[p] for p in later if by_position[p].also)]
+
+
+# -- explaining (``medianode routes explain``, ``config check``) -------------------------------
+
+
+@dataclass(frozen=True)
+class Instance:
+    """What routing looks at of one instance, and where it was read from (a path, or the index)."""
+
+    source: str
+    study_uid: str
+    sop_instance_uid: str
+    modality: str
+    sop_class: str
+    called_aet: str
+    calling_aet: str
+
+
+@dataclass(frozen=True)
+class InstanceRouting:
+    """How one instance fares with the routes: each route's trial, the reject refusing it (or None),
+    the burn routes it records."""
+
+    instance: Instance
+    trials: tuple[Trial, ...]
+    refused_by: int | None
+    recorded: tuple[RouteSnapshot, ...]
+
+
+@dataclass(frozen=True)
+class StudyRouting:
+    """The jobs a study would make: one per decided route (none: stored only)."""
+
+    study_uid: str
+    instances: int
+    jobs: tuple[RouteSnapshot, ...]
+
+
+def explain(routes: Sequence[Route], instances: Iterable[Instance]) -> tuple[list[InstanceRouting], list[StudyRouting]]:
+    """Each instance's trials and records, and each study's decision, as :func:`record` and
+    :func:`decide` make them at receipt and when the study's job is cut (refused instances are not stored)."""
+    each: list[InstanceRouting] = []
+    for inst in instances:
+        tried = trials(routes, called_aet=inst.called_aet, calling_aet=inst.calling_aet, modality=inst.modality,
+                       sop_class=inst.sop_class)
+        refused, text = record(routes, called_aet=inst.called_aet, calling_aet=inst.calling_aet,
+                               modality=inst.modality, sop_class=inst.sop_class)
+        refused_by = next(t.position for t in tried if t.route is refused) if refused is not None else None
+        each.append(InstanceRouting(inst, tuple(tried), refused_by, tuple(snapshots(text))))
+    studies: dict[str, list[InstanceRouting]] = {}
+    for r in each:
+        if r.refused_by is None:
+            studies.setdefault(r.instance.study_uid, []).append(r)
+    return each, [StudyRouting(uid, len(rs), tuple(decide(recorded(r.recorded) for r in rs)))
+                  for uid, rs in studies.items()]
+
+
+def covers(earlier: Match, later: Match) -> bool:
+    """Whether every instance ``later`` matches is matched by ``earlier`` too.
+
+    >>> covers(Match(called_aet=("BURN",)), Match(called_aet=("BURN",), modality=("CT",)))
+    True
+    >>> covers(Match(modality=("CT",)), Match(called_aet=("BURN",)))
+    False
+    """
+    for key in CRITERIA:
+        wide: tuple[str, ...] = getattr(earlier, key)
+        narrow: tuple[str, ...] = getattr(later, key)
+        if wide and not (narrow and set(narrow) <= set(wide)):
+            return False
+    return True
+
+
+def unreachable(routes: Sequence[Route]) -> list[tuple[int, int, str]]:
+    """(route, earlier route, why) for each route no instance can reach: its match is covered by an
+    earlier store or reject route's (which ends the trying), or it is a burn route without ``also``
+    covered by an earlier burn route's (which every study it would burn takes first)."""
+    found = []
+    for i, route in enumerate(routes):
+        for j, before in enumerate(routes[:i]):
+            if not covers(before.match, route.match):
+                continue
+            if before.action != "burn":
+                found.append((i, j, f"every instance it matches is {'refused' if before.action == 'reject' else 'stored'}"
+                                    f" by routes[{j}] ({before.where or 'above'}) first"))
+                break
+            if route.action == "burn" and not route.also:
+                found.append((i, j, f"every study it would burn is burned by routes[{j}] ({before.where or 'above'}) "
+                                    f"instead (add also: true to burn it by both)"))
+                break
+    return found

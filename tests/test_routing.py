@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import signal
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from pydicom import dcmread
 from node.config import Match, Route
 from node.index import Index
 from node.routing import RouteSnapshot, decide, record, snapshots
-from tests.conftest import ct_series, need
+from tests.conftest import cli, ct_series, need
 from tests.test_serve import Node, storescu
 
 CT_DVD = Route(Match(modality=("CT",)), "burn", profile="STD-GEN-DVD-JPEG", where="r.yaml:2")
@@ -117,3 +118,88 @@ def test_every_order_of_arrival_makes_the_same_discs(also: bool, tmp_path: Path)
     finally:
         if node.proc is not None and node.proc.poll() is None:
             node.stop(signal.SIGKILL)
+
+
+# -- routes explain, config check --------------------------------------------------------------------
+
+EXPLAIN_CONFIG = ("routes:\n"
+                  "  - {match: {modality: CT}, action: burn, profile: STD-GEN-DVD-JPEG}\n"
+                  "  - {match: {modality: KO}, action: store}\n"
+                  "  - {match: {called_aet: BURN}, action: burn, profile: STD-GEN-CD, copies: 2}\n")
+
+
+def _config(tmp_path: Path, text: str = EXPLAIN_CONFIG) -> Path:
+    path = tmp_path / "r.yaml"
+    path.write_text(f"node: {{data_dir: {tmp_path / 'var'}}}\nburn: {{output: {tmp_path / 'out'}}}\n" + text)
+    return path
+
+
+def test_routes_explain_says_which_rule_matched_and_why_the_earlier_did_not(tmp_path: Path) -> None:
+    uid = "1.2.826.0.1.3680043.10.1047.99"
+    ct = ct_series(tmp_path / "ct", 2, study_uid=uid)
+    sr = ct_series(tmp_path / "sr", 1, study_uid=uid, Modality="SR")
+    config = _config(tmp_path)
+    shown = cli("routes", "explain", tmp_path / "sr", tmp_path / "ct", "--config", config, "--called-aet", "BURN")
+    assert shown.code == 0, shown.err
+    assert f"{sr[0]}: SR" in shown.out
+    assert "routes[0] burn {modality: CT} (" in shown.out and ": did not match: modality SR is not CT" in shown.out
+    assert "routes[1] store {modality: KO}" in shown.out
+    assert f"study {uid} (3 instance(s)): 1 job(s)" in shown.out
+    assert "job by routes[0]: STD-GEN-DVD-JPEG, compress none, 1 cop(ies) to burn.output" in shown.out
+
+    e = json.loads(cli("routes", "explain", *ct, *sr, "--config", config, "--called-aet", "BURN", "--json").out)
+    assert [i["recorded"] for i in e["instances"]] == [[0, 2], [0, 2], [2]]
+    assert [r["outcome"] for r in e["instances"][2]["rules"]] == ["did not match", "did not match", "matched"]
+    assert e["instances"][2]["rules"][0]["why"] == "modality SR is not CT"
+    [study] = e["studies"]
+    assert [(j["route"], j["profile"], j["copies"]) for j in study["jobs"]] == [(0, "STD-GEN-DVD-JPEG", 1)]
+
+
+def test_routes_explain_takes_the_ae_titles_from_the_file_meta(tmp_path: Path) -> None:
+    [path] = ct_series(tmp_path / "sr", 1, Modality="SR")
+    ds = dcmread(path)
+    ds.file_meta.ReceivingApplicationEntityTitle = "BURN"
+    ds.file_meta.SendingApplicationEntityTitle = "MODALITY1"
+    ds.save_as(path, enforce_file_format=True)
+    e = json.loads(cli("routes", "explain", path, "--config", _config(tmp_path), "--called-aet", "X", "--json").out)
+    [inst] = e["instances"]
+    assert (inst["called_aet"], inst["calling_aet"], inst["outcome"]) == ("BURN", "MODALITY1", "burn")
+
+
+def test_routes_explain_a_study_of_the_index(tmp_path: Path) -> None:
+    from tests.test_jobs import receive
+
+    config = _config(tmp_path)
+    (tmp_path / "var").mkdir()
+    index = Index(tmp_path / "var" / "index.sqlite")
+    try:
+        files = ct_series(tmp_path / "s", 2, Modality="KO")
+        receive(index, files, route="[]", at=1000.0)  # called BURN, calling CT1
+    finally:
+        index.close()
+    study = dcmread(files[0]).StudyInstanceUID
+    shown = cli("routes", "explain", "--study", study, "--config", config)
+    assert shown.code == 0, shown.err
+    assert "routes[1] store {modality: KO}" in shown.out and ": matched" in shown.out
+    assert "routes[2] burn {called_aet: BURN} (" in shown.out and ": not tried" in shown.out
+    assert f"study {study} (2 instance(s)): stored only, no job" in shown.out
+    assert cli("routes", "explain", "--study", "1.2.3", "--config", config).code == 2
+    assert cli("routes", "explain", "--config", config).code == 2
+
+
+def test_config_check_warns_of_routes_no_instance_can_reach(tmp_path: Path) -> None:
+    config = _config(tmp_path, "routes:\n"
+                                "  - {match: {called_aet: BURN}, action: burn}\n"
+                                "  - {match: {called_aet: BURN, modality: CT}, action: burn, profile: STD-GEN-DVD-JPEG}\n"
+                                "  - {match: {called_aet: BURN, modality: MR}, action: burn, also: true}\n"
+                                "  - {match: {modality: KO}, action: store}\n"
+                                "  - {match: {modality: KO, calling_aet: X}, action: reject}\n")
+    checked = cli("config", "check", config)
+    assert checked.code == 0
+    assert checked.err.splitlines() == [
+        f"{config}:5 routes[1]: warning: no instance can reach this route: every study it would burn is burned by "
+        f"routes[0] ({config}:4) instead (add also: true to burn it by both)",
+        f"{config}:8 routes[4]: warning: no instance can reach this route: every instance it matches is stored by "
+        f"routes[3] ({config}:7) first",
+    ]
+    assert cli("config", "check", _config(tmp_path)).err == ""
