@@ -119,9 +119,35 @@ CREATE TABLE IF NOT EXISTS job_waits (  -- a building job waiting on its output 
 );
 """
 
+#: Version 2: the receiving side's columns.
+_VERSION_2 = ""
+
+#: Version 3: a job is built, then delivered by its output's worker; ``built`` (waiting in its output's
+#: queue) and ``delivering`` are states of their own, and ``output`` names that queue. A CHECK constraint
+#: cannot change in place in SQLite: the table is made anew and its rows copied.
+_VERSION_3 = """
+CREATE TABLE jobs_v3 (
+    id INTEGER PRIMARY KEY,
+    route TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'building', 'built', 'delivering', 'done', 'failed',
+                                         'cancelled')),
+    created DOUBLE PRECISION NOT NULL,
+    started DOUBLE PRECISION,
+    finished DOUBLE PRECISION,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    late INTEGER NOT NULL DEFAULT 0,
+    output TEXT                     -- the delivery queue of a built job: its output's device or folder
+);
+INSERT INTO jobs_v3 (id, route, state, created, started, finished, attempts, error, late)
+    SELECT id, route, state, created, started, finished, attempts, error, late FROM jobs;
+DROP TABLE jobs;
+ALTER TABLE jobs_v3 RENAME TO jobs;
+"""
+
 #: The schema's history, oldest first: migration ``n`` (1-based) takes an index from version n-1 to n.
 #: Append a migration for every change (a table, a column, an index); never edit one that has shipped.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1,)
+MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3)
 
 #: The version this code reads and writes.
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -359,7 +385,8 @@ class Index:
                               "FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row) if row else None
 
-    def jobs(self, *, states: Iterable[str] = ("pending", "building", "done", "failed", "cancelled"),
+    def jobs(self, *, states: Iterable[str] = ("pending", "building", "built", "delivering", "done", "failed",
+                                               "cancelled"),
              limit: int = 100) -> list[Job]:
         states = tuple(states)
         rows = self.db.execute(
@@ -403,6 +430,26 @@ class Index:
                 db.executemany("UPDATE volumes SET superseded_by = ? WHERE label = ?",
                                [(v.label, label) for label, route in earlier if _same_route(route, job_route)])
 
+    def set_built(self, job_id: int, output: str) -> bool:
+        """A building job's medium is built: it waits in the queue of ``output`` (building -> built)."""
+        with self.transaction() as db:
+            cur = db.execute("UPDATE jobs SET state = 'built', output = ? WHERE id = ? AND state = 'building'",
+                             (output, job_id))
+            return cur.rowcount == 1
+
+    def requeue(self, job_id: int, *, only_from: tuple[str, ...]) -> bool:
+        """Back to 'pending' (the node is stopping): its medium is built again at the next start."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM job_waits WHERE job_id = ?", (job_id,))
+            cur = db.execute(f"UPDATE jobs SET state = 'pending', output = NULL WHERE id = ? AND state IN "
+                             f"({','.join('?' * len(only_from))})", (job_id, *only_from))
+            return cur.rowcount == 1
+
+    def deliveries(self) -> list[tuple[str, int, str]]:
+        """(output, job id, state) of the jobs built and waiting for, or being delivered to, an output."""
+        return list(self.db.execute("SELECT output, id, state FROM jobs WHERE state IN ('built', 'delivering') "
+                                    "ORDER BY output, id"))
+
     def set_wait(self, job_id: int, message: str) -> None:
         """Record what a building job waits for (``medianode status`` shows it); ``since`` is the first wait."""
         with self.transaction() as db:
@@ -430,10 +477,10 @@ class Index:
             return cur.rowcount == 1
 
     def requeue_interrupted(self) -> list[int]:
-        """Jobs left 'building' by a crash go back to 'pending' (at start-up)."""
+        """Jobs a crash left building, built or delivering go back to 'pending' (at start-up)."""
         with self.transaction() as db:
-            ids = [i for (i,) in db.execute("SELECT id FROM jobs WHERE state = 'building'")]
-            db.execute("UPDATE jobs SET state = 'pending' WHERE state = 'building'")
+            ids = [i for (i,) in db.execute(f"SELECT id FROM jobs WHERE state IN {_UNDER_WAY}")]
+            db.execute(f"UPDATE jobs SET state = 'pending', output = NULL WHERE state IN {_UNDER_WAY}")
             db.execute("DELETE FROM job_waits")
         return ids
 
@@ -468,13 +515,13 @@ class Index:
 
     def deletable_files(self, *, now: float, retention_s: float) -> list[str]:
         """Spool files no open job needs: released copies, and studies burned longer ago than the retention."""
-        open_jobs = "SELECT path FROM job_files f JOIN jobs j ON j.id = f.job_id WHERE j.state IN ('pending', 'building')"
+        open_jobs = f"SELECT path FROM job_files f JOIN jobs j ON j.id = f.job_id WHERE j.state IN {_OPEN}"
         released = [p for (p,) in self.db.execute(f"SELECT path FROM released_files WHERE path NOT IN ({open_jobs})")]
         expired = [p for (p,) in self.db.execute(
             f"""SELECT i.path FROM instances i JOIN studies s USING (study_uid)
                 WHERE s.pending = 0 AND s.last_received <= ? AND i.path NOT IN ({open_jobs})
                 AND NOT EXISTS (SELECT 1 FROM job_studies js JOIN jobs j ON j.id = js.job_id
-                                WHERE js.study_uid = s.study_uid AND j.state IN ('pending', 'building', 'failed'))""",
+                                WHERE js.study_uid = s.study_uid AND j.state IN {_OPEN_OR_FAILED})""",
             (now - retention_s,))]
         return released + expired
 
@@ -531,6 +578,10 @@ _INSTANCE_COLUMNS = ("sop_instance_uid", "sop_class_uid", "study_uid", "series_u
 _UPSERT_INSTANCE = (f"INSERT INTO instances ({', '.join(_INSTANCE_COLUMNS)}) "
                     f"VALUES ({', '.join('?' * len(_INSTANCE_COLUMNS))}) ON CONFLICT (sop_instance_uid) DO UPDATE SET "
                     + ", ".join(f"{c} = excluded.{c}" for c in _INSTANCE_COLUMNS[1:]))
+#: Job states whose spool files are still needed; those a crash interrupts.
+_UNDER_WAY = "('building', 'built', 'delivering')"
+_OPEN = "('pending', 'building', 'built', 'delivering')"
+_OPEN_OR_FAILED = "('pending', 'building', 'built', 'delivering', 'failed')"
 _VOLUME_COLUMNS = ("label", "job_id", "kind", "created", "copies", "paths", "bytes", "superseded_by")
 
 

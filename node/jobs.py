@@ -14,8 +14,9 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from node import audit
 from node import routing
@@ -24,6 +25,7 @@ from node.errors import NodeError, UsageError
 from node.index import Index, Job, StableStudy, Volume
 from node.media import build, outputs, pdi
 from node.media.compress import Policy
+from node.media.outputs import OutputKind
 from node.media.plan import Options
 from node.media.publisher import label_fields
 from node.media.waiting import Interrupted
@@ -116,77 +118,114 @@ def _pack(studies: list[StableStudy], route: RouteSnapshot) -> list[list[StableS
     return [members for _, members in bins]
 
 
+@dataclass(frozen=True)
+class Built:
+    """A job whose medium is built and staged, waiting for its output's delivery worker."""
+
+    job: Job
+    route: RouteSnapshot
+    label: str
+    output: OutputKind[Any]
+    medium: Path
+    report: build.BurnReport
+    studies: list[tuple[str, str, str]]
+
+
 class Worker:
-    """Builds one job at a time, from the index's queue."""
+    """Builds jobs from the index's queue (:meth:`build`) and hands their media to their outputs
+    (:meth:`deliver`). ``medianode serve`` runs one builder and one deliverer per output, each with its
+    own Worker and index connection; :meth:`run_pending` does both in turn, for one thread."""
 
     def __init__(self, index: Index, config: Callable[[], Config]) -> None:
         self.index = index
         self.config = config
 
     def run_pending(self, stop: threading.Event | None = None) -> int:
-        """Build every pending job (until ``stop`` is set); return how many were built."""
+        """Build and deliver every pending job (until ``stop`` is set); return how many were built."""
         done = 0
         while not (stop and stop.is_set()):
             job = self.index.claim_job()
             if job is None:
                 break
-            self.build(job, stop)
+            built = self.build(job)
+            if built is not None:
+                self.deliver(built, stop)
             done += 1
         return done
 
-    def build(self, job: Job, stop: threading.Event | None = None) -> None:
-        """Build the job's medium once, then hand it to its output for every copy. A failed copy waits and
-        is retried per the output's settings; only then does the job fail, its spool files kept."""
+    def build(self, job: Job) -> Built | None:
+        """Build a claimed job's medium once, where its output stages it; None when the job failed."""
         config = self.config()
         route = RouteSnapshot.from_json(job.route)
         label = volume_label(route.label, job.id)
-        studies = self.index.job_studies(job.id)
         files = self.index.job_files(job.id)
-        output = route.output or config.burn.output
-        medium: Path | None = None
+        output = outputs.output_for(route.output or config.burn.output)
         try:
             missing = [p for _, p, _ in files if not os.path.exists(p)]
             if missing:
                 raise NodeError(f"the spool no longer holds {len(missing)} of its {len(files)} instance(s)")
             profile = get_profile(route.profile)
             suffix = "" if profile.file_system == "folder" else ".iso"
-            medium = outputs.build_target(output, name=label, suffix=suffix, data_dir=config.node.data_dir)
+            medium = output.stage(name=label, suffix=suffix, data_dir=config.node.data_dir)
             _remove(medium)  # what an interrupted or failed attempt of this job left
             report = build.burn([p for _, p, _ in files], out=medium, profile=profile, label=label,
-                                fmt=outputs.build_format(output), options=burn_options(route),
+                                fmt=output.staging_format(), options=burn_options(route),
                                 pdi=pdi.for_route(config.burn, profile, pdi=route.pdi, web=route.web,
                                                   viewer=route.viewer),
                                 volume=route.volume)
-            copies = route.copies
+        except Exception as exc:
+            self._failed(job, exc)
+            return None
+        self.index.set_built(job.id, output.queue)
+        return Built(job, route, label, output, medium, report, self.index.job_studies(job.id))
+
+    def deliver(self, built: Built, stop: threading.Event | None = None) -> None:
+        """Hand a built medium to its output for every copy. A failed copy waits and is retried per the
+        output's settings; only then does the job fail, its spool files kept. When the node stops while it
+        waits, the job goes back to the queue."""
+        job, route, label, report = built.job, built.route, built.label, built.report
+        config = self.config()
+        medium: Path | None = built.medium
+        self.index.set_job_state(job.id, "delivering", only_from=("built",))
+        try:
             waiter = _IndexWaiter(self.index, job.id, stop or threading.Event())
-            paths = outputs.publish(output, medium, copies=copies, volume_id=report.volume_id,
-                                    label=label_fields(report.label), waiter=waiter)
+            paths = built.output.deliver(built.medium, copies=route.copies, volume_id=report.volume_id,
+                                         label=label_fields(report.label), waiter=waiter)
         except Interrupted as exc:
             medium = None  # a robot may still be reading it; the retried job builds it again
-            self.index.clear_wait(job.id)
-            self.index.set_job_state(job.id, "pending", only_from=("building",))
+            self.index.requeue(job.id, only_from=("delivering",))
             logger.warning("job %d: back to the queue, the node is stopping (%s)", job.id, exc)
             return
-        except NodeError as exc:
-            self.index.finish_job(job.id, error=str(exc))
-            logger.error("job %d failed: %s", job.id, exc)
-            return
-        except Exception as exc:  # a bug must not stop the worker; the job shows it
-            logger.exception("job %d failed unexpectedly", job.id)
-            self.index.finish_job(job.id, error=f"internal error: {exc!r}")
+        except Exception as exc:
+            self._failed(job, exc)
             return
         finally:
-            if medium is not None and not isinstance(output, Path):
+            if medium is not None and not built.output.keeps_staged:
                 _remove(medium)  # a device's copies are written: the staged image is not a deliverable
-        kind = route.kind
-        volume = Volume(label=label, job_id=job.id, kind=kind, created=time.time(), copies=copies, paths=paths,
-                        bytes=report.bytes, superseded_by=None, studies=studies)
-        self.index.finish_job(job.id, volumes=[volume] if kind == "archive" else [],
+        volume = Volume(label=label, job_id=job.id, kind=route.kind, created=time.time(), copies=route.copies,
+                        paths=paths, bytes=report.bytes, superseded_by=None, studies=built.studies)
+        self.index.finish_job(job.id, volumes=[volume] if route.kind == "archive" else [],
                               error=_left_out(report) or None, uid_map=report.uid_map)
-        audit.append(config.node.data_dir, "volume-burned", job=job.id, label=label, kind=kind, paths=volume.paths,
-                     studies=[s[0] for s in studies], instances=report.instances, supersedes=job.late)
+        audit.append(config.node.data_dir, "volume-burned", job=job.id, label=label, kind=route.kind,
+                     paths=volume.paths, studies=[s[0] for s in built.studies], instances=report.instances,
+                     supersedes=job.late)
         logger.info("job %d: volume %s, %d instance(s), %d cop%s to %s", job.id, label, report.instances,
-                    copies, "y" if copies == 1 else "ies", paths[0])
+                    route.copies, "y" if route.copies == 1 else "ies", paths[0])
+
+    def _failed(self, job: Job, exc: Exception) -> None:
+        if isinstance(exc, NodeError):
+            self.index.finish_job(job.id, error=str(exc))
+            logger.error("job %d failed: %s", job.id, exc)
+        else:  # a bug must not stop the worker; the job shows it
+            logger.error("job %d failed unexpectedly", job.id, exc_info=exc)
+            self.index.finish_job(job.id, error=f"internal error: {exc!r}")
+
+    def put_back(self, built: Built) -> None:
+        """A built job no delivery will take (the node is stopping): back to the queue, its staged medium
+        removed (a folder's too: it is built again, whole, at the next start)."""
+        _remove(built.medium)
+        self.index.requeue(built.job.id, only_from=("built",))
+        logger.warning("job %d: back to the queue, the node is stopping", built.job.id)
 
 
 class _IndexWaiter:

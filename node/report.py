@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from node.config import Config, output_settings
+from node.media.outputs import output_for
 from node.index import Index, Job, Volume
 from node.routing import CRITERIA, InstanceRouting, RouteSnapshot, StudyRouting, Trial
 
@@ -61,10 +62,31 @@ def status(index: Index, config: Config) -> dict[str, object]:
                         for job_id, since, message in index.waits()],
             "done_today": len(done_today),
         },
+        "outputs": outputs(index, config),
         "volumes_today": [volume_row(v) for v in index.volumes() if v.created >= midnight],
         "imports": [{**i, "started": _when(i["started"]), "finished": _when(i["finished"])}  # type: ignore[arg-type]
                     for i in index.imports(limit=10)],
     }
+
+
+def outputs(index: Index, config: Config) -> list[dict[str, object]]:
+    """Each output (configured, or holding jobs) and its queue: the job being delivered and what it
+    waits for (a blank disc, an empty stick, the robot), the jobs built and waiting their turn."""
+    configured = [config.burn.output, *(r.output for r in config.routes if r.output)]
+    delivering: dict[str, int] = {}
+    queued: dict[str, list[int]] = {output_for(o).queue: [] for o in configured}
+    for name, job_id, state in index.deliveries():
+        if state == "delivering":
+            delivering[name] = job_id
+        queued.setdefault(name, []).extend([job_id] if state == "built" else [])
+    waits = {job_id: (since, message) for job_id, since, message in index.waits()}
+    rows: list[dict[str, object]] = []
+    for name, jobs in queued.items():
+        job = delivering.get(name)
+        since, message = waits.get(job, (None, None)) if job is not None else (None, None)
+        rows.append({"output": name, "delivering": job, "waiting_for": message,
+                     "since": _when(since) if since else None, "queued": jobs})
+    return rows
 
 
 def format_status(s: dict[str, object]) -> str:
@@ -79,6 +101,14 @@ def format_status(s: dict[str, object]) -> str:
                  f"{len(jobs['failed'])} failed, {jobs['done_today']} done today")
     lines += [f"  job {j['id']} {j['message']} (since {j['since']})" for j in jobs["waiting"]]
     lines += [f"  job {j['id']} failed {j['finished']}: {j['error']}" for j in jobs["failed"]]
+    outs = s["outputs"]
+    lines.append("outputs:" if isinstance(outs, list) and outs else "outputs: none")
+    for o in outs if isinstance(outs, list) else []:
+        doing = (f"delivering job {o['delivering']}" + (f", {o['waiting_for']} (since {o['since']})"
+                                                        if o["waiting_for"] else "")) if o["delivering"] else "idle"
+        queued = o["queued"]
+        lines.append(f"  {o['output']}: {doing}" + (f"; jobs {', '.join(map(str, queued))} waiting their turn"
+                                                    if isinstance(queued, list) and queued else ""))
     lines.append(f"volumes today: {len(volumes)}")
     lines += [f"  {v['label']}  {len(v['studies'])} study(ies)  {v['copies']} cop(ies)"
               + (f"  superseded by {v['superseded_by']}" if v["superseded_by"] else "") for v in volumes]
