@@ -209,3 +209,19 @@ def test_migrations_run_in_order_each_in_its_transaction(tmp_path: Path, monkeyp
     assert "media_requests" in names and "users" not in names  # the failed migration left nothing
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION + 1
+
+
+def test_a_job_is_built_then_delivered_and_a_restart_puts_it_back(tmp_path: Path) -> None:
+    index = Index(tmp_path / "index.sqlite")
+    try:
+        index.add_instance(received("1.1", "9.1", at=100.0))
+        job = index.enqueue(["9.1"], route="{}")
+        assert index.claim_job() is not None and index.set_built(job, "xorriso /dev/sr0")
+        assert index.deliveries() == [("xorriso /dev/sr0", job, "built")]
+        assert index.deletable_files(now=1e12, retention_s=0) == []  # a built job still needs its files
+        assert index.set_job_state(job, "delivering", only_from=("built",))
+        assert index.deliveries() == [("xorriso /dev/sr0", job, "delivering")]
+        assert index.requeue_interrupted() == [job]
+        assert index.job(job).state == "pending" and index.deliveries() == []  # type: ignore[union-attr]
+    finally:
+        index.close()
