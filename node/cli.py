@@ -22,6 +22,7 @@ from node import __version__
 from node.errors import EXIT_DATA, EXIT_OK, EXIT_USAGE, NodeError
 
 if TYPE_CHECKING:
+    from node import routing
     from node.config import Config
     from node.index import Index
     from node.read.importer import ImportReport
@@ -296,10 +297,106 @@ def _add_config(sub: _Subparsers) -> None:
 
 def _config_check(args: argparse.Namespace, out: TextIO) -> int:
     from node.config import load_config
+    from node.routing import unreachable
 
     config = load_config(args.file)
+    for i, _, why in unreachable(config.routes):
+        print(f"{config.routes[i].where} routes[{i}]: warning: no instance can reach this route: {why}", file=sys.stderr)
     out.write(f"{args.file}: ok, {len(config.routes)} route(s), data in {config.node.data_dir}\n")
     return EXIT_OK
+
+
+def _add_routes(sub: _Subparsers) -> None:
+    p = sub.add_parser("routes", help="what the routes do with instances")
+    rsub = p.add_subparsers(dest="routes_command", required=True, parser_class=_Parser)
+    explain = rsub.add_parser("explain", help="which route each instance matches (and why not the earlier ones), "
+                                              "and the jobs each study would make: a dry run of the routes")
+    explain.add_argument("paths", nargs="*", metavar="PATH", help="DICOM files or folders (searched recursively)")
+    explain.add_argument("--study", metavar="UID", help="the instances of this study in the node's index instead")
+    _config_option(explain)
+    explain.add_argument("--called-aet", default="", metavar="AET",
+                         help="the called AE title of files whose File Meta has no Receiving AE Title (0002,0018)")
+    explain.add_argument("--calling-aet", default="", metavar="AET",
+                         help="the calling AE title of files whose File Meta has no Sending AE Title (0002,0017)")
+    explain.add_argument("--json", action="store_true", help="print one JSON object")
+    explain.set_defaults(run=_routes_explain)
+
+
+def _routes_explain(args: argparse.Namespace, out: TextIO) -> int:
+    from node import report, routing
+    from node.config import load_config
+    from node.errors import UsageError
+
+    if bool(args.paths) == bool(args.study):
+        raise UsageError("routes explain needs PATH... or --study UID (not both)")
+    if args.study:
+        config, index = _open_index(args)
+        try:
+            rows = index.study_instances(args.study)
+        finally:
+            index.close()
+        if not rows:
+            raise UsageError(f"the index holds no instance of study {args.study}")
+        instances = [routing.Instance(path, args.study, sop, modality, sop_class, called, calling)
+                     for path, sop, modality, sop_class, called, calling in rows]
+    else:
+        config = load_config(args.config)
+        instances = []
+        for path, named in _dicom_files(args.paths):
+            try:
+                instances.append(_routing_facts(path, called=args.called_aet, calling=args.calling_aet))
+            except NodeError:
+                if named:
+                    raise
+                logger.info("%s: not DICOM, skipped", path)  # a folder's other files
+    each, studies = routing.explain(config.routes, instances)
+    if args.json:
+        json.dump(report.explanation(each, studies), out, indent=2)
+        out.write("\n")
+    else:
+        out.write(report.format_explanation(each, studies))
+    return EXIT_OK
+
+
+def _dicom_files(paths: list[str]) -> list[tuple[Path, bool]]:
+    """(path, named itself) of the files named and of every file under the folders named (sorted)."""
+    from node.errors import UsageError
+
+    found: list[tuple[Path, bool]] = []
+    for name in paths:
+        p = Path(name)
+        if p.is_dir():
+            found += [(f, False) for f in sorted(p.rglob("*")) if f.is_file()]
+        elif p.is_file():
+            found.append((p, True))
+        else:
+            raise UsageError(f"{name}: no such file or folder")
+    return found
+
+
+def _routing_facts(path: Path, *, called: str, calling: str) -> routing.Instance:
+    """What routing looks at of one file, read with the header reader; the AE titles from its File Meta
+    (Sending / Receiving Application Entity Title, PS3.10 7.1) when present, else ``called`` / ``calling``."""
+    from node import dcmio, routing
+    from node.tags import (
+        MODALITY,
+        RECEIVING_APPLICATION_ENTITY_TITLE,
+        SENDING_APPLICATION_ENTITY_TITLE,
+        SOP_CLASS_UID,
+        SOP_INSTANCE_UID,
+        STUDY_INSTANCE_UID,
+    )
+
+    vrs = {SOP_CLASS_UID: "UI", SOP_INSTANCE_UID: "UI", STUDY_INSTANCE_UID: "UI", MODALITY: "CS"}
+    try:
+        header = dcmio.read_header(str(path), wanted=frozenset(vrs), vrs=vrs)
+    except (dcmio.NotDicom, dcmio.NeedsPydicom, OSError) as exc:
+        raise NodeError(f"{path}: cannot be read as DICOM: {exc}") from None
+    meta = header.meta
+    return routing.Instance(str(path), header.text(STUDY_INSTANCE_UID), header.text(SOP_INSTANCE_UID),
+                            header.text(MODALITY), header.text(SOP_CLASS_UID),
+                            dcmio.text(meta.get(RECEIVING_APPLICATION_ENTITY_TITLE)) or called,
+                            dcmio.text(meta.get(SENDING_APPLICATION_ENTITY_TITLE)) or calling)
 
 
 def _open_index(args: argparse.Namespace) -> tuple[Config, Index]:
@@ -410,7 +507,7 @@ def _parser() -> _Parser:
 
 _COMMANDS: list[Callable[[_Subparsers], None]] = [
     _add_serve, _add_burn, _add_check, _add_import, _add_status, _add_jobs, _add_volumes, _add_config,
-    _add_conformance,
+    _add_routes, _add_conformance,
 ]
 
 

@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -47,6 +47,8 @@ from node.yamlcheck import (
 Action = Literal["burn", "store", "reject"]
 Group = Literal["study", "patient"]
 VolumeKind = Literal["archive", "backup"]
+#: What an output kind can deliver: a disc image, a USB folder tree, or either (a folder).
+Takes = Literal["image", "tree", "any"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,9 @@ class Match:
 class XorrisoOutput:
     """``output: {kind: xorriso, ...}``: burn each copy on an optical drive with xorriso (node.media.outputs)."""
 
+    kind: ClassVar[str] = "xorriso"
+    takes: ClassVar[Takes] = "image"
+
     #: The drive (``/dev/sr0``) or a ``stdio:/path`` pseudo-drive (a file standing in for the disc).
     device: str
     #: cdrecord's ``speed=`` (``4``, ``8``...); None lets the drive choose.
@@ -108,6 +113,9 @@ class XorrisoOutput:
 @dataclass(frozen=True)
 class PublisherOutput:
     """``output: {kind: publisher, ...}``: a disc-publishing robot's hot folder (node.media.publisher)."""
+
+    kind: ClassVar[str] = "publisher"
+    takes: ClassVar[Takes] = "image"
 
     vendor: Literal["epson", "rimage"]
     hot_folder: Path
@@ -129,6 +137,9 @@ class PublisherOutput:
 class UsbOutput:
     """``output: {kind: usb, ...}``: write the file-set onto the mounted USB volume (node.media.outputs)."""
 
+    kind: ClassVar[str] = "usb"
+    takes: ClassVar[Takes] = "tree"
+
     mount_point: Path
     retries: int = 3
     retry_wait_seconds: float = 60.0
@@ -140,12 +151,16 @@ _KINDS: dict[str, type[Any]] = {"xorriso": XorrisoOutput, "publisher": Publisher
 _PATH_FIELDS = {"hot_folder", "mount_point"}
 
 
+def output_kind(output: Output) -> str:
+    """The ``kind`` of an output: ``folder`` for a path, else its class's."""
+    return "folder" if isinstance(output, Path) else output.kind
+
+
 def output_settings(output: Output) -> str | dict[str, Any]:
     """``output`` as recorded in a route's JSON settings (:func:`output_from_settings` reads it back)."""
     if isinstance(output, Path):
         return str(output)
-    kind = next(k for k, cls in _KINDS.items() if isinstance(output, cls))
-    return {"kind": kind, **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(output).items()}}
+    return {"kind": output.kind, **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(output).items()}}
 
 
 def output_from_settings(value: object) -> Output:
@@ -160,6 +175,9 @@ def output_from_settings(value: object) -> Output:
 class Route:
     match: Match
     action: Action
+    #: Burn a study by this route too when its instances matched an earlier burn route (a backup disc
+    #: beside the archive one); otherwise only the first burn route a study's instances matched burns it.
+    also: bool = False
     profile: str = "STD-GEN-CD"
     #: A `--compress` value (none, jpeg-lossless, ...) for every modality not in ``compress_by_modality``.
     compress: str = "none"
@@ -407,9 +425,10 @@ def _output(node: Node, at: At) -> Output:
 def _output_fits(output: Output, profile: str) -> str:
     """Why ``output`` cannot take media of ``profile`` (USB profiles write a folder tree, discs an image), or ''."""
     tree = PROFILES[profile].file_system == "folder"
-    if isinstance(output, UsbOutput) and not tree:
-        return f"a usb output needs a USB profile (STD-GEN-USB-*), not {profile}"
-    if isinstance(output, (XorrisoOutput, PublisherOutput)) and tree:
+    takes = "any" if isinstance(output, Path) else output.takes
+    if takes == "tree" and not tree:
+        return f"a {output_kind(output)} output needs a USB profile (STD-GEN-USB-*), not {profile}"
+    if takes == "image" and tree:
         return f"{profile} writes a folder tree, which a disc output cannot burn"
     return ""
 
@@ -418,6 +437,7 @@ _ROUTE: dict[str, Check] = {
     "match": section(Match, {"called_aet": many(_AE), "calling_aet": many(_AE), "modality": many(string()),
                               "sop_class": _UIDS}),
     "action": choice("burn", "store", "reject"),
+    "also": boolean,
     "profile": choice(*PROFILES, upper=True),
     "compress": _compress,
     "lossy_mammography": boolean,

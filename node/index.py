@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from node.errors import NodeError
+from node.routing import RouteSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -133,9 +134,32 @@ ALTER TABLE studies ADD COLUMN quiet_from DOUBLE PRECISION;
 ALTER TABLE volumes ADD COLUMN addendum_of TEXT
 """
 
+#: Version 3: a job is built, then delivered by its output's worker; ``built`` (waiting in its output's
+#: queue) and ``delivering`` are states of their own, and ``output`` names that queue. A CHECK constraint
+#: cannot change in place in SQLite: the table is made anew and its rows copied.
+_VERSION_3 = """
+CREATE TABLE jobs_v3 (
+    id INTEGER PRIMARY KEY,
+    route TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'building', 'built', 'delivering', 'done', 'failed',
+                                         'cancelled')),
+    created DOUBLE PRECISION NOT NULL,
+    started DOUBLE PRECISION,
+    finished DOUBLE PRECISION,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    late INTEGER NOT NULL DEFAULT 0,
+    output TEXT                     -- the delivery queue of a built job: its output's device or folder
+);
+INSERT INTO jobs_v3 (id, route, state, created, started, finished, attempts, error, late)
+    SELECT id, route, state, created, started, finished, attempts, error, late FROM jobs;
+DROP TABLE jobs;
+ALTER TABLE jobs_v3 RENAME TO jobs;
+"""
+
 #: The schema's history, oldest first: migration ``n`` (1-based) takes an index from version n-1 to n.
 #: Append a migration for every change (a table, a column, an index); never edit one that has shipped.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2)
+MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3)
 
 #: The version this code reads and writes.
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -184,10 +208,6 @@ class Job:
     attempts: int
     error: str | None
     late: bool
-
-    @property
-    def settings(self) -> dict[str, object]:
-        return dict(json.loads(self.route))
 
 
 @dataclass(frozen=True)
@@ -315,6 +335,13 @@ class Index:
         with self.transaction() as db:
             return int(db.execute("UPDATE studies SET quiet_from = ? WHERE pending = 1", (now,)).rowcount)
 
+    def study_instances(self, study_uid: str) -> list[tuple[str, str, str, str, str, str]]:
+        """(path, SOP Instance UID, modality, SOP Class UID, called AE title, calling AE title) of the
+        instances of a study the index holds, in order of arrival (``medianode routes explain --study``)."""
+        return list(self.db.execute(
+            "SELECT path, sop_instance_uid, modality, sop_class_uid, called_aet, calling_aet FROM instances "
+            "WHERE study_uid = ? ORDER BY received_at, sop_instance_uid", (study_uid,)))
+
     def known_paths(self) -> set[str]:
         """Every spool file the index points at, current or waiting in a job."""
         rows = self.db.execute("SELECT path FROM instances UNION SELECT path FROM job_files")
@@ -337,8 +364,27 @@ class Index:
         with self.transaction() as db:
             db.executemany("UPDATE studies SET pending = 0 WHERE study_uid = ?", [(u,) for u in study_uids])
 
-    def cut_job(self, study_uids: list[str], *, route: str, quiet_since: float) -> int | None:
-        """Make a job of a snapshot of these studies' instances, unless one got a new arrival meanwhile."""
+    def study_records(self, study_uids: Sequence[str]) -> dict[str, list[str]]:
+        """Study UID -> the routes its instances recorded (JSON, oldest first), then those of the jobs
+        cut for it before, which stand in for instances the spool has let go."""
+        marks = ",".join("?" * len(study_uids))
+        rows = self.db.execute(
+            f"""SELECT study_uid, route FROM (
+                    SELECT study_uid, route, 1 AS part, received_at AS at FROM instances WHERE study_uid IN ({marks})
+                    UNION ALL
+                    SELECT js.study_uid, '[' || j.route || ']', 0, j.created FROM job_studies js
+                    JOIN jobs j ON j.id = js.job_id WHERE js.study_uid IN ({marks}) AND j.route LIKE '{{%'
+                ) AS r ORDER BY part, at""", (*study_uids, *study_uids))
+        found: dict[str, list[str]] = {}
+        for uid, route in rows:
+            found.setdefault(uid, []).append(route)
+        return found
+
+    def cut_jobs(self, jobs: Sequence[tuple[list[str], str]], *, quiet_since: float) -> list[int] | None:
+        """Make every job of these (studies, route) pairs in one transaction, each of a snapshot of its
+        studies' instances, unless one of the studies got a new arrival meanwhile (then none: the studies
+        wait again). A study burned by two routes (``also``) gets both jobs or neither."""
+        study_uids = sorted({u for uids, _ in jobs for u in uids})
         with self.transaction() as db:
             marks = ",".join("?" * len(study_uids))
             fresh = db.execute(
@@ -346,7 +392,9 @@ class Index:
                 f"AND COALESCE(quiet_from, 0) <= ?", (*study_uids, quiet_since, quiet_since)).fetchone()[0]
             if fresh != len(study_uids):
                 return None
-            return self._insert_job(db, study_uids, route)
+            late = [bool(db.execute(f"SELECT MAX(jobs) FROM studies WHERE study_uid IN ({','.join('?' * len(u))})",
+                                    u).fetchone()[0]) for u, _ in jobs]
+            return [self._insert_job(db, uids, route, late=was_late) for (uids, route), was_late in zip(jobs, late)]
 
     def enqueue(self, study_uids: list[str], *, route: str) -> int:
         """Make a job of what the spool holds of these studies now (a re-burn of a lost disc)."""
@@ -354,9 +402,11 @@ class Index:
             return self._insert_job(db, study_uids, route)
 
     @staticmethod
-    def _insert_job(db: sqlite3.Connection, study_uids: list[str], route: str) -> int:
+    def _insert_job(db: sqlite3.Connection, study_uids: list[str], route: str, *, late: bool | None = None) -> int:
         marks = ",".join("?" * len(study_uids))
-        late = db.execute(f"SELECT MAX(jobs) FROM studies WHERE study_uid IN ({marks})", study_uids).fetchone()[0]
+        if late is None:
+            late = bool(db.execute(f"SELECT MAX(jobs) FROM studies WHERE study_uid IN ({marks})",
+                                   study_uids).fetchone()[0])
         job = _next_id(db, "jobs")
         db.execute("INSERT INTO jobs (id, route, state, created, late) VALUES (?, ?, 'pending', ?, ?)",
                    (job, route, time.time(), 1 if late else 0))
@@ -382,7 +432,8 @@ class Index:
                               "FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row) if row else None
 
-    def jobs(self, *, states: Iterable[str] = ("pending", "building", "done", "failed", "cancelled"),
+    def jobs(self, *, states: Iterable[str] = ("pending", "building", "built", "delivering", "done", "failed",
+                                               "cancelled"),
              limit: int = 100) -> list[Job]:
         states = tuple(states)
         rows = self.db.execute(
@@ -405,6 +456,7 @@ class Index:
                    uid_map: Mapping[str, str] | None = None) -> None:
         """Record a job's outcome, its volumes, which earlier volumes they supersede, and the UIDs it changed."""
         with self.transaction() as db:
+            job_route = str(db.execute("SELECT route FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
             db.execute("UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ?",
                        ("failed" if error else "done", time.time(), error, job_id))
             db.execute("DELETE FROM job_waits WHERE job_id = ?", (job_id,))
@@ -412,7 +464,7 @@ class Index:
             db.executemany("INSERT INTO job_uids (job_id, old_uid, new_uid) VALUES (?, ?, ?)",
                            [(job_id, *p) for p in (uid_map or {}).items()])
             for v in volumes:
-                supersedes, addendum_of = _decide(db, job_id, [s[0] for s in v.studies])
+                supersedes, addendum_of = _decide(db, job_id, [s[0] for s in v.studies], job_route)
                 db.execute(f"INSERT INTO volumes ({', '.join(_VOLUME_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
                            (v.label, job_id, v.kind, v.created, v.copies, json.dumps(v.paths), v.bytes, addendum_of))
                 db.executemany("INSERT INTO volume_studies (label, study_uid, patient_id, patient_name) "
@@ -423,7 +475,8 @@ class Index:
     def addendum_target(self, job_id: int) -> str | None:
         """The label of the volume this job's volume would complete (see :meth:`finish_job`), or None."""
         studies = [u for (u,) in self.db.execute("SELECT study_uid FROM job_studies WHERE job_id = ?", (job_id,))]
-        return _decide(self.db, job_id, studies)[1]
+        route = str(self.db.execute("SELECT route FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
+        return _decide(self.db, job_id, studies, route)[1]
 
     def earlier_volumes(self, job_id: int) -> list[tuple[Volume, set[str]]]:
         """The volumes not superseded that hold a study of this job (made by other jobs), oldest first, each with
@@ -447,6 +500,26 @@ class Index:
                            "size = excluded.size, digest = NULL", [(job_id, *r) for r in rows])
             db.executemany("INSERT INTO released_files (path, released) VALUES (?, ?) ON CONFLICT (path) DO NOTHING",
                            [(r[1], time.time()) for r in rows])
+
+    def set_built(self, job_id: int, output: str) -> bool:
+        """A building job's medium is built: it waits in the queue of ``output`` (building -> built)."""
+        with self.transaction() as db:
+            cur = db.execute("UPDATE jobs SET state = 'built', output = ? WHERE id = ? AND state = 'building'",
+                             (output, job_id))
+            return cur.rowcount == 1
+
+    def requeue(self, job_id: int, *, only_from: tuple[str, ...]) -> bool:
+        """Back to 'pending' (the node is stopping): its medium is built again at the next start."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM job_waits WHERE job_id = ?", (job_id,))
+            cur = db.execute(f"UPDATE jobs SET state = 'pending', output = NULL WHERE id = ? AND state IN "
+                             f"({','.join('?' * len(only_from))})", (job_id, *only_from))
+            return cur.rowcount == 1
+
+    def deliveries(self) -> list[tuple[str, int, str]]:
+        """(output, job id, state) of the jobs built and waiting for, or being delivered to, an output."""
+        return list(self.db.execute("SELECT output, id, state FROM jobs WHERE state IN ('built', 'delivering') "
+                                    "ORDER BY output, id"))
 
     def set_wait(self, job_id: int, message: str) -> None:
         """Record what a building job waits for (``medianode status`` shows it); ``since`` is the first wait."""
@@ -475,10 +548,10 @@ class Index:
             return cur.rowcount == 1
 
     def requeue_interrupted(self) -> list[int]:
-        """Jobs left 'building' by a crash go back to 'pending' (at start-up)."""
+        """Jobs a crash left building, built or delivering go back to 'pending' (at start-up)."""
         with self.transaction() as db:
-            ids = [i for (i,) in db.execute("SELECT id FROM jobs WHERE state = 'building'")]
-            db.execute("UPDATE jobs SET state = 'pending' WHERE state = 'building'")
+            ids = [i for (i,) in db.execute(f"SELECT id FROM jobs WHERE state IN {_UNDER_WAY}")]
+            db.execute(f"UPDATE jobs SET state = 'pending', output = NULL WHERE state IN {_UNDER_WAY}")
             db.execute("DELETE FROM job_waits")
         return ids
 
@@ -514,13 +587,13 @@ class Index:
 
     def deletable_files(self, *, now: float, retention_s: float) -> list[str]:
         """Spool files no open job needs: released copies, and studies burned longer ago than the retention."""
-        open_jobs = "SELECT path FROM job_files f JOIN jobs j ON j.id = f.job_id WHERE j.state IN ('pending', 'building')"
+        open_jobs = f"SELECT path FROM job_files f JOIN jobs j ON j.id = f.job_id WHERE j.state IN {_OPEN}"
         released = [p for (p,) in self.db.execute(f"SELECT path FROM released_files WHERE path NOT IN ({open_jobs})")]
         expired = [p for (p,) in self.db.execute(
             f"""SELECT i.path FROM instances i JOIN studies s USING (study_uid)
                 WHERE s.pending = 0 AND s.last_received <= ? AND i.path NOT IN ({open_jobs})
                 AND NOT EXISTS (SELECT 1 FROM job_studies js JOIN jobs j ON j.id = js.job_id
-                                WHERE js.study_uid = s.study_uid AND j.state IN ('pending', 'building', 'failed'))""",
+                                WHERE js.study_uid = s.study_uid AND j.state IN {_OPEN_OR_FAILED})""",
             (now - retention_s,))]
         return released + expired
 
@@ -578,6 +651,10 @@ _INSTANCE_COLUMNS = ("sop_instance_uid", "sop_class_uid", "study_uid", "series_u
 _UPSERT_INSTANCE = (f"INSERT INTO instances ({', '.join(_INSTANCE_COLUMNS)}) "
                     f"VALUES ({', '.join('?' * len(_INSTANCE_COLUMNS))}) ON CONFLICT (sop_instance_uid) DO UPDATE SET "
                     + ", ".join(f"{c} = excluded.{c}" for c in _INSTANCE_COLUMNS[1:]))
+#: Job states whose spool files are still needed; those a crash interrupts.
+_UNDER_WAY = "('building', 'built', 'delivering')"
+_OPEN = "('pending', 'building', 'built', 'delivering')"
+_OPEN_OR_FAILED = "('pending', 'building', 'built', 'delivering', 'failed')"
 _VOLUME_COLUMNS = ("label", "job_id", "kind", "created", "copies", "paths", "bytes", "superseded_by", "addendum_of")
 
 
@@ -596,19 +673,21 @@ def _job_uids(db: sqlite3.Connection, label: str) -> set[str]:
                                      "WHERE v.label = ?", (label,))}
 
 
-def _decide(db: sqlite3.Connection, job_id: int, studies: Sequence[str]) -> tuple[list[str], str | None]:
+def _decide(db: sqlite3.Connection, job_id: int, studies: Sequence[str], route: str) -> tuple[list[str], str | None]:
     """Which earlier volumes of these studies a volume of ``job_id`` supersedes, and which one it completes.
 
     The invariant: a volume supersedes an earlier one only when it holds every
     instance of it (by original SOP Instance UID). One that lacks some of an
     earlier volume's instances, and holds instances that volume lacks, is an
-    addendum of it (of the volume an earlier addendum completes, when it is one).
+    addendum of it (of the volume an earlier addendum completes, when it is one). Only volumes of the same
+    route count (:func:`_same_route`): a study's ``also`` disc is neither superseded nor completed by the other.
     """
     marks = ",".join("?" * len(studies))
-    earlier = db.execute(
-        f"""SELECT label, addendum_of FROM volumes WHERE superseded_by IS NULL AND job_id <> ?
-            AND label IN (SELECT label FROM volume_studies WHERE study_uid IN ({marks})) ORDER BY created""",
-        (job_id, *studies)).fetchall()
+    earlier = [(label, completes) for label, completes, theirs in db.execute(
+        f"""SELECT v.label, v.addendum_of, j.route FROM volumes v JOIN jobs j ON j.id = v.job_id
+            WHERE v.superseded_by IS NULL AND v.job_id <> ?
+            AND v.label IN (SELECT label FROM volume_studies WHERE study_uid IN ({marks})) ORDER BY v.created""",
+        (job_id, *studies)).fetchall() if _same_route(theirs, route)]
     mine = {u for (u,) in db.execute("SELECT sop_instance_uid FROM job_files WHERE job_id = ?", (job_id,))}
     supersedes, addendum_of = [], None
     for label, completes in earlier:
@@ -618,6 +697,12 @@ def _decide(db: sqlite3.Connection, job_id: int, studies: Sequence[str]) -> tupl
         elif addendum_of is None and mine - theirs:
             addendum_of = str(completes or label)
     return supersedes, addendum_of
+
+
+def _same_route(a: str, b: str) -> bool:
+    """Whether two jobs were cut for the same route (its position in the file): a volume supersedes only
+    one of its own route, never the one a study's ``also`` route made beside it."""
+    return RouteSnapshot.from_json(a).position == RouteSnapshot.from_json(b).position
 
 
 def _job(row: tuple[Any, ...]) -> Job:

@@ -7,7 +7,6 @@ Both loops wait on a ``threading.Event`` (never a bare sleep), so shutdown is pr
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -15,19 +14,24 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from node import audit
-from node.config import Config, output_from_settings
+from node import routing
+from node.config import Config
 from node.errors import NodeError, UsageError
 from node.index import Index, Job, StableStudy, Volume
 from node.media import build, outputs, pdi
 from node.media.compress import Policy
+from node.media.outputs import OutputKind
 from node.media.plan import Options
 from node.media.publisher import label_fields
 from node.media.waiting import Interrupted
 from node.profiles import SECTOR, get_profile
 from node.read import check, medium
+from node.routing import RouteSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -35,49 +39,72 @@ _PER_FILE = 2 * SECTOR  # File Meta and the last sector's rounding, per instance
 
 
 def schedule(index: Index, config: Config, *, now: float) -> list[int]:
-    """Cut jobs for the studies that have been quiet for ``study_stable_seconds``; return their ids."""
+    """Cut jobs for the studies that have been quiet for ``study_stable_seconds``; return their ids.
+
+    Each study's routes are decided from what all its instances recorded (:func:`routing.decide`);
+    a study with none is settled as stored only. The jobs of one patient's studies under one route
+    are packed together when the route says ``group: patient``; the jobs that share a study are cut
+    together (in one transaction) or not at all.
+    """
     quiet_since = now - config.burn.study_stable_seconds
-    stable = index.stable_studies(quiet_since)
-    index.settle([s.study_uid for s in stable if _settings(s.route)["action"] != "burn"])
-    groups: dict[tuple[str, str], list[StableStudy]] = {}
-    for s in stable:
-        settings = _settings(s.route)
-        if settings["action"] != "burn":
-            continue
-        key = (s.patient_id if settings.get("group") == "patient" else s.study_uid, s.route)
-        groups.setdefault(key, []).append(s)
-    jobs = []
+    stable = {s.study_uid: s for s in index.stable_studies(quiet_since)}
+    records = index.study_records(list(stable)) if stable else {}
+    decided = {uid: [replace(r, volume=(1, 1)) for r in routing.decide(records.get(uid, []))] for uid in stable}
+    index.settle([uid for uid, routes in decided.items() if not routes])
+    groups: dict[tuple[str, RouteSnapshot], list[StableStudy]] = {}
+    for uid, routes in decided.items():
+        s = stable[uid]
+        for route in routes:
+            groups.setdefault((s.patient_id if route.group == "patient" else uid, route), []).append(s)
+    planned: list[tuple[list[StableStudy], RouteSnapshot]] = []
     for (_, route), studies in groups.items():
-        volumes = _pack(studies, _settings(route))
-        for n, volume in enumerate(volumes, 1):
-            # "volume n of m" on a patient's label, when the patient needs several media
-            numbered = route if len(volumes) == 1 else json.dumps({**_settings(route), "volume": [n, len(volumes)]},
-                                                                  sort_keys=True)
-            job = index.cut_job([s.study_uid for s in volume], route=numbered, quiet_since=quiet_since)
-            if job is None:
-                continue  # an instance arrived meanwhile: the study waits again
+        volumes = _pack(studies, route)
+        # "volume n of m" on a patient's label, when the patient needs several media
+        planned += [(volume, replace(route, volume=(n, len(volumes))) if len(volumes) > 1 else route)
+                    for n, volume in enumerate(volumes, 1)]
+    jobs = []
+    for batch in _sharing_studies(planned):
+        cut = index.cut_jobs([([s.study_uid for s in v], r.to_json()) for v, r in batch], quiet_since=quiet_since)
+        if cut is None:
+            continue  # an instance arrived meanwhile: the studies wait again
+        for job, (volume, route) in zip(cut, batch):
             jobs.append(job)
             uids = ", ".join(s.study_uid for s in volume)
             if any(s.jobs for s in volume):
                 logger.warning("job %d: late arrival re-burns study %s; its volume supersedes the earlier one if it "
                                "holds all of it, else it is an addendum completing it", job, uids)
             else:
-                logger.info("job %d: study %s is stable, %d bytes", job, uids, sum(s.bytes for s in volume))
+                logger.info("job %d: study %s is stable, %d bytes, route at %s (%s)", job, uids,
+                            sum(s.bytes for s in volume), route.where or f"routes[{route.position}]", route.profile)
             for s in volume:
                 audit.append(config.node.data_dir, "study-received", job=job, study_uid=s.study_uid,
                              patient_id=s.patient_id, bytes=s.bytes, late=bool(s.jobs))
     return jobs
 
 
-def _pack(studies: list[StableStudy], settings: dict[str, object]) -> list[list[StableStudy]]:
+_Planned = tuple[list[StableStudy], RouteSnapshot]
+
+
+def _sharing_studies(planned: list[_Planned]) -> list[list[_Planned]]:
+    """The planned jobs in batches that share no study: each batch is cut in one transaction."""
+    batches: list[tuple[set[str], list[_Planned]]] = []
+    for job in planned:
+        uids = {s.study_uid for s in job[0]}
+        joined = [b for b in batches if b[0] & uids]
+        merged = (uids.union(*(b[0] for b in joined)), [x for b in joined for x in b[1]] + [job])
+        batches = [b for b in batches if not b[0] & uids] + [merged]
+    return [jobs for _, jobs in batches]
+
+
+def _pack(studies: list[StableStudy], route: RouteSnapshot) -> list[list[StableStudy]]:
     """Studies of one patient onto as few volumes as their sizes need (first fit, largest first).
 
     A study is never split; one larger than the medium gets a volume of its own, whose build
     then fails with the capacity message.
     """
-    if settings.get("group") != "patient":
+    if route.group != "patient":
         return [[s] for s in studies]
-    capacity = get_profile(str(settings["profile"])).capacity_sectors
+    capacity = get_profile(route.profile).capacity_sectors
     if capacity is None:
         return [studies]
     room = capacity * SECTOR * 0.99  # directories, path tables, DICOMDIR
@@ -93,80 +120,119 @@ def _pack(studies: list[StableStudy], settings: dict[str, object]) -> list[list[
     return [members for _, members in bins]
 
 
+@dataclass(frozen=True)
+class Built:
+    """A job whose medium is built and staged, waiting for its output's delivery worker."""
+
+    job: Job
+    route: RouteSnapshot
+    label: str
+    output: OutputKind[Any]
+    medium: Path
+    report: build.BurnReport
+    studies: list[tuple[str, str, str]]
+    #: The label of the volume this one completes (an addendum), or "".
+    completes: str = ""
+
+
 class Worker:
-    """Builds one job at a time, from the index's queue."""
+    """Builds jobs from the index's queue (:meth:`build`) and hands their media to their outputs
+    (:meth:`deliver`). ``medianode serve`` runs one builder and one deliverer per output, each with its
+    own Worker and index connection; :meth:`run_pending` does both in turn, for one thread."""
 
     def __init__(self, index: Index, config: Callable[[], Config]) -> None:
         self.index = index
         self.config = config
 
     def run_pending(self, stop: threading.Event | None = None) -> int:
-        """Build every pending job (until ``stop`` is set); return how many were built."""
+        """Build and deliver every pending job (until ``stop`` is set); return how many were built."""
         done = 0
         while not (stop and stop.is_set()):
             job = self.index.claim_job()
             if job is None:
                 break
-            self.build(job, stop)
+            built = self.build(job)
+            if built is not None:
+                self.deliver(built, stop)
             done += 1
         return done
 
-    def build(self, job: Job, stop: threading.Event | None = None) -> None:
-        """Build the job's medium once, then hand it to its output for every copy. A failed copy waits and
-        is retried per the output's settings; only then does the job fail, its spool files kept."""
+    def build(self, job: Job) -> Built | None:
+        """Build a claimed job's medium once, where its output stages it; None when the job failed."""
         config = self.config()
-        settings = job.settings
-        label = volume_label(settings.get("label"), job.id)
-        studies = self.index.job_studies(job.id)
+        route = RouteSnapshot.from_json(job.route)
+        label = volume_label(route.label, job.id)
         if job.late:
             complete_from_images(self.index, job.id, config.node.data_dir / "readback" / str(job.id))
-        completes = self.index.addendum_target(job.id)
+        completes = self.index.addendum_target(job.id) or ""
         files = self.index.job_files(job.id)
-        output = output_from_settings(settings["output"]) if settings.get("output") else config.burn.output
-        medium: Path | None = None
+        output = outputs.output_for(route.output or config.burn.output)
         try:
             missing = [p for _, p, _ in files if not os.path.exists(p)]
             if missing:
                 raise NodeError(f"the spool no longer holds {len(missing)} of its {len(files)} instance(s)")
-            profile = get_profile(str(settings["profile"]))
+            profile = get_profile(route.profile)
             suffix = "" if profile.file_system == "folder" else ".iso"
-            medium = outputs.build_target(output, name=label, suffix=suffix, data_dir=config.node.data_dir)
+            medium = output.stage(name=label, suffix=suffix, data_dir=config.node.data_dir)
             _remove(medium)  # what an interrupted or failed attempt of this job left
             report = build.burn([p for _, p, _ in files], out=medium, profile=profile, label=label,
-                                fmt=outputs.build_format(output), options=burn_options(settings),
-                                pdi=pdi.for_route(settings, config.burn, profile), volume=_volume(settings),
-                                completes=completes or "")
-            copies = int(str(settings.get("copies", 1)))
+                                fmt=output.staging_format(), options=burn_options(route),
+                                pdi=pdi.for_route(config.burn, profile, pdi=route.pdi, web=route.web,
+                                                  viewer=route.viewer),
+                                volume=route.volume, completes=completes)
+        except Exception as exc:
+            self._failed(job, exc)
+            return None
+        self.index.set_built(job.id, output.queue)
+        return Built(job, route, label, output, medium, report, self.index.job_studies(job.id), completes)
+
+    def deliver(self, built: Built, stop: threading.Event | None = None) -> None:
+        """Hand a built medium to its output for every copy. A failed copy waits and is retried per the
+        output's settings; only then does the job fail, its spool files kept. When the node stops while it
+        waits, the job goes back to the queue."""
+        job, route, label, report = built.job, built.route, built.label, built.report
+        config = self.config()
+        medium: Path | None = built.medium
+        self.index.set_job_state(job.id, "delivering", only_from=("built",))
+        try:
             waiter = _IndexWaiter(self.index, job.id, stop or threading.Event())
-            paths = outputs.publish(output, medium, copies=copies, volume_id=report.volume_id,
-                                    label=label_fields(report.label), waiter=waiter)
+            paths = built.output.deliver(built.medium, copies=route.copies, volume_id=report.volume_id,
+                                         label=label_fields(report.label), waiter=waiter)
         except Interrupted as exc:
             medium = None  # a robot may still be reading it; the retried job builds it again
-            self.index.clear_wait(job.id)
-            self.index.set_job_state(job.id, "pending", only_from=("building",))
+            self.index.requeue(job.id, only_from=("delivering",))
             logger.warning("job %d: back to the queue, the node is stopping (%s)", job.id, exc)
             return
-        except NodeError as exc:
-            self.index.finish_job(job.id, error=str(exc))
-            logger.error("job %d failed: %s", job.id, exc)
-            return
-        except Exception as exc:  # a bug must not stop the worker; the job shows it
-            logger.exception("job %d failed unexpectedly", job.id)
-            self.index.finish_job(job.id, error=f"internal error: {exc!r}")
+        except Exception as exc:
+            self._failed(job, exc)
             return
         finally:
-            if medium is not None and not isinstance(output, Path):
+            if medium is not None and not built.output.keeps_staged:
                 _remove(medium)  # a device's copies are written: the staged image is not a deliverable
-        kind = str(settings.get("kind", "archive"))
-        volume = Volume(label=label, job_id=job.id, kind=kind, created=time.time(), copies=copies, paths=paths,
-                        bytes=report.bytes, superseded_by=None, studies=studies)
-        self.index.finish_job(job.id, volumes=[volume] if kind == "archive" else [],
+        volume = Volume(label=label, job_id=job.id, kind=route.kind, created=time.time(), copies=route.copies,
+                        paths=paths, bytes=report.bytes, superseded_by=None, studies=built.studies)
+        self.index.finish_job(job.id, volumes=[volume] if route.kind == "archive" else [],
                               error=_left_out(report) or None, uid_map=report.uid_map)
-        audit.append(config.node.data_dir, "volume-burned", job=job.id, label=label, kind=kind, paths=volume.paths,
-                     studies=[s[0] for s in studies], instances=report.instances, supersedes=job.late,
-                     completes=completes)
+        audit.append(config.node.data_dir, "volume-burned", job=job.id, label=label, kind=route.kind,
+                     paths=volume.paths, studies=[s[0] for s in built.studies], instances=report.instances,
+                     supersedes=job.late, completes=built.completes or None)
         logger.info("job %d: volume %s, %d instance(s), %d cop%s to %s", job.id, label, report.instances,
-                    copies, "y" if copies == 1 else "ies", paths[0])
+                    route.copies, "y" if route.copies == 1 else "ies", paths[0])
+
+    def _failed(self, job: Job, exc: Exception) -> None:
+        if isinstance(exc, NodeError):
+            self.index.finish_job(job.id, error=str(exc))
+            logger.error("job %d failed: %s", job.id, exc)
+        else:  # a bug must not stop the worker; the job shows it
+            logger.error("job %d failed unexpectedly", job.id, exc_info=exc)
+            self.index.finish_job(job.id, error=f"internal error: {exc!r}")
+
+    def put_back(self, built: Built) -> None:
+        """A built job no delivery will take (the node is stopping): back to the queue, its staged medium
+        removed (a folder's too: it is built again, whole, at the next start)."""
+        _remove(built.medium)
+        self.index.requeue(built.job.id, only_from=("built",))
+        logger.warning("job %d: back to the queue, the node is stopping", built.job.id)
 
 
 class _IndexWaiter:
@@ -190,24 +256,21 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def burn_options(settings: dict[str, object]) -> Options:
-    """A route's compression and UID settings, as recorded with its job (absent keys: the defaults)."""
-    by_modality = settings.get("compress_by_modality") or {}
-    assert isinstance(by_modality, dict)
+def burn_options(route: RouteSnapshot) -> Options:
+    """A route's compression and UID settings, as recorded with its job."""
     return Options(
-        compress=str(settings.get("compress") or "none"),
-        by_modality=tuple((str(k), str(v)) for k, v in by_modality.items()),
-        policy=Policy(lossy_mammography=bool(settings.get("lossy_mammography")),
-                      bit_reduction=bool(settings.get("bit_reduction"))),
-        new_uids=bool(settings.get("new_uids")),
-        deidentify=bool(settings.get("deidentify")),
-        burned_in=bool(settings.get("burned_in_annotation")),
+        compress=route.compress,
+        by_modality=route.compress_by_modality,
+        policy=Policy(lossy_mammography=route.lossy_mammography, bit_reduction=route.bit_reduction),
+        new_uids=route.new_uids,
+        deidentify=route.deidentify,
+        burned_in=route.burned_in_annotation,
     )
 
 
-def volume_label(label: object, job_id: int) -> str:
+def volume_label(label: str | None, job_id: int) -> str:
     """A Volume Identifier (d-characters, <= 32) unique to the job: ``<LABEL>_<job>``."""
-    base = re.sub(r"[^A-Z0-9_]", "_", str(label or "MEDIANODE").upper())[:24]
+    base = re.sub(r"[^A-Z0-9_]", "_", (label or "MEDIANODE").upper())[:24]
     return f"{base}_{job_id:06d}"
 
 
@@ -216,17 +279,6 @@ def _left_out(report: build.BurnReport) -> str:
         return ""
     first = report.refused[0]
     return f"{len(report.refused)} instance(s) left out, e.g. {first['path']}: {first['reason']}"
-
-
-def _volume(settings: dict[str, object]) -> tuple[int, int]:
-    """This job's (n, m) of its patient's volumes (see :func:`schedule`); (1, 1) for most."""
-    volume = settings.get("volume") or (1, 1)
-    assert isinstance(volume, (list, tuple)) and len(volume) == 2
-    return int(volume[0]), int(volume[1])
-
-
-def _settings(route: str) -> dict[str, object]:
-    return dict(json.loads(route))
 
 
 #: ``medianode jobs retry|cancel``: the state each moves a job to, and the states it may leave.

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import time
 
-from node.config import Config
+from node.config import Config, output_settings
+from node.media.outputs import output_for
 from node.index import Index, Job, Volume
+from node.routing import CRITERIA, InstanceRouting, RouteSnapshot, StudyRouting, Trial
 
 
 def _when(t: float | None) -> str:
@@ -14,11 +16,10 @@ def _when(t: float | None) -> str:
 
 
 def job_row(job: Job) -> dict[str, object]:
-    settings = job.settings
     return {
         "id": job.id,
         "state": job.state,
-        "profile": settings.get("profile"),
+        "profile": RouteSnapshot.from_json(job.route).profile,
         "created": _when(job.created),
         "finished": _when(job.finished),
         "attempts": job.attempts,
@@ -62,10 +63,31 @@ def status(index: Index, config: Config) -> dict[str, object]:
                         for job_id, since, message in index.waits()],
             "done_today": len(done_today),
         },
+        "outputs": outputs(index, config),
         "volumes_today": [volume_row(v) for v in index.volumes() if v.created >= midnight],
         "imports": [{**i, "started": _when(i["started"]), "finished": _when(i["finished"])}  # type: ignore[arg-type]
                     for i in index.imports(limit=10)],
     }
+
+
+def outputs(index: Index, config: Config) -> list[dict[str, object]]:
+    """Each output (configured, or holding jobs) and its queue: the job being delivered and what it
+    waits for (a blank disc, an empty stick, the robot), the jobs built and waiting their turn."""
+    configured = [config.burn.output, *(r.output for r in config.routes if r.output)]
+    delivering: dict[str, int] = {}
+    queued: dict[str, list[int]] = {output_for(o).queue: [] for o in configured}
+    for name, job_id, state in index.deliveries():
+        if state == "delivering":
+            delivering[name] = job_id
+        queued.setdefault(name, []).extend([job_id] if state == "built" else [])
+    waits = {job_id: (since, message) for job_id, since, message in index.waits()}
+    rows: list[dict[str, object]] = []
+    for name, jobs in queued.items():
+        job = delivering.get(name)
+        since, message = waits.get(job, (None, None)) if job is not None else (None, None)
+        rows.append({"output": name, "delivering": job, "waiting_for": message,
+                     "since": _when(since) if since else None, "queued": jobs})
+    return rows
 
 
 def format_status(s: dict[str, object]) -> str:
@@ -80,6 +102,14 @@ def format_status(s: dict[str, object]) -> str:
                  f"{len(jobs['failed'])} failed, {jobs['done_today']} done today")
     lines += [f"  job {j['id']} {j['message']} (since {j['since']})" for j in jobs["waiting"]]
     lines += [f"  job {j['id']} failed {j['finished']}: {j['error']}" for j in jobs["failed"]]
+    outs = s["outputs"]
+    lines.append("outputs:" if isinstance(outs, list) and outs else "outputs: none")
+    for o in outs if isinstance(outs, list) else []:
+        doing = (f"delivering job {o['delivering']}" + (f", {o['waiting_for']} (since {o['since']})"
+                                                        if o["waiting_for"] else "")) if o["delivering"] else "idle"
+        queued = o["queued"]
+        lines.append(f"  {o['output']}: {doing}" + (f"; jobs {', '.join(map(str, queued))} waiting their turn"
+                                                    if isinstance(queued, list) and queued else ""))
     lines.append(f"volumes today: {len(volumes)}")
     lines += [f"  {v['label']}  {len(v['studies'])} study(ies)  {v['copies']} cop(ies)"
               + (f"  superseded by {v['superseded_by']}" if v["superseded_by"] else "") for v in volumes]
@@ -113,3 +143,75 @@ def format_volumes(rows: list[dict[str, object]]) -> str:
                    + (f"  superseded by {r['superseded_by']}" if r["superseded_by"] else ""))
         out += [f"  {st['study_uid']}  {st['patient_id']}  {st['patient_name']}" for st in studies]
     return "\n".join(out) + "\n"
+
+
+# -- routes explain ------------------------------------------------------------------
+
+
+def _rule(trial: Trial) -> dict[str, object]:
+    outcome = "matched" if trial.matched else ("not tried" if not trial.tried else "did not match")
+    return {"index": trial.position, "where": trial.route.where, "action": trial.route.action,
+            "match": _match(trial), "outcome": outcome, **({"why": trial.failed} if trial.failed else {})}
+
+
+def _match(trial: Trial) -> dict[str, list[str]]:
+    m = trial.route.match
+    return {k: list(getattr(m, k)) for k in CRITERIA if getattr(m, k)}
+
+
+def _output(route: RouteSnapshot) -> str | dict[str, object]:
+    return "burn.output" if route.output is None else output_settings(route.output)
+
+
+def _job(route: RouteSnapshot) -> dict[str, object]:
+    return {"route": route.position, "where": route.where, "profile": route.profile, "compress": route.compress,
+            "compress_by_modality": dict(route.compress_by_modality), "copies": route.copies,
+            "output": _output(route), "group": route.group, "label": route.label or "MEDIANODE", "kind": route.kind,
+            "also": route.also}
+
+
+def _outcome(r: InstanceRouting) -> str:
+    return "refused" if r.refused_by is not None else ("burn" if r.recorded else "store")
+
+
+def explanation(instances: list[InstanceRouting], studies: list[StudyRouting]) -> dict[str, object]:
+    """``routes explain --json``: per instance every rule tried (matched, or the criterion that failed,
+    or not tried after a store / reject), and per study the jobs it would make."""
+    return {
+        "instances": [{
+            "source": r.instance.source, "study_uid": r.instance.study_uid,
+            "sop_instance_uid": r.instance.sop_instance_uid, "modality": r.instance.modality,
+            "sop_class": r.instance.sop_class, "called_aet": r.instance.called_aet,
+            "calling_aet": r.instance.calling_aet, "outcome": _outcome(r),
+            "recorded": [s.position for s in r.recorded], "rules": [_rule(t) for t in r.trials]} for r in instances],
+        "studies": [{"study_uid": s.study_uid, "instances": s.instances, "jobs": [_job(j) for j in s.jobs]}
+                    for s in studies],
+    }
+
+
+def format_explanation(instances: list[InstanceRouting], studies: list[StudyRouting]) -> str:
+    """``routes explain`` for people: the same as :func:`explanation`, a line per rule and per job."""
+    lines = []
+    for r in instances:
+        i = r.instance
+        lines.append(f"{i.source}: {i.modality or '(no modality)'} {i.sop_class}, called {i.called_aet or '-'}, "
+                     f"calling {i.calling_aet or '-'}, study {i.study_uid}")
+        for t in r.trials:
+            match = ", ".join(f"{k}: {' | '.join(v)}" for k, v in _match(t).items()) or "everything"
+            where = f" ({t.route.where})" if t.route.where else ""
+            rule = _rule(t)
+            lines.append(f"  routes[{t.position}] {t.route.action} {{{match}}}{where}: {rule['outcome']}"
+                         + (f": {t.failed}" if t.failed else ""))
+        recorded = ", ".join(f"routes[{s.position}]" for s in r.recorded)
+        lines.append(f"  -> {_outcome(r)}" + (f" (records {recorded})" if recorded else ""))
+    for s in studies:
+        lines.append(f"study {s.study_uid} ({s.instances} instance(s)): "
+                     + (f"{len(s.jobs)} job(s)" if s.jobs else "stored only, no job"))
+        for j in s.jobs:
+            out = _output(j)
+            where = out if isinstance(out, str) else " ".join(str(v) for k, v in out.items()
+                                                              if k in ("kind", "device", "hot_folder", "mount_point"))
+            lines.append(f"  job by routes[{j.position}]{' (also)' if j.also else ''}: {j.profile}, compress "
+                         f"{j.compress}, {j.copies} cop(ies) to {where}, group {j.group}, label "
+                         f"{j.label or 'MEDIANODE'}, {j.kind}")
+    return "\n".join(lines) + "\n"

@@ -1,9 +1,16 @@
-"""``medianode serve``: the receivers, the scheduler and the build worker, wired together.
+"""``medianode serve``: the receivers, the scheduler, the builder and the deliverers, wired together.
+
+Three kinds of loop, each in its own thread with its own index connection, so that none waits for
+another: the service loop (scheduling, housekeeping, configuration reloads), one builder (one build at
+a time: the process pool is the node's CPU and memory limit) and one deliverer per output (a drive, a
+robot's hot folder, a USB mount point, a folder), each with its own queue, so that a job waiting for a
+blank disc holds only its own output, and a route saved during a long burn reaches the receivers at once.
 
 Start-up finishes what a crash left: temp files are removed, spool files that
-never got indexed are indexed, jobs left half-built go back to the queue and
+never got indexed are indexed, jobs left under way go back to the queue and
 their partial output is deleted. SIGTERM (or Ctrl-C) drains: the receivers
-finish the C-STORE in flight, the worker finishes its build; a second Ctrl-C
+finish the C-STORE in flight; no new build or delivery starts; a copy being
+written is finished; every other job goes back to the queue; a second Ctrl-C
 forces. SIGHUP, or a change of the file, reloads the configuration; an invalid
 new file is refused with a logged error and the running configuration kept.
 """
@@ -12,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import threading
 import time
@@ -21,10 +29,11 @@ from types import FrameType
 from typing import Any
 
 from node import jobs
-from node.config import Config, PublisherOutput, load_config
+from node.config import Config, load_config
 from node.errors import ConfigError
 from node.intake import ImportRunner
 from node.index import Index
+from node.media.outputs import output_for
 from node.receive import workers
 from node.receive.instance import index_orphans
 from node.receive.spool import Spool
@@ -95,17 +104,32 @@ class Service:
         jobs.clean_partial_outputs(self._outputs())
 
     def _outputs(self) -> list[Path]:
-        outputs = [self.config.burn.output, *(r.output for r in self.config.routes if r.output)]
-        return [self.config.node.data_dir / "burning",
-                *(o if isinstance(o, Path) else o.hot_folder for o in outputs if isinstance(o, (Path, PublisherOutput)))]
+        """Every folder a medium is built in: ``data_dir/burning``, and the folders and hot folders."""
+        data_dir = self.config.node.data_dir
+        configured = [self.config.burn.output, *(r.output for r in self.config.routes if r.output)]
+        return sorted({data_dir / "burning", *(output_for(o).staging(data_dir) for o in configured)})
 
     def _loop(self, index: Index) -> None:
-        worker = jobs.Worker(index, lambda: self.config)
+        """The service loop: scheduling, housekeeping and reloads, beside the builder and the deliverers."""
+        deliveries = _Deliveries(index.path, lambda: self.config, self.stop)
+        scheduled = threading.Event()
+        builder = threading.Thread(target=_build, args=(index.path, lambda: self.config, deliveries, scheduled,
+                                                        self.stop), name="medianode-builder")
+        builder.start()
+        try:
+            self._serve_loop(index, scheduled)
+        finally:
+            self.stop.set()
+            scheduled.set()
+            builder.join()  # a build in progress finishes, and goes back to the queue
+            deliveries.join()  # a copy being written finishes; the jobs waiting go back to the queue
+
+    def _serve_loop(self, index: Index, scheduled: threading.Event) -> None:
         last_housekeeping = 0.0
         while not self.stop.is_set():
             now = time.time()
-            jobs.schedule(index, self.config, now=now)
-            worker.run_pending(self.stop)
+            if jobs.schedule(index, self.config, now=now):
+                scheduled.set()
             if now - last_housekeeping >= HOUSEKEEPING_S:
                 jobs.clean_spool(index, self.config, now=now)
                 last_housekeeping = now
@@ -151,6 +175,80 @@ class Service:
         for sig, handler in ((signal.SIGTERM, on_exit), (signal.SIGINT, on_exit), (signal.SIGHUP, on_hup)):
             previous[sig] = signal.signal(sig, handler)
         return previous
+
+
+def _build(path: Path, config: Callable[[], Config], deliveries: _Deliveries, scheduled: threading.Event,
+           stop: threading.Event) -> None:
+    """The builder: one build at a time, from the index's queue; each built medium to its output's queue."""
+    index = Index(path)
+    worker = jobs.Worker(index, config)
+    try:
+        while not stop.is_set():
+            job = index.claim_job()
+            if job is None:
+                scheduled.wait(POLL_S)
+                scheduled.clear()
+                continue
+            built = worker.build(job)
+            if built is None:
+                continue
+            if stop.is_set():
+                worker.put_back(built)
+            else:
+                deliveries.put(built)
+    finally:
+        index.close()
+
+
+class _Deliveries:
+    """One delivery worker (a thread, with its queue and index connection) per output, started when the
+    output's first job is built."""
+
+    def __init__(self, path: Path, config: Callable[[], Config], stop: threading.Event) -> None:
+        self.path, self.config, self.stop = path, config, stop
+        self._queues: dict[str, queue.Queue[jobs.Built]] = {}
+        self._threads: list[threading.Thread] = []
+
+    def put(self, built: jobs.Built) -> None:
+        name = built.output.queue
+        if name not in self._queues:
+            self._queues[name] = queue.Queue()
+            thread = threading.Thread(target=self._deliver, args=(self._queues[name],),
+                                      name=f"medianode-output {name}")
+            self._threads.append(thread)
+            thread.start()
+        self._queues[name].put(built)
+
+    def _deliver(self, waiting: queue.Queue[jobs.Built]) -> None:
+        index = Index(self.path)
+        worker = jobs.Worker(index, self.config)
+        try:
+            while not self.stop.is_set():
+                try:
+                    built = waiting.get(timeout=POLL_S)
+                except queue.Empty:
+                    continue
+                if self.stop.is_set():
+                    worker.put_back(built)
+                else:
+                    worker.deliver(built, self.stop)
+            while not waiting.empty():
+                worker.put_back(waiting.get())
+        finally:
+            index.close()
+
+    def join(self) -> None:
+        """Wait for every delivery worker; a job built after its worker stopped goes back to the queue."""
+        for thread in self._threads:
+            thread.join()
+        left = [q.get() for q in self._queues.values() for _ in range(q.qsize())]
+        if left:
+            index = Index(self.path)
+            try:
+                for built in left:
+                    jobs.Worker(index, self.config).put_back(built)
+            finally:
+                index.close()
 
 
 def serve(config_path: str | os.PathLike[str]) -> int:

@@ -271,7 +271,7 @@ CASES = {
                          "institution, contact)"),
     "unknown tls key": ("node: {tls: {cert: a}}", "c.yaml:1 node.tls.cert: unknown key (known: certificate, key, ca)"),
     "unknown route key": ("routes:\n  - action: burn\n    copys: 2\n", ("c.yaml:3 routes[0].copys: unknown key (known: "
-                          "match, action, profile, compress, lossy_mammography, bit_reduction, new_uids, deidentify, burned_in_annotation, copies, group, label, kind, output, pdi, web, viewer)")),
+                          "match, action, also, profile, compress, lossy_mammography, bit_reduction, new_uids, deidentify, burned_in_annotation, copies, group, label, kind, output, pdi, web, viewer)")),
     "unknown match key": ("routes:\n- action: burn\n- match: {aet: X}\n  action: burn\n",
                           "c.yaml:3 routes[1].match.aet: unknown key (known: called_aet, calling_aet, modality, sop_class)"),
     "unknown import key": ("import: {inbx: x}", ("c.yaml:1 import.inbx: unknown key (known: inbox, destination, watch, "
@@ -358,7 +358,7 @@ CASES = {
                    "c.yaml:1 routes[0].label: 'LLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLL' is longer than 32 characters"),
     # routes
     "routes mapping": ("routes: {action: burn}", "c.yaml:1 routes: expected a list of routes, got a mapping"),
-    "route scalar": ("routes:\n  - burn\n", ("c.yaml:2 routes[0]: expected a mapping of keys (match, action, profile, compress, "
+    "route scalar": ("routes:\n  - burn\n", ("c.yaml:2 routes[0]: expected a mapping of keys (match, action, also, profile, compress, "
                      "lossy_mammography, bit_reduction, new_uids, deidentify, burned_in_annotation, copies, group, "
                      "label, kind, output, pdi, web, viewer), got 'burn'")),
     "no action": ("routes:\n  - action: burn\n  - match: {called_aet: X}\n    profile: STD-GEN-CD\n",
@@ -410,7 +410,7 @@ CASES = {
 }
 
 BURN_ONLY = {
-    "profile": "STD-GEN-CD", "compress": "none", "copies": "1", "group": "study",
+    "also": "true", "profile": "STD-GEN-CD", "compress": "none", "copies": "1", "group": "study",
     "label": "X", "kind": "archive", "output": "out", "pdi": "true", "web": "true", "viewer": ".",
 }
 

@@ -242,3 +242,19 @@ def test_no_volume_is_superseded_by_one_that_lacks_any_of_its_instances(tmp_path
     assert [(v.label, v.superseded_by) for v in index.volumes(study="9.1")] == [
         ("V1", "V4"), ("V2", "V3"), ("V3", "V4"), ("V4", None)]
     assert index.volumes(label="V4")[0].addendum_of is None
+
+
+def test_a_job_is_built_then_delivered_and_a_restart_puts_it_back(tmp_path: Path) -> None:
+    index = Index(tmp_path / "index.sqlite")
+    try:
+        index.add_instance(received("1.1", "9.1", at=100.0))
+        job = index.enqueue(["9.1"], route="{}")
+        assert index.claim_job() is not None and index.set_built(job, "xorriso /dev/sr0")
+        assert index.deliveries() == [("xorriso /dev/sr0", job, "built")]
+        assert index.deletable_files(now=1e12, retention_s=0) == []  # a built job still needs its files
+        assert index.set_job_state(job, "delivering", only_from=("built",))
+        assert index.deliveries() == [("xorriso /dev/sr0", job, "delivering")]
+        assert index.requeue_interrupted() == [job]
+        assert index.job(job).state == "pending" and index.deliveries() == []  # type: ignore[union-attr]
+    finally:
+        index.close()

@@ -16,7 +16,7 @@ from node.index import Index, Received
 from node.jobs import Worker, clean_partial_outputs, clean_spool, schedule
 from node.profiles import PROFILES
 from node.read.medium import open_medium
-from node.routing import STORE_ONLY, settings
+from node.routing import STORE_ONLY, RouteSnapshot, recorded
 from tests.conftest import ct_series
 
 
@@ -24,6 +24,11 @@ def make_config(tmp_path: Path, **route: object) -> Config:
     burn = Route(Match(called_aet=("BURN",)), "burn", **route)  # type: ignore[arg-type]
     return Config(node=NodeConfig(data_dir=tmp_path / "var"), burn=BurnConfig(output=tmp_path / "out",
                   study_stable_seconds=30), routes=(burn,))
+
+
+def settings(route: Route, position: int = 0) -> str:
+    """What an instance matching only ``route`` records."""
+    return recorded([RouteSnapshot.of(route, position)])
 
 
 def receive(index: Index, paths: list[Path], *, route: str, at: float) -> None:
@@ -300,4 +305,4 @@ def test_a_patient_on_several_volumes_gets_volume_n_of_m(tmp_path: Path, monkeyp
     monkeypatch.setitem(PROFILES, "STD-GEN-CD", small)
     config, index, _ = two_studies_of_one_patient(tmp_path)
     jobs = schedule(index, config, now=1040.0)
-    assert sorted(index.job(j).settings["volume"] for j in jobs) == [[1, 2], [2, 2]]  # type: ignore[union-attr]
+    assert sorted(RouteSnapshot.from_json(index.job(j).route).volume for j in jobs) == [(1, 2), (2, 2)]  # type: ignore[union-attr]

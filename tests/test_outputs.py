@@ -5,7 +5,9 @@ End to end through ``medianode serve`` and DCMTK's storescu; failures provoked f
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ from node.index import Index
 from node.media import outputs, publisher
 from node.media.build import burn
 from node.profiles import get_profile
-from tests.conftest import cli, ct_series, need
+from tests.conftest import PEER_ENV, cli, ct_series, need
 from tests.test_burn import by_uid, dciodvfy_errors, extract
 from tests.test_serve import Node, storescu
 
@@ -215,11 +217,12 @@ def test_a_robot_error_is_reported_and_the_job_submitted_again(tmp_path: Path, i
         robot.start()
         try:
             output = PublisherOutput(vendor, robot.hot, poll_seconds=0.05, retries=1)  # type: ignore[arg-type]
-            target = outputs.build_target(output, name="DICOM_000007", suffix=".iso", data_dir=tmp_path)
+            kind = outputs.output_for(output)
+            target = kind.stage(name="DICOM_000007", suffix=".iso", data_dir=tmp_path)
             burn([str(p) for p in ct_series(tmp_path / f"src-{vendor}", 1, size=16)], out=target,
-                 profile=get_profile("STD-GEN-CD"), fmt=outputs.build_format(output))
+                 profile=get_profile("STD-GEN-CD"), fmt=kind.staging_format())
             waits = Waits()
-            done = outputs.publish(output, target, copies=2, volume_id="DICOM_000007", label={}, waiter=waits)
+            done = kind.deliver(target, copies=2, volume_id="DICOM_000007", label={}, waiter=waits)
         finally:
             robot.stop.set()
             robot.join()
@@ -309,3 +312,44 @@ def test_an_output_mapping_or_path_round_trips_through_the_route_record() -> Non
     route_output = config.routes[0].output
     assert isinstance(route_output, PublisherOutput) and route_output.media == "DVD"
     assert output_from_settings(json.loads(json.dumps(output_settings(route_output)))) == route_output
+
+
+def test_a_waiting_drive_holds_only_its_own_output_and_a_reload_reaches_the_receivers(tmp_path: Path) -> None:
+    need("echoscu", "storescu", "xorriso")
+    routes = """routes:
+  - {match: {called_aet: DRIVE}, action: burn, output: {kind: xorriso, device: 'stdio:/dev/full', retries: 99,
+      retry_wait_seconds: 3600}}
+  - {match: {called_aet: BURN}, action: burn}
+"""
+    node = Node(tmp_path, routes=routes)
+    node.start()
+    try:
+        assert storescu(node, ct_series(tmp_path / "drive", 2, size=16), called="DRIVE").returncode == 0
+        node.wait_for(lambda: bool(_jobs(node)["waiting"]))
+        (drive_job,) = [w["id"] for w in _jobs(node)["waiting"]]  # type: ignore[attr-defined]
+
+        assert storescu(node, ct_series(tmp_path / "folder", 2, size=16), called="BURN").returncode == 0
+        node.wait_for(lambda: len(node.images()) == 1)  # while the drive's job still waits for a blank disc
+        assert [w["id"] for w in _jobs(node)["waiting"]] == [drive_job]  # type: ignore[attr-defined]
+        drive = next(o for o in _status(node)["outputs"] if o["output"] == "xorriso stdio:/dev/full")  # type: ignore[attr-defined]
+        assert drive["delivering"] == drive_job and drive["waiting_for"].startswith("waiting for a blank disc")
+        assert f"xorriso stdio:/dev/full: delivering job {drive_job}, waiting for a blank disc" in cli(
+            "status", "--config", node.config).out
+
+        def echo(aet: str) -> bool:
+            return subprocess.run(["echoscu", "-aet", "CT1", "-aec", aet, "127.0.0.1", str(node.port)],
+                                  capture_output=True, env=PEER_ENV).returncode == 0
+
+        assert not echo("NEWAET")
+        node.config.write_text(node.config.read_text() + "  - {match: {called_aet: NEWAET}, action: store}\n")
+        assert node.proc is not None
+        os.kill(node.proc.pid, signal.SIGHUP)
+        node.wait_for(lambda: echo("NEWAET"))  # the receivers have the new route, the drive still waiting
+        assert [w["id"] for w in _jobs(node)["waiting"]] == [drive_job]  # type: ignore[attr-defined]
+    finally:
+        assert node.stop() == 0
+    index = Index(tmp_path / "var" / "index.sqlite")
+    try:
+        assert index.job(drive_job).state == "pending"  # type: ignore[union-attr]  # back to the queue
+    finally:
+        index.close()

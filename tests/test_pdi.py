@@ -30,9 +30,8 @@ from node.media.build import burn
 from node.media.pdi import CELL_HEIGHT, CELL_MARGIN, CELL_WIDTH, HEAD_HEIGHT, MAX_RENDITIONS, Pdi, for_route
 from node.profiles import PROFILES
 from node.read.medium import open_medium
-from node.routing import settings
 from tests.conftest import bundled, cli, ct_series, need
-from tests.test_jobs import make_config, receive
+from tests.test_jobs import make_config, receive, settings
 
 XHTML = "{http://www.w3.org/1999/xhtml}"
 SOURCES = ["CT_small.dcm", "MR_small.dcm", "chrH31.dcm", "chrX1.dcm", "chrGreek.dcm", "SC_rgb_rle_2frame.dcm"]
@@ -331,7 +330,7 @@ def test_a_pdi_route_is_read_with_its_viewer(tmp_path: Path) -> None:
                           f"profile: STD-GEN-DVD-JPEG, web: true, viewer: {tmp_path / 'viewer'}}}\n", source="c.yaml")
     [route] = config.routes
     assert (route.pdi, route.web, route.viewer) == (None, True, tmp_path / "viewer")
-    assert for_route(json.loads(settings(route)), config.burn, PROFILES[route.profile]) == Pdi(
+    assert for_route(config.burn, PROFILES[route.profile], pdi=route.pdi, web=route.web, viewer=route.viewer) == Pdi(
         web=True, viewer=tmp_path / "viewer", contact="+1 555 0100")
 
 
@@ -354,10 +353,10 @@ def test_a_route_with_web_content_burns_pdi_media(tmp_path: Path) -> None:
 
 def test_the_route_settings_choose_pdi() -> None:
     cd, aug = PROFILES["STD-GEN-CD"], PROFILES["AUG-GEN-CD"]
-    assert for_route({}, BurnConfig(institution="X"), cd) == Pdi(institution="X")
-    assert for_route({}, BurnConfig(pdi=False), cd) is None
-    assert for_route({"web": True}, BurnConfig(pdi=False), cd) == Pdi(web=True)
-    assert for_route({}, BurnConfig(), aug) is None
+    assert for_route(BurnConfig(institution="X"), cd, pdi=None, web=False, viewer=None) == Pdi(institution="X")
+    assert for_route(BurnConfig(pdi=False), cd, pdi=None, web=False, viewer=None) is None
+    assert for_route(BurnConfig(pdi=False), cd, pdi=None, web=True, viewer=None) == Pdi(web=True)
+    assert for_route(BurnConfig(), aug, pdi=None, web=False, viewer=None) is None
 
 
 def test_an_image_that_cannot_be_rendered_is_named_on_its_page_and_still_burned(tmp_path: Path) -> None:

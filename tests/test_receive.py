@@ -215,7 +215,7 @@ def test_bundled_files_are_stored_as_sent_and_indexed(start_node: Callable[..., 
             source.SOPClassUID, source.StudyInstanceUID, source.SeriesInstanceUID, source.Modality, source.PatientID)
         assert row["patient_name"] == str(source.PatientName)
         assert (row["calling_aet"], row["called_aet"]) == ("STORESCU", "BURN")
-        assert json.loads(row["route"]) == json.loads(routing.settings(BURN))
+        assert routing.snapshots(row["route"]) == [routing.RouteSnapshot.of(BURN, 0)]
     assert node.temp_files() == []
 
 
@@ -549,7 +549,7 @@ def test_index_orphans_routes_by_the_recorded_ae_titles_with_the_routes_in_force
     assert reindex(node, node.config.routes) == 0
     rows = {r["path"]: r for r in node.rows()}
     assert (rows[str(lost)]["route"], rows[str(lost)]["calling_aet"], rows[str(lost)]["called_aet"]) == (
-        routing.settings(BURN), "CT1", "BURN")
+        routing.recorded([routing.RouteSnapshot.of(BURN, 0)]), "CT1", "BURN")
     assert rows[str(old)]["route"] == routing.STORE_ONLY and rows[str(old)]["calling_aet"] == ""  # a new study
     assert "other routes" not in caplog.text
 
@@ -558,5 +558,5 @@ def test_index_orphans_routes_by_the_recorded_ae_titles_with_the_routes_in_force
     lost = lose(node, again, calling="CT1", called="BURN", routes=node.config.routes)
     with caplog.at_level(logging.WARNING):
         assert reindex(node, (store,)) == 1
-    assert next(r for r in node.rows() if r["path"] == str(lost))["route"] == routing.settings(store)
+    assert next(r for r in node.rows() if r["path"] == str(lost))["route"] == routing.STORE_ONLY
     assert "1 re-indexed instance(s) were received under other routes" in caplog.text

@@ -105,6 +105,12 @@ An association is rejected (A-ASSOCIATE-RJ, PS3.8 9.3.4), logged and written to 
 The called AE title must be `node.ae_title` or one a route matches (`routes[].match.called_aet`); the
 calling AE title must be one of `node.allowed_calling_aets` when that list is not empty.
 
+Routing (`routes[]`): each instance tries the routes in the order of the configuration file; the first
+matching `reject` route refuses it (0x0124), a matching `store` route ends the trying, and every matching
+`burn` route before that is recorded with the instance. Once quiet, a study is burned by the recorded burn
+route that comes first in the file, plus every later recorded one with `also: true`; each medium holds
+the whole study, and the order in which its instances arrive does not change the outcome.
+
 ###### Accepted Presentation Contexts
 
 {table(("Abstract Syntax", "Transfer Syntaxes", "Role", "Extended Negotiation"), accepted_rows)}

@@ -1,8 +1,9 @@
 """Where a built medium goes, ``copies`` times: a folder of images, an optical drive (xorriso),
 a disc-publishing robot's hot folder (:mod:`node.media.publisher`) or a mounted USB volume.
 
-The medium is built once (:func:`build_target` says where, :func:`build_format` as what); then
-:func:`publish` delivers it. A copy that fails is not skipped: the output waits (``Waiter``, which
+Each kind is a class of :data:`KINDS` (:func:`output_for`): the medium is built once where its
+:meth:`~OutputKind.stage` says, as its :meth:`~OutputKind.staging_format` says; then
+:meth:`~OutputKind.deliver` delivers it, from one worker per :attr:`~OutputKind.queue`. A copy that fails is not skipped: the output waits (``Waiter``, which
 ``medianode status`` shows) and tries again, ``retries`` times, then raises a
 :class:`~node.errors.BuildError` carrying the tool's own message. Nothing here deletes a study:
 the job keeps its spool files until it succeeds.
@@ -15,11 +16,12 @@ import logging
 import os
 import shutil
 import subprocess
+from functools import partial
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
-from node.config import Output, PublisherOutput, XorrisoOutput
+from node.config import Output, PublisherOutput, UsbOutput, XorrisoOutput, output_kind
 from node.durable import fsync_dir, published
 from node.errors import BuildError
 from node.media import folder, publisher
@@ -34,54 +36,176 @@ _CHUNK = 8 << 20
 #: The lines of xorriso's report that say why it failed (libburn and xorriso events of these severities).
 _SEVERE = (" : SORRY : ", " : FAILURE : ", " : FATAL : ", " : ABORT : ")
 
-
-def build_format(output: Output) -> Literal["iso", "folder"] | None:
-    """What the medium is built as: None lets the profile decide (an image, or a tree for USB profiles);
-    an Epson robot is handed the file-set tree it masters itself (TD Bridge's ``DATA=``)."""
-    if isinstance(output, PublisherOutput) and output.vendor == "epson":
-        return "folder"
-    return None
+O = TypeVar("O", Path, XorrisoOutput, PublisherOutput, UsbOutput)
 
 
-def build_target(output: Output, *, name: str, suffix: str, data_dir: Path) -> Path:
-    """Where the medium is built: in the folder or hot folder it is published from, else under
-    ``data_dir/burning`` until every copy is written."""
-    if isinstance(output, Path):
-        place = output
-    elif isinstance(output, PublisherOutput):
-        place, suffix = output.hot_folder, "" if output.vendor == "epson" else suffix
-    else:
-        place = data_dir / "burning"
-    place.mkdir(parents=True, exist_ok=True)
-    return place / f"{name}{suffix}"
+class OutputKind(Generic[O]):
+    """One kind of output: where a medium is staged (built), as what, and how it is delivered.
+
+    Each configured output is an instance of its kind's class (:func:`output_for`); ``queue`` names
+    the device or folder it delivers to, one delivery worker per queue, so that an output waiting for
+    a blank disc holds only its own jobs.
+    """
+
+    #: The ``kind`` of :data:`node.config.OUTPUTS` this class delivers.
+    name: ClassVar[str]
+    #: True when the staged medium is itself the first deliverable (a folder of images); else it is
+    #: removed once every copy is written.
+    keeps_staged: ClassVar[bool] = False
+
+    def __init__(self, output: O) -> None:
+        self.output: O = output
+
+    @property
+    def queue(self) -> str:
+        """The device or folder deliveries wait for, one at a time: ``xorriso /dev/sr0``."""
+        raise NotImplementedError
+
+    def staging_format(self) -> Literal["iso", "folder"] | None:
+        """What the medium is built as: None lets the profile decide (an image, or a tree for USB profiles)."""
+        return None
+
+    def staging(self, data_dir: Path) -> Path:
+        """The folder media are built in: ``data_dir/burning`` until every copy is written."""
+        return data_dir / "burning"
+
+    def stage(self, *, name: str, suffix: str, data_dir: Path) -> Path:
+        """Where the medium is built, in :meth:`staging`."""
+        return _place(self.staging(data_dir), f"{name}{suffix}")
+
+    def deliver(self, medium: Path, *, copies: int, volume_id: str, label: Mapping[str, str],
+                waiter: Waiter) -> list[str]:
+        """Deliver ``medium`` (built at :meth:`stage`) ``copies`` times; return where each copy went."""
+        raise NotImplementedError
 
 
-def publish(output: Output, medium: Path, *, copies: int, volume_id: str, label: Mapping[str, str],
-            waiter: Waiter) -> list[str]:
-    """Deliver ``medium`` (built at :func:`build_target`) ``copies`` times; return where each copy went."""
-    if isinstance(output, Path):
+class FolderOutput(OutputKind[Path]):
+    """A folder of images (or USB folder trees): the medium is built in it, copies beside it."""
+
+    name = "folder"
+    keeps_staged = True
+
+    @property
+    def queue(self) -> str:
+        return f"folder {self.output}"
+
+    def staging(self, data_dir: Path) -> Path:
+        return self.output
+
+    def deliver(self, medium: Path, *, copies: int, volume_id: str, label: Mapping[str, str],
+                waiter: Waiter) -> list[str]:
         suffix = medium.suffix
-        return [str(medium), *(str(_publish_copy(medium, output / f"{medium.stem}_{n}{suffix}"))
+        return [str(medium), *(str(_publish_copy(medium, self.output / f"{medium.stem}_{n}{suffix}"))
                                for n in range(2, copies + 1))]
-    if isinstance(output, PublisherOutput):
+
+
+class RobotOutput(OutputKind[PublisherOutput]):
+    """A disc-publishing robot's hot folder (:mod:`node.media.publisher`): the medium is built in it;
+    an Epson robot is handed the file-set tree it masters itself (TD Bridge's ``DATA=``)."""
+
+    name = "publisher"
+
+    @property
+    def queue(self) -> str:
+        return f"{self.output.vendor} robot {self.output.hot_folder}"
+
+    def staging_format(self) -> Literal["iso", "folder"] | None:
+        return "folder" if self.output.vendor == "epson" else None
+
+    def staging(self, data_dir: Path) -> Path:
+        return self.output.hot_folder
+
+    def stage(self, *, name: str, suffix: str, data_dir: Path) -> Path:
+        return _place(self.output.hot_folder, name if self.output.vendor == "epson" else f"{name}{suffix}")
+
+    def deliver(self, medium: Path, *, copies: int, volume_id: str, label: Mapping[str, str],
+                waiter: Waiter) -> list[str]:
+        robot = self.output
         job = publisher.RobotJob(medium.stem, medium, copies, volume_id, dict(label))
-        return [_retrying(lambda: publisher.run(output, job, waiter), output.retries, output.retry_wait_seconds,
-                          waiter, lambda why: f"{output.vendor} robot at {output.hot_folder} failed, "
+        return [_retrying(lambda: publisher.run(robot, job, waiter), robot.retries, robot.retry_wait_seconds,
+                          waiter, lambda why: f"{robot.vendor} robot at {robot.hot_folder} failed, "
                                               f"submitting again: {why}")]
-    device = output
-    if isinstance(device, XorrisoOutput):
-        write: Callable[[], str] = lambda: _burn_copy(device, medium)
-        what = f"a blank disc in {device.device}"
-    else:
-        write = lambda: write_usb(device.mount_point, medium)
-        what = f"an empty USB volume at {device.mount_point}"
-    done = []
-    for n in range(1, copies + 1):
-        waiting = f"waiting for {what} (copy {n} of {copies})"
-        done.append(_retrying(write, device.retries, device.retry_wait_seconds, waiter,
-                              lambda why, waiting=waiting: f"{waiting}: {why}"))  # type: ignore[misc]
-        logger.info("copy %d of %d written to %s", n, copies, done[-1])
-    return done
+
+
+class _OneCopyAtATime(OutputKind[O]):
+    """A device that takes one copy at a time, each waiting for its blank medium."""
+
+    retries: int
+    retry_wait_seconds: float
+
+    def what(self) -> str:
+        raise NotImplementedError
+
+    def write(self, medium: Path) -> str:
+        raise NotImplementedError
+
+    def deliver(self, medium: Path, *, copies: int, volume_id: str, label: Mapping[str, str],
+                waiter: Waiter) -> list[str]:
+        done = []
+        for n in range(1, copies + 1):
+            waiting = f"waiting for {self.what()} (copy {n} of {copies})"
+            done.append(_retrying(lambda: self.write(medium), self.retries, self.retry_wait_seconds, waiter,
+                                  partial(_because, waiting)))
+            logger.info("copy %d of %d written to %s", n, copies, done[-1])
+        return done
+
+
+class DriveOutput(_OneCopyAtATime[XorrisoOutput]):
+    """An optical drive, written with xorriso."""
+
+    name = "xorriso"
+
+    def __init__(self, output: XorrisoOutput) -> None:
+        super().__init__(output)
+        self.retries, self.retry_wait_seconds = output.retries, output.retry_wait_seconds
+
+    @property
+    def queue(self) -> str:
+        return f"xorriso {self.output.device}"
+
+    def what(self) -> str:
+        return f"a blank disc in {self.output.device}"
+
+    def write(self, medium: Path) -> str:
+        return _burn_copy(self.output, medium)
+
+
+class UsbVolumeOutput(_OneCopyAtATime[UsbOutput]):
+    """A mounted USB volume, written file by file (:func:`write_usb`)."""
+
+    name = "usb"
+
+    def __init__(self, output: UsbOutput) -> None:
+        super().__init__(output)
+        self.retries, self.retry_wait_seconds = output.retries, output.retry_wait_seconds
+
+    @property
+    def queue(self) -> str:
+        return f"usb {self.output.mount_point}"
+
+    def what(self) -> str:
+        return f"an empty USB volume at {self.output.mount_point}"
+
+    def write(self, medium: Path) -> str:
+        return write_usb(self.output.mount_point, medium)
+
+
+#: Output kinds by their ``kind`` name (:func:`node.config.output_kind`).
+KINDS: dict[str, type[OutputKind[Any]]] = {k.name: k for k in (FolderOutput, DriveOutput, RobotOutput, UsbVolumeOutput)}
+
+
+def output_for(output: Output) -> OutputKind[Any]:
+    """The configured ``output`` as an instance of its kind's class."""
+    return KINDS[output_kind(output)](output)
+
+
+def _because(waiting: str, why: str) -> str:
+    return f"{waiting}: {why}"
+
+
+def _place(folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
 
 
 def _retrying(attempt: Callable[[], str], retries: int, wait_s: float, waiter: Waiter,

@@ -29,7 +29,7 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -103,15 +103,11 @@ def choose_pdi(profile: Profile, *, pdi: bool | None, web: bool = False, viewer:
     return Pdi(web=web, viewer=viewer, institution=institution, contact=contact)
 
 
-def for_route(settings: Mapping[str, object], burn: BurnConfig, profile: Profile) -> Pdi | None:
-    """The PDI settings of a job, from its route's recorded settings and the ``burn`` section."""
-    asked = settings.get("pdi")
-    web, viewer = bool(settings.get("web")), settings.get("viewer")
-    pdi = None if asked is None else bool(asked)
+def for_route(burn: BurnConfig, profile: Profile, *, pdi: bool | None, web: bool, viewer: Path | None) -> Pdi | None:
+    """The PDI settings of a job, from its route's recorded ``pdi``, ``web``, ``viewer`` and the ``burn`` section."""
     if pdi is None and not burn.pdi and not (web or viewer):
         pdi = False
-    return choose_pdi(profile, pdi=pdi, web=web, viewer=Path(str(viewer)) if viewer else None,
-                      institution=burn.institution, contact=burn.contact)
+    return choose_pdi(profile, pdi=pdi, web=web, viewer=viewer, institution=burn.institution, contact=burn.contact)
 
 
 def pdi_files(tree: Tree, settings: Pdi, label: Label, *, profile: Profile, staging: str) -> list[MediaFile]:

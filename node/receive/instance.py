@@ -230,12 +230,12 @@ def index_orphans(spool: Spool, index: Index, *, known: set[str], routes: tuple[
 
 
 def _route_now(routes: tuple[Route, ...], inst: ReceivedInstance, *, calling: str, called: str) -> str:
-    """The route the receiver would record for ``inst`` now. It was acknowledged: a route that rejects it
-    now stores it."""
-    route = routing.match_route(routes, called_aet=called, calling_aet=calling, modality=inst.modality,
-                                sop_class=inst.sop_class_uid)
-    if route is not None and route.action == "reject":
+    """What the receiver would record for ``inst`` now. It was acknowledged: a route that rejects it now
+    stores it."""
+    refusing, recorded = routing.record(routes, called_aet=called, calling_aet=calling, modality=inst.modality,
+                                        sop_class=inst.sop_class_uid)
+    if refusing is not None:
         logger.warning("start-up: %s was acknowledged, the route at %s rejects it now: stored",
-                       inst.sop_instance_uid, route.where)
-        route = None
-    return routing.settings(route)
+                       inst.sop_instance_uid, refusing.where)
+        return routing.STORE_ONLY
+    return recorded

@@ -325,10 +325,10 @@ def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
                       f"SOP Class UID {inst.sop_class_uid!r} in the data set, {sop_class} in the request")
     if inst.sop_instance_uid != sop_instance:
         raise Refused(dicom.INSTANCE_UID_MISMATCH, f"SOP Instance UID {inst.sop_instance_uid} in the data set")
-    route = routing.match_route(config.routes, called_aet=called, calling_aet=calling,
-                                modality=inst.modality, sop_class=inst.sop_class_uid)
-    if route is not None and route.action == "reject":
-        raise Refused(dicom.REFUSED_NOT_AUTHORIZED, f"study {inst.study_uid}: rejected by the route at {route.where}")
+    refusing, routes = routing.record(config.routes, called_aet=called, calling_aet=calling,
+                                      modality=inst.modality, sop_class=inst.sop_class_uid)
+    if refusing is not None:
+        raise Refused(dicom.REFUSED_NOT_AUTHORIZED, f"study {inst.study_uid}: rejected by the route at {refusing.where}")
     floor, free = config.node.min_free_mb << 20, spool.free_bytes()
     if free < floor:
         raise Refused(dicom.OUT_OF_RESOURCES, f"study {inst.study_uid}: {free >> 20} MB free in "
@@ -349,7 +349,7 @@ def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
         staged.unlink(missing_ok=True)  # placed (renamed away), or not news, or refused
     try:
         added = index.add_instance(inst.stored(str(final), size, calling_aet=calling, called_aet=called,
-                                               route=routing.settings(route), received_at=time.time(), digest=digest))
+                                               route=routes, received_at=time.time(), digest=digest))
     except Exception as exc:
         os.unlink(final)  # not indexed, so not stored: the sender will retry
         raise Refused(dicom.PROCESSING_FAILURE, f"study {inst.study_uid}: cannot index: {exc}") from None
@@ -358,7 +358,7 @@ def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
         return _again(inst, calling, called)
     if live.first_time(inst.study_uid):
         logger.info("Receiving study %s (patient %s) from %s to %s: %s", inst.study_uid, inst.patient_id,
-                    calling, called, route.action if route else "store (no route matched)")
+                    calling, called, "burn" if routes != routing.STORE_ONLY else "store (no burn route matched)")
     return dicom.SUCCESS
 
 
