@@ -375,7 +375,8 @@ def reburn(index: Index, label: str, data_dir: Path) -> tuple[int, list[str]]:
         raise NodeError(f"neither the spool nor an image holds any of the {len(burned)} instance(s) of {label}: "
                         f"it cannot be re-burned")
     original = index.job(volume.job_id)
-    assert original is not None  # a volume is recorded with its job
+    if original is None:
+        raise NodeError(f"the job that made {label} is no longer in the index: its route is unknown")
     job = index.enqueue(studies, route=original.route)
     index.add_job_files(job, [(u, path, size) for u, (path, size) in read.items()])
     return job, cannot

@@ -4,11 +4,70 @@ dicts (for ``--json``) and as text for people."""
 from __future__ import annotations
 
 import time
+from typing import TypedDict
 
 from node.config import Config, output_settings
 from node.media.outputs import output_for
 from node.index import Index, Job, Volume
 from node.routing import CRITERIA, InstanceRouting, RouteSnapshot, StudyRouting, Trial
+
+
+class StudyRow(TypedDict):
+    study_uid: str
+    patient_id: str
+    patient_name: str
+
+
+class VolumeRow(TypedDict):
+    label: str
+    job: int
+    created: str
+    copies: int
+    bytes: int
+    superseded_by: str | None
+    addendum_of: str | None
+    paths: list[str]
+    studies: list[StudyRow]
+
+
+class ReceivingRow(TypedDict):
+    study_uid: str
+    patient_id: str
+    instances: int
+    last_received: str
+    burn_in_s: int
+
+
+class WaitRow(TypedDict):
+    id: int
+    since: str
+    message: str
+
+
+class JobsStatus(TypedDict):
+    queued: list[dict[str, object]]
+    building: list[dict[str, object]]
+    failed: list[dict[str, object]]
+    waiting: list[WaitRow]
+    done_today: int
+
+
+class OutputRow(TypedDict):
+    output: str
+    delivering: int | None
+    waiting_for: str | None
+    since: str | None
+    queued: list[int]
+
+
+class Status(TypedDict):
+    """``medianode status --json``: the names are a contract with the tools that read it."""
+
+    receiving: list[ReceivingRow]
+    jobs: JobsStatus
+    outputs: list[OutputRow]
+    volumes_today: list[VolumeRow]
+    imports: list[dict[str, object]]
 
 
 def _when(t: float | None) -> str:
@@ -28,7 +87,7 @@ def job_row(job: Job) -> dict[str, object]:
     }
 
 
-def volume_row(v: Volume) -> dict[str, object]:
+def volume_row(v: Volume) -> VolumeRow:
     return {
         "label": v.label,
         "job": v.job_id,
@@ -42,11 +101,11 @@ def volume_row(v: Volume) -> dict[str, object]:
     }
 
 
-def status(index: Index, config: Config) -> dict[str, object]:
+def status(index: Index, config: Config) -> Status:
     """The node's state: studies waiting for their job, jobs by state, volumes written today."""
     midnight = time.mktime(time.localtime()[:3] + (0, 0, 0, 0, 0, -1))
     quiet = config.burn.study_stable_seconds
-    receiving = [
+    receiving: list[ReceivingRow] = [
         {"study_uid": uid, "patient_id": pid, "instances": n, "last_received": _when(last),
          "burn_in_s": max(0, round(last + quiet - time.time()))}
         for uid, pid, n, last in index.receiving(since=0)
@@ -65,12 +124,16 @@ def status(index: Index, config: Config) -> dict[str, object]:
         },
         "outputs": outputs(index, config),
         "volumes_today": [volume_row(v) for v in index.volumes() if v.created >= midnight],
-        "imports": [{**i, "started": _when(i["started"]), "finished": _when(i["finished"])}  # type: ignore[arg-type]
+        "imports": [{**i, "started": _when(_time(i["started"])), "finished": _when(_time(i["finished"]))}
                     for i in index.imports(limit=10)],
     }
 
 
-def outputs(index: Index, config: Config) -> list[dict[str, object]]:
+def _time(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def outputs(index: Index, config: Config) -> list[OutputRow]:
     """Each output (configured, or holding jobs) and its queue: the job being delivered and what it
     waits for (a blank disc, an empty stick, the robot), the jobs built and waiting their turn."""
     configured = [config.burn.output, *(r.output for r in config.routes if r.output)]
@@ -81,7 +144,7 @@ def outputs(index: Index, config: Config) -> list[dict[str, object]]:
             delivering[name] = job_id
         queued.setdefault(name, []).extend([job_id] if state == "built" else [])
     waits = {job_id: (since, message) for job_id, since, message in index.waits()}
-    rows: list[dict[str, object]] = []
+    rows: list[OutputRow] = []
     for name, jobs in queued.items():
         job = delivering.get(name)
         since, message = waits.get(job, (None, None)) if job is not None else (None, None)
@@ -90,11 +153,8 @@ def outputs(index: Index, config: Config) -> list[dict[str, object]]:
     return rows
 
 
-def format_status(s: dict[str, object]) -> str:
-    receiving = s["receiving"]
-    jobs = s["jobs"]
-    volumes = s["volumes_today"]
-    assert isinstance(receiving, list) and isinstance(jobs, dict) and isinstance(volumes, list)
+def format_status(s: Status) -> str:
+    receiving, jobs, volumes = s["receiving"], s["jobs"], s["volumes_today"]
     lines = [f"receiving: {len(receiving)} study(ies)"]
     lines += [f"  {r['study_uid']}  patient {r['patient_id']}  {r['instances']} instance(s), "
               f"last {r['last_received']}, burn in {r['burn_in_s']} s" for r in receiving]
@@ -103,18 +163,17 @@ def format_status(s: dict[str, object]) -> str:
     lines += [f"  job {j['id']} {j['message']} (since {j['since']})" for j in jobs["waiting"]]
     lines += [f"  job {j['id']} failed {j['finished']}: {j['error']}" for j in jobs["failed"]]
     outs = s["outputs"]
-    lines.append("outputs:" if isinstance(outs, list) and outs else "outputs: none")
-    for o in outs if isinstance(outs, list) else []:
+    lines.append("outputs:" if outs else "outputs: none")
+    for o in outs:
         doing = (f"delivering job {o['delivering']}" + (f", {o['waiting_for']} (since {o['since']})"
                                                         if o["waiting_for"] else "")) if o["delivering"] else "idle"
         queued = o["queued"]
         lines.append(f"  {o['output']}: {doing}" + (f"; jobs {', '.join(map(str, queued))} waiting their turn"
-                                                    if isinstance(queued, list) and queued else ""))
+                                                    if queued else ""))
     lines.append(f"volumes today: {len(volumes)}")
     lines += [f"  {v['label']}  {len(v['studies'])} study(ies)  {v['copies']} cop(ies)"
               + (f"  superseded by {v['superseded_by']}" if v["superseded_by"] else "") for v in volumes]
     imports = s["imports"]
-    assert isinstance(imports, list)
     lines.append(f"recent imports: {len(imports)}")
     lines += [f"  {i['started']}  {i['state']:<9}  {i['medium']}  {i['sent']} sent, {i['failed']} failed, "
               f"{i['skipped']} skipped" for i in imports]
@@ -131,13 +190,12 @@ def format_jobs(rows: list[dict[str, object]]) -> str:
     )
 
 
-def format_volumes(rows: list[dict[str, object]]) -> str:
+def format_volumes(rows: list[VolumeRow]) -> str:
     if not rows:
         return "no volumes\n"
     out = []
     for r in rows:
         studies = r["studies"]
-        assert isinstance(studies, list)
         out.append(f"{r['label']}  {r['created']}  {r['copies']} cop(ies)  {r['bytes']:,} bytes"
                    + (f"  addendum, completes {r['addendum_of']}" if r.get("addendum_of") else "")
                    + (f"  superseded by {r['superseded_by']}" if r["superseded_by"] else ""))
