@@ -309,6 +309,13 @@ class Index:
                 (r.study_uid, r.patient_id, r.patient_name, r.route, r.received_at, r.received_at))
         return True
 
+    def resent(self, study_uid: str, at: float) -> None:
+        """The same instance of a study again: a study still waiting for its job (pending) counts its quiet
+        period from ``at``; any other study is left as it is (no job, no volume)."""
+        with self.transaction() as db:
+            db.execute("UPDATE studies SET quiet_from = ? WHERE study_uid = ? AND pending = 1 "
+                       "AND COALESCE(quiet_from, 0) < ?", (at, study_uid, at))
+
     def holds(self, sop_instance_uid: str, digest: str) -> bool:
         """True when the index's copy of this instance has this data set digest (the same instance again)."""
         return self._holds(self.db, sop_instance_uid, digest)

@@ -258,3 +258,22 @@ def test_a_job_is_built_then_delivered_and_a_restart_puts_it_back(tmp_path: Path
         assert index.job(job).state == "pending" and index.deliveries() == []  # type: ignore[union-attr]
     finally:
         index.close()
+
+
+def test_the_same_instance_again_delays_only_a_study_still_waiting_for_its_job(tmp_path: Path) -> None:
+    """A sender resuming after a restart re-sends what it had sent: the study it is still sending waits for
+    the rest; a study already taken by a job is left as it is (no job, no volume)."""
+    index = Index(tmp_path / "index.sqlite")
+    try:
+        index.add_instance(received("1.1", "9.1", at=100.0))
+        index.add_instance(received("2.1", "9.2", at=100.0))
+        index.enqueue(["9.2"], route='{"action": "burn"}')  # 9.2 is burned; 9.1 waits
+        assert [s.study_uid for s in index.stable_studies(quiet_since=130.0)] == ["9.1"]
+        index.resent("9.1", 135.0)
+        index.resent("9.2", 135.0)
+        assert index.stable_studies(quiet_since=130.0) == []  # quiet from the re-send, not from 100
+        assert [s.study_uid for s in index.stable_studies(quiet_since=135.0)] == ["9.1"]
+        index.resent("9.1", 110.0)  # an older re-send never moves the quiet period back
+        assert index.stable_studies(quiet_since=134.0) == []
+    finally:
+        index.close()

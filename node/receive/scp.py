@@ -159,6 +159,8 @@ class Indexer(Protocol):
 
     def add_instance(self, r: Received) -> bool: ...
 
+    def resent(self, study_uid: str, at: float) -> None: ...
+
 
 class SharedIndex:
     """One process's :class:`Index` connection, shared by its association threads.
@@ -177,6 +179,10 @@ class SharedIndex:
     def add_instance(self, r: Received) -> bool:
         with self.lock:
             return self.index.add_instance(r)
+
+    def resent(self, study_uid: str, at: float) -> None:
+        with self.lock:
+            self.index.resent(study_uid, at)
 
 
 #: pynetdicom's DUL thread sleeps 1 ms whenever a loop of its reactor found nothing to do
@@ -340,7 +346,7 @@ def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
         raise Refused(dicom.SPOOL_WRITE_FAILED, f"study {inst.study_uid}: cannot write the spool: {exc}") from None
     try:
         if index.holds(inst.sop_instance_uid, digest):
-            return _again(inst, calling, called)
+            return _again(inst, calling, called, index)
         try:
             final, size = spool.place(staged, study_uid=inst.study_uid, sop_instance_uid=inst.sop_instance_uid)
         except OSError as exc:
@@ -355,15 +361,18 @@ def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
         raise Refused(dicom.PROCESSING_FAILURE, f"study {inst.study_uid}: cannot index: {exc}") from None
     if not added:  # another association stored the same instance meanwhile
         os.unlink(final)
-        return _again(inst, calling, called)
+        return _again(inst, calling, called, index)
     if live.first_time(inst.study_uid):
         logger.info("Receiving study %s (patient %s) from %s to %s: %s", inst.study_uid, inst.patient_id,
                     calling, called, "burn" if routes != routing.STORE_ONLY else "store (no burn route matched)")
     return dicom.SUCCESS
 
 
-def _again(inst: ReceivedInstance, calling: str, called: str) -> int:
-    """The same instance again (same SOP Instance UID, same data set bytes) is not news: success, nothing kept."""
+def _again(inst: ReceivedInstance, calling: str, called: str, index: Indexer) -> int:
+    """The same instance again (same SOP Instance UID, same data set bytes) is not news: success, nothing kept,
+    no job. Only a study still waiting for its job counts its quiet period from it: its sender is at work (a
+    sender resuming after a restart re-sends what it had sent), so the study is not cut short of the rest."""
+    index.resent(inst.study_uid, time.time())
     logger.debug("C-STORE from %s to %s of %s (study %s): the same instance again, nothing changed",
                  calling, called, inst.sop_instance_uid, inst.study_uid)
     return dicom.SUCCESS
