@@ -173,13 +173,20 @@ def storescp_with(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
     def start(*options: str) -> StoreSCP:
         folder = tmp_path / f"received-{len(started) + 1}"
         folder.mkdir()
-        port = free_port()
         bind = ["--bind-to", "127.0.0.1"] if _storescp_has_bind() else []
-        proc = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(folder), *options, *bind, str(port)],
-                                env=PEER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        started.append(proc)
-        wait_listening(proc, port, "storescp")
-        return StoreSCP(port, folder)
+        for attempt in range(3):  # another process may take the free port before storescp binds it
+            port = free_port()
+            proc = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(folder), *options, *bind, str(port)],
+                                    env=PEER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            started.append(proc)
+            try:
+                wait_listening(proc, port, "storescp")
+            except AssertionError:
+                if proc.poll() is None or attempt == 2:
+                    raise
+                continue
+            return StoreSCP(port, folder)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     yield start
     for proc in started:
