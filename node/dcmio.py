@@ -381,7 +381,6 @@ _MAX_DEPTH = 64
 #: The top-level values that size native Pixel Data (PS3.3 C.7.6.3).
 _IMAGE_TAGS = frozenset({ROWS, COLUMNS, SAMPLES_PER_PIXEL, PHOTOMETRIC_INTERPRETATION, BITS_ALLOCATED,
                          NUMBER_OF_FRAMES})
-_PIXEL_TAGS = frozenset({FLOAT_PIXEL_DATA, DOUBLE_FLOAT_PIXEL_DATA, PIXEL_DATA})
 
 
 class _Refused(Exception):
@@ -490,7 +489,6 @@ class _Walk:
     def elements(self, end: int | None, *, top: bool) -> None:
         """Walk to ``end``, to an Item Delimitation Item (``end`` None inside an item), or to the stream's end."""
         image: dict[int, bytes] = {}
-        pixels = False
         start = self.s.pos
         while end is None or self.s.pos < end:
             at = self.s.pos
@@ -526,14 +524,10 @@ class _Walk:
                     raise _Refused(_ENDS_INSIDE)
                 if top and tag == PIXEL_DATA:
                     self.native_pixels(image, length)
-            pixels |= top and tag in _PIXEL_TAGS
         if end is not None and self.s.pos > end:
             raise _Refused(f"malformed: an element runs past the end of its item at byte {end}")
         if top and self.s.pos == start:
             raise _Refused(TRUNCATED + "no data set follows the File Meta Information")
-        if top and not pixels and {ROWS, COLUMNS, BITS_ALLOCATED} <= image.keys():
-            raise _Refused(TRUNCATED + "the data set ends before the Pixel Data its Rows, Columns and Bits "
-                           "Allocated describe")
 
     def sequence(self, end: int | None, *, implicit: bool) -> None:
         """Walk items to ``end``, or to the Sequence Delimitation Item (``end`` None)."""
@@ -603,8 +597,7 @@ def check_complete(src: str | os.PathLike[str] | BinaryIO, size: int | None = No
     Walks the data set to its end as a stream, holding no value in memory: every
     element's, item's and fragment's length must fit in what encloses it and in
     the file (PS3.5 7.1, 7.5, A.4), native Pixel Data must hold what its Rows,
-    Columns, Samples per Pixel, Bits Allocated and Number of Frames need, and an
-    image module without Pixel Data is a file cut short. A Deflated data set
+    Columns, Samples per Pixel, Bits Allocated and Number of Frames need. A Deflated data set
     (PS3.5 A.5) is inflated as it is walked, within :data:`INFLATE_MAX_BYTES` and
     :data:`INFLATE_MAX_RATIO`. A reason for a file cut short starts with
     :data:`TRUNCATED`, one for a Deflated data set past the bounds with
