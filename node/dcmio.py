@@ -8,11 +8,19 @@ bytes so that they can be copied into a directory record verbatim (which also
 keeps every Specific Character Set byte-exact). Anything unusual (Big Endian,
 Deflate, a sequence in Implicit VR) raises :class:`NeedsPydicom` and the caller
 falls back to pydicom.
+
+:func:`check_complete` walks a whole data set, in any uncompressed or Deflated
+syntax, as a stream, and says why it is not what it claims (cut short, or a
+Deflated one that would inflate past :data:`INFLATE_MAX_BYTES` or
+:data:`INFLATE_MAX_RATIO`); the receiver and the reading of media both ask it
+before trusting a file.
 """
 
 from __future__ import annotations
 
+import os
 import struct
+import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, NamedTuple
 
@@ -23,11 +31,18 @@ from node.tags import (
     FLOAT_PIXEL_DATA,
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
+    BITS_ALLOCATED,
+    COLUMNS,
+    DOUBLE_FLOAT_PIXEL_DATA,
     ITEM,
     ITEM_DELIMITATION_ITEM,
     MEDIA_STORAGE_SOP_CLASS_UID,
     MEDIA_STORAGE_SOP_INSTANCE_UID,
+    NUMBER_OF_FRAMES,
+    PHOTOMETRIC_INTERPRETATION,
     PIXEL_DATA,
+    ROWS,
+    SAMPLES_PER_PIXEL,
     SEQUENCE_DELIMITATION_ITEM,
     TRANSFER_SYNTAX_UID,
 )
@@ -346,3 +361,279 @@ def _guess_syntax(reader: _Reader) -> str:
     if vr.isalpha() and vr.isupper():
         return dicom.EXPLICIT_VR_LE
     return dicom.IMPLICIT_VR_LE
+
+
+# -- completeness ---------------------------------------------------------------
+
+#: A Deflated data set (PS3.5 A.5) is refused once it inflates past this many bytes ...
+INFLATE_MAX_BYTES = 1 << 30
+#: ... or, past :data:`INFLATE_RATIO_FROM` bytes, past this many times its deflated size. A blank
+#: image deflates a thousandfold, so the ratio alone would refuse small honest instances.
+INFLATE_MAX_RATIO = 200
+INFLATE_RATIO_FROM = 64 << 20
+#: How :func:`check_complete` begins the reason for a Deflated data set refused by those bounds.
+INFLATION_REFUSED = "the Deflated data set inflates past"
+#: What every reason for a file cut short begins with.
+TRUNCATED = "truncated: "
+_ENDS_INSIDE = TRUNCATED + "the file ends inside a data element"
+#: Sequences nested deeper than this are refused rather than walked (PS3.5 7.5 sets no limit).
+_MAX_DEPTH = 64
+#: The top-level values that size native Pixel Data (PS3.3 C.7.6.3).
+_IMAGE_TAGS = frozenset({ROWS, COLUMNS, SAMPLES_PER_PIXEL, PHOTOMETRIC_INTERPRETATION, BITS_ALLOCATED,
+                         NUMBER_OF_FRAMES})
+
+
+class _Refused(Exception):
+    """Why the walk stopped: the data set is not what it claims."""
+
+
+class _FileStream:
+    """A data set read forward from a file; values are skipped by seeking, never read."""
+
+    def __init__(self, fp: BinaryIO, start: int, size: int) -> None:
+        self.fp, self.pos, self.size = fp, start, size
+        fp.seek(start)
+
+    def read(self, n: int) -> bytes:
+        data = self.fp.read(n)
+        self.pos += len(data)
+        return data
+
+    def skip(self, n: int) -> int:
+        n = max(0, min(n, self.size - self.pos))
+        self.pos += n
+        self.fp.seek(self.pos)
+        return n
+
+
+class _InflatedStream:
+    """A Deflated data set (PS3.5 A.5) inflated a chunk at a time as it is read, within the bounds."""
+
+    def __init__(self, fp: BinaryIO, start: int, size: int) -> None:
+        fp.seek(start)
+        self.fp, self.pos, self.deflated = fp, 0, size - start
+        self.z = zlib.decompressobj(-zlib.MAX_WBITS)
+        self.buf = bytearray()
+        self.inflated = 0
+
+    def _more(self) -> bool:
+        """Inflate the next piece into :attr:`buf`; False at the end of the stream."""
+        while not self.z.eof:
+            data = self.z.unconsumed_tail or self.fp.read(_CHUNK)
+            out = self.z.decompress(data, _CHUNK) if data else self.z.flush()
+            self.inflated += len(out)
+            if self.inflated > INFLATE_MAX_BYTES or (
+                    self.inflated > INFLATE_RATIO_FROM and self.inflated > INFLATE_MAX_RATIO * self.deflated):
+                raise _Refused(f"{INFLATION_REFUSED} {self.inflated >> 20} MiB from {self.deflated} bytes "
+                               f"(limits: {INFLATE_MAX_BYTES >> 20} MiB, and {INFLATE_MAX_RATIO} times "
+                               f"the deflated size past {INFLATE_RATIO_FROM >> 20} MiB)")
+            self.buf += out
+            if out:
+                return True
+            if not data:
+                return False  # the compressed stream is cut short
+        return False
+
+    def read(self, n: int) -> bytes:
+        while len(self.buf) < n and self._more():
+            pass
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        self.pos += len(data)
+        return data
+
+    def skip(self, n: int) -> int:
+        left = n
+        while left and (self.buf or self._more()):
+            k = min(left, len(self.buf))
+            del self.buf[:k]
+            left -= k
+        self.pos += n - left
+        return n - left
+
+
+def _name(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+class _Walk:
+    """Every element, item and fragment of a data set, its lengths checked against what encloses it."""
+
+    def __init__(self, stream: _FileStream | _InflatedStream, *, implicit: bool, little: bool) -> None:
+        self.s = stream
+        self.implicit = implicit
+        self.little = little
+        self.depth = 0
+
+    def header(self, *, items: bool = False) -> tuple[int, str, int] | None:
+        """(tag, VR, length) of the next element, item or delimiter; None at the stream's end."""
+        at = self.s.pos
+        head = self.s.read(8)
+        if not head:
+            return None
+        if len(head) < 8:
+            raise _Refused(_ENDS_INSIDE)
+        implicit = self.implicit or items or head[:2] == (b"\xfe\xff" if self.little else b"\xff\xfe")
+        if not implicit and head[4:6] in _LONG_VR_BYTES:
+            head += self.s.read(4)
+            if len(head) < 12:
+                raise _Refused(_ENDS_INSIDE)
+        tag, code, length, _ = element_header(head, 0, implicit=implicit, little=self.little)
+        if tag >> 16 == 0xFFFE or implicit:
+            return tag, "", length
+        vr = _VR_NAMES.get(code)
+        if vr is None:
+            raise _Refused(f"malformed: no valid VR in {_name(tag)} at byte {at}")
+        return tag, vr, length
+
+    def elements(self, end: int | None, *, top: bool) -> None:
+        """Walk to ``end``, to an Item Delimitation Item (``end`` None inside an item), or to the stream's end."""
+        image: dict[int, bytes] = {}
+        start = self.s.pos
+        while end is None or self.s.pos < end:
+            at = self.s.pos
+            found = self.header()
+            if found is None:
+                if top:
+                    break
+                raise _Refused(_ENDS_INSIDE)
+            tag, vr, length = found
+            if tag == ITEM_DELIMITATION_ITEM and end is None and not top:
+                return
+            if tag in (ITEM_DELIMITATION_ITEM, SEQUENCE_DELIMITATION_ITEM):
+                continue  # a stray delimiter: nothing follows from it
+            if tag == ITEM:
+                raise _Refused(f"malformed: an item outside a sequence at byte {at}")
+            if length == UNDEFINED:
+                if vr in ("", "SQ", "UN") and tag != PIXEL_DATA:
+                    self.sequence(None, implicit=self.implicit or vr == "UN")  # UN: PS3.5 6.2.2
+                elif vr in ("", "OB", "OW"):
+                    self.fragments(tag)
+                else:
+                    raise _Refused(f"malformed: undefined length on {_name(tag)} of VR {vr}")
+            else:
+                value_end = self.s.pos + length
+                if end is not None and value_end > end:
+                    raise _Refused(_ENDS_INSIDE if top else
+                                   f"malformed: {_name(tag)} at byte {at} runs past the end of its item")
+                if vr == "SQ":
+                    self.sequence(value_end, implicit=self.implicit)
+                elif top and tag in _IMAGE_TAGS and length <= 16:
+                    image[tag] = self.s.read(length)
+                elif self.s.skip(length) < length:
+                    raise _Refused(_ENDS_INSIDE)
+                if top and tag == PIXEL_DATA:
+                    self.native_pixels(image, length)
+        if end is not None and self.s.pos > end:
+            raise _Refused(f"malformed: an element runs past the end of its item at byte {end}")
+        if top and self.s.pos == start:
+            raise _Refused(TRUNCATED + "no data set follows the File Meta Information")
+
+    def sequence(self, end: int | None, *, implicit: bool) -> None:
+        """Walk items to ``end``, or to the Sequence Delimitation Item (``end`` None)."""
+        self.depth += 1
+        if self.depth > _MAX_DEPTH:
+            raise _Refused(f"malformed: sequences nested more than {_MAX_DEPTH} deep")
+        outer, self.implicit = self.implicit, implicit
+        while end is None or self.s.pos < end:
+            at = self.s.pos
+            found = self.header(items=True)
+            if found is None:
+                raise _Refused(_ENDS_INSIDE)
+            tag, _, length = found
+            if tag == SEQUENCE_DELIMITATION_ITEM:
+                if end is None:
+                    break
+                continue
+            if tag != ITEM:
+                raise _Refused(f"malformed: {_name(tag)} where a sequence item was expected, at byte {at}")
+            if length == UNDEFINED:
+                self.elements(None, top=False)
+            elif end is not None and self.s.pos + length > end:
+                raise _Refused(f"malformed: the item at byte {at} runs past the end of its sequence")
+            else:
+                self.elements(self.s.pos + length, top=False)
+        if end is not None and self.s.pos > end:
+            raise _Refused(f"malformed: an item runs past the end of its sequence at byte {end}")
+        self.implicit = outer
+        self.depth -= 1
+
+    def fragments(self, tag: int) -> None:
+        """Encapsulated values (PS3.5 A.4): whole items up to the Sequence Delimitation Item."""
+        while True:
+            at = self.s.pos
+            found = self.header(items=True)
+            if found is None:
+                raise _Refused(_ENDS_INSIDE)
+            item, _, length = found
+            if item == SEQUENCE_DELIMITATION_ITEM:
+                return
+            if item != ITEM or length == UNDEFINED:
+                raise _Refused(f"malformed: the fragments of {_name(tag)} hold something other than an item "
+                               f"at byte {at}")
+            if self.s.skip(length) < length:
+                raise _Refused(_ENDS_INSIDE)
+
+    def native_pixels(self, image: dict[int, bytes], length: int) -> None:
+        """Native Pixel Data holds Rows x Columns x Samples per Pixel x Bits Allocated x frames (PS3.5 8.1.1)."""
+        u16 = _U16 if self.little else _BIG_ENDIAN[1]
+        try:
+            rows, columns, bits = (u16.unpack(image[t][:2])[0] for t in (ROWS, COLUMNS, BITS_ALLOCATED))
+            samples = u16.unpack(image[SAMPLES_PER_PIXEL][:2])[0] if SAMPLES_PER_PIXEL in image else 1
+            frames = int(image.get(NUMBER_OF_FRAMES, b"1").strip(b" \0") or 1)
+        except (KeyError, ValueError, struct.error):
+            return  # not sized, or sized by values we cannot read: only the lengths are checked
+        need = (rows * columns * samples * frames * bits + 7) // 8
+        if image.get(PHOTOMETRIC_INTERPRETATION, b"").strip(b" \0") == b"YBR_FULL_422":
+            need = need * 2 // 3  # two samples of chrominance per two pixels (PS3.3 C.7.6.3.1.2)
+        if length < need:
+            raise _Refused(f"{TRUNCATED}Pixel Data holds {length} bytes; Rows {rows} x Columns {columns} x Samples "
+                           f"per Pixel {samples} x Bits Allocated {bits} x {frames} frames need {need}")
+
+
+def check_complete(src: str | os.PathLike[str] | BinaryIO, size: int | None = None) -> str | None:
+    """Why a DICOM file's data set is not what it claims, or None when it is whole.
+
+    Walks the data set to its end as a stream, holding no value in memory: every
+    element's, item's and fragment's length must fit in what encloses it and in
+    the file (PS3.5 7.1, 7.5, A.4), native Pixel Data must hold what its Rows,
+    Columns, Samples per Pixel, Bits Allocated and Number of Frames need. A Deflated data set
+    (PS3.5 A.5) is inflated as it is walked, within :data:`INFLATE_MAX_BYTES` and
+    :data:`INFLATE_MAX_RATIO`. A reason for a file cut short starts with
+    :data:`TRUNCATED`, one for a Deflated data set past the bounds with
+    :data:`INFLATION_REFUSED`. ``src`` is a path or a seekable binary file of
+    ``size`` bytes (its end when not given).
+    """
+    if isinstance(src, (str, os.PathLike)):
+        with open(src, "rb") as file:
+            return check_complete(file, os.fstat(file.fileno()).st_size)
+    fp = src
+    if size is None:
+        size = fp.seek(0, 2)
+    try:
+        reader = _Reader(fp, size)
+        meta, start, _ = _meta(reader)
+        syntax = text(meta.get(TRANSFER_SYNTAX_UID))
+        if not syntax and not meta:
+            try:
+                syntax = _guess_syntax(reader)
+            except NeedsPydicom:
+                syntax = dicom.EXPLICIT_VR_BE
+        stream: _FileStream | _InflatedStream
+        if syntax == dicom.DEFLATED_LE:
+            stream, end, little, implicit = _InflatedStream(fp, start, size), None, True, False
+        else:
+            stream, end, little = _FileStream(fp, start, size), size, syntax != dicom.EXPLICIT_VR_BE
+            first = reader.get(start, 6) if little and start + 6 <= size else b""
+            # Little Endian as encoded, whatever the File Meta says (pydicom reads it so too).
+            implicit = first[4:6] not in _VR_NAMES if first else syntax == dicom.IMPLICIT_VR_LE
+        _Walk(stream, implicit=implicit, little=little).elements(end, top=True)
+    except _Refused as exc:
+        return str(exc)
+    except NeedsPydicom as exc:  # the File Meta Information, cut short or malformed
+        return _ENDS_INSIDE if "past the end" in str(exc) else f"malformed: {exc}"
+    except NotDicom as exc:
+        return f"not DICOM: {exc}"
+    except (struct.error, zlib.error) as exc:
+        return f"malformed: {exc}"
+    return None

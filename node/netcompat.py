@@ -12,16 +12,19 @@ one fails there, by name, rather than as a slow or stalled transfer.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import socketserver
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, cast
+from typing import IO, Any, cast
 
+from pynetdicom import dimse_messages
 from pynetdicom.association import Association
+from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
 # -- receiving ---------------------------------------------------------------------------
@@ -34,8 +37,78 @@ def receive_into(directory: Path) -> None:
     into a ``tempfile.NamedTemporaryFile`` in the default temp directory
     (``dimse_messages.DIMSEMessage.decode_msg``), which has no setting of its
     own; in the spool's ``tmp`` the handler's move into the spool is a rename.
+    Each is a :class:`DataSetFile`, so that a full disk is answered, not aborted.
     """
     tempfile.tempdir = str(directory)
+    dimse_messages.NamedTemporaryFile = DataSetFile  # type: ignore[attr-defined,assignment]
+
+
+class DataSetFile:
+    """The file pynetdicom streams a received data set into, made to survive a full disk.
+
+    pynetdicom's ``DIMSEMessage.decode_msg`` opens it as
+    ``NamedTemporaryFile(delete=False, mode="wb", suffix=".dcm")`` and calls
+    ``write()`` and ``file.flush()`` for each P-DATA fragment, from the
+    association's DUL thread, where an ``OSError`` (ENOSPC, EDQUOT, EIO) would
+    abort the association with a traceback and leave the file behind; the
+    storage service calls ``close()`` and unlinks ``name`` once the handler
+    returns. Here the first failure is kept in :attr:`failure`, the file is
+    removed at once, and every later fragment is dropped, so that the message
+    completes and the handler answers it (:func:`write_failure`).
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self.failure: OSError | None = None
+        self._fp: IO[bytes] | None = None
+        try:
+            self._fp = cast(IO[bytes], tempfile.NamedTemporaryFile(**options))  # noqa: SIM115 (closed by pynetdicom)
+            self.name = self._fp.name
+        except OSError as exc:
+            self.name = os.path.join(tempfile.gettempdir(), "unwritten.dcm")
+            self.failure = exc
+
+    @property
+    def file(self) -> DataSetFile:
+        """What pynetdicom flushes (``NamedTemporaryFile.file``)."""
+        return self
+
+    def write(self, data: bytes) -> int:
+        if self._fp is not None:
+            try:
+                return self._fp.write(data)
+            except OSError as exc:
+                self._fail(exc)
+        return len(data)
+
+    def flush(self) -> None:
+        if self._fp is not None:
+            try:
+                self._fp.flush()
+            except OSError as exc:
+                self._fail(exc)
+
+    def close(self) -> None:
+        if self._fp is not None:
+            try:
+                self._fp.close()
+            except OSError as exc:
+                self._fail(exc)
+            self._fp = None
+
+    def _fail(self, exc: OSError) -> None:
+        fp, self._fp = self._fp, None
+        self.failure = self.failure or exc
+        with suppress(OSError):
+            if fp is not None:
+                fp.close()  # its buffer's flush fails again; the descriptor is closed all the same
+        with suppress(OSError):
+            os.unlink(self.name)
+
+
+def write_failure(event: Event) -> OSError | None:
+    """Why the C-STORE's data set could not be written to disk (:class:`DataSetFile`), None when it was."""
+    received = getattr(event.request, "_dataset_file", None)
+    return received.failure if isinstance(received, DataSetFile) else None
 
 
 def answer_as(assoc: Association, ae_title: str) -> None:

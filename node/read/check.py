@@ -3,9 +3,10 @@
 The DICOMDIR (PS3.10 8.6, PS3.3 Annex F) is parsed with pydicom, but its
 directory records are walked here, offset by offset (PS3.3 F.3.2.1-F.3.2.2), so
 that a broken offset or a loop is a report row and never a crash. Every
-referenced file is read up to its pixel data and checked for truncation, for
-agreement with its record and parents (PS3.3 F.5), and for an executable
-preamble (PS3.10 7.1, CVE-2019-11687). Every other file is sniffed: a DICOM
+referenced file is walked to its end (:func:`node.dcmio.check_complete`: cut short,
+or Deflated past the bounds, which pydicom is then never given), read up to its
+pixel data, and checked for agreement with its record and parents (PS3.3 F.5),
+and for an executable preamble (PS3.10 7.1, CVE-2019-11687). Every other file is sniffed: a DICOM
 file the DICOMDIR does not reference is a problem (and is read like the
 others), anything else a note. pydicom warnings become notes; none escapes.
 
@@ -38,6 +39,7 @@ from pydicom.uid import (
     MediaStorageDirectoryStorage,
 )
 
+from node.dcmio import INFLATION_REFUSED, check_complete
 from node.dicom import is_conformant_file_id, record_type, syntax_name
 from node.errors import one_line
 from node.profiles import PDI_ROOT_FILES, PDI_WEB_FOLDER, PROFILES, Profile
@@ -397,8 +399,13 @@ class _Checker:
                     fp.seek(0)
                     if not is_dicom(fp.read(_SNIFF_BYTES)):
                         raise InvalidDicomError
+                size = self.medium.size(path)
+                whole = check_complete(fp, size)
+                if whole is not None and whole.startswith(INFLATION_REFUSED):
+                    self.unusable(path, whole, record=record, parents=parents)
+                    return None
                 fp.seek(0)
-                ds, has_pixels, complete = read_until_pixels(fp, self.medium.size(path), force=not preamble)
+                ds, has_pixels, complete = read_until_pixels(fp, size, force=not preamble)
                 offset = data_set_offset(fp)
         except InvalidDicomError:
             self.unusable(path, "not a DICOM file: no 'DICM' prefix after the preamble (PS3.10 7.1)",
@@ -411,6 +418,8 @@ class _Checker:
             self.unusable(path, "truncated: the file ends inside a data element", ds=ds, record=record, parents=parents)
         elif ds.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
             return _Header(ds, has_pixels, offset, preamble)  # another DICOMDIR: the caller decides
+        elif whole is not None and not whole.startswith("not DICOM"):  # pydicom's force reads more
+            self.unusable(path, whole, ds=ds, record=record, parents=parents)
         elif not ds.get("SOPInstanceUID"):
             self.unusable(path, "not a DICOM instance: no SOP Instance UID", ds=ds, record=record, parents=parents)
         else:

@@ -17,12 +17,17 @@ Refusals, each with a named status (node.dicom) and a log line, leave nothing
 behind (pynetdicom unlinks the temp file once the handler returns):
 
 - no valid SOP Instance UID or Study Instance UID: ``MISSING_UID`` 0xC001 (PS3.4 B.2.3, Cxxx);
-- a data set that cannot be parsed: ``CANNOT_PARSE`` 0xC002 (B.2.3, Cxxx);
+- a data set that cannot be parsed, is cut short (an element longer than what follows, Pixel Data
+  shorter than its Rows, Columns and Bits Allocated need, a fragment cut) or is Deflated past the
+  bounds of :func:`node.dcmio.check_complete`: ``CANNOT_PARSE`` 0xC002 (B.2.3, Cxxx), walked on disk
+  before anything else reads it;
 - (0008,0018) not the command's Affected SOP Instance UID: ``INSTANCE_UID_MISMATCH`` 0xC003 (B.2.3, Cxxx);
 - (0008,0016) not the command's Affected SOP Class UID: ``DATASET_DOES_NOT_MATCH_SOP_CLASS`` 0xA900 (B.2.3);
 - a ``reject`` route: ``REFUSED_NOT_AUTHORIZED`` 0x0124 (PS3.7 C.5.3);
-- free space under ``node.min_free_mb``: ``OUT_OF_RESOURCES`` 0xA700 (B.2.3);
-- the spool cannot be written: ``SPOOL_WRITE_FAILED`` 0xA701 (B.2.3, A7xx);
+- free space under ``node.min_free_mb``, or the data set cannot be written for want of space (the disk
+  filled while it arrived; its temporary file is removed at once, :class:`node.netcompat.DataSetFile`):
+  ``OUT_OF_RESOURCES`` 0xA700 (B.2.3);
+- the spool, or the received data set, cannot be written otherwise: ``SPOOL_WRITE_FAILED`` 0xA701 (B.2.3, A7xx);
 - the index cannot be written, or anything unforeseen: ``PROCESSING_FAILURE`` 0x0110 (PS3.7 C.4.2).
 
 Associations are refused (A-ASSOCIATE-RJ, PS3.8 9.3.4) when the called AE
@@ -34,6 +39,7 @@ The processes that run this SCP are in :mod:`node.receive.workers`.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import ssl
@@ -45,6 +51,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+from pydicom import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, StoragePresentationContexts, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
@@ -52,10 +59,10 @@ from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from node import audit, dicom, routing
+from node import audit, dcmio, dicom, routing
 from node.config import TLS, Config
 from node.index import Index, Received
-from node.netcompat import answer_as, set_reactor_delay
+from node.netcompat import answer_as, set_reactor_delay, write_failure
 from node.receive.instance import ReceivedInstance, UnreadableDataSet, read_instance, routes_digest
 from node.receive.spool import Spool, is_uid
 
@@ -95,12 +102,14 @@ REJECT_REASONS = {
 STORE_STATUSES: dict[int, tuple[str, str]] = {
     dicom.SUCCESS: ("Success", "the instance is in the spool (fsync'd file and folder) and indexed"),
     dicom.REFUSED_NOT_AUTHORIZED: ("Refused: Not Authorized (PS3.7 C.5.3)", "a reject route matched the instance"),
-    dicom.OUT_OF_RESOURCES: ("Refused: Out of Resources", "free space in node.data_dir is under node.min_free_mb"),
-    dicom.SPOOL_WRITE_FAILED: ("Refused: Out of Resources", "the spool cannot be written"),
+    dicom.OUT_OF_RESOURCES: ("Refused: Out of Resources", "free space in node.data_dir is under node.min_free_mb, "
+                             "or the disk filled while the data set arrived"),
+    dicom.SPOOL_WRITE_FAILED: ("Refused: Out of Resources", "the spool, or the arriving data set, cannot be written"),
     dicom.DATASET_DOES_NOT_MATCH_SOP_CLASS: ("Error: Data Set does not match SOP Class",
                                              "(0008,0016) is not the command's Affected SOP Class UID"),
     dicom.MISSING_UID: ("Error: Cannot understand", "no valid SOP Instance UID or Study Instance UID"),
-    dicom.CANNOT_PARSE: ("Error: Cannot understand", "the data set cannot be parsed"),
+    dicom.CANNOT_PARSE: ("Error: Cannot understand", "the data set cannot be parsed, is cut short, or inflates "
+                         "past the bounds (README, Security)"),
     dicom.INSTANCE_UID_MISMATCH: ("Error: Cannot understand",
                                   "(0008,0018) is not the command's Affected SOP Instance UID"),
     dicom.PROCESSING_FAILURE: ("Failure: Processing failure (PS3.7 C.4.2)",
@@ -265,6 +274,10 @@ class Live:
 # -- Event handlers ----------------------------------------------------------------------
 
 
+#: A write refused for want of space (0xA700, Out of Resources); any other is 0xA701.
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
 class Refused(Exception):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
@@ -298,19 +311,28 @@ def handle_rejected(event: Event, live: Live) -> None:
         logger.error("Cannot write the audit log in %s: %s", live.config.node.data_dir, exc)
 
 
-def handle_store(event: Event, spool: Spool, index: Indexer, live: Live) -> int:
-    """EVT_C_STORE: place the received file in the spool, index it, then answer success."""
+def handle_store(event: Event, spool: Spool, index: Indexer, live: Live) -> int | Dataset:
+    """EVT_C_STORE: place the received file in the spool, index it, then answer success.
+
+    A refusal is answered with its status and its reason as the Error Comment (PS3.7 C.4.2).
+    """
     assoc = event.assoc
     calling, called = assoc.requestor.ae_title.strip(), assoc.acceptor.ae_title.strip()
     req = cast(C_STORE, event.request)
     with live.storing(assoc):
         try:
+            if failure := write_failure(event):
+                raise Refused(dicom.OUT_OF_RESOURCES if failure.errno in _FULL else dicom.SPOOL_WRITE_FAILED,
+                              f"{failure.strerror or failure}: the data set cannot be written in {spool.tmp}")
             return _store(event.dataset_path, str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID),
                           calling=calling, called=called, spool=spool, index=index, live=live)
         except Refused as r:
             logger.warning("Refused C-STORE from %s to %s of %s: 0x%04X %s",
                            calling, called, req.AffectedSOPInstanceUID, r.status, r.reason)
-            return r.status
+            answer = Dataset()
+            answer.Status = r.status
+            answer.ErrorComment = r.reason.replace("\\", "/")[:64]  # LO (PS3.5 6.2)
+            return answer
         except Exception:
             logger.exception("C-STORE from %s to %s of %s failed", calling, called, req.AffectedSOPInstanceUID)
             return dicom.PROCESSING_FAILURE
@@ -319,6 +341,8 @@ def handle_store(event: Event, spool: Spool, index: Indexer, live: Live) -> int:
 def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, called: str,
            spool: Spool, index: Indexer, live: Live) -> int:
     config = live.config
+    if reason := dcmio.check_complete(path):
+        raise Refused(dicom.CANNOT_PARSE, f"the data set is not what it claims: {reason}")
     try:
         inst = read_instance(path)
     except UnreadableDataSet as exc:
