@@ -22,7 +22,7 @@ import sqlite3
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableSequence
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as mp_wait
 from multiprocessing.process import BaseProcess
@@ -32,6 +32,7 @@ from node.config import Config, load_config
 from node.errors import NodeError
 from node.index import Index
 from node.netcompat import ReceiverServer, dul_running, is_busy, receive_into
+from node.receive.guard import ADDRESS_SLOTS, AddressCounts, Lobby, raise_file_limit
 from node.receive.spool import Spool
 
 if TYPE_CHECKING:
@@ -59,11 +60,14 @@ class ReceiverError(NodeError):
 
 
 def serve_receivers(config: Config, *, listener: socket.socket | None = None, stop: StopFlag | None = None,
-                    ready: Callable[[], None] | None = None, drain_s: float = DRAIN_S) -> None:
+                    ready: Callable[[], None] | None = None, drain_s: float = DRAIN_S,
+                    counts: AddressCounts | None = None) -> None:
     """Run one receiver until ``stop`` is set or, in the main thread, SIGTERM / SIGINT arrives.
 
     ``listener`` is the listening socket the receivers share (:func:`listen`);
-    without one the receiver binds ``node.host:node.port`` itself.
+    without one the receiver binds ``node.host:node.port`` itself. New
+    connections wait in a :class:`~node.receive.guard.Lobby` until they ask to
+    associate; ``counts`` is this receiver's row of the per-address table.
 
     In the main thread the three signals are blocked and taken synchronously
     (``sigtimedwait``), so no handler interrupts a thread: SIGTERM and SIGINT
@@ -94,6 +98,10 @@ def serve_receivers(config: Config, *, listener: socket.socket | None = None, st
         server = cast(ReceiverServer, ae.make_server(
             (node.host, node.port), ssl_context=ssl_context(node.tls) if node.tls else None,
             evt_handlers=evt_handlers(spool, SharedIndex(index), live), server_class=server_class))
+        lobby = Lobby(server, artim_seconds=node.artim_seconds, pdu_seconds=node.pdu_seconds,
+                      max_pdu=node.pdu_limit, per_address=node.max_connections_per_address, counts=counts)
+        server.gate = lobby
+        cleanup.callback(lobby.close)
         threading.Thread(target=server.serve_forever, name="medianode-accept", daemon=True).start()
         cleanup.callback(_drain, server, live, drain_s=drain_s, signals=old_mask is not None)
         host, port = server.server_address[:2]
@@ -228,11 +236,13 @@ def start_receivers(config: Config, *, listener: socket.socket | None = None, ti
     root = logging.getLogger()
     fmt = root.handlers[0].formatter._fmt if root.handlers and root.handlers[0].formatter else None
     receivers: list[Receiver] = []
+    table = ctx.RawArray("i", config.node.workers * ADDRESS_SLOTS)  # per-address counts, a row per receiver
     with listener or listen(config.node.host, config.node.port) as shared:
         try:
             for n in range(config.node.workers):
                 theirs, ours = ctx.Pipe(duplex=False)
-                process = ctx.Process(target=_receiver_main, args=(config, shared, ours, root.level, fmt, os.getpid()),
+                process = ctx.Process(target=_receiver_main, args=(config, shared, ours, root.level, fmt, os.getpid(),
+                                                                   table, n),
                                       name=f"medianode-receiver-{n + 1}", daemon=True)
                 process.start()
                 ours.close()
@@ -276,15 +286,17 @@ def stop_receivers(receivers: list[Receiver], *, force: bool = False, timeout: f
 
 
 def _receiver_main(config: Config, listener: socket.socket, conn: Connection, level: int, fmt: str | None,
-                   parent: int) -> None:
+                   parent: int, table: MutableSequence[int], row: int) -> None:
     """A receiver process's entry point (spawned)."""
     _die_with_parent(parent)
+    raise_file_limit()
     logging.basicConfig(level=level, format=fmt or logging.BASIC_FORMAT)
     if level > logging.DEBUG:
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # a line per association is the SCP's job
     status = 0
     try:
-        serve_receivers(config, listener=listener, ready=lambda: conn.send(("ready", "")))
+        serve_receivers(config, listener=listener, ready=lambda: conn.send(("ready", "")),
+                        counts=AddressCounts(table, row))
     except (NodeError, OSError, ssl.SSLError, ValueError) as exc:
         logger.error("Receiver %d: %s", os.getpid(), exc)
         conn.send(("error", str(exc)))
