@@ -100,6 +100,7 @@ class Service:
         worker = jobs.Worker(index, lambda: self.config)
         last_housekeeping = 0.0
         while not self.stop.is_set():
+            workers.supervise(self.receivers)
             now = time.time()
             jobs.schedule(index, self.config, now=now)
             worker.run_pending(self.stop)

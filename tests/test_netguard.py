@@ -288,3 +288,38 @@ def test_a_200_mb_instance_from_pynetdicom_costs_little_memory(node: Node, tmp_p
     assoc.release()  # type: ignore[attr-defined]
     assert int(status.Status) == 0
     assert rss.growth < 64 * MIB, f"+{rss.growth >> 20} MiB"
+
+
+# -- supervision ---------------------------------------------------------------------------
+
+
+def receiver_pids(node: Node) -> list[int]:
+    assert node.proc is not None
+    return [int(p) for p in subprocess.run(["pgrep", "-P", str(node.proc.pid), "-f", "spawn_main"],
+                                           capture_output=True, text=True).stdout.split()]
+
+
+def test_a_killed_receiver_is_logged_and_restarted(node: Node, tmp_path: Path) -> None:
+    first = receiver_pids(node)
+    assert len(first) == 2
+    for pid in first:
+        os.kill(pid, 9)  # as the out-of-memory killer would
+    until(lambda: len(set(receiver_pids(node)) - set(first)) == 2 or None, "both receivers restarted", timeout=60)
+    assert node.logs().count("died (killed by signal 9 (SIGKILL)); restarting it") == 2
+    until(lambda: served_within_5_s(node), "a real peer served again", timeout=30)
+    assert store(node, tmp_path)
+
+
+def test_receivers_that_keep_dying_stop_serve_non_zero(node: Node) -> None:
+    assert node.proc is not None
+    killed: set[int] = set()
+    deadline = time.monotonic() + 120
+    while node.proc.poll() is None:
+        assert time.monotonic() < deadline, node.logs()
+        for pid in set(receiver_pids(node)) - killed:
+            os.kill(pid, 9)
+            killed.add(pid)
+        time.sleep(0.1)
+    assert node.proc.returncode != 0
+    last = node.logs().strip().splitlines()[-1]  # killed in its restart, or too often: either way, said why
+    assert last.startswith("medianode serve: receiver"), last
