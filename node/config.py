@@ -60,7 +60,7 @@ class TLS:
 
 #: The Maximum Length we advertise when ``node.max_pdu`` is 0: receive speed levels off above it
 #: (README "Security"), and each receiver reads at most this much of one PDU into memory.
-DEFAULT_MAX_PDU = 1 << 18
+DEFAULT_MAX_PDU = 1 << 16
 #: The largest ``node.max_pdu``: no peer is owed more memory per PDU.
 MAX_PDU_LIMIT = 1 << 24
 
@@ -81,7 +81,7 @@ class NodeConfig:
     max_associations: int = 16
     #: C-STORE is refused with Out of Resources (0xA700) below this free space in data_dir.
     min_free_mb: int = 500
-    #: Maximum PDU length we advertise and receive (PS3.8 D.1.1); 0 means our default, 256 KiB; never unlimited.
+    #: Maximum PDU length we advertise and receive (PS3.8 D.1.1); 0 means our default, 64 KiB; never unlimited.
     max_pdu: int = 0
     #: Seconds an established association may stay silent before it is released.
     idle_seconds: float = 60.0

@@ -307,9 +307,9 @@ CASES = {
     "max_associations": ("node: {max_associations: 1001}",
                          "c.yaml:1 node.max_associations: expected an integer from 1 to 1000, got '1001'"),
     "min_free_mb": ("node: {min_free_mb: -1}", "c.yaml:1 node.min_free_mb: expected an integer of 0 or more, got '-1'"),
-    "max_pdu small": ("node: {max_pdu: 4095}", ("c.yaml:1 node.max_pdu: expected 0 (our default, 262144) or an integer "
+    "max_pdu small": ("node: {max_pdu: 4095}", ("c.yaml:1 node.max_pdu: expected 0 (our default, 65536) or an integer "
                       "from 4096 to 16777216, got '4095'")),
-    "max_pdu big": ("node: {max_pdu: 16777217}", ("c.yaml:1 node.max_pdu: expected 0 (our default, 262144) or an integer "
+    "max_pdu big": ("node: {max_pdu: 16777217}", ("c.yaml:1 node.max_pdu: expected 0 (our default, 65536) or an integer "
                     "from 4096 to 16777216, got '16777217'")),
     "copies": ("routes: [{action: burn, copies: 100}]", "c.yaml:1 routes[0].copies: expected an integer from 1 to 99, got '100'"),
     # numbers
