@@ -196,6 +196,7 @@ def test_a_pdu_trickled_after_association_is_cut_at_its_deadline(node: Node) -> 
     assoc = associated(node)
     raw = netcompat.raw_socket(assoc)  # type: ignore[arg-type]
     assert raw is not None
+    _opened.append(raw)  # pynetdicom leaves an aborted requestor's socket for the garbage collector
     raw.send(b"\x04\x00" + struct.pack(">L", 1000))  # a P-DATA-TF header, then nothing
     until(lambda: not assoc.is_established, "the association to be aborted", timeout=10)  # type: ignore[attr-defined]
     assert assoc.is_aborted  # type: ignore[attr-defined]
@@ -224,6 +225,7 @@ def test_a_huge_p_data_tf_is_aborted_unread(node: Node) -> None:
     assoc = associated(node)
     raw = netcompat.raw_socket(assoc)  # type: ignore[arg-type]
     assert raw is not None
+    _opened.append(raw)
     with PeakRSS(node) as rss:
         raw.send(b"\x04\x00" + struct.pack(">L", 2**31))
         chunk = bytes(MIB)
@@ -300,6 +302,7 @@ def receiver_pids(node: Node) -> list[int]:
 
 
 def test_a_killed_receiver_is_logged_and_restarted(node: Node, tmp_path: Path) -> None:
+    until(lambda: "serving MEDIANODE" in node.logs(), "both receivers started")
     first = receiver_pids(node)
     assert len(first) == 2
     for pid in first:
