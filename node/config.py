@@ -60,6 +60,13 @@ class TLS:
     ca: Path | None = None
 
 
+#: The Maximum Length we advertise when ``node.max_pdu`` is 0: receive speed levels off above it
+#: (README "Security"), and each receiver reads at most this much of one PDU into memory.
+DEFAULT_MAX_PDU = 1 << 16
+#: The largest ``node.max_pdu``: no peer is owed more memory per PDU.
+MAX_PDU_LIMIT = 1 << 24
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     ae_title: str = "MEDIANODE"
@@ -76,9 +83,22 @@ class NodeConfig:
     max_associations: int = 16
     #: C-STORE is refused with Out of Resources (0xA700) below this free space in data_dir.
     min_free_mb: int = 500
-    #: Maximum PDU length we receive; 0 means unlimited.
+    #: Maximum PDU length we advertise and receive (PS3.8 D.1.1); 0 means our default, 64 KiB; never unlimited.
     max_pdu: int = 0
+    #: Seconds an established association may stay silent before it is released.
+    idle_seconds: float = 60.0
+    #: Seconds a new connection has to send its whole A-ASSOCIATE-RQ (ARTIM, PS3.8 9.1.5).
+    artim_seconds: float = 30.0
+    #: Seconds each later PDU has to arrive whole, from its first byte.
+    pdu_seconds: float = 30.0
+    #: Connections one remote address may hold open, associated or not, across the receivers.
+    max_connections_per_address: int = 16
     tls: TLS | None = None
+
+    @property
+    def pdu_limit(self) -> int:
+        """The Maximum Length we advertise and hold P-DATA-TF PDUs to."""
+        return self.max_pdu or DEFAULT_MAX_PDU
 
 
 @dataclass(frozen=True)
@@ -580,8 +600,13 @@ _TOP: dict[str, Check] = {
         "workers": number(1, 64),
         "max_associations": number(1, 1000),
         "min_free_mb": number(0),
-        # PS3.8 D.1: a 32-bit Maximum Length, 0 for none; at least 4096 as DCMTK's ASC_MINIMUMPDUSIZE.
-        "max_pdu": number(4096, 2**32 - 1, zero="unlimited"),
+        # PS3.8 D.1: a 32-bit Maximum Length; at least 4096 as DCMTK's ASC_MINIMUMPDUSIZE. 0 is our default,
+        # never "no maximum": that would let a peer make us read any length it declares.
+        "max_pdu": number(4096, MAX_PDU_LIMIT, zero=f"our default, {DEFAULT_MAX_PDU}"),
+        "idle_seconds": number(0, 86400, integer=False, above=True),
+        "artim_seconds": number(0, 3600, integer=False, above=True),
+        "pdu_seconds": number(0, 3600, integer=False, above=True),
+        "max_connections_per_address": number(1, 10000),
         "tls": optional(section(TLS, {"certificate": file, "key": file, "ca": optional(file)},
                                   required=("certificate", "key"))),
     }),

@@ -15,17 +15,19 @@ import logging
 import os
 import socket
 import socketserver
+import struct
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, Protocol, cast
 
 from pynetdicom import dimse_messages
 from pynetdicom.association import Association
 from pynetdicom.events import Event
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.transport import AssociationServer, AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 # -- receiving ---------------------------------------------------------------------------
 
@@ -178,6 +180,14 @@ class ReceiverServer(ThreadedAssociationServer):
     request_queue_size = socket.SOMAXCONN
     #: The shared listening socket; None binds one of our own (a single receiver, tests).
     listener: socket.socket | None = None
+    #: Where an accepted connection waits for its A-ASSOCIATE-RQ, and the bounds of its reads after
+    #: (:class:`node.receive.guard.Lobby`); None gives it a thread at once, as pynetdicom does.
+    gate: Gate | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("request_handler", GuardedRequestHandler)
+        self._handing: dict[int, tuple[bytes, Association | None]] = {}
+        super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:
         if self.listener is None:
@@ -199,8 +209,34 @@ class ReceiverServer(ThreadedAssociationServer):
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.ssl_context:
             client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
-        self._accepted.append(client)
+        if self.gate is None:
+            self._accepted.append(client)
         return client, address
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Park the connection at the gate (no thread, no association slot) until it asks to associate."""
+        if self.gate is None:
+            super().process_request(request, client_address)
+        else:
+            self.gate.park(request, client_address)
+
+    def start_association(self, client: socket.socket, address: Any, received: bytes) -> Association:
+        """Give a connection that sent a whole A-ASSOCIATE-RQ (``received``) its association and threads.
+
+        ``AssociationServer.process_request`` makes the association in the
+        calling thread (``RequestHandler.handle``) and starts it; the request
+        is read from ``received`` before the socket (:class:`GuardedSocket`).
+        """
+        client.setblocking(True)
+        self._handing[id(client)] = (received, None)
+        try:
+            AssociationServer.process_request(self, client, address)
+            assoc = self._handing[id(client)][1]
+        finally:
+            del self._handing[id(client)]
+        assert assoc is not None
+        self._accepted.append(client)
+        return assoc
 
     def shutdown(self) -> None:
         """Stop accepting and close our descriptor (the AE never listed this server: start_server did not make it)."""
@@ -210,6 +246,165 @@ class ReceiverServer(ThreadedAssociationServer):
     def server_close(self) -> None:
         # Never shutdown(): it would stop the listening socket in every process sharing it.
         cast(socket.socket, self.socket).close()
+
+
+# -- guarding ---------------------------------------------------------------------------
+
+#: The largest A-ASSOCIATE-RQ (and A-RELEASE / A-ABORT) PDU read: far above 128 presentation contexts
+#: with every transfer syntax and a user-identity item (PS3.8 9.3.2).
+ASSOCIATE_RQ_MAX = 1 << 20
+PDU_HEADER = 6
+A_ASSOCIATE_RQ, P_DATA_TF = 0x01, 0x04
+#: A-ABORT reasons when the service provider aborts (PS3.8 9.3.8, source 2).
+REASON_NOT_SPECIFIED, UNEXPECTED_PDU, INVALID_PARAMETER = 0x00, 0x02, 0x06
+
+
+def pdu_header(data: bytes | bytearray) -> tuple[int, int]:
+    """(PDU type, length of what follows the 6-byte header) of a PDU's first bytes (PS3.8 9.3.1)."""
+    kind, _, length = struct.unpack(">BBL", data[:PDU_HEADER])
+    return kind, length
+
+
+def a_abort(reason: int) -> bytes:
+    """An A-ABORT PDU from the service provider (PS3.8 9.3.8: source 2, ``reason``)."""
+    return struct.pack(">BBLBBBB", 0x07, 0, 4, 0, 0, 2, reason)
+
+
+class Gate(Protocol):
+    #: The Maximum Length we advertise (PS3.8 D.1.1): the largest P-DATA-TF body read.
+    max_pdu: int
+    #: Seconds a PDU has to arrive whole, from its first byte.
+    pdu_seconds: float
+
+    def park(self, client: socket.socket, address: Any) -> None:
+        """Take an accepted connection; call ``start_association`` once it sent a whole A-ASSOCIATE-RQ."""
+
+    def cut(self, peer: str, reason: str) -> None:
+        """Log (rate-limited) that the connection from ``peer`` was aborted, and why."""
+
+
+class _Quiet(threading.local):
+    cut = False
+
+
+_quiet = _Quiet()
+
+
+class _PDULossFilter(logging.Filter):
+    """Drops the error lines (and tracebacks) pynetdicom's DUL logs for a PDU we cut, which we already logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _quiet.cut
+
+
+logging.getLogger("pynetdicom.dul").addFilter(_PDULossFilter())
+
+
+class Cut(OSError):
+    """A PDU read stopped by its bound or deadline: the connection was aborted."""
+
+
+class GuardedSocket(AssociationSocket):
+    """pynetdicom's socket, reading each PDU within :class:`Gate`.
+
+    ``DULServiceProvider._read_pdu_data`` calls ``recv(6)`` for a PDU's header,
+    then ``recv(length)`` for its body, blocking until all of it came. Here a
+    header whose length is over the bound (``Gate.max_pdu`` for P-DATA-TF,
+    :data:`ASSOCIATE_RQ_MAX` for the others) is answered with A-ABORT and the
+    connection closed before its body is read; a PDU that is not whole within
+    ``Gate.pdu_seconds`` of its first byte likewise. ``recv`` then returns
+    nothing (the DUL takes a transport close, Evt17) or raises :class:`Cut`
+    (the DUL logs it, :class:`_PDULossFilter` drops the lines). ``ready`` is
+    true while the A-ASSOCIATE-RQ the gate read is still to be taken.
+    """
+
+    _received: bytearray
+    _gate: Gate
+    _peer: str
+    _deadline: float | None
+
+    def guard(self, received: bytes, bounds: Gate, peer: str) -> None:
+        self._received, self._gate, self._peer, self._deadline = bytearray(received), bounds, peer, None
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._received) or super().ready
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        if self._deadline is None:  # a header
+            self._deadline = time.monotonic() + self._gate.pdu_seconds
+            header = self._read(nr_bytes)
+            if len(header) < PDU_HEADER:
+                self._deadline = None
+                if header:
+                    self._abort(REASON_NOT_SPECIFIED, f"closed the connection within a PDU header ({len(header)} bytes)")
+                return bytearray()
+            kind, length = pdu_header(header)
+            bound = self._gate.max_pdu if kind == P_DATA_TF else ASSOCIATE_RQ_MAX
+            if length > bound:
+                self._abort(INVALID_PARAMETER, f"PDU type 0x{kind:02X} of {length} bytes, over the {bound} we accept")
+                self._deadline = None
+                return bytearray()
+            return header
+        try:
+            body = self._read(nr_bytes)
+        finally:
+            self._deadline = None
+        if len(body) < nr_bytes:
+            self._abort(REASON_NOT_SPECIFIED, f"closed the connection within a PDU ({len(body)} of {nr_bytes} bytes)")
+        return body
+
+    def _read(self, n: int) -> bytearray:
+        """Up to ``n`` bytes: fewer only when the peer closed; :class:`Cut` at the deadline."""
+        data = self._received[:n]
+        del self._received[:n]
+        sock = cast(socket.socket, self.socket)
+        while len(data) < n:
+            left = cast(float, self._deadline) - time.monotonic()
+            try:
+                if left <= 0:
+                    raise TimeoutError
+                sock.settimeout(left)
+                chunk = sock.recv(min(n - len(data), 1 << 16))
+            except TimeoutError:
+                self._abort(REASON_NOT_SPECIFIED, f"PDU not whole within {self._gate.pdu_seconds:g} s "
+                                                  f"({len(data)} of {n} bytes)")
+                raise Cut("PDU deadline") from None
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    def _abort(self, reason: int, why: str) -> None:
+        """A-ABORT the peer, close the connection, log why; silence pynetdicom's lines about it."""
+        _quiet.cut = True
+        self._gate.cut(self._peer, why)
+        sock = cast(socket.socket, self.socket)
+        try:
+            sock.settimeout(1.0)
+            sock.sendall(a_abort(reason))
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class GuardedRequestHandler(RequestHandler):
+    """pynetdicom's handler, its association's socket a :class:`GuardedSocket` (``_create_association``)."""
+
+    server: ReceiverServer
+
+    def _create_association(self) -> Association:
+        assoc = super()._create_association()
+        server = self.server
+        received, _ = server._handing.get(id(self.request), (b"", None))
+        if server.gate is not None:
+            sock = assoc.dul.socket
+            sock.__class__ = GuardedSocket
+            host, port = self.client_address[:2]
+            cast(GuardedSocket, sock).guard(received, server.gate, f"{host}:{port}")
+        if id(self.request) in server._handing:
+            server._handing[id(self.request)] = (received, assoc)
+        return assoc
 
 
 # -- sending -----------------------------------------------------------------------------

@@ -127,6 +127,7 @@ class Service:
     def _serve_loop(self, index: Index, scheduled: threading.Event) -> None:
         last_housekeeping = 0.0
         while not self.stop.is_set():
+            workers.supervise(self.receivers)
             now = time.time()
             if jobs.schedule(index, self.config, now=now):
                 scheduled.set()

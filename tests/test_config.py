@@ -265,7 +265,7 @@ CASES = {
     "unknown section": ("nodes: {}\n", "c.yaml:1 nodes: unknown key (known: node, burn, routes, import)"),
     "unknown node key": ("node:\n  ae_title: X\n  aetitle: X\n", ("c.yaml:3 node.aetitle: unknown key (known: ae_title, "
                          "host, port, data_dir, allowed_calling_aets, extra_sop_classes, workers, max_associations, "
-                         "min_free_mb, max_pdu, tls)")),
+                         "min_free_mb, max_pdu, idle_seconds, artim_seconds, pdu_seconds, max_connections_per_address, tls)")),
     "unknown burn key": ("\n\n\n\n\n\nburn:\n  outptu: x\n",
                          "c.yaml:8 burn.outptu: unknown key (known: output, study_stable_seconds, retention_hours, pdi, "
                          "institution, contact)"),
@@ -307,10 +307,10 @@ CASES = {
     "max_associations": ("node: {max_associations: 1001}",
                          "c.yaml:1 node.max_associations: expected an integer from 1 to 1000, got '1001'"),
     "min_free_mb": ("node: {min_free_mb: -1}", "c.yaml:1 node.min_free_mb: expected an integer of 0 or more, got '-1'"),
-    "max_pdu small": ("node: {max_pdu: 4095}", ("c.yaml:1 node.max_pdu: expected 0 (unlimited) or an integer from 4096 "
-                      "to 4294967295, got '4095'")),
-    "max_pdu big": ("node: {max_pdu: 4294967296}", ("c.yaml:1 node.max_pdu: expected 0 (unlimited) or an integer from 4096 "
-                    "to 4294967295, got '4294967296'")),
+    "max_pdu small": ("node: {max_pdu: 4095}", ("c.yaml:1 node.max_pdu: expected 0 (our default, 65536) or an integer "
+                      "from 4096 to 16777216, got '4095'")),
+    "max_pdu big": ("node: {max_pdu: 16777217}", ("c.yaml:1 node.max_pdu: expected 0 (our default, 65536) or an integer "
+                    "from 4096 to 16777216, got '16777217'")),
     "copies": ("routes: [{action: burn, copies: 100}]", "c.yaml:1 routes[0].copies: expected an integer from 1 to 99, got '100'"),
     # numbers
     "stable zero": ("burn: {study_stable_seconds: 0}", "c.yaml:1 burn.study_stable_seconds: expected a number above 0, got '0'"),

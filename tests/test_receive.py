@@ -35,7 +35,7 @@ from node.index import Index
 from node.receive import scp
 from node.receive.instance import index_orphans, read_instance, routes_digest
 from node.receive.spool import Spool, SpoolError
-from node.receive.workers import Receiver, ReceiverError, listen, start_receivers
+from node.receive.workers import Receiver, ReceiverError, listen, start_receivers, stop_receivers
 from tests.conftest import PEER_ENV, bundled, ct_series, need, until, wait_listening
 
 BURN = Route(Match(called_aet=("BURN",)), "burn", profile="STD-GEN-CD", where="test.yaml:3")
@@ -116,6 +116,7 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:
         for receiver in node.receivers:
             receiver.process.join(60)
             assert receiver.process.exitcode == 0, f"receiver {receiver.pid} exited with {receiver.process.exitcode}"
+        stop_receivers(node.receivers)  # all exited: closes their pipes and the listener kept to restart one
 
 
 def echoscu(port: int, *, aec: str = "MEDIANODE", aet: str = "ECHOSCU") -> subprocess.CompletedProcess[str]:

@@ -80,8 +80,11 @@ Private SOP classes are accepted when listed in `node.extra_sop_classes`.
 ###### General
 
 The DICOM Application Context Name `1.2.840.10008.3.1.1.1` is the only one proposed and accepted. The
-maximum PDU length received is `node.max_pdu` (default {node.max_pdu or "0: unlimited"}). Timeouts: ACSE
-{ae.acse_timeout} s, DIMSE {ae.dimse_timeout} s, network (idle) {ae.network_timeout} s.
+maximum PDU length received is `node.max_pdu` (default 0: {node.pdu_limit} bytes; never unlimited); a longer
+PDU is answered with A-ABORT unread. Timeouts: an A-ASSOCIATE-RQ must arrive whole within
+`node.artim_seconds` ({node.artim_seconds:g} s, ARTIM), each later PDU within `node.pdu_seconds`
+({node.pdu_seconds:g} s) of its first byte; an association silent for `node.idle_seconds`
+({node.idle_seconds:g} s) is released; DIMSE {ae.dimse_timeout} s.
 
 ###### Number of Associations
 

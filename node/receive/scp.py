@@ -142,8 +142,10 @@ def make_ae(config: Config) -> AE:
     ae = AE(ae_title=node.ae_title)
     ae.implementation_class_uid = dicom.MEDIANODE_CLASS_UID
     ae.implementation_version_name = dicom.MEDIANODE_VERSION_NAME
-    ae.maximum_pdu_size = node.max_pdu
+    ae.maximum_pdu_size = node.pdu_limit
     ae.maximum_associations = node.max_associations
+    ae.acse_timeout = node.artim_seconds
+    ae.network_timeout = node.idle_seconds
     ae.require_called_aet = True  # against the title handle_requested sets per association
     ae.require_calling_aet = list(node.allowed_calling_aets)
     ae.add_supported_context(Verification, list(VERIFICATION_SYNTAXES))

@@ -22,7 +22,7 @@ import sqlite3
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableSequence
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as mp_wait
 from multiprocessing.process import BaseProcess
@@ -32,6 +32,7 @@ from node.config import Config, load_config
 from node.errors import NodeError
 from node.index import Index
 from node.netcompat import ReceiverServer, dul_running, is_busy, receive_into
+from node.receive.guard import ADDRESS_SLOTS, AddressCounts, Lobby, raise_file_limit
 from node.receive.spool import Spool
 
 if TYPE_CHECKING:
@@ -59,11 +60,14 @@ class ReceiverError(NodeError):
 
 
 def serve_receivers(config: Config, *, listener: socket.socket | None = None, stop: StopFlag | None = None,
-                    ready: Callable[[], None] | None = None, drain_s: float = DRAIN_S) -> None:
+                    ready: Callable[[], None] | None = None, drain_s: float = DRAIN_S,
+                    counts: AddressCounts | None = None) -> None:
     """Run one receiver until ``stop`` is set or, in the main thread, SIGTERM / SIGINT arrives.
 
     ``listener`` is the listening socket the receivers share (:func:`listen`);
-    without one the receiver binds ``node.host:node.port`` itself.
+    without one the receiver binds ``node.host:node.port`` itself. New
+    connections wait in a :class:`~node.receive.guard.Lobby` until they ask to
+    associate; ``counts`` is this receiver's row of the per-address table.
 
     In the main thread the three signals are blocked and taken synchronously
     (``sigtimedwait``), so no handler interrupts a thread: SIGTERM and SIGINT
@@ -94,6 +98,10 @@ def serve_receivers(config: Config, *, listener: socket.socket | None = None, st
         server = cast(ReceiverServer, ae.make_server(
             (node.host, node.port), ssl_context=ssl_context(node.tls) if node.tls else None,
             evt_handlers=evt_handlers(spool, SharedIndex(index), live), server_class=server_class))
+        lobby = Lobby(server, artim_seconds=node.artim_seconds, pdu_seconds=node.pdu_seconds,
+                      max_pdu=node.pdu_limit, per_address=node.max_connections_per_address, counts=counts)
+        server.gate = lobby
+        cleanup.callback(lobby.close)
         threading.Thread(target=server.serve_forever, name="medianode-accept", daemon=True).start()
         cleanup.callback(_drain, server, live, drain_s=drain_s, signals=old_mask is not None)
         host, port = server.server_address[:2]
@@ -178,9 +186,11 @@ def _drain(server: ReceiverServer, live: Live, *, drain_s: float, signals: bool)
 class Receiver:
     """One receiver process, as ``service.py`` holds it."""
 
-    def __init__(self, process: BaseProcess, conn: Connection) -> None:
+    def __init__(self, process: BaseProcess, conn: Connection, spawner: _Spawner | None = None, row: int = 0) -> None:
         self.process = process
         self.conn = conn
+        self.spawner = spawner
+        self.row = row
 
     @property
     def pid(self) -> int:
@@ -206,13 +216,41 @@ class Receiver:
         raise ReceiverError(f"receiver process {self.pid} did not start within {timeout:.0f} s")
 
 
+#: A receiver that dies is restarted; past this many restarts within RESTART_WINDOW_S the receivers
+#: cannot be kept alive, and ``serve`` exits non-zero for its supervisor (systemd) to restart it.
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
+
+
+class _Spawner:
+    """What starts a receiver process, kept by the service to restart one: the shared listening socket
+    (a duplicate the service holds), the per-address table, the log settings."""
+
+    def __init__(self, config: Config, listener: socket.socket, table: MutableSequence[int]) -> None:
+        root = logging.getLogger()
+        self.config, self.listener, self.table = config, listener.dup(), table
+        self.level = root.level
+        self.fmt = root.handlers[0].formatter._fmt if root.handlers and root.handlers[0].formatter else None
+        self.restarts: list[float] = []
+
+    def spawn(self, row: int) -> Receiver:
+        ctx = multiprocessing.get_context("spawn")
+        theirs, ours = ctx.Pipe(duplex=False)
+        process = ctx.Process(target=_receiver_main, args=(self.config, self.listener, ours, self.level, self.fmt,
+                                                           os.getpid(), self.table, row),
+                              name=f"medianode-receiver-{row + 1}", daemon=True)
+        process.start()
+        ours.close()
+        return Receiver(process, theirs, self, row)
+
+
 def start_receivers(config: Config, *, listener: socket.socket | None = None, timeout: float = 60.0) -> list[Receiver]:
     """Start ``config.node.workers`` receiver processes on one listening socket; return once all serve.
 
     The socket is bound here (``node.host:node.port``), so a port in use fails
     at once with :class:`ReceiverError`; or it is ``listener`` from
     :func:`listen` (tests bind port 0). Either is closed here once the children
-    hold it.
+    hold it; a duplicate is kept to restart a receiver (:func:`supervise`).
     Processes are spawned, not forked: the caller may already hold SQLite
     connections and threads, which a fork would copy in an unknown state.
     Each child mirrors the caller's root log level and format, and gets
@@ -224,26 +262,46 @@ def start_receivers(config: Config, *, listener: socket.socket | None = None, ti
         Index(Spool(config.node.data_dir).data_dir / "index.sqlite").close()
     except (OSError, sqlite3.Error) as exc:
         raise ReceiverError(f"cannot use node.data_dir {config.node.data_dir}: {exc}") from None
-    ctx = multiprocessing.get_context("spawn")
-    root = logging.getLogger()
-    fmt = root.handlers[0].formatter._fmt if root.handlers and root.handlers[0].formatter else None
     receivers: list[Receiver] = []
+    table = multiprocessing.get_context("spawn").RawArray("i", config.node.workers * ADDRESS_SLOTS)
     with listener or listen(config.node.host, config.node.port) as shared:
+        spawner = _Spawner(config, shared, table)  # per-address counts: a row per receiver
         try:
             for n in range(config.node.workers):
-                theirs, ours = ctx.Pipe(duplex=False)
-                process = ctx.Process(target=_receiver_main, args=(config, shared, ours, root.level, fmt, os.getpid()),
-                                      name=f"medianode-receiver-{n + 1}", daemon=True)
-                process.start()
-                ours.close()
-                receivers.append(Receiver(process, theirs))
+                receivers.append(spawner.spawn(n))
             deadline = time.monotonic() + timeout
             for receiver in receivers:
                 receiver._wait_ready(max(0.0, deadline - time.monotonic()))
         except BaseException:
             stop_receivers(receivers, force=True)
+            spawner.listener.close()
             raise
     return receivers
+
+
+def supervise(receivers: list[Receiver], *, timeout: float = 60.0) -> None:
+    """Log and restart each receiver that died (an out-of-memory kill, a crash), in place.
+
+    :class:`ReceiverError` when one cannot be restarted, or when more than
+    :data:`MAX_RESTARTS` were needed within :data:`RESTART_WINDOW_S`: the node
+    cannot keep listening, and its own supervisor should restart it.
+    """
+    for i, receiver in enumerate(receivers):
+        if receiver.process.is_alive() or receiver.spawner is None:
+            continue
+        code = receiver.process.exitcode
+        how = f"killed by signal {-code} ({signal.Signals(-code).name})" if code and code < 0 else f"status {code}"
+        logger.error("Receiver %d died (%s); restarting it", receiver.pid, how)
+        receiver.conn.close()
+        spawner = receiver.spawner
+        now = time.monotonic()
+        spawner.restarts = [t for t in spawner.restarts if now - t < RESTART_WINDOW_S] + [now]
+        if len(spawner.restarts) > MAX_RESTARTS:
+            raise ReceiverError(f"receivers died {len(spawner.restarts)} times within {RESTART_WINDOW_S:.0f} s; "
+                                "stopping so that the service manager restarts the node")
+        receivers[i] = spawner.spawn(receiver.row)
+        receivers[i]._wait_ready(timeout)
+        logger.info("Receiver %d restarted in place of %d", receivers[i].pid, receiver.pid)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -273,18 +331,22 @@ def stop_receivers(receivers: list[Receiver], *, force: bool = False, timeout: f
             receiver.process.kill()
             receiver.process.join()
         receiver.conn.close()
+    for spawner in {id(r.spawner): r.spawner for r in receivers if r.spawner}.values():
+        spawner.listener.close()
 
 
 def _receiver_main(config: Config, listener: socket.socket, conn: Connection, level: int, fmt: str | None,
-                   parent: int) -> None:
+                   parent: int, table: MutableSequence[int], row: int) -> None:
     """A receiver process's entry point (spawned)."""
     _die_with_parent(parent)
+    raise_file_limit()
     logging.basicConfig(level=level, format=fmt or logging.BASIC_FORMAT)
     if level > logging.DEBUG:
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # a line per association is the SCP's job
     status = 0
     try:
-        serve_receivers(config, listener=listener, ready=lambda: conn.send(("ready", "")))
+        serve_receivers(config, listener=listener, ready=lambda: conn.send(("ready", "")),
+                        counts=AddressCounts(table, row))
     except (NodeError, OSError, ssl.SSLError, ValueError) as exc:
         logger.error("Receiver %d: %s", os.getpid(), exc)
         conn.send(("error", str(exc)))

@@ -1,0 +1,328 @@
+"""``medianode serve`` treated as a port scanner and a careless peer would treat it (README "Security").
+
+Each attack runs against the real node on loopback, with DCMTK ``echoscu`` / ``storescu`` as the real
+peer (from 127.0.0.1) and the attackers on other loopback addresses (127.0.0.2 and up), so that the
+per-address cap is what each test chooses it to be. Deadlines are shortened in the node's
+configuration, so that every test takes seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pynetdicom import AE
+
+from node import netcompat
+from tests.conftest import PEER_ENV, ct_series, need, until
+from tests.test_serve import Node
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+DEADLINES = ", artim_seconds: 2, pdu_seconds: 2, idle_seconds: 3, max_connections_per_address: 8"
+MIB = 1 << 20
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    need("echoscu", "storescu")
+    n = Node(tmp_path, extra=DEADLINES)
+    n.start()
+    yield n
+    if n.proc is not None and n.proc.poll() is None:
+        n.stop()
+
+
+@pytest.fixture
+def patient_node(tmp_path: Path) -> Iterator[Node]:
+    """A node with the default deadlines (ARTIM 30 s): idle connections stay for the whole test."""
+    need("echoscu", "storescu")
+    n = Node(tmp_path, extra=", max_connections_per_address: 8")
+    n.start()
+    yield n
+    if n.proc is not None and n.proc.poll() is None:
+        n.stop()
+
+
+def echo(node: Node) -> bool:
+    return subprocess.run(["echoscu", "-to", "5", "-ta", "5", "-td", "5", "-aet", "CT1", "-aec", "MEDIANODE",
+                           "127.0.0.1", str(node.port)], capture_output=True, env=PEER_ENV, timeout=30).returncode == 0
+
+
+def store(node: Node, tmp_path: Path) -> bool:
+    files = ct_series(tmp_path / f"ct{time.monotonic_ns()}", 2)
+    return subprocess.run(["storescu", "-to", "5", "-ta", "5", "-td", "5", "-aec", "MEDIANODE", "-aet", "CT1",
+                           "127.0.0.1", str(node.port), *map(str, files)],
+                          capture_output=True, env=PEER_ENV, timeout=60).returncode == 0
+
+
+def served_within_5_s(node: Node) -> bool:
+    start = time.monotonic()
+    return echo(node) and time.monotonic() - start < 5
+
+
+_opened: list[socket.socket] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_attackers() -> Iterator[None]:
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
+def attacker(node: Node, host: str = "127.0.0.2") -> socket.socket:
+    sock = socket.socket()
+    _opened.append(sock)
+    sock.bind((host, 0))
+    sock.connect(("127.0.0.1", node.port))
+    return sock
+
+
+def closed(sock: socket.socket, within: float) -> bytes | None:
+    """What the node sent before closing ``sock`` within ``within`` seconds; None if it stayed open."""
+    received = b""
+    deadline = time.monotonic() + within
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(min(left, 0.2))
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return received
+        if not chunk:
+            return received
+        received += chunk
+    return None
+
+
+def group_rss(node: Node) -> int:
+    """Resident bytes of serve's process group (the service and its receivers), from /proc."""
+    assert node.proc is not None
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[2]) != node.proc.pid:
+                continue
+            status = (entry / "status").read_text()
+        except (OSError, IndexError, ValueError):
+            continue
+        total += next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return total
+
+
+class PeakRSS:
+    """The largest :func:`group_rss` seen while the ``with`` block runs."""
+
+    def __init__(self, node: Node) -> None:
+        self.node, self.peak, self.start = node, 0, group_rss(node)
+        self._stop = threading.Event()
+
+    def __enter__(self) -> PeakRSS:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, group_rss(self.node))
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.start
+
+
+def threads_of_group(node: Node) -> int:
+    assert node.proc is not None
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == node.proc.pid:
+                    count += len(list((entry / "task").iterdir()))
+            except (OSError, IndexError, ValueError):
+                continue
+    return count
+
+
+def associated(node: Node, max_pdu: int = 0) -> object:
+    ae = AE("CT1")
+    ae.add_requested_context(CT, "1.2.840.10008.1.2.1")
+    ae.maximum_pdu_size = max_pdu
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="MEDIANODE")
+    assert assoc.is_established
+    return assoc
+
+
+# -- the table's rows ----------------------------------------------------------------------
+
+
+def test_an_a_associate_rq_trickled_byte_by_byte_is_cut_at_artim(node: Node) -> None:
+    sock = attacker(node)
+    request = b"\x01\x00" + struct.pack(">L", 200) + bytes(200)
+    sent = 0
+    start = time.monotonic()
+    try:
+        while time.monotonic() - start < 15:
+            sock.send(request[sent:sent + 1])
+            sent += 1
+            if closed(sock, 0.5) is not None:
+                break
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    held = time.monotonic() - start
+    assert held < 6, f"held {held:.1f} s with node.artim_seconds 2"
+    assert served_within_5_s(node)
+    assert "no whole A-ASSOCIATE-RQ within 2 s" in node.logs()
+    assert "127.0.0.2:" in node.logs()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # pynetdicom drops the aborted socket
+def test_a_pdu_trickled_after_association_is_cut_at_its_deadline(node: Node) -> None:
+    assoc = associated(node)
+    raw = netcompat.raw_socket(assoc)  # type: ignore[arg-type]
+    assert raw is not None
+    _opened.append(raw)  # pynetdicom leaves an aborted requestor's socket for the garbage collector
+    raw.send(b"\x04\x00" + struct.pack(">L", 1000))  # a P-DATA-TF header, then nothing
+    until(lambda: not assoc.is_established, "the association to be aborted", timeout=10)  # type: ignore[attr-defined]
+    assert assoc.is_aborted  # type: ignore[attr-defined]
+    assert "PDU not whole within 2 s" in node.logs()
+
+
+def test_a_huge_a_associate_rq_is_aborted_unread(node: Node) -> None:
+    sock = attacker(node)
+    with PeakRSS(node) as rss:
+        sock.send(b"\x01\x00" + struct.pack(">L", 2**32 - 1))
+        chunk = os.urandom(MIB)
+        try:
+            for _ in range(250):
+                sock.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = closed(sock, 1.0)
+    assert answer is not None and answer.startswith(netcompat.a_abort(netcompat.INVALID_PARAMETER)[:1])
+    assert rss.growth < 64 * MIB
+    assert served_within_5_s(node)
+    assert "A-ASSOCIATE-RQ declaring 4294967295 bytes" in node.logs()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_huge_p_data_tf_is_aborted_unread(node: Node) -> None:
+    assoc = associated(node)
+    raw = netcompat.raw_socket(assoc)  # type: ignore[arg-type]
+    assert raw is not None
+    _opened.append(raw)
+    with PeakRSS(node) as rss:
+        raw.send(b"\x04\x00" + struct.pack(">L", 2**31))
+        chunk = bytes(MIB)
+        try:
+            for _ in range(300):
+                raw.sendall(chunk)
+        except OSError:
+            pass
+        until(lambda: not assoc.is_established, "the association to be aborted", timeout=10)  # type: ignore[attr-defined]
+    assert rss.growth < 64 * MIB
+    assert "PDU type 0x04 of 2147483648 bytes" in node.logs()
+    assert served_within_5_s(node)
+
+
+def test_idle_connections_cost_no_thread_and_lock_no_one_out(patient_node: Node, tmp_path: Path) -> None:
+    node = patient_node
+    before = threads_of_group(node)
+    socks = [attacker(node, f"127.0.1.{1 + i // 6}") for i in range(300)]  # 6 per address, under the cap
+    try:
+        assert served_within_5_s(node)
+        assert store(node, tmp_path)
+        assert threads_of_group(node) < before + 10
+        assert all(closed(s, 0.01) is None for s in socks)  # all still waiting, none refused
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_an_address_holds_at_most_max_connections_per_address(node: Node) -> None:
+    socks = [attacker(node, "127.0.0.3") for _ in range(12)]
+    try:
+        refused = until(lambda: [s for s in socks if closed(s, 0.05) is not None] or None,
+                        "connections past the cap refused", timeout=10)
+        assert len(refused) == 4
+        assert served_within_5_s(node)
+        assert "(node.max_connections_per_address 8)" in node.logs()
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_garbage_is_answered_within_a_second_and_the_node_serves_throughout(node: Node, tmp_path: Path) -> None:
+    answered_late = 0
+    for batch in range(20):  # 1000 connections, 50 at a time, from 50 addresses
+        socks = [attacker(node, f"127.0.2.{1 + i}") for i in range(50)]
+        for s in socks:
+            s.send(os.urandom(1024 + batch * 50))
+        answered_late += sum(1 for s in socks if closed(s, 1.0) is None)
+        for s in socks:
+            s.close()
+        if batch % 5 == 0:
+            assert served_within_5_s(node)
+    assert answered_late <= 2  # a random first byte 0x01 with a small random length waits for ARTIM
+    assert store(node, tmp_path)
+
+
+def test_a_200_mb_instance_from_pynetdicom_costs_little_memory(node: Node, tmp_path: Path) -> None:
+    files = ct_series(tmp_path / "big", 1, size=10240)  # 10240 x 10240 x 2 bytes: 200 MiB of Pixel Data
+    assoc = associated(node)
+    with PeakRSS(node) as rss:
+        status = assoc.send_c_store(files[0])  # type: ignore[attr-defined]
+    assoc.release()  # type: ignore[attr-defined]
+    assert int(status.Status) == 0
+    assert rss.growth < 64 * MIB, f"+{rss.growth >> 20} MiB"
+
+
+# -- supervision ---------------------------------------------------------------------------
+
+
+def receiver_pids(node: Node) -> list[int]:
+    assert node.proc is not None
+    return [int(p) for p in subprocess.run(["pgrep", "-P", str(node.proc.pid), "-f", "spawn_main"],
+                                           capture_output=True, text=True).stdout.split()]
+
+
+def test_a_killed_receiver_is_logged_and_restarted(node: Node, tmp_path: Path) -> None:
+    until(lambda: "serving MEDIANODE" in node.logs(), "both receivers started")
+    first = receiver_pids(node)
+    assert len(first) == 2
+    for pid in first:
+        os.kill(pid, 9)  # as the out-of-memory killer would
+    until(lambda: len(set(receiver_pids(node)) - set(first)) == 2 or None, "both receivers restarted", timeout=60)
+    assert node.logs().count("died (killed by signal 9 (SIGKILL)); restarting it") == 2
+    until(lambda: served_within_5_s(node), "a real peer served again", timeout=30)
+    assert store(node, tmp_path)
+
+
+def test_receivers_that_keep_dying_stop_serve_non_zero(node: Node) -> None:
+    assert node.proc is not None
+    killed: set[int] = set()
+    deadline = time.monotonic() + 120
+    while node.proc.poll() is None:
+        assert time.monotonic() < deadline, node.logs()
+        for pid in set(receiver_pids(node)) - killed:
+            os.kill(pid, 9)
+            killed.add(pid)
+        time.sleep(0.1)
+    assert node.stop() != 0
+    last = node.logs().strip().splitlines()[-1]  # killed in its restart, or too often: either way, said why
+    assert last.startswith("medianode serve: receiver"), last
