@@ -203,7 +203,7 @@ class Route:
     compress: str = "none"
     #: (modality, compress) pairs: ``compress: {default: jpeg-lossless, MG: none}`` in YAML.
     compress_by_modality: tuple[tuple[str, str], ...] = ()
-    #: Opt-ins of issue 5: lossy compression of mammograms; 16-bit data squeezed into 8-bit JPEG.
+    #: Opt-ins: lossy compression of mammograms; 16-bit data squeezed into 8-bit JPEG.
     lossy_mammography: bool = False
     bit_reduction: bool = False
     #: New Study / Series / SOP Instance UIDs on the medium (the originals kept in a private block).
@@ -249,7 +249,7 @@ class Destination:
 
 @dataclass(frozen=True)
 class Coercion:
-    """``import.coerce``: what is changed in the instances of a medium before they are sent (issue 4).
+    """``import.coerce``: what is changed in the instances of a medium before they are sent.
 
     A step toward IHE PDI import reconciliation: the outside
     Patient ID becomes one of our domain. ``patient_id_map`` (old -> new, compared

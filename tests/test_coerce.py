@@ -1,4 +1,4 @@
-"""``import.coerce`` (issue 4): Issuer of Patient ID, Patient ID prefix and map, into a real DCMTK storescp.
+"""``import.coerce``: Issuer of Patient ID, Patient ID prefix and map, into a real DCMTK storescp.
 
 Each received instance is read back with pydicom from storescp's folder: the
 new values, one Original Attributes Sequence item exactly as PS3.3 C.12.1

@@ -6,7 +6,7 @@ agree on new UIDs because a new UID is a pure function of (a per-burn secret sal
 SHA-256 of both (PS3.5 B.2). The salt makes the new UIDs unguessable from the old ones, and two
 burns with different salts never collide.
 
-Which UIDs change (issue 5, seed Appendix C):
+Which UIDs change (seed Appendix C):
 
 - lossy compression changes only the SOP Instance UIDs of the images it compresses (PS3.3
   C.7.6.1.1.5: a lossy image is a new instance); the burn knows that set before it starts, and every

@@ -1,4 +1,4 @@
-"""Import coercion (issue 4): ``import.coerce`` applied to one data set, and recorded as PS3.3 C.12.1 asks.
+"""Import coercion: ``import.coerce`` applied to one data set, and recorded as PS3.3 C.12.1 asks.
 
 :class:`node.config.Coercion` says what changes (Issuer of Patient ID, a Patient
 ID prefix or map); :class:`Coercing` is that coercion during one import: the

@@ -88,7 +88,7 @@ class CoercedAttribute:
 
 @dataclass
 class ImportReport:
-    """What ``medianode import`` reports (DESIGN.md, Command-line contract; issue 4).
+    """What ``medianode import`` reports (DESIGN.md, Command-line contract).
 
     ``problems`` and ``notes`` are the medium's, from ``check``, plus the
     importer's own (conflicts, duplicates, nothing to import).

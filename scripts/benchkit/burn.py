@@ -123,7 +123,7 @@ def burn_dataset(spec: DataSpec, src: Path, out: Path, runs: int, warmup: int) -
             "bytes": nbytes, "pipelines": p, "ratios": ratios, "targets": TARGETS, "targets_met": met}
 
 
-# --------------------------------------------------------------------------- a full DVD, compressed (issue 6)
+# --------------------------------------------------------------------------- a full DVD, compressed
 
 DVD_SYNTAX = "j2k-lossless"  # the expensive case: 27.5 ms a CT image on one core (BENCHMARKS.md)
 DVD_1X_MB_S = 1.385          # ECMA-267: 1x DVD is 11.08 Mbit/s

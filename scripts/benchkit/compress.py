@@ -10,8 +10,8 @@ run interleaved after the warm-up, medians shown, outputs written under DIR/out/
   codec           the bare encoder call per image (imagecodecs, pylibjpeg-openjpeg), in a pool
                   of 1 and of N processes that read the pixels straight from the files: the floor
 
-Every output is checked for the Transfer Syntax asked (every file of the tool and of the ISO). Targets
-(issue 5): medianode faster than the tool with N processes; medianode within 1.3x of (codec with N processes +
+Every output is checked for the Transfer Syntax asked (every file of the tool and of the ISO). Targets:
+medianode faster than the tool with N processes; medianode within 1.3x of (codec with N processes +
 the uncompressed burn); a speedup of at least 1.7 from N = 2 processes (medianode's own with MEDIANODE_WORKERS=1,
 else the bare codec's, and the table says which).
 """

@@ -253,7 +253,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 def ratios(rec: Json) -> Json:
-    """Per medianode configuration: the ratios issue 3 asks for, and whether each target is met."""
+    """Per medianode configuration: the ratios the targets ask for, and whether each target is met."""
     orth = rec.get("orthanc", {})
     measured = orth.get("modes", {}).get(1, {}).get("inst_s") is not None
     orthanc = {m: orth["modes"][m]["inst_s"] if measured else PUBLISHED["orthanc"][m] for m in MODES}
