@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from node.config import Action, Group, Match, Output, Route, VolumeKind, output_from_settings, output_settings
 
@@ -26,59 +26,30 @@ CRITERIA = ("called_aet", "calling_aet", "modality", "sop_class")
 
 
 @dataclass(frozen=True)
-class RouteSnapshot:
-    """Every setting a job needs of its route, as the route was when an instance recorded it.
+class RouteSnapshot(Route):
+    """A route as it was when an instance recorded it, where it stood in the file, and which volume of a
+    patient's a job is: every setting a job needs, typed.
 
     Stored as JSON with each instance (``instances.route``, a list) and each job (``jobs.route``);
     :meth:`from_json` reads it back typed. ``position`` is the route's index in ``routes``;
     ``volume`` is this job's (n, m) of its patient's volumes, set by the scheduler's packing.
     """
 
-    action: Action = "burn"
     position: int = 0
-    also: bool = False
-    profile: str = "STD-GEN-CD"
-    compress: str = "none"
-    compress_by_modality: tuple[tuple[str, str], ...] = ()
-    lossy_mammography: bool = False
-    bit_reduction: bool = False
-    new_uids: bool = False
-    deidentify: bool = False
-    burned_in_annotation: bool = False
-    copies: int = 1
-    group: Group = "study"
-    label: str | None = None
-    kind: VolumeKind = "archive"
-    output: Output | None = None
-    pdi: bool | None = None
-    web: bool = False
-    viewer: Path | None = None
-    where: str = ""
     volume: tuple[int, int] = field(default=(1, 1))
 
     @classmethod
     def of(cls, route: Route, position: int) -> RouteSnapshot:
         """The snapshot of ``route``, the ``position``-th of the configuration's routes."""
-        return cls(action=route.action, position=position, also=route.also, profile=route.profile,
-                   compress=route.compress, compress_by_modality=route.compress_by_modality,
-                   lossy_mammography=route.lossy_mammography, bit_reduction=route.bit_reduction,
-                   new_uids=route.new_uids, deidentify=route.deidentify,
-                   burned_in_annotation=route.burned_in_annotation, copies=route.copies, group=route.group,
-                   label=route.label, kind=route.kind, output=route.output, pdi=route.pdi, web=route.web,
-                   viewer=route.viewer, where=route.where)
+        return cls(**{f.name: getattr(route, f.name) for f in fields(Route)}, position=position)
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "action": self.action, "position": self.position, "also": self.also, "profile": self.profile,
-            "compress": self.compress, "compress_by_modality": dict(self.compress_by_modality),
-            "lossy_mammography": self.lossy_mammography, "bit_reduction": self.bit_reduction,
-            "new_uids": self.new_uids, "deidentify": self.deidentify,
-            "burned_in_annotation": self.burned_in_annotation, "copies": self.copies, "group": self.group,
-            "label": self.label, "kind": self.kind,
-            "output": output_settings(self.output) if self.output is not None else None,
-            "pdi": self.pdi, "web": self.web, "viewer": str(self.viewer) if self.viewer else None,
-            "where": self.where, "volume": list(self.volume),
-        }
+        d: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
+        d.update(match={k: list(v) for k, v in asdict(self.match).items() if v},
+                 compress_by_modality=dict(self.compress_by_modality),
+                 output=output_settings(self.output) if self.output is not None else None,
+                 viewer=str(self.viewer) if self.viewer else None, volume=list(self.volume))
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), sort_keys=True)
@@ -87,7 +58,7 @@ class RouteSnapshot:
     def from_json(cls, text: str) -> RouteSnapshot:
         """Read :meth:`to_json` back (absent keys, as in jobs recorded by earlier versions: the defaults).
 
-        >>> s = RouteSnapshot(profile="STD-GEN-DVD-JPEG", output=Path("/out"), volume=(2, 3))
+        >>> s = RouteSnapshot(Match(("BURN",)), "burn", profile="AUG-GEN-CD", output=Path("/o"), volume=(2, 3))
         >>> RouteSnapshot.from_json(s.to_json()) == s
         True
         """
@@ -95,13 +66,15 @@ class RouteSnapshot:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> RouteSnapshot:
-        default = cls()
+        default = cls(Match(), "burn")
         by_modality = _mapping(d.get("compress_by_modality") or {})
         volume = d.get("volume") or default.volume
         if not isinstance(volume, (list, tuple)) or len(volume) != 2:
             raise ValueError(f"a route snapshot's volume is not (n, m): {volume!r}")
         output, viewer, pdi, label = d.get("output"), d.get("viewer"), d.get("pdi"), d.get("label")
+        criteria = _mapping(d.get("match") or {})
         return cls(
+            match=Match(**{c: tuple(str(v) for v in _values(criteria[c])) for c in CRITERIA if c in criteria}),
             action=_ACTIONS[str(d.get("action", default.action))],
             position=int(str(d.get("position", 0))),
             also=bool(d.get("also", False)),
@@ -129,6 +102,12 @@ class RouteSnapshot:
 _ACTIONS: dict[str, Action] = {"burn": "burn", "store": "store", "reject": "reject"}
 _GROUPS: dict[str, Group] = {"study": "study", "patient": "patient"}
 _KINDS: dict[str, VolumeKind] = {"archive": "archive", "backup": "backup"}
+
+
+def _values(value: object) -> list[object]:
+    if not isinstance(value, list):
+        raise ValueError(f"a route snapshot's match criterion is not a list: {value!r}")
+    return value
 
 
 def _mapping(value: object) -> dict[str, object]:
@@ -236,11 +215,11 @@ def decide(records: Iterable[str]) -> list[RouteSnapshot]:
     with the lowest position, then every later one with ``also: true``. Empty: the study is stored only.
     Where instances recorded different snapshots of one position (a reload between them), the latest wins.
 
-    >>> dvd = RouteSnapshot(profile="STD-GEN-DVD-JPEG").as_dict()
-    >>> cd = RouteSnapshot(position=1).as_dict()
+    >>> dvd = RouteSnapshot(Match(), "burn", profile="STD-GEN-DVD-JPEG").as_dict()
+    >>> cd = RouteSnapshot(Match(), "burn", position=1).as_dict()
     >>> [s.profile for s in decide([json.dumps([cd]), json.dumps([]), json.dumps([dvd, cd])])]
     ['STD-GEN-DVD-JPEG']
-    >>> cd_also = RouteSnapshot(position=1, also=True).as_dict()
+    >>> cd_also = RouteSnapshot(Match(), "burn", position=1, also=True).as_dict()
     >>> [s.profile for s in decide([json.dumps([cd_also]), json.dumps([dvd])])]
     ['STD-GEN-DVD-JPEG', 'STD-GEN-CD']
     """
