@@ -33,7 +33,6 @@ from node.tags import (
     IMPLEMENTATION_VERSION_NAME,
     BITS_ALLOCATED,
     COLUMNS,
-    DOUBLE_FLOAT_PIXEL_DATA,
     ITEM,
     ITEM_DELIMITATION_ITEM,
     MEDIA_STORAGE_SOP_CLASS_UID,
@@ -375,6 +374,8 @@ INFLATE_RATIO_FROM = 64 << 20
 INFLATION_REFUSED = "the Deflated data set inflates past"
 #: What every reason for a file cut short begins with.
 TRUNCATED = "truncated: "
+#: How :func:`check_complete` begins the reason for a file that is no DICOM data set it can walk.
+NOT_DICOM = "not DICOM: "
 _ENDS_INSIDE = TRUNCATED + "the file ends inside a data element"
 #: Sequences nested deeper than this are refused rather than walked (PS3.5 7.5 sets no limit).
 _MAX_DEPTH = 64
@@ -633,7 +634,7 @@ def check_complete(src: str | os.PathLike[str] | BinaryIO, size: int | None = No
     except NeedsPydicom as exc:  # the File Meta Information, cut short or malformed
         return _ENDS_INSIDE if "past the end" in str(exc) else f"malformed: {exc}"
     except NotDicom as exc:
-        return f"not DICOM: {exc}"
+        return f"{NOT_DICOM}{exc}"
     except (struct.error, zlib.error) as exc:
         return f"malformed: {exc}"
     return None

@@ -131,7 +131,9 @@ ALTER TABLE job_files ADD COLUMN digest TEXT;
 -- a study's quiet period counts from here (a restart), not from an arrival before it
 ALTER TABLE studies ADD COLUMN quiet_from DOUBLE PRECISION;
 -- the label of the volume whose study this one completes
-ALTER TABLE volumes ADD COLUMN addendum_of TEXT
+ALTER TABLE volumes ADD COLUMN addendum_of TEXT;
+-- the same instance again, once the spool let it go: found by its UID, not by a scan of every job
+CREATE INDEX job_files_by_instance ON job_files(sop_instance_uid, job_id)
 """
 
 #: Version 3: a job is built, then delivered by its output's worker; ``built`` (waiting in its output's

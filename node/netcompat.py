@@ -38,7 +38,7 @@ def receive_into(directory: Path) -> None:
     With ``STORE_RECV_CHUNKED_DATASET`` pynetdicom streams a C-STORE's data set
     into a ``tempfile.NamedTemporaryFile`` in the default temp directory
     (``dimse_messages.DIMSEMessage.decode_msg``), which has no setting of its
-    own; in the spool's ``tmp`` the handler's move into the spool is a rename.
+    own; in the spool's ``tmp`` it stays on the spool's file system and is found by its clean-up.
     Each is a :class:`DataSetFile`, so that a full disk is answered, not aborted.
     """
     tempfile.tempdir = str(directory)

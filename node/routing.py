@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from node.config import Action, Group, Match, Output, Route, VolumeKind, output_from_settings, output_settings
+from node.config import Action, Group, Match, Route, VolumeKind, output_from_settings, output_settings
 
 #: What an instance that records no burn route gets: it is kept, and goes with its study.
 STORE_ONLY = "[]"

@@ -142,7 +142,7 @@ def test_an_index_from_before_versions_is_adopted_with_its_rows(tmp_path: Path) 
     index = Index(path)
     try:
         assert index.version() == SCHEMA_VERSION
-        assert {name for name, _ in schema(path)} == tables | {"schema_version"}
+        assert {name for name, _ in schema(path)} == tables | {"schema_version", "job_files_by_instance"}
         assert index.study_files(["9.1"]) == [("1.1", "/spool/1.1.dcm", 1000), ("1.2", "/spool/1.2.dcm", 1000)]
         assert [(j.id, j.state) for j in index.jobs()] == [(7, "done")]
         assert index.imported("A/x")

@@ -39,7 +39,7 @@ from pydicom.uid import (
     MediaStorageDirectoryStorage,
 )
 
-from node.dcmio import INFLATION_REFUSED, check_complete
+from node.dcmio import INFLATION_REFUSED, NOT_DICOM, check_complete
 from node.dicom import is_conformant_file_id, record_type, syntax_name
 from node.errors import one_line
 from node.profiles import PDI_ROOT_FILES, PDI_WEB_FOLDER, PROFILES, Profile
@@ -418,7 +418,7 @@ class _Checker:
             self.unusable(path, "truncated: the file ends inside a data element", ds=ds, record=record, parents=parents)
         elif ds.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
             return _Header(ds, has_pixels, offset, preamble)  # another DICOMDIR: the caller decides
-        elif whole is not None and not whole.startswith("not DICOM"):  # pydicom's force reads more
+        elif whole is not None and not whole.startswith(NOT_DICOM):  # pydicom's force reads more
             self.unusable(path, whole, ds=ds, record=record, parents=parents)
         elif not ds.get("SOPInstanceUID"):
             self.unusable(path, "not a DICOM instance: no SOP Instance UID", ds=ds, record=record, parents=parents)

@@ -8,7 +8,6 @@ and ``service.py`` calls :func:`index_orphans` before the receivers start.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import logging
 import os
@@ -20,7 +19,7 @@ from pathlib import Path
 from node import dcmio, dicom, routing
 from node.config import Route
 from node.index import Index, Received
-from node.receive.spool import Spool, is_uid
+from node.receive.spool import Spool, hash_from, is_uid
 from node.tags import (
     FILE_META_INFORMATION_GROUP_LENGTH,
     MODALITY,
@@ -105,15 +104,9 @@ class ReceivedInstance:
 def dataset_digest(path: str | os.PathLike[str], offset: int) -> str:
     """SHA-256 (hex) of a file's data set bytes, after its File Meta: what tells the same instance again,
     whoever sent it (the File Meta differs per sender)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fp:
-        fp.seek(offset)
-        while chunk := fp.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return hash_from(path, offset)
 
 
-@functools.lru_cache(maxsize=8)
 def routes_digest(routes: tuple[Route, ...]) -> str:
     """What the routes decide, as 16 hex digits: equal for routes that route alike (where each is written aside)."""
     text = repr([dataclasses.replace(r, where="") for r in routes])
@@ -197,7 +190,7 @@ def index_orphans(spool: Spool, index: Index, *, known: set[str], routes: tuple[
             if path.suffix == ".dcm" and str(path) not in known and sop not in indexed:
                 found.setdefault(sop, []).append(path)
     count = 0
-    other_routes = 0
+    other_routes, in_force = 0, routes_digest(routes)
     for sop, paths in found.items():
         path = max(paths, key=lambda p: p.stat().st_mtime)  # the copy received last
         try:
@@ -215,7 +208,7 @@ def index_orphans(spool: Spool, index: Index, *, known: set[str], routes: tuple[
         else:
             calling, called, received_under = titles
             route = _route_now(routes, inst, calling=calling, called=called)
-            other_routes += received_under != routes_digest(routes)
+            other_routes += received_under != in_force
         stat = path.stat()
         if index.add_instance(inst.stored(str(path), stat.st_size, calling_aet=calling, called_aet=called,
                                           route=route, received_at=stat.st_mtime,

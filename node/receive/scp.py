@@ -218,6 +218,16 @@ class Live:
         self._active: dict[int, tuple[Association, float]] = {}  # by id: last C-STORE's time
         self._studies: OrderedDict[str, None] = OrderedDict()
 
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @config.setter
+    def config(self, config: Config) -> None:
+        """A new configuration (SIGHUP), and the digest of its routes each spooled file records."""
+        self._config = config
+        self.routes_digest = routes_digest(config.routes)
+
     @contextmanager
     def storing(self, assoc: Association) -> Iterator[None]:
         key = id(assoc)
@@ -365,7 +375,7 @@ def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
     if free < floor:
         raise Refused(dicom.OUT_OF_RESOURCES, f"study {inst.study_uid}: {free >> 20} MB free in "
                       f"{config.node.data_dir}, under node.min_free_mb {config.node.min_free_mb}")
-    head = inst.spool_head(calling_aet=calling, called_aet=called, routes=routes_digest(config.routes))
+    head = inst.spool_head(calling_aet=calling, called_aet=called, routes=live.routes_digest)
     try:
         staged, digest = spool.stage(path, head=head, offset=inst.dataset_offset)
     except OSError as exc:

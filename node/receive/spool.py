@@ -4,12 +4,12 @@ An instance is answered with success only once it is on disk under its final
 name: the file is fsync'd, renamed into ``spool/<StudyInstanceUID>/`` and the
 directory fsync'd. Nothing is ever written under a final name, and a final name
 is never reused: an instance received again with other content gets a new file,
-and the index releases the older one (the same content again is not placed) (jobs read a snapshot of paths, so a file a job holds
-must not change under it).
+and the index releases the older one (the same content again is not placed; jobs
+read a snapshot of paths, so a file a job holds must not change under it).
 
-This module knows nothing of pynetdicom: ``scp.py`` hands it the temp file
-pynetdicom wrote (``Event.dataset_path``, in ``data_dir/tmp`` on the same file
-system, so placing it is a rename) or the encoded bytes.
+This module knows nothing of pynetdicom: ``scp.py`` has it :meth:`Spool.stage` the
+data set of the temp file pynetdicom wrote (in ``data_dir/tmp``) behind the File
+Meta the spool keeps, hashed on the way, then :meth:`Spool.place` it.
 """
 
 from __future__ import annotations
@@ -49,6 +49,18 @@ def is_uid(value: str) -> bool:
     (True, False, False, False)
     """
     return len(value) <= 64 and _UID.match(value) is not None
+
+
+def hash_from(src: str | os.PathLike[str], offset: int, *, copy_to: BinaryIO | None = None) -> str:
+    """SHA-256 (hex) of ``src``'s bytes from ``offset`` on, copied to ``copy_to`` on the way when given."""
+    digest = hashlib.sha256()
+    with open(src, "rb") as fp:
+        fp.seek(offset)
+        while chunk := fp.read(1 << 20):
+            digest.update(chunk)
+            if copy_to is not None:
+                copy_to.write(chunk)
+    return digest.hexdigest()
 
 
 class Spool:
@@ -106,18 +118,14 @@ class Spool:
         :meth:`place` fsyncs it; the caller removes it when it does not place it.
         """
         fd, name = _mkstemp(self.tmp)
-        digest = hashlib.sha256()
         try:
-            with os.fdopen(fd, "wb") as out, open(src, "rb") as fp:
+            with os.fdopen(fd, "wb") as out:
                 out.write(head)
-                fp.seek(offset)
-                while chunk := fp.read(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
+                digest = hash_from(src, offset, copy_to=out)
         except BaseException:
             _unlink(name)
             raise
-        return Path(name), digest.hexdigest()
+        return Path(name), digest
 
     def _rename(self, src: Path, final: Path) -> int:
         fd = os.open(src, os.O_RDONLY)
