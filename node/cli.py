@@ -340,13 +340,15 @@ def _routes_explain(args: argparse.Namespace, out: TextIO) -> int:
         instances = [routing.Instance(path, args.study, sop, modality, sop_class, called, calling)
                      for path, sop, modality, sop_class, called, calling in rows]
     else:
+        from node.media.sources import walk
+
         config = load_config(args.config)
         instances = []
-        for path, named in _dicom_files(args.paths):
+        for path in walk(args.paths):
             try:
                 instances.append(_routing_facts(path, called=args.called_aet, calling=args.calling_aet))
             except NodeError:
-                if named:
+                if path in args.paths:  # named itself, not found in a folder
                     raise
                 logger.info("%s: not DICOM, skipped", path)  # a folder's other files
     each, studies = routing.explain(config.routes, instances)
@@ -358,45 +360,20 @@ def _routes_explain(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _dicom_files(paths: list[str]) -> list[tuple[Path, bool]]:
-    """(path, named itself) of the files named and of every file under the folders named (sorted)."""
-    from node.errors import UsageError
-
-    found: list[tuple[Path, bool]] = []
-    for name in paths:
-        p = Path(name)
-        if p.is_dir():
-            found += [(f, False) for f in sorted(p.rglob("*")) if f.is_file()]
-        elif p.is_file():
-            found.append((p, True))
-        else:
-            raise UsageError(f"{name}: no such file or folder")
-    return found
-
-
-def _routing_facts(path: Path, *, called: str, calling: str) -> routing.Instance:
-    """What routing looks at of one file, read with the header reader; the AE titles from its File Meta
+def _routing_facts(path: str, *, called: str, calling: str) -> routing.Instance:
+    """What routing looks at of one file, read as the receiver reads it; the AE titles from its File Meta
     (Sending / Receiving Application Entity Title, PS3.10 7.1) when present, else ``called`` / ``calling``."""
     from node import dcmio, routing
-    from node.tags import (
-        MODALITY,
-        RECEIVING_APPLICATION_ENTITY_TITLE,
-        SENDING_APPLICATION_ENTITY_TITLE,
-        SOP_CLASS_UID,
-        SOP_INSTANCE_UID,
-        STUDY_INSTANCE_UID,
-    )
+    from node.receive.instance import UnreadableDataSet, read_instance
+    from node.tags import RECEIVING_APPLICATION_ENTITY_TITLE, SENDING_APPLICATION_ENTITY_TITLE
 
-    vrs = {SOP_CLASS_UID: "UI", SOP_INSTANCE_UID: "UI", STUDY_INSTANCE_UID: "UI", MODALITY: "CS"}
     try:
-        header = dcmio.read_header(str(path), wanted=frozenset(vrs), vrs=vrs)
-    except (dcmio.NotDicom, dcmio.NeedsPydicom, OSError) as exc:
+        inst = read_instance(path)
+    except (UnreadableDataSet, OSError) as exc:
         raise NodeError(f"{path}: cannot be read as DICOM: {exc}") from None
-    meta = header.meta
-    return routing.Instance(str(path), header.text(STUDY_INSTANCE_UID), header.text(SOP_INSTANCE_UID),
-                            header.text(MODALITY), header.text(SOP_CLASS_UID),
-                            dcmio.text(meta.get(RECEIVING_APPLICATION_ENTITY_TITLE)) or called,
-                            dcmio.text(meta.get(SENDING_APPLICATION_ENTITY_TITLE)) or calling)
+    return routing.Instance(path, inst.study_uid, inst.sop_instance_uid, inst.modality, inst.sop_class_uid,
+                            dcmio.text(inst.meta.get(RECEIVING_APPLICATION_ENTITY_TITLE)) or called,
+                            dcmio.text(inst.meta.get(SENDING_APPLICATION_ENTITY_TITLE)) or calling)
 
 
 def _open_index(args: argparse.Namespace) -> tuple[Config, Index]:

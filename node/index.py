@@ -405,10 +405,13 @@ class Index:
                                     u).fetchone()[0]) for u, _ in jobs]
             return [self._insert_job(db, uids, route, late=was_late) for (uids, route), was_late in zip(jobs, late)]
 
-    def enqueue(self, study_uids: list[str], *, route: str) -> int:
-        """Make a job of what the spool holds of these studies now (a re-burn of a lost disc)."""
+    def enqueue(self, study_uids: list[str], *, route: str, read_back: Iterable[tuple[str, str, int]] = ()) -> int:
+        """Make a job of what the spool holds of these studies now (a re-burn of a lost disc), with the
+        files ``read_back`` from an earlier image, in one transaction: no builder sees the job without them."""
         with self.transaction() as db:
-            return self._insert_job(db, study_uids, route)
+            job = self._insert_job(db, study_uids, route)
+            _add_job_files(db, job, read_back)
+            return job
 
     @staticmethod
     def _insert_job(db: sqlite3.Connection, study_uids: list[str], route: str, *, late: bool | None = None) -> int:
@@ -502,13 +505,8 @@ class Index:
     def add_job_files(self, job_id: int, files: Iterable[tuple[str, str, int]]) -> None:
         """Add (original SOP Instance UID, path, size) of files read back from an earlier volume to a job's
         snapshot (in place of a spool file that is gone); they are released, so housekeeping deletes them once no open job needs them."""
-        rows = list(files)
         with self.transaction() as db:
-            db.executemany("INSERT INTO job_files (job_id, sop_instance_uid, path, size) VALUES (?, ?, ?, ?) "
-                           "ON CONFLICT (job_id, sop_instance_uid) DO UPDATE SET path = excluded.path, "
-                           "size = excluded.size, digest = NULL", [(job_id, *r) for r in rows])
-            db.executemany("INSERT INTO released_files (path, released) VALUES (?, ?) ON CONFLICT (path) DO NOTHING",
-                           [(r[1], time.time()) for r in rows])
+            _add_job_files(db, job_id, files)
 
     def set_built(self, job_id: int, output: str) -> bool:
         """A building job's medium is built: it waits in the queue of ``output`` (building -> built)."""
@@ -674,6 +672,16 @@ def _next_id(db: sqlite3.Connection, table: str) -> int:
     that PostgreSQL runs too, where ``INTEGER PRIMARY KEY`` does not number rows.
     """
     return int(db.execute(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {table}").fetchone()[0])
+
+
+def _add_job_files(db: sqlite3.Connection, job_id: int, files: Iterable[tuple[str, str, int]]) -> None:
+    """See :meth:`Index.add_job_files`."""
+    rows = list(files)
+    db.executemany("INSERT INTO job_files (job_id, sop_instance_uid, path, size) VALUES (?, ?, ?, ?) "
+                   "ON CONFLICT (job_id, sop_instance_uid) DO UPDATE SET path = excluded.path, "
+                   "size = excluded.size, digest = NULL", [(job_id, *r) for r in rows])
+    db.executemany("INSERT INTO released_files (path, released) VALUES (?, ?) ON CONFLICT (path) DO NOTHING",
+                   [(r[1], time.time()) for r in rows])
 
 
 def _job_uids(db: sqlite3.Connection, label: str) -> set[str]:

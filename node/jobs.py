@@ -377,8 +377,8 @@ def reburn(index: Index, label: str, data_dir: Path) -> tuple[int, list[str]]:
     original = index.job(volume.job_id)
     if original is None:
         raise NodeError(f"the job that made {label} is no longer in the index: its route is unknown")
-    job = index.enqueue(studies, route=original.route)
-    index.add_job_files(job, [(u, path, size) for u, (path, size) in read.items()])
+    job = index.enqueue(studies, route=original.route,
+                        read_back=[(u, path, size) for u, (path, size) in read.items()])
     return job, cannot
 
 

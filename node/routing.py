@@ -224,8 +224,11 @@ def decide(records: Iterable[str]) -> list[RouteSnapshot]:
     ['STD-GEN-DVD-JPEG', 'STD-GEN-CD']
     """
     by_position: dict[int, RouteSnapshot] = {}
+    parsed: dict[str, list[RouteSnapshot]] = {}  # a study's instances mostly recorded the same text
     for text in records:
-        for snapshot in snapshots(text):
+        if text not in parsed:
+            parsed[text] = snapshots(text)
+        for snapshot in parsed[text]:
             by_position[snapshot.position] = snapshot
     if not by_position:
         return []

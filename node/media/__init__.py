@@ -1,7 +1,7 @@
 """Create media (the FSC role): sources -> plan -> file-set and DICOMDIR -> image or folder -> output.
 
 The front door: a module outside this room imports only the modules named in
-``__all__``; the others (sources, transcode, directory, layout, dicomdir,
+``__all__``; the others (transcode, directory, layout, dicomdir,
 content, iso, udf, folder) are the room's own and may change
 shape freely. The door names modules, not names, and imports nothing itself,
 so each module loads when it is first used: a burn of files already in an
@@ -19,6 +19,7 @@ __all__ = [
     "pdi",  # IHE PDI: README.TXT, INDEX.HTM, IHE_PDI/, a viewer
     "plan",  # a burn's Options: what happens to each instance on its way to a medium
     "publisher",  # Epson / Rimage robot hot folders
+    "sources",  # the DICOM files under the sources named, and their headers
     "uids",  # one UID map per disc: new UIDs, applied to every reference
     "waiting",  # how an output waits for a blank disc or a robot
 ]
