@@ -266,9 +266,7 @@ def format_explanation(instances: list[InstanceRouting], studies: list[StudyRout
         lines.append(f"study {s.study_uid} ({s.instances} instance(s)): "
                      + (f"{len(s.jobs)} job(s)" if s.jobs else "stored only, no job"))
         for j in s.jobs:
-            out = _output(j)
-            where = out if isinstance(out, str) else " ".join(str(v) for k, v in out.items()
-                                                              if k in ("kind", "device", "hot_folder", "mount_point"))
+            where = "burn.output" if j.output is None else output_for(j.output).queue
             lines.append(f"  job by routes[{j.position}]{' (also)' if j.also else ''}: {j.profile}, compress "
                          f"{j.compress}, {j.copies} cop(ies) to {where}, group {j.group}, label "
                          f"{j.label or 'MEDIANODE'}, {j.kind}")

@@ -191,12 +191,8 @@ def _build(path: Path, config: Callable[[], Config], deliveries: _Deliveries, sc
                 scheduled.clear()
                 continue
             built = worker.build(job)
-            if built is None:
-                continue
-            if stop.is_set():
-                worker.put_back(built)
-            else:
-                deliveries.put(built)
+            if built is not None:
+                deliveries.put(built)  # when the node is stopping, deliveries.join() puts it back
     finally:
         index.close()
 
@@ -233,8 +229,6 @@ class _Deliveries:
                     worker.put_back(built)
                 else:
                     worker.deliver(built, self.stop)
-            while not waiting.empty():
-                worker.put_back(waiting.get())
         finally:
             index.close()
 
