@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.uid import CTImageStorage, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
-from pynetdicom import AE
 
 from node import dcmio, dicom
 from node.read.check import check_medium
@@ -29,7 +28,7 @@ from tests.conftest import PEER_ENV, StoreSCP, bundled, ct_series, need
 from tests.test_check import CONTENT, build, sample, xorriso
 from tests.test_import import big_instance, outcome, to
 from tests.test_receive import Node as Receivers
-from tests.test_receive import chunked_sends, dataset_bytes, start_node, statuses  # noqa: F401 (fixtures)
+from tests.test_receive import chunked_sends, dataset_bytes, pynetdicom_store, start_node, statuses  # noqa: F401 (fixtures)
 from tests.test_serve import Node
 
 #: Python that prints its process's peak resident memory in KiB (VmHWM: ru_maxrss would count pytest's, kept
@@ -118,18 +117,6 @@ def test_a_deflated_bomb_is_refused_within_the_bounds(tmp_path: Path) -> None:
 # -- the receiver ---------------------------------------------------------------------------------
 
 
-def send_raw(port: int, path: Path, syntax: str) -> int:
-    """C-STORE a file's data set as it is (pynetdicom trusts its File Meta), in ``syntax``."""
-    ae = AE("PYNETDICOM")
-    ae.add_requested_context(CTImageStorage, syntax)
-    assoc = ae.associate("127.0.0.1", port, ae_title="MEDIANODE")
-    assert assoc.is_established
-    try:
-        return int(assoc.send_c_store(path).Status)
-    finally:
-        assoc.release()
-
-
 def peak_kib(pid: int) -> int:
     return int(re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))  # type: ignore[union-attr]
 
@@ -144,9 +131,9 @@ def test_truncated_data_sets_are_refused_and_removed(start_node: Callable[..., R
     for what, cut in cuts.items():
         sent = tmp_path / f"cut-{cut}.dcm"
         sent.write_bytes(data[:cut])
-        assert send_raw(node.port, sent, ExplicitVRLittleEndian) == dicom.CANNOT_PARSE, what
+        assert pynetdicom_store(node.port, sent, CTImageStorage, ExplicitVRLittleEndian) == dicom.CANNOT_PARSE, what
         node.assert_nothing_kept()
-    assert send_raw(node.port, path, ExplicitVRLittleEndian) == dicom.SUCCESS
+    assert pynetdicom_store(node.port, path, CTImageStorage, ExplicitVRLittleEndian) == dicom.SUCCESS
 
 
 def test_a_deflated_bomb_is_refused_without_inflating_it(start_node: Callable[..., Receivers], tmp_path: Path,
@@ -155,11 +142,11 @@ def test_a_deflated_bomb_is_refused_without_inflating_it(start_node: Callable[..
     (receiver,) = node.receivers
     bomb = deflated_bomb(tmp_path / "bomb.dcm")
     before = peak_kib(receiver.pid)
-    assert send_raw(node.port, bomb, DeflatedExplicitVRLittleEndian) == dicom.CANNOT_PARSE
+    assert pynetdicom_store(node.port, bomb, CTImageStorage, DeflatedExplicitVRLittleEndian) == dicom.CANNOT_PARSE
     node.assert_nothing_kept()
     assert peak_kib(receiver.pid) - before < 64 << 10
-    assert send_raw(node.port, deflated_bomb(tmp_path / "fine.dcm", inflated=1 << 20),
-                    DeflatedExplicitVRLittleEndian) == dicom.SUCCESS
+    fine = deflated_bomb(tmp_path / "fine.dcm", inflated=1 << 20)
+    assert pynetdicom_store(node.port, fine, CTImageStorage, DeflatedExplicitVRLittleEndian) == dicom.SUCCESS
 
 
 # -- media ----------------------------------------------------------------------------------------
@@ -209,7 +196,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_disk_that_fills_mid_transfer_is_answered_out_of_resources(tmp_path: Path, small_disk: Path) -> None:
-    need("storescu")
+    need("echoscu", "storescu")
     big = big_instance(tmp_path / "big" / "mf.dcm", 48, tmp_path / "scratch")  # 24 MiB: more than the disk
     node = Node(tmp_path)
     assert node.data == small_disk

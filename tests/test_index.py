@@ -211,7 +211,7 @@ def test_migrations_run_in_order_each_in_its_transaction(tmp_path: Path, monkeyp
         assert db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION + 1
 
 
-def volume_of(index: Index, job: int, study: str) -> Volume:
+def volume_of(job: int, study: str) -> Volume:
     return Volume(label=f"V{job}", job_id=job, kind="archive", created=float(job), copies=1, paths=[], bytes=0,
                   superseded_by=None, studies=[(study, "PID", "DOE^JANE")])
 
@@ -221,24 +221,24 @@ def test_no_volume_is_superseded_by_one_that_lacks_any_of_its_instances(tmp_path
     for uid in ("1.1", "1.2", "1.3"):
         index.add_instance(received(uid, "9.1", at=100.0))
     first = index.enqueue(["9.1"], route='{"action": "burn"}')
-    index.finish_job(first, volumes=[volume_of(index, first, "9.1")])
+    index.finish_job(first, volumes=[volume_of(first, "9.1")])
     index.forget_files([f"/spool/1.{n}.dcm" for n in (1, 2, 3)])  # the spool let the burned study go
 
     index.add_instance(received("1.4", "9.1", at=900.0))  # a late arrival, alone in the spool
     late = index.enqueue(["9.1"], route='{"action": "burn"}')
     assert index.addendum_target(late) == "V1"
-    index.finish_job(late, volumes=[volume_of(index, late, "9.1")])
+    index.finish_job(late, volumes=[volume_of(late, "9.1")])
     v1, v2 = index.volumes(study="9.1")
     assert (v1.superseded_by, v1.addendum_of, v2.superseded_by, v2.addendum_of) == (None, None, None, "V1")
 
     partial = index.enqueue(["9.1"], route='{"action": "burn"}')  # a re-burn of what the spool holds: 1.4
-    index.finish_job(partial, volumes=[volume_of(index, partial, "9.1")])
+    index.finish_job(partial, volumes=[volume_of(partial, "9.1")])
     assert [v.superseded_by for v in index.volumes(study="9.1")] == [None, "V3", None]  # V3 holds all of V2
 
     whole = index.enqueue(["9.1"], route='{"action": "burn"}')  # read back from V1's image: everything
     index.add_job_files(whole, [(f"1.{n}", f"/readback/1.{n}.dcm", 1000) for n in (1, 2, 3)])
     assert index.addendum_target(whole) is None
-    index.finish_job(whole, volumes=[volume_of(index, whole, "9.1")])
+    index.finish_job(whole, volumes=[volume_of(whole, "9.1")])
     assert [(v.label, v.superseded_by) for v in index.volumes(study="9.1")] == [
         ("V1", "V4"), ("V2", "V3"), ("V3", "V4"), ("V4", None)]
     assert index.volumes(label="V4")[0].addendum_of is None

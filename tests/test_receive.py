@@ -309,9 +309,10 @@ def chunked_sends() -> Iterator[None]:
     _config.STORE_SEND_CHUNKED_DATASET = old
 
 
-def pynetdicom_store(port: int, path: Path, sop_class: str) -> int:
+def pynetdicom_store(port: int, path: Path, sop_class: str, syntax: str = ExplicitVRLittleEndian) -> int:
+    """C-STORE a file's data set as it is (with chunked sends pynetdicom trusts its File Meta), in ``syntax``."""
     ae = AE("PYNETDICOM")
-    ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
+    ae.add_requested_context(sop_class, syntax)
     assoc = ae.associate("127.0.0.1", port, ae_title="MEDIANODE")
     assert assoc.is_established
     try:
