@@ -167,7 +167,7 @@ class UsbOutput:
 
 #: Where a built medium goes: a Path is a folder of images (or folder trees); the others name a device.
 Output = Path | XorrisoOutput | PublisherOutput | UsbOutput
-_KINDS: dict[str, type[Any]] = {"xorriso": XorrisoOutput, "publisher": PublisherOutput, "usb": UsbOutput}
+_KINDS: dict[str, type[Any]] = {c.kind: c for c in (XorrisoOutput, PublisherOutput, UsbOutput)}
 _PATH_FIELDS = {"hot_folder", "mount_point"}
 
 
