@@ -65,6 +65,7 @@ from node.index import Index, Received
 from node.netcompat import answer_as, set_reactor_delay, write_failure
 from node.receive.instance import ReceivedInstance, UnreadableDataSet, read_instance, routes_digest
 from node.receive.spool import Spool, is_uid
+from node.tls import server_context
 
 logger = logging.getLogger(__name__)
 
@@ -155,11 +156,8 @@ def make_ae(config: Config) -> AE:
 
 
 def ssl_context(tls: TLS) -> ssl.SSLContext:
-    """Server TLS (PS3.15 B.1): our certificate; client certificates required when a CA is set."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(tls.ca) if tls.ca else None)
-    ctx.load_cert_chain(str(tls.certificate), str(tls.key))
-    ctx.verify_mode = ssl.CERT_REQUIRED if tls.ca else ssl.CERT_NONE
-    return ctx
+    """Server TLS (PS3.15 B.9): our certificate; client certificates required when a CA is set."""
+    return server_context(tls.certificate, tls.key, tls.ca)
 
 
 # -- State shared by the handlers of one process ------------------------------------
