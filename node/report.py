@@ -3,10 +3,14 @@ dicts (for ``--json``) and as text for people."""
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from pathlib import Path
 from typing import TypedDict
 
 from node.config import Config, output_settings
+from node.durable import write_atomic
 from node.media.outputs import output_for
 from node.index import Index, Job, Volume
 from node.routing import CRITERIA, InstanceRouting, RouteSnapshot, StudyRouting, Trial
@@ -60,9 +64,18 @@ class OutputRow(TypedDict):
     queued: list[int]
 
 
+class ServingRow(TypedDict):
+    pid: int | None
+    address: str
+    receivers: int
+    listening: int
+    since: str | None
+
+
 class Status(TypedDict):
     """``medianode status --json``: the names are a contract with the tools that read it."""
 
+    serving: ServingRow
     receiving: list[ReceivingRow]
     jobs: JobsStatus
     outputs: list[OutputRow]
@@ -101,8 +114,67 @@ def volume_row(v: Volume) -> VolumeRow:
     }
 
 
+#: What ``serve`` publishes in data_dir of itself and its receivers, for ``status`` to read.
+SERVING_FILE = "serving.json"
+
+
+def publish_serving(config: Config, receivers: list[int], since: float) -> None:
+    """Record serve's PID, its address and its receivers' PIDs (called at start and after each
+    restart of a receiver); :func:`serving` checks them against the running processes."""
+    node = config.node
+    record = {"pid": os.getpid(), "address": f"{node.host}:{node.port}", "receivers": receivers,
+              "since": since}
+    write_atomic(node.data_dir / SERVING_FILE, json.dumps(record).encode())
+
+
+def serving(config: Config) -> ServingRow:
+    """Whether the node listens: serve alive, and how many of its receivers are (a receiver is its
+    child: a PID reused by another process does not count). No file, or serve gone: none listens."""
+    node = config.node
+    row: ServingRow = {"pid": None, "address": f"{node.host}:{node.port}", "receivers": 0, "listening": 0,
+                       "since": None}
+    try:
+        record = json.loads((node.data_dir / SERVING_FILE).read_bytes())
+        pid, pids, since = int(record["pid"]), [int(p) for p in record["receivers"]], float(record["since"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return row
+    if _parent(pid) is None or not _serves(pid):
+        return row
+    return {"pid": pid, "address": str(record.get("address", row["address"])), "receivers": len(pids),
+            "listening": sum(_parent(p) == pid for p in pids), "since": _when(since)}
+
+
+def _parent(pid: int) -> int | None:
+    """The parent PID of a running process (Linux /proc), None when it is not running."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "; comm may hold spaces
+    return None if fields[0] == "Z" else int(fields[1])
+
+
+def _serves(pid: int) -> bool:
+    """Whether ``pid`` is still a ``serve`` (after a SIGKILL, its PID may have gone to another program)."""
+    try:
+        return b"serve" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def format_serving(s: ServingRow) -> str:
+    if s["pid"] is None:
+        return f"serving: no receiver listens on {s['address']}: medianode serve is not running"
+    if not s["listening"]:
+        return (f"serving: no receiver listens on {s['address']} (serve {s['pid']} has 0 of {s['receivers']} "
+                "receivers; restarting them)")
+    return (f"serving: {s['listening']} of {s['receivers']} receivers listening on {s['address']} "
+            f"(serve {s['pid']}, since {s['since']})")
+
+
 def status(index: Index, config: Config) -> Status:
-    """The node's state: studies waiting for their job, jobs by state, volumes written today."""
+    """The node's state: whether it listens, studies waiting for their job, jobs by state, volumes
+    written today."""
     midnight = time.mktime(time.localtime()[:3] + (0, 0, 0, 0, 0, -1))
     quiet = config.burn.study_stable_seconds
     receiving: list[ReceivingRow] = [
@@ -113,6 +185,7 @@ def status(index: Index, config: Config) -> Status:
     jobs = index.jobs(states=("pending", "building", "failed"), limit=1000)
     done_today = [j for j in index.jobs(states=("done",), limit=1000) if (j.finished or 0) >= midnight]
     return {
+        "serving": serving(config),
         "receiving": receiving,
         "jobs": {
             "queued": [job_row(j) for j in jobs if j.state == "pending"],
@@ -155,7 +228,7 @@ def outputs(index: Index, config: Config) -> list[OutputRow]:
 
 def format_status(s: Status) -> str:
     receiving, jobs, volumes = s["receiving"], s["jobs"], s["volumes_today"]
-    lines = [f"receiving: {len(receiving)} study(ies)"]
+    lines = [format_serving(s["serving"]), f"receiving: {len(receiving)} study(ies)"]
     lines += [f"  {r['study_uid']}  patient {r['patient_id']}  {r['instances']} instance(s), "
               f"last {r['last_received']}, burn in {r['burn_in_s']} s" for r in receiving]
     lines.append(f"jobs: {len(jobs['queued'])} queued, {len(jobs['building'])} building, "

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from node import jobs
+from node import jobs, report
 from node.config import Config, load_config
 from node.errors import ConfigError
 from node.intake import ImportRunner
@@ -54,6 +54,7 @@ class Service:
         self.receivers: list[workers.Receiver] = []
         self._reload_asked = threading.Event()
         self._mtime = _mtime(config.source)
+        self._started = time.time()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -68,6 +69,7 @@ class Service:
             watcher: threading.Thread | None = None
             try:
                 self.receivers = workers.start_receivers(self.config)
+                self._publish()
                 logger.info("medianode serving %s on %s:%d (%d receiver processes), data in %s",
                             self.config.node.ae_title, self.config.node.host, self.config.node.port,
                             len(self.receivers), data_dir)
@@ -79,6 +81,7 @@ class Service:
                 self._loop(index)
             finally:
                 workers.stop_receivers(self.receivers)
+                (data_dir / report.SERVING_FILE).unlink(missing_ok=True)
                 if watcher is not None:
                     watcher.join()  # an import in flight finishes; the next one waits for the next start
                     runner.index.close()
@@ -88,6 +91,10 @@ class Service:
             index.close()
         logger.info("medianode stopped")
         return 0
+
+    def _publish(self) -> None:
+        """Tell ``status`` who listens: this process and its receivers."""
+        report.publish_serving(self.config, [r.pid for r in self.receivers], self._started)
 
     def _recover(self, index: Index) -> None:
         spool = Spool(self.config.node.data_dir)
@@ -127,7 +134,10 @@ class Service:
     def _serve_loop(self, index: Index, scheduled: threading.Event) -> None:
         last_housekeeping = 0.0
         while not self.stop.is_set():
+            pids = [r.pid for r in self.receivers]
             workers.supervise(self.receivers)
+            if pids != [r.pid for r in self.receivers]:
+                self._publish()
             now = time.time()
             if jobs.schedule(index, self.config, now=now):
                 scheduled.set()

@@ -8,7 +8,9 @@ configuration, so that every test takes seconds.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -21,7 +23,7 @@ import pytest
 from pynetdicom import AE
 
 from node import netcompat
-from tests.conftest import PEER_ENV, ct_series, need, until
+from tests.conftest import PEER_ENV, cli, ct_series, need, until
 from tests.test_serve import Node
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -311,6 +313,31 @@ def test_a_killed_receiver_is_logged_and_restarted(node: Node, tmp_path: Path) -
     assert node.logs().count("died (killed by signal 9 (SIGKILL)); restarting it") == 2
     until(lambda: served_within_5_s(node), "a real peer served again", timeout=30)
     assert store(node, tmp_path)
+
+
+def serving(node: Node) -> dict[str, object]:
+    return dict(json.loads(cli("status", "--config", node.config, "--json").out)["serving"])
+
+
+def test_status_says_when_no_receiver_listens(node: Node) -> None:
+    assert node.proc is not None
+    until(lambda: serving(node)["listening"] == 2, "status to see both receivers")
+    assert serving(node)["pid"] == node.proc.pid
+    first = receiver_pids(node)
+    os.kill(node.proc.pid, signal.SIGSTOP)  # serve cannot restart them while it is stopped
+    try:
+        for pid in first:
+            os.kill(pid, 9)
+        until(lambda: serving(node)["listening"] == 0, "status to see no receiver")
+        text = cli("status", "--config", node.config).out
+        assert f"serving: no receiver listens on 127.0.0.1:{node.port} (serve {node.proc.pid} has 0 of 2" in text
+    finally:
+        os.kill(node.proc.pid, signal.SIGCONT)
+    until(lambda: serving(node)["listening"] == 2, "status to see both receivers again", timeout=60)
+    assert not set(receiver_pids(node)) & set(first)
+    assert node.stop() == 0
+    assert serving(node)["pid"] is None
+    assert "medianode serve is not running" in cli("status", "--config", node.config).out
 
 
 def test_receivers_that_keep_dying_stop_serve_non_zero(node: Node) -> None:
