@@ -299,6 +299,27 @@ class _PDULossFilter(logging.Filter):
 
 logging.getLogger("pynetdicom.dul").addFilter(_PDULossFilter())
 
+#: What ``Association._run_reactor`` logs when ``network_timeout`` expires, with no peer named.
+IDLE_LINE = "Network timeout reached"
+
+
+class _IdleFilter(logging.Filter):
+    """Turns pynetdicom's idle-timeout line into the gate's line naming the peer: the record is
+    logged from the association's own thread, which knows its peer and its gate."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        assoc = threading.current_thread()
+        if record.msg != IDLE_LINE or not isinstance(assoc, Association):
+            return True
+        sock = assoc.dul.socket
+        if not isinstance(sock, GuardedSocket):
+            return True
+        sock._gate.cut(sock._peer, f"idle for {assoc.network_timeout:g} s, released")
+        return False
+
+
+logging.getLogger("pynetdicom.association").addFilter(_IdleFilter())
+
 
 class Cut(OSError):
     """A PDU read stopped by its bound or deadline: the connection was aborted."""

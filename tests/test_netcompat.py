@@ -184,3 +184,11 @@ def test_connection_errors_reads_the_reason_pynetdicom_logs() -> None:
         assoc = ae.associate("127.0.0.1", free_port())
     assert not assoc.is_established
     assert errors == ["[Errno 111] Connection refused"]
+
+
+def test_the_idle_line_is_logged_by_the_association_s_own_thread() -> None:
+    """_IdleFilter names the peer from ``threading.current_thread()``: pynetdicom must still log its
+    idle line from ``Association._run_reactor`` (which runs in the Association thread)."""
+    source = inspect.getsource(Association._run_reactor)
+    assert f'LOGGER.error("{netcompat.IDLE_LINE}")' in source
+    assert issubclass(Association, threading.Thread)

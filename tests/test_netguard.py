@@ -16,7 +16,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -67,6 +67,38 @@ def store(node: Node, tmp_path: Path) -> bool:
 def served_within_5_s(node: Node) -> bool:
     """A C-ECHO answered: echoscu's own timeouts (-to 5 -ta 5 -td 5) bound it to the 5 s asked."""
     return echo(node)
+
+
+def peers_served(node: Node, tmp_path: Path) -> None:
+    """A real peer served: DCMTK's echoscu within 5 s, then storescu storing two instances."""
+    assert served_within_5_s(node), "echoscu was not answered within 5 s"
+    assert store(node, tmp_path), "storescu failed"
+
+
+class During:
+    """Runs an attack in a thread for the ``with`` block, so that peers are tried while it lasts;
+    the attack's own failure is raised on leaving."""
+
+    def __init__(self, attack: Callable[[], object]) -> None:
+        self.result: object = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(attack,), daemon=True)
+
+    def _run(self, attack: Callable[[], object]) -> None:
+        try:
+            self.result = attack()
+        except BaseException as exc:  # re-raised in the test's thread
+            self.error = exc
+
+    def __enter__(self) -> During:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.thread.join(timeout=120)
+        assert not self.thread.is_alive(), "the attack did not end"
+        if self.error is not None:
+            raise self.error
 
 
 _opened: list[socket.socket] = []
@@ -173,39 +205,69 @@ def associated(node: Node, max_pdu: int = 0) -> object:
 # -- the table's rows ----------------------------------------------------------------------
 
 
-def test_an_a_associate_rq_trickled_byte_by_byte_is_cut_at_artim(node: Node) -> None:
+def test_an_a_associate_rq_trickled_byte_by_byte_is_cut_at_artim(node: Node, tmp_path: Path) -> None:
     sock = attacker(node)
     request = b"\x01\x00" + struct.pack(">L", 200) + bytes(200)
-    cut = False
-    try:
-        for sent in range(30):  # 30 bytes at one every 0.5 s: 15 s, far past ARTIM (2 s), far short of 200
-            sock.send(request[sent:sent + 1])
-            if closed(sock, 0.5) is not None:
-                cut = True
-                break
-    except (BrokenPipeError, ConnectionResetError):
-        cut = True
-    assert cut, "the trickle was never cut (node.artim_seconds 2)"
-    assert served_within_5_s(node)
+
+    def trickle() -> bool:
+        try:
+            for sent in range(30):  # 30 bytes at one every 0.5 s: 15 s, far past ARTIM (2 s), far short of 200
+                sock.send(request[sent:sent + 1])
+                if closed(sock, 0.5) is not None:
+                    return True
+        except (BrokenPipeError, ConnectionResetError):
+            return True
+        return False
+
+    with During(trickle) as attack:
+        peers_served(node, tmp_path)
+    assert attack.result, "the trickle was never cut (node.artim_seconds 2)"
+    peers_served(node, tmp_path)
     assert "no whole A-ASSOCIATE-RQ within 2 s" in node.logs()
     assert "127.0.0.2:" in node.logs()
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # pynetdicom drops the aborted socket
-def test_a_pdu_trickled_after_association_is_cut_at_its_deadline(node: Node) -> None:
+def test_a_pdu_trickled_after_association_is_cut_at_its_deadline(node: Node, tmp_path: Path) -> None:
     assoc = associated(node)
     raw = netcompat.raw_socket(assoc)  # type: ignore[arg-type]
     assert raw is not None
     _opened.append(raw)  # pynetdicom leaves an aborted requestor's socket for the garbage collector
-    raw.send(b"\x04\x00" + struct.pack(">L", 1000))  # a P-DATA-TF header, then nothing
+
+    def trickle() -> None:
+        raw.send(b"\x04\x00" + struct.pack(">L", 1000))  # a P-DATA-TF header, then a byte a second
+        try:
+            for _ in range(10):
+                raw.send(b"\x00")
+                if not assoc.is_established:  # type: ignore[attr-defined]
+                    return
+                time.sleep(1)  # the trickle's pace, not a wait for the node
+        except OSError:
+            return
+
+    with During(trickle):
+        peers_served(node, tmp_path)
     until(lambda: not assoc.is_established, "the association to be aborted", timeout=10)  # type: ignore[attr-defined]
     assert assoc.is_aborted  # type: ignore[attr-defined]
     assert "PDU not whole within 2 s" in node.logs()
+    peers_served(node, tmp_path)
 
 
-def test_a_huge_a_associate_rq_is_aborted_unread(node: Node) -> None:
+def test_an_idle_association_is_released_and_its_peer_named(node: Node, tmp_path: Path) -> None:
+    assoc = associated(node)
+    port = assoc.requestor.port  # type: ignore[attr-defined]
+    until(lambda: not assoc.is_established, "the idle association to be ended (idle_seconds 3)",  # type: ignore[attr-defined]
+          timeout=30)
+    until(lambda: f"Connection from 127.0.0.1:{port} refused or aborted: idle for 3 s, released" in node.logs(),
+          "the idle line naming the peer")
+    assert "Network timeout reached" not in node.logs()
+    peers_served(node, tmp_path)
+
+
+def test_a_huge_a_associate_rq_is_aborted_unread(node: Node, tmp_path: Path) -> None:
     sock = attacker(node)
-    with PeakRSS(node) as rss:
+
+    def flood() -> bytes | None:
         sock.send(b"\x01\x00" + struct.pack(">L", 2**32 - 1))
         chunk = os.urandom(MIB)
         try:
@@ -213,20 +275,25 @@ def test_a_huge_a_associate_rq_is_aborted_unread(node: Node) -> None:
                 sock.sendall(chunk)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        answer = closed(sock, 1.0)
-    assert answer is not None and answer.startswith(netcompat.a_abort(netcompat.INVALID_PARAMETER))
+        return closed(sock, 1.0)
+
+    with PeakRSS(node) as rss, During(flood) as attack:
+        peers_served(node, tmp_path)
+    answer = attack.result
+    assert isinstance(answer, bytes) and answer.startswith(netcompat.a_abort(netcompat.INVALID_PARAMETER))
     assert rss.growth < 64 * MIB
-    assert served_within_5_s(node)
+    peers_served(node, tmp_path)
     assert "A-ASSOCIATE-RQ declaring 4294967295 bytes" in node.logs()
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_a_huge_p_data_tf_is_aborted_unread(node: Node) -> None:
+def test_a_huge_p_data_tf_is_aborted_unread(node: Node, tmp_path: Path) -> None:
     assoc = associated(node)
     raw = netcompat.raw_socket(assoc)  # type: ignore[arg-type]
     assert raw is not None
     _opened.append(raw)
-    with PeakRSS(node) as rss:
+
+    def flood() -> None:
         raw.send(b"\x04\x00" + struct.pack(">L", 2**31))
         chunk = bytes(MIB)
         try:
@@ -234,10 +301,13 @@ def test_a_huge_p_data_tf_is_aborted_unread(node: Node) -> None:
                 raw.sendall(chunk)
         except OSError:
             pass
+
+    with PeakRSS(node) as rss, During(flood):
+        peers_served(node, tmp_path)
         until(lambda: not assoc.is_established, "the association to be aborted", timeout=10)  # type: ignore[attr-defined]
     assert rss.growth < 64 * MIB
     assert "PDU type 0x04 of 2147483648 bytes" in node.logs()
-    assert served_within_5_s(node)
+    peers_served(node, tmp_path)
 
 
 def test_idle_connections_cost_no_thread_and_lock_no_one_out(patient_node: Node, tmp_path: Path) -> None:
@@ -245,16 +315,16 @@ def test_idle_connections_cost_no_thread_and_lock_no_one_out(patient_node: Node,
     before = threads_of_group(node)
     socks = [attacker(node, f"127.0.1.{1 + i // 6}") for i in range(300)]  # 6 per address, under the cap
     try:
-        assert served_within_5_s(node)
-        assert store(node, tmp_path)
+        peers_served(node, tmp_path)
         assert threads_of_group(node) < before + 10
         assert all(closed(s, 0.01) is None for s in socks)  # all still waiting, none refused
     finally:
         for s in socks:
             s.close()
+    peers_served(node, tmp_path)
 
 
-def test_an_address_holds_at_most_max_connections_per_address(node: Node) -> None:
+def test_an_address_holds_at_most_max_connections_per_address(node: Node, tmp_path: Path) -> None:
     socks = [attacker(node, "127.0.0.3") for _ in range(12)]
     try:
         def refused() -> list[socket.socket] | None:  # once the 4 past the cap are closed, not before
@@ -262,36 +332,43 @@ def test_an_address_holds_at_most_max_connections_per_address(node: Node) -> Non
             return found if len(found) >= 4 else None
 
         assert len(until(refused, "connections past the cap refused", timeout=10)) == 4
-        assert served_within_5_s(node)
+        peers_served(node, tmp_path)
         assert "(node.max_connections_per_address 8)" in node.logs()
     finally:
         for s in socks:
             s.close()
+    peers_served(node, tmp_path)
 
 
 def test_garbage_is_answered_within_a_second_and_the_node_serves_throughout(node: Node, tmp_path: Path) -> None:
-    answered_late = 0
-    for batch in range(20):  # 1000 connections, 50 at a time, from 50 addresses
-        socks = [attacker(node, f"127.0.2.{1 + i}") for i in range(50)]
-        for s in socks:
-            s.send(os.urandom(1024 + batch * 50))
-        answered_late += sum(1 for s in socks if closed(s, 1.0) is None)
-        for s in socks:
-            s.close()
-        if batch % 5 == 0:
-            assert served_within_5_s(node)
-    assert answered_late <= 2  # a random first byte 0x01 with a small random length waits for ARTIM
-    assert store(node, tmp_path)
+    def garbage() -> int:
+        answered_late = 0
+        for batch in range(20):  # 1000 connections, 50 at a time, from 50 addresses
+            socks = [attacker(node, f"127.0.2.{1 + i}") for i in range(50)]
+            for s in socks:
+                s.send(os.urandom(1024 + batch * 50))
+            answered_late += sum(1 for s in socks if closed(s, 1.0) is None)
+            for s in socks:
+                s.close()
+        return answered_late
+
+    with During(garbage) as attack:
+        while attack.thread.is_alive():
+            peers_served(node, tmp_path)
+    assert isinstance(attack.result, int)
+    assert attack.result <= 2  # a random first byte 0x01 with a small random length waits for ARTIM
+    peers_served(node, tmp_path)
 
 
 def test_a_200_mb_instance_from_pynetdicom_costs_little_memory(node: Node, tmp_path: Path) -> None:
     files = ct_series(tmp_path / "big", 1, size=10240)  # 10240 x 10240 x 2 bytes: 200 MiB of Pixel Data
     assoc = associated(node)
-    with PeakRSS(node) as rss:
-        status = assoc.send_c_store(files[0])  # type: ignore[attr-defined]
+    with PeakRSS(node) as rss, During(lambda: assoc.send_c_store(files[0])) as big:  # type: ignore[attr-defined]
+        peers_served(node, tmp_path)
     assoc.release()  # type: ignore[attr-defined]
-    assert int(status.Status) == 0
+    assert int(big.result.Status) == 0  # type: ignore[attr-defined]
     assert rss.growth < 64 * MIB, f"+{rss.growth >> 20} MiB"
+    peers_served(node, tmp_path)
 
 
 # -- supervision ---------------------------------------------------------------------------
