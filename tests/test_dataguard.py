@@ -179,6 +179,27 @@ def test_check_refuses_a_deflated_bomb_without_inflating_it(tmp_path: Path) -> N
     assert int(peak) < 128 << 10  # the interpreter and pydicom; pydicom alone would take 1.2 GB
 
 
+def test_reading_a_200_mb_instance_from_a_medium_costs_little_memory(tmp_path: Path, storescp: StoreSCP) -> None:
+    """``check`` and ``import`` of a 200 MiB CT from an ISO image, against the same of a 128 KiB one:
+    each streams the instance, so the peaks differ by a few MiB, not by the instance."""
+    code = ("import sys; from node.read.check import check_medium; from node.read.importer import import_medium; "
+            "r = check_medium(sys.argv[1]); assert r.ok, r.problems; "
+            "i = import_medium(sys.argv[1], destination=(sys.argv[2], '127.0.0.1', int(sys.argv[3]))); "
+            "assert (i.sent, i.failed) == (1, 0); " + PRINT_PEAK)
+    peaks = {}
+    for size in (10240, 256):  # 10240 x 10240 x 2 bytes of Pixel Data: 200 MiB
+        src = ct_series(tmp_path / f"src{size}", 1, size=size)[0].parent
+        iso = tmp_path / f"ct{size}.iso"
+        subprocess.run([sys.executable, "-m", "node", "burn", str(src), "--out", str(iso)], check=True,
+                       capture_output=True)
+        run = subprocess.run([sys.executable, "-c", code, str(iso), storescp.aet, str(storescp.port)],
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        peaks[size] = int(run.stdout)
+    assert len(storescp.received()) == 2
+    assert peaks[10240] - peaks[256] < 16 << 10, peaks  # KiB
+
+
 # -- a full disk ----------------------------------------------------------------------------------
 
 
