@@ -149,8 +149,8 @@ def message(event: Event, *, when: str, source_id: str) -> bytes:
     ET.SubElement(source, "AuditSourceTypeCode", {"csd-code": "4"})  # application server process
     for o in event.objects:
         _object(root, o)
-    xml: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
-    return xml
+    # one line: a collector writes each message on one line, and escapes a line break (rsyslog: #012)
+    return b'<?xml version="1.0" encoding="UTF-8"?>' + ET.tostring(root, encoding="unicode").encode()
 
 
 def _participant(root: ET.Element, p: Participant) -> None:
