@@ -101,7 +101,7 @@ Sending never delays the event it reports; a message the collector cannot take i
 
 
 _SAMPLE = config.parse_config("audit: {syslog: {host: 127.0.0.1}}", source="(conformance)")
-_STUDY = {"study_uid": "1.2", "patient_id": "P", "patient_name": "P", "sop_classes": {"1.2": 1}}
+_STUDY: dict[str, object] = {"study_uid": "1.2", "patient_id": "P", "patient_name": "P", "sop_classes": {"1.2": 1}}
 #: The fields each event site writes, enough to show which messages each event makes.
 _FIELDS: dict[str, dict[str, object]] = {
     "node-started": {}, "node-stopped": {},
