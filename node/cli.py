@@ -219,7 +219,8 @@ def _import(args: argparse.Namespace, out: TextIO) -> int:
                              study=args.study, reports_dir=args.reports,
                              coerce=config.imports.coerce if config else None)
 
-    report = import_recorded(Path(args.path), config, force=args.force, send=send) if config else send()
+    report = import_recorded(Path(args.path), config, force=args.force, send=send,
+                                                  destination=args.to) if config else send()
     if isinstance(report, dict):  # a medium imported before, skipped
         if args.json:
             json.dump(report, out, indent=2)
@@ -411,6 +412,24 @@ def _status(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _add_audit(sub: _Subparsers) -> None:
+    p = sub.add_parser("audit", help="print the node's audit log (JSON lines); the reading is audited too")
+    _config_option(p)
+    p.add_argument("--since", metavar="TIME", help="only events at or after TIME (2026-01-31 or 2026-01-31T08:00, "
+                   "local time unless it names its offset)")
+    p.set_defaults(run=_audit)
+
+
+def _audit(args: argparse.Namespace, out: TextIO) -> int:
+    from node import audit
+    from node.config import load_config
+
+    since = audit.parse_since(args.since) if args.since else None
+    for line in audit.read(load_config(args.config), since=since):
+        out.write(line)
+    return EXIT_OK
+
+
 def _add_jobs(sub: _Subparsers) -> None:
     p = sub.add_parser("jobs", help="list, retry or cancel burn jobs")
     _config_option(p)
@@ -484,7 +503,7 @@ def _parser() -> _Parser:
 
 _COMMANDS: list[Callable[[_Subparsers], None]] = [
     _add_serve, _add_burn, _add_check, _add_import, _add_status, _add_jobs, _add_volumes, _add_config,
-    _add_routes, _add_conformance,
+    _add_routes, _add_conformance, _add_audit,
 ]
 
 

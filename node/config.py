@@ -304,11 +304,47 @@ class ImportConfig:
 
 
 @dataclass(frozen=True)
+class ClientTLS:
+    """TLS for a connection we open (PS3.15 B.9): the CA the peer's certificate is checked against, and
+    our certificate and key when the peer asks for one."""
+
+    ca: Path
+    certificate: Path | None = None
+    key: Path | None = None
+
+
+#: RFC 5426 (UDP) and RFC 5425 (TLS): the syslog ports.
+SYSLOG_PORTS = {"udp": 514, "tls": 6514}
+
+
+@dataclass(frozen=True)
+class Syslog:
+    """``audit.syslog``: the audit record repository (IHE ATNA) the audit messages are sent to."""
+
+    host: str
+    #: 0 means the protocol's own port (:data:`SYSLOG_PORTS`).
+    port: int = 0
+    protocol: Literal["udp", "tls"] = "udp"
+    tls: ClientTLS | None = None
+
+    def __post_init__(self) -> None:
+        if not self.port:  # frozen: resolved once, so equal configs compare equal
+            object.__setattr__(self, "port", SYSLOG_PORTS[self.protocol])
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    #: None: the JSON lines of ``data_dir/audit.jsonl`` only.
+    syslog: Syslog | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     burn: BurnConfig = field(default_factory=BurnConfig)
     routes: tuple[Route, ...] = ()
     imports: ImportConfig = field(default_factory=ImportConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     #: The file this came from (for messages and reloads).
     source: Path | None = None
 
@@ -357,6 +393,7 @@ def parse_config(text: str, *, source: str) -> Config:
         burn=values.get("burn") or build(BurnConfig, {}),
         routes=values.get("routes", ()),
         imports=values.get("import") or build(ImportConfig, {}),
+        audit=values.get("audit") or build(AuditConfig, {}),
         source=absolute(source, At(source, "source"), root),
     )
 
@@ -589,6 +626,24 @@ def _import(node: Node, at: At) -> ImportConfig:
     return build(ImportConfig, values)
 
 
+def _syslog(node: Node, at: At) -> Syslog:
+    """``audit.syslog``; ``tls`` is required by protocol tls, and refused by udp (it would not be used)."""
+    values, nodes = fields(node, at, {
+        "host": _HOST,
+        "port": number(1, 65535),
+        "protocol": choice("udp", "tls"),
+        "tls": section(ClientTLS, {"ca": file, "certificate": file, "key": file}, required=("ca",)),
+    }, required=("host",))
+    tls = values.get("tls")
+    if values.get("protocol") == "tls" and tls is None:
+        raise at.key("protocol").error(nodes["protocol"], "tls needs audit.syslog.tls with at least its ca")
+    if tls is not None and values.get("protocol") != "tls":
+        raise at.key("tls").error(nodes["tls"], "is used only with protocol: tls")
+    if tls is not None and (tls.certificate is None) != (tls.key is None):
+        raise at.key("tls").error(nodes["tls"], "certificate and key go together")
+    return build(Syslog, values)
+
+
 _TOP: dict[str, Check] = {
     "node": section(NodeConfig, {
         "ae_title": _AE,
@@ -620,4 +675,5 @@ _TOP: dict[str, Check] = {
     }),
     "routes": _routes,
     "import": _import,
+    "audit": section(AuditConfig, {"syslog": optional(_syslog)}),
 }

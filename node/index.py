@@ -604,6 +604,20 @@ class Index:
             (now - retention_s,))]
         return released + expired
 
+    def studies_of(self, paths: Iterable[str]) -> list[dict[str, Any]]:
+        """The studies the spool files at ``paths`` hold: UID, patient, and instances per SOP class."""
+        found: dict[str, dict[str, Any]] = {}
+        listed = list(paths)
+        for chunk in (listed[i:i + 500] for i in range(0, len(listed), 500)):  # under SQLite's bound variables
+            rows = self.db.execute(
+                f"SELECT study_uid, patient_id, patient_name, sop_class_uid, COUNT(*) FROM instances "
+                f"WHERE path IN ({','.join('?' * len(chunk))}) GROUP BY study_uid, sop_class_uid", chunk)
+            for study, patient_id, patient_name, sop_class, count in rows:
+                s = found.setdefault(study, {"study_uid": study, "patient_id": patient_id,
+                                             "patient_name": patient_name, "sop_classes": {}})
+                s["sop_classes"][sop_class] = s["sop_classes"].get(sop_class, 0) + count
+        return [found[k] for k in sorted(found)]
+
     def forget_files(self, paths: Iterable[str]) -> None:
         """Drop deleted spool files from the index (their studies and volumes stay recorded)."""
         rows = [(p,) for p in paths]

@@ -130,6 +130,7 @@ class ImportRunner:
         to = config.imports.destination
         report: ImportReport | dict[str, Any]
         if failure is None and to is not None:
+            _started(config, import_id, ready.kind, ready.path, f"{to.ae_title}@{to.host}:{to.port}")
             try:
                 report = import_medium(ready.path, destination=(to.ae_title, to.host, to.port),
                                        calling_aet=config.imports.calling_aet or config.node.ae_title,
@@ -152,8 +153,7 @@ class ImportRunner:
         data = report.to_dict() if isinstance(report, ImportReport) else report
         kept = report.report_path if isinstance(report, ImportReport) else None
         kept = kept or str(_write_json(self._reports() / _report_name(ready.path), data))
-        entry = record(self.index, self.config().node.data_dir, import_id, data, kind=ready.kind, medium=ready.path,
-                       kept=kept)
+        entry = record(self.index, self.config(), import_id, data, kind=ready.kind, medium=ready.path, kept=kept)
         log = logger.warning if entry["event"] == "import-failed" else logger.info
         log("%s %d of %s %s: %d sent, %d failed, %d skipped%s; report %s", entry["event"], import_id, ready.kind,
             ready.path, entry["sent"], entry["failed"], entry["skipped"], f" ({entry['reason']})" if entry["reason"]
@@ -219,21 +219,22 @@ def _dicomdir_digest(medium: Medium) -> str | None:
         return None
 
 
-def import_recorded(medium: Path, config: Config, *, force: bool,
-                    send: Callable[[], ImportReport]) -> ImportReport | dict[str, Any]:
+def import_recorded(medium: Path, config: Config, *, force: bool, send: Callable[[], ImportReport],
+                    destination: str) -> ImportReport | dict[str, Any]:
     """``medianode import --config``: import as the node does, recorded in its index and audit log.
 
     A medium imported before is skipped (unless ``force``), and recorded as an
     import that sent nothing, as the watcher records it; the skip's report is
     returned instead of an :class:`ImportReport`. An unreadable medium, or an
-    import ``send`` could not finish, is recorded as failed and its error raised.
+    import ``send`` could not finish, is recorded as failed and its error raised. ``destination``
+    (``AET@HOST:PORT``) is where ``send`` sends, for the audit.
     """
     data_dir = config.node.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     index = Index(data_dir / "index.sqlite")
 
     def finish(import_id: int, report: dict[str, Any], kept: str | None = None) -> None:
-        record(index, data_dir, import_id, report, kind=COMMAND, medium=medium, kept=kept)
+        record(index, config, import_id, report, kind=COMMAND, medium=medium, kept=kept)
 
     try:
         try:
@@ -249,6 +250,7 @@ def import_recorded(medium: Path, config: Config, *, force: bool,
                                  previous=previous)
             finish(import_id, skip)
             return skip
+        _started(config, import_id, COMMAND, medium, destination)
         try:
             report = send()
         except BaseException as exc:
@@ -260,7 +262,13 @@ def import_recorded(medium: Path, config: Config, *, force: bool,
         index.close()
 
 
-def record(index: Index, data_dir: Path, import_id: int, report: dict[str, Any], *, kind: str, medium: Path,
+def _started(config: Config, import_id: int, kind: str, medium: Path, destination: str) -> None:
+    """Audit an import about to send to ``destination`` (``import-started``: Begin Transferring DICOM Instances)."""
+    audit.append(config, "import-started", import_id=import_id, kind=kind, medium=str(medium),
+                 destination=destination)
+
+
+def record(index: Index, config: Config, import_id: int, report: dict[str, Any], *, kind: str, medium: Path,
            kept: str | None) -> dict[str, Any]:
     """Finish an import's record in the index and append its audit line; return the line's fields.
 
@@ -275,8 +283,9 @@ def record(index: Index, data_dir: Path, import_id: int, report: dict[str, Any],
     event = "import-skipped" if skipped else "import-done" if report["ok"] else "import-failed"
     why = skipped or "; ".join(p["problem"] if p["path"] == "." else f"{p['path']}: {p['problem']}"
                                for p in report["problems"][:3])
-    fields = {"import_id": import_id, "kind": kind, "medium": str(medium), "report": kept, "reason": why, **counts}
-    audit.append(data_dir, event, **fields)
+    fields = {"import_id": import_id, "kind": kind, "medium": str(medium), "report": kept, "reason": why, **counts,
+              "destination": report.get("destination"), "studies": report.get("studies", [])}
+    audit.append(config, event, **fields)
     return {"event": event, **fields}
 
 

@@ -77,7 +77,7 @@ def schedule(index: Index, config: Config, *, now: float) -> list[int]:
                 logger.info("job %d: study %s is stable, %d bytes, route at %s (%s)", job, uids,
                             sum(s.bytes for s in volume), route.where or f"routes[{route.position}]", route.profile)
             for s in volume:
-                audit.append(config.node.data_dir, "study-received", job=job, study_uid=s.study_uid,
+                audit.append(config, "study-received", job=job, study_uid=s.study_uid,
                              patient_id=s.patient_id, bytes=s.bytes, late=bool(s.jobs))
     return jobs
 
@@ -213,9 +213,9 @@ class Worker:
                         paths=paths, bytes=report.bytes, superseded_by=None, studies=built.studies)
         self.index.finish_job(job.id, volumes=[volume] if route.kind == "archive" else [],
                               error=_left_out(report) or None, uid_map=report.uid_map)
-        audit.append(config.node.data_dir, "volume-burned", job=job.id, label=label, kind=route.kind,
-                     paths=volume.paths, studies=[s[0] for s in built.studies], instances=report.instances,
-                     supersedes=job.late, completes=built.completes or None)
+        audit.append(config, "volume-burned", job=job.id, label=label, kind=route.kind, profile=route.profile,
+                     paths=volume.paths, studies=[s[0] for s in built.studies], patients=built.studies,
+                     instances=report.instances, supersedes=job.late, completes=built.completes or None)
         logger.info("job %d: volume %s, %d instance(s), %d cop%s to %s", job.id, label, report.instances,
                     route.copies, "y" if route.copies == 1 else "ies", paths[0])
 
@@ -383,8 +383,10 @@ def reburn(index: Index, label: str, data_dir: Path) -> tuple[int, list[str]]:
 
 
 def clean_spool(index: Index, config: Config, *, now: float) -> int:
-    """Delete spool files no job needs any more (released copies; studies past the retention)."""
+    """Delete spool files no job needs any more (released copies; studies past the retention); each study
+    whose instances go is audited (``study-deleted``)."""
     paths = index.deletable_files(now=now, retention_s=config.burn.retention_hours * 3600)
+    studies = index.studies_of(paths) if paths else []
     for p in paths:
         try:
             os.unlink(p)
@@ -393,6 +395,11 @@ def clean_spool(index: Index, config: Config, *, now: float) -> int:
     if paths:
         index.forget_files(paths)
         logger.info("spool: %d file(s) removed", len(paths))
+    for study in studies:
+        try:
+            audit.append(config, "study-deleted", **study)
+        except OSError as exc:
+            logger.error("Cannot write the audit log in %s: %s", config.node.data_dir, exc)
     return len(paths)
 
 

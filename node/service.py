@@ -28,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from node import jobs, report
+from node import audit, jobs, report
 from node.config import Config, load_config
 from node.errors import ConfigError
 from node.intake import ImportRunner
@@ -67,12 +67,15 @@ class Service:
             self._recover(index)
             previous = self._capture_signals()  # before the port answers: a SIGHUP may follow at once
             watcher: threading.Thread | None = None
+            started = False
             try:
                 self.receivers = workers.start_receivers(self.config)
                 self._publish()
                 logger.info("medianode serving %s on %s:%d (%d receiver processes), data in %s",
                             self.config.node.ae_title, self.config.node.host, self.config.node.port,
                             len(self.receivers), data_dir)
+                self._audit("node-started")
+                started = True
                 if self.config.imports.watch:
                     # its own connection (one per thread); run() finishes interrupted imports, then watches
                     runner = ImportRunner(Index(data_dir / "index.sqlite"), lambda: self.config, stop=self.stop)
@@ -87,6 +90,8 @@ class Service:
                     runner.index.close()
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
+                if started:
+                    self._audit("node-stopped")
         finally:
             index.close()
         logger.info("medianode stopped")
@@ -95,6 +100,16 @@ class Service:
     def _publish(self) -> None:
         """Tell ``status`` who listens: this process and its receivers."""
         report.publish_serving(self.config, [r.pid for r in self.receivers], self._started)
+
+    def _audit(self, event: str, **fields: object) -> None:
+        """An audit event of the service (Application Activity, Security Alert); an unwritable log is
+        logged, and the node goes on."""
+        node = self.config.node
+        try:
+            audit.append(self.config, event, ae_title=node.ae_title, host=node.host, port=node.port,
+                         user=audit.user(), **fields)
+        except OSError as exc:
+            logger.error("Cannot write the audit log in %s: %s", node.data_dir, exc)
 
     def _recover(self, index: Index) -> None:
         spool = Spool(self.config.node.data_dir)
@@ -161,6 +176,7 @@ class Service:
             new = load_config(source)
         except ConfigError as exc:
             logger.error("configuration not reloaded, the running one is kept: %s", exc)
+            self._audit("config-reloaded", source=str(source), ok=False, reason=str(exc))
             return
         if (new.node.port, new.node.host, new.node.data_dir) != (self.config.node.port, self.config.node.host,
                                                                   self.config.node.data_dir):
@@ -169,6 +185,7 @@ class Service:
         for receiver in self.receivers:
             receiver.reload()
         logger.info("configuration reloaded from %s: %d route(s)", source, len(new.routes))
+        self._audit("config-reloaded", source=str(source), ok=True, reason="")
 
     def _capture_signals(self) -> dict[signal.Signals, _Handler]:
         """SIGTERM / SIGINT stop (a second SIGINT forces), SIGHUP reloads; returns the old handlers."""

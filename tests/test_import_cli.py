@@ -67,7 +67,7 @@ def test_the_same_medium_twice_is_skipped_unless_forced(tmp_path: Path, storescp
     assert [(i["state"], i["sent"]) for i in status["imports"]] == [("done", 2), ("done", 0), ("done", 2)]
     assert report["previous_import"] == status["imports"][2]["id"]
     events = [json.loads(line)["event"] for line in (tmp_path / "var" / "audit.jsonl").read_text().splitlines()]
-    assert events == ["import-done", "import-skipped", "import-done"]
+    assert events == ["import-started", "import-done", "import-skipped", "import-started", "import-done"]
 
 
 def test_import_with_config_is_audited_as_the_watcher_audits(tmp_path: Path, storescp: StoreSCP) -> None:
@@ -93,7 +93,10 @@ import:
     finally:
         index.close()
 
-    command, watcher = (json.loads(line) for line in (tmp_path / "var" / "audit.jsonl").read_text().splitlines())
+    lines = [json.loads(line) for line in (tmp_path / "var" / "audit.jsonl").read_text().splitlines()]
+    started = [e for e in lines if e["event"] == "import-started"]
+    command, watcher = (e for e in lines if e["event"] != "import-started")
+    assert [(e["kind"], e["destination"]) for e in started] == [("command", to), ("inbox", to)]
     assert command.keys() == watcher.keys()
     assert (command["event"], command["kind"], command["sent"]) == ("import-done", "command", 2)
     assert (watcher["event"], watcher["kind"], watcher["sent"]) == ("import-done", "inbox", 3)

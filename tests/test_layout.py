@@ -2,7 +2,8 @@
 
 cli, service and conformance on top; jobs and intake below them; media, read and receive in the middle, never
 importing each other, each entered only through its front door (its ``__init__``'s ``__all__``); the bottom row
-(errors, tags, dicom, syntaxes, profiles, dcmio, pixels, config, index, audit, routing) imports nothing above it;
+(errors, tags, dicom, syntaxes, profiles, dcmio, pixels, config, index, audit, atna, syslog, routing) imports nothing
+above it;
 no import cycle anywhere. Third-party packages stay in the modules that own them.
 
 Every import statement counts, at the top of a module or inside a function (and under ``TYPE_CHECKING``): an
@@ -18,7 +19,7 @@ from pathlib import Path
 
 NODE = Path(__file__).resolve().parents[1] / "node"
 BOTTOM = {"errors", "tags", "dicom", "syntaxes", "profiles", "dcmio", "pixels", "config", "index", "audit", "routing",
-          "durable", "netcompat", "tls", "yamlcheck"}
+          "durable", "netcompat", "tls", "yamlcheck", "atna", "syslog"}
 MIDDLE = {"media", "read", "receive"}
 #: third-party package -> the modules allowed to import it
 OWNERS = {

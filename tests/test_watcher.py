@@ -176,7 +176,8 @@ def test_iso_copied_slowly_is_imported_once_complete_and_again_is_skipped(
                                                  f"was imported as import {record['id']} on ")
         assert (done / "study-2.iso").exists() and not (inbox / "study.iso").exists()
         events = [(e["event"], e["import_id"]) for e in node.audit()]
-        assert events == [("import-done", record["id"]), ("import-skipped", again["id"])]
+        assert events == [("import-started", record["id"]), ("import-done", record["id"]),
+                          ("import-skipped", again["id"])]
         assert not (inbox / "failed").exists()
 
 
@@ -279,7 +280,8 @@ def test_drive_imports_once_per_insertion_and_skips_the_same_disc(tmp_path: Path
         assert (third["state"], third["sent"]) == ("done", 3) and third["identity"] != first["identity"]
         until(lambda: set(received(storescp.folder)) == uids_a | uids_b, "both discs at the storescp")
         until(lambda: ejected.read_text().count("\n") == 3, "an eject after each disc")
-        assert [e["event"] for e in node.audit()] == ["import-done", "import-skipped", "import-done"]
+        assert [e["event"] for e in node.audit()] == ["import-started", "import-done", "import-skipped",
+                                                      "import-started", "import-done"]
 
 
 # -- recovery ----------------------------------------------------------------------------------------

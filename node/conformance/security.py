@@ -1,12 +1,13 @@
 """PS3.2 section 7, Security: the TLS profile of the Storage SCP (PS3.15 B.1), the Basic Application
-Level Confidentiality Profile of ``routes[].deidentify`` (PS3.15 Annex E), and the audit log."""
+Level Confidentiality Profile of ``routes[].deidentify`` (PS3.15 Annex E), and the audit trail (PS3.15 A.5,
+IHE ATNA)."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter
 
-from node import config
+from node import audit, config
 from node.conformance.markdown import table, uid_name
 from node.media import deidentify as de
 from node.media.basic_profile import BASIC_PROFILE
@@ -77,7 +78,40 @@ def section() -> str:
         "The called AE title must be the node's or a route's; `node.allowed_calling_aets` restricts the "
         "calling AE titles. Refused associations are logged.\n\n"
         "### Application Level Security\n\n"
-        "The audit log, `data_dir/audit.jsonl`, gets one JSON line per refused association, received "
-        "study, burned volume and medium imported (who, what, when). Media are read without mounting "
-        "them; nothing on them is executed, and a Referenced File ID escaping the medium's root is refused.\n"
+        "The audit log, `data_dir/audit.jsonl`, gets one JSON line per event (who, what, when). Media are read "
+        "without mounting them; nothing on them is executed, and a Referenced File ID escaping the medium's "
+        "root is refused.\n\n"
+        + _audit_trail()
     )
+
+
+def _audit_trail() -> str:
+    """PS3.15 A.5 (Audit Trail Message Format Profile) and its transport, as :mod:`node.audit` sends it."""
+    rows = sorted({(f"{e.id.meaning} ({e.id.code})", ", ".join(f"{t.meaning} ({t.code})" for t in e.types) or "-",
+                    name) for name, make in audit.MESSAGES.items() for e in make(_SAMPLE, _FIELDS[name])})
+    return f"""### Audit Trail
+
+Audit Trail Message Format Profile (PS3.15 A.5): with `audit.syslog` (`host`, `port`, `protocol` udp or tls,
+`tls` {{`ca`, `certificate`, `key`}}) every event below is also sent as a DICOM audit message (valid against the
+schema of PS3.15 A.5.1) to an IHE ATNA audit record repository by syslog: RFC 5424 messages over UDP
+(RFC 5426) or TLS (RFC 5425, the TLS profile of PS3.15 B.9). Codes are those of PS3.16 CID 400-405 (DCM).
+Sending never delays the event it reports; a message the collector cannot take is logged and counted.
+
+{table(("Event ID", "Event Type Code", "node event"), rows, sort=False)}"""
+
+
+_SAMPLE = config.parse_config("audit: {syslog: {host: 127.0.0.1}}", source="(conformance)")
+_STUDY: dict[str, object] = {"study_uid": "1.2", "patient_id": "P", "patient_name": "P", "sop_classes": {"1.2": 1}}
+#: The fields each event site writes, enough to show which messages each event makes.
+_FIELDS: dict[str, dict[str, object]] = {
+    "node-started": {}, "node-stopped": {},
+    "instances-received": {"calling_aet": "A", "called_aet": "B", "peer": "127.0.0.1:1", "studies": [_STUDY]},
+    "import-started": {"medium": "/m", "destination": "A@h:1"},
+    "import-done": {"medium": "/m", "destination": "A@h:1", "sent": 1, "studies": [_STUDY]},
+    "import-failed": {"medium": "/m", "destination": "A@h:1", "sent": 1, "failed": 1, "studies": [_STUDY]},
+    "volume-burned": {"label": "L", "patients": [["1.2", "P", "P"]]},
+    "study-deleted": _STUDY,
+    "association-refused": {"calling_aet": "A", "peer": "127.0.0.1:1", "reason": "r"},
+    "config-reloaded": {"source": "/c", "ok": True},
+    "audit-log-read": {"path": "/a"},
+}

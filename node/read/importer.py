@@ -107,6 +107,9 @@ class ImportReport:
     report_path: str | None = None
     #: Every change ``import.coerce`` made, in the data sets as they were sent.
     coercions: list[CoercedAttribute] = field(default_factory=list)
+    #: The studies sent: ``{study_uid, patient_id, sop_classes: {uid: instances}}``, the Patient ID as on
+    #: the medium (for the audit trail, PS3.15 A.5.3).
+    studies: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -128,6 +131,7 @@ class ImportReport:
             "problems": [asdict(f) for f in self.problems],
             "notes": [asdict(f) for f in self.notes],
             "coercions": [asdict(c) for c in self.coercions],
+            "studies": self.studies,
         }
 
 
@@ -263,7 +267,12 @@ class _Plan:
         outcomes = list(self.decided)
         notes = list(self.notes)
         coercions: list[CoercedAttribute] = []
+        studies: dict[str, dict[str, Any]] = {}
         for instance, result in zip(self.instances, results, strict=True):
+            if result.result == "sent":
+                study = studies.setdefault(instance.study_instance_uid, {
+                    "study_uid": instance.study_instance_uid, "patient_id": instance.patient_id, "sop_classes": {}})
+                study["sop_classes"][instance.sop_class_uid] = study["sop_classes"].get(instance.sop_class_uid, 0) + 1
             reason = result.reason
             if result.result == "sent" and not instance.part10:
                 reason += " (repaired: File Meta Information rebuilt)"
@@ -285,6 +294,7 @@ class _Plan:
             notes=sorted(set(self.survey.report.notes + notes)),
             conflicts=self.conflicts,
             coercions=sorted(coercions, key=lambda c: (c.path, c.sop_instance_uid)),
+            studies=[studies[k] for k in sorted(studies)],
         )
 
 

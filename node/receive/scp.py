@@ -33,7 +33,9 @@ behind (pynetdicom unlinks the temp file once the handler returns):
 Associations are refused (A-ASSOCIATE-RJ, PS3.8 9.3.4) when the called AE
 title is neither ours nor a route's (rejected-permanent, service-user,
 reason 7) and when ``node.allowed_calling_aets`` does not list the caller
-(reason 3); each refusal is logged and appended to ``data_dir/audit.jsonl``.
+(reason 3); each refusal is logged and audited (:mod:`node.audit`). So is each association that
+stored instances, when it closes: its studies, their patients and instances per SOP class
+(``instances-received``), recorded off the C-STORE path.
 The processes that run this SCP are in :mod:`node.receive.workers`.
 """
 
@@ -215,6 +217,7 @@ class Live:
         self._storing: dict[int, int] = {}
         self._active: dict[int, tuple[Association, float]] = {}  # by id: last C-STORE's time
         self._studies: OrderedDict[str, None] = OrderedDict()
+        self._received: dict[int, dict[str, dict[str, Any]]] = {}  # by association: study UID -> record
 
     @property
     def config(self) -> Config:
@@ -269,6 +272,19 @@ class Live:
         with self._cond:
             self._cond.wait(timeout)
 
+    def received(self, key: int, inst: ReceivedInstance) -> None:
+        """Count a stored instance for the audit of its association (``key``: the association's id)."""
+        with self._cond:
+            study = self._received.setdefault(key, {}).setdefault(inst.study_uid, {
+                "study_uid": inst.study_uid, "patient_id": inst.patient_id, "patient_name": inst.patient_name,
+                "sop_classes": {}})
+            study["sop_classes"][inst.sop_class_uid] = study["sop_classes"].get(inst.sop_class_uid, 0) + 1
+
+    def transferred(self, key: int) -> list[dict[str, Any]]:
+        """The studies an association stored, forgotten here."""
+        with self._cond:
+            return list(self._received.pop(key, {}).values())
+
     def first_time(self, study_uid: str) -> bool:
         """True the first time this process sees a study (for one log line per study)."""
         with self._cond:
@@ -314,9 +330,22 @@ def handle_rejected(event: Event, live: Live) -> None:
     calling, called = rq.calling_ae_title.strip(), rq.called_ae_title.strip()
     peer = f"{assoc.requestor.address}:{assoc.requestor.port}"
     logger.warning("Refused association from %s (%s) to %s: %s", calling, peer, called, reason)
+    _audit(live, "association-refused", calling_aet=calling, called_aet=called, peer=peer, reason=reason)
+
+
+def handle_closed(event: Event, live: Live) -> None:
+    """EVT_CONN_CLOSE: one audit line for the studies the association stored, if it stored any."""
+    assoc = event.assoc
+    studies = live.transferred(id(assoc))
+    if studies:
+        _audit(live, "instances-received", calling_aet=assoc.requestor.ae_title.strip(),
+               called_aet=assoc.acceptor.ae_title.strip(), peer=f"{assoc.requestor.address}:{assoc.requestor.port}",
+               studies=studies, instances=sum(n for s in studies for n in s["sop_classes"].values()))
+
+
+def _audit(live: Live, event: str, **fields: object) -> None:
     try:
-        audit.append(live.config.node.data_dir, "association-refused",
-                     calling_aet=calling, called_aet=called, peer=peer, reason=reason)
+        audit.append(live.config, event, **fields)
     except OSError as exc:
         logger.error("Cannot write the audit log in %s: %s", live.config.node.data_dir, exc)
 
@@ -335,7 +364,7 @@ def handle_store(event: Event, spool: Spool, index: Indexer, live: Live) -> int 
                 raise Refused(dicom.OUT_OF_RESOURCES if failure.errno in _FULL else dicom.SPOOL_WRITE_FAILED,
                               f"{failure.strerror or failure}: the data set cannot be written in {spool.tmp}")
             return _store(event.dataset_path, str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID),
-                          calling=calling, called=called, spool=spool, index=index, live=live)
+                          calling=calling, called=called, spool=spool, index=index, live=live, key=id(assoc))
         except Refused as r:
             logger.warning("Refused C-STORE from %s to %s of %s: 0x%04X %s",
                            calling, called, req.AffectedSOPInstanceUID, r.status, r.reason)
@@ -349,7 +378,7 @@ def handle_store(event: Event, spool: Spool, index: Indexer, live: Live) -> int 
 
 
 def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, called: str,
-           spool: Spool, index: Indexer, live: Live) -> int:
+           spool: Spool, index: Indexer, live: Live, key: int) -> int:
     config = live.config
     if reason := dcmio.check_complete(path):
         raise Refused(dicom.CANNOT_PARSE, f"the data set is not what it claims: {reason}")
@@ -396,6 +425,7 @@ def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
     if not added:  # another association stored the same instance meanwhile
         os.unlink(final)
         return _again(inst, calling, called, index)
+    live.received(key, inst)
     if live.first_time(inst.study_uid):
         logger.info("Receiving study %s (patient %s) from %s to %s: %s", inst.study_uid, inst.patient_id,
                     calling, called, "burn" if routes != routing.STORE_ONLY else "store (no burn route matched)")
@@ -418,5 +448,6 @@ def evt_handlers(spool: Spool, index: Indexer, live: Live) -> list[Any]:
         (evt.EVT_REQUESTED, handle_requested, [live]),
         (evt.EVT_REJECTED, handle_rejected, [live]),
         (evt.EVT_C_STORE, handle_store, [spool, index, live]),
+        (evt.EVT_CONN_CLOSE, handle_closed, [live]),
     ]
 

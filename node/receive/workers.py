@@ -28,6 +28,7 @@ from multiprocessing.connection import wait as mp_wait
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Protocol, cast
 
+from node import syslog
 from node.config import Config, load_config
 from node.errors import NodeError
 from node.index import Index
@@ -352,7 +353,9 @@ def _receiver_main(config: Config, listener: socket.socket, conn: Connection, le
         conn.send(("error", str(exc)))
         status = 1
     # Everything is on disk and committed; pynetdicom's DUL threads are not daemons, and
-    # one waiting out a dead connection's ACSE timeout must not hold the exit.
+    # one waiting out a dead connection's ACSE timeout must not hold the exit. The audit messages
+    # still queued get a moment (os._exit runs no atexit).
+    syslog.close_all()
     logging.shutdown()
     os._exit(status)
 
