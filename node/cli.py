@@ -170,11 +170,20 @@ def _add_check(sub: _Subparsers) -> None:
 
 
 def _check(args: argparse.Namespace, out: TextIO) -> int:
+    from node.errors import MediumError
     from node.profiles import get_profile
-    from node.read.check import check_medium
+    from node.read.check import CheckReport, Finding, check_medium
 
     profile = get_profile(args.profile) if args.profile else None
-    report = check_medium(args.path, profile=profile)
+    try:
+        report = check_medium(args.path, profile=profile)
+    except MediumError as exc:
+        if not args.json:
+            raise
+        # --json promises one object on stdout: the medium as a whole (".") is the problem
+        report, code = CheckReport(problems=[Finding(".", str(exc))]), exc.exit_code
+    else:
+        code = EXIT_OK if report.ok else EXIT_DATA
     if args.json:
         json.dump(report.to_dict(), out, indent=2)
         out.write("\n")
@@ -187,7 +196,7 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"  note: {f.path}: {f.problem}\n")
         if report.profiles:
             out.write(f"  satisfies: {', '.join(report.profiles)}\n")
-    return EXIT_OK if report.ok else EXIT_DATA
+    return code
 
 
 def _add_import(sub: _Subparsers) -> None:

@@ -79,6 +79,19 @@ def syntax_name(uid: str) -> str:
 #: The DICOMDIR's SOP class: Media Storage Directory Storage, the Basic Directory IOD (PS3.4 Annex I).
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
+#: The Directory Record Types (0004,1430) a DICOMDIR may hold: the defined terms of PS3.3 F.3.2.2
+#: and F.5, PRIVATE (a record of private content) and the retired ones older media still carry.
+DIRECTORY_RECORD_TYPES = frozenset({
+    "PATIENT", "STUDY", "SERIES", "IMAGE", "RT DOSE", "RT STRUCTURE SET", "RT PLAN", "RT TREAT RECORD",
+    "PRESENTATION", "WAVEFORM", "SR DOCUMENT", "KEY OBJECT DOC", "SPECTROSCOPY", "RAW DATA", "REGISTRATION",
+    "FIDUCIAL", "HANGING PROTOCOL", "ENCAP DOC", "HL7 STRUC DOC", "VALUE MAP", "STEREOMETRIC", "PALETTE",
+    "IMPLANT", "IMPLANT ASSY", "IMPLANT GROUP", "PLAN", "MEASUREMENT", "SURFACE", "SURFACE SCAN", "TRACT",
+    "ASSESSMENT", "RADIOTHERAPY", "ANNOTATION", "INVENTORY", "PRIVATE",
+    # retired (PS3.3-2004 F.5 and earlier)
+    "OVERLAY", "MODALITY LUT", "VOI LUT", "CURVE", "TOPIC", "VISIT", "RESULTS", "INTERPRETATION",
+    "STUDY COMPONENT", "STORED PRINT", "MRDR",
+})
+
 #: SOP class -> Directory Record Type for every storage class whose leaf record
 #: is not IMAGE (PS3.3 Table F.4-1). Any other storage class with pixel data is
 #: an IMAGE; a class we do not know at all is a PRIVATE record (augmented

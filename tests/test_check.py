@@ -475,11 +475,12 @@ def test_undecodable_directory_record(medium: Path) -> None:
     (medium / "DICOMDIR").write_bytes(bytes(data))
     report = check_medium(medium)
     assert [f for f in report.problems if f.path == "DICOMDIR"] == [
+        Finding("DICOMDIR", f"malformed: no valid VR in (0004,1430) at byte {record_type}"),
         Finding(
             "DICOMDIR",
             f"unreadable directory record at offset {first}: "
             "Unknown Value Representation 'ZZ' in tag (0004,1430)",
-        )
+        ),
     ]
 
 

@@ -39,13 +39,13 @@ from pydicom.uid import (
     MediaStorageDirectoryStorage,
 )
 
-from node.dcmio import INFLATION_REFUSED, NOT_DICOM, check_complete
-from node.dicom import is_conformant_file_id, record_type, syntax_name
+from node.dcmio import INFLATION_REFUSED, NOT_DICOM, TRUNCATED, check_complete
+from node.dicom import DIRECTORY_RECORD_TYPES, is_conformant_file_id, record_type, syntax_name
 from node.errors import one_line
 from node.profiles import PDI_ROOT_FILES, PDI_WEB_FOLDER, PROFILES, Profile
-from node.read.header import data_set_offset, elements_end, encoded_syntax, is_dicom, read_until_pixels
+from node.read.header import data_set_offset, encoded_syntax, is_dicom, read_until_pixels
 from node.read.medium import (
-    ESCAPES_ROOT,
+    NOT_FOLLOWED,
     Medium,
     RefusedPath,
     normalize_path,
@@ -279,11 +279,14 @@ class _Checker:
             try:
                 with self.medium.open(path) as fp:
                     self.preamble(path, fp.read(132))
+                    broken = check_complete(fp, self.medium.size(path))  # every length, as DCMTK reads it
                     fp.seek(0)
                     ds = dcmread(fp)
-                if elements_end(ds) > self.medium.size(path):
-                    self.problem(path, "truncated: the file ends inside a data element")
-                elif ds.file_meta.get("MediaStorageSOPClassUID") != MediaStorageDirectoryStorage:
+                if broken:  # reported; a malformed DICOMDIR is walked as pydicom reads it, one cut short is not
+                    self.problem(path, broken)
+                if broken and broken.startswith(TRUNCATED):
+                    return  # its files are found by the scan
+                if ds.file_meta.get("MediaStorageSOPClassUID") != MediaStorageDirectoryStorage:
                     self.problem(path, "not a DICOMDIR: its Media Storage SOP Class is not 1.2.840.10008.1.3.10")
                 elif "DirectoryRecordSequence" not in ds:
                     self.problem(path, "the DICOMDIR has no Directory Record Sequence")
@@ -311,10 +314,14 @@ class _Checker:
                     break
                 visited.add(offset)
                 try:
-                    here, file_id, lower, following = _visit(record, parents)
+                    kind, here, file_id, lower, following = _visit(record, parents)
                 except Exception as exc:  # a malformed value in a hostile record
                     self.problem(path, f"unreadable directory record at offset {offset}: {one_line(exc)}")
                     break
+                if kind is not None and kind not in DIRECTORY_RECORD_TYPES:
+                    what = f"an unknown Directory Record Type {kind!r}" if kind else "no Directory Record Type"
+                    self.problem(path, f"directory record at offset {offset} has {what} (PS3.3 F.5 defines the "
+                                       "types; PRIVATE is the one for private content)")
                 if file_id == []:
                     self.problem(path, f"directory record at offset {offset} has an empty Referenced File ID")
                 elif file_id is not None:
@@ -461,7 +468,10 @@ class _Checker:
             in_record = record.get(keyword)
             source = ds.file_meta if own == "TransferSyntaxUID" else ds
             in_file = str(source.get(own, "") or "")
-            if in_record is not None and in_file != str(in_record):
+            if not in_record:
+                self.problem(path, f"its DICOMDIR record has no Referenced {label} in File (PS3.3 F.3.2.2: "
+                                   "required in every record that references a file)")
+            elif in_file != str(in_record):
                 self.problem(path, f"{label} {in_file or '(none)'} in the file differs from "
                                    f"{in_record} in its DICOMDIR record")
         for kind, expected in parents.items():
@@ -523,10 +533,10 @@ class _Checker:
                 self.note(folder, f"{len(found)} files, not DICOM: {kinds}")
         for path, reason in self.medium.refused().items():
             if normalize_path(path) not in self.refused_ids:
-                if reason == ESCAPES_ROOT:
-                    self.unusable(path, reason)
-                else:
+                if reason == NOT_FOLLOWED:
                     self.note(path, reason)
+                else:  # leads out of the medium, or lies past its end
+                    self.unusable(path, reason)
 
     def is_pdi(self) -> bool:
         """A medium is taken for an IHE PDI one when its root holds README.TXT or IHE_PDI/."""
@@ -549,23 +559,24 @@ class _Checker:
                 self.unusable(path, f"unreadable: {one_line(exc)}")
 
 
-def _visit(record: Dataset, parents: dict[str, str]) -> tuple[dict[str, str], list[str] | None, int, int]:
+def _visit(record: Dataset, parents: dict[str, str]) -> tuple[str | None, dict[str, str], list[str] | None, int, int]:
     """Decode one directory record (PS3.3 F.3.2.2).
 
-    Returns the parent values its children inherit, its Referenced File ID (None
-    when it has none), and the offsets of its lower level and of the next record.
+    Returns its Directory Record Type (None for an inactive record), the parent
+    values its children inherit, its Referenced File ID (None when it has none),
+    and the offsets of its lower level and of the next record.
     """
     following = int(record.get("OffsetOfTheNextDirectoryRecord") or 0)
     if record.get("RecordInUseFlag", 0xFFFF) == 0:  # an inactive record
-        return parents, None, 0, following
-    kind = str(record.get("DirectoryRecordType", ""))
+        return None, parents, None, 0, following
+    kind = str(record.get("DirectoryRecordType", "")).strip()
     if kind in _PARENTS:
         parents = {**parents, kind: str(record.get(_PARENTS[kind][0], ""))}
     file_id = None
     if "ReferencedFileID" in record:  # CS, VM 1-8: a str or a MultiValue
         value = record.ReferencedFileID or []
         file_id = [value] if isinstance(value, str) else [str(c) for c in value]
-    return parents, file_id, int(record.get("OffsetOfReferencedLowerLevelDirectoryEntity") or 0), following
+    return kind, parents, file_id, int(record.get("OffsetOfReferencedLowerLevelDirectoryEntity") or 0), following
 
 
 #: Said of a file that IHE PDI does not allow in the root (IHE RAD TF-3 4.47). A note, not a problem:

@@ -17,11 +17,12 @@ from __future__ import annotations
 import os
 import re
 import stat
+import struct
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
@@ -37,9 +38,9 @@ _VERSION_SUFFIX = re.compile(r";\d*$")
 
 
 class RefusedPath(MediumError):
-    """A File ID or entry that is never opened: it escapes the root, or is an ISO symlink.
+    """A File ID or entry that is never opened: it escapes the root, is an ISO symlink, or lies past the image's end.
 
-    ``reason`` is :data:`ESCAPES_ROOT` or :data:`NOT_FOLLOWED`.
+    ``reason`` is :data:`ESCAPES_ROOT`, :data:`NOT_FOLLOWED` or why an ISO file is not whole (:class:`IsoMedium`).
     """
 
     def __init__(self, path: str, reason: str) -> None:
@@ -78,7 +79,7 @@ class Medium(ABC):
         return sorted(self._files)
 
     def refused(self) -> dict[str, str]:
-        """Entries never opened (symlinks leading out of the root, ISO symlinks) -> reason."""
+        """Entries never opened (symlinks leading out of the root, ISO symlinks, ISO files past the end) -> reason."""
         return dict(self._refused)
 
     def size(self, relpath: str) -> int:
@@ -183,7 +184,10 @@ class IsoMedium(Medium):
     """An ISO 9660 image or block device, read with pycdlib and never mounted.
 
     Names come from Rock Ridge when present, else Joliet, else the ISO 9660
-    names without their ``;1`` version and trailing dot.
+    names without their ``;1`` version and trailing dot. A file whose directory
+    record claims bytes past the end of the image (a cut image, a forged length)
+    is refused, never read: pycdlib silently shortens it to what the image holds,
+    so the record's own Data Length (ECMA-119 9.1.4) is read again to tell.
     """
 
     def __init__(self, path: Path) -> None:
@@ -192,6 +196,7 @@ class IsoMedium(Medium):
             self._fp: BinaryIO = open(path, "rb")
         except OSError as exc:
             raise MediumError(f"cannot read {path}: {exc.strerror}") from None
+        self._image_size = self._fp.seek(0, os.SEEK_END)
         self._iso = pycdlib.PyCdlib()
         try:
             self._iso.open_fp(self._fp)
@@ -235,9 +240,40 @@ class IsoMedium(Medium):
                     self._refused[rel] = NOT_FOLLOWED
                 elif child.is_dir():
                     pending.append((f"{rel}/", iso_path))
+                elif past_end := self._past_end(child):
+                    self._refused[rel] = past_end
                 else:
                     self._files[rel] = child.get_data_length()
                     self._iso_paths[rel] = iso_path
+
+    def _past_end(self, child: Any) -> str:
+        """Why a file's extent runs past the end of the image, or "" when it lies inside.
+
+        pycdlib shortens such a record's length to end exactly at the image's end,
+        so only a file ending there is looked up again, in its directory's sectors
+        (a record never spans two, ECMA-119 6.8.1.1), for the length it claims.
+        """
+        block = self._iso.logical_block_size
+        extent = child.extent_location()
+        if extent * block + child.get_data_length() < self._image_size:
+            return ""
+        directory = child.parent
+        start, sectors = directory.extent_location() * block, -(-directory.get_data_length() // block)
+        identifier = child.file_identifier()
+        for sector in range(sectors):
+            self._fp.seek(start + sector * block)
+            data, pos = self._fp.read(block), 0
+            while pos + 33 <= len(data) and data[pos]:  # ECMA-119 9.1: a zero length ends the sector's records
+                name = data[pos + 33 : pos + 33 + data[pos + 32]]
+                if name == identifier and struct.unpack_from("<I", data, pos + 2)[0] == extent:
+                    claimed = int(struct.unpack_from("<I", data, pos + 10)[0])
+                    if extent * block + claimed <= self._image_size:
+                        return ""
+                    return (f"its ISO 9660 directory record claims {claimed} bytes from sector {extent}, past the "
+                            f"end of the image ({self._image_size} bytes): the image is cut short or the record is "
+                            "damaged; not read")
+                pos += data[pos]
+        return ""
 
     def open(self, relpath: str) -> BinaryIO:
         """Open ``relpath`` as a streaming, seekable file object (nothing read up front)."""
