@@ -10,6 +10,8 @@ must finish.
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import logging
 import os
@@ -35,7 +37,7 @@ from node.errors import MediumError, UsageError
 from node.netcompat import raw_socket
 from node.read.check import Finding
 from node.read.importer import ImportReport, Outcome, import_medium, parse_destination
-from node.read.medium import ESCAPES_ROOT
+from node.read.medium import ESCAPES_ROOT, FolderMedium
 from node.read.sender import RETRY_DELAYS, SendTarget, associate, plan_groups
 from tests.conftest import (
     StatusSCP,
@@ -295,6 +297,58 @@ def test_a_dropped_association_is_retried(tmp_path: Path, status_scp: Callable[.
     assert {uid_of(p) for p in scp.received()} == set(uids)
     again = next(o for o in report.outcomes if o.sop_instance_uid == dropped)
     assert again.reason.startswith("stored (sent again after the association was lost: ")
+
+
+class _FailingDisc(io.RawIOBase):
+    """A file of a damaged disc: the kernel's EIO once ``good`` bytes were read."""
+
+    def __init__(self, fp: Any, good: int) -> None:
+        self.fp, self.good, self.name = fp, good, fp.name
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return int(self.fp.tell())
+
+    def readinto(self, buffer: Any) -> int:
+        if self.fp.tell() >= self.good:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return int(self.fp.readinto(buffer))
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return int(self.fp.seek(offset, whence))
+
+    def close(self) -> None:
+        self.fp.close()
+        super().close()
+
+
+def test_a_read_error_mid_instance_fails_it_alone_and_the_destination_keeps_no_part(
+        tmp_path: Path, storescp: StoreSCP, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A damaged sector in the middle of an instance (EIO after its first MiB): that instance fails
+    with the read error, the association is aborted so that storescp keeps nothing of it, the others
+    arrive; it is not sent again as if the destination had dropped it."""
+    series = ct_series(tmp_path / "src", 3, size=1024)  # 2 MiB each: the error falls after the first piece
+    uids = dcmtk_medium(tmp_path / "cd", series)
+    damaged = sorted(uids)[1]
+    path = next(f"DICOM/{p.name}" for p in (tmp_path / "cd" / "DICOM").iterdir() if uid_of(p) == damaged)
+    opened = FolderMedium.open
+
+    def open_damaged(self: FolderMedium, relpath: str) -> Any:
+        fp = opened(self, relpath)
+        return io.BufferedReader(_FailingDisc(fp, 1 << 20)) if relpath == path else fp
+
+    monkeypatch.setattr(FolderMedium, "open", open_damaged)
+    report = import_medium(tmp_path / "cd", destination=to(storescp))
+    assert (report.sent, report.failed) == (2, 1)
+    failed = outcome(report, path)
+    assert failed.reason.startswith("unreadable: read error: [Errno 5] Input/output error; the association was "
+                                    "aborted"), failed.reason
+    assert {uid_of(p) for p in storescp.received()} == set(uids) - {damaged}
 
 
 def test_an_instance_that_always_drops_the_association_fails_alone(

@@ -348,6 +348,15 @@ class _Dropped(Exception):
     """The association was lost while an instance was being sent."""
 
 
+class _Unreadable(Exception):
+    """The medium failed (a read error of a damaged disc) after part of an instance was sent: the
+    association was aborted, so that the destination never keeps the part; the instance failed."""
+
+    def __init__(self, result: Result) -> None:
+        super().__init__(result.reason)
+        self.result = result
+
+
 class _Worker:
     def __init__(self, medium: Medium, items: Sequence[Item], destination: SendTarget,
                  claims: _Claims, sink: _Sink) -> None:
@@ -377,6 +386,9 @@ class _Worker:
                 while (index := pending.popleft() if pending else self.claims.claim(number)) is not None:
                     try:
                         result = self.send_one(session, index)
+                    except _Unreadable as exc:
+                        self.sink.result(exc.result)
+                        break
                     except _Dropped as exc:
                         drops.setdefault(index, []).append(str(exc))
                         if len(drops[index]) < MAX_DROPS:
@@ -417,7 +429,7 @@ class _Worker:
                 result = Result(index, "failed", None, f"unreadable: {exc}")
             except CoercionError as exc:
                 result = Result(index, "failed", None, f"not sent: cannot coerce it: {exc}")
-            except _Dropped:
+            except (_Dropped, _Unreadable):
                 raise
             except Exception as exc:  # a bug or a hostile value: this instance fails, the import goes on
                 logger.exception("sending %s failed", item.path)
@@ -497,7 +509,10 @@ class _Session:
         """C-STORE-RQ then the data set's bytes as they are, read from ``data`` piece by piece."""
         context = self.contexts[(item.sop_class_uid, item.transfer_syntax_uid)]
         piece_size = max(1, _PIECE // self.fragment) * self.fragment
-        piece = data.read(piece_size)
+        try:
+            piece = data.read(piece_size)
+        except OSError as exc:
+            raise MediumError(f"read error: {one_line(exc)}") from exc
         if not piece:
             return Result(index, "failed", None, "unreadable: the file ends before its data set")
         self.message_id = self.message_id % 0xFFFF + 1
@@ -506,7 +521,7 @@ class _Session:
         try:
             self.socket.sendall(b"".join(_pdus(context, command, self.fragment, _COMMAND | _LAST)))
             while piece:
-                following = data.read(piece_size)
+                following = self._read(index, data, piece_size)
                 self.socket.sendall(b"".join(_pdus(context, piece, self.fragment, 0 if following else _LAST)))
                 piece = following
         except OSError as exc:
@@ -523,6 +538,18 @@ class _Session:
         if self.assoc.is_established:
             self.assoc.abort()
         raise _Dropped(why)
+
+
+    def _read(self, index: int, data: BinaryIO, size: int) -> bytes:
+        """The next piece of an instance being sent; :class:`_Unreadable` (the association aborted) when
+        the medium fails, not :class:`_Dropped`: the destination is not to blame, and sending again
+        would read the same damaged sectors."""
+        try:
+            return data.read(size)
+        except OSError as exc:
+            self.assoc.abort()
+            raise _Unreadable(Result(index, "failed", None, f"unreadable: read error: {one_line(exc)}; the "
+                                     "association was aborted so that the destination keeps no part of it")) from exc
 
 
 def _interpret(index: int, status: int, comment: object, how: str) -> Result:
