@@ -36,7 +36,6 @@ from node.receive.guard import ADDRESS_SLOTS, AddressCounts, Lobby, raise_file_l
 from node.receive.spool import Spool
 
 if TYPE_CHECKING:
-    from pynetdicom import AE
     from pynetdicom.association import Association
 
     from node.receive.scp import Live
@@ -73,7 +72,7 @@ def serve_receivers(config: Config, *, listener: socket.socket | None = None, st
     (``sigtimedwait``), so no handler interrupts a thread: SIGTERM and SIGINT
     drain (stop accepting, let each C-STORE in flight be answered, abort the
     associations; a second SIGINT aborts at once), SIGHUP reloads the routes
-    and the allowed calling AE titles from ``config.source``. Elsewhere (a
+    and the allowed callers from ``config.source``. Elsewhere (a
     test's thread), ``stop`` is required.
     """
     in_main = threading.current_thread() is threading.main_thread()
@@ -115,7 +114,7 @@ def serve_receivers(config: Config, *, listener: socket.socket | None = None, st
             else:
                 sig = _next_signal(1.0)
                 if sig == signal.SIGHUP:
-                    _reload(live, ae)
+                    _reload(live)
                 elif sig is not None:
                     break
             live.slow_down_idle()
@@ -137,8 +136,8 @@ def _next_signal(timeout: float) -> int | None:
     return info.si_signo if info else None
 
 
-def _reload(live: Live, ae: AE) -> None:
-    """SIGHUP: routes, allowed calling AE titles and the disk floor change now; the rest at restart."""
+def _reload(live: Live) -> None:
+    """SIGHUP: routes, allowed callers (AE titles and addresses) and the disk floor change now; the rest at restart."""
     source = live.config.source
     if source is None:
         logger.warning("SIGHUP: no configuration file to reload")
@@ -148,7 +147,6 @@ def _reload(live: Live, ae: AE) -> None:
     except NodeError as exc:
         logger.error("Receiver %d keeps its configuration; %s", os.getpid(), exc)
         return
-    ae.require_calling_aet = list(new.node.allowed_calling_aets)
     live.config = new
     logger.info("Receiver %d reloaded %s: %d routes, called AE titles %s", os.getpid(), source,
                 len(new.routes), ", ".join(sorted(new.called_aets)))
@@ -197,7 +195,7 @@ class Receiver:
         return int(self.process.pid or 0)
 
     def reload(self) -> None:
-        """Reload routes and allowed calling AE titles from the config file (SIGHUP)."""
+        """Reload routes and allowed callers from the config file (SIGHUP)."""
         if self.process.is_alive():
             os.kill(self.pid, signal.SIGHUP)
 
