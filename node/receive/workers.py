@@ -28,6 +28,7 @@ from multiprocessing.connection import wait as mp_wait
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Protocol, cast
 
+from node import filemodes
 from node.config import Config, load_config
 from node.errors import NodeError
 from node.index import Index
@@ -337,6 +338,7 @@ def _receiver_main(config: Config, listener: socket.socket, conn: Connection, le
                    parent: int, table: MutableSequence[int], row: int) -> None:
     """A receiver process's entry point (spawned)."""
     _die_with_parent(parent)
+    filemodes.restrict(config.node.group)
     raise_file_limit()
     logging.basicConfig(level=level, format=fmt or logging.BASIC_FORMAT)
     if level > logging.DEBUG:
