@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
-from node import __version__
+from node import __version__, filemodes
 from node.errors import EXIT_DATA, EXIT_OK, EXIT_USAGE, NodeError
 
 if TYPE_CHECKING:
@@ -553,6 +553,7 @@ def _reader_gone(stream: TextIO) -> bool:
 
 
 def _run(argv: Sequence[str] | None, out: TextIO) -> int:
+    filemodes.restrict()  # whatever the caller's umask: what any command writes is the user's alone
     try:
         args = _parser().parse_args(argv)
     except _Usage as exc:

@@ -10,8 +10,11 @@ dataclasses and the table of checks each key is read with; the checks and the
 
 from __future__ import annotations
 
+import grp
+import ipaddress
 import os
 import re
+import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -60,6 +63,10 @@ class TLS:
     ca: Path | None = None
 
 
+#: A network calling AE titles may come from (``node.allowed_peers``); one address is a /32 or /128.
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 #: The Maximum Length we advertise when ``node.max_pdu`` is 0: receive speed levels off above it
 #: (README "Security"), and each receiver reads at most this much of one PDU into memory.
 DEFAULT_MAX_PDU = 1 << 16
@@ -73,8 +80,10 @@ class NodeConfig:
     host: str = "127.0.0.1"
     port: int = 11112
     data_dir: Path = Path("./var")
-    #: Calling AE titles allowed to associate; empty means any.
+    #: Calling AE titles allowed to associate from any address; empty (and no allowed_peers) means any.
     allowed_calling_aets: tuple[str, ...] = ()
+    #: Calling AE titles, each allowed to associate only from its addresses or networks (CIDR, IPv4 or IPv6).
+    allowed_peers: tuple[tuple[str, tuple[Network, ...]], ...] = ()
     #: Private storage SOP classes accepted besides pynetdicom's storage classes.
     extra_sop_classes: tuple[str, ...] = ()
     #: Receiver processes sharing the port (SO_REUSEPORT).
@@ -94,6 +103,8 @@ class NodeConfig:
     #: Connections one remote address may hold open, associated or not, across the receivers.
     max_connections_per_address: int = 16
     tls: TLS | None = None
+    #: A group that may read the node's files (0640, folders 0750); none: only the node's user (0600, 0700).
+    group: str | None = None
 
     @property
     def pdu_limit(self) -> int:
@@ -436,6 +447,72 @@ def _compress(node: Node, at: At) -> tuple[str, tuple[tuple[str, str], ...]]:
 
 _AE = string("an AE title", _ae_title)
 _HOST = string("a host name or address")
+#: A host name's labels (RFC 1123 2.1): letters, digits and inner hyphens, at most 63 each.
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _listen_host(text: str) -> str:
+    """``node.host``: an IP address, or a host name that resolves now (``serve`` binds it)."""
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    if len(text) > 253 or not all(_LABEL.fullmatch(label) for label in text.removesuffix(".").split(".")):
+        raise ValueError("is not an IP address or a host name (RFC 1123: letters, digits, hyphens and dots)")
+    try:
+        socket.getaddrinfo(text, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise ValueError(f"does not resolve to an address: {getattr(exc, 'strerror', None) or exc}") from None
+    return text
+
+
+def _network(text: str) -> Network:
+    """An IPv4 or IPv6 address or network in CIDR notation; never a host name: a name resolved at load
+    goes stale, and one resolved per association trusts whoever answers the DNS."""
+    try:
+        return ipaddress.ip_network(text)
+    except ValueError:
+        pass
+    try:
+        loose = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError("is not an IP address or network (10.0.0.7, 10.0.0.0/24, 2001:db8::/32; "
+                         "host names are not taken)") from None
+    raise ValueError(f"has bits set past its prefix length: the network is {loose}")
+
+
+_NETWORKS = many(string("an IP address or network", _network))
+
+
+def _peers(node: Node, at: At) -> tuple[tuple[str, tuple[Network, ...]], ...]:
+    """``{AE: address or network, or a list of them}``, each title once."""
+    if not isinstance(node, MappingNode):
+        raise at.error(node, f"expected a mapping of calling AE titles to the addresses and networks each may "
+                             f"come from (CT1: [10.0.0.0/24, 192.168.1.7]), got {describe(node)}")
+    peers: dict[str, tuple[Network, ...]] = {}
+    lines: dict[str, int] = {}
+    for key, value in node.value:
+        title = _AE(key, at)
+        where = at.key(title)
+        if title in peers:
+            raise where.error(key, f"duplicate AE title (first on line {lines[title]})")
+        networks = _NETWORKS(value, where)
+        if not networks:
+            raise where.error(value, "lists no address: leave the title out to refuse it")
+        peers[title], lines[title] = networks, key.start_mark.line + 1
+    return tuple(peers.items())
+
+
+def _group(text: str) -> str:
+    """A group that exists on this machine (the node's files are given to it)."""
+    try:
+        grp.getgrnam(text)
+    except KeyError:
+        raise ValueError("is not a group on this machine") from None
+    return text
+
+
 _UIDS = many(string("a UID", _uid))
 
 def _device(text: str) -> str:
@@ -644,27 +721,43 @@ def _syslog(node: Node, at: At) -> Syslog:
     return build(Syslog, values)
 
 
+_NODE: dict[str, Check] = {
+    "ae_title": _AE,
+    "host": string("a host name or address", _listen_host),
+    "port": number(1, 65535),
+    "data_dir": path,
+    "allowed_calling_aets": many(_AE),
+    "allowed_peers": _peers,
+    "extra_sop_classes": _UIDS,
+    "workers": number(1, 64),
+    "max_associations": number(1, 1000),
+    "min_free_mb": number(0),
+    # PS3.8 D.1: a 32-bit Maximum Length; at least 4096 as DCMTK's ASC_MINIMUMPDUSIZE. 0 is our default,
+    # never "no maximum": that would let a peer make us read any length it declares.
+    "max_pdu": number(4096, MAX_PDU_LIMIT, zero=f"our default, {DEFAULT_MAX_PDU}"),
+    "idle_seconds": number(0, 86400, integer=False, above=True),
+    "artim_seconds": number(0, 3600, integer=False, above=True),
+    "pdu_seconds": number(0, 3600, integer=False, above=True),
+    "max_connections_per_address": number(1, 10000),
+    "tls": optional(section(TLS, {"certificate": file, "key": file, "ca": optional(file)},
+                              required=("certificate", "key"))),
+    "group": string("a group name", _group),
+}
+
+
+def _node(node: Node, at: At) -> NodeConfig:
+    """The node section; a title in both lists of callers is an error: which list holds would be a guess."""
+    values, nodes = fields(node, at, _NODE)
+    both = set(values.get("allowed_calling_aets", ())) & {title for title, _ in values.get("allowed_peers", ())}
+    if both:
+        raise at.key("allowed_peers").error(nodes["allowed_peers"], f"{', '.join(sorted(both))}: in "
+                                            "node.allowed_calling_aets too, which takes a title from any address; "
+                                            "list each title in one of them")
+    return build(NodeConfig, values)
+
+
 _TOP: dict[str, Check] = {
-    "node": section(NodeConfig, {
-        "ae_title": _AE,
-        "host": _HOST,
-        "port": number(1, 65535),
-        "data_dir": path,
-        "allowed_calling_aets": many(_AE),
-        "extra_sop_classes": _UIDS,
-        "workers": number(1, 64),
-        "max_associations": number(1, 1000),
-        "min_free_mb": number(0),
-        # PS3.8 D.1: a 32-bit Maximum Length; at least 4096 as DCMTK's ASC_MINIMUMPDUSIZE. 0 is our default,
-        # never "no maximum": that would let a peer make us read any length it declares.
-        "max_pdu": number(4096, MAX_PDU_LIMIT, zero=f"our default, {DEFAULT_MAX_PDU}"),
-        "idle_seconds": number(0, 86400, integer=False, above=True),
-        "artim_seconds": number(0, 3600, integer=False, above=True),
-        "pdu_seconds": number(0, 3600, integer=False, above=True),
-        "max_connections_per_address": number(1, 10000),
-        "tls": optional(section(TLS, {"certificate": file, "key": file, "ca": optional(file)},
-                                  required=("certificate", "key"))),
-    }),
+    "node": _node,
     "burn": section(BurnConfig, {
         "output": _output,
         "study_stable_seconds": number(0, integer=False, above=True),

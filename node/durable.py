@@ -8,8 +8,8 @@ one, never half of one, and a crash after the call loses nothing.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,10 +26,21 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def create_new(folder: Path, prefix: str, suffix: str) -> tuple[int, str]:
+    """A new file of a unique name in ``folder``, open for writing, and its name. Unlike ``mkstemp``
+    (always 0600) it asks for 0666, so the umask (:mod:`node.filemodes`) decides, as for every file."""
+    while True:
+        name = str(folder / f"{prefix}{secrets.token_hex(8)}{suffix}")
+        try:
+            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), name
+        except FileExistsError:
+            continue
+
+
 def write_atomic(path: Path, content: bytes) -> Path:
     """Write ``content`` durably under ``path`` (its folder created), never visible half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    handle, temporary = create_new(path.parent, f".{path.name}.", ".part")
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(content)

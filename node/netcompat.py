@@ -24,7 +24,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
 
-from pynetdicom import dimse_messages
+from pynetdicom import dimse_messages, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.transport import AssociationServer, AssociationSocket, RequestHandler, ThreadedAssociationServer
@@ -123,6 +123,25 @@ def answer_as(assoc: Association, ae_title: str) -> None:
     each a route's.
     """
     assoc.acceptor.ae_title = ae_title
+
+
+def reject(assoc: Association, result: int, source: int, diagnostic: int, reason: str) -> None:
+    """Refuse the association with A-ASSOCIATE-RJ (PS3.8 9.3.4): call it from ``EVT_REQUESTED``.
+
+    pynetdicom has no public call for it. Its own checks (``ACSE._negotiate_as_acceptor``)
+    call ``ACSE.send_reject`` (which sets ``is_rejected``, so ``Association.run`` skips
+    negotiation), trigger ``EVT_REJECTED`` and ``kill()`` the association; the same steps here,
+    ``reason`` riding on the ``EVT_REJECTED`` event for :func:`rejected_because`.
+    """
+    assoc.acse.send_reject(result, source, diagnostic)
+    evt.trigger(assoc, evt.EVT_REJECTED, {"medianode_reason": reason})
+    assoc.kill()
+
+
+def rejected_because(event: Event) -> str | None:
+    """The reason :func:`reject` gave, or None for a rejection of pynetdicom's own."""
+    reason = getattr(event, "medianode_reason", None)
+    return reason if isinstance(reason, str) else None
 
 
 def set_reactor_delay(assoc: Association, seconds: float) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from node import audit, jobs, report
+from node import audit, filemodes, jobs, report
 from node.config import Config, load_config
 from node.errors import ConfigError
 from node.intake import ImportRunner
@@ -60,8 +60,10 @@ class Service:
 
     def run(self) -> int:
         """Serve until SIGTERM / SIGINT; return the exit status."""
-        data_dir = self.config.node.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir, group = self.config.node.data_dir, self.config.node.group
+        filemodes.restrict(group)
+        for folder in (data_dir, *self._folder_outputs()):
+            filemodes.own(folder, group)
         index = Index(data_dir / "index.sqlite")
         try:
             self._recover(index)
@@ -124,6 +126,11 @@ class Service:
         if requeued:
             logger.warning("start-up: job(s) %s were interrupted and go back to the queue", requeued)
         jobs.clean_partial_outputs(self._outputs())
+
+    def _folder_outputs(self) -> list[Path]:
+        """The folders of folder outputs: the node's, as its data (devices and hot folders are others')."""
+        configured = [self.config.burn.output, *(r.output for r in self.config.routes if r.output)]
+        return sorted({o for o in configured if isinstance(o, Path)})
 
     def _outputs(self) -> list[Path]:
         """Every folder a medium is built in: ``data_dir/burning``, and the folders and hot folders."""

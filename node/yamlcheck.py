@@ -41,20 +41,46 @@ T = TypeVar("T", bound="DataclassInstance")
 STD = "tag:yaml.org,2002:"
 
 
+#: The largest configuration (or sidecar) file read: far above any real one, and refused before parsing,
+#: so that a runaway file cannot hold the node for minutes and gigabytes.
+MAX_BYTES = 1 << 20
+#: The deepest nesting of mappings and lists read: the schema needs five levels; PyYAML's composer
+#: recurses once per level, so a deeper file is refused, with its line, before it is composed.
+MAX_DEPTH = 32
+
+
 def read_text(name: str) -> str:
-    """A UTF-8 file's text (a BOM allowed); :class:`ConfigError` ``"{name}: cannot read: ..."`` otherwise."""
+    """A UTF-8 file's text (a BOM allowed) of at most :data:`MAX_BYTES`; :class:`ConfigError` otherwise,
+    ``"{name}: cannot read: ..."``, or ``"{name}:{line} ..."`` where a line is to blame."""
     try:
         with open(name, "rb") as f:
-            return f.read().decode("utf-8-sig")
+            data = f.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{name}: cannot read: not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
+    if len(data) > MAX_BYTES:
+        line = data.count(b"\n", 0, MAX_BYTES) + 1
+        raise ConfigError(f"{name}:{line} the file is larger than {MAX_BYTES >> 20} MiB, "
+                          "the most a configuration may be: refused unread")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:  # exc.object is the data after any BOM
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        offset = exc.start + len(data) - len(exc.object)
+        raise ConfigError(f"{name}:{line} cannot read: not UTF-8 "
+                          f"(byte {exc.object[exc.start]:#04x} at offset {offset})") from None
 
 
 def compose(text: str, source: str) -> Node:
-    """The YAML node tree of ``text``: nodes keep their line, nothing is constructed yet."""
+    """The YAML node tree of ``text``: nodes keep their line, nothing is constructed yet.
+
+    >>> compose("a: [[[1]]]", "x.yaml").value[0][0].value
+    'a'
+    >>> compose("# nothing but a comment", "x.yaml")
+    Traceback (most recent call last):
+    node.errors.ConfigError: x.yaml:1 the file is empty (or only comments): expected a mapping
+    """
     try:
+        _check_depth(text, source)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark, problem = exc.problem_mark or exc.context_mark, exc.problem or exc.context or "invalid YAML"
@@ -65,12 +91,25 @@ def compose(text: str, source: str) -> Node:
         line = text.count("\n", 0, exc.position) + 1
         raise ConfigError(f"{source}:{line} YAML syntax error: unacceptable character #x{exc.character:04x}: {exc.reason}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: YAML syntax error: {collapse_spaces(str(exc))}") from None
-    except RecursionError:  # the composer recurses once per level: "[[[[..."
-        raise ConfigError(f"{source}: YAML syntax error: nested too deeply") from None
+        raise ConfigError(f"{source}:1 YAML syntax error: {collapse_spaces(str(exc))}") from None
     if root is None:
-        raise ConfigError(f"{source}: empty configuration")
+        raise ConfigError(f"{source}:1 the file is empty (or only comments): expected a mapping")
     return root
+
+
+def _check_depth(text: str, source: str) -> None:
+    """Refuse nesting deeper than :data:`MAX_DEPTH`, at the line where it goes too deep. PyYAML's parser
+    keeps its own stack (no recursion), so its events are read before the recursive composer runs."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else 1
+                raise ConfigError(f"{source}:{line} YAML syntax error: "
+                                  f"nested more than {MAX_DEPTH} levels deep")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 @dataclass(frozen=True)
@@ -158,13 +197,13 @@ def number(lo: float, hi: float | None = None, *, integer: bool = True, above: b
     return check
 
 
-def string(expected: str = "a string", rule: Callable[[str], str] | None = None, *, max_len: int = 0) -> Check:
+def string(expected: str = "a string", rule: Callable[[str], Any] | None = None, *, max_len: int = 0) -> Check:
     """Any scalar, as written: not empty, no control characters, at most ``max_len`` long, then ``rule``.
 
-    ``rule`` returns the value to keep, or raises ``ValueError("is not ...")`` to refuse it.
+    ``rule`` returns the value to keep (text, or what it parsed the text into), or raises ``ValueError("is not ...")`` to refuse it.
     """
 
-    def check(node: Node, at: At) -> str:
+    def check(node: Node, at: At) -> Any:
         value = scalar(node, at, expected).value
         try:
             if not value or any(c < " " or "\x7f" <= c < "\xa0" for c in value):

@@ -51,8 +51,12 @@ class Result:
 def cli(*args: str) -> Result:
     """Run ``medianode`` in-process and capture what it prints."""
     out, err = io.StringIO(), io.StringIO()
-    with redirect_stderr(err):
-        code = main([str(a) for a in args], out=out)
+    umask = os.umask(0o077)  # main() sets the node's own; the tests' process keeps its
+    try:
+        with redirect_stderr(err):
+            code = main([str(a) for a in args], out=out)
+    finally:
+        os.umask(umask)
     return Result(code, out.getvalue(), err.getvalue())
 
 

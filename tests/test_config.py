@@ -7,6 +7,8 @@ are all pinned; the fuzz test asserts that nothing but ConfigError ever escapes.
 from __future__ import annotations
 
 import random
+import re
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
@@ -95,12 +97,16 @@ node:
   port: 104
   data_dir: /srv/medianode
   allowed_calling_aets: CT1
+  allowed_peers:
+    CT2: [10.0.0.0/24, 192.168.1.7, "2001:db8::/32"]
+    " MR 1 ": ::1
   extra_sop_classes: [1.2.3.0.4, 1.3]
   workers: 64
   max_associations: 1000
   min_free_mb: 0
   max_pdu: 4096
   tls: {certificate: cert.pem, key: ./key.pem, ca: ca.pem}
+  group: root
 burn: {output: out, study_stable_seconds: 0.5, retention_hours: 0}
 routes:
   - match: {called_aet: [DVD, " BR "], calling_aet: CT1, modality: [CT, MR], sop_class: 1.2.840.10008.5.1.4.1.1.2}
@@ -123,8 +129,10 @@ import:
     assert config.node == NodeConfig(
         ae_title="ARCHIVE", host="0.0.0.0", port=104, data_dir=Path("/srv/medianode"),
         allowed_calling_aets=("CT1",), extra_sop_classes=("1.2.3.0.4", "1.3"), workers=64,
+        allowed_peers=(("CT2", (ip_network("10.0.0.0/24"), ip_network("192.168.1.7/32"), ip_network("2001:db8::/32"))),
+                       ("MR 1", (ip_network("::1/128"),))),
         max_associations=1000, min_free_mb=0, max_pdu=4096,
-        tls=TLS(_cwd / "cert.pem", _cwd / "key.pem", _cwd / "ca.pem"),
+        tls=TLS(_cwd / "cert.pem", _cwd / "key.pem", _cwd / "ca.pem"), group="root",
     )
     assert config.burn == BurnConfig(output=_cwd / "out", study_stable_seconds=0.5, retention_hours=0.0)
     assert config.routes == (
@@ -132,10 +140,10 @@ import:
             Match(called_aet=("DVD", "BR"), calling_aet=("CT1",), modality=("CT", "MR"),
                   sop_class=("1.2.840.10008.5.1.4.1.1.2",)),
             "burn", profile="STD-GEN-DVD-JPEG", compress="jpeg-lossless", copies=99, group="patient",
-            label="2024", kind="backup", output=_cwd / "~" / "discs", where="c.yaml:15",
+            label="2024", kind="backup", output=_cwd / "~" / "discs", where="c.yaml:19",
         ),
-        Route(Match(), "store", where="c.yaml:24"),
-        Route(Match(), "reject", where="c.yaml:25"),
+        Route(Match(), "store", where="c.yaml:28"),
+        Route(Match(), "reject", where="c.yaml:29"),
     )
     assert config.imports == ImportConfig(_cwd / "in", Destination("PACS", "pacs.example", 11112))
     assert config.imports.watch is True  # a destination is set
@@ -256,16 +264,19 @@ CASES = {
     "two documents": ("node: {}\n---\nburn: {}\n", ("c.yaml:2 YAML syntax error: but found another document "
                       "(expected a single document in the stream on line 1)")),
     "undefined alias": ("node: *nothing\n", "c.yaml:1 YAML syntax error: found undefined alias 'nothing'"),
-    "deep": ("[" * 100_000, "c.yaml: YAML syntax error: nested too deeply"),
-    "empty": ("", "c.yaml: empty configuration"),
-    "only comments": ("# nothing\n\n", "c.yaml: empty configuration"),
+    "deep": ("[" * 100_000, "c.yaml:1 YAML syntax error: nested more than 32 levels deep"),
+    "deep on its line": ("node:\n" + "".join("  " * i + "- \n" for i in range(40)),
+                         "c.yaml:33 YAML syntax error: nested more than 32 levels deep"),
+    "empty": ("", "c.yaml:1 the file is empty (or only comments): expected a mapping"),
+    "only comments": ("# nothing\n\n", "c.yaml:1 the file is empty (or only comments): expected a mapping"),
     "top level list": ("- node\n", "c.yaml:1 expected a mapping of sections (node, burn, routes, import, audit), got a list"),
     "top level scalar": ("node\n", "c.yaml:1 expected a mapping of sections (node, burn, routes, import, audit), got 'node'"),
     # unknown and duplicate keys, at every level
     "unknown section": ("nodes: {}\n", "c.yaml:1 nodes: unknown key (known: node, burn, routes, import, audit)"),
     "unknown node key": ("node:\n  ae_title: X\n  aetitle: X\n", ("c.yaml:3 node.aetitle: unknown key (known: ae_title, "
-                         "host, port, data_dir, allowed_calling_aets, extra_sop_classes, workers, max_associations, "
-                         "min_free_mb, max_pdu, idle_seconds, artim_seconds, pdu_seconds, max_connections_per_address, tls)")),
+                         "host, port, data_dir, allowed_calling_aets, allowed_peers, extra_sop_classes, workers, max_associations, "
+                         "min_free_mb, max_pdu, idle_seconds, artim_seconds, pdu_seconds, max_connections_per_address, tls, "
+                         "group)")),
     "unknown burn key": ("\n\n\n\n\n\nburn:\n  outptu: x\n",
                          "c.yaml:8 burn.outptu: unknown key (known: output, study_stable_seconds, retention_hours, pdi, "
                          "institution, contact)"),
@@ -354,6 +365,37 @@ CASES = {
     "path empty": ("burn: {output: ''}", "c.yaml:1 burn.output: '' is not a path: it is empty"),
     "path nul": ('burn: {output: "a\\0b"}', "c.yaml:1 burn.output: 'a\\x00b' is not a path: it holds a control character"),
     "host list": ("node: {host: [a, b]}", "c.yaml:1 node.host: expected a host name or address, got a list"),
+    "host a command": ("node:\n  host: 'not a host; rm -rf /'\n", "c.yaml:2 node.host: 'not a host; rm -rf /' is not an "
+                       "IP address or a host name (RFC 1123: letters, digits, hyphens and dots)"),
+    "host unresolved": ("node: {host: no-such-host.invalid}", "c.yaml:1 node.host: 'no-such-host.invalid' does not "
+                        "resolve to an address: Name or service not known"),
+    "host address typo": ("node: {host: 127.0.0.1.}", "c.yaml:1 node.host: '127.0.0.1.' does not resolve to an address: "
+                          "Name or service not known"),
+    # callers by address
+    "peers a list": ("node: {allowed_peers: [CT1]}", "c.yaml:1 node.allowed_peers: expected a mapping of calling AE "
+                     "titles to the addresses and networks each may come from (CT1: [10.0.0.0/24, 192.168.1.7]), got a list"),
+    "peers host name": ("node:\n  allowed_peers:\n    CT1: [10.0.0.7, ct1.example]\n", "c.yaml:3 "
+                        "node.allowed_peers.CT1[1]: 'ct1.example' is not an IP address or network (10.0.0.7, 10.0.0.0/24, "
+                        "2001:db8::/32; host names are not taken)"),
+    "peers host bits": ("node:\n  allowed_peers:\n    CT1: 10.0.0.7/24\n", "c.yaml:3 node.allowed_peers.CT1: "
+                        "'10.0.0.7/24' has bits set past its prefix length: the network is 10.0.0.0/24"),
+    "peers bad prefix": ("node: {allowed_peers: {CT1: 10.0.0.0/33}}", "c.yaml:1 node.allowed_peers.CT1: '10.0.0.0/33' is "
+                         "not an IP address or network (10.0.0.7, 10.0.0.0/24, 2001:db8::/32; host names are not taken)"),
+    "peers ipv6 host bits": ("node: {allowed_peers: {CT1: '2001:db8::1/32'}}", "c.yaml:1 node.allowed_peers.CT1: "
+                             "'2001:db8::1/32' has bits set past its prefix length: the network is 2001:db8::/32"),
+    "peers none": ("node:\n  allowed_peers:\n    CT1: []\n", "c.yaml:3 node.allowed_peers.CT1: lists no address: leave "
+                   "the title out to refuse it"),
+    "peers empty": ("node: {allowed_peers: {CT1: }}", "c.yaml:1 node.allowed_peers.CT1: expected an IP address or network, "
+                    "got an empty value"),
+    "peers twice": ("node:\n  allowed_peers:\n    CT1: 10.0.0.7\n    'CT1 ': 10.0.0.8\n", "c.yaml:4 "
+                    "node.allowed_peers.CT1: duplicate AE title (first on line 3)"),
+    "peers bad title": ("node: {allowed_peers: {SEVENTEEN_LETTERS: 10.0.0.7}}", "c.yaml:1 node.allowed_peers: "
+                        "'SEVENTEEN_LETTERS' is not an AE title (PS3.5 6.2: 1 to 16 ASCII characters, no backslash, "
+                        "not all spaces)"),
+    "peers also anywhere": ("node:\n  allowed_calling_aets: [CT1, CT2]\n  allowed_peers: {CT2: 10.0.0.7}\n",
+                            "c.yaml:3 node.allowed_peers: CT2: in node.allowed_calling_aets too, which takes a title "
+                            "from any address; list each title in one of them"),
+    "group unknown": ("node: {group: no-such-group}", "c.yaml:1 node.group: 'no-such-group' is not a group on this machine"),
     "label long": ("routes: [{action: burn, label: " + "L" * 33 + "}]",
                    "c.yaml:1 routes[0].label: 'LLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLL' is longer than 32 characters"),
     # routes
@@ -438,8 +480,10 @@ def test_load_config_names_the_path_it_was_given(_cwd: Path) -> None:
     [
         ("missing.yaml", None, "missing.yaml: cannot read: No such file or directory"),
         (".", None, ".: cannot read: Is a directory"),
-        ("latin1.yaml", b"node: {host: \xe9}\n", "latin1.yaml: cannot read: not UTF-8 (byte 0xe9 at offset 13)"),
-        ("empty.yaml", b"", "empty.yaml: empty configuration"),
+        ("latin1.yaml", b"node: {host: \xe9}\n", "latin1.yaml:1 cannot read: not UTF-8 (byte 0xe9 at offset 13)"),
+        ("latin1-line3.yaml", b"\xef\xbb\xbfnode:\n  port: 104\n  host: \xe9\n",
+         "latin1-line3.yaml:3 cannot read: not UTF-8 (byte 0xe9 at offset 29)"),
+        ("empty.yaml", b"", "empty.yaml:1 the file is empty (or only comments): expected a mapping"),
     ],
 )
 def test_cannot_read(name: str, content: bytes | None, message: str, _cwd: Path) -> None:
@@ -496,7 +540,7 @@ def test_fuzz_only_config_errors_come_out() -> None:
             parse_config(text, source="c.yaml")
         except ConfigError as exc:
             message = str(exc)
-            assert message.startswith("c.yaml") and "\n" not in message and len(message) < 400, (text, message)
+            assert re.match(r"c\.yaml:[0-9]+ ", message) and "\n" not in message and len(message) < 400, (text, message)
             outcomes["syntax" if "YAML syntax error" in message else "value"] += 1
         except Exception as exc:  # noqa: BLE001 - this is what the test is for
             pytest.fail(f"{type(exc).__name__}: {exc} for {text!r}")
@@ -513,7 +557,10 @@ node:
   port: 104
   data_dir: var
   allowed_calling_aets: CT1
+  allowed_peers:
+    CT2: 10.0.0.0/24
   extra_sop_classes: 1.2.3
+  group: root
   workers: 2
   max_associations: 16
   min_free_mb: 0

@@ -94,6 +94,24 @@ def test_answer_as_from_evt_requested_passes_the_called_title_check(scp: AE) -> 
     assoc.release()
 
 
+def test_reject_from_evt_requested_refuses_with_the_reason_on_evt_rejected(scp: AE) -> None:
+    reasons: list[str | None] = []
+    port = start(scp, (evt.EVT_REQUESTED, lambda event: netcompat.reject(event.assoc, 1, 1, 3, "wrong address")),
+                 (evt.EVT_REJECTED, lambda event: reasons.append(netcompat.rejected_because(event))))
+    assoc = associate(port)
+    assert assoc.is_rejected
+    rj = assoc.acceptor.primitive
+    assert (rj.result, rj.result_source, rj.diagnostic) == (1, 1, 3)
+    assert reasons == ["wrong address"]
+
+
+def test_a_rejection_of_pynetdicom_s_own_has_no_reason_of_ours(scp: AE) -> None:
+    reasons: list[str | None] = []
+    assoc = associate(start(scp, (evt.EVT_REJECTED, lambda event: reasons.append(netcompat.rejected_because(event)))),
+                      called="ROUTE")
+    assert assoc.is_rejected and reasons == [None]
+
+
 def test_without_answer_as_the_called_title_is_refused(scp: AE) -> None:
     assoc = associate(start(scp), called="ROUTE")
     assert assoc.is_rejected

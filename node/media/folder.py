@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from node import filemodes
 from node.durable import fsync_dir
 from node.errors import BuildError
 from node.media.content import Comparer, MediaFile, Progress, copy_pieces
@@ -18,7 +19,8 @@ from node.media.content import Comparer, MediaFile, Progress, copy_pieces
 def write_tree(files: Sequence[MediaFile], root: Path, *, progress: Progress | None = None,
                existing: bool = False) -> None:
     """Write every file under ``root`` (created, unless ``existing``: a mounted volume), fsync'ing files
-    and folders. A file is never overwritten (``O_EXCL``)."""
+    and folders. A file is never overwritten (``O_EXCL``). The node's umask decides the modes
+    (:mod:`node.filemodes`), except on a mounted volume: removable media are for others to read."""
     if not existing:
         root.mkdir()
     folders = {root}
@@ -27,9 +29,13 @@ def write_tree(files: Sequence[MediaFile], root: Path, *, progress: Progress | N
         for parent in reversed(path.parents):
             if parent not in folders and parent.is_relative_to(root):
                 parent.mkdir(exist_ok=True)
+                if existing:
+                    filemodes.readable(parent, folder=True)
                 folders.add(parent)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
+            if existing:
+                filemodes.readable(fd)
             copy_pieces(f.pieces, fd, 0, progress or (lambda n: None))
             os.fsync(fd)
         finally:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
+from node import filemodes
 from node.config import Output, PublisherOutput, UsbOutput, XorrisoOutput, output_kind
 from node.durable import fsync_dir, published
 from node.errors import BuildError
@@ -317,8 +318,9 @@ def write_usb(root: Path, tree: Path) -> str:
     try:
         folder.write_tree(rest, root, existing=True)
         folder.verify_files(root, rest)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
+            filemodes.readable(fd)
             copy_pieces(dicomdir.pieces, fd, 0, lambda n: None)
             os.fsync(fd)
         finally:

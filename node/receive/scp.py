@@ -32,10 +32,11 @@ behind (pynetdicom unlinks the temp file once the handler returns):
 
 Associations are refused (A-ASSOCIATE-RJ, PS3.8 9.3.4) when the called AE
 title is neither ours nor a route's (rejected-permanent, service-user,
-reason 7) and when ``node.allowed_calling_aets`` does not list the caller
-(reason 3); each refusal is logged and audited (:mod:`node.audit`). So is each association that
-stored instances, when it closes: its studies, their patients and instances per SOP class
-(``instances-received``), recorded off the C-STORE path.
+reason 7) and when the calling AE title may not call from its address
+(reason 3: ``node.allowed_calling_aets`` and ``node.allowed_peers``,
+:mod:`node.receive.access`); each refusal is logged and audited (:mod:`node.audit`) with its reason.
+So is each association that stored instances, when it closes: its studies, their patients and
+instances per SOP class (``instances-received``), recorded off the C-STORE path.
 The processes that run this SCP are in :mod:`node.receive.workers`.
 """
 
@@ -64,7 +65,8 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from node import audit, dcmio, dicom, routing
 from node.config import TLS, Config
 from node.index import Index, Received
-from node.netcompat import answer_as, set_reactor_delay, write_failure
+from node.netcompat import answer_as, reject, rejected_because, set_reactor_delay, write_failure
+from node.receive import access
 from node.receive.instance import ReceivedInstance, UnreadableDataSet, read_instance, routes_digest
 from node.receive.spool import Spool, is_uid
 from node.tls import server_context
@@ -92,9 +94,11 @@ TRANSFER_SYNTAXES: tuple[str, ...] = (
 #: What we accept C-ECHO (PS3.4 Annex A) in.
 VERIFICATION_SYNTAXES: tuple[str, ...] = (dicom.IMPLICIT_VR_LE, dicom.EXPLICIT_VR_LE, dicom.EXPLICIT_VR_BE)
 
+#: A-ASSOCIATE-RJ rejected-permanent, service-user, calling AE title not recognised (PS3.8 9.3.4).
+CALLING_AE_TITLE_NOT_RECOGNISED = (1, 1, 3)
 #: A-ASSOCIATE-RJ (result, source, diagnostic) -> words for the log and the audit (PS3.8 9.3.4).
 REJECT_REASONS = {
-    (1, 1, 3): "calling AE title not recognised",
+    CALLING_AE_TITLE_NOT_RECOGNISED: "calling AE title not recognised",
     (1, 1, 7): "called AE title not recognised",
     (2, 3, 2): "local limit exceeded (node.max_associations)",
     (2, 2, 1): "no reason given (user identity)",
@@ -150,7 +154,6 @@ def make_ae(config: Config) -> AE:
     ae.acse_timeout = node.artim_seconds
     ae.network_timeout = node.idle_seconds
     ae.require_called_aet = True  # against the title handle_requested sets per association
-    ae.require_calling_aet = list(node.allowed_calling_aets)
     ae.add_supported_context(Verification, list(VERIFICATION_SYNTAXES))
     for uid in storage_classes(config):
         ae.add_supported_context(uid, list(TRANSFER_SYNTAXES))
@@ -312,21 +315,28 @@ class Refused(Exception):
 
 
 def handle_requested(event: Event, live: Live) -> None:
-    """EVT_REQUESTED: answer to any called AE title the config knows (ours or a route's).
+    """EVT_REQUESTED: answer to any called AE title the config knows (ours or a route's), to a caller
+    :func:`node.receive.access.refusal` lets in from its address.
 
-    An unknown title is left to fail ACSE negotiation (``require_called_aet``, :func:`make_ae`).
+    An unknown called title is left to fail ACSE negotiation (``require_called_aet``, :func:`make_ae`),
+    whoever calls: that refusal, reason 7, says the least.
     """
-    called = cast(A_ASSOCIATE, event.assoc.requestor.primitive).called_ae_title.strip()
-    if called in live.config.called_aets:
-        answer_as(event.assoc, called)
+    assoc = event.assoc
+    rq = cast(A_ASSOCIATE, assoc.requestor.primitive)
+    called = rq.called_ae_title.strip()
+    if called not in live.config.called_aets:
+        return
+    answer_as(assoc, called)
+    if why := access.refusal(live.config.node, rq.calling_ae_title.strip(), assoc.requestor.address):
+        reject(assoc, *CALLING_AE_TITLE_NOT_RECOGNISED, why)
 
 
 def handle_rejected(event: Event, live: Live) -> None:
-    """EVT_REJECTED: one log line and one audit line per refused association."""
+    """EVT_REJECTED: one log line and one audit line per refused association, with its reason."""
     assoc = event.assoc
     rj, rq = cast(A_ASSOCIATE, assoc.acceptor.primitive), cast(A_ASSOCIATE, assoc.requestor.primitive)
     code = (int(rj.result or 0), int(rj.result_source or 0), int(rj.diagnostic or 0))
-    reason = REJECT_REASONS.get(code, f"result {code[0]}, source {code[1]}, reason {code[2]}")
+    reason = rejected_because(event) or REJECT_REASONS.get(code, f"result {code[0]}, source {code[1]}, reason {code[2]}")
     calling, called = rq.calling_ae_title.strip(), rq.called_ae_title.strip()
     peer = f"{assoc.requestor.address}:{assoc.requestor.port}"
     logger.warning("Refused association from %s (%s) to %s: %s", calling, peer, called, reason)

@@ -26,7 +26,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import BinaryIO
 
-from node.durable import fsync_dir
+from node.durable import create_new, fsync_dir
 from node.errors import NodeError
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class Spool:
         are copied unchanged and hashed on the way. The file is not yet durable:
         :meth:`place` fsyncs it; the caller removes it when it does not place it.
         """
-        fd, name = _mkstemp(self.tmp)
+        fd, name = create_new(self.tmp, "place-", ".tmp")
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(head)
@@ -145,7 +145,7 @@ class Spool:
         return size
 
     def _write_tmp_and_rename(self, data: bytes | BinaryIO, final: Path) -> int:
-        fd, name = _mkstemp(self.tmp)
+        fd, name = create_new(self.tmp, "place-", ".tmp")
         try:
             with os.fdopen(fd, "wb") as out:
                 if isinstance(data, bytes):
@@ -201,15 +201,6 @@ def _mkdir(folder: Path) -> bool:
     except FileExistsError:
         return False
     return True
-
-
-def _mkstemp(folder: Path) -> tuple[int, str]:
-    while True:
-        name = str(folder / f"place-{secrets.token_hex(8)}.tmp")
-        try:
-            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), name
-        except FileExistsError:
-            continue
 
 
 def _unlink(path: str | Path) -> bool:

@@ -28,7 +28,7 @@ from multiprocessing.connection import wait as mp_wait
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Protocol, cast
 
-from node import syslog
+from node import filemodes, syslog
 from node.config import Config, load_config
 from node.errors import NodeError
 from node.index import Index
@@ -37,7 +37,6 @@ from node.receive.guard import ADDRESS_SLOTS, AddressCounts, Lobby, raise_file_l
 from node.receive.spool import Spool
 
 if TYPE_CHECKING:
-    from pynetdicom import AE
     from pynetdicom.association import Association
 
     from node.receive.scp import Live
@@ -74,7 +73,7 @@ def serve_receivers(config: Config, *, listener: socket.socket | None = None, st
     (``sigtimedwait``), so no handler interrupts a thread: SIGTERM and SIGINT
     drain (stop accepting, let each C-STORE in flight be answered, abort the
     associations; a second SIGINT aborts at once), SIGHUP reloads the routes
-    and the allowed calling AE titles from ``config.source``. Elsewhere (a
+    and the allowed callers from ``config.source``. Elsewhere (a
     test's thread), ``stop`` is required.
     """
     in_main = threading.current_thread() is threading.main_thread()
@@ -116,7 +115,7 @@ def serve_receivers(config: Config, *, listener: socket.socket | None = None, st
             else:
                 sig = _next_signal(1.0)
                 if sig == signal.SIGHUP:
-                    _reload(live, ae)
+                    _reload(live)
                 elif sig is not None:
                     break
             live.slow_down_idle()
@@ -138,8 +137,8 @@ def _next_signal(timeout: float) -> int | None:
     return info.si_signo if info else None
 
 
-def _reload(live: Live, ae: AE) -> None:
-    """SIGHUP: routes, allowed calling AE titles and the disk floor change now; the rest at restart."""
+def _reload(live: Live) -> None:
+    """SIGHUP: routes, allowed callers (AE titles and addresses) and the disk floor change now; the rest at restart."""
     source = live.config.source
     if source is None:
         logger.warning("SIGHUP: no configuration file to reload")
@@ -149,7 +148,6 @@ def _reload(live: Live, ae: AE) -> None:
     except NodeError as exc:
         logger.error("Receiver %d keeps its configuration; %s", os.getpid(), exc)
         return
-    ae.require_calling_aet = list(new.node.allowed_calling_aets)
     live.config = new
     logger.info("Receiver %d reloaded %s: %d routes, called AE titles %s", os.getpid(), source,
                 len(new.routes), ", ".join(sorted(new.called_aets)))
@@ -198,7 +196,7 @@ class Receiver:
         return int(self.process.pid or 0)
 
     def reload(self) -> None:
-        """Reload routes and allowed calling AE titles from the config file (SIGHUP)."""
+        """Reload routes and allowed callers from the config file (SIGHUP)."""
         if self.process.is_alive():
             os.kill(self.pid, signal.SIGHUP)
 
@@ -340,6 +338,7 @@ def _receiver_main(config: Config, listener: socket.socket, conn: Connection, le
                    parent: int, table: MutableSequence[int], row: int) -> None:
     """A receiver process's entry point (spawned)."""
     _die_with_parent(parent)
+    filemodes.restrict(config.node.group)
     raise_file_limit()
     logging.basicConfig(level=level, format=fmt or logging.BASIC_FORMAT)
     if level > logging.DEBUG:
