@@ -459,7 +459,9 @@ def test_memory_stays_bounded_for_a_large_medium(tmp_path: Path, storescp: Store
         "import json, resource, sys\n"
         "from node.read.importer import import_medium\n"
         "r = import_medium(sys.argv[1], destination=('STORESCP', '127.0.0.1', int(sys.argv[2])), associations=3)\n"
-        "usage = [resource.getrusage(w).ru_maxrss // 1024 for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]\n"
+        # VmHWM, not RUSAGE_SELF: ru_maxrss survives fork and exec, so it would count pytest's own peak
+        "import re; own = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) // 1024\n"
+        "usage = [own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024]\n"
         "print(json.dumps({'sent': r.sent, 'ok': r.ok, 'rss_mb': usage}))\n"
     )
     for target in (tmp_path / "cd", iso):
