@@ -166,18 +166,19 @@ def wait_listening(proc: subprocess.Popen[bytes], port: int, what: str) -> None:
 @pytest.fixture
 def storescp_with(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
     """Start more DCMTK storescps with chosen options: ``storescp_with("+xi")`` accepts only
-    Implicit VR LE, ``storescp_with()`` (storescp's default ``+x=``) only uncompressed syntaxes."""
+    Implicit VR LE, ``storescp_with()`` (storescp's default ``+x=``) only uncompressed syntaxes;
+    ``env`` adds to its environment (``OPENSSL_CONF``)."""
     need("storescp")
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(*options: str) -> StoreSCP:
+    def start(*options: str, env: dict[str, str] | None = None) -> StoreSCP:
         folder = tmp_path / f"received-{len(started) + 1}"
         folder.mkdir()
         bind = ["--bind-to", "127.0.0.1"] if _storescp_has_bind() else []
         for attempt in range(3):  # another process may take the free port before storescp binds it
             port = free_port()
             proc = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(folder), *options, *bind, str(port)],
-                                    env=PEER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                    env={**PEER_ENV, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             started.append(proc)
             try:
                 wait_listening(proc, port, "storescp")
