@@ -23,7 +23,7 @@ from node.errors import EXIT_DATA, EXIT_OK, EXIT_USAGE, NodeError
 
 if TYPE_CHECKING:
     from node import routing
-    from node.config import Config
+    from node.config import ClientTLS, Config
     from node.index import Index
     from node.read.importer import ImportReport
 
@@ -212,7 +212,29 @@ def _add_import(sub: _Subparsers) -> None:
                         "skip a medium it imported before (default: none of these)")
     p.add_argument("--force", action="store_true", help="with --config: import a medium imported before again")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    tls = p.add_argument_group("TLS (PS3.15 B.9, BCP 195), as import.destination.tls")
+    tls.add_argument("--tls-ca", metavar="FILE", type=Path,
+                     help="speak TLS; the destination's certificate must chain to this CA (PEM)")
+    tls.add_argument("--tls-certificate", metavar="FILE", type=Path, help="with --tls-ca: our certificate (PEM)")
+    tls.add_argument("--tls-key", metavar="FILE", type=Path, help="with --tls-certificate: its key (PEM, unencrypted)")
     p.set_defaults(run=_import)
+
+
+def _import_tls(args: argparse.Namespace) -> ClientTLS | None:
+    """``--tls-*`` as a :class:`ClientTLS`, checked as ``import.destination.tls`` is."""
+    from node.config import ClientTLS, unusable_tls
+    from node.errors import UsageError
+
+    if args.tls_ca is None:
+        if args.tls_certificate or args.tls_key:
+            raise UsageError("--tls-certificate and --tls-key need --tls-ca (the CA the destination is verified against)")
+        return None
+    tls = ClientTLS(args.tls_ca.absolute(), args.tls_certificate and args.tls_certificate.absolute(),
+                    args.tls_key and args.tls_key.absolute())
+    problem = unusable_tls(tls)
+    if problem is not None:
+        raise UsageError(f"--tls-{problem[0]} {getattr(tls, problem[0])}: {problem[1]}")
+    return tls
 
 
 def _import(args: argparse.Namespace, out: TextIO) -> int:
@@ -221,12 +243,13 @@ def _import(args: argparse.Namespace, out: TextIO) -> int:
     from node.read.importer import import_medium, parse_destination
 
     destination = parse_destination(args.to)
+    tls = _import_tls(args)
     config = load_config(args.config) if args.config else None
 
     def send() -> ImportReport:
         return import_medium(args.path, destination=destination, calling_aet=args.calling_aet, patient=args.patient,
                              study=args.study, reports_dir=args.reports,
-                             coerce=config.imports.coerce if config else None)
+                             coerce=config.imports.coerce if config else None, tls=tls)
 
     report = import_recorded(Path(args.path), config, force=args.force, send=send,
                                                   destination=args.to) if config else send()

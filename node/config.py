@@ -24,6 +24,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from node.errors import ConfigError
 from node.profiles import PROFILES, compressions
 from node.syntaxes import COMPRESS
+from node.tls import client_context, failure
 from node.yamlcheck import (
     At,
     Check,
@@ -56,7 +57,7 @@ Takes = Literal["image", "tree", "any"]
 
 @dataclass(frozen=True)
 class TLS:
-    """TLS for the Storage SCP (PS3.15 B.1): our certificate and key, the CA that signs callers."""
+    """TLS for the Storage SCP (PS3.15 B.9): our certificate and key, the CA that signs callers."""
 
     certificate: Path
     key: Path
@@ -65,6 +66,19 @@ class TLS:
 
 #: A network calling AE titles may come from (``node.allowed_peers``); one address is a /32 or /128.
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class ClientTLS:
+    """TLS for a connection we open (PS3.15 B.9): the CA the peer's certificate must chain to, and
+    our certificate and key for a peer that asks for one (both or neither). See :func:`node.tls.client_context`."""
+
+    #: The CA (PEM) the peer's certificate must chain to; the system's trust store is not used.
+    ca: Path
+    #: Our certificate (PEM), for a peer that asks for one; with ``key``.
+    certificate: Path | None = None
+    #: Its private key (PEM, unencrypted: a service cannot be asked for a pass phrase).
+    key: Path | None = None
 
 
 #: The Maximum Length we advertise when ``node.max_pdu`` is 0: receive speed levels off above it
@@ -256,6 +270,8 @@ class Destination:
     ae_title: str
     host: str
     port: int
+    #: TLS with the destination (PS3.15 B.9): ``{ca, certificate, key}``; None is plain TCP.
+    tls: ClientTLS | None = None
 
 
 @dataclass(frozen=True)
@@ -312,16 +328,6 @@ class ImportConfig:
     def __post_init__(self) -> None:
         if self.watch is None:  # frozen: resolved once, so equal configs compare equal
             object.__setattr__(self, "watch", self.destination is not None)
-
-
-@dataclass(frozen=True)
-class ClientTLS:
-    """TLS for a connection we open (PS3.15 B.9): the CA the peer's certificate is checked against, and
-    our certificate and key when the peer asks for one."""
-
-    ca: Path
-    certificate: Path | None = None
-    key: Path | None = None
 
 
 #: RFC 5426 (UDP) and RFC 5425 (TLS): the syslog ports.
@@ -680,9 +686,36 @@ def _coerce(node: Node, at: At) -> Coercion | None:
     return Coercion(**values) if values else None
 
 
+def unusable_tls(tls: ClientTLS) -> tuple[str, str] | None:
+    """(key, why) when our TLS profile (:func:`node.tls.client_context`) cannot be built from ``tls``'s
+    files, else None: checked when the configuration (or a command's flags) is read, not at the first connection."""
+    if (tls.certificate is None) != (tls.key is None):
+        have = "key" if tls.certificate is None else "certificate"
+        return have, f"needs {'certificate' if have == 'key' else 'key'} too (our certificate and its key, or neither)"
+    for key, attempt in (("ca", (tls.ca,)), ("certificate", (tls.ca, tls.certificate, tls.key))):
+        if key == "ca" or tls.certificate is not None:
+            try:
+                client_context(*attempt)
+            except OSError as exc:  # ssl.SSLError too
+                what = "a PEM CA certificate" if key == "ca" else "a PEM certificate with its unencrypted PEM key"
+                return key, f"is not {what} ({failure(exc)})"
+    return None
+
+
+def _client_tls(node: Node, at: At) -> ClientTLS:
+    """A connection's ``tls``: the files exist and can be used (:func:`unusable_tls`)."""
+    values, nodes = fields(node, at, {"ca": file, "certificate": file, "key": file}, required=("ca",))
+    tls = build(ClientTLS, values)
+    problem = unusable_tls(tls)
+    if problem is not None:
+        raise at.key(problem[0]).error(nodes[problem[0]], problem[1])
+    return tls
+
+
 _IMPORT: dict[str, Check] = {
     "inbox": path,
-    "destination": optional(section(Destination, {"ae_title": _AE, "host": _HOST, "port": number(1, 65535)},
+    "destination": optional(section(Destination, {"ae_title": _AE, "host": _HOST, "port": number(1, 65535),
+                                                  "tls": optional(_client_tls)},
                                       required=("ae_title", "host", "port"))),
     "watch": boolean,
     "mount_roots": many(path),
@@ -709,15 +742,13 @@ def _syslog(node: Node, at: At) -> Syslog:
         "host": _HOST,
         "port": number(1, 65535),
         "protocol": choice("udp", "tls"),
-        "tls": section(ClientTLS, {"ca": file, "certificate": file, "key": file}, required=("ca",)),
+        "tls": _client_tls,
     }, required=("host",))
     tls = values.get("tls")
     if values.get("protocol") == "tls" and tls is None:
         raise at.key("protocol").error(nodes["protocol"], "tls needs audit.syslog.tls with at least its ca")
     if tls is not None and values.get("protocol") != "tls":
         raise at.key("tls").error(nodes["tls"], "is used only with protocol: tls")
-    if tls is not None and (tls.certificate is None) != (tls.key is None):
-        raise at.key("tls").error(nodes["tls"], "certificate and key go together")
     return build(Syslog, values)
 
 

@@ -134,7 +134,7 @@ class ImportRunner:
             try:
                 report = import_medium(ready.path, destination=(to.ae_title, to.host, to.port),
                                        calling_aet=config.imports.calling_aet or config.node.ae_title,
-                                       reports_dir=self._reports(), coerce=config.imports.coerce)
+                                       reports_dir=self._reports(), coerce=config.imports.coerce, tls=to.tls)
             except NodeError as exc:  # MediumError: unreadable, UDF-only; UsageError: a bad AE title
                 report = unsent_report(ready.path, problem=str(exc))
         else:
@@ -275,14 +275,17 @@ def record(index: Index, config: Config, import_id: int, report: dict[str, Any],
     The one way every import is recorded, from the watcher (``kind`` inbox, mount,
     drive) or the command line (:data:`COMMAND`): the audit event is
     ``import-skipped`` for a medium imported before (the report has
-    ``skipped_medium``), else ``import-done`` or ``import-failed``.
+    ``skipped_medium``), else ``import-done`` or ``import-failed``; the reason is the
+    medium's problems, then the distinct reasons instances failed, three at most.
     """
     counts = {k: int(report[k]) for k in ("sent", "failed", "skipped")}
     index.finish_import(import_id, ok=bool(report["ok"]), report=kept, **counts)
     skipped = str(report.get("skipped_medium") or "")
     event = "import-skipped" if skipped else "import-done" if report["ok"] else "import-failed"
-    why = skipped or "; ".join(p["problem"] if p["path"] == "." else f"{p['path']}: {p['problem']}"
-                               for p in report["problems"][:3])
+    problems = [p["problem"] if p["path"] == "." else f"{p['path']}: {p['problem']}" for p in report["problems"]]
+    # then why instances failed, each reason once: a destination refused (TLS, rejection) fails them all alike
+    refusals = dict.fromkeys(o["reason"] for o in report.get("outcomes", ()) if o["result"] == "failed")
+    why = skipped or "; ".join([*problems, *refusals][:3])
     fields = {"import_id": import_id, "kind": kind, "medium": str(medium), "report": kept, "reason": why, **counts,
               "destination": report.get("destination"), "studies": report.get("studies", [])}
     audit.append(config, event, **fields)

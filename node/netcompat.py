@@ -11,16 +11,20 @@ one fails there, by name, rather than as a slow or stalled transfer.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
 import socketserver
+import ssl
 import struct
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
 
@@ -28,6 +32,8 @@ from pynetdicom import dimse_messages, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.transport import AssociationServer, AssociationSocket, RequestHandler, ThreadedAssociationServer
+
+from node.tls import failure
 
 # -- receiving ---------------------------------------------------------------------------
 
@@ -492,29 +498,67 @@ def next_message(assoc: Association) -> Any:
 CONNECT_ERROR_PREFIX = "TCP Initialisation Error: "
 
 
-class _ErrorLines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.lines: list[str] = []
+@dataclass(frozen=True)
+class ConnectFailure:
+    """Why a connection failed: the OS's reason, or (``tls``) why the TLS handshake failed."""
 
-    def emit(self, record: logging.LogRecord) -> None:
+    reason: str
+    tls: bool = False
+
+
+class _Failures(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures: list[ConnectFailure] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if message.startswith(CONNECT_ERROR_PREFIX):
-            self.lines.append(message.removeprefix(CONNECT_ERROR_PREFIX))
+            self.failures.append(ConnectFailure(message.removeprefix(CONNECT_ERROR_PREFIX)))
+        elif record.exc_info and isinstance(record.exc_info[1], ssl.SSLError):
+            self.failures[-1:] = [ConnectFailure(failure(record.exc_info[1]), tls=True)]
+            return False  # its traceback, kept by a log handler, would keep the failed socket open
+        return True
+
+
+def collect_failed(assoc: Association) -> None:
+    """Free now the socket of an association that failed to establish, without a ResourceWarning.
+
+    pynetdicom drops it unclosed when connect() or the TLS handshake fails, or when
+    its DUL thread (``assoc.dul``) meets an error reading the first PDU; a reference
+    cycle through the exception's traceback keeps it until the collector runs, at
+    some later moment, in some other code's warning filters. The DUL thread is
+    joined (it ends once the association is aborted), then the collector run here.
+    """
+    if assoc.dul.is_alive():
+        assoc.dul.join(assoc.acse_timeout or None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
+#: pynetdicom's loggers that report a failed connection: the transport (connect(), the TLS handshake)
+#: and the DUL (reading the first PDU, where TLS 1.3 tells of a client certificate the peer refused).
+CONNECT_LOGGERS = ("pynetdicom.transport", "pynetdicom.dul")
 
 
 @contextmanager
-def connection_errors() -> Iterator[list[str]]:
-    """The OS's reason (e.g. "[Errno 111] Connection refused") a connection failed, which pynetdicom only logs.
+def connection_errors() -> Iterator[list[ConnectFailure]]:
+    """Why a connection failed (e.g. "[Errno 111] Connection refused"), which pynetdicom only logs.
 
     ``AssociationSocket.connect`` catches the ``OSError`` and logs it on the
-    ``pynetdicom.transport`` logger as :data:`CONNECT_ERROR_PREFIX` + the error;
-    the association then merely fails to establish.
+    transport's logger as :data:`CONNECT_ERROR_PREFIX` + the error, then, for an
+    :class:`ssl.SSLError` (a failed handshake), the exception itself; the DUL logs
+    an ``ssl.SSLError`` met reading a PDU (a TLS 1.3 alert after the handshake) the
+    same way. Those exceptions are read here and their records dropped; the
+    association then merely fails to establish.
     """
-    handler = _ErrorLines()
-    transport = logging.getLogger("pynetdicom.transport")
-    transport.addHandler(handler)
+    failures = _Failures()
+    loggers = [logging.getLogger(name) for name in CONNECT_LOGGERS]
+    for each in loggers:
+        each.addFilter(failures)
     try:
-        yield handler.lines
+        yield failures.failures
     finally:
-        transport.removeHandler(handler)
+        for each in loggers:
+            each.removeFilter(failures)

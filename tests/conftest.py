@@ -170,18 +170,19 @@ def wait_listening(proc: subprocess.Popen[bytes], port: int, what: str) -> None:
 @pytest.fixture
 def storescp_with(tmp_path: Path) -> Iterator[Callable[..., StoreSCP]]:
     """Start more DCMTK storescps with chosen options: ``storescp_with("+xi")`` accepts only
-    Implicit VR LE, ``storescp_with()`` (storescp's default ``+x=``) only uncompressed syntaxes."""
+    Implicit VR LE, ``storescp_with()`` (storescp's default ``+x=``) only uncompressed syntaxes;
+    ``env`` adds to its environment (``OPENSSL_CONF``)."""
     need("storescp")
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(*options: str) -> StoreSCP:
+    def start(*options: str, env: dict[str, str] | None = None) -> StoreSCP:
         folder = tmp_path / f"received-{len(started) + 1}"
         folder.mkdir()
         bind = ["--bind-to", "127.0.0.1"] if _storescp_has_bind() else []
         for attempt in range(3):  # another process may take the free port before storescp binds it
             port = free_port()
             proc = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(folder), *options, *bind, str(port)],
-                                    env=PEER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                    env={**PEER_ENV, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             started.append(proc)
             try:
                 wait_listening(proc, port, "storescp")
@@ -234,3 +235,45 @@ def status_scp(tmp_path: Path) -> Iterator[Callable[..., StatusSCP]]:
     for proc in started:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# -- test certificates ------------------------------------------------------------------------
+
+
+def openssl(*args: str | Path, cwd: Path | None = None) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, cwd=cwd)
+
+
+def certificate(d: Path, name: str, san: str, *, ca: str = "ca", expired: bool = False) -> None:
+    """``name.pem`` and ``name.key`` for ``san``, signed by ``ca``; valid for a day, or expired in 2020."""
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", d / f"{name}.key",
+            "-out", d / f"{name}.csr")
+    (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+    if not expired:
+        openssl("x509", "-req", "-in", d / f"{name}.csr", "-CA", d / f"{ca}.pem", "-CAkey", d / f"{ca}.key",
+                "-CAcreateserial", "-days", "1", "-extfile", d / f"{name}.ext", "-out", d / f"{name}.pem")
+        return
+    (d / "ca.cnf").write_text("[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\n"
+                              "default_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n")
+    (d / "index.txt").write_text("")
+    (d / "serial").write_text("01\n")
+    openssl("ca", "-batch", "-config", "ca.cnf", "-startdate", "20200101000000Z", "-enddate", "20200102000000Z",
+            "-in", f"{name}.csr", "-out", f"{name}.pem", "-cert", f"{ca}.pem", "-keyfile", f"{ca}.key", "-notext",
+            "-extfile", f"{name}.ext", cwd=d)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Path:
+    """Two CAs (``ca``, ``other``); certificates signed by ``ca``: ``server`` and ``client`` for 127.0.0.1,
+    ``named`` for localhost, ``expired`` (2020). ``NAME.pem`` and ``NAME.key`` each."""
+    need("openssl")
+    d = tmp_path / "pki"
+    d.mkdir()
+    for ca in ("ca", "other"):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={ca} CA",
+                "-keyout", d / f"{ca}.key", "-out", d / f"{ca}.pem")
+    certificate(d, "server", "IP:127.0.0.1")
+    certificate(d, "named", "DNS:localhost")
+    certificate(d, "client", "IP:127.0.0.1")
+    certificate(d, "expired", "IP:127.0.0.1", expired=True)
+    return d

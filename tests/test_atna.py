@@ -16,7 +16,7 @@ import pytest
 
 from node import audit
 from node.config import parse_config
-from tests.conftest import StoreSCP, cli, ct_series, free_port, need, until
+from tests.conftest import StoreSCP, cli, ct_series, free_port, need, pki, until  # noqa: F401 (pki: a fixture)
 from tests.test_receive import pki  # noqa: F401  (a fixture: a CA and certificates for 127.0.0.1)
 from tests.test_serve import Node, storescu
 
@@ -180,16 +180,13 @@ def test_tls_to_rsyslog_and_a_reconnect_after_the_collector_restarts(
     assert_valid(collector.messages(), tmp_path / "xml")
 
 
-def test_a_collector_that_never_answers_costs_no_c_store(tmp_path: Path) -> None:
+def test_a_collector_that_never_answers_costs_no_c_store(tmp_path: Path, pki: Path) -> None:
     """A TCP port that accepts and never speaks TLS: the worst collector. Every C-STORE is answered, the
     node runs on, the lost messages are logged."""
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(64)
-    ca = tmp_path / "ca.pem"
-    need("openssl")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=ca",
-                    "-keyout", str(tmp_path / "ca.key"), "-out", str(ca)], check=True, capture_output=True)
+    ca = pki / "ca.pem"
     node = Node(tmp_path, imports=(f"audit: {{syslog: {{host: 127.0.0.1, port: {silent.getsockname()[1]}, "
                                    f"protocol: tls, tls: {{ca: {ca}}}}}}}\n"))
     try:
@@ -236,13 +233,14 @@ def test_every_mapping_makes_a_valid_message_whatever_the_refusal_reason(tmp_pat
 
 @pytest.mark.parametrize(("audit_section", "error"), [
     ("{syslog: {host: h, protocol: tls}}", "x.yaml:1 audit.syslog.protocol: tls needs audit.syslog.tls"),
-    ("{syslog: {host: h, protocol: udp, tls: {ca: x.yaml}}}", "x.yaml:1 audit.syslog.tls: is used only with"),
+    ("{syslog: {host: h, protocol: udp, tls: {ca: CA}}}", "x.yaml:1 audit.syslog.tls: is used only with"),
+    ("{syslog: {host: h, protocol: tls, tls: {ca: x.yaml}}}", "x.yaml:1 audit.syslog.tls.ca: is not a PEM CA certificate"),
     ("{syslog: {host: h, protocol: tcp}}", "x.yaml:1 audit.syslog.protocol: 'tcp' is not one of udp, tls"),
     ("{syslog: {port: 514}}", "x.yaml:1 audit.syslog.host: required key is missing"),
 ])
-def test_audit_syslog_errors_name_the_line_and_key(tmp_path: Path, audit_section: str, error: str,
+def test_audit_syslog_errors_name_the_line_and_key(tmp_path: Path, audit_section: str, error: str, pki: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "x.yaml").write_text(f"audit: {audit_section}\n")
+    (tmp_path / "x.yaml").write_text(f"audit: {audit_section.replace('CA', str(pki / 'ca.pem'))}\n")
     checked = cli("config", "check", "x.yaml")
     assert checked.code == 2 and error in checked.err, checked.err

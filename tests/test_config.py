@@ -288,7 +288,7 @@ CASES = {
     "unknown import key": ("import: {inbx: x}", ("c.yaml:1 import.inbx: unknown key (known: inbox, destination, watch, "
                            "mount_roots, drives, settle_seconds, poll_seconds, eject, calling_aet, coerce)")),
     "unknown destination key": ("import:\n  destination: {ae: P}\n",
-                                "c.yaml:2 import.destination.ae: unknown key (known: ae_title, host, port)"),
+                                "c.yaml:2 import.destination.ae: unknown key (known: ae_title, host, port, tls)"),
     "odd key": ("burn: {'a b': 1}", "c.yaml:1 burn.'a b': unknown key (known: output, study_stable_seconds, "
                 "retention_hours, pdi, institution, contact)"),
     "merge key": ("burn: {<<: {}}", "c.yaml:1 burn.'<<': unknown key (known: output, study_stable_seconds, "
@@ -423,7 +423,7 @@ CASES = {
     "destination port": ("import: {destination: {ae_title: P, host: h, port: '104'}}",
                          "c.yaml:1 import.destination.port: expected an integer from 1 to 65535, got '104' (a quoted string)"),
     "destination a string": ("import: {destination: PACS@h:104}", ("c.yaml:1 import.destination: expected a mapping of keys "
-                             "(ae_title, host, port), got 'PACS@h:104'")),
+                             "(ae_title, host, port, tls), got 'PACS@h:104'")),
     "watch text": ("import: {watch: sometimes}", "c.yaml:1 import.watch: expected true or false, got 'sometimes'"),
     "watch quoted": ("import: {watch: 'true'}", "c.yaml:1 import.watch: expected true or false, got 'true' (a quoted string)"),
     "watch tagged": ("import: {watch: !!bool maybe}", "c.yaml:1 import.watch: expected true or false, got 'maybe' (a boolean)"),

@@ -201,7 +201,7 @@ def test_connection_errors_reads_the_reason_pynetdicom_logs() -> None:
         warnings.simplefilter("ignore", ResourceWarning)  # pynetdicom drops the failed socket unclosed
         assoc = ae.associate("127.0.0.1", free_port())
     assert not assoc.is_established
-    assert errors == ["[Errno 111] Connection refused"]
+    assert errors == [netcompat.ConnectFailure("[Errno 111] Connection refused")]
 
 
 def test_the_idle_line_is_logged_by_the_association_s_own_thread() -> None:
@@ -210,3 +210,18 @@ def test_the_idle_line_is_logged_by_the_association_s_own_thread() -> None:
     source = inspect.getsource(Association._run_reactor)
     assert f'LOGGER.error("{netcompat.IDLE_LINE}")' in source
     assert issubclass(Association, threading.Thread)
+
+
+def test_the_loggers_and_thread_a_failed_connection_is_read_from() -> None:
+    """:func:`netcompat.connection_errors` listens on these loggers; :func:`netcompat.collect_failed` joins the DUL."""
+    from pynetdicom import dul, transport
+
+    assert {transport.LOGGER.name, dul.LOGGER.name} == set(netcompat.CONNECT_LOGGERS)
+    ae = AE("SCU")
+    ae.add_requested_context(*VERIFICATION)
+    with netcompat.connection_errors() as errors, warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        assoc = ae.associate("127.0.0.1", free_port())
+    assert isinstance(assoc, Association) and errors and not errors[0].tls
+    netcompat.collect_failed(assoc)
+    assert not assoc.dul.is_alive()

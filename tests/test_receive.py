@@ -36,7 +36,7 @@ from node.receive import scp
 from node.receive.instance import index_orphans, read_instance, routes_digest
 from node.receive.spool import Spool, SpoolError
 from node.receive.workers import Receiver, ReceiverError, listen, start_receivers, stop_receivers
-from tests.conftest import PEER_ENV, bundled, ct_series, need, until, wait_listening
+from tests.conftest import PEER_ENV, bundled, ct_series, need, pki, until, wait_listening  # noqa: F401 (pki: a fixture)
 
 BURN = Route(Match(called_aet=("BURN",)), "burn", profile="STD-GEN-CD", where="test.yaml:3")
 REJECT = Route(Match(calling_aet=("BADMOD",)), "reject", where="test.yaml:5")
@@ -405,27 +405,6 @@ def test_a_taken_port_fails_at_start(start_node: Callable[..., Node]) -> None:
 
 
 # -- TLS -----------------------------------------------------------------------------------
-
-
-def openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Path:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA."""
-    need("openssl")
-    d = tmp_path / "pki"
-    d.mkdir()
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test CA",
-            "-keyout", d / "ca.key", "-out", d / "ca.pem")
-    for name in ("server", "client"):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", d / f"{name}.key",
-                "-out", d / f"{name}.csr")
-        (d / f"{name}.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-        openssl("x509", "-req", "-in", d / f"{name}.csr", "-CA", d / "ca.pem", "-CAkey", d / "ca.key",
-                "-CAcreateserial", "-days", "1", "-extfile", d / f"{name}.ext", "-out", d / f"{name}.pem")
-    return d
 
 
 def tls_echo(port: int, pki: Path, *, client_cert: bool) -> bool:

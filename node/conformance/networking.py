@@ -177,7 +177,7 @@ TCP_NODELAY is set on every connection, in both roles.
 #### AE Title/Presentation Address Mapping
 
 The Storage SCP listens on `node.host`:`node.port` (default `{node.host}:{node.port}`) as `node.ae_title`;
-import destinations are `import.destination` (`ae_title`, `host`, `port`).
+import destinations are `import.destination` (`ae_title`, `host`, `port`, and `tls`: see Security Profiles).
 
 #### Parameters
 

@@ -1,4 +1,4 @@
-"""PS3.2 section 7, Security: the TLS profile of the Storage SCP (PS3.15 B.1), the Basic Application
+"""PS3.2 section 7, Security: the TLS profile of the Storage SCP and SCU (PS3.15 B.9), the Basic Application
 Level Confidentiality Profile of ``routes[].deidentify`` (PS3.15 Annex E), and the audit trail (PS3.15 A.5,
 IHE ATNA)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 
-from node import audit, config
+from node import audit, config, tls
 from node.conformance.markdown import table, uid_name
 from node.media import deidentify as de
 from node.media.basic_profile import BASIC_PROFILE
@@ -66,13 +66,25 @@ captures without the attribute:
 
 def section() -> str:
     """PS3.2 section 7: TLS, the confidentiality profile, association and application level security."""
-    tls = ", ".join(f"`node.tls.{f.name}`" for f in dataclasses.fields(config.TLS))
+    scp = ", ".join(f"`{f.name}`" for f in dataclasses.fields(config.TLS))
+    scu = ", ".join(f"`{f.name}`" for f in dataclasses.fields(config.ClientTLS))
+    suites = ", ".join(f"`{c}`" for c in tls.BCP195_CIPHERS.split(":"))
     return (
         "## Security\n\n"
         "### Security Profiles\n\n"
-        f"With `node.tls` ({tls}) the Storage SCP speaks TLS (PS3.15 B.1, the Basic TLS Secure Transport "
-        "Connection Profile): its certificate and key are presented, and with `ca` every caller must "
-        "present a certificate that CA signed. The import SCU does not use TLS in this version.\n\n"
+        "The node supports the BCP 195 TLS Secure Transport Connection Profile (PS3.15 B.9) as SCP and as "
+        "SCU, one profile for every connection: TLS 1.2 or later; under TLS 1.2 only the AEAD cipher suites "
+        f"with forward secrecy that BCP 195 (RFC 9325 4.2) recommends ({suites}); under TLS 1.3 its own "
+        "suites. Older versions, and suites without forward secrecy or authenticated encryption, are "
+        "refused.\n\n"
+        f"- Storage SCP: `node.tls` ({scp}). The node presents its certificate; with `ca`, every caller must "
+        "present a certificate that CA signed.\n"
+        f"- Storage SCU (import): `import.destination.tls` ({scu}; `import --tls-ca`, `--tls-certificate`, "
+        "`--tls-key`). The destination's certificate must chain to `ca` (the system's trust store is not "
+        "used); when the destination is configured by host name, its certificate must also name that host "
+        "(subjectAltName); by address, the chain alone authenticates it. The node presents its certificate "
+        "when `certificate` and `key` are set. A refused handshake fails the import with its reason; "
+        "nothing is sent.\n\n"
         + _confidentiality() + "\n"
         "### Association Level Security\n\n"
         "An association is accepted by AE title and address: the called AE title must be the node's or a "

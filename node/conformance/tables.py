@@ -46,6 +46,7 @@ CONFIG_SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("routes[].match", config.Match),
     ("import", config.ImportConfig),
     ("import.destination", config.Destination),
+    ("import.destination.tls", config.ClientTLS),
     ("import.coerce", config.Coercion),
     *((f"output[{kind}]", cls) for kind, (cls, _, _) in config.OUTPUTS.items() if cls is not None),
 )

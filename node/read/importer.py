@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from node.config import Coercion
+from node.config import ClientTLS, Coercion
 from node.durable import write_atomic
 from node.errors import UsageError
 from node.read.check import Finding, MediumInstance, Survey, survey_medium
@@ -158,8 +158,10 @@ def import_medium(
     associations: int = DEFAULT_ASSOCIATIONS,
     reports_dir: str | os.PathLike[str] | None = None,
     coerce: Coercion | None = None,
+    tls: ClientTLS | None = None,
 ) -> ImportReport:
-    """Import the medium at ``path`` (folder, ``.iso`` or block device) into ``destination`` (AET, host, port).
+    """Import the medium at ``path`` (folder, ``.iso`` or block device) into ``destination`` (AET, host, port),
+    over TLS (:func:`node.tls.client_context`) when ``tls`` is given.
 
     Raises :class:`~node.errors.MediumError` when the medium cannot be opened at
     all and :class:`~node.errors.UsageError` for a bad AE title or port; every
@@ -173,7 +175,7 @@ def import_medium(
     _checked(calling_aet, host, port)
     if associations < 1:
         raise UsageError(f"associations must be at least 1, not {associations}")
-    to = SendTarget(aet, host, port, calling_aet)
+    to = SendTarget(aet, host, port, calling_aet, tls)
     with open_medium(path) as medium:
         survey = survey_medium(medium)
         plan = _Plan(medium, survey, patient=patient, study=study)

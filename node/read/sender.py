@@ -47,6 +47,7 @@ import math
 import multiprocessing
 import queue
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -78,10 +79,12 @@ from node.dicom import (
     MEDIANODE_VERSION_NAME,
     syntax_name,
 )
+from node.config import ClientTLS
 from node.errors import MediumError, one_line
-from node.netcompat import connection_errors, next_message, raw_socket, reactor_takes_no_messages
+from node.netcompat import collect_failed, connection_errors, next_message, raw_socket, reactor_takes_no_messages
 from node.read.coerce import Change, Coercing, CoercionError
 from node.read.medium import Medium, open_medium
+from node.tls import client_context, failure
 
 logger = logging.getLogger(__name__)
 
@@ -115,9 +118,18 @@ class SendTarget:
     host: str
     port: int
     calling_aet: str = "MEDIANODE"
+    #: TLS (PS3.15 B.9) with the destination; None is plain TCP. Paths, not a context: a target
+    #: crosses into the sending processes, and each builds its own (:func:`node.tls.client_context`).
+    tls: ClientTLS | None = None
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
+
+    def tls_args(self) -> tuple[ssl.SSLContext, str] | None:
+        """pynetdicom's ``tls_args``: our TLS profile, the host name checked when the host is a name."""
+        if self.tls is None:
+            return None
+        return client_context(self.tls.ca, self.tls.certificate, self.tls.key, host=self.host), self.host
 
 
 @dataclass(frozen=True)
@@ -630,17 +642,26 @@ def _associate_once(destination: SendTarget, contexts: Sequence[tuple[str, Seque
     # for longer than this would be aborted as idle; the DIMSE timeout guards the answer
     ae.network_timeout = None
     proposed: list[PresentationContext] = [build_context(sop, list(syntaxes)) for sop, syntaxes in contexts]
+    where = str(destination)
+    try:
+        tls_args = destination.tls_args()
+    except OSError as exc:  # ssl.SSLError too: the files changed since the configuration was read
+        raise _NoAssociation(f"TLS with {where}: cannot load our TLS files: {failure(exc)}", permanent=True) from None
     with connection_errors() as errors, warnings.catch_warnings():
         # pynetdicom drops, unclosed, the socket whose connect() failed: not our leak to report
         warnings.simplefilter("ignore", ResourceWarning)
         assoc = ae.associate(destination.host, destination.port, contexts=proposed, ae_title=destination.ae_title,
-                             evt_handlers=[(evt.EVT_CONN_OPEN, _set_nodelay)])
+                             evt_handlers=[(evt.EVT_CONN_OPEN, _set_nodelay)], tls_args=tls_args)
     if assoc.is_established:
         reactor_takes_no_messages(assoc)
         return assoc
-    where = str(destination)
+    collect_failed(assoc)
+    if errors and errors[-1].tls:  # a certificate or a profile the destination does not share: no retry mends it
+        raise _NoAssociation(f"TLS with {where} refused: {errors[-1].reason}", permanent=True)
     if errors:
-        raise _NoAssociation(f"cannot connect to {where}: {errors[-1]}", permanent=False)
+        reset = destination.tls is not None and "reset by peer" in errors[-1].reason
+        hint = " (during the TLS handshake: does the destination speak TLS on this port?)" if reset else ""
+        raise _NoAssociation(f"cannot connect to {where}: {errors[-1].reason}{hint}", permanent=False)
     if assoc.is_rejected:
         rsp = assoc.acceptor.primitive
         detail = f"{rsp.result_str}, {rsp.source_str}: {rsp.reason_str}" if rsp is not None else "rejected"
