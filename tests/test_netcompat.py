@@ -184,3 +184,14 @@ def test_connection_errors_reads_the_reason_pynetdicom_logs() -> None:
         assoc = ae.associate("127.0.0.1", free_port())
     assert not assoc.is_established
     assert errors == ["[Errno 111] Connection refused"]
+
+
+def test_the_decoding_we_guard_is_where_pynetdicom_calls_it() -> None:
+    """``_guard_decoding`` replaces the DUL's ``_decode_pdu`` and wraps the DIMSE provider's ``receive_primitive``,
+    which asks ``self.message.decode_msg``: each must still be called so, and ``decode_msg`` must still change
+    the message's class (an instance attribute outlives that)."""
+    assert "self._decode_pdu(bytestream)" in inspect.getsource(DULServiceProvider._read_pdu_data)
+    assert "self.message.decode_msg(primitive, self.assoc)" in inspect.getsource(DIMSEServiceProvider.receive_primitive)
+    from pynetdicom.dimse_messages import DIMSEMessage
+
+    assert "self.__class__ = _MESSAGE_TYPES[" in inspect.getsource(DIMSEMessage.decode_msg)
