@@ -219,9 +219,12 @@ class _Parser:
         r = self.r
         off = pos - r.start
         if off < 0 or off + 12 > len(r.buf):
-            r.get(pos, 12 if pos + 12 <= r.size else 8)  # move the window here
-            off = 0
-        tag, code, length, size = element_header(r.buf, off, implicit=self.implicit)
+            r.get(pos, 12 if pos + 12 <= r.size else 8)  # moves the window unless it holds these bytes already
+            off = pos - r.start
+        try:
+            tag, code, length, size = element_header(r.buf, off, implicit=self.implicit)
+        except struct.error:  # a 12-byte header in the file's last 8 to 11 bytes
+            raise NeedsPydicom("element runs past the end of the file") from None
         if tag >> 16 == 0xFFFE:
             return tag, "", length, 8
         if self.implicit:

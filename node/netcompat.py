@@ -30,9 +30,13 @@ from typing import IO, Any, Protocol, cast
 
 from pynetdicom import dimse_messages, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_messages import DIMSEMessage
+from pynetdicom.dul import _PDU_TYPES
 from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationServer, AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from node.errors import one_line
 from node.tls import failure
 
 # -- receiving ---------------------------------------------------------------------------
@@ -322,7 +326,8 @@ class _PDULossFilter(logging.Filter):
         return not _quiet.cut
 
 
-logging.getLogger("pynetdicom.dul").addFilter(_PDULossFilter())
+for _logger in ("pynetdicom.dul", "pynetdicom.dimse"):
+    logging.getLogger(_logger).addFilter(_PDULossFilter())
 
 #: What ``Association._run_reactor`` logs when ``network_timeout`` expires, with no peer named.
 IDLE_LINE = "Network timeout reached"
@@ -434,6 +439,84 @@ class GuardedSocket(AssociationSocket):
             pass
 
 
+class MalformedPDU(Exception):
+    """A PDU (PS3.8 9.3), or a DIMSE message carried in P-DATA (PS3.7 6.3, PS3.8 E), that cannot be decoded."""
+
+
+def decode_pdu(data: bytes) -> Any:
+    """One whole PDU decoded as ``DULServiceProvider._decode_pdu`` does, and made the primitive the state machine
+    makes of it next (``to_primitive``, which checks values decoding lets through); else :class:`MalformedPDU`.
+
+    pynetdicom catches what decoding raises (Evt19, A-ABORT) but logs its traceback, and what
+    ``to_primitive`` raises kills the association's thread with one (``StateMachine.do_action``).
+    A P-DATA-TF's primitive is a list of its values, made without checks: it is left to the state machine.
+    """
+    kind = _PDU_TYPES.get(data[:1])
+    if kind is None:
+        raise MalformedPDU(f"unknown PDU type 0x{data[0]:02X}" if data else "an empty PDU")
+    pdu = kind[0]()
+    try:
+        pdu.decode(data)
+        if data[0] != P_DATA_TF:
+            pdu.to_primitive()
+    except Exception as exc:  # pynetdicom raises many kinds (struct.error, KeyError, ValueError, AssertionError)
+        raise MalformedPDU(f"malformed {type(pdu).__name__.replace('_', '-')} PDU: {one_line(exc)}") from None
+    return pdu
+
+
+def decode_message(message: DIMSEMessage, primitive: P_DATA, assoc: Any) -> bool:
+    """Add one P-DATA to a DIMSE message (``DIMSEMessage.decode_msg``); True once it is whole, then also converted
+    as ``DIMSEServiceProvider.receive_primitive`` will (``message_to_primitive``); else :class:`MalformedPDU`.
+
+    ``decode_msg`` raises out of the state machine, killing the association's thread with a traceback,
+    for a command set it cannot decode, an unknown Command Field, or a presentation context not accepted.
+    """
+    try:
+        whole = DIMSEMessage.decode_msg(message, primitive, assoc)
+        if whole:
+            message.message_to_primitive()
+    except Exception as exc:  # pydicom and pynetdicom raise many kinds on a malformed command set
+        raise MalformedPDU(f"malformed DIMSE message: {one_line(exc)}") from None
+    return whole
+
+
+def _guard_decoding(assoc: Association, sock: GuardedSocket) -> None:
+    """Decode the association's PDUs and DIMSE messages with :func:`decode_pdu` and :func:`decode_message`:
+    a malformed one is answered with A-ABORT and one log line (:meth:`GuardedSocket._abort`), no traceback.
+
+    Replaces ``DULServiceProvider._decode_pdu`` (the DUL then takes the exception as Evt19, its lines
+    dropped) and wraps ``DIMSEServiceProvider.receive_primitive``, giving each new DIMSE message a
+    ``decode_msg`` of :func:`decode_message`; an instance attribute survives ``decode_msg`` changing
+    the message's class to the one its Command Field names.
+    """
+    dul, dimse = assoc.dul, assoc.dimse
+    receive = dimse.receive_primitive
+
+    def decode(bytestream: bytearray) -> tuple[Any, str]:
+        data = bytes(bytestream)
+        evt.trigger(assoc, evt.EVT_DATA_RECV, {"data": data})
+        try:
+            pdu = decode_pdu(data)
+        except MalformedPDU as exc:
+            sock._abort(INVALID_PARAMETER, str(exc))
+            raise
+        evt.trigger(assoc, evt.EVT_PDU_RECV, {"pdu": pdu})
+        return pdu, _PDU_TYPES[data[:1]][1]
+
+    def receive_primitive(primitive: P_DATA) -> None:
+        if dimse.message is None:
+            message = dimse.message = DIMSEMessage()
+            message.decode_msg = lambda p, a=None: decode_message(message, p, a)  # type: ignore[method-assign,assignment]
+        try:
+            receive(primitive)
+        except MalformedPDU as exc:
+            dimse.message = None
+            sock._abort(INVALID_PARAMETER, str(exc))  # the DUL then reads the closed connection (Evt17)
+
+    dul._decode_pdu = decode  # type: ignore[method-assign]
+    dimse.receive_primitive = receive_primitive  # type: ignore[method-assign]
+
+
 class GuardedRequestHandler(RequestHandler):
     """pynetdicom's handler, its association's socket a :class:`GuardedSocket` (``_create_association``)."""
 
@@ -448,6 +531,7 @@ class GuardedRequestHandler(RequestHandler):
             sock.__class__ = GuardedSocket
             host, port = self.client_address[:2]
             cast(GuardedSocket, sock).guard(received, server.gate, f"{host}:{port}")
+            _guard_decoding(assoc, cast(GuardedSocket, sock))
         if id(self.request) in server._handing:
             server._handing[id(self.request)] = (received, assoc)
         return assoc

@@ -19,6 +19,7 @@ from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -225,3 +226,12 @@ def test_the_loggers_and_thread_a_failed_connection_is_read_from() -> None:
     assert isinstance(assoc, Association) and errors and not errors[0].tls
     netcompat.collect_failed(assoc)
     assert not assoc.dul.is_alive()
+
+
+def test_the_decoding_we_guard_is_where_pynetdicom_calls_it() -> None:
+    """``_guard_decoding`` replaces the DUL's ``_decode_pdu`` and wraps the DIMSE provider's ``receive_primitive``,
+    which asks ``self.message.decode_msg``: each must still be called so, and ``decode_msg`` must still change
+    the message's class (an instance attribute outlives that)."""
+    assert "self._decode_pdu(bytestream)" in inspect.getsource(DULServiceProvider._read_pdu_data)
+    assert "self.message.decode_msg(primitive, self.assoc)" in inspect.getsource(DIMSEServiceProvider.receive_primitive)
+    assert "self.__class__ = _MESSAGE_TYPES[" in inspect.getsource(DIMSEMessage.decode_msg)

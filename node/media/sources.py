@@ -189,7 +189,10 @@ def _read_with_pydicom(path: str) -> Header:
 
     from pydicom import dcmread
 
-    meta, offset, has_preamble = dcmio.read_meta(path)
+    try:
+        meta, offset, has_preamble = dcmio.read_meta(path)
+    except dcmio.NeedsPydicom as exc:  # File Meta Information cut short, or of undefined length
+        raise UnreadableSource(f"malformed File Meta Information: {exc}") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # what matters is whether it parses

@@ -414,6 +414,9 @@ class _Checker:
                 fp.seek(0)
                 ds, has_pixels, complete = read_until_pixels(fp, size, force=not preamble)
                 offset = data_set_offset(fp)
+                # pydicom decodes a value when it is first read: a malformed one raises here, not below.
+                directory = ds is not None and ds.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage
+                named = ds is not None and bool(ds.get("SOPInstanceUID"))
         except InvalidDicomError:
             self.unusable(path, "not a DICOM file: no 'DICM' prefix after the preamble (PS3.10 7.1)",
                           record=record, parents=parents)
@@ -423,11 +426,11 @@ class _Checker:
             return None
         if ds is None or not complete:
             self.unusable(path, "truncated: the file ends inside a data element", ds=ds, record=record, parents=parents)
-        elif ds.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
+        elif directory:
             return _Header(ds, has_pixels, offset, preamble)  # another DICOMDIR: the caller decides
         elif whole is not None and not whole.startswith(NOT_DICOM):  # pydicom's force reads more
             self.unusable(path, whole, ds=ds, record=record, parents=parents)
-        elif not ds.get("SOPInstanceUID"):
+        elif not named:
             self.unusable(path, "not a DICOM instance: no SOP Instance UID", ds=ds, record=record, parents=parents)
         else:
             return _Header(ds, has_pixels, offset, preamble)
