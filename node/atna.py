@@ -10,11 +10,12 @@ how a message travels is :mod:`node.syslog`'s.
 from __future__ import annotations
 
 import base64
-import ipaddress
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
+
+from node.tls import is_address
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ def _participant(root: ET.Element, p: Participant) -> None:
     if p.address:
         # A.5.2.1: 2 an IP address, 1 a machine name
         attrib |= {"NetworkAccessPointID": p.address,
-                   "NetworkAccessPointTypeCode": "2" if _is_address(p.address) else "1"}
+                   "NetworkAccessPointTypeCode": "2" if is_address(p.address) else "1"}
     element = ET.SubElement(root, "ActiveParticipant", attrib)
     if p.role:
         ET.SubElement(element, "RoleIDCode", p.role.attrib())
@@ -209,15 +210,3 @@ def studies_and_patients(studies: Iterable[Mapping[str, object]]) -> tuple[Objec
         patients.setdefault(pid, Patient(pid, str(s.get("patient_name") or pid)))
     return (*objects, *patients.values())
 
-
-def _is_address(host: str) -> bool:
-    """True for an IPv4 or IPv6 literal.
-
-    >>> _is_address("127.0.0.1"), _is_address("::1"), _is_address("pacs.example")
-    (True, True, False)
-    """
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
