@@ -332,13 +332,12 @@ def _routes_explain(args: argparse.Namespace, out: TextIO) -> int:
     if args.study:
         config, index = _open_index(args)
         try:
-            rows = index.study_instances(args.study)
+            found = report.study_routing(index, config.routes, args.study)
         finally:
             index.close()
-        if not rows:
+        if found is None:
             raise UsageError(f"the index holds no instance of study {args.study}")
-        instances = [routing.Instance(path, args.study, sop, modality, sop_class, called, calling)
-                     for path, sop, modality, sop_class, called, calling in rows]
+        each, studies = found
     else:
         from node.media.sources import walk
 
@@ -351,7 +350,7 @@ def _routes_explain(args: argparse.Namespace, out: TextIO) -> int:
                 if path in args.paths:  # named itself, not found in a folder
                     raise
                 logger.info("%s: not DICOM, skipped", path)  # a folder's other files
-    each, studies = routing.explain(config.routes, instances)
+        each, studies = routing.explain(config.routes, instances)
     if args.json:
         json.dump(report.explanation(each, studies), out, indent=2)
         out.write("\n")

@@ -10,6 +10,7 @@ dataclasses and the table of checks each key is read with; the checks and the
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -304,11 +305,23 @@ class ImportConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    """``console:``: the web console ``serve`` runs beside the Storage SCP (:mod:`node.console`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: HTTPS with our certificate and key (required for any host but loopback); None: plain HTTP.
+    tls: TLS | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     burn: BurnConfig = field(default_factory=BurnConfig)
     routes: tuple[Route, ...] = ()
     imports: ImportConfig = field(default_factory=ImportConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     #: The file this came from (for messages and reloads).
     source: Path | None = None
 
@@ -357,6 +370,7 @@ def parse_config(text: str, *, source: str) -> Config:
         burn=values.get("burn") or build(BurnConfig, {}),
         routes=values.get("routes", ()),
         imports=values.get("import") or build(ImportConfig, {}),
+        console=values.get("console") or ConsoleConfig(),
         source=absolute(source, At(source, "source"), root),
     )
 
@@ -589,6 +603,44 @@ def _import(node: Node, at: At) -> ImportConfig:
     return build(ImportConfig, values)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (``localhost``, 127.0.0.0/8, ``::1``).
+
+    >>> [is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "10.0.0.5")]
+    [True, True, True, False, False]
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_CONSOLE: dict[str, Check] = {
+    "host": _HOST,
+    "port": number(1, 65535),
+    "tls": optional(section(TLS, {"certificate": file, "key": file}, required=("certificate", "key"))),
+    "enabled": boolean,
+}
+
+
+def _console(node: Node, at: At) -> ConsoleConfig:
+    """The console section; a host other than loopback needs ``tls``: passwords and session cookies
+    never cross a network in clear.
+
+    >>> parse_config("console: {host: 0.0.0.0}", source="x.yaml")
+    Traceback (most recent call last):
+    node.errors.ConfigError: x.yaml:1 console.host: '0.0.0.0' is not loopback: serving the console to the network needs console.tls ({certificate, key})
+    """
+    values, nodes = fields(node, at, _CONSOLE)
+    host = values.get("host", ConsoleConfig.host)
+    if values.get("tls") is None and not is_loopback(host):
+        raise at.key("host").error(nodes["host"], f"{host!r} is not loopback: serving the console to the network "
+                                                  "needs console.tls ({certificate, key})")
+    return ConsoleConfig(**values)
+
+
 _TOP: dict[str, Check] = {
     "node": section(NodeConfig, {
         "ae_title": _AE,
@@ -620,4 +672,5 @@ _TOP: dict[str, Check] = {
     }),
     "routes": _routes,
     "import": _import,
+    "console": _console,
 }

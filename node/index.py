@@ -651,6 +651,46 @@ class Index:
                FROM studies s JOIN instances i USING (study_uid) WHERE s.pending = 1 AND s.last_received >= ?
                GROUP BY s.study_uid ORDER BY s.last_received""", (since,)))
 
+    # -- the console -----------------------------------------------------------
+
+    def receiving_studies(self) -> list[tuple[str, str, str, str, int, int, float]]:
+        """(study UID, patient ID, patient name, calling AE titles, instances, bytes, last arrival) of the
+        studies waiting for their job, the latest first: what the console shows as receiving."""
+        return list(self.db.execute(
+            """SELECT s.study_uid, s.patient_id, s.patient_name, GROUP_CONCAT(DISTINCT i.calling_aet),
+                      COUNT(i.sop_instance_uid), SUM(i.size), s.last_received
+               FROM studies s JOIN instances i USING (study_uid) WHERE s.pending = 1
+               GROUP BY s.study_uid ORDER BY s.last_received DESC"""))
+
+    def job_bytes(self, job_ids: Iterable[int]) -> dict[int, int]:
+        """The bytes of the instances each job takes."""
+        ids = tuple(job_ids)
+        return {j: int(n) for j, n in self.db.execute(
+            f"SELECT job_id, SUM(size) FROM job_files WHERE job_id IN ({','.join('?' * len(ids))}) GROUP BY job_id",
+            ids)} if ids else {}
+
+    def find_volumes(self, *, name: str = "", patient_id: str = "", study: str = "", label: str = "",
+                     limit: int = 100) -> list[Volume]:
+        """Volumes holding a study of a patient whose name holds ``name`` (compared as :func:`fold` makes
+        it: case and carets ignored), of ``patient_id``, holding ``study``, or whose label holds ``label``;
+        the newest first, at most ``limit``."""
+        self.db.create_function("fold", 1, fold, deterministic=True)
+        where, args = [], []
+        for column, value in (("fold(patient_name)", fold(name)), ("patient_id", patient_id.strip()),
+                              ("study_uid", study.strip())):
+            if value:
+                exact = column != "fold(patient_name)"
+                where.append(f"label IN (SELECT label FROM volume_studies WHERE {column} "
+                             + ("= ?)" if exact else "LIKE ? ESCAPE '\\')"))
+                args.append(value if exact else f"%{_like(value)}%")
+        if label.strip():
+            where.append("label LIKE ? ESCAPE '\\'")
+            args.append(f"%{_like(label.strip().upper())}%")
+        sql = ("SELECT label FROM volumes" + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY created DESC LIMIT ?")
+        labels = [lbl for (lbl,) in self.db.execute(sql, (*args, limit))]
+        return [v for lbl in labels for v in self.volumes(label=lbl)]
+
 
 _INSTANCE_COLUMNS = ("sop_instance_uid", "sop_class_uid", "study_uid", "series_uid", "patient_id", "patient_name",
                      "modality", "transfer_syntax", "path", "size", "calling_aet", "called_aet", "route", "received_at",
@@ -663,6 +703,21 @@ _UNDER_WAY = "('building', 'built', 'delivering')"
 _OPEN = "('pending', 'building', 'built', 'delivering')"
 _OPEN_OR_FAILED = "('pending', 'building', 'built', 'delivering', 'failed')"
 _VOLUME_COLUMNS = ("label", "job_id", "kind", "created", "copies", "paths", "bytes", "superseded_by", "addendum_of")
+
+
+def fold(text: str | None) -> str:
+    """A person's name as searches compare it: carets (PS3.5 6.2 PN component separators) as spaces,
+    case folded, runs of spaces as one.
+
+    >>> fold("Smith^John^^Dr") == fold("  SMITH john dr")
+    True
+    """
+    return " ".join((text or "").replace("^", " ").casefold().split())
+
+
+def _like(text: str) -> str:
+    """``text`` as a LIKE pattern's literal part (``ESCAPE '\\'``)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _next_id(db: sqlite3.Connection, table: str) -> int:
