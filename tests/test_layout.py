@@ -18,7 +18,7 @@ from pathlib import Path
 
 NODE = Path(__file__).resolve().parents[1] / "node"
 BOTTOM = {"errors", "tags", "dicom", "syntaxes", "profiles", "dcmio", "pixels", "config", "index", "audit", "routing",
-          "durable", "netcompat", "tls", "yamlcheck"}
+          "durable", "netcompat", "tls", "yamlcheck", "users"}
 MIDDLE = {"media", "read", "receive"}
 #: third-party package -> the modules allowed to import it
 OWNERS = {
@@ -26,6 +26,7 @@ OWNERS = {
     "pycdlib": {"media.iso", "read.medium"},
     "watchdog": {"read.watcher"},
     "yaml": {"config", "yamlcheck"},
+    "argon2": {"users"},
 }
 
 

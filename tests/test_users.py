@@ -1,0 +1,182 @@
+"""Users, roles, passwords, tokens, sessions, the sign-in lock-out and the first start's link, against a real
+index; the ``medianode users`` commands; retry, cancel and re-burn as the CLI does them, audited."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from node import users
+from node.errors import UsageError
+from node.index import Index
+from node.users import FREE_FAILURES, LINK_S, LOCK_AFTER, LOCK_S, SignInLocked, User
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Iterator[Index]:
+    idx = Index(tmp_path / "index.sqlite")
+    yield idx
+    idx.close()
+
+
+def test_roles_are_ordered() -> None:
+    viewer, clerk, admin = (User("u", r) for r in users.ROLES)
+    assert [users.may(viewer, r) for r in users.ROLES] == [True, False, False]
+    assert [users.may(clerk, r) for r in users.ROLES] == [True, True, False]
+    assert [users.may(admin, r) for r in users.ROLES] == [True, True, True]
+    with pytest.raises(UsageError, match="unknown role 'root': one of viewer, clerk, admin"):
+        users.may(admin, "root")
+
+
+def test_add_list_and_bad_input(index: Index) -> None:
+    assert users.add(index, "ann", "clerk", "pw-ann") == User("ann", "clerk")
+    users.add(index, "bob", "viewer", "pw-bob")
+    assert users.list_users(index) == [User("ann", "clerk"), User("bob", "viewer")]
+    with pytest.raises(UsageError, match="unknown role 'root': one of viewer, clerk, admin"):
+        users.add(index, "carl", "root", "pw")
+    with pytest.raises(UsageError, match="user 'ann' exists"):
+        users.add(index, "ann", "admin", "pw")
+    with pytest.raises(UsageError, match="the password is empty"):
+        users.add(index, "carl", "admin", "")
+    for bad in ("", "-x", "a b", "x" * 65, "é"):
+        with pytest.raises(UsageError, match="bad user name"):
+            users.add(index, bad, "admin", "pw")
+    assert [u.name for u in users.list_users(index)] == ["ann", "bob"]
+
+
+def test_passwords_are_argon2_hashes_and_never_stored_in_clear(index: Index) -> None:
+    users.add(index, "ann", "admin", "correct horse")
+    role, stored = index.user("ann")  # type: ignore[misc]
+    assert role == "admin" and stored.startswith("$argon2id$") and "correct horse" not in stored
+    raw = (index.path).read_bytes() + Path(f"{index.path}-wal").read_bytes()
+    assert b"correct horse" not in raw
+
+
+def test_authenticate_and_passwd(index: Index) -> None:
+    users.add(index, "ann", "clerk", "old")
+    assert users.authenticate(index, "ann", "old", now=1000.0) == User("ann", "clerk")
+    assert users.authenticate(index, "ann", "wrong", now=1001.0) is None
+    assert users.authenticate(index, "nobody", "old", now=1002.0) is None
+    session = users.open_session(index, User("ann", "clerk"), now=1003.0)
+    users.passwd(index, "ann", "new")
+    assert users.authenticate(index, "ann", "old", now=1004.0) is None
+    assert users.authenticate(index, "ann", "new", now=1005.0) == User("ann", "clerk")
+    assert users.session_user(index, session, now=1006.0) is None  # a new password ends the sessions
+    with pytest.raises(UsageError, match="the password is empty"):
+        users.passwd(index, "ann", "")
+    with pytest.raises(UsageError, match="no user 'nobody'"):
+        users.passwd(index, "nobody", "pw")
+
+
+def test_failed_sign_ins_slow_down_then_lock_the_name(index: Index) -> None:
+    users.add(index, "ann", "clerk", "right")
+    users.add(index, "bob", "clerk", "right")
+    now = 1000.0
+    for _ in range(FREE_FAILURES):
+        assert users.authenticate(index, "ann", "wrong", now=now) is None
+    assert users.authenticate(index, "ann", "right", now=now) == User("ann", "clerk")  # no wait yet; resets
+    for _ in range(FREE_FAILURES + 1):
+        assert users.authenticate(index, "ann", "wrong", now=now) is None
+    with pytest.raises(SignInLocked, match="too many failed sign-ins as 'ann': try again in 2 s") as locked:
+        users.authenticate(index, "ann", "right", now=now)  # even the right password waits
+    assert locked.value.seconds == 2
+    assert users.authenticate(index, "bob", "right", now=now + 1) == User("bob", "clerk")  # per name
+    for n in range(FREE_FAILURES + 2, LOCK_AFTER + 1):
+        now += 2 ** (n - FREE_FAILURES)  # wait out each slow-down, then fail again
+        assert users.authenticate(index, "ann", "wrong", now=now) is None
+    with pytest.raises(SignInLocked) as locked:
+        users.authenticate(index, "ann", "right", now=now + 60)
+    assert locked.value.seconds == LOCK_S - 60
+    assert users.authenticate(index, "ann", "right", now=now + LOCK_S) == User("ann", "clerk")
+
+
+def test_failures_are_forgotten_after_an_hour_and_unknown_names_lock_too(index: Index) -> None:
+    users.add(index, "ann", "clerk", "right")
+    for _ in range(FREE_FAILURES):
+        users.authenticate(index, "ann", "wrong", now=1000.0)
+    assert users.authenticate(index, "ann", "wrong", now=1000.0 + users.FORGET_S + 1) is None  # counts as the 1st
+    assert users.authenticate(index, "ann", "right", now=1000.0 + users.FORGET_S + 1) == User("ann", "clerk")
+    for _ in range(FREE_FAILURES + 1):
+        assert users.authenticate(index, "mallory", "guess", now=2000.0) is None
+    with pytest.raises(SignInLocked, match="as 'mallory': try again in 2 s"):
+        users.authenticate(index, "mallory", "guess", now=2000.0)
+
+
+def test_tokens_are_hashed_listed_revoked(index: Index) -> None:
+    users.add(index, "ann", "clerk", "pw")
+    token_id, token = users.new_token(index, "ann")
+    assert token.startswith(f"{token_id}.") and len(token) > 40
+    assert token.split(".", 1)[1] not in json.dumps(index.db.execute("SELECT * FROM user_tokens").fetchall())
+    [listed] = users.tokens(index, "ann")
+    assert (listed["id"], listed["last_used"]) == (token_id, None)
+    assert users.user_for_token(index, token, now=5000.0) == User("ann", "clerk")
+    assert users.tokens(index, "ann")[0]["last_used"] == 5000.0
+    users.user_for_token(index, token, now=5010.0)  # within a minute: not written again
+    assert users.tokens(index, "ann")[0]["last_used"] == 5000.0
+    for bad in ("", token_id, f"{token_id}.", f"{token_id}.wrong", token[:-1], f"nope.{token.split('.', 1)[1]}"):
+        assert users.user_for_token(index, bad) is None
+    second_id, second = users.new_token(index, "ann")
+    users.revoke(index, "ann", token_id)
+    assert users.user_for_token(index, token) is None
+    assert users.user_for_token(index, second) == User("ann", "clerk")
+    assert [t["id"] for t in users.tokens(index, "ann")] == [second_id]
+    with pytest.raises(UsageError, match=f"user 'ann' has no token '{token_id}'"):
+        users.revoke(index, "ann", token_id)
+    for call in (lambda: users.new_token(index, "nobody"), lambda: users.tokens(index, "nobody"),
+                 lambda: users.revoke(index, "nobody", second_id)):
+        with pytest.raises(UsageError, match="no user 'nobody'"):
+            call()
+
+
+def test_sessions_expire_when_idle_and_close(index: Index) -> None:
+    ann = users.add(index, "ann", "viewer", "pw")
+    session = users.open_session(index, ann, now=1000.0)
+    assert session not in json.dumps(index.db.execute("SELECT * FROM user_sessions").fetchall())
+    assert users.session_user(index, session, now=1000.0 + 1700) == ann
+    assert users.session_user(index, session, now=1000.0 + 1700 + 1800) == ann  # each use starts the idle time again
+    assert users.session_user(index, session, now=1000.0 + 1700 + 3601) is None
+    assert users.session_user(index, session, now=1000.0) is None  # ended, not merely idle
+    other = users.open_session(index, ann, now=1000.0)
+    assert users.session_user(index, other, idle_s=10, now=1011.0) is None
+    third = users.open_session(index, ann)
+    users.close_session(index, third)
+    assert users.session_user(index, third) is None
+    assert users.session_user(index, "made-up") is None
+
+
+def test_a_removed_users_sessions_and_tokens_stop_working(index: Index) -> None:
+    ann = users.add(index, "ann", "admin", "pw")
+    session = users.open_session(index, ann)
+    _, token = users.new_token(index, "ann")
+    users.remove(index, "ann")
+    assert users.session_user(index, session) is None and users.user_for_token(index, token) is None
+    assert users.authenticate(index, "ann", "pw") is None
+    with pytest.raises(UsageError, match="no user 'ann'"):
+        users.remove(index, "ann")
+    users.add(index, "ann", "viewer", "pw2")  # the name again: nothing of the old user comes back
+    assert users.session_user(index, session) is None and users.user_for_token(index, token) is None
+
+
+def test_first_start_link_is_single_use_and_lasts_15_minutes(index: Index, tmp_path: Path) -> None:
+    secret = users.first_start_link(index, tmp_path, now=1000.0)
+    assert secret and len(secret) >= 40
+    assert secret not in (tmp_path / "audit.jsonl").read_text()
+    assert json.loads((tmp_path / "audit.jsonl").read_text())["event"] == "sign-in-link-created"
+    assert users.redeem_link(index, "wrong", now=1001.0) is False
+    assert users.redeem_link(index, secret, now=1001.0) is True
+    assert users.redeem_link(index, secret, now=1002.0) is False  # used twice
+
+    late = users.first_start_link(index, tmp_path, now=2000.0)
+    assert late and users.redeem_link(index, late, now=2000.0 + LINK_S + 1) is False  # after 15 minutes
+    first, second = users.first_start_link(index, tmp_path, now=3000.0), users.first_start_link(index, tmp_path,
+                                                                                                now=3000.0)
+    assert first and second and first != second
+    assert users.redeem_link(index, first, now=3001.0) is False  # a newer link replaces it
+    assert users.redeem_link(index, second, now=3000.0 + LINK_S) is True  # the last second still counts
+
+    users.add(index, "ann", "admin", "pw")
+    assert users.first_start_link(index, tmp_path) is None
+
