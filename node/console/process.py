@@ -13,7 +13,6 @@ import multiprocessing
 import os
 import signal
 import socket
-import ssl
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as mp_wait
 from multiprocessing.process import BaseProcess
@@ -148,8 +147,8 @@ def _main(config: Config, listener: socket.socket, conn: Connection, level: int,
             if certs else None))
         if certs:
             tls.server_context(certs.certificate, certs.key)  # a bad certificate or key fails here, not per request
-    except (NodeError, OSError, ssl.SSLError, ValueError) as exc:
-        conn.send(("error", str(exc)))
+    except Exception as exc:  # a bad certificate, a broken install: serve says why and stops
+        conn.send(("error", f"{type(exc).__name__}: {exc}" if not isinstance(exc, NodeError) else str(exc)))
         os._exit(1)
 
     def on_hup(sig: int, frame: FrameType | None) -> None:

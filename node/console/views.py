@@ -41,7 +41,7 @@ def now(index: Index, config: Config) -> dict[str, Any]:
         job_id = int(str(j["id"]))
         j["mb"] = round(sizes.get(job_id, 0) / 1e6, 1)
         j["started"] = _when(started.get(job_id))
-    return {"status": status, "receiving": receiving}
+    return {"node": status, "receiving": receiving}
 
 
 def volumes(index: Index, *, name: str = "", patient_id: str = "", study: str = "", label: str = "",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment, FileSystemLoader
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -34,7 +34,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 MAX_BODY = 64 << 10
 FLASH_COOKIE = "medianode_flash"
 
-_env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
+_env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True,
                    trim_blocks=True, lstrip_blocks=True)
 
 
@@ -102,7 +102,7 @@ def _page(console: Console, request: Request, form: dict[str, str], role: str, h
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         if request.method == "GET" and request.query_params.get("fragment"):
             return Response("signed out", status_code=401)  # the live updates' poll: the page goes to sign-in
-        return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+        return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
     if request.method == "POST" and not auth.csrf_ok(console, request, form.get("csrf", "")):
         return render(console, request, "error.html", status=403, user=user,
                       message="This form has expired or did not come from this console; reload the page and try again.")
