@@ -66,6 +66,8 @@ class TLS:
 DEFAULT_MAX_PDU = 1 << 16
 #: The largest ``node.max_pdu``: no peer is owed more memory per PDU.
 MAX_PDU_LIMIT = 1 << 24
+#: The most copies of a medium a route (or a re-burn) may ask for.
+MAX_COPIES = 99
 
 
 @dataclass(frozen=True)
@@ -479,7 +481,7 @@ _ROUTE: dict[str, Check] = {
     "new_uids": boolean,
     "deidentify": boolean,
     "burned_in_annotation": boolean,
-    "copies": number(1, 99),
+    "copies": number(1, MAX_COPIES),
     "group": choice("study", "patient"),
     "label": optional(string("a label", max_len=32)),
     "kind": choice("archive", "backup"),

@@ -1,8 +1,8 @@
 """The import direction of DESIGN.md and STYLE.md §2, checked on the source with ``ast``.
 
-cli, service and conformance on top; jobs and intake below them; media, read and receive in the middle, never
+cli, service and conformance on top; actions, jobs and intake below them; media, read and receive in the middle, never
 importing each other, each entered only through its front door (its ``__init__``'s ``__all__``); the bottom row
-(errors, tags, dicom, syntaxes, profiles, dcmio, pixels, config, index, audit, routing) imports nothing above it;
+(errors, tags, dicom, syntaxes, profiles, dcmio, pixels, config, index, audit, routing, users) imports nothing above it;
 no import cycle anywhere. Third-party packages stay in the modules that own them.
 
 Every import statement counts, at the top of a module or inside a function (and under ``TYPE_CHECKING``): an
@@ -82,7 +82,8 @@ def test_media_read_and_receive_never_import_each_other() -> None:
     for module, names in imports().items():
         room = top(f"node.{module}")
         if room in MIDDLE:
-            others = {n for n in names if n.startswith("node.") and top(n) in (MIDDLE - {room}) | {"jobs", "service", "cli", "intake", "conformance"}}
+            upper = {"jobs", "actions", "service", "cli", "intake", "conformance"}
+            others = {n for n in names if n.startswith("node.") and top(n) in (MIDDLE - {room}) | upper}
             assert not others, f"node.{module} imports {others}"
 
 

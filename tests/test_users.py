@@ -3,16 +3,23 @@ index; the ``medianode users`` commands; retry, cancel and re-burn as the CLI do
 
 from __future__ import annotations
 
+import getpass
+import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from node import users
+from node.config import load_config
 from node.errors import UsageError
 from node.index import Index
+from node.jobs import Worker, schedule
 from node.users import FREE_FAILURES, LINK_S, LOCK_AFTER, LOCK_S, SignInLocked, User
+from tests.conftest import Result, cli, ct_series
 
 
 @pytest.fixture
@@ -180,3 +187,156 @@ def test_first_start_link_is_single_use_and_lasts_15_minutes(index: Index, tmp_p
     users.add(index, "ann", "admin", "pw")
     assert users.first_start_link(index, tmp_path) is None
 
+
+
+# -- the command line ------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def node_yaml(tmp_path: Path) -> Path:
+    """A node that has never run: ``users`` makes its data_dir and index."""
+    path = tmp_path / "node.yaml"
+    path.write_text(f"node: {{data_dir: {tmp_path / 'var'}}}\nburn: {{output: {tmp_path / 'out'}}}\n"
+                    "routes:\n  - {match: {called_aet: BURN}, action: burn}\n")
+    return path
+
+
+def users_cli(monkeypatch: pytest.MonkeyPatch, *args: object, stdin: str = "") -> Result:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    return cli("users", *args)
+
+
+def audit_events(tmp_path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (tmp_path / "var" / "audit.jsonl").read_text().splitlines()]
+
+
+def test_users_commands(tmp_path: Path, node_yaml: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    c = ("--config", node_yaml)
+    added = users_cli(monkeypatch, "add", "ann", "--role", "clerk", "--password-stdin", *c, stdin="s3cret\n")
+    assert (added.code, added.out, added.err) == (0, "user ann added, role clerk\n", "")
+    users_cli(monkeypatch, "add", "bob", "--role", "admin", "--password-stdin", *c, stdin="pw")
+    assert users_cli(monkeypatch, "list", *c).out == "ann  clerk\nbob  admin\n"
+    assert json.loads(users_cli(monkeypatch, "list", "--json", *c).out) == [{"name": "ann", "role": "clerk"},
+                                                                          {"name": "bob", "role": "admin"}]
+    index = Index(tmp_path / "var" / "index.sqlite")
+    try:
+        assert users.authenticate(index, "ann", "s3cret") == User("ann", "clerk")  # one line end taken off
+        changed = users_cli(monkeypatch, "passwd", "ann", "--password-stdin", *c, stdin="n3w\r\n")
+        assert (changed.code, changed.out) == (0, "user ann: password changed, sessions ended\n")
+        assert users.authenticate(index, "ann", "n3w") == User("ann", "clerk")
+
+        made = users_cli(monkeypatch, "token", "ann", *c)
+        assert made.code == 0 and made.out.count("\n") == 1
+        token = made.out.strip()
+        assert users.user_for_token(index, token, now=5000.0) == User("ann", "clerk")
+        token_id = token.split(".")[0]
+        listed = users_cli(monkeypatch, "tokens", "ann", *c).out
+        assert listed.startswith(f"{token_id}  made ") and "last used" in listed
+        [row] = json.loads(users_cli(monkeypatch, "tokens", "ann", "--json", *c).out)
+        assert (row["id"], row["last_used"]) == (token_id, 5000.0)
+        revoked = users_cli(monkeypatch, "revoke", "ann", token_id, *c)
+        assert (revoked.code, revoked.out) == (0, f"user ann: token {token_id} revoked\n")
+        assert users.user_for_token(index, token) is None and users_cli(monkeypatch, "tokens", "ann", *c).out == ""
+
+        _, kept = users.new_token(index, "ann")
+        session = users.open_session(index, User("ann", "clerk"))
+        removed = users_cli(monkeypatch, "remove", "ann", *c)
+        assert (removed.code, removed.out) == (0, "user ann removed, sessions ended, tokens revoked\n")
+        assert users.user_for_token(index, kept) is None and users.session_user(index, session) is None
+    finally:
+        index.close()
+    assert users_cli(monkeypatch, "list", *c).out == "bob  admin\n"
+    me = getpass.getuser()
+    assert [(e["event"], e.get("name"), e["user"]) for e in audit_events(tmp_path)] == [
+        ("user-added", "ann", me), ("user-added", "bob", me), ("user-password-changed", "ann", me),
+        ("token-created", "ann", me), ("token-revoked", "ann", me), ("user-removed", "ann", me)]
+    assert "s3cret" not in (tmp_path / "var" / "audit.jsonl").read_text() and token not in (
+        tmp_path / "var" / "audit.jsonl").read_text()
+
+
+@pytest.mark.parametrize(("args", "stdin", "err"), [
+    (("add", "carl", "--role", "root", "--password-stdin"), "pw", "argument --role: invalid choice: 'root'"),
+    (("add", "carl", "--role", "clerk"), "pw", "the following arguments are required: --password-stdin"),
+    (("add", "carl", "--role", "clerk", "--password", "pw"), "pw", "required: --password-stdin"),  # never on argv
+    (("add", "carl", "--role", "clerk", "--password-stdin"), "\n", "medianode users: the password is empty\n"),
+    (("add", "bob", "--role", "clerk", "--password-stdin"), "pw", "medianode users: user 'bob' exists\n"),
+    (("add", "a b", "--role", "clerk", "--password-stdin"), "pw", "medianode users: bad user name 'a b'"),
+    (("passwd", "carl", "--password-stdin"), "pw", "medianode users: no user 'carl'\n"),
+    (("passwd", "bob", "--password-stdin"), "", "medianode users: the password is empty\n"),
+    (("remove", "carl"), "", "medianode users: no user 'carl'\n"),
+    (("token", "carl"), "", "medianode users: no user 'carl'\n"),
+    (("tokens", "carl"), "", "medianode users: no user 'carl'\n"),
+    (("revoke", "bob", "0123"), "", "medianode users: user 'bob' has no token '0123'\n"),
+    (("revoke", "carl", "0123"), "", "medianode users: no user 'carl'\n"),
+])
+def test_users_commands_refuse_bad_input(node_yaml: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...],
+                                         stdin: str, err: str) -> None:
+    users_cli(monkeypatch, "add", "bob", "--role", "admin", "--password-stdin", "--config", node_yaml, stdin="pw")
+    refused = users_cli(monkeypatch, *args, "--config", node_yaml, stdin=stdin)
+    assert refused.code == 2 and err in refused.err and refused.out == "", refused
+    assert users_cli(monkeypatch, "list", "--config", node_yaml).out == "bob  admin\n"
+
+
+def test_users_add_as_a_process_reads_the_password_from_a_pipe(tmp_path: Path, node_yaml: Path) -> None:
+    p = subprocess.run([sys.executable, "-m", "node", "users", "add", "ann", "--role", "viewer", "--password-stdin",
+                        "--config", str(node_yaml)], input="pipe pw\n", capture_output=True, text=True, timeout=60)
+    assert (p.returncode, p.stdout, p.stderr) == (0, "user ann added, role viewer\n", "")
+    t = subprocess.run([sys.executable, "-m", "node", "users", "token", "ann", "--config", str(node_yaml)],
+                       capture_output=True, text=True, timeout=60)
+    index = Index(tmp_path / "var" / "index.sqlite")
+    try:
+        assert users.authenticate(index, "ann", "pipe pw") == User("ann", "viewer")
+        assert users.user_for_token(index, t.stdout.removesuffix("\n")) == User("ann", "viewer")
+    finally:
+        index.close()
+
+
+def test_retry_cancel_and_reburn_with_copies_from_the_command_line_are_audited(
+        tmp_path: Path, node_yaml: Path) -> None:
+    from tests.test_jobs import receive, settings
+
+    config = load_config(node_yaml)
+    (tmp_path / "var").mkdir()
+    index = Index(tmp_path / "var" / "index.sqlite")
+    try:
+        lost = ct_series(tmp_path / "spool-lost", 1)
+        receive(index, lost, route=settings(config.routes[0]), at=1000.0)
+        receive(index, ct_series(tmp_path / "spool", 2), route=settings(config.routes[0]), at=1000.0)
+        assert len(schedule(index, config, now=1031.0)) == 2
+        lost[0].unlink()  # one of the jobs cannot be built
+        Worker(index, lambda: config).run_pending()
+        [failing], [job] = ([j.id for j in index.jobs(states=(s,))] for s in ("failed", "done"))
+
+        c = ("--config", node_yaml)
+        retried = cli("jobs", "retry", failing, *c)
+        assert (retried.code, retried.out) == (0, f"job {failing}: failed -> pending\n")
+        cancelled = cli("jobs", "cancel", failing, *c)
+        assert (cancelled.code, cancelled.out) == (0, f"job {failing}: pending -> cancelled\n")
+        refused = cli("jobs", "cancel", failing, *c)
+        assert (refused.code, refused.err) == (
+            1, f"medianode jobs: job {failing} is cancelled; cancel needs one of pending, failed\n")
+        assert cli("jobs", "retry", "999", *c).err == "medianode jobs: no job 999\n"
+
+        [volume] = index.volumes()
+        assert volume.copies == 1
+        queued = cli("volumes", "reburn", volume.label, "--copies", "3", *c)
+        assert (queued.code, queued.err) == (0, "")
+        reburn = max(failing, job) + 1
+        assert queued.out == f"volume {volume.label}: re-burn queued as job {reburn}, 3 copies\n"
+        Worker(index, lambda: config).run_pending()
+        old, new = index.volumes()
+        assert (new.copies, len(new.paths), old.superseded_by) == (3, 3, new.label)
+        assert all(Path(p).is_file() for p in new.paths)
+        for bad, err in (("0", "copies must be 1 to 99, not 0"), ("100", "copies must be 1 to 99, not 100"),
+                         ("x", "argument --copies: invalid int value: 'x'")):
+            wrong = cli("volumes", "reburn", new.label, "--copies", bad, *c)
+            assert wrong.code == 2 and err in wrong.err
+        assert cli("volumes", "--copies", "2", *c).err == "medianode volumes: --copies is for volumes reburn\n"
+        unknown = cli("volumes", "reburn", "NOPE", "--copies", "2", *c)
+        assert unknown.err == "medianode volumes: no archive volume 'NOPE'\n"
+        assert len(index.volumes()) == 2 and len(index.jobs()) == 3  # nothing queued by a refused re-burn
+    finally:
+        index.close()
+    me = getpass.getuser()
+    done = [(e["event"], e.get("job"), e.get("copies"), e["user"]) for e in audit_events(tmp_path) if "user" in e]
+    assert done == [("job-retried", failing, None, me), ("job-cancelled", failing, None, me),
+                    ("volume-reburned", reburn, 3, me)]
