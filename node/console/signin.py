@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from node import audit, users
+from node import actions, audit, users
 from node.console import auth
 from node.console.state import Console
 from node.console.web import read_form, render
@@ -111,12 +111,11 @@ def _first(console: Console, request: Request, form: dict[str, str]) -> Response
                               "while no user exists for a new one, or add an admin with medianode users add.")
     name = form.get("username", "").strip()
     try:
-        user = users.add(index, name, "admin", form.get("password", ""))
+        user = actions.add_user(index, console.config, name, "admin", form.get("password", ""), by=name)
     except NodeError as exc:
         fresh = users.first_start_link(index, console.data_dir)
         if fresh is None:
             return render(console, request, "error.html", status=400, message=str(exc))
         return _form(console, request, "first.html", status=400, error=str(exc), action=f"/first/{fresh}")
-    audit.append(console.data_dir, "user-added", user=user.name, role=user.role, by="first-start link")
     audit.append(console.data_dir, "user-signed-in", user=user.name, role=user.role)
     return _signed_in(console, user, "/")
