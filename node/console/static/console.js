@@ -17,7 +17,10 @@
         if (response.status === 401) {
           window.location.assign("/login?next=" + encodeURIComponent(window.location.pathname));
         } else if (response.ok) {
-          element.innerHTML = await response.text();
+          const html = await response.text();
+          if (html !== element.innerHTML) {
+            element.innerHTML = html;
+          }
           element.setAttribute("data-updated", String(Date.now()));
         }
       } catch (e) {
