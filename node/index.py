@@ -603,8 +603,15 @@ class Index:
 
     # -- volumes ---------------------------------------------------------------
 
-    def volumes(self, *, study: str | None = None, patient: str | None = None, label: str | None = None) -> list[Volume]:
-        where, args = [], []
+    def volumes(self, *, study: str | None = None, patient: str | None = None, label: str | None = None,
+                since: float | None = None) -> list[Volume]:
+        """Archive volumes, oldest first: holding ``study``, of ``patient``, named ``label``, made at ``since``
+        or later (each given)."""
+        where: list[str] = []
+        args: list[object] = []
+        if since is not None:
+            where.append("created >= ?")
+            args.append(since)
         if study:
             where.append("label IN (SELECT label FROM volume_studies WHERE study_uid = ?)")
             args.append(study)

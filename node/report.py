@@ -197,7 +197,7 @@ def status(index: Index, config: Config) -> Status:
             "done_today": len(done_today),
         },
         "outputs": outputs(index, config),
-        "volumes_today": [volume_row(v) for v in index.volumes() if v.created >= midnight],
+        "volumes_today": [volume_row(v) for v in index.volumes(since=midnight)],
         "imports": [{**i, "started": _when(_time(i["started"])), "finished": _when(_time(i["finished"]))}
                     for i in index.imports(limit=10)],
     }
