@@ -259,10 +259,10 @@ CASES = {
     "deep": ("[" * 100_000, "c.yaml: YAML syntax error: nested too deeply"),
     "empty": ("", "c.yaml: empty configuration"),
     "only comments": ("# nothing\n\n", "c.yaml: empty configuration"),
-    "top level list": ("- node\n", "c.yaml:1 expected a mapping of sections (node, burn, routes, import), got a list"),
-    "top level scalar": ("node\n", "c.yaml:1 expected a mapping of sections (node, burn, routes, import), got 'node'"),
+    "top level list": ("- node\n", "c.yaml:1 expected a mapping of sections (node, burn, routes, import, console), got a list"),
+    "top level scalar": ("node\n", "c.yaml:1 expected a mapping of sections (node, burn, routes, import, console), got 'node'"),
     # unknown and duplicate keys, at every level
-    "unknown section": ("nodes: {}\n", "c.yaml:1 nodes: unknown key (known: node, burn, routes, import)"),
+    "unknown section": ("nodes: {}\n", "c.yaml:1 nodes: unknown key (known: node, burn, routes, import, console)"),
     "unknown node key": ("node:\n  ae_title: X\n  aetitle: X\n", ("c.yaml:3 node.aetitle: unknown key (known: ae_title, "
                          "host, port, data_dir, allowed_calling_aets, extra_sop_classes, workers, max_associations, "
                          "min_free_mb, max_pdu, idle_seconds, artim_seconds, pdu_seconds, max_connections_per_address, tls)")),

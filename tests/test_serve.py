@@ -43,10 +43,10 @@ class Node:
             f"node: {{ae_title: MEDIANODE, host: 127.0.0.1, port: {self.port}, data_dir: {self.data}, "
             f"workers: 2, min_free_mb: 0{extra}}}\n"
             f"burn: {{output: {self.out}, study_stable_seconds: {stable}}}\n"
-            + (routes or "routes:\n  - {match: {called_aet: BURN}, action: burn, profile: STD-GEN-CD}\n")
-            + imports
             + ("console: {enabled: false}\n" if console is None
                else f"console: {{host: 127.0.0.1, port: {self.console_port}{console}}}\n")
+            + (routes or "routes:\n  - {match: {called_aet: BURN}, action: burn, profile: STD-GEN-CD}\n")
+            + imports
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
