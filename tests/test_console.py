@@ -266,3 +266,15 @@ def _listening(port: int) -> set[int]:
     """The processes holding a socket listening on ``port`` (ss from iproute2)."""
     out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True).stdout
     return {int(p) for p in re.findall(r"pid=(\d+),", out)}
+
+
+def test_an_action_the_node_refuses_comes_back_to_its_page_with_the_reason(node: ConsoleNode) -> None:
+    password = node.add_user("fay", "clerk")
+    browser = node.client()
+    browser.sign_in("fay", password)
+    token = browser.get("/").csrf
+    refused = browser.post("/jobs/999/retry", {"csrf": token}, headers={"Referer": "http://elsewhere.invalid/volumes"})
+    assert refused.status == 303 and refused.headers["location"] == "/volumes"  # this console's page, never another
+    assert "no job 999" in browser.get("/volumes").body
+    bad = browser.post("/volumes/MEDIANODE_000001/reburn", {"csrf": token, "copies": "many"})
+    assert bad.status == 303 and "copies must be a whole number from 1 to 99" in browser.get("/").body

@@ -6,6 +6,8 @@ actions are :mod:`node.actions`' (the CLI's own), audited there with the user's 
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from starlette.responses import Response
 
 from node import actions, audit, report
@@ -46,7 +48,7 @@ def reburn(call: Call) -> Response:
     message = f"Volume {label}: re-burn queued as job {job}."
     if cannot:
         message += f" {len(cannot)} instance(s) are neither in the spool nor on an image and cannot be re-burned."
-    return call.back(f"/volumes/{label}", message)
+    return call.back(f"/volumes/{quote(label, safe='')}", message)
 
 
 def retry(call: Call) -> Response:

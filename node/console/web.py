@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from jinja2 import Environment, FileSystemLoader
 from starlette.concurrency import run_in_threadpool
@@ -114,8 +114,9 @@ def _page(console: Console, request: Request, form: dict[str, str], role: str, h
     except NotFound as exc:
         return render(console, request, "error.html", status=404, user=user, message=str(exc))
     except NodeError as exc:
-        if request.method == "POST":
-            return Call(console, request, user, form).back(request.headers.get("referer") or "/", str(exc))
+        if request.method == "POST":  # back to the page of the form (its path only: never another site)
+            back = urlsplit(request.headers.get("referer", "")).path
+            return Call(console, request, user, form).back(back if back.startswith("/") else "/", str(exc))
         return render(console, request, "error.html", status=400, user=user, message=str(exc))
 
 
