@@ -8,12 +8,14 @@ prints a traceback for bad input.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
 import select
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
@@ -365,13 +367,12 @@ def _routes_explain(args: argparse.Namespace, out: TextIO) -> int:
     if args.study:
         config, index = _open_index(args)
         try:
-            rows = index.study_instances(args.study)
+            found = report.study_routing(index, config.routes, args.study)
         finally:
             index.close()
-        if not rows:
+        if found is None:
             raise UsageError(f"the index holds no instance of study {args.study}")
-        instances = [routing.Instance(path, args.study, sop, modality, sop_class, called, calling)
-                     for path, sop, modality, sop_class, called, calling in rows]
+        each, studies = found
     else:
         from node.media.sources import walk
 
@@ -384,7 +385,7 @@ def _routes_explain(args: argparse.Namespace, out: TextIO) -> int:
                 if path in args.paths:  # named itself, not found in a folder
                     raise
                 logger.info("%s: not DICOM, skipped", path)  # a folder's other files
-    each, studies = routing.explain(config.routes, instances)
+        each, studies = routing.explain(config.routes, instances)
     if args.json:
         json.dump(report.explanation(each, studies), out, indent=2)
         out.write("\n")
@@ -409,14 +410,20 @@ def _routing_facts(path: str, *, called: str, calling: str) -> routing.Instance:
                             dcmio.text(inst.meta.get(SENDING_APPLICATION_ENTITY_TITLE)) or calling)
 
 
-def _open_index(args: argparse.Namespace) -> tuple[Config, Index]:
+def _open_index(args: argparse.Namespace, *, create: bool = False) -> tuple[Config, Index]:
+    """The configuration and its node's index; ``create``: make them when the node has not run yet."""
     from node.config import load_config
     from node.errors import ConfigError
     from node.index import Index
 
     config = load_config(args.config)
     path = config.node.data_dir / "index.sqlite"
-    if not path.exists():
+    if create:
+        try:
+            config.node.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"node.data_dir {config.node.data_dir}: cannot be made: {exc.strerror or exc}") from None
+    elif not path.exists():
         raise ConfigError(f"{path} does not exist: has medianode serve run with {args.config}?")
     return config, Index(path)
 
@@ -472,7 +479,7 @@ def _add_jobs(sub: _Subparsers) -> None:
 
 
 def _jobs(args: argparse.Namespace, out: TextIO) -> int:
-    from node import jobs, report
+    from node import actions, report
     from node.errors import UsageError
 
     config, index = _open_index(args)
@@ -483,7 +490,8 @@ def _jobs(args: argparse.Namespace, out: TextIO) -> int:
             return EXIT_OK
         if args.id is None:
             raise UsageError(f"jobs {args.action} needs a job id")
-        old, new = jobs.move_job(index, args.id, args.action)
+        move = actions.retry if args.action == "retry" else actions.cancel
+        old, new = move(index, config, args.id, by=_os_user())
         out.write(f"job {args.id}: {old} -> {new}\n")
         return EXIT_OK
     finally:
@@ -497,30 +505,118 @@ def _add_volumes(sub: _Subparsers) -> None:
     p.add_argument("label", nargs="?", help="the volume (for reburn)")
     p.add_argument("--study", metavar="UID", help="only volumes holding this study")
     p.add_argument("--patient", metavar="ID", help="only volumes holding this patient")
+    p.add_argument("--copies", type=int, metavar="N", help="reburn: this many copies (default: as its route says)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=_volumes)
 
 
 def _volumes(args: argparse.Namespace, out: TextIO) -> int:
-    from node import jobs, report
+    from node import actions, report
     from node.errors import UsageError
 
     config, index = _open_index(args)
     try:
         if args.action == "list":
+            if args.copies is not None:
+                raise UsageError("--copies is for volumes reburn")
             rows = [report.volume_row(v) for v in index.volumes(study=args.study, patient=args.patient)]
             out.write(json.dumps(rows, indent=2) + "\n" if args.json else report.format_volumes(rows))
             return EXIT_OK
         if not args.label:
             raise UsageError("volumes reburn needs a volume label")
-        job, cannot = jobs.reburn(index, args.label, config.node.data_dir)
-        out.write(f"volume {args.label}: re-burn queued as job {job}\n")
+        job, cannot = actions.reburn(index, config, args.label, copies=args.copies, by=_os_user())
+        copies = "" if args.copies is None else f", {args.copies} cop{'y' if args.copies == 1 else 'ies'}"
+        out.write(f"volume {args.label}: re-burn queued as job {job}{copies}\n")
         if cannot:
             out.write(f"volume {args.label}: {len(cannot)} instance(s) are neither in the spool nor on an image "
                       f"and cannot be re-burned: {', '.join(cannot)}\n")
         return EXIT_OK
     finally:
         index.close()
+
+
+def _add_users(sub: _Subparsers) -> None:
+    from node.users import ROLES
+
+    p = sub.add_parser("users", help="who may use the console and the API: users, roles, API tokens")
+    usub = p.add_subparsers(dest="users_command", required=True, parser_class=_Parser)
+    # no abbreviations: "--password SECRET" is refused, never taken for --password-stdin
+    add = usub.add_parser("add", help="add a user (the password is read from standard input)", allow_abbrev=False)
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--role", required=True, choices=ROLES,
+                     help="viewer reads; clerk also retries, cancels and re-burns; admin also manages users")
+    passwd = usub.add_parser("passwd", help="set a user's password (read from standard input); ends its sessions",
+                             allow_abbrev=False)
+    passwd.add_argument("name", metavar="NAME")
+    for q in (add, passwd):
+        q.add_argument("--password-stdin", action="store_true", required=True,
+                       help="read the password from standard input (never from the command line)")
+    listing = usub.add_parser("list", help="the users and their roles")
+    remove = usub.add_parser("remove", help="remove a user: its sessions end, its tokens stop working")
+    remove.add_argument("name", metavar="NAME")
+    token = usub.add_parser("token", help="make a new API token for a user and print it (shown only this once)")
+    token.add_argument("name", metavar="NAME")
+    tokens = usub.add_parser("tokens", help="a user's API tokens: id, made, last used")
+    tokens.add_argument("name", metavar="NAME")
+    revoke = usub.add_parser("revoke", help="revoke one of a user's API tokens")
+    revoke.add_argument("name", metavar="NAME")
+    revoke.add_argument("token_id", metavar="TOKEN-ID")
+    for q in (listing, tokens):
+        q.add_argument("--json", action="store_true", help="print JSON")
+    for q in (add, passwd, listing, remove, token, tokens, revoke):
+        _config_option(q)
+    p.set_defaults(run=_users)
+
+
+def _users(args: argparse.Namespace, out: TextIO) -> int:
+    from node import actions, users
+
+    config, index = _open_index(args, create=True)
+    by, command = _os_user(), args.users_command
+    try:
+        if command == "add":
+            user = actions.add_user(index, config, args.name, args.role, _password_stdin(), by=by)
+            out.write(f"user {user.name} added, role {user.role}\n")
+        elif command == "passwd":
+            actions.set_password(index, config, args.name, _password_stdin(), by=by)
+            out.write(f"user {args.name}: password changed, sessions ended\n")
+        elif command == "remove":
+            actions.remove_user(index, config, args.name, by=by)
+            out.write(f"user {args.name} removed, sessions ended, tokens revoked\n")
+        elif command == "token":
+            out.write(actions.new_token(index, config, args.name, by=by)[1] + "\n")
+        elif command == "revoke":
+            actions.revoke_token(index, config, args.name, args.token_id, by=by)
+            out.write(f"user {args.name}: token {args.token_id} revoked\n")
+        elif command == "list":
+            found = users.list_users(index)
+            out.write(json.dumps([u._asdict() for u in found], indent=2) + "\n" if args.json
+                      else "".join(f"{u.name}  {u.role}\n" for u in found))
+        else:
+            rows = users.tokens(index, args.name)
+            out.write(json.dumps(rows, indent=2) + "\n" if args.json else "".join(
+                f"{t['id']}  made {_when(t['created'])}  last used {_when(t['last_used'])}\n" for t in rows))
+        return EXIT_OK
+    finally:
+        index.close()
+
+
+def _password_stdin() -> str:
+    """The password on standard input, less one line end (``echo pw |`` adds one)."""
+    text = sys.stdin.read()
+    return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
+
+
+def _when(t: object) -> str:
+    return "never" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(str(t))))
+
+
+def _os_user() -> str:
+    """Who runs a command, for the audit log (the user id when the system has no name for it)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return str(os.getuid())
 
 
 def _parser() -> _Parser:
@@ -535,7 +631,7 @@ def _parser() -> _Parser:
 
 _COMMANDS: list[Callable[[_Subparsers], None]] = [
     _add_serve, _add_burn, _add_check, _add_import, _add_status, _add_jobs, _add_volumes, _add_config,
-    _add_routes, _add_conformance, _add_audit,
+    _add_routes, _add_conformance, _add_audit, _add_users,
 ]
 
 

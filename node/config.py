@@ -86,6 +86,8 @@ class ClientTLS:
 DEFAULT_MAX_PDU = 1 << 16
 #: The largest ``node.max_pdu``: no peer is owed more memory per PDU.
 MAX_PDU_LIMIT = 1 << 24
+#: The most copies of a medium a route (or a re-burn) may ask for.
+MAX_COPIES = 99
 
 
 @dataclass(frozen=True)
@@ -356,12 +358,24 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    """``console:``: the web console ``serve`` runs beside the Storage SCP (:mod:`node.console`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: HTTPS with our certificate and key (required for any host but loopback); None: plain HTTP.
+    tls: TLS | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     burn: BurnConfig = field(default_factory=BurnConfig)
     routes: tuple[Route, ...] = ()
     imports: ImportConfig = field(default_factory=ImportConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     #: The file this came from (for messages and reloads).
     source: Path | None = None
 
@@ -411,6 +425,7 @@ def parse_config(text: str, *, source: str) -> Config:
         routes=values.get("routes", ()),
         imports=values.get("import") or build(ImportConfig, {}),
         audit=values.get("audit") or build(AuditConfig, {}),
+        console=values.get("console") or ConsoleConfig(),
         source=absolute(source, At(source, "source"), root),
     )
 
@@ -585,7 +600,7 @@ _ROUTE: dict[str, Check] = {
     "new_uids": boolean,
     "deidentify": boolean,
     "burned_in_annotation": boolean,
-    "copies": number(1, 99),
+    "copies": number(1, MAX_COPIES),
     "group": choice("study", "patient"),
     "label": optional(string("a label", max_len=32)),
     "kind": choice("archive", "backup"),
@@ -736,6 +751,44 @@ def _import(node: Node, at: At) -> ImportConfig:
     return build(ImportConfig, values)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (``localhost``, 127.0.0.0/8, ``::1``).
+
+    >>> [is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "10.0.0.5")]
+    [True, True, True, False, False]
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_CONSOLE: dict[str, Check] = {
+    "host": _HOST,
+    "port": number(1, 65535),
+    "tls": optional(section(TLS, {"certificate": file, "key": file}, required=("certificate", "key"))),
+    "enabled": boolean,
+}
+
+
+def _console(node: Node, at: At) -> ConsoleConfig:
+    """The console section; a host other than loopback needs ``tls``: passwords and session cookies
+    never cross a network in clear.
+
+    >>> parse_config("console: {host: 0.0.0.0}", source="x.yaml")
+    Traceback (most recent call last):
+    node.errors.ConfigError: x.yaml:1 console.host: '0.0.0.0' is not loopback: serving the console to the network needs console.tls ({certificate, key})
+    """
+    values, nodes = fields(node, at, _CONSOLE)
+    host = values.get("host", ConsoleConfig.host)
+    if values.get("tls") is None and not is_loopback(host):
+        raise at.key("host").error(nodes["host"], f"{host!r} is not loopback: serving the console to the network "
+                                                  "needs console.tls ({certificate, key})")
+    return ConsoleConfig(**values)
+
+
 def _syslog(node: Node, at: At) -> Syslog:
     """``audit.syslog``; ``tls`` is required by protocol tls, and refused by udp (it would not be used)."""
     values, nodes = fields(node, at, {
@@ -800,4 +853,5 @@ _TOP: dict[str, Check] = {
     "routes": _routes,
     "import": _import,
     "audit": section(AuditConfig, {"syslog": optional(_syslog)}),
+    "console": _console,
 }

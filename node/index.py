@@ -23,7 +23,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,9 +159,48 @@ DROP TABLE jobs;
 ALTER TABLE jobs_v3 RENAME TO jobs;
 """
 
+#: Version 4: the people who use the console and the API. Passwords are argon2id hashes; API tokens,
+#: session ids and one-time sign-in links are random and only their SHA-256 is kept, so a copy of the index
+#: lets no one in. ``sign_in_failures`` is what slows down and locks a name after failed sign-ins.
+_VERSION_4 = """
+CREATE TABLE users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL CHECK (role IN ('viewer', 'clerk', 'admin')),
+    password TEXT NOT NULL,         -- argon2id, in its encoded form (parameters and salt included)
+    created DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE user_tokens (
+    id TEXT PRIMARY KEY,            -- the public part of the token, "<id>.<secret>"
+    name TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL,
+    last_used DOUBLE PRECISION
+);
+CREATE INDEX user_tokens_by_name ON user_tokens(name);
+CREATE TABLE user_sessions (
+    id_sha256 TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL,
+    last_seen DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX user_sessions_by_name ON user_sessions(name);
+CREATE TABLE sign_in_failures (
+    name TEXT PRIMARY KEY,          -- a name tried, known or not
+    failures INTEGER NOT NULL,
+    last_failed DOUBLE PRECISION NOT NULL,
+    locked_until DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE sign_in_links (
+    secret_sha256 TEXT PRIMARY KEY,
+    created DOUBLE PRECISION NOT NULL,
+    expires DOUBLE PRECISION NOT NULL,
+    used DOUBLE PRECISION
+);
+"""
+
 #: The schema's history, oldest first: migration ``n`` (1-based) takes an index from version n-1 to n.
 #: Append a migration for every change (a table, a column, an index); never edit one that has shipped.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3)
+MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4)
 
 #: The version this code reads and writes.
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -564,8 +603,15 @@ class Index:
 
     # -- volumes ---------------------------------------------------------------
 
-    def volumes(self, *, study: str | None = None, patient: str | None = None, label: str | None = None) -> list[Volume]:
-        where, args = [], []
+    def volumes(self, *, study: str | None = None, patient: str | None = None, label: str | None = None,
+                since: float | None = None) -> list[Volume]:
+        """Archive volumes, oldest first: holding ``study``, of ``patient``, named ``label``, made at ``since``
+        or later (each given)."""
+        where: list[str] = []
+        args: list[object] = []
+        if since is not None:
+            where.append("created >= ?")
+            args.append(since)
         if study:
             where.append("label IN (SELECT label FROM volume_studies WHERE study_uid = ?)")
             args.append(study)
@@ -665,6 +711,166 @@ class Index:
                FROM studies s JOIN instances i USING (study_uid) WHERE s.pending = 1 AND s.last_received >= ?
                GROUP BY s.study_uid ORDER BY s.last_received""", (since,)))
 
+    # -- the console -----------------------------------------------------------
+
+    def receiving_studies(self) -> list[tuple[str, str, str, str, int, int, float]]:
+        """(study UID, patient ID, patient name, calling AE titles, instances, bytes, last arrival) of the
+        studies waiting for their job, the latest first: what the console shows as receiving."""
+        return list(self.db.execute(
+            """SELECT s.study_uid, s.patient_id, s.patient_name, GROUP_CONCAT(DISTINCT i.calling_aet),
+                      COUNT(i.sop_instance_uid), SUM(i.size), s.last_received
+               FROM studies s JOIN instances i USING (study_uid) WHERE s.pending = 1
+               GROUP BY s.study_uid ORDER BY s.last_received DESC"""))
+
+    def job_bytes(self, job_ids: Iterable[int]) -> dict[int, int]:
+        """The bytes of the instances each job takes."""
+        ids = tuple(job_ids)
+        return {j: int(n) for j, n in self.db.execute(
+            f"SELECT job_id, SUM(size) FROM job_files WHERE job_id IN ({','.join('?' * len(ids))}) GROUP BY job_id",
+            ids)} if ids else {}
+
+    def find_volumes(self, *, name: str = "", patient_id: str = "", study: str = "", label: str = "",
+                     limit: int = 100) -> list[Volume]:
+        """Volumes holding a study of a patient whose name holds ``name`` (compared as :func:`fold` makes
+        it: case and carets ignored), of ``patient_id``, holding ``study``, or whose label holds ``label``;
+        the newest first, at most ``limit``."""
+        self.db.create_function("fold", 1, fold, deterministic=True)
+        where, args = [], []
+        for column, value in (("fold(patient_name)", fold(name)), ("patient_id", patient_id.strip()),
+                              ("study_uid", study.strip())):
+            if value:
+                exact = column != "fold(patient_name)"
+                where.append(f"label IN (SELECT label FROM volume_studies WHERE {column} "
+                             + ("= ?)" if exact else "LIKE ? ESCAPE '\\')"))
+                args.append(value if exact else f"%{_like(value)}%")
+        if label.strip():
+            where.append("label LIKE ? ESCAPE '\\'")
+            args.append(f"%{_like(label.strip().upper())}%")
+        sql = ("SELECT label FROM volumes" + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY created DESC LIMIT ?")
+        labels = [lbl for (lbl,) in self.db.execute(sql, (*args, limit))]
+        return [v for lbl in labels for v in self.volumes(label=lbl)]
+
+
+    # -- users -----------------------------------------------------------------
+    # Storage only: node.users hashes, compares and decides; no secret reaches this module in the clear.
+
+    def add_user(self, name: str, role: str, password_hash: str, *, now: float) -> bool:
+        """Record a user; False when the name is taken."""
+        with self.transaction() as db:
+            cur = db.execute("INSERT INTO users (name, role, password, created) VALUES (?, ?, ?, ?) "
+                             "ON CONFLICT (name) DO NOTHING", (name, role, password_hash, now))
+            return cur.rowcount == 1
+
+    def remove_user(self, name: str) -> bool:
+        """Forget a user with its tokens, sessions and failed sign-ins; False when there was none."""
+        with self.transaction() as db:
+            for table in ("user_tokens", "user_sessions", "sign_in_failures"):
+                db.execute(f"DELETE FROM {table} WHERE name = ?", (name,))
+            return db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 1
+
+    def set_password(self, name: str, password_hash: str) -> bool:
+        """Replace a user's password hash and end the user's sessions; False when there is no such user."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM user_sessions WHERE name = ?", (name,))
+            return db.execute("UPDATE users SET password = ? WHERE name = ?", (password_hash, name)).rowcount == 1
+
+    def rehash_password(self, name: str, old_hash: str, new_hash: str) -> None:
+        """The same password under stronger parameters, unless it was changed meanwhile (sessions kept)."""
+        with self.transaction() as db:
+            db.execute("UPDATE users SET password = ? WHERE name = ? AND password = ?", (new_hash, name, old_hash))
+
+    def users(self) -> list[tuple[str, str]]:
+        """(name, role) of every user, by name."""
+        return list(self.db.execute("SELECT name, role FROM users ORDER BY name"))
+
+    def user(self, name: str) -> tuple[str, str] | None:
+        """(role, password hash) of a user, or None."""
+        row = self.db.execute("SELECT role, password FROM users WHERE name = ?", (name,)).fetchone()
+        return (str(row[0]), str(row[1])) if row else None
+
+    def locked_until(self, name: str) -> float:
+        """Until when sign-ins of ``name`` are refused (0 when never)."""
+        row = self.db.execute("SELECT locked_until FROM sign_in_failures WHERE name = ?", (name,)).fetchone()
+        return float(row[0]) if row else 0.0
+
+    def count_sign_in_failure(self, name: str, *, now: float, forget_before: float,
+                              lock: Callable[[int], float]) -> tuple[int, float]:
+        """One more failed sign-in of ``name`` (the count starts again after a failure before
+        ``forget_before``); lock the name for ``lock(failures)`` seconds. Return (failures, locked until).
+        Names not tried for a day are forgotten on the way."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM sign_in_failures WHERE last_failed < ? AND locked_until < ?",
+                       (now - 86400, now))
+            db.execute("""INSERT INTO sign_in_failures (name, failures, last_failed, locked_until) VALUES (?, 1, ?, 0)
+                          ON CONFLICT (name) DO UPDATE SET last_failed = excluded.last_failed,
+                          failures = CASE WHEN sign_in_failures.last_failed < ? THEN 1
+                                          ELSE sign_in_failures.failures + 1 END""", (name, now, forget_before))
+            failures = int(db.execute("SELECT failures FROM sign_in_failures WHERE name = ?", (name,)).fetchone()[0])
+            until = now + lock(failures)
+            db.execute("UPDATE sign_in_failures SET locked_until = ? WHERE name = ?", (until, name))
+        return failures, until
+
+    def clear_sign_in_failures(self, name: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM sign_in_failures WHERE name = ?", (name,))
+
+    def add_token(self, token_id: str, name: str, secret_sha256: str, *, now: float) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO user_tokens (id, name, secret_sha256, created) VALUES (?, ?, ?, ?)",
+                       (token_id, name, secret_sha256, now))
+
+    def user_tokens(self, name: str) -> list[tuple[str, float, float | None]]:
+        """(id, created, last used) of a user's tokens, oldest first."""
+        return list(self.db.execute("SELECT id, created, last_used FROM user_tokens WHERE name = ? "
+                                    "ORDER BY created, id", (name,)))
+
+    def remove_token(self, name: str, token_id: str) -> bool:
+        with self.transaction() as db:
+            return db.execute("DELETE FROM user_tokens WHERE name = ? AND id = ?", (name, token_id)).rowcount == 1
+
+    def token(self, token_id: str) -> tuple[str, str, str, float | None] | None:
+        """(user name, role, secret SHA-256, last used) of a token whose user exists, or None."""
+        row = self.db.execute("SELECT u.name, u.role, t.secret_sha256, t.last_used FROM user_tokens t "
+                              "JOIN users u ON u.name = t.name WHERE t.id = ?", (token_id,)).fetchone()
+        return (str(row[0]), str(row[1]), str(row[2]), row[3]) if row else None
+
+    def touch_token(self, token_id: str, *, now: float) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE user_tokens SET last_used = ? WHERE id = ?", (now, token_id))
+
+    def add_session(self, id_sha256: str, name: str, *, now: float) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO user_sessions (id_sha256, name, created, last_seen) VALUES (?, ?, ?, ?)",
+                       (id_sha256, name, now, now))
+
+    def session(self, id_sha256: str) -> tuple[str, str, float] | None:
+        """(user name, role, last seen) of a session whose user exists, or None."""
+        row = self.db.execute("SELECT u.name, u.role, s.last_seen FROM user_sessions s JOIN users u ON u.name = s.name "
+                              "WHERE s.id_sha256 = ?", (id_sha256,)).fetchone()
+        return (str(row[0]), str(row[1]), float(row[2])) if row else None
+
+    def touch_session(self, id_sha256: str, *, now: float) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE user_sessions SET last_seen = ? WHERE id_sha256 = ?", (now, id_sha256))
+
+    def remove_session(self, id_sha256: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM user_sessions WHERE id_sha256 = ?", (id_sha256,))
+
+    def replace_sign_in_link(self, secret_sha256: str, *, now: float, expires: float) -> None:
+        """The one sign-in link in force (any earlier one stops working)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM sign_in_links")
+            db.execute("INSERT INTO sign_in_links (secret_sha256, created, expires) VALUES (?, ?, ?)",
+                       (secret_sha256, now, expires))
+
+    def use_sign_in_link(self, secret_sha256: str, *, now: float) -> bool:
+        """Mark the link used if it is unused and not expired at ``now``; say whether it was."""
+        with self.transaction() as db:
+            return db.execute("UPDATE sign_in_links SET used = ? WHERE secret_sha256 = ? AND used IS NULL "
+                              "AND expires >= ?", (now, secret_sha256, now)).rowcount == 1
+
 
 _INSTANCE_COLUMNS = ("sop_instance_uid", "sop_class_uid", "study_uid", "series_uid", "patient_id", "patient_name",
                      "modality", "transfer_syntax", "path", "size", "calling_aet", "called_aet", "route", "received_at",
@@ -677,6 +883,21 @@ _UNDER_WAY = "('building', 'built', 'delivering')"
 _OPEN = "('pending', 'building', 'built', 'delivering')"
 _OPEN_OR_FAILED = "('pending', 'building', 'built', 'delivering', 'failed')"
 _VOLUME_COLUMNS = ("label", "job_id", "kind", "created", "copies", "paths", "bytes", "superseded_by", "addendum_of")
+
+
+def fold(text: str | None) -> str:
+    """A person's name as searches compare it: carets (PS3.5 6.2 PN component separators) as spaces,
+    case folded, runs of spaces as one.
+
+    >>> fold("Smith^John^^Dr") == fold("  SMITH john dr")
+    True
+    """
+    return " ".join((text or "").replace("^", " ").casefold().split())
+
+
+def _like(text: str) -> str:
+    """``text`` as a LIKE pattern's literal part (``ESCAPE '\\'``)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _next_id(db: sqlite3.Connection, table: str) -> int:

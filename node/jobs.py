@@ -20,7 +20,7 @@ from typing import Any
 
 from node import audit
 from node import routing
-from node.config import Config
+from node.config import MAX_COPIES, Config
 from node.errors import NodeError, UsageError
 from node.index import Index, Job, StableStudy, Volume
 from node.media import build, outputs, pdi
@@ -353,14 +353,16 @@ def read_back(volume: Volume, wanted: set[str], uid_map: dict[str, str], folder:
     return found
 
 
-def reburn(index: Index, label: str, data_dir: Path) -> tuple[int, list[str]]:
-    """Queue a new job burning again what an archive volume holds (a lost disc); return its id and the
-    original SOP Instance UIDs it cannot hold.
+def reburn(index: Index, label: str, data_dir: Path, *, copies: int | None = None) -> tuple[int, list[str]]:
+    """Queue a new job burning again what an archive volume holds (a lost disc), ``copies`` times (default:
+    as many as its route asks for); return its id and the original SOP Instance UIDs it cannot hold.
 
     It combines what it can: the spool's copies, then what can be read back from
     the volume's image. A re-burn that lacks any instance never supersedes the
     volume (:meth:`Index.finish_job`); one that could hold nothing is refused.
     """
+    if copies is not None and not 1 <= copies <= MAX_COPIES:
+        raise UsageError(f"copies must be 1 to {MAX_COPIES}, not {copies}")
     found = index.volumes(label=label)
     if not found:
         raise UsageError(f"no archive volume {label!r}")
@@ -377,7 +379,10 @@ def reburn(index: Index, label: str, data_dir: Path) -> tuple[int, list[str]]:
     original = index.job(volume.job_id)
     if original is None:
         raise NodeError(f"the job that made {label} is no longer in the index: its route is unknown")
-    job = index.enqueue(studies, route=original.route,
+    route = original.route
+    if copies is not None:
+        route = replace(RouteSnapshot.from_json(route), copies=copies).to_json()
+    job = index.enqueue(studies, route=route,
                         read_back=[(u, path, size) for u, (path, size) in read.items()])
     return job, cannot
 

@@ -13,7 +13,8 @@ from node.config import Config, output_settings
 from node.durable import write_atomic
 from node.media.outputs import output_for
 from node.index import Index, Job, Volume
-from node.routing import CRITERIA, InstanceRouting, RouteSnapshot, StudyRouting, Trial
+from node.config import Route
+from node.routing import CRITERIA, Instance, InstanceRouting, RouteSnapshot, StudyRouting, Trial, explain
 
 
 class StudyRow(TypedDict):
@@ -196,7 +197,7 @@ def status(index: Index, config: Config) -> Status:
             "done_today": len(done_today),
         },
         "outputs": outputs(index, config),
-        "volumes_today": [volume_row(v) for v in index.volumes() if v.created >= midnight],
+        "volumes_today": [volume_row(v) for v in index.volumes(since=midnight)],
         "imports": [{**i, "started": _when(_time(i["started"])), "finished": _when(_time(i["finished"]))}
                     for i in index.imports(limit=10)],
     }
@@ -303,6 +304,17 @@ def _job(route: RouteSnapshot) -> dict[str, object]:
 
 def _outcome(r: InstanceRouting) -> str:
     return "refused" if r.refused_by is not None else ("burn" if r.recorded else "store")
+
+
+def study_routing(index: Index, routes: tuple[Route, ...], study_uid: str
+                  ) -> tuple[list[InstanceRouting], list[StudyRouting]] | None:
+    """The routes tried on each instance of a study of the index, and the jobs it would make (None when
+    the index holds no instance of it)."""
+    rows = index.study_instances(study_uid)
+    if not rows:
+        return None
+    return explain(routes, [Instance(path, study_uid, sop, modality, sop_class, called, calling)
+                            for path, sop, modality, sop_class, called, calling in rows])
 
 
 def explanation(instances: list[InstanceRouting], studies: list[StudyRouting]) -> dict[str, object]:

@@ -21,6 +21,7 @@ import logging
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,8 +29,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from node import audit, filemodes, jobs, report
+from node import audit, filemodes, jobs, report, users
 from node.config import Config, load_config
+from node.console import process as console_process
 from node.errors import ConfigError
 from node.intake import ImportRunner
 from node.index import Index
@@ -52,6 +54,7 @@ class Service:
         self.config = config
         self.stop = threading.Event()
         self.receivers: list[workers.Receiver] = []
+        self.console: console_process.ConsoleProcess | None = None
         self._reload_asked = threading.Event()
         self._mtime = _mtime(config.source)
         self._started = time.time()
@@ -71,11 +74,17 @@ class Service:
             watcher: threading.Thread | None = None
             started = False
             try:
+                if self.config.console.enabled:
+                    self.console = console_process.start(self.config)  # its start overlaps the receivers'
                 self.receivers = workers.start_receivers(self.config)
                 self._publish()
                 logger.info("medianode serving %s on %s:%d (%d receiver processes), data in %s",
                             self.config.node.ae_title, self.config.node.host, self.config.node.port,
                             len(self.receivers), data_dir)
+                if self.console is not None:
+                    self.console.wait_ready()
+                    logger.info("console at %s", self.console.url)
+                    announce_first_start(index, self.config, self.console.url)
                 self._audit("node-started")
                 started = True
                 if self.config.imports.watch:
@@ -85,6 +94,8 @@ class Service:
                     watcher.start()
                 self._loop(index)
             finally:
+                if self.console is not None:
+                    self.console.stop()
                 workers.stop_receivers(self.receivers)
                 (data_dir / report.SERVING_FILE).unlink(missing_ok=True)
                 if watcher is not None:
@@ -158,6 +169,8 @@ class Service:
         while not self.stop.is_set():
             pids = [r.pid for r in self.receivers]
             workers.supervise(self.receivers)
+            if self.console is not None:
+                self.console.supervise()
             if pids != [r.pid for r in self.receivers]:
                 self._publish()
             now = time.time()
@@ -191,6 +204,8 @@ class Service:
         self.config = new
         for receiver in self.receivers:
             receiver.reload()
+        if self.console is not None:
+            self.console.reload(new)
         logger.info("configuration reloaded from %s: %d route(s)", source, len(new.routes))
         self._audit("config-reloaded", source=str(source), ok=True, reason="")
 
@@ -278,6 +293,32 @@ class _Deliveries:
                     jobs.Worker(index, self.config).put_back(built)
             finally:
                 index.close()
+
+
+#: Where the first start's sign-in link is written when ``serve`` has no terminal (readable by the node only).
+FIRST_START_FILE = "first-sign-in.url"
+
+
+def announce_first_start(index: Index, config: Config, url: str) -> None:
+    """With no user yet, make the one-time link that makes the first admin, and show it to the person
+    starting the node: on the terminal when ``serve`` has one, else in ``data_dir/first-sign-in.url``
+    (mode 0600). Never in the log: the log is read by more people than the node's owner."""
+    path = config.node.data_dir / FIRST_START_FILE
+    secret = users.first_start_link(index, config)
+    if secret is None:
+        path.unlink(missing_ok=True)
+        return
+    link = f"{url}/first/{secret}"
+    if sys.stderr.isatty():
+        print(f"No user yet: open {link} within 15 minutes to make the first admin (once).", file=sys.stderr)
+        return
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, (link + "\n").encode())
+    finally:
+        os.close(fd)
+    logger.info("no user yet: the one-time sign-in link for the first admin is in %s (valid 15 minutes)", path)
 
 
 def serve(config_path: str | os.PathLike[str]) -> int:

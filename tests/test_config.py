@@ -269,10 +269,10 @@ CASES = {
                          "c.yaml:33 YAML syntax error: nested more than 32 levels deep"),
     "empty": ("", "c.yaml:1 the file is empty (or only comments): expected a mapping"),
     "only comments": ("# nothing\n\n", "c.yaml:1 the file is empty (or only comments): expected a mapping"),
-    "top level list": ("- node\n", "c.yaml:1 expected a mapping of sections (node, burn, routes, import, audit), got a list"),
-    "top level scalar": ("node\n", "c.yaml:1 expected a mapping of sections (node, burn, routes, import, audit), got 'node'"),
+    "top level list": ("- node\n", "c.yaml:1 expected a mapping of sections (node, burn, routes, import, audit, console), got a list"),
+    "top level scalar": ("node\n", "c.yaml:1 expected a mapping of sections (node, burn, routes, import, audit, console), got 'node'"),
     # unknown and duplicate keys, at every level
-    "unknown section": ("nodes: {}\n", "c.yaml:1 nodes: unknown key (known: node, burn, routes, import, audit)"),
+    "unknown section": ("nodes: {}\n", "c.yaml:1 nodes: unknown key (known: node, burn, routes, import, audit, console)"),
     "unknown node key": ("node:\n  ae_title: X\n  aetitle: X\n", ("c.yaml:3 node.aetitle: unknown key (known: ae_title, "
                          "host, port, data_dir, allowed_calling_aets, allowed_peers, extra_sop_classes, workers, max_associations, "
                          "min_free_mb, max_pdu, idle_seconds, artim_seconds, pdu_seconds, max_connections_per_address, tls, "

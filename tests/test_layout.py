@@ -1,9 +1,9 @@
 """The import direction of DESIGN.md and STYLE.md §2, checked on the source with ``ast``.
 
-cli, service and conformance on top; jobs and intake below them; media, read and receive in the middle, never
+cli, service and conformance on top, with the console beside cli (only service starts it); actions, jobs and intake below them; media, read and receive in the middle, never
 importing each other, each entered only through its front door (its ``__init__``'s ``__all__``); the bottom row
-(errors, tags, dicom, syntaxes, profiles, dcmio, pixels, config, index, audit, atna, syslog, routing) imports nothing
-above it;
+(errors, tags, dicom, syntaxes, profiles, dcmio, pixels, config, index, audit, atna, syslog, routing, users,
+lifeline) imports nothing above it;
 no import cycle anywhere. Third-party packages stay in the modules that own them.
 
 Every import statement counts, at the top of a module or inside a function (and under ``TYPE_CHECKING``): an
@@ -19,7 +19,7 @@ from pathlib import Path
 
 NODE = Path(__file__).resolve().parents[1] / "node"
 BOTTOM = {"errors", "tags", "dicom", "syntaxes", "profiles", "dcmio", "pixels", "config", "index", "audit", "routing",
-          "durable", "netcompat", "tls", "yamlcheck", "atna", "syslog", "filemodes"}
+          "durable", "netcompat", "tls", "yamlcheck", "atna", "syslog", "filemodes", "users", "lifeline"}
 MIDDLE = {"media", "read", "receive"}
 #: third-party package -> the modules allowed to import it
 OWNERS = {
@@ -27,6 +27,10 @@ OWNERS = {
     "pycdlib": {"media.iso", "read.medium"},
     "watchdog": {"read.watcher"},
     "yaml": {"config", "yamlcheck"},
+    "argon2": {"users"},
+    "starlette": {"console.app", "console.auth", "console.web", "console.pages", "console.signin"},
+    "uvicorn": {"console.process"},
+    "jinja2": {"console.web"},
 }
 
 
@@ -82,13 +86,15 @@ def test_media_read_and_receive_never_import_each_other() -> None:
     for module, names in imports().items():
         room = top(f"node.{module}")
         if room in MIDDLE:
-            others = {n for n in names if n.startswith("node.") and top(n) in (MIDDLE - {room}) | {"jobs", "service", "cli", "intake", "conformance"}}
+            upper = {"jobs", "actions", "service", "cli", "intake", "conformance", "console"}
+            others = {n for n in names if n.startswith("node.") and top(n) in (MIDDLE - {room}) | upper}
             assert not others, f"node.{module} imports {others}"
 
 
 def test_only_the_top_imports_the_service_the_cli_and_the_conformance_statement() -> None:
     for module, names in imports().items():
-        for upper, allowed in (("service", {"cli"}), ("cli", {"__main__"}), ("conformance", {"cli"})):
+        for upper, allowed in (("service", {"cli"}), ("cli", {"__main__"}), ("conformance", {"cli"}),
+                               ("console", {"service"})):
             if top(f"node.{module}") != upper and any(top(n) == upper for n in names if n.startswith("node.")):
                 assert module in allowed, f"node.{module} imports node.{upper}"
 

@@ -30,8 +30,11 @@ class Node:
     """A ``medianode serve`` process (and its receivers) on 127.0.0.1."""
 
     def __init__(self, tmp_path: Path, *, stable: float = 1.0, extra: str = "", routes: str | None = None,
-                 imports: str = "") -> None:
+                 imports: str = "", console: str | None = None) -> None:
+        """``console``: the console section's keys besides its port (a free one), e.g. ``""``; None turns
+        the console off (most tests need only the SCP)."""
         self.port = free_port()
+        self.console_port = free_port()
         self.root = tmp_path
         self.data = tmp_path / "var"
         self.out = tmp_path / "out"
@@ -40,6 +43,8 @@ class Node:
             f"node: {{ae_title: MEDIANODE, host: 127.0.0.1, port: {self.port}, data_dir: {self.data}, "
             f"workers: 2, min_free_mb: 0{extra}}}\n"
             f"burn: {{output: {self.out}, study_stable_seconds: {stable}}}\n"
+            + ("console: {enabled: false}\n" if console is None
+               else f"console: {{host: 127.0.0.1, port: {self.console_port}{console}}}\n")
             + (routes or "routes:\n  - {match: {called_aet: BURN}, action: burn, profile: STD-GEN-CD}\n")
             + imports
         )

@@ -12,7 +12,6 @@ association (:class:`~node.netcompat.ReceiverServer`). ``service.py`` uses
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
@@ -32,6 +31,7 @@ from node import filemodes, syslog
 from node.config import Config, load_config
 from node.errors import NodeError
 from node.index import Index
+from node.lifeline import die_with_parent
 from node.netcompat import ReceiverServer, dul_running, is_busy, receive_into
 from node.receive.guard import ADDRESS_SLOTS, AddressCounts, Lobby, raise_file_limit
 from node.receive.spool import Spool
@@ -337,7 +337,7 @@ def stop_receivers(receivers: list[Receiver], *, force: bool = False, timeout: f
 def _receiver_main(config: Config, listener: socket.socket, conn: Connection, level: int, fmt: str | None,
                    parent: int, table: MutableSequence[int], row: int) -> None:
     """A receiver process's entry point (spawned)."""
-    _die_with_parent(parent)
+    die_with_parent(parent)
     filemodes.restrict(config.node.group)
     raise_file_limit()
     logging.basicConfig(level=level, format=fmt or logging.BASIC_FORMAT)
@@ -357,14 +357,3 @@ def _receiver_main(config: Config, listener: socket.socket, conn: Connection, le
     syslog.close_all()
     logging.shutdown()
     os._exit(status)
-
-
-def _die_with_parent(parent: int) -> None:
-    """Ask Linux for SIGTERM when the parent dies (PR_SET_PDEATHSIG), so no orphan keeps the port."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent died before prctl
-        raise SystemExit(1)

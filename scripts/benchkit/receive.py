@@ -38,6 +38,8 @@ PUBLISHED = {  # inst/s on the reference machine, ../shared/BENCHMARKS.md
     "minimal": {1: 217.0, 4: 243.0},  # the unlimited-PDU row
 }
 TARGETS = {"vs_orthanc_1": 1.0, "vs_minimal_1": 0.9, "vs_orthanc_4": 1.0, "max_rss_mb": 200.0}
+#: The web console (its own process) may cost receiving at most this: with it / without it, inst/s.
+CONSOLE_TARGET = 0.95
 WORKERS = (2, 4)  # node.workers of the medianode configurations
 SEND_TIMEOUT_S = 600.0
 
@@ -81,18 +83,21 @@ def minimal(root: Path) -> Receiver:
                     lambda: empty_dir(store))
 
 
-def medianode(root: Path, workers: int) -> Receiver:
-    home, port = root / f"medianode-w{workers}", free_port()
+def medianode(root: Path, workers: int, *, console: bool = False) -> Receiver:
+    """``medianode serve`` with ``workers`` receivers; ``console``: with its web console (in its own process)."""
+    key = f"medianode-w{workers}" + ("-console" if console else "")
+    home, port = root / key, free_port()
     config = {  # JSON is YAML
         "node": {"ae_title": "MEDIANODE", "host": HOST, "port": port, "data_dir": str(home / "var"),
                  "workers": workers, "min_free_mb": 0},
         "burn": {"output": str(home / "out"), "study_stable_seconds": 3600},
         "routes": [{"match": {"called_aet": "STORE"}, "action": "store"}],
+        "console": {"host": HOST, "port": free_port()} if console else {"enabled": False},
     }
     home.mkdir(parents=True)
     (home / "medianode.yaml").write_text(json.dumps(config, indent=2) + "\n")
     spool, index = home / "var" / "spool", home / "var" / "index.sqlite"
-    server = Server(f"medianode serve (workers {workers})",
+    server = Server(f"medianode serve (workers {workers}{', console' if console else ''})",
                     [MEDIANODE, "serve", "--config", home / "medianode.yaml"],
                     aet="STORE", port=port, log=home / "serve.log")
 
@@ -104,7 +109,7 @@ def medianode(root: Path, workers: int) -> Receiver:
                 for table in ("instances", "studies", "released_files"):
                     db.execute(f"DELETE FROM {table}")
 
-    return Receiver(f"medianode-w{workers}", f"medianode serve, {workers} workers", server,
+    return Receiver(key, f"medianode serve, {workers} workers" + (", console" if console else ""), server,
                     lambda: count_files(spool, "*/*.dcm") if spool.is_dir() else 0, clear)
 
 
@@ -272,7 +277,19 @@ def ratios(rec: Json) -> Json:
         met = {k: None if v is None else v >= TARGETS[k] for k, v in vals.items()}
         met["max_rss_mb"] = None if rss is None else rss < TARGETS["max_rss_mb"]
         out["medianode"][key] = {"ratios": vals, "peak_rss_mb": rss, "targets_met": met}
+    out["console"] = console_cost(rec)
     return out
+
+
+def console_cost(rec: Json) -> Json:
+    """Receive speed with the console over without it, per number of associations (same workers)."""
+    with_key = next((k for k in rec if k.endswith("-console")), None)
+    if with_key is None or with_key.removesuffix("-console") not in rec:
+        return {}
+    plain, console = rec[with_key.removesuffix("-console")]["modes"], rec[with_key]["modes"]
+    vals = {m: ratio(console[m]["inst_s"], plain[m]["inst_s"]) for m in MODES}
+    return {"with_over_without": vals, "target": CONSOLE_TARGET,
+            "met": {m: None if v is None else v >= CONSOLE_TARGET for m, v in vals.items()}}
 
 
 def print_table(res: Json, out: TextIO) -> None:
@@ -308,6 +325,11 @@ def print_table(res: Json, out: TextIO) -> None:
         c = rt["calibration"][key]
         line(f"  {label} here vs its published figure: {fmt(c[1], '.2f')}x (1 assoc.), {fmt(c[4], '.2f')}x "
              f"(4 assoc.)  [how this machine compares today]")
+    c = rt.get("console")
+    if c:
+        v, ok = c["with_over_without"], c["met"]
+        line(f"  the console's cost: receive with it / without it {fmt(v[1], '.2f')}x (1 assoc.) {MARK[ok[1]]}, "
+             f"{fmt(v[4], '.2f')}x (4 assoc.) {MARK[ok[4]]} (target >= {c['target']}x)")
     t = TARGETS
     for key, m in rt["medianode"].items():
         v, ok, label = m["ratios"], m["targets_met"], res["receivers"][key]["label"]
@@ -331,7 +353,8 @@ def run_receive(args: argparse.Namespace) -> Json:
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     load_before = load_average()
-    receivers = [storescp(root), orthanc(root), minimal(root), *(medianode(root, w) for w in WORKERS)]
+    receivers = [storescp(root), orthanc(root), minimal(root), *(medianode(root, w) for w in WORKERS),
+                 medianode(root, WORKERS[0], console=True)]
     present = [r for r in receivers if r is not None]
     log(f"\n{spec.label}: {len(files)} files; {args.runs} runs (+{args.warmup} warm-up) per receiver, "
         f"1 and 4 associations; load average {load_before}")

@@ -192,6 +192,7 @@ def run_soak(args: argparse.Namespace) -> Json:
                  "workers": 2, "min_free_mb": 0},
         "burn": {"output": str(home / "out"), "study_stable_seconds": STABLE_S},
         "routes": [{"match": {"called_aet": "BURN"}, "action": "burn", "profile": "STD-GEN-CD"}],
+        "console": {"enabled": False},
     }
     home.mkdir(parents=True)
     (home / "medianode.yaml").write_text(json.dumps(config, indent=2) + "\n")

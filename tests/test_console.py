@@ -1,0 +1,280 @@
+"""The web console against a running ``medianode serve``: sign-in, sessions, CSRF, roles, the JSON API,
+the first start's link, TLS, and the configuration's checks. Real processes on 127.0.0.1, no mocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import ssl
+import stat
+import subprocess
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from node import users
+from tests.conftest import cli, ct_series, need, until
+from tests.console_kit import Client, ConsoleNode, with_index
+from tests.test_serve import storescu
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[ConsoleNode]:
+    need("echoscu", "storescu")
+    n = ConsoleNode(tmp_path)
+    n.start()
+    yield n
+    if n.proc is not None and n.proc.poll() is None:
+        n.stop(signal.SIGKILL)
+
+
+def audit(node: ConsoleNode) -> list[dict[str, object]]:
+    path = node.data / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+# -- configuration ---------------------------------------------------------------------------------------
+
+
+def test_a_console_on_the_network_without_tls_is_a_configuration_error(tmp_path: Path) -> None:
+    config = tmp_path / "node.yaml"
+    config.write_text(f"node: {{data_dir: {tmp_path / 'var'}}}\nconsole:\n  port: 8443\n  host: 0.0.0.0\n")
+    result = cli("config", "check", config)
+    assert result.code == 2
+    assert result.err.strip().endswith(f"{config}:4 console.host: '0.0.0.0' is not loopback: serving the console "
+                                       "to the network needs console.tls ({certificate, key})")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("console: {port: 0}", "console.port: expected an integer from 1 to 65535, got '0'"),
+    ("console: {enabled: maybe}", "console.enabled: expected true or false"),
+    ("console: {tls: {certificate: /nonexistent.pem, key: /nonexistent.key}}", "console.tls.certificate:"),
+    ("console: {web: 1}", "console.web: unknown key (known: host, port, tls, enabled)"),
+])
+def test_bad_console_settings_name_their_line_and_key(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "node.yaml"
+    config.write_text(f"node: {{data_dir: {tmp_path / 'var'}}}\n{text}\n")
+    result = cli("config", "check", config)
+    assert result.code == 2 and f"{config}:2 {message}" in result.err, result.err
+
+
+def test_a_console_port_in_use_stops_serve_with_the_reason(tmp_path: Path) -> None:
+    import socket
+
+    need("echoscu")
+    node = ConsoleNode(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", node.console_port))
+        taken.listen()
+        proc = subprocess.run([*serve_argv(node)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert f"the console cannot listen on 127.0.0.1:{node.console_port}" in proc.stderr
+
+
+def serve_argv(node: ConsoleNode) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "node", "serve", "--config", str(node.config)]
+
+
+# -- first start -----------------------------------------------------------------------------------------
+
+
+def test_the_first_start_link_makes_one_admin_once_and_never_reaches_the_log(node: ConsoleNode) -> None:
+    link_file = node.data / "first-sign-in.url"
+    until(link_file.exists, "the first start's link")
+    assert stat.S_IMODE(link_file.stat().st_mode) == 0o600
+    link = link_file.read_text().strip()
+    secret = link.rsplit("/", 1)[1]
+    assert link.startswith(node.url + "/first/") and secret not in node.logs()
+    path = link[len(node.url):]
+    browser = node.client()
+    form = browser.get(path)  # a GET spends nothing
+    assert form.status == 200 and browser.get(path).status == 200
+    made = browser.post(path, {"username": "ann", "password": "a long password", "csrf": form.csrf})
+    assert made.status == 303 and made.headers["location"] == "/"
+    assert "ann (admin)" in browser.get("/").body
+    again = node.client()
+    assert again.post(path, {"username": "eve", "password": "another one", "csrf": again.get(path).csrf}).status == 403
+    assert [u.name for u in with_index(node.data, users.list_users)] == ["ann"]
+    assert secret not in (node.data / "audit.jsonl").read_text()
+
+
+# -- who may do what -------------------------------------------------------------------------------------
+
+
+def test_without_a_session_pages_go_to_sign_in_and_the_api_answers_401(node: ConsoleNode) -> None:
+    browser = node.client()
+    for path in ("/", "/volumes?name=x", "/imports", "/routes", "/audit"):
+        answer = browser.get(path)
+        assert answer.status == 303 and answer.headers["location"].startswith("/login?next=%2F"), path
+    assert browser.get("/?fragment=1").status == 401
+    assert browser.post("/jobs/1/retry", {"csrf": "x"}).status == 303
+    for path in ("/api/status", "/api/jobs", "/api/volumes", "/api/imports"):
+        assert browser.get(path).status == 401
+        assert browser.api("GET", path, "nope.nope").status == 401
+    answer = browser.request("POST", "/api/jobs/1/retry", body=b"")
+    assert answer.status == 401 and answer.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_sign_in_sets_a_strict_httponly_cookie_and_wrong_passwords_are_slowed_then_audited(node: ConsoleNode) -> None:
+    password = node.add_user("bob", "viewer")
+    browser = node.client()
+    answer = browser.sign_in("bob", password)
+    cookie = next(c for c in answer.cookies if c.startswith("medianode_session="))
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Secure" not in cookie
+    intruder = node.client()
+    statuses = []
+    for _ in range(5):
+        statuses.append(intruder.post("/login", {"username": "bob", "password": "guess",
+                                                 "csrf": intruder.get("/login").csrf}).status)
+    assert statuses[:4] == [401] * 4 and statuses[4] == 429  # the fourth failure makes the name wait
+    locked = intruder.post("/login", {"username": "bob", "password": password, "csrf": intruder.get("/login").csrf})
+    assert locked.status == 429 and "try again in" in locked.body
+    failed = [e for e in audit(node) if e["event"] == "user-sign-in-failed"]
+    assert len(failed) == 6 and all(e["user"] == "bob" for e in failed)
+    assert "guess" not in (node.data / "audit.jsonl").read_text() and "guess" not in node.logs()
+
+
+def test_a_post_without_its_csrf_token_is_refused(node: ConsoleNode) -> None:
+    password = node.add_user("cleo", "clerk")
+    browser = node.client()
+    browser.sign_in("cleo", password)
+    for form in ({}, {"csrf": "0" * 64}):
+        assert browser.post("/jobs/1/retry", form).status == 403
+        assert browser.post("/volumes/X/reburn", form).status == 403
+        assert browser.post("/logout", form).status == 403
+    other = node.client()
+    other.sign_in("cleo", password)
+    assert browser.post("/jobs/1/retry", {"csrf": other.get("/").csrf}).status == 403  # another session's token
+    assert browser.get("/").status == 200  # still signed in
+
+
+def test_a_removed_users_session_and_token_stop_working(node: ConsoleNode) -> None:
+    password = node.add_user("dan", "clerk")
+    token = node.token("dan")
+    browser = node.client()
+    browser.sign_in("dan", password)
+    assert browser.get("/").status == 200 and browser.api("GET", "/api/jobs", token).status == 200
+    with_index(node.data, lambda index: users.remove(index, "dan"))
+    assert browser.get("/").status == 303
+    assert browser.api("GET", "/api/jobs", token).status == 401
+
+
+def test_sign_out_ends_the_session(node: ConsoleNode) -> None:
+    password = node.add_user("eve", "viewer")
+    browser = node.client()
+    browser.sign_in("eve", password)
+    cookie = next(c.value for c in browser.jar if c.name == "medianode_session")
+    assert browser.post("/logout", {"csrf": browser.get("/").csrf}).status == 303
+    stale = node.client()
+    stale.jar.set_cookie(_cookie(cookie))
+    assert stale.get("/").status == 303
+    assert [e["event"] for e in audit(node)][-2:] == ["user-signed-in", "user-signed-out"]
+
+
+def _cookie(value: str):  # type: ignore[no-untyped-def]
+    import http.cookiejar
+
+    return http.cookiejar.Cookie(0, "medianode_session", value, None, False, "127.0.0.1", False, False, "/", True,
+                                 False, None, False, None, None, {})
+
+
+# -- the API ---------------------------------------------------------------------------------------------
+
+
+def test_the_api_answers_what_the_cli_prints_and_acts_for_clerks_only(node: ConsoleNode, tmp_path: Path) -> None:
+    node.add_user("vic", "viewer")
+    node.add_user("cal", "clerk")
+    viewer, clerk = node.token("vic"), node.token("cal")
+    files = ct_series(tmp_path / "ct", 3, patient_id="P7", name="ROE^RICHARD")
+    assert storescu(node, files).returncode == 0
+    node.wait_for(lambda: len(node.images()) == 1)
+    api = node.client()
+    jobs = api.api("GET", "/api/jobs", viewer).json()
+    assert jobs == json.loads(cli("jobs", "--config", node.config, "--json").out)
+    volumes = api.api("GET", "/api/volumes?patient=P7", viewer).json()
+    assert volumes == json.loads(cli("volumes", "--config", node.config, "--patient", "P7", "--json").out)
+    assert len(volumes) == 1 and volumes[0]["studies"][0]["patient_name"] == "ROE^RICHARD"
+    status = api.api("GET", "/api/status", viewer).json()
+    assert status == json.loads(cli("status", "--config", node.config, "--json").out)
+    assert api.api("GET", "/api/imports", viewer).json() == []
+    label = volumes[0]["label"]
+    refused = api.api("POST", f"/api/volumes/{label}/reburn", viewer, b'{"copies": 2}')
+    assert refused.status == 403 and "role viewer" in refused.json()["error"]  # type: ignore[index]
+    assert api.api("POST", "/api/jobs/1/retry", viewer).status == 403
+    queued = api.api("POST", f"/api/volumes/{label}/reburn", clerk, b'{"copies": 2}')
+    assert queued.status == 200, queued.body
+    reburn = queued.json()
+    assert reburn["volume"] == label and reburn["cannot"] == []  # type: ignore[index]
+    node.wait_for(lambda: len(node.images()) == 3)  # the re-burn's two copies
+    burned = [e for e in audit(node) if e["event"] == "volume-reburned"]
+    assert burned and burned[-1]["user"] == "cal"
+    assert api.api("POST", "/api/jobs/999/retry", clerk).status == 400
+    assert api.api("POST", f"/api/volumes/{label}/reburn", clerk, b'{"copies": "lots"}').status == 400
+    assert api.api("POST", f"/api/volumes/{label}/reburn", clerk, b"[1]").status == 400
+
+
+# -- TLS -------------------------------------------------------------------------------------------------
+
+
+def test_the_console_over_tls_has_secure_cookies_and_refuses_tls_1_1(tmp_path: Path) -> None:
+    need("echoscu", "storescu", "openssl")
+    cert, key = tmp_path / "console.pem", tmp_path / "console.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert], check=True,
+                   capture_output=True)
+    context = ssl.create_default_context(cafile=str(cert))
+    node = ConsoleNode(tmp_path, console=f", tls: {{certificate: {cert}, key: {key}}}", context=context)
+    node.start()
+    try:
+        browser = node.client()
+        assert browser.base.startswith("https://")
+        password = node.add_user("tess", "viewer")
+        answer = browser.sign_in("tess", password)
+        cookie = next(c for c in answer.cookies if c.startswith("medianode_session="))
+        assert "Secure" in cookie and "HttpOnly" in cookie
+        old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        old.load_verify_locations(str(cert))
+        with warnings.catch_warnings():  # TLS 1.1 is deprecated: that is the point
+            warnings.simplefilter("ignore", DeprecationWarning)
+            old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+        with pytest.raises(OSError):
+            Client(node.url, context=old).get("/login")
+    finally:
+        node.stop(signal.SIGKILL)
+
+
+# -- lifecycle ------------------------------------------------------------------------------------------
+
+
+def test_a_console_that_dies_is_restarted_and_receiving_never_depends_on_it(node: ConsoleNode, tmp_path: Path) -> None:
+    assert node.proc is not None
+    consoles = [pid for pid in _listening(node.console_port) if pid != node.proc.pid]  # serve keeps the socket too
+    assert len(consoles) == 1, consoles
+    os.kill(consoles[0], signal.SIGKILL)
+    assert storescu(node, ct_series(tmp_path / "ct", 2)).returncode == 0
+    until(lambda: node.answers(), "the console restarted")
+    assert f"the console (process {consoles[0]}) died (killed by signal 9); restarting it" in node.logs()
+
+
+def _listening(port: int) -> set[int]:
+    """The processes holding a socket listening on ``port`` (ss from iproute2)."""
+    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True).stdout
+    return {int(p) for p in re.findall(r"pid=(\d+),", out)}
+
+
+def test_an_action_the_node_refuses_comes_back_to_its_page_with_the_reason(node: ConsoleNode) -> None:
+    password = node.add_user("fay", "clerk")
+    browser = node.client()
+    browser.sign_in("fay", password)
+    token = browser.get("/").csrf
+    refused = browser.post("/jobs/999/retry", {"csrf": token}, headers={"Referer": "http://elsewhere.invalid/volumes"})
+    assert refused.status == 303 and refused.headers["location"] == "/volumes"  # this console's page, never another
+    assert "no job 999" in browser.get("/volumes").body
+    bad = browser.post("/volumes/MEDIANODE_000001/reburn", {"csrf": token, "copies": "many"})
+    assert bad.status == 303 and "copies must be a whole number from 1 to 99" in browser.get("/").body
