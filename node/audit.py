@@ -239,6 +239,31 @@ def _log_used(config: Config, f: Mapping[str, Any]) -> list[Event]:
     return [Event(atna.AUDIT_LOG_USED, "R", atna.SUCCESS, (_us(config, requestor=False), _person()), (log,))]
 
 
+def _person_at(f: Mapping[str, Any]) -> Participant:
+    """The console's user of an event (``user``), from the address their browser came from (``address``)."""
+    return Participant(str(f.get("user") or "?"), True, address=str(f["address"]) if f.get("address") else None)
+
+
+def _authentication(login: bool) -> Callable[[Config, Mapping[str, Any]], list[Event]]:
+    """A.5.3.12 User Authentication: a console sign-in (failed ones a minor failure, with their reason), a
+    sign-out; the node is the authenticator."""
+    def messages(config: Config, f: Mapping[str, Any]) -> list[Event]:
+        failed = str(f.get("reason") or "") if login else ""
+        return [Event(atna.USER_AUTHENTICATION, "E", atna.MINOR_FAILURE if failed else atna.SUCCESS,
+                      (_person_at(f), _us(config, requestor=False)), types=(atna.LOGIN if login else atna.LOGOUT,),
+                      description=failed or None)]
+    return messages
+
+
+def _searched(config: Config, f: Mapping[str, Any]) -> list[Event]:
+    """A.5.3.10 Query: a patient search on the console's Volumes page. It is no DICOM query, so the object
+    is the search as a URI of the console's own page, its terms as the name."""
+    terms = {k: str(f[k]) for k in ("patient_name", "patient_id") if f.get(k)}
+    query = "/volumes?" + "&".join(f"{k}={v}" for k, v in terms.items())
+    thing = Thing(query, atna.URI, " ".join(f"{k}={v}" for k, v in terms.items()) or "all", role="3")
+    return [Event(atna.QUERY, "E", atna.SUCCESS, (_person_at(f), _us(config, requestor=False)), (thing,))]
+
+
 #: JSON event -> its ATNA messages. ``study-received`` (a job cut for a quiet study) and
 #: ``import-skipped`` (a medium imported before, not sent again) are JSON lines only.
 MESSAGES: dict[str, Callable[[Config, Mapping[str, Any]], list[Event]]] = {
@@ -253,4 +278,8 @@ MESSAGES: dict[str, Callable[[Config, Mapping[str, Any]], list[Event]]] = {
     "association-refused": _refused,
     "config-reloaded": _reloaded,
     "audit-log-read": _log_used,
+    "user-signed-in": _authentication(True),
+    "user-sign-in-failed": _authentication(True),
+    "user-signed-out": _authentication(False),
+    "patient-search": _searched,
 }

@@ -223,12 +223,19 @@ def test_every_mapping_makes_a_valid_message_whatever_the_refusal_reason(tmp_pat
                                 "reason": "calling AE title CT1 from a wrong address <10.9.9.9>"},
         "config-reloaded": {"source": "/etc/medianode.yaml", "ok": False, "reason": "x.yaml:3 node.port: bad"},
         "audit-log-read": {"path": "/var/lib/medianode/audit.jsonl"},
+        "user-signed-in": {"user": "ann", "role": "clerk", "address": "10.0.0.8"},
+        "user-sign-in-failed": {"user": "<bob>", "reason": "wrong name or password", "address": "::1"},
+        "user-signed-out": {"user": "ann", "address": None},
+        "patient-search": {"user": "ann", "address": "10.0.0.8", "patient_name": "doe^j&ne"},
     }
     assert set(samples) == set(audit.MESSAGES)
     messages = [audit.atna.message(e, when="2026-01-02T03:04:05.123+01:00", source_id="NODE").decode()
                 for name, fields in samples.items() for e in audit.MESSAGES[name](config, fields)]
     assert_valid(messages, tmp_path / "xml")
     assert "wrong address &lt;10.9.9.9&gt;" in next(m for m in messages if '"110126"' in m)
+    failed = next(m for m in messages if '"110114"' in m and 'EventOutcomeIndicator="4"' in m)
+    assert 'UserID="&lt;bob&gt;"' in failed and "wrong name or password" in failed and '"110122"' in failed
+    assert 'ParticipantObjectID="/volumes?patient_name=doe^j&amp;ne"' in next(m for m in messages if '"110112"' in m)
 
 
 @pytest.mark.parametrize(("audit_section", "error"), [

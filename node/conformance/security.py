@@ -131,4 +131,6 @@ _FIELDS: dict[str, dict[str, object]] = {
     "association-refused": {"calling_aet": "A", "peer": "127.0.0.1:1", "reason": "r"},
     "config-reloaded": {"source": "/c", "ok": True},
     "audit-log-read": {"path": "/a"},
+    "user-signed-in": {"user": "u"}, "user-sign-in-failed": {"user": "u", "reason": "r"}, "user-signed-out": {"user": "u"},
+    "patient-search": {"user": "u", "patient_name": "P"},
 }

@@ -27,6 +27,7 @@ def volumes(call: Call) -> Response:
     searched = any((name, patient_id, study, label))
     if name or patient_id:
         audit.append(call.console.config, "patient-search", user=call.user.name,
+                     address=call.request.client.host if call.request.client else None,
                      **{k: v for k, v in (("patient_name", name), ("patient_id", patient_id)) if v})
     rows = views.volumes(call.console.index(), name=name, patient_id=patient_id, study=study, label=label)
     return call.render("volumes.html", rows=rows, searched=searched, name=name, patient=patient_id, study=study,

@@ -19,6 +19,11 @@ from node.console.web import read_form, render
 from node.errors import NodeError
 
 
+def _client(request: Request) -> str | None:
+    """The address the browser came from, for the audit trail."""
+    return request.client.host if request.client else None
+
+
 def _local(target: str) -> str:
     """Where to go after signing in: a path of this console only (never another site)."""
     return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
@@ -43,12 +48,13 @@ def _login(console: Console, request: Request, form: dict[str, str]) -> Response
     try:
         user = users.authenticate(console.index(), name, form.get("password", ""))
     except NodeError as exc:  # locked for a while after repeated failures
-        audit.append(console.config, "user-sign-in-failed", user=name, reason="locked")
+        audit.append(console.config, "user-sign-in-failed", user=name, reason="locked", address=_client(request))
         return _form(console, request, "login.html", status=429, next=target, error=str(exc))
     if user is None:
-        audit.append(console.config, "user-sign-in-failed", user=name, reason="wrong name or password")
+        audit.append(console.config, "user-sign-in-failed", user=name, reason="wrong name or password",
+                     address=_client(request))
         return _form(console, request, "login.html", status=401, next=target, error="Wrong name or password.")
-    audit.append(console.config, "user-signed-in", user=user.name, role=user.role)
+    audit.append(console.config, "user-signed-in", user=user.name, role=user.role, address=_client(request))
     return _signed_in(console, user, target)
 
 
@@ -83,7 +89,7 @@ def _logout(console: Console, request: Request, form: dict[str, str]) -> Respons
     if session:
         users.close_session(console.index(), session)
     if user is not None:
-        audit.append(console.config, "user-signed-out", user=user.name)
+        audit.append(console.config, "user-signed-out", user=user.name, address=_client(request))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(auth.SESSION_COOKIE, path="/")
     return response
@@ -117,5 +123,5 @@ def _first(console: Console, request: Request, form: dict[str, str]) -> Response
         if fresh is None:
             return render(console, request, "error.html", status=400, message=str(exc))
         return _form(console, request, "first.html", status=400, error=str(exc), action=f"/first/{fresh}")
-    audit.append(console.config, "user-signed-in", user=user.name, role=user.role)
+    audit.append(console.config, "user-signed-in", user=user.name, role=user.role, address=_client(request))
     return _signed_in(console, user, "/")
