@@ -14,13 +14,12 @@ import os
 import signal
 import socket
 from multiprocessing.connection import Connection
-from multiprocessing.connection import wait as mp_wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from node.config import Config
 from node.errors import NodeError
-from node.lifeline import die_with_parent
+from node.lifeline import await_ready, die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -64,17 +63,9 @@ class ConsoleProcess:
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Return once the child serves; :class:`ConsoleError` with its reason when it cannot."""
         assert self.process is not None and self.conn is not None
-        ready = mp_wait([self.conn, self.process.sentinel], timeout)
-        if self.conn in ready:
-            try:
-                kind, message = self.conn.recv()
-            except EOFError:
-                kind, message = "error", "it exited"
-            if kind == "ready":
-                return
-            raise ConsoleError(f"the console did not start: {message}")
-        raise ConsoleError("the console exited at start-up" if ready else
-                           f"the console did not start within {timeout:.0f} s")
+        why = await_ready(self.conn, self.process, timeout)
+        if why is not None:
+            raise ConsoleError(f"the console {why}")
 
     def reload(self, config: Config) -> None:
         """Tell the console that serve adopted a new configuration (a restarted console starts with it)."""

@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, MutableSequence
 from multiprocessing.connection import Connection
-from multiprocessing.connection import wait as mp_wait
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -31,7 +30,7 @@ from node import filemodes, syslog
 from node.config import Config, load_config
 from node.errors import NodeError
 from node.index import Index
-from node.lifeline import die_with_parent
+from node.lifeline import await_ready, die_with_parent
 from node.netcompat import ReceiverServer, dul_running, is_busy, receive_into
 from node.receive.guard import ADDRESS_SLOTS, AddressCounts, Lobby, raise_file_limit
 from node.receive.spool import Spool
@@ -201,18 +200,9 @@ class Receiver:
             os.kill(self.pid, signal.SIGHUP)
 
     def _wait_ready(self, timeout: float) -> None:
-        ready = mp_wait([self.conn, self.process.sentinel], timeout)
-        if self.conn in ready:
-            try:
-                kind, message = self.conn.recv()
-            except EOFError:
-                kind, message = "error", "it exited"
-            if kind == "ready":
-                return
-            raise ReceiverError(f"receiver process {self.pid} did not start: {message}")
-        if ready:
-            raise ReceiverError(f"receiver process {self.pid} exited at start-up (status {self.process.exitcode})")
-        raise ReceiverError(f"receiver process {self.pid} did not start within {timeout:.0f} s")
+        why = await_ready(self.conn, self.process, timeout)
+        if why is not None:
+            raise ReceiverError(f"receiver process {self.pid} {why}")
 
 
 #: A receiver that dies is restarted; past this many restarts within RESTART_WINDOW_S the receivers
