@@ -768,7 +768,7 @@ class Index:
     # -- the console -----------------------------------------------------------
 
     def receiving_studies(self) -> list[tuple[str, str, str, str, int, int, float]]:
-        """(study UID, patient ID, patient name, calling AE titles, instances, bytes, last arrival) of the
+        """(study UID, patient ID, patient name, calling AE titles (comma-separated), instances, bytes, last arrival) of the
         studies waiting for their job, the latest first: what the console shows as receiving."""
         return list(self.db.execute(
             """SELECT s.study_uid, s.patient_id, s.patient_name, GROUP_CONCAT(DISTINCT i.calling_aet),

@@ -51,7 +51,7 @@ def now(index: Index, config: Config) -> dict[str, Any]:
     names and senders)."""
     status = report.status(index, config)
     quiet = config.burn.study_stable_seconds
-    receiving = [{"study_uid": uid, "patient_id": pid, "patient_name": name, "calling_aets": aets or "",
+    receiving = [{"study_uid": uid, "patient_id": pid, "patient_name": name, "calling_aets": ", ".join(sorted(set((aets or "").split(",")) - {""})),
                   "instances": n, "mb": round((size or 0) / 1e6, 1), "last_received": _when(last),
                   "burn_in_s": max(0, round(last + quiet - time.time()))}
                  for uid, pid, name, aets, n, size, last in index.receiving_studies()]
