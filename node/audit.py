@@ -258,7 +258,7 @@ def _authentication(login: bool) -> Callable[[Config, Mapping[str, Any]], list[E
 def _searched(config: Config, f: Mapping[str, Any]) -> list[Event]:
     """A.5.3.10 Query: a patient search on the console's Volumes page. It is no DICOM query, so the object
     is the search as a URI of the console's own page, its terms as the name."""
-    terms = {k: str(f[k]) for k in ("patient_name", "patient_id") if f.get(k)}
+    terms = {k: str(f[k]) for k in ("patient_name", "patient_id", "accession_number") if f.get(k)}
     query = "/volumes?" + "&".join(f"{k}={v}" for k, v in terms.items())
     thing = Thing(query, atna.URI, " ".join(f"{k}={v}" for k, v in terms.items()) or "all", role="3")
     return [Event(atna.QUERY, "E", atna.SUCCESS, (_person_at(f), _us(config, requestor=False)), (thing,))]

@@ -505,6 +505,9 @@ def _add_volumes(sub: _Subparsers) -> None:
     p.add_argument("label", nargs="?", help="the volume (for reburn)")
     p.add_argument("--study", metavar="UID", help="only volumes holding this study")
     p.add_argument("--patient", metavar="ID", help="only volumes holding this patient")
+    p.add_argument("--date", metavar="YYYYMMDD[-YYYYMMDD]", default="",
+                   help="only volumes holding a study of this Study Date or range (either end may be left open)")
+    p.add_argument("--accession", metavar="A", default="", help="only volumes holding a study of this Accession Number")
     p.add_argument("--copies", type=int, metavar="N", help="reburn: this many copies (default: as its route says)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=_volumes)
@@ -519,7 +522,8 @@ def _volumes(args: argparse.Namespace, out: TextIO) -> int:
         if args.action == "list":
             if args.copies is not None:
                 raise UsageError("--copies is for volumes reburn")
-            rows = [report.volume_row(v) for v in index.volumes(study=args.study, patient=args.patient)]
+            rows = [report.volume_row(v) for v in index.volumes(study=args.study, patient=args.patient, date=args.date,
+                                                                accession=args.accession)]
             out.write(json.dumps(rows, indent=2) + "\n" if args.json else report.format_volumes(rows))
             return EXIT_OK
         if not args.label:

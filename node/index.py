@@ -22,14 +22,16 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from node.errors import NodeError
+from node.errors import NodeError, UsageError
 from node.routing import RouteSnapshot
 
 logger = logging.getLogger(__name__)
@@ -198,9 +200,29 @@ CREATE TABLE sign_in_links (
 );
 """
 
+#: Version 5: what the console shows of studies and volumes besides the patient. A study's Study Date and
+#: Accession Number (as its instances' headers give them: the Volumes page and ``medianode volumes`` search
+#: by them); a volume's label record (:class:`node.media.label.Label`, made at its burn); and each job's
+#: progress while its medium is written (at most one row update a second, the last at ``done = total``).
+_VERSION_5 = """
+ALTER TABLE studies ADD COLUMN study_date TEXT;
+ALTER TABLE studies ADD COLUMN accession_number TEXT;
+CREATE INDEX studies_by_date ON studies(study_date);
+CREATE INDEX studies_by_accession ON studies(accession_number);
+ALTER TABLE volumes ADD COLUMN label_record TEXT;
+CREATE TABLE job_progress (
+    job_id INTEGER PRIMARY KEY,
+    phase TEXT NOT NULL,            -- 'building': the image is written
+    done BIGINT NOT NULL,           -- bytes written so far
+    total BIGINT NOT NULL,          -- bytes to write
+    started DOUBLE PRECISION NOT NULL,
+    updated DOUBLE PRECISION NOT NULL
+)
+"""
+
 #: The schema's history, oldest first: migration ``n`` (1-based) takes an index from version n-1 to n.
 #: Append a migration for every change (a table, a column, an index); never edit one that has shipped.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4)
+MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4, _VERSION_5)
 
 #: The version this code reads and writes.
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -227,6 +249,8 @@ class Received:
     route: str  # JSON
     received_at: float
     digest: str = ""  # SHA-256 of the data set bytes, hex ("" when not known)
+    study_date: str = ""  # (0008,0020) Study Date, YYYYMMDD as received ("" when absent)
+    accession_number: str = ""  # (0008,0050)
 
 
 @dataclass(frozen=True)
@@ -265,6 +289,11 @@ class Volume:
     #: The label of the volume this one completes: it holds what arrived after that one was burned,
     #: and lacks some of that one's instances (set by :meth:`Index.finish_job`).
     addendum_of: str | None = None
+    #: Study UID -> (Study Date, Accession Number) of its studies, as the index recorded them at receipt.
+    study_keys: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: The volume's label record (:meth:`node.media.label.Label.to_dict`), as its burn made it; None for a
+    #: volume recorded before the index kept it.
+    label_record: dict[str, Any] | None = None
 
 
 class Index:
@@ -343,11 +372,14 @@ class Index:
             db.execute(_UPSERT_INSTANCE, tuple(getattr(r, c) for c in _INSTANCE_COLUMNS))
             db.execute(
                 """INSERT INTO studies (study_uid, patient_id, patient_name, route, first_received, last_received,
-                                       pending, jobs)
-                   VALUES (?, ?, ?, ?, ?, ?, 1, 0)
+                                       pending, jobs, study_date, accession_number)
+                   VALUES (?, ?, ?, ?, ?, ?, 1, 0, ?, ?)
                    ON CONFLICT (study_uid) DO UPDATE SET last_received = excluded.last_received,
-                   route = excluded.route, pending = 1""",
-                (r.study_uid, r.patient_id, r.patient_name, r.route, r.received_at, r.received_at))
+                   route = excluded.route, pending = 1,
+                   study_date = COALESCE(NULLIF(excluded.study_date, ''), studies.study_date),
+                   accession_number = COALESCE(NULLIF(excluded.accession_number, ''), studies.accession_number)""",
+                (r.study_uid, r.patient_id, r.patient_name, r.route, r.received_at, r.received_at, r.study_date,
+                 r.accession_number))
         return True
 
     def resent(self, study_uid: str, at: float) -> None:
@@ -474,6 +506,7 @@ class Index:
             row = db.execute("SELECT id FROM jobs WHERE state = 'pending' ORDER BY id LIMIT 1").fetchone()
             if row is None:
                 return None
+            db.execute("DELETE FROM job_progress WHERE job_id = ?", (row[0],))  # an earlier attempt's
             db.execute("UPDATE jobs SET state = 'building', started = ?, attempts = attempts + 1, error = NULL "
                        "WHERE id = ?", (time.time(), row[0]))
         return self.job(row[0])
@@ -516,8 +549,9 @@ class Index:
                            [(job_id, *p) for p in (uid_map or {}).items()])
             for v in volumes:
                 supersedes, addendum_of = _decide(db, job_id, [s[0] for s in v.studies], job_route)
-                db.execute(f"INSERT INTO volumes ({', '.join(_VOLUME_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
-                           (v.label, job_id, v.kind, v.created, v.copies, json.dumps(v.paths), v.bytes, addendum_of))
+                db.execute(f"INSERT INTO volumes ({', '.join(_VOLUME_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+                           (v.label, job_id, v.kind, v.created, v.copies, json.dumps(v.paths), v.bytes, addendum_of,
+                            None if v.label_record is None else json.dumps(v.label_record)))
                 db.executemany("INSERT INTO volume_studies (label, study_uid, patient_id, patient_name) "
                                "VALUES (?, ?, ?, ?)", [(v.label, *s) for s in v.studies])
                 db.executemany("UPDATE volumes SET superseded_by = ? WHERE label = ?",
@@ -577,6 +611,22 @@ class Index:
         with self.transaction() as db:
             db.execute("DELETE FROM job_waits WHERE job_id = ?", (job_id,))
 
+    def set_progress(self, job_id: int, *, phase: str, done: int, total: int, started: float, now: float) -> None:
+        """Record how far a job's medium is written (``done`` of ``total`` bytes since ``started``): the
+        builder calls it at most about once a second, and once at the end."""
+        with self.transaction() as db:
+            db.execute("""INSERT INTO job_progress (job_id, phase, done, total, started, updated) VALUES (?, ?, ?, ?, ?, ?)
+                          ON CONFLICT (job_id) DO UPDATE SET phase = excluded.phase, done = excluded.done,
+                          total = excluded.total, started = excluded.started, updated = excluded.updated""",
+                       (job_id, phase, done, total, started, now))
+
+    def progress(self, job_ids: Iterable[int]) -> dict[int, tuple[str, int, int, float, float]]:
+        """Job id -> (phase, bytes done, bytes in all, started, last update) of these jobs' progress records."""
+        ids = tuple(job_ids)
+        rows = self.db.execute(f"SELECT job_id, phase, done, total, started, updated FROM job_progress "
+                               f"WHERE job_id IN ({','.join('?' * len(ids))})", ids) if ids else []
+        return {int(r[0]): (str(r[1]), int(r[2]), int(r[3]), float(r[4]), float(r[5])) for r in rows}
+
     def waits(self) -> list[tuple[int, float, str]]:
         """(job id, waiting since, what for) of the jobs waiting on their output."""
         return list(self.db.execute("SELECT job_id, since, message FROM job_waits ORDER BY job_id"))
@@ -604,11 +654,11 @@ class Index:
     # -- volumes ---------------------------------------------------------------
 
     def volumes(self, *, study: str | None = None, patient: str | None = None, label: str | None = None,
-                since: float | None = None) -> list[Volume]:
+                since: float | None = None, date: str = "", accession: str = "") -> list[Volume]:
         """Archive volumes, oldest first: holding ``study``, of ``patient``, named ``label``, made at ``since``
-        or later (each given)."""
-        where: list[str] = []
-        args: list[object] = []
+        or later, holding a study of ``date`` (``YYYYMMDD[-YYYYMMDD]``, :func:`date_range`) or of Accession
+        Number ``accession`` (each given)."""
+        where, args = _study_filters(date=date, accession=accession)
         if since is not None:
             where.append("created >= ?")
             args.append(since)
@@ -622,13 +672,17 @@ class Index:
             where.append("label = ?")
             args.append(label)
         sql = f"SELECT {', '.join(_VOLUME_COLUMNS)} FROM volumes" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created"
-        out = []
-        for row in self.db.execute(sql, args).fetchall():
-            studies = self.db.execute("SELECT study_uid, patient_id, patient_name FROM volume_studies WHERE label = ? "
-                                      "ORDER BY study_uid", (row[0],)).fetchall()
-            out.append(Volume(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], row[7], studies,
-                              row[8]))
-        return out
+        return [self._volume(row) for row in self.db.execute(sql, args).fetchall()]
+
+    def _volume(self, row: Sequence[Any]) -> Volume:
+        studies = self.db.execute(
+            "SELECT v.study_uid, v.patient_id, v.patient_name, COALESCE(s.study_date, ''), "
+            "COALESCE(s.accession_number, '') FROM volume_studies v LEFT JOIN studies s USING (study_uid) "
+            "WHERE v.label = ? ORDER BY v.study_uid", (row[0],)).fetchall()
+        return Volume(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], row[7],
+                      [(u, p, n) for u, p, n, _, _ in studies], row[8],
+                      study_keys={u: (d, a) for u, _, _, d, a in studies},
+                      label_record=json.loads(row[9]) if row[9] else None)
 
     def study_files(self, study_uids: Iterable[str]) -> list[tuple[str, str, int]]:
         """(SOP Instance UID, path, size) currently spooled for these studies."""
@@ -714,7 +768,7 @@ class Index:
     # -- the console -----------------------------------------------------------
 
     def receiving_studies(self) -> list[tuple[str, str, str, str, int, int, float]]:
-        """(study UID, patient ID, patient name, calling AE titles, instances, bytes, last arrival) of the
+        """(study UID, patient ID, patient name, calling AE titles (comma-separated), instances, bytes, last arrival) of the
         studies waiting for their job, the latest first: what the console shows as receiving."""
         return list(self.db.execute(
             """SELECT s.study_uid, s.patient_id, s.patient_name, GROUP_CONCAT(DISTINCT i.calling_aet),
@@ -730,12 +784,13 @@ class Index:
             ids)} if ids else {}
 
     def find_volumes(self, *, name: str = "", patient_id: str = "", study: str = "", label: str = "",
-                     limit: int = 100) -> list[Volume]:
+                     date: str = "", accession: str = "", limit: int = 100) -> list[Volume]:
         """Volumes holding a study of a patient whose name holds ``name`` (compared as :func:`fold` makes
-        it: case and carets ignored), of ``patient_id``, holding ``study``, or whose label holds ``label``;
-        the newest first, at most ``limit``."""
+        it: case and carets ignored), of ``patient_id``, holding ``study``, of Study Date ``date``
+        (``YYYYMMDD[-YYYYMMDD]``, :func:`date_range`), of Accession Number ``accession``, or whose label
+        holds ``label``; the newest first, at most ``limit``."""
         self.db.create_function("fold", 1, fold, deterministic=True)
-        where, args = [], []
+        where, args = _study_filters(date=date, accession=accession)
         for column, value in (("fold(patient_name)", fold(name)), ("patient_id", patient_id.strip()),
                               ("study_uid", study.strip())):
             if value:
@@ -746,11 +801,9 @@ class Index:
         if label.strip():
             where.append("label LIKE ? ESCAPE '\\'")
             args.append(f"%{_like(label.strip().upper())}%")
-        sql = ("SELECT label FROM volumes" + (" WHERE " + " AND ".join(where) if where else "")
+        sql = (f"SELECT {', '.join(_VOLUME_COLUMNS)} FROM volumes" + (" WHERE " + " AND ".join(where) if where else "")
                + " ORDER BY created DESC LIMIT ?")
-        labels = [lbl for (lbl,) in self.db.execute(sql, (*args, limit))]
-        return [v for lbl in labels for v in self.volumes(label=lbl)]
-
+        return [self._volume(row) for row in self.db.execute(sql, (*args, limit)).fetchall()]
 
     # -- users -----------------------------------------------------------------
     # Storage only: node.users hashes, compares and decides; no secret reaches this module in the clear.
@@ -882,7 +935,8 @@ _UPSERT_INSTANCE = (f"INSERT INTO instances ({', '.join(_INSTANCE_COLUMNS)}) "
 _UNDER_WAY = "('building', 'built', 'delivering')"
 _OPEN = "('pending', 'building', 'built', 'delivering')"
 _OPEN_OR_FAILED = "('pending', 'building', 'built', 'delivering', 'failed')"
-_VOLUME_COLUMNS = ("label", "job_id", "kind", "created", "copies", "paths", "bytes", "superseded_by", "addendum_of")
+_VOLUME_COLUMNS = ("label", "job_id", "kind", "created", "copies", "paths", "bytes", "superseded_by", "addendum_of",
+                   "label_record")
 
 
 def fold(text: str | None) -> str:
@@ -893,6 +947,53 @@ def fold(text: str | None) -> str:
     True
     """
     return " ".join((text or "").replace("^", " ").casefold().split())
+
+
+def date_range(text: str) -> tuple[str, str]:
+    """A Study Date search, ``YYYYMMDD``, ``YYYY-MM-DD`` or a range ``YYYYMMDD-YYYYMMDD`` (either end may be
+    left open, as in DICOM range matching, PS3.4 C.2.2.2.5), as (first, last) day, YYYYMMDD ('' when open).
+
+    >>> date_range("20260101"), date_range("2026-01-31"), date_range("20260101-"), date_range("-20260131")
+    (('20260101', '20260101'), ('20260131', '20260131'), ('20260101', ''), ('', '20260131'))
+    """
+    text = text.strip()
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        text = text.replace("-", "")
+    first, dash, last = text.partition("-")
+    last = last if dash else first
+    for day in (first, last):
+        if day and not _is_day(day):
+            raise UsageError(f"a study date is YYYYMMDD or a range YYYYMMDD-YYYYMMDD, not {text[:40]!r}")
+    if not first and not last:
+        raise UsageError("a study date range needs at least one end: YYYYMMDD-YYYYMMDD")
+    if first and last and first > last:
+        raise UsageError(f"the study date range {text!r} ends before it starts")
+    return first, last
+
+
+def _is_day(text: str) -> bool:
+    try:
+        datetime.strptime(text, "%Y%m%d")
+    except ValueError:
+        return False
+    return len(text) == 8
+
+
+def _study_filters(*, date: str, accession: str) -> tuple[list[str], list[object]]:
+    """The WHERE terms (on ``volumes``) of a search by the Study Date and Accession Number of its studies."""
+    where: list[str] = []
+    args: list[object] = []
+    if date.strip():
+        first, last = date_range(date)
+        terms = [t for t, v in (("s.study_date >= ?", first), ("s.study_date <= ?", last)) if v]
+        where.append("label IN (SELECT v.label FROM volume_studies v JOIN studies s USING (study_uid) "
+                     f"WHERE s.study_date <> '' AND {' AND '.join(terms)})")
+        args += [v for v in (first, last) if v]
+    if accession.strip():
+        where.append("label IN (SELECT v.label FROM volume_studies v JOIN studies s USING (study_uid) "
+                     "WHERE s.accession_number = ?)")
+        args.append(accession.strip())
+    return where, args
 
 
 def _like(text: str) -> str:

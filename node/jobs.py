@@ -167,6 +167,7 @@ class Worker:
         completes = self.index.addendum_target(job.id) or ""
         files = self.index.job_files(job.id)
         output = outputs.output_for(route.output or config.burn.output)
+        meter = ProgressRecord(self.index, job.id)
         try:
             missing = [p for _, p, _ in files if not os.path.exists(p)]
             if missing:
@@ -176,6 +177,7 @@ class Worker:
             medium = output.stage(name=label, suffix=suffix, data_dir=config.node.data_dir)
             _remove(medium)  # what an interrupted or failed attempt of this job left
             report = build.burn([p for _, p, _ in files], out=medium, profile=profile, label=label,
+                                progress=meter.advance, total=meter.start,
                                 fmt=output.staging_format(), options=burn_options(route),
                                 pdi=pdi.for_route(config.burn, profile, pdi=route.pdi, web=route.web,
                                                   viewer=route.viewer),
@@ -183,6 +185,7 @@ class Worker:
         except Exception as exc:
             self._failed(job, exc)
             return None
+        meter.finish()
         self.index.set_built(job.id, output.queue)
         return Built(job, route, label, output, medium, report, self.index.job_studies(job.id), completes)
 
@@ -210,7 +213,8 @@ class Worker:
             if medium is not None and not built.output.keeps_staged:
                 _remove(medium)  # a device's copies are written: the staged image is not a deliverable
         volume = Volume(label=label, job_id=job.id, kind=route.kind, created=time.time(), copies=route.copies,
-                        paths=paths, bytes=report.bytes, superseded_by=None, studies=built.studies)
+                        paths=paths, bytes=report.bytes, superseded_by=None, studies=built.studies,
+                        label_record=report.label)
         self.index.finish_job(job.id, volumes=[volume] if route.kind == "archive" else [],
                               error=_left_out(report) or None, uid_map=report.uid_map)
         audit.append(config, "volume-burned", job=job.id, label=label, kind=route.kind, profile=route.profile,
@@ -233,6 +237,40 @@ class Worker:
         _remove(built.medium)
         self.index.requeue(built.job.id, only_from=("built",))
         logger.warning("job %d: back to the queue, the node is stopping", built.job.id)
+
+
+class ProgressRecord:
+    """How far a job's medium is written, recorded in the index for the console's Now: the bytes written
+    so far of those to write, at most once every ``every_s`` seconds (never per piece), and at the end."""
+
+    def __init__(self, index: Index, job_id: int, *, every_s: float = 1.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.index, self.job_id, self.every_s, self.clock = index, job_id, every_s, clock
+        self.done = self.total = self.recorded = 0
+        self.started = self.written = 0.0
+
+    def start(self, total: int) -> None:
+        """The medium's bytes to write are known (:func:`node.media.build.burn`'s ``total``)."""
+        self.done, self.total = 0, total
+        self.started = self.clock()
+        self._record(self.started)
+
+    def advance(self, n: int) -> None:
+        """``n`` more bytes written (``burn``'s ``progress``)."""
+        self.done += n
+        now = self.clock()
+        if now - self.written >= self.every_s or self.recorded < self.total <= self.done:
+            self._record(now)
+
+    def finish(self) -> None:
+        """The medium is built: record where the count ended, if that is not recorded yet."""
+        if self.total and self.recorded != self.done:
+            self._record(self.clock())
+
+    def _record(self, now: float) -> None:
+        self.written, self.recorded = now, self.done
+        self.index.set_progress(self.job_id, phase="building", done=self.done, total=self.total,
+                                started=self.started, now=now)
 
 
 class _IndexWaiter:

@@ -7,7 +7,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from node.config import Config, output_settings
 from node.durable import write_atomic
@@ -21,6 +21,8 @@ class StudyRow(TypedDict):
     study_uid: str
     patient_id: str
     patient_name: str
+    study_date: str
+    accession_number: str
 
 
 class VolumeRow(TypedDict):
@@ -33,6 +35,7 @@ class VolumeRow(TypedDict):
     addendum_of: str | None
     paths: list[str]
     studies: list[StudyRow]
+    label_record: dict[str, Any] | None
 
 
 class ReceivingRow(TypedDict):
@@ -111,7 +114,10 @@ def volume_row(v: Volume) -> VolumeRow:
         "superseded_by": v.superseded_by,
         "addendum_of": v.addendum_of,
         "paths": v.paths,
-        "studies": [{"study_uid": s, "patient_id": p, "patient_name": n} for s, p, n in v.studies],
+        "studies": [{"study_uid": s, "patient_id": p, "patient_name": n, "study_date": date,
+                     "accession_number": accession}
+                    for s, p, n in v.studies for date, accession in [v.study_keys.get(s, ("", ""))]],
+        "label_record": v.label_record,
     }
 
 

@@ -278,3 +278,169 @@ def test_an_action_the_node_refuses_comes_back_to_its_page_with_the_reason(node:
     assert "no job 999" in browser.get("/volumes").body
     bad = browser.post("/volumes/MEDIANODE_000001/reburn", {"csrf": token, "copies": "many"})
     assert bad.status == 303 and "copies must be a whole number from 1 to 99" in browser.get("/").body
+
+
+# -- what the pages show of studies, volumes and jobs ---------------------------------------------------
+
+
+def test_volumes_are_found_by_study_date_and_accession_number(node: ConsoleNode, tmp_path: Path) -> None:
+    node.add_user("vic", "viewer")
+    token = node.token("vic")
+    studies = {"old": ct_series(tmp_path / "old", 2, patient_id="P1", StudyDate="20250315", AccessionNumber="ACC-1"),
+               "new": ct_series(tmp_path / "new", 2, patient_id="P2", StudyDate="20260101", AccessionNumber="ACC-2")}
+    for files in studies.values():
+        assert storescu(node, files).returncode == 0
+    node.wait_for(lambda: len(node.images()) == 2)
+    by_patient = {v["studies"][0]["patient_id"]: v for v in json.loads(cli("volumes", "--config", node.config,
+                                                                            "--json").out)}
+    old, new = by_patient["P1"]["label"], by_patient["P2"]["label"]
+    assert by_patient["P1"]["studies"][0]["study_date"] == "20250315"
+    assert by_patient["P2"]["studies"][0]["accession_number"] == "ACC-2"
+
+    def found(*args: str) -> list[str]:
+        result = cli("volumes", "--config", node.config, *args, "--json")
+        assert result.code == 0, result.err
+        return [v["label"] for v in json.loads(result.out)]
+
+    assert found("--date", "20250315") == [old]
+    assert found("--date", "20250101-20251231") == [old]
+    assert found("--date", "20251231-") == [new] and found("--date", "-20251231") == [old]
+    assert found("--date", "20240101-20261231") == [old, new]
+    assert found("--accession", "ACC-2") == [new] and found("--accession", "ACC") == []
+    assert found("--accession", "ACC-1", "--date", "20260101") == []
+    api = node.client()
+    for query, labels in (("date=20250315", [old]), ("accession=ACC-2", [new]), ("date=2026-01-01&patient=P2", [new])):
+        answer = api.api("GET", f"/api/volumes?{query}", token)
+        assert [v["label"] for v in answer.json()] == labels, query  # type: ignore[attr-defined,index]
+    password = node.add_user("ivy", "viewer")
+    browser = node.client()
+    browser.sign_in("ivy", password)
+    page = browser.get("/volumes?date=20250101-20251231")
+    assert old in page.body and new not in page.body and "2025-03-15" in page.body
+    page = browser.get("/volumes?accession=ACC-2")
+    assert new in page.body and old not in page.body
+    searches = [e for e in audit(node) if e["event"] == "patient-search"]
+    assert searches[-1] == {**searches[-1], "user": "ivy", "accession_number": "ACC-2"}
+
+
+@pytest.mark.parametrize("date", ["2025-13-01", "yesterday", "20250101-20241231", "-", "2025031"])
+def test_a_bad_study_date_is_refused_with_its_reason_and_changes_nothing(node: ConsoleNode, tmp_path: Path,
+                                                                         date: str) -> None:
+    assert storescu(node, ct_series(tmp_path / "ct", 1)).returncode == 0
+    node.wait_for(lambda: len(node.images()) == 1)
+    before = cli("volumes", "--config", node.config, "--json").out
+    result = cli("volumes", "--config", node.config, "--date", date)
+    assert result.code == 2 and "study date" in result.err and "Traceback" not in result.err, result.err
+    node.add_user("vic", "viewer")
+    answer = node.client().api("GET", f"/api/volumes?date={date}", node.token("vic"))
+    assert answer.status == 400 and "study date" in answer.json()["error"]  # type: ignore[index]
+    browser = node.client()
+    browser.sign_in("vic", "pass-word-1")
+    page = browser.get(f"/volumes?date={date}")
+    assert page.status == 400 and "study date" in page.body
+    assert cli("volumes", "--config", node.config, "--json").out == before
+
+
+def test_a_volumes_label_record_is_kept_and_shown_on_its_page(node: ConsoleNode, tmp_path: Path) -> None:
+    files = ct_series(tmp_path / "ct", 2, patient_id="L1", name="LABEL^LENA", StudyDescription="CHEST")
+    assert storescu(node, files).returncode == 0
+    node.wait_for(lambda: len(node.images()) == 1)
+    (volume,) = json.loads(cli("volumes", "--config", node.config, "--json").out)
+    record = volume["label_record"]
+    assert record["patient_name"] == "LABEL LENA" and record["patient_id"] == "L1"
+    assert record["study_dates"] == ["2026-01-01"] and record["study_descriptions"] == ["CHEST"]
+    assert record["content"] == "DICOM ONLY" and record["volume_text"] == "volume 1 of 1"
+    password = node.add_user("vic", "viewer")
+    browser = node.client()
+    browser.sign_in("vic", password)
+    page = browser.get(f"/volumes/{volume['label']}").body
+    label_part = page[page.index('id="label-record"'):]
+    assert "DICOM ONLY" in label_part and "LABEL LENA" in label_part and "CHEST" in label_part
+
+
+def test_now_shows_the_calling_ae_titles_of_a_study_receiving(tmp_path: Path) -> None:
+    need("echoscu", "storescu")
+    node = ConsoleNode(tmp_path, stable=3600)  # the study stays receiving
+    node.start()
+    try:
+        files = ct_series(tmp_path / "ct", 4, patient_id="R9", name="RECV^RITA")
+        assert storescu(node, files[:2], calling="MODALITY7").returncode == 0
+        assert storescu(node, files[2:], calling="CT2").returncode == 0
+        password = node.add_user("vic", "viewer")
+        browser = node.client()
+        browser.sign_in("vic", password)
+        live = browser.get("/?fragment=1").body
+        row = re.search(r'<tr><td class="patient">RECV\^RITA</td>.*?</tr>', live, re.S)
+        assert row, live
+        assert "<td>CT2, MODALITY7</td>" in row.group(0) and '<td class="n">4</td>' in row.group(0)
+    finally:
+        node.stop(signal.SIGKILL)
+
+
+def test_a_building_jobs_progress_is_recorded_as_its_image_is_written(node: ConsoleNode, tmp_path: Path) -> None:
+    """Every progress record seen while the job runs is within its total and never goes back; the last says
+    the whole image was written. (A fast machine may write the image between two looks: then only the
+    records are checked, not the bar; the bar itself is test_now_shows_a_progress_bar_and_the_time_left's.)"""
+    import sqlite3
+
+    files = ct_series(tmp_path / "big", 60, size=512)  # about 31 MB
+    password = node.add_user("vic", "viewer")
+    browser = node.client()
+    browser.sign_in("vic", password)
+    assert storescu(node, files).returncode == 0
+    db = sqlite3.connect(f"file:{node.data / 'index.sqlite'}?mode=ro", uri=True)
+    seen: list[tuple[int, int]] = []
+    bars = []
+
+    def built() -> bool:
+        row = db.execute("SELECT done, total FROM job_progress").fetchone()
+        if row and (not seen or seen[-1] != row):
+            seen.append(row)
+            if 0 < row[0] < row[1]:
+                bars.append(browser.get("/?fragment=1").body)
+        return len(node.images()) == 1
+
+    node.wait_for(built, timeout=180)
+    final = db.execute("SELECT done, total, phase FROM job_progress").fetchone()
+    db.close()
+    assert final[0] == final[1] > sum(f.stat().st_size for f in files) * 0.9 and final[2] == "building"
+    dones = [d for d, _ in seen]
+    assert dones == sorted(dones) and all(0 <= d <= t == final[1] for d, t in seen), seen
+    for body in bars:  # what Now showed while it was written (when it was seen)
+        assert "<progress" in body and "MB written" in body
+
+
+def test_now_shows_a_progress_bar_and_the_time_left(tmp_path: Path) -> None:
+    """The live part of Now rendered from an index holding a building job with a progress record."""
+    from node.config import Match, load_config
+    from node.console import views, web
+    from node.index import Index, Received
+    from node.jobs import ProgressRecord
+    from node.routing import RouteSnapshot
+    from node.users import User
+
+    config_path = tmp_path / "node.yaml"
+    config_path.write_text(f"node: {{data_dir: {tmp_path / 'var'}}}\n")
+    config = load_config(config_path)
+    config.node.data_dir.mkdir(parents=True)
+    index = Index(config.node.data_dir / "index.sqlite")
+    route = RouteSnapshot(Match(("BURN",)), "burn", profile="STD-GEN-CD").to_json()
+    try:
+        index.add_instance(Received("1.2.3.1", "1.2.840.10008.5.1.4.1.1.2", "1.2.3", "1.2.3.0", "P", "N", "CT",
+                                    "1.2.840.10008.1.2.1", str(tmp_path / "x.dcm"), 10, "CT1", "BURN", route, 0.0))
+        job_id = index.enqueue(["1.2.3"], route=route)
+        assert index.claim_job() is not None
+        times = iter([1000.0, 1000.4, 1010.0, 1010.5])
+        meter = ProgressRecord(index, job_id, clock=lambda: next(times))
+        meter.start(200_000_000)
+        meter.advance(10_000_000)  # 0.4 s later: not recorded (at most one record a second)
+        assert index.progress([job_id])[job_id][1] == 0
+        meter.advance(40_000_000)  # 10 s after the start: 50 MB of 200
+        html = web._env.get_template("now_live.html").render(user=User("vic", "viewer"), csrf="",
+                                                               **views.now(index, config))
+    finally:
+        index.close()
+    row = re.search(rf'<tr id="building-{job_id}">.*?</tr>', html, re.S)
+    assert row, html
+    assert '<progress max="200.0" value="50.0">25 %</progress>' in row.group(0)
+    assert "50.0 of 200.0 MB written, about 30 s left" in row.group(0)

@@ -1,8 +1,9 @@
 """The console in a real browser: Debian's chromium, headless, driven by Selenium through Debian's
 chromedriver (nothing is downloaded: both paths are given, so Selenium Manager never runs).
 
-A clerk signs in, a study sent by DCMTK storescu appears on Now without a reload and becomes a volume,
-a failed job is retried, a volume re-burned, a patient searched; a viewer sees no button and gets 403
+A clerk signs in, a study sent by DCMTK storescu appears on Now (with its calling AE title) without a
+reload and becomes a volume, a failed job is retried, a patient searched by name and study date, a
+volume's label record shown and the volume re-burned; a viewer sees no button and gets 403
 from the API; a patient named ``<script>alert(1)</script>`` is shown as text. With
 ``MEDIANODE_SCREENSHOTS=DIR`` each page is saved as a PNG in DIR (the README's are made so).
 """
@@ -110,6 +111,8 @@ def test_a_clerk_and_a_viewer_at_the_console(browser: object, node: ConsoleNode,
     # A study arrives: Now shows it receiving, then its volume, without a reload; the name is text.
     assert storescu(node, ct_series(tmp_path / "xss", 4, patient_id="X1", name=XSS)).returncode == 0
     until(lambda: XSS in texts("#receiving td.patient"), "the study on Now, receiving")
+    # who sends it: the calling AE title, after the patient and the ID (#live itself is never replaced)
+    until(lambda: f"{XSS} X1 CT1" in d.find_element(By.ID, "live").text, "the calling AE on Now")  # type: ignore[attr-defined]
     shot(d, "now-receiving")
     until(lambda: XSS in " ".join(texts("#today td.patient")), "its volume on Now", timeout=120)
     assert d.execute_script("return window.notReloaded") is True  # type: ignore[attr-defined]
@@ -135,11 +138,14 @@ def test_a_clerk_and_a_viewer_at_the_console(browser: object, node: ConsoleNode,
     # A patient is searched by name, case and carets ignored; one of their volumes is re-burned twice over.
     d.get(node.url + "/volumes")  # type: ignore[attr-defined]
     d.find_element(By.NAME, "name").send_keys("roe richard")  # type: ignore[attr-defined]
+    d.find_element(By.NAME, "date").send_keys("20251231-20260101")  # type: ignore[attr-defined]
     d.find_element(By.CSS_SELECTOR, "form.search button").click()  # type: ignore[attr-defined]
     until(lambda: texts("table.volumes td.patient") == ["ROE^RICHARD"], "the search's one volume")
     shot(d, "volumes")
     d.find_element(By.CSS_SELECTOR, "table.volumes td a").click()  # type: ignore[attr-defined]
     until(lambda: d.find_elements(By.CSS_SELECTOR, "form.reburn"), "the volume's page")  # type: ignore[attr-defined]
+    record = d.find_element(By.ID, "label-record").text + d.find_element(By.ID, "label-patients").text  # type: ignore[attr-defined]
+    assert "DICOM ONLY" in record and "ROE RICHARD" in record and "2026-01-01" in record
     shot(d, "volume")
     d.find_element(By.NAME, "copies").send_keys("2")  # type: ignore[attr-defined]
     d.find_element(By.CSS_SELECTOR, "form.reburn button").click()  # type: ignore[attr-defined]

@@ -19,9 +19,11 @@ def jobs(call: Call) -> object:
 
 
 def volumes(call: Call) -> object:
-    """``GET /api/volumes?study=&patient=``: ``medianode volumes [--study UID] [--patient ID] --json``."""
-    return [report.volume_row(v) for v in call.console.index().volumes(study=call.param("study") or None,
-                                                                       patient=call.param("patient") or None)]
+    """``GET /api/volumes?study=&patient=&date=&accession=``: ``medianode volumes [--study UID] [--patient ID]
+    [--date YYYYMMDD[-YYYYMMDD]] [--accession A] --json``."""
+    return [report.volume_row(v) for v in call.console.index().volumes(
+        study=call.param("study") or None, patient=call.param("patient") or None, date=call.param("date"),
+        accession=call.param("accession"))]
 
 
 def imports(call: Call) -> object:

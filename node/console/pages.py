@@ -22,16 +22,20 @@ def now(call: Call) -> Response:
 
 
 def volumes(call: Call) -> Response:
-    """Volumes: search by patient name, patient ID, study, label; a patient search is audited (a Query)."""
-    name, patient_id, study, label = (call.param(k) for k in ("name", "patient", "study", "label"))
-    searched = any((name, patient_id, study, label))
-    if name or patient_id:
+    """Volumes: search by patient name, patient ID, study, Study Date, Accession Number, label; a search
+    that may find a patient (by name, ID, accession) is audited (a Query)."""
+    name, patient_id, study, date, accession, label = (call.param(k) for k in ("name", "patient", "study", "date",
+                                                                               "accession", "label"))
+    searched = any((name, patient_id, study, date, accession, label))
+    if name or patient_id or accession:
         audit.append(call.console.config, "patient-search", user=call.user.name,
                      address=call.request.client.host if call.request.client else None,
-                     **{k: v for k, v in (("patient_name", name), ("patient_id", patient_id)) if v})
-    rows = views.volumes(call.console.index(), name=name, patient_id=patient_id, study=study, label=label)
+                     **{k: v for k, v in (("patient_name", name), ("patient_id", patient_id),
+                                          ("accession_number", accession)) if v})
+    rows = views.volumes(call.console.index(), name=name, patient_id=patient_id, study=study, date=date,
+                         accession=accession, label=label)
     return call.render("volumes.html", rows=rows, searched=searched, name=name, patient=patient_id, study=study,
-                       label=label, limit=views.MAX_ROWS)
+                       date=date, accession=accession, label=label, limit=views.MAX_ROWS)
 
 
 def volume(call: Call) -> Response:

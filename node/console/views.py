@@ -20,6 +20,27 @@ AUDIT_TAIL_BYTES = 16 << 20
 MAX_ROWS = 200
 
 
+def day(value: str) -> str:
+    """A DA (``20260101``) as ``2026-01-01``; anything else as it is.
+
+    >>> day("20260101"), day("")
+    ('2026-01-01', '')
+    """
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else value
+
+
+def duration(seconds: int) -> str:
+    """A time left for people: ``45 s``, ``3 min``, ``1 h 05 min``.
+
+    >>> duration(45), duration(170), duration(3900)
+    ('45 s', '3 min', '1 h 05 min')
+    """
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
 def _when(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 
@@ -30,25 +51,41 @@ def now(index: Index, config: Config) -> dict[str, Any]:
     names and senders)."""
     status = report.status(index, config)
     quiet = config.burn.study_stable_seconds
-    receiving = [{"study_uid": uid, "patient_id": pid, "patient_name": name, "calling_aets": aets or "",
+    receiving = [{"study_uid": uid, "patient_id": pid, "patient_name": name, "calling_aets": ", ".join(sorted(set((aets or "").split(",")) - {""})),
                   "instances": n, "mb": round((size or 0) / 1e6, 1), "last_received": _when(last),
                   "burn_in_s": max(0, round(last + quiet - time.time()))}
                  for uid, pid, name, aets, n, size, last in index.receiving_studies()]
     building = status["jobs"]["building"]
-    sizes = index.job_bytes(int(str(j["id"])) for j in building)
+    ids = [int(str(j["id"])) for j in building]
+    sizes, progress = index.job_bytes(ids), index.progress(ids)
     started = {j.id: j.started for j in index.jobs(states=("building",), limit=1000)}
-    for j in building:
-        job_id = int(str(j["id"]))
+    for j, job_id in zip(building, ids):
         j["mb"] = round(sizes.get(job_id, 0) / 1e6, 1)
         j["started"] = _when(started.get(job_id))
+        j["progress"] = progress_row(*progress[job_id][1:]) if job_id in progress else None
     return {"node": status, "receiving": receiving}
 
 
+def progress_row(done: int, total: int, started: float, updated: float) -> dict[str, object]:
+    """A job's progress as Now shows it: MB written of MB in all, the percentage, and the time left at the
+    rate so far (None until a rate is known).
+
+    >>> progress_row(50_000_000, 200_000_000, 100.0, 110.0)
+    {'mb_done': 50.0, 'mb_total': 200.0, 'percent': 25, 'left_s': 30}
+    """
+    rate = done / (updated - started) if done and updated > started else 0.0
+    return {"mb_done": round(done / 1e6, 1), "mb_total": round(total / 1e6, 1),
+            "percent": min(100, int(100 * done / total)) if total else 0,
+            "left_s": round((total - done) / rate) if rate else None}
+
+
 def volumes(index: Index, *, name: str = "", patient_id: str = "", study: str = "", label: str = "",
-            limit: int = MAX_ROWS) -> list[report.VolumeRow]:
-    """Volumes found by patient name (case and carets ignored), patient ID, study or label, newest first."""
+            date: str = "", accession: str = "", limit: int = MAX_ROWS) -> list[report.VolumeRow]:
+    """Volumes found by patient name (case and carets ignored), patient ID, study, Study Date
+    (``YYYYMMDD[-YYYYMMDD]``), Accession Number or label, newest first."""
     return [report.volume_row(v) for v in index.find_volumes(name=name, patient_id=patient_id, study=study,
-                                                              label=label, limit=limit)]
+                                                              label=label, date=date, accession=accession,
+                                                              limit=limit)]
 
 
 def volume(index: Index, label: str) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from node import users
-from node.console import auth
+from node.console import auth, views
 from node.console.state import Console
 from node.errors import NodeError
 
@@ -36,6 +36,7 @@ FLASH_COOKIE = "medianode_flash"
 
 _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True,
                    trim_blocks=True, lstrip_blocks=True)
+_env.filters.update(day=views.day, duration=views.duration)
 
 
 @dataclass

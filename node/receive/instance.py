@@ -21,6 +21,7 @@ from node.config import Route
 from node.index import Index, Received
 from node.receive.spool import Spool, hash_from, is_uid
 from node.tags import (
+    ACCESSION_NUMBER,
     FILE_META_INFORMATION_GROUP_LENGTH,
     MODALITY,
     PATIENT_ID,
@@ -32,6 +33,7 @@ from node.tags import (
     SOP_CLASS_UID,
     SOP_INSTANCE_UID,
     SPECIFIC_CHARACTER_SET,
+    STUDY_DATE,
 )
 from node.tags import SERIES_INSTANCE_UID as SERIES_UID
 from node.tags import STUDY_INSTANCE_UID as STUDY_UID
@@ -39,8 +41,9 @@ from node.tags import STUDY_INSTANCE_UID as STUDY_UID
 logger = logging.getLogger(__name__)
 
 #: What the receiver reads of each received data set (tag -> VR, for Implicit VR files, PS3.6).
-READ_VRS = {SPECIFIC_CHARACTER_SET: "CS", SOP_CLASS_UID: "UI", SOP_INSTANCE_UID: "UI", MODALITY: "CS",
-        PATIENT_NAME: "PN", PATIENT_ID: "LO", STUDY_UID: "UI", SERIES_UID: "UI"}
+READ_VRS = {SPECIFIC_CHARACTER_SET: "CS", SOP_CLASS_UID: "UI", SOP_INSTANCE_UID: "UI", STUDY_DATE: "DA",
+            ACCESSION_NUMBER: "SH", MODALITY: "CS", PATIENT_NAME: "PN", PATIENT_ID: "LO", STUDY_UID: "UI",
+            SERIES_UID: "UI"}
 _WANTED = frozenset(READ_VRS)
 #: ``.<8 hex>.dcm`` after the SOP Instance UID in a spool file's name (spool.Spool.place).
 _SUFFIX = len(".0123abcd.dcm")
@@ -66,6 +69,9 @@ class ReceivedInstance:
     dataset_offset: int
     #: The File Meta Information elements as the file holds them.
     meta: Mapping[int, dcmio.Element] = field(default_factory=dict, compare=False, repr=False)
+    #: (0008,0020) Study Date and (0008,0050) Accession Number, for the console's searches ("" when absent).
+    study_date: str = ""
+    accession_number: str = ""
 
     def spool_head(self, *, calling_aet: str, called_aet: str, routes: str) -> bytes:
         """Preamble, ``DICM`` and the File Meta group the spool keeps (PS3.10 7.1): as received, plus
@@ -98,7 +104,8 @@ class ReceivedInstance:
             sop_instance_uid=self.sop_instance_uid, sop_class_uid=self.sop_class_uid, study_uid=self.study_uid,
             series_uid=self.series_uid, patient_id=self.patient_id, patient_name=self.patient_name,
             modality=self.modality, transfer_syntax=self.transfer_syntax, path=path, size=size,
-            calling_aet=calling_aet, called_aet=called_aet, route=route, received_at=received_at, digest=digest)
+            calling_aet=calling_aet, called_aet=called_aet, route=route, received_at=received_at, digest=digest,
+            study_date=self.study_date, accession_number=self.accession_number)
 
 
 def dataset_digest(path: str | os.PathLike[str], offset: int) -> str:
@@ -129,14 +136,16 @@ def read_instance(path: str | os.PathLike[str]) -> ReceivedInstance:
     return ReceivedInstance(
         h.text(SOP_CLASS_UID), h.text(SOP_INSTANCE_UID), h.text(STUDY_UID), h.text(SERIES_UID),
         _decode(h.elements.get(PATIENT_ID), charset), _decode(h.elements.get(PATIENT_NAME), charset),
-        h.text(MODALITY), h.transfer_syntax, h.dataset_offset, h.meta)
+        h.text(MODALITY), h.transfer_syntax, h.dataset_offset, h.meta, study_date=h.text(STUDY_DATE),
+        accession_number=_decode(h.elements.get(ACCESSION_NUMBER), charset))
 
 
 def _read_with_pydicom(path: str) -> ReceivedInstance:
     """Deflated, Big Endian or unusual files: pydicom reads the same few tags."""
     from pydicom import dcmread
 
-    tags = (SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_UID, SERIES_UID, PATIENT_ID, PATIENT_NAME, MODALITY)
+    tags = (SOP_CLASS_UID, SOP_INSTANCE_UID, STUDY_UID, SERIES_UID, PATIENT_ID, PATIENT_NAME, MODALITY, STUDY_DATE,
+            ACCESSION_NUMBER)
     try:
         meta, offset, _ = dcmio.read_meta(path)
         with warnings.catch_warnings():
@@ -146,7 +155,8 @@ def _read_with_pydicom(path: str) -> ReceivedInstance:
             syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
     except Exception as exc:  # pydicom raises many types for bad input
         raise UnreadableDataSet(f"{type(exc).__name__}: {exc}") from None
-    return ReceivedInstance(v[0], v[1], v[2], v[3], v[4], v[5], v[6], syntax, offset, meta)
+    return ReceivedInstance(v[0], v[1], v[2], v[3], v[4], v[5], v[6], syntax, offset, meta, study_date=v[7],
+                            accession_number=v[8])
 
 
 def _decode(element: dcmio.Element | None, charset: str) -> str:
