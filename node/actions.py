@@ -2,12 +2,15 @@
 name of who did it (``by``: a console user, or the operating-system user of a command).
 
 The audit events carry ``user``: ``job-retried``, ``job-cancelled``, ``volume-reburned``,
-``user-added``, ``user-removed``, ``user-password-changed``, ``token-created``, ``token-revoked``.
+``user-added``, ``user-removed``, ``user-password-changed``, ``token-created``, ``token-revoked``,
+``config-reload-asked``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 
 from node import audit, jobs, users
 from node.config import Config
@@ -69,3 +72,11 @@ def new_token(index: Index, config: Config, name: str, *, by: str) -> tuple[str,
 def revoke_token(index: Index, config: Config, name: str, token_id: str, *, by: str) -> None:
     users.revoke(index, name, token_id)
     audit.append(config, "token-revoked", name=name, token_id=token_id, user=by)
+
+
+def ask_reload(config: Config, serve: int, *, by: str) -> None:
+    """Ask ``medianode serve`` (process ``serve``) to read its configuration file again, as SIGHUP does:
+    it keeps the running configuration when the file is invalid, and audits ``config-reloaded`` either way."""
+    audit.append(config, "config-reload-asked", source=str(config.source or ""), user=by)
+    os.kill(serve, signal.SIGHUP)
+    logger.info("configuration reload asked of process %d by %s", serve, by)

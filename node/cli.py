@@ -331,12 +331,11 @@ def _add_config(sub: _Subparsers) -> None:
 
 
 def _config_check(args: argparse.Namespace, out: TextIO) -> int:
-    from node.config import load_config
-    from node.routing import unreachable
+    from node.report import config_check
 
-    config = load_config(args.file)
-    for i, _, why in unreachable(config.routes):
-        print(f"{config.routes[i].where} routes[{i}]: warning: no instance can reach this route: {why}", file=sys.stderr)
+    config, warnings = config_check(args.file)
+    for warning in warnings:
+        print(warning, file=sys.stderr)
     out.write(f"{args.file}: ok, {len(config.routes)} route(s), data in {config.node.data_dir}\n")
     return EXIT_OK
 

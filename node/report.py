@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 from typing import Any, TypedDict
 
-from node.config import Config, output_settings
+from node.config import Config, load_config, output_settings
 from node.durable import write_atomic
 from node.media.outputs import output_for
 from node.index import Index, Job, Volume
 from node.config import Route
-from node.routing import CRITERIA, Instance, InstanceRouting, RouteSnapshot, StudyRouting, Trial, explain
+from node.routing import CRITERIA, Instance, InstanceRouting, RouteSnapshot, StudyRouting, Trial, explain, unreachable
 
 
 class StudyRow(TypedDict):
@@ -284,6 +284,15 @@ def format_volumes(rows: list[VolumeRow]) -> str:
 
 
 # -- routes explain ------------------------------------------------------------------
+
+
+def config_check(path: str | os.PathLike[str]) -> tuple[Config, list[str]]:
+    """What ``medianode config check FILE`` says of the file as it is now: the configuration it makes and its
+    warnings (``file:line routes[i]: warning: ...``, a route no instance can reach); a file that cannot
+    serve raises its :class:`~node.errors.ConfigError` (``file:line key: reason``)."""
+    config = load_config(path)
+    return config, [f"{config.routes[i].where} routes[{i}]: warning: no instance can reach this route: {why}"
+                    for i, _, why in unreachable(config.routes)]
 
 
 def _rule(trial: Trial) -> dict[str, object]:

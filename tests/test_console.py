@@ -3,6 +3,7 @@ the first start's link, TLS, and the configuration's checks. Real processes on 1
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -444,3 +445,191 @@ def test_now_shows_a_progress_bar_and_the_time_left(tmp_path: Path) -> None:
     assert row, html
     assert '<progress max="200.0" value="50.0">25 %</progress>' in row.group(0)
     assert "50.0 of 200.0 MB written, about 30 s left" in row.group(0)
+
+
+# -- the admin's pages -----------------------------------------------------------------------------------
+
+
+def flash(answer_page: str) -> str:
+    found = re.search(r'<p class="flash" role="status">(.*?)</p>', answer_page, re.S)
+    return html.unescape(found.group(1)) if found else ""
+
+
+def test_only_an_admin_sees_and_uses_the_users_and_configuration_pages(node: ConsoleNode) -> None:
+    node.add_user("ann", "admin")
+    for name, role in (("cleo", "clerk"), ("vera", "viewer")):
+        browser = node.client()
+        browser.sign_in(name, node.add_user(name, role))
+        home = browser.get("/")
+        assert 'href="/users"' not in home.body and 'href="/config"' not in home.body, role
+        token = home.csrf
+        for path in ("/users", "/users/ann", "/config"):
+            answer = browser.get(path)
+            assert answer.status == 403 and f"Your role ({role}) may not do this; it needs admin" in answer.body
+        for path, form in (("/users", {"username": "mal", "role": "admin", "password": "x"}),
+                           ("/users/ann/remove", {}), ("/users/ann/password", {"password": "mine now"}),
+                           ("/users/ann/tokens", {}), ("/config/check", {}), ("/config/reload", {})):
+            assert browser.post(path, {**form, "csrf": token}).status == 403, path
+    assert [(u.name, u.role) for u in with_index(node.data, users.list_users)] == [
+        ("ann", "admin"), ("cleo", "clerk"), ("vera", "viewer")]
+    assert with_index(node.data, lambda index: users.tokens(index, "ann")) == []
+    assert not [e for e in audit(node) if e["event"] in ("user-added", "token-created", "config-reload-asked")]
+    admin = node.client()
+    admin.sign_in("ann", "pass-word-1")
+    home = admin.get("/")
+    assert 'href="/users"' in home.body and 'href="/config"' in home.body
+
+
+def test_every_admin_form_without_its_csrf_token_is_refused(node: ConsoleNode) -> None:
+    node.add_user("ann", "admin")
+    node.add_user("cal", "clerk")
+    token_id = with_index(node.data, lambda index: users.new_token(index, "cal")[0])
+    browser = node.client()
+    browser.sign_in("ann", "pass-word-1")
+    for path, form in (("/users", {"username": "mal", "role": "admin", "password": "x"}),
+                       ("/users/cal/remove", {}), ("/users/cal/password", {"password": "other"}),
+                       ("/users/cal/tokens", {}), (f"/users/cal/tokens/{token_id}/revoke", {}),
+                       ("/config/check", {}), ("/config/reload", {})):
+        for csrf in ({}, {"csrf": "0" * 64}):
+            assert browser.post(path, {**form, **csrf}).status == 403, path
+    assert [u.name for u in with_index(node.data, users.list_users)] == ["ann", "cal"]
+    assert [t["id"] for t in with_index(node.data, lambda index: users.tokens(index, "cal"))] == [token_id]
+    node.client().sign_in("cal", "pass-word-1")  # the password is unchanged
+    assert not [e for e in audit(node) if e["event"].startswith(("user-", "token-", "config-reload"))  # type: ignore[union-attr]
+                and e["event"] not in ("user-signed-in",)]
+
+
+def test_an_admin_adds_a_user_sets_its_password_makes_and_revokes_tokens_and_removes_it(node: ConsoleNode) -> None:
+    node.add_user("ann", "admin")
+    admin = node.client()
+    admin.sign_in("ann", "pass-word-1")
+    token = admin.get("/users").csrf
+    added = admin.post("/users", {"username": "cal", "role": "clerk", "password": "first pass", "csrf": token})
+    assert added.status == 303 and added.headers["location"] == "/users"
+    page = admin.get("/users").body
+    assert flash(page) == "User cal added, role clerk."
+    assert re.search(r'<a href="/users/cal">cal</a></td><td class="role">clerk</td>', page)
+    clerk = node.client()
+    clerk.sign_in("cal", "first pass")
+
+    # A new password: the user's sessions end; the new one signs in, the old one does not.
+    assert admin.post("/users/cal/password", {"password": "second pass", "csrf": token}).headers["location"] == "/users/cal"
+    assert flash(admin.get("/users/cal").body) == "Password of cal changed; their sessions ended."
+    assert clerk.get("/").status == 303
+    assert node.client().post("/login", {"username": "cal", "password": "first pass",
+                                          "csrf": node.client().get("/login").csrf}).status in (401, 403)
+    clerk.sign_in("cal", "second pass")
+
+    # A token, shown once; it works on the API, is listed, and stops working once revoked.
+    made = admin.post("/users/cal/tokens", {"csrf": token})
+    assert made.status == 200
+    secret = re.search(r'<code id="new-token">([^<]+)</code>', made.body).group(1)  # type: ignore[union-attr]
+    token_id = secret.split(".")[0]
+    assert node.client().api("GET", "/api/jobs", secret).status == 200
+    listed = admin.get("/users/cal").body
+    assert f'<td class="uid">{token_id}</td>' in listed and secret not in listed and 'id="new-token"' not in listed
+    revoked = admin.post(f"/users/cal/tokens/{token_id}/revoke", {"csrf": token})
+    assert revoked.status == 303 and flash(admin.get("/users/cal").body) == f"Token {token_id} of cal revoked."
+    assert node.client().api("GET", "/api/jobs", secret).status == 401
+
+    # Removed: the session that was signed in stops working at once.
+    assert clerk.get("/").status == 200
+    removed = admin.post("/users/cal/remove", {"csrf": token})
+    assert removed.status == 303 and "User cal removed" in flash(admin.get("/users").body)
+    assert clerk.get("/").status == 303 and clerk.get("/").headers["location"].startswith("/login")
+    assert [u.name for u in with_index(node.data, users.list_users)] == ["ann"]
+
+    done = [(e["event"], e.get("name"), e["user"]) for e in audit(node)
+            if e["event"] in ("user-added", "user-password-changed", "token-created", "token-revoked", "user-removed")]
+    assert done == [("user-added", "cal", "ann"), ("user-password-changed", "cal", "ann"), ("token-created", "cal", "ann"),
+                    ("token-revoked", "cal", "ann"), ("user-removed", "cal", "ann")]
+    log = (node.data / "audit.jsonl").read_text() + node.logs()
+    assert secret.split(".")[1] not in log and "first pass" not in log and "second pass" not in log
+
+
+@pytest.mark.parametrize(("form", "message"), [
+    ({"username": "a b", "role": "clerk", "password": "pw"}, "bad user name 'a b': 1 to 64 letters, digits,"),
+    ({"username": "ann", "role": "clerk", "password": "pw"}, "user 'ann' exists"),
+    ({"username": "bo", "role": "boss", "password": "pw"}, "unknown role 'boss': one of viewer, clerk, admin"),
+    ({"username": "bo", "role": "clerk", "password": ""}, "the password is empty"),
+])
+def test_a_user_the_node_refuses_comes_back_to_the_users_page_with_the_reason(
+        node: ConsoleNode, form: dict[str, str], message: str) -> None:
+    node.add_user("ann", "admin")
+    admin = node.client()
+    admin.sign_in("ann", "pass-word-1")
+    page = admin.get("/users")
+    refused = admin.post("/users", {**form, "csrf": page.csrf}, headers={"Referer": f"{node.url}/users"})
+    assert refused.status == 303 and refused.headers["location"] == "/users"
+    assert flash(admin.get("/users").body).startswith(message)
+    assert [(u.name, u.role) for u in with_index(node.data, users.list_users)] == [("ann", "admin")]
+    assert not [e for e in audit(node) if e["event"] == "user-added"]
+
+
+def test_an_admin_cannot_remove_itself_nor_act_on_a_user_that_is_not(node: ConsoleNode) -> None:
+    node.add_user("ann", "admin")
+    admin = node.client()
+    admin.sign_in("ann", "pass-word-1")
+    token = admin.get("/users/ann").csrf
+    assert admin.post("/users/ann/remove", {"csrf": token}, headers={"Referer": f"{node.url}/users"}).status == 303
+    assert flash(admin.get("/users").body) == "you cannot remove yourself: another admin can, or medianode users remove"
+    assert admin.get("/users/nobody").status == 404
+    admin.post("/users/nobody/tokens", {"csrf": token}, headers={"Referer": f"{node.url}/users"})
+    assert flash(admin.get("/users").body) == "no user 'nobody'"
+    admin.post("/users/ann/tokens/feedbeef/revoke", {"csrf": token}, headers={"Referer": f"{node.url}/users/ann"})
+    assert flash(admin.get("/users/ann").body) == "user 'ann' has no token 'feedbeef'"
+    assert [u.name for u in with_index(node.data, users.list_users)] == ["ann"]
+    assert admin.get("/").status == 200
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace a configuration file at once (serve, watching it, never reads half of it)."""
+    temp = path.with_name(path.name + ".new")
+    temp.write_text(text)
+    os.replace(temp, path)
+
+
+def test_an_admin_checks_the_file_on_disk_and_a_reload_keeps_the_running_routes_on_a_bad_one(node: ConsoleNode) -> None:
+    node.add_user("ann", "admin")
+    admin = node.client()
+    admin.sign_in("ann", "pass-word-1")
+    page = admin.get("/config")
+    assert f'<code id="source">{node.config}</code>' in page.body
+    checked = admin.post("/config/check", {"csrf": page.csrf})
+    assert checked.status == 200 and f"{node.config}: ok, 1 route(s), data in {node.data}" in checked.body
+
+    # A bad file: the check shows its file:line error, as the CLI's; a reload keeps the running routes.
+    good = node.config.read_text()
+    lines = good.count("\n")
+    _write(node.config, good + "  - {match: {called_aet: ARCHIVE}, action: burn, profile: STD-GEN-XX}\n")
+    error = cli("config", "check", node.config).err.strip().removeprefix("medianode config: ")
+    assert error.startswith(f"{node.config}:{lines + 1} routes[1].profile: ")
+    checked = admin.post("/config/check", {"csrf": page.csrf})
+    shown = re.search(r'<p class="error" id="check-error">(.*?)</p>', checked.body).group(1)  # type: ignore[union-attr]
+    assert html.unescape(shown) == error
+    asked = admin.post("/config/reload", {"csrf": page.csrf})
+    assert asked.status == 303 and asked.headers["location"] == "/config"
+    message = flash(admin.get("/config").body)
+    assert message.startswith("Not reloaded; the running configuration is kept: ") and f"{node.config}:{lines + 1}" in message
+    routes = admin.get("/routes").body
+    assert "BURN" in routes and "ARCHIVE" not in routes
+    assert storescu(node, ct_series(node.root / "ct", 2)).returncode == 0  # the running routes still burn
+    node.wait_for(lambda: len(node.images()) == 1)
+
+    # A good file with a route no instance can reach: the check warns; a reload adopts it.
+    _write(node.config, good + "  - {match: {called_aet: ARCHIVE}, action: burn, profile: STD-GEN-CD}\n"
+                               "  - {match: {called_aet: BURN}, action: burn, profile: STD-GEN-DVD-J2K}\n")
+    checked = admin.post("/config/check", {"csrf": page.csrf}).body
+    assert f"{node.config}: ok, 3 route(s)" in checked
+    warning = cli("config", "check", node.config).err.strip()
+    assert f"{node.config}:{lines + 2} routes[2]: warning: no instance can reach this route" in warning
+    assert f"<li>{warning}</li>" in html.unescape(checked)
+    admin.post("/config/reload", {"csrf": page.csrf})
+    assert flash(admin.get("/config").body) == f"Reloaded from {node.config}: 3 route(s) in use."
+    assert "ARCHIVE" in admin.get("/routes").body
+
+    events = [e for e in audit(node) if e["event"] in ("config-reload-asked", "config-reloaded")]
+    asked_by = [e["user"] for e in events if e["event"] == "config-reload-asked"]
+    assert asked_by == ["ann", "ann"]
+    assert [e["ok"] for e in events if e["event"] == "config-reloaded"][-1] is True
+    assert any(e["event"] == "config-reloaded" and e["ok"] is False for e in events)

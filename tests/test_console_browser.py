@@ -76,6 +76,30 @@ def shot(driver: object, name: str) -> None:
         driver.save_screenshot(str(Path(folder) / f"{name}.png"))  # type: ignore[attr-defined]
 
 
+def sign_in_as(d: object, node: ConsoleNode, name: str, password: str) -> None:
+    """Sign in at the console's sign-in page, where a visit to Now without a session leads."""
+    from selenium.webdriver.common.by import By
+
+    d.get(node.url + "/")  # type: ignore[attr-defined]
+    assert "/login" in d.current_url  # type: ignore[attr-defined]
+    shot(d, "sign-in")
+    d.find_element(By.NAME, "username").send_keys(name)  # type: ignore[attr-defined]
+    d.find_element(By.NAME, "password").send_keys(password)  # type: ignore[attr-defined]
+    d.find_element(By.CSS_SELECTOR, "form.signin button").click()  # type: ignore[attr-defined]
+    until(lambda: f"{name} (" in text_of(d, "header"), "signed in")
+
+
+def text_of(d: object, css: str) -> str:
+    """The text of what ``css`` finds, '' while the page it was on is being replaced by the next one."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return str(d.find_element(By.CSS_SELECTOR, css).text)  # type: ignore[attr-defined]
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
+
+
 def test_a_clerk_and_a_viewer_at_the_console(browser: object, node: ConsoleNode, tmp_path: Path) -> None:
     from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
@@ -97,13 +121,7 @@ def test_a_clerk_and_a_viewer_at_the_console(browser: object, node: ConsoleNode,
         until(attempt, f"a click on {css}")
 
     def sign_in(name: str, password: str) -> None:
-        d.get(node.url + "/")  # type: ignore[attr-defined]
-        assert "/login" in d.current_url  # type: ignore[attr-defined]
-        shot(d, "sign-in")
-        d.find_element(By.NAME, "username").send_keys(name)  # type: ignore[attr-defined]
-        d.find_element(By.NAME, "password").send_keys(password)  # type: ignore[attr-defined]
-        d.find_element(By.CSS_SELECTOR, "form.signin button").click()  # type: ignore[attr-defined]
-        until(lambda: f"{name} (" in d.find_element(By.CSS_SELECTOR, "header").text, "signed in")  # type: ignore[attr-defined]
+        sign_in_as(d, node, name, password)
 
     sign_in("cleo", clerk)
     d.execute_script("window.notReloaded = true")  # type: ignore[attr-defined]
@@ -188,3 +206,37 @@ def test_a_clerk_and_a_viewer_at_the_console(browser: object, node: ConsoleNode,
     assert api.api("POST", "/api/jobs/1/retry", token).status == 403
     assert api.api("POST", "/api/volumes/MEDIANODE_000001/reburn", token).status == 403
     assert api.api("GET", "/api/volumes?patient=R1", token).status == 200
+
+
+def test_an_admin_adds_a_clerk_who_then_signs_in_without_the_admin_pages(browser: object, node: ConsoleNode) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    d = browser  # a selenium WebDriver
+    sign_in_as(d, node, "ann", node.add_user("ann", "admin"))
+    node.add_user("vera", "viewer")
+    d.find_element(By.LINK_TEXT, "Users").click()  # type: ignore[attr-defined]
+    until(lambda: text_of(d, "#users"), "the Users page")
+    d.find_element(By.NAME, "username").send_keys("cleo")  # type: ignore[attr-defined]
+    Select(d.find_element(By.NAME, "role")).select_by_value("clerk")  # type: ignore[attr-defined]
+    d.find_element(By.NAME, "password").send_keys("a clerk's password")  # type: ignore[attr-defined]
+    d.find_element(By.CSS_SELECTOR, "form.adduser button").click()  # type: ignore[attr-defined]
+    until(lambda: "User cleo added, role clerk." in text_of(d, ".flash"), "the new user's message")
+    rows = [r.text for r in d.find_elements(By.CSS_SELECTOR, "#users tr")]  # type: ignore[attr-defined]
+    assert any(r.startswith("cleo clerk") for r in rows), rows
+    shot(d, "users")
+    d.find_element(By.LINK_TEXT, "Configuration").click()  # type: ignore[attr-defined]
+    until(lambda: text_of(d, "#source"), "the Configuration page")
+    d.find_element(By.CSS_SELECTOR, "button[name=check]").click()  # type: ignore[attr-defined]
+    until(lambda: f"{node.config}: ok, 2 route(s)" in text_of(d, "#check"), "the configuration checked")
+    shot(d, "config")
+    d.find_element(By.CSS_SELECTOR, "form.who button").click()  # type: ignore[attr-defined]
+    until(lambda: "/login" in d.current_url, "signed out")  # type: ignore[attr-defined]
+
+    sign_in_as(d, node, "cleo", "a clerk's password")
+    nav = d.find_element(By.TAG_NAME, "nav").text  # type: ignore[attr-defined]
+    assert "Now" in nav and "Users" not in nav and "Configuration" not in nav
+    d.get(node.url + "/users")  # type: ignore[attr-defined]
+    assert "it needs admin" in d.find_element(By.TAG_NAME, "main").text  # type: ignore[attr-defined]
+    events = (node.data / "audit.jsonl").read_text()
+    assert '"event": "user-added"' in events and '"name": "cleo"' in events and '"user": "ann"' in events

@@ -28,7 +28,7 @@ OWNERS = {
     "watchdog": {"read.watcher"},
     "yaml": {"config", "yamlcheck"},
     "argon2": {"users"},
-    "starlette": {"console.app", "console.auth", "console.web", "console.pages", "console.signin"},
+    "starlette": {"console.app", "console.auth", "console.web", "console.pages", "console.signin", "console.admin"},
     "uvicorn": {"console.process"},
     "jinja2": {"console.web"},
 }

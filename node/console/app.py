@@ -13,7 +13,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from node.config import Config
-from node.console import api, pages, signin
+from node.console import admin, api, pages, signin
 from node.console.state import Console
 from node.console.web import api as json_api
 from node.console.web import page
@@ -43,8 +43,8 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers if scope["type"] == "http" else send)
 
 
-def create_app(config: Config) -> Starlette:
-    """The console for the node ``config`` describes."""
+def create_app(config: Config, *, serve: int | None = None) -> Starlette:
+    """The console for the node ``config`` describes, run by the ``serve`` of process id ``serve``."""
     routes = [
         Route("/", page("viewer", pages.now)),
         Route("/volumes", page("viewer", pages.volumes)),
@@ -56,6 +56,16 @@ def create_app(config: Config) -> Starlette:
         Route("/imports/{id:int}", page("viewer", pages.import_detail)),
         Route("/routes", page("viewer", pages.routes)),
         Route("/audit", page("viewer", pages.audit_log)),
+        Route("/users", page("admin", admin.user_list)),
+        Route("/users", page("admin", admin.add_user), methods=["POST"]),
+        Route("/users/{name}", page("admin", admin.user_page)),
+        Route("/users/{name}/remove", page("admin", admin.remove_user), methods=["POST"]),
+        Route("/users/{name}/password", page("admin", admin.set_password), methods=["POST"]),
+        Route("/users/{name}/tokens", page("admin", admin.new_token), methods=["POST"]),
+        Route("/users/{name}/tokens/{token}/revoke", page("admin", admin.revoke_token), methods=["POST"]),
+        Route("/config", page("admin", admin.configuration)),
+        Route("/config/check", page("admin", admin.check), methods=["POST"]),
+        Route("/config/reload", page("admin", admin.reload), methods=["POST"]),
         Route("/login", signin.login, methods=["GET", "POST"]),
         Route("/logout", signin.logout, methods=["POST"]),
         Route("/first/{secret}", signin.first, methods=["GET", "POST"]),
@@ -69,5 +79,5 @@ def create_app(config: Config) -> Starlette:
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
-    app.state.console = Console(config)
+    app.state.console = Console(config, serve=serve)
     return app

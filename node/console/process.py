@@ -129,7 +129,7 @@ def _main(config: Config, listener: socket.socket, conn: Connection, level: int,
         from node import tls
         from node.console.app import create_app
 
-        app = create_app(config)
+        app = create_app(config, serve=parent)
         state = app.state.console
         certs = config.console.tls
         server = uvicorn.Server(uvicorn.Config(

@@ -1,5 +1,5 @@
 """What every request of the console shares: the configuration (reloaded on SIGHUP), an index
-connection per thread, and the key its CSRF tokens are made with."""
+connection per thread, the key its CSRF tokens are made with, and the ``serve`` it runs under."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 from pathlib import Path
 
 from node.config import Config, load_config
@@ -22,10 +23,20 @@ KEY_FILE = "console.key"
 class Console:
     """The console's state in its process."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, serve: int | None = None) -> None:
+        """``serve``: the process id of the ``medianode serve`` this console is a child of (None: none)."""
         self.config = config
         self.key = _key(config.node.data_dir / KEY_FILE)
         self._local = threading.local()
+        self._serve = serve
+        #: When the configuration was last read, and how many times it was read again since the start.
+        self.loaded = time.time()
+        self.reloads = 0
+
+    @property
+    def serve(self) -> int | None:
+        """The process id of the ``serve`` this console runs under, while it is still its parent."""
+        return self._serve if self._serve is not None and os.getppid() == self._serve else None
 
     @property
     def data_dir(self) -> Path:
@@ -49,8 +60,11 @@ class Console:
             return
         try:
             self.config = load_config(self.config.source)
+            self.loaded = time.time()
         except ConfigError as exc:
             logger.error("console: configuration not reloaded: %s", exc)
+        finally:
+            self.reloads += 1
 
 
 def _key(path: Path) -> bytes:

@@ -41,7 +41,7 @@ def duration(seconds: int) -> str:
     return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
-def _when(t: float | None) -> str:
+def when(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 
 
@@ -52,7 +52,7 @@ def now(index: Index, config: Config) -> dict[str, Any]:
     status = report.status(index, config)
     quiet = config.burn.study_stable_seconds
     receiving = [{"study_uid": uid, "patient_id": pid, "patient_name": name, "calling_aets": ", ".join(sorted(set((aets or "").split(",")) - {""})),
-                  "instances": n, "mb": round((size or 0) / 1e6, 1), "last_received": _when(last),
+                  "instances": n, "mb": round((size or 0) / 1e6, 1), "last_received": when(last),
                   "burn_in_s": max(0, round(last + quiet - time.time()))}
                  for uid, pid, name, aets, n, size, last in index.receiving_studies()]
     building = status["jobs"]["building"]
@@ -61,7 +61,7 @@ def now(index: Index, config: Config) -> dict[str, Any]:
     started = {j.id: j.started for j in index.jobs(states=("building",), limit=1000)}
     for j, job_id in zip(building, ids):
         j["mb"] = round(sizes.get(job_id, 0) / 1e6, 1)
-        j["started"] = _when(started.get(job_id))
+        j["started"] = when(started.get(job_id))
         j["progress"] = progress_row(*progress[job_id][1:]) if job_id in progress else None
     return {"node": status, "receiving": receiving}
 
@@ -116,7 +116,7 @@ def copies(text: str) -> int | None:
 def imports(index: Index, *, limit: int = 50) -> list[dict[str, object]]:
     """The import records, newest first, as ``status --json`` shows them (``report``: the kept report's
     path), each with that report's content (``report_content``, None when it is gone)."""
-    return [{**i, "started": _when(_time(i["started"])), "finished": _when(_time(i["finished"])),
+    return [{**i, "started": when(_time(i["started"])), "finished": when(_time(i["finished"])),
              "report_content": read_report(i.get("report"))} for i in index.imports(limit=limit)]
 
 
@@ -189,6 +189,32 @@ def audit_events(data_dir: Path, keep: AuditFilter, *, limit: int = MAX_ROWS) ->
             if len(out) >= limit:
                 break
     return out
+
+
+def audit_end(data_dir: Path) -> int:
+    """Where the audit log ends now: the events appended from now on start there (0: no log yet)."""
+    try:
+        return (data_dir / audit.FILE).stat().st_size
+    except OSError:
+        return 0
+
+
+def audit_event_after(data_dir: Path, offset: int, event: str) -> dict[str, Any] | None:
+    """The first ``event`` appended to the audit log after ``offset`` (:func:`audit_end`), or None yet."""
+    try:
+        with (data_dir / audit.FILE).open("rb") as f:
+            f.seek(offset)
+            lines = f.read(AUDIT_TAIL_BYTES).splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        try:
+            found = json.loads(line)
+        except ValueError:
+            continue  # a line being written: read again on the next look
+        if isinstance(found, dict) and found.get("event") == event:
+            return found
+    return None
 
 
 def routes(config: Config) -> list[dict[str, object]]:
