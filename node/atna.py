@@ -42,6 +42,7 @@ INSTANCES_TRANSFERRED = _dcm("110104", "DICOM Instances Transferred")
 STUDY_DELETED = _dcm("110105", "DICOM Study Deleted")
 DATA_EXPORT = _dcm("110106", "Export")
 DATA_IMPORT = _dcm("110107", "Import")
+QUERY = _dcm("110112", "Query")
 SECURITY_ALERT = _dcm("110113", "Security Alert")
 # CID 401 Audit Event Type Code, CID 403 Security Alert Type Code
 APPLICATION_START = _dcm("110120", "Application Start")
@@ -57,6 +58,7 @@ DESTINATION_MEDIA = _dcm("110154", "Destination Media")
 SOURCE_MEDIA = _dcm("110155", "Source Media")
 # CID 404 Audit Participant Object ID Type Code, and RFC 3881's own
 STUDY_UID = _dcm("110180", "Study Instance UID")
+SOP_CLASS_UID = _dcm("110181", "SOP Class UID")
 NODE_ID = _dcm("110182", "Node ID")
 PATIENT_NUMBER = Code("2", "RFC-3881", "Patient Number")
 URI = Code("12", "RFC-3881", "URI")
@@ -110,6 +112,8 @@ class Thing:
     name: str
     role: str | None = None
     details: tuple[tuple[str, str], ...] = ()
+    #: ParticipantObjectQuery (A.5.3.10: the query's keys), given instead of the name.
+    query: str | None = None
 
 
 Object = Study | Patient | Thing
@@ -192,7 +196,10 @@ def _object(root: ET.Element, o: Object) -> None:
         if o.role:
             element.set("ParticipantObjectTypeCodeRole", o.role)
         ET.SubElement(element, "ParticipantObjectIDTypeCode", o.id_type.attrib())
-        ET.SubElement(element, "ParticipantObjectName").text = o.name
+        if o.query is None:
+            ET.SubElement(element, "ParticipantObjectName").text = o.name
+        else:
+            ET.SubElement(element, "ParticipantObjectQuery").text = base64.b64encode(o.query.encode()).decode()
         for kind, value in o.details:  # values are base64 (A.5.1: text that may hold XML or nulls)
             ET.SubElement(element, "ParticipantObjectDetail", type=kind,
                           value=base64.b64encode(value.encode()).decode())

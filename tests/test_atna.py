@@ -223,6 +223,8 @@ def test_every_mapping_makes_a_valid_message_whatever_the_refusal_reason(tmp_pat
                                 "reason": "calling AE title CT1 from a wrong address <10.9.9.9>"},
         "config-reloaded": {"source": "/etc/medianode.yaml", "ok": False, "reason": "x.yaml:3 node.port: bad"},
         "audit-log-read": {"path": "/var/lib/medianode/audit.jsonl"},
+        "query": {"source": "worklist", "ok": True, "where": "WL@10.0.0.8:104", "model": "MWL",
+                  "keys": {"PatientBirthDate": "19700101"}, "answers": 1},
     }
     assert set(samples) == set(audit.MESSAGES)
     messages = [audit.atna.message(e, when="2026-01-02T03:04:05.123+01:00", source_id="NODE").decode()
