@@ -331,6 +331,7 @@ class PatientQuery:
     host: str
     port: int
     tls: ClientTLS | None = None
+    #: The query model: Study Root (study) or Patient Root (patient); studies are looked up with Study Root only.
     model: Literal["study", "patient"] = "study"
 
 
@@ -339,11 +340,17 @@ class Reconcile:
     """``import.reconcile``: the local identity of a medium's patients, from a worklist item or the archive
     (in the manner of IHE Import Reconciliation), and what happens when none or several match."""
 
+    #: The Modality Worklist SCP asked first (a scheduled import gives the request's values too).
     worklist: Worklist | None = None
+    #: The local archive's C-FIND SCP, asked when the worklist has no match.
     patients: PatientQuery | None = None
+    #: What must agree besides the name: birth_date, sex (when both have it); the name always.
     match: tuple[str, ...] = MATCH_ATTRIBUTES
+    #: No local patient matches: hold for a person, send as it is, or refuse.
     on_no_match: Literal["hold", "send", "refuse"] = "hold"
+    #: Several local patients match: hold for a person, or refuse.
     on_several: Literal["hold", "refuse"] = "hold"
+    #: A study the archive holds already: send it (again), or skip it.
     on_existing: Literal["send", "skip"] = "send"
     #: Match only worklist items scheduled for this import (our AE title, or ``worklist.modality``).
     scheduled_only: bool = False

@@ -30,7 +30,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from node.config import ClientTLS, PatientQuery, Worklist
-from node.dicom import MEDIANODE_CLASS_UID, MEDIANODE_VERSION_NAME
+from node.dicom import EXPLICIT_VR_LE, IMPLICIT_VR_LE, MEDIANODE_CLASS_UID, MEDIANODE_VERSION_NAME
 from node.errors import one_line
 from node.netcompat import collect_failed, connection_errors
 from node.read.match import Candidate, Demographics
@@ -46,6 +46,8 @@ MAX_ANSWERS = 500
 #: C-FIND statuses (PS3.4 C.4.1.1.4, K.4.1.1.4): pending (with or without optional keys), success.
 _PENDING = (0xFF00, 0xFF01)
 _SUCCESS = 0x0000
+#: The transfer syntaxes proposed for each query model: Explicit, then Implicit VR Little Endian (PS3.5 A.2, A.1).
+SYNTAXES = (EXPLICIT_VR_LE, IMPLICIT_VR_LE)
 #: The character set we ask to be answered in (the SCP may answer in its own, which is then decoded).
 _UTF8 = "ISO_IR 192"
 
@@ -165,7 +167,7 @@ def _find(source: Worklist | PatientQuery, calling_aet: str, model: str, query: 
     ae.implementation_version_name = MEDIANODE_VERSION_NAME
     ae.connection_timeout, ae.acse_timeout, ae.dimse_timeout, ae.network_timeout = (
         CONNECT_TIMEOUT, ACSE_TIMEOUT, DIMSE_TIMEOUT, DIMSE_TIMEOUT)
-    ae.add_requested_context(model)
+    ae.add_requested_context(model, list(SYNTAXES))
     try:
         tls = _tls(source.tls, source.host)
     except OSError as exc:
