@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -25,6 +26,8 @@ from node import holds
 from node.config import load_config
 from node.errors import EXIT_DATA, EXIT_HELD, EXIT_OK, EXIT_USAGE
 from node.index import Index
+from node.intake import ImportRunner
+from node.read.watcher import Ready
 from tests.conftest import PEER_ENV, StoreSCP, cli, ct_series, free_port, need, wait_listening
 from tests.test_coerce import medium
 from tests.test_import import received, uid_of
@@ -376,3 +379,37 @@ def test_reconcile_with_coerce_is_a_configuration_error(tmp_path: Path, storescp
     assert result.code == EXIT_USAGE
     assert f"{cfg}:4 import.reconcile: cannot be used with import.coerce" in result.err
     assert storescp.received() == []
+
+
+# -- serve's watcher -----------------------------------------------------------------------------
+
+
+def test_serve_holds_an_inbox_disc_copies_it_and_files_it_into_held(
+        tmp_path: Path, archive: Callable[..., Peer], storescp: StoreSCP) -> None:
+    """The watcher's import of an ISO: held (the instances copied out of the image before the item is filed
+    into inbox/held/), recorded as held in the index, then sent as it is by a person's choice."""
+    qr = archive([])
+    series = ct_series(tmp_path / "src", 2, patient_id="EXT-1")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    assert cli("burn", tmp_path / "src", "--out", inbox / "disc.iso", "--label", "OUTSIDE1").code == 0
+    cfg = tmp_path / "node.yaml"
+    cfg.write_text(f"node: {{data_dir: {tmp_path / 'var'}}}\nimport:\n  inbox: {inbox}\n"
+                   f"  destination: {{ae_title: {storescp.aet}, host: 127.0.0.1, port: {storescp.port}}}\n"
+                   f"  reconcile:\n    patients: {{ae_title: ARCHIVE, host: 127.0.0.1, port: {qr.port}}}\n")
+    node = load_config(cfg)
+    node.node.data_dir.mkdir()
+    with closing(Index(node.node.data_dir / "index.sqlite")) as index:
+        ImportRunner(index, lambda: node, stop=threading.Event()).handle(Ready("inbox", inbox / "disc.iso"))
+        [record] = index.imports()
+    assert record["state"] == "held" and "no local patient matches" in str(record["held_reason"])
+    assert storescp.received() == []
+    assert (inbox / "held" / "disc.iso").is_file() and not (inbox / "disc.iso").exists()
+    copies = [p for p in (tmp_path / "var" / "held" / str(record["id"]) / "files").rglob("*") if p.is_file()]
+    assert {uid_of(p) for p in copies} == {uid_of(p) for p in series}
+    [event] = audit_events(tmp_path, "import-held")
+    assert event["import_id"] == record["id"]
+    done = cli("imports", "resolve", record["id"], "--as-is", "--config", cfg)
+    assert done.code == EXIT_OK, done.err
+    assert {dcmread(p).PatientID for p in received(storescp.folder).values()} == {"EXT-1"}
+    assert "OriginalAttributesSequence" not in dcmread(next(iter(received(storescp.folder).values())))
