@@ -61,6 +61,7 @@ DESTINATION_MEDIA = _dcm("110154", "Destination Media")
 SOURCE_MEDIA = _dcm("110155", "Source Media")
 # CID 404 Audit Participant Object ID Type Code, and RFC 3881's own
 STUDY_UID = _dcm("110180", "Study Instance UID")
+SOP_CLASS_UID = _dcm("110181", "SOP Class UID")
 NODE_ID = _dcm("110182", "Node ID")
 PATIENT_NUMBER = Code("2", "RFC-3881", "Patient Number")
 URI = Code("12", "RFC-3881", "URI")
@@ -114,6 +115,8 @@ class Thing:
     name: str
     role: str | None = None
     details: tuple[tuple[str, str], ...] = ()
+    #: ParticipantObjectQuery (A.5.3.10: the query's keys), given instead of the name.
+    query: str | None = None
 
 
 Object = Study | Patient | Thing
@@ -196,7 +199,10 @@ def _object(root: ET.Element, o: Object) -> None:
         if o.role:
             element.set("ParticipantObjectTypeCodeRole", o.role)
         ET.SubElement(element, "ParticipantObjectIDTypeCode", o.id_type.attrib())
-        ET.SubElement(element, "ParticipantObjectName").text = o.name
+        if o.query is None:
+            ET.SubElement(element, "ParticipantObjectName").text = o.name
+        else:
+            ET.SubElement(element, "ParticipantObjectQuery").text = base64.b64encode(o.query.encode()).decode()
         for kind, value in o.details:  # values are base64 (A.5.1: text that may hold XML or nulls)
             ET.SubElement(element, "ParticipantObjectDetail", type=kind,
                           value=base64.b64encode(value.encode()).decode())

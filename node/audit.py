@@ -264,6 +264,26 @@ def _searched(config: Config, f: Mapping[str, Any]) -> list[Event]:
     return [Event(atna.QUERY, "E", atna.SUCCESS, (_person_at(f), _us(config, requestor=False)), (thing,))]
 
 
+#: The query models reconciliation uses (``query`` events' ``model``) -> their C-FIND SOP Class UID (PS3.4).
+QUERY_MODELS = {"MWL": "1.2.840.10008.5.1.4.31", "Study Root": "1.2.840.10008.5.1.4.1.2.2.1",
+                "Patient Root": "1.2.840.10008.5.1.4.1.2.1.1"}
+
+
+def _query(config: Config, f: Mapping[str, Any]) -> list[Event]:
+    """A.5.3.10 Query: a C-FIND of reconciliation (we ask, the worklist or the archive answers); the keys
+    asked are the ParticipantObjectQuery, the SOP Class UID of the model its ID."""
+    aet, _, where = str(f.get("where") or "?@?").partition("@")
+    peer = Participant(aet, False, atna.DESTINATION, ae_titles=(aet,), address=_peer(where) or None)
+    model = str(f.get("model") or "")
+    keys = json.dumps(f.get("keys") or {}, sort_keys=True, ensure_ascii=False)
+    query = Thing(QUERY_MODELS.get(model, model or "?"), atna.SOP_CLASS_UID, model or "?", role="3", query=keys,
+                  details=(("TransferSyntax", "1.2.840.10008.1.2"),))
+    ok = bool(f.get("ok"))
+    return [Event(atna.QUERY, "E", atna.SUCCESS if ok else atna.MINOR_FAILURE,
+                  (_us(config, requestor=True, role=atna.SOURCE), peer), (query,),
+                  description=None if ok else str(f.get("reason") or "failed"))]
+
+
 #: JSON event -> its ATNA messages. ``study-received`` (a job cut for a quiet study) and
 #: ``import-skipped`` (a medium imported before, not sent again) are JSON lines only.
 MESSAGES: dict[str, Callable[[Config, Mapping[str, Any]], list[Event]]] = {
@@ -282,4 +302,7 @@ MESSAGES: dict[str, Callable[[Config, Mapping[str, Any]], list[Event]]] = {
     "user-sign-in-failed": _authentication(True),
     "user-signed-out": _authentication(False),
     "patient-search": _searched,
+
+
+    "query": _query,
 }

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from node import __version__, filemodes
-from node.errors import EXIT_DATA, EXIT_OK, EXIT_USAGE, NodeError
+from node.errors import EXIT_DATA, EXIT_HELD, EXIT_OK, EXIT_USAGE, NodeError
 
 if TYPE_CHECKING:
     from node import routing
@@ -210,8 +210,9 @@ def _add_import(sub: _Subparsers) -> None:
     p.add_argument("--study", metavar="UID", help="import only this study's instances")
     p.add_argument("--reports", metavar="DIR", help="also keep the JSON report in this folder")
     p.add_argument("--config", metavar="FILE",
-                   help="a node's configuration: apply its import.coerce, record the import in its index, and "
-                        "skip a medium it imported before (default: none of these)")
+                   help="a node's configuration: apply its import.coerce or import.reconcile, record the import "
+                        "in its index, and skip a medium it imported before (default: none of these); an import "
+                        "held for reconciliation exits 3")
     p.add_argument("--force", action="store_true", help="with --config: import a medium imported before again")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     tls = p.add_argument_group("TLS (PS3.15 B.9, BCP 195), as import.destination.tls")
@@ -241,17 +242,18 @@ def _import_tls(args: argparse.Namespace) -> ClientTLS | None:
 
 def _import(args: argparse.Namespace, out: TextIO) -> int:
     from node.config import load_config
-    from node.intake import import_recorded
+    from node.intake import import_recorded, reconciling
     from node.read.importer import import_medium, parse_destination
 
     destination = parse_destination(args.to)
     tls = _import_tls(args)
     config = load_config(args.config) if args.config else None
 
-    def send() -> ImportReport:
+    def send(import_id: int | None = None) -> ImportReport:
+        extra = reconciling(config, import_id, args.calling_aet) if config and import_id is not None else {}
         return import_medium(args.path, destination=destination, calling_aet=args.calling_aet, patient=args.patient,
                              study=args.study, reports_dir=args.reports,
-                             coerce=config.imports.coerce if config else None, tls=tls)
+                             coerce=config.imports.coerce if config else None, tls=tls, **extra)
 
     report = import_recorded(Path(args.path), config, force=args.force, send=send,
                                                   destination=args.to) if config else send()
@@ -262,23 +264,107 @@ def _import(args: argparse.Namespace, out: TextIO) -> int:
         else:
             out.write(f"{args.path}: skipped: {report['skipped_medium']}\n")
         return EXIT_OK
-    if args.json:
+    _print_import(report, args.json, f"{args.path} -> {args.to}", out)
+    return EXIT_HELD if report.held else EXIT_OK if report.ok else EXIT_DATA
+
+
+def _print_import(report: ImportReport, as_json: bool, what: str, out: TextIO) -> None:
+    """An import's report: the ``--json`` object, or a summary and the lines worth reading."""
+    if as_json:
         json.dump(report.to_dict(), out, indent=2)
         out.write("\n")
     else:
-        out.write(f"{args.path} -> {args.to}: {report.sent} sent, {report.failed} failed, "
-                  f"{report.skipped} skipped in {report.seconds:.1f} s\n")
+        held = f", {report.held} held" if report.held else ""
+        out.write(f"{what}: {report.sent} sent, {report.failed} failed, "
+                  f"{report.skipped} skipped{held} in {report.seconds:.1f} s\n")
         for o in report.outcomes:
-            if o.result != "sent" or o.status:
+            if o.result not in ("sent", "held") or o.status:
                 status = f" (status 0x{o.status:04X})" if o.status is not None else ""
                 out.write(f"  {o.result}: {o.path}{status}: {o.reason}\n")
         for c in report.coercions:
             out.write(f"  coerced: {c.path}: {c.attribute} {'(absent)' if c.old is None else repr(c.old)} -> {c.new!r}\n")
         for f in report.problems:
             out.write(f"  problem: {f.path}: {f.problem}\n")
+        rec = report.reconciliation or {}
+        for p in rec.get("patients", ()):
+            out.write(f"  reconciliation: {p['patient_id'] or '(no ID)'} {p['name']!r}: {p['outcome']}: {p['reason']}\n")
+        if rec.get("held"):
+            out.write(f"  held, waiting for a person: {rec['held']} (medianode imports --held)\n")
         if report.report_path:
             out.write(f"  report: {report.report_path}\n")
-    return EXIT_OK if report.ok else EXIT_DATA
+
+
+def _add_imports(sub: _Subparsers) -> None:
+    p = sub.add_parser("imports", help="the recent imports; those held for reconciliation, and resolving them")
+    _config_option(p)
+    p.add_argument("action", nargs="?", choices=("list", "resolve"), default="list")
+    p.add_argument("id", nargs="?", type=int, help="the held import (for resolve)")
+    p.add_argument("--held", action="store_true", help="only the imports waiting for a person, with their candidates")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    choice = p.add_argument_group("resolve: one of").add_mutually_exclusive_group()
+    choice.add_argument("--patient-id", metavar="ID", help="send with this Patient ID of our domain")
+    choice.add_argument("--candidate", metavar="N", type=int, help="send with candidate N (medianode imports --held)")
+    choice.add_argument("--as-is", action="store_true", help="send with the medium's own identity")
+    choice.add_argument("--refuse", action="store_true", help="send nothing, and remove the held copy")
+    p.add_argument("--issuer", metavar="ISSUER", help="with --patient-id: its Issuer of Patient ID")
+    p.add_argument("--patient", metavar="ID", help="the medium's Patient ID, when several of its patients wait")
+    p.set_defaults(run=_imports)
+
+
+def _imports(args: argparse.Namespace, out: TextIO) -> int:
+    from node import holds
+    from node.errors import UsageError
+
+    if args.action == "list" and (args.patient_id or args.candidate is not None or args.as_is or args.refuse):
+        raise UsageError("--patient-id, --candidate, --as-is and --refuse are for imports resolve ID")
+    if args.issuer and not args.patient_id:
+        raise UsageError("--issuer goes with --patient-id")
+    config, index = _open_index(args)
+    try:
+        if args.action == "list":
+            rows = holds.held(index, config) if args.held else index.imports(limit=100)
+            if args.json:
+                out.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+            else:
+                _print_imports(rows, held=args.held, out=out)
+            return EXIT_OK
+        if args.id is None:
+            raise UsageError("imports resolve needs the held import's id (medianode imports --held)")
+        kind: holds.Kind | None = ("patient-id" if args.patient_id else "candidate" if args.candidate is not None else
+                "as-is" if args.as_is else "refuse" if args.refuse else None)
+        if kind is None:
+            raise UsageError("imports resolve needs one of --patient-id, --candidate, --as-is, --refuse")
+        choice = holds.Choice(kind, number=args.candidate or 0, patient_id=args.patient_id or "",
+                              issuer=args.issuer or "")
+        report = holds.resolve(index, config, args.id, choice, by=_os_user(), patient=args.patient)
+        if report is None:
+            state = index.import_record(args.id) or {}
+            out.write(f"import {args.id}: {choice}: {'refused, its held copy removed' if args.refuse else 'noted'}"
+                      f"{'; still waiting: ' + str(state['held_reason']) if state.get('state') == 'held' else ''}\n")
+            return EXIT_HELD if state.get("state") == "held" else EXIT_OK
+        _print_import(report, args.json, f"import {args.id} ({choice})", out)
+        return EXIT_OK if report.ok else EXIT_DATA
+    finally:
+        index.close()
+
+
+def _print_imports(rows: list[dict[str, object]], *, held: bool, out: TextIO) -> None:
+    if not rows:
+        out.write("no held import\n" if held else "no import\n")
+    for row in rows:
+        if not held:
+            out.write(f"{row['id']:>5}  {row['state']:<9} {_when(row['finished'])}  {row['sent']} sent, "
+                      f"{row['failed']} failed  {row['medium']}\n")
+            continue
+        out.write(f"import {row['id']}: {row['medium']}, held since {_when(row['since'])}: {row['reason']}\n")
+        for p in row["patients"]:  # type: ignore[attr-defined]
+            out.write(f"  on the medium: {p['patient_id'] or '(no ID)'} {p['name']!r} born {p['birth_date'] or '?'} "
+                      f"sex {p['sex'] or '?'}: {p['outcome']}\n")
+            for n, c in enumerate(p["candidates"], 1):
+                extra = f", accession {c['accession']}" if c["accession"] else ""
+                out.write(f"    candidate {n} ({c['source']}): {c['patient_id']}"
+                          f"{' / ' + c['issuer'] if c['issuer'] else ''} {c['name']!r} born {c['birth_date'] or '?'} "
+                          f"sex {c['sex'] or '?'}{extra}\n")
 
 
 def _add_conformance(sub: _Subparsers) -> None:
@@ -634,7 +720,7 @@ def _parser() -> _Parser:
 
 _COMMANDS: list[Callable[[_Subparsers], None]] = [
     _add_serve, _add_burn, _add_check, _add_import, _add_status, _add_jobs, _add_volumes, _add_config,
-    _add_routes, _add_conformance, _add_audit, _add_users,
+    _add_routes, _add_conformance, _add_audit, _add_users, _add_imports,
 ]
 
 

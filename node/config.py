@@ -304,6 +304,60 @@ class Coercion:
         return self.patient_id_prefix + value if self.patient_id_prefix and value else old
 
 
+#: What ``import.reconcile.match`` may require to agree (:mod:`node.read.match`), and the default: all.
+MATCH_ATTRIBUTES = ("name", "birth_date", "sex")
+
+
+@dataclass(frozen=True)
+class Worklist:
+    """``import.reconcile.worklist``: a Modality Worklist SCP (C-FIND, PS3.4 K.6) that schedules imports."""
+
+    ae_title: str
+    host: str
+    port: int
+    tls: ClientTLS | None = None
+    #: Scheduled Procedure Step Start Dates asked for: from this many days ago to as many ahead.
+    days: int = 7
+    #: With ``scheduled_only``: the Modality scheduled for imports (``OT``), else our AE title is asked for.
+    modality: str | None = None
+
+
+@dataclass(frozen=True)
+class PatientQuery:
+    """``import.reconcile.patients``: a C-FIND SCP of the local archive (PS3.4 C.6), Study Root by
+    default (many archives refuse Patient Root)."""
+
+    ae_title: str
+    host: str
+    port: int
+    tls: ClientTLS | None = None
+    #: The query model: Study Root (study) or Patient Root (patient); studies are looked up with Study Root only.
+    model: Literal["study", "patient"] = "study"
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    """``import.reconcile``: the local identity of a medium's patients, from a worklist item or the archive
+    (in the manner of IHE Import Reconciliation), and what happens when none or several match."""
+
+    #: The Modality Worklist SCP asked first (a scheduled import gives the request's values too).
+    worklist: Worklist | None = None
+    #: The local archive's C-FIND SCP, asked when the worklist has no match.
+    patients: PatientQuery | None = None
+    #: What must agree besides the name: birth_date, sex (when both have it); the name always.
+    match: tuple[str, ...] = MATCH_ATTRIBUTES
+    #: No local patient matches: hold for a person, send as it is, or refuse.
+    on_no_match: Literal["hold", "send", "refuse"] = "hold"
+    #: Several local patients match: hold for a person, or refuse.
+    on_several: Literal["hold", "refuse"] = "hold"
+    #: A study the archive holds already: send it (again), or skip it.
+    on_existing: Literal["send", "skip"] = "send"
+    #: Match only worklist items scheduled for this import (our AE title, or ``worklist.modality``).
+    scheduled_only: bool = False
+    #: Days a held import's copy is kept before it is purged.
+    held_days: float = 30.0
+
+
 @dataclass(frozen=True)
 class ImportConfig:
     """Where media are imported to, and what ``serve``'s watcher (:mod:`node.read.watcher`) looks at."""
@@ -326,6 +380,8 @@ class ImportConfig:
     calling_aet: str | None = None
     #: What to change in the instances imported; None (absent) changes nothing.
     coerce: Coercion | None = None
+    #: Reconciliation with the local patients; None (absent) sends the medium's identities as they are.
+    reconcile: Reconcile | None = None
 
     def __post_init__(self) -> None:
         if self.watch is None:  # frozen: resolved once, so equal configs compare equal
@@ -727,6 +783,37 @@ def _client_tls(node: Node, at: At) -> ClientTLS:
     return tls
 
 
+def _match(node: Node, at: At) -> tuple[str, ...]:
+    """``match``: which of name, birth_date and sex must agree; the name always (a birth date alone is shared)."""
+    rules = many(choice(*MATCH_ATTRIBUTES))(node, at)
+    if "name" not in rules:
+        raise at.error(node, "must include name: a birth date and sex alone are shared by many patients")
+    return tuple(dict.fromkeys(rules))
+
+
+_SCP = {"ae_title": _AE, "host": _HOST, "port": number(1, 65535), "tls": optional(_client_tls)}
+_RECONCILE: dict[str, Check] = {
+    "worklist": optional(section(Worklist, {**_SCP, "days": number(0, 366), "modality": string("a modality", max_len=16)},
+                                 required=("ae_title", "host", "port"))),
+    "patients": optional(section(PatientQuery, {**_SCP, "model": choice("study", "patient")},
+                                 required=("ae_title", "host", "port"))),
+    "match": _match,
+    "on_no_match": choice("hold", "send", "refuse"),
+    "on_several": choice("hold", "refuse"),
+    "on_existing": choice("send", "skip"),
+    "scheduled_only": boolean,
+    "held_days": number(0, integer=False, above=True),
+}
+
+
+def _reconcile(node: Node, at: At) -> Reconcile:
+    """``import.reconcile``: a worklist, the archive, or both, to ask."""
+    values, _ = fields(node, at, _RECONCILE)
+    if values.get("worklist") is None and values.get("patients") is None:
+        raise at.error(node, "needs worklist or patients (or both): the sources of the local identities")
+    return Reconcile(**values)
+
+
 _IMPORT: dict[str, Check] = {
     "inbox": path,
     "destination": optional(section(Destination, {"ae_title": _AE, "host": _HOST, "port": number(1, 65535),
@@ -740,6 +827,7 @@ _IMPORT: dict[str, Check] = {
     "eject": optional(_argv),
     "calling_aet": _AE,
     "coerce": _coerce,
+    "reconcile": optional(_reconcile),
 }
 
 
@@ -748,6 +836,9 @@ def _import(node: Node, at: At) -> ImportConfig:
     values, nodes = fields(node, at, _IMPORT)
     if values.get("watch") and values.get("destination") is None:
         raise at.key("watch").error(nodes["watch"], "needs import.destination: the media found would go nowhere")
+    if values.get("reconcile") is not None and values.get("coerce") is not None:
+        raise at.key("reconcile").error(nodes["reconcile"], "cannot be used with import.coerce: reconciliation "
+                                                            "replaces the static coercion (remove one of them)")
     return build(ImportConfig, values)
 
 

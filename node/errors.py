@@ -10,6 +10,8 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_DATA = 1
 EXIT_USAGE = 2
+#: Waiting for a person: an import held for reconciliation (nothing sent yet, nothing lost).
+EXIT_HELD = 3
 
 
 class NodeError(Exception):

@@ -220,9 +220,33 @@ CREATE TABLE job_progress (
 )
 """
 
+#: Version 6: an import may be *held* for a person to reconcile (its instances kept under ``data_dir/held/``),
+#: with the reason it waits. The CHECK constraint changes, so the table is made anew and its rows copied.
+_VERSION_6 = """
+CREATE TABLE imports_v6 (
+    id INTEGER PRIMARY KEY,
+    medium TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('importing', 'done', 'failed', 'held')),
+    started DOUBLE PRECISION NOT NULL,
+    finished DOUBLE PRECISION,
+    sent INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    skipped INTEGER NOT NULL DEFAULT 0,
+    report TEXT,
+    held_reason TEXT                -- why a held import waits for a person
+);
+INSERT INTO imports_v6 (id, medium, identity, state, started, finished, sent, failed, skipped, report)
+    SELECT id, medium, identity, state, started, finished, sent, failed, skipped, report FROM imports;
+DROP TABLE imports;
+ALTER TABLE imports_v6 RENAME TO imports;
+CREATE INDEX imports_by_identity ON imports(identity);
+CREATE INDEX imports_by_state ON imports(state);
+"""
+
 #: The schema's history, oldest first: migration ``n`` (1-based) takes an index from version n-1 to n.
 #: Append a migration for every change (a table, a column, an index); never edit one that has shipped.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4, _VERSION_5)
+MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4, _VERSION_5, _VERSION_6)
 
 #: The version this code reads and writes.
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -741,6 +765,24 @@ class Index:
                        "WHERE id = ?", ("done" if ok else "failed", time.time(), sent, failed, skipped, report,
                                         import_id))
 
+    def hold_import(self, import_id: int, *, reason: str, skipped: int, report: str | None) -> None:
+        """An import that waits for a person: nothing sent, its instances kept (``state`` held)."""
+        with self.transaction() as db:
+            db.execute("UPDATE imports SET state = 'held', finished = ?, sent = 0, failed = 0, skipped = ?, "
+                       "report = ?, held_reason = ? WHERE id = ?", (time.time(), skipped, report, reason, import_id))
+
+    def held_imports(self) -> list[dict[str, object]]:
+        """Every import waiting for a person, oldest first."""
+        cols = ("id", "medium", "identity", "state", "started", "finished", "report", "held_reason")
+        rows = self.db.execute(f"SELECT {', '.join(cols)} FROM imports WHERE state = 'held' ORDER BY id")
+        return [dict(zip(cols, row)) for row in rows]
+
+    def import_record(self, import_id: int) -> dict[str, object] | None:
+        cols = ("id", "medium", "identity", "state", "started", "finished", "sent", "failed", "skipped", "report",
+                "held_reason")
+        row = self.db.execute(f"SELECT {', '.join(cols)} FROM imports WHERE id = ?", (import_id,)).fetchone()
+        return None if row is None else dict(zip(cols, row))
+
     def imported(self, identity: str) -> bool:
         """True when a medium with this identity was imported completely before."""
         return self.db.execute("SELECT 1 FROM imports WHERE identity = ? AND state = 'done' LIMIT 1",
@@ -748,7 +790,8 @@ class Index:
 
     def imports(self, *, limit: int = 20) -> list[dict[str, object]]:
         """The most recent imports, newest first."""
-        cols = ("id", "medium", "identity", "state", "started", "finished", "sent", "failed", "skipped", "report")
+        cols = ("id", "medium", "identity", "state", "started", "finished", "sent", "failed", "skipped", "report",
+                "held_reason")
         rows = self.db.execute(f"SELECT {', '.join(cols)} FROM imports ORDER BY id DESC LIMIT ?", (limit,))
         return [dict(zip(cols, row)) for row in rows]
 

@@ -7,7 +7,7 @@ imported before? record this import) and the inbox (file the item into
 *that* a medium is ready, and :func:`node.read.importer.import_medium` only
 imports. Every outcome, from the watcher or the command line
 (:func:`import_recorded`), is recorded by :func:`record`: an audit line
-(``import-done``, ``import-failed``, ``import-skipped``) and a record in the
+(``import-done``, ``import-failed``, ``import-skipped``, ``import-held``) and a record in the
 index, so ``medianode status`` can answer "what became of the disc I
 inserted?"; the watcher also logs it, the command line prints it.
 
@@ -47,7 +47,8 @@ from node.errors import MediumError, NodeError
 from node.index import Index
 from node.read.importer import ImportReport, import_medium
 from node.read.medium import Medium, medium_label, open_medium
-from node.read.watcher import DONE, FAILED, Ready, WatchedKind, Watcher
+from node.read.reconcile import Reconciler, reconciler
+from node.read.watcher import DONE, FAILED, HELD, Ready, WatchedKind, Watcher
 
 logger = logging.getLogger(__name__)
 
@@ -131,10 +132,12 @@ class ImportRunner:
         report: ImportReport | dict[str, Any]
         if failure is None and to is not None:
             _started(config, import_id, ready.kind, ready.path, f"{to.ae_title}@{to.host}:{to.port}")
+            calling_aet = config.imports.calling_aet or config.node.ae_title
             try:
                 report = import_medium(ready.path, destination=(to.ae_title, to.host, to.port),
-                                       calling_aet=config.imports.calling_aet or config.node.ae_title,
-                                       reports_dir=self._reports(), coerce=config.imports.coerce, tls=to.tls)
+                                       calling_aet=calling_aet, reports_dir=self._reports(),
+                                       coerce=config.imports.coerce, tls=to.tls,
+                                       **reconciling(config, import_id, calling_aet))
             except NodeError as exc:  # MediumError: unreadable, UDF-only; UsageError: a bad AE title
                 report = unsent_report(ready.path, problem=str(exc))
         else:
@@ -160,7 +163,8 @@ class ImportRunner:
             else "", kept)
         ok = bool(data["ok"])
         if after and ready.kind == "inbox":
-            _file_away(ready.path, ready.path.parent / (DONE if ok else FAILED), Path(kept))
+            folder = HELD if data.get("held") else DONE if ok else FAILED
+            _file_away(ready.path, ready.path.parent / folder, Path(kept))
         elif after and ready.kind == "drive":
             self._eject(ready.path)
 
@@ -219,14 +223,28 @@ def _dicomdir_digest(medium: Medium) -> str | None:
         return None
 
 
-def import_recorded(medium: Path, config: Config, *, force: bool, send: Callable[[], ImportReport],
+def held_folder(config: Config, import_id: int) -> Path:
+    """Where a held import's instances and manifest are kept: ``data_dir/held/<import>/``."""
+    return config.node.data_dir / "held" / str(import_id)
+
+
+def reconciling(config: Config, import_id: int, calling_aet: str) -> dict[str, Any]:
+    """:func:`import_medium`'s ``reconcile`` and ``hold_to`` for import ``import_id``; none without
+    ``import.reconcile``."""
+    if config.imports.reconcile is None:
+        return {}
+    reconcile: Reconciler = reconciler(config, calling_aet=calling_aet, import_id=import_id)
+    return {"reconcile": reconcile, "hold_to": held_folder(config, import_id)}
+
+
+def import_recorded(medium: Path, config: Config, *, force: bool, send: Callable[[int], ImportReport],
                     destination: str) -> ImportReport | dict[str, Any]:
     """``medianode import --config``: import as the node does, recorded in its index and audit log.
 
     A medium imported before is skipped (unless ``force``), and recorded as an
     import that sent nothing, as the watcher records it; the skip's report is
     returned instead of an :class:`ImportReport`. An unreadable medium, or an
-    import ``send`` could not finish, is recorded as failed and its error raised. ``destination``
+    import ``send`` (given the import's id) could not finish, is recorded as failed and its error raised. ``destination``
     (``AET@HOST:PORT``) is where ``send`` sends, for the audit.
     """
     data_dir = config.node.data_dir
@@ -252,7 +270,7 @@ def import_recorded(medium: Path, config: Config, *, force: bool, send: Callable
             return skip
         _started(config, import_id, COMMAND, medium, destination)
         try:
-            report = send()
+            report = send(import_id)
         except BaseException as exc:
             finish(import_id, unsent_report(medium, problem=str(exc) or type(exc).__name__))
             raise
@@ -279,13 +297,17 @@ def record(index: Index, config: Config, import_id: int, report: dict[str, Any],
     medium's problems, then the distinct reasons instances failed, three at most.
     """
     counts = {k: int(report[k]) for k in ("sent", "failed", "skipped")}
-    index.finish_import(import_id, ok=bool(report["ok"]), report=kept, **counts)
+    held = str((report.get("reconciliation") or {}).get("held") or "") if report.get("held") else ""
+    if held:
+        index.hold_import(import_id, reason=held, skipped=counts["skipped"], report=kept)
+    else:
+        index.finish_import(import_id, ok=bool(report["ok"]), report=kept, **counts)
     skipped = str(report.get("skipped_medium") or "")
-    event = "import-skipped" if skipped else "import-done" if report["ok"] else "import-failed"
+    event = "import-skipped" if skipped else "import-held" if held else "import-done" if report["ok"] else "import-failed"
     problems = [p["problem"] if p["path"] == "." else f"{p['path']}: {p['problem']}" for p in report["problems"]]
     # then why instances failed, each reason once: a destination refused (TLS, rejection) fails them all alike
     refusals = dict.fromkeys(o["reason"] for o in report.get("outcomes", ()) if o["result"] == "failed")
-    why = skipped or "; ".join([*problems, *refusals][:3])
+    why = skipped or held or "; ".join([*problems, *refusals][:3])
     fields = {"import_id": import_id, "kind": kind, "medium": str(medium), "report": kept, "reason": why, **counts,
               "destination": report.get("destination"), "studies": report.get("studies", [])}
     audit.append(config, event, **fields)

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from node import audit, filemodes, jobs, report, users
+from node import audit, filemodes, holds, jobs, report, users
 from node.config import Config, load_config
 from node.console import process as console_process
 from node.errors import ConfigError
@@ -178,6 +178,7 @@ class Service:
                 scheduled.set()
             if now - last_housekeeping >= HOUSEKEEPING_S:
                 jobs.clean_spool(index, self.config, now=now)
+                holds.purge(index, self.config, now=now)
                 last_housekeeping = now
             if self._reload_asked.is_set() or _mtime(self.config.source) != self._mtime:
                 self._reload_asked.clear()

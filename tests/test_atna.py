@@ -227,6 +227,8 @@ def test_every_mapping_makes_a_valid_message_whatever_the_refusal_reason(tmp_pat
         "user-sign-in-failed": {"user": "<bob>", "reason": "wrong name or password", "address": "::1"},
         "user-signed-out": {"user": "ann", "address": None},
         "patient-search": {"user": "ann", "address": "10.0.0.8", "patient_name": "doe^j&ne"},
+        "query": {"source": "worklist", "ok": True, "where": "WL@10.0.0.8:104", "model": "MWL",
+                  "keys": {"PatientBirthDate": "19700101"}, "answers": 1},
     }
     assert set(samples) == set(audit.MESSAGES)
     messages = [audit.atna.message(e, when="2026-01-02T03:04:05.123+01:00", source_id="NODE").decode()

@@ -286,7 +286,7 @@ CASES = {
     "unknown match key": ("routes:\n- action: burn\n- match: {aet: X}\n  action: burn\n",
                           "c.yaml:3 routes[1].match.aet: unknown key (known: called_aet, calling_aet, modality, sop_class)"),
     "unknown import key": ("import: {inbx: x}", ("c.yaml:1 import.inbx: unknown key (known: inbox, destination, watch, "
-                           "mount_roots, drives, settle_seconds, poll_seconds, eject, calling_aet, coerce)")),
+                           "mount_roots, drives, settle_seconds, poll_seconds, eject, calling_aet, coerce, reconcile)")),
     "unknown destination key": ("import:\n  destination: {ae: P}\n",
                                 "c.yaml:2 import.destination.ae: unknown key (known: ae_title, host, port, tls)"),
     "odd key": ("burn: {'a b': 1}", "c.yaml:1 burn.'a b': unknown key (known: output, study_stable_seconds, "

@@ -23,7 +23,7 @@ BOTTOM = {"errors", "tags", "dicom", "syntaxes", "profiles", "dcmio", "pixels", 
 MIDDLE = {"media", "read", "receive"}
 #: third-party package -> the modules allowed to import it
 OWNERS = {
-    "pynetdicom": {"netcompat", "receive.scp", "receive.workers", "read.sender"},
+    "pynetdicom": {"netcompat", "receive.scp", "receive.workers", "read.sender", "read.query"},
     "pycdlib": {"media.iso", "read.medium"},
     "watchdog": {"read.watcher"},
     "yaml": {"config", "yamlcheck"},

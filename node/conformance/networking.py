@@ -1,12 +1,13 @@
 """PS3.2 section 4, Networking: the Storage SCP AE (:mod:`node.receive.scp`), the import SCU AE
-(:mod:`node.read.sender`), and the configuration keys that change them."""
+(:mod:`node.read.sender`), the reconciliation C-FIND SCU (:mod:`node.read.query`), and the configuration
+keys that change them."""
 
 from __future__ import annotations
 
 from node import config, dicom
 from node.conformance.markdown import syntaxes, table, tag, tag_name, uid_name
 from node.conformance.tables import config_keys, default_storage_classes, scp_contexts
-from node.read import sender
+from node.read import coerce, query, sender
 from node.receive import instance, scp
 
 
@@ -56,6 +57,9 @@ medium (disc, USB, .iso) --> check (FSR) --> import SCU --C-STORE--> destination
 - **Import SCU** (`medianode import`, and `serve` for media its watcher finds; AE title `import.calling_aet`,
   default `node.ae_title`, or `--calling-aet`, default `MEDIANODE`): sends every instance of a medium to
   the destination Storage SCP.
+- **Reconciliation C-FIND SCU** (with `import.reconcile`; the Import SCU's AE title): asks a Modality
+  Worklist SCP and the local archive's Query/Retrieve SCP for the local identity of a medium's patients, in
+  the manner of IHE Import Reconciliation (not IHE IRWF itself: no PDQ, no MPPS).
 
 #### Sequencing of Real-World Activities
 
@@ -164,6 +168,47 @@ SCP's are sent.
 A Success status marks the instance sent; a Warning (0xB000, 0xB006, 0xB007) marks it sent and keeps the
 warning in the report; any other status fails it, and the import goes on with the other instances. The
 import exits 0 only when every instance was stored.
+
+#### Reconciliation C-FIND SCU AE
+
+##### Association Initiation Policy
+
+With `import.reconcile`, before any instance is sent, one association per query: to
+`import.reconcile.worklist` and `import.reconcile.patients` (`ae_title`, `host`, `port`, `tls` as the
+destination's). One query per distinct patient on the medium (its results kept for the import); the archive
+is also asked, one query per study, whether it holds the medium's Study Instance UIDs (Study Root only).
+Each query is audited (ATNA Query, PS3.15 A.5.3.10).
+
+###### Proposed Presentation Contexts
+
+{table(("Abstract Syntax", "Transfer Syntaxes", "Role", "Extended Negotiation"), [
+    (uid_name(u), syntaxes(query.SYNTAXES), "SCU", "None") for u in (
+        "1.2.840.10008.5.1.4.31", "1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.1.2.1.1")], sort=False)}
+The worklist model is used with `worklist`; Study Root (default) or Patient Root (`patients.model`) with
+`patients`. Timeouts: connection {query.CONNECT_TIMEOUT:g} s, ACSE {query.ACSE_TIMEOUT:g} s, C-FIND response
+{query.DIMSE_TIMEOUT:g} s; a query answered by more than {query.MAX_ANSWERS} matches is cancelled (C-CANCEL).
+
+###### SOP Specific Conformance for the C-FIND SCU
+
+Matching keys: Patient's Birth Date (single value) when the medium has one, else Patient's Name as a wildcard on
+the family name's first letter; for the worklist also Scheduled Procedure Step Start Date (a range of
+`worklist.days` before and after today) and, with `scheduled_only`, Scheduled Station AE Title (our AE title) or
+Modality (`worklist.modality`). Return keys: Specific Character Set (asked as ISO_IR 192; the answer is decoded
+by the set it names), Patient's Name, Patient ID, Issuer of Patient ID, Patient's Sex; from the worklist
+Accession Number, Requested Procedure ID and Description, Study Instance UID, Referenced Study Sequence,
+Scheduled Procedure Step ID and Description. Names are compared here, not by the SCP (which may match them
+literally and with case): component by component, case folded, accents removed, trailing empty components
+ignored, the alphabetic groups when both names have one, else the ideographic; the birth date must be equal,
+the sex equal when both have one (`import.reconcile.match`). The medium's Patient ID is never a key.
+Any status but Pending and Success, or no answer, holds the import with that reason.
+
+One match: {", ".join(f"`{a}`" for a in coerce.RECONCILED)} take the local values (Study Description only
+when empty; the sequences from a worklist item, Other Patient IDs Sequence gains the foreign Patient ID and
+issuer), each change recorded in a new Original Attributes Sequence item (Modifying System
+`{coerce.MODIFYING_SYSTEM}`, Source of Previous Values the medium's label, reason `{coerce.REASON}`); a local
+value the instance's Specific Character Set cannot hold makes it `{coerce.UTF8}`. No UID is changed. None or
+several matches, or a source that fails: the instances are copied to `data_dir/held/<import>/`, nothing is
+sent, and `medianode import` exits 3 until a person resolves it (`medianode imports resolve`).
 
 ### Network Interfaces
 

@@ -128,6 +128,7 @@ _FIELDS: dict[str, dict[str, object]] = {
     "import-failed": {"medium": "/m", "destination": "A@h:1", "sent": 1, "failed": 1, "studies": [_STUDY]},
     "volume-burned": {"label": "L", "patients": [["1.2", "P", "P"]]},
     "study-deleted": _STUDY,
+    "query": {"ok": True, "where": "WL@h:1", "model": "MWL", "keys": {}},
     "association-refused": {"calling_aet": "A", "peer": "127.0.0.1:1", "reason": "r"},
     "config-reloaded": {"source": "/c", "ok": True},
     "audit-log-read": {"path": "/a"},

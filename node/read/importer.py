@@ -42,10 +42,11 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from node.config import ClientTLS, Coercion
-from node.durable import write_atomic
+from node.durable import fsync_dir, write_atomic
 from node.errors import UsageError
 from node.read.check import Finding, MediumInstance, Survey, survey_medium
 from node.read.coerce import Coercing
+from node.read.reconcile import Reconciled, Reconciler
 from node.read.medium import ESCAPES_ROOT, NOT_FOLLOWED, Medium, medium_label, open_medium
 from node.read.sender import Item, Result, SendTarget, send
 
@@ -54,6 +55,8 @@ logger = logging.getLogger(__name__)
 #: Parallel associations, one worker process each: one per core, from 2 to 4 (on 2 cores, 2 to 4 measure
 #: alike against DCMTK storescp; more would only load the destination).
 DEFAULT_ASSOCIATIONS = max(2, min(4, os.cpu_count() or 2))
+#: A held import's folder: the instances as they were on the medium, and the manifest (medium, label, decisions).
+HELD_FILES, HELD_MANIFEST = "files", "held.json"
 #: Where a report is about the medium as a whole.
 WHOLE_MEDIUM = "."
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 Table 6.2-1 AE: no backslash, no control
@@ -70,7 +73,7 @@ class Outcome:
 
     path: str
     sop_instance_uid: str
-    result: Literal["sent", "failed", "skipped"]
+    result: Literal["sent", "failed", "skipped", "held"]
     status: int | None
     reason: str
 
@@ -110,6 +113,10 @@ class ImportReport:
     #: The studies sent: ``{study_uid, patient_id, sop_classes: {uid: instances}}``, the Patient ID as on
     #: the medium (for the audit trail, PS3.15 A.5.3).
     studies: list[dict[str, Any]] = field(default_factory=list)
+    #: Instances kept for a person to reconcile (copied under ``data_dir/held/``), none sent.
+    held: int = 0
+    #: What reconciliation decided (:meth:`node.read.reconcile.Reconciled.to_dict`); None without it.
+    reconciliation: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -132,6 +139,8 @@ class ImportReport:
             "notes": [asdict(f) for f in self.notes],
             "coercions": [asdict(c) for c in self.coercions],
             "studies": self.studies,
+            "held": self.held,
+            "reconciliation": self.reconciliation,
         }
 
 
@@ -159,6 +168,9 @@ def import_medium(
     reports_dir: str | os.PathLike[str] | None = None,
     coerce: Coercion | None = None,
     tls: ClientTLS | None = None,
+    reconcile: Reconciler | None = None,
+    hold_to: Path | None = None,
+    label: str | None = None,
 ) -> ImportReport:
     """Import the medium at ``path`` (folder, ``.iso`` or block device) into ``destination`` (AET, host, port),
     over TLS (:func:`node.tls.client_context`) when ``tls`` is given.
@@ -169,6 +181,11 @@ def import_medium(
     also written there (``report_path``). ``coerce`` changes what it says in the
     instances it applies to, recording the old values with the medium's label as
     their source (see the module docstring).
+
+    ``reconcile`` gives each patient of the medium its local identity
+    (:mod:`node.read.reconcile`); when it holds the import, the instances are copied
+    durably into ``hold_to`` and none is sent. ``label`` is the Source of Previous
+    Values when not the medium's own label (a held copy's is its original medium's).
     """
     started = time.monotonic()
     aet, host, port = _checked(*destination)
@@ -176,13 +193,28 @@ def import_medium(
     if associations < 1:
         raise UsageError(f"associations must be at least 1, not {associations}")
     to = SendTarget(aet, host, port, calling_aet, tls)
+    reconciled = None
     with open_medium(path) as medium:
+        source = medium_label(path) if label is None else label
         survey = survey_medium(medium)
         plan = _Plan(medium, survey, patient=patient, study=study)
-    coercing = Coercing.start(coerce, medium_label(path)) if coerce is not None else None
-    items = [_item(i, coercing) for i in plan.instances]
+        if reconcile is not None:
+            reconciled, patient_of = reconcile(medium, plan.instances)
+            plan.reconciled(reconciled, hold_to)
+            if reconciled.held and hold_to is not None:  # after the copy: a manifest names a whole copy
+                manifest = {"medium": str(path), "label": source, "reconciliation": reconciled.to_dict()}
+                write_atomic(hold_to / HELD_MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+            local = {k: reconciled.local(k) for k in reconciled.decisions}
+            per_patient = {k: Coercing.start(c, source) for k, c in local.items() if c is not None}
+    if reconciled is None:
+        coercing = Coercing.start(coerce, source) if coerce is not None else None
+        items = [_item(i, coercing) for i in plan.instances]
+    else:
+        items = [_item(i, per_patient.get(patient_of[i.path])) for i in plan.instances]
     results = send(str(path), items, destination=to, associations=associations)
     report = plan.report(str(path), str(to), results)
+    if reconciled is not None:
+        report.reconciliation = reconciled.to_dict()
     report.seconds = time.monotonic() - started
     logger.info("imported %s into %s: %d sent, %d failed, %d skipped in %.1f s",
                 path, to, report.sent, report.failed, report.skipped, report.seconds)
@@ -265,6 +297,30 @@ class _Plan:
             self.conflicts += 1
         self.decided.append(Outcome(other.path, uid, "skipped", None, reason))
 
+    def reconciled(self, reconciled: Reconciled, hold_to: Path | None) -> None:
+        """Leave out the studies the archive holds (``on_existing: skip``); refuse every instance, or hold
+        them (copied into ``hold_to`` before this returns), when reconciliation says so."""
+        keep: list[MediumInstance] = []
+        for i in self.instances:
+            if reconciled.on_existing == "skip" and i.study_instance_uid in reconciled.existing:
+                why = f"the archive holds study {i.study_instance_uid} already (on_existing: skip)"
+                self.decided.append(Outcome(i.path, i.sop_instance_uid, "skipped", None, why))
+            else:
+                keep.append(i)
+        self.instances = keep
+        if reconciled.refused:
+            why = f"not sent: refused by reconciliation: {reconciled.refused}"
+            self.decided += [Outcome(i.path, i.sop_instance_uid, "failed", None, why) for i in keep]
+            self.instances = []
+        elif reconciled.held:
+            if hold_to is None:
+                raise UsageError("reconciliation holds this import, and there is nowhere to keep it")
+            copied = _hold(self.medium, keep, hold_to / HELD_FILES)
+            why = f"held for reconciliation (copied to {hold_to}): {reconciled.held}"
+            self.decided += [Outcome(i.path, i.sop_instance_uid, "held", None, why) for i in keep]
+            self.notes.append(Finding(WHOLE_MEDIUM, f"{copied} instance(s) kept in {hold_to} until a person decides"))
+            self.instances = []
+
     def report(self, medium: str, destination: str, results: Sequence[Result]) -> ImportReport:
         outcomes = list(self.decided)
         notes = list(self.notes)
@@ -291,6 +347,7 @@ class _Plan:
             sent=sum(o.result == "sent" for o in outcomes),
             failed=sum(o.result == "failed" for o in outcomes),
             skipped=sum(o.result == "skipped" for o in outcomes),
+            held=sum(o.result == "held" for o in outcomes),
             outcomes=outcomes,
             problems=sorted(set(self.survey.report.problems + self.problems)),
             notes=sorted(set(self.survey.report.notes + notes)),
@@ -305,6 +362,27 @@ def _item(instance: MediumInstance, coercing: Coercing | None = None) -> Item:
     coerce = coercing if coercing is not None and coercing.may_change(instance.patient_id) else None
     return Item(instance.path, instance.sop_class_uid, instance.sop_instance_uid,
                 instance.transfer_syntax_uid, instance.offset, instance.part10, coerce)
+
+
+def _hold(medium: Medium, instances: Sequence[MediumInstance], folder: Path) -> int:
+    """Copy each instance's file, as it is, to the same path under ``folder``, durably (each file and its
+    folder fsync'd, under its final name only when whole): the medium may be ejected once this returns."""
+    folder.mkdir(parents=True, exist_ok=True)
+    done = 0
+    for instance in instances:
+        target = folder.joinpath(*instance.path.split("/"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(f".{target.name}.part")
+        with medium.open(instance.path) as src, open(part, "wb") as out:
+            while piece := src.read(1 << 20):
+                out.write(piece)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(part, target)
+        fsync_dir(target.parent)
+        done += 1
+    fsync_dir(folder)
+    return done
 
 
 def _same_data_set(medium: Medium, a: MediumInstance, b: MediumInstance) -> bool:

@@ -48,8 +48,9 @@ logger = logging.getLogger(__name__)
 CDROM_DRIVE_STATUS = 0x5326
 CDSL_CURRENT = 0x7FFFFFFF
 CDS_DISC_OK = 4
-#: Inbox sub-folders finished items are filed into (by :mod:`node.intake`); never imported.
-DONE, FAILED = "done", "failed"
+#: Inbox sub-folders finished items are filed into (by :mod:`node.intake`); never imported. A held
+#: import's item goes to held/ (its instances are kept in the node's data_dir until a person decides).
+DONE, FAILED, HELD = "done", "failed", "held"
 
 WatchedKind = Literal["inbox", "mount", "drive"]
 #: What changes while a medium is still being written; equal twice ``settle_s`` apart means complete.
@@ -293,8 +294,8 @@ class Watcher:
                 self._hints.add(self.inbox / relative.parts[0])
 
     def _wanted(self, path: Path) -> bool:
-        """An ``.iso`` file or a folder, not hidden, not done/ or failed/, not a symlink."""
-        if path.name in (DONE, FAILED) or path.name.startswith("."):
+        """An ``.iso`` file or a folder, not hidden, not done/, failed/ or held/, not a symlink."""
+        if path.name in (DONE, FAILED, HELD) or path.name.startswith("."):
             return False
         try:
             mode = path.lstat().st_mode
