@@ -9,11 +9,12 @@ import sends nothing, keeps a copy under ``data_dir/held/``, exits 3, and is res
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -312,6 +313,54 @@ def test_a_worklist_that_is_down_holds_the_import_with_the_reason(
     assert storescp.received() == []
     [failed] = [q for q in audit_events(tmp_path, "query") if not q["ok"]]
     assert failed["where"] == f"WL@127.0.0.1:{wl.port}"
+    held = tmp_path / "var" / "held"
+    assert {uid_of(p) for p in held.rglob("*") if p.is_file() and p.name != "held.json"} == set(sources)
+
+
+class OneAssociation:
+    """A relay in front of a real SCP that passes one connection through, then stops listening: the SCP
+    as seen by a node whose peer went away between two queries of one import."""
+
+    def __init__(self, peer: Peer) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._relay, args=(peer.port,), daemon=True)
+        self.thread.start()
+
+    def _relay(self, target: int) -> None:
+        client, _ = self.listener.accept()
+        self.listener.close()  # the next association finds nobody
+        with client, socket.create_connection(("127.0.0.1", target)) as upstream:
+            def pump(a: socket.socket, b: socket.socket) -> None:
+                with suppress(OSError):
+                    while chunk := a.recv(65536):
+                        b.sendall(chunk)
+                with suppress(OSError):
+                    b.shutdown(socket.SHUT_WR)
+            back = threading.Thread(target=pump, args=(upstream, client), daemon=True)
+            back.start()
+            pump(client, upstream)
+            back.join(30)
+
+
+def test_a_worklist_that_stops_between_two_patients_holds_the_whole_import(
+        tmp_path: Path, worklist: Callable[..., Peer], storescp: StoreSCP) -> None:
+    """Two patients on the medium, one C-FIND each: the worklist answers the first and is gone for the
+    second. Nothing is sent unreconciled, not even the patient that matched; the import is held with the
+    reason, every instance kept."""
+    wl = worklist({"patient_id": "LOC-7", "name": "Doe^Jane"}, {"patient_id": "LOC-8", "name": "Roe^Rita",
+                                                                "birth": "19800202"})
+    relay = OneAssociation(wl)
+    cfg = config(tmp_path, storescp, wl=Peer(wl.proc, relay.port, wl.aet))
+    jane = ct_series(tmp_path / "jane", 2, patient_id="EXT-1", name="DOE^JANE", birth="19700101")
+    rita = ct_series(tmp_path / "rita", 2, patient_id="EXT-2", name="ROE^RITA", birth="19800202")
+    sources = medium(tmp_path / "medium", jane, rita)
+    code, report = run_import(tmp_path / "medium", cfg, storescp)
+    assert code == EXIT_HELD, report
+    assert f"worklist: cannot connect to WL@127.0.0.1:{relay.port}" in report["reconciliation"]["held"]  # type: ignore[index]
+    assert storescp.received() == []
+    queries = audit_events(tmp_path, "query")
+    assert [q["ok"] for q in queries] == [True, False], queries
     held = tmp_path / "var" / "held"
     assert {uid_of(p) for p in held.rglob("*") if p.is_file() and p.name != "held.json"} == set(sources)
 
