@@ -29,7 +29,7 @@ from node.errors import EXIT_DATA, EXIT_HELD, EXIT_OK, EXIT_USAGE
 from node.index import Index
 from node.intake import ImportRunner
 from node.read.watcher import Ready
-from tests.conftest import PEER_ENV, StoreSCP, cli, ct_series, free_port, need, wait_listening
+from tests.conftest import PEER_ENV, StoreSCP, cli, ct_series, free_port, need, pki, wait_listening  # noqa: F401 (pki: a fixture)
 from tests.test_coerce import medium
 from tests.test_import import received, uid_of
 
@@ -361,6 +361,49 @@ def test_a_worklist_that_stops_between_two_patients_holds_the_whole_import(
     assert storescp.received() == []
     queries = audit_events(tmp_path, "query")
     assert [q["ok"] for q in queries] == [True, False], queries
+    held = tmp_path / "var" / "held"
+    assert {uid_of(p) for p in held.rglob("*") if p.is_file() and p.name != "held.json"} == set(sources)
+
+
+@pytest.fixture
+def tls_in_front(tmp_path: Path, pki: Path) -> Iterator[Callable[[Peer], Peer]]:
+    """``tls_in_front(peer)``: Debian's stunnel terminating TLS (the ``server`` certificate of ``pki``) in
+    front of a real SCP that has no TLS of its own (DCMTK's wlmscpfs and dcmqrscp have none)."""
+    need("stunnel")
+    started: list[Peer] = []
+
+    def start(peer: Peer) -> Peer:
+        def argv(port: int) -> list[str]:
+            conf = tmp_path / f"stunnel-{port}.conf"
+            conf.write_text(f"foreground = yes\npid =\n[dicom]\naccept = 127.0.0.1:{port}\n"
+                            f"connect = 127.0.0.1:{peer.port}\ncert = {pki / 'server.pem'}\nkey = {pki / 'server.key'}\n")
+            return ["stunnel", str(conf)]
+        return _start(argv, "stunnel", peer.aet, started)
+
+    yield start
+    for peer in started:
+        peer.stop()
+
+
+@pytest.mark.parametrize("ca", ["ca", "other"])
+def test_the_worklist_is_asked_over_tls_and_a_wrong_ca_holds_the_import(
+        tmp_path: Path, worklist: Callable[..., Peer], tls_in_front: Callable[[Peer], Peer], pki: Path,
+        storescp: StoreSCP, ca: str) -> None:
+    wl = tls_in_front(worklist({"patient_id": "LOC-7", "name": "Doe^Jane"}))
+    path = tmp_path / "node.yaml"
+    path.write_text(f"node: {{data_dir: {tmp_path / 'var'}}}\n"
+                    f"import:\n  destination: {{ae_title: {storescp.aet}, host: 127.0.0.1, port: {storescp.port}}}\n"
+                    f"  reconcile:\n    worklist: {{ae_title: WL, host: 127.0.0.1, port: {wl.port}, "
+                    f"tls: {{ca: {pki / (ca + '.pem')}}}}}\n")
+    root, sources = foreign_medium(tmp_path)
+    code, report = run_import(root, path, storescp)
+    if ca == "ca":
+        assert code == EXIT_OK, report
+        assert {dcmread(p).PatientID for p in storescp.received()} == {"LOC-7"}
+        return
+    assert code == EXIT_HELD, report
+    assert "certificate verify failed" in report["reconciliation"]["held"], report  # type: ignore[index]
+    assert storescp.received() == []
     held = tmp_path / "var" / "held"
     assert {uid_of(p) for p in held.rglob("*") if p.is_file() and p.name != "held.json"} == set(sources)
 
