@@ -8,6 +8,7 @@ patient (by its Patient ID) the choice is for, when several of the medium's pati
 
 from __future__ import annotations
 
+import threading
 from typing import Any, cast, get_args
 
 from node import holds
@@ -21,6 +22,8 @@ from node.read.reconcile import SENDS
 #: The attributes shown side by side: the medium's patient and each candidate (key, label).
 ROWS = (("name", "Patient's Name"), ("patient_id", "Patient ID"), ("issuer", "Issuer of Patient ID"),
         ("birth_date", "Birth date"), ("sex", "Sex"))
+#: One resolution at a time in the console: a second click while the first sends finds the import no longer held.
+_resolving = threading.Lock()
 
 
 def held_imports(index: Index, config: Config) -> list[dict[str, Any]]:
@@ -63,7 +66,8 @@ def resolve(index: Index, config: Config, import_id: int, form: dict[str, str], 
     :func:`node.holds.resolve` as ``import-resolved``); the outcome: the import's state after it, what
     was sent and, while it is still held, why."""
     choice, patient = choice_of(form)
-    report = holds.resolve(index, config, import_id, choice, by=by, patient=patient)
+    with _resolving:
+        report = holds.resolve(index, config, import_id, choice, by=by, patient=patient)
     row = index.import_record(import_id) or {}
     waiting = held_import(index, config, import_id)
     return {"import": import_id, "choice": str(choice), "state": row.get("state"),
