@@ -141,7 +141,7 @@ def _patient_key(reconciled: Reconciled, patient: str | None) -> str | None:
         return None
     keys = [k for k, d in reconciled.decisions.items() if d.patient.patient_id == patient and d.outcome not in SENDS]
     if not keys:
-        raise UsageError(f"--patient {patient}: no patient of this import with that Patient ID waits for a decision")
+        raise UsageError(f"patient {patient}: no patient of this import with that Patient ID waits for a decision")
     return keys[0]
 
 
@@ -150,12 +150,12 @@ def _local(reconciled: Reconciled, key: str | None, choice: Choice) -> Candidate
     if choice.kind == "as-is":
         return "as-is"
     if choice.kind == "patient-id":
-        for what, value in (("--patient-id", choice.patient_id), ("--issuer", choice.issuer)):
+        for what, value in (("Patient ID", choice.patient_id), ("issuer", choice.issuer)):
             if len(value) > 64 or "\\" in value or any(not " " <= c <= "~" for c in value) or value != value.strip():
                 raise UsageError(f"{what} {value!r}: a Long String (LO) of printable ASCII, at most 64 characters, "
                                  "no backslash, no leading or trailing space")
         if not choice.patient_id:
-            raise UsageError("--patient-id: empty")
+            raise UsageError("Patient ID: empty")
         return Candidate("clerk", choice.patient_id, choice.issuer)
     waiting = [d for k, d in reconciled.decisions.items() if d.outcome not in SENDS and (key is None or k == key)]
     if len(waiting) != 1:
@@ -163,7 +163,7 @@ def _local(reconciled: Reconciled, key: str | None, choice: Choice) -> Candidate
                          "no patient of this import waits for a decision")
     candidates = waiting[0].candidates
     if not 1 <= choice.number <= len(candidates):
-        raise UsageError(f"--candidate {choice.number}: this patient has "
+        raise UsageError(f"candidate {choice.number}: this patient has "
                          f"{len(candidates) or 'no'} candidate(s)" + (f" (1 to {len(candidates)})" if candidates else ""))
     return candidates[choice.number - 1]
 

@@ -3,8 +3,8 @@ chromedriver (nothing is downloaded: both paths are given, so Selenium Manager n
 
 A clerk signs in, a study sent by DCMTK storescu appears on Now (with its calling AE title) without a
 reload and becomes a volume, a failed job is retried, a patient searched by name and study date, a
-volume's label record shown and the volume re-burned; a viewer sees no button and gets 403
-from the API; a patient named ``<script>alert(1)</script>`` is shown as text. With
+volume's label record shown and the volume re-burned, a held import resolved by choosing one of its
+two candidates; a viewer sees no button and gets 403 from the API; a patient named ``<script>alert(1)</script>`` is shown as text. With
 ``MEDIANODE_SCREENSHOTS=DIR`` each page is saved as a PNG in DIR (the README's are made so).
 """
 
@@ -20,6 +20,9 @@ import pytest
 
 from tests.conftest import ct_series, need, until
 from tests.console_kit import ConsoleNode
+from tests.test_console_held import Clinic, clinic  # noqa: F401  (clinic: a fixture)
+from tests.test_import import received
+from tests.test_reconcile import archive  # noqa: F401  (the clinic fixture's)
 from tests.test_serve import storescu
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -240,3 +243,32 @@ def test_an_admin_adds_a_clerk_who_then_signs_in_without_the_admin_pages(browser
     assert "it needs admin" in d.find_element(By.TAG_NAME, "main").text  # type: ignore[attr-defined]
     events = (node.data / "audit.jsonl").read_text()
     assert '"event": "user-added"' in events and '"name": "cleo"' in events and '"user": "ann"' in events
+
+
+def test_a_clerk_resolves_a_held_import_by_choosing_one_of_two_candidates(browser: object, clinic: Clinic) -> None:
+    """A medium whose patient matches two local patients is held; the clerk sees both candidates beside the
+    medium's values and sends the instances as the second one: they arrive in storescp with that identity."""
+    from pydicom import dcmread
+    from selenium.webdriver.common.by import By
+
+    d = browser  # a selenium WebDriver
+    import_id, sources = clinic.hold()
+    sign_in_as(d, clinic.node, "cleo", clinic.node.add_user("cleo", "clerk"))
+    d.find_element(By.LINK_TEXT, "Imports").click()  # type: ignore[attr-defined]
+    until(lambda: text_of(d, "#held"), "the held imports on Imports")
+    assert "DOE^JANE (EXT-1, 1970-01-01): several, 2 candidate(s)" in text_of(d, "#held")
+    d.find_element(By.CSS_SELECTOR, "#held td a").click()  # type: ignore[attr-defined]
+    until(lambda: text_of(d, "table.candidates"), "the held import's candidates")
+    header = text_of(d, "table.candidates tr:first-child")
+    assert "On the medium" in header and "Candidate 1" in header and "Candidate 2" in header
+    assert "Patient ID EXT-1 L" in text_of(d, "table.candidates")  # the medium's ID, then the candidates'
+    d.execute_script("document.querySelector('p.waiting').scrollIntoView()")  # type: ignore[attr-defined]
+    shot(d, "held")
+    number = clinic.candidate(import_id, "L2")
+    d.find_element(By.CSS_SELECTOR, f"button[name=candidate-{number}]").click()  # type: ignore[attr-defined]
+    until(lambda: f"Import {import_id} resolved (candidate {number}): 2 sent, 0 failed." in text_of(d, ".flash"),
+          "the resolution's outcome")
+    got = received(clinic.storescp.folder)
+    assert set(got) == sources
+    assert {(dcmread(p).PatientID, dcmread(p).IssuerOfPatientID) for p in got.values()} == {("L2", "HOSP")}
+    assert not d.find_elements(By.CSS_SELECTOR, "form.resolve")  # type: ignore[attr-defined]

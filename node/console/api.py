@@ -4,7 +4,7 @@ of :mod:`node.report`), the same actions as the CLI's (:mod:`node.actions`)."""
 from __future__ import annotations
 
 from node import actions, report
-from node.console import views
+from node.console import holding, views
 from node.console.web import Call
 
 
@@ -27,8 +27,19 @@ def volumes(call: Call) -> object:
 
 
 def imports(call: Call) -> object:
-    """``GET /api/imports``: the import records (``status --json``'s recent imports), each with its report."""
+    """``GET /api/imports``: the import records (``status --json``'s recent imports), each with its report;
+    ``?held=1``: the held ones with their patients and candidates (``medianode imports --held --json``)."""
+    if call.param("held") not in ("", "0"):
+        return holding.held_imports(call.console.index(), call.console.config)
     return views.imports(call.console.index())
+
+
+def resolve(call: Call) -> object:
+    """``POST /api/imports/ID/resolve``, body ``{"choice": "candidate", "candidate": N}``, ``{"choice":
+    "patient-id", "patient_id": ID, "issuer": I}``, ``{"choice": "as-is"}`` or ``{"choice": "refuse"}``
+    (and ``"patient"``: the medium's Patient ID, when several wait)."""
+    import_id = int(call.request.path_params["id"])
+    return holding.resolve(call.console.index(), call.console.config, import_id, call.form, by=call.user.name)
 
 
 def retry(call: Call) -> object:

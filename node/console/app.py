@@ -54,6 +54,7 @@ def create_app(config: Config, *, serve: int | None = None) -> Starlette:
         Route("/jobs/{job:int}/cancel", page("clerk", pages.cancel), methods=["POST"]),
         Route("/imports", page("viewer", pages.imports)),
         Route("/imports/{id:int}", page("viewer", pages.import_detail)),
+        Route("/imports/{id:int}/resolve", page("clerk", pages.resolve_import), methods=["POST"]),
         Route("/routes", page("viewer", pages.routes)),
         Route("/audit", page("viewer", pages.audit_log)),
         Route("/users", page("admin", admin.user_list)),
@@ -76,6 +77,7 @@ def create_app(config: Config, *, serve: int | None = None) -> Starlette:
         Route("/api/jobs/{job:int}/retry", json_api("clerk", api.retry), methods=["POST"]),
         Route("/api/jobs/{job:int}/cancel", json_api("clerk", api.cancel), methods=["POST"]),
         Route("/api/volumes/{label}/reburn", json_api("clerk", api.reburn), methods=["POST"]),
+        Route("/api/imports/{id:int}/resolve", json_api("clerk", api.resolve), methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])

@@ -11,7 +11,7 @@ from urllib.parse import quote
 from starlette.responses import Response
 
 from node import actions, audit, report
-from node.console import views
+from node.console import holding, views
 from node.console.web import Call, NotFound
 
 
@@ -69,15 +69,27 @@ def cancel(call: Call) -> Response:
 
 
 def imports(call: Call) -> Response:
-    return call.render("imports.html", rows=views.imports(call.console.index()))
+    """Imports: those held for a person first (medium, since when, why, the medium's patients), then all."""
+    index, config = call.console.index(), call.console.config
+    return call.render("imports.html", held=holding.held_imports(index, config), rows=views.imports(index))
 
 
 def import_detail(call: Call) -> Response:
+    """An import's record; a held one also shows each waiting patient beside its candidates, and the choices."""
     import_id = int(call.request.path_params["id"])
-    record = views.import_record(call.console.index(), import_id)
+    index = call.console.index()
+    record = views.import_record(index, import_id)
     if record is None:
         raise NotFound(f"no import {import_id}")
-    return call.render("import.html", record=record)
+    held = holding.held_import(index, call.console.config, import_id) if record["state"] == "held" else None
+    return call.render("import.html", record=record, held=held, rows=holding.ROWS)
+
+
+def resolve_import(call: Call) -> Response:
+    """A clerk's choice for a held import (:func:`node.holds.resolve`, audited with the clerk's name)."""
+    import_id = int(call.request.path_params["id"])
+    outcome = holding.resolve(call.console.index(), call.console.config, import_id, call.form, by=call.user.name)
+    return call.back(f"/imports/{import_id}", holding.message(outcome))
 
 
 def routes(call: Call) -> Response:
