@@ -379,12 +379,19 @@ class MediaRequests:
     instances in the spool.
     """
 
+    #: The medium of a request whose items ask for no application profile.
     profile: str = "STD-GEN-CD"
+    #: Where requests' media go; None means burn.output.
     output: Output | None = None
+    #: Copies when the Initiate gives no Number of Copies.
     copies: int = 1
+    #: A viewer folder copied onto PDI media when a request asks for a display application.
     viewer: Path | None = None
+    #: Whether a request's Allow Lossy Compression YES may take effect.
     allow_lossy: bool = False
+    #: How long an initiated request waits for referenced instances not in the spool yet.
     wait_seconds: float = 600.0
+    #: How long a finished request stays answerable (N-GET) and keeps its instances in the spool.
     keep_hours: float = 24.0
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from node import config, dicom
+from node.conformance import media_creation
 from node.conformance.markdown import syntaxes, table, tag, tag_name, uid_name
 from node.conformance.tables import config_keys, default_storage_classes, scp_contexts
 from node.read import sender
@@ -135,6 +136,8 @@ An instance stored twice (same SOP Instance UID) replaces the earlier copy. Ever
 ###### SOP Specific Conformance for Verification
 
 C-ECHO is answered with Success (0x0000).
+
+{media_creation.section()}
 
 #### Import SCU AE
 

@@ -48,6 +48,7 @@ CONFIG_SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("import.destination", config.Destination),
     ("import.destination.tls", config.ClientTLS),
     ("import.coerce", config.Coercion),
+    ("mcm", config.MediaRequests),
     *((f"output[{kind}]", cls) for kind, (cls, _, _) in config.OUTPUTS.items() if cls is not None),
 )
 #: Fields that are no YAML key (where a route was written, for logs).
