@@ -813,6 +813,13 @@ class Index:
             db.execute("UPDATE media_requests SET state = ?, info = ?, failed = ?, finished = ? WHERE uid = ? "
                        "AND state = 'pending'", (state, info, json.dumps(list(failed)), now, uid))
 
+    def study_requests(self, study_uid: str) -> dict[str, int]:
+        """Media request UID -> how many instances of this study it references (``routes explain --study``)."""
+        rows = self.db.execute("SELECT r.request_uid, COUNT(*) FROM media_request_refs r JOIN instances i USING "
+                               "(sop_instance_uid) WHERE i.study_uid = ? GROUP BY r.request_uid ORDER BY r.request_uid",
+                               (study_uid,))
+        return {str(u): int(n) for u, n in rows}
+
     def requested_fileset_id(self, job_id: int) -> str:
         """The File-set ID a media request asked for its job's medium ("" for any other job, or when none)."""
         row = self.db.execute("SELECT fileset_id FROM media_request_jobs WHERE job_id = ?", (job_id,)).fetchone()

@@ -332,6 +332,14 @@ def study_routing(index: Index, routes: tuple[Route, ...], study_uid: str
                             for path, sop, modality, sop_class, called, calling in rows])
 
 
+def format_requests(requests: dict[str, int], *, burned: bool) -> str:
+    """The media creation requests that reference a study's instances (``routes explain --study``): their
+    media are made besides what the routes burn, so where a burn route matches too, both happen."""
+    also = "; a burn route matches it too: both make media" if burned else ""
+    return "".join(f"media request {uid}: references {n} instance(s) of this study{also}\n"
+                   for uid, n in requests.items())
+
+
 def explanation(instances: list[InstanceRouting], studies: list[StudyRouting]) -> dict[str, object]:
     """``routes explain --json``: per instance every rule tried (matched, or the criterion that failed,
     or not tried after a store / reject), and per study the jobs it would make."""

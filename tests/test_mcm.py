@@ -121,7 +121,7 @@ def wait_status(node: Node, uid: str, *states: str) -> Dataset:
 
 
 def volumes(node: Node) -> list[dict[str, Any]]:
-    return list(json.loads(cli("volumes", "--config", node.config, "--json").out))
+    return list(json.loads(cli("volumes", "--config", str(node.config), "--json").out))
 
 
 def test_instances_sent_before_and_after_the_n_create_make_one_medium(node: Node, tmp_path: Path) -> None:
@@ -152,7 +152,7 @@ def test_instances_sent_before_and_after_the_n_create_make_one_medium(node: Node
     # a job like any other: jobs, volumes
     [volume] = volumes(node)
     assert volume["paths"] == [str(iso)]
-    listed = json.loads(cli("jobs", "--config", node.config, "--json").out)
+    listed = json.loads(cli("jobs", "--config", str(node.config), "--json").out)
     assert [j["state"] for j in listed] == ["done"]
     assert node.stop() == 0
 
@@ -194,6 +194,22 @@ def test_two_studies_split_across_two_media_and_never_without_splitting(node: No
     assert set.union(*held) == {dcmread(f).SOPInstanceUID for f in a + b}
 
 
+def test_instances_a_burn_route_matches_too_make_both_media(node: Node, tmp_path: Path) -> None:
+    files = ct_series(tmp_path / "a", 1)
+    sent = storescu(node, files, called="BURN")
+    assert sent.returncode == 0, sent.stderr
+    with Requester(node) as r:
+        assert r.create(request(files), "1.2.3.20")[0].Status == 0
+        assert r.initiate("1.2.3.20").Status == 0
+    assert wait_status(node, "1.2.3.20", "DONE", "FAILURE").ExecutionStatus == "DONE"
+    node.wait_for(lambda: len(volumes(node)) == 2)  # the route's volume and the request's
+    explained = cli("routes", "explain", "--config", str(node.config), "--study", dcmread(files[0]).StudyInstanceUID)
+    assert "media request 1.2.3.20: references 1 instance(s) of this study; a burn route matches it too" in explained.out
+    as_json = json.loads(cli("routes", "explain", "--config", str(node.config), "--study",
+                             dcmread(files[0]).StudyInstanceUID, "--json").out)
+    assert as_json["media_requests"] == {"1.2.3.20": 1}
+
+
 def test_a_missing_instance_fails_with_no_instance_and_its_uid(tmp_path: Path) -> None:
     node = make_node(tmp_path, "wait_seconds: 1")
     try:
@@ -209,9 +225,10 @@ def test_a_missing_instance_fails_with_no_instance_and_its_uid(tmp_path: Path) -
         assert failed.ReferencedSOPInstanceUID == dcmread(never[0]).SOPInstanceUID
         assert failed.FailureReason == mcm.NO_SUCH_OBJECT_INSTANCE
         assert node.images() == [] and reply.TotalNumberOfPiecesOfMediaCreated == 0
-        # the instance that was here is kept
-        assert dcmread(here[0]).SOPInstanceUID in cli("routes", "explain", "--config", node.config, "--study",
-                                                      dcmread(here[0]).StudyInstanceUID).out
+        # the instance that was here is kept, and the request is named with its study
+        explained = cli("routes", "explain", "--config", str(node.config), "--study", dcmread(here[0]).StudyInstanceUID)
+        assert dcmread(here[0]).SOPInstanceUID in explained.out
+        assert "media request 1.2.3.3: references 1 instance(s) of this study\n" in explained.out
     finally:
         stop(node)
 
@@ -276,7 +293,7 @@ def test_cancel_before_the_burn_then_during_it(tmp_path: Path) -> None:
         with Requester(node) as r:
             assert r.cancel("1.2.3.10").Status == 0xC202
             assert r.get("1.2.3.10")[1].ExecutionStatus == "CREATING"  # type: ignore[union-attr]
-        jobs = json.loads(cli("jobs", "--config", node.config, "--json").out)
+        jobs = json.loads(cli("jobs", "--config", str(node.config), "--json").out)
         assert [j["state"] for j in jobs] == ["delivering"]  # the cancelled requests made no job
     finally:
         stop(node)
