@@ -92,10 +92,13 @@ def _when(t: float | None) -> str:
 
 
 def job_row(job: Job) -> dict[str, object]:
+    route = RouteSnapshot.from_json(job.route)
     return {
         "id": job.id,
         "state": job.state,
-        "profile": RouteSnapshot.from_json(job.route).profile,
+        "profile": route.profile,
+        # where its route was written, or "media request UID" for a request's job
+        "route": route.where,
         "created": _when(job.created),
         "finished": _when(job.finished),
         "attempts": job.attempts,
@@ -265,7 +268,9 @@ def format_jobs(rows: list[dict[str, object]]) -> str:
         return "no jobs\n"
     return "".join(
         f"{r['id']:>6}  {r['state']:<9}  {r['profile']:<16}  created {r['created']}  finished {r['finished']}"
-        + ("  late arrival" if r["late"] else "") + (f"  {r['error']}" if r["error"] else "") + "\n"
+        + ("  late arrival" if r["late"] else "")
+        + (f"  for {r['route']}" if str(r.get("route", "")).startswith("media request") else "")
+        + (f"  {r['error']}" if r["error"] else "") + "\n"
         for r in rows
     )
 

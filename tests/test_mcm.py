@@ -136,6 +136,12 @@ def test_instances_sent_before_and_after_the_n_create_make_one_medium(node: Node
         assert uid.startswith("2.25.")
         assert r.initiate(uid, NumberOfCopies=1, RequestPriority="HIGH").Status == 0
         status, reply = r.get(uid)
+        # the responses' command sets as PS3.7 9.3 / 10.3 define them: N-CREATE-RSP 0x8140 with the Affected
+        # SOP Class and Instance UID, N-ACTION-RSP 0x8130 with the Action Type ID, N-GET-RSP 0x8110
+        created, initiated, got = r.commands
+        assert (created.CommandField, created.AffectedSOPClassUID) == (0x8140, MCM)
+        assert (initiated.CommandField, initiated.ActionTypeID, initiated.AffectedSOPInstanceUID) == (0x8130, 1, uid)
+        assert (got.CommandField, got.AffectedSOPInstanceUID, got.CommandDataSetType != 0x0101) == (0x8110, uid, True)
         assert (reply.ExecutionStatus, reply.ExecutionStatusInfo) == ("PENDING", "QUEUED")  # type: ignore[union-attr]
     send(node, after)
     reply = wait_status(node, uid, "DONE", "FAILURE")
@@ -153,7 +159,8 @@ def test_instances_sent_before_and_after_the_n_create_make_one_medium(node: Node
     [volume] = volumes(node)
     assert volume["paths"] == [str(iso)]
     listed = json.loads(cli("jobs", "--config", str(node.config), "--json").out)
-    assert [j["state"] for j in listed] == ["done"]
+    assert [(j["state"], j["route"]) for j in listed] == [("done", f"media request {uid}")]
+    assert f"for media request {uid}" in cli("jobs", "--config", str(node.config)).out
     assert node.stop() == 0
 
 
