@@ -72,4 +72,4 @@ A Failed SOP Sequence item carries Failure Reason 0x{mcm.NO_SUCH_OBJECT_INSTANCE
 
 ##### Statuses
 
-{table(("Status", "Service", "Meaning (PS3.7 C, PS3.4 S.3.2)", "When"), statuses, sort=False)}"""
+{table(("Status", "Service", "Meaning (PS3.7 Annex C, PS3.4 Annex S)", "When"), statuses, sort=False)}"""

@@ -26,20 +26,20 @@ from node.index import Index, MediaRequest
 from node.profiles import PROFILES
 from node.receive.spool import is_uid
 
-MEDIA_CREATION_MANAGEMENT = "1.2.840.10008.5.1.1.33"  # PS3.4 S.4
+MEDIA_CREATION_MANAGEMENT = "1.2.840.10008.5.1.1.33"  # PS3.4 Annex S
 
-# Statuses (PS3.7 Annex C; PS3.4 S.3.2.2 for N-ACTION's).
+# Statuses (PS3.7 Annex C; PS3.4 Annex S for the N-ACTION ones).
 SUCCESS = dicom.SUCCESS
-INVALID_ATTRIBUTE_VALUE = 0x0106  # PS3.7 C.4.?: a value we cannot honour
+INVALID_ATTRIBUTE_VALUE = 0x0106  # PS3.7 Annex C: a value we cannot honour
 PROCESSING_FAILURE = 0x0110  # PS3.7 C.4.2: the index cannot be written
-DUPLICATE_SOP_INSTANCE = 0x0111  # PS3.7 C.4.?: the SOP Instance UID of an existing request
+DUPLICATE_SOP_INSTANCE = 0x0111  # PS3.7 Annex C: the SOP Instance UID of an existing request
 NO_SUCH_SOP_INSTANCE = 0x0112  # no such request (never created, or forgotten after mcm.keep_hours)
 ATTRIBUTE_VALUE_OUT_OF_RANGE = 0x0116  # warning: a default substituted, said in the Error Comment
 MISSING_ATTRIBUTE = 0x0120
 MISSING_ATTRIBUTE_VALUE = 0x0121
 NO_SUCH_ACTION_TYPE = 0x0123
-ALREADY_INITIATED = 0xA510  # PS3.4 S.3.2.2.2: an Initiate Media Creation was received before
-ALREADY_COMPLETED = 0xC201  # PS3.4 S.3.2.2.3: Cancel of a request already completed
+ALREADY_INITIATED = 0xA510  # PS3.4 Annex S (N-ACTION): an Initiate Media Creation was received before
+ALREADY_COMPLETED = 0xC201  # PS3.4 Annex S (N-ACTION): Cancel of a request already completed
 CANNOT_INTERRUPT = 0xC202  # Cancel while a medium is being written
 CANCEL_DENIED = 0xC203  # Cancel refused otherwise (failed or cancelled already)
 
@@ -68,9 +68,9 @@ STATUSES: dict[int, tuple[str, str, str]] = {
     PROCESSING_FAILURE: ("all", "Failure: Processing Failure", "the index cannot be written, or an unforeseen error"),
 }
 
-INITIATE, CANCEL = 1, 2  # Action Type ID (PS3.4 S.3.2.2)
+INITIATE, CANCEL = 1, 2  # Action Type ID (PS3.4 Annex S)
 
-#: Execution Status (2100,0020) -> when (PS3.4 S.3.2.3).
+#: Execution Status (2100,0020) -> when (PS3.4 Annex S).
 EXECUTION_STATUS: dict[str, str] = {
     "IDLE": "created, not initiated",
     "PENDING": "initiated; waiting for its instances, or its jobs for the builder",
@@ -93,7 +93,7 @@ EXECUTION_STATUS_INFO: dict[str, str] = {
     "UNKNOWN": "cancelled (N-ACTION 2, or medianode jobs cancel)",
 }
 
-#: Failure Reason (0008,1197) of a Failed SOP Sequence item (PS3.4 Annex C.?; the Storage Commitment values).
+#: Failure Reason (0008,1197) of a Failed SOP Sequence item (the values PS3.4 Annex J gives it for Storage Commitment).
 NO_SUCH_OBJECT_INSTANCE = 0x0112
 CLASS_INSTANCE_CONFLICT = 0x0119
 
@@ -285,7 +285,7 @@ def get(uid: str, identifiers: list[int], *, index: Index, lock: threading.Lock)
 
 
 def describe(req: MediaRequest, identifiers: Iterable[int] = ()) -> Dataset:
-    """The N-GET reply of a request (PS3.4 S.3.2.3)."""
+    """The N-GET reply of a request (PS3.4 Annex S)."""
     status, info = execution(req)
     ds = Dataset()
     ds.ExecutionStatus = status
