@@ -37,7 +37,9 @@ reason 7) and when the calling AE title may not call from its address
 :mod:`node.receive.access`); each refusal is logged and audited (:mod:`node.audit`) with its reason.
 So is each association that stored instances, when it closes: its studies, their patients and
 instances per SOP class (``instances-received``), recorded off the C-STORE path.
-The processes that run this SCP are in :mod:`node.receive.workers`.
+The processes that run this SCP are in :mod:`node.receive.workers`. With ``mcm:`` configured, the same AE
+is a Media Creation Management SCP too: its N-CREATE, N-ACTION and N-GET handlers here only bind
+:mod:`node.receive.mcm`, which records the requests in the index.
 """
 
 from __future__ import annotations
