@@ -449,10 +449,12 @@ def _routes_explain(args: argparse.Namespace, out: TextIO) -> int:
 
     if bool(args.paths) == bool(args.study):
         raise UsageError("routes explain needs PATH... or --study UID (not both)")
+    requests: dict[str, int] = {}
     if args.study:
         config, index = _open_index(args)
         try:
             found = report.study_routing(index, config.routes, args.study)
+            requests = index.study_requests(args.study)
         finally:
             index.close()
         if found is None:
@@ -472,10 +474,11 @@ def _routes_explain(args: argparse.Namespace, out: TextIO) -> int:
                 logger.info("%s: not DICOM, skipped", path)  # a folder's other files
         each, studies = routing.explain(config.routes, instances)
     if args.json:
-        json.dump(report.explanation(each, studies), out, indent=2)
+        json.dump({**report.explanation(each, studies), "media_requests": requests}, out, indent=2)
         out.write("\n")
     else:
         out.write(report.format_explanation(each, studies))
+        out.write(report.format_requests(requests, burned=any(s.jobs for s in studies)))
     return EXIT_OK
 
 

@@ -425,6 +425,33 @@ class ConsoleConfig:
 
 
 @dataclass(frozen=True)
+class MediaRequests:
+    """``mcm:``: the Media Creation Management SCP (PS3.4 Annex S) on the node's AE title.
+
+    What a request gets unless it asks otherwise: the medium (``profile``), where it goes (``output``;
+    None: ``burn.output``), how many copies, the viewer copied when it asks for a display application;
+    whether its Allow Lossy Compression may take effect; how long it waits for the instances it references
+    that are not in the spool yet; how long a finished request stays answerable (N-GET) and keeps its
+    instances in the spool.
+    """
+
+    #: The medium of a request whose items ask for no application profile.
+    profile: str = "STD-GEN-CD"
+    #: Where requests' media go; None means burn.output.
+    output: Output | None = None
+    #: Copies when the Initiate gives no Number of Copies.
+    copies: int = 1
+    #: A viewer folder copied onto PDI media when a request asks for a display application.
+    viewer: Path | None = None
+    #: Whether a request's Allow Lossy Compression YES may take effect.
+    allow_lossy: bool = False
+    #: How long an initiated request waits for referenced instances not in the spool yet.
+    wait_seconds: float = 600.0
+    #: How long a finished request stays answerable (N-GET) and keeps its instances in the spool.
+    keep_hours: float = 24.0
+
+
+@dataclass(frozen=True)
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     burn: BurnConfig = field(default_factory=BurnConfig)
@@ -432,6 +459,8 @@ class Config:
     imports: ImportConfig = field(default_factory=ImportConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    #: Media creation requests over DICOM; None: the SCP does not offer the service.
+    mcm: MediaRequests | None = None
     #: The file this came from (for messages and reloads).
     source: Path | None = None
 
@@ -475,6 +504,9 @@ def parse_config(text: str, *, source: str) -> Config:
     for i, route in enumerate(values.get("routes", ())):
         if route.action == "burn" and route.output is None and (problem := _output_fits(output, route.profile)):
             raise ConfigError(f"{route.where} routes[{i}]: burn.output: {problem}; give this route its own output")
+    mcm = values.get("mcm")
+    if mcm is not None and mcm.output is None and (problem := _output_fits(output, mcm.profile)):
+        raise ConfigError(f"{source} mcm: burn.output: {problem}; give mcm its own output")
     return Config(
         node=values.get("node") or build(NodeConfig, {}),
         burn=values.get("burn") or build(BurnConfig, {}),
@@ -482,6 +514,7 @@ def parse_config(text: str, *, source: str) -> Config:
         imports=values.get("import") or build(ImportConfig, {}),
         audit=values.get("audit") or build(AuditConfig, {}),
         console=values.get("console") or ConsoleConfig(),
+        mcm=values.get("mcm"),
         source=absolute(source, At(source, "source"), root),
     )
 
@@ -896,6 +929,28 @@ def _syslog(node: Node, at: At) -> Syslog:
     return build(Syslog, values)
 
 
+def _mcm(node: Node, at: At) -> MediaRequests:
+    """``mcm:`` (an empty section turns the service on with its defaults); the output must take the profile.
+
+    >>> parse_config("mcm: {profile: STD-GEN-USB-JPEG, output: {kind: xorriso, device: /dev/sr0}}", source="x.yaml")
+    Traceback (most recent call last):
+    node.errors.ConfigError: x.yaml:1 mcm.output: STD-GEN-USB-JPEG writes a folder tree, which a disc output cannot burn
+    """
+    values, nodes = fields(node, at, {
+        "profile": choice(*PROFILES, upper=True),
+        "output": optional(_output),
+        "copies": number(1, MAX_COPIES),
+        "viewer": folder,
+        "allow_lossy": boolean,
+        "wait_seconds": number(0, 86400 * 7, integer=False),
+        "keep_hours": number(0, 24 * 365, integer=False),
+    }) if not is_null(node) else ({}, {})
+    profile = values.get("profile", MediaRequests.profile)
+    if values.get("output") is not None and (problem := _output_fits(values["output"], profile)):
+        raise at.key("output").error(nodes["output"], problem)
+    return build(MediaRequests, values)
+
+
 _NODE: dict[str, Check] = {
     "ae_title": _AE,
     "host": string("a host name or address", _listen_host),
@@ -945,4 +1000,5 @@ _TOP: dict[str, Check] = {
     "import": _import,
     "audit": section(AuditConfig, {"syslog": optional(_syslog)}),
     "console": _console,
+    "mcm": lambda n, a: _mcm(n, a),
 }

@@ -244,9 +244,42 @@ CREATE INDEX imports_by_identity ON imports(identity);
 CREATE INDEX imports_by_state ON imports(state);
 """
 
+#: Version 7: media creation requests received over DICOM (PS3.4 Annex S): each request as its N-CREATE
+#: gave it, the instances it references (held in the spool while the request is open or preserves them),
+#: and the jobs cut for it with each medium's File-set ID and UID. ``state`` is what the service decided
+#: (idle: created; pending: initiated; done, failed, cancelled); CREATING is read from its jobs.
+_VERSION_7 = """
+CREATE TABLE media_requests (
+    uid TEXT PRIMARY KEY,           -- the SOP Instance UID of the Media Creation Management instance
+    calling_aet TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL,
+    request TEXT NOT NULL,          -- the N-CREATE's attributes we act on, JSON
+    preserve INTEGER NOT NULL,      -- 1: its instances stay in the spool until the request is forgotten
+    state TEXT NOT NULL CHECK (state IN ('idle', 'pending', 'done', 'failed', 'cancelled')),
+    info TEXT,                      -- Execution Status Info of a failure
+    failed TEXT,                    -- JSON list of [SOP Instance UID, SOP Class UID, Failure Reason]
+    initiated DOUBLE PRECISION,
+    copies INTEGER,
+    priority TEXT,
+    finished DOUBLE PRECISION
+);
+CREATE TABLE media_request_refs (
+    request_uid TEXT NOT NULL, position INTEGER NOT NULL, sop_instance_uid TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL, profile TEXT NOT NULL,
+    PRIMARY KEY (request_uid, position)
+);
+CREATE INDEX media_request_refs_by_instance ON media_request_refs(sop_instance_uid);
+CREATE TABLE media_request_jobs (
+    request_uid TEXT NOT NULL, job_id INTEGER NOT NULL, fileset_id TEXT, fileset_uid TEXT,
+    PRIMARY KEY (request_uid, job_id)
+);
+CREATE INDEX media_request_jobs_by_job ON media_request_jobs(job_id)
+"""
+
 #: The schema's history, oldest first: migration ``n`` (1-based) takes an index from version n-1 to n.
 #: Append a migration for every change (a table, a column, an index); never edit one that has shipped.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4, _VERSION_5, _VERSION_6)
+MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4, _VERSION_5, _VERSION_6,
+                                   _VERSION_7)
 
 #: The version this code reads and writes.
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -318,6 +351,26 @@ class Volume:
     #: The volume's label record (:meth:`node.media.label.Label.to_dict`), as its burn made it; None for a
     #: volume recorded before the index kept it.
     label_record: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class MediaRequest:
+    """A media creation request (:data:`_VERSION_6`), with its jobs: (job id, job state, File-set ID, File-set
+    UID, job error) each."""
+
+    uid: str
+    calling_aet: str
+    created: float
+    request: dict[str, Any]
+    state: str
+    info: str | None
+    failed: list[tuple[str, str, int]]
+    initiated: float | None
+    copies: int | None
+    priority: str | None
+    finished: float | None
+    refs: list[tuple[str, str, str]]  # (SOP Instance UID, SOP Class UID, requested profile or "")
+    jobs: list[tuple[int, str, str | None, str | None, str | None]] = field(default_factory=list)
 
 
 class Index:
@@ -478,6 +531,7 @@ class Index:
                     UNION ALL
                     SELECT js.study_uid, '[' || j.route || ']', 0, j.created FROM job_studies js
                     JOIN jobs j ON j.id = js.job_id WHERE js.study_uid IN ({marks}) AND j.route LIKE '{{%'
+                    AND j.id NOT IN (SELECT job_id FROM media_request_jobs)
                 ) AS r ORDER BY part, at""", (*study_uids, *study_uids))
         found: dict[str, list[str]] = {}
         for uid, route in rows:
@@ -675,6 +729,145 @@ class Index:
             db.execute("DELETE FROM job_waits")
         return ids
 
+    # -- media creation requests (PS3.4 Annex S) ---------------------------------
+
+    def add_media_request(self, uid: str, *, calling_aet: str, request: Mapping[str, Any], preserve: bool,
+                          refs: Sequence[tuple[str, str, str]], now: float) -> bool:
+        """Record an N-CREATE's request (state idle) and the instances it references; False when the UID is taken."""
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM media_requests WHERE uid = ?", (uid,)).fetchone():
+                return False
+            db.execute("INSERT INTO media_requests (uid, calling_aet, created, request, preserve, state) "
+                       "VALUES (?, ?, ?, ?, ?, 'idle')", (uid, calling_aet, now, json.dumps(request), int(preserve)))
+            db.executemany("INSERT INTO media_request_refs (request_uid, position, sop_instance_uid, sop_class_uid, "
+                           "profile) VALUES (?, ?, ?, ?, ?)", [(uid, i, *r) for i, r in enumerate(refs)])
+        return True
+
+    def media_request(self, uid: str) -> MediaRequest | None:
+        row = self.db.execute(f"SELECT {_REQUEST_COLUMNS} FROM media_requests WHERE uid = ?", (uid,)).fetchone()
+        return self._media_request(row) if row else None
+
+    def media_requests(self, *, states: Iterable[str] = ("idle", "pending", "done", "failed", "cancelled")
+                       ) -> list[MediaRequest]:
+        """The requests in these states, oldest first."""
+        states = tuple(states)
+        rows = self.db.execute(f"SELECT {_REQUEST_COLUMNS} FROM media_requests WHERE state IN "
+                               f"({','.join('?' * len(states))}) ORDER BY created", states).fetchall()
+        return [self._media_request(r) for r in rows]
+
+    def _media_request(self, row: Sequence[Any]) -> MediaRequest:
+        uid = str(row[0])
+        refs = self.db.execute("SELECT sop_instance_uid, sop_class_uid, profile FROM media_request_refs "
+                               "WHERE request_uid = ? ORDER BY position", (uid,)).fetchall()
+        jobs = self.db.execute("SELECT r.job_id, j.state, r.fileset_id, r.fileset_uid, j.error FROM media_request_jobs r "
+                               "JOIN jobs j ON j.id = r.job_id WHERE r.request_uid = ? ORDER BY r.job_id",
+                               (uid,)).fetchall()
+        return MediaRequest(uid, row[1], row[2], json.loads(row[3]), row[4], row[5],
+                            [(str(u), str(c), int(r)) for u, c, r in json.loads(row[6] or "[]")], row[7], row[8],
+                            row[9], row[10], [tuple(r) for r in refs], [tuple(j) for j in jobs])
+
+    def initiate_media_request(self, uid: str, *, copies: int, priority: str, now: float) -> str | None:
+        """Initiate a request (idle -> pending); return the state it was in (None: no such request)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT state FROM media_requests WHERE uid = ?", (uid,)).fetchone()
+            if row and row[0] == "idle":
+                db.execute("UPDATE media_requests SET state = 'pending', initiated = ?, copies = ?, priority = ? "
+                           "WHERE uid = ?", (now, copies, priority, uid))
+            return str(row[0]) if row else None
+
+    def cancel_media_request(self, uid: str, *, now: float) -> str | None:
+        """Cancel a request not yet written: 'cancelled' (its pending jobs too); else why not: 'completed',
+        'writing' (a job is building or delivering), 'refused' (failed or cancelled already); None: no such
+        request."""
+        with self.transaction() as db:
+            row = db.execute("SELECT state FROM media_requests WHERE uid = ?", (uid,)).fetchone()
+            if row is None:
+                return None
+            states = {s for (s,) in db.execute("SELECT j.state FROM media_request_jobs r JOIN jobs j ON j.id = r.job_id "
+                                              "WHERE r.request_uid = ?", (uid,))}
+            if row[0] == "done" or (states and states == {"done"}):
+                return "completed"
+            if row[0] in ("failed", "cancelled"):
+                return "refused"
+            if states & {"building", "built", "delivering"}:
+                return "writing"
+            db.execute("UPDATE jobs SET state = 'cancelled', finished = ? WHERE state IN ('pending', 'failed') AND id IN "
+                       "(SELECT job_id FROM media_request_jobs WHERE request_uid = ?)", (now, uid))
+            db.execute("UPDATE media_requests SET state = 'cancelled', finished = ? WHERE uid = ?", (now, uid))
+            return "cancelled"
+
+    def request_instances(self, sop_instance_uids: Iterable[str]) -> dict[str, tuple[str, str, int]]:
+        """SOP Instance UID -> (Study Instance UID, SOP Class UID, size) of those the spool holds."""
+        found: dict[str, tuple[str, str, int]] = {}
+        listed = list(sop_instance_uids)
+        for chunk in (listed[i:i + 500] for i in range(0, len(listed), 500)):
+            for uid, study, sop_class, size in self.db.execute(
+                    f"SELECT sop_instance_uid, study_uid, sop_class_uid, size FROM instances "
+                    f"WHERE sop_instance_uid IN ({','.join('?' * len(chunk))})", chunk):
+                found[uid] = (study, sop_class, size)
+        return found
+
+    def cut_request_jobs(self, uid: str, jobs: Sequence[tuple[list[str], list[str], str]], *,
+                         fileset_id: str = "") -> list[int] | None:
+        """Make a pending request's jobs, each (study UIDs, SOP Instance UIDs, route JSON) of a snapshot of just
+        those instances, in one transaction; None when the request is no longer waiting (cancelled meanwhile).
+        The studies' own lifecycle is left alone: a request's job is no burn of theirs."""
+        with self.transaction() as db:
+            waiting = db.execute("SELECT 1 FROM media_requests WHERE uid = ? AND state = 'pending' AND NOT EXISTS "
+                                 "(SELECT 1 FROM media_request_jobs WHERE request_uid = ?)", (uid, uid)).fetchone()
+            if not waiting:
+                return None
+            made = []
+            for studies, instances, route in jobs:
+                job = _next_id(db, "jobs")
+                db.execute("INSERT INTO jobs (id, route, state, created, late) VALUES (?, ?, 'pending', ?, 0)",
+                           (job, route, time.time()))
+                db.executemany("INSERT INTO job_studies (job_id, study_uid) VALUES (?, ?)", [(job, u) for u in studies])
+                db.executemany("INSERT INTO job_files (job_id, sop_instance_uid, path, size, digest) SELECT ?, "
+                               "sop_instance_uid, path, size, digest FROM instances WHERE sop_instance_uid = ?",
+                               [(job, u) for u in instances])
+                db.execute("INSERT INTO media_request_jobs (request_uid, job_id, fileset_id) VALUES (?, ?, ?)",
+                           (uid, job, fileset_id or None))
+                made.append(job)
+            return made
+
+    def finish_media_request(self, uid: str, *, state: str, now: float, info: str | None = None,
+                             failed: Sequence[tuple[str, str, int]] = ()) -> None:
+        """A request's outcome: done, or failed with its Execution Status Info and Failed SOP Sequence."""
+        with self.transaction() as db:
+            db.execute("UPDATE media_requests SET state = ?, info = ?, failed = ?, finished = ? WHERE uid = ? "
+                       "AND state = 'pending'", (state, info, json.dumps(list(failed)), now, uid))
+
+    def study_requests(self, study_uid: str) -> dict[str, int]:
+        """Media request UID -> how many instances of this study it references (``routes explain --study``)."""
+        rows = self.db.execute("SELECT r.request_uid, COUNT(*) FROM media_request_refs r JOIN instances i USING "
+                               "(sop_instance_uid) WHERE i.study_uid = ? GROUP BY r.request_uid ORDER BY r.request_uid",
+                               (study_uid,))
+        return {str(u): int(n) for u, n in rows}
+
+    def requested_fileset_id(self, job_id: int) -> str:
+        """The File-set ID a media request asked for its job's medium ("" for any other job, or when none)."""
+        row = self.db.execute("SELECT fileset_id FROM media_request_jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return str(row[0] or "") if row else ""
+
+    def set_request_medium(self, job_id: int, *, fileset_id: str, fileset_uid: str) -> None:
+        """The File-set ID and UID of a request's medium, once delivered (no-op for any other job)."""
+        with self.transaction() as db:
+            db.execute("UPDATE media_request_jobs SET fileset_id = ?, fileset_uid = ? WHERE job_id = ?",
+                       (fileset_id, fileset_uid, job_id))
+
+    def forget_media_requests(self, *, finished_before: float, created_before: float) -> list[str]:
+        """Forget the requests finished before ``finished_before`` and those never initiated since
+        ``created_before``; return their UIDs (their instances are the spool's retention's again)."""
+        with self.transaction() as db:
+            uids = [u for (u,) in db.execute(
+                "SELECT uid FROM media_requests WHERE (finished IS NOT NULL AND finished < ?) "
+                "OR (state = 'idle' AND created < ?)", (finished_before, created_before))]
+            for table, key in (("media_request_refs", "request_uid"), ("media_request_jobs", "request_uid"),
+                               ("media_requests", "uid")):
+                db.executemany(f"DELETE FROM {table} WHERE {key} = ?", [(u,) for u in uids])
+        return uids
+
     # -- volumes ---------------------------------------------------------------
 
     def volumes(self, *, study: str | None = None, patient: str | None = None, label: str | None = None,
@@ -723,6 +916,7 @@ class Index:
         expired = [p for (p,) in self.db.execute(
             f"""SELECT i.path FROM instances i JOIN studies s USING (study_uid)
                 WHERE s.pending = 0 AND s.last_received <= ? AND i.path NOT IN ({open_jobs})
+                AND i.sop_instance_uid NOT IN ({_REQUESTED})
                 AND NOT EXISTS (SELECT 1 FROM job_studies js JOIN jobs j ON j.id = js.job_id
                                 WHERE js.study_uid = s.study_uid AND j.state IN {_OPEN_OR_FAILED})""",
             (now - retention_s,))]
@@ -976,6 +1170,10 @@ _UPSERT_INSTANCE = (f"INSERT INTO instances ({', '.join(_INSTANCE_COLUMNS)}) "
                     + ", ".join(f"{c} = excluded.{c}" for c in _INSTANCE_COLUMNS[1:]))
 #: Job states whose spool files are still needed; those a crash interrupts.
 _UNDER_WAY = "('building', 'built', 'delivering')"
+_REQUEST_COLUMNS = "uid, calling_aet, created, request, state, info, failed, initiated, copies, priority, finished"
+#: The instances a media request holds in the spool: it is open, or it preserves them until it is forgotten.
+_REQUESTED = ("SELECT r.sop_instance_uid FROM media_request_refs r JOIN media_requests m ON m.uid = r.request_uid "
+              "WHERE m.preserve = 1 OR m.state IN ('idle', 'pending')")
 _OPEN = "('pending', 'building', 'built', 'delivering')"
 _OPEN_OR_FAILED = "('pending', 'building', 'built', 'delivering', 'failed')"
 _VOLUME_COLUMNS = ("label", "job_id", "kind", "created", "copies", "paths", "bytes", "superseded_by", "addendum_of",
@@ -1097,8 +1295,10 @@ def _decide(db: sqlite3.Connection, job_id: int, studies: Sequence[str], route: 
 
 def _same_route(a: str, b: str) -> bool:
     """Whether two jobs were cut for the same route (its position in the file): a volume supersedes only
-    one of its own route, never the one a study's ``also`` route made beside it."""
-    return RouteSnapshot.from_json(a).position == RouteSnapshot.from_json(b).position
+    one of its own route, never the one a study's ``also`` route made beside it. A media request's job (position
+    -1) is of no route: its volume neither supersedes nor completes another."""
+    position = RouteSnapshot.from_json(a).position
+    return position >= 0 and position == RouteSnapshot.from_json(b).position
 
 
 def _job(row: tuple[Any, ...]) -> Job:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from node import audit
 from node import routing
@@ -34,6 +34,8 @@ from node.read import check, medium
 from node.routing import RouteSnapshot
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _PER_FILE = 2 * SECTOR  # File Meta and the last sector's rounding, per instance, when packing
 
@@ -97,20 +99,25 @@ def _sharing_studies(planned: list[_Planned]) -> list[list[_Planned]]:
 
 
 def _pack(studies: list[StableStudy], route: RouteSnapshot) -> list[list[StableStudy]]:
-    """Studies of one patient onto as few volumes as their sizes need (first fit, largest first).
+    """Studies of one patient onto as few volumes as their sizes need (:func:`pack`)."""
+    if route.group != "patient":
+        return [[s] for s in studies]
+    return pack(studies, route.profile, size=lambda s: s.bytes)
+
+
+def pack(items: list[T], profile: str, *, size: Callable[[T], int]) -> list[list[T]]:
+    """Studies onto as few media of ``profile`` as their sizes need (first fit, largest first).
 
     A study is never split; one larger than the medium gets a volume of its own, whose build
     then fails with the capacity message.
     """
-    if route.group != "patient":
-        return [[s] for s in studies]
-    capacity = get_profile(route.profile).capacity_sectors
+    capacity = get_profile(profile).capacity_sectors
     if capacity is None:
-        return [studies]
+        return [items]
     room = capacity * SECTOR * 0.99  # directories, path tables, DICOMDIR
-    bins: list[tuple[float, list[StableStudy]]] = []
-    for s in sorted(studies, key=lambda s: s.bytes, reverse=True):
-        need = s.bytes + _PER_FILE * max(1, s.bytes // (512 * 1024))
+    bins: list[tuple[float, list[T]]] = []
+    for s in sorted(items, key=size, reverse=True):
+        need = size(s) + _PER_FILE * max(1, size(s) // (512 * 1024))
         for i, (used, members) in enumerate(bins):
             if used + need <= room:
                 bins[i] = (used + need, [*members, s])
@@ -181,7 +188,8 @@ class Worker:
                                 fmt=output.staging_format(), options=burn_options(route),
                                 pdi=pdi.for_route(config.burn, profile, pdi=route.pdi, web=route.web,
                                                   viewer=route.viewer),
-                                volume=route.volume, completes=completes)
+                                volume=route.volume, completes=completes,
+                                fileset_id=self.index.requested_fileset_id(job.id))
         except Exception as exc:
             self._failed(job, exc)
             return None
@@ -217,6 +225,7 @@ class Worker:
                         label_record=report.label)
         self.index.finish_job(job.id, volumes=[volume] if route.kind == "archive" else [],
                               error=_left_out(report) or None, uid_map=report.uid_map)
+        self.index.set_request_medium(job.id, fileset_id=report.fileset_id, fileset_uid=report.fileset_uid)
         audit.append(config, "volume-burned", job=job.id, label=label, kind=route.kind, profile=route.profile,
                      paths=volume.paths, studies=[s[0] for s in built.studies], patients=built.studies,
                      instances=report.instances, supersedes=job.late, completes=built.completes or None)

@@ -92,10 +92,13 @@ def _when(t: float | None) -> str:
 
 
 def job_row(job: Job) -> dict[str, object]:
+    route = RouteSnapshot.from_json(job.route)
     return {
         "id": job.id,
         "state": job.state,
-        "profile": RouteSnapshot.from_json(job.route).profile,
+        "profile": route.profile,
+        # where its route was written, or "media request UID" for a request's job
+        "route": route.where,
         "created": _when(job.created),
         "finished": _when(job.finished),
         "attempts": job.attempts,
@@ -265,7 +268,9 @@ def format_jobs(rows: list[dict[str, object]]) -> str:
         return "no jobs\n"
     return "".join(
         f"{r['id']:>6}  {r['state']:<9}  {r['profile']:<16}  created {r['created']}  finished {r['finished']}"
-        + ("  late arrival" if r["late"] else "") + (f"  {r['error']}" if r["error"] else "") + "\n"
+        + ("  late arrival" if r["late"] else "")
+        + (f"  for {r['route']}" if str(r.get("route", "")).startswith("media request") else "")
+        + (f"  {r['error']}" if r["error"] else "") + "\n"
         for r in rows
     )
 
@@ -330,6 +335,14 @@ def study_routing(index: Index, routes: tuple[Route, ...], study_uid: str
         return None
     return explain(routes, [Instance(path, study_uid, sop, modality, sop_class, called, calling)
                             for path, sop, modality, sop_class, called, calling in rows])
+
+
+def format_requests(requests: dict[str, int], *, burned: bool) -> str:
+    """The media creation requests that reference a study's instances (``routes explain --study``): their
+    media are made besides what the routes burn, so where a burn route matches too, both happen."""
+    also = "; a burn route matches it too: both make media" if burned else ""
+    return "".join(f"media request {uid}: references {n} instance(s) of this study{also}\n"
+                   for uid, n in requests.items())
 
 
 def explanation(instances: list[InstanceRouting], studies: list[StudyRouting]) -> dict[str, object]:

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from node import audit, filemodes, holds, jobs, report, users
+from node import audit, filemodes, holds, jobs, media_requests, report, users
 from node.config import Config, load_config
 from node.console import process as console_process
 from node.errors import ConfigError
@@ -175,6 +175,8 @@ class Service:
                 self._publish()
             now = time.time()
             if jobs.schedule(index, self.config, now=now):
+                scheduled.set()
+            if media_requests.schedule(index, self.config, now=now):
                 scheduled.set()
             if now - last_housekeeping >= HOUSEKEEPING_S:
                 jobs.clean_spool(index, self.config, now=now)

@@ -269,10 +269,10 @@ CASES = {
                          "c.yaml:33 YAML syntax error: nested more than 32 levels deep"),
     "empty": ("", "c.yaml:1 the file is empty (or only comments): expected a mapping"),
     "only comments": ("# nothing\n\n", "c.yaml:1 the file is empty (or only comments): expected a mapping"),
-    "top level list": ("- node\n", "c.yaml:1 expected a mapping of sections (node, burn, routes, import, audit, console), got a list"),
-    "top level scalar": ("node\n", "c.yaml:1 expected a mapping of sections (node, burn, routes, import, audit, console), got 'node'"),
+    "top level list": ("- node\n", "c.yaml:1 expected a mapping of sections (node, burn, routes, import, audit, console, mcm), got a list"),
+    "top level scalar": ("node\n", "c.yaml:1 expected a mapping of sections (node, burn, routes, import, audit, console, mcm), got 'node'"),
     # unknown and duplicate keys, at every level
-    "unknown section": ("nodes: {}\n", "c.yaml:1 nodes: unknown key (known: node, burn, routes, import, audit, console)"),
+    "unknown section": ("nodes: {}\n", "c.yaml:1 nodes: unknown key (known: node, burn, routes, import, audit, console, mcm)"),
     "unknown node key": ("node:\n  ae_title: X\n  aetitle: X\n", ("c.yaml:3 node.aetitle: unknown key (known: ae_title, "
                          "host, port, data_dir, allowed_calling_aets, allowed_peers, extra_sop_classes, workers, max_associations, "
                          "min_free_mb, max_pdu, idle_seconds, artim_seconds, pdu_seconds, max_connections_per_address, tls, "
@@ -285,6 +285,15 @@ CASES = {
                           "match, action, also, profile, compress, lossy_mammography, bit_reduction, new_uids, deidentify, burned_in_annotation, copies, group, label, kind, output, pdi, web, viewer)")),
     "unknown match key": ("routes:\n- action: burn\n- match: {aet: X}\n  action: burn\n",
                           "c.yaml:3 routes[1].match.aet: unknown key (known: called_aet, calling_aet, modality, sop_class)"),
+    "unknown mcm key": ("mcm: {copys: 2}", ("c.yaml:1 mcm.copys: unknown key (known: profile, output, copies, viewer, "
+                        "allow_lossy, wait_seconds, keep_hours)")),
+    "mcm profile": ("mcm: {profile: STD-GEN-BR}", ("c.yaml:1 mcm.profile: 'STD-GEN-BR' is not one of STD-GEN-CD, "
+                    "STD-GEN-DVD-JPEG, STD-GEN-DVD-J2K, STD-GEN-USB-JPEG, STD-GEN-USB-J2K, STD-GEN-BD, STD-GEN-BD-JPEG, "
+                    "STD-GEN-BD-J2K, AUG-GEN-CD, AUG-GEN-DVD")),
+    "mcm copies": ("mcm: {copies: 0}", "c.yaml:1 mcm.copies: expected an integer from 1 to 99, got '0'"),
+    "mcm output and profile": ("burn: {output: {kind: xorriso, device: /dev/sr0}}\nmcm: {profile: STD-GEN-USB-JPEG}",
+                               "c.yaml mcm: burn.output: STD-GEN-USB-JPEG writes a folder tree, which a disc output "
+                               "cannot burn; give mcm its own output"),
     "unknown import key": ("import: {inbx: x}", ("c.yaml:1 import.inbx: unknown key (known: inbox, destination, watch, "
                            "mount_roots, drives, settle_seconds, poll_seconds, eject, calling_aet, coerce, reconcile)")),
     "unknown destination key": ("import:\n  destination: {ae: P}\n",

@@ -277,3 +277,30 @@ def test_the_same_instance_again_delays_only_a_study_still_waiting_for_its_job(t
         assert index.stable_studies(quiet_since=134.0) == []
     finally:
         index.close()
+
+
+def test_a_media_request_holds_its_instances_in_the_spool_while_open_or_preserving(tmp_path: Path) -> None:
+    index = Index(tmp_path / "index.sqlite")
+    for uid, study in (("1.1", "9.1"), ("1.2", "9.2")):
+        index.add_instance(received(uid, study, at=0.0, path=f"/spool/{uid}"))
+    index.settle(["9.1", "9.2"])  # stored only: the retention's from now on
+    refs = [("1.1", "1.2.840.10008.5.1.4.1.1.2", "")]
+    for uid, preserve in (("5.1", True), ("5.2", False)):
+        assert index.add_media_request(uid, calling_aet="PACS", request={}, preserve=preserve, refs=refs, now=0.0)
+    assert not index.add_media_request("5.1", calling_aet="PACS", request={}, preserve=True, refs=refs, now=0.0)
+    assert index.deletable_files(now=100.0, retention_s=10) == ["/spool/1.2"]  # 1.1: two open requests
+    assert index.initiate_media_request("5.2", copies=1, priority="MED", now=1.0) == "idle"
+    assert index.initiate_media_request("5.2", copies=1, priority="MED", now=1.0) == "pending"
+    [job] = index.cut_request_jobs("5.2", [(["9.1"], ["1.1"], "{}")]) or []
+    assert index.cut_request_jobs("5.2", [(["9.1"], ["1.1"], "{}")]) is None  # cut once
+    assert [u for u, _, _ in index.job_files(job)] == ["1.1"]
+    assert index.cancel_media_request("5.2", now=2.0) == "cancelled"  # its job was pending: cancelled too
+    assert index.job(job).state == "cancelled"  # type: ignore[union-attr]
+    assert index.cancel_media_request("5.2", now=2.0) == "refused"
+    assert index.cancel_media_request("5.9", now=2.0) is None
+    # 5.2 (Preserve NO) ended and holds nothing; 5.1 (Preserve YES) holds 1.1 once ended too, until forgotten
+    assert index.cancel_media_request("5.1", now=3.0) == "cancelled"
+    assert "/spool/1.1" not in index.deletable_files(now=100.0, retention_s=10)
+    assert index.forget_media_requests(finished_before=4.0, created_before=0.0) == ["5.1", "5.2"]
+    assert index.media_request("5.1") is None
+    assert sorted(index.deletable_files(now=100.0, retention_s=10)) == ["/spool/1.1", "/spool/1.2"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from node import config, dicom
 from node.conformance.markdown import syntaxes, table, tag, tag_name, uid_name
+from node.conformance.media_creation import section as media_creation_section
 from node.conformance.tables import config_keys, default_storage_classes, scp_contexts
 from node.read import coerce, query, sender
 from node.receive import instance, scp
@@ -139,6 +140,8 @@ An instance stored twice (same SOP Instance UID) replaces the earlier copy. Ever
 ###### SOP Specific Conformance for Verification
 
 C-ECHO is answered with Success (0x0000).
+
+{media_creation_section()}
 
 #### Import SCU AE
 

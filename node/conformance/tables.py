@@ -51,6 +51,7 @@ CONFIG_SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("import.reconcile", config.Reconcile),
     ("import.reconcile.worklist", config.Worklist),
     ("import.reconcile.patients", config.PatientQuery),
+    ("mcm", config.MediaRequests),
     *((f"output[{kind}]", cls) for kind, (cls, _, _) in config.OUTPUTS.items() if cls is not None),
 )
 #: Fields that are no YAML key (where a route was written, for logs).

@@ -60,6 +60,9 @@ class BurnReport:
     profile: str
     format: str
     volume_id: str = ""
+    #: The DICOMDIR's File-set ID (0004,1130) and UID (its Media Storage SOP Instance UID).
+    fileset_id: str = ""
+    fileset_uid: str = ""
     patients: int = 0
     studies: int = 0
     instances: int = 0
@@ -98,6 +101,7 @@ def burn(
     pdi: Pdi | None = None,
     volume: tuple[int, int] = (1, 1),
     completes: str = "",
+    fileset_id: str = "",
 ) -> BurnReport:
     """Build one medium of ``profile`` from every DICOM file under ``sources``.
 
@@ -107,7 +111,8 @@ def burn(
     ``total(n)`` is called once with the bytes to write, then ``progress(n)`` as they are written.
     With ``pdi``, the medium is an IHE PDI one (README.TXT, web content, viewer: node.media.pdi);
     ``volume`` is this medium's (n, m) of "volume n of m" on its label; ``completes`` names the volume
-    an addendum completes, on its label too.
+    an addendum completes, on its label too. ``fileset_id`` is the File-set ID asked for (a valid CS of at
+    most 16 characters); by default the label's first 16 characters.
     """
     target = Path(out)
     fmt = fmt or ("iso" if target.suffix.lower() == ".iso" or profile.file_system != "folder" else "folder")
@@ -141,8 +146,10 @@ def burn(
         report.invented = tree.inventions
         if not tree.patients:
             raise BuildError(f"nothing to write: all {len(instances)} instance(s) refused ({report.refused[0]['reason']})")
-        volume_id, fileset_id = _labels(label or DEFAULT_LABEL, report)
-        files = _files(tree, fileset_id)
+        volume_id, report.fileset_id = _labels(label or DEFAULT_LABEL, report)
+        report.fileset_id = fileset_id or report.fileset_id
+        report.fileset_uid = dicom.new_uid()
+        files = _files(tree, report.fileset_id, report.fileset_uid)
         record = make_label(tree, institution=pdi.institution if pdi else "", web=bool(pdi and pdi.web),
                             volume=volume[0], volumes=volume[1], completes=completes)
         report.label = record.to_dict()
@@ -244,10 +251,10 @@ def _labels(label: str, report: BurnReport) -> tuple[str, str]:
     return volume_id, fileset_id
 
 
-def _files(tree: Tree, fileset_id: str) -> list[MediaFile]:
+def _files(tree: Tree, fileset_id: str, fileset_uid: str) -> list[MediaFile]:
     """The medium's files: the DICOMDIR, then each instance as new File Meta + its dataset bytes."""
     file_ids = assign_file_ids(tree)
-    files = [MediaFile(("DICOMDIR",), [encode_dicomdir(tree, file_ids, fileset_id=fileset_id, fileset_uid=dicom.new_uid())])]
+    files = [MediaFile(("DICOMDIR",), [encode_dicomdir(tree, file_ids, fileset_id=fileset_id, fileset_uid=fileset_uid)])]
     for leaf, inst in tree.instances():
         h = inst.header
         meta = dcmio.file_meta(inst.sop_class_uid, inst.sop_instance_uid, h.transfer_syntax)

@@ -6,7 +6,8 @@ pynetdicom loads only where a receiver runs.
 """
 
 __all__ = [
-    "instance",  # what the receiver reads of an instance; re-indexing the spool at start-up
+    "instance",
+    "mcm",  # the Media Creation Management SCP's requests (PS3.4 Annex S)  # what the receiver reads of an instance; re-indexing the spool at start-up
     "scp",  # the AE, its presentation contexts and handlers
     "spool",  # durable placement of received files
     "workers",  # the receiver processes sharing one port

@@ -37,7 +37,9 @@ reason 7) and when the calling AE title may not call from its address
 :mod:`node.receive.access`); each refusal is logged and audited (:mod:`node.audit`) with its reason.
 So is each association that stored instances, when it closes: its studies, their patients and
 instances per SOP class (``instances-received``), recorded off the C-STORE path.
-The processes that run this SCP are in :mod:`node.receive.workers`.
+The processes that run this SCP are in :mod:`node.receive.workers`. With ``mcm:`` configured, the same AE
+is a Media Creation Management SCP too: its N-CREATE, N-ACTION and N-GET handlers here only bind
+:mod:`node.receive.mcm`, which records the requests in the index.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from typing import Any, Protocol, cast
 from pydicom import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, StoragePresentationContexts, _config, evt
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_primitives import C_STORE, N_ACTION, N_CREATE, N_GET
 from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -66,7 +68,7 @@ from node import audit, dcmio, dicom, routing
 from node.config import TLS, Config
 from node.index import Index, Received
 from node.netcompat import answer_as, reject, rejected_because, set_reactor_delay, write_failure
-from node.receive import access
+from node.receive import access, mcm
 from node.receive.instance import ReceivedInstance, UnreadableDataSet, read_instance, routes_digest
 from node.receive.spool import Spool, is_uid
 from node.tls import server_context
@@ -157,6 +159,8 @@ def make_ae(config: Config) -> AE:
     ae.add_supported_context(Verification, list(VERIFICATION_SYNTAXES))
     for uid in storage_classes(config):
         ae.add_supported_context(uid, list(TRANSFER_SYNTAXES))
+    if config.mcm is not None:
+        ae.add_supported_context(mcm.MEDIA_CREATION_MANAGEMENT, list(VERIFICATION_SYNTAXES))
     return ae
 
 
@@ -452,12 +456,94 @@ def _again(inst: ReceivedInstance, calling: str, called: str, index: Indexer) ->
     return dicom.SUCCESS
 
 
-def evt_handlers(spool: Spool, index: Indexer, live: Live) -> list[Any]:
+# -- Media Creation Management (PS3.4 Annex S: node.receive.mcm) ------------------------
+
+_Reply = tuple[Dataset, Dataset | None]
+
+
+def _answer(answer: mcm.Answer, what: str, uid: str, calling: str) -> Dataset:
+    """The status data set of a response: Status, and the Error Comment when there is one."""
+    status = Dataset()
+    status.Status = answer.status
+    if answer.comment:
+        status.ErrorComment = answer.comment.replace("\\", "/")[:64]  # LO (PS3.5 6.2)
+    if answer.uid:  # N-CREATE: the UID we assigned, in the response of a warning too
+        status.AffectedSOPInstanceUID = answer.uid
+    log = logger.info if answer.status in (mcm.SUCCESS, mcm.ATTRIBUTE_VALUE_OUT_OF_RANGE) else logger.warning
+    log("%s of media creation request %s from %s: 0x%04X %s", what, uid or "(new)", calling, answer.status,
+        answer.comment)
+    return status
+
+
+def _requests(event: Event, shared: SharedIndex, live: Live, what: str, run: Any) -> _Reply:
+    calling = event.assoc.requestor.ae_title.strip()
+    settings = live.config.mcm
+    try:
+        if settings is None:  # turned off by a reload; the context stays until the restart
+            return _answer(mcm.Answer(mcm.PROCESSING_FAILURE, "media creation is not configured (mcm)"), what, "",
+                           calling), None
+        answer, uid, reply = run(calling, settings)
+    except Exception:
+        logger.exception("%s of a media creation request from %s failed", what, calling)
+        return _answer(mcm.Answer(mcm.PROCESSING_FAILURE, "unforeseen error"), what, "", calling), None
+    return _answer(answer, what, uid, calling), reply
+
+
+def handle_n_create(event: Event, shared: SharedIndex, live: Live) -> _Reply:
+    """EVT_N_CREATE: record a media creation request; its SOP Instance UID is ours when the SCU gave none."""
+    req = cast(N_CREATE, event.request)
+    asked = str(req.AffectedSOPInstanceUID) if req.AffectedSOPInstanceUID else None
+
+    def run(calling: str, settings: Any) -> tuple[mcm.Answer, str, Dataset | None]:
+        answer = mcm.create(event.attribute_list, uid=asked, calling_aet=calling, settings=settings,
+                            output=settings.output or live.config.burn.output, index=shared.index, lock=shared.lock)
+        reply = None
+        if answer.status == mcm.SUCCESS and asked is None:
+            reply = Dataset()
+            reply.AffectedSOPInstanceUID = answer.uid  # pynetdicom moves it into the response (PS3.7 10.1.5.1.4)
+        return answer, answer.uid or asked or "", reply
+
+    return _requests(event, shared, live, "N-CREATE", run)
+
+
+def handle_n_action(event: Event, shared: SharedIndex, live: Live) -> _Reply:
+    """EVT_N_ACTION: 1 Initiate Media Creation, 2 Cancel Media Creation."""
+    req = cast(N_ACTION, event.request)
+    uid = str(req.RequestedSOPInstanceUID)
+    info = event.action_information if req.ActionInformation is not None else None
+
+    def run(calling: str, settings: Any) -> tuple[mcm.Answer, str, Dataset | None]:
+        return mcm.action(uid, int(req.ActionTypeID or 0), info, settings=settings, index=shared.index,
+                          lock=shared.lock), uid, None
+
+    return _requests(event, shared, live, f"N-ACTION {req.ActionTypeID}", run)
+
+
+def handle_n_get(event: Event, shared: SharedIndex, live: Live) -> _Reply:
+    """EVT_N_GET: Execution Status, its Info, the media made, the instances that failed."""
+    req = cast(N_GET, event.request)
+    uid = str(req.RequestedSOPInstanceUID)
+    listed = req.AttributeIdentifierList
+    wanted = [int(t) for t in (listed if isinstance(listed, list) else [listed] if listed is not None else [])]
+
+    def run(calling: str, settings: Any) -> tuple[mcm.Answer, str, Dataset | None]:
+        answer = mcm.get(uid, wanted, index=shared.index, lock=shared.lock)
+        return answer, uid, answer.reply
+
+    return _requests(event, shared, live, "N-GET", run)
+
+
+def evt_handlers(spool: Spool, index: SharedIndex, live: Live) -> list[Any]:
     """The handlers of one receiver process, their collaborators bound as pynetdicom's third element."""
-    return [
+    handlers: list[Any] = [
         (evt.EVT_REQUESTED, handle_requested, [live]),
         (evt.EVT_REJECTED, handle_rejected, [live]),
         (evt.EVT_C_STORE, handle_store, [spool, index, live]),
         (evt.EVT_CONN_CLOSE, handle_closed, [live]),
     ]
+    if live.config.mcm is not None:
+        handlers += [(evt.EVT_N_CREATE, handle_n_create, [index, live]),
+                     (evt.EVT_N_ACTION, handle_n_action, [index, live]),
+                     (evt.EVT_N_GET, handle_n_get, [index, live])]
+    return handlers
 
