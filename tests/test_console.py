@@ -194,7 +194,7 @@ def test_the_api_answers_what_the_cli_prints_and_acts_for_clerks_only(node: Cons
     viewer, clerk = node.token("vic"), node.token("cal")
     files = ct_series(tmp_path / "ct", 3, patient_id="P7", name="ROE^RICHARD")
     assert storescu(node, files).returncode == 0
-    node.wait_for(lambda: len(node.images()) == 1)
+    node.wait_for(lambda: len(node.volumes()) == 1)
     api = node.client()
     jobs = api.api("GET", "/api/jobs", viewer).json()
     assert jobs == json.loads(cli("jobs", "--config", node.config, "--json").out)
@@ -291,7 +291,7 @@ def test_volumes_are_found_by_study_date_and_accession_number(node: ConsoleNode,
                "new": ct_series(tmp_path / "new", 2, patient_id="P2", StudyDate="20260101", AccessionNumber="ACC-2")}
     for files in studies.values():
         assert storescu(node, files).returncode == 0
-    node.wait_for(lambda: len(node.images()) == 2)
+    node.wait_for(lambda: len(node.volumes()) == 2)
     by_patient = {v["studies"][0]["patient_id"]: v for v in json.loads(cli("volumes", "--config", node.config,
                                                                             "--json").out)}
     old, new = by_patient["P1"]["label"], by_patient["P2"]["label"]
@@ -328,7 +328,7 @@ def test_volumes_are_found_by_study_date_and_accession_number(node: ConsoleNode,
 def test_a_bad_study_date_is_refused_with_its_reason_and_changes_nothing(node: ConsoleNode, tmp_path: Path,
                                                                          date: str) -> None:
     assert storescu(node, ct_series(tmp_path / "ct", 1)).returncode == 0
-    node.wait_for(lambda: len(node.images()) == 1)
+    node.wait_for(lambda: len(node.volumes()) == 1)
     before = cli("volumes", "--config", node.config, "--json").out
     result = cli("volumes", "--config", node.config, "--date", date)
     assert result.code == 2 and "study date" in result.err and "Traceback" not in result.err, result.err
@@ -345,7 +345,7 @@ def test_a_bad_study_date_is_refused_with_its_reason_and_changes_nothing(node: C
 def test_a_volumes_label_record_is_kept_and_shown_on_its_page(node: ConsoleNode, tmp_path: Path) -> None:
     files = ct_series(tmp_path / "ct", 2, patient_id="L1", name="LABEL^LENA", StudyDescription="CHEST")
     assert storescu(node, files).returncode == 0
-    node.wait_for(lambda: len(node.images()) == 1)
+    node.wait_for(lambda: len(node.volumes()) == 1)
     (volume,) = json.loads(cli("volumes", "--config", node.config, "--json").out)
     record = volume["label_record"]
     assert record["patient_name"] == "LABEL LENA" and record["patient_id"] == "L1"

@@ -80,6 +80,11 @@ class Node:
     def images(self) -> list[Path]:
         return sorted(self.out.glob("*.iso")) if self.out.exists() else []
 
+    def volumes(self) -> list[dict[str, object]]:
+        """``medianode volumes --json``: the volumes the index records (an image is published before its
+        volume is recorded, so a test that reads the index waits on this, not on :meth:`images`)."""
+        return list(json.loads(cli("volumes", "--config", self.config, "--json").out))
+
     def wait_for(self, what: Callable[[], bool], timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while not what():
