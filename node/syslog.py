@@ -186,7 +186,8 @@ class Sender:
 
 def _closed(sock: ssl.SSLSocket) -> bool:
     """True when the collector closed the connection: readable, and end of stream or an error to read
-    (a TLS 1.3 session ticket is readable too, and leaves nothing to read: still open)."""
+    (TLS 1.3 session resumption data the collector sends is readable too, and leaves nothing to read:
+    still open)."""
     try:
         if not select.select([sock], [], [], 0)[0]:
             return False
