@@ -39,6 +39,19 @@ def receive(index: Index, paths: list[Path], *, route: str, at: float) -> None:
                                     str(p), p.stat().st_size, "CT1", "BURN", route, at))
 
 
+def open_index(tmp_path: Path) -> Index:
+    """The index in ``tmp_path/var``, make_config's data_dir."""
+    (tmp_path / "var").mkdir(exist_ok=True)
+    return Index(tmp_path / "var" / "index.sqlite")
+
+
+def burn_one_study(config: Config, index: Index, files: list[Path]) -> None:
+    """``files`` received on the first route at t = 1000, their job cut once they are quiet, and built."""
+    receive(index, files, route=settings(config.routes[0]), at=1000.0)
+    schedule(index, config, now=1031.0)
+    Worker(index, lambda: config).run_pending()
+
+
 def iso_files(iso: Path) -> list[str]:
     p = subprocess.run(["xorriso", "-indev", str(iso), "-find", "/DICOM", "-type", "f"],
                        capture_output=True, text=True, check=True)
@@ -47,8 +60,7 @@ def iso_files(iso: Path) -> list[str]:
 
 def test_a_quiet_study_becomes_one_volume(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    (tmp_path / "var").mkdir()
-    index = Index(tmp_path / "var" / "index.sqlite")
+    index = open_index(tmp_path)
     route = settings(config.routes[0])
     receive(index, ct_series(tmp_path / "spool", 5), route=route, at=1000.0)
 
@@ -67,14 +79,11 @@ def test_a_quiet_study_becomes_one_volume(tmp_path: Path) -> None:
 
 def test_late_arrival_supersedes_with_the_whole_study(tmp_path: Path) -> None:
     config = make_config(tmp_path, copies=2)
-    (tmp_path / "var").mkdir()
-    index = Index(tmp_path / "var" / "index.sqlite")
+    index = open_index(tmp_path)
     route = settings(config.routes[0])
     first = ct_series(tmp_path / "spool", 3)
     study = dcmread(first[0]).StudyInstanceUID
-    receive(index, first, route=route, at=1000.0)
-    schedule(index, config, now=1031.0)
-    Worker(index, lambda: config).run_pending()
+    burn_one_study(config, index, first)
 
     late = ct_series(tmp_path / "late", 1, study_uid=study)  # a dose SR hours later, say
     receive(index, late, route=route, at=5000.0)
@@ -90,8 +99,7 @@ def test_late_arrival_supersedes_with_the_whole_study(tmp_path: Path) -> None:
 
 def test_a_study_recovered_at_start_up_waits_a_full_quiet_period_from_the_restart(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    (tmp_path / "var").mkdir()
-    index = Index(tmp_path / "var" / "index.sqlite")
+    index = open_index(tmp_path)
     receive(index, ct_series(tmp_path / "spool", 2), route=settings(config.routes[0]), at=1000.0)
     assert index.quiet_from(5000.0) == 1  # the node restarts long after the last arrival
     assert schedule(index, config, now=5029.0) == []  # the sender that was cut off may resume
@@ -101,14 +109,11 @@ def test_a_study_recovered_at_start_up_waits_a_full_quiet_period_from_the_restar
 def burned_then_let_go(tmp_path: Path) -> tuple[Config, Index, str, str]:
     """A study of 3 burned, then dropped from the spool by housekeeping: (config, index, route, study UID)."""
     config = make_config(tmp_path)
-    (tmp_path / "var").mkdir()
-    index = Index(tmp_path / "var" / "index.sqlite")
+    index = open_index(tmp_path)
     route = settings(config.routes[0])
     first = ct_series(tmp_path / "spool", 3)
     study = str(dcmread(first[0]).StudyInstanceUID)
-    receive(index, first, route=route, at=1000.0)
-    schedule(index, config, now=1031.0)
-    Worker(index, lambda: config).run_pending()
+    burn_one_study(config, index, first)
     assert clean_spool(index, config, now=1000.0 + 365 * 86400) == 3 and not any(p.exists() for p in first)
     return config, index, route, study
 
@@ -155,12 +160,9 @@ def test_reburn_combines_what_it_can_and_names_what_it_cannot(tmp_path: Path) ->
     from tests.conftest import cli
 
     config = make_config(tmp_path)
-    (tmp_path / "var").mkdir()
-    index = Index(tmp_path / "var" / "index.sqlite")
+    index = open_index(tmp_path)
     files = ct_series(tmp_path / "spool", 3)
-    receive(index, files, route=settings(config.routes[0]), at=1000.0)
-    schedule(index, config, now=1031.0)
-    Worker(index, lambda: config).run_pending()
+    burn_one_study(config, index, files)
     [volume] = index.volumes()
     Path(volume.paths[0]).unlink()
     files[0].unlink()
@@ -179,8 +181,7 @@ def test_reburn_combines_what_it_can_and_names_what_it_cannot(tmp_path: Path) ->
 def two_studies_of_one_patient(tmp_path: Path) -> tuple[Config, Index, str]:
     """A route grouping by patient, and two studies of one patient received on it: (config, index, route)."""
     config = make_config(tmp_path, group="patient")
-    (tmp_path / "var").mkdir()
-    index = Index(tmp_path / "var" / "index.sqlite")
+    index = open_index(tmp_path)
     route = settings(config.routes[0])
     receive(index, ct_series(tmp_path / "a", 2), route=route, at=1000.0)
     receive(index, ct_series(tmp_path / "b", 3), route=route, at=1001.0)
@@ -198,8 +199,7 @@ def test_patient_group_packs_studies_onto_one_volume(tmp_path: Path) -> None:
 
 def test_store_route_makes_no_job(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    (tmp_path / "var").mkdir()
-    index = Index(tmp_path / "var" / "index.sqlite")
+    index = open_index(tmp_path)
     receive(index, ct_series(tmp_path / "s", 2), route=STORE_ONLY, at=1000.0)
     assert schedule(index, config, now=2000.0) == []
     assert index.receiving(since=0) == []  # settled, not waiting forever
@@ -207,8 +207,7 @@ def test_store_route_makes_no_job(tmp_path: Path) -> None:
 
 def test_a_failed_job_says_why_and_can_be_retried(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    (tmp_path / "var").mkdir()
-    index = Index(tmp_path / "var" / "index.sqlite")
+    index = open_index(tmp_path)
     paths = ct_series(tmp_path / "spool", 2)
     receive(index, paths, route=settings(config.routes[0]), at=1000.0)
     [job] = schedule(index, config, now=1031.0)
@@ -227,9 +226,8 @@ def test_a_failed_job_says_why_and_can_be_retried(tmp_path: Path) -> None:
 
 def test_restart_requeues_and_cleans_partial_output(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    (tmp_path / "var").mkdir()
     (tmp_path / "out").mkdir()
-    index = Index(tmp_path / "var" / "index.sqlite")
+    index = open_index(tmp_path)
     receive(index, ct_series(tmp_path / "spool", 2), route=settings(config.routes[0]), at=1000.0)
     [job] = schedule(index, config, now=1031.0)
     index.claim_job()  # the crash happens while it builds
@@ -243,12 +241,9 @@ def test_restart_requeues_and_cleans_partial_output(tmp_path: Path) -> None:
 
 def test_spool_is_cleaned_after_retention_but_not_before(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    (tmp_path / "var").mkdir()
-    index = Index(tmp_path / "var" / "index.sqlite")
+    index = open_index(tmp_path)
     paths = ct_series(tmp_path / "spool", 2)
-    receive(index, paths, route=settings(config.routes[0]), at=1000.0)
-    schedule(index, config, now=1031.0)
-    Worker(index, lambda: config).run_pending()
+    burn_one_study(config, index, paths)
     assert clean_spool(index, config, now=1000.0 + 3600) == 0  # retention is 24 h
     assert clean_spool(index, config, now=1000.0 + 25 * 3600) == 2
     assert not any(os.path.exists(p) for p in paths)
@@ -263,8 +258,7 @@ def test_jobs_and_volumes_commands(tmp_path: Path) -> None:
     path.write_text(f"node: {{data_dir: {tmp_path / 'var'}}}\nburn: {{output: {tmp_path / 'out'}}}\n"
                     "routes:\n  - {match: {called_aet: BURN}, action: burn}\n")
     config = load_config(path)
-    (tmp_path / "var").mkdir()
-    index = Index(tmp_path / "var" / "index.sqlite")
+    index = open_index(tmp_path)
     paths = ct_series(tmp_path / "spool", 2)
     receive(index, paths, route=settings(config.routes[0]), at=1000.0)
     [job] = schedule(index, config, now=1031.0)

@@ -293,11 +293,10 @@ def test_users_add_as_a_process_reads_the_password_from_a_pipe(tmp_path: Path, n
 
 def test_retry_cancel_and_reburn_with_copies_from_the_command_line_are_audited(
         tmp_path: Path, node_yaml: Path) -> None:
-    from tests.test_jobs import receive, settings
+    from tests.test_jobs import open_index, receive, settings
 
     config = load_config(node_yaml)
-    (tmp_path / "var").mkdir()
-    index = Index(tmp_path / "var" / "index.sqlite")
+    index = open_index(tmp_path)
     try:
         lost = ct_series(tmp_path / "spool-lost", 1)
         receive(index, lost, route=settings(config.routes[0]), at=1000.0)
