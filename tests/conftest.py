@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import redirect_stderr
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -277,3 +277,16 @@ def pki(tmp_path: Path) -> Path:
     certificate(d, "client", "IP:127.0.0.1")
     certificate(d, "expired", "IP:127.0.0.1", expired=True)
     return d
+
+
+@contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted on the new folder ``where`` for the block (tests run as root, as CI does):
+    a disk that fills up."""
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)]).returncode:
+        pytest.fail("cannot mount a tmpfs: the tests need root")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=True)

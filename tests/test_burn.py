@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from pydicom.fileset import FileSet
 
 from node import dicom, pixels
 from node.media import udf
-from tests.conftest import PEER_ENV, StoreSCP, bundled, cli, cli_process, ct_series, need
+from tests.conftest import PEER_ENV, StoreSCP, bundled, cli, cli_process, ct_series, need, tmpfs
 
 #: pydicom's real-world files, one per SOP Instance UID: CT, MR, RGB, multi-frame, palette,
 #: JPEG / J2K / RLE / Deflate / Big Endian / Implicit VR inputs, SR, ECG, RT.
@@ -343,16 +344,10 @@ def test_existing_output_is_never_overwritten(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def small_fs(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A 2 MB tmpfs (tests run as root, as CI does)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)]).returncode:
-        pytest.fail("cannot mount a tmpfs: the tests need root")
-    try:
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MB tmpfs."""
+    with tmpfs(tmp_path / "small", "2m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 @pytest.mark.parametrize("fmt", ["iso", "folder"])

@@ -24,7 +24,7 @@ from pydicom.uid import CTImageStorage, DeflatedExplicitVRLittleEndian, Explicit
 from node import dcmio, dicom
 from node.read.check import check_medium
 from node.read.importer import import_medium
-from tests.conftest import PEER_ENV, StoreSCP, bundled, ct_series, need
+from tests.conftest import PEER_ENV, StoreSCP, bundled, ct_series, need, tmpfs
 from tests.test_check import CONTENT, build, sample, xorriso
 from tests.test_import import big_instance, outcome, to
 from tests.test_receive import Node as Receivers
@@ -205,15 +205,9 @@ def test_reading_a_200_mb_instance_from_a_medium_costs_little_memory(tmp_path: P
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 16 MiB tmpfs the test mounts (we are root, as CI is) to hold the node's data_dir."""
-    where = tmp_path / "var"
-    where.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)]).returncode:
-        pytest.fail("cannot mount a tmpfs: the tests need root")
-    try:
+    """A 16 MiB tmpfs to hold the node's data_dir."""
+    with tmpfs(tmp_path / "var", "16m") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=True)
 
 
 def test_a_disk_that_fills_mid_transfer_is_answered_out_of_resources(tmp_path: Path, small_disk: Path) -> None:
