@@ -1,0 +1,111 @@
+"""The conformance statement's claims, read back against what the node does: the keys the configuration
+parser accepts, the profiles ``burn`` writes and ``check`` / ``import`` read, the codes written into the
+files of a medium. Each test is driven by the statement's own tables and by the code's, so a key, a
+profile or a code added later is checked too."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pydicom
+import pytest
+import yaml
+
+from node import conformance
+from node.config import parse_config
+from node.errors import ConfigError
+from tests.conftest import ct_series
+from tests.test_conformance import rows
+
+PROBE = "zzz_probe"
+
+
+@pytest.fixture(scope="module")
+def statement() -> str:
+    return conformance.render()
+
+
+# -- configuration keys -----------------------------------------------------------------------------------
+
+
+def _refusal(doc: object) -> str:
+    """The message :func:`node.config.parse_config` refuses ``doc`` with ("" when it takes it)."""
+    try:
+        parse_config(yaml.safe_dump(doc), source="probe.yaml")
+    except ConfigError as refused:
+        return str(refused)
+    return ""
+
+
+def _nest(path: list[str], leaf: dict[str, object]) -> object:
+    """The document that puts ``leaf`` at ``path`` (``[]`` a list item, ``output{kind}`` an output mapping)."""
+    doc: object = leaf
+    for part in reversed(path):
+        kind = re.fullmatch(r"(\w+)\{(\w+)\}", part)
+        if part == "[]":
+            doc = [doc]
+        elif kind:
+            doc = {kind.group(1): {"kind": kind.group(2), **doc}} if isinstance(doc, dict) else doc
+        else:
+            doc = {part: doc}
+    return doc
+
+
+def _dotted(path: list[str]) -> str:
+    return ".".join(path).replace(".[]", "[]")
+
+
+def _spot(path: list[str]) -> str:
+    """How the parser's messages name ``path``: list items numbered, output kinds left out."""
+    return re.escape(re.sub(r"\{\w+\}", "", _dotted(path).replace("[]", "[0]")))
+
+
+def accepted_keys(path: list[str] | None = None) -> set[str]:
+    """Every key path the parser accepts under ``path``, found by asking it: a mapping with an unknown key
+    is refused with the list of known ones, and an output mapping without ``kind`` with the kinds."""
+    path = path or []
+    found: set[str] = set()
+    message = _refusal(_nest(path, {PROBE: 1}))
+    known = re.search(rf"(?:^|\s){_spot(path)}{'.' if path else ''}{PROBE}: unknown key \(known: ([^)]*)\)", message)
+    assert known, f"{_dotted(path)}: {message}"
+    for key in known.group(1).split(", "):
+        below = [*path, key]
+        found.add(_dotted(below))
+        for attempt in (below, [*below, "[]"]):
+            message = _refusal(_nest(attempt, {PROBE: 1}))
+            spot = _spot(attempt)
+            if re.search(rf"(?:^|\s){spot}\.{PROBE}: unknown key", message):
+                found |= accepted_keys(attempt)
+                break
+            kinds = re.search(rf"(?:^|\s){spot}\.kind: required key is missing \(one of ([^)]*)\)", message)
+            if kinds:
+                for kind in kinds.group(1).split(", "):
+                    found |= accepted_keys([*path, f"{key}{{{kind}}}"])
+                break
+    return found
+
+
+def as_listed(key: str) -> str:
+    """A probed key as the statement's Parameters name it: an output's keys are ``output[KIND].KEY``."""
+    kind = re.search(r"\w+\{(\w+)\}\.(\w+)$", key)
+    if kind:
+        return "output.kind" if kind.group(2) == "kind" else f"output[{kind.group(1)}].{kind.group(2)}"
+    return key
+
+
+def test_every_key_the_parser_accepts_is_documented_with_a_meaning(statement: str) -> None:
+    accepted = {as_listed(k) for k in accepted_keys()}
+    documented = {r[0].strip("`"): r[2] for r in rows(statement, "Parameters", "Key")}
+    assert {"node.ae_title", "routes[].match.called_aet", "output[xorriso].device", "audit.syslog.host"} <= accepted
+    assert accepted - set(documented) == set(), "accepted by the parser but not in the statement"
+    assert set(documented) - accepted == set(), "in the statement but refused by the parser"
+    assert [k for k, meaning in documented.items() if not meaning.strip()] == [], "keys without a meaning"
+
+
+def test_the_statement_speaks_of_the_product_only(statement: str) -> None:
+    assert re.findall(r"(?i)\b(issues?|tickets?|helpers?|todo)\b", statement) == []
+    assert re.findall(r":\w+:`", statement) == [], "no Sphinx roles"
+    workers = next(r for r in rows(statement, "Parameters", "Key") if r[0] == "`node.workers`")
+    assert "SO_REUSEPORT" not in workers[2] and "one listening socket" in workers[2]
