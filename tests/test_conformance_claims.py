@@ -16,7 +16,7 @@ import yaml
 from node import conformance
 from node.config import parse_config
 from node.errors import ConfigError
-from tests.conftest import ct_series
+from tests.conftest import cli, ct_series
 from tests.test_conformance import rows
 
 PROBE = "zzz_probe"
@@ -109,3 +109,41 @@ def test_the_statement_speaks_of_the_product_only(statement: str) -> None:
     assert re.findall(r":\w+:`", statement) == [], "no Sphinx roles"
     workers = next(r for r in rows(statement, "Parameters", "Key") if r[0] == "`node.workers`")
     assert "SO_REUSEPORT" not in workers[2] and "one listening socket" in workers[2]
+
+
+# -- coded terminology ------------------------------------------------------------------------------------
+
+
+def _codes_in(ds: pydicom.Dataset) -> set[tuple[str, str]]:
+    found = set()
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                if "CodeValue" in item:
+                    found.add((str(item.CodeValue), str(item.CodingSchemeDesignator)))
+                found |= _codes_in(item)
+    return found
+
+
+def test_a_burn_writes_exactly_the_codes_the_statement_lists(statement: str, tmp_path: Path) -> None:
+    standard = rows(statement, "Context Groups", "Context Group")
+    private = rows(statement, "Private Code Definitions", "Coding Scheme Designator")
+    listed = {(r[1].strip("`"), r[2]) for r in standard} | {(r[1].strip("`"), r[0]) for r in private}
+    [src] = ct_series(tmp_path / "ct", 1, size=32)
+    ds = pydicom.dcmread(src)
+    received = pydicom.Dataset()
+    received.CodeValue, received.CodingSchemeDesignator, received.CodeMeaning = "X1", "99PEER", "a peer's code"
+    for row in private:  # each sequence whose codes the statement says a dummy replaces
+        for where in re.findall(r"\(([0-9A-F]{4}),([0-9A-F]{4})\)", row[3]):
+            ds.add_new(int("".join(where), 16), "SQ", [received])
+    ds.save_as(src)
+    lossy = next(r[0].strip("`") for r in rows(statement, "Compression", "Value")
+                 if r[2] == "lossy" and "STD-GEN-DVD-J2K" in r[4])
+    result = cli("burn", tmp_path / "ct", "--out", tmp_path / "out", "--format", "folder", "--profile",
+                 "STD-GEN-DVD-J2K", "--compress", lossy, "--deidentify", "--json")
+    assert result.code == 0, result.err
+    written: set[tuple[str, str]] = set()
+    for path in (tmp_path / "out" / "DICOM").rglob("*"):
+        if path.is_file():
+            written |= _codes_in(pydicom.dcmread(path))
+    assert written == listed
