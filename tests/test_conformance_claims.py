@@ -16,7 +16,7 @@ import yaml
 from node import conformance
 from node.config import parse_config
 from node.errors import ConfigError
-from tests.conftest import cli, ct_series
+from tests.conftest import StoreSCP, cli, ct_series
 from tests.test_conformance import rows
 
 PROBE = "zzz_probe"
@@ -147,3 +147,33 @@ def test_a_burn_writes_exactly_the_codes_the_statement_lists(statement: str, tmp
         if path.is_file():
             written |= _codes_in(pydicom.dcmread(path))
     assert written == listed
+
+
+# -- media: the profiles each role takes ------------------------------------------------------------------
+
+
+def test_each_profile_is_written_and_read_as_the_statement_says(statement: str, storescp: StoreSCP,
+                                                               tmp_path: Path) -> None:
+    creator = {r[0]: r for r in rows(statement, "File-set Creator", "Application Profile")}
+    reader = rows(statement, "File-set Reader", "Application Profile")
+    checked = {r[0] for r in reader if r[1] == "Check medium"}
+    imported = {r[0] for r in reader if r[1] == "Import medium"}
+    assert all(r[1:3] == ["Create medium", "FSC"] for r in creator.values())
+    refused = cli("burn", tmp_path, "--out", tmp_path / "x.iso", "--profile", "STD-GEN-NONE")
+    assert refused.code == 2 and all(name in refused.err for name in creator), refused.err
+    ct_series(tmp_path / "ct", 1, size=16)
+    for name, row in creator.items():
+        out = tmp_path / name / ("medium" if "folder" in row[4] else "medium.iso")
+        out.parent.mkdir()
+        burned = cli("burn", tmp_path / "ct", "--out", out, "--profile", name)
+        assert burned.code == 0, f"{name}: {burned.err}"
+        check = cli("check", out, "--json")
+        if name in checked:
+            assert check.code == 0 and json.loads(check.out)["instances"] == 1, f"{name}: {check.out}{check.err}"
+        else:  # refused with the reason the statement gives
+            [problem] = json.loads(check.out)["problems"]
+            reason = problem["problem"].removeprefix(f"{out}: ")
+            assert check.code == 1 and f"not read: {reason}" in statement, f"{name}: {check.out}"
+        sent = cli("import", out, "--to", f"{storescp.aet}@127.0.0.1:{storescp.port}", "--json")
+        assert (sent.code == 0 and json.loads(sent.out)["sent"] == 1) == (name in imported), f"{name}: {sent.err}"
+    assert len(storescp.received()) == (1 if imported else 0)  # the same instance from every medium

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from node import __version__, profiles
 from node.conformance.markdown import CONTENTS, table
+from node.conformance.probes import readable_profiles
 from node.conformance.tables import default_storage_classes
 
 
@@ -25,7 +26,7 @@ def overview() -> str:
     )
     media = table(
         ("Media Storage Application Profile", "Write Files (FSC or FSU)", "Read Files (FSR)"),
-        [(name, "FSC", "Yes") for name in profiles.PROFILES],
+        [(name, "FSC", "No" if why else "Yes") for name, why in readable_profiles().items()],
     )
     return (
         "## Conformance Statement Overview\n\n"

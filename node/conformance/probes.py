@@ -394,3 +394,35 @@ def _codes(ds: Any, where: tuple[str, ...] = ()) -> set[tuple[str, str, str, tup
 
 def _new_codes(before: Any, after: Any, when: str) -> list[Written]:
     return [Written(*code, when) for code in sorted(_codes(after) - _codes(before))]
+
+
+def readable_profiles() -> dict[str, str]:
+    """Profile -> "" when a medium :func:`node.media.build.burn` writes in it is read back whole by
+    :func:`node.read.check.check_medium` (what ``check`` and ``import`` read), else why not."""
+    from node.errors import MediumError
+    from node.media.build import burn
+    from node.read.check import check_medium
+
+    found = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        source = os.path.join(tmp, "source")
+        os.mkdir(source)
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.7")
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = UID("2.25.11")
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = "2.25.12", "2.25.13"
+        ds.PatientName, ds.PatientID, ds.StudyDate, ds.StudyTime, ds.StudyID = "DOE^J", "P1", "20260101", "1010", "1"
+        ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.ConversionType = "OT", "1", "1", "WSD"
+        ds.save_as(os.path.join(source, "sample.dcm"), enforce_file_format=True)
+        for name, profile in profiles.PROFILES.items():
+            out = os.path.join(tmp, name)
+            burn([source], out=out, profile=profile, fmt="folder" if profile.file_system == "folder" else "iso")
+            try:
+                report = check_medium(out)
+            except MediumError as exc:
+                found[name] = str(exc).removeprefix(out).lstrip(": ")
+                continue
+            found[name] = "" if report.ok and report.instances == 1 else "; ".join(p.problem for p in report.problems)
+    return found
