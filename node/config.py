@@ -292,7 +292,7 @@ class BurnConfig:
     output: Output = Path("./var/out")
     #: A study is burned once no instance of it has arrived for this long.
     study_stable_seconds: float = 30.0
-    #: Spooled instances are removed this long after their last job succeeded.
+    #: Spooled instances no job needs any more are removed this long after their study's last instance arrived.
     retention_hours: float = 24.0
     #: Make IHE PDI media wherever the route's profile allows it (a route's ``pdi`` decides for itself).
     pdi: bool = True

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from node import conformance
+from node.conformance import front
 from node.config import parse_config
 from node.errors import ConfigError
 from tests.conftest import StoreSCP, cli, ct_series
@@ -177,3 +178,21 @@ def test_each_profile_is_written_and_read_as_the_statement_says(statement: str, 
         sent = cli("import", out, "--to", f"{storescp.aet}@127.0.0.1:{storescp.port}", "--json")
         assert (sent.code == 0 and json.loads(sent.out)["sent"] == 1) == (name in imported), f"{name}: {sent.err}"
     assert len(storescp.received()) == (1 if imported else 0)  # the same instance from every medium
+
+
+# -- references -------------------------------------------------------------------------------------------
+
+
+def test_the_references_are_the_documents_the_statement_cites(statement: str) -> None:
+    listed = rows(statement, "References", "Document")
+    body = statement.replace(statement.split("References\n", 1)[1].split("\n## ", 1)[0], "")
+    for document, _ in listed:
+        pattern = next(p for p, (name, _) in front.DOCUMENTS.items() if name == document)
+        assert re.search(pattern, body), f"{document} is listed but never cited"
+    assert {"DICOM PS3.2", "DICOM PS3.11", "DICOM PS3.15", "seed"} <= {d for d, _ in listed}
+
+
+def test_a_citation_of_an_unknown_document_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(conformance, "SECTIONS", [front.introduction, lambda: "## A\n\nAs PS3.99 says.\n"])
+    with pytest.raises(ValueError, match=r"cited but not in DOCUMENTS .*: PS3\.99"):
+        conformance.render()

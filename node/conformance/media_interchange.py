@@ -205,6 +205,9 @@ after a drive's import.
 
 #### Augmented Application Profiles
 
+Each in the form of a PS3.11 profile: the SOP classes and transfer syntaxes it holds, and what the File-set
+Creator and Reader do with them.
+
 {chr(10).join(_augmented(p, readable[p.name]) for p in profiles.PROFILES.values() if p.augmented)}
 #### Private Application Profiles
 
