@@ -12,6 +12,7 @@ from pathlib import Path
 import pydicom
 import pytest
 import yaml
+from pynetdicom import AE
 
 from node import conformance
 from node.conformance import front
@@ -19,6 +20,7 @@ from node.config import parse_config
 from node.errors import ConfigError
 from tests.conftest import StoreSCP, cli, ct_series
 from tests.test_conformance import rows
+from tests.test_serve import Node
 
 PROBE = "zzz_probe"
 
@@ -196,3 +198,28 @@ def test_a_citation_of_an_unknown_document_is_refused(monkeypatch: pytest.Monkey
     monkeypatch.setattr(conformance, "SECTIONS", [front.introduction, lambda: "## A\n\nAs PS3.99 says.\n"])
     with pytest.raises(ValueError, match=r"cited but not in DOCUMENTS .*: PS3\.99"):
         conformance.render()
+
+
+# -- the Storage SCP's statuses ---------------------------------------------------------------------------
+
+
+def test_the_scp_answers_the_statuses_the_statement_lists_for_what_happened(statement: str, tmp_path: Path) -> None:
+    table = {int(r[0], 16): r[2] for r in rows(statement, "SOP Specific Conformance for Storage SOP Classes", "Status")}
+    node = Node(tmp_path, routes="routes:\n  - {match: {called_aet: REJECT}, action: reject}\n"
+                                 "  - {match: {called_aet: MEDIANODE}, action: store}\n")
+    [ct] = ct_series(tmp_path / "ct", 1, size=8)
+    ds = pydicom.dcmread(ct)
+    node.start()
+    try:
+        answered = {}
+        for called in ("MEDIANODE", "REJECT"):
+            ae = AE(ae_title="CT1")
+            ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+            assoc = ae.associate("127.0.0.1", node.port, ae_title=called)
+            assert assoc.is_established, called
+            answered[called] = int(assoc.send_c_store(ds).Status)
+            assoc.release()
+    finally:
+        node.stop()
+    assert set(answered.values()) <= set(table)
+    assert "spool" in table[answered["MEDIANODE"]] and "reject route" in table[answered["REJECT"]]
