@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from node import __version__, profiles
+from node import __version__
 from node.conformance.markdown import CONTENTS, table
 from node.conformance.probes import readable_profiles
 from node.conformance.tables import default_storage_classes
@@ -73,7 +73,8 @@ def introduction() -> str:
         "Integrators and buyers who connect medianode to modalities, PACS and media, and who know the "
         "DICOM Standard.\n\n"
         "### Remarks\n\n"
-        "This statement follows the layout of PS3.2 Annex A. It is generated from the tables the program itself runs on (`medianode conformance`), "
+        "This statement follows the layout of PS3.2 Annex A. It is generated from the tables the program "
+        "itself runs on (`medianode conformance`), "
         "and a test regenerates it and compares, so it describes this version exactly. It does not replace "
         "testing against the peers of a site. Where a table says \"default configuration\", the "
         "configuration keys of [Configuration](#configuration) change it.\n\n"
@@ -98,7 +99,8 @@ DOCUMENTS: dict[str, tuple[str, str]] = {
     r"PS3\.12\b": ("DICOM PS3.12", "Media Formats and Physical Media for Media Interchange"),
     r"PS3\.15\b": ("DICOM PS3.15", "Security and System Management Profiles"),
     r"PS3\.16\b": ("DICOM PS3.16", "Content Mapping Resource"),
-    r"IHE RAD TF": ("IHE RAD TF", "IHE Radiology Technical Framework (Portable Data for Imaging, Import Reconciliation)"),
+    r"IHE RAD TF": ("IHE RAD TF", "IHE Radiology Technical Framework (Portable Data for Imaging, "
+                                  "Import Reconciliation)"),
     r"\bIHE ATNA\b": ("IHE ITI TF", "IHE IT Infrastructure Technical Framework (Audit Trail and Node Authentication)"),
     r"ECMA-119": ("ECMA-119", "Volume and File Structure of CDROM for Information Interchange (ISO 9660)"),
     r"ECMA-167": ("ECMA-167", "Volume and File Structure for Write-Once and Rewritable Media (ISO/IEC 13346)"),
@@ -108,8 +110,9 @@ DOCUMENTS: dict[str, tuple[str, str]] = {
     r"RFC 5425": ("RFC 5425", "Transport Layer Security (TLS) Transport Mapping for Syslog"),
     r"RFC 5426": ("RFC 5426", "Transmission of Syslog Messages over UDP"),
     r"RFC 3881": ("RFC 3881", "Security Audit and Access Accountability Message XML Data Definitions"),
-    r"\bseed\b": ("seed", "the DICOM Conformance Statement of the media products medianode replaces (Merge Unity "
-                           "Media: Guardian, Media Ambassador, Universal Manager), whose tables and appendices it keeps to"),
+    r"\bseed\b": ("seed", "the DICOM Conformance Statement of the media products medianode replaces (Merge "
+                           "Unity Media: Guardian, Media Ambassador, Universal Manager), whose tables and "
+                           "appendices it keeps to"),
 }
 #: What a citation looks like, to find those :data:`DOCUMENTS` lacks.
 _CITATION = re.compile(r"PS3\.\d+|RFC \d+|ECMA-\d+|IHE [A-Z]+ TF")

@@ -30,6 +30,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 from node import dicom, pixels, profiles
 from node.conformance.markdown import tag_name_of
 from node.media import capture, compress, deidentify, uids
+from node.media.basic_profile import BASIC_PROFILE
 from node.syntaxes import SYNTAXES, by_name, by_uid
 from node.tags import PIXEL_DATA
 
@@ -365,7 +366,7 @@ def written_codes() -> list[Written]:
             compress.compress(ds, choice, new_sop_uid="2.25.2")
             found += _new_codes(sample, ds, "an image compressed lossily")
             break
-    coded = next(t for t in sorted(deidentify.BASIC_PROFILE) if deidentify.action(t) not in ("X", "Z", "X/Z", "U")
+    coded = next(t for t in sorted(BASIC_PROFILE) if deidentify.action(t) not in ("X", "Z", "X/Z", "U")
                  and dictionary_VR(t) == "SQ" and (keyword_for_tag(t) or "").endswith("CodeSequence"))
     sample = Dataset()
     sample.SOPClassUID, sample.SOPInstanceUID, sample.PatientID = "1.2.840.10008.5.1.4.1.1.2", "2.25.3", "P"

@@ -96,7 +96,7 @@ def _section(hint: Any) -> tuple[type[Any] | None, bool]:
         return inner, inner is not None
     if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
         return _section(args[0])
-    return (hint, False) if dataclasses.is_dataclass(hint) else (None, False)
+    return (hint, False) if isinstance(hint, type) and dataclasses.is_dataclass(hint) else (None, False)
 
 
 def _default(path: str, f: dataclasses.Field[Any]) -> str:
