@@ -19,7 +19,7 @@ from node.conformance import front
 from node.config import parse_config
 from node.errors import ConfigError
 from tests.conftest import StoreSCP, cli, ct_series
-from tests.test_conformance import rows
+from tests.test_conformance import claimed_identity, rows
 from tests.test_serve import Node
 
 PROBE = "zzz_probe"
@@ -223,3 +223,15 @@ def test_the_scp_answers_the_statuses_the_statement_lists_for_what_happened(stat
         node.stop()
     assert set(answered.values()) <= set(table)
     assert "spool" in table[answered["MEDIANODE"]] and "reject route" in table[answered["REJECT"]]
+
+
+def test_every_file_written_carries_the_identity_the_statement_claims(statement: str, tmp_path: Path) -> None:
+    assert "Every file the File-set Creator writes, the DICOMDIR included" in statement
+    ct_series(tmp_path / "ct", 2, size=8)
+    assert cli("burn", tmp_path / "ct", "--out", tmp_path / "out", "--format", "folder").code == 0
+    files = [tmp_path / "out" / "DICOMDIR", *(p for p in (tmp_path / "out" / "DICOM").rglob("*") if p.is_file())]
+    assert len(files) == 3  # the DICOMDIR and two instances
+    for path in files:
+        meta = pydicom.dcmread(path).file_meta
+        assert (meta.ImplementationClassUID, meta.ImplementationVersionName) == claimed_identity(statement), path
+        assert "SourceApplicationEntityTitle" not in meta

@@ -130,8 +130,11 @@ def _coded_terminology() -> str:
             private.append((code.scheme, f"`{code.value}`", code.meaning, f"{code.when}: replaces the items of a "
                             f"code sequence the Basic Profile gives a dummy (D), such as {_attribute(code.where)}"))
         else:
-            standard.append((CONTEXT_GROUPS[code.where[-1]], f"`{code.value}`", code.scheme, code.meaning,
-                             _attribute(code.where), code.when))
+            group = CONTEXT_GROUPS.get(code.where[-1])
+            if group is None:
+                raise ValueError(f"{code.value} ({code.scheme}) is written in {code.where[-1]}: name its context "
+                                 "group in CONTEXT_GROUPS (node/conformance/annexes.py)")
+            standard.append((group, f"`{code.value}`", code.scheme, code.meaning, _attribute(code.where), code.when))
     return f"""### Coded Terminology and Templates
 
 #### Context Groups

@@ -130,8 +130,10 @@ medium (disc, /dev/sr0, .iso, folder) --> File-set Reader --> check report; impo
 
 #### File Meta Information Options
 
-The DICOMDIR carries the Implementation Class UID and Version Name of
-[Implementation Identifying Information](#implementation-identifying-information).
+Every file the File-set Creator writes, the DICOMDIR included, carries in its File Meta Information the
+Implementation Class UID and Version Name of
+[Implementation Identifying Information](#implementation-identifying-information), and no Source
+Application Entity Title (0002,0016).
 
 ### AE Specifications
 
