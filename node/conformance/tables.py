@@ -118,8 +118,15 @@ def _prose(comment: str) -> str:
 
 
 def _shown(value: object) -> str:
-    if value is None or value == ():
+    """A default as YAML would write it.
+
+    >>> [_shown(v) for v in (None, "", True, (Path("/media"), Path("/run/media")), Path("var"))]
+    ['(none)', '(none)', 'true', '/media, /run/media', './var']
+    """
+    if value is None or value == () or value == "":
         return "(none)"
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, tuple):
         return ", ".join(str(v) for v in value)
     if isinstance(value, Path):
