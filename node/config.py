@@ -59,8 +59,11 @@ Takes = Literal["image", "tree", "any"]
 class TLS:
     """TLS for the Storage SCP (PS3.15 B.9): our certificate and key, the CA that signs callers."""
 
+    #: Our certificate (PEM), presented to every peer.
     certificate: Path
+    #: Its private key (PEM, unencrypted: a service cannot be asked for a pass phrase).
     key: Path
+    #: The CA (PEM) that must have signed every caller's certificate; None asks callers for none.
     ca: Path | None = None
 
 
@@ -92,9 +95,13 @@ MAX_COPIES = 99
 
 @dataclass(frozen=True)
 class NodeConfig:
+    #: Our AE title: the called AE title of the Storage SCP, and the calling one of our SCUs.
     ae_title: str = "MEDIANODE"
+    #: The address the Storage SCP listens on: an IP address, or a host name that resolves when the file is read.
     host: str = "127.0.0.1"
+    #: The TCP port the Storage SCP listens on.
     port: int = 11112
+    #: Where the spool, the index, temporary files and the audit log are kept.
     data_dir: Path = Path("./var")
     #: Calling AE titles allowed to associate from any address; empty (and no allowed_peers) means any.
     allowed_calling_aets: tuple[str, ...] = ()
@@ -102,7 +109,7 @@ class NodeConfig:
     allowed_peers: tuple[tuple[str, tuple[Network, ...]], ...] = ()
     #: Private storage SOP classes accepted besides pynetdicom's storage classes.
     extra_sop_classes: tuple[str, ...] = ()
-    #: Receiver processes sharing the port (SO_REUSEPORT).
+    #: Receiver processes; they share one listening socket, and the least busy accepts each new association.
     workers: int = 2
     #: Concurrent associations per receiver process.
     max_associations: int = 16
@@ -118,6 +125,7 @@ class NodeConfig:
     pdu_seconds: float = 30.0
     #: Connections one remote address may hold open, associated or not, across the receivers.
     max_connections_per_address: int = 16
+    #: TLS for the Storage SCP (PS3.15 B.9): ``{certificate, key, ca}``; None is plain TCP.
     tls: TLS | None = None
     #: A group that may read the node's files (0640, folders 0750); none: only the node's user (0600, 0700).
     group: str | None = None
@@ -132,9 +140,13 @@ class NodeConfig:
 class Match:
     """What a route matches; an empty tuple matches anything. Values compare exactly (AE titles stripped)."""
 
+    #: Called AE titles (one or a list); empty matches any.
     called_aet: tuple[str, ...] = ()
+    #: Calling AE titles (one or a list); empty matches any.
     calling_aet: tuple[str, ...] = ()
+    #: Modalities (0008,0060) (one or a list); empty matches any.
     modality: tuple[str, ...] = ()
+    #: SOP Class UIDs (one or a list); empty matches any.
     sop_class: tuple[str, ...] = ()
 
 
@@ -151,9 +163,11 @@ class XorrisoOutput:
     speed: str | None = None
     #: Read the written bytes back and compare their SHA-256 with the image's.
     verify: bool = True
+    #: Eject the disc after each copy.
     eject: bool = False
     #: A failed copy is tried this many more times, each after ``retry_wait_seconds`` (a blank disc inserted).
     retries: int = 3
+    #: Seconds between a failed copy and its next try.
     retry_wait_seconds: float = 300.0
 
 
@@ -164,8 +178,11 @@ class PublisherOutput:
     kind: ClassVar[str] = "publisher"
     takes: ClassVar[Takes] = "image"
 
+    #: The robot's software: epson (TD Bridge, ``.JDF`` jobs) or rimage (``.NWP`` orders).
     vendor: Literal["epson", "rimage"]
+    #: The folder the robot takes its jobs from.
     hot_folder: Path
+    #: The discs the robot burns: CD, DVD or BD.
     media: Literal["CD", "DVD", "BD"] = "CD"
     #: The hot folder as the robot's own computer names it (``D:\\Order``); None: as we name it.
     robot_path: str | None = None
@@ -175,8 +192,11 @@ class PublisherOutput:
     label_template: str | None = None
     #: A job the robot has not finished after this long fails.
     timeout_seconds: float = 3600.0
+    #: How often the hot folder is read for the outcome of a job.
     poll_seconds: float = 5.0
+    #: A job the robot fails is given to it again this many more times.
     retries: int = 1
+    #: Seconds between a failed job and its next try.
     retry_wait_seconds: float = 300.0
 
 
@@ -187,8 +207,11 @@ class UsbOutput:
     kind: ClassVar[str] = "usb"
     takes: ClassVar[Takes] = "tree"
 
+    #: Where the USB volume is mounted; the file-set is written at its root.
     mount_point: Path
+    #: A failed copy is tried this many more times (an empty stick inserted).
     retries: int = 3
+    #: Seconds between a failed copy and its next try.
     retry_wait_seconds: float = 60.0
 
 
@@ -220,18 +243,22 @@ def output_from_settings(value: object) -> Output:
 
 @dataclass(frozen=True)
 class Route:
+    #: What the route matches: ``called_aet``, ``calling_aet``, ``modality``, ``sop_class``.
     match: Match
+    #: What becomes of the instances matched: burn, store or reject.
     action: Action
     #: Burn a study by this route too when its instances matched an earlier burn route (a backup disc
     #: beside the archive one); otherwise only the first burn route a study's instances matched burns it.
     also: bool = False
+    #: The application profile of the medium (STD-GEN-CD, ...).
     profile: str = "STD-GEN-CD"
-    #: A `--compress` value (none, jpeg-lossless, ...) for every modality not in ``compress_by_modality``.
+    #: A ``--compress`` value (none, jpeg-lossless, ...), or one per modality: ``{default: jpeg-lossless, MG: none}``.
     compress: str = "none"
-    #: (modality, compress) pairs: ``compress: {default: jpeg-lossless, MG: none}`` in YAML.
+    #: The per-modality values of ``compress``: (modality, compress) pairs.
     compress_by_modality: tuple[tuple[str, str], ...] = ()
-    #: Opt-ins: lossy compression of mammograms; 16-bit data squeezed into 8-bit JPEG.
+    #: Allow lossy compression of mammograms (``burn --allow-lossy-mammography``).
     lossy_mammography: bool = False
+    #: Allow values beyond a lossy process's precision to be scaled into it (``burn --allow-bit-reduction``).
     bit_reduction: bool = False
     #: New Study / Series / SOP Instance UIDs on the medium (the originals kept in a private block).
     new_uids: bool = False
@@ -239,16 +266,21 @@ class Route:
     deidentify: bool = False
     #: Let images flagged with Burned In Annotation onto a de-identified disc.
     burned_in_annotation: bool = False
+    #: Copies made of each medium.
     copies: int = 1
+    #: study: one medium per study; patient: the quiet studies of a patient packed onto as few media as they need.
     group: Group = "study"
+    #: The volume label, followed by the job's number; None: MEDIANODE.
     label: str | None = None
+    #: archive volumes are recorded in the index (and superseded by later ones); backup volumes are not.
     kind: VolumeKind = "archive"
     #: Where the media go; None means burn.output.
     output: Output | None = None
-    #: IHE PDI media (node.media.pdi): None means burn.pdi, where the profile allows it.
+    #: IHE PDI media; None means burn.pdi, where the profile allows it.
     pdi: bool | None = None
     #: PDI's Web Content Option (INDEX.HTM, IHE_PDI/) and a viewer folder copied onto the medium.
     web: bool = False
+    #: A viewer folder copied onto PDI media; the medium never starts it.
     viewer: Path | None = None
     #: Where in the file the route was written ("config/medianode.yaml:14"), for logs.
     where: str = ""
@@ -256,21 +288,27 @@ class Route:
 
 @dataclass(frozen=True)
 class BurnConfig:
+    #: Where media go: a folder of images, or a mapping naming an output kind (Outputs).
     output: Output = Path("./var/out")
+    #: A study is burned once no instance of it has arrived for this long.
     study_stable_seconds: float = 30.0
-    #: Spooled instances are removed this long after their last job succeeded.
+    #: Spooled instances no job needs any more are removed this long after their study's last instance arrived.
     retention_hours: float = 24.0
     #: Make IHE PDI media wherever the route's profile allows it (a route's ``pdi`` decides for itself).
     pdi: bool = True
     #: Who makes the media, for PDI's README.TXT and the label.
     institution: str = ""
+    #: How to reach the maker of the media (phone, address), for PDI's README.TXT and the label.
     contact: str = ""
 
 
 @dataclass(frozen=True)
 class Destination:
+    #: The destination Storage SCP's AE title.
     ae_title: str
+    #: Its host name or address.
     host: str
+    #: Its TCP port.
     port: int
     #: TLS with the destination (PS3.15 B.9): ``{ca, certificate, key}``; None is plain TCP.
     tls: ClientTLS | None = None
@@ -290,7 +328,9 @@ class Coercion:
     sent is :mod:`node.read.coerce`'s.
     """
 
+    #: Issuer of Patient ID (0010,0021) set in every instance imported.
     issuer_of_patient_id: str | None = None
+    #: Put before every non-empty Patient ID that ``patient_id_map`` does not map.
     patient_id_prefix: str | None = None
     #: (old, new) pairs, in the file's order; the old IDs are distinct.
     patient_id_map: tuple[tuple[str, str], ...] = ()
@@ -312,9 +352,13 @@ MATCH_ATTRIBUTES = ("name", "birth_date", "sex")
 class Worklist:
     """``import.reconcile.worklist``: a Modality Worklist SCP (C-FIND, PS3.4 K.6) that schedules imports."""
 
+    #: The Modality Worklist SCP's AE title.
     ae_title: str
+    #: Its host name or address.
     host: str
+    #: Its TCP port.
     port: int
+    #: TLS with it (PS3.15 B.9): ``{ca, certificate, key}``; None is plain TCP.
     tls: ClientTLS | None = None
     #: Scheduled Procedure Step Start Dates asked for: from this many days ago to as many ahead.
     days: int = 7
@@ -327,9 +371,13 @@ class PatientQuery:
     """``import.reconcile.patients``: a C-FIND SCP of the local archive (PS3.4 C.6), Study Root by
     default (many archives refuse Patient Root)."""
 
+    #: The archive's Query/Retrieve SCP's AE title.
     ae_title: str
+    #: Its host name or address.
     host: str
+    #: Its TCP port.
     port: int
+    #: TLS with it (PS3.15 B.9): ``{ca, certificate, key}``; None is plain TCP.
     tls: ClientTLS | None = None
     #: The query model: Study Root (study) or Patient Root (patient); studies are looked up with Study Root only.
     model: Literal["study", "patient"] = "study"
@@ -362,7 +410,9 @@ class Reconcile:
 class ImportConfig:
     """Where media are imported to, and what ``serve``'s watcher (:mod:`node.read.watcher`) looks at."""
 
+    #: A folder watched for media: an ``.iso`` file or a media folder dropped into it is imported.
     inbox: Path = Path("./var/inbox")
+    #: The Storage SCP media are imported into: ``{ae_title, host, port, tls}``; None imports nothing.
     destination: Destination | None = None
     #: Run the watcher in ``serve``. Absent (None) means: when a destination is set.
     watch: bool | None = None
@@ -373,6 +423,7 @@ class ImportConfig:
     drives: tuple[Path, ...] = ()
     #: A medium is imported once its size and times have not changed for this long.
     settle_seconds: float = 5.0
+    #: How often the inbox, the mount roots and the drives are looked at.
     poll_seconds: float = 2.0
     #: argv run after a drive's import, ``{device}`` replaced; None never ejects. Never a shell string.
     eject: tuple[str, ...] | None = None
@@ -396,10 +447,13 @@ SYSLOG_PORTS = {"udp": 514, "tls": 6514}
 class Syslog:
     """``audit.syslog``: the audit record repository (IHE ATNA) the audit messages are sent to."""
 
+    #: The audit record repository's host name or address.
     host: str
-    #: 0 means the protocol's own port (:data:`SYSLOG_PORTS`).
+    #: 0 means the protocol's own port: 514 for udp, 6514 for tls (:data:`SYSLOG_PORTS`).
     port: int = 0
+    #: udp (RFC 5426) or tls (RFC 5425).
     protocol: Literal["udp", "tls"] = "udp"
+    #: With protocol tls: ``{ca, certificate, key}``, the repository's certificate checked against ``ca``.
     tls: ClientTLS | None = None
 
     def __post_init__(self) -> None:
@@ -417,10 +471,13 @@ class AuditConfig:
 class ConsoleConfig:
     """``console:``: the web console ``serve`` runs beside the Storage SCP (:mod:`node.console`)."""
 
+    #: Where the console listens; a host other than loopback needs ``tls``.
     host: str = "127.0.0.1"
+    #: The console's TCP port.
     port: int = 8080
     #: HTTPS with our certificate and key (required for any host but loopback); None: plain HTTP.
     tls: TLS | None = None
+    #: Run the web console in ``serve``.
     enabled: bool = True
 
 
@@ -453,11 +510,17 @@ class MediaRequests:
 
 @dataclass(frozen=True)
 class Config:
+    #: The node's AE, where its Storage SCP listens and what it accepts.
     node: NodeConfig = field(default_factory=NodeConfig)
+    #: What every medium gets unless its route says otherwise.
     burn: BurnConfig = field(default_factory=BurnConfig)
+    #: What received studies become, tried in order: burn, store or reject.
     routes: tuple[Route, ...] = ()
+    #: Where media are imported to, and what ``serve``'s watcher looks at.
     imports: ImportConfig = field(default_factory=ImportConfig)
+    #: Where the audit trail goes besides ``data_dir/audit.jsonl``.
     audit: AuditConfig = field(default_factory=AuditConfig)
+    #: The web console ``serve`` runs beside the Storage SCP.
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     #: Media creation requests over DICOM; None: the SCP does not offer the service.
     mcm: MediaRequests | None = None

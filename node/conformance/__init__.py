@@ -39,4 +39,5 @@ SECTIONS: list[Callable[[], str]] = [
 def render() -> str:
     """The whole statement, as Markdown."""
     text = "\n".join(section() for section in SECTIONS)
+    text = text.replace(front.REFERENCES, front.references(text))
     return f"# {TITLE}\n\nmedianode {__version__}\n\n" + numbered(text)

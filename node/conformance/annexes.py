@@ -4,8 +4,10 @@ probes of :mod:`node.conformance.probes`."""
 
 from __future__ import annotations
 
+from pydicom.datadict import tag_for_keyword
+
 from node.conformance.markdown import table, tag, tag_name, tag_name_of
-from node.conformance.probes import Coerced, compression_coercions, created_attributes, private_block
+from node.conformance.probes import Coerced, compression_coercions, created_attributes, private_block, written_codes
 from node.media import compress, uids
 from node.read import coerce
 from node.tags import PATIENT_ID
@@ -105,6 +107,56 @@ Which UIDs a medium's instances get new values for is in [New UIDs and De-identi
 """
 
 
+#: The context group (PS3.16) of each code sequence the media pipeline writes a standard code into, as
+#: PS3.3 names it for that attribute. A code :func:`~node.conformance.probes.written_codes` finds in another
+#: sequence fails the render until its group is named here.
+CONTEXT_GROUPS = {
+    "DerivationCodeSequence": "CID 7203 Image Derivation",
+    "PurposeOfReferenceCodeSequence": "CID 7202 Source Image Purposes of Reference",
+    "DeidentificationMethodCodeSequence": "CID 7050 De-identification Method",
+}
+
+
+def _attribute(keywords: tuple[str, ...]) -> str:
+    """A nested attribute as PS3.3 writes it: ``Outer Sequence (gggg,eeee) > Inner (gggg,eeee)``."""
+    return " > ".join(f"{tag_name_of(k)} {tag(int(tag_for_keyword(k) or 0))}" for k in keywords)
+
+
+def _coded_terminology() -> str:
+    """PS3.2 8.1.3: the codes written into instances on media, their context groups, private codes."""
+    standard, private = [], []
+    for code in written_codes():
+        if code.scheme.startswith("99"):  # a private coding scheme (PS3.16 8.2)
+            private.append((code.scheme, f"`{code.value}`", code.meaning, f"{code.when}: replaces the items of a "
+                            f"code sequence the Basic Profile gives a dummy (D), such as {_attribute(code.where)}"))
+        else:
+            group = CONTEXT_GROUPS.get(code.where[-1])
+            if group is None:
+                raise ValueError(f"{code.value} ({code.scheme}) is written in {code.where[-1]}: name its context "
+                                 "group in CONTEXT_GROUPS (node/conformance/annexes.py)")
+            standard.append((group, f"`{code.value}`", code.scheme, code.meaning, _attribute(code.where), code.when))
+    return f"""### Coded Terminology and Templates
+
+#### Context Groups
+
+The codes medianode writes into the instances of a medium; it writes no other. Of the codes it receives, it
+reads only {_attribute(("SourceImageSequence", "PurposeOfReferenceCodeSequence"))} `{uids.PREDECESSOR_CODE[0]}`
+({uids.PREDECESSOR_CODE[1]}), to
+keep the reference of a lossy image to its uncompressed predecessor. The codes of the audit messages are in
+[Audit Trail](#audit-trail).
+
+{table(("Context Group", "Code Value", "Coding Scheme", "Code Meaning", "Attribute", "Written in"), standard)}
+No context group is extended.
+
+#### Template Specifications
+
+None: medianode creates no Structured Reports.
+
+#### Private Code Definitions
+
+{table(("Coding Scheme Designator", "Code Value", "Code Meaning", "Use"), private)}"""
+
+
 def section() -> str:
     """PS3.2 section 8: the IOD contents of what medianode creates and coerces, its private attributes."""
     coerced = [(tag(t), tag_name(t), f"`import.coerce` ({vr})") for t, vr in coerce.ATTRIBUTES.values()]
@@ -153,10 +205,7 @@ originals already keeps them, so a copy of a copy names the very first instance:
 
 {table(("Tag", "Attribute", "VR", "VM"), private_block(), sort=False)}
 
-### Coded Terminology and Templates
-
-None used.
-
+{_coded_terminology()}
 ### Grayscale Image Consistency
 
 Not applicable: medianode displays no images.

@@ -6,6 +6,7 @@ from __future__ import annotations
 from node import dicom, pixels, profiles
 from node.conformance.markdown import syntaxes, table, tag, tag_name
 from node.conformance.media_options import captures, compression, ihe_pdi, new_uids, outputs
+from node.conformance.probes import readable_profiles
 from node.receive.scp import TRANSFER_SYNTAXES
 from node.syntaxes import NATIVE
 
@@ -23,6 +24,27 @@ def _capacity(p: profiles.Profile) -> str:
     return f"{p.capacity_sectors:,} sectors ({p.capacity_sectors * profiles.SECTOR / 1e6:,.0f} MB)"
 
 
+def _augmented(p: profiles.Profile, unreadable: str) -> str:
+    """One augmented profile as PS3.11 describes one: its SOP classes and transfer syntaxes, FSC and FSR."""
+    reads = "No" if unreadable else "Yes"
+    image = sorted({dicom.EXPLICIT_VR_LE, *p.image_syntaxes})
+    rows = [
+        ("Basic Directory", "`1.2.840.10008.1.3.10`", syntaxes([dicom.EXPLICIT_VR_LE]), "Mandatory", reads),
+        ("every storage SOP class of an IMAGE record, and any instance with Pixel Data",
+         "[Directory Record Types](#directory-record-types)", syntaxes(image), "Optional", reads),
+        ("every other standard storage SOP class", "[Directory Record Types](#directory-record-types)",
+         syntaxes([dicom.EXPLICIT_VR_LE]), "Optional", reads),
+        ("private SOP classes", "any", syntaxes([dicom.EXPLICIT_VR_LE]), "Optional (PRIVATE records)", reads),
+    ]
+    private = dicom.PRIVATE_RECORD_UID
+    return f"""##### {p.name}
+
+{table(("IOD", "SOP Class UID", "Transfer Syntaxes", "FSC", "FSR"), rows, sort=False)}
+Directory: a private SOP class gets a PRIVATE record holding {tag_name(private.tag)} {tag(private.tag)};
+file system and capacity are those of the File-set Creator's table.
+"""
+
+
 #: The keys of ``routes[]`` that shape a medium (the others match, group and act).
 MEDIA_ROUTE_KEYS = ("profile", "compress", "lossy_mammography", "bit_reduction", "new_uids", "deidentify",
                     "burned_in_annotation", "pdi", "web", "viewer", "output", "copies", "label")
@@ -31,10 +53,14 @@ MEDIA_ROUTE_KEYS = ("profile", "compress", "lossy_mammography", "bit_reduction",
 def section() -> str:
     """PS3.2 section 5: the File-set Creator and Reader, their profiles, File-set, records and keys, and
     what a route asks of a medium (:mod:`node.conformance.media_options`)."""
-    profile_rows = [
-        (p.name, "Create medium", "FSC, FSR", "Interchange", FILE_SYSTEMS[p.file_system], _capacity(p))
-        for p in profiles.PROFILES.values()
-    ]
+    readable = readable_profiles()
+    creator_rows = [(p.name, "Create medium", "FSC", "Interchange", FILE_SYSTEMS[p.file_system], _capacity(p))
+                    for p in profiles.PROFILES.values()]
+    reader_rows = [(name, activity, "FSR", "Interchange")
+                   for name, why in readable.items() if not why for activity in ("Check medium", "Import medium")]
+    unread = sorted({why for why in readable.values() if why})
+    unreadable = "".join(
+        f"Media of {', '.join(n for n, w in readable.items() if w == why)} are not read: {why}.\n" for why in unread)
     syntax_rows = [
         (p.name, syntaxes(sorted({dicom.EXPLICIT_VR_LE, *p.image_syntaxes})), syntaxes([dicom.EXPLICIT_VR_LE]),
          "PRIVATE records" if p.augmented else "refused")
@@ -87,18 +113,40 @@ medium (disc, /dev/sr0, .iso, folder) --> File-set Reader --> check report; impo
   whole studies, a DICOMDIR and nothing else a profile forbids, into a new image or folder published
   atomically under its final name. A study is never split across media; one too big for the medium fails.
 - **File-set Reader** (`medianode check`, `medianode import`, `serve`'s watcher): reads a medium without
-  mounting it or executing anything, reconciles its DICOMDIR with a scan of its files, and reports.
+  mounting it or executing anything, reconciles its DICOMDIR with a scan of its files, and reports; to
+  import, it sends the instances found with the [Import SCU AE](#import-scu-ae).
+
+#### Sequencing of Real-World Activities
+
+- **Create medium**: `medianode burn` creates one at once. In `serve`, a study that matched a burn route
+  becomes a job once no instance of it has arrived for `burn.study_stable_seconds`; jobs are built one at a
+  time and handed to their route's output, each output delivering its own in order ([Outputs](#outputs)).
+- **Check medium**: `medianode check`, on demand.
+- **Import medium**: `medianode import`, or `serve`'s watcher once a medium in `import.inbox`, under
+  `import.mount_roots` or in one of `import.drives` has not changed for `import.settle_seconds`. The
+  medium is checked first (Check medium); with `import.reconcile` its patients are then reconciled; then
+  every instance found is sent, DICOMDIR-referenced or not, and the report keeps what was sent and what
+  was not.
+
+#### File Meta Information Options
+
+Every file the File-set Creator writes, the DICOMDIR included, carries in its File Meta Information the
+Implementation Class UID and Version Name of
+[Implementation Identifying Information](#implementation-identifying-information), and no Source
+Application Entity Title (0002,0016).
 
 ### AE Specifications
 
-#### File-set Creator and Reader
-
-Application profiles, real-world activities and roles:
+#### File-set Creator
 
 {table(("Application Profile", "Real-World Activity", "Role", "SC Option", "File System", "Capacity"),
-       profile_rows)}
-The reader reads media of every profile, and more: `medianode check --profile NAME` also checks that a
-medium keeps to one.
+       creator_rows)}
+##### Real-World Activity: Create medium
+
+The profile is `burn --profile` or `routes[].profile` (default {profiles.DEFAULT_PROFILE}). Options of the
+activity, each below: compression (`compress`), new UIDs and de-identification (`new_uids`,
+`deidentify`), captures of non-DICOM files (`burn` only), IHE PDI content (`pdi`, `web`, `viewer`), and
+where the medium goes (`output`, `copies`).
 
 ##### File-set
 
@@ -134,14 +182,38 @@ the GENERIC keys.
 {captures()}
 {ihe_pdi()}
 {outputs()}
+#### File-set Reader
+
+{table(("Application Profile", "Real-World Activity", "Role", "SC Option"), reader_rows)}
+{unreadable}
+##### Real-World Activity: Check medium
+
+`medianode check PATH` reads a folder, an ISO 9660 image or a drive, and reports what breaks reading
+or importing (a missing, corrupt, escaping or mismatched file; a DICOM file no record references) as
+problems, and what is merely there (README.TXT, INDEX.HTM, IHE_PDI/, a viewer, lower-case names) as notes;
+exit 0 without problems, 1 otherwise. Option: `--profile NAME` also checks File IDs and transfer syntaxes
+against that profile; without it, the report names the standard profiles the medium keeps to. `--json`
+prints the report as one JSON object.
+
+##### Real-World Activity: Import medium
+
+`medianode import PATH --to AET@HOST:PORT`, or `import.destination` for the watcher: every instance of
+the medium, DICOMDIR-referenced or not, is sent with the [Import SCU AE](#import-scu-ae). Options:
+`import.coerce` (Patient ID and Issuer of Patient ID changed, [Coerced/Modified Fields](#coercedmodified-fields))
+or `import.reconcile` ([Reconciliation C-FIND SCU AE](#reconciliation-c-find-scu-ae)); `import.eject`
+after a drive's import.
+
 ### Augmented and Private Application Profiles
 
-The augmented profiles (modelled on the seed's AUG-GEN-DRS-CD and AUG-GEN-DRS-DVD-RAM) keep image
-instances in any syntax of the seed's Table 6 and hold private SOP classes as PRIVATE records:
+#### Augmented Application Profiles
 
-{table(("Profile", "Image syntaxes kept"),
-       [(p.name, syntaxes(sorted(p.image_syntaxes))) for p in profiles.PROFILES.values() if p.augmented])}
-There are no private application profiles.
+Each in the form of a PS3.11 profile: the SOP classes and transfer syntaxes it holds, and what the File-set
+Creator and Reader do with them.
+
+{chr(10).join(_augmented(p, readable[p.name]) for p in profiles.PROFILES.values() if p.augmented)}
+#### Private Application Profiles
+
+None.
 
 ### Media Configuration
 

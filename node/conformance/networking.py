@@ -104,6 +104,11 @@ Not supported: no Asynchronous Operations Window is negotiated; one operation at
 ###### Implementation Identifying Information
 
 {_identity()}
+##### Association Initiation Policy
+
+None: the Storage SCP AE never initiates an association. Media are imported by the
+[Import SCU AE](#import-scu-ae).
+
 ##### Association Acceptance Policy
 
 An association is rejected (A-ASSOCIATE-RJ, PS3.8 9.3.4), logged and written to the audit log
@@ -137,6 +142,21 @@ C-STORE statuses returned:
 {table(("Status", "Meaning (PS3.4 B.2.3, PS3.7 C)", "When"), status_rows)}
 An instance stored twice (same SOP Instance UID) replaces the earlier copy. Every refusal stores nothing.
 
+Level of Digital Signature support (PS3.4 B.4.2): none. Signatures are neither verified nor created; a
+Digital Signatures Sequence (FFFA,FFFA) received is stored with its instance and written to media with it,
+where a signature that covers what compression or new UIDs change no longer verifies; de-identification
+removes it (PS3.15 E.1-1).
+
+Where and how long instances are kept: each in `node.data_dir`/spool, fsync'd and indexed before Success
+is answered. Housekeeping deletes it once every job that needs it is delivered (a failed job keeps it
+until retried or cancelled), no media creation request keeps it (one not yet done, or one that preserves
+its instances, until forgotten `mcm.keep_hours` after it ends), and `burn.retention_hours` (default
+{config.BurnConfig().retention_hours:g} h) have passed since the last instance of its study arrived; a
+study that only a `store` route matched goes the same way. Each deletion is audited (DICOM Study Deleted).
+
+No Query/Retrieve SCP (and no Storage Commitment) is offered: an instance received is reached only through
+the media made of it.
+
 ###### SOP Specific Conformance for Verification
 
 C-ECHO is answered with Success (0x0000).
@@ -144,6 +164,10 @@ C-ECHO is answered with Success (0x0000).
 {media_creation_section()}
 
 #### Import SCU AE
+
+##### Association Acceptance Policy
+
+None: the Import SCU AE accepts no association.
 
 ##### Association Initiation Policy
 
@@ -173,6 +197,10 @@ warning in the report; any other status fails it, and the import goes on with th
 import exits 0 only when every instance was stored.
 
 #### Reconciliation C-FIND SCU AE
+
+##### Association Acceptance Policy
+
+None: the Reconciliation C-FIND SCU AE accepts no association.
 
 ##### Association Initiation Policy
 

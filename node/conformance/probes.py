@@ -4,7 +4,8 @@ statement's media tables are the code's behaviour rather than a description of i
 :func:`compression_coercions` compresses sample images in every syntax and compares (seed Appendix B),
 :func:`fallback_examples` asks :func:`node.media.compress.choose_syntax`, :func:`created_attributes` captures
 sample files twice and traces each value to its source (Appendix A), :func:`uid_coercions` remaps a
-sample under each UID map (Appendix C), :func:`private_block` reads the block ``new_uids`` writes.
+sample under each UID map (Appendix C), :func:`private_block` reads the block ``new_uids`` writes, and
+:func:`written_codes` collects the codes compression and de-identification write.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from typing import Any
 
 import numpy as np
 from pydicom import Dataset, dcmread
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from node import dicom, pixels, profiles
 from node.conformance.markdown import tag_name_of
-from node.media import capture, compress, uids
+from node.media import capture, compress, deidentify, uids
+from node.media.basic_profile import BASIC_PROFILE
 from node.syntaxes import SYNTAXES, by_name, by_uid
 from node.tags import PIXEL_DATA
 
@@ -334,3 +337,93 @@ def private_block() -> list[tuple[str, str, str, str]]:
             rows.append((f"({uids.PRIVATE_GROUP:04X},xx{elem.tag.element & 0xFF:02X})", f"Original {tag_name_of(keyword)}",
                          elem.VR, str(elem.VM)))
     return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """One coded entry the media pipeline writes: the code, and the sequences it sits in (keywords, outer first)."""
+
+    value: str
+    scheme: str
+    meaning: str
+    where: tuple[str, ...]
+    when: str
+
+
+def written_codes() -> list[Written]:
+    """The codes lossy compression and de-identification write into an instance, found by running
+    :func:`node.media.compress.compress` and :func:`node.media.deidentify.deidentify` on samples and
+    collecting every coded entry that was not there before."""
+    found: list[Written] = []
+    everything = frozenset(s.uid for s in SYNTAXES if s.compress)
+    for _, sample in _sample_images():
+        lossy = [s.uid for s in SYNTAXES if s.compress and s.writes_lossy]
+        choices = [compress.choose_syntax(ts, compress.ImageInfo.from_dataset(sample), everything, compress.Policy())
+                   for ts in lossy]
+        choice = next((c for c in choices if c.lossy), None)
+        if choice is not None:
+            ds = copy.deepcopy(sample)
+            compress.compress(ds, choice, new_sop_uid="2.25.2")
+            found += _new_codes(sample, ds, "an image compressed lossily")
+            break
+    coded = next(t for t in sorted(BASIC_PROFILE) if deidentify.action(t) not in ("X", "Z", "X/Z", "U")
+                 and dictionary_VR(t) == "SQ" and (keyword_for_tag(t) or "").endswith("CodeSequence"))
+    sample = Dataset()
+    sample.SOPClassUID, sample.SOPInstanceUID, sample.PatientID = "1.2.840.10008.5.1.4.1.1.2", "2.25.3", "P"
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = "C", "99SAMPLE", "a code of the instance"
+    sample.add_new(coded, "SQ", [item])
+    ds = copy.deepcopy(sample)
+    deidentify.deidentify(ds, uids.UidMap("salt", everything=True), allow_burned_in=True)
+    return found + _new_codes(sample, ds, "an instance de-identified")
+
+
+def _codes(ds: Any, where: tuple[str, ...] = ()) -> set[tuple[str, str, str, tuple[str, ...]]]:
+    """Every coded entry in ``ds``, at any depth: (value, scheme, meaning, sequence keywords)."""
+    found = set()
+    for elem in ds:
+        if elem.VR != "SQ":
+            continue
+        for item in elem.value:
+            inside = (*where, elem.keyword)
+            if "CodeValue" in item and "CodingSchemeDesignator" in item:
+                found.add((str(item.CodeValue), str(item.CodingSchemeDesignator), str(item.get("CodeMeaning", "")),
+                           inside))
+            found |= _codes(item, inside)
+    return found
+
+
+def _new_codes(before: Any, after: Any, when: str) -> list[Written]:
+    return [Written(*code, when) for code in sorted(_codes(after) - _codes(before))]
+
+
+def readable_profiles() -> dict[str, str]:
+    """Profile -> "" when a medium :func:`node.media.build.burn` writes in it is read back whole by
+    :func:`node.read.check.check_medium` (what ``check`` and ``import`` read), else why not."""
+    from node.errors import MediumError
+    from node.media.build import burn
+    from node.read.check import check_medium
+
+    found = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        source = os.path.join(tmp, "source")
+        os.mkdir(source)
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.7")
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = UID("2.25.11")
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = "2.25.12", "2.25.13"
+        ds.PatientName, ds.PatientID, ds.StudyDate, ds.StudyTime, ds.StudyID = "DOE^J", "P1", "20260101", "1010", "1"
+        ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.ConversionType = "OT", "1", "1", "WSD"
+        ds.save_as(os.path.join(source, "sample.dcm"), enforce_file_format=True)
+        for name, profile in profiles.PROFILES.items():
+            out = os.path.join(tmp, name)
+            burn([source], out=out, profile=profile, fmt="folder" if profile.file_system == "folder" else "iso")
+            try:
+                report = check_medium(out)
+            except MediumError as exc:
+                found[name] = str(exc).removeprefix(out).lstrip(": ")
+                continue
+            found[name] = "" if report.ok and report.instances == 1 else "; ".join(p.problem for p in report.problems)
+    return found

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import re
+import types
+import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,50 +41,92 @@ class ConfigKey:
     meaning: str
 
 
-#: YAML section -> the dataclass it becomes (node/config.py); keys are the dataclasses' fields.
-CONFIG_SECTIONS: tuple[tuple[str, type[Any]], ...] = (
-    ("node", config.NodeConfig),
-    ("node.tls", config.TLS),
-    ("burn", config.BurnConfig),
-    ("routes[]", config.Route),
-    ("routes[].match", config.Match),
-    ("import", config.ImportConfig),
-    ("import.destination", config.Destination),
-    ("import.destination.tls", config.ClientTLS),
-    ("import.coerce", config.Coercion),
-    ("import.reconcile", config.Reconcile),
-    ("import.reconcile.worklist", config.Worklist),
-    ("import.reconcile.patients", config.PatientQuery),
-    ("mcm", config.MediaRequests),
-    *((f"output[{kind}]", cls) for kind, (cls, _, _) in config.OUTPUTS.items() if cls is not None),
-)
-#: Fields that are no YAML key (where a route was written, for logs).
-_NOT_KEYS = {(config.Route, "where")}
+#: Where a field's YAML key is not its name.
+_YAML_NAMES = {(config.Config, "imports"): "import"}
+#: Fields that are no YAML key: where the configuration and a route were read from (for logs), the
+#: per-modality half of ``compress`` (written inside ``compress``), and the CA of the console, which
+#: asks browsers for no certificate.
+_NOT_KEYS = {"source", "routes[].where", "routes[].compress_by_modality", "console.tls.ca"}
 #: Defaults the loader supplies for fields its dataclass requires (node/config.py ``_route``).
-_LOADER_DEFAULTS = {(config.Route, "match"): "(matches every instance)"}
+_LOADER_DEFAULTS = {"routes[].match": "(matches every instance)"}
+#: The meaning of output keys that no dataclass field holds (a ``folder`` output is a plain path).
+_OUTPUT_KEYS = {
+    "kind": "Which output the mapping describes: " + ", ".join(config.OUTPUTS) + " (Outputs).",
+    "path": "The folder the images (or folder trees) are published into; a plain path says the same.",
+}
 
 
 def config_keys() -> list[ConfigKey]:
-    """Every key of the YAML configuration, sorted by path."""
+    """Every key of the YAML configuration, sorted by path: the fields of :class:`node.config.Config` and of
+    the sections it holds, found by walking their types, and the keys of each output kind
+    (:data:`node.config.OUTPUTS`, the parser's own tables)."""
     comments = _field_comments(Path(config.__file__).read_text())
-    keys = []
-    for section, cls in CONFIG_SECTIONS:
-        for f in dataclasses.fields(cls):
-            if (cls, f.name) in _NOT_KEYS:
-                continue
-            if (cls, f.name) in _LOADER_DEFAULTS:
-                default = _LOADER_DEFAULTS[(cls, f.name)]
-            elif f.default is not dataclasses.MISSING:
-                default = _shown(f.default)
-            else:
-                default = "required"
-            keys.append(ConfigKey(f"{section}.{f.name}", default, comments.get((cls.__name__, f.name), "")))
+    keys = [ConfigKey(path, _default(path, f), _prose(comments.get((cls.__name__, f.name), "")))
+            for path, cls, f in _fields(config.Config, "")]
+    keys.append(ConfigKey("output.kind", "required", _OUTPUT_KEYS["kind"]))
+    for kind, (cls, checks, required) in config.OUTPUTS.items():
+        defaults = {f.name: f for f in dataclasses.fields(cls)} if cls else {}
+        for name in checks:
+            field = defaults.get(name)
+            default = "required" if name in required or field is None else _shown(field.default)
+            meaning = _prose(comments.get((cls.__name__, name), "")) if cls else _OUTPUT_KEYS[name]
+            keys.append(ConfigKey(f"output[{kind}].{name}", default, meaning))
     return sorted(keys, key=lambda k: k.path)
 
 
+def _fields(cls: type[Any], prefix: str) -> Iterator[tuple[str, type[Any], dataclasses.Field[Any]]]:
+    """(YAML path, dataclass, field) of every key under ``cls``, depth first."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        path = prefix + _YAML_NAMES.get((cls, f.name), f.name)
+        if path in _NOT_KEYS:
+            continue
+        yield path, cls, f
+        inner, many = _section(hints[f.name])
+        if inner is not None:
+            yield from _fields(inner, path + ("[]." if many else "."))
+
+
+def _section(hint: Any) -> tuple[type[Any] | None, bool]:
+    """The dataclass a field's type holds (``X``, ``X | None``, ``tuple[X, ...]``), and whether it is a list;
+    (None, False) for a value, or for a union of several dataclasses (the outputs)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis:
+        inner, _ = _section(args[0])
+        return inner, inner is not None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _section(args[0])
+    return (hint, False) if isinstance(hint, type) and dataclasses.is_dataclass(hint) else (None, False)
+
+
+def _default(path: str, f: dataclasses.Field[Any]) -> str:
+    if path in _LOADER_DEFAULTS:
+        return _LOADER_DEFAULTS[path]
+    if f.default is not dataclasses.MISSING:
+        return _shown(f.default)
+    return "(its keys' defaults)" if f.default_factory is not dataclasses.MISSING else "required"
+
+
+def _prose(comment: str) -> str:
+    """A ``#:`` comment as the statement's Markdown: reST literals and Sphinx roles become code spans,
+    and a role's target (a name of the code) is left out.
+
+    >>> _prose("0 means the protocol's own port (:data:`SYSLOG_PORTS`); ``tls`` too.")
+    "0 means the protocol's own port; `tls` too."
+    """
+    return re.sub(r" ?\(:\w+:`[^`]+`\)", "", comment).replace("``", "`")
+
+
 def _shown(value: object) -> str:
-    if value is None or value == ():
+    """A default as YAML would write it.
+
+    >>> [_shown(v) for v in (None, "", True, (Path("/media"), Path("/run/media")), Path("var"))]
+    ['(none)', '(none)', 'true', '/media, /run/media', './var']
+    """
+    if value is None or value == () or value == "":
         return "(none)"
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, tuple):
         return ", ".join(str(v) for v in value)
     if isinstance(value, Path):
