@@ -138,7 +138,8 @@ class NodeConfig:
     tls: TLS | None = None
     #: A group that may read the node's files (0640, folders 0750); none: only the node's user (0600, 0700).
     group: str | None = None
-    identity: NodeIdentity = field(default_factory=NodeIdentity)
+    #: The node as the General Equipment of what it captures (node.media.capture).
+    identity: NodeIdentity = NodeIdentity()
 
     @property
     def pdu_limit(self) -> int:

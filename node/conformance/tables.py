@@ -41,6 +41,7 @@ class ConfigKey:
 CONFIG_SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("node", config.NodeConfig),
     ("node.tls", config.TLS),
+    ("node.identity", config.NodeIdentity),
     ("burn", config.BurnConfig),
     ("routes[]", config.Route),
     ("routes[].match", config.Match),
@@ -57,7 +58,8 @@ CONFIG_SECTIONS: tuple[tuple[str, type[Any]], ...] = (
 #: Fields that are no YAML key (where a route was written, for logs).
 _NOT_KEYS = {(config.Route, "where")}
 #: Defaults the loader supplies for fields its dataclass requires (node/config.py ``_route``).
-_LOADER_DEFAULTS = {(config.Route, "match"): "(matches every instance)"}
+_LOADER_DEFAULTS = {(config.Route, "match"): "(matches every instance)",
+                    (config.NodeConfig, "identity"): "(each key empty: unknown)"}
 
 
 def config_keys() -> list[ConfigKey]:

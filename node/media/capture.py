@@ -159,7 +159,7 @@ SIDECAR_RULES: dict[str, Rule] = IDENTITY_RULES | {
 class Equipment:
     """The node as the General Equipment (PS3.3 C.7.5.1) and SC Equipment (C.8.6.1) of its captures."""
 
-    identity: NodeIdentity = field(default_factory=NodeIdentity)
+    identity: NodeIdentity = NodeIdentity()
     #: Institution Name (0008,0080): ``burn.institution``; written when it is a Long String (64 at most).
     institution: str = ""
 
