@@ -4,6 +4,7 @@ Original Attributes Sequence item (reason CORRECT) and in the burn report; witho
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ from node.config import parse_config
 from node.jobs import burn_options
 from node.routing import RouteSnapshot
 from tests.conftest import cli, ct_series
-from tests.test_burn import by_uid, dciodvfy_errors
+from tests.test_burn import by_uid, dciodvfy_errors, extract
+from tests.test_jobs import burn_one_study, make_config, open_index
 
 UID = "1.2.826.0.1.3680043.2.1125.1"  # 28 characters: even, so its correct encoding has no padding
 REFERENCED = "1.2.826.0.1.3680043.2.1125.77"  # 29: odd, one NUL of padding
@@ -120,7 +122,8 @@ def test_each_repair_is_a_report_line(burned: tuple[Path, Path, dict[str, object
     assert "ContentDate '1998.01.02' -> '19980102' (DA: ACR-NEMA form)" in lines
     assert "ContentTime '12:30:45' -> '123045' (TM: ACR-NEMA form)" in lines
     assert "BodyPartExamined 'L-spine' -> 'L_SPINE' (CS: characters not allowed replaced by _)" in lines
-    assert any(line.startswith("FrameOfReferenceUID ") and "UI: trailing space or NUL trimmed" in line for line in lines)
+    assert any(line.startswith("FrameOfReferenceUID ") and "(UI: trailing space or NUL trimmed)" in line
+               for line in lines)
     assert any(line.startswith("ReferencedImageSequence[1].ReferencedSOPInstanceUID ") for line in lines)
     assert "AccessionNumber (absent) -> '' (Type 2 of the General Study module, added empty)" in lines
     assert "KVP (absent) -> '' (Type 2 of the CT Image module, added empty)" in lines
@@ -182,7 +185,19 @@ def test_an_unknown_sop_class_gets_only_the_patient_and_study_type_2(tmp_path: P
     assert lines == ["AccessionNumber (absent) -> '' (Type 2 of the General Study module, added empty)"]
 
 
-def test_a_route_asks_for_repair() -> None:
-    config = parse_config("routes:\n  - {action: burn, repair: true}\n  - {action: burn}\n", source="c.yaml")
-    snapshots = [RouteSnapshot.from_json(RouteSnapshot.of(route, n).to_json()) for n, route in enumerate(config.routes)]
-    assert [burn_options(s).repair for s in snapshots] == [True, False]
+def test_a_route_asks_for_repair(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``repair: true`` read from YAML, kept with the job, done by the worker, each change logged."""
+    text = "routes:\n  - {match: {called_aet: BURN}, action: burn, repair: true}\n  - {action: burn}\n"
+    routes = parse_config(text, source="c.yaml").routes
+    assert [burn_options(RouteSnapshot.from_json(RouteSnapshot.of(r, n).to_json())).repair
+            for n, r in enumerate(routes)] == [True, False]
+    config = make_config(tmp_path, repair=True)
+    index = open_index(tmp_path)
+    with caplog.at_level(logging.INFO, logger="node.jobs"):
+        burn_one_study(config, index, [craft(tmp_path / "spool")])
+    [volume] = index.volumes()
+    (path,) = by_uid(extract(Path(volume.paths[0]), tmp_path / "medium")).values()
+    ds = dcmread(path)
+    assert (ds.ContentDate, ds.BodyPartExamined) == ("19980102", "L_SPINE")
+    assert {item.ReasonForTheAttributeModification for item in ds.OriginalAttributesSequence} == {"CORRECT"}
+    assert any("repaired ContentDate '1998.01.02' -> '19980102'" in r.getMessage() for r in caplog.records)

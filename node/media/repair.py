@@ -132,10 +132,12 @@ def repair(ds: Dataset, *, now: datetime | None = None) -> list[Repair]:
     >>> ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
     >>> for tag, vr, value in ((0x00080020, "DA", "1998.01.02"), (0x00080060, "CS", "ot")):
     ...     ds.add(DataElement(tag, vr, value, validation_mode=0))  # as a file may hold them
-    >>> [str(r) for r in repair(ds)][:2]
-    ["repaired StudyDate '1998.01.02' -> '19980102' (DA: ACR-NEMA form)", "repaired Modality 'ot' -> 'OT' (CS: upper case)"]
+    >>> for r in repair(ds)[:2]:
+    ...     print(r)
+    repaired StudyDate '1998.01.02' -> '19980102' (DA: ACR-NEMA form)
+    repaired Modality 'ot' -> 'OT' (CS: upper case)
     >>> item = ds.OriginalAttributesSequence[0]
-    >>> item.ReasonForTheAttributeModification, item.NonconformingModifiedAttributesSequence[0].NonconformingDataElementValue
+    >>> item.ReasonForTheAttributeModification, item.NonconformingModifiedAttributesSequence[0][0x04000552].value
     ('CORRECT', b'1998.01.02')
     """
     found: list[Repair] = []

@@ -2,13 +2,14 @@
 
 An instance already in an allowed syntax, with nothing to change, is never touched: its dataset
 bytes go onto the medium as they are. Anything else is read with pydicom and written anew, in this
-order: de-identified (:mod:`node.media.deidentify`); decoded when its syntax is not allowed or it
-is to be compressed (:mod:`node.pixels`; Implicit VR and Big Endian re-encoded, Deflate inflated);
-compressed with the Appendix B coercions (:mod:`node.media.compress`); its UIDs and references
-mapped (:mod:`node.media.uids`), after compression, so that the lossy image's Source Image
-Sequence keeps naming its uncompressed predecessor. The file is written to the burn's staging
-folder and read back like any source, so the directory records describe what is really on the
-medium.
+order: repaired, when asked (:mod:`node.media.repair`; an instance it finds nothing to correct in,
+and nothing else to do to, is copied as it is); de-identified (:mod:`node.media.deidentify`);
+decoded when its syntax is not allowed or it is to be compressed (:mod:`node.pixels`; Implicit VR and
+Big Endian re-encoded, Deflate inflated); compressed with the Appendix B coercions
+(:mod:`node.media.compress`); its UIDs and references mapped (:mod:`node.media.uids`), after
+compression, so that the lossy image's Source Image Sequence keeps naming its uncompressed predecessor.
+The file is written to the burn's staging folder and read back like any source, so the directory
+records describe what is really on the medium.
 """
 
 from __future__ import annotations
