@@ -26,6 +26,7 @@ from node.errors import EXIT_DATA, EXIT_HELD, EXIT_OK, EXIT_USAGE, NodeError
 if TYPE_CHECKING:
     from node import routing
     from node.config import ClientTLS, Config
+    from node.media.capture import Equipment
     from node.index import Index
     from node.read.importer import ImportReport
 
@@ -68,6 +69,9 @@ def _add_burn(sub: _Subparsers) -> None:
                    help="PS3.15 Annex E Basic Profile de-identification, with new UIDs (teaching discs)")
     p.add_argument("--allow-burned-in", action="store_true",
                    help="with --deidentify: keep images flagged with burned-in annotation")
+    p.add_argument("--repair", action="store_true",
+                   help="correct values PS3.5 forbids (CS characters, ACR-NEMA dates and times, UID padding, "
+                        "missing Type 2), each kept in the Original Attributes Sequence and reported")
     p.add_argument("--format", choices=("iso", "folder"), help="iso (default for PATH ending in .iso) or folder")
     p.add_argument("--label", metavar="TEXT", help="volume label (adjusted to ISO 9660 d-characters, reported)")
     p.add_argument("--invent-patient-id", action="store_true",
@@ -83,6 +87,8 @@ def _add_burn(sub: _Subparsers) -> None:
     who = p.add_argument_group("identity of JPEG, PNG, TIFF and PDF sources (a sidecar NAME.yaml or capture.yaml wins)")
     for key, what in _CAPTURE_FLAGS.items():
         who.add_argument("--" + key.replace("_", "-"), dest=key, metavar="VALUE", help=what)
+    who.add_argument("--config", metavar="FILE",
+                     help="a node's configuration: its node.identity and burn.institution name the equipment")
     p.set_defaults(run=_burn)
 
 
@@ -113,14 +119,15 @@ def _burn(args: argparse.Namespace, out: TextIO) -> int:
     if args.allow_burned_in and not args.deidentify:
         raise UsageError("--allow-burned-in is only for --deidentify")
     options = Options(compress=args.compress.lower(), new_uids=args.new_uids, deidentify=args.deidentify,
-                      burned_in=args.allow_burned_in,
+                      burned_in=args.allow_burned_in, repair=args.repair,
                       policy=Policy(lossy_mammography=args.allow_lossy_mammography,
                                     bit_reduction=args.allow_bit_reduction))
     with _ProgressBar(sys.stderr, enabled=not args.json) as bar:
         report = burn(args.sources, out=args.out, profile=profile, fmt=args.format, label=args.label,
                       invent_patient_id=args.invent_patient_id, options=options, progress=bar.advance,
                       total=bar.start,
-                      capture={k: getattr(args, k) for k in _CAPTURE_FLAGS if getattr(args, k) is not None}, pdi=pdi)
+                      capture={k: getattr(args, k) for k in _CAPTURE_FLAGS if getattr(args, k) is not None}, pdi=pdi,
+                      equipment=_equipment(args))
     if args.json:
         json.dump(report.to_dict(), out, indent=2)
         out.write("\n")
@@ -132,6 +139,7 @@ def _burn(args: argparse.Namespace, out: TextIO) -> int:
         for title, rows, key in (
             ("converted", report.converted, "conversion"),
             ("not as asked", report.fallbacks, "reason"),
+            ("repaired", report.repaired, "repair"),
             ("refused", report.refused, "reason"),
             ("skipped", report.skipped, "reason"),
             ("duplicate (copy kept: ...)", report.duplicates, "kept"),
@@ -143,6 +151,18 @@ def _burn(args: argparse.Namespace, out: TextIO) -> int:
         for line in report.adjusted:
             out.write(f"  adjusted: {line}\n")
     return EXIT_DATA if report.refused else EXIT_OK
+
+
+def _equipment(args: argparse.Namespace) -> Equipment:
+    """The node as the equipment of captured files: ``--config``'s node.identity and burn.institution
+    (``--institution`` wins), else only ``--institution``."""
+    from node.config import load_config
+    from node.media.capture import Equipment
+
+    if args.config is None:
+        return Equipment(institution=args.institution)
+    config = load_config(args.config)
+    return Equipment(config.node.identity, args.institution or config.burn.institution)
 
 
 #: More files than this with the same outcome make one summary line (``--json`` lists every file).

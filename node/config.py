@@ -94,6 +94,23 @@ MAX_COPIES = 99
 
 
 @dataclass(frozen=True)
+class NodeIdentity:
+    """``node.identity``: the node as the General Equipment module (PS3.3 C.7.5.1) of the instances it makes
+    from files (:mod:`node.media.capture`). Empty is unknown: written empty where the IOD allows, never invented."""
+
+    #: Station Name (0008,1010), SH.
+    station_name: str = ""
+    #: Manufacturer's Model Name (0008,1090), LO.
+    manufacturer_model_name: str = ""
+    #: Device Serial Number (0018,1000), LO.
+    device_serial_number: str = ""
+    #: Institutional Department Name (0008,1040), LO.
+    department: str = ""
+    #: Institution Address (0008,0081), ST.
+    institution_address: str = ""
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     #: Our AE title: the called AE title of the Storage SCP, and the calling one of our SCUs.
     ae_title: str = "MEDIANODE"
@@ -129,6 +146,8 @@ class NodeConfig:
     tls: TLS | None = None
     #: A group that may read the node's files (0640, folders 0750); none: only the node's user (0600, 0700).
     group: str | None = None
+    #: The node as the General Equipment of what it captures (node.media.capture).
+    identity: NodeIdentity = NodeIdentity()
 
     @property
     def pdu_limit(self) -> int:
@@ -266,6 +285,8 @@ class Route:
     deidentify: bool = False
     #: Let images flagged with Burned In Annotation onto a de-identified disc.
     burned_in_annotation: bool = False
+    #: Correct the values PS3.5 forbids (CS characters, ACR-NEMA dates, padded UIDs, missing Type 2), each change recorded.
+    repair: bool = False
     #: Copies made of each medium.
     copies: int = 1
     #: study: one medium per study; patient: the quiet studies of a patient packed onto as few media as they need.
@@ -752,6 +773,7 @@ _ROUTE: dict[str, Check] = {
     "new_uids": boolean,
     "deidentify": boolean,
     "burned_in_annotation": boolean,
+    "repair": boolean,
     "copies": number(1, MAX_COPIES),
     "group": choice("study", "patient"),
     "label": optional(string("a label", max_len=32)),
@@ -804,24 +826,31 @@ def _argv(node: Node, at: At) -> tuple[str, ...]:
     return tuple(string("an argument")(n, at.item(i)) for i, n in enumerate(node.value))
 
 
-def _long_string(text: str, *, inner: bool = False) -> str:
-    """A Long String (PS3.5 Table 6.2-1, LO) of the default repertoire (PS3.5 6.1.2.1, ASCII): at most
-    64 characters, no backslash. ASCII, because it is written into instances of any Specific Character
-    Set. Leading and trailing spaces are not significant in LO, so they are refused (but a prefix,
-    ``inner``, may end with a space: it stands before the ID)."""
-    if len(text) > 64:
-        raise ValueError("is longer than 64 characters (PS3.5 6.2: LO)")
-    if "\\" in text:
-        raise ValueError("holds a backslash, which separates values in LO (PS3.5 6.2)")
+def _long_string(text: str, *, inner: bool = False, vr: str = "LO", max_len: int = 64) -> str:
+    """A Long String (PS3.5 Table 6.2-1, LO), or text of ``vr`` up to ``max_len``, of the default repertoire
+    (PS3.5 6.1.2.1, ASCII), no backslash but in ST. ASCII, because it is written into instances of any Specific
+    Character Set. Leading and trailing spaces are not significant in LO, so they are refused (but a
+    prefix, ``inner``, may end with a space: it stands before the ID)."""
+    if len(text) > max_len:
+        raise ValueError(f"is longer than {max_len} characters (PS3.5 6.2: {vr})")
+    if "\\" in text and vr != "ST":  # ST is one value: its backslash is a character (PS3.5 6.2)
+        raise ValueError(f"holds a backslash, which separates values in {vr} (PS3.5 6.2)")
     if any(not " " <= c <= "~" for c in text):
         raise ValueError("holds a character outside the default repertoire (PS3.5 6.1.2.1: printable ASCII)")
     if text.startswith(" ") or (text.endswith(" ") and not inner):
-        raise ValueError("has a leading or trailing space, which is not significant in LO (PS3.5 6.2)")
+        raise ValueError(f"has a leading or trailing space, which is not significant in {vr} (PS3.5 6.2)")
     return text
 
 
 _LO = string("a Long String (LO)", _long_string)
 _PREFIX = string("a Long String (LO)", lambda text: _long_string(text, inner=True))
+_IDENTITY: dict[str, Check] = {
+    "station_name": string("a Short String (SH)", lambda text: _long_string(text, vr="SH", max_len=16)),
+    "manufacturer_model_name": _LO,
+    "device_serial_number": _LO,
+    "department": _LO,
+    "institution_address": string("a Short Text (ST)", lambda text: _long_string(text, vr="ST", max_len=1024)),
+}
 
 
 def _id_map(node: Node, at: At) -> tuple[tuple[str, str], ...]:
@@ -1035,6 +1064,7 @@ _NODE: dict[str, Check] = {
     "tls": optional(section(TLS, {"certificate": file, "key": file, "ca": optional(file)},
                               required=("certificate", "key"))),
     "group": string("a group name", _group),
+    "identity": section(NodeIdentity, _IDENTITY),
 }
 
 

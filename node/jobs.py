@@ -194,6 +194,8 @@ class Worker:
             self._failed(job, exc)
             return None
         meter.finish()
+        for row in report.repaired:
+            logger.info("job %d: %s: repaired %s", job.id, row["path"], row["repair"])
         self.index.set_built(job.id, output.queue)
         return Built(job, route, label, output, medium, report, self.index.job_studies(job.id), completes)
 
@@ -312,6 +314,7 @@ def burn_options(route: RouteSnapshot) -> Options:
         new_uids=route.new_uids,
         deidentify=route.deidentify,
         burned_in=route.burned_in_annotation,
+        repair=route.repair,
     )
 
 

@@ -86,6 +86,7 @@ class RouteSnapshot(Route):
             new_uids=bool(d.get("new_uids")),
             deidentify=bool(d.get("deidentify")),
             burned_in_annotation=bool(d.get("burned_in_annotation")),
+            repair=bool(d.get("repair")),
             copies=int(str(d.get("copies", 1))),
             group=_GROUPS[str(d.get("group", "study"))],
             label=None if label is None else str(label),

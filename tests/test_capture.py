@@ -16,9 +16,10 @@ import pytest
 from pydicom import dcmread
 from pydicom.encaps import generate_frames
 from pydicom.fileset import FileSet
+from pydicom.multival import MultiValue
 
-from node import dicom
-from node.media.capture import ENCAPSULATED_PDF, SECONDARY_CAPTURE, jpeg_frame
+from node import __version__, dicom
+from node.media.capture import ENCAPSULATED_PDF, SECONDARY_CAPTURE, jpeg_frame, patient_age
 from tests.conftest import cli, cli_process, ct_series
 from tests.test_burn import dciodvfy_errors, extract
 
@@ -302,3 +303,86 @@ def test_check_reads_the_captures_back(joined: tuple[Path, dict, dict, Path]) ->
     result = cli("check", root, "--profile", "AUG-GEN-CD", "--json")
     report = json.loads(result.out)
     assert result.code == 0 and report["ok"] and report["instances"] == 9, report["problems"]
+
+
+IDENTITY = """\
+node:
+  identity:
+    station_name: CDROBOT1
+    manufacturer_model_name: Media Station 3
+    device_serial_number: SN-0042
+    department: Radiology
+    institution_address: 1 Main Street, Springfield
+burn:
+  institution: Springfield General
+"""
+#: Seed Table 7, tag as the seed gives it -> (where PS3.6 puts it, the value a PNG captured with IDENTITY and
+#: the burn flags of the test holds; None: not written, no file on disk gives it a value).
+TABLE_7: dict[int, tuple[int, str | None]] = {
+    0x00080008: (0x00080008, "DERIVED\\SECONDARY"), 0x00080060: (0x00080060, "OT"),
+    0x00080064: (0x00080064, "WSD"), 0x00080070: (0x00080070, "medianode"),
+    0x00080080: (0x00080080, "Springfield General"), 0x00080081: (0x00080081, "1 Main Street, Springfield"),
+    0x00080090: (0x00080090, ""), 0x00081000: (0x00181000, "SN-0042"), 0x00081010: (0x00081010, "CDROBOT1"),
+    0x00081020: (0x00181020, __version__), 0x00081030: (0x00081030, "Wound photos"),
+    0x0008103E: (0x0008103E, "Secondary Capture"), 0x00081040: (0x00081040, "Radiology"),
+    0x00081050: (0x00181050, None), 0x00081080: (0x00081080, None), 0x00081090: (0x00081090, "Media Station 3"),
+    0x00081200: (0x00181200, None), 0x00081201: (0x00181201, None),
+    0x00100010: (0x00100010, "DOE^JANE"), 0x00100020: (0x00100020, "P9"), 0x00100030: (0x00100030, "19610203"),
+    0x00100040: (0x00100040, "F"), 0x00104000: (0x00104000, None), 0x00180022: (0x00180022, None),
+    0x00180023: (0x00180023, None), 0x00181000: (0x00181000, "SN-0042"), 0x00181010: (0x00181010, "CDROBOT1"),
+    0x00181016: (0x00181016, "medianode"), 0x00181018: (0x00181018, "Media Station 3"),
+    0x00181019: (0x00181019, __version__), 0x00200011: (0x00200011, "1"), 0x00200012: (0x00200012, None),
+    0x00200013: (0x00200013, "1"), 0x00280120: (0x00280120, None),
+}
+#: Table 7's attributes whose value is the capture's own: new UIDs, its dates and times, the new study's ID, the age.
+MADE = (0x00080016, 0x00080018, 0x00080020, 0x00080023, 0x00080030, 0x00080033, 0x00101010, 0x00181012, 0x00181014,
+        0x0020000D, 0x0020000E, 0x00200010)
+
+
+def test_every_table_7_attribute_with_a_value_is_written(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "wound.png").write_bytes(imagecodecs.png_encode(RGB))
+    (tmp_path / "node.yaml").write_text(IDENTITY)
+    result = cli("burn", tmp_path / "src", "--out", tmp_path / "out", "--format", "folder", "--config",
+                 tmp_path / "node.yaml", "--patient-id", "P9", "--patient-name", "DOE^JANE", "--birth-date", "19610203",
+                 "--sex", "F", "--study-description", "Wound photos")
+    assert result.code == 0, result.err
+    (leaf,) = leaves(tmp_path / "out")
+    ds = dcmread(leaf.path)
+    assert (ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID) == (  # (0002,0002/3)
+        SECONDARY_CAPTURE, ds.SOPInstanceUID)
+    for seed, (tag, value) in TABLE_7.items():
+        if value is None:
+            assert tag not in ds, f"{seed:08X}"
+        else:
+            written = ds[tag].value
+            text = "\\".join(written) if isinstance(written, MultiValue) else str(written if written is not None else "")
+            assert text == value, f"{seed:08X}"
+    for tag in MADE:
+        assert ds[tag].value, f"{tag:08X}"
+    assert ds.PatientAge == patient_age("19610203", ds.StudyDate) and ds.PatientAge.endswith("Y")
+    assert dciodvfy_errors(leaf.path) == set()
+
+
+def test_without_a_configuration_the_node_names_only_itself(joined: tuple[Path, dict, dict, Path]) -> None:
+    _, _, _, root = joined
+    for leaf in leaves(root):
+        if leaf.modality == "CT":
+            continue
+        ds = dcmread(leaf.path)
+        assert (ds.Manufacturer, ds.SoftwareVersions) == ("medianode", __version__)
+        assert not {"StationName", "InstitutionAddress", "InstitutionalDepartmentName", "ManufacturerModelName",
+                    "DeviceSerialNumber", "SecondaryCaptureDeviceID"} & set(ds.dir())
+
+
+def test_a_bad_configuration_stops_the_burn_before_anything_is_written(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "wound.png").write_bytes(imagecodecs.png_encode(RGB))
+    (tmp_path / "node.yaml").write_text("node:\n  identity:\n    station: CDROBOT1\n")
+    result = cli("burn", tmp_path / "src", "--out", tmp_path / "out", "--format", "folder", "--config",
+                 tmp_path / "node.yaml", "--patient-id", "P9", "--patient-name", "DOE^JANE")
+    assert result.code == 2
+    assert result.err.strip().endswith(f"{tmp_path / 'node.yaml'}:3 node.identity.station: unknown key (known: "
+                                       "station_name, manufacturer_model_name, device_serial_number, department, "
+                                       "institution_address)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["node.yaml", "src"]

@@ -276,13 +276,13 @@ CASES = {
     "unknown node key": ("node:\n  ae_title: X\n  aetitle: X\n", ("c.yaml:3 node.aetitle: unknown key (known: ae_title, "
                          "host, port, data_dir, allowed_calling_aets, allowed_peers, extra_sop_classes, workers, max_associations, "
                          "min_free_mb, max_pdu, idle_seconds, artim_seconds, pdu_seconds, max_connections_per_address, tls, "
-                         "group)")),
+                         "group, identity)")),
     "unknown burn key": ("\n\n\n\n\n\nburn:\n  outptu: x\n",
                          "c.yaml:8 burn.outptu: unknown key (known: output, study_stable_seconds, retention_hours, pdi, "
                          "institution, contact)"),
     "unknown tls key": ("node: {tls: {cert: a}}", "c.yaml:1 node.tls.cert: unknown key (known: certificate, key, ca)"),
     "unknown route key": ("routes:\n  - action: burn\n    copys: 2\n", ("c.yaml:3 routes[0].copys: unknown key (known: "
-                          "match, action, also, profile, compress, lossy_mammography, bit_reduction, new_uids, deidentify, burned_in_annotation, copies, group, label, kind, output, pdi, web, viewer)")),
+                          "match, action, also, profile, compress, lossy_mammography, bit_reduction, new_uids, deidentify, burned_in_annotation, repair, copies, group, label, kind, output, pdi, web, viewer)")),
     "unknown match key": ("routes:\n- action: burn\n- match: {aet: X}\n  action: burn\n",
                           "c.yaml:3 routes[1].match.aet: unknown key (known: called_aet, calling_aet, modality, sop_class)"),
     "unknown mcm key": ("mcm: {copys: 2}", ("c.yaml:1 mcm.copys: unknown key (known: profile, output, copies, viewer, "
@@ -405,12 +405,31 @@ CASES = {
                             "c.yaml:3 node.allowed_peers: CT2: in node.allowed_calling_aets too, which takes a title "
                             "from any address; list each title in one of them"),
     "group unknown": ("node: {group: no-such-group}", "c.yaml:1 node.group: 'no-such-group' is not a group on this machine"),
+    # the node's identity (captures' General Equipment)
+    "identity unknown key": ("node:\n  identity:\n    station_name: CD1\n    serial: 7\n",
+                             "c.yaml:4 node.identity.serial: unknown key (known: station_name, manufacturer_model_name, "
+                             "device_serial_number, department, institution_address)"),
+    "identity a list": ("node: {identity: [CD1]}", "c.yaml:1 node.identity: expected a mapping of keys (station_name, "
+                        "manufacturer_model_name, device_serial_number, department, institution_address), got a list"),
+    "station name long": ("node: {identity: {station_name: SEVENTEEN_LETTERS}}", "c.yaml:1 node.identity.station_name: "
+                          "'SEVENTEEN_LETTERS' is longer than 16 characters (PS3.5 6.2: SH)"),
+    "department backslash": ("node: {identity: {department: 'A\\B'}}", "c.yaml:1 node.identity.department: 'A\\\\B' "
+                             "holds a backslash, which separates values in LO (PS3.5 6.2)"),
+    "serial not ascii": ("node: {identity: {device_serial_number: Nº7}}", "c.yaml:1 node.identity.device_serial_number: "
+                         "'Nº7' holds a character outside the default repertoire (PS3.5 6.1.2.1: printable ASCII)"),
+    "model empty": ("node: {identity: {manufacturer_model_name: ''}}", "c.yaml:1 node.identity.manufacturer_model_name: "
+                    "'' is not a Long String (LO): it is empty"),
+    "address long": ("node: {identity: {institution_address: " + "a" * 1025 + "}}",
+                     "c.yaml:1 node.identity.institution_address: '" + "a" * 37 + "...' is longer than 1024 characters "
+                     "(PS3.5 6.2: ST)"),
+    "repair text": ("routes: [{action: burn, repair: always}]", "c.yaml:1 routes[0].repair: expected true or false, "
+                    "got 'always'"),
     "label long": ("routes: [{action: burn, label: " + "L" * 33 + "}]",
                    "c.yaml:1 routes[0].label: 'LLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLL' is longer than 32 characters"),
     # routes
     "routes mapping": ("routes: {action: burn}", "c.yaml:1 routes: expected a list of routes, got a mapping"),
     "route scalar": ("routes:\n  - burn\n", ("c.yaml:2 routes[0]: expected a mapping of keys (match, action, also, profile, compress, "
-                     "lossy_mammography, bit_reduction, new_uids, deidentify, burned_in_annotation, copies, group, "
+                     "lossy_mammography, bit_reduction, new_uids, deidentify, burned_in_annotation, repair, copies, group, "
                      "label, kind, output, pdi, web, viewer), got 'burn'")),
     "no action": ("routes:\n  - action: burn\n  - match: {called_aet: X}\n    profile: STD-GEN-CD\n",
                   "c.yaml:3 routes[1].action: required key is missing"),
@@ -462,7 +481,7 @@ CASES = {
 
 BURN_ONLY = {
     "also": "true", "profile": "STD-GEN-CD", "compress": "none", "copies": "1", "group": "study",
-    "label": "X", "kind": "archive", "output": "out", "pdi": "true", "web": "true", "viewer": ".",
+    "label": "X", "kind": "archive", "output": "out", "pdi": "true", "web": "true", "viewer": ".", "repair": "true",
 }
 
 
@@ -578,6 +597,12 @@ node:
     certificate: cert.pem
     key: key.pem
     ca: ca.pem
+  identity:
+    station_name: CDROBOT1
+    manufacturer_model_name: Media Station
+    device_serial_number: SN-0042
+    department: Radiology
+    institution_address: 1 Main Street, Springfield
 burn:
   output: out
   study_stable_seconds: 0.5
@@ -596,6 +621,7 @@ routes:
     label: X
     kind: backup
     output: o
+    repair: true
 import:
   inbox: in
   destination:

@@ -304,8 +304,9 @@ def test_a_capture_writes_the_attributes_appendix_a_lists(statement: str, tmp_pa
     doc.write_bytes(b"%PDF-1.4\ntrailer << >>\n%%EOF\n")
     identity = capture.Identity("DOE^JO", "P1", "19800101", "M", "2.25.5", "20200101", "101010", "X", "A1", "R^R",
                                 "H", "S1")
+    node = capture.Equipment(config.NodeIdentity("S1", "MODEL", "SN1", "DEPARTMENT", "ADDRESS"), "INSTITUTION")
     for src, expected in ((png, sc), (doc, pdf)):
-        capture.capture(str(src), str(tmp_path / "out.dcm"), identity, series_uid="2.25.6")
+        capture.capture(str(src), str(tmp_path / "out.dcm"), identity, series_uid="2.25.6", equipment=node)
         written = pydicom.dcmread(tmp_path / "out.dcm")
         assert {tag(int(e.tag)) for e in written} == expected, src.name
 

@@ -164,6 +164,9 @@ def section() -> str:
                 f"`{coerce.MODIFYING_SYSTEM}`, reason `{coerce.REASON}`")
     coerced += [
         ("(0400,0561)", tag_name(0x04000561), original),
+        ("(0400,0561)", tag_name(0x04000561), "`repair` (burn): one item per corrected value, reason `CORRECT`, its "
+                                              "old bytes in Nonconforming Modified Attributes Sequence; one for the "
+                                              "Type 2 attributes added"),
         ("(0010,0020)", tag_name(PATIENT_ID), "`burn --invent-patient-id`, when two patients share one ID"),
         ("(0010,1002)", tag_name(0x00101002), "`burn --invent-patient-id`: the old ID, as an item"),
     ]

@@ -29,6 +29,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from node import dicom, pixels, profiles
 from node.conformance.markdown import tag_name_of
+from node.config import NodeIdentity
 from node.media import capture, compress, deidentify, uids
 from node.media.basic_profile import BASIC_PROFILE
 from node.syntaxes import SYNTAXES, by_name, by_uid
@@ -169,6 +170,10 @@ _PLACE = {"series_uid": "a new Series Instance UID per modality and study", "ser
           "instance_number": "the file's place in its series"}
 
 
+#: Values computed from two identity keys, which a comparison of two captures cannot name.
+_DERIVED = {0x00101010: "from `birth_date` and `study_date`, when both are known"}
+
+
 def created_attributes() -> dict[str, list[Created]]:
     """Every attribute :func:`node.media.capture.capture` writes into a Secondary Capture (from a JPEG or
     a PNG) and an Encapsulated PDF, with where its value comes from: found by capturing two different
@@ -181,6 +186,11 @@ def created_attributes() -> dict[str, list[Created]]:
     mtimes = [datetime(2019, 1, 2, 3, 4, 5), datetime(2018, 6, 7, 8, 9, 10)]
     places = [{"series_uid": "2.25.21", "series_number": 3, "instance_number": 5},
               {"series_uid": "2.25.22", "series_number": 4, "instance_number": 6}]
+    nodes = [{"station_name": "STATION-ONE", "manufacturer_model_name": "MODEL ONE", "device_serial_number": "SN-ONE",
+              "department": "DEPARTMENT ONE", "institution_address": "ADDRESS ONE"},
+             {"station_name": "STATION-TWO", "manufacturer_model_name": "MODEL TWO", "device_serial_number": "SN-TWO",
+              "department": "DEPARTMENT TWO", "institution_address": "ADDRESS TWO"}]
+    equipment = [capture.Equipment(NodeIdentity(**nodes[n]), f"INSTITUTION {n}") for n in range(2)]
     found: dict[str, list[Created]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for kind, what in (("jpeg", "Secondary Capture"), ("png", "Secondary Capture"), ("pdf", "Encapsulated PDF")):
@@ -191,14 +201,17 @@ def created_attributes() -> dict[str, list[Created]]:
                     f.write(_sample_file(kind, 8 + 8 * n, colour=(n == 1) == (kind == "jpeg")))
                 os.utime(src, (mtimes[n].timestamp(), mtimes[n].timestamp()))
                 dest = os.path.join(tmp, f"{kind}{n}.dcm")
-                capture.capture(src, dest, ids[n], extras=extras[n], now=nows[n], **places[n])  # type: ignore[arg-type]
+                capture.capture(src, dest, ids[n], extras=extras[n], now=nows[n], equipment=equipment[n],
+                                **places[n])  # type: ignore[arg-type]
                 runs.append(dcmread(dest))
             one, two = runs
-            fields = [{**dataclasses.asdict(ids[n]), **extras[n], **places[n]} for n in range(2)]
+            fields = [{**dataclasses.asdict(ids[n]), **extras[n], **places[n], "burn.institution": equipment[n].institution,
+                       **{f"node.identity.{k}": v for k, v in nodes[n].items()}} for n in range(2)]
             rows = []
             for elem in one:
                 other = two.get(elem.tag)
-                source = _source(elem, other, fields, nows[0], mtimes[0], os.path.join(tmp, f"{kind}1"))
+                source = _DERIVED.get(int(elem.tag)) or _source(elem, other, fields, nows[0], mtimes[0],
+                                                                os.path.join(tmp, f"{kind}1"))
                 rows.append(Created(int(elem.tag), elem.VR, source))
             rows += [Created(int(e.tag), e.VR, "from the file") for e in two if e.tag not in one]
             if what not in found:

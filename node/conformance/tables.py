@@ -48,7 +48,7 @@ _YAML_NAMES = {(config.Config, "imports"): "import"}
 #: asks browsers for no certificate.
 _NOT_KEYS = {"source", "routes[].where", "routes[].compress_by_modality", "console.tls.ca"}
 #: Defaults the loader supplies for fields its dataclass requires (node/config.py ``_route``).
-_LOADER_DEFAULTS = {"routes[].match": "(matches every instance)"}
+_LOADER_DEFAULTS = {"routes[].match": "(matches every instance)", "node.identity": "(each key empty: unknown)"}
 #: The meaning of output keys that no dataclass field holds (a ``folder`` output is a plain path).
 _OUTPUT_KEYS = {
     "kind": "Which output the mapping describes: " + ", ".join(config.OUTPUTS) + " (Outputs).",

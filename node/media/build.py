@@ -25,7 +25,7 @@ from node import dcmio, dicom
 from node.durable import published
 from node.errors import BuildError, UsageError
 from node.media import folder
-from node.media.capture import capture_sources
+from node.media.capture import Equipment, capture_sources
 from node.media.content import FileSlice, MediaFile, Progress
 from node.media.dicomdir import encode_dicomdir
 from node.media.directory import Tree, build_tree
@@ -77,6 +77,8 @@ class BurnReport:
     adjusted: list[str] = field(default_factory=list)
     #: Images whose compression differs from what was asked, and why.
     fallbacks: list[dict[str, str]] = field(default_factory=list)
+    #: With ``repair``: each value corrected (:mod:`node.media.repair`), ``{"path", "repair"}``.
+    repaired: list[dict[str, str]] = field(default_factory=list)
     #: Old UID -> new UID for every Study, Series and SOP Instance UID this burn changed.
     uid_map: dict[str, str] = field(default_factory=dict)
     #: The volume's label record (node.media.label.Label.to_dict()), for the outputs' label fields.
@@ -102,11 +104,13 @@ def burn(
     volume: tuple[int, int] = (1, 1),
     completes: str = "",
     fileset_id: str = "",
+    equipment: Equipment | None = None,
 ) -> BurnReport:
     """Build one medium of ``profile`` from every DICOM file under ``sources``.
 
     JPEG, PNG, TIFF and PDF files among them are converted (:mod:`node.media.capture`);
-    ``capture`` holds the identity flags that apply to them (``{"patient_id": ...}``).
+    ``capture`` holds the identity flags that apply to them (``{"patient_id": ...}``), ``equipment`` the
+    node that makes them.
 
     ``total(n)`` is called once with the bytes to write, then ``progress(n)`` as they are written.
     With ``pdi``, the medium is an IHE PDI one (README.TXT, web content, viewer: node.media.pdi);
@@ -130,7 +134,8 @@ def burn(
             found = scan(sources)
             # Images and PDFs among the sources become instances (Secondary Capture, Encapsulated PDF).
             report.converted = capture_sources(found, staging=staging, flags=capture or {},
-                                               keep_jpeg=profile.allows(dicom.JPEG_BASELINE, record_type="IMAGE"))
+                                               keep_jpeg=profile.allows(dicom.JPEG_BASELINE, record_type="IMAGE"),
+                                               equipment=equipment)
             report.skipped = [{"path": p, "reason": r} for p, r in found.skipped]
             report.duplicates = [{"path": p, "kept": k} for p, k in found.duplicates]
             report.refused = [{"path": p, "reason": r} for p, r in found.unreadable]
@@ -202,12 +207,20 @@ def _admit(instances: list[SourceInstance], profile: Profile, options: Options, 
             refused.add(n)
             return
         report.uid_map |= {old: new for old in _identity_uids(inst) if (new := plan.uids.new(old))}
-        instances[n] = reread(inst, task, what)
+        instances[n] = reread(inst, task, _take_repairs(inst.source, what, report) if options.repair else what)
         if instances[n].conversion:
             report.converted.append({"path": inst.source, "conversion": instances[n].conversion})
 
     workers.run(plan.tasks, done)
     instances[:] = [inst for n, inst in enumerate(instances) if n not in refused]
+
+
+def _take_repairs(source: str, what: list[str], report: BurnReport) -> list[str]:
+    """Move the repairs among a task's lines into ``report.repaired``; return the other lines."""
+    from node.media.repair import PREFIX, is_repair  # pydicom: loaded only by a burn that repairs
+
+    report.repaired += [{"path": source, "repair": line.removeprefix(PREFIX)} for line in what if is_repair(line)]
+    return [line for line in what if not is_repair(line)]
 
 
 def _identity_uids(inst: SourceInstance) -> tuple[str, str, str]:

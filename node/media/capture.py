@@ -13,6 +13,15 @@ wins whole: fields of two sources are never mixed into one patient):
 3. the ``burn`` flags (``--patient-id``, ``--patient-name``, ...);
 4. the DICOM study of the same burn, when it holds exactly one study.
 
+The General Equipment module names the node that made the instance (:class:`Equipment`: Manufacturer
+``medianode``, Software Versions the package's, Institution Name ``burn.institution``, the rest
+``node.identity``); what the node was not told is left out where the module is optional (Type 3), never
+invented. The seed's Table 7 lists what such a conversion may create; those no file on disk gives a value
+to (calibration, spatial resolution, acquisition number, admitting diagnoses, patient comments, pixel
+padding, MR and CT acquisition details) are not written, and Patient's Age is derived from the birth and
+study dates when both are known. Table 7's (0008,1000) and (0008,1020) are written where PS3.6 puts
+those attributes, Device Serial Number (0018,1000) and Software Versions (0018,1020).
+
 A source names a patient with ``patient_id`` and ``patient_name`` (study keys
 are optional: without ``study_uid`` the captures of one identity make one new
 study); ``study_uid`` alone joins that DICOM study of the burn. Nothing else
@@ -32,6 +41,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from node import __version__, dcmio, dicom
+from node.config import NodeIdentity
 from node.errors import UsageError, one_line
 from node.media.sources import Scan, SourceInstance, instance, read
 from node.tags import ITEM, PIXEL_DATA, SEQUENCE_DELIMITATION_ITEM, SERIES_NUMBER, STUDY_INSTANCE_UID
@@ -146,6 +156,15 @@ SIDECAR_RULES: dict[str, Rule] = IDENTITY_RULES | {
 
 
 @dataclass(frozen=True)
+class Equipment:
+    """The node as the General Equipment (PS3.3 C.7.5.1) and SC Equipment (C.8.6.1) of its captures."""
+
+    identity: NodeIdentity = NodeIdentity()
+    #: Institution Name (0008,0080): ``burn.institution``; written when it is a Long String (64 at most).
+    institution: str = ""
+
+
+@dataclass(frozen=True)
 class Identity:
     """The patient and study a captured file belongs to (PS3.3 C.7.1.1, C.7.2.1)."""
 
@@ -195,7 +214,8 @@ class _Plan:
     origin: str
 
 
-def capture_sources(found: Scan, *, staging: str, flags: Mapping[str, str], keep_jpeg: bool) -> list[dict[str, str]]:
+def capture_sources(found: Scan, *, staging: str, flags: Mapping[str, str], keep_jpeg: bool,
+                    equipment: Equipment | None = None) -> list[dict[str, str]]:
     """Turn the images and PDFs among ``found.skipped`` into instances, in place.
 
     Each converted file is written to ``staging`` and read back like any source;
@@ -224,7 +244,8 @@ def capture_sources(found: Scan, *, staging: str, flags: Mapping[str, str], keep
         dest = os.path.join(staging, f"C{n:07d}")
         try:
             what = capture(plan.path, dest, plan.identity, series_uid=series_uid, series_number=series_number,
-                           instance_number=number, keep_jpeg=keep_jpeg, extras=plan.extras, now=now)
+                           instance_number=number, keep_jpeg=keep_jpeg, extras=plan.extras, now=now,
+                           equipment=equipment)
         except CannotCapture as exc:
             found.unreadable.append((plan.path, str(exc)))
             continue
@@ -353,18 +374,20 @@ class _Series:
 
 def capture(path: str, dest: str, identity: Identity, *, series_uid: str, series_number: int = 1,
             instance_number: int = 1, keep_jpeg: bool = False, extras: Mapping[str, str] | None = None,
-            now: datetime | None = None) -> str:
+            now: datetime | None = None, equipment: Equipment | None = None) -> str:
     """Write ``path`` (JPEG, PNG, TIFF or PDF) to ``dest`` as a DICOM Part 10 file; return what was done.
 
     ``identity.study_uid`` must be set. Images become Secondary Capture
     (MONOCHROME2 or RGB; alpha dropped; 16-bit grey kept); a baseline JPEG is
     wrapped as it is when ``keep_jpeg``, else decoded. A PDF becomes Encapsulated
     PDF. ``extras`` are a sidecar's document_title, series_description and
-    burned_in_annotation. Raises :class:`CannotCapture` with the reason.
+    burned_in_annotation; ``equipment`` names the node (none: only what the package knows).
+    Raises :class:`CannotCapture` with the reason.
     """
     assert identity.study_uid, "capture() needs a Study Instance UID"
     extras = extras or {}
     now = now or datetime.now()
+    equipment = equipment or Equipment()
     what = kind(path)
     if what is None:
         raise CannotCapture("not a JPEG, PNG, TIFF or PDF file")
@@ -372,9 +395,10 @@ def capture(path: str, dest: str, identity: Identity, *, series_uid: str, series
         content = datetime.fromtimestamp(os.stat(path).st_mtime)
         with open(path, "rb") as src:
             if what == "pdf":
-                return _write_pdf(src, dest, identity, series_uid, series_number, instance_number, extras, now, content)
+                return _write_pdf(src, dest, identity, series_uid, series_number, instance_number, extras, now, content,
+                                  equipment)
             return _write_image(src, what, dest, identity, series_uid, series_number, instance_number, keep_jpeg,
-                                extras, now, content)
+                                extras, now, content, equipment)
     except CannotCapture:
         raise
     except OSError as exc:
@@ -384,7 +408,8 @@ def capture(path: str, dest: str, identity: Identity, *, series_uid: str, series
 
 
 def _dataset(identity: Identity, *, sop_class: str, modality: str, series_uid: str, series_number: int,
-             instance_number: int, series_description: str, now: datetime, content: datetime) -> Dataset:
+             instance_number: int, series_description: str, now: datetime, content: datetime,
+             equipment: Equipment) -> Dataset:
     """The modules both IODs share: Patient, General Study, the series, General and SC Equipment
     (Conversion Type WSD, PS3.3 C.8.6.1), SOP Common, and the content's date and number."""
     from pydicom import Dataset
@@ -399,22 +424,69 @@ def _dataset(identity: Identity, *, sop_class: str, modality: str, series_uid: s
     ds.AccessionNumber = identity.accession_number
     ds.Modality = modality
     ds.ConversionType = "WSD"  # workstation (PS3.3 C.8.6.1)
-    ds.Manufacturer = ""  # General Equipment, Type 2: the original device is unknown
-    if identity.institution:
-        ds.InstitutionName = identity.institution
+    _equipment(ds, equipment, identity.institution)
     ds.ReferringPhysicianName = identity.referring_physician
     if identity.study_description:
         ds.StudyDescription = identity.study_description
     ds.SeriesDescription = series_description
     ds.PatientName, ds.PatientID = identity.patient_name, identity.patient_id
     ds.PatientBirthDate, ds.PatientSex = identity.birth_date, identity.sex
-    ds.SecondaryCaptureDeviceManufacturer = "medianode"
-    ds.SecondaryCaptureDeviceManufacturerModelName = "medianode"
-    ds.SecondaryCaptureDeviceSoftwareVersions = __version__
+    if age := patient_age(identity.birth_date, identity.study_date):
+        ds.PatientAge = age
     ds.StudyInstanceUID, ds.SeriesInstanceUID = identity.study_uid, series_uid
     ds.StudyID = identity.study_id
     ds.SeriesNumber, ds.InstanceNumber = series_number, instance_number
     return ds
+
+
+def _equipment(ds: Dataset, equipment: Equipment, institution: str) -> None:
+    """General Equipment (PS3.3 C.7.5.1) and SC Equipment (C.8.6.1): the node; Type 3 values only when known.
+    Institution Name is ``burn.institution``, else the one the patient's source named (``institution``)."""
+    node = equipment.identity
+    ds.Manufacturer = "medianode"
+    known = {
+        "InstitutionName": equipment.institution if _long_string(equipment.institution) else institution,
+        "InstitutionAddress": node.institution_address,
+        "StationName": node.station_name,
+        "InstitutionalDepartmentName": node.department,
+        "ManufacturerModelName": node.manufacturer_model_name,
+        "DeviceSerialNumber": node.device_serial_number,
+        "SecondaryCaptureDeviceID": node.station_name,
+    }
+    for keyword, value in known.items():
+        if value:
+            setattr(ds, keyword, value)
+    ds.SoftwareVersions = __version__
+    ds.SecondaryCaptureDeviceManufacturer = "medianode"
+    ds.SecondaryCaptureDeviceManufacturerModelName = node.manufacturer_model_name or "medianode"
+    ds.SecondaryCaptureDeviceSoftwareVersions = __version__
+
+
+def _long_string(text: str) -> bool:
+    """Whether ``text`` is a value of LO (PS3.5 Table 6.2-1): 1 to 64 characters, no backslash."""
+    return 0 < len(text) <= 64 and "\\" not in text
+
+
+def patient_age(birth_date: str, study_date: str) -> str:
+    """Patient's Age (0010,1010, AS: PS3.5 6.2) at the study, from two DA values; "" when either is unknown.
+
+    Whole years from the second birthday, else months from the first month, else days.
+
+    >>> patient_age("19610203", "20260202"), patient_age("20250101", "20250315"), patient_age("20250101", "")
+    ('064Y', '002M', '')
+    """
+    try:
+        born, seen = datetime.strptime(birth_date, "%Y%m%d"), datetime.strptime(study_date, "%Y%m%d")
+    except ValueError:
+        return ""
+    if seen < born:
+        return ""
+    months = (seen.year - born.year) * 12 + seen.month - born.month - (seen.day < born.day)
+    if months >= 24:
+        return f"{months // 12:03d}Y"
+    if months >= 1:
+        return f"{months:03d}M"
+    return f"{(seen - born).days:03d}D"
 
 
 _TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC"})
@@ -453,14 +525,16 @@ MIME_TYPE, ENCAPSULATED_DOCUMENT, DOCUMENT_LENGTH = 0x00420012, 0x00420011, 0x00
 
 
 def _write_pdf(src: BinaryIO, dest: str, identity: Identity, series_uid: str, series_number: int,
-               instance_number: int, extras: Mapping[str, str], now: datetime, content: datetime) -> str:
+               instance_number: int, extras: Mapping[str, str], now: datetime, content: datetime,
+               equipment: Equipment) -> str:
     size = os.fstat(src.fileno()).st_size
     src.seek(max(0, size - 1024))
     if b"%%EOF" not in src.read():
         raise CannotCapture("truncated PDF: no %%EOF marker at its end (ISO 32000-1 7.5.5)")
     ds = _dataset(identity, sop_class=ENCAPSULATED_PDF, modality="DOC", series_uid=series_uid,
                   series_number=series_number, instance_number=instance_number,
-                  series_description=extras.get("series_description", "Documents"), now=now, content=content)
+                  series_description=extras.get("series_description", "Documents"), now=now, content=content,
+                  equipment=equipment)
     ds.AcquisitionDateTime = ""
     ds.BurnedInAnnotation = extras.get("burned_in_annotation", "YES")
     ds.DocumentTitle = extras.get("document_title") or os.path.splitext(os.path.basename(src.name))[0][:1024]
@@ -484,12 +558,13 @@ def _write_pdf(src: BinaryIO, dest: str, identity: Identity, series_uid: str, se
 
 def _write_image(src: BinaryIO, what: CaptureKind, dest: str, identity: Identity, series_uid: str, series_number: int,
                  instance_number: int, keep_jpeg: bool, extras: Mapping[str, str], now: datetime,
-                 content: datetime) -> str:
+                 content: datetime, equipment: Equipment) -> str:
     import imagecodecs
 
     ds = _dataset(identity, sop_class=SECONDARY_CAPTURE, modality="OT", series_uid=series_uid,
                   series_number=series_number, instance_number=instance_number,
-                  series_description=extras.get("series_description", "Secondary Capture"), now=now, content=content)
+                  series_description=extras.get("series_description", "Secondary Capture"), now=now, content=content,
+                  equipment=equipment)
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.Laterality = ds.PatientOrientation = ""  # Type 2C (PS3.3 C.7.3.1, C.7.6.1): unknown for a file on disk
     ds.DateOfSecondaryCapture, ds.TimeOfSecondaryCapture = ds.InstanceCreationDate, ds.InstanceCreationTime

@@ -66,6 +66,8 @@ class Options:
     deidentify: bool = False
     #: Let images flagged with Burned In Annotation onto a de-identified disc.
     burned_in: bool = False
+    #: Correct what PS3.5 forbids in the values (:mod:`node.media.repair`), each change recorded.
+    repair: bool = False
 
     def compress_for(self, modality: str) -> str:
         return dict(self.by_modality).get(modality, self.compress)
@@ -74,7 +76,7 @@ class Options:
     def rewrites(self) -> bool:
         """Whether these options rewrite instances (compression, new UIDs), which is work for :class:`Workers`."""
         compresses = any(c != NO_COMPRESSION for c in (self.compress, *(c for _, c in self.by_modality)))
-        return compresses or self.new_uids or self.deidentify
+        return compresses or self.new_uids or self.deidentify or self.repair
 
     def check(self, profile: Profile) -> None:
         """Raise :class:`UsageError` for a compression ``profile`` does not allow."""
@@ -116,8 +118,13 @@ def make_plan(instances: list[SourceInstance], profile: Profile, options: Option
         for n, inst in enumerate(instances):
             if n not in tasks and _mentions(inst.header.path, lossy):
                 tasks[n] = Task(inst.header.path, os.path.join(staging, f"{n:08d}"), allowed=_allowed(inst, profile))
+    if options.repair:  # every instance is read: only the repair knows what it will find
+        for n, inst in enumerate(instances):
+            if n not in tasks:
+                tasks[n] = Task(inst.header.path, os.path.join(staging, f"{n:08d}"), allowed=_allowed(inst, profile),
+                                repair_only=True)
     shared = {"uids": uids, "deidentify": options.deidentify, "burned_in": options.burned_in,
-              "keep_originals": options.new_uids and not options.deidentify}
+              "keep_originals": options.new_uids and not options.deidentify, "repair": options.repair}
     planned = [(n, t.with_(**shared)) for n, t in sorted(tasks.items())]
     return Plan(uids, planned, fallbacks)
 
@@ -235,7 +242,8 @@ class Workers:
 
 
 #: What every task needs: pydicom, numpy and the codecs, under our modules.
-_WORKER_MODULES = ("node.media.transcode", "node.media.compress", "node.media.deidentify", "node.pixels")
+_WORKER_MODULES = ("node.media.transcode", "node.media.compress", "node.media.deidentify", "node.media.repair",
+                   "node.pixels")
 
 
 def _warm() -> None:

@@ -2,18 +2,20 @@
 
 An instance already in an allowed syntax, with nothing to change, is never touched: its dataset
 bytes go onto the medium as they are. Anything else is read with pydicom and written anew, in this
-order: de-identified (:mod:`node.media.deidentify`); decoded when its syntax is not allowed or it
-is to be compressed (:mod:`node.pixels`; Implicit VR and Big Endian re-encoded, Deflate inflated);
-compressed with the Appendix B coercions (:mod:`node.media.compress`); its UIDs and references
-mapped (:mod:`node.media.uids`), after compression, so that the lossy image's Source Image
-Sequence keeps naming its uncompressed predecessor. The file is written to the burn's staging
-folder and read back like any source, so the directory records describe what is really on the
-medium.
+order: repaired, when asked (:mod:`node.media.repair`; an instance it finds nothing to correct in,
+and nothing else to do to, is copied as it is); de-identified (:mod:`node.media.deidentify`);
+decoded when its syntax is not allowed or it is to be compressed (:mod:`node.pixels`; Implicit VR and
+Big Endian re-encoded, Deflate inflated); compressed with the Appendix B coercions
+(:mod:`node.media.compress`); its UIDs and references mapped (:mod:`node.media.uids`), after
+compression, so that the lossy image's Source Image Sequence keeps naming its uncompressed predecessor.
+The file is written to the burn's staging folder and read back like any source, so the directory
+records describe what is really on the medium.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -61,6 +63,10 @@ class Task:
     allowed: frozenset[str] = frozenset({dicom.EXPLICIT_VR_LE})
     #: The image's pixel module, as planned (with ``choice``): lets :func:`_lossless_as_is` skip pydicom.
     image: ImageInfo | None = None
+    #: Correct what PS3.5 forbids in the values first (:mod:`node.media.repair`).
+    repair: bool = False
+    #: Nothing but the repair was planned: an instance it finds nothing to correct in is copied as it is.
+    repair_only: bool = False
 
     def with_(self, **changes: Any) -> Task:
         return dataclasses.replace(self, **changes)
@@ -98,9 +104,15 @@ def _rewrite(task: Task) -> list[str]:
     from pydicom.filewriter import write_dataset
 
     ds = dcmread(task.source, force=True)
+    what: list[str] = []
+    if task.repair:  # first: a UID's trailing junk is seen only in the bytes as read
+        from node.media.repair import repair
+
+        what += [str(r) for r in repair(ds)]
+        if task.repair_only and not what:
+            return _as_is(task)
     ts = str(ds.file_meta.get("TransferSyntaxUID", "")) or _guess(ds)
     original = str(ds.SOPInstanceUID)
-    what: list[str] = []
     if task.uids is not None:
         _rename(ds, task, task.uids, what)
     choice = task.choice
@@ -129,6 +141,17 @@ def _rewrite(task: Task) -> list[str]:
     return what
 
 
+def _as_is(task: Task) -> list[str]:
+    """Copy the data set as it is, behind new File Meta, as a medium would take it untouched."""
+    wanted = {SOP_CLASS_UID: "UI", SOP_INSTANCE_UID: "UI"}
+    header = dcmio.read_header(task.source, wanted=frozenset(wanted), vrs=wanted)
+    with open(task.source, "rb") as src, open(task.dest, "wb") as f:
+        f.write(dcmio.file_meta(header.text(SOP_CLASS_UID), header.text(SOP_INSTANCE_UID), header.transfer_syntax))
+        src.seek(header.dataset_offset)
+        shutil.copyfileobj(src, f, 1 << 20)
+    return []
+
+
 def _lossless_as_is(task: Task) -> list[str] | None:
     """The common case without pydicom: lossless compression of a native monochrome Explicit VR LE image that
     nothing else changes. Its data set bytes are kept as they are and only Pixel Data is encapsulated (seed
@@ -137,7 +160,7 @@ def _lossless_as_is(task: Task) -> list[str] | None:
     """
     choice, image, uids = task.choice, task.image, task.uids
     if (choice is None or choice.lossy or choice.reduce_bits or image is None or image.samples_per_pixel != 1
-            or task.deidentify or task.keep_originals or task.patient_id is not None
+            or task.deidentify or task.keep_originals or task.patient_id is not None or task.repair
             or (uids is not None and (uids.everything or uids.changes))):
         return None
     wanted = {SOP_CLASS_UID: "UI", SOP_INSTANCE_UID: "UI"}

@@ -11,17 +11,9 @@ its issuer are added to Other Patient IDs Sequence (0010,1002). No UID is
 changed. :class:`Coercing` is either during one import: the
 medium the old values came from and the time. For an instance whose values it
 changes, :meth:`Coercing.apply` sets the new values and appends one item to the
-Original Attributes Sequence (0400,0561), PS3.3 C.12.1.1.9.2 and Table C.12-1:
-
-- Modified Attributes Sequence (0400,0550): one item with the old values of the
-  changed attributes; an attribute that was absent is recorded with no value;
-- Attribute Modification DateTime (0400,0562): when, a DT with its UTC offset;
-- Modifying System (0400,0563): ``MEDIANODE``;
-- Source of Previous Values (0400,0564): the medium's label (Type 2: may be empty);
-- Reason for the Attribute Modification (0400,0565): ``COERCE``, the defined term
-  for values replaced during the import of media from another institution.
-
-Items already in the sequence are kept. A local value the instance's Specific
+Original Attributes Sequence (0400,0561) (:mod:`node.original`): the old values, Source of
+Previous Values the medium's label, reason ``COERCE``, the defined term for values replaced
+during the import of media from another institution. A local value the instance's Specific
 Character Set cannot hold makes it ISO_IR 192 (UTF-8), every text value decoded
 first (the old character set is recorded too). A coerced instance is always
 re-encoded, never sent as its own bytes (:mod:`node.read.sender`).
@@ -44,6 +36,8 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 
 from node.config import Coercion
+from node.original import MODIFYING_SYSTEM as MODIFYING_SYSTEM  # named by the conformance statement
+from node.original import Reason, modification_time, record
 from node.read.match import Candidate
 from node.tags import PATIENT_ID
 
@@ -54,10 +48,8 @@ RECONCILED = ("PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate
               "StudyDescription", "ReferencedStudySequence", "RequestAttributesSequence", "OtherPatientIDsSequence")
 #: The character set a local value is written in when the instance's cannot hold it (PS3.3 C.12.1.1.2).
 UTF8 = "ISO_IR 192"
-#: Modifying System (0400,0563), LO.
-MODIFYING_SYSTEM = "MEDIANODE"
-#: Reason for the Attribute Modification (0400,0565): PS3.3 C.12.1.1.9.2, defined terms COERCE and CORRECT.
-REASON = "COERCE"
+#: Reason for the Attribute Modification (0400,0565), PS3.3 C.12.1.1.9.2.
+REASON: Reason = "COERCE"
 _LO_MAX = 64  # PS3.5 Table 6.2-1
 
 
@@ -99,8 +91,7 @@ class Coercing:
         ('VOL_1 _', '20260102030405')
         """
         label = "".join(c if " " <= c <= "~" and c != "\\" else "_" for c in source).strip(" ")[:_LO_MAX]
-        when = (now or datetime.now()).astimezone().strftime("%Y%m%d%H%M%S.%f%z")  # PS3.5 6.2 DT, 26 characters
-        return cls(rules, label, when)
+        return cls(rules, label, modification_time(now))
 
     def may_change(self, patient_id: str) -> bool:
         """Could an instance of this Patient ID be changed? (Only :meth:`changes` of its data set knows.)"""
@@ -143,18 +134,7 @@ class Coercing:
             else:
                 old.add_new(tag, vr, [] if vr == "SQ" else "")  # absent before: recorded with no value
             ds.add_new(tag, vr, change.new if change.value is None else copy.deepcopy(change.value))
-        for group in {_tag(c.attribute).group for c in changes} | {0x0400}:
-            ds.pop(Tag(group, 0x0000), None)  # a (retired) Group Length would now lie (PS3.5 7.2)
-        record = Dataset()
-        record.ModifiedAttributesSequence = Sequence([old])
-        record.AttributeModificationDateTime = self.when
-        record.ModifyingSystem = MODIFYING_SYSTEM
-        record.SourceOfPreviousValues = self.source
-        record.ReasonForTheAttributeModification = REASON
-        if "OriginalAttributesSequence" in ds:
-            ds.OriginalAttributesSequence.append(record)
-        else:
-            ds.OriginalAttributesSequence = Sequence([record])
+        record(ds, old, reason=REASON, when=self.when, source=self.source)
 
 
 def _reconciled(ds: Dataset, local: Candidate) -> tuple[Change, ...]:
