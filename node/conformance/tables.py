@@ -47,7 +47,7 @@ _YAML_NAMES = {(config.Config, "imports"): "import"}
 #: per-modality half of ``compress`` (written inside ``compress``), and the CA of the console, which
 #: asks browsers for no certificate.
 _NOT_KEYS = {"source", "routes[].where", "routes[].compress_by_modality", "console.tls.ca"}
-#: Defaults the loader supplies for fields its dataclass requires (node/config.py ``_route``).
+#: Defaults said in words: the loader's for a field its dataclass requires (node/config.py ``_route``), a section's.
 _LOADER_DEFAULTS = {"routes[].match": "(matches every instance)", "node.identity": "(each key empty: unknown)"}
 #: The meaning of output keys that no dataclass field holds (a ``folder`` output is a plain path).
 _OUTPUT_KEYS = {
