@@ -24,7 +24,7 @@ from typing import Literal
 from node import dcmio, dicom
 from node.durable import published
 from node.errors import BuildError, UsageError
-from node.media import folder
+from node.media import folder, series
 from node.media.capture import capture_sources
 from node.media.content import FileSlice, MediaFile, Progress
 from node.media.dicomdir import encode_dicomdir
@@ -194,6 +194,7 @@ def _admit(instances: list[SourceInstance], profile: Profile, options: Options, 
     plan = make_plan(instances, profile, options, staging)
     report.fallbacks = [{"path": p, "reason": r} for p, r in plan.fallbacks]
     refused: set[int] = set()
+    lossy: set[int] = set()
 
     def done(n: int, task: Task, what: list[str] | Exception) -> None:
         inst = instances[n]
@@ -201,13 +202,18 @@ def _admit(instances: list[SourceInstance], profile: Profile, options: Options, 
             report.refused.append({"path": inst.source, "reason": str(what)})
             refused.add(n)
             return
+        if task.choice is not None and task.choice.lossy:
+            lossy.add(n)
         report.uid_map |= {old: new for old in _identity_uids(inst) if (new := plan.uids.new(old))}
         instances[n] = reread(inst, task, what)
         if instances[n].conversion:
             report.converted.append({"path": inst.source, "conversion": instances[n].conversion})
 
     workers.run(plan.tasks, done)
-    instances[:] = [inst for n, inst in enumerate(instances) if n not in refused]
+    kept = [n for n in range(len(instances)) if n not in refused]
+    instances[:] = [instances[n] for n in kept]
+    if lossy:  # seed B.2: the series bounds of lossy images, from their series as it is on the medium
+        series.coerce(instances, {i for i, n in enumerate(kept) if n in lossy}, staging)
 
 
 def _identity_uids(inst: SourceInstance) -> tuple[str, str, str]:
