@@ -272,7 +272,7 @@ def compress(ds: Dataset, choice: Choice, *, new_sop_uid: str | None) -> list[st
     pixels.encapsulate(ds, frames, ts)
     if not choice.lossy:
         return [by_uid(ts).label]
-    ratio = before / sum(len(f) for f in frames)
+    ratio = before / sum(len(f) + len(f) % 2 for f in frames)  # the bytes stored: each fragment of even length
     _coerce_lossy(ds, ts, ratio=ratio, new_sop_uid=str(new_sop_uid), rescale=rescale)
     if kept.low is not None and kept.high is not None and int(ds.get("SamplesPerPixel", 1)) == 1:
         vr = "SS" if ds.PixelRepresentation == 1 else "US"
