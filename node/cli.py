@@ -63,7 +63,7 @@ def _add_burn(sub: _Subparsers) -> None:
     p.add_argument("--ratio", type=float, metavar="2-200",
                    help=f"with --compress j2k-lossy: the compression ratio to reach (default {J2K_RATIO:g})")
     p.add_argument("--psnr", type=float, metavar="DB",
-                   help="with --compress j2k-lossy, instead of --ratio: the least PSNR in dB (30-100) over Bits Stored")
+                   help="with --compress j2k-lossy, instead of --ratio: the least PSNR in dB (30-100), over the image's range of values")
     p.add_argument("--allow-lossy-mammography", action="store_true",
                    help="let lossy compression apply to mammograms (not for primary diagnosis)")
     p.add_argument("--allow-bit-reduction", action="store_true",

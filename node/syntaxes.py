@@ -131,7 +131,7 @@ JPEG_QUALITY = 90
 #: gives none: 55 dB PSNR on the same phantom.
 J2K_RATIO = 10.0
 #: The range of each lossy setting (inclusive): ``quality`` on libjpeg's IJG scale; ``ratio`` of the
-#: uncompressed to the compressed size; ``psnr`` in dB over Bits Stored (``10 log10((2**bits - 1)**2 / MSE)``).
+#: uncompressed to the compressed size; ``psnr`` in dB over the image's range of values (``10 log10((max - min)**2 / MSE)``).
 SETTINGS: dict[str, tuple[float, float]] = {"quality": (1, 100), "ratio": (2, 200), "psnr": (30, 100)}
 #: The ``--compress`` values each setting applies to (the lossy JPEG processes; irreversible JPEG 2000).
 SETTING_OF: dict[str, tuple[str, ...]] = {"quality": ("jpeg-baseline", "jpeg-extended"),

@@ -55,9 +55,11 @@ def achieved(ds: Dataset) -> float:
     return ds.Rows * ds.Columns * ds.BitsAllocated // 8 / sum(len(f) for f in frames)
 
 
-def psnr(original: np.ndarray, decoded: np.ndarray, bits: int) -> float:
+def psnr(original: np.ndarray, decoded: np.ndarray) -> float:
+    """Over the original's range of values, as the psnr setting counts it."""
     mse = float(np.mean((original.astype(np.float64) - decoded.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10((2**bits - 1) ** 2 / mse)
+    peak = float(original.max()) - float(original.min())
+    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
 
 
 def test_jpeg_quality_50_and_95_make_different_sizes_and_the_ratio_written_is_the_one_achieved(tmp_path: Path) -> None:
@@ -102,9 +104,9 @@ def test_j2k_psnr_45_is_met_on_the_decoded_image(tmp_path: Path) -> None:
     for src in sources:
         original = dcmread(src)
         ds = images[str(original.SOPInstanceUID)]
-        measured = psnr(original.pixel_array, ds.pixel_array, int(ds.BitsStored))
-        assert 45 <= measured < 80, measured  # met, and not by falling back to near-lossless
-        assert achieved(ds) > 10
+        measured = psnr(original.pixel_array, ds.pixel_array)
+        assert 45 <= measured < 55, measured  # met, and not by falling back to near-lossless
+        assert achieved(ds) > 2
         assert float(ds.LossyImageCompressionRatio) == pytest.approx(achieved(ds), abs=0.051)
 
 

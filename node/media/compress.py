@@ -61,8 +61,9 @@ STALE = ("PixelPaddingValue", "PixelPaddingRangeLimit", "SmallestImagePixelValue
           "SmallestPixelValueInSeries", "LargestPixelValueInSeries")
 #: Smallest / Largest Image Pixel Value (PS3.3 C.7.6.3): US or SS as Pixel Representation says.
 IMAGE_RANGE = (0x00280106, 0x00280107)
-#: OpenJPEG's PSNR target is one layer's, which it can miss (by 7 dB on CT): each frame is decoded and
-#: measured, and encoded again with the target raised by the shortfall, this many times at most.
+#: OpenJPEG's PSNR target is one layer's, which it can miss (by 7 dB on CT, and a range of targets may give
+#: the same stream): each frame is decoded and measured, and encoded again with the target raised by the
+#: shortfall plus a margin that doubles each time (0.5, 1, 2 ... dB), this many times at most.
 PSNR_TRIES = 6
 #: The first line of Derivation Description (0008,2111) says who compressed it (seed B.2).
 DERIVATION_PREFIX = "medianode:"
@@ -286,7 +287,7 @@ def compress(ds: Dataset, choice: Choice, *, new_sop_uid: str | None) -> list[st
 @dataclass(frozen=True)
 class Kept:
     """What lossy encoding kept, measured on the decoded frames: their PSNR (PS3.3 has no attribute
-    for it; the burn report gives it) over Bits Stored, and their smallest and largest values."""
+    for it; the burn report gives it) over the image's range of values, and their smallest and largest values."""
 
     psnr: float
     low: int | None
@@ -298,40 +299,43 @@ def _encode_lossy(arr: np.ndarray, ts: str, *, bits: int, photometric: str, sett
     """Encode each frame of ``arr`` lossily with ``setting``, decode it again, and measure it.
 
     With a PSNR asked, a frame that misses it is encoded again with a higher target
-    (:data:`PSNR_TRIES` times at most); it never goes onto the medium below it.
+    (:data:`PSNR_TRIES` times at most); it never goes onto the medium below it. The PSNR's peak
+    is the image's own range of values, not Bits Stored's: CT holds 12 bits of values in 16,
+    and a peak of 65535 would flatter it by 24 dB (OpenJPEG's own target uses that peak).
     """
     import numpy as np
 
     from node import pixels
 
+    peak = max(1, int(arr.max()) - int(arr.min()))
     frames: list[bytes] = []
     squared, count, low, high = 0.0, 0, None, None
     for frame in arr:
         target = setting
-        for _ in range(PSNR_TRIES):
+        for attempt in range(PSNR_TRIES):
             encoded = pixels.encode_frame(frame, ts, bits_stored=bits, photometric=photometric, setting=target)
             decoded = pixels.decode_frame(encoded, ts)
             error = float(np.sum((frame.astype(np.float64) - decoded.reshape(frame.shape)) ** 2))
-            got = psnr(error / frame.size, bits)
+            got = psnr(error / frame.size, peak)
             if setting.psnr is None or got >= setting.psnr:
                 break
-            target = dataclasses.replace(target, psnr=float(target.psnr or 0) + setting.psnr - got + 0.5)
+            target = dataclasses.replace(target, psnr=float(target.psnr or 0) + setting.psnr - got + 0.5 * 2**attempt)
         else:
             raise CompressError(f"PSNR {setting.psnr:g} dB not reached ({got:.1f} dB after {PSNR_TRIES} tries)")
         frames.append(encoded)
         squared, count = squared + error, count + frame.size
         low = int(decoded.min()) if low is None else min(low, int(decoded.min()))
         high = int(decoded.max()) if high is None else max(high, int(decoded.max()))
-    return frames, Kept(psnr(squared / count, bits), low, high)
+    return frames, Kept(psnr(squared / count, peak), low, high)
 
 
-def psnr(mse: float, bits: int) -> float:
-    """Peak signal-to-noise ratio in dB of a mean squared error, the peak being ``2**bits - 1``; inf when exact.
+def psnr(mse: float, peak: float) -> float:
+    """Peak signal-to-noise ratio in dB of a mean squared error; inf when exact.
 
-    >>> round(psnr(1.0, 8), 2)
+    >>> round(psnr(1.0, 255), 2)
     48.13
     """
-    return math.inf if mse == 0 else 10 * math.log10((2**bits - 1) ** 2 / mse)
+    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
 
 
 def _lossless(ds: Dataset, ts: str) -> dict[str, object]:
