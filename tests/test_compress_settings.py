@@ -200,3 +200,15 @@ def test_a_quality_that_is_not_a_number_is_a_usage_error(tmp_path: Path) -> None
     result = cli("burn", src, "--out", tmp_path / "x.iso", "--compress", "jpeg-baseline", "--quality", "high")
     assert result.code == 2 and "--quality" in result.err and "Traceback" not in result.err
     assert not (tmp_path / "x.iso").exists()
+
+
+def test_a_psnr_that_cannot_be_met_refuses_the_image_with_the_reason_and_writes_nothing(tmp_path: Path) -> None:
+    """Irreversible JPEG 2000 cannot keep 100 dB: the image is refused (never written below the PSNR asked)."""
+    sources = smooth_ct(tmp_path / "ct", 1, bits=16)
+    before = sources[0].read_bytes()
+    result = cli("burn", *map(str, sources), "--out", tmp_path / "out", "--format", "folder", "--profile",
+                 "STD-GEN-DVD-J2K", "--compress", "j2k-lossy", "--psnr", "100")
+    assert result.code == 1, result
+    assert "PSNR 100 dB not reached (" in result.err and "Traceback" not in result.err
+    assert not (tmp_path / "out").exists() and sources[0].read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ct"]
