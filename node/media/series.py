@@ -64,7 +64,7 @@ def bounds_of(path: str, *, measured: bool) -> Bounds | None:
     ``measured`` on its decoded pixels by this burn, else from its pixels; None for colour."""
     from pydicom import dcmread
 
-    ds = dcmread(path, force=True)
+    ds = dcmread(path, force=True, stop_before_pixels=measured)
     if int(ds.get("SamplesPerPixel", 1)) != 1 or "ModalityLUTSequence" in ds:
         return None
     domain = (int(ds.get("PixelRepresentation", 0)), int(ds.BitsStored), float(ds.get("RescaleSlope", 1) or 1),
