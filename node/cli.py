@@ -50,7 +50,7 @@ class _Usage(Exception):
 
 def _add_burn(sub: _Subparsers) -> None:
     from node.profiles import DEFAULT_PROFILE, PROFILES
-    from node.syntaxes import COMPRESS
+    from node.syntaxes import COMPRESS, J2K_RATIO, JPEG_QUALITY
 
     p = sub.add_parser("burn", help="make a DICOM medium (ISO image or folder) from DICOM files")
     p.add_argument("sources", nargs="+", metavar="SRC", help="DICOM files or folders (searched recursively)")
@@ -59,6 +59,12 @@ def _add_burn(sub: _Subparsers) -> None:
                    help=f"application profile (default {DEFAULT_PROFILE}): {', '.join(PROFILES)}")
     p.add_argument("--compress", default="none", metavar="SYNTAX",
                    help=f"compress images: {', '.join(COMPRESS)} (default none; the profile decides which)")
+    p.add_argument("--quality", type=int, metavar="1-100",
+                   help=f"with --compress jpeg-baseline or jpeg-extended: the libjpeg quality (default {JPEG_QUALITY})")
+    p.add_argument("--ratio", type=float, metavar="2-200",
+                   help=f"with --compress j2k-lossy: the compression ratio to reach (default {J2K_RATIO:g})")
+    p.add_argument("--psnr", type=float, metavar="DB",
+                   help="with --compress j2k-lossy, instead of --ratio: the least PSNR in dB (30-100), over the image's range of values")
     p.add_argument("--allow-lossy-mammography", action="store_true",
                    help="let lossy compression apply to mammograms (not for primary diagnosis)")
     p.add_argument("--allow-bit-reduction", action="store_true",
@@ -112,13 +118,15 @@ def _burn(args: argparse.Namespace, out: TextIO) -> int:
     from node.media.pdi import choose_pdi
     from node.media.plan import Options
     from node.profiles import get_profile
+    from node.syntaxes import Compression
 
     profile = get_profile(args.profile)
     pdi = choose_pdi(profile, pdi=args.pdi, web=args.web, viewer=args.viewer, institution=args.institution,
                      contact=args.contact)
     if args.allow_burned_in and not args.deidentify:
         raise UsageError("--allow-burned-in is only for --deidentify")
-    options = Options(compress=args.compress.lower(), new_uids=args.new_uids, deidentify=args.deidentify,
+    compression = Compression(args.compress.lower(), quality=args.quality, ratio=args.ratio, psnr=args.psnr)
+    options = Options(compress=compression, new_uids=args.new_uids, deidentify=args.deidentify,
                       burned_in=args.allow_burned_in, repair=args.repair,
                       policy=Policy(lossy_mammography=args.allow_lossy_mammography,
                                     bit_reduction=args.allow_bit_reduction))

@@ -23,7 +23,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from node.errors import ConfigError
 from node.profiles import PROFILES, compressions
-from node.syntaxes import COMPRESS
+from node.syntaxes import COMPRESS, SETTINGS, Compression
 from node.tls import client_context, failure
 from node.yamlcheck import (
     At,
@@ -271,10 +271,11 @@ class Route:
     also: bool = False
     #: The application profile of the medium (STD-GEN-CD, ...).
     profile: str = "STD-GEN-CD"
-    #: A ``--compress`` value (none, jpeg-lossless, ...), or one per modality: ``{default: jpeg-lossless, MG: none}``.
-    compress: str = "none"
-    #: The per-modality values of ``compress``: (modality, compress) pairs.
-    compress_by_modality: tuple[tuple[str, str], ...] = ()
+    #: A ``--compress`` value (none, jpeg-lossless, ...) with its lossy setting, or one per modality:
+    #: ``{default: jpeg-lossless, MG: none}``.
+    compress: Compression = Compression()
+    #: The per-modality values of ``compress``: (modality, compression) pairs.
+    compress_by_modality: tuple[tuple[str, Compression], ...] = ()
     #: Allow lossy compression of mammograms (``burn --allow-lossy-mammography``).
     lossy_mammography: bool = False
     #: Allow values beyond a lossy process's precision to be scaled into it (``burn --allow-bit-reduction``).
@@ -623,19 +624,35 @@ def _uid(text: str) -> str:
 
 
 _COMPRESS = choice(*COMPRESS)
+#: ``{syntax: j2k-lossy, ratio: 15}``: a ``--compress`` value and its lossy setting (node.syntaxes.SETTINGS).
+_SETTING: dict[str, Check] = {"syntax": _COMPRESS, "quality": number(*SETTINGS["quality"]),
+                              **{k: number(*SETTINGS[k], integer=False) for k in ("ratio", "psnr")}}
 
 
-def _compress(node: Node, at: At) -> tuple[str, tuple[tuple[str, str], ...]]:
-    """``compress: X``, or per modality ``compress: {default: X, MG: none, US: jpeg-baseline}``."""
+def _compression(node: Node, at: At) -> Compression:
+    """``jpeg-baseline``, or ``{syntax: jpeg-baseline, quality: 85}`` (a setting that fits the syntax)."""
     if not isinstance(node, MappingNode):
-        return _COMPRESS(node, at), ()
-    default, by_modality = "none", []
+        return Compression(_COMPRESS(node, at))
+    values, nodes = fields(node, at, _SETTING, required=("syntax",))
+    compression = Compression(values.pop("syntax"), **values)
+    key, problem = compression.problem()
+    if problem:
+        raise at.key(key).error(nodes[key], problem)
+    return compression
+
+
+def _compress(node: Node, at: At) -> tuple[Compression, tuple[tuple[str, Compression], ...]]:
+    """``compress: X``, or per modality ``compress: {default: X, MG: none, US: {syntax: jpeg-baseline, quality: 80}}``,
+    each X a name or a name with its setting."""
+    if not isinstance(node, MappingNode) or any(isinstance(k, ScalarNode) and k.value == "syntax" for k, _ in node.value):
+        return _compression(node, at), ()
+    default, by_modality = Compression(), []
     for key, value in node.value:
         name = string("a modality or default")(key, at)
         if name == "default":
-            default = _COMPRESS(value, at.key(name))
+            default = _compression(value, at.key(name))
         else:
-            by_modality.append((name.upper(), _COMPRESS(value, at.key(name))))
+            by_modality.append((name.upper(), _compression(value, at.key(name))))
     return default, tuple(by_modality)
 
 
@@ -794,10 +811,10 @@ def _route(node: Node, at: At) -> Route:
     profile = values.get("profile", Route.profile)
     compress, by_modality = values.pop("compress", (Route.compress, ()))
     for modality, value in (("", compress), *by_modality):
-        if value not in compressions(profile):
+        if value.name not in compressions(profile):
             allowed = ", ".join(compressions(profile))
             where = at.key("compress") if not modality else at.key("compress").key(modality)
-            raise where.error(nodes["compress"], f"{value!r} is not allowed by profile {profile} (it allows {allowed})")
+            raise where.error(nodes["compress"], f"{value.name!r} is not allowed by profile {profile} (it allows {allowed})")
     values |= {"compress": compress, "compress_by_modality": by_modality}
     if values.get("output") is not None and (problem := _output_fits(values["output"], profile)):
         raise at.key("output").error(nodes["output"], problem)

@@ -20,6 +20,7 @@ from node.jobs import pack
 from node.profiles import SECTOR, compressions, get_profile
 from node.receive.mcm import CLASS_INSTANCE_CONFLICT, NO_SUCH_OBJECT_INSTANCE
 from node.routing import RouteSnapshot
+from node.syntaxes import Compression
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def _route(req: MediaRequest, settings: MediaRequests, profile: str, *, volume: 
     lossy = [c for c in _LOSSY if c in compressions(profile)] if wanted.get("lossy") else []
     return RouteSnapshot(
         Match(), "burn", profile=profile, copies=req.copies or settings.copies, output=settings.output,
-        compress=lossy[0] if lossy else "none", pdi=pdi, web=bool(pdi),
+        compress=Compression(lossy[0] if lossy else "none"), pdi=pdi, web=bool(pdi),
         viewer=settings.viewer if wanted.get("display_application") and get_profile(profile).pdi else None,
         label="REQUEST", where=f"media request {req.uid}", position=REQUEST_POSITION, volume=volume)
 

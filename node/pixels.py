@@ -163,17 +163,15 @@ def decompress(ds: Dataset) -> None:
 #: the smallest codestreams on pydicom's real CT_small and MR_small (6 % and 3.5 % below
 #: SV1; 7 wins only on our noise-dominated phantoms), and DCMTK and libjpeg-turbo decode it.
 P14_PREDICTOR = 5
-#: libjpeg quality (1-100) of JPEG processes 1 and 4, on the IJG scale: 90 gave 60 dB
-#: PSNR at 4.3:1 on a 12-bit CR phantom. The IHE PDI renditions (:mod:`node.media.pdi`) use it too.
-JPEG_QUALITY = 90
-#: Compression ratio asked of OpenJPEG for irreversible JPEG 2000 (one quality layer):
-#: 55 dB PSNR on the same phantom.
-J2K_RATIO = 10.0
+#: No setting given: the defaults of :mod:`node.syntaxes`.
+_DEFAULT = syntaxes.Compression()
 
 
-def encode_frame(frame: np.ndarray, transfer_syntax: str, *, bits_stored: int, photometric: str) -> bytes:
+def encode_frame(frame: np.ndarray, transfer_syntax: str, *, bits_stored: int, photometric: str,
+                 setting: syntaxes.Compression = _DEFAULT) -> bytes:
     """Return one codestream of ``frame`` in ``transfer_syntax``, by the encoder its row names
-    (:attr:`node.syntaxes.TransferSyntax.encoder`).
+    (:attr:`node.syntaxes.TransferSyntax.encoder`), lossy ones with ``setting``'s quality, ratio or
+    PSNR (else :data:`node.syntaxes.JPEG_QUALITY`, :data:`node.syntaxes.J2K_RATIO`).
 
     ``frame`` is one native frame as ``Dataset.pixel_array`` gives it: (rows, columns)
     or (rows, columns, 3) colour-by-pixel, signed dtype for Pixel Representation 1,
@@ -195,10 +193,25 @@ def encode_frame(frame: np.ndarray, transfer_syntax: str, *, bits_stored: int, p
     row = syntaxes.get(ts)
     if row is None or row.encoder is None:
         raise ValueError(f"no encoder for {ts.name}")
-    return _ENCODERS[row.encoder](frame, ts, bits_stored=bits_stored, photometric=photometric)
+    return _ENCODERS[row.encoder](frame, ts, bits_stored=bits_stored, photometric=photometric, setting=setting)
 
 
-def _encode_jpeg(frame: np.ndarray, ts: uid.UID, *, bits_stored: int, photometric: str) -> bytes:
+def decode_frame(codestream: bytes, transfer_syntax: str) -> np.ndarray:
+    """One codestream of :func:`encode_frame`'s decoded again, by the decoders the node reads with
+    (libjpeg-turbo; OpenJPEG), so that lossy output is measured on what a reader will see. Colour
+    JPEG comes back as RGB, the other samples as encoded.
+    """
+    if syntaxes.by_uid(transfer_syntax).family == "j2k":
+        from openjpeg.utils import decode
+
+        return decode(codestream)
+    import imagecodecs
+
+    return imagecodecs.jpeg8_decode(codestream)
+
+
+def _encode_jpeg(frame: np.ndarray, ts: uid.UID, *, bits_stored: int, photometric: str,
+                 setting: syntaxes.Compression) -> bytes:
     """JPEG processes 1, 4 and 14 through imagecodecs' libjpeg-turbo 3 (pydicom 3.0 has no JPEG encoder)."""
     import imagecodecs
     import numpy as np
@@ -216,14 +229,16 @@ def _encode_jpeg(frame: np.ndarray, ts: uid.UID, *, bits_stored: int, photometri
         predictor = 1 if ts == uid.JPEGLosslessSV1 else P14_PREDICTOR
         return bytes(imagecodecs.jpeg8_encode(frame, lossless=True, predictor=predictor, bitspersample=bits_stored,
                                               colorspace=space, outcolorspace=space))
+    quality = setting.quality or syntaxes.JPEG_QUALITY
     if colour:  # only baseline takes colour (seed Appendix B); RGB in, YCbCr 4:2:2 out
-        return bytes(imagecodecs.jpeg8_encode(frame, level=JPEG_QUALITY, colorspace="RGB", outcolorspace="YCbCr",
+        return bytes(imagecodecs.jpeg8_encode(frame, level=quality, colorspace="RGB", outcolorspace="YCbCr",
                                               subsampling="422"))
     precision = 8 if bits_stored <= 8 else 12
-    return bytes(imagecodecs.jpeg8_encode(frame, level=JPEG_QUALITY, bitspersample=precision))
+    return bytes(imagecodecs.jpeg8_encode(frame, level=quality, bitspersample=precision))
 
 
-def _encode_rle(frame: np.ndarray, ts: uid.UID, *, bits_stored: int, photometric: str) -> bytes:
+def _encode_rle(frame: np.ndarray, ts: uid.UID, *, bits_stored: int, photometric: str,
+                setting: syntaxes.Compression) -> bytes:
     """DICOM RLE (PS3.5 Annex G): one segment per byte of each sample, most significant first
     (G.2), each a PackBits run of its byte plane, row by row (G.3.1), padded to even length (G.5),
     after the 64-byte header of segment offsets (G.4).
@@ -253,17 +268,24 @@ def _encode_rle(frame: np.ndarray, ts: uid.UID, *, bits_stored: int, photometric
     return header + b"".join(segments)
 
 
-def _encode_pydicom(frame: np.ndarray, ts: uid.UID, *, bits_stored: int, photometric: str) -> bytes:
+def _encode_pydicom(frame: np.ndarray, ts: uid.UID, *, bits_stored: int, photometric: str,
+                    setting: syntaxes.Compression) -> bytes:
     """JPEG 2000 through pydicom's encoder with the pylibjpeg plugin.
 
     pydicom picks no colour transform itself: its plugin turns MCT off for RGB and
     OpenJPEG turns it on only for YBR_RCT / YBR_ICT, so ``photometric`` decides.
+    OpenJPEG's rate counts ``bits_stored`` bits a sample; the ratio asked counts the
+    container's (Bits Allocated), as Lossy Image Compression Ratio does, so it is scaled.
+    A PSNR is OpenJPEG's target for the layer, which it may miss: the caller measures it.
     """
     from pydicom.pixels.encoders.base import get_encoder
 
     options: dict[str, Any] = {}
-    if ts == uid.JPEG2000:
-        options["j2k_cr"] = [J2K_RATIO]
+    if ts == uid.JPEG2000 and setting.psnr is not None:
+        options["j2k_psnr"] = [setting.psnr]
+    elif ts == uid.JPEG2000:
+        ratio = setting.ratio or syntaxes.J2K_RATIO
+        options["j2k_cr"] = [ratio * bits_stored / (frame.dtype.itemsize * 8)]
     return get_encoder(ts).encode(
         frame,
         encoding_plugin="pylibjpeg",
@@ -282,7 +304,8 @@ def _encode_pydicom(frame: np.ndarray, ts: uid.UID, *, bits_stored: int, photome
 
 
 class _Encoder(Protocol):
-    def __call__(self, frame: np.ndarray, ts: uid.UID, *, bits_stored: int, photometric: str) -> bytes: ...
+    def __call__(self, frame: np.ndarray, ts: uid.UID, *, bits_stored: int, photometric: str,
+                 setting: syntaxes.Compression) -> bytes: ...
 
 
 #: :attr:`node.syntaxes.TransferSyntax.encoder` -> the function that writes one frame.

@@ -316,8 +316,8 @@ def _output(route: RouteSnapshot) -> str | dict[str, object]:
 
 
 def _job(route: RouteSnapshot) -> dict[str, object]:
-    return {"route": route.position, "where": route.where, "profile": route.profile, "compress": route.compress,
-            "compress_by_modality": dict(route.compress_by_modality), "copies": route.copies,
+    return {"route": route.position, "where": route.where, "profile": route.profile, "compress": str(route.compress),
+            "compress_by_modality": {k: str(v) for k, v in route.compress_by_modality}, "copies": route.copies,
             "output": _output(route), "group": route.group, "label": route.label or "MEDIANODE", "kind": route.kind,
             "also": route.also}
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from node.config import Action, Group, Match, Route, VolumeKind, output_from_settings, output_settings
+from node.syntaxes import Compression
 
 #: What an instance that records no burn route gets: it is kept, and goes with its study.
 STORE_ONLY = "[]"
@@ -46,7 +47,8 @@ class RouteSnapshot(Route):
     def as_dict(self) -> dict[str, object]:
         d: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
         d.update(match={k: list(v) for k, v in asdict(self.match).items() if v},
-                 compress_by_modality=dict(self.compress_by_modality),
+                 compress=self.compress.as_json(),
+                 compress_by_modality={k: v.as_json() for k, v in self.compress_by_modality},
                  output=output_settings(self.output) if self.output is not None else None,
                  viewer=str(self.viewer) if self.viewer else None, volume=list(self.volume))
         return d
@@ -79,8 +81,8 @@ class RouteSnapshot(Route):
             position=int(str(d.get("position", 0))),
             also=bool(d.get("also", False)),
             profile=str(d.get("profile", default.profile)),
-            compress=str(d.get("compress") or "none"),
-            compress_by_modality=tuple((str(k), str(v)) for k, v in by_modality.items()),
+            compress=Compression.from_json(d.get("compress")),
+            compress_by_modality=tuple((str(k), Compression.from_json(v)) for k, v in by_modality.items()),
             lossy_mammography=bool(d.get("lossy_mammography")),
             bit_reduction=bool(d.get("bit_reduction")),
             new_uids=bool(d.get("new_uids")),

@@ -4,7 +4,8 @@
                           [--dvd] [--dvd-runs N]
     scripts/bench receive [--runs N] [--warmup N] [--quick] [--data DIR] [--json]
     scripts/bench import  [--runs N] [--warmup N] [--quick] [--data DIR] [--json]
-    scripts/bench compress [--runs N] [--warmup N] [--quick] [--only ct|cr] [--syntax NAME]... [--data DIR] [--json]
+    scripts/bench compress [--runs N] [--warmup N] [--quick] [--only ct|cr] [--syntax NAME]... [--settings] [--data DIR]
+                           [--json]
     scripts/bench soak    [--cycles N] [--instances N] [--data DIR] [--json]
     scripts/bench console [--runs N] [--warmup N] [--quick] [--requests N] [--data DIR] [--json]
 

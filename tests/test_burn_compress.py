@@ -170,7 +170,7 @@ def test_deidentify_removes_identity_and_refuses_burned_in_annotation(tmp_path: 
 
 def test_a_route_compresses_per_modality_and_records_the_uid_map(tmp_path: Path) -> None:
     routes = ("routes:\n  - {match: {called_aet: BURN}, action: burn, profile: STD-GEN-DVD-J2K,\n"
-              "     compress: {default: j2k-lossless, CT: j2k-lossy}}\n")
+              "     compress: {default: j2k-lossless, CT: {syntax: j2k-lossy, ratio: 15}}}\n")
     node = Node(tmp_path, routes=routes)
     src = ct_series(tmp_path / "ct", 2, size=64)
     mr = tmp_path / "mr.dcm"
@@ -187,6 +187,8 @@ def test_a_route_compresses_per_modality_and_records_the_uid_map(tmp_path: Path)
     files = by_uid(extract(iso, tmp_path / "medium"))
     syntaxes = {str(dcmread(p).Modality): str(dcmread(p).file_meta.TransferSyntaxUID) for p in files.values()}
     assert syntaxes == {"CT": dicom.J2K, "MR": dicom.J2K_LOSSLESS}
+    ratios = [float(dcmread(p).LossyImageCompressionRatio) for p in files.values() if dcmread(p).Modality == "CT"]
+    assert len(ratios) == 2 and all(12 <= r <= 18 for r in ratios), ratios  # the route's ratio, through its job
     index = Index(node.data / "index.sqlite")
     try:
         (job,) = index.jobs()

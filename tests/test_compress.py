@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -167,6 +168,11 @@ def code(item: Dataset) -> tuple[str, str, str]:
     return item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning
 
 
+def context(item: Dataset) -> tuple[str, str, str, str]:
+    """Context Identifier, Mapping Resource, Context Group Version, Context Group Extension Flag (PS3.3 8.6)."""
+    return item.ContextIdentifier, item.MappingResource, item.ContextGroupVersion, item.ContextGroupExtensionFlag
+
+
 # -- lossless ---------------------------------------------------------------------------
 
 
@@ -278,7 +284,8 @@ def test_lossy_coerces_every_appendix_b_attribute() -> None:
 
     assert ds.file_meta.TransferSyntaxUID == dicom.JPEG_BASELINE
     ratio = ds.LossyImageCompressionRatio[-1]
-    assert notes == [f"lossy JPEG baseline, ratio {ratio}:1, new SOP Instance UID"]
+    assert re.fullmatch(rf"lossy JPEG baseline, ratio {re.escape(str(ratio))}:1, PSNR \d+\.\d dB, new SOP Instance UID",
+                        notes[0])
     # B.1
     assert ds.SamplesPerPixel == 3
     assert ds.PhotometricInterpretation == "YBR_FULL_422"
@@ -298,6 +305,9 @@ def test_lossy_coerces_every_appendix_b_attribute() -> None:
     assert (source.ReferencedSOPClassUID, source.ReferencedSOPInstanceUID) == (old_class, old_uid)
     assert code(source.PurposeOfReferenceCodeSequence[0]) == ("121320", "DCM", "Uncompressed predecessor")
     assert code(ds.DerivationCodeSequence[-1]) == ("113040", "DCM", "Lossy Compression")
+    # the context attributes the seed lists for both items
+    assert context(source.PurposeOfReferenceCodeSequence[0]) == ("7202", "DCMR", "20020904", "N")
+    assert context(ds.DerivationCodeSequence[-1]) == ("7203", "DCMR", "20020904", "N")
     assert ds.LossyImageCompression == "01"
     assert list(ds.LossyImageCompressionRatio) == ["5", ratio] and float(ratio) > 1
     assert list(ds.LossyImageCompressionMethod) == ["ISO_10918_1", "ISO_10918_1"]

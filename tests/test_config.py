@@ -27,6 +27,7 @@ from node.config import (
 )
 from node.errors import EXIT_USAGE, ConfigError
 from node.profiles import PROFILES
+from node.syntaxes import Compression
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = ROOT / "config" / "medianode.yaml"
@@ -139,7 +140,7 @@ import:
         Route(
             Match(called_aet=("DVD", "BR"), calling_aet=("CT1",), modality=("CT", "MR"),
                   sop_class=("1.2.840.10008.5.1.4.1.1.2",)),
-            "burn", profile="STD-GEN-DVD-JPEG", compress="jpeg-lossless", copies=99, group="patient",
+            "burn", profile="STD-GEN-DVD-JPEG", compress=Compression("jpeg-lossless"), copies=99, group="patient",
             label="2024", kind="backup", output=_cwd / "~" / "discs", where="c.yaml:19",
         ),
         Route(Match(), "store", where="c.yaml:28"),
@@ -224,7 +225,7 @@ def brief_allows(profile: str, compress: str) -> bool:
 def test_compress_against_profile(profile: str, compress: str) -> None:
     text = f"routes:\n  - action: burn\n    profile: {profile}\n    compress: {compress}\n"
     if brief_allows(profile, compress):
-        assert parse_config(text, source="c.yaml").routes[0].compress == compress
+        assert parse_config(text, source="c.yaml").routes[0].compress == Compression(compress)
     else:
         assert error(text).startswith(f"c.yaml:4 routes[0].compress: '{compress}' is not allowed by profile {profile} (it allows none")
 
@@ -240,7 +241,8 @@ def test_compress_per_modality_and_the_opt_ins() -> None:
         "routes:\n  - action: burn\n    profile: AUG-GEN-DVD\n    compress: {default: rle, us: jpeg-baseline, MG: none}\n"
         "    lossy_mammography: yes\n    bit_reduction: true\n    new_uids: on\n    deidentify: true\n"
         "    burned_in_annotation: false\n", source="c.yaml").routes[0]
-    assert (route.compress, route.compress_by_modality) == ("rle", (("US", "jpeg-baseline"), ("MG", "none")))
+    assert (route.compress, route.compress_by_modality) == (
+        Compression("rle"), (("US", Compression("jpeg-baseline")), ("MG", Compression())))
     assert route.lossy_mammography and route.bit_reduction and route.new_uids and route.deidentify
     assert not route.burned_in_annotation
 
@@ -250,6 +252,59 @@ def test_a_modality_compression_the_profile_forbids_names_the_modality() -> None
                  "US: j2k-lossy}\n") == ("c.yaml:4 routes[0].compress.US: 'j2k-lossy' is not allowed by profile "
                                           "STD-GEN-DVD-JPEG (it allows none, jpeg-lossless, jpeg-baseline, jpeg-extended)")
     assert error("routes: [{action: burn, compress: {CT: gzip}}]").startswith("c.yaml:1 routes[0].compress.CT: 'gzip' is not one of")
+
+
+def test_a_compression_with_its_lossy_setting() -> None:
+    def route(profile: str, compress: str) -> tuple[Compression, tuple[tuple[str, Compression], ...]]:
+        r = parse_config(f"routes:\n  - action: burn\n    profile: {profile}\n    compress: {compress}\n",
+                         source="c.yaml").routes[0]
+        return r.compress, r.compress_by_modality
+
+    assert route("STD-GEN-DVD-JPEG", "{syntax: jpeg-baseline, quality: 85}") == (
+        Compression("jpeg-baseline", quality=85), ())
+    assert route("STD-GEN-DVD-J2K", "{syntax: j2k-lossy, ratio: 15}") == (Compression("j2k-lossy", ratio=15.0), ())
+    assert route("STD-GEN-DVD-J2K", "{syntax: J2K-LOSSY, psnr: 45.5}") == (Compression("j2k-lossy", psnr=45.5), ())
+    assert route("STD-GEN-DVD-J2K", "{syntax: j2k-lossless}") == (Compression("j2k-lossless"), ())
+    by_modality = ("\n      default: jpeg-lossless\n      US: {syntax: jpeg-baseline, quality: 80}\n"
+                   "      CT:\n        syntax: jpeg-extended\n        quality: 95\n      MG: none")
+    assert route("STD-GEN-DVD-JPEG", by_modality) == (Compression("jpeg-lossless"), (
+        ("US", Compression("jpeg-baseline", quality=80)), ("CT", Compression("jpeg-extended", quality=95)),
+        ("MG", Compression())))
+
+
+SETTING_ERRORS = {
+    "{syntax: jpeg-baseline, quality: 0}": "routes[0].compress.quality: expected an integer from 1 to 100, got '0'",
+    "{syntax: jpeg-baseline, quality: 101}": "routes[0].compress.quality: expected an integer from 1 to 100, got '101'",
+    "{syntax: jpeg-baseline, quality: 85.5}": "routes[0].compress.quality: expected an integer from 1 to 100, got '85.5'",
+    "{syntax: jpeg-baseline, quality: high}": "routes[0].compress.quality: expected an integer from 1 to 100, got 'high'",
+    "{syntax: j2k-lossy, ratio: 1}": "routes[0].compress.ratio: expected a number from 2 to 200, got '1'",
+    "{syntax: j2k-lossy, ratio: 200.5}": "routes[0].compress.ratio: expected a number from 2 to 200, got '200.5'",
+    "{syntax: j2k-lossy, psnr: 29}": "routes[0].compress.psnr: expected a number from 30 to 100, got '29'",
+    "{syntax: j2k-lossy, psnr: .inf}": "routes[0].compress.psnr: expected a number from 30 to 100, got '.inf'",
+    "{syntax: j2k-lossy, quality: 80}": "routes[0].compress.quality: applies to jpeg-baseline, jpeg-extended only",
+    "{syntax: jpeg-lossless, quality: 80}": "routes[0].compress.quality: applies to jpeg-baseline, jpeg-extended only",
+    "{syntax: jpeg-baseline, ratio: 10}": "routes[0].compress.ratio: applies to j2k-lossy only",
+    "{syntax: j2k-lossy, ratio: 10, psnr: 45}": "routes[0].compress.psnr: give ratio or psnr, not both",
+    "{quality: 80, syntax: gzip}": "routes[0].compress.syntax: 'gzip' is not one of",
+    "{syntax: j2k-lossy, level: 3}": "routes[0].compress.level: unknown key (known: syntax, quality, ratio, psnr)",
+    "{syntax: j2k-lossy, ratio: 10, ratio: 12}": "routes[0].compress.ratio: duplicate key (first on line 4)",
+}
+
+
+@pytest.mark.parametrize("compress", list(SETTING_ERRORS))
+def test_a_lossy_setting_out_of_range_or_of_another_syntax_is_an_error_with_its_line(compress: str) -> None:
+    text = f"routes:\n  - action: burn\n    profile: AUG-GEN-DVD\n    compress: {compress}\n"
+    assert error(text).startswith(f"c.yaml:4 {SETTING_ERRORS[compress]}")
+
+
+def test_a_setting_error_under_a_modality_names_the_modality_and_its_line() -> None:
+    text = ("routes:\n  - action: burn\n    profile: AUG-GEN-DVD\n    compress:\n      default: rle\n"
+            "      US:\n        syntax: jpeg-baseline\n        quality: 0\n")
+    assert error(text) == "c.yaml:8 routes[0].compress.US.quality: expected an integer from 1 to 100, got '0'"
+    missing = "routes:\n  - action: burn\n    profile: AUG-GEN-DVD\n    compress: {US: {quality: 80}}\n"
+    assert error(missing) == "c.yaml:4 routes[0].compress.US.syntax: required key is missing"
+    forbidden = "routes:\n  - action: burn\n    profile: STD-GEN-DVD-JPEG\n    compress: {US: {syntax: j2k-lossy, ratio: 5}}\n"
+    assert error(forbidden).startswith("c.yaml:4 routes[0].compress.US: 'j2k-lossy' is not allowed by profile STD-GEN-DVD-JPEG")
 
 
 # -- One line per error --------------------------------------------------------
@@ -656,7 +711,7 @@ def test_fuzz_every_value(value: str, _cwd: Path) -> None:
     """Each leaf of a full configuration, replaced by each awkward value: a Config or one ConfigError line."""
     for name in ("cert.pem", "key.pem", "ca.pem"):
         (_cwd / name).write_text("-----BEGIN-----\n")
-    assert parse_config(FULL, source="c.yaml").routes[0].compress == "rle"
+    assert parse_config(FULL, source="c.yaml").routes[0].compress == Compression("rle")
     lines = FULL.splitlines()
     for i, line in enumerate(lines):
         key, colon, old = line.partition(": ")

@@ -65,22 +65,26 @@ def _spot(path: list[str]) -> str:
     return re.escape(re.sub(r"\{\w+\}", "", _dotted(path).replace("[]", "[0]")))
 
 
-def accepted_keys(path: list[str] | None = None) -> set[str]:
-    """Every key path the parser accepts under ``path``, found by asking it: a mapping with an unknown key
-    is refused with the list of known ones, and an output mapping without ``kind`` with the kinds."""
+def accepted_keys(path: list[str] | None = None, given: dict[str, object] | None = None) -> set[str]:
+    """Every key path the parser accepts under ``path`` (a mapping holding ``given``), found by asking it: a
+    mapping with an unknown key is refused with the list of known ones, and an output mapping without ``kind``
+    with the kinds."""
     path = path or []
     found: set[str] = set()
-    message = _refusal(_nest(path, {PROBE: 1}))
+    message = _refusal(_nest(path, {**(given or {}), PROBE: 1}))
     known = re.search(rf"(?:^|\s){_spot(path)}{'.' if path else ''}{PROBE}: unknown key \(known: ([^)]*)\)", message)
     assert known, f"{_dotted(path)}: {message}"
     for key in known.group(1).split(", "):
         below = [*path, key]
         found.add(_dotted(below))
-        for attempt in (below, [*below, "[]"]):
-            message = _refusal(_nest(attempt, {PROBE: 1}))
+        if given:  # a compression's settings: values, and a mapping under them would be one by modality
+            continue
+        # a compression is a mapping only with its ``syntax`` (a bare mapping is one by modality)
+        for attempt, leaf in ((below, {}), ([*below, "[]"], {}), (below, {"syntax": "none"})):
+            message = _refusal(_nest(attempt, {**leaf, PROBE: 1}))
             spot = _spot(attempt)
             if re.search(rf"(?:^|\s){spot}\.{PROBE}: unknown key", message):
-                found |= accepted_keys(attempt)
+                found |= accepted_keys(attempt, leaf)
                 break
             kinds = re.search(rf"(?:^|\s){spot}\.kind: required key is missing \(one of ([^)]*)\)", message)
             if kinds:

@@ -13,6 +13,7 @@ from pydicom import dcmread
 from node.config import Match, Route
 from node.index import Index
 from node.routing import RouteSnapshot, decide, record, snapshots
+from node.syntaxes import Compression
 from tests.conftest import cli, ct_series, need
 from tests.test_serve import Node, storescu
 
@@ -55,7 +56,8 @@ def test_the_study_takes_the_first_burn_route_any_instance_matched_whatever_the_
 
 
 def test_a_snapshot_reads_back_as_it_was_written() -> None:
-    snapshot = RouteSnapshot.of(Route(Match(), "burn", also=True, compress_by_modality=(("MG", "none"),),
+    snapshot = RouteSnapshot.of(Route(Match(), "burn", also=True, compress=Compression("j2k-lossy", psnr=45.0),
+                                      compress_by_modality=(("MG", Compression()), ("US", Compression("jpeg-baseline", quality=80))),
                                       output=Path("/out"), viewer=Path("/viewer"), label="X"), 3)
     assert RouteSnapshot.from_json(snapshot.to_json()) == snapshot
     legacy = '{"action": "burn", "profile": "STD-GEN-DVD", "copies": 2, "output": null}'  # an earlier job

@@ -34,8 +34,10 @@ COERCION_REASONS = {
     "SOPInstanceUID": "a lossy image is a new instance (PS3.3 C.7.6.1.1.5); every reference on the medium follows",
     "ImageType": "first value DERIVED (PS3.3 C.7.6.1.1.2)",
     "DerivationDescription": "a first line `{prefix} lossy <syntax> compression, ratio <r>:1`, the old text kept below",
-    "SourceImageSequence": "an item appended naming the original, purpose 121320 (DCM, \"Uncompressed predecessor\")",
-    "DerivationCodeSequence": "an item appended: 113040 (DCM, \"Lossy Compression\")",
+    "SourceImageSequence": "an item appended naming the original, purpose 121320 (DCM, \"Uncompressed predecessor\"; "
+                           "context 7202, DCMR, version 20020904, extension N)",
+    "DerivationCodeSequence": "an item appended: 113040 (DCM, \"Lossy Compression\"; context 7203, DCMR, version "
+                              "20020904, extension N)",
     "LossyImageCompression": "`01`, never reset afterwards (PS3.3 C.7.6.1.1.5)",
     "LossyImageCompressionRatio": "one value appended per lossy step, the ratio achieved",
     "LossyImageCompressionMethod": "one value appended per lossy step, parallel to the ratio (PS3.3 C.7.6.1.1.5.1)",
@@ -53,10 +55,14 @@ COERCION_REASONS = {
     "RescaleType": "`US` (unspecified) where a rescale is added to an image that had none and is not CT (PS3.3 C.11.1)",
     "PixelPaddingValue": "the values changed: padding no longer holds",
     "PixelPaddingRangeLimit": "the values changed: padding no longer holds",
-    "SmallestImagePixelValue": "the values changed: the bounds no longer hold",
-    "LargestImagePixelValue": "the values changed: the bounds no longer hold",
-    "SmallestPixelValueInSeries": "the values changed: the bounds no longer hold",
-    "LargestPixelValueInSeries": "the values changed: the bounds no longer hold",
+    "SmallestImagePixelValue": "recomputed from the decoded image, US or SS as the Pixel Representation written; "
+                               "removed from colour",
+    "LargestImagePixelValue": "recomputed from the decoded image, US or SS as the Pixel Representation written; "
+                              "removed from colour",
+    "SmallestPixelValueInSeries": "recomputed over every image of the series on the medium, US or SS as the Pixel "
+                                  "Representation written; removed when they do not store values alike (seed B.2)",
+    "LargestPixelValueInSeries": "recomputed over every image of the series on the medium, US or SS as the Pixel "
+                                 "Representation written; removed when they do not store values alike (seed B.2)",
     **{f"{c}PaletteColorLookupTable{w}": "the palette is applied: the values are RGB (seed B.1)"
        for c in ("Red", "Green", "Blue") for w in ("Descriptor", "Data")},
     "ModalityLUTSequence": "the Modality LUT is applied to the values encoded (seed B.2)",

@@ -7,18 +7,18 @@ from node import config, dicom, pixels, profiles
 from node.conformance.markdown import syntaxes, table, tag, tag_name, uid_name
 from node.conformance.probes import fallback_examples, uid_coercions
 from node.media import capture, compress, label, pdi, publisher, uids
-from node.syntaxes import NO_COMPRESSION, SYNTAXES, by_uid
+from node.syntaxes import J2K_RATIO, JPEG_QUALITY, NO_COMPRESSION, SYNTAXES, by_uid
 
 
 def _encoder(ts: str) -> str:
     """How :func:`node.pixels.encode_frame` writes a syntax, with the settings it uses."""
     settings = {
-        dicom.JPEG_BASELINE: f"libjpeg-turbo, quality {pixels.JPEG_QUALITY}; colour as YBR_FULL_422",
-        dicom.JPEG_EXTENDED: f"libjpeg-turbo, quality {pixels.JPEG_QUALITY}; grey only",
+        dicom.JPEG_BASELINE: f"libjpeg-turbo, quality {JPEG_QUALITY}; colour as YBR_FULL_422",
+        dicom.JPEG_EXTENDED: f"libjpeg-turbo, quality {JPEG_QUALITY}; grey only",
         dicom.JPEG_LOSSLESS_SV1: "libjpeg-turbo, predictor 1",
         dicom.JPEG_LOSSLESS_P14: f"libjpeg-turbo, predictor {pixels.P14_PREDICTOR}",
         dicom.J2K_LOSSLESS: "OpenJPEG, reversible; RGB as YBR_RCT",
-        dicom.J2K: f"OpenJPEG, irreversible, ratio {pixels.J2K_RATIO:g}:1; RGB as YBR_ICT",
+        dicom.J2K: f"OpenJPEG, irreversible, ratio {J2K_RATIO:g}:1; RGB as YBR_ICT",
         dicom.RLE_LOSSLESS: "imagecodecs PackBits, row by row (PS3.5 G.3.1)",
     }
     return settings[ts]  # a syntax pixels.py learns to encode fails the render here until it is described
@@ -113,7 +113,7 @@ def ihe_pdi() -> str:
          "`burn.contact`), the creating application and version, how to read it; UTF-8, CRLF")),
         (f"`{pdi.INDEX}`", "`web: true`", "XHTML 1.0 Strict: the patients, their studies and series"),
         (f"`{profiles.PDI_WEB_FOLDER}/`", "`web: true`", (f"one XHTML page per series, with at most "
-         f"{pdi.MAX_RENDITIONS} JPEG renditions (quality {pixels.JPEG_QUALITY}, at most {pdi.JPEG_MAX} pixels a "
+         f"{pdi.MAX_RENDITIONS} JPEG renditions (quality {JPEG_QUALITY}, at most {pdi.JPEG_MAX} pixels a "
          "side), evenly spread over the series")),
         ("a viewer folder", "`viewer: DIR`", ("copied as it is under ISO 9660 8.3 upper-case names; never "
          "started by the medium (no autorun)")),

@@ -30,7 +30,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 from node import dicom, pixels, profiles
 from node.conformance.markdown import tag_name_of
 from node.config import NodeIdentity
-from node.media import capture, compress, deidentify, uids
+from node.media import capture, compress, deidentify, series, uids
 from node.media.basic_profile import BASIC_PROFILE
 from node.syntaxes import SYNTAXES, by_name, by_uid
 from node.tags import PIXEL_DATA
@@ -73,7 +73,7 @@ def _sample_images() -> list[tuple[str, Any]]:
 
     ct = image("CT", (ramp * 3 - 1024).astype("<i2"), "MONOCHROME2", 12, True, RescaleSlope="1",
                RescaleIntercept="-1024", PixelPaddingValue=-2000, SmallestImagePixelValue=-1024,
-               LargestImagePixelValue=2047)
+               LargestImagePixelValue=2047, SmallestPixelValueInSeries=-1024, LargestPixelValueInSeries=2047)
     mr = image("MR", (ramp * 61).astype("<u2"), "MONOCHROME2", 16, False)
     planes = np.stack([ramp % 256, ramp // 4 % 256, 255 - ramp % 256]).astype("u1")  # plane by plane
     rgb = image("XC", planes, "RGB", 8, False, PlanarConfiguration=1)
@@ -112,6 +112,8 @@ def compression_coercions() -> list[Coerced]:
                 continue
             ds = copy.deepcopy(sample)
             compress.compress(ds, choice, new_sop_uid="2.25.2" if choice.lossy else None)
+            if choice.lossy and "SmallestImagePixelValue" in ds:  # a series of this image alone
+                series.set_bounds(ds, int(ds.SmallestImagePixelValue), int(ds.LargestImagePixelValue))
             kind = "lossy" if choice.lossy else "lossless"
             for before, after in ((sample.file_meta, ds.file_meta), (sample, ds)):
                 for tag in sorted({*before.keys(), *after.keys()} - {PIXEL_DATA}):

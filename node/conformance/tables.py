@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from node import config
+from node import config, syntaxes
 from node.receive import scp
 
 
@@ -42,7 +42,7 @@ class ConfigKey:
 
 
 #: Where a field's YAML key is not its name.
-_YAML_NAMES = {(config.Config, "imports"): "import"}
+_YAML_NAMES = {(config.Config, "imports"): "import", (syntaxes.Compression, "name"): "syntax"}
 #: Fields that are no YAML key: where the configuration and a route were read from (for logs), the
 #: per-modality half of ``compress`` (written inside ``compress``), and the CA of the console, which
 #: asks browsers for no certificate.
@@ -60,7 +60,8 @@ def config_keys() -> list[ConfigKey]:
     """Every key of the YAML configuration, sorted by path: the fields of :class:`node.config.Config` and of
     the sections it holds, found by walking their types, and the keys of each output kind
     (:data:`node.config.OUTPUTS`, the parser's own tables)."""
-    comments = _field_comments(Path(config.__file__).read_text())
+    comments = {key: meaning for module in (config, syntaxes)
+                for key, meaning in _field_comments(Path(module.__file__ or "").read_text()).items()}
     keys = [ConfigKey(path, _default(path, f), _prose(comments.get((cls.__name__, f.name), "")))
             for path, cls, f in _fields(config.Config, "")]
     keys.append(ConfigKey("output.kind", "required", _OUTPUT_KEYS["kind"]))

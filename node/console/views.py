@@ -226,7 +226,7 @@ def routes(config: Config) -> list[dict[str, object]]:
                                          ("modality", m.modality), ("sop_class", m.sop_class)) if v}
         output = "burn.output" if r.output is None else output_settings(r.output)
         rows.append({"index": i, "where": r.where, "action": r.action, "match": match, "also": r.also,
-                     "profile": r.profile if r.action == "burn" else "", "compress": r.compress,
+                     "profile": r.profile if r.action == "burn" else "", "compress": str(r.compress),
                      "copies": r.copies, "group": r.group, "kind": r.kind, "output": output,
                      "label": r.label or "MEDIANODE"})
     return rows

@@ -16,6 +16,7 @@ __all__ = [
     "deidentify",  # the PS3.15 Annex E Basic Profile applied to a data set
     "label",  # a volume's label record: what is printed on the disc
     "outputs",  # where a built volume goes: folder, xorriso drive, USB volume, robot
+    "series",  # Smallest / Largest Pixel Value in Series of lossy images, over their series on the medium
     "pdi",  # IHE PDI: README.TXT, INDEX.HTM, IHE_PDI/, a viewer
     "plan",  # a burn's Options: what happens to each instance on its way to a medium
     "publisher",  # Epson / Rimage robot hot folders

@@ -24,7 +24,7 @@ from typing import Literal
 from node import dcmio, dicom
 from node.durable import published
 from node.errors import BuildError, UsageError
-from node.media import folder
+from node.media import folder, series
 from node.media.capture import Equipment, capture_sources
 from node.media.content import FileSlice, MediaFile, Progress
 from node.media.dicomdir import encode_dicomdir
@@ -199,6 +199,7 @@ def _admit(instances: list[SourceInstance], profile: Profile, options: Options, 
     plan = make_plan(instances, profile, options, staging)
     report.fallbacks = [{"path": p, "reason": r} for p, r in plan.fallbacks]
     refused: set[int] = set()
+    lossy: set[int] = set()
 
     def done(n: int, task: Task, what: list[str] | Exception) -> None:
         inst = instances[n]
@@ -206,13 +207,18 @@ def _admit(instances: list[SourceInstance], profile: Profile, options: Options, 
             report.refused.append({"path": inst.source, "reason": str(what)})
             refused.add(n)
             return
+        if task.choice is not None and task.choice.lossy:
+            lossy.add(n)
         report.uid_map |= {old: new for old in _identity_uids(inst) if (new := plan.uids.new(old))}
         instances[n] = reread(inst, task, _take_repairs(inst.source, what, report) if options.repair else what)
         if instances[n].conversion:
             report.converted.append({"path": inst.source, "conversion": instances[n].conversion})
 
     workers.run(plan.tasks, done)
-    instances[:] = [inst for n, inst in enumerate(instances) if n not in refused]
+    kept = [n for n in range(len(instances)) if n not in refused]
+    instances[:] = [instances[n] for n in kept]
+    if lossy:  # seed B.2: the series bounds of lossy images, from their series as it is on the medium
+        series.coerce(instances, {i for i, n in enumerate(kept) if n in lossy}, staging)
 
 
 def _take_repairs(source: str, what: list[str], report: BurnReport) -> list[str]:

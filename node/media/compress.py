@@ -16,13 +16,14 @@ Two steps, so that the caller can plan before it encodes:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from node import dicom, syntaxes
 from node.errors import NodeError, one_line
-from node.syntaxes import by_uid
+from node.syntaxes import Compression, by_uid
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,10 +54,17 @@ _PALETTE = ("RedPaletteColorLookupTableDescriptor", "GreenPaletteColorLookupTabl
             "GreenPaletteColorLookupTableData", "BluePaletteColorLookupTableData",
             "SegmentedRedPaletteColorLookupTableData", "SegmentedGreenPaletteColorLookupTableData",
             "SegmentedBluePaletteColorLookupTableData", "PaletteColorLookupTableUID")
-#: Dropped from lossy output (seed B.2): the padding and pixel value bounds no longer
-#: hold for the new values, and their US/SS VR follows a Pixel Representation that may change.
+#: Dropped from lossy output (seed B.2): the padding no longer marks the new values. Smallest / Largest
+#: Image Pixel Value are recomputed from the decoded image (:func:`compress`), the Series ones from the
+#: whole series on the medium (:mod:`node.media.series`).
 STALE = ("PixelPaddingValue", "PixelPaddingRangeLimit", "SmallestImagePixelValue", "LargestImagePixelValue",
           "SmallestPixelValueInSeries", "LargestPixelValueInSeries")
+#: Smallest / Largest Image Pixel Value (PS3.3 C.7.6.3): US or SS as Pixel Representation says.
+IMAGE_RANGE = (0x00280106, 0x00280107)
+#: OpenJPEG's PSNR target is one layer's, which it can miss (by 7 dB on CT, and a range of targets may give
+#: the same stream): each frame is decoded and measured, and encoded again with the target raised by the
+#: shortfall plus a margin that doubles each time (0.5, 1, 2 ... dB), this many times at most.
+PSNR_TRIES = 6
 #: The first line of Derivation Description (0008,2111) says who compressed it (seed B.2).
 DERIVATION_PREFIX = "medianode:"
 
@@ -153,14 +161,18 @@ class Choice:
     reason: str = ""
     #: The values are scaled into fewer bits than Bits Stored (``Policy.bit_reduction``).
     reduce_bits: bool = False
+    #: The quality, ratio or PSNR asked, when the lossy syntax asked is the one chosen.
+    setting: Compression = Compression()
 
 
-def choose_syntax(syntax: str, image: ImageInfo, allowed: frozenset[str], policy: Policy) -> Choice:
+def choose_syntax(syntax: str, image: ImageInfo, allowed: frozenset[str], policy: Policy,
+                  setting: Compression = Compression()) -> Choice:
     """Return the syntax ``image`` is written in when ``syntax`` is asked on a profile allowing ``allowed``.
 
     Deterministic on its arguments. An image the asked syntax cannot carry falls back
     to the first lossless syntax of :data:`FALLBACK` that ``allowed`` holds and that
-    can, else to Explicit VR Little Endian; the reason says why.
+    can, else to Explicit VR Little Endian; the reason says why. A lossy choice carries
+    ``setting`` (its quality, ratio or PSNR).
 
     >>> ct = ImageInfo("1.2.840.10008.5.1.4.1.1.2", "CT", 512, 512, 1, 16, 16, 1, "MONOCHROME2")
     >>> jpeg = frozenset({dicom.JPEG_BASELINE, dicom.JPEG_EXTENDED, dicom.JPEG_LOSSLESS_SV1})
@@ -174,7 +186,8 @@ def choose_syntax(syntax: str, image: ImageInfo, allowed: frozenset[str], policy
     why, reduce = _cannot_carry(syntax, image, policy)
     row = by_uid(syntax)
     if not why:
-        return Choice(syntax, lossy=row.writes_lossy, reduce_bits=reduce)
+        return Choice(syntax, lossy=row.writes_lossy, reduce_bits=reduce,
+                      setting=setting if row.writes_lossy else Compression())
     for ts in FALLBACK[row.family]:
         if ts in allowed and not _cannot_carry(ts, image, policy)[0]:
             return Choice(ts, lossy=False, reason=f"{why}: written as {by_uid(ts).label}")
@@ -244,7 +257,10 @@ def compress(ds: Dataset, choice: Choice, *, new_sop_uid: str | None) -> list[st
         arr, pixel_module, rescale = _lossy_pixels(ds, raw, choice) if choice.lossy else (raw, _lossless(ds, ts), None)
         bits = int(str(pixel_module.get("BitsStored", ds.BitsStored)))
         photometric = str(pixel_module.get("PhotometricInterpretation", ds.PhotometricInterpretation))
-        frames = [pixels.encode_frame(frame, ts, bits_stored=bits, photometric=photometric) for frame in arr]
+        if choice.lossy:
+            frames, kept = _encode_lossy(arr, ts, bits=bits, photometric=photometric, setting=choice.setting)
+        else:
+            frames = [pixels.encode_frame(frame, ts, bits_stored=bits, photometric=photometric) for frame in arr]
     except CompressError:
         raise
     except Exception as exc:  # noqa: BLE001 - numpy, pydicom and the codecs raise many kinds; each refuses the image
@@ -257,9 +273,69 @@ def compress(ds: Dataset, choice: Choice, *, new_sop_uid: str | None) -> list[st
     pixels.encapsulate(ds, frames, ts)
     if not choice.lossy:
         return [by_uid(ts).label]
-    ratio = before / sum(len(f) for f in frames)
+    ratio = before / sum(len(f) + len(f) % 2 for f in frames)  # the bytes stored: each fragment of even length
     _coerce_lossy(ds, ts, ratio=ratio, new_sop_uid=str(new_sop_uid), rescale=rescale)
-    return [f"lossy {by_uid(ts).label}, ratio {_ratio(ratio)}:1, new SOP Instance UID"]
+    if kept.low is not None and kept.high is not None and int(ds.get("SamplesPerPixel", 1)) == 1:
+        vr = "SS" if ds.PixelRepresentation == 1 else "US"
+        for tag, value in zip(IMAGE_RANGE, (kept.low, kept.high)):
+            ds.add_new(tag, vr, value)
+    given = ", ".join(f"{k} {v:g}" for k, v in choice.setting.settings().items())
+    return [f"lossy {by_uid(ts).label}{f' ({given})' if given else ''}, ratio {_ratio(ratio)}:1, "
+            f"PSNR {kept.psnr:.1f} dB, new SOP Instance UID"]
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What lossy encoding kept, measured on the decoded frames: their PSNR (PS3.3 has no attribute
+    for it; the burn report gives it) over the image's range of values, and their smallest and largest values."""
+
+    psnr: float
+    low: int | None
+    high: int | None
+
+
+def _encode_lossy(arr: np.ndarray, ts: str, *, bits: int, photometric: str, setting: Compression
+                  ) -> tuple[list[bytes], Kept]:
+    """Encode each frame of ``arr`` lossily with ``setting``, decode it again, and measure it.
+
+    With a PSNR asked, a frame that misses it is encoded again with a higher target
+    (:data:`PSNR_TRIES` times at most); it never goes onto the medium below it. The PSNR's peak
+    is the image's own range of values, not Bits Stored's: CT holds 12 bits of values in 16,
+    and a peak of 65535 would flatter it by 24 dB (OpenJPEG's own target uses that peak).
+    """
+    import numpy as np
+
+    from node import pixels
+
+    peak = max(1, int(arr.max()) - int(arr.min()))
+    frames: list[bytes] = []
+    squared, count, low, high = 0.0, 0, None, None
+    for frame in arr:
+        target = setting
+        for attempt in range(PSNR_TRIES):
+            encoded = pixels.encode_frame(frame, ts, bits_stored=bits, photometric=photometric, setting=target)
+            decoded = pixels.decode_frame(encoded, ts)
+            error = float(np.sum((frame.astype(np.float64) - decoded.reshape(frame.shape)) ** 2))
+            got = psnr(error / frame.size, peak)
+            if setting.psnr is None or got >= setting.psnr:
+                break
+            target = dataclasses.replace(target, psnr=float(target.psnr or 0) + setting.psnr - got + 0.5 * 2**attempt)
+        else:
+            raise CompressError(f"PSNR {setting.psnr:g} dB not reached ({got:.1f} dB after {PSNR_TRIES} tries)")
+        frames.append(encoded)
+        squared, count = squared + error, count + frame.size
+        low = int(decoded.min()) if low is None else min(low, int(decoded.min()))
+        high = int(decoded.max()) if high is None else max(high, int(decoded.max()))
+    return frames, Kept(psnr(squared / count, peak), low, high)
+
+
+def psnr(mse: float, peak: float) -> float:
+    """Peak signal-to-noise ratio in dB of a mean squared error; inf when exact.
+
+    >>> round(psnr(1.0, 255), 2)
+    48.13
+    """
+    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
 
 
 def _lossless(ds: Dataset, ts: str) -> dict[str, object]:
@@ -363,12 +439,19 @@ def _ratio(ratio: float) -> str:
     return f"{ratio:.1f}" if ratio >= 1 else f"{ratio:.2g}"
 
 
+#: The context group of each code (seed Appendix B.2): Purpose of Reference (CID 7202) and
+#: Derivation (CID 7203) in the DICOM Content Mapping Resource, version 20020904, not extended.
+CONTEXT = {"121320": "7202", "113040": "7203"}
+
+
 def _code(value: str, meaning: str) -> Dataset:
-    """A DCM code sequence item (PS3.16 CID 7202, CID 7203)."""
+    """A DCM code sequence item with the context attributes the seed lists (PS3.3 8.6, Table 8.8-1)."""
     from pydicom import Dataset as Item
 
     item = Item()
     item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
+    item.ContextIdentifier, item.MappingResource = CONTEXT[value], "DCMR"
+    item.ContextGroupVersion, item.ContextGroupExtensionFlag = "20020904", "N"
     return item
 
 

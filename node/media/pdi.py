@@ -313,7 +313,7 @@ def _frames(path: str) -> Iterator[tuple[str, bytes, tuple[int, int]]]:
     from pydicom import dcmread
     from pydicom.pixels.utils import pixel_array
 
-    from node import pixels
+    from node import pixels, syntaxes
 
     pixels.register()
     ds = dcmread(path, stop_before_pixels=True)
@@ -324,7 +324,7 @@ def _frames(path: str) -> Iterator[tuple[str, bytes, tuple[int, int]]]:
         arr = pixel_array(path, index=index, decoding_plugin=plugin)  # one frame decoded at a time
         picture = _shrink(_display(arr, ds))
         caption = f", frame {index + 1} of {count}" if count > 1 else ""
-        yield caption, bytes(imagecodecs.jpeg8_encode(picture, level=pixels.JPEG_QUALITY)), (arr.shape[0], arr.shape[1])
+        yield caption, bytes(imagecodecs.jpeg8_encode(picture, level=syntaxes.JPEG_QUALITY)), (arr.shape[0], arr.shape[1])
 
 
 def _display(arr: np.ndarray, ds: Dataset) -> np.ndarray:

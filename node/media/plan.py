@@ -30,7 +30,7 @@ from node.media.sources import SourceInstance, walk
 from node.media.transcode import Task, needs_conversion
 from node.media.uids import UidMap, new_salt
 from node.profiles import Profile, compressions
-from node.syntaxes import COMPRESS, NO_COMPRESSION
+from node.syntaxes import COMPRESS, NO_COMPRESSION, Compression
 from node.tags import (
     BITS_ALLOCATED,
     BITS_STORED,
@@ -55,10 +55,10 @@ _UID_TEXT = re.compile(rb"[0-9][0-9.]{6,63}")
 class Options:
     """How instances are treated on their way to the medium: ``burn``'s flags, or a route's settings."""
 
-    #: One of :data:`node.syntaxes.COMPRESS`, for images of every modality not in ``by_modality``.
-    compress: str = NO_COMPRESSION
-    #: (modality, compress) pairs that override ``compress`` for that modality.
-    by_modality: tuple[tuple[str, str], ...] = ()
+    #: One of :data:`node.syntaxes.COMPRESS` and its lossy setting, for images of every modality not in ``by_modality``.
+    compress: Compression = Compression()
+    #: (modality, compression) pairs that override ``compress`` for that modality.
+    by_modality: tuple[tuple[str, Compression], ...] = ()
     policy: Policy = field(default_factory=Policy)
     #: New Study / Series / SOP Instance UIDs for everything, the originals kept in our private block.
     new_uids: bool = False
@@ -69,24 +69,28 @@ class Options:
     #: Correct what PS3.5 forbids in the values (:mod:`node.media.repair`), each change recorded.
     repair: bool = False
 
-    def compress_for(self, modality: str) -> str:
+    def compress_for(self, modality: str) -> Compression:
         return dict(self.by_modality).get(modality, self.compress)
 
     @property
     def rewrites(self) -> bool:
         """Whether these options rewrite instances (compression, new UIDs), which is work for :class:`Workers`."""
-        compresses = any(c != NO_COMPRESSION for c in (self.compress, *(c for _, c in self.by_modality)))
+        compresses = any(c.name != NO_COMPRESSION for c in (self.compress, *(c for _, c in self.by_modality)))
         return compresses or self.new_uids or self.deidentify or self.repair
 
     def check(self, profile: Profile) -> None:
-        """Raise :class:`UsageError` for a compression ``profile`` does not allow."""
+        """Raise :class:`UsageError` for a compression ``profile`` does not allow, or a setting that does not fit it."""
         allowed = compressions(profile.name)
-        for value in {self.compress, *(c for _, c in self.by_modality)}:
+        for compression in {self.compress, *(c for _, c in self.by_modality)}:
+            value = compression.name
             if value not in COMPRESS:
                 raise UsageError(f"--compress {value}: not one of {', '.join(COMPRESS)}")
             if value not in allowed:
                 raise UsageError(f"--compress {value} is not allowed by profile {profile.name} "
                                  f"(it allows {', '.join(allowed)})")
+            key, problem = compression.problem()
+            if problem:
+                raise UsageError(f"--{key} with --compress {value}: {problem}")
 
 
 @dataclass
@@ -141,12 +145,12 @@ def _choice(inst: SourceInstance, profile: Profile, options: Options, fallbacks:
     """The compression of an image, and its pixel module (None: it stays as it is, or becomes Explicit VR LE)."""
     asked = options.compress_for(inst.text(MODALITY))
     h = inst.header
-    if asked == NO_COMPRESSION or inst.record_type != "IMAGE" or not h.has_pixels:
+    if asked.name == NO_COMPRESSION or inst.record_type != "IMAGE" or not h.has_pixels:
         return None
     if h.transfer_syntax in profile.image_syntaxes and h.transfer_syntax not in syntaxes.NATIVE:
         return None  # already compressed the way the profile allows: never recompressed
     image = image_info(inst)
-    choice = choose_syntax(syntaxes.by_name(asked).uid, image, profile.image_syntaxes, options.policy)
+    choice = choose_syntax(syntaxes.by_name(asked.name).uid, image, profile.image_syntaxes, options.policy, asked)
     if choice.reason:
         fallbacks.append((inst.source, choice.reason))
     return None if choice.transfer_syntax == dicom.EXPLICIT_VR_LE else (choice, image)

@@ -100,8 +100,6 @@ def reread(inst: SourceInstance, task: Task, what: list[str]) -> SourceInstance:
 
 def _rewrite(task: Task) -> list[str]:
     from pydicom import dcmread
-    from pydicom.filebase import DicomFileLike
-    from pydicom.filewriter import write_dataset
 
     ds = dcmread(task.source, force=True)
     what: list[str] = []
@@ -133,12 +131,21 @@ def _rewrite(task: Task) -> list[str]:
     if task.patient_id is not None:
         _set_patient_id(ds, task.patient_id)
         what.append(f"Patient ID set to {task.patient_id}")
-    with open(task.dest, "wb") as f:
-        f.write(dcmio.file_meta(str(ds.SOPClassUID), str(ds.SOPInstanceUID), target))
+    write(ds, task.dest, target)
+    return what
+
+
+def write(ds: Dataset, dest: str, transfer_syntax: str) -> None:
+    """Write ``ds`` (Explicit VR Little Endian, its Pixel Data as ``transfer_syntax`` says) to ``dest``
+    with a new File Meta Information."""
+    from pydicom.filebase import DicomFileLike
+    from pydicom.filewriter import write_dataset
+
+    with open(dest, "wb") as f:
+        f.write(dcmio.file_meta(str(ds.SOPClassUID), str(ds.SOPInstanceUID), transfer_syntax))
         fp = DicomFileLike(f)
         fp.is_little_endian, fp.is_implicit_VR = True, False
         write_dataset(fp, ds)
-    return what
 
 
 def _as_is(task: Task) -> list[str]:

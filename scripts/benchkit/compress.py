@@ -49,6 +49,7 @@ from benchkit.common import (
 )
 from benchkit.data import DataSpec, cr_series, ct_study, files_of, warm
 from benchkit.procs import CLK_TCK, PeakRss, process_tree
+from benchkit.settings import print_settings, run_settings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -419,6 +420,8 @@ def compress_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", choices=["ct", "cr"], help="time one data set only")
     p.add_argument("--syntax", action="append", choices=[s.name for s in SYNTAXES],
                    help="time this syntax only (repeatable; default: all)")
+    p.add_argument("--settings", action="store_true",
+                   help="only the table of lossy settings (bytes, ratio, PSNR, time per image), no timing against the tools")
 
 
 @bench("compress", "medianode burn --compress X vs dcmcjpeg/dcmcrle/gdcmconv vs the bare codec", compress_args,
@@ -426,6 +429,11 @@ def compress_args(p: argparse.ArgumentParser) -> None:
 def run_compress(args: argparse.Namespace) -> Json:
     chosen = [s for s in SYNTAXES if not args.syntax or s.name in args.syntax]
     sources = [loader(args) for name, loader in (("ct", ct_study), ("cr", cr_series)) if args.only in (None, name)]
+    log("\nmeasuring the lossy settings")
+    settings = run_settings([(spec.name, spec.label, files_of(src)) for spec, src in sources])
+    if args.settings:
+        print_settings(settings, sys.stderr if args.json else sys.stdout)
+        return {"settings": settings}
     own_speedup = workers_env()
     pipes: dict[str, Pipeline] = {}
     data: list[tuple[DataSpec, list[Path], int, list[Syntax]]] = []
@@ -466,6 +474,8 @@ def run_compress(args: argparse.Namespace) -> Json:
                          "syntaxes": [syntax_result(s, spec.name, len(files), nbytes, pipes, own_speedup)
                                       for s in mine]})
     res: Json = {"runs": args.runs, "workers": WORKERS, "own_speedup": own_speedup, "load_before": load_before,
-                 "load_after": load_average(), "targets": TARGETS, "left_out": LEFT_OUT, "datasets": datasets}
+                 "load_after": load_average(), "targets": TARGETS, "left_out": LEFT_OUT, "datasets": datasets,
+                 "settings": settings}
     print_tables(res, sys.stderr if args.json else sys.stdout)
+    print_settings(settings, sys.stderr if args.json else sys.stdout)
     return res
