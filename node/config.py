@@ -723,7 +723,7 @@ def _route(node: Node, at: At) -> Route:
         key = "pdi" if pdi else extras[0]
         allowed = ", ".join(name for name, p in PROFILES.items() if p.pdi)
         raise at.key(key).error(nodes[key], f"IHE PDI media cannot be made on profile {profile} "
-                                            f"(an augmented or BD profile); PDI allows {allowed}")
+                                            f"(an augmented, DVD-RAM or BD profile); PDI allows {allowed}")
     return Route(**{"match": Match(), **values}, where=f"{at.file}:{node.start_mark.line + 1}")
 
 

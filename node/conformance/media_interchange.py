@@ -12,7 +12,8 @@ from node.syntaxes import NATIVE
 #: What each file system of :data:`node.profiles.FileSystem` is on the medium (PS3.12).
 FILE_SYSTEMS = {
     "iso9660": "ISO 9660 level 1 image (ECMA-119), PS3.12",
-    "udf": "UDF 2.60 image (PS3.12 Annex Y)",
+    "udf-1.50": "UDF 1.50 image (PS3.12 Annex J): no VAT, no sparing table",
+    "udf-2.60": "UDF 2.60 image (PS3.12 Annex Y)",
     "folder": "folder tree on the target (USB, PS3.12 Annex V)",
 }
 
