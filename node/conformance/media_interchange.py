@@ -98,6 +98,9 @@ Application profiles, real-world activities and roles:
 
 {table(("Application Profile", "Real-World Activity", "Role", "SC Option", "File System", "Capacity"),
        profile_rows)}
+UDF images are UDF 1.50 on DVD-RAM (PS3.12 Annex J forbids a later revision, the Virtual Allocation
+Table and sparing tables: one Type 1 partition, File Entries) and UDF 2.60 on BD (PS3.12 Annex Y:
+a metadata partition, Extended File Entries); neither has an ISO 9660 bridge.
 The reader reads media of every profile, and more: `medianode check --profile NAME` also checks that a
 medium keeps to one.
 
