@@ -674,6 +674,8 @@ def _output_fits(output: Output, profile: str) -> str:
         return f"a {output_kind(output)} output needs a USB profile (STD-GEN-USB-*), not {profile}"
     if takes == "image" and tree:
         return f"{profile} writes a folder tree, which a disc output cannot burn"
+    if isinstance(output, PublisherOutput) and PROFILES[profile].file_system == "udf-1.50":
+        return f"{profile} is a DVD-RAM profile: a publisher robot burns CD, DVD and BD, not DVD-RAM"
     return ""
 
 

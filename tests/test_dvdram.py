@@ -16,7 +16,8 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from node import dicom
-from node.config import XorrisoOutput
+from node.config import XorrisoOutput, parse_config
+from node.errors import ConfigError
 from node.media import outputs, udf
 from node.profiles import DVD_RAM_SECTORS, PROFILES
 from tests.conftest import bundled, cli, ct_series, need
@@ -181,3 +182,14 @@ def test_xorriso_writes_and_verifies_a_dvd_ram_image(tmp_path: Path) -> None:
     outputs.verify_disc(drive, image)
     assert (tmp_path / "drive").read_bytes()[: image.stat().st_size] == image.read_bytes()
     assert udfinfo(tmp_path / "drive")["udfrev"] == "1.50"
+
+
+def test_a_publisher_robot_is_no_output_for_dvd_ram(tmp_path: Path) -> None:
+    """The robots burn CD, DVD and BD (and an Epson masters ISO 9660 itself): a DVD-RAM route needs a drive."""
+    yaml = f"routes:\n  - {{action: burn, profile: STD-GEN-DVD-RAM,\n     output: {{kind: publisher, vendor: rimage, hot_folder: {tmp_path}}}}}\n"
+    with pytest.raises(ConfigError) as exc:
+        parse_config(yaml, source="c.yaml")
+    assert str(exc.value).startswith("c.yaml:3 routes[0].output: STD-GEN-DVD-RAM is a DVD-RAM profile: a publisher "
+                                     "robot burns CD, DVD and BD, not DVD-RAM"), str(exc.value)
+    drive = f"routes:\n  - {{action: burn, profile: AUG-GEN-DVD-RAM, output: {{kind: xorriso, device: /dev/sr0}}}}\n"
+    assert parse_config(drive, source="c.yaml").routes[0].profile == "AUG-GEN-DVD-RAM"

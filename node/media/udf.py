@@ -234,7 +234,7 @@ class _Layout:
     rev: _Rev
     dirs: list[_Dir]  # breadth first, the root first
     files: list[_File]  # in the order of their data
-    meta_blocks: int  # of the metadata extent, whole allocation units (UDF 1.50: the blocks before the data)
+    meta_blocks: int  # of the metadata extent, whole allocation units (UDF 1.50: of the FSD and entries)
     mirror: int  # partition block of the Metadata Mirror extent; its entry follows it (UDF 2.60)
     fsd: int  # block of the FSD: 0, or after the Unallocated Space Bitmap at block 0 (UDF 1.50)
     partition_blocks: int
