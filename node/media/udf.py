@@ -476,7 +476,8 @@ def _directory(d: _Dir, now: datetime, rev: _Rev) -> bytes:
     out = [entry.ljust(SECTOR, b"\0"), bytes(fids.ljust(_blocks(len(fids)) * SECTOR, b"\0"))]
     for _, f in sorted(d.files.items()):
         ads = b"".join(_long_ad(n, block, _PHYSICAL) for n, block in _runs(f.start, f.size))
-        out.append(_entry(f.icb, _FILE, _LONG_AD, ads, f.size, 1, _FILE_PERMS, f.unique_id, now, rev).ljust(SECTOR, b"\0"))
+        entry = _entry(f.icb, _FILE, _LONG_AD, ads, f.size, 1, _FILE_PERMS, f.unique_id, now, rev)
+        out.append(entry.ljust(SECTOR, b"\0"))
     return b"".join(out)
 
 
@@ -514,8 +515,9 @@ def write_image(
     volume_set_id = f"{int(now.timestamp()):08x}{os.urandom(4).hex()}{volume_id}"  # UDF 2.2.2.5
     mirror = _PARTITION + lay.mirror
     if rev.metadata:  # the Metadata File's entry, its extent and its mirror's (with its entry after it)
+        mirror_entry = lay.mirror + lay.meta_blocks
         structure = [(_PARTITION, _metadata_file(0, lay, _METADATA, _UNIT, now)),
-                     (mirror + lay.meta_blocks, _metadata_file(lay.mirror + lay.meta_blocks, lay, _MIRROR, lay.mirror, now))]
+                     (_PARTITION + mirror_entry, _metadata_file(mirror_entry, lay, _MIRROR, lay.mirror, now))]
         meta_starts = [_PARTITION + _UNIT, mirror]
     else:
         structure, meta_starts = [(_PARTITION, _space_bitmap(lay))], [_PARTITION]
@@ -632,7 +634,8 @@ class _Reader:
             raise ValueError("the Logical Volume Descriptor is not OSTA UDF with 2048-byte blocks")
         self.partition = struct.unpack_from("<I", pd, 188)[0]
         maps = lvd[440 : 440 + struct.unpack_from("<I", lvd, 264)[0]]
-        if maps[:2] != b"\x01\x06" or maps[6:] and (maps[6:8] != b"\x02\x40" or maps[11:34] != b"*UDF Metadata Partition"):
+        metadata_map = maps[6:8] == b"\x02\x40" and maps[11:34] == b"*UDF Metadata Partition"
+        if maps[:2] != b"\x01\x06" or maps[6:] and not metadata_map:
             raise ValueError("the partition maps are not a Type 1 map, then maybe a Metadata Partition Map")
         if maps[6:]:  # UDF 2.50 and later: the entries and directories are in the Metadata File
             file_type, size, runs = self.entry(_PHYSICAL, struct.unpack_from("<I", maps, 6 + 40)[0])
