@@ -775,6 +775,8 @@ def _output_fits(output: Output, profile: str) -> str:
         return f"a {output_kind(output)} output needs a USB profile (STD-GEN-USB-*), not {profile}"
     if takes == "image" and tree:
         return f"{profile} writes a folder tree, which a disc output cannot burn"
+    if isinstance(output, PublisherOutput) and PROFILES[profile].file_system == "udf-1.50":
+        return f"{profile} is a DVD-RAM profile: a publisher robot burns CD, DVD and BD, not DVD-RAM"
     return ""
 
 
@@ -825,7 +827,7 @@ def _route(node: Node, at: At) -> Route:
         key = "pdi" if pdi else extras[0]
         allowed = ", ".join(name for name, p in PROFILES.items() if p.pdi)
         raise at.key(key).error(nodes[key], f"IHE PDI media cannot be made on profile {profile} "
-                                            f"(an augmented or BD profile); PDI allows {allowed}")
+                                            f"(an augmented, DVD-RAM or BD profile); PDI allows {allowed}")
     return Route(**{"match": Match(), **values}, where=f"{at.file}:{node.start_mark.line + 1}")
 
 

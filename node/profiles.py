@@ -14,7 +14,8 @@ from node import dicom, syntaxes
 from node.errors import UsageError
 from node.syntaxes import COMPRESS, NO_COMPRESSION
 
-FileSystem = Literal["iso9660", "udf", "folder"]
+#: What a medium carries (PS3.12): an ISO 9660 image, a UDF image of that revision, or a folder tree.
+FileSystem = Literal["iso9660", "udf-1.50", "udf-2.60", "folder"]
 
 #: Bytes in a logical sector (and block) of every medium: ISO 9660 (ECMA-119 6.1.2) and UDF (2.2.4.2).
 SECTOR = 2048
@@ -22,9 +23,11 @@ SECTOR = 2048
 #: README.TXT, and INDEX.HTM with the Web Content Option), and the web content's folder.
 PDI_ROOT_FILES = frozenset({"DICOMDIR", "README.TXT", "INDEX.HTM"})
 PDI_WEB_FOLDER = "IHE_PDI"
-#: Capacities in 2048-byte sectors (PS3.12 Annexes: 80 min CD-R, DVD±R SL, BD-R SL).
+#: Capacities in 2048-byte sectors (PS3.12 Annexes: 80 min CD-R, DVD±R SL, one side of a 4.7 GB DVD-RAM
+#: (ECMA-330), BD-R SL).
 CD_R_SECTORS = 360_000
 DVD_R_SECTORS = 2_295_104
+DVD_RAM_SECTORS = 2_236_704
 BD_R_SECTORS = 12_219_392
 
 
@@ -51,7 +54,7 @@ class Profile:
     #: Augmented profiles take private SOP classes as PRIVATE records.
     augmented: bool = False
     #: IHE PDI media may be made on it (IHE RAD TF-1 15: CD, and the DVD and USB options with the
-    #: PS3.11 compressed profiles); never on an augmented or BD profile.
+    #: PS3.11 compressed profiles); never on an augmented, DVD-RAM or BD profile.
     pdi: bool = False
 
     def allows(self, transfer_syntax: str, *, record_type: str) -> bool:
@@ -72,14 +75,18 @@ PROFILES: dict[str, Profile] = {
         # PS3.11 Annex V: General Purpose USB and Flash Memory with compression.
         Profile("STD-GEN-USB-JPEG", _JPEG, "folder", None, pdi=True),
         Profile("STD-GEN-USB-J2K", _J2K, "folder", None, pdi=True),
+        # PS3.11 Annex D: General Purpose DVD-RAM Interchange, Explicit VR Little Endian only
+        # (UDF 1.50, PS3.12 Annex J).
+        Profile("STD-GEN-DVD-RAM", frozenset(), "udf-1.50", DVD_RAM_SECTORS),
         # PS3.11 Annex X: General Purpose BD Interchange (UDF 2.60, PS3.12 Annex Y).
-        Profile("STD-GEN-BD", frozenset(), "udf", BD_R_SECTORS),
-        Profile("STD-GEN-BD-JPEG", _JPEG, "udf", BD_R_SECTORS),
-        Profile("STD-GEN-BD-J2K", _J2K, "udf", BD_R_SECTORS),
+        Profile("STD-GEN-BD", frozenset(), "udf-2.60", BD_R_SECTORS),
+        Profile("STD-GEN-BD-JPEG", _JPEG, "udf-2.60", BD_R_SECTORS),
+        Profile("STD-GEN-BD-J2K", _J2K, "udf-2.60", BD_R_SECTORS),
         # Ours, after the seed's AUG-GEN-DRS-CD / -DVD-RAM: image classes in any
         # syntax of the seed's Table 6, other classes Explicit VR Little Endian.
         Profile("AUG-GEN-CD", syntaxes.SEED_TABLE_6, "iso9660", CD_R_SECTORS, augmented=True),
         Profile("AUG-GEN-DVD", syntaxes.SEED_TABLE_6, "iso9660", DVD_R_SECTORS, augmented=True),
+        Profile("AUG-GEN-DVD-RAM", syntaxes.SEED_TABLE_6, "udf-1.50", DVD_RAM_SECTORS, augmented=True),
     )
 }
 

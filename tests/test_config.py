@@ -343,8 +343,8 @@ CASES = {
     "unknown mcm key": ("mcm: {copys: 2}", ("c.yaml:1 mcm.copys: unknown key (known: profile, output, copies, viewer, "
                         "allow_lossy, wait_seconds, keep_hours)")),
     "mcm profile": ("mcm: {profile: STD-GEN-BR}", ("c.yaml:1 mcm.profile: 'STD-GEN-BR' is not one of STD-GEN-CD, "
-                    "STD-GEN-DVD-JPEG, STD-GEN-DVD-J2K, STD-GEN-USB-JPEG, STD-GEN-USB-J2K, STD-GEN-BD, STD-GEN-BD-JPEG, "
-                    "STD-GEN-BD-J2K, AUG-GEN-CD, AUG-GEN-DVD")),
+                    "STD-GEN-DVD-JPEG, STD-GEN-DVD-J2K, STD-GEN-USB-JPEG, STD-GEN-USB-J2K, STD-GEN-DVD-RAM, STD-GEN-BD, "
+                    "STD-GEN-BD-JPEG, STD-GEN-BD-J2K, AUG-GEN-CD, AUG-GEN-DVD, AUG-GEN-DVD-RAM")),
     "mcm copies": ("mcm: {copies: 0}", "c.yaml:1 mcm.copies: expected an integer from 1 to 99, got '0'"),
     "mcm output and profile": ("burn: {output: {kind: xorriso, device: /dev/sr0}}\nmcm: {profile: STD-GEN-USB-JPEG}",
                                "c.yaml mcm: burn.output: STD-GEN-USB-JPEG writes a folder tree, which a disc output "

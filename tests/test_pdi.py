@@ -311,9 +311,9 @@ def test_a_viewer_that_cannot_go_onto_pdi_media_is_refused(names: list[str], mes
 
 @pytest.mark.parametrize("route, message", [
     ("{match: {called_aet: A}, action: burn, profile: AUG-GEN-CD, pdi: true}",
-     "routes[0].pdi: IHE PDI media cannot be made on profile AUG-GEN-CD (an augmented or BD profile)"),
+     "routes[0].pdi: IHE PDI media cannot be made on profile AUG-GEN-CD (an augmented, DVD-RAM or BD profile)"),
     ("{match: {called_aet: A}, action: burn, profile: STD-GEN-BD, web: true}",
-     "routes[0].web: IHE PDI media cannot be made on profile STD-GEN-BD (an augmented or BD profile)"),
+     "routes[0].web: IHE PDI media cannot be made on profile STD-GEN-BD (an augmented, DVD-RAM or BD profile)"),
     ("{match: {called_aet: A}, action: burn, pdi: false, web: true}",
      "routes[0].web: is part of IHE PDI media, which this route turns off (pdi: false)"),
 ])

@@ -1,4 +1,5 @@
-"""node.media.udf: UDF 2.60 images read back by udfinfo, 7-Zip, libudfread, the Linux kernel and read_listing."""
+"""node.media.udf: UDF 2.60 (BD) and 1.50 (DVD-RAM) images read back by udfinfo, 7-Zip, libudfread, the
+Linux kernel and read_listing."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import ctypes
 import ctypes.util
 import hashlib
 import os
+import struct
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ import pytest
 
 from node.errors import BuildError
 from node.media.content import FileSlice, MediaFile, PieceReader
-from node.media.udf import SECTOR, image_sectors, read_listing, verify_image, write_image
+from node.media.udf import SECTOR, Revision, image_sectors, read_listing, verify_image, write_image
 from tests.conftest import need
 
 VOLUME = "MEDIANODE_UDF_TEST_0123456789ABC"  # 32 d-characters, the most a caller gives
@@ -75,36 +77,46 @@ def directories(files: list[MediaFile]) -> set[str]:
 class Image:
     path: Path
     files: list[MediaFile]
+    revision: Revision
+
+    @property
+    def entry_tag(self) -> bytes:
+        """The first bytes of its file entries: 266, Extended File Entry (2.60); 261, File Entry (1.50)."""
+        return b"\x0a\x01" if self.revision == "2.60" else b"\x05\x01"
 
 
-@pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
+@pytest.fixture(scope="module", params=["2.60", "1.50"])
+def image(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Image:
+    revision: Revision = request.param
     folder = tmp_path_factory.mktemp("udf")
     files = file_set(folder)
     path = folder / "medium.img"
     written: list[int] = []
     with open(path, "wb+") as out:
-        write_image(files, out, volume_id=VOLUME, progress=written.append)
+        write_image(files, out, volume_id=VOLUME, progress=written.append, revision=revision)
     assert sum(written) == sum(f.size for f in files)  # progress counts file data, every byte once
-    return Image(path, files)
+    return Image(path, files, revision)
 
 
 def test_image_sectors_is_the_size_written(image: Image) -> None:
     size = image.path.stat().st_size
     assert size % SECTOR == 0
-    assert image_sectors(image.files) == size // SECTOR
+    assert image_sectors(image.files, revision=image.revision) == size // SECTOR
 
 
-def test_udfinfo_reads_a_closed_udf_260_volume(image: Image) -> None:
+def test_udfinfo_reads_a_closed_volume_of_its_revision(image: Image) -> None:
     need("udfinfo")
     done = subprocess.run(["udfinfo", str(image.path)], capture_output=True, text=True, check=True)
     assert done.stderr == ""  # no warning: anchors, both sequences and the integrity descriptor are found
     info = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line and "," not in line)
-    assert info["udfrev"] == info["udfwriterev"] == "2.60"  # from the LVID (UDF 2.2.6.4)
+    assert info["udfrev"] == info["udfwriterev"] == image.revision  # from the LVID (UDF 2.2.6.4)
     assert info["label"] == info["lvid"] == VOLUME  # the logical volume identifier, a dstring[128]
     assert info["vid"] == info["fsid"] == VOLUME[:30]  # dstring[32]s: the compression ID and 30 characters
-    assert (info["blocksize"], info["integrity"], info["accesstype"]) == ("2048", "closed", "readonly")
-    assert int(info["blocks"]) == image_sectors(image.files)
+    access = "readonly" if image.revision == "2.60" else "overwritable"  # BD-R; DVD-RAM, its bitmap read
+    assert (info["blocksize"], info["integrity"], info["accesstype"]) == ("2048", "closed", access)
+    if image.revision == "1.50":  # the Unallocated Space Bitmap: every block of the partition is in use
+        assert info["freeblocks"] == "0" and int(info["usedblocks"]) == int(info["blocks"]) - 288 - 1
+    assert int(info["blocks"]) == image_sectors(image.files, revision=image.revision)
     assert int(info["numfiles"]) == len(image.files)
     assert int(info["numdirs"]) == len(directories(image.files))
     assert "start=256, blocks=1, type=ANCHOR" in done.stdout
@@ -114,7 +126,7 @@ def test_udfinfo_reads_a_closed_udf_260_volume(image: Image) -> None:
 def test_7zip_lists_and_extracts_every_file(image: Image, tmp_path: Path) -> None:
     need("7z")
     listing = subprocess.run(["7z", "l", "-slt", str(image.path)], capture_output=True, text=True, check=True)
-    assert "Type = Udf" in listing.stdout and "Version = 2.60" in listing.stdout
+    assert "Type = Udf" in listing.stdout and f"Version = {image.revision}" in listing.stdout
     assert "Warnings" not in listing.stdout and "ERRORS" not in listing.stdout  # e.g. data after the end anchor
     out = tmp_path / "x"
     subprocess.run(["7z", "x", f"-o{out}", str(image.path)], capture_output=True, check=True)
@@ -188,6 +200,7 @@ def test_libudfread_reads_every_file(image: Image) -> None:
             assert b"".join(udf.read(f"/{f.relpath}")) == content(f), f.relpath
 
 
+@pytest.mark.parametrize("image", ["2.60"], indirect=True)
 def test_the_metadata_mirror_stands_in_for_a_lost_metadata_file(image: Image, tmp_path: Path) -> None:
     """Blank the Metadata File's entry (UDF 2.2.13.1, file type 250): libudfread falls back to the mirror."""
     damaged = tmp_path / "damaged.img"
@@ -200,6 +213,22 @@ def test_the_metadata_mirror_stands_in_for_a_lost_metadata_file(image: Image, tm
         assert set(udf.files()) == {f"/{f.relpath}" for f in image.files}
         for f in image.files:
             assert b"".join(udf.read(f"/{f.relpath}")) == content(f), f.relpath
+
+
+@pytest.mark.parametrize("image", ["1.50"], indirect=True)
+def test_udf_150_has_no_metadata_partition_and_file_entries_only(image: Image) -> None:
+    """PS3.12 Annex J: UDF 1.50, ECMA-167 2nd edition (NSR02, tag version 2), one Type 1 partition map."""
+    data = image.path.read_bytes()
+    assert data[17 * SECTOR + 1 : 17 * SECTOR + 6] == b"NSR02"
+    files = {offset // SECTOR + n for runs, _ in read_listing(image.path).values() for offset, length in runs
+             for n in range(-(-length // SECTOR))}  # fmt: skip
+    tags = {s: struct.unpack_from("<HH", data, s) for s in range(0, len(data), SECTOR)  # tags: 3/7.2.3's checksum
+            if s // SECTOR not in files and any(data[s : s + 16]) and sum(data[s : s + 16]) - 2 * data[s + 4] & 255 == 0}
+    assert {version for _, version in tags.values()} == {2}
+    idents = [ident for ident, _ in tags.values()]
+    assert 266 not in idents and idents.count(261) == len(image.files) + len(directories(image.files))
+    lvd = data[35 * SECTOR : 36 * SECTOR]  # the Main VDS's fourth descriptor
+    assert struct.unpack_from("<H", lvd)[0] == 6 and struct.unpack_from("<II", lvd, 264) == (6, 1)  # one map
 
 
 def test_linux_mounts_it_read_only(image: Image, tmp_path: Path) -> None:
@@ -241,7 +270,7 @@ def test_read_listing_finds_every_file_where_its_bytes_are(image: Image) -> None
 def test_read_listing_rejects_a_damaged_entry(image: Image, tmp_path: Path) -> None:
     damaged = tmp_path / "damaged.img"
     data = bytearray(image.path.read_bytes())
-    entries = [s for s in range(0, len(data), SECTOR) if data[s : s + 2] == b"\x0a\x01" and data[s + 27] == 5]
+    entries = [s for s in range(0, len(data), SECTOR) if data[s : s + 2] == image.entry_tag and data[s + 27] == 5]
     data[entries[0] + 60] ^= 1  # a bit of the first file entry's information length
     damaged.write_bytes(data)
     with pytest.raises(BuildError, match="fails its CRC"):
@@ -249,7 +278,8 @@ def test_read_listing_rejects_a_damaged_entry(image: Image, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_a_file_over_1_gib_is_split_into_extents_readers_follow(tmp_path: Path) -> None:
+@pytest.mark.parametrize("revision", ["2.60", "1.50"])
+def test_a_file_over_1_gib_is_split_into_extents_readers_follow(tmp_path: Path, revision: Revision) -> None:
     """4/14.14.1.1: an extent is below 2^30 bytes; a longer file has several, which every reader joins."""
     need("7z")
     src = tmp_path / "big.src"
@@ -261,8 +291,8 @@ def test_a_file_over_1_gib_is_split_into_extents_readers_follow(tmp_path: Path) 
     files = [MediaFile(("BIG",), [b"HEAD", FileSlice(str(src), 0, size)]), MediaFile(("SMALL",), [b"small"])]
     path = tmp_path / "big.img"
     with open(path, "wb+") as out:
-        write_image(files, out, volume_id=VOLUME)
-    assert path.stat().st_size == image_sectors(files) * SECTOR
+        write_image(files, out, volume_id=VOLUME, revision=revision)
+    assert path.stat().st_size == image_sectors(files, revision=revision) * SECTOR
     expected = digest(chunks(files[0]))
     (runs, got) = read_listing(path)["/BIG"]
     assert got == size + 4 and sum(n for _, n in runs) == got

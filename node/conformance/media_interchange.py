@@ -13,7 +13,8 @@ from node.syntaxes import NATIVE
 #: What each file system of :data:`node.profiles.FileSystem` is on the medium (PS3.12).
 FILE_SYSTEMS = {
     "iso9660": "ISO 9660 level 1 image (ECMA-119), PS3.12",
-    "udf": "UDF 2.60 image (PS3.12 Annex Y)",
+    "udf-1.50": "UDF 1.50 image (PS3.12 Annex J): no VAT, no sparing table",
+    "udf-2.60": "UDF 2.60 image (PS3.12 Annex Y)",
     "folder": "folder tree on the target (USB, PS3.12 Annex V)",
 }
 
@@ -141,6 +142,10 @@ Application Entity Title (0002,0016).
 
 {table(("Application Profile", "Real-World Activity", "Role", "SC Option", "File System", "Capacity"),
        creator_rows)}
+UDF images are UDF 1.50 on DVD-RAM (PS3.12 Annex J forbids a later revision, the Virtual Allocation
+Table and sparing tables: one Type 1 partition, File Entries) and UDF 2.60 on BD (PS3.12 Annex Y:
+a metadata partition, Extended File Entries); neither has an ISO 9660 bridge.
+
 ##### Real-World Activity: Create medium
 
 The profile is `burn --profile` or `routes[].profile` (default {profiles.DEFAULT_PROFILE}). Options of the

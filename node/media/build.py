@@ -43,13 +43,19 @@ logger = logging.getLogger(__name__)
 Format = Literal["iso", "folder"]
 DEFAULT_LABEL = "DICOM"
 _BLOCK = 4096  # allocation unit assumed for folder (USB) targets
-#: The image writer of each optical file system (PS3.12: ISO 9660 for CD / DVD, UDF 2.60 for BD),
-#: imported when used: a CD burn does not load the UDF writer.
-IMAGE_WRITERS = {"iso9660": "node.media.iso", "udf": "node.media.udf"}
+#: The image writer of each optical file system (PS3.12: ISO 9660 for CD / DVD, UDF 1.50 for DVD-RAM,
+#: UDF 2.60 for BD) and the keyword arguments its ``image_sectors`` and ``write_image`` take, imported
+#: when used: a CD burn does not load the UDF writer.
+IMAGE_WRITERS: dict[str, tuple[str, dict[str, str]]] = {
+    "iso9660": ("node.media.iso", {}),
+    "udf-1.50": ("node.media.udf", {"revision": "1.50"}),
+    "udf-2.60": ("node.media.udf", {"revision": "2.60"}),
+}
 
 
-def image_writer(file_system: str) -> ModuleType:
-    return importlib.import_module(IMAGE_WRITERS[file_system])
+def image_writer(file_system: str) -> tuple[ModuleType, dict[str, str]]:
+    module, options = IMAGE_WRITERS[file_system]
+    return importlib.import_module(module), options
 
 
 @dataclass
@@ -290,7 +296,8 @@ def _check_capacity(files: list[MediaFile], profile: Profile, target: Path, repo
         if needed > free:
             raise BuildError(f"the set needs {_mb(needed)} but {target.parent} has {_mb(free)} free")
         return
-    report.sectors = image_writer(profile.file_system).image_sectors(files)
+    writer, options = image_writer(profile.file_system)
+    report.sectors = writer.image_sectors(files, **options)
     capacity = profile.capacity_sectors
     if capacity is not None and report.sectors > capacity:
         raise BuildError(
@@ -300,9 +307,9 @@ def _check_capacity(files: list[MediaFile], profile: Profile, target: Path, repo
 
 
 def _publish_image(files: list[MediaFile], target: Path, *, volume_id: str, profile: Profile, progress: Progress | None) -> None:
-    writer = image_writer(profile.file_system)
+    writer, options = image_writer(profile.file_system)
     with published(target) as tmp, open(tmp, "wb+") as f, ThreadPoolExecutor(1) as pool:
-        writer.write_image(files, f, volume_id=volume_id, progress=progress)
+        writer.write_image(files, f, volume_id=volume_id, progress=progress, **options)
         f.flush()
         synced = pool.submit(os.fsync, f.fileno())  # the disk works while we re-read the image
         writer.verify_image(tmp, files)

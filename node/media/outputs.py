@@ -253,7 +253,9 @@ def _burn_copy(output: XorrisoOutput, image: Path) -> str:
 
 def burn_disc(output: XorrisoOutput, image: Path) -> None:
     """Write ``image`` as one closed session with xorriso's cdrecord emulation (xorriso(1), ``-as cdrecord``:
-    ``dev=`` the drive or a ``stdio:`` pseudo-drive, ``speed=``). Never blanks a disc: a written one fails."""
+    ``dev=`` the drive or a ``stdio:`` pseudo-drive, ``speed=``). Never blanks a disc: a written write-once
+    one fails. Overwriteable media (DVD-RAM, BD-RE, DVD+RW, and ``stdio:`` files) count as blank to
+    cdrecord: the image is written from their first block, over whatever they held."""
     args = ["-as", "cdrecord", "-v", f"dev={output.device}"]
     if output.speed:
         args.append(f"speed={output.speed}")

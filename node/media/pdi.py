@@ -98,7 +98,7 @@ def choose_pdi(profile: Profile, *, pdi: bool | None, web: bool = False, viewer:
         return None
     if not profile.pdi:
         allowed = ", ".join(p.name for p in PROFILES.values() if p.pdi)
-        raise UsageError(f"IHE PDI media cannot be made on {profile.name} (an augmented or BD profile); "
+        raise UsageError(f"IHE PDI media cannot be made on {profile.name} (an augmented, DVD-RAM or BD profile); "
                          f"PDI allows {allowed}")
     return Pdi(web=web, viewer=viewer, institution=institution, contact=contact)
 
