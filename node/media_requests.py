@@ -115,14 +115,15 @@ def plan(index: Index, req: MediaRequest, settings: MediaRequests, *, now: float
 
 
 def _route(req: MediaRequest, settings: MediaRequests, profile: str, *, volume: tuple[int, int]) -> RouteSnapshot:
-    """The route snapshot of a request's medium: its profile, copies, PDI and viewer, lossy or not."""
+    """The route snapshot of a request's medium: its profile, copies, PDI and viewer, lossy or not,
+    de-identified or not."""
     wanted = req.request
     pdi_asked = str(wanted.get("non_dicom", ""))
     pdi = None if not pdi_asked else pdi_asked.startswith("FOR_") and get_profile(profile).pdi
     lossy = [c for c in _LOSSY if c in compressions(profile)] if wanted.get("lossy") else []
     return RouteSnapshot(
         Match(), "burn", profile=profile, copies=req.copies or settings.copies, output=settings.output,
-        compress=lossy[0] if lossy else "none", pdi=pdi, web=bool(pdi),
+        compress=lossy[0] if lossy else "none", deidentify=bool(wanted.get("deidentify")), pdi=pdi, web=bool(pdi),
         viewer=settings.viewer if wanted.get("display_application") and get_profile(profile).pdi else None,
         label="REQUEST", where=f"media request {req.uid}", position=REQUEST_POSITION, volume=volume)
 
