@@ -6,6 +6,8 @@ snapshot of just those instances, built and delivered like any other job; one th
 waits ``mcm.wait_seconds`` from its Initiate, then fails with NO_INSTANCE. Media are split only between
 studies, and only when the request allows it. A request whose jobs have all ended is settled (done or
 failed); ``mcm.keep_hours`` later it is forgotten, and its instances are the spool's retention's again.
+The builder takes a request's jobs by its Request Priority (:meth:`node.index.Index.claim_job`); a retried job
+reopens its request (:meth:`node.index.Index.set_job_state`).
 """
 
 from __future__ import annotations

@@ -39,11 +39,13 @@ from node.media.waiting import Interrupted, Waiter
 
 logger = logging.getLogger(__name__)
 
-#: A media creation request's label attributes (:mod:`node.receive.mcm`'s keys), after the label record's.
+#: The label record's fields.
+RECORD_LABEL_FIELDS = ("patient_name", "patient_id", "birth_date", "study_dates", "study_descriptions", "modalities",
+                       "institution", "created", "content", "volume")
+#: A media creation request's label attributes (:mod:`node.receive.mcm`'s keys).
 REQUEST_LABEL_FIELDS = ("label_text", "label_style", "barcode_value", "barcode_symbology")
 #: The label fields, in the order of the merge file's lines.
-LABEL_FIELDS = ("patient_name", "patient_id", "birth_date", "study_dates", "study_descriptions", "modalities",
-                "institution", "created", "content", "volume", *REQUEST_LABEL_FIELDS)
+LABEL_FIELDS = (*RECORD_LABEL_FIELDS, *REQUEST_LABEL_FIELDS)
 
 
 def label_fields(record: Mapping[str, object], request: Mapping[str, object] | None = None) -> dict[str, str]:
