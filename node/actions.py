@@ -20,7 +20,8 @@ logger = logging.getLogger(__name__)
 
 
 def retry(index: Index, config: Config, job_id: int, *, by: str) -> tuple[str, str]:
-    """Queue a failed or cancelled job again; return its state before and after."""
+    """Queue a failed or cancelled job again (a media request's job reopens its request); return its state
+    before and after."""
     return _move(index, config, job_id, "retry", "job-retried", by=by)
 
 

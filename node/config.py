@@ -509,7 +509,8 @@ class MediaRequests:
 
     What a request gets unless it asks otherwise: the medium (``profile``), where it goes (``output``;
     None: ``burn.output``), how many copies, the viewer copied when it asks for a display application;
-    whether its Allow Lossy Compression may take effect; how long it waits for the instances it references
+    whether its Allow Lossy Compression may take effect; whether it may ask for teaching or research media,
+    made de-identified; how long it waits for the instances it references
     that are not in the spool yet; how long a finished request stays answerable (N-GET) and keeps its
     instances in the spool.
     """
@@ -524,6 +525,8 @@ class MediaRequests:
     viewer: Path | None = None
     #: Whether a request's Allow Lossy Compression YES may take effect.
     allow_lossy: bool = False
+    #: Whether FOR_TEACHING / FOR_RESEARCH requests are accepted, their media de-identified (else refused).
+    deidentify: bool = False
     #: How long an initiated request waits for referenced instances not in the spool yet.
     wait_seconds: float = 600.0
     #: How long a finished request stays answerable (N-GET) and keeps its instances in the spool.
@@ -1053,6 +1056,7 @@ def _mcm(node: Node, at: At) -> MediaRequests:
         "copies": number(1, MAX_COPIES),
         "viewer": folder,
         "allow_lossy": boolean,
+        "deidentify": boolean,
         "wait_seconds": number(0, 86400 * 7, integer=False),
         "keep_hours": number(0, 24 * 365, integer=False),
     }) if not is_null(node) else ({}, {})

@@ -276,10 +276,16 @@ CREATE TABLE media_request_jobs (
 CREATE INDEX media_request_jobs_by_job ON media_request_jobs(job_id)
 """
 
+#: Version 8: whether a waiting job waits for a blank medium (a disc in a drive, an empty USB volume) rather
+#: than for a robot at work; a media request whose job waits for one reads OUT_OF_SUPPLIES.
+_VERSION_8 = """
+ALTER TABLE job_waits ADD COLUMN media INTEGER NOT NULL DEFAULT 0
+"""
+
 #: The schema's history, oldest first: migration ``n`` (1-based) takes an index from version n-1 to n.
 #: Append a migration for every change (a table, a column, an index); never edit one that has shipped.
 MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4, _VERSION_5, _VERSION_6,
-                                   _VERSION_7)
+                                   _VERSION_7, _VERSION_8)
 
 #: The version this code reads and writes.
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -355,8 +361,9 @@ class Volume:
 
 @dataclass(frozen=True)
 class MediaRequest:
-    """A media creation request (:data:`_VERSION_6`), with its jobs: (job id, job state, File-set ID, File-set
-    UID, job error) each."""
+    """A media creation request (:data:`_VERSION_7`), with its jobs: (job id, job state, File-set ID, File-set
+    UID, job error, what holds it up) each; what holds a job up: 'media' (its output waits for a blank
+    medium), 'busy' (built, while another job is written on its device) or ''."""
 
     uid: str
     calling_aet: str
@@ -370,7 +377,7 @@ class MediaRequest:
     priority: str | None
     finished: float | None
     refs: list[tuple[str, str, str]]  # (SOP Instance UID, SOP Class UID, requested profile or "")
-    jobs: list[tuple[int, str, str | None, str | None, str | None]] = field(default_factory=list)
+    jobs: list[tuple[int, str, str | None, str | None, str | None, str]] = field(default_factory=list)
 
 
 class Index:
@@ -579,9 +586,13 @@ class Index:
         return job
 
     def claim_job(self) -> Job | None:
-        """Take the oldest pending job (pending -> building)."""
+        """Take the next pending job (pending -> building): a media request's by its Request Priority (HIGH,
+        MED, LOW; any other job counts as MED), then the oldest."""
         with self.transaction() as db:
-            row = db.execute("SELECT id FROM jobs WHERE state = 'pending' ORDER BY id LIMIT 1").fetchone()
+            row = db.execute("SELECT j.id FROM jobs j LEFT JOIN media_request_jobs r ON r.job_id = j.id "
+                             "LEFT JOIN media_requests m ON m.uid = r.request_uid WHERE j.state = 'pending' "
+                             "ORDER BY CASE m.priority WHEN 'HIGH' THEN 0 WHEN 'LOW' THEN 2 ELSE 1 END, j.id "
+                             "LIMIT 1").fetchone()
             if row is None:
                 return None
             db.execute("DELETE FROM job_progress WHERE job_id = ?", (row[0],))  # an earlier attempt's
@@ -679,11 +690,13 @@ class Index:
         return list(self.db.execute("SELECT output, id, state FROM jobs WHERE state IN ('built', 'delivering') "
                                     "ORDER BY output, id"))
 
-    def set_wait(self, job_id: int, message: str) -> None:
-        """Record what a building job waits for (``medianode status`` shows it); ``since`` is the first wait."""
+    def set_wait(self, job_id: int, message: str, *, media: bool = False) -> None:
+        """Record what a building job waits for (``medianode status`` shows it), ``media`` when it is a blank
+        medium; ``since`` is the first wait."""
         with self.transaction() as db:
-            db.execute("""INSERT INTO job_waits (job_id, since, message) VALUES (?, ?, ?)
-                          ON CONFLICT (job_id) DO UPDATE SET message = excluded.message""", (job_id, time.time(), message))
+            db.execute("""INSERT INTO job_waits (job_id, since, message, media) VALUES (?, ?, ?, ?)
+                          ON CONFLICT (job_id) DO UPDATE SET message = excluded.message, media = excluded.media""",
+                       (job_id, time.time(), message, int(media)))
 
     def clear_wait(self, job_id: int) -> None:
         with self.transaction() as db:
@@ -715,10 +728,16 @@ class Index:
         return dict(rows.fetchall())
 
     def set_job_state(self, job_id: int, state: str, *, only_from: tuple[str, ...]) -> bool:
-        """Move a job to ``state`` if it is in one of ``only_from``; say whether it moved."""
+        """Move a job to ``state`` if it is in one of ``only_from``; say whether it moved. A job moved back to
+        'pending' (retried) reopens the media request it was cut for, if that failed or was cancelled: the
+        request is pending again, and done once its jobs are."""
         with self.transaction() as db:
             cur = db.execute(f"UPDATE jobs SET state = ? WHERE id = ? AND state IN ({','.join('?' * len(only_from))})",
                              (state, job_id, *only_from))
+            if cur.rowcount == 1 and state == "pending":
+                db.execute("UPDATE media_requests SET state = 'pending', info = NULL, failed = NULL, finished = NULL "
+                           "WHERE state IN ('failed', 'cancelled') AND uid IN "
+                           "(SELECT request_uid FROM media_request_jobs WHERE job_id = ?)", (job_id,))
             return cur.rowcount == 1
 
     def requeue_interrupted(self) -> list[int]:
@@ -759,9 +778,11 @@ class Index:
         uid = str(row[0])
         refs = self.db.execute("SELECT sop_instance_uid, sop_class_uid, profile FROM media_request_refs "
                                "WHERE request_uid = ? ORDER BY position", (uid,)).fetchall()
-        jobs = self.db.execute("SELECT r.job_id, j.state, r.fileset_id, r.fileset_uid, j.error FROM media_request_jobs r "
-                               "JOIN jobs j ON j.id = r.job_id WHERE r.request_uid = ? ORDER BY r.job_id",
-                               (uid,)).fetchall()
+        jobs = self.db.execute(
+            "SELECT r.job_id, j.state, r.fileset_id, r.fileset_uid, j.error, CASE WHEN w.media = 1 THEN 'media' "
+            "WHEN j.state = 'built' AND EXISTS (SELECT 1 FROM jobs o WHERE o.output = j.output AND o.state = "
+            "'delivering') THEN 'busy' ELSE '' END FROM media_request_jobs r JOIN jobs j ON j.id = r.job_id "
+            "LEFT JOIN job_waits w ON w.job_id = j.id WHERE r.request_uid = ? ORDER BY r.job_id", (uid,)).fetchall()
         return MediaRequest(uid, row[1], row[2], json.loads(row[3]), row[4], row[5],
                             [(str(u), str(c), int(r)) for u, c, r in json.loads(row[6] or "[]")], row[7], row[8],
                             row[9], row[10], [tuple(r) for r in refs], [tuple(j) for j in jobs])
@@ -849,6 +870,13 @@ class Index:
         """The File-set ID a media request asked for its job's medium ("" for any other job, or when none)."""
         row = self.db.execute("SELECT fileset_id FROM media_request_jobs WHERE job_id = ?", (job_id,)).fetchone()
         return str(row[0] or "") if row else ""
+
+    def job_request(self, job_id: int) -> dict[str, Any]:
+        """The attributes of the media request a job was cut for, as its N-CREATE gave them ({} for any other
+        job, or once the request is forgotten)."""
+        row = self.db.execute("SELECT m.request FROM media_request_jobs r JOIN media_requests m ON m.uid = "
+                              "r.request_uid WHERE r.job_id = ?", (job_id,)).fetchone()
+        return dict(json.loads(row[0])) if row else {}
 
     def set_request_medium(self, job_id: int, *, fileset_id: str, fileset_uid: str) -> None:
         """The File-set ID and UID of a request's medium, once delivered (no-op for any other job)."""

@@ -208,9 +208,10 @@ class Worker:
         medium: Path | None = built.medium
         self.index.set_job_state(job.id, "delivering", only_from=("built",))
         try:
-            waiter = _IndexWaiter(self.index, job.id, stop or threading.Event())
+            waiter = _IndexWaiter(self.index, job.id, stop or threading.Event(), media=built.output.waits_for_media)
+            fields = label_fields(report.label, self.index.job_request(job.id))
             paths = built.output.deliver(built.medium, copies=route.copies, volume_id=report.volume_id,
-                                         label=label_fields(report.label), waiter=waiter)
+                                         label=fields, waiter=waiter)
         except Interrupted as exc:
             medium = None  # a robot may still be reading it; the retried job builds it again
             self.index.requeue(job.id, only_from=("delivering",))
@@ -285,13 +286,14 @@ class ProgressRecord:
 
 
 class _IndexWaiter:
-    """An output's wait, recorded in the index for ``medianode status``, interrupted by the node's stop."""
+    """An output's wait, recorded in the index for ``medianode status`` (``media``: the output waits for a blank
+    medium), interrupted by the node's stop."""
 
-    def __init__(self, index: Index, job_id: int, stop: threading.Event) -> None:
-        self.index, self.job_id, self.stop = index, job_id, stop
+    def __init__(self, index: Index, job_id: int, stop: threading.Event, *, media: bool = False) -> None:
+        self.index, self.job_id, self.stop, self.media = index, job_id, stop, media
 
     def wait(self, message: str, seconds: float) -> bool:
-        self.index.set_wait(self.job_id, message)
+        self.index.set_wait(self.job_id, message, media=self.media)
         return not self.stop.wait(seconds)
 
     def clear(self) -> None:

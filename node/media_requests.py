@@ -6,6 +6,8 @@ snapshot of just those instances, built and delivered like any other job; one th
 waits ``mcm.wait_seconds`` from its Initiate, then fails with NO_INSTANCE. Media are split only between
 studies, and only when the request allows it. A request whose jobs have all ended is settled (done or
 failed); ``mcm.keep_hours`` later it is forgotten, and its instances are the spool's retention's again.
+The builder takes a request's jobs by its Request Priority (:meth:`node.index.Index.claim_job`); a retried job
+reopens its request (:meth:`node.index.Index.set_job_state`).
 """
 
 from __future__ import annotations
@@ -116,14 +118,16 @@ def plan(index: Index, req: MediaRequest, settings: MediaRequests, *, now: float
 
 
 def _route(req: MediaRequest, settings: MediaRequests, profile: str, *, volume: tuple[int, int]) -> RouteSnapshot:
-    """The route snapshot of a request's medium: its profile, copies, PDI and viewer, lossy or not."""
+    """The route snapshot of a request's medium: its profile, copies, PDI and viewer, lossy or not,
+    de-identified or not."""
     wanted = req.request
     pdi_asked = str(wanted.get("non_dicom", ""))
     pdi = None if not pdi_asked else pdi_asked.startswith("FOR_") and get_profile(profile).pdi
     lossy = [c for c in _LOSSY if c in compressions(profile)] if wanted.get("lossy") else []
     return RouteSnapshot(
         Match(), "burn", profile=profile, copies=req.copies or settings.copies, output=settings.output,
-        compress=Compression(lossy[0] if lossy else "none"), pdi=pdi, web=bool(pdi),
+        compress=Compression(lossy[0] if lossy else "none"), deidentify=bool(wanted.get("deidentify")), pdi=pdi,
+        web=bool(pdi),
         viewer=settings.viewer if wanted.get("display_application") and get_profile(profile).pdi else None,
         label="REQUEST", where=f"media request {req.uid}", position=REQUEST_POSITION, volume=volume)
 

@@ -20,10 +20,13 @@ from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.status import MEDIA_CREATION_MANAGEMENT_SERVICE_CLASS_STATUS, code_to_category
 
-from node.index import MediaRequest
+from node.index import Index, MediaRequest
+from node.media import publisher
 from node.receive import mcm
 from tests.conftest import cli, ct_series, need
 from tests.test_burn import by_uid, extract
+from tests.test_index import received
+from tests.test_outputs import Robot
 from tests.test_serve import Node, storescu
 
 MCM = mcm.MEDIA_CREATION_MANAGEMENT
@@ -131,7 +134,8 @@ def test_instances_sent_before_and_after_the_n_create_make_one_medium(node: Node
     with Requester(node) as r:
         status, _ = r.create(request(before + after, StorageMediaFileSetID="CLINIC_42", LabelText="For Dr House",
                                      MediaDisposition="mail to the patient"))
-        assert status.Status == 0x0000
+        # recorded and returned, but a folder of images prints no label: said in the warning
+        assert status.Status == 0x0116 and status.ErrorComment == "label text, style, barcode: no label printed here"
         uid = str(r.commands[-1].AffectedSOPInstanceUID)  # ours: the SCU gave none
         assert uid.startswith("2.25.")
         assert r.initiate(uid, NumberOfCopies=1, RequestPriority="HIGH").Status == 0
@@ -292,7 +296,7 @@ def test_cancel_before_the_burn_then_during_it(tmp_path: Path) -> None:
             assert r.get("1.2.3.9")[1].ExecutionStatus == "FAILURE"  # type: ignore[union-attr]
             assert r.initiate("1.2.3.9").Status == 0xA510
             status, _ = r.create(request(files, BarcodeValue="12345"), "1.2.3.10")
-            assert status.Status == 0  # a publisher takes the barcode
+            assert status.Status == 0x0116 and "no label" in status.ErrorComment  # a publisher without a label design
             assert r.initiate("1.2.3.10").Status == 0
         send(node, files)
         wait_status(node, "1.2.3.10", "CREATING")
@@ -359,7 +363,7 @@ def test_the_n_get_reply_encodes_each_attribute_with_its_ps3_6_vr_and_annex_s_va
     req = MediaRequest("1.2.3", "PACS", 0.0, {"label_text": "x", "fileset_id": "F"}, "failed", "NO_INSTANCE",
                        [("1.2.4", "1.2.840.10008.5.1.4.1.1.2", 0x0112)], 1.0, 2, "MED", 2.0,
                        [("1.2.4", "1.2.840.10008.5.1.4.1.1.2", "")],
-                       [(1, "done", "F", "1.2.5", None)])
+                       [(1, "done", "F", "1.2.5", None, "")])
     reply = mcm.describe(req)
     fp = DicomBytesIO()
     fp.is_little_endian, fp.is_implicit_VR = True, True  # the syntax we accept the service in first
@@ -373,3 +377,174 @@ def test_the_n_get_reply_encodes_each_attribute_with_its_ps3_6_vr_and_annex_s_va
     assert reply.TotalNumberOfPiecesOfMediaCreated == 2  # one medium, two copies
     only = mcm.describe(req, [0x21000020])
     assert [e.keyword for e in only] == ["ExecutionStatus"]
+
+
+# -- priority, labels, de-identification, waiting outputs, retries -----------------------
+
+
+def test_jobs_are_claimed_by_their_requests_priority_then_oldest_first(tmp_path: Path) -> None:
+    index = Index(tmp_path / "index.sqlite")
+    try:
+        for n in range(4):
+            index.add_instance(received(f"1.{n}", f"9.{n}", at=0.0))
+        plain = index.enqueue(["9.0"], route="{}")  # a route's job: MED
+        made = {}
+        for n, priority in ((1, "LOW"), (2, "HIGH"), (3, "MED")):
+            uid = f"5.{n}"
+            assert index.add_media_request(uid, calling_aet="PACS", request={}, preserve=True,
+                                           refs=[(f"1.{n}", "1.2.840.10008.5.1.4.1.1.2", "")], now=0.0)
+            index.initiate_media_request(uid, copies=1, priority=priority, now=1.0)
+            [made[priority]] = index.cut_request_jobs(uid, [([f"9.{n}"], [f"1.{n}"], "{}")]) or []
+        claimed = []
+        while (job := index.claim_job()) is not None:
+            claimed.append(job.id)
+        assert claimed == [made["HIGH"], plain, made["MED"], made["LOW"]]
+    finally:
+        index.close()
+
+
+def test_a_retried_job_reopens_its_failed_request_in_the_index(tmp_path: Path) -> None:
+    index = Index(tmp_path / "index.sqlite")
+    try:
+        index.add_instance(received("1.1", "9.1", at=0.0))
+        index.add_media_request("5.1", calling_aet="PACS", request={}, preserve=True,
+                                refs=[("1.1", "1.2.840.10008.5.1.4.1.1.2", "")], now=0.0)
+        index.initiate_media_request("5.1", copies=1, priority="MED", now=1.0)
+        [job] = index.cut_request_jobs("5.1", [(["9.1"], ["1.1"], "{}")]) or []
+        assert index.claim_job() is not None
+        index.finish_job(job, error="the robot failed")
+        index.finish_media_request("5.1", state="failed", info="PROC_FAILURE", now=2.0)
+        assert index.set_job_state(job, "pending", only_from=("failed", "cancelled"))
+        req = index.media_request("5.1")
+        assert req is not None and (req.state, req.info, req.failed, req.finished) == ("pending", None, [], None)
+        assert mcm.execution(req) == ("PENDING", "QUEUED")
+    finally:
+        index.close()
+
+
+def wait_info(node: Node, uid: str, info: str) -> Dataset:
+    """N-GET until the Execution Status Info is ``info``."""
+    found: list[Dataset] = []
+
+    def reached() -> bool:
+        with Requester(node) as r:
+            reply = r.get(uid)[1]
+        assert reply is not None
+        found[:] = [reply]
+        return str(reply.ExecutionStatusInfo) == info
+    node.wait_for(reached)
+    return found[0]
+
+
+def test_label_text_and_barcode_reach_a_publishers_merge_file(tmp_path: Path) -> None:
+    hot = tmp_path / "robot"
+    robot = Robot(hot, "rimage")
+    robot.start()
+    node = make_node(tmp_path, f"output: {{kind: publisher, vendor: rimage, hot_folder: {hot}, "
+                               r"label_template: 'C:\labels\medianode.btw'}")
+    try:
+        files = ct_series(tmp_path / "a", 1)
+        send(node, files)
+        with Requester(node) as r:
+            status, _ = r.create(request(files, LabelText="For Dr House", LabelStyleSelection="TEACHING",
+                                         BarcodeValue="ACC-0042", BarcodeSymbology="CODE128"), "1.2.3.30")
+            assert status.Status == 0 and "ErrorComment" not in status
+            assert r.initiate("1.2.3.30").Status == 0
+        assert wait_status(node, "1.2.3.30", "DONE", "FAILURE").ExecutionStatus == "DONE"
+        [merge] = hot.glob("*_LABEL.TXT")
+        lines = merge.read_bytes().decode("ascii").split("\r\n")
+        fields = dict(zip(publisher.LABEL_FIELDS, lines))
+        assert fields["patient_name"] == "DOE JANE"  # the label record's, first
+        assert (fields["label_text"], fields["label_style"], fields["barcode_value"], fields["barcode_symbology"]) == (
+            "For Dr House", "TEACHING", "ACC-0042", "CODE128")
+        [order] = robot.jobs
+        assert order["merge"] == str(merge) and order["label"] == r"C:\labels\medianode.btw"
+    finally:
+        robot.stop.set()
+        robot.join()
+        stop(node)
+
+
+def test_teaching_media_are_made_de_identified_with_mcm_deidentify(tmp_path: Path) -> None:
+    node = make_node(tmp_path, "deidentify: true")
+    try:
+        files = ct_series(tmp_path / "a", 2, name="HOUSE^GREGORY", patient_id="PID-HOUSE")
+        send(node, files)
+        with Requester(node) as r:
+            assert r.create(request(files, IncludeNonDICOMObjects="FOR_TEACHING"), "1.2.3.31")[0].Status == 0
+            assert r.initiate("1.2.3.31").Status == 0
+        assert wait_status(node, "1.2.3.31", "DONE", "FAILURE").ExecutionStatus == "DONE"
+        [iso] = node.images()
+        root = extract(iso, tmp_path / "disc")
+        on_disc = by_uid(root)
+        assert len(on_disc) == 2 and not set(on_disc) & {dcmread(f).SOPInstanceUID for f in files}
+        for path in on_disc.values():
+            ds = dcmread(path)
+            assert ds.PatientIdentityRemoved == "YES" and "HOUSE" not in str(ds.PatientName)
+        # nowhere on the medium (DICOM files, DICOMDIR, the PDI web content and README), nor on its label; the
+        # index keeps which study of whom the volume holds, as for a route's de-identified media
+        assert (root / "IHE_PDI").is_dir()
+        assert not [p for p in root.rglob("*") if p.is_file() and b"HOUSE" in p.read_bytes().upper()]
+        [volume] = volumes(node)
+        assert "HOUSE" not in json.dumps(volume["label_record"]).upper()
+        assert volume["studies"][0]["patient_id"] == "PID-HOUSE"
+    finally:
+        stop(node)
+
+
+def test_a_request_waiting_for_a_blank_disc_reads_out_of_supplies_and_the_next_mcd_busy(tmp_path: Path) -> None:
+    node = make_node(tmp_path, "output: {kind: xorriso, device: 'stdio:/dev/full', retries: 99, "
+                               "retry_wait_seconds: 3600}")
+    try:
+        first, second = ct_series(tmp_path / "a", 1), ct_series(tmp_path / "b", 1, patient_id="PID2")
+        send(node, first + second)
+        with Requester(node) as r:
+            for uid, files in (("1.2.3.32", first), ("1.2.3.33", second)):
+                assert r.create(request(files), uid)[0].Status == 0
+                assert r.initiate(uid).Status == 0
+        assert wait_info(node, "1.2.3.32", "OUT_OF_SUPPLIES").ExecutionStatus == "PENDING"
+        # the second one's medium is built and waits for the drive the first one occupies
+        assert wait_info(node, "1.2.3.33", "MCD_BUSY").ExecutionStatus == "PENDING"
+        status = json.loads(cli("status", "--config", str(node.config), "--json").out)
+        [waiting] = status["jobs"]["waiting"]
+        assert waiting["message"].startswith("waiting for a blank disc in stdio:/dev/full")
+        with Requester(node) as r:  # it is being written: not cancelled
+            assert r.cancel("1.2.3.32").Status == 0xC202
+    finally:
+        stop(node)
+
+
+def test_jobs_retry_of_a_failed_requests_job_makes_the_request_done(tmp_path: Path) -> None:
+    hot = tmp_path / "robot"
+    robot = Robot(hot, "rimage", fail=1)  # no blank media in its input bin, once
+    robot.start()
+    node = make_node(tmp_path, f"output: {{kind: publisher, vendor: rimage, hot_folder: {hot}, retries: 0}}")
+    try:
+        files = ct_series(tmp_path / "a", 1)
+        send(node, files)
+        with Requester(node) as r:
+            assert r.create(request(files), "1.2.3.34")[0].Status == 0
+            assert r.initiate("1.2.3.34").Status == 0
+        failed = wait_status(node, "1.2.3.34", "DONE", "FAILURE")
+        assert (failed.ExecutionStatus, failed.ExecutionStatusInfo) == ("FAILURE", "PROC_FAILURE")
+        robot.stop.set()
+        robot.join()  # the robot is away while the job is retried
+        [job] = json.loads(cli("jobs", "--config", str(node.config), "--json").out)
+        assert job["state"] == "failed" and "no blank media in the input bin" in job["error"]
+        retried = cli("jobs", "retry", str(job["id"]), "--config", str(node.config))
+        assert retried.out == f"job {job['id']}: failed -> pending\n"
+        with Requester(node) as r:
+            assert r.get("1.2.3.34")[1].ExecutionStatus in ("PENDING", "CREATING")  # type: ignore[union-attr]
+        node.wait_for(lambda: any(hot.glob("*.NWP")))  # submitted again: the robot is back
+        robot = Robot(hot, "rimage")
+        robot.start()
+        done = wait_status(node, "1.2.3.34", "DONE", "FAILURE")
+        assert (done.ExecutionStatus, done.ExecutionStatusInfo, done.TotalNumberOfPiecesOfMediaCreated) == (
+            "DONE", "NORMAL", 1)
+        [medium] = done.ReferencedStorageMediaSequence
+        [volume] = volumes(node)
+        assert volume["job"] == job["id"] and medium.StorageMediaFileSetUID
+    finally:
+        robot.stop.set()
+        robot.join()
+        stop(node)

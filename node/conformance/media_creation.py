@@ -21,7 +21,8 @@ def section() -> str:
     settings = config.MediaRequests()
     attributes = [(keyword, _tag(keyword), what) for keyword, what in mcm.ATTRIBUTES.items()]
     actions = [("1", "Initiate Media Creation", f"Number of Copies {_tag('NumberOfCopies')} (1 to 99; default "
-                f"`mcm.copies`), Request Priority {_tag('RequestPriority')} (HIGH, MED, LOW; recorded)"),
+                f"`mcm.copies`), Request Priority {_tag('RequestPriority')} (HIGH, MED, LOW; default MED: the "
+                f"order its jobs are built in, before those of a lower priority; a route's job counts as MED)"),
                ("2", "Cancel Media Creation", "none")]
     replies = [(k, _tag(k)) for k in ("ExecutionStatus", "ExecutionStatusInfo", "TotalNumberOfPiecesOfMediaCreated",
                                       "FailedSOPSequence", "ReferencedStorageMediaSequence", "StorageMediaFileSetID",

@@ -119,7 +119,7 @@ def ihe_pdi() -> str:
          "started by the medium (no autorun)")),
     ]
     allowed = ", ".join(p.name for p in profiles.PROFILES.values() if p.pdi)
-    fields = ", ".join(f"`{f}`" for f in publisher.LABEL_FIELDS)
+    fields = ", ".join(f"`{f}`" for f in publisher.RECORD_LABEL_FIELDS)
     return f"""##### IHE PDI
 
 Media of {allowed} are IHE PDI media (IHE RAD TF-3 4.47, Portable Media

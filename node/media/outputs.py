@@ -53,6 +53,8 @@ class OutputKind(Generic[O]):
     #: True when the staged medium is itself the first deliverable (a folder of images); else it is
     #: removed once every copy is written.
     keeps_staged: ClassVar[bool] = False
+    #: True when the output waits only for a blank medium (an operator's), never for a device at work.
+    waits_for_media: ClassVar[bool] = False
 
     def __init__(self, output: O) -> None:
         self.output: O = output
@@ -131,6 +133,7 @@ class RobotOutput(OutputKind[PublisherOutput]):
 class _OneCopyAtATime(OutputKind[O]):
     """A device that takes one copy at a time, each waiting for its blank medium."""
 
+    waits_for_media = True
     retries: int
     retry_wait_seconds: float
 

@@ -19,7 +19,8 @@ Both take a text job file dropped into a monitored folder and report by renaming
 
 A job file is written under a temporary name and renamed (robots take whatever appears), with
 Windows line ends. The label fields go to a merge file, one value per line in :data:`LABEL_FIELDS`
-order, only when a label design is configured.
+order, only when a label design is configured: the volume's label record, then what a media creation
+request asked for (its Label Text, Label Style Selection, Barcode Value and Symbology; empty otherwise).
 """
 
 from __future__ import annotations
@@ -38,16 +39,27 @@ from node.media.waiting import Interrupted, Waiter
 
 logger = logging.getLogger(__name__)
 
-#: The label record's fields, in the order of the merge file's lines.
-LABEL_FIELDS = ("patient_name", "patient_id", "birth_date", "study_dates", "study_descriptions", "modalities",
-                "institution", "created", "content", "volume")
+#: The label record's fields.
+RECORD_LABEL_FIELDS = ("patient_name", "patient_id", "birth_date", "study_dates", "study_descriptions", "modalities",
+                       "institution", "created", "content", "volume")
+#: A media creation request's label attributes (:mod:`node.receive.mcm`'s keys).
+REQUEST_LABEL_FIELDS = ("label_text", "label_style", "barcode_value", "barcode_symbology")
+#: The label fields, in the order of the merge file's lines.
+LABEL_FIELDS = (*RECORD_LABEL_FIELDS, *REQUEST_LABEL_FIELDS)
 
 
-def label_fields(record: Mapping[str, object]) -> dict[str, str]:
-    """The :data:`LABEL_FIELDS` of a volume's label record (:meth:`node.media.label.Label.to_dict`), as text."""
+def label_fields(record: Mapping[str, object], request: Mapping[str, object] | None = None) -> dict[str, str]:
+    """The :data:`LABEL_FIELDS` of a volume's label record (:meth:`node.media.label.Label.to_dict`) and of the
+    media request its job was cut for, as text.
+
+    >>> fields = label_fields({"modalities": ["CT", "MR"]}, {"barcode_value": "12345", "modalities": "XA"})
+    >>> fields["modalities"], fields["barcode_value"], fields["label_text"]
+    ('CT, MR', '12345', '')
+    """
     fields = {}
     for key in LABEL_FIELDS:
-        value = record.get("volume_text" if key == "volume" else key, "")
+        source = (request or {}) if key in REQUEST_LABEL_FIELDS else record
+        value = source.get("volume_text" if key == "volume" else key, "")
         fields[key] = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
     return fields
 

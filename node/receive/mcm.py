@@ -21,7 +21,7 @@ from pydicom import Dataset
 from pydicom.sequence import Sequence
 
 from node import dicom
-from node.config import MediaRequests, Output, output_kind
+from node.config import MediaRequests, Output, PublisherOutput
 from node.index import Index, MediaRequest
 from node.profiles import PROFILES
 from node.receive.spool import is_uid
@@ -52,7 +52,8 @@ STATUSES: dict[int, tuple[str, str, str]] = {
     MISSING_ATTRIBUTE_VALUE: ("N-CREATE", "Failure: Missing Attribute Value",
                               "an empty Referenced SOP Sequence, or an item without its SOP Class or Instance UID"),
     INVALID_ATTRIBUTE_VALUE: ("N-CREATE, N-ACTION", "Failure: Invalid Attribute Value",
-                              "an application profile we do not write, FOR_TEACHING / FOR_RESEARCH, a value outside "
+                              "an application profile we do not write, FOR_TEACHING / FOR_RESEARCH without "
+                              "mcm.deidentify, a value outside "
                               "its enumerated values, a Number of Copies outside 1 to 99 (Error Comment says which)"),
     DUPLICATE_SOP_INSTANCE: ("N-CREATE", "Failure: Duplicate SOP Instance", "the SOP Instance UID of a request we hold"),
     NO_SUCH_SOP_INSTANCE: ("N-ACTION, N-GET", "Failure: No Such SOP Instance",
@@ -73,7 +74,8 @@ INITIATE, CANCEL = 1, 2  # Action Type ID (PS3.4 Annex S)
 #: Execution Status (2100,0020) -> when (PS3.4 Annex S).
 EXECUTION_STATUS: dict[str, str] = {
     "IDLE": "created, not initiated",
-    "PENDING": "initiated; waiting for its instances, or its jobs for the builder",
+    "PENDING": "initiated; waiting for its instances, its jobs for the builder, or its medium for a blank medium "
+               "or a free device",
     "CREATING": "a medium is being built or written",
     "DONE": "every medium is written",
     "FAILURE": "it failed, or was cancelled",
@@ -82,7 +84,9 @@ EXECUTION_STATUS: dict[str, str] = {
 #: Execution Status Info (2100,0030) values we give -> when (PS3.3 defined terms).
 EXECUTION_STATUS_INFO: dict[str, str] = {
     "NORMAL": "IDLE, CREATING, DONE",
-    "QUEUED": "PENDING",
+    "QUEUED": "PENDING: waiting for its instances or for the builder",
+    "OUT_OF_SUPPLIES": "PENDING: its output (a drive, a USB volume) waits for a blank medium",
+    "MCD_BUSY": "PENDING: its medium is built and waits while another job is written on the same device",
     "NO_INSTANCE": "a referenced instance was not received within mcm.wait_seconds of the Initiate",
     "INST_AP_CONFLICT": "an instance's SOP class is not the one referenced, or the items ask for different "
                         "profiles (Allow Media Splitting not YES, or one study under two)",
@@ -101,22 +105,26 @@ _YES_NO = ("YES", "NO")
 _NON_DICOM = ("NO", "FOR_PHYSICIAN", "FOR_PATIENT", "FOR_TEACHING", "FOR_RESEARCH")
 _PRIORITIES = ("HIGH", "MED", "LOW")
 _CS = re.compile(r"[A-Z0-9_ ]{1,16}")
+#: What a publisher writes on its label (:data:`node.media.publisher.REQUEST_LABEL_FIELDS`).
+_LABEL_ATTRIBUTES = ("LabelText", "LabelStyleSelection", "BarcodeValue", "BarcodeSymbology")
 
 #: The N-CREATE attributes we act on: keyword -> what each does (the conformance statement's table).
 ATTRIBUTES: dict[str, str] = {
     "ReferencedSOPSequence": "required: Referenced SOP Class / Instance UID of each instance; an item's Requested "
                              "Media Application Profile, one we write (else 0x0106)",
     "StorageMediaFileSetID": "the File-set ID of the media (else the volume label's); not a CS of 16: warning 0x0116",
-    "LabelText": "recorded with the request",
+    "LabelText": "a publisher's label field label_text (mcm.output a publisher with a label_template; else "
+                 "warning 0x0116); recorded and returned by N-GET either way",
     "LabelUsingInformationExtractedFromInstances": "YES / NO; the label record is made from the instances either way",
-    "LabelStyleSelection": "recorded; for a publisher output only (else warning 0x0116)",
-    "BarcodeValue": "recorded; for a publisher output only (else warning 0x0116)",
-    "BarcodeSymbology": "recorded; for a publisher output only (else warning 0x0116)",
+    "LabelStyleSelection": "a publisher's label field label_style (else warning 0x0116)",
+    "BarcodeValue": "a publisher's label field barcode_value (else warning 0x0116)",
+    "BarcodeSymbology": "a publisher's label field barcode_symbology (else warning 0x0116)",
     "MediaDisposition": "recorded and shown",
     "PreserveCompositeInstancesAfterMediaCreation": "YES keeps the instances in the spool mcm.keep_hours after the "
                                                     "request ends; NO lets the spool's retention take them",
     "IncludeNonDICOMObjects": "NO: DICOM only; FOR_PHYSICIAN / FOR_PATIENT: IHE PDI media with web content; "
-                              "FOR_TEACHING / FOR_RESEARCH: 0x0106 (no de-identification for requests)",
+                              "FOR_TEACHING / FOR_RESEARCH: with mcm.deidentify, IHE PDI media de-identified (the "
+                              "PS3.15 Basic Profile, as a route's deidentify), else 0x0106",
     "IncludeDisplayApplication": "YES copies mcm.viewer (none configured: warning 0x0116)",
     "AllowLossyCompression": "YES takes effect only with mcm.allow_lossy (else warning 0x0116)",
     "AllowMediaSplitting": "YES lets the request span several media, split only between studies",
@@ -168,6 +176,11 @@ def _references(ds: Dataset) -> list[tuple[str, str, str]]:
     return refs
 
 
+def _prints_labels(output: Output) -> bool:
+    """Whether ``output`` prints a label with fields: a publisher with a label design."""
+    return isinstance(output, PublisherOutput) and bool(output.label_template)
+
+
 def create(ds: Dataset, *, uid: str | None, calling_aet: str, settings: MediaRequests, output: Output,
            index: Index, lock: threading.Lock) -> Answer:
     """N-CREATE: check the request's attributes, record it (state IDLE) with a new SOP Instance UID when the
@@ -178,8 +191,9 @@ def create(ds: Dataset, *, uid: str | None, calling_aet: str, settings: MediaReq
         refs = _references(ds)
         warnings: list[str] = []
         non_dicom = _cs(ds, "IncludeNonDICOMObjects", _NON_DICOM, "")
-        if non_dicom in ("FOR_TEACHING", "FOR_RESEARCH"):
-            raise Refused(INVALID_ATTRIBUTE_VALUE, f"{non_dicom} needs de-identification; requests have none")
+        deidentify = non_dicom in ("FOR_TEACHING", "FOR_RESEARCH")
+        if deidentify and not settings.deidentify:
+            raise Refused(INVALID_ATTRIBUTE_VALUE, f"{non_dicom} needs de-identification (mcm.deidentify)")
         profiles = {p or settings.profile for _, _, p in refs}
         if non_dicom.startswith("FOR_") and not all(PROFILES[p].pdi for p in profiles):
             warnings.append("no PDI media on this profile: DICOM only")
@@ -189,9 +203,8 @@ def create(ds: Dataset, *, uid: str | None, calling_aet: str, settings: MediaReq
         lossy = _cs(ds, "AllowLossyCompression", _YES_NO, "NO")
         if lossy == "YES" and not settings.allow_lossy:
             warnings.append("lossy compression not allowed here")
-        if output_kind(output) != "publisher" and any(
-                ds.get(k) for k in ("LabelStyleSelection", "BarcodeValue", "BarcodeSymbology")):
-            warnings.append("label style and barcode: for a publisher only")
+        if not _prints_labels(output) and any(ds.get(k) for k in _LABEL_ATTRIBUTES):
+            warnings.append("label text, style, barcode: no label printed here")
         fileset_id = str(ds.get("StorageMediaFileSetID", "") or "").strip()
         if fileset_id and not _CS.fullmatch(fileset_id):
             warnings.append("File-set ID not a CS of 16: ours used")
@@ -205,6 +218,7 @@ def create(ds: Dataset, *, uid: str | None, calling_aet: str, settings: MediaReq
             "barcode_symbology": str(ds.get("BarcodeSymbology", "") or ""),
             "media_disposition": str(ds.get("MediaDisposition", "") or ""),
             "non_dicom": non_dicom,
+            "deidentify": deidentify,
             "display_application": display == "YES" and settings.viewer is not None,
             "lossy": lossy == "YES" and settings.allow_lossy,
             "splitting": _cs(ds, "AllowMediaSplitting", _YES_NO, "NO") == "YES",
@@ -268,6 +282,11 @@ def execution(req: MediaRequest) -> tuple[str, str]:
     states = {j[1] for j in req.jobs}
     if not states or states == {"pending"}:
         return "PENDING", "QUEUED"
+    held_up = {j[5] for j in req.jobs}
+    if "media" in held_up:
+        return "PENDING", "OUT_OF_SUPPLIES"
+    if "busy" in held_up and not states & {"building", "delivering"}:
+        return "PENDING", "MCD_BUSY"
     if "failed" in states:
         return "FAILURE", "PROC_FAILURE"
     if "cancelled" in states:
@@ -293,7 +312,7 @@ def describe(req: MediaRequest, identifiers: Iterable[int] = ()) -> Dataset:
     made = [j for j in req.jobs if j[1] == "done" and j[3]]
     ds.TotalNumberOfPiecesOfMediaCreated = len(made) * (req.copies or 1)
     media = Sequence()
-    for _, _, fileset_id, fileset_uid, _ in made:
+    for _, _, fileset_id, fileset_uid, _, _ in made:
         item = Dataset()
         item.StorageMediaFileSetID = fileset_id or ""
         item.StorageMediaFileSetUID = fileset_uid
