@@ -27,12 +27,9 @@ from typing import Any, BinaryIO, cast
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
-from node.errors import MediumError
+from node.errors import ESCAPES_ROOT, NOT_FOLLOWED, MediumError
 from node.profiles import SECTOR
 
-#: Why :meth:`Medium.resolve` refuses a File ID or an entry of the medium.
-ESCAPES_ROOT = "escapes the medium root"
-NOT_FOLLOWED = "is a symbolic link; not followed"
 
 _VERSION_SUFFIX = re.compile(r";\d*$")
 
