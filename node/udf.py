@@ -224,13 +224,16 @@ class _Entry:
 class Volume:
     """The files of a UDF volume, read once when it is created.
 
-    ``metadata`` says which copy of a metadata partition is read: "main",
+    With ``listing`` false only the volume structure is read (its label and
+    revision), not the directories. ``metadata`` says which copy of a metadata partition is read: "main",
     "mirror", or "either" (the main one, the mirror where the main one is
     damaged; :attr:`notes` then says so). Raises :class:`UdfError` (or
     :class:`UnsupportedUdf`) when the volume cannot be read.
     """
 
-    def __init__(self, fp: BinaryIO, *, metadata: Literal["main", "mirror", "either"] = "either") -> None:
+    def __init__(
+        self, fp: BinaryIO, *, metadata: Literal["main", "mirror", "either"] = "either", listing: bool = True
+    ) -> None:
         self.fp, self.metadata = fp, metadata
         try:
             self.image_size = os.lseek(fp.fileno(), 0, os.SEEK_END)
@@ -250,7 +253,8 @@ class Volume:
             raise UdfError("no NSR02 or NSR03 descriptor in the Volume Recognition Sequence: not UDF")
         self.bs, anchor = self._anchor()
         lvd = self._volume_descriptors(anchor)
-        self._walk(lvd)
+        if listing:
+            self._walk(lvd)
 
     # -- reading blocks
 
@@ -637,14 +641,15 @@ class Volume:
             raise MediumError(f"{path}: no such file on the medium") from None
         if f.embedded is not None:
             return io.BytesIO(f.embedded)
-        return io.BufferedReader(_Stream(self.fp.fileno(), f))
+        return io.BufferedReader(_Stream(self.fp.fileno(), f, path))
 
 
 class _Stream(io.RawIOBase):
     """A file's runs read with ``os.pread``: no shared file position, so several may be open at once."""
 
-    def __init__(self, fd: int, f: UdfFile) -> None:
+    def __init__(self, fd: int, f: UdfFile, name: str) -> None:
         super().__init__()
+        self.name = name  # what io.BufferedReader.name and pydicom show
         self.fd, self.runs, self.size, self.pos = fd, f.runs, f.size, 0
         self.starts, at = [], 0
         for _, n in f.runs:
