@@ -60,7 +60,7 @@ _FSD, _FID, _AED, _IE, _FE, _EFE = 256, 257, 258, 259, 261, 266
 # ICB file types (4/14.6.6, UDF 2.3.5.2)
 _DIRECTORY, _SYMLINK, _VAT, _REALTIME = 4, 12, 248, 249
 _REGULAR = {0, 5, _REALTIME}
-_SHORT_AD, _LONG_AD, _EXTENDED_AD, _EMBEDDED = 0, 1, 2, 3
+_SHORT_AD, _LONG_AD, _EMBEDDED = 0, 1, 3  # 4/14.6.8; 2, extended, is not read
 
 Run = tuple[int | None, int]
 """(byte offset in the image, length) of a piece of a file; the offset is None for a piece that reads as zeros."""
@@ -225,9 +225,9 @@ class Volume:
     """The files of a UDF volume, read once when it is created.
 
     With ``listing`` false only the volume structure is read (its label and
-    revision), not the directories. ``metadata`` says which copy of a metadata partition is read: "main",
-    "mirror", or "either" (the main one, the mirror where the main one is
-    damaged; :attr:`notes` then says so). Raises :class:`UdfError` (or
+    revision), not the directories. ``metadata`` says which copy of a
+    metadata partition is read: "main", "mirror", or "either" (the main one,
+    the mirror where the main one is damaged; :attr:`notes` then says so). Raises :class:`UdfError` (or
     :class:`UnsupportedUdf`) when the volume cannot be read.
     """
 
@@ -249,9 +249,14 @@ class Volume:
         self.label = ""  # the Logical Volume Identifier
         self.maps: list[_Map] = []
         self.entries = 0
+        self.known: dict[tuple[int, int], UdfFile | str] = {}  # (ref, block) of an entry read -> file or refusal
+        # Allocation descriptors left to read: a file's are at most its blocks and one, so the whole
+        # volume's at most the image's blocks and one per entry; past that an image is hostile.
+        self.ads_left = 0
         if not has_udf(fp):
             raise UdfError("no NSR02 or NSR03 descriptor in the Volume Recognition Sequence: not UDF")
         self.bs, anchor = self._anchor()
+        self.ads_left = self.image_size // self.bs + 2 * MAX_ENTRIES
         lvd = self._volume_descriptors(anchor)
         if listing:
             self._walk(lvd)
@@ -360,6 +365,7 @@ class Volume:
         table_length, count = struct.unpack_from("<II", lvd, 264)
         table, pos = lvd[440 : 440 + table_length], 0
         later: list[tuple[int, bytes]] = []
+        placeholders: dict[int, _Partition] = {}
         for ref in range(count):
             if pos + 2 > len(table) or table[pos + 1] < 6 or pos + table[pos + 1] > len(table):
                 raise UdfError(f"partition map {ref} runs past the Logical Volume Descriptor")
@@ -375,12 +381,12 @@ class Volume:
                 self.maps.append(self._sparable(base, entry))
             elif ident in (b"*UDF Virtual Partition", b"*UDF Metadata Partition"):
                 self.maps.append(base)  # a placeholder until every physical partition is known
+                placeholders[ref] = base
                 later.append((ref, entry))
             else:
                 raise UnsupportedUdf(f"a partition map of type {kind} {ident.decode('latin-1')!r}".rstrip(" '"))
         for ref, entry in later:
-            base = self.maps[ref]
-            assert isinstance(base, _Partition)
+            base = placeholders[ref]
             under = next((m for m in self.maps if isinstance(m, _Partition) and m.number == base.number), base)
             if entry[5:28].rstrip(b"\0") == b"*UDF Virtual Partition":
                 self.maps[ref] = _Virtual(under, self._vat(under))
@@ -485,7 +491,7 @@ class Volume:
         """(first block, blocks) of each extent of a metadata file: short_ads, no continuation (UDF 2.2.13.1)."""
         if entry.ad_type != _SHORT_AD:
             raise UnsupportedUdf(f"{what} with allocation descriptors of type {entry.ad_type}")
-        out = []
+        out: list[tuple[int, int]] = []
         for raw, block in struct.iter_unpack("<II", entry.ads[: len(entry.ads) // 8 * 8]):
             if raw >> 30 == 3 or not raw & 0x3FFFFFFF:
                 break
@@ -494,14 +500,17 @@ class Volume:
 
     def extents(self, entry: _Entry, ref: int, what: str) -> list[Run]:
         """The runs holding an entry's ``size`` bytes (4/12, 4/14.14), allocation extents followed (4/14.5)."""
-        if entry.ad_type == _EMBEDDED:
-            raise UdfError(f"{what} is embedded")  # callers look at ad_type first
-        if entry.ad_type not in (_SHORT_AD, _LONG_AD):
-            raise UnsupportedUdf(f"{what}: allocation descriptors of type {entry.ad_type}")
-        width, area, out, left, seen = (8 if entry.ad_type == _SHORT_AD else 16), entry.ads, [], entry.size, set()
+        if entry.ad_type not in (_SHORT_AD, _LONG_AD):  # embedded data is taken by the callers before
+            raise UnsupportedUdf(f"{what}: allocation descriptors of type {entry.ad_type} (4/14.6.8)")
+        width, area, left = (8 if entry.ad_type == _SHORT_AD else 16), entry.ads, entry.size
+        out: list[Run] = []
+        seen: set[tuple[int, int]] = set()
         while left > 0:
             next_area = None
             for pos in range(0, len(area) - width + 1, width):
+                self.ads_left -= 1
+                if self.ads_left < 0:
+                    raise UdfError("more allocation descriptors than the image has blocks")
                 raw, block = struct.unpack_from("<II", area, pos)
                 part = ref if width == 8 else struct.unpack_from("<H", area, pos + 8)[0]
                 kind, length = raw >> 30, raw & 0x3FFFFFFF
@@ -583,25 +592,30 @@ class Volume:
                 elif kind.file_type not in _REGULAR:
                     self.refused[child] = f"is a UDF entry of file type {kind.file_type}, not a file; not read"
                 else:
-                    self._file(child, kind, child_ref)
+                    key = (child_ref, child_block)  # hard links (4/14.9.6) share one entry, read once
+                    found = self.known.get(key) or self.known.setdefault(key, self._file(child, kind, child_ref))
+                    if isinstance(found, str):
+                        self.refused[child] = found
+                    else:
+                        self.files[child] = found
 
-    def _file(self, path: str, entry: _Entry, ref: int) -> None:
+    def _file(self, path: str, entry: _Entry, ref: int) -> UdfFile | str:
+        """The file of a regular entry, or why it is not read."""
         if entry.size > self.image_size:
-            self.refused[path] = (f"its UDF entry claims {entry.size} bytes, more than the whole image "
-                                  f"({self.image_size} bytes); not read")
-            return
+            return (f"its UDF entry claims {entry.size} bytes, more than the whole image ({self.image_size} bytes); "
+                    "not read")
         if entry.ad_type == _EMBEDDED:
             if entry.size > len(entry.ads):
-                self.refused[path] = f"its UDF entry claims {entry.size} bytes but embeds {len(entry.ads)}; not read"
-            else:
-                self.files[path] = UdfFile(entry.size, (), entry.ads[: entry.size])
-            return
+                return f"its UDF entry claims {entry.size} bytes but embeds {len(entry.ads)}; not read"
+            return UdfFile(entry.size, (), entry.ads[: entry.size])
         try:
-            self.files[path] = UdfFile(entry.size, tuple(self.extents(entry, ref, path)))
+            return UdfFile(entry.size, tuple(self.extents(entry, ref, path)))
         except UnsupportedUdf:
             raise
         except UdfError as exc:
-            self.refused[path] = f"{exc}; not read"
+            if self.ads_left < 0:
+                raise
+            return f"{exc}; not read"
 
     def _directory(self, path: str, ref: int, block: int) -> list[tuple[str, int, int]]:
         """(name, partition reference, block) of each child, parents and deleted skipped."""

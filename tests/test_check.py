@@ -157,6 +157,7 @@ def test_clean_folder_is_ok(medium: Path) -> None:
     assert "STD-GEN-CD" in report.profiles
     assert json.loads(json.dumps(report.to_dict())) == {
         "ok": True, "instances": 4, "problems": [], "notes": [], "profiles": report.profiles,
+        "medium": "folder", "warnings": [],
     }
 
 

@@ -33,7 +33,10 @@ import pycdlib
 from pydicom import dcmread
 from pycdlib.pycdlibexception import PyCdlibException
 
-from node.errors import ESCAPES_ROOT, NOT_FOLLOWED, MediumError
+from node.errors import ESCAPES_ROOT as ESCAPES_ROOT  # why resolve() refuses, re-exported for its callers
+from node.errors import NOT_FOLLOWED as NOT_FOLLOWED
+from node.dcmio import check_complete
+from node.errors import MediumError
 from node.profiles import SECTOR
 from node.udf import UdfError, Volume, vrs_identifiers
 
@@ -339,12 +342,16 @@ class UdfMedium(Medium):
 
 
 def _unresolved(medium: Medium) -> int:
-    """How many Referenced File IDs of the root DICOMDIR lead nowhere on ``medium``; -1 without a readable one."""
+    """How many Referenced File IDs of the root DICOMDIR lead nowhere on ``medium``; -1 without a whole one
+    (walked first, as ``check`` walks it, so a hostile one is never given to pydicom)."""
     try:
         found = medium.resolve(["DICOMDIR"])
         if found is None:
             return -1
         with warnings.catch_warnings(), medium.open(found) as fp:
+            if check_complete(fp, medium.size(found)):
+                return -1
+            fp.seek(0)
             warnings.simplefilter("ignore")
             records = dcmread(fp, force=True).get("DirectoryRecordSequence", [])
             ids = [r.get("ReferencedFileID") for r in records]
@@ -364,7 +371,8 @@ def _disagreements(read: Medium, other: Medium) -> list[tuple[str, str]]:
     """Files of a bridge's two trees that are in one and not the other, or of different sizes."""
     ours = {normalize_path(p): p for p in read.files()}
     theirs = {normalize_path(p): p for p in other.files()}
-    found = [(ours[k], f"only in the {read.kind} tree, not in the {other.kind} tree") for k in ours.keys() - theirs.keys()]
+    found = [(ours[k], f"only in the {read.kind} tree, not in the {other.kind} tree")
+             for k in ours.keys() - theirs.keys()]
     found += [(theirs[k], f"only in the {other.kind} tree (not read), not in the {read.kind} tree")
               for k in theirs.keys() - ours.keys()]  # fmt: skip
     found += [(ours[k], f"{read.size(ours[k])} bytes in the {read.kind} tree, {other.size(theirs[k])} in the "
