@@ -55,7 +55,7 @@ _VAT_SEARCH = 64  # blocks before the last recorded one where a VAT entry is loo
 _UNUSED = 0xFFFFFFFF  # UDF 2.2.11: a VAT entry not in use; 2.2.12: a free sparing map entry is >= 0xFFFFFFF0
 
 # descriptor tag identifiers (3/7.2.1, 4/7.2.1)
-_AVDP, _VDP, _PVD, _PD, _LVD, _TD = 2, 3, 1, 5, 6, 8
+_AVDP, _VDP, _PD, _LVD, _TD = 2, 3, 5, 6, 8
 _FSD, _FID, _AED, _IE, _FE, _EFE = 256, 257, 258, 259, 261, 266
 # ICB file types (4/14.6.6, UDF 2.3.5.2)
 _DIRECTORY, _SYMLINK, _VAT, _REALTIME = 4, 12, 248, 249
@@ -255,11 +255,14 @@ class Volume:
         self.ads_left = 0
         if not has_udf(fp):
             raise UdfError("no NSR02 or NSR03 descriptor in the Volume Recognition Sequence: not UDF")
-        self.bs, anchor = self._anchor()
-        self.ads_left = self.image_size // self.bs + 2 * MAX_ENTRIES
-        lvd = self._volume_descriptors(anchor)
-        if listing:
-            self._walk(lvd)
+        try:
+            self.bs, anchor = self._anchor()
+            self.ads_left = self.image_size // self.bs + 2 * MAX_ENTRIES
+            lvd = self._volume_descriptors(anchor)
+            if listing:
+                self._walk(lvd)
+        except (struct.error, IndexError) as exc:  # a field past the end of its descriptor
+            raise UdfError(f"a damaged descriptor ({exc})") from None
 
     # -- reading blocks
 
@@ -324,7 +327,7 @@ class Volume:
         raise UdfError(f"no readable Volume Descriptor Sequence ({first_error})")
 
     def _sequence(self, start: int, length: int) -> bytes:
-        pvd, lvd, pds = b"", b"", {}
+        lvd, pds = b"", {}
         n, seen = 0, set()
         while length >= self.bs and n < _VDS_MOST:
             if start in seen:
@@ -338,9 +341,7 @@ class Volume:
                 length, start = struct.unpack_from("<II", data, 20)
                 continue
             number = struct.unpack_from("<I", data, 16)[0]  # Volume Descriptor Sequence Number: the latest wins
-            if ident == _PVD and (not pvd or number >= struct.unpack_from("<I", pvd, 16)[0]):
-                pvd = data
-            elif ident == _LVD and (not lvd or number >= struct.unpack_from("<I", lvd, 16)[0]):
+            if ident == _LVD and (not lvd or number >= struct.unpack_from("<I", lvd, 16)[0]):
                 lvd = data
             elif ident == _PD:
                 pds[struct.unpack_from("<H", data, 22)[0]] = data
@@ -371,12 +372,13 @@ class Volume:
                 raise UdfError(f"partition map {ref} runs past the Logical Volume Descriptor")
             kind, size = table[pos], table[pos + 1]
             entry, pos = table[pos : pos + size], pos + size
-            number = struct.unpack_from("<H", entry, 4 if kind == 1 else 38)[0]
-            base = self._physical(number, pds)
-            if kind == 1:
-                self.maps.append(base)
+            if kind == 1:  # 3/10.7.2: volume sequence number, partition number
+                self.maps.append(self._physical(struct.unpack_from("<H", entry, 4)[0], pds))
                 continue
             ident = entry[5:28].rstrip(b"\0") if kind == 2 and size == 64 else b""
+            base = self._physical(struct.unpack_from("<H", entry, 38)[0], pds) if ident else None
+            if base is None:
+                raise UnsupportedUdf(f"a partition map of type {kind} and {size} bytes")
             if ident == b"*UDF Sparable Partition":
                 self.maps.append(self._sparable(base, entry))
             elif ident in (b"*UDF Virtual Partition", b"*UDF Metadata Partition"):
@@ -384,7 +386,7 @@ class Volume:
                 placeholders[ref] = base
                 later.append((ref, entry))
             else:
-                raise UnsupportedUdf(f"a partition map of type {kind} {ident.decode('latin-1')!r}".rstrip(" '"))
+                raise UnsupportedUdf(f"a partition map {ident.decode('latin-1')!r}")
         for ref, entry in later:
             base = placeholders[ref]
             under = next((m for m in self.maps if isinstance(m, _Partition) and m.number == base.number), base)
