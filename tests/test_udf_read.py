@@ -18,10 +18,11 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from node.errors import ESCAPES_ROOT, BuildError, MediumError
+from node.profiles import PROFILES
 from node.media.udf import read_listing
 from node.read.check import check_medium
 from node.read.importer import import_medium
-from node.read.medium import open_medium
+from node.read.medium import medium_label, open_medium
 from node.udf import MAX_DEPTH, UdfError, Volume
 from tests.conftest import StoreSCP, cli, need
 from tests.test_import import assert_all_arrived, received, uid_of
@@ -409,3 +410,22 @@ def test_a_cut_image_is_refused_clearly(images: dict[str, Path], tmp_path: Path)
         fp.truncate(300 * SECTOR)  # the anchor at 256 and the volume descriptors stay, the metadata goes
     with pytest.raises(MediumError, match="UDF medium not read"):
         check_medium(cut)
+
+
+@pytest.mark.parametrize("file_system", sorted({p.file_system for p in PROFILES.values()}))
+def test_every_file_system_a_profile_writes_is_read_by_check(tmp_path: Path, file_system: str) -> None:
+    """The medium of every profile, burnt by us, is checked whole: ISO 9660, UDF and folder."""
+    profile = next(p for p in PROFILES.values() if p.file_system == file_system)
+    out = tmp_path / ("medium" if file_system == "folder" else "medium.iso")
+    result = cli("burn", "--no-pdi", "--profile", profile.name, "--out", out,
+                 *(str(get_testdata_file(name)) for name in SOURCES[:2]))  # fmt: skip
+    assert result.code == 0, result.err
+    report = check_medium(out)
+    assert (report.ok, report.instances, report.problems) == (True, 2, [])
+    assert report.medium == {"iso9660": "ISO 9660", "udf": "UDF 2.60", "folder": "folder"}[file_system]
+
+
+@pytest.mark.parametrize("name", UDF_ONLY)
+def test_a_udf_only_medium_is_labelled_as_udfinfo_names_it(images: dict[str, Path], name: str) -> None:
+    need("udfinfo")
+    assert medium_label(images[name]) == udfinfo(images[name])["label"] != ""
