@@ -429,3 +429,78 @@ def test_every_file_system_a_profile_writes_is_read_by_check(tmp_path: Path, fil
 def test_a_udf_only_medium_is_labelled_as_udfinfo_names_it(images: dict[str, Path], name: str) -> None:
     need("udfinfo")
     assert medium_label(images[name]) == udfinfo(images[name])["label"] != ""
+
+
+# -- sparing tables and allocation extents, on real layouts ---------------------------------------
+
+
+def test_a_spared_packet_is_read_where_the_sparing_table_moved_it(tmp_path: Path) -> None:
+    """UDF 2.2.12: mkudffs's CD-RW layout, the packet holding the root directory moved to the spare area."""
+    need("mkudffs")
+    image = tmp_path / "cdrw.img"
+    with open(image, "wb") as fp:
+        fp.truncate(32 * 2**20)
+    subprocess.run(["mkudffs", "--media-type=cdrw", "--udfrev=0x0201", "--blocksize=2048", "--label=SPARED",
+                    str(image)], check=True, capture_output=True)  # fmt: skip
+    data = bytearray(image.read_bytes())
+    with open(image, "rb") as fp:
+        volume = Volume(fp)
+    [part] = volume.maps
+    root = next(s // SECTOR for s in range(0, len(data), SECTOR)
+                if data[s : s + 2] == b"\x0a\x01" and data[s + 27] == 4)  # fmt: skip
+    packet = (root - part.start) // part.packet * part.packet
+    tables = [s for s in range(0, len(data), SECTOR) if data[s + 17 : s + 35] == b"*UDF Sparing Table"]
+    spare = struct.unpack_from("<I", data, tables[0] + 60)[0]  # the first map entry's mapped location
+    size = part.packet * SECTOR
+    moved = part.start + packet
+    data[spare * SECTOR : spare * SECTOR + size] = data[moved * SECTOR : moved * SECTOR + size]
+    data[moved * SECTOR : moved * SECTOR + size] = bytes(size)
+    unmapped = tmp_path / "unmapped.img"
+    unmapped.write_bytes(data)
+    for table in tables:
+        data[table + 56 : table + 60] = struct.pack("<I", packet)
+        retag(data, table, 16 + struct.unpack_from("<H", data, table + 10)[0])
+    image.write_bytes(data)
+    with open(image, "rb") as fp:
+        assert (Volume(fp).label, Volume(fp).files) == ("SPARED", {})
+    with open(unmapped, "rb") as fp, pytest.raises(UdfError, match="no descriptor tag"):
+        Volume(fp)  # without the table's entry the root directory is gone
+
+
+def continued(images: dict[str, Path], tmp_path: Path, *, loop: bool) -> tuple[Path, str]:
+    """Our BD image with a file's allocation descriptor moved into an Allocation Extent Descriptor (4/14.5) in a
+    free metadata block; with ``loop``, that extent continues in itself."""
+    data = bytearray(images["bd"].read_bytes())
+    with open(images["bd"], "rb") as fp:
+        path = sorted(Volume(fp).files)[0]
+    first, count = metadata_extent(bytes(data))
+    spare = count - 1  # the metadata extent is whole 32-block units: its last block is free
+    assert not any(data[(first + spare) * SECTOR : (first + spare + 1) * SECTOR])
+    entry_block = icb(data, fids(data, path.split("/")[-1])[0])
+    for s in entries(data, entry_block):
+        ad = bytes(data[s + 216 : s + 232])
+        data[s + 216 : s + 232] = struct.pack("<IIH6x", 3 << 30 | SECTOR, spare, 1)  # type 3: continued there
+        retag(data, s, 16 + struct.unpack_from("<H", data, s + 10)[0])
+        aed = s + (spare - entry_block) * SECTOR
+        inner = struct.pack("<IIH6x", 3 << 30 | SECTOR, spare, 1) if loop else ad
+        data[aed : aed + SECTOR] = bytes(SECTOR)
+        data[aed : aed + 40] = struct.pack("<HHBBHHHIII", 258, 3, 0, 0, 0, 0, 0, spare, 0, 16) + inner
+        retag(data, aed, 40)
+    out = tmp_path / "continued.iso"
+    out.write_bytes(data)
+    return out, path
+
+
+def test_allocation_descriptors_continued_in_an_extent_are_followed(images: dict[str, Path], tmp_path: Path) -> None:
+    image, path = continued(images, tmp_path, loop=False)
+    with open(image, "rb") as fp, open(images["bd"], "rb") as original:
+        assert Volume(fp).open(path).read() == Volume(original).open(path).read()
+    assert check_medium(image).ok
+
+
+def test_allocation_extents_in_a_loop_are_refused(images: dict[str, Path], tmp_path: Path) -> None:
+    image, path = continued(images, tmp_path, loop=True)
+    with open_medium(image) as medium:
+        [(refused, why)] = medium.refused().items()
+        assert refused == path and "its allocation extents loop at block" in why
+    bounded(image)
