@@ -504,3 +504,20 @@ def test_allocation_extents_in_a_loop_are_refused(images: dict[str, Path], tmp_p
         [(refused, why)] = medium.refused().items()
         assert refused == path and "its allocation extents loop at block" in why
     bounded(image)
+
+
+def test_names_in_8_and_16_bit_cs0_read_as_7zip_reads_them(tmp_path: Path) -> None:
+    """UDF 2.1.1: genisoimage records "café" with 8 bits a character and "Ωmega.txt" with 16."""
+    need("genisoimage", "7z")
+    (tmp_path / "src" / "DIR").mkdir(parents=True)
+    (tmp_path / "src" / "Ωmega.txt").write_bytes(b"omega")
+    (tmp_path / "src" / "DIR" / "café").write_bytes(b"cafe")
+    subprocess.run(["genisoimage", "-quiet", "-input-charset", "utf-8", "-udf", "-o", str(tmp_path / "b.iso"),
+                    str(tmp_path / "src")], check=True, capture_output=True)  # fmt: skip
+    image = udf_only(tmp_path / "b.iso", tmp_path / "names.iso")
+    with open(image, "rb") as fp:
+        volume = Volume(fp)
+        assert {p: f.size for p, f in volume.files.items()} == seven_zip(image) == {"Ωmega.txt": 5, "DIR/café": 4}
+        assert volume.open("Ωmega.txt").read() == b"omega"
+    data = image.read_bytes()
+    assert b"\x10\x03\xa9\x00m" in data and b"\x08caf\xe9" in data  # both compressions are on the image
