@@ -253,11 +253,14 @@ class Volume:
         # Allocation descriptors left to read: a file's are at most its blocks and one, so the whole
         # volume's at most the image's blocks and one per entry; past that an image is hostile.
         self.ads_left = 0
+        # Directory bytes left to read: directories do not overlap, so twice the image (the mirror's reread).
+        self.directory_bytes_left = 0
         if not has_udf(fp):
             raise UdfError("no NSR02 or NSR03 descriptor in the Volume Recognition Sequence: not UDF")
         try:
             self.bs, anchor = self._anchor()
             self.ads_left = self.image_size // self.bs + 2 * MAX_ENTRIES
+            self.directory_bytes_left = 2 * self.image_size
             lvd = self._volume_descriptors(anchor)
             if listing:
                 self._walk(lvd)
@@ -624,8 +627,9 @@ class Volume:
         entry = self.entry(ref, block)
         if entry.file_type != _DIRECTORY:
             raise UdfError(f"{path or '/'}: its entry is of file type {entry.file_type}, not a directory")
-        if entry.size > self.image_size:
-            raise UdfError(f"{path or '/'}: a directory of {entry.size} bytes, more than the image")
+        self.directory_bytes_left -= entry.size
+        if self.directory_bytes_left < 0:
+            raise UdfError(f"{path or '/'}: the directories claim more bytes than the image holds")
         data, pos, out = self._data(entry, ref, path or "/"), 0, []
         names: set[str] = set()
         while pos + 38 <= len(data):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import binascii
 import io
 import json
+import re
 import shutil
 import struct
 import subprocess
@@ -325,6 +326,10 @@ def hostile(images: dict[str, Path], tmp_path: Path, how: str) -> Path:
         for pos in fids(data, first_instance[2]):
             data[pos + 24 : pos + 28] = struct.pack("<I", icb(data, fids(data, first_instance[1])[0]))
             retag(data, pos, 48)
+    elif how == "directory":  # a patient's directory claims 1 TiB
+        for s in entries(data, icb(data, fids(data, first_instance[1])[0])):
+            data[s + 56 : s + 64] = struct.pack("<Q", 2**40)
+            retag(data, s, 16 + struct.unpack_from("<H", data, s + 10)[0])
     elif how in ("extent", "size"):
         for s in entries(data, icb(data, fids(data, first_instance[4])[0])):
             if how == "extent":  # its data extent runs 1 GiB from the partition's last blocks
@@ -361,13 +366,18 @@ def bounded(image: Path) -> None:
     assert peak < image.stat().st_size + 4 * 2**20
 
 
-@pytest.mark.parametrize("how", ["loop", "self"])
-def test_a_directory_loop_is_refused(images: dict[str, Path], tmp_path: Path, how: str) -> None:
+@pytest.mark.parametrize(("how", "reason"), [
+    ("loop", "a directory loop (its entry is reached again)"),
+    ("self", "a directory loop (its entry is reached again)"),
+    ("directory", "the directories claim more bytes than the image holds"),
+])  # fmt: skip
+def test_a_directory_loop_or_an_absurd_directory_is_refused(
+    images: dict[str, Path], tmp_path: Path, how: str, reason: str
+) -> None:
     image = hostile(images, tmp_path, how)
-    with pytest.raises(MediumError, match="UDF medium not read: .*a directory loop"):
+    with pytest.raises(MediumError, match=f"UDF medium not read: .*{re.escape(reason)}"):
         check_medium(image)
-    assert json.loads(cli("check", image, "--json").out)["problems"][0]["problem"].endswith(
-        "(its entry is reached again)")
+    assert json.loads(cli("check", image, "--json").out)["problems"][0]["problem"].endswith(reason)
     bounded(image)
 
 
