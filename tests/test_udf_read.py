@@ -31,8 +31,8 @@ from tests.test_udf import UdfRead
 
 SECTOR = 2048
 SOURCES = ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "JPEG2000.dcm")
-#: The file-set's instances, as our burn lays them out (one patient each; the DICOMDIR first).
-INSTANCES = 4
+#: The instances of every medium below (one a source).
+INSTANCES = len(SOURCES)
 
 
 def retag(data: bytearray, pos: int, length: int) -> None:
@@ -78,19 +78,22 @@ def udfinfo(image: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line and "," not in line)
 
 
-def pycdlib_image(out: Path, fileset: Path, *, iso: bool = True, udf: bool = True, extra: str = "") -> Path:
-    """A bridge from pycdlib (``udf="2.60"``); without ``iso`` its ISO 9660 tree holds only a README."""
+def pycdlib_image(out: Path, fileset: Path, *, iso: bool = True, extra: str = "") -> Path:
+    """A bridge from pycdlib (``udf="2.60"``) holding ``fileset``: without ``iso`` its ISO 9660 tree holds only a
+    README; ``extra`` names a file only its UDF tree holds."""
     image = pycdlib.PyCdlib()
     image.new(udf="2.60", interchange_level=3)
     if not iso:
         image.add_fp(io.BytesIO(b"UDF\n"), 4, "/README.;1")
     for p in sorted(fileset.rglob("*")):
         rel = p.relative_to(fileset).as_posix()
-        paths = {"iso_path": f"/{rel.upper()}" + ("" if p.is_dir() else ";1")} if iso else {}
-        if udf:
-            paths["udf_path"] = f"/{rel}"
-        if paths:
-            image.add_directory(**paths) if p.is_dir() else image.add_file(str(p), **paths)
+        paths = {"udf_path": f"/{rel}"}
+        if iso:
+            paths["iso_path"] = f"/{rel.upper()}" + ("" if p.is_dir() else ";1")
+        if p.is_dir():
+            image.add_directory(**paths)
+        else:
+            image.add_file(str(p), **paths)
     if extra:
         image.add_fp(io.BytesIO(b"extra\n"), 6, udf_path=f"/{extra}")
     image.write(str(out))
@@ -175,18 +178,18 @@ def test_check_reads_a_udf_only_image_as_its_iso_9660_equivalent(images: dict[st
 
 @pytest.mark.parametrize("name", UDF_ONLY)
 def test_import_of_a_udf_only_image_delivers_every_instance_whole(
-    images: dict[str, Path], fileset: Path, storescp_with: Callable[..., StoreSCP], name: str
+    images: dict[str, Path], tmp_path: Path, storescp_with: Callable[..., StoreSCP], name: str
 ) -> None:
     """Every instance arrives equal to its file on the medium, and byte for byte as from the ISO 9660 image."""
     udf, iso = storescp_with("+xa"), storescp_with("+xa")
     report = import_medium(images[name], destination=(udf.aet, "127.0.0.1", udf.port))
+    sources = {}
     with open_medium(images[name]) as medium:
-        sources = {}
-        for path in medium.files():
-            if path != "DICOMDIR":
-                with medium.open(path) as f:
-                    (fileset.parent / f"{name}-{len(sources)}").write_bytes(f.read())
-                sources[uid_of(fileset.parent / f"{name}-{len(sources)}")] = fileset.parent / f"{name}-{len(sources)}"
+        for n, path in enumerate(p for p in medium.files() if p != "DICOMDIR"):
+            copy = tmp_path / f"on-medium-{n}"
+            with medium.open(path) as f:
+                copy.write_bytes(f.read())
+            sources[uid_of(copy)] = copy
     assert_all_arrived(report, udf.folder, sources)
     reference = images["bd-as-iso" if name == "bd" else "genisoimage-1.02-bridge"]
     assert import_medium(reference, destination=(iso.aet, "127.0.0.1", iso.port)).ok
