@@ -534,3 +534,29 @@ def test_names_in_8_and_16_bit_cs0_read_as_7zip_reads_them(tmp_path: Path) -> No
         assert volume.open("Ωmega.txt").read() == b"omega"
     data = image.read_bytes()
     assert b"\x10\x03\xa9\x00m" in data and b"\x08caf\xe9" in data  # both compressions are on the image
+
+
+def test_an_indirect_entry_is_followed(images: dict[str, Path], tmp_path: Path) -> None:
+    """4/14.7: a file's ICB is an Indirect Entry naming where its File Entry now is (strategy 4096's way)."""
+    data = bytearray(images["bd"].read_bytes())
+    with open(images["bd"], "rb") as fp:
+        volume = Volume(fp)
+        path = sorted(volume.files)[0]
+        expected = volume.open(path).read()
+    _, count = metadata_extent(bytes(data))
+    moved = count - 1  # a free block of the metadata extent
+    entry_block = icb(data, fids(data, path.split("/")[-1])[0])
+    for s in entries(data, entry_block):
+        to = s + (moved - entry_block) * SECTOR
+        data[to : to + SECTOR] = data[s : s + SECTOR]
+        data[to + 12 : to + 16] = struct.pack("<I", moved)
+        retag(data, to, 16 + struct.unpack_from("<H", data, to + 10)[0])
+        icb_tag = struct.pack("<IHHHBB6sH", 0, 4096, 0, 2, 0, 3, bytes(6), 0)  # 4/14.6: strategy 4096, type 3
+        data[s : s + SECTOR] = bytes(SECTOR)
+        data[s : s + 52] = struct.pack("<HHBBHHHI", 259, 3, 0, 0, 0, 0, 0, entry_block) + icb_tag + struct.pack(
+            "<IIH6x", SECTOR, moved, 1)  # fmt: skip
+        retag(data, s, 52)
+    image = tmp_path / "indirect.iso"
+    image.write_bytes(data)
+    with open(image, "rb") as fp:
+        assert Volume(fp).open(path).read() == expected
