@@ -85,17 +85,12 @@ class UdfFile:
     embedded: bytes | None = None
 
 
-def has_udf(fp: BinaryIO) -> bool:
-    """Whether the Volume Recognition Sequence names an NSR02 or NSR03 descriptor (ECMA-167 2/9.1, 3/9.1)."""
-    return bool(_vrs(fp) & {b"NSR02", b"NSR03"})
+#: The Standard Identifiers that make a Volume Recognition Sequence UDF (ECMA-167 3/9.1).
+NSR = frozenset({b"NSR02", b"NSR03"})
 
 
 def vrs_identifiers(fp: BinaryIO) -> set[bytes]:
-    """The Standard Identifiers of the Volume Recognition Sequence (``CD001``, ``BEA01``, ``NSR03``...)."""
-    return _vrs(fp)
-
-
-def _vrs(fp: BinaryIO) -> set[bytes]:
+    """The Standard Identifiers of the Volume Recognition Sequence (``CD001``, ``BEA01``, ``NSR03``...; 2/9.1)."""
     found = set()
     for n in range(_VRS_MOST):
         data = _pread(fp, _VRS_START + n * 2048, 7)
@@ -255,7 +250,7 @@ class Volume:
         self.ads_left = 0
         # Directory bytes left to read: directories do not overlap, so twice the image (the mirror's reread).
         self.directory_bytes_left = 0
-        if not has_udf(fp):
+        if not vrs_identifiers(fp) & NSR:
             raise UdfError("no NSR02 or NSR03 descriptor in the Volume Recognition Sequence: not UDF")
         try:
             self.bs, anchor = self._anchor()

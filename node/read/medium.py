@@ -38,7 +38,7 @@ from node.errors import NOT_FOLLOWED as NOT_FOLLOWED
 from node.dcmio import check_complete
 from node.errors import MediumError
 from node.profiles import SECTOR
-from node.udf import UdfError, Volume, vrs_identifiers
+from node.udf import NSR, UdfError, Volume, vrs_identifiers
 
 
 _VERSION_SUFFIX = re.compile(r";\d*$")
@@ -441,7 +441,7 @@ def open_medium(path: str | os.PathLike[str]) -> Medium:
                 identifiers = vrs_identifiers(fp)
         except (OSError, UdfError) as exc:
             raise MediumError(f"cannot read {target}: {exc}") from None
-        udf = bool(identifiers & {b"NSR02", b"NSR03"})
+        udf = bool(identifiers & NSR)
         if b"CD001" not in identifiers and udf:
             return UdfMedium(target)
         try:
