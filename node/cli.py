@@ -192,8 +192,8 @@ def _report_lines(rows: list[dict[str, str]], key: str) -> list[str]:
 
 
 def _add_check(sub: _Subparsers) -> None:
-    p = sub.add_parser("check", help="check a medium (folder or .iso): DICOMDIR against the files")
-    p.add_argument("path", metavar="PATH", help="media root folder or .iso image")
+    p = sub.add_parser("check", help="check a medium (folder, image, device): DICOMDIR against the files")
+    p.add_argument("path", metavar="PATH", help="media root folder, ISO 9660 / UDF image or block device")
     p.add_argument("--profile", metavar="NAME", help="also check File IDs and syntaxes against this profile")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(run=_check)
@@ -224,6 +224,10 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"  problem: {f.path}: {f.problem}\n")
         for f in report.notes:
             out.write(f"  note: {f.path}: {f.problem}\n")
+        for f in report.warnings:
+            out.write(f"  warning: {f.path}: {f.problem}\n")
+        if report.medium:
+            out.write(f"  medium: {report.medium}\n")
         if report.profiles:
             out.write(f"  satisfies: {', '.join(report.profiles)}\n")
     return code

@@ -13,6 +13,10 @@ EXIT_USAGE = 2
 #: Waiting for a person: an import held for reconciliation (nothing sent yet, nothing lost).
 EXIT_HELD = 3
 
+#: Why a medium's entry or a File ID is never opened (``node.read.medium``, ``node.udf``).
+ESCAPES_ROOT = "escapes the medium root"
+NOT_FOLLOWED = "is a symbolic link; not followed"
+
 
 class NodeError(Exception):
     """Base class: ``str(err)`` is the one-line, user-facing message."""

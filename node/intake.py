@@ -96,7 +96,7 @@ class ImportRunner:
         try:
             try:
                 identity = medium_identity(ready.path)
-            except (MediumError, OSError) as exc:  # unreadable, not ISO 9660, UDF-only
+            except (MediumError, OSError) as exc:  # unreadable, neither ISO 9660 nor UDF
                 self._import(ready, self.index.start_import(str(ready.path), UNREADABLE), failure=str(exc))
                 return
             previous = previous_import(self.index, identity)
@@ -138,7 +138,7 @@ class ImportRunner:
                                        calling_aet=calling_aet, reports_dir=self._reports(),
                                        coerce=config.imports.coerce, tls=to.tls,
                                        **reconciling(config, import_id, calling_aet))
-            except NodeError as exc:  # MediumError: unreadable, UDF-only; UsageError: a bad AE title
+            except NodeError as exc:  # MediumError: unreadable, not a medium; UsageError: a bad AE title
                 report = unsent_report(ready.path, problem=str(exc))
         else:
             report = unsent_report(ready.path, problem=failure or "import.destination is not configured")

@@ -2,7 +2,7 @@
 
     scripts/fuzz TARGET --minutes N [--jobs J] [--work DIR] [--timeout S] [--rss-mb M] [--engine atheris|random]
 
-TARGET is one of elements, dicomdir, iso, pdu, commands (``tests/fuzzing.py`` says what each
+TARGET is one of elements, dicomdir, iso, udf, pdu, commands (``tests/fuzzing.py`` says what each
 runs), or ``all``; with ``all``, ``--jobs`` targets run at a time, each for N minutes. Seeds are
 real files (pydicom's test files, media made by ``medianode burn`` and by DCMTK ``dcmmkdir`` +
 xorriso, PDUs from pynetdicom and DCMTK ``echoscu``), built with the corpus and the findings under
@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-TARGETS = ("elements", "dicomdir", "iso", "pdu", "commands")
+TARGETS = ("elements", "dicomdir", "iso", "udf", "pdu", "commands")
 #: How a random-engine child tells the supervisor about an input that raised (then it goes on).
 CRASH_MARK = "medianode-fuzz: crash "
 

@@ -131,6 +131,31 @@ def build_media(work: Path) -> dict[str, Path]:
     return media
 
 
+def udf_seeds(work: Path) -> list[bytes]:
+    """UDF-only images: our BD (UDF 2.60, metadata partition), genisoimage's UDF 1.02 without its ISO 9660 side,
+    and mkudffs's empty CD-R (a VAT) and CD-RW (a sparing table), cut after their last written block."""
+    bd, fs = work / "ours-bd.udf", work / "ours-folder"
+    if not bd.exists():
+        _medianode("burn", "--no-pdi", "--profile", "STD-GEN-BD", "--out", str(bd),
+                   *(str(p) for p in sorted((fs / "DICOM").rglob("*")) if p.is_file()))
+    seeds = [bd.read_bytes()]
+    bridge = work / "genisoimage.iso"
+    subprocess.run(["genisoimage", "-quiet", "-udf", "-o", str(bridge), str(fs)], check=True, capture_output=True)
+    data = bridge.read_bytes()
+    vrs = [data[s * 2048 : (s + 1) * 2048] for s in range(16, 24) if data[s * 2048 + 1 : s * 2048 + 6] in
+           (b"BEA01", b"NSR02", b"TEA01")]  # fmt: skip
+    seeds.append(data[: 16 * 2048] + b"".join(vrs).ljust(8 * 2048, b"\0") + data[24 * 2048 :])
+    for media in ("cdr", "cdrw"):
+        image = work / f"mkudffs-{media}.udf"
+        with open(image, "wb") as fp:
+            fp.truncate(4 << 20)
+        subprocess.run(["mkudffs", f"--media-type={media}", "--blocksize=2048", str(image)], check=True,
+                       capture_output=True)  # fmt: skip
+        data = image.read_bytes().rstrip(b"\0")
+        seeds.append(data.ljust(-(-len(data) // 2048) * 2048, b"\0"))
+    return seeds
+
+
 def dicomdir_seeds(media: dict[str, Path]) -> list[bytes]:
     """Our DICOMDIR, DCMTK's, and pydicom's (implicit, Big Endian, reordered, without offsets...)."""
     ours = [media["ours-folder"] / "DICOMDIR", media["dcmtk-folder"] / "DICOMDIR"]
@@ -341,13 +366,14 @@ def _dicomdir(scratch: Path, media: dict[str, Path]) -> Callable[[bytes], None]:
     return run
 
 
-def _iso(scratch: Path) -> Callable[[bytes], None]:
-    """The ISO 9660 reader: the input's label, then ``check`` on it as an image (which opens every file)."""
+def _image(scratch: Path, name: str) -> Callable[[bytes], None]:
+    """The image readers (ISO 9660, UDF): the input's label, then ``check`` on it as an image (which opens every
+    file)."""
     from node.errors import MediumError
     from node.read.check import check_medium
     from node.read.medium import medium_label
 
-    path = scratch / "input.iso"
+    path = scratch / name
 
     def run(data: bytes) -> None:
         path.write_bytes(data)
@@ -438,7 +464,9 @@ def targets(scratch: Path) -> dict[str, Target]:
         "elements": Target("elements", _elements(scratch), instances, hot=(0, 4096)),
         "dicomdir": Target("dicomdir", _dicomdir(scratch, media), dicomdir_seeds(media)),
         # The volume descriptors, path tables and directories: the first sectors past the system area.
-        "iso": Target("iso", _iso(scratch), isos, hot=(16 * 2048, 40 * 2048)),
+        "iso": Target("iso", _image(scratch, "input.iso"), isos, hot=(16 * 2048, 40 * 2048)),
+        # The recognition sequence, volume descriptors, anchor, and our BD's metadata partition (sectors 288..).
+        "udf": Target("udf", _image(scratch, "input.udf"), udf_seeds(scratch), hot=(16 * 2048, 360 * 2048)),
         "pdu": Target("pdu", _pdu, [*association_pdus(), echoscu_request(scratch)]),
         "commands": Target("commands", _commands(scratch),
                            [m for i in stored[:4] for m in message_pdus(i)]),

@@ -157,6 +157,7 @@ def test_clean_folder_is_ok(medium: Path) -> None:
     assert "STD-GEN-CD" in report.profiles
     assert json.loads(json.dumps(report.to_dict())) == {
         "ok": True, "instances": 4, "problems": [], "notes": [], "profiles": report.profiles,
+        "medium": "folder", "warnings": [],
     }
 
 
@@ -502,12 +503,12 @@ def test_medium_resolves_tolerantly_and_refuses_escapes(medium: Path) -> None:
 # -- media that cannot be opened at all -------------------------------------------------
 
 
-def test_udf_only_image(tmp_path: Path) -> None:
+def test_a_udf_recognition_sequence_without_a_volume_is_refused(tmp_path: Path) -> None:
     image = bytearray(40 * 2048)
     for sector, identifier in ((16, b"BEA01"), (17, b"NSR03"), (18, b"TEA01")):  # ECMA-167 2/9.1
         image[sector * 2048 : sector * 2048 + 7] = b"\x00" + identifier + b"\x01"
     (tmp_path / "bd.iso").write_bytes(bytes(image))
-    with pytest.raises(MediumError, match="UDF-only medium"):
+    with pytest.raises(MediumError, match="UDF medium not read: no Anchor Volume Descriptor Pointer"):
         check_medium(tmp_path / "bd.iso")
 
 

@@ -233,6 +233,7 @@ def test_check_json_when_the_medium_cannot_be_opened(tmp_path: Path, what: str) 
     assert (done.code, done.err) == (1, "")
     assert json.loads(done.out) == {
         "ok": False, "instances": 0, "problems": [{"path": ".", "problem": reason}], "notes": [], "profiles": [],
+        "medium": "", "warnings": [],
     }
     plain = cli_process("check", path)  # without --json: one line on stderr, as every command
     assert (plain.code, plain.out, plain.err) == (1, "", f"medianode check: {reason}\n")

@@ -46,7 +46,7 @@ def mutated(target: fuzzing.Target, data: st.DataObject) -> bytes:
 
 
 @pytest.mark.parametrize(("name", "examples"), [
-    ("elements", 300), ("dicomdir", 200), ("iso", 200), ("pdu", 500), ("commands", 400),
+    ("elements", 300), ("dicomdir", 200), ("iso", 200), ("udf", 300), ("pdu", 500), ("commands", 400),
 ])
 def test_every_input_is_read_or_refused_clearly(targets: dict[str, fuzzing.Target], name: str, examples: int) -> None:
     target = targets[name]

@@ -193,7 +193,8 @@ the GENERIC keys.
 {unreadable}
 ##### Real-World Activity: Check medium
 
-`medianode check PATH` reads a folder, an ISO 9660 image or a drive, and reports what breaks reading
+`medianode check PATH` reads a folder, an image or a drive (ISO 9660, with or without a UDF bridge, or UDF
+1.02 to 2.60 alone: Type 1, virtual, sparable and metadata partitions), and reports what breaks reading
 or importing (a missing, corrupt, escaping or mismatched file; a DICOM file no record references) as
 problems, and what is merely there (README.TXT, INDEX.HTM, IHE_PDI/, a viewer, lower-case names) as notes;
 exit 0 without problems, 1 otherwise. Option: `--profile NAME` also checks File IDs and transfer syntaxes

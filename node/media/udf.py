@@ -44,7 +44,7 @@ writes for ``--media-type=dvdram``, sized to the file-set.
 Names are OSTA CS0 with 8-bit compression (UDF 2.1.1) in both. Only metadata
 is built in memory, one directory at a time; file data is copied by the kernel
 (``os.copy_file_range``) straight from the sources. ``read_listing`` re-reads an
-image with its own parser, checking every tag.
+image with the node's UDF reader (``node.udf``), checking every tag.
 """
 
 from __future__ import annotations
@@ -57,9 +57,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import BinaryIO, Literal
 
-from node.errors import BuildError
+from node.errors import BuildError, MediumError
 from node.media.content import MediaFile, Progress, copy_pieces, pwrite_all, verify_extents
 from node.profiles import SECTOR
+from node.udf import Volume
 
 _MAX_EXTENT = 2**30 - SECTOR  # 4/14.14.1.1: an extent is shorter than 2^30 bytes, whole blocks
 _UNIT = 32  # blocks of a BD ECC block: the metadata allocation and alignment unit (UDF 2.2.10)
@@ -551,175 +552,38 @@ def write_image(
 # ---- reading back ----
 
 
-class _Reader:
-    """Just enough of a UDF reader to find every file's bytes, checking each tag it reads (3/7.2)."""
-
-    def __init__(self, fp: BinaryIO) -> None:
-        self.fp, self.size = fp, os.fstat(fp.fileno()).st_size
-        self.partition = 0  # first sector of the physical partition
-        self.meta: list[tuple[int, int]] = []  # the Metadata File's extents: (first block, blocks)
-
-    def read(self, pos: int, n: int) -> bytes:
-        if pos + n > self.size:
-            raise ValueError(f"bytes {pos} to {pos + n} are past the end of the image")
-        self.fp.seek(pos)
-        return self.fp.read(n)
-
-    def tagged(self, sector: int, location: int, idents: tuple[int, ...]) -> bytes:
-        """The block at ``sector``, a descriptor of one of ``idents`` recorded as at ``location``."""
-        return _check(self.read(sector * SECTOR, SECTOR), location, idents, f"sector {sector}")
-
-    def sector(self, partition: int, block: int) -> int:
-        """The sector of logical block ``block`` of a partition reference (UDF 2.2.10: through the Metadata File)."""
-        if partition == _PHYSICAL:
-            return self.partition + block
-        if partition != _META:
-            raise ValueError(f"partition reference {partition} is not in the logical volume")
-        first = 0
-        for start, count in self.meta:
-            if block < first + count:
-                return self.partition + start + block - first
-            first += count
-        raise ValueError(f"metadata block {block} is past the Metadata File")
-
-    def entry(self, partition: int, block: int) -> tuple[int, int, list[tuple[int, int]]]:
-        """A File Entry (4/14.9) or an Extended one (4/14.17): its file type, size and (byte offset, length) runs."""
-        sector = self.sector(partition, block)
-        fe = self.tagged(sector, block, (_FE, _EFE))
-        file_type, flags = fe[27], struct.unpack_from("<H", fe, 34)[0]
-        size = struct.unpack_from("<Q", fe, 56)[0]
-        head = 216 if struct.unpack_from("<H", fe)[0] == _EFE else 176  # where the extended attributes start
-        ea, ad = struct.unpack_from("<II", fe, head - 8)
-        first = head + ea
-        if first + ad > SECTOR:
-            raise ValueError(f"the entry at sector {sector} overflows its block")
-        width = {_SHORT_AD: 8, _LONG_AD: 16}.get(flags & 7)  # 4/14.6.8; data in the entry is not read
-        if width is None:
-            raise ValueError(f"the entry at sector {sector} has allocation descriptors of type {flags & 7}")
-        runs, left = [], size
-        for pos in range(first, first + ad - width + 1, width):
-            length, start = struct.unpack_from("<II", fe, pos)
-            ref = struct.unpack_from("<H", fe, pos + 8)[0] if width == 16 else partition
-            if length >> 30:  # 4/14.14.1.1: not recorded, or the next extent of descriptors
-                raise ValueError(f"the entry at sector {sector} has an extent of type {length >> 30}")
-            length = min(length, left)
-            if ref == _PHYSICAL:
-                runs.append((self.sector(ref, start) * SECTOR, length))
-            else:  # the metadata partition maps block by block
-                runs += [(self.sector(ref, start + n // SECTOR) * SECTOR, min(length - n, SECTOR))
-                         for n in range(0, length, SECTOR)]  # fmt: skip
-            left -= length
-        if left:
-            raise ValueError(f"the entry at sector {sector} records {size - left} of its {size} bytes")
-        if any(offset + n > self.size for offset, n in runs):
-            raise ValueError(f"the data of the entry at sector {sector} is past the end of the image")
-        return file_type, size, _coalesce(runs)
-
-    def listing(self) -> dict[str, tuple[list[tuple[int, int]], int]]:
-        vrs = self.read(_VRS * SECTOR, 3 * SECTOR)
-        if vrs[SECTOR + 1 : SECTOR + 6] not in (b"NSR02", b"NSR03"):
-            raise ValueError("no NSR02 or NSR03 descriptor at sector 17")
-        anchor = self.tagged(_ANCHOR, _ANCHOR, (_AVDP,))
-        length, start = struct.unpack_from("<II", anchor, 16)
-        pd = lvd = None
-        for sector in range(start, start + length // SECTOR):  # 3/8.4.2: up to the Terminating Descriptor
-            block = self.tagged(sector, sector, (_PVD, _IUVD, _PD, _LVD, _USD, _TD))
-            ident = struct.unpack_from("<H", block)[0]
-            pd, lvd = (block if ident == _PD else pd), (block if ident == _LVD else lvd)
-            if ident == _TD:
-                break
-        if pd is None or lvd is None:
-            raise ValueError("the Main Volume Descriptor Sequence lacks a Partition or Logical Volume Descriptor")
-        if struct.unpack_from("<I", lvd, 212)[0] != SECTOR or lvd[217:236] != b"*OSTA UDF Compliant":
-            raise ValueError("the Logical Volume Descriptor is not OSTA UDF with 2048-byte blocks")
-        self.partition = struct.unpack_from("<I", pd, 188)[0]
-        maps = lvd[440 : 440 + struct.unpack_from("<I", lvd, 264)[0]]
-        metadata_map = maps[6:8] == b"\x02\x40" and maps[11:34] == b"*UDF Metadata Partition"
-        if maps[:2] != b"\x01\x06" or maps[6:] and not metadata_map:
-            raise ValueError("the partition maps are not a Type 1 map, then maybe a Metadata Partition Map")
-        if maps[6:]:  # UDF 2.50 and later: the entries and directories are in the Metadata File
-            file_type, size, runs = self.entry(_PHYSICAL, struct.unpack_from("<I", maps, 6 + 40)[0])
-            if file_type != _METADATA:
-                raise ValueError(f"the Metadata File entry has file type {file_type}")
-            self.meta = [(offset // SECTOR - self.partition, _blocks(n)) for offset, n in runs]
-        fsd_block, fsd_ref = struct.unpack_from("<IH", lvd, 252)
-        fsd = self.tagged(self.sector(fsd_ref, fsd_block), fsd_block, (_FSD,))
-        out: dict[str, tuple[list[tuple[int, int]], int]] = {}
-        seen: set[tuple[int, int]] = set()
-        root_block, root_ref = struct.unpack_from("<IH", fsd, 404)  # the root directory ICB (4/14.1)
-        todo = [("", root_ref, root_block)]
-        while todo:
-            path, ref, block = todo.pop()
-            if (ref, block) in seen:
-                raise ValueError(f"{path or '/'} is reached twice")
-            seen.add((ref, block))
-            file_type, size, runs = self.entry(ref, block)
-            if file_type != _DIRECTORY:
-                out[path] = runs, size
-                continue
-            data = b"".join(self.read(offset, n) for offset, n in runs)
-            todo.extend((f"{path}/{name}", ref, block) for name, ref, block in _fids(data, path))
-        return out
-
-
-def _check(data: bytes, location: int | None, idents: tuple[int, ...], where: str) -> bytes:
-    """``data`` if it starts with a valid tag (3/7.2) of one of ``idents``, recorded at ``location`` if given."""
-    ident, version, checksum, _, _, crc, crc_length, at = struct.unpack_from("<HHBBHHHI", data)
-    if (sum(data[:16]) - checksum) & 0xFF != checksum or version not in (2, 3):
-        raise ValueError(f"no descriptor tag at {where}")
-    if ident not in idents or at != (at if location is None else location):
-        raise ValueError(f"descriptor {ident} at {where} is not one of {idents} recorded at {location}")
-    if 16 + crc_length > len(data) or binascii.crc_hqx(data[16 : 16 + crc_length], 0) != crc:
-        raise ValueError(f"descriptor {ident} at {where} fails its CRC")
-    return data
-
-
-def _fids(data: bytes, path: str) -> Iterator[tuple[str, int, int]]:
-    """(name, partition, block) of each child in a directory's FIDs (4/14.4), skipping the parent and deleted."""
-    pos = 0
-    while pos < len(data):
-        fid = data[pos:]
-        characteristics, name_length = fid[18], fid[19]
-        _, block, ref = struct.unpack_from("<IIH", fid, 20)
-        use = struct.unpack_from("<H", fid, 36)[0]
-        length = (38 + use + name_length + 3) // 4 * 4
-        _check(fid[:length], None, (_FID,), f"{path or '/'} byte {pos}")
-        name = fid[38 + use : 38 + use + name_length]
-        pos += length
-        if characteristics & 0x0C:  # 4/14.4.3: deleted or parent
-            continue
-        if not name or name[0] not in (8, 16):
-            raise ValueError(f"{path or '/'} has a file identifier that is not OSTA CS0")
-        yield name[1:].decode("latin-1" if name[0] == 8 else "utf-16-be"), ref, block
-
-
-def _coalesce(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for offset, n in runs:
-        if out and out[-1][0] + out[-1][1] == offset:
-            out[-1] = (out[-1][0], out[-1][1] + n)
-        elif n:
-            out.append((offset, n))
-    return out
-
-
-def read_listing(path: str | os.PathLike[str]) -> dict[str, tuple[list[tuple[int, int]], int]]:
+def read_listing(
+    path: str | os.PathLike[str], *, metadata: Literal["main", "mirror"] = "main"
+) -> dict[str, tuple[list[tuple[int, int]], int]]:
     """Every file of the UDF image at ``path``: "/DICOM/..." -> ((byte offset, length) runs, size).
 
-    Our own reader, independent of the writer's layout: anchor (3/10.2), Main
-    VDS (3/8.4.2), the Metadata Partition Map and File if any (UDF 2.2.10, 2.2.13),
-    FSD (4/14.1), then the directories (4/14.4) from the root; every tag's
-    checksum, CRC and location are checked. Raises BuildError on an image it
-    cannot read.
+    Read by the node's UDF reader (:mod:`node.udf`), independent of the
+    writer's layout, every tag checked, through the Metadata File or, with
+    ``metadata="mirror"``, its mirror alone. Raises BuildError on an image it
+    cannot read, or one holding what this writer never writes (embedded or
+    unrecorded data).
     """
     try:
         with open(path, "rb") as fp:
-            return _Reader(fp).listing()
-    except (OSError, ValueError, struct.error, IndexError) as e:
+            volume = Volume(fp, metadata=metadata)
+    except (OSError, MediumError) as e:
         raise BuildError(f"cannot read back {os.fspath(path)}: {e}") from e
+    if volume.refused:
+        name, why = sorted(volume.refused.items())[0]
+        raise BuildError(f"cannot read back {os.fspath(path)}: {name} {why}")
+    out = {}
+    for name, f in volume.files.items():
+        runs = [(at, n) for at, n in f.runs if at is not None]
+        if f.embedded is not None or len(runs) < len(f.runs):
+            raise BuildError(f"cannot read back {os.fspath(path)}: {name} is not recorded in whole blocks")
+        out[f"/{name}"] = runs, f.size
+    return out
 
 
 def verify_image(path: str | os.PathLike[str], files: Sequence[MediaFile]) -> None:
-    """Read the image back with :func:`read_listing` and compare every file with its sources."""
-    extents = {name.removeprefix("/"): runs for name, (runs, _) in read_listing(path).items()}
-    verify_extents(path, files, extents)
+    """Read the image back with :func:`read_listing`, through the metadata and its mirror, and compare every
+    file with its sources."""
+    listing = read_listing(path)
+    if read_listing(path, metadata="mirror") != listing:
+        raise BuildError(f"{os.fspath(path)}: the Metadata Mirror does not list what the Metadata File lists")
+    verify_extents(path, files, {name.removeprefix("/"): runs for name, (runs, _) in listing.items()})

@@ -11,7 +11,7 @@ __all__ = [
     "coerce",  # what ``import.coerce`` may change in a data set
     "importer",  # import_medium(): every instance of a medium sent, and the report
     "match",  # whether a local patient is the medium's: names, birth date, sex
-    "medium",  # open_medium(): a folder, an ISO or a device, read-only and root-guarded
+    "medium",  # open_medium(): a folder, an ISO 9660 / UDF image or a device, read-only and root-guarded
     "query",  # the C-FIND SCU of reconciliation: worklist and archive
     "reconcile",  # each patient of a medium given its local identity, or held for a person
     "sender",  # the C-STORE SCU: presentation contexts, retries, fallbacks

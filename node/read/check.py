@@ -88,7 +88,9 @@ class CheckReport:
     """What ``medianode check`` reports (DESIGN.md, Command-line contract).
 
     ``problems`` break reading or importing; ``notes`` are legitimate or merely
-    odd. ``profiles`` names the standard profiles whose File ID and transfer
+    odd; ``warnings`` are about the medium as a whole (the two trees of a bridge
+    disagreeing, metadata read from its mirror). ``medium`` is what it was read
+    as ("folder", "ISO 9660", "UDF 2.60"). ``profiles`` names the standard profiles whose File ID and transfer
     syntax rules the readable instances satisfy (only when none was asked for).
     """
 
@@ -96,6 +98,8 @@ class CheckReport:
     problems: list[Finding] = field(default_factory=list)
     notes: list[Finding] = field(default_factory=list)
     profiles: list[str] = field(default_factory=list)
+    medium: str = ""
+    warnings: list[Finding] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -110,6 +114,8 @@ class CheckReport:
             "problems": [asdict(f) for f in self.problems],
             "notes": [asdict(f) for f in self.notes],
             "profiles": list(self.profiles),
+            "medium": self.medium,
+            "warnings": [asdict(f) for f in self.warnings],
         }
 
 
@@ -189,7 +195,7 @@ class _Checker:
     def __init__(self, medium: Medium, profile: Profile | None) -> None:
         self.medium = medium
         self.profile = profile
-        self.report = CheckReport()
+        self.report = CheckReport(medium=medium.kind, warnings=[Finding(p, t) for p, t in medium.warnings])
         self.referenced: set[str] = set()  # files reached through the DICOMDIR
         self.refused_ids: set[str] = set()  # File IDs refused, normalized
         self.syntaxes: set[tuple[str, str]] = set()  # (transfer syntax, record type)

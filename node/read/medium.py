@@ -1,8 +1,12 @@
-"""A medium opened read-only: a folder (a mounted disc, a USB stick) or an ISO 9660 image.
+"""A medium opened read-only: a folder (a mounted disc, a USB stick), an ISO 9660 or a UDF image or device.
 
 Nothing is mounted, nothing is executed, and nothing that leads outside the
 medium's root is ever opened (DESIGN.md invariant 5). An image or a block device
-is read with pycdlib; a folder with the standard library.
+is read with pycdlib when it holds ISO 9660, else with the node's UDF reader
+(:mod:`node.udf`: every Blu-ray, most DVDs, DVD-RAM); a folder with the standard
+library. A bridge medium (both file systems) is read through the tree in which
+its DICOMDIR's File IDs resolve, ISO 9660 first, and any disagreement between
+the two trees is a warning of the medium.
 
 DICOMDIR File IDs (PS3.10 8.2, PS3.3 F.3.2.2) are upper-case components, but real
 media carry lower-case copies, ISO 9660 version suffixes (``IM1;1``) and trailing
@@ -18,6 +22,7 @@ import os
 import re
 import stat
 import struct
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,14 +30,16 @@ from types import TracebackType
 from typing import Any, BinaryIO, cast
 
 import pycdlib
+from pydicom import dcmread
 from pycdlib.pycdlibexception import PyCdlibException
 
+from node.errors import ESCAPES_ROOT as ESCAPES_ROOT  # why resolve() refuses, re-exported for its callers
+from node.errors import NOT_FOLLOWED as NOT_FOLLOWED
+from node.dcmio import check_complete
 from node.errors import MediumError
 from node.profiles import SECTOR
+from node.udf import NSR, UdfError, Volume, vrs_identifiers
 
-#: Why :meth:`Medium.resolve` refuses a File ID or an entry of the medium.
-ESCAPES_ROOT = "escapes the medium root"
-NOT_FOLLOWED = "is a symbolic link; not followed"
 
 _VERSION_SUFFIX = re.compile(r";\d*$")
 
@@ -61,8 +68,13 @@ class Medium(ABC):
     when they are created, so a medium that cannot be listed fails at open.
     """
 
+    #: what the medium is read as, shown by ``check``: "folder", "ISO 9660", "UDF 2.60"
+    kind = "folder"
+
     def __init__(self, name: str) -> None:
         self.name = name
+        #: (path, text): what is odd about the medium as a whole (a bridge whose trees disagree)
+        self.warnings: list[tuple[str, str]] = []
         self._files: dict[str, int] = {}
         self._refused: dict[str, str] = {}
         self._by_key: dict[str, str] = {}
@@ -190,6 +202,8 @@ class IsoMedium(Medium):
     so the record's own Data Length (ECMA-119 9.1.4) is read again to tell.
     """
 
+    kind = "ISO 9660"
+
     def __init__(self, path: Path) -> None:
         super().__init__(str(path))
         try:
@@ -201,9 +215,8 @@ class IsoMedium(Medium):
         try:
             self._iso.open_fp(self._fp)
         except Exception as exc:  # pycdlib may raise anything on hostile bytes
-            reason = _why_not_iso(self._fp, exc)
             self._fp.close()
-            raise MediumError(f"{path}: {reason}") from None
+            raise MediumError(f"{path}: not a readable ISO 9660 image ({exc})") from None
         if self._iso.has_rock_ridge():
             self._kind, self._encoding = "rr_path", "utf-8"
         elif self._iso.has_joliet():
@@ -294,25 +307,103 @@ class IsoMedium(Medium):
             self._fp.close()
 
 
-def _why_not_iso(fp: BinaryIO, exc: Exception) -> str:
-    """Explain why pycdlib could not open an image, spotting UDF-only media (ECMA-167 2/9.1)."""
-    identifiers = set()
+class UdfMedium(Medium):
+    """A UDF image or block device (OSTA UDF 1.02 to 2.60), read with :mod:`node.udf` and never mounted.
+
+    Entries the reader refuses (a name that is not a plain file identifier, a
+    symbolic link, a file whose extents leave the image) are :meth:`refused`;
+    a file read from the Metadata Mirror is a warning.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        try:
+            self._fp: BinaryIO = open(path, "rb")
+        except OSError as exc:
+            raise MediumError(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            self._volume = Volume(self._fp)
+        except UdfError as exc:
+            self._fp.close()
+            raise type(exc)(f"{path}: UDF medium not read: {exc}") from None
+        self.kind = f"UDF {self._volume.revision}"
+        self._files = {name: f.size for name, f in self._volume.files.items()}
+        self._refused = dict(self._volume.refused)
+        self.warnings = [(".", note) for note in self._volume.notes]
+        self._index()
+
+    def open(self, relpath: str) -> BinaryIO:
+        """Open ``relpath`` as a streaming, seekable file object (nothing read up front)."""
+        return self._volume.open(relpath)
+
+    def close(self) -> None:
+        """Close the image."""
+        self._fp.close()
+
+
+def _unresolved(medium: Medium) -> int:
+    """How many Referenced File IDs of the root DICOMDIR lead nowhere on ``medium``; -1 without a whole one
+    (walked first, as ``check`` walks it, so a hostile one is never given to pydicom)."""
     try:
-        for sector in range(16, 32):  # the Volume Recognition Sequence
-            fp.seek(sector * SECTOR)
-            identifiers.add(fp.read(6)[1:6])
-    except OSError as err:
-        return f"unreadable ({err.strerror})"
-    if b"CD001" not in identifiers and identifiers & {b"NSR02", b"NSR03"}:
-        return "UDF-only medium; only ISO 9660 (with optional Joliet / Rock Ridge) can be read"
-    return f"not a readable ISO 9660 image ({exc})"
+        found = medium.resolve(["DICOMDIR"])
+        if found is None:
+            return -1
+        with warnings.catch_warnings(), medium.open(found) as fp:
+            if check_complete(fp, medium.size(found)):
+                return -1
+            fp.seek(0)
+            warnings.simplefilter("ignore")
+            records = dcmread(fp, force=True).get("DirectoryRecordSequence", [])
+            ids = [r.get("ReferencedFileID") for r in records]
+    except Exception:  # a damaged DICOMDIR: check reports it; here it resolves nothing
+        return -1
+    missing = 0
+    for file_id in filter(None, ids):
+        components = [file_id] if isinstance(file_id, str) else [str(c) for c in file_id]
+        try:
+            missing += medium.resolve(components) is None
+        except RefusedPath:
+            missing += 1
+    return missing
+
+
+def _disagreements(read: Medium, other: Medium) -> list[tuple[str, str]]:
+    """Files of a bridge's two trees that are in one and not the other, or of different sizes."""
+    ours = {normalize_path(p): p for p in read.files()}
+    theirs = {normalize_path(p): p for p in other.files()}
+    found = [(ours[k], f"only in the {read.kind} tree, not in the {other.kind} tree")
+             for k in ours.keys() - theirs.keys()]
+    found += [(theirs[k], f"only in the {other.kind} tree (not read), not in the {read.kind} tree")
+              for k in theirs.keys() - ours.keys()]  # fmt: skip
+    found += [(ours[k], f"{read.size(ours[k])} bytes in the {read.kind} tree, {other.size(theirs[k])} in the "
+                        f"{other.kind} tree") for k in ours.keys() & theirs.keys()
+              if read.size(ours[k]) != other.size(theirs[k])]  # fmt: skip
+    return sorted(found)
+
+
+def _bridge(iso: IsoMedium, path: Path) -> Medium:
+    """A medium with both ISO 9660 and UDF: the tree the DICOMDIR resolves in (ISO 9660 unless UDF does better)."""
+    try:
+        udf = UdfMedium(path)
+    except MediumError as exc:
+        iso.warnings.append((".", f"its UDF file system is not read ({exc}); ISO 9660 read"))
+        return iso
+    iso_missing, udf_missing = _unresolved(iso), _unresolved(udf)
+    better = udf_missing >= 0 and (iso_missing < 0 or udf_missing < iso_missing)
+    read, other = (udf, iso) if better else (iso, udf)
+    read.kind = f"{read.kind} (bridge with {other.kind})"
+    read.warnings += _disagreements(read, other)
+    other.close()
+    return read
 
 
 def medium_label(path: str | os.PathLike[str]) -> str:
-    """What a medium calls itself: a folder's name, an image's or a disc's ISO 9660 Volume Identifier.
+    """What a medium calls itself: a folder's name, an image's or a disc's ISO 9660 Volume Identifier, else its
+    UDF Logical Volume Identifier.
 
     The Volume Identifier is the Primary Volume Descriptor's bytes 40-71 (ECMA-119
-    8.4.5, sector 16), read without pycdlib's full parse; "" when there is none.
+    8.4.5, sector 16), read without pycdlib's full parse; the UDF one is read from
+    the volume structure alone (3/10.6.4); "" when there is none.
     Automounters name the mount point after the volume label, so a disc read in a
     drive and the same disc mounted agree. Raises :class:`MediumError` when unreadable.
     """
@@ -323,13 +414,17 @@ def medium_label(path: str | os.PathLike[str]) -> str:
         with open(target, "rb") as fp:
             fp.seek(16 * SECTOR)
             pvd = fp.read(72)
+            if pvd[:6] == b"\x01CD001":
+                return pvd[40:72].decode("ascii", "replace").strip()
+            return Volume(fp, listing=False).label
     except OSError as exc:
         raise MediumError(f"cannot read {target}: {exc.strerror}") from None
-    return pvd[40:72].decode("ascii", "replace").strip() if pvd[:6] == b"\x01CD001" else ""
+    except UdfError:
+        return ""
 
 
 def open_medium(path: str | os.PathLike[str]) -> Medium:
-    """Open a folder, an ``.iso`` image or a block device read-only.
+    """Open a folder, an image (ISO 9660, UDF or both) or a block device read-only.
 
     Raises :class:`MediumError` with a one-line reason when it cannot be read.
     """
@@ -341,5 +436,21 @@ def open_medium(path: str | os.PathLike[str]) -> Medium:
     if stat.S_ISDIR(mode):
         return FolderMedium(target)
     if stat.S_ISREG(mode) or stat.S_ISBLK(mode):
-        return IsoMedium(target)
+        try:
+            with open(target, "rb") as fp:
+                identifiers = vrs_identifiers(fp)
+        except (OSError, UdfError) as exc:
+            raise MediumError(f"cannot read {target}: {exc}") from None
+        udf = bool(identifiers & NSR)
+        if b"CD001" not in identifiers and udf:
+            return UdfMedium(target)
+        try:
+            iso = IsoMedium(target)
+        except MediumError as exc:
+            if not udf:
+                raise
+            medium: Medium = UdfMedium(target)
+            medium.warnings.append((".", f"its ISO 9660 file system is not read ({exc}); UDF read"))
+            return medium
+        return _bridge(iso, target) if udf else iso
     raise MediumError(f"{target} is neither a folder, an ISO image nor a block device")
