@@ -36,7 +36,7 @@ from node.receive import scp
 from node.receive.instance import index_orphans, read_instance, routes_digest
 from node.receive.spool import Spool, SpoolError
 from node.receive.workers import Receiver, ReceiverError, listen, start_receivers, stop_receivers
-from tests.conftest import PEER_ENV, bundled, ct_series, need, pki, until, wait_listening  # noqa: F401 (pki: a fixture)
+from tests.conftest import PEER_ENV, StoreSCP, bundled, ct_series, need, pki, until  # noqa: F401 (pki: a fixture)
 
 BURN = Route(Match(called_aet=("BURN",)), "burn", profile="STD-GEN-CD", where="test.yaml:3")
 REJECT = Route(Match(calling_aet=("BADMOD",)), "reject", where="test.yaml:5")
@@ -176,29 +176,19 @@ def test_unknown_calling_ae_title_is_rejected(start_node: Callable[..., Node]) -
 # -- Storing -------------------------------------------------------------------------------
 
 
-def test_bundled_files_are_stored_as_sent_and_indexed(start_node: Callable[..., Node], tmp_path: Path) -> None:
+def test_bundled_files_are_stored_as_sent_and_indexed(start_node: Callable[..., Node],
+                                                      storescp_with: Callable[..., StoreSCP]) -> None:
     """Each file arrives in its own syntax, byte for byte what DCMTK storescp (+B) receives too."""
     node = start_node()
-    witness = tmp_path / "witness"
-    witness.mkdir()
-    port = listen("127.0.0.1", 0)
-    witness_port = port.getsockname()[1]
-    port.close()
-    storescp = subprocess.Popen(["storescp", "+B", "+xa", "-od", str(witness), str(witness_port)], env=PEER_ENV,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_listening(storescp, witness_port, "storescp")
-        for name, flag in BUNDLED.items():
-            for port_, aec in ((node.port, "BURN"), (witness_port, "ANY")):
-                result = storescu(port_, bundled(name), aec=aec, flags=(flag,))
-                assert statuses(result) == [dicom.SUCCESS], (name, result.stdout[-2000:])
-    finally:
-        storescp.terminate()
-        storescp.wait(10)
+    witness = storescp_with("+B", "+xa")
+    for name, flag in BUNDLED.items():
+        for port_, aec in ((node.port, "BURN"), (witness.port, witness.aet)):
+            result = storescu(port_, bundled(name), aec=aec, flags=(flag,))
+            assert statuses(result) == [dicom.SUCCESS], (name, result.stdout[-2000:])
 
     rows = {r["sop_instance_uid"]: r for r in node.rows()}
     assert len(rows) == len(BUNDLED) == len(node.spooled())
-    received = {dcmread(p, stop_before_pixels=True).SOPInstanceUID: p for p in witness.iterdir()}
+    received = {dcmread(p, stop_before_pixels=True).SOPInstanceUID: p for p in witness.received()}
     for name in BUNDLED:
         source = dcmread(bundled(name))
         row = rows[source.SOPInstanceUID]
