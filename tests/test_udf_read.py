@@ -254,6 +254,65 @@ def test_mkudffs_layouts_read_as_udfinfo_reads_them(tmp_path: Path, media: str, 
     assert report.instances == 0 and report.medium == f"UDF {volume.revision}"
 
 
+def udfclient(image: Path, *commands: str, write: bool = False) -> str:
+    """Run Debian's udfclient (a user-space UDF reader and writer, not ours) on ``image``; its output."""
+    script = "".join(f"{c}\n" for c in (*commands, "quit"))
+    done = subprocess.run(["udfclient", *(["-W"] if write else []), "-b", str(SECTOR), str(image)], input=script,
+                          capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    return done.stdout
+
+
+@pytest.mark.parametrize("layout", ["mkudffs-cdrw-0x0150", "mkudffs-cdrw-0x0201", "newfs_udf"])
+def test_a_medium_written_by_udfclient_is_checked_and_imported_whole(
+    fileset: Path, images: dict[str, Path], tmp_path: Path, storescp_with: Callable[..., StoreSCP], layout: str
+) -> None:
+    """Another writer's files on sparable layouts (mkudffs's CD-RW, UDF 1.50 and 2.01) and on newfs_udf's
+    Type 1 partition: read back as udfclient reads them, checked as the ISO 9660 equivalent, imported whole."""
+    need("udfclient", "newfs_udf", "mkudffs")
+    image = tmp_path / "written.img"
+    if layout == "newfs_udf":
+        subprocess.run(["newfs_udf", "-b", str(SECTOR), "-s", "32768", "-L", "WRITTEN", str(image)], check=True,
+                       capture_output=True)  # fmt: skip
+    else:
+        with open(image, "wb") as fp:
+            fp.truncate(64 * 2**20)
+        revision = layout.rsplit("-", 1)[1]
+        subprocess.run(["mkudffs", "--media-type=cdrw", f"--udfrev={revision}", f"--blocksize={SECTOR}",
+                        "--label=WRITTEN", str(image)], check=True, capture_output=True)  # fmt: skip
+    root = next(line.split()[-1] for line in udfclient(image, "ls").splitlines() if line.startswith("d"))
+    top = sorted(p.name for p in fileset.iterdir())
+    udfclient(image, f"lcd {fileset}", f"cd {root}", *(f"put {name}" for name in top), write=True)
+    with open(image, "rb") as fp:
+        volume = Volume(fp)
+    if layout.startswith("mkudffs"):
+        assert [type(m).__name__ for m in volume.maps] == ["_Sparable"]
+    written = {p.relative_to(fileset).as_posix(): p.read_bytes() for p in fileset.rglob("*") if p.is_file()}
+    read = {}
+    with open_medium(image) as medium:
+        for path in medium.files():
+            with medium.open(path) as f:
+                read[path] = f.read()
+    assert {p: data for p, data in read.items() if p in written} == written
+    back = tmp_path / "back"
+    back.mkdir()
+    folder, name = max(p for p in written if "/" in p).rsplit("/", 1)
+    udfclient(image, f"lcd {back}", f"cd {root}/{folder}", f"get {name}")
+    assert (back / name).read_bytes() == written[f"{folder}/{name}"]  # udfclient reads what we read
+
+    report, iso = check_medium(image), check_medium(images["genisoimage-1.02-bridge"])
+    assert report.medium == f"UDF {volume.revision}"
+    assert (report.ok, report.instances, report.problems, report.profiles) == (
+        iso.ok, iso.instances, iso.problems, iso.profiles)  # fmt: skip
+    scp = storescp_with("+xa")
+    imported = import_medium(image, destination=(scp.aet, "127.0.0.1", scp.port))
+    sources = {}
+    for n, (path, data) in enumerate(p for p in written.items() if p[0] != "DICOMDIR"):
+        copy = tmp_path / f"on-medium-{n}"
+        copy.write_bytes(data)
+        sources[uid_of(copy)] = copy
+    assert_all_arrived(imported, scp.folder, sources)
+
+
 # -- the Metadata Mirror -----------------------------------------------------------------------
 
 
