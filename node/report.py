@@ -7,7 +7,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from node.config import Config, load_config, output_settings
 from node.durable import write_atomic
@@ -76,6 +76,18 @@ class ServingRow(TypedDict):
     since: str | None
 
 
+class CatalogueRow(TypedDict):
+    """How far the station's outbox is behind its catalogue (see :mod:`node.catalogue`)."""
+
+    station: str
+    catalogue: str
+    behind: int  # changes not in the catalogue yet
+    behind_s: int  # seconds since the oldest of them (0 when none waits)
+    pushed: str | None  # the last drain that reached it
+    error: str | None  # why the last attempt did not
+    error_at: str | None
+
+
 class Status(TypedDict):
     """``medianode status --json``: the names are a contract with the tools that read it."""
 
@@ -85,6 +97,7 @@ class Status(TypedDict):
     outputs: list[OutputRow]
     volumes_today: list[VolumeRow]
     imports: list[dict[str, object]]
+    catalogue: NotRequired[CatalogueRow]  # only for a station with node.catalogue
 
 
 def _when(t: float | None) -> str:
@@ -194,7 +207,7 @@ def status(index: Index, config: Config) -> Status:
     ]
     jobs = index.jobs(states=("pending", "building", "failed"), limit=1000)
     done_today = [j for j in index.jobs(states=("done",), limit=1000) if (j.finished or 0) >= midnight]
-    return {
+    status: Status = {
         "serving": serving(config),
         "receiving": receiving,
         "jobs": {
@@ -210,6 +223,18 @@ def status(index: Index, config: Config) -> Status:
         "imports": [{**i, "started": _when(_time(i["started"])), "finished": _when(_time(i["finished"]))}
                     for i in index.imports(limit=10)],
     }
+    feed = index.feed_state() if config.node.catalogue else None
+    if feed is not None:
+        status["catalogue"] = catalogue_row(feed, config)
+    return status
+
+
+def catalogue_row(feed: dict[str, Any], config: Config) -> CatalogueRow:
+    """:meth:`Index.feed_state` as ``status`` and the console show it."""
+    oldest = feed["oldest"]
+    return {"station": feed["station"], "catalogue": config.node.catalogue or "", "behind": feed["behind"],
+            "behind_s": max(0, round(time.time() - oldest)) if oldest else 0, "pushed": _when(feed["pushed"]),
+            "error": feed["error"], "error_at": _when(feed["error_at"])}
 
 
 def _time(value: object) -> float | None:
@@ -260,7 +285,18 @@ def format_status(s: Status) -> str:
     lines.append(f"recent imports: {len(imports)}")
     lines += [f"  {i['started']}  {i['state']:<9}  {i['medium']}  {i['sent']} sent, {i['failed']} failed, "
               f"{i['skipped']} skipped" for i in imports]
+    if "catalogue" in s:
+        lines.append(format_catalogue(s["catalogue"]))
     return "\n".join(lines) + "\n"
+
+
+def format_catalogue(c: CatalogueRow) -> str:
+    """One line: up to date, or how far behind and why."""
+    where = f"catalogue {c['catalogue']} (station {c['station']}): "
+    if not c["behind"]:
+        return where + "up to date" + (f", last push {c['pushed']}" if c["pushed"] else "")
+    why = f"; unreachable since {c['error_at']}: {c['error']}" if c["error"] else ""
+    return where + f"behind by {c['behind']} change(s), the oldest {c['behind_s']} s ago{why}"
 
 
 def format_jobs(rows: list[dict[str, object]]) -> str:
