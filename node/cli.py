@@ -643,7 +643,9 @@ def _jobs(args: argparse.Namespace, out: TextIO) -> int:
     config, index = _open_index(args)
     try:
         if args.action == "list":
-            rows = [report.job_row(j) for j in index.jobs()]
+            rows, warning = report.listed_jobs(index, config)
+            if warning:
+                print(f"medianode jobs: {warning}", file=sys.stderr)
             out.write(json.dumps(rows, indent=2) + "\n" if args.json else report.format_jobs(rows))
             return EXIT_OK
         if args.id is None:
@@ -680,8 +682,10 @@ def _volumes(args: argparse.Namespace, out: TextIO) -> int:
         if args.action == "list":
             if args.copies is not None:
                 raise UsageError("--copies is for volumes reburn")
-            rows = [report.volume_row(v) for v in index.volumes(study=args.study, patient=args.patient, date=args.date,
-                                                                accession=args.accession)]
+            rows, warning = report.listed_volumes(index, config, study=args.study, patient=args.patient,
+                                                  date=args.date, accession=args.accession)
+            if warning:
+                print(f"medianode volumes: {warning}", file=sys.stderr)
             out.write(json.dumps(rows, indent=2) + "\n" if args.json else report.format_volumes(rows))
             return EXIT_OK
         if not args.label:

@@ -15,6 +15,7 @@ import pytest
 from node.catalogue import schema
 from tests.conftest import cli, ct_series, need
 from tests.pg_kit import Postgres, postgres  # noqa: F401 - the fixture
+from tests.console_kit import ConsoleNode
 from tests.test_serve import Node, storescu
 
 
@@ -170,3 +171,44 @@ def test_copy_moves_a_station_s_history_into_the_catalogue(tmp_path: Path, postg
     assert rows(postgres, "SELECT station, label FROM volumes") == [("FILMS", node.volumes()[0]["label"])]
     again = cli("catalogue", "copy", "--config", node.config)  # twice: nothing twice
     assert again.code == 0 and len(rows(postgres, "SELECT * FROM volumes")) == 1
+
+
+def test_a_study_burned_by_a_is_listed_by_b_and_b_sees_a_go_down(tmp_path: Path, postgres: Postgres) -> None:  # noqa: F811
+    need("echoscu", "storescu")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = Node(tmp_path / "a", extra=catalogue_keys(postgres, station="RADIOLOGY"))
+    b = ConsoleNode(tmp_path / "b", extra=catalogue_keys(postgres, station="FILMS"))
+    a.start()
+    try:
+        b.start()
+        files = ct_series(tmp_path / "study", 2, patient_id="SHARED1")
+        assert storescu(a, files).returncode == 0
+        a.wait_for(lambda: len(a.volumes()) == 1)
+        label = a.volumes()[0]["label"]
+
+        def listed_by_b() -> list[dict[str, object]]:
+            result = cli("volumes", "--config", b.config, "--patient", "SHARED1", "--json")
+            assert result.code == 0 and result.err == "", result.err
+            return list(json.loads(result.out))
+
+        b.wait_for(lambda: bool(listed_by_b()))
+        (row,) = listed_by_b()
+        assert (row["station"], row["label"]) == ("RADIOLOGY", label)
+        assert f"RADIOLOGY     {label}" in cli("volumes", "--config", b.config).out
+        jobs = json.loads(cli("jobs", "--config", b.config, "--json").out)
+        assert [(j["station"], j["state"]) for j in jobs] == [("RADIOLOGY", "done")]
+        b.wait_for(lambda: [(s["station"], s["up"]) for s in status(b)["catalogue"]["stations"]]  # type: ignore[index]
+                   == [("FILMS", True), ("RADIOLOGY", True)])
+        a.stop(signal.SIGKILL)  # its heartbeat stops
+        b.wait_for(lambda: not status(b)["catalogue"]["stations"][1]["up"], timeout=120)  # type: ignore[index]
+        assert "station RADIOLOGY (MEDIANODE): DOWN, silent since" in cli("status", "--config", b.config).out
+        viewer = b.client()
+        viewer.sign_in("viewer", b.add_user("viewer", "viewer"))
+        page = viewer.get("/").body
+        assert 'id="station-RADIOLOGY"' in page and "down since" in page
+        assert b.stop() == 0
+    finally:
+        for n in (a, b):
+            if n.proc is not None and n.proc.poll() is None:
+                n.stop(signal.SIGKILL)

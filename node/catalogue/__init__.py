@@ -9,6 +9,7 @@ outage delays the catalogue and nothing else; what waited is pushed when the dat
 - :mod:`~node.catalogue.schema`: the catalogue's versioned schema, migrated under an advisory lock.
 - :mod:`~node.catalogue.mirror`: what each outbox kind is in SQLite and in the catalogue, and one drain.
 - :mod:`~node.catalogue.feeder`: the drain loop ``serve`` runs, and the station's heartbeat.
+- :mod:`~node.catalogue.views`: the whole catalogue as ``status``, ``jobs`` and ``volumes`` list it.
 """
 
-__all__ = ["feeder", "link", "mirror", "schema"]
+__all__ = ["feeder", "link", "mirror", "schema", "views"]
