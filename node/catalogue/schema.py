@@ -83,8 +83,26 @@ CREATE TABLE users (
 )
 """
 
+#: Version 2: jobs any of several stations may build (a shared spool): who may take each one, who holds it,
+#: until when (the database's clock), and the fencing token each claim increments.
+_VERSION_2 = """
+CREATE TABLE claims (
+    station TEXT NOT NULL, job_id BIGINT NOT NULL,  -- the job, as the station that cut it numbers it
+    stations TEXT[] NOT NULL,               -- the stations that may build it
+    state TEXT NOT NULL CHECK (state IN ('pending', 'building', 'done', 'failed')),
+    created DOUBLE PRECISION NOT NULL,
+    holder TEXT,                            -- the station building it
+    token BIGINT NOT NULL DEFAULT 0,        -- incremented by every claim: the fencing token
+    lease_until TIMESTAMPTZ,                -- the holder's lease, on the database's clock
+    volume TEXT,                            -- the label published
+    finished DOUBLE PRECISION,
+    PRIMARY KEY (station, job_id)
+);
+CREATE INDEX claims_open ON claims(created) WHERE state IN ('pending', 'building')
+"""
+
 #: The catalogue's history, oldest first; append, never edit one that has shipped.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1,)
+MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
