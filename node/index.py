@@ -1091,10 +1091,10 @@ class Index:
                 exact = column != "fold(patient_name)"
                 where.append(f"label IN (SELECT label FROM volume_studies WHERE {column} "
                              + ("= ?)" if exact else "LIKE ? ESCAPE '\\')"))
-                args.append(value if exact else f"%{_like(value)}%")
+                args.append(value if exact else f"%{like(value)}%")
         if label.strip():
             where.append("label LIKE ? ESCAPE '\\'")
-            args.append(f"%{_like(label.strip().upper())}%")
+            args.append(f"%{like(label.strip().upper())}%")
         sql = (f"SELECT {', '.join(_VOLUME_COLUMNS)} FROM volumes" + (" WHERE " + " AND ".join(where) if where else "")
                + " ORDER BY created DESC LIMIT ?")
         return [self._volume(row) for row in self.db.execute(sql, (*args, limit)).fetchall()]
@@ -1265,6 +1265,32 @@ class Index:
         with self.transaction() as db:
             db.execute("UPDATE catalogue_feed SET error = ?, error_at = ?", (error, now))
 
+    def adopt_users(self, shared: Sequence[tuple[str, str, str, float]]) -> int:
+        """Make this station's users those of the catalogue, (name, role, password hash, created) each: added,
+        changed (a new password ends the user's sessions here too) or removed (with its tokens and sessions),
+        except a name whose own change waits in the outbox: that one is the newer. Returns how many changed."""
+        changed: list[str] = []
+        with self.transaction() as db:
+            waiting = {k for (k,) in db.execute("SELECT key FROM catalogue_outbox WHERE kind = 'user'")}
+            mine = {n: (r, p) for n, r, p in db.execute("SELECT name, role, password FROM users")}
+            theirs = {name: (role, password, created) for name, role, password, created in shared}
+            for name, (role, password, created) in theirs.items():
+                if name in waiting or mine.get(name) == (role, password):
+                    continue
+                if name in mine and mine[name][1] != password:
+                    db.execute("DELETE FROM user_sessions WHERE name = ?", (name,))
+                db.execute("INSERT INTO users (name, role, password, created) VALUES (?, ?, ?, ?) ON CONFLICT (name) "
+                           "DO UPDATE SET role = excluded.role, password = excluded.password", (name, role, password,
+                                                                                              created))
+                changed.append(name)
+            for name in mine.keys() - theirs.keys() - waiting:
+                for table in ("user_tokens", "user_sessions", "sign_in_failures", "users"):
+                    db.execute(f"DELETE FROM {table} WHERE name = ?", (name,))
+                changed.append(name)
+            # what came from the catalogue is not news for it: pushed back, it could undo a later change there
+            db.executemany("DELETE FROM catalogue_outbox WHERE kind = 'user' AND key = ?", [(n,) for n in changed])
+        return len(changed)
+
     def feed_state(self) -> dict[str, Any] | None:
         """The feed (``station``, ``since``, ``pushed``, ``error``, ``error_at``) with what waits (``behind``: keys,
         ``oldest``: the first change's time), or None when the station feeds no catalogue."""
@@ -1355,7 +1381,7 @@ def _study_filters(*, date: str, accession: str) -> tuple[list[str], list[object
     return where, args
 
 
-def _like(text: str) -> str:
+def like(text: str) -> str:
     """``text`` as a LIKE pattern's literal part (``ESCAPE '\\'``)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 

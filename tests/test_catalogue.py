@@ -15,7 +15,8 @@ import pytest
 from node.catalogue import schema
 from tests.conftest import cli, ct_series, need
 from tests.pg_kit import Postgres, postgres  # noqa: F401 - the fixture
-from tests.console_kit import ConsoleNode
+from node import users
+from tests.console_kit import ConsoleNode, with_index
 from tests.test_serve import Node, storescu
 
 
@@ -32,6 +33,20 @@ def station(tmp_path: Path, postgres: Postgres) -> Iterator[Node]:  # noqa: F811
     yield n
     if n.proc is not None and n.proc.poll() is None:
         n.stop(signal.SIGKILL)
+
+
+class users_at:  # noqa: N801 - reads as what it does
+    """A station's users, through its own index."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def add(self, name: str, role: str) -> str:
+        with_index(self.node.data, lambda index: users.add(index, name, role, "pass-word-1"))
+        return "pass-word-1"
+
+    def names(self) -> list[tuple[str, str]]:
+        return list(with_index(self.node.data, lambda index: [(u.name, u.role) for u in users.list_users(index)]))
 
 
 def rows(pg: Postgres, sql: str) -> list[tuple[object, ...]]:
@@ -197,15 +212,26 @@ def test_a_study_burned_by_a_is_listed_by_b_and_b_sees_a_go_down(tmp_path: Path,
         (row,) = listed_by_b()
         assert (row["station"], row["label"]) == ("RADIOLOGY", label)
         assert f"RADIOLOGY     {label}" in cli("volumes", "--config", b.config).out
+        viewer = b.client()
+        viewer.sign_in("viewer", b.add_user("viewer", "viewer"))
+        found = viewer.get("/volumes?patient=SHARED1&name=doe").body  # the console at B finds A's disc
+        assert '<td class="station">RADIOLOGY</td>' in found and label in found
+        assert f'href="/volumes/{label}"' not in found  # its record is A's: no link to a page B does not have
         jobs = json.loads(cli("jobs", "--config", b.config, "--json").out)
         assert [(j["station"], j["state"]) for j in jobs] == [("RADIOLOGY", "done")]
         b.wait_for(lambda: [(s["station"], s["up"]) for s in status(b)["catalogue"]["stations"]]  # type: ignore[index]
                    == [("FILMS", True), ("RADIOLOGY", True)])
+        password = users_at(a).add("clerk-a", "clerk")  # users are global: made at A, signs in at B
+        b.wait_for(lambda: ("clerk-a", "clerk") in users_at(b).names())
+        assert b.client().sign_in("clerk-a", password).status == 303
+        with_index(a.data, lambda index: users.remove(index, "clerk-a"))  # and removed everywhere
+        b.wait_for(lambda: ("clerk-a", "clerk") not in users_at(b).names())
+        refused = b.client()
+        form = {"username": "clerk-a", "password": password, "csrf": refused.get("/login").csrf, "next": "/"}
+        assert refused.post("/login", form).status != 303
         a.stop(signal.SIGKILL)  # its heartbeat stops
         b.wait_for(lambda: not status(b)["catalogue"]["stations"][1]["up"], timeout=120)  # type: ignore[index]
         assert "station RADIOLOGY (MEDIANODE): DOWN, silent since" in cli("status", "--config", b.config).out
-        viewer = b.client()
-        viewer.sign_in("viewer", b.add_user("viewer", "viewer"))
         page = viewer.get("/").body
         assert 'id="station-RADIOLOGY"' in page and "down since" in page
         assert b.stop() == 0

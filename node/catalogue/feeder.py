@@ -1,4 +1,5 @@
-"""The task ``serve`` runs while the station has a catalogue: drain the outbox, beat the heartbeat.
+"""The task ``serve`` runs while the station has a catalogue: drain the outbox, take the users of the
+catalogue (one set for every station), beat the heartbeat.
 
 It has its own thread, its own index connection and its own catalogue connection, and nothing waits for it:
 when PostgreSQL is away, changes wait in the outbox (``status`` says how many, since when), the attempt is
@@ -45,6 +46,8 @@ class Feeder:
                         db = link.connect(self.node, autocommit=True)
                         schema.migrate(db)
                     pushed = mirror.drain(index, db, self.node.station_name)
+                    if not pushed:
+                        mirror.adopt_users(index, db)
                     if time.monotonic() - beat >= HEARTBEAT_S:
                         self._beat(index, db)
                         beat = time.monotonic()

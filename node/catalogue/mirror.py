@@ -122,3 +122,11 @@ def drain(index: Index, db: Connection, station: str, *, limit: int = 500) -> in
             KINDS[kind].write(db, station, key, row, children)
     index.outbox_done(waiting, now=time.time())
     return len(waiting)
+
+
+def adopt_users(index: Index, db: Connection) -> int:
+    """Take the catalogue's users into the station's index (:meth:`Index.adopt_users`): a user added, changed or
+    removed at any station is so here; returns how many changed."""
+    shared = [(str(n), str(r), str(p), float(c)) for n, r, p, c in
+              db.execute("SELECT name, role, password, created FROM users")]
+    return index.adopt_users(shared)

@@ -15,7 +15,7 @@ from typing import Any
 
 from node.catalogue import link
 from node.config import NodeConfig
-from node.index import Job, Volume, date_range
+from node.index import Job, Volume, date_range, fold, like
 
 #: Seconds without a heartbeat after which a station counts as down (six beats missed).
 DOWN_AFTER_S = 30.0
@@ -55,18 +55,27 @@ def jobs(db: link.Connection, *, limit: int = 100) -> list[tuple[str, Job]]:
     return [(r[0], Job(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], bool(r[9]))) for r in rows]
 
 
-def volumes(db: link.Connection, *, study: str | None = None, patient: str | None = None, date: str = "",
-            accession: str = "") -> list[tuple[str, Volume]]:
-    """The volumes of every station, oldest first, filtered as :meth:`node.index.Index.volumes` filters."""
-    where, args = [], []
-    inner = "(station, label) IN (SELECT v.station, v.label FROM volume_studies v JOIN studies s " \
-            "ON s.station = v.station AND s.study_uid = v.study_uid WHERE "
-    if study:
-        where.append("(station, label) IN (SELECT station, label FROM volume_studies WHERE study_uid = %s)")
-        args.append(study)
-    if patient:
-        where.append("(station, label) IN (SELECT station, label FROM volume_studies WHERE patient_id = %s)")
-        args.append(patient)
+def volumes(db: link.Connection, *, study: str | None = None, patient: str | None = None, name: str = "",
+            label: str = "", date: str = "", accession: str = "", newest: int = 0) -> list[tuple[str, Volume]]:
+    """The volumes of every station, filtered as :meth:`node.index.Index.volumes` and ``find_volumes`` filter
+    (``name``: a patient name holding it, case and carets ignored; ``label``: a label holding it), oldest first,
+    or the ``newest`` of them newest first."""
+    where: list[str] = []
+    args: list[object] = []
+    inner = ("(station, label) IN (SELECT v.station, v.label FROM volume_studies v JOIN studies s "
+             "ON s.station = v.station AND s.study_uid = v.study_uid WHERE ")
+    for column, value in (("study_uid", study), ("patient_id", patient)):
+        if value and value.strip():
+            where.append(f"(station, label) IN (SELECT station, label FROM volume_studies WHERE {column} = %s)")
+            args.append(value.strip())
+    if fold(name):
+        where.append("(station, label) IN (SELECT station, label FROM volume_studies WHERE "
+                     r"""btrim(regexp_replace(lower(translate(patient_name, '^', ' ')), '\s+', ' ', 'g')) """
+                     "LIKE %s ESCAPE '\\')")
+        args.append(f"%{like(fold(name))}%")
+    if label.strip():
+        where.append("label LIKE %s ESCAPE '\\'")
+        args.append(f"%{like(label.strip().upper())}%")
     if date.strip():
         first, last = date_range(date)
         terms = [t for t, v in (("s.study_date >= %s", first), ("s.study_date <= %s", last)) if v]
@@ -75,16 +84,17 @@ def volumes(db: link.Connection, *, study: str | None = None, patient: str | Non
     if accession.strip():
         where.append(inner + "s.accession_number = %s)")
         args.append(accession.strip())
+    order = " ORDER BY created DESC, station LIMIT %s" if newest else " ORDER BY created, station"
     rows = db.execute(("SELECT station, label, job_id, kind, created, copies, paths, bytes, superseded_by, addendum_of, "
                        "label_record FROM volumes" + (" WHERE " + " AND ".join(where) if where else "")
-                       + " ORDER BY created, station").encode(), args).fetchall()
+                       + order).encode(), [*args, newest] if newest else args).fetchall()
     found = []
-    for station, label, job_id, kind, created, copies, paths, size, superseded, addendum, record in rows:
+    for station, label_, job_id, kind, created, copies, paths, size, superseded, addendum, record in rows:
         studies = db.execute("SELECT v.study_uid, v.patient_id, v.patient_name, COALESCE(s.study_date, ''), "
                              "COALESCE(s.accession_number, '') FROM volume_studies v LEFT JOIN studies s "
                              "ON s.station = v.station AND s.study_uid = v.study_uid WHERE v.station = %s "
-                             "AND v.label = %s ORDER BY v.study_uid", (station, label)).fetchall()
-        found.append((station, Volume(label, job_id, kind, created, copies, json.loads(paths), size, superseded,
+                             "AND v.label = %s ORDER BY v.study_uid", (station, label_)).fetchall()
+        found.append((station, Volume(label_, job_id, kind, created, copies, json.loads(paths), size, superseded,
                                       [(u, p, n) for u, p, n, _, _ in studies], addendum,
                                       study_keys={u: (d, a) for u, _, _, d, a in studies},
                                       label_record=json.loads(record) if record else None)))
