@@ -14,7 +14,8 @@ The schema has a version (the ``schema_version`` table) and grows by
 transaction with the row that records it. The SQL is what PostgreSQL also
 accepts (``ON CONFLICT`` upserts, ids assigned in the writing transaction, no
 ``rowid``, ``DOUBLE PRECISION`` times), so that a shared catalogue can reuse it;
-only the connection set-up (the ``PRAGMA`` lines, ``BEGIN IMMEDIATE``) is SQLite's.
+only the connection set-up (the ``PRAGMA`` lines, ``BEGIN IMMEDIATE``) and the triggers that fill the
+outbox of a shared catalogue (:data:`_VERSION_9`, the station's own) are SQLite's.
 """
 
 from __future__ import annotations

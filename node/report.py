@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
-from node.catalogue import link, views
 from node.config import Config, load_config, output_settings
 from node.durable import write_atomic
 from node.media.outputs import output_for
@@ -237,6 +236,8 @@ def status(index: Index, config: Config) -> Status:
 
 def catalogue_row(feed: dict[str, Any], config: Config) -> CatalogueRow:
     """:meth:`Index.feed_state` as ``status`` and the console show it."""
+    from node.catalogue import link, views  # psycopg: loaded only for a station with a catalogue
+
     oldest = feed["oldest"]
     row: CatalogueRow = {
         "station": feed["station"], "catalogue": config.node.catalogue or "", "behind": feed["behind"],
@@ -257,6 +258,8 @@ def listed_jobs(index: Index, config: Config) -> tuple[list[dict[str, object]], 
     and a warning when the catalogue could not be read (then this station's only)."""
     if not config.node.catalogue:
         return [job_row(j) for j in index.jobs()], ""
+    from node.catalogue import link, views
+
     try:
         with views.reading(config.node) as db:
             return [{"station": station, **job_row(j)} for station, j in views.jobs(db)], ""
@@ -270,6 +273,8 @@ def listed_volumes(index: Index, config: Config, *, study: str | None, patient: 
     if not config.node.catalogue:
         return [volume_row(v) for v in index.volumes(study=study, patient=patient, date=date,
                                                      accession=accession)], ""
+    from node.catalogue import link, views
+
     try:
         with views.reading(config.node) as db:
             found = views.volumes(db, study=study, patient=patient, date=date, accession=accession)
@@ -279,7 +284,7 @@ def listed_volumes(index: Index, config: Config, *, study: str | None, patient: 
                 for v in index.volumes(study=study, patient=patient, date=date, accession=accession)], _alone(exc)
 
 
-def _alone(exc: link.CatalogueUnreachable) -> str:
+def _alone(exc: Exception) -> str:
     return f"{exc}; this station's rows only"
 
 

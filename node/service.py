@@ -30,7 +30,6 @@ from types import FrameType
 from typing import Any
 
 from node import audit, filemodes, holds, jobs, media_requests, report, users
-from node.catalogue import feeder
 from node.config import Config, load_config
 from node.console import process as console_process
 from node.errors import ConfigError
@@ -125,6 +124,8 @@ class Service:
         queued = index.feed(node.station_name if node.catalogue else None)
         if node.catalogue is None:
             return None
+        from node.catalogue import feeder  # psycopg: loaded only for a station with a catalogue
+
         if queued:
             logger.info("catalogue: %d record(s) of this station's history queued for it", queued)
         return feeder.start(index.path, node, self.stop, started=self._started)

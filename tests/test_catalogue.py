@@ -111,6 +111,14 @@ def test_migrate_runs_once_under_the_lock_and_then_is_up_to_date(tmp_path: Path,
     assert (result.code, result.out) == (0, f"catalogue 127.0.0.1:{postgres.port}/catalogue: up to date\n")
 
 
+def test_catalogue_commands_without_a_catalogue_are_a_configuration_error(tmp_path: Path) -> None:
+    config = tmp_path / "medianode.yaml"
+    config.write_text(f"node: {{data_dir: {tmp_path / 'var'}}}\n")
+    result = cli("catalogue", "migrate", "--config", config)
+    assert (result.code, result.err) == (2, f"medianode catalogue: {config}: node.catalogue is not set: this station "
+                                            "has no catalogue\n")
+
+
 def test_a_wrong_password_is_a_clear_error_and_exit_1(tmp_path: Path, postgres: Postgres) -> None:  # noqa: F811
     wrong = tmp_path / "password"
     wrong.write_text("not-the-password\n")

@@ -10,6 +10,7 @@ starts and once when it ends, not at every attempt.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -45,12 +46,12 @@ class Feeder:
                     if db is None:
                         db = link.connect(self.node, autocommit=True)
                         schema.migrate(db)
+                    if time.monotonic() - beat >= HEARTBEAT_S:  # first: alive, whatever the feed's trouble
+                        self._beat(index, db)
+                        beat = time.monotonic()
                     pushed = mirror.drain(index, db, self.node.station_name)
                     if not pushed:
                         mirror.adopt_users(index, db)
-                    if time.monotonic() - beat >= HEARTBEAT_S:
-                        self._beat(index, db)
-                        beat = time.monotonic()
                     self._up()
                     if pushed:
                         continue  # more may wait: no pause while catching up
@@ -60,6 +61,9 @@ class Feeder:
                     if db is not None:
                         db.close()
                         db = None
+                    wait = RETRY_S
+                except sqlite3.OperationalError as exc:  # the index busy beyond its timeout: the next round
+                    logger.error("catalogue feed: the index %s: %s", self.index_path, exc)
                     wait = RETRY_S
                 self.stop.wait(wait)
         finally:

@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from node import audit, report
-from node.catalogue import link
-from node.catalogue import views as catalogue
 from node.config import Config, output_settings
 from node.errors import UsageError
 from node.index import Index, fold
@@ -90,6 +88,9 @@ def volumes(index: Index, config: Config, *, name: str = "", patient_id: str = "
     (``YYYYMMDD[-YYYYMMDD]``), Accession Number or label, newest first: every station's, each with its
     station, when the station has a catalogue that answers; else this station's."""
     if config.node.catalogue:
+        from node.catalogue import link  # psycopg: loaded only for a station with a catalogue
+        from node.catalogue import views as catalogue
+
         try:
             with catalogue.reading(config.node) as db:
                 return [report.volume_row(v, station=station) for station, v in catalogue.volumes(
