@@ -25,7 +25,7 @@ from node.errors import EXIT_DATA, EXIT_HELD, EXIT_OK, EXIT_USAGE, NodeError
 
 if TYPE_CHECKING:
     from node import routing
-    from node.config import ClientTLS, Config
+    from node.config import ClientTLS, Config, NodeConfig
     from node.media.capture import Equipment
     from node.index import Index
     from node.read.importer import ImportReport
@@ -458,6 +458,48 @@ def _config_check(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _add_catalogue(sub: _Subparsers) -> None:
+    p = sub.add_parser("catalogue", help="the catalogue several stations share (node.catalogue)")
+    csub = p.add_subparsers(dest="catalogue_command", required=True, parser_class=_Parser)
+    migrate = csub.add_parser("migrate", help="bring the catalogue's schema up to date (serve does it at start-up)")
+    copy = csub.add_parser("copy", help="copy this station's history (its index) into the catalogue")
+    for command, run in ((migrate, _catalogue_migrate), (copy, _catalogue_copy)):
+        _config_option(command)
+        command.set_defaults(run=run)
+
+
+def _catalogue_node(config: Config) -> NodeConfig:
+    from node.errors import ConfigError
+
+    if config.node.catalogue is None:
+        raise ConfigError(f"{config.source}: node.catalogue is not set: this station has no catalogue")
+    return config.node
+
+
+def _catalogue_migrate(args: argparse.Namespace, out: TextIO) -> int:
+    from node.catalogue import feeder, link
+    from node.config import load_config
+
+    node = _catalogue_node(load_config(args.config))
+    applied = feeder.migrate(node)
+    out.write(f"catalogue {link.where(node)}: " + (f"migrated to version {applied[-1]}\n" if applied
+                                                    else "up to date\n"))
+    return EXIT_OK
+
+
+def _catalogue_copy(args: argparse.Namespace, out: TextIO) -> int:
+    from node.catalogue import feeder, link
+
+    config, index = _open_index(args)
+    try:
+        node = _catalogue_node(config)
+        copied = feeder.copy_history(index, node)
+    finally:
+        index.close()
+    out.write(f"catalogue {link.where(node)}: {copied} record(s) of station {node.station_name} copied\n")
+    return EXIT_OK
+
+
 def _add_routes(sub: _Subparsers) -> None:
     p = sub.add_parser("routes", help="what the routes do with instances")
     rsub = p.add_subparsers(dest="routes_command", required=True, parser_class=_Parser)
@@ -605,7 +647,9 @@ def _jobs(args: argparse.Namespace, out: TextIO) -> int:
     config, index = _open_index(args)
     try:
         if args.action == "list":
-            rows = [report.job_row(j) for j in index.jobs()]
+            rows, warning = report.listed_jobs(index, config)
+            if warning:
+                print(f"medianode jobs: {warning}", file=sys.stderr)
             out.write(json.dumps(rows, indent=2) + "\n" if args.json else report.format_jobs(rows))
             return EXIT_OK
         if args.id is None:
@@ -642,8 +686,10 @@ def _volumes(args: argparse.Namespace, out: TextIO) -> int:
         if args.action == "list":
             if args.copies is not None:
                 raise UsageError("--copies is for volumes reburn")
-            rows = [report.volume_row(v) for v in index.volumes(study=args.study, patient=args.patient, date=args.date,
-                                                                accession=args.accession)]
+            rows, warning = report.listed_volumes(index, config, study=args.study, patient=args.patient,
+                                                  date=args.date, accession=args.accession)
+            if warning:
+                print(f"medianode volumes: {warning}", file=sys.stderr)
             out.write(json.dumps(rows, indent=2) + "\n" if args.json else report.format_volumes(rows))
             return EXIT_OK
         if not args.label:
@@ -755,7 +801,7 @@ def _parser() -> _Parser:
 
 _COMMANDS: list[Callable[[_Subparsers], None]] = [
     _add_serve, _add_burn, _add_check, _add_import, _add_status, _add_jobs, _add_volumes, _add_config,
-    _add_routes, _add_conformance, _add_audit, _add_users, _add_imports,
+    _add_routes, _add_conformance, _add_audit, _add_users, _add_imports, _add_catalogue,
 ]
 
 

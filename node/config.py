@@ -15,6 +15,7 @@ import ipaddress
 import os
 import re
 import socket
+import urllib.parse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -148,6 +149,19 @@ class NodeConfig:
     group: str | None = None
     #: The node as the General Equipment of what it captures (node.media.capture).
     identity: NodeIdentity = NodeIdentity()
+    #: The catalogue several stations share, ``postgresql://user@host[:port]/database``, with no password
+    #: in it (``catalogue_password_file``, or libpq's ``PGPASSWORD`` / ``PGPASSFILE``); none: the station
+    #: stands alone.
+    catalogue: str | None = None
+    #: A file whose first line is the catalogue's password (keep it 0600); none: libpq's own ways.
+    catalogue_password_file: Path | None = None
+    #: This station's name in the catalogue; empty: the host name.
+    station: str = ""
+
+    @property
+    def station_name(self) -> str:
+        """The station's name in the catalogue: ``station``, else the host name."""
+        return self.station or socket.gethostname()
 
     @property
     def pdu_limit(self) -> int:
@@ -1088,12 +1102,59 @@ _NODE: dict[str, Check] = {
                               required=("certificate", "key"))),
     "group": string("a group name", _group),
     "identity": section(NodeIdentity, _IDENTITY),
+    "catalogue": optional(lambda n, a: _catalogue_url(n, a)),
+    "catalogue_password_file": file,
+    "station": string("a station name", lambda t: _station(t)),
 }
+
+
+def _catalogue(text: str) -> str:
+    """A PostgreSQL URL (``postgresql://user@host[:port]/database[?options]``) that carries no password: a
+    password in the YAML would be in clear wherever the file is copied.
+
+    >>> _catalogue("postgresql://medianode@db.example/catalogue")
+    'postgresql://medianode@db.example/catalogue'
+    >>> _catalogue("postgresql://medianode:secret@db.example/catalogue")
+    Traceback (most recent call last):
+    ValueError: holds a password: give it in node.catalogue_password_file (or PGPASSWORD, PGPASSFILE), not here
+    """
+    try:
+        url = urllib.parse.urlsplit(text)
+        url.port  # noqa: B018 - an invalid port raises here
+    except ValueError:
+        raise ValueError("is not a postgresql:// URL") from None
+    if url.scheme not in ("postgresql", "postgres") or not url.hostname or url.path.strip("/") == "":
+        raise ValueError("is not postgresql://user@host[:port]/database")
+    if url.password is not None:
+        raise ValueError("holds a password: give it in node.catalogue_password_file (or PGPASSWORD, PGPASSFILE), "
+                         "not here")
+    return text
+
+
+def _catalogue_url(node: Node, at: At) -> str:
+    """``node.catalogue``, checked by :func:`_catalogue`; its message never repeats the URL (a password)."""
+    text = string("a postgresql:// URL")(node, at)
+    try:
+        return _catalogue(text)
+    except ValueError as exc:
+        raise at.error(node, f"the URL {exc}") from None
+
+
+_STATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _station(text: str) -> str:
+    if not _STATION.fullmatch(text):
+        raise ValueError("is not a station name (letters, digits, '.', '_', '-', at most 64)")
+    return text
 
 
 def _node(node: Node, at: At) -> NodeConfig:
     """The node section; a title in both lists of callers is an error: which list holds would be a guess."""
     values, nodes = fields(node, at, _NODE)
+    if "catalogue_password_file" in values and values.get("catalogue") is None:
+        raise at.key("catalogue_password_file").error(nodes["catalogue_password_file"],
+                                                      "is for node.catalogue, which is not set")
     both = set(values.get("allowed_calling_aets", ())) & {title for title, _ in values.get("allowed_peers", ())}
     if both:
         raise at.key("allowed_peers").error(nodes["allowed_peers"], f"{', '.join(sorted(both))}: in "

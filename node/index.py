@@ -14,7 +14,8 @@ The schema has a version (the ``schema_version`` table) and grows by
 transaction with the row that records it. The SQL is what PostgreSQL also
 accepts (``ON CONFLICT`` upserts, ids assigned in the writing transaction, no
 ``rowid``, ``DOUBLE PRECISION`` times), so that a shared catalogue can reuse it;
-only the connection set-up (the ``PRAGMA`` lines, ``BEGIN IMMEDIATE``) is SQLite's.
+only the connection set-up (the ``PRAGMA`` lines, ``BEGIN IMMEDIATE``) and the triggers that fill the
+outbox of a shared catalogue (:data:`_VERSION_9`, the station's own) are SQLite's.
 """
 
 from __future__ import annotations
@@ -282,10 +283,39 @@ _VERSION_8 = """
 ALTER TABLE job_waits ADD COLUMN media INTEGER NOT NULL DEFAULT 0
 """
 
+#: Version 9: the outbox that feeds a shared catalogue (:mod:`node.catalogue`). While ``catalogue_feed`` holds
+#: this station's row (``node.catalogue`` is set), a trigger on each shared table queues the key of every row
+#: written or deleted, in the writer's own transaction: nothing committed is missed, and nothing waits on the
+#: network. A key waiting already is counted again (``seq``), so that the drainer removes it only when what
+#: it pushed is still the latest. Triggers are SQLite's own syntax: the outbox is the station's, never shared.
+_VERSION_9 = """
+CREATE TABLE catalogue_feed (
+    station TEXT PRIMARY KEY,       -- the station's name in the catalogue; no row: no catalogue, nothing queued
+    since DOUBLE PRECISION NOT NULL,
+    pushed DOUBLE PRECISION,        -- the last drain that reached the catalogue
+    error TEXT,                     -- why the last attempt did not (NULL once one does)
+    error_at DOUBLE PRECISION
+);
+CREATE TABLE catalogue_outbox (
+    kind TEXT NOT NULL, key TEXT NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0,
+    queued DOUBLE PRECISION NOT NULL,  -- the first change not in the catalogue yet
+    PRIMARY KEY (kind, key)
+);
+""" + "".join(
+    f"CREATE TRIGGER catalogue_{table}_{event.lower()} AFTER {event} ON {table} "
+    f"WHEN EXISTS (SELECT 1 FROM catalogue_feed) BEGIN "
+    f"INSERT INTO catalogue_outbox (kind, key, queued) VALUES ('{kind}', {'OLD' if event == 'DELETE' else 'NEW'}.{key}, "
+    f"(julianday('now') - 2440587.5) * 86400.0) ON CONFLICT (kind, key) DO UPDATE SET seq = seq + 1; END;\n"
+    for table, kind, key in (("studies", "study", "study_uid"), ("jobs", "job", "id"), ("job_waits", "job", "job_id"),
+                             ("volumes", "volume", "label"), ("imports", "import", "id"),
+                             ("media_requests", "request", "uid"), ("users", "user", "name"))
+    for event in ("INSERT", "UPDATE", "DELETE"))
+
 #: The schema's history, oldest first: migration ``n`` (1-based) takes an index from version n-1 to n.
 #: Append a migration for every change (a table, a column, an index); never edit one that has shipped.
 MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4, _VERSION_5, _VERSION_6,
-                                   _VERSION_7, _VERSION_8)
+                                   _VERSION_7, _VERSION_8, _VERSION_9)
 
 #: The version this code reads and writes.
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -1062,10 +1092,10 @@ class Index:
                 exact = column != "fold(patient_name)"
                 where.append(f"label IN (SELECT label FROM volume_studies WHERE {column} "
                              + ("= ?)" if exact else "LIKE ? ESCAPE '\\')"))
-                args.append(value if exact else f"%{_like(value)}%")
+                args.append(value if exact else f"%{like(value)}%")
         if label.strip():
             where.append("label LIKE ? ESCAPE '\\'")
-            args.append(f"%{_like(label.strip().upper())}%")
+            args.append(f"%{like(label.strip().upper())}%")
         sql = (f"SELECT {', '.join(_VOLUME_COLUMNS)} FROM volumes" + (" WHERE " + " AND ".join(where) if where else "")
                + " ORDER BY created DESC LIMIT ?")
         return [self._volume(row) for row in self.db.execute(sql, (*args, limit)).fetchall()]
@@ -1189,6 +1219,89 @@ class Index:
             return db.execute("UPDATE sign_in_links SET used = ? WHERE secret_sha256 = ? AND used IS NULL "
                               "AND expires >= ?", (now, secret_sha256, now)).rowcount == 1
 
+    # -- the catalogue's outbox (:data:`_VERSION_9`) -----------------------------
+
+    def feed(self, station: str | None, *, history: bool = False) -> int:
+        """Queue changes for a catalogue as ``station`` (None: stop, and forget what waits). A station that
+        starts feeding, or feeds under a new name, or is asked for its ``history``, queues its whole history
+        too; returns how many keys that added."""
+        with self.transaction() as db:
+            row = db.execute("SELECT station FROM catalogue_feed").fetchone()
+            if row is not None and row[0] == station and not history:
+                return 0
+            if row is None or row[0] != station:
+                db.execute("DELETE FROM catalogue_feed")
+                db.execute("DELETE FROM catalogue_outbox")
+                if station is None:
+                    return 0
+                db.execute("INSERT INTO catalogue_feed (station, since) VALUES (?, ?)", (station, time.time()))
+            queued = 0
+            for kind, select in _HISTORY:
+                queued += db.execute(f"INSERT INTO catalogue_outbox (kind, key, queued) SELECT '{kind}', k, ? "
+                                     f"FROM ({select}) AS h WHERE true ON CONFLICT (kind, key) DO NOTHING",
+                                     (time.time(),)).rowcount
+            return queued
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query in it sees the same committed state, whatever writers do meanwhile."""
+        self.db.execute("BEGIN")
+        try:
+            yield self.db
+        finally:
+            self.db.execute("COMMIT")
+
+    def outbox(self, *, limit: int) -> list[tuple[str, str, int]]:
+        """(kind, key, seq) of the oldest changes waiting for the catalogue."""
+        return list(self.db.execute("SELECT kind, key, seq FROM catalogue_outbox ORDER BY queued, kind, key LIMIT ?",
+                                    (limit,)))
+
+    def outbox_done(self, rows: Iterable[tuple[str, str, int]], *, now: float) -> None:
+        """These changes are in the catalogue: unqueue each one not changed again since it was read."""
+        with self.transaction() as db:
+            db.executemany("DELETE FROM catalogue_outbox WHERE kind = ? AND key = ? AND seq = ?", list(rows))
+            db.execute("UPDATE catalogue_feed SET pushed = ?, error = NULL, error_at = NULL", (now,))
+
+    def outbox_failed(self, error: str, *, now: float) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE catalogue_feed SET error = ?, error_at = ?", (error, now))
+
+    def adopt_users(self, shared: Sequence[tuple[str, str, str, float]]) -> int:
+        """Make this station's users those of the catalogue, (name, role, password hash, created) each: added,
+        changed (a new password ends the user's sessions here too) or removed (with its tokens and sessions),
+        except a name whose own change waits in the outbox: that one is the newer. Returns how many changed."""
+        changed: list[str] = []
+        with self.transaction() as db:
+            waiting = {k for (k,) in db.execute("SELECT key FROM catalogue_outbox WHERE kind = 'user'")}
+            mine = {n: (r, p) for n, r, p in db.execute("SELECT name, role, password FROM users")}
+            theirs = {name: (role, password, created) for name, role, password, created in shared}
+            for name, (role, password, created) in theirs.items():
+                if name in waiting or mine.get(name) == (role, password):
+                    continue
+                if name in mine and mine[name][1] != password:
+                    db.execute("DELETE FROM user_sessions WHERE name = ?", (name,))
+                db.execute("INSERT INTO users (name, role, password, created) VALUES (?, ?, ?, ?) ON CONFLICT (name) "
+                           "DO UPDATE SET role = excluded.role, password = excluded.password", (name, role, password,
+                                                                                              created))
+                changed.append(name)
+            for name in mine.keys() - theirs.keys() - waiting:
+                for table in ("user_tokens", "user_sessions", "sign_in_failures", "users"):
+                    db.execute(f"DELETE FROM {table} WHERE name = ?", (name,))
+                changed.append(name)
+            # what came from the catalogue is not news for it: pushed back, it could undo a later change there
+            db.executemany("DELETE FROM catalogue_outbox WHERE kind = 'user' AND key = ?", [(n,) for n in changed])
+        return len(changed)
+
+    def feed_state(self) -> dict[str, Any] | None:
+        """The feed (``station``, ``since``, ``pushed``, ``error``, ``error_at``) with what waits (``behind``: keys,
+        ``oldest``: the first change's time), or None when the station feeds no catalogue."""
+        row = self.db.execute("SELECT station, since, pushed, error, error_at FROM catalogue_feed").fetchone()
+        if row is None:
+            return None
+        behind, oldest = self.db.execute("SELECT COUNT(*), MIN(queued) FROM catalogue_outbox").fetchone()
+        return dict(zip(("station", "since", "pushed", "error", "error_at"), row)) | {"behind": behind,
+                                                                                      "oldest": oldest}
+
 
 _INSTANCE_COLUMNS = ("sop_instance_uid", "sop_class_uid", "study_uid", "series_uid", "patient_id", "patient_name",
                      "modality", "transfer_syntax", "path", "size", "calling_aet", "called_aet", "route", "received_at",
@@ -1204,6 +1317,10 @@ _REQUESTED = ("SELECT r.sop_instance_uid FROM media_request_refs r JOIN media_re
               "WHERE m.preserve = 1 OR m.state IN ('idle', 'pending')")
 _OPEN = "('pending', 'building', 'built', 'delivering')"
 _OPEN_OR_FAILED = "('pending', 'building', 'built', 'delivering', 'failed')"
+#: (outbox kind, the query of every key of it) of what a station that starts feeding a catalogue queues.
+_HISTORY = (("study", "SELECT study_uid AS k FROM studies"), ("job", "SELECT id AS k FROM jobs"),
+            ("volume", "SELECT label AS k FROM volumes"), ("import", "SELECT id AS k FROM imports"),
+            ("request", "SELECT uid AS k FROM media_requests"), ("user", "SELECT name AS k FROM users"))
 _VOLUME_COLUMNS = ("label", "job_id", "kind", "created", "copies", "paths", "bytes", "superseded_by", "addendum_of",
                    "label_record")
 
@@ -1265,7 +1382,7 @@ def _study_filters(*, date: str, accession: str) -> tuple[list[str], list[object
     return where, args
 
 
-def _like(text: str) -> str:
+def like(text: str) -> str:
     """``text`` as a LIKE pattern's literal part (``ESCAPE '\\'``)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -1335,4 +1452,12 @@ def _job(row: tuple[Any, ...]) -> Job:
 
 
 def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """The statements of a migration: split at each ";" that ends one (a trigger's body holds several)."""
+    found, part = [], ""
+    for piece in script.split(";"):
+        part += piece + ";"
+        if sqlite3.complete_statement(part):
+            if part.strip(" \n;"):
+                found.append(part.strip())
+            part = ""
+    return found

@@ -7,7 +7,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from node.config import Config, load_config, output_settings
 from node.durable import write_atomic
@@ -26,6 +26,7 @@ class StudyRow(TypedDict):
 
 
 class VolumeRow(TypedDict):
+    station: NotRequired[str]  # with a catalogue: the station that burned it
     label: str
     job: int
     created: str
@@ -76,6 +77,20 @@ class ServingRow(TypedDict):
     since: str | None
 
 
+class CatalogueRow(TypedDict):
+    """How far the station's outbox is behind its catalogue (see :mod:`node.catalogue`)."""
+
+    station: str
+    catalogue: str
+    behind: int  # changes not in the catalogue yet
+    behind_s: int  # seconds since the oldest of them (0 when none waits)
+    pushed: str | None  # the last drain that reached it
+    error: str | None  # why the last attempt did not
+    error_at: str | None
+    stations: list[dict[str, Any]]  # every station: up, or silent since when; changes it has not pushed
+    waiting: list[dict[str, Any]]  # jobs of any station waiting on their output (a blank disc, the robot)
+
+
 class Status(TypedDict):
     """``medianode status --json``: the names are a contract with the tools that read it."""
 
@@ -85,6 +100,7 @@ class Status(TypedDict):
     outputs: list[OutputRow]
     volumes_today: list[VolumeRow]
     imports: list[dict[str, object]]
+    catalogue: NotRequired[CatalogueRow]  # only for a station with node.catalogue
 
 
 def _when(t: float | None) -> str:
@@ -107,8 +123,9 @@ def job_row(job: Job) -> dict[str, object]:
     }
 
 
-def volume_row(v: Volume) -> VolumeRow:
-    return {
+def volume_row(v: Volume, *, station: str | None = None) -> VolumeRow:
+    """A volume as ``volumes --json`` gives it; with ``station`` (a catalogue's row), the station first."""
+    row: VolumeRow = {
         "label": v.label,
         "job": v.job_id,
         "created": _when(v.created),
@@ -122,6 +139,7 @@ def volume_row(v: Volume) -> VolumeRow:
                     for s, p, n in v.studies for date, accession in [v.study_keys.get(s, ("", ""))]],
         "label_record": v.label_record,
     }
+    return row if station is None else {"station": station, **row}
 
 
 #: What ``serve`` publishes in data_dir of itself and its receivers, for ``status`` to read.
@@ -194,7 +212,7 @@ def status(index: Index, config: Config) -> Status:
     ]
     jobs = index.jobs(states=("pending", "building", "failed"), limit=1000)
     done_today = [j for j in index.jobs(states=("done",), limit=1000) if (j.finished or 0) >= midnight]
-    return {
+    status: Status = {
         "serving": serving(config),
         "receiving": receiving,
         "jobs": {
@@ -210,6 +228,64 @@ def status(index: Index, config: Config) -> Status:
         "imports": [{**i, "started": _when(_time(i["started"])), "finished": _when(_time(i["finished"]))}
                     for i in index.imports(limit=10)],
     }
+    feed = index.feed_state() if config.node.catalogue else None
+    if feed is not None:
+        status["catalogue"] = catalogue_row(feed, config)
+    return status
+
+
+def catalogue_row(feed: dict[str, Any], config: Config) -> CatalogueRow:
+    """:meth:`Index.feed_state` as ``status`` and the console show it."""
+    from node.catalogue import link, views  # psycopg: loaded only for a station with a catalogue
+
+    oldest = feed["oldest"]
+    row: CatalogueRow = {
+        "station": feed["station"], "catalogue": config.node.catalogue or "", "behind": feed["behind"],
+        "behind_s": max(0, round(time.time() - oldest)) if oldest else 0, "pushed": _when(feed["pushed"]),
+        "error": feed["error"], "error_at": _when(feed["error_at"]), "stations": [], "waiting": []}
+    try:
+        with views.reading(config.node) as db:
+            row["stations"] = [{**s, "heartbeat": _when(s["heartbeat"]), "behind_since": _when(s["behind_since"])}
+                               for s in views.stations(db)]
+            row["waiting"] = [{**w, "since": _when(w["since"])} for w in views.waiting(db)]
+    except link.CatalogueUnreachable:
+        pass  # what the outbox says is all there is to say
+    return row
+
+
+def listed_jobs(index: Index, config: Config) -> tuple[list[dict[str, object]], str]:
+    """What ``jobs`` lists: this station's jobs, or with a catalogue every station's, each with its station;
+    and a warning when the catalogue could not be read (then this station's only)."""
+    if not config.node.catalogue:
+        return [job_row(j) for j in index.jobs()], ""
+    from node.catalogue import link, views
+
+    try:
+        with views.reading(config.node) as db:
+            return [{"station": station, **job_row(j)} for station, j in views.jobs(db)], ""
+    except link.CatalogueUnreachable as exc:
+        return [{"station": config.node.station_name, **job_row(j)} for j in index.jobs()], _alone(exc)
+
+
+def listed_volumes(index: Index, config: Config, *, study: str | None, patient: str | None, date: str,
+                   accession: str) -> tuple[list[VolumeRow], str]:
+    """What ``volumes`` lists (as :func:`listed_jobs`)."""
+    if not config.node.catalogue:
+        return [volume_row(v) for v in index.volumes(study=study, patient=patient, date=date,
+                                                     accession=accession)], ""
+    from node.catalogue import link, views
+
+    try:
+        with views.reading(config.node) as db:
+            found = views.volumes(db, study=study, patient=patient, date=date, accession=accession)
+            return [volume_row(v, station=station) for station, v in found], ""
+    except link.CatalogueUnreachable as exc:
+        return [volume_row(v, station=config.node.station_name)
+                for v in index.volumes(study=study, patient=patient, date=date, accession=accession)], _alone(exc)
+
+
+def _alone(exc: Exception) -> str:
+    return f"{exc}; this station's rows only"
 
 
 def _time(value: object) -> float | None:
@@ -260,14 +336,29 @@ def format_status(s: Status) -> str:
     lines.append(f"recent imports: {len(imports)}")
     lines += [f"  {i['started']}  {i['state']:<9}  {i['medium']}  {i['sent']} sent, {i['failed']} failed, "
               f"{i['skipped']} skipped" for i in imports]
+    if "catalogue" in s:
+        lines.append(format_catalogue(s["catalogue"]))
     return "\n".join(lines) + "\n"
+
+
+def format_catalogue(c: CatalogueRow) -> str:
+    """Up to date, or how far behind and why; then each station, up or down, and the jobs waiting anywhere."""
+    where = f"catalogue {c['catalogue']} (station {c['station']}): "
+    why = f"; unreachable since {c['error_at']}: {c['error']}" if c["error"] else ""
+    lines = [where + (f"behind by {c['behind']} change(s), the oldest {c['behind_s']} s ago{why}" if c["behind"]
+                      else "up to date" + (f", last push {c['pushed']}" if c["pushed"] else ""))]
+    lines += [f"  station {st['station']} ({st['ae_title']}): "
+              + ("up" if st["up"] else f"DOWN, silent since {st['heartbeat']}")
+              + (f", {st['behind']} change(s) not pushed" if st["behind"] else "") for st in c["stations"]]
+    lines += [f"  station {w['station']} job {w['id']}: {w['message']} (since {w['since']})" for w in c["waiting"]]
+    return "\n".join(lines)
 
 
 def format_jobs(rows: list[dict[str, object]]) -> str:
     if not rows:
         return "no jobs\n"
     return "".join(
-        f"{r['id']:>6}  {r['state']:<9}  {r['profile']:<16}  created {r['created']}  finished {r['finished']}"
+        (f"{r['station']:<12}  " if "station" in r else "") + f"{r['id']:>6}  {r['state']:<9}  {r['profile']:<16}  created {r['created']}  finished {r['finished']}"
         + ("  late arrival" if r["late"] else "")
         + (f"  for {r['route']}" if str(r.get("route", "")).startswith("media request") else "")
         + (f"  {r['error']}" if r["error"] else "") + "\n"
@@ -281,7 +372,7 @@ def format_volumes(rows: list[VolumeRow]) -> str:
     out = []
     for r in rows:
         studies = r["studies"]
-        out.append(f"{r['label']}  {r['created']}  {r['copies']} cop(ies)  {r['bytes']:,} bytes"
+        out.append((f"{r['station']:<12}  " if "station" in r else "") + f"{r['label']}  {r['created']}  {r['copies']} cop(ies)  {r['bytes']:,} bytes"
                    + (f"  addendum, completes {r['addendum_of']}" if r.get("addendum_of") else "")
                    + (f"  superseded by {r['superseded_by']}" if r["superseded_by"] else ""))
         out += [f"  {st['study_uid']}  {st['patient_id']}  {st['patient_name']}" for st in studies]

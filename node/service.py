@@ -72,6 +72,7 @@ class Service:
             self._recover(index)
             previous = self._capture_signals()  # before the port answers: a SIGHUP may follow at once
             watcher: threading.Thread | None = None
+            catalogue = self._feed(index)
             started = False
             try:
                 if self.config.console.enabled:
@@ -101,6 +102,9 @@ class Service:
                 if watcher is not None:
                     watcher.join()  # an import in flight finishes; the next one waits for the next start
                     runner.index.close()
+                if catalogue is not None:
+                    self.stop.set()
+                    catalogue.join()  # a drain in flight ends; what waits is pushed at the next start
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
                 if started:
@@ -113,6 +117,18 @@ class Service:
     def _publish(self) -> None:
         """Tell ``status`` who listens: this process and its receivers."""
         report.publish_serving(self.config, [r.pid for r in self.receivers], self._started)
+
+    def _feed(self, index: Index) -> threading.Thread | None:
+        """Feed ``node.catalogue`` from the index's outbox, in a thread of its own; with none, queue nothing."""
+        node = self.config.node
+        queued = index.feed(node.station_name if node.catalogue else None)
+        if node.catalogue is None:
+            return None
+        from node.catalogue import feeder  # psycopg: loaded only for a station with a catalogue
+
+        if queued:
+            logger.info("catalogue: %d record(s) of this station's history queued for it", queued)
+        return feeder.start(index.path, node, self.stop, started=self._started)
 
     def _audit(self, event: str, **fields: object) -> None:
         """An audit event of the service (Application Activity, Security Alert); an unwritable log is

@@ -8,6 +8,7 @@
                            [--json]
     scripts/bench soak    [--cycles N] [--instances N] [--data DIR] [--json]
     scripts/bench console [--runs N] [--warmup N] [--quick] [--requests N] [--data DIR] [--json]
+    scripts/bench stations [--runs N] [--warmup N] [--quick] [--data DIR] [--json]
 
 Generated data is cached under --data (default: bench-data/ at the repository root, git-ignored);
 outputs are written under DIR/out and removed afterwards. Progress goes to stderr; the tables go
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import sys
 
-from benchkit import burn, compress, console, importing, receive, soak  # noqa: F401  (each registers its subcommand)
+from benchkit import burn, compress, console, importing, receive, soak, stations  # noqa: F401  (each registers its subcommand)
 from benchkit.common import main
 
 if __name__ == "__main__":

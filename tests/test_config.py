@@ -331,7 +331,7 @@ CASES = {
     "unknown node key": ("node:\n  ae_title: X\n  aetitle: X\n", ("c.yaml:3 node.aetitle: unknown key (known: ae_title, "
                          "host, port, data_dir, allowed_calling_aets, allowed_peers, extra_sop_classes, workers, max_associations, "
                          "min_free_mb, max_pdu, idle_seconds, artim_seconds, pdu_seconds, max_connections_per_address, tls, "
-                         "group, identity)")),
+                         "group, identity, catalogue, catalogue_password_file, station)")),
     "unknown burn key": ("\n\n\n\n\n\nburn:\n  outptu: x\n",
                          "c.yaml:8 burn.outptu: unknown key (known: output, study_stable_seconds, retention_hours, pdi, "
                          "institution, contact)"),

@@ -32,6 +32,7 @@ OWNERS = {
     "starlette": {"console.app", "console.auth", "console.web", "console.pages", "console.signin", "console.admin"},
     "uvicorn": {"console.process"},
     "jinja2": {"console.web"},
+    "psycopg": {"catalogue.link"},
 }
 
 

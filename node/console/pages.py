@@ -32,9 +32,9 @@ def volumes(call: Call) -> Response:
                      address=call.request.client.host if call.request.client else None,
                      **{k: v for k, v in (("patient_name", name), ("patient_id", patient_id),
                                           ("accession_number", accession)) if v})
-    rows = views.volumes(call.console.index(), name=name, patient_id=patient_id, study=study, date=date,
+    rows = views.volumes(call.console.index(), call.console.config, name=name, patient_id=patient_id, study=study, date=date,
                          accession=accession, label=label)
-    return call.render("volumes.html", rows=rows, searched=searched, name=name, patient=patient_id, study=study,
+    return call.render("volumes.html", rows=rows, here=call.console.config.node.station_name, searched=searched, name=name, patient=patient_id, study=study,
                        date=date, accession=accession, label=label, limit=views.MAX_ROWS)
 
 

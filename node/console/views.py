@@ -4,6 +4,7 @@ templates (and, where the CLI has the same, :mod:`node.report`'s very rows)."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,8 @@ from node import audit, report
 from node.config import Config, output_settings
 from node.errors import UsageError
 from node.index import Index, fold
+
+logger = logging.getLogger(__name__)
 
 #: The audit log's tail the Audit page reads (the newest events; older ones stay in the file).
 AUDIT_TAIL_BYTES = 16 << 20
@@ -79,10 +82,22 @@ def progress_row(done: int, total: int, started: float, updated: float) -> dict[
             "left_s": round((total - done) / rate) if rate else None}
 
 
-def volumes(index: Index, *, name: str = "", patient_id: str = "", study: str = "", label: str = "",
+def volumes(index: Index, config: Config, *, name: str = "", patient_id: str = "", study: str = "", label: str = "",
             date: str = "", accession: str = "", limit: int = MAX_ROWS) -> list[report.VolumeRow]:
     """Volumes found by patient name (case and carets ignored), patient ID, study, Study Date
-    (``YYYYMMDD[-YYYYMMDD]``), Accession Number or label, newest first."""
+    (``YYYYMMDD[-YYYYMMDD]``), Accession Number or label, newest first: every station's, each with its
+    station, when the station has a catalogue that answers; else this station's."""
+    if config.node.catalogue:
+        from node.catalogue import link  # psycopg: loaded only for a station with a catalogue
+        from node.catalogue import views as catalogue
+
+        try:
+            with catalogue.reading(config.node) as db:
+                return [report.volume_row(v, station=station) for station, v in catalogue.volumes(
+                    db, name=name, patient=patient_id, study=study, label=label, date=date, accession=accession,
+                    newest=limit)]
+        except link.CatalogueUnreachable as exc:
+            logger.warning("volumes: %s; this station's only", exc)
     return [report.volume_row(v) for v in index.find_volumes(name=name, patient_id=patient_id, study=study,
                                                               label=label, date=date, accession=accession,
                                                               limit=limit)]
