@@ -242,6 +242,9 @@ def _add_import(sub: _Subparsers) -> None:
                         "in its index, and skip a medium it imported before (default: none of these); an import "
                         "held for reconciliation exits 3")
     p.add_argument("--force", action="store_true", help="with --config: import a medium imported before again")
+    p.add_argument("--associations", type=int, metavar="N",
+                   help="associations to send over at once (default: import.associations with --config, "
+                        "else one per core, 2 to 4)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     tls = p.add_argument_group("TLS (PS3.15 B.9, BCP 195), as import.destination.tls")
     tls.add_argument("--tls-ca", metavar="FILE", type=Path,
@@ -270,7 +273,7 @@ def _import_tls(args: argparse.Namespace) -> ClientTLS | None:
 
 def _import(args: argparse.Namespace, out: TextIO) -> int:
     from node.config import load_config
-    from node.intake import import_recorded, reconciling
+    from node.intake import associations, import_recorded, reconciling
     from node.read.importer import import_medium, parse_destination
 
     destination = parse_destination(args.to)
@@ -279,6 +282,7 @@ def _import(args: argparse.Namespace, out: TextIO) -> int:
 
     def send(import_id: int | None = None) -> ImportReport:
         extra = reconciling(config, import_id, args.calling_aet) if config and import_id is not None else {}
+        extra |= associations(config, args.associations)
         return import_medium(args.path, destination=destination, calling_aet=args.calling_aet, patient=args.patient,
                              study=args.study, reports_dir=args.reports,
                              coerce=config.imports.coerce if config else None, tls=tls, **extra)

@@ -451,6 +451,9 @@ class ImportConfig:
     eject: tuple[str, ...] | None = None
     #: Our AE title when importing; None means node.ae_title.
     calling_aet: str | None = None
+    #: Associations a medium is sent over at once, each from its own process; None: the importer's
+    #: default (:data:`node.read.importer.DEFAULT_ASSOCIATIONS`).
+    associations: int | None = None
     #: What to change in the instances imported; None (absent) changes nothing.
     coerce: Coercion | None = None
     #: Reconciliation with the local patients; None (absent) sends the medium's identities as they are.
@@ -973,6 +976,7 @@ _IMPORT: dict[str, Check] = {
     "poll_seconds": number(0, integer=False, above=True),
     "eject": optional(_argv),
     "calling_aet": _AE,
+    "associations": number(1, 16),
     "coerce": _coerce,
     "reconcile": optional(_reconcile),
 }

@@ -53,7 +53,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, Literal, Protocol
 
@@ -369,6 +369,20 @@ class _Unreadable(Exception):
         self.result = result
 
 
+@dataclass
+class _Ahead:
+    """An instance claimed while the previous one was answered, and, when it goes out as its own bytes,
+    its file open and its first piece read."""
+
+    index: int
+    fp: BinaryIO | None = None
+    first: bytes | None = None
+
+    def close(self) -> None:
+        if self.fp is not None:
+            self.fp.close()
+
+
 class _Worker:
     def __init__(self, medium: Medium, items: Sequence[Item], destination: SendTarget,
                  claims: _Claims, sink: _Sink) -> None:
@@ -377,6 +391,7 @@ class _Worker:
         self.destination = destination
         self.claims = claims
         self.sink = sink
+        self.ahead: _Ahead | None = None
 
     def run_group(self, number: int, group: ContextGroup) -> None:
         """Associate (again, with back-off, after a drop) until no item of the group is left."""
@@ -395,9 +410,9 @@ class _Worker:
                 self.sink.give_up(number, reason)
                 return
             try:
-                while (index := pending.popleft() if pending else self.claims.claim(number)) is not None:
+                while (index := self.next_index(pending, number)) is not None:
                     try:
-                        result = self.send_one(session, index)
+                        result = self.send_one(session, index, lambda: self.read_ahead(session, number))
                     except _Unreadable as exc:
                         self.sink.result(exc.result)
                         break
@@ -414,25 +429,65 @@ class _Worker:
                         result = replace(result, reason=result.reason + why)
                     self.sink.result(result)
             finally:
+                if self.ahead is not None:  # the session ended before sending it: sent on the next one
+                    pending.append(self.ahead.index)
+                    self.ahead.close()
+                    self.ahead = None
                 session.close()
 
-    def send_one(self, session: _Session, index: int) -> Result:
-        """Send one item as it is, or re-encoded when coerced or its syntax was not accepted; raise _Dropped."""
+    def next_index(self, pending: deque[int], group: int) -> int | None:
+        """An instance sent again after a drop first, then the one read ahead, then a new claim."""
+        if pending:
+            return pending.popleft()
+        if self.ahead is not None:
+            return self.ahead.index
+        return self.claims.claim(group)
+
+    def read_ahead(self, session: _Session, group: int) -> None:
+        """While the destination answers an instance, claim the next and read its first piece, when it
+        goes out as its own bytes; a failure here is left for its turn to report."""
+        if self.ahead is not None or (index := self.claims.claim(group)) is None:
+            return
         item = self.items[index]
+        self.ahead = _Ahead(index)
+        if item.coerce is not None or item.transfer_syntax_uid not in session.syntaxes(item.sop_class_uid):
+            return
+        try:
+            fp = self.medium.open(item.path)
+        except Exception:  # MediumError and what a damaged medium raises: reported when it is sent
+            return
+        try:
+            fp.seek(item.offset)
+            self.ahead.first = fp.read(session.piece_size)
+        except Exception:
+            fp.close()
+            return
+        self.ahead.fp = fp
+
+    def send_one(self, session: _Session, index: int, meanwhile: Callable[[], None]) -> Result:
+        """Send one item as it is, or re-encoded when coerced or its syntax was not accepted; raise _Dropped.
+        ``meanwhile`` runs once its bytes are sent, while the destination answers."""
+        item = self.items[index]
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and ahead.index != index:  # not its turn (a drop came first): kept for later
+            self.ahead, ahead = ahead, None
         accepted = session.syntaxes(item.sop_class_uid)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 changes = self.changes(item)
-                if item.transfer_syntax_uid in accepted and not changes:
+                if ahead is not None and ahead.fp is not None and item.transfer_syntax_uid in accepted:
+                    with ahead.fp as fp:
+                        result = session.store_raw(index, item, fp, meanwhile=meanwhile, first=ahead.first)
+                elif item.transfer_syntax_uid in accepted and not changes:
                     with self.medium.open(item.path) as fp:
                         fp.seek(item.offset)
-                        result = session.store_raw(index, item, fp)
+                        result = session.store_raw(index, item, fp, meanwhile=meanwhile)
                 elif item.transfer_syntax_uid in accepted:
-                    result = self.send_decoded(session, index, item.transfer_syntax_uid, changes)
+                    result = self.send_decoded(session, index, item.transfer_syntax_uid, changes, meanwhile)
                 elif accepted & set(FALLBACK_SYNTAXES):
                     target = EXPLICIT_VR_LE if EXPLICIT_VR_LE in accepted else IMPLICIT_VR_LE
-                    result = self.send_decoded(session, index, target, changes)
+                    result = self.send_decoded(session, index, target, changes, meanwhile)
                 else:
                     result = Result(index, "failed", None, "the destination accepted no presentation context for "
                                     f"{syntax_name(item.sop_class_uid)}, neither in {syntax_name(item.transfer_syntax_uid)} "
@@ -446,6 +501,9 @@ class _Worker:
             except Exception as exc:  # a bug or a hostile value: this instance fails, the import goes on
                 logger.exception("sending %s failed", item.path)
                 result = Result(index, "failed", None, f"not sent: {type(exc).__name__}: {one_line(exc)}")
+            finally:
+                if ahead is not None:
+                    ahead.close()
         notes = tuple(f"pydicom: {str(w.message).strip()}" for w in caught)
         return replace(result, notes=notes) if notes else result
 
@@ -457,7 +515,8 @@ class _Worker:
             header = dcmread(fp, stop_before_pixels=True, defer_size=_PIECE, force=not item.part10)
         return item.coerce.changes(header)
 
-    def send_decoded(self, session: _Session, index: int, target: str, changes: tuple[Change, ...] = ()) -> Result:
+    def send_decoded(self, session: _Session, index: int, target: str, changes: tuple[Change, ...],
+                     meanwhile: Callable[[], None]) -> Result:
         """The data set read whole, coerced, decompressed if need be, and encoded in ``target``.
 
         ``target`` is the instance's own syntax (a coerced instance: compressed pixel data are kept as
@@ -492,7 +551,8 @@ class _Worker:
             what = "coerce" if target == syntax else f"convert {syntax.name} for the destination"
             return Result(index, "failed", None, f"cannot {what}: {one_line(exc)}")
         as_sent = Item(item.path, item.sop_class_uid, item.sop_instance_uid, target, 0, item.part10)
-        return replace(session.store_raw(index, as_sent, io.BytesIO(encoded), how), changes=changes)
+        result = session.store_raw(index, as_sent, io.BytesIO(encoded), how, meanwhile=meanwhile)
+        return replace(result, changes=changes)
 
 
 class _Session:
@@ -517,12 +577,19 @@ class _Session:
     def syntaxes(self, sop_class: str) -> set[str]:
         return {ts for cls, ts in self.contexts if cls == sop_class}
 
-    def store_raw(self, index: int, item: Item, data: BinaryIO, how: str = "stored") -> Result:
-        """C-STORE-RQ then the data set's bytes as they are, read from ``data`` piece by piece."""
+    @property
+    def piece_size(self) -> int:
+        """Bytes read from the medium per step: whole fragments, about :data:`_PIECE`."""
+        return max(1, _PIECE // self.fragment) * self.fragment
+
+    def store_raw(self, index: int, item: Item, data: BinaryIO, how: str = "stored", *,
+                  meanwhile: Callable[[], None] | None = None, first: bytes | None = None) -> Result:
+        """C-STORE-RQ then the data set's bytes as they are, read from ``data`` piece by piece (``first``:
+        its first piece, read already); ``meanwhile`` runs once they are sent, before the answer is read."""
         context = self.contexts[(item.sop_class_uid, item.transfer_syntax_uid)]
-        piece_size = max(1, _PIECE // self.fragment) * self.fragment
+        piece_size = self.piece_size
         try:
-            piece = data.read(piece_size)
+            piece = data.read(piece_size) if first is None else first
         except OSError as exc:
             raise MediumError(f"read error: {one_line(exc)}") from exc
         if not piece:
@@ -538,6 +605,8 @@ class _Session:
                 piece = following
         except OSError as exc:
             raise _Dropped(one_line(exc)) from exc
+        if meanwhile is not None:
+            meanwhile()
         response = next_message(self.assoc)
         status = getattr(response, "Status", None)
         if response is None:

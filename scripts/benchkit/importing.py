@@ -164,7 +164,7 @@ def run_import(args: argparse.Namespace) -> Json:
     try:
         log(f"\n{spec.label}: burning it with medianode ({spec.profile}), extracting the ISO with xorriso ...")
         iso, folder = make_medium(src, spec.profile, root)
-        instances = [f for f in files_of(folder) if f.name != "DICOMDIR"]
+        instances = files_of(folder / "DICOM")  # the instances: not the DICOMDIR nor README.TXT
         nbytes = warm(instances)
         warm([iso])
         how, from_folder = medianode_import(folder)
