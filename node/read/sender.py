@@ -16,23 +16,22 @@ discarded, 0xB007 data set does not match the SOP class: stored all the same);
 failure (0xA7xx refused, out of resources; 0xA9xx data set does not match the
 SOP class; 0xCxxx cannot understand; the general failures of PS3.7 C.4, C.5).
 
-pynetdicom negotiates, releases, aborts and decodes the responses. Its own
-sending costs a queue hand-off, a state-machine step and two event triggers
-per P-DATA PDU, and it can stream only a host file, read to its end; so the
-bytes are framed here, straight from :meth:`Medium.open`'s stream (a folder's
-file or an ISO image's extent alike), into P-DATA-TF PDUs no longer than the
-destination's maximum (PS3.8 9.3.5, E.2), after a C-STORE-RQ command set
-(PS3.7 9.3.1.1, E.1): twice pynetdicom's rate on one association. Memory stays
-at one 1 MiB piece per association; only the decode path holds one instance.
+pynetdicom negotiates, releases and aborts. Its own sending costs a queue
+hand-off, a state-machine step and two event triggers per P-DATA PDU, and it can
+stream only a host file, read to its end; so the bytes are framed here, straight
+from :meth:`Medium.open`'s stream (a folder's file or an ISO image's extent
+alike), into P-DATA-TF PDUs no longer than the destination's maximum (PS3.8
+9.3.5, E.2), after a C-STORE-RQ command set (PS3.7 9.3.1.1, E.1). Its way back
+costs as much: its thread polls the socket every millisecond, decodes each PDU
+and the command set with pydicom and queues it; so while the association stores,
+that thread leaves the socket alone (:func:`node.netcompat.socket_to_caller`) and
+the C-STORE-RSP is read here, with the few elements it needs (Message ID Being
+Responded To, Status, Error Comment). Meanwhile the next instance's first piece
+is read from the medium. Memory stays at one 1 MiB piece per association (two
+while one is read ahead); only the decode path holds one instance.
 
 pynetdicom sets no TCP_NODELAY (Nagle costs 40 ms per C-STORE against DCMTK,
-BENCHMARKS.md): it is set when the connection opens (``EVT_CONN_OPEN``). Its
-association reactor polls the DIMSE queue for requests from the peer; a C-STORE
-response it takes is dropped ("Received unexpected C-STORE service message")
-and the sender waits out the DIMSE timeout. That is the 30 s stall of
-BENCHMARKS.md: ``send_c_store`` pauses the reactor, but a stale "paused" flag
-lets a fast answer slip to it (8 stalls in 25 two-process runs here).
-:func:`node.netcompat.reactor_takes_no_messages` keeps the reactor off the queue altogether.
+BENCHMARKS.md): it is set when the connection opens (``EVT_CONN_OPEN``).
 
 Several associations run in worker processes (pynetdicom's work holds the GIL).
 They claim instances from a shared counter only once associated, so a
@@ -46,6 +45,7 @@ import logging
 import math
 import multiprocessing
 import queue
+import select
 import socket
 import ssl
 import struct
@@ -81,7 +81,7 @@ from node.dicom import (
 )
 from node.config import ClientTLS
 from node.errors import MediumError, one_line
-from node.netcompat import collect_failed, connection_errors, next_message, raw_socket, reactor_takes_no_messages
+from node.netcompat import collect_failed, connection_errors, raw_socket, socket_to_caller
 from node.read.coerce import Change, Coercing, CoercionError
 from node.read.medium import Medium, open_medium
 from node.tls import client_context, failure
@@ -569,10 +569,17 @@ class _Session:
         if sock is None:
             raise _NoAssociation("the association has no socket", permanent=False)
         self.socket = sock
+        socket_to_caller(assoc, own=True)
 
     def close(self) -> None:
+        socket_to_caller(self.assoc, own=False)
         if self.assoc.is_established:
             self.assoc.release()
+
+    def abort(self) -> None:
+        socket_to_caller(self.assoc, own=False)
+        if self.assoc.is_established:
+            self.assoc.abort()
 
     def syntaxes(self, sop_class: str) -> set[str]:
         return {ts for cls, ts in self.contexts if cls == sop_class}
@@ -607,17 +614,18 @@ class _Session:
             raise _Dropped(one_line(exc)) from exc
         if meanwhile is not None:
             meanwhile()
-        response = next_message(self.assoc)
-        status = getattr(response, "Status", None)
-        if response is None:
-            waited = time.monotonic() - started >= DIMSE_TIMEOUT
-            why = f"no response within {DIMSE_TIMEOUT:.0f} s" if waited else "aborted"
-        elif status is None or getattr(response, "MessageIDBeingRespondedTo", None) != self.message_id:
-            why = "a response that answers no request of ours"
+        try:
+            response = _read_response(self.socket, started + DIMSE_TIMEOUT)
+        except TimeoutError:
+            why = f"no response within {DIMSE_TIMEOUT:.0f} s"
+        except (OSError, _Malformed):  # closed, reset, an A-ABORT, or what no C-STORE-RSP is
+            why = "aborted"
         else:
-            return _interpret(index, int(status), getattr(response, "ErrorComment", None), how)
-        if self.assoc.is_established:
-            self.assoc.abort()
+            status = response.get(_STATUS)
+            if status is not None and response.get(_RESPONDED_TO) == self.message_id:
+                return _interpret(index, status, response.get(_ERROR_COMMENT), how)
+            why = "a response that answers no request of ours"
+        self.abort()
         raise _Dropped(why)
 
 
@@ -628,9 +636,76 @@ class _Session:
         try:
             return data.read(size)
         except OSError as exc:
-            self.assoc.abort()
+            self.abort()
             raise _Unreadable(Result(index, "failed", None, f"unreadable: read error: {one_line(exc)}; the "
                                      "association was aborted so that the destination keeps no part of it")) from exc
+
+
+class _Malformed(Exception):
+    """What the destination sent is no answer to a C-STORE-RQ: an A-ABORT, or a PDU we cannot read."""
+
+
+#: The largest PDU taken as a response: a C-STORE-RSP's command set is a few hundred bytes.
+_MAX_RESPONSE_PDU = 1 << 20
+#: Message ID Being Responded To, Status, Error Comment (PS3.7 9.3.1.2, C.4).
+_RESPONDED_TO, _STATUS, _ERROR_COMMENT = 0x0120, 0x0900, 0x0902
+
+
+def _read_response(sock: socket.socket, deadline: float) -> dict[int, Any]:
+    """The next command set the destination sends (PS3.8 9.3.5, E.2), as {element: value} of group 0000.
+
+    Data set fragments (a C-STORE-RSP has none) are passed over. Raises TimeoutError past ``deadline``,
+    OSError when the connection fails, :class:`_Malformed` for an A-ABORT or any other PDU.
+    """
+    command = bytearray()
+    while True:
+        head = _receive(sock, 6, deadline)
+        length = struct.unpack_from(">L", head, 2)[0]
+        if head[0] != 0x04 or length > _MAX_RESPONSE_PDU:
+            raise _Malformed(f"PDU type 0x{head[0]:02X} of {length} bytes")
+        body, pos = _receive(sock, length, deadline), 0
+        while pos < length:
+            if pos + 6 > length or (size := struct.unpack_from(">L", body, pos)[0]) < 2 or pos + 4 + size > length:
+                raise _Malformed(f"a PDV item runs past its PDU at byte {pos}")
+            control = body[pos + 5]
+            if control & _COMMAND:
+                command += body[pos + 6 : pos + 4 + size]
+                if control & _LAST:
+                    return _command_set(bytes(command))
+            pos += 4 + size
+
+
+def _receive(sock: socket.socket, size: int, deadline: float) -> bytes:
+    """Exactly ``size`` bytes; TimeoutError past ``deadline``, ConnectionError when the peer closes."""
+    got = bytearray()
+    while len(got) < size:
+        pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
+        left = deadline - time.monotonic()
+        if not pending and (left <= 0 or not select.select([sock], [], [], left)[0]):
+            raise TimeoutError
+        piece = sock.recv(size - len(got))
+        if not piece:
+            raise ConnectionError("the destination closed the connection")
+        got += piece
+    return bytes(got)
+
+
+def _command_set(data: bytes) -> dict[int, Any]:
+    """Message ID Being Responded To and Status (US), Error Comment (LO) of an Implicit VR Little Endian
+    command set (PS3.7 6.3.1, E.1)."""
+    found: dict[int, Any] = {}
+    pos = 0
+    while pos + 8 <= len(data):
+        group, element, size = struct.unpack_from("<HHL", data, pos)
+        value = data[pos + 8 : pos + 8 + size]
+        if group != 0x0000 or len(value) < size:
+            raise _Malformed(f"a command element runs past its command set at byte {pos}")
+        if element in (_RESPONDED_TO, _STATUS) and size == 2:
+            found[element] = struct.unpack("<H", value)[0]
+        elif element == _ERROR_COMMENT:
+            found[element] = value.decode("ascii", "replace").strip(" \0")
+        pos += 8 + size
+    return found
 
 
 def _interpret(index: int, status: int, comment: object, how: str) -> Result:
@@ -722,7 +797,6 @@ def _associate_once(destination: SendTarget, contexts: Sequence[tuple[str, Seque
         assoc = ae.associate(destination.host, destination.port, contexts=proposed, ae_title=destination.ae_title,
                              evt_handlers=[(evt.EVT_CONN_OPEN, _set_nodelay)], tls_args=tls_args)
     if assoc.is_established:
-        reactor_takes_no_messages(assoc)
         return assoc
     collect_failed(assoc)
     if errors and errors[-1].tls:  # a certificate or a profile the destination does not share: no retry mends it
