@@ -559,13 +559,23 @@ def socket_to_caller(assoc: Association, *, own: bool) -> None:
     between a C-STORE response's arrival and the sender's wake-up, per instance. While the
     sender owns the socket, an instance attribute shadowing that method answers "no event",
     and the sender reads its responses itself; it gives the socket back before pynetdicom
-    releases or aborts the association, which reads the peer's answer.
+    releases or aborts the association, which reads the peer's answer. The thread may be
+    inside the method already, about to read what the peer sends next: taking the socket
+    waits for the thread's next turn, which calls the shadow (a millisecond), or its end.
     """
     dul = assoc.dul
-    if own:
-        dul._is_transport_event = lambda: False  # type: ignore[method-assign]
-    else:
+    if not own:
         vars(dul).pop("_is_transport_event", None)
+        return
+    turned = threading.Event()
+
+    def no_event() -> bool:
+        turned.set()
+        return False
+
+    dul._is_transport_event = no_event  # type: ignore[method-assign]
+    while not turned.wait(0.01) and dul.is_alive():
+        pass
 
 
 #: What pynetdicom's transport logs at ERROR, before the OS's reason, when connect() fails.
