@@ -451,8 +451,7 @@ class ImportConfig:
     eject: tuple[str, ...] | None = None
     #: Our AE title when importing; None means node.ae_title.
     calling_aet: str | None = None
-    #: Associations a medium is sent over at once, each from its own process; None: the importer's
-    #: default (:data:`node.read.importer.DEFAULT_ASSOCIATIONS`).
+    #: Associations a medium is sent over at once, each from its own process; None: one per core, 2 to 4.
     associations: int | None = None
     #: What to change in the instances imported; None (absent) changes nothing.
     coerce: Coercion | None = None
