@@ -16,7 +16,7 @@ import select
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
@@ -659,15 +659,26 @@ def _volumes(args: argparse.Namespace, out: TextIO) -> int:
         index.close()
 
 
-def _add_users(sub: _Subparsers) -> None:
-    from node.users import ROLES
+class _Roles:
+    """``node.users.ROLES`` as argparse's ``choices``, loaded only when a role is checked or listed: the parser
+    is built for every command, and the users module brings argon2, the index and the audit trail."""
 
+    def __iter__(self) -> Iterator[str]:
+        from node.users import ROLES
+
+        return iter(ROLES)
+
+    def __contains__(self, role: object) -> bool:
+        return role in list(self)
+
+
+def _add_users(sub: _Subparsers) -> None:
     p = sub.add_parser("users", help="who may use the console and the API: users, roles, API tokens")
     usub = p.add_subparsers(dest="users_command", required=True, parser_class=_Parser)
     # no abbreviations: "--password SECRET" is refused, never taken for --password-stdin
     add = usub.add_parser("add", help="add a user (the password is read from standard input)", allow_abbrev=False)
     add.add_argument("name", metavar="NAME")
-    add.add_argument("--role", required=True, choices=ROLES,
+    add.add_argument("--role", required=True, choices=_Roles(), metavar="ROLE",
                      help="viewer reads; clerk also retries, cancels and re-burns; admin also manages users")
     passwd = usub.add_parser("passwd", help="set a user's password (read from standard input); ends its sessions",
                              allow_abbrev=False)
