@@ -16,7 +16,7 @@ import select
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
@@ -246,6 +246,9 @@ def _add_import(sub: _Subparsers) -> None:
                         "in its index, and skip a medium it imported before (default: none of these); an import "
                         "held for reconciliation exits 3")
     p.add_argument("--force", action="store_true", help="with --config: import a medium imported before again")
+    p.add_argument("--associations", type=int, metavar="N",
+                   help="associations to send over at once (default: import.associations with --config, "
+                        "else one per core, 2 to 4)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     tls = p.add_argument_group("TLS (PS3.15 B.9, BCP 195), as import.destination.tls")
     tls.add_argument("--tls-ca", metavar="FILE", type=Path,
@@ -274,7 +277,7 @@ def _import_tls(args: argparse.Namespace) -> ClientTLS | None:
 
 def _import(args: argparse.Namespace, out: TextIO) -> int:
     from node.config import load_config
-    from node.intake import import_recorded, reconciling
+    from node.intake import associations, import_recorded, reconciling
     from node.read.importer import import_medium, parse_destination
 
     destination = parse_destination(args.to)
@@ -283,6 +286,7 @@ def _import(args: argparse.Namespace, out: TextIO) -> int:
 
     def send(import_id: int | None = None) -> ImportReport:
         extra = reconciling(config, import_id, args.calling_aet) if config and import_id is not None else {}
+        extra |= associations(config, args.associations)
         return import_medium(args.path, destination=destination, calling_aet=args.calling_aet, patient=args.patient,
                              study=args.study, reports_dir=args.reports,
                              coerce=config.imports.coerce if config else None, tls=tls, **extra)
@@ -705,15 +709,26 @@ def _volumes(args: argparse.Namespace, out: TextIO) -> int:
         index.close()
 
 
-def _add_users(sub: _Subparsers) -> None:
-    from node.users import ROLES
+class _Roles:
+    """``node.users.ROLES`` as argparse's ``choices``, loaded only when a role is checked or listed: the parser
+    is built for every command, and the users module brings argon2, the index and the audit trail."""
 
+    def __iter__(self) -> Iterator[str]:
+        from node.users import ROLES
+
+        return iter(ROLES)
+
+    def __contains__(self, role: object) -> bool:
+        return role in list(self)
+
+
+def _add_users(sub: _Subparsers) -> None:
     p = sub.add_parser("users", help="who may use the console and the API: users, roles, API tokens")
     usub = p.add_subparsers(dest="users_command", required=True, parser_class=_Parser)
     # no abbreviations: "--password SECRET" is refused, never taken for --password-stdin
     add = usub.add_parser("add", help="add a user (the password is read from standard input)", allow_abbrev=False)
     add.add_argument("name", metavar="NAME")
-    add.add_argument("--role", required=True, choices=ROLES,
+    add.add_argument("--role", required=True, choices=_Roles(), metavar="ROLE",
                      help="viewer reads; clerk also retries, cancels and re-burns; admin also manages users")
     passwd = usub.add_parser("passwd", help="set a user's password (read from standard input); ends its sessions",
                              allow_abbrev=False)

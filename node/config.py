@@ -465,6 +465,8 @@ class ImportConfig:
     eject: tuple[str, ...] | None = None
     #: Our AE title when importing; None means node.ae_title.
     calling_aet: str | None = None
+    #: Associations a medium is sent over at once, each from its own process; None: one per core, 2 to 4.
+    associations: int | None = None
     #: What to change in the instances imported; None (absent) changes nothing.
     coerce: Coercion | None = None
     #: Reconciliation with the local patients; None (absent) sends the medium's identities as they are.
@@ -987,6 +989,7 @@ _IMPORT: dict[str, Check] = {
     "poll_seconds": number(0, integer=False, above=True),
     "eject": optional(_argv),
     "calling_aet": _AE,
+    "associations": number(1, 16),
     "coerce": _coerce,
     "reconcile": optional(_reconcile),
 }

@@ -136,7 +136,7 @@ class ImportRunner:
             try:
                 report = import_medium(ready.path, destination=(to.ae_title, to.host, to.port),
                                        calling_aet=calling_aet, reports_dir=self._reports(),
-                                       coerce=config.imports.coerce, tls=to.tls,
+                                       coerce=config.imports.coerce, tls=to.tls, **associations(config),
                                        **reconciling(config, import_id, calling_aet))
             except NodeError as exc:  # MediumError: unreadable, not a medium; UsageError: a bad AE title
                 report = unsent_report(ready.path, problem=str(exc))
@@ -226,6 +226,13 @@ def _dicomdir_digest(medium: Medium) -> str | None:
 def held_folder(config: Config, import_id: int) -> Path:
     """Where a held import's instances and manifest are kept: ``data_dir/held/<import>/``."""
     return config.node.data_dir / "held" / str(import_id)
+
+
+def associations(config: Config | None, given: int | None = None) -> dict[str, Any]:
+    """:func:`import_medium`'s ``associations``: ``given`` (``--associations``), else ``import.associations``,
+    else none (its default)."""
+    chosen = given if given is not None or config is None else config.imports.associations
+    return {} if chosen is None else {"associations": chosen}
 
 
 def reconciling(config: Config, import_id: int, calling_aet: str) -> dict[str, Any]:

@@ -550,32 +550,32 @@ def raw_socket(assoc: Association) -> socket.socket | None:
     return None if transport is None else transport.socket
 
 
-def reactor_takes_no_messages(assoc: Association) -> None:
-    """Leave DIMSE responses (and the abort marker) to the sender, never to the reactor.
+def socket_to_caller(assoc: Association, *, own: bool) -> None:
+    """Stop (``own``) or let again pynetdicom's DUL thread read the association's socket.
 
-    The requestor's reactor polls ``dimse.get_msg(block=False)`` to serve requests
-    the peer sends, and drops a C-STORE response it takes ("Received unexpected
-    C-STORE service message"): the sender then waits out the DIMSE timeout.
-    ``send_c_store`` pauses the reactor, but a stale "paused" flag lets a fast
-    answer slip to it. An SCU that only stores proposes no SCP role, so no
-    request may come: this replaces the instance's ``get_msg`` so that
-    non-blocking polls get nothing and only :func:`next_message` takes.
+    The DUL thread looks at the socket in ``DULServiceProvider._is_transport_event`` on
+    every turn of its loop (``run_reactor``), decodes a PDU into primitives, and the DIMSE
+    provider decodes a P-DATA's command set with pydicom and queues it: over a millisecond
+    between a C-STORE response's arrival and the sender's wake-up, per instance. While the
+    sender owns the socket, an instance attribute shadowing that method answers "no event",
+    and the sender reads its responses itself; it gives the socket back before pynetdicom
+    releases or aborts the association, which reads the peer's answer. The thread may be
+    inside the method already, about to read what the peer sends next: taking the socket
+    waits for the thread's next turn, which calls the shadow (a millisecond), or its end.
     """
-    blocking: Callable[[bool], Any] = assoc.dimse.get_msg
+    dul = assoc.dul
+    if not own:
+        vars(dul).pop("_is_transport_event", None)
+        return
+    turned = threading.Event()
 
-    def get_msg(block: bool = False) -> Any:
-        return blocking(True) if block else (None, None)
+    def no_event() -> bool:
+        turned.set()
+        return False
 
-    assoc.dimse.get_msg = get_msg  # type: ignore[method-assign]
-
-
-def next_message(assoc: Association) -> Any:
-    """The next DIMSE message from the peer, waiting up to the DIMSE timeout; None when none came.
-
-    ``DIMSEServiceProvider.get_msg(block=True)`` returns ``(context ID, message)``,
-    or ``(None, None)`` on a timeout or an abort.
-    """
-    return assoc.dimse.get_msg(block=True)[1]
+    dul._is_transport_event = no_event  # type: ignore[method-assign]
+    while not turned.wait(0.01) and dul.is_alive():
+        pass
 
 
 #: What pynetdicom's transport logs at ERROR, before the OS's reason, when connect() fails.

@@ -213,16 +213,19 @@ class StatusSCP:
 
 @pytest.fixture
 def status_scp(tmp_path: Path) -> Iterator[Callable[..., StatusSCP]]:
-    """``status_scp(statuses={uid: 0xA700}, abort_once=[uid], abort_always=[uid], max_pdu=0)`` starts one."""
+    """``status_scp(statuses={uid: 0xA700}, abort_once=[uid], abort_always=[uid], garble_once={uid: "pdv"},
+    max_pdu=0)`` starts one."""
     started: list[subprocess.Popen[bytes]] = []
 
     def start(*, statuses: dict[str, int] | None = None, abort_once: list[str] | None = None,
-              abort_always: list[str] | None = None, max_pdu: int = 16382) -> StatusSCP:
+              abort_always: list[str] | None = None, garble_once: dict[str, str] | None = None,
+              max_pdu: int = 16382) -> StatusSCP:
         folder = tmp_path / f"status-scp-{len(started) + 1}"
         folder.mkdir()
         config = folder.with_suffix(".json")
         config.write_text(json.dumps({"statuses": statuses or {}, "abort_once": abort_once or [],
-                                      "abort_always": abort_always or [], "max_pdu": max_pdu}))
+                                      "abort_always": abort_always or [], "garble_once": garble_once or {},
+                                      "max_pdu": max_pdu}))
         port = free_port()
         script = Path(__file__).with_name("status_scp.py")
         proc = subprocess.Popen([sys.executable, str(script), str(port), str(folder), str(config)],

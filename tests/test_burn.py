@@ -247,6 +247,25 @@ def test_usb_profile_writes_a_folder(tmp_path: Path) -> None:
     assert cli("burn", tmp_path / "src", "--out", tmp_path / "s.iso", "--profile", "STD-GEN-USB-J2K").code == 2
 
 
+def storage_reads() -> int:
+    """Bytes this process has had read from storage (``/proc/self/io``, Linux), not from the page cache."""
+    fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+    return int(fields["read_bytes"])
+
+
+@pytest.mark.parametrize("profile", ["STD-GEN-CD", "STD-GEN-DVD-RAM"])
+def test_the_image_is_read_back_from_the_disk(tmp_path: Path, profile: str) -> None:
+    """The read-back verify reads what the disk returns, not the page cache the image was written into:
+    this process reads from storage at least the instances compared (the sources, just written, are
+    cached; a UDF image's unwritten sectors are holes, never read)."""
+    ct_series(tmp_path / "src", 4)
+    instances = sum(p.stat().st_size for p in (tmp_path / "src").iterdir())
+    before = storage_reads()
+    result = cli("burn", tmp_path / "src", "--out", tmp_path / "disc.iso", "--profile", profile)
+    assert result.code == 0, result.err
+    assert storage_reads() - before >= instances
+
+
 def test_label_is_adjusted_and_reported(tmp_path: Path) -> None:
     ct_series(tmp_path / "src", 1)
     result = cli("burn", tmp_path / "src", "--out", tmp_path / "x.iso", "--label", "Knee MRI 2024/05 for Dr. Who and friends", "--json")

@@ -169,13 +169,14 @@ import:
   poll_seconds: 1
   eject: [eject, '{device}']
   calling_aet: " READER "
+  associations: 3
 """,
         source="c.yaml",
     )
     assert config.imports == ImportConfig(
         inbox=_cwd / "in", destination=Destination("PACS", "h", 104), watch=False,
         mount_roots=(Path("/media"), _cwd / "mnt"), drives=(Path("/dev/sr0"),), settle_seconds=0.2,
-        poll_seconds=1.0, eject=("eject", "{device}"), calling_aet="READER",
+        poll_seconds=1.0, eject=("eject", "{device}"), calling_aet="READER", associations=3,
     )
     assert isinstance(config.imports.poll_seconds, float)
 
@@ -193,8 +194,8 @@ import:
 def test_watch_defaults_to_having_a_destination(text: str, watch: bool) -> None:
     imports = parse_config(text, source="c.yaml").imports
     assert imports.watch is watch
-    assert (imports.mount_roots, imports.drives, imports.eject, imports.calling_aet) == (
-        (Path("/media"), Path("/run/media")), (), None, None)
+    assert (imports.mount_roots, imports.drives, imports.eject, imports.calling_aet, imports.associations) == (
+        (Path("/media"), Path("/run/media")), (), None, None, None)
     assert (imports.settle_seconds, imports.poll_seconds) == (5.0, 2.0)
 
 
@@ -351,7 +352,7 @@ CASES = {
                                "c.yaml mcm: burn.output: STD-GEN-USB-JPEG writes a folder tree, which a disc output "
                                "cannot burn; give mcm its own output"),
     "unknown import key": ("import: {inbx: x}", ("c.yaml:1 import.inbx: unknown key (known: inbox, destination, watch, "
-                           "mount_roots, drives, settle_seconds, poll_seconds, eject, calling_aet, coerce, reconcile)")),
+                           "mount_roots, drives, settle_seconds, poll_seconds, eject, calling_aet, associations, coerce, reconcile)")),
     "unknown destination key": ("import:\n  destination: {ae: P}\n",
                                 "c.yaml:2 import.destination.ae: unknown key (known: ae_title, host, port, tls)"),
     "odd key": ("burn: {'a b': 1}", "c.yaml:1 burn.'a b': unknown key (known: output, study_stable_seconds, "
@@ -523,6 +524,9 @@ CASES = {
     "settle text": ("import: {settle_seconds: 5s}", "c.yaml:1 import.settle_seconds: expected a number above 0, got '5s'"),
     "poll negative": ("import: {poll_seconds: -2}", "c.yaml:1 import.poll_seconds: expected a number above 0, got '-2'"),
     "poll inf": ("import: {poll_seconds: .inf}", "c.yaml:1 import.poll_seconds: expected a number above 0, got '.inf'"),
+    "no associations": ("import: {associations: 0}", "c.yaml:1 import.associations: expected an integer from 1 to 16, got '0'"),
+    "associations not whole": ("import:\n  associations: 2.5\n",
+                               "c.yaml:2 import.associations: expected an integer from 1 to 16, got '2.5'"),
     "eject a shell string": ("import: {eject: 'eject {device}'}", ("c.yaml:1 import.eject: expected a command as a list of "
                              "arguments, e.g. [eject, '{device}'] (never a shell string), got 'eject {device}' (a quoted string)")),
     "eject a plain string": ("import:\n  eject: eject /dev/sr0\n", ("c.yaml:2 import.eject: expected a command as a list of "

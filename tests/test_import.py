@@ -299,6 +299,22 @@ def test_a_dropped_association_is_retried(tmp_path: Path, status_scp: Callable[.
     assert again.reason.startswith("stored (sent again after the association was lost: ")
 
 
+@pytest.mark.parametrize("garble, why", [
+    ("pdv", "aborted"),  # a PDV running past its PDU: no response can be read from it
+    ("message_id", "a response that answers no request of ours"),
+])
+def test_a_response_we_cannot_take_drops_the_association_and_the_instance_is_sent_again(
+        tmp_path: Path, status_scp: Callable[..., StatusSCP], garble: str, why: str) -> None:
+    uids = dcmtk_medium(tmp_path / "cd", ct_series(tmp_path / "src", 4))
+    garbled = sorted(uids)[1]
+    scp = status_scp(garble_once={garbled: garble})
+    report = import_medium(tmp_path / "cd", destination=to(scp), associations=1)
+    assert (report.ok, report.sent) == (True, 4)
+    assert {uid_of(p) for p in scp.received()} == set(uids)
+    again = next(o for o in report.outcomes if o.sop_instance_uid == garbled)
+    assert again.reason == f"stored (sent again after the association was lost: {why})"
+
+
 class _FailingDisc(io.RawIOBase):
     """A file of a damaged disc: the kernel's EIO once ``good`` bytes were read."""
 

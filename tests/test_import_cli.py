@@ -43,6 +43,24 @@ def test_bad_destination_and_missing_medium_are_one_line_errors(tmp_path: Path) 
     assert bad.code == 2 and "AET@HOST:PORT" in bad.err and len(bad.err.strip().splitlines()) == 1
     missing = cli_process("import", tmp_path / "nowhere.iso", "--to", "PACS@127.0.0.1:104")
     assert missing.code == 1 and len(missing.err.strip().splitlines()) == 1 and "Traceback" not in missing.err
+    none = cli_process("import", tmp_path, "--to", "PACS@127.0.0.1:104", "--associations", "0")
+    assert (none.code, none.err.strip()) == (2, "medianode import: associations must be at least 1, not 0")
+
+
+def test_associations_from_the_command_line_and_the_configuration(tmp_path: Path, storescp: StoreSCP) -> None:
+    """``--associations`` wins over ``import.associations``; either way every instance arrives, once."""
+    ct_series(tmp_path / "src", 6)
+    assert cli("burn", tmp_path / "src", "--out", tmp_path / "disc.iso").code == 0
+    to = f"{storescp.aet}@127.0.0.1:{storescp.port}"
+    config = tmp_path / "medianode.yaml"
+    config.write_text(f"node: {{data_dir: {tmp_path / 'data'}}}\nimport: {{associations: 3}}\n")
+    by_config = cli_process("import", tmp_path / "disc.iso", "--to", to, "--config", config, "--json")
+    assert by_config.code == 0, by_config.err
+    assert json.loads(by_config.out)["sent"] == 6
+    given = cli_process("import", tmp_path / "disc.iso", "--to", to, "--associations", "1", "--json")
+    assert given.code == 0, given.err
+    assert json.loads(given.out)["sent"] == 6
+    assert len(storescp.received()) == 6  # the same six instances, stored twice under the same names
 
 
 def test_the_same_medium_twice_is_skipped_unless_forced(tmp_path: Path, storescp: StoreSCP) -> None:

@@ -2,11 +2,11 @@
 
 Nothing is mounted, nothing is executed, and nothing that leads outside the
 medium's root is ever opened (DESIGN.md invariant 5). An image or a block device
-is read with pycdlib when it holds ISO 9660, else with the node's UDF reader
-(:mod:`node.udf`: every Blu-ray, most DVDs, DVD-RAM); a folder with the standard
-library. A bridge medium (both file systems) is read through the tree in which
-its DICOMDIR's File IDs resolve, ISO 9660 first, and any disagreement between
-the two trees is a warning of the medium.
+is read with pycdlib when it holds ISO 9660 (its files' bytes straight from their
+extents), else with the node's UDF reader (:mod:`node.udf`: every Blu-ray, most
+DVDs, DVD-RAM); a folder with the standard library. A bridge medium (both file
+systems) is read through the tree in which its DICOMDIR's File IDs resolve, ISO
+9660 first, and any disagreement between the two trees is a warning of the medium.
 
 DICOMDIR File IDs (PS3.10 8.2, PS3.3 F.3.2.2) are upper-case components, but real
 media carry lower-case copies, ISO 9660 version suffixes (``IM1;1``) and trailing
@@ -18,6 +18,7 @@ dots (``IM1.``); :meth:`Medium.resolve` tolerates all three.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import stat
@@ -225,6 +226,8 @@ class IsoMedium(Medium):
             self._kind, self._encoding = "iso_path", "utf-8"
         #: relative path -> the path pycdlib knows it by
         self._iso_paths: dict[str, str] = {}
+        #: relative path -> (byte offset, length) of its data on the image, where pycdlib found one extent
+        self._extents: dict[str, tuple[int, int]] = {}
         try:
             self._walk()
         except Exception as exc:  # a damaged directory tree
@@ -258,6 +261,9 @@ class IsoMedium(Medium):
                 else:
                     self._files[rel] = child.get_data_length()
                     self._iso_paths[rel] = iso_path
+                    ino = child.inode
+                    if ino is not None and ino.original_data_location == ino.DATA_ON_ORIGINAL_ISO:
+                        self._extents[rel] = (ino.orig_extent_loc * self._iso.logical_block_size, ino.data_length)
 
     def _past_end(self, child: Any) -> str:
         """Why a file's extent runs past the end of the image, or "" when it lies inside.
@@ -289,9 +295,16 @@ class IsoMedium(Medium):
         return ""
 
     def open(self, relpath: str) -> BinaryIO:
-        """Open ``relpath`` as a streaming, seekable file object (nothing read up front)."""
+        """Open ``relpath`` as a streaming, seekable file object (nothing read up front).
+
+        A file's bytes are read straight from its extent (where pycdlib reads them, as
+        pycdlib's own stream does, without its per-read Python layers and seeks of the shared
+        image file).
+        """
         if relpath not in self._iso_paths:
             raise MediumError(f"{relpath}: no such file on the medium")
+        if relpath in self._extents:
+            return cast(BinaryIO, _Extent(self._fp.fileno(), *self._extents[relpath]))
         try:
             handle = self._iso.open_file_from_iso(**{self._kind: self._iso_paths[relpath]})
             # Entering positions the stream on the file's extent; closing it releases it.
@@ -305,6 +318,56 @@ class IsoMedium(Medium):
             self._iso.close()
         finally:
             self._fp.close()
+
+
+_EXTENT_WINDOW = 64 * 1024
+
+
+class _Extent(io.RawIOBase):
+    """``length`` bytes of the image open as ``fd``, from ``start``, read with ``os.pread``: no shared
+    file position moves, so any number are open at once. Small reads (a header's) are served from
+    a 64 KiB window, large ones (a data set's pieces) read straight. Not an ``io.BufferedReader``:
+    pydicom would take one for a file it may open again by name."""
+
+    def __init__(self, fd: int, start: int, length: int) -> None:
+        super().__init__()
+        self._fd, self._start, self._length, self._pos = fd, start, length, 0
+        self._window, self._window_at = b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._length}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = max(0, self._length - self._pos)
+        size = left if size is None or size < 0 else min(size, left)
+        if size >= _EXTENT_WINDOW:
+            data = os.pread(self._fd, size, self._start + self._pos)
+        else:
+            skip = self._pos - self._window_at
+            if not 0 <= skip <= len(self._window) - size:
+                self._window_at, skip = self._pos, 0
+                self._window = os.pread(self._fd, min(_EXTENT_WINDOW, left), self._start + self._pos)
+            data = self._window[skip : skip + size]
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(memoryview(buffer).cast("B")))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
 
 
 class UdfMedium(Medium):

@@ -16,23 +16,22 @@ discarded, 0xB007 data set does not match the SOP class: stored all the same);
 failure (0xA7xx refused, out of resources; 0xA9xx data set does not match the
 SOP class; 0xCxxx cannot understand; the general failures of PS3.7 C.4, C.5).
 
-pynetdicom negotiates, releases, aborts and decodes the responses. Its own
-sending costs a queue hand-off, a state-machine step and two event triggers
-per P-DATA PDU, and it can stream only a host file, read to its end; so the
-bytes are framed here, straight from :meth:`Medium.open`'s stream (a folder's
-file or an ISO image's extent alike), into P-DATA-TF PDUs no longer than the
-destination's maximum (PS3.8 9.3.5, E.2), after a C-STORE-RQ command set
-(PS3.7 9.3.1.1, E.1): twice pynetdicom's rate on one association. Memory stays
-at one 1 MiB piece per association; only the decode path holds one instance.
+pynetdicom negotiates, releases and aborts. Its own sending costs a queue
+hand-off, a state-machine step and two event triggers per P-DATA PDU, and it can
+stream only a host file, read to its end; so the bytes are framed here, straight
+from :meth:`Medium.open`'s stream (a folder's file or an ISO image's extent
+alike), into P-DATA-TF PDUs no longer than the destination's maximum (PS3.8
+9.3.5, E.2), after a C-STORE-RQ command set (PS3.7 9.3.1.1, E.1). Its way back
+costs as much: its thread polls the socket every millisecond, decodes each PDU
+and the command set with pydicom and queues it; so while the association stores,
+that thread leaves the socket alone (:func:`node.netcompat.socket_to_caller`) and
+the C-STORE-RSP is read here, with the few elements it needs (Message ID Being
+Responded To, Status, Error Comment). Meanwhile the next instance's first piece
+is read from the medium. Memory stays at one 1 MiB piece per association (two
+while one is read ahead); only the decode path holds one instance.
 
 pynetdicom sets no TCP_NODELAY (Nagle costs 40 ms per C-STORE against DCMTK,
-BENCHMARKS.md): it is set when the connection opens (``EVT_CONN_OPEN``). Its
-association reactor polls the DIMSE queue for requests from the peer; a C-STORE
-response it takes is dropped ("Received unexpected C-STORE service message")
-and the sender waits out the DIMSE timeout. That is the 30 s stall of
-BENCHMARKS.md: ``send_c_store`` pauses the reactor, but a stale "paused" flag
-lets a fast answer slip to it (8 stalls in 25 two-process runs here).
-:func:`node.netcompat.reactor_takes_no_messages` keeps the reactor off the queue altogether.
+BENCHMARKS.md): it is set when the connection opens (``EVT_CONN_OPEN``).
 
 Several associations run in worker processes (pynetdicom's work holds the GIL).
 They claim instances from a shared counter only once associated, so a
@@ -46,6 +45,7 @@ import logging
 import math
 import multiprocessing
 import queue
+import select
 import socket
 import ssl
 import struct
@@ -53,7 +53,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, Literal, Protocol
 
@@ -81,7 +81,7 @@ from node.dicom import (
 )
 from node.config import ClientTLS
 from node.errors import MediumError, one_line
-from node.netcompat import collect_failed, connection_errors, next_message, raw_socket, reactor_takes_no_messages
+from node.netcompat import collect_failed, connection_errors, raw_socket, socket_to_caller
 from node.read.coerce import Change, Coercing, CoercionError
 from node.read.medium import Medium, open_medium
 from node.tls import client_context, failure
@@ -100,6 +100,8 @@ CONNECT_TIMEOUT = 10.0
 ACSE_TIMEOUT = 30.0
 #: Seconds to wait for a C-STORE response once the data set is sent.
 DIMSE_TIMEOUT = 60.0
+#: Held while an association is set up (see :func:`_associate_once`).
+_SETTING_UP = threading.Lock()
 _PIECE = 1 << 20
 #: The second context proposed for every SOP class, beside one per syntax its instances are in: the
 #: uncompressed syntaxes an instance is decoded into when the destination accepted none of its own.
@@ -369,6 +371,20 @@ class _Unreadable(Exception):
         self.result = result
 
 
+@dataclass
+class _Ahead:
+    """An instance claimed while the previous one was answered, and, when it goes out as its own bytes,
+    its file open and its first piece read."""
+
+    index: int
+    fp: BinaryIO | None = None
+    first: bytes | None = None
+
+    def close(self) -> None:
+        if self.fp is not None:
+            self.fp.close()
+
+
 class _Worker:
     def __init__(self, medium: Medium, items: Sequence[Item], destination: SendTarget,
                  claims: _Claims, sink: _Sink) -> None:
@@ -377,6 +393,7 @@ class _Worker:
         self.destination = destination
         self.claims = claims
         self.sink = sink
+        self.ahead: _Ahead | None = None
 
     def run_group(self, number: int, group: ContextGroup) -> None:
         """Associate (again, with back-off, after a drop) until no item of the group is left."""
@@ -395,9 +412,9 @@ class _Worker:
                 self.sink.give_up(number, reason)
                 return
             try:
-                while (index := pending.popleft() if pending else self.claims.claim(number)) is not None:
+                while (index := self.next_index(pending, number)) is not None:
                     try:
-                        result = self.send_one(session, index)
+                        result = self.send_one(session, index, lambda: self.read_ahead(session, number))
                     except _Unreadable as exc:
                         self.sink.result(exc.result)
                         break
@@ -414,25 +431,65 @@ class _Worker:
                         result = replace(result, reason=result.reason + why)
                     self.sink.result(result)
             finally:
+                if self.ahead is not None:  # the session ended before sending it: sent on the next one
+                    pending.append(self.ahead.index)
+                    self.ahead.close()
+                    self.ahead = None
                 session.close()
 
-    def send_one(self, session: _Session, index: int) -> Result:
-        """Send one item as it is, or re-encoded when coerced or its syntax was not accepted; raise _Dropped."""
+    def next_index(self, pending: deque[int], group: int) -> int | None:
+        """An instance sent again after a drop first, then the one read ahead, then a new claim."""
+        if pending:
+            return pending.popleft()
+        if self.ahead is not None:
+            return self.ahead.index
+        return self.claims.claim(group)
+
+    def read_ahead(self, session: _Session, group: int) -> None:
+        """While the destination answers an instance, claim the next and read its first piece, when it
+        goes out as its own bytes; a failure here is left for its turn to report."""
+        if self.ahead is not None or (index := self.claims.claim(group)) is None:
+            return
         item = self.items[index]
+        self.ahead = _Ahead(index)
+        if item.coerce is not None or item.transfer_syntax_uid not in session.syntaxes(item.sop_class_uid):
+            return
+        try:
+            fp = self.medium.open(item.path)
+        except Exception:  # MediumError and what a damaged medium raises: reported when it is sent
+            return
+        try:
+            fp.seek(item.offset)
+            self.ahead.first = fp.read(session.piece_size)
+        except Exception:
+            fp.close()
+            return
+        self.ahead.fp = fp
+
+    def send_one(self, session: _Session, index: int, meanwhile: Callable[[], None]) -> Result:
+        """Send one item as it is, or re-encoded when coerced or its syntax was not accepted; raise _Dropped.
+        ``meanwhile`` runs once its bytes are sent, while the destination answers."""
+        item = self.items[index]
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and ahead.index != index:  # not its turn (a drop came first): kept for later
+            self.ahead, ahead = ahead, None
         accepted = session.syntaxes(item.sop_class_uid)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 changes = self.changes(item)
-                if item.transfer_syntax_uid in accepted and not changes:
+                if ahead is not None and ahead.fp is not None and item.transfer_syntax_uid in accepted:
+                    with ahead.fp as fp:
+                        result = session.store_raw(index, item, fp, meanwhile=meanwhile, first=ahead.first)
+                elif item.transfer_syntax_uid in accepted and not changes:
                     with self.medium.open(item.path) as fp:
                         fp.seek(item.offset)
-                        result = session.store_raw(index, item, fp)
+                        result = session.store_raw(index, item, fp, meanwhile=meanwhile)
                 elif item.transfer_syntax_uid in accepted:
-                    result = self.send_decoded(session, index, item.transfer_syntax_uid, changes)
+                    result = self.send_decoded(session, index, item.transfer_syntax_uid, changes, meanwhile)
                 elif accepted & set(FALLBACK_SYNTAXES):
                     target = EXPLICIT_VR_LE if EXPLICIT_VR_LE in accepted else IMPLICIT_VR_LE
-                    result = self.send_decoded(session, index, target, changes)
+                    result = self.send_decoded(session, index, target, changes, meanwhile)
                 else:
                     result = Result(index, "failed", None, "the destination accepted no presentation context for "
                                     f"{syntax_name(item.sop_class_uid)}, neither in {syntax_name(item.transfer_syntax_uid)} "
@@ -446,6 +503,9 @@ class _Worker:
             except Exception as exc:  # a bug or a hostile value: this instance fails, the import goes on
                 logger.exception("sending %s failed", item.path)
                 result = Result(index, "failed", None, f"not sent: {type(exc).__name__}: {one_line(exc)}")
+            finally:
+                if ahead is not None:
+                    ahead.close()
         notes = tuple(f"pydicom: {str(w.message).strip()}" for w in caught)
         return replace(result, notes=notes) if notes else result
 
@@ -457,7 +517,8 @@ class _Worker:
             header = dcmread(fp, stop_before_pixels=True, defer_size=_PIECE, force=not item.part10)
         return item.coerce.changes(header)
 
-    def send_decoded(self, session: _Session, index: int, target: str, changes: tuple[Change, ...] = ()) -> Result:
+    def send_decoded(self, session: _Session, index: int, target: str, changes: tuple[Change, ...],
+                     meanwhile: Callable[[], None]) -> Result:
         """The data set read whole, coerced, decompressed if need be, and encoded in ``target``.
 
         ``target`` is the instance's own syntax (a coerced instance: compressed pixel data are kept as
@@ -492,7 +553,8 @@ class _Worker:
             what = "coerce" if target == syntax else f"convert {syntax.name} for the destination"
             return Result(index, "failed", None, f"cannot {what}: {one_line(exc)}")
         as_sent = Item(item.path, item.sop_class_uid, item.sop_instance_uid, target, 0, item.part10)
-        return replace(session.store_raw(index, as_sent, io.BytesIO(encoded), how), changes=changes)
+        result = session.store_raw(index, as_sent, io.BytesIO(encoded), how, meanwhile=meanwhile)
+        return replace(result, changes=changes)
 
 
 class _Session:
@@ -509,20 +571,37 @@ class _Session:
         if sock is None:
             raise _NoAssociation("the association has no socket", permanent=False)
         self.socket = sock
+        socket_to_caller(assoc, own=True)
 
     def close(self) -> None:
+        socket_to_caller(self.assoc, own=False)
         if self.assoc.is_established:
             self.assoc.release()
+
+    def abort(self) -> None:
+        """A-ABORT, then close the socket: pynetdicom, which saw none of a peer's own A-ABORT or close,
+        would leave it open."""
+        socket_to_caller(self.assoc, own=False)
+        if self.assoc.is_established:
+            self.assoc.abort()
+        self.socket.close()
 
     def syntaxes(self, sop_class: str) -> set[str]:
         return {ts for cls, ts in self.contexts if cls == sop_class}
 
-    def store_raw(self, index: int, item: Item, data: BinaryIO, how: str = "stored") -> Result:
-        """C-STORE-RQ then the data set's bytes as they are, read from ``data`` piece by piece."""
+    @property
+    def piece_size(self) -> int:
+        """Bytes read from the medium per step: whole fragments, about :data:`_PIECE`."""
+        return max(1, _PIECE // self.fragment) * self.fragment
+
+    def store_raw(self, index: int, item: Item, data: BinaryIO, how: str = "stored", *,
+                  meanwhile: Callable[[], None] | None = None, first: bytes | None = None) -> Result:
+        """C-STORE-RQ then the data set's bytes as they are, read from ``data`` piece by piece (``first``:
+        its first piece, read already); ``meanwhile`` runs once they are sent, before the answer is read."""
         context = self.contexts[(item.sop_class_uid, item.transfer_syntax_uid)]
-        piece_size = max(1, _PIECE // self.fragment) * self.fragment
+        piece_size = self.piece_size
         try:
-            piece = data.read(piece_size)
+            piece = data.read(piece_size) if first is None else first
         except OSError as exc:
             raise MediumError(f"read error: {one_line(exc)}") from exc
         if not piece:
@@ -538,17 +617,20 @@ class _Session:
                 piece = following
         except OSError as exc:
             raise _Dropped(one_line(exc)) from exc
-        response = next_message(self.assoc)
-        status = getattr(response, "Status", None)
-        if response is None:
-            waited = time.monotonic() - started >= DIMSE_TIMEOUT
-            why = f"no response within {DIMSE_TIMEOUT:.0f} s" if waited else "aborted"
-        elif status is None or getattr(response, "MessageIDBeingRespondedTo", None) != self.message_id:
-            why = "a response that answers no request of ours"
+        if meanwhile is not None:
+            meanwhile()
+        try:
+            response = _read_response(self.socket, started + DIMSE_TIMEOUT)
+        except TimeoutError:
+            why = f"no response within {DIMSE_TIMEOUT:.0f} s"
+        except (OSError, _Malformed):  # closed, reset, an A-ABORT, or what no C-STORE-RSP is
+            why = "aborted"
         else:
-            return _interpret(index, int(status), getattr(response, "ErrorComment", None), how)
-        if self.assoc.is_established:
-            self.assoc.abort()
+            status = response.get(_STATUS)
+            if status is not None and response.get(_RESPONDED_TO) == self.message_id:
+                return _interpret(index, status, response.get(_ERROR_COMMENT), how)
+            why = "a response that answers no request of ours"
+        self.abort()
         raise _Dropped(why)
 
 
@@ -559,9 +641,76 @@ class _Session:
         try:
             return data.read(size)
         except OSError as exc:
-            self.assoc.abort()
+            self.abort()
             raise _Unreadable(Result(index, "failed", None, f"unreadable: read error: {one_line(exc)}; the "
                                      "association was aborted so that the destination keeps no part of it")) from exc
+
+
+class _Malformed(Exception):
+    """What the destination sent is no answer to a C-STORE-RQ: an A-ABORT, or a PDU we cannot read."""
+
+
+#: The largest PDU taken as a response: a C-STORE-RSP's command set is a few hundred bytes.
+_MAX_RESPONSE_PDU = 1 << 20
+#: Message ID Being Responded To, Status, Error Comment (PS3.7 9.3.1.2, C.4).
+_RESPONDED_TO, _STATUS, _ERROR_COMMENT = 0x0120, 0x0900, 0x0902
+
+
+def _read_response(sock: socket.socket, deadline: float) -> dict[int, Any]:
+    """The next command set the destination sends (PS3.8 9.3.5, E.2), as {element: value} of group 0000.
+
+    Data set fragments (a C-STORE-RSP has none) are passed over. Raises TimeoutError past ``deadline``,
+    OSError when the connection fails, :class:`_Malformed` for an A-ABORT or any other PDU.
+    """
+    command = bytearray()
+    while True:
+        head = _receive(sock, 6, deadline)
+        length = struct.unpack_from(">L", head, 2)[0]
+        if head[0] != 0x04 or length > _MAX_RESPONSE_PDU:
+            raise _Malformed(f"PDU type 0x{head[0]:02X} of {length} bytes")
+        body, pos = _receive(sock, length, deadline), 0
+        while pos < length:
+            if pos + 6 > length or (size := struct.unpack_from(">L", body, pos)[0]) < 2 or pos + 4 + size > length:
+                raise _Malformed(f"a PDV item runs past its PDU at byte {pos}")
+            control = body[pos + 5]
+            if control & _COMMAND:
+                command += body[pos + 6 : pos + 4 + size]
+                if control & _LAST:
+                    return _command_set(bytes(command))
+            pos += 4 + size
+
+
+def _receive(sock: socket.socket, size: int, deadline: float) -> bytes:
+    """Exactly ``size`` bytes; TimeoutError past ``deadline``, ConnectionError when the peer closes."""
+    got = bytearray()
+    while len(got) < size:
+        pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
+        left = deadline - time.monotonic()
+        if not pending and (left <= 0 or not select.select([sock], [], [], left)[0]):
+            raise TimeoutError
+        piece = sock.recv(size - len(got))
+        if not piece:
+            raise ConnectionError("the destination closed the connection")
+        got += piece
+    return bytes(got)
+
+
+def _command_set(data: bytes) -> dict[int, Any]:
+    """Message ID Being Responded To and Status (US), Error Comment (LO) of an Implicit VR Little Endian
+    command set (PS3.7 6.3.1, E.1)."""
+    found: dict[int, Any] = {}
+    pos = 0
+    while pos + 8 <= len(data):
+        group, element, size = struct.unpack_from("<HHL", data, pos)
+        value = data[pos + 8 : pos + 8 + size]
+        if group != 0x0000 or len(value) < size:
+            raise _Malformed(f"a command element runs past its command set at byte {pos}")
+        if element in (_RESPONDED_TO, _STATUS) and size == 2:
+            found[element] = struct.unpack("<H", value)[0]
+        elif element == _ERROR_COMMENT:
+            found[element] = value.decode("ascii", "replace").strip(" \0")
+        pos += 8 + size
+    return found
 
 
 def _interpret(index: int, status: int, comment: object, how: str) -> Result:
@@ -647,15 +796,17 @@ def _associate_once(destination: SendTarget, contexts: Sequence[tuple[str, Seque
         tls_args = destination.tls_args()
     except OSError as exc:  # ssl.SSLError too: the files changed since the configuration was read
         raise _NoAssociation(f"TLS with {where}: cannot load our TLS files: {failure(exc)}", permanent=True) from None
-    with connection_errors() as errors, warnings.catch_warnings():
-        # pynetdicom drops, unclosed, the socket whose connect() failed: not our leak to report
+    # pynetdicom drops, unclosed, the socket whose connect() failed: not our leak to report. The warnings
+    # filters are the process's, so the associations of one import are set up one at a time, each failed
+    # one's socket collected before the next thread may change the filters back.
+    with _SETTING_UP, connection_errors() as errors, warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         assoc = ae.associate(destination.host, destination.port, contexts=proposed, ae_title=destination.ae_title,
                              evt_handlers=[(evt.EVT_CONN_OPEN, _set_nodelay)], tls_args=tls_args)
+        if not assoc.is_established:
+            collect_failed(assoc)
     if assoc.is_established:
-        reactor_takes_no_messages(assoc)
         return assoc
-    collect_failed(assoc)
     if errors and errors[-1].tls:  # a certificate or a profile the destination does not share: no retry mends it
         raise _NoAssociation(f"TLS with {where} refused: {errors[-1].reason}", permanent=True)
     if errors:

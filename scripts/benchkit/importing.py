@@ -39,7 +39,7 @@ from benchkit.procs import HOST, Server, free_port
 
 DEST_AET = "STORESCP"
 PUBLISHED = {"dcmsend": 861.0, "pynetdicom_raw": 238.0}  # inst/s, ../shared/BENCHMARKS.md
-TARGETS = {"folder_vs_dcmsend": 0.3, "max_rss_mb": 200.0}
+TARGETS = {"folder_vs_dcmsend": 0.5, "iso_vs_dcmsend": 0.45, "max_rss_mb": 200.0}
 IMPORT_SNIPPET = """\
 import sys
 from node.read.importer import import_medium
@@ -147,7 +147,8 @@ def print_table(res: Json, out: TextIO) -> None:
          "  [how this machine compares today]")
     line(f"  medianode import from the folder vs dcmsend: {fmt(r['folder_vs_dcmsend'], '.2f')}x "
          f"(target >= {t['folder_vs_dcmsend']}x) {MARK[ok['folder_vs_dcmsend']]}")
-    line(f"  medianode import from the ISO vs dcmsend:    {fmt(r['iso_vs_dcmsend'], '.2f')}x (reported)")
+    line(f"  medianode import from the ISO vs dcmsend:    {fmt(r['iso_vs_dcmsend'], '.2f')}x "
+         f"(target >= {t['iso_vs_dcmsend']}x) {MARK[ok['iso_vs_dcmsend']]}")
     line(f"  medianode import peak RSS of a process:      {fmt(r['peak_rss_mb'], '.0f')} MB "
          f"(target < {t['max_rss_mb']:.0f} MB) {MARK[ok['max_rss_mb']]}")
     c = res["check_s"]
@@ -164,7 +165,7 @@ def run_import(args: argparse.Namespace) -> Json:
     try:
         log(f"\n{spec.label}: burning it with medianode ({spec.profile}), extracting the ISO with xorriso ...")
         iso, folder = make_medium(src, spec.profile, root)
-        instances = [f for f in files_of(folder) if f.name != "DICOMDIR"]
+        instances = files_of(folder / "DICOM")  # the instances: not the DICOMDIR nor README.TXT
         nbytes = warm(instances)
         warm([iso])
         how, from_folder = medianode_import(folder)
@@ -189,9 +190,8 @@ def run_import(args: argparse.Namespace) -> Json:
     ratios = {"folder_vs_dcmsend": rate["folder"] / dcm if rate["folder"] and dcm else None,
               "iso_vs_dcmsend": rate["iso"] / dcm if rate["iso"] and dcm else None,
               "dcmsend_vs_published": dcm / PUBLISHED["dcmsend"] if dcm else None, "peak_rss_mb": rss}
-    folder_ratio = ratios["folder_vs_dcmsend"]
-    met = {"folder_vs_dcmsend": None if folder_ratio is None else folder_ratio >= TARGETS["folder_vs_dcmsend"],
-           "max_rss_mb": None if rss is None else rss < TARGETS["max_rss_mb"]}
+    met = {k: None if ratios[k] is None else ratios[k] >= TARGETS[k] for k in ("folder_vs_dcmsend", "iso_vs_dcmsend")}
+    met["max_rss_mb"] = None if rss is None else rss < TARGETS["max_rss_mb"]
     res: Json = {"data": {"label": spec.label, "files": len(instances), "bytes": nbytes}, "runs": args.runs,
                  "load_before": load_before, "load_after": load_average(), "medianode_import": how,
                  "senders": summaries, "check_s": check_s, "ratios": ratios, "targets": TARGETS, "targets_met": met}
