@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from pynetdicom.association import Association
 
     from node.receive.scp import Live
+    from node.receive.storer import Dispatcher, StoreAssociation
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,8 @@ def serve_receivers(config: Config, *, listener: socket.socket | None = None, st
     # Blocked before any thread starts, native ones included (numpy's BLAS pool starts at import):
     # a thread that leaves SIGTERM unblocked would let its default action kill the process.
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS) if in_main else None
-    from node.receive.scp import Live, SharedIndex, evt_handlers, make_ae, ssl_context
+    from node.receive.scp import Live, SharedIndex, evt_handlers, make_ae, own_path_classes, ssl_context
+    from node.receive.storer import Dispatcher
 
     with contextlib.ExitStack() as cleanup:
         if old_mask is not None:
@@ -94,15 +96,18 @@ def serve_receivers(config: Config, *, listener: socket.socket | None = None, st
         index = Index(spool.data_dir / "index.sqlite", durable=True)  # each commit precedes an acknowledgement
         cleanup.callback(index.close)
         server_class = type("SharedReceiverServer", (ReceiverServer,), {"listener": listener})
+        shared = SharedIndex(index)
         server = cast(ReceiverServer, ae.make_server(
             (node.host, node.port), ssl_context=ssl_context(node.tls) if node.tls else None,
-            evt_handlers=evt_handlers(spool, SharedIndex(index), live), server_class=server_class))
-        lobby = Lobby(server, artim_seconds=node.artim_seconds, pdu_seconds=node.pdu_seconds,
+            evt_handlers=evt_handlers(spool, shared, live), server_class=server_class))
+        dispatcher = Dispatcher(server, supported=ae.supported_contexts, served=own_path_classes(config),
+                                spool=spool, index=shared, live=live)
+        lobby = Lobby(dispatcher, artim_seconds=node.artim_seconds, pdu_seconds=node.pdu_seconds,
                       max_pdu=node.pdu_limit, per_address=node.max_connections_per_address, counts=counts)
-        server.gate = lobby
+        server.gate = dispatcher.gate = lobby
         cleanup.callback(lobby.close)
         threading.Thread(target=server.serve_forever, name="medianode-accept", daemon=True).start()
-        cleanup.callback(_drain, server, live, drain_s=drain_s, signals=old_mask is not None)
+        cleanup.callback(_drain, server, dispatcher, live, drain_s=drain_s, signals=old_mask is not None)
         host, port = server.server_address[:2]
         logger.info("Receiver %d listening as %s on %s:%d", os.getpid(), node.ae_title, host, port)
         if ready:
@@ -152,8 +157,9 @@ def _reload(live: Live) -> None:
                 len(new.routes), ", ".join(sorted(new.called_aets)))
 
 
-def _drain(server: ReceiverServer, live: Live, *, drain_s: float, signals: bool) -> None:
-    """Stop accepting, then abort each association once no C-STORE of it is in flight.
+def _drain(server: ReceiverServer, dispatcher: Dispatcher, live: Live, *, drain_s: float, signals: bool) -> None:
+    """Stop accepting, then abort each association (pynetdicom's and our own path's) once no C-STORE of
+    it is in flight.
 
     An association whose connection died before negotiation (a failed TLS
     handshake) waits out pynetdicom's ACSE timeout; aborting it is all we can
@@ -162,11 +168,16 @@ def _drain(server: ReceiverServer, live: Live, *, drain_s: float, signals: bool)
     server.shutdown()
     deadline = time.monotonic() + drain_s
     aborted: dict[int, Association] = {}
+    aborted_own: list[StoreAssociation] = []
     while True:
         left = [a for a in server.active_associations if a.is_alive() and id(a) not in aborted]
-        if not left:
+        own = [a for a in dispatcher.own() if a.is_alive() and a not in aborted_own]
+        if not left and not own:
             break
         force = time.monotonic() >= deadline
+        for mine in own:
+            if mine.abort(force=force):
+                aborted_own.append(mine)
         for assoc in left:
             busy = live.is_storing(assoc) or is_busy(assoc)
             if force or not busy:
@@ -177,7 +188,8 @@ def _drain(server: ReceiverServer, live: Live, *, drain_s: float, signals: bool)
             deadline = 0.0
         live.wait(0.05)
     grace = time.monotonic() + 2.0  # for the A-ABORTs to leave
-    while any(a.is_established or dul_running(a) for a in aborted.values()) and time.monotonic() < grace:
+    while (any(a.is_established or dul_running(a) for a in aborted.values())
+           or any(a.is_alive() for a in aborted_own)) and time.monotonic() < grace:
         live.wait(0.05)
 
 
