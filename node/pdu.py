@@ -48,6 +48,10 @@ _ELEMENT = struct.Struct("<HHL")
 _U16 = struct.Struct("<H")
 
 
+#: How a reason begins, in the log line of the abort: the same words as pynetdicom's path (node.netcompat).
+BAD_PDU, BAD_MESSAGE = "malformed P-DATA-TF PDU: ", "malformed DIMSE message: "
+
+
 class Malformed(Exception):
     """A PDU, PDV or command set that breaks PS3.8 / PS3.7: the association is aborted."""
 
@@ -151,11 +155,11 @@ def read_command(data: bytes | bytearray) -> Command:
     at, end = 0, len(data)
     while at < end:
         if end - at < _ELEMENT.size:
-            raise Malformed(f"command set cut within an element header ({end - at} bytes left)")
+            raise Malformed(f"{BAD_MESSAGE}command set cut within an element header ({end - at} bytes left)")
         group, tag, length = _ELEMENT.unpack_from(data, at)
         at += _ELEMENT.size
         if group != 0x0000 or length > end - at:
-            raise Malformed(f"command set element ({group:04X},{tag:04X}) of {length} bytes, "
+            raise Malformed(f"{BAD_MESSAGE}command set element ({group:04X},{tag:04X}) of {length} bytes, "
                             f"{end - at} left in the command set")
         values[tag] = bytes(data[at:at + length])
         at += length
@@ -163,13 +167,13 @@ def read_command(data: bytes | bytearray) -> Command:
     def number(tag: int) -> int:
         raw = values.get(tag)
         if raw is None or len(raw) != 2:
-            raise Malformed(f"command set without a valid (0000,{tag:04X})")
+            raise Malformed(f"{BAD_MESSAGE}command set without a valid (0000,{tag:04X})")
         return int(_U16.unpack(raw)[0])
 
     def text(tag: int) -> str:
         raw = values.get(tag, b"").rstrip(b"\0 ")
         if not raw.isascii():
-            raise Malformed(f"command set element (0000,{tag:04X}) is not ASCII")
+            raise Malformed(f"{BAD_MESSAGE}command set element (0000,{tag:04X}) is not ASCII")
         return raw.decode("ascii")
 
     return Command(number(0x0100), number(0x0110), text(0x0002), text(0x1000), number(0x0800) != NO_DATA_SET)
@@ -250,12 +254,12 @@ def pdvs(wire: Wire, length: int) -> Iterator[tuple[int, int, int]]:
     """
     left = length
     if left == 0:
-        raise Malformed("a P-DATA-TF without a PDV item")
+        raise Malformed(f"{BAD_PDU}no PDV item")
     while left:
         if left < PDV_HEADER:
-            raise Malformed(f"{left} bytes left in a P-DATA-TF, too few for a PDV item")
+            raise Malformed(f"{BAD_PDU}{left} bytes left, too few for a PDV item")
         item, context, control = _PDV.unpack(wire.take(PDV_HEADER))
         if item < 2 or item - 2 > left - PDV_HEADER:
-            raise Malformed(f"PDV item of {item} bytes, {left - 4} left in its P-DATA-TF")
+            raise Malformed(f"{BAD_PDU}PDV item of {item} bytes, {left - 4} left in its P-DATA-TF")
         left -= PDV_HEADER + item - 2
         yield context, control, item - 2

@@ -41,6 +41,7 @@ from tests.test_serve import Node
 CT = "1.2.840.10008.5.1.4.1.1.2"
 VERIFICATION = "1.2.840.10008.1.1"
 EXPLICIT = "1.2.840.10008.1.2.1"
+STORE = "routes:\n  - {match: {called_aet: MEDIANODE}, action: store}\n"
 #: The context IDs the in-process requests propose: CT Image Storage, Verification.
 CT_CX, ECHO_CX = 1, 3
 
@@ -66,7 +67,7 @@ def sent(files: list[Path]) -> dict[str, bytes]:
 def big_pdu_node(tmp_path: Path) -> Iterator[Node]:
     """A node whose maximum PDU is DCMTK's largest, 128 KiB, so that every size up to ours is tried."""
     need("echoscu", "storescu", "dcmsend")
-    n = Node(tmp_path, extra=", max_pdu: 131072", routes="routes:\n  - {match: {called_aet: MEDIANODE}, action: store}\n")
+    n = Node(tmp_path, extra=", max_pdu: 131072", routes=STORE)
     n.start()
     yield n
     n.stop()
@@ -89,7 +90,7 @@ def test_dcmtk_storescu_and_dcmsend_at_every_pdu_size_store_byte_for_byte(big_pd
 def test_pynetdicom_scu_stores_byte_for_byte_and_is_answered_by_our_own_path(tmp_path: Path, max_pdu: int) -> None:
     need("echoscu")
     node = Node(tmp_path, extra=f", max_pdu: {max_pdu}" if max_pdu else "",
-                routes="routes:\n  - {match: {called_aet: MEDIANODE}, action: store}\n")
+                routes=STORE)
     node.start()
     try:
         files = ct_series(tmp_path / "c", 4, size=120)
@@ -111,7 +112,7 @@ def test_pynetdicom_scu_stores_byte_for_byte_and_is_answered_by_our_own_path(tmp
 
 def test_garbage_after_associating_aborts_that_association_only(tmp_path: Path) -> None:
     need("echoscu", "storescu")
-    node = Node(tmp_path, routes="routes:\n  - {match: {called_aet: MEDIANODE}, action: store}\n")
+    node = Node(tmp_path, routes=STORE)
     node.start()
     try:
         ae = AE(ae_title="PYSCU")
@@ -127,10 +128,34 @@ def test_garbage_after_associating_aborts_that_association_only(tmp_path: Path) 
             assert good.send_c_store(dcmread(p)).Status == 0
         good.release()
         assert spooled(node.data) == sent(files)
-        assert "refused or aborted: PDV item of 2000 bytes, 8 left in its P-DATA-TF" in node.logs()
+        assert "refused or aborted: malformed P-DATA-TF PDU: PDV item of 2000 bytes, 8 left in its P-DATA-TF" in node.logs()
         done = subprocess.run(["storescu", "-aet", "CT1", "-aec", "MEDIANODE", "127.0.0.1", str(node.port),
                                *map(str, ct_series(tmp_path / "e", 1))], capture_output=True, env=PEER_ENV, timeout=60)
         assert done.returncode == 0
+    finally:
+        node.stop()
+
+
+def test_past_max_associations_an_association_is_rejected_and_one_freed_is_taken_again(tmp_path: Path) -> None:
+    need("echoscu")
+    node = Node(tmp_path, extra=", max_associations: 2", routes=STORE)
+    node.config.write_text(node.config.read_text().replace("workers: 2", "workers: 1"))  # one receiver: one cap
+    node.start()
+    try:
+        ae = AE(ae_title="PYSCU")
+        ae.add_requested_context(CT, EXPLICIT)
+        held = [ae.associate("127.0.0.1", node.port, ae_title="MEDIANODE") for _ in range(2)]
+        assert all(a.is_established for a in held)
+        refused = ae.associate("127.0.0.1", node.port, ae_title="MEDIANODE")
+        assert refused.is_rejected
+        rj = cast(Any, refused.acceptor.primitive)
+        assert (rj.result, rj.result_source, rj.diagnostic) == (2, 3, 2)
+        held[0].release()
+        until(lambda: "local limit exceeded (node.max_associations)" in node.logs() or None, "the refusal's line")
+        again = until(lambda: (a := ae.associate("127.0.0.1", node.port, ae_title="MEDIANODE")).is_established
+                      and a or None, "an association once one was released", timeout=30)
+        again.release()
+        held[1].release()
     finally:
         node.stop()
 

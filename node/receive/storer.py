@@ -38,6 +38,7 @@ from node.pdu import (
     A_ABORT,
     A_RELEASE_RP,
     A_RELEASE_RQ,
+    BAD_MESSAGE,
     C_ECHO_RQ,
     C_ECHO_RSP,
     C_STORE_RQ,
@@ -237,12 +238,12 @@ class StoreAssociation(threading.Thread):
     def _p_data(self, length: int) -> None:
         for context, control, n in pdvs(self.wire, length):
             if context not in self.request.accepted:
-                raise Malformed(f"PDV for presentation context {context}, which is not accepted")
+                raise Malformed(f"{BAD_MESSAGE}presentation context {context} is not accepted")
             if control & COMMAND:
                 if self._incoming is not None:
-                    raise Malformed("a command fragment within a data set", UNEXPECTED_PDU)
+                    raise Malformed(f"{BAD_MESSAGE}a command fragment within a data set", UNEXPECTED_PDU)
                 if len(self._command) + n > COMMAND_MAX:
-                    raise Malformed(f"a command set over {COMMAND_MAX} bytes")
+                    raise Malformed(f"{BAD_MESSAGE}a command set over {COMMAND_MAX} bytes")
                 with self._lock:
                     if self._stopping:
                         raise Closed(0)
@@ -252,7 +253,7 @@ class StoreAssociation(threading.Thread):
             else:
                 incoming = self._incoming
                 if incoming is None or context != incoming.context:
-                    raise Malformed("a data set fragment without its C-STORE-RQ", UNEXPECTED_PDU)
+                    raise Malformed(f"{BAD_MESSAGE}a data set fragment without its C-STORE-RQ", UNEXPECTED_PDU)
                 for piece in self.wire.stream(n):
                     incoming.write(piece)
                 if control & LAST:
@@ -269,8 +270,9 @@ class StoreAssociation(threading.Thread):
                 self._command.clear()
             return
         if command.field != C_STORE_RQ or not command.has_data_set:
-            raise Malformed(f"command 0x{command.field:04X} (data set {'present' if command.has_data_set else 'absent'})"
-                            " is not served on this association", UNEXPECTED_PDU)
+            data_set = "with" if command.has_data_set else "without"
+            raise Malformed(f"command 0x{command.field:04X} {data_set} a data set is not served on this association",
+                            UNEXPECTED_PDU)
         live = self.d.live
         self._storing.enter_context(live.storing(self))
         head = network_head(command.sop_class, command.sop_instance, syntax, calling_aet=self.request.calling,

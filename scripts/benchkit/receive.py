@@ -362,7 +362,8 @@ def print_table(res: Json, out: TextIO) -> None:
                  f"{fmt(v[f'vs_storescp_{mode}'], '.2f')}x DCMTK storescp (moonshot >= {t[f'vs_storescp_{mode}']}x) "
                  f"{MARK[ok[f'vs_storescp_{mode}']]}, {fmt(v[f'vs_minimal_{mode}'], '.2f')}x the minimal SCP")
         line(f"    peak RSS, serve and its children added: {fmt(m['tree_rss_mb'], '.0f')} MB "
-             f"(target <= {t['max_rss_mb']:.0f}) {MARK[ok['max_rss_mb']]}; largest process {fmt(m['peak_rss_mb'], '.0f')} MB")
+             f"(target <= {t['max_rss_mb']:.0f}) {MARK[ok['max_rss_mb']]}; "
+             f"largest process {fmt(m['peak_rss_mb'], '.0f')} MB")
     if f := res.get("fsync"):
         line(f"  durability per instance on this disk: write + rename {f['plain_ms']:.2f} ms; with the file's and the "
              f"folder's fsync {f['fsync_ms']:.2f} ms")
