@@ -162,12 +162,6 @@ class StoreAssociation(threading.Thread):
 
     # -- what the drain asks --------------------------------------------------------------
 
-    @property
-    def busy(self) -> bool:
-        """A request is half received or being answered."""
-        with self._lock:
-            return bool(self._command) or self._incoming is not None
-
     def abort(self, *, force: bool = False) -> bool:
         """A-ABORT now, unless a request is in hand (and not ``force``); True when aborted."""
         with self._lock:
@@ -185,8 +179,8 @@ class StoreAssociation(threading.Thread):
             self.sock.setblocking(True)
             if self.refusal is not None:
                 code, reason = self.refusal
-                self._send(reject_pdu(code))
                 refused(self.d.live, self.request.calling, self.request.called, self.peer, code, reason)
+                self._send(reject_pdu(code))  # after the audit line: a peer told is a peer on record
                 return
             if self._send(accept_pdu(self.request, max_pdu=self.d.gate.max_pdu)):
                 self._serve()
@@ -231,6 +225,7 @@ class StoreAssociation(threading.Thread):
             if kind == A_ABORT:
                 logger.info("Association from %s aborted by the peer", self.peer)
                 return
+            closed(self.d.live, id(self), self.request.calling, self.request.called, self.peer)  # before it is told
             self._send(a_release(A_RELEASE_RP))
             self._linger()
             return

@@ -19,6 +19,7 @@ import signal
 import socket
 import sqlite3
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, MutableSequence
@@ -31,13 +32,13 @@ from node.config import Config, load_config
 from node.errors import NodeError
 from node.index import Index
 from node.lifeline import await_ready, die_with_parent
-from node.netcompat import ReceiverServer, dul_running, is_busy, receive_into
 from node.receive.guard import ADDRESS_SLOTS, AddressCounts, Lobby, raise_file_limit
 from node.receive.spool import Spool
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
 
+    from node.netcompat import ReceiverServer
     from node.receive.scp import Live
     from node.receive.storer import Dispatcher, StoreAssociation
 
@@ -82,6 +83,7 @@ def serve_receivers(config: Config, *, listener: socket.socket | None = None, st
     # Blocked before any thread starts, native ones included (numpy's BLAS pool starts at import):
     # a thread that leaves SIGTERM unblocked would let its default action kill the process.
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS) if in_main else None
+    from node.netcompat import ReceiverServer, receive_into
     from node.receive.scp import Live, SharedIndex, evt_handlers, make_ae, own_path_classes, ssl_context
     from node.receive.storer import Dispatcher
 
@@ -165,6 +167,8 @@ def _drain(server: ReceiverServer, dispatcher: Dispatcher, live: Live, *, drain_
     handshake) waits out pynetdicom's ACSE timeout; aborting it is all we can
     do, and the process exits without waiting for it (:func:`_receiver_main`).
     """
+    from node.netcompat import dul_running, is_busy
+
     server.shutdown()
     deadline = time.monotonic() + drain_s
     aborted: dict[int, Association] = {}
@@ -338,7 +342,13 @@ def stop_receivers(receivers: list[Receiver], *, force: bool = False, timeout: f
 
 def _receiver_main(config: Config, listener: socket.socket, conn: Connection, level: int, fmt: str | None,
                    parent: int, table: MutableSequence[int], row: int) -> None:
-    """A receiver process's entry point (spawned)."""
+    """A receiver process's entry point (spawned).
+
+    numpy is marked absent first: pydicom (which pynetdicom loads) imports it when it can, 17 MB of each
+    receiver's memory for pixel work a receiver never does; this module loads neither until
+    :func:`serve_receivers`.
+    """
+    sys.modules.setdefault("numpy", None)  # type: ignore[arg-type]
     die_with_parent(parent)
     filemodes.restrict(config.node.group)
     raise_file_limit()
