@@ -24,7 +24,12 @@ from pynetdicom import AE
 from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.pdu import A_ASSOCIATE_RQ, P_DATA_TF
-from pynetdicom.pdu_primitives import A_ASSOCIATE, ImplementationClassUIDNotification, MaximumLengthNotification
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    ImplementationClassUIDNotification,
+    MaximumLengthNotification,
+    UserIdentityNegotiation,
+)
 from pynetdicom.presentation import build_context
 
 from node import pdu
@@ -186,16 +191,26 @@ class Here:
     data: Path
 
 
-def request_pdu(peer_max: int = 16384) -> bytes:
+def request_pdu(peer_max: int = 16384, *, also: str = "", identity: bool = False) -> bytes:
+    """An A-ASSOCIATE-RQ for CT Image Storage and Verification (and ``also``, a third SOP class), as pynetdicom
+    encodes it; ``identity``: with a User Identity item."""
     rq = A_ASSOCIATE()
     rq.application_context_name = "1.2.840.10008.3.1.1.1"
     rq.calling_ae_title, rq.called_ae_title = "CT1", "MEDIANODE"
     ct, echo = build_context(CT, [EXPLICIT]), build_context(VERIFICATION)
     ct.context_id, echo.context_id = CT_CX, ECHO_CX
     rq.presentation_context_definition_list = [ct, echo]
+    if also:
+        third = build_context(also)
+        third.context_id = 5
+        rq.presentation_context_definition_list = [ct, echo, third]
     length, klass = MaximumLengthNotification(), ImplementationClassUIDNotification()
     length.maximum_length_received, klass.implementation_class_uid = peer_max, "1.2.3.4"
     rq.user_information = [length, klass]
+    if identity:
+        user = UserIdentityNegotiation()
+        user.user_identity_type, user.primary_field = 1, b"clerk"
+        rq.user_information = [length, klass, user]
     encoded = A_ASSOCIATE_RQ()
     encoded.from_primitive(rq)
     return bytes(encoded.encode())
@@ -217,6 +232,17 @@ def here(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Here]:
     assert request is not None and set(request.accepted) == {CT_CX, ECHO_CX}
     yield Here(dispatcher, request, gate, data)
     index.close()
+
+
+def test_only_associations_that_store_or_verify_take_our_own_path(tmp_path: Path) -> None:
+    config = parse_config(f"node: {{data_dir: {tmp_path}}}\nmcm: {{}}\n", source="test")
+    supported, served = make_ae(config).supported_contexts, own_path_classes(config)
+    mcm = "1.2.840.10008.5.1.1.33"
+    assert own_path(request_pdu(), supported, served) is not None
+    assert own_path(request_pdu(also="1.2.3.4.5"), supported, served) is not None  # a class we refuse anyway
+    assert own_path(request_pdu(also=mcm), supported, served) is None  # Media Creation Management: pynetdicom's
+    assert own_path(request_pdu(identity=True), supported, served) is None  # a user identity: pynetdicom's
+    assert own_path(request_pdu()[:-3], supported, served) is None  # malformed: pynetdicom aborts it
 
 
 def converse(here: Here, chunks: list[bytes]) -> list[tuple[int, bytes]]:
