@@ -17,7 +17,6 @@ import os
 import socket
 import socketserver
 import ssl
-import struct
 import tempfile
 import threading
 import time
@@ -37,6 +36,15 @@ from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationServer, AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from node.errors import one_line
+from node.pdu import (  # the PDU framing the gate and the guarded socket share with our own data path
+    ASSOCIATE_RQ_MAX,
+    INVALID_PARAMETER,
+    P_DATA_TF,
+    PDU_HEADER,
+    REASON_NOT_SPECIFIED,
+    a_abort,
+    pdu_header,
+)
 from node.tls import failure
 
 # -- receiving ---------------------------------------------------------------------------
@@ -278,26 +286,6 @@ class ReceiverServer(ThreadedAssociationServer):
 
 
 # -- guarding ---------------------------------------------------------------------------
-
-#: The largest A-ASSOCIATE-RQ (and A-RELEASE / A-ABORT) PDU read: far above 128 presentation contexts
-#: with every transfer syntax and a user-identity item (PS3.8 9.3.2).
-ASSOCIATE_RQ_MAX = 1 << 20
-PDU_HEADER = 6
-A_ASSOCIATE_RQ, P_DATA_TF = 0x01, 0x04
-#: A-ABORT reasons when the service provider aborts (PS3.8 9.3.8, source 2).
-REASON_NOT_SPECIFIED, UNEXPECTED_PDU, INVALID_PARAMETER = 0x00, 0x02, 0x06
-
-
-def pdu_header(data: bytes | bytearray) -> tuple[int, int]:
-    """(PDU type, length of what follows the 6-byte header) of a PDU's first bytes (PS3.8 9.3.1)."""
-    kind, _, length = struct.unpack(">BBL", data[:PDU_HEADER])
-    return kind, length
-
-
-def a_abort(reason: int) -> bytes:
-    """An A-ABORT PDU from the service provider (PS3.8 9.3.8: source 2, ``reason``)."""
-    return struct.pack(">BBLBBBB", 0x07, 0, 4, 0, 0, 2, reason)
-
 
 class Gate(Protocol):
     #: The Maximum Length we advertise (PS3.8 D.1.1): the largest P-DATA-TF body read.

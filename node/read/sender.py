@@ -18,7 +18,7 @@ SOP class; 0xCxxx cannot understand; the general failures of PS3.7 C.4, C.5).
 
 pynetdicom negotiates, releases and aborts. Its own sending costs a queue
 hand-off, a state-machine step and two event triggers per P-DATA PDU, and it can
-stream only a host file, read to its end; so the bytes are framed here, straight
+stream only a host file, read to its end; so the bytes are framed here (:mod:`node.pdu`), straight
 from :meth:`Medium.open`'s stream (a folder's file or an ISO image's extent
 alike), into P-DATA-TF PDUs no longer than the destination's maximum (PS3.8
 9.3.5, E.2), after a C-STORE-RQ command set (PS3.7 9.3.1.1, E.1). Its way back
@@ -82,6 +82,7 @@ from node.dicom import (
 from node.config import ClientTLS
 from node.errors import MediumError, one_line
 from node.netcompat import collect_failed, connection_errors, raw_socket, socket_to_caller
+from node.pdu import COMMAND, LAST, Malformed, c_store_rq, command_elements, p_data_tf
 from node.read.coerce import Change, Coercing, CoercionError
 from node.read.medium import Medium, open_medium
 from node.tls import client_context, failure
@@ -106,10 +107,6 @@ _PIECE = 1 << 20
 #: The second context proposed for every SOP class, beside one per syntax its instances are in: the
 #: uncompressed syntaxes an instance is decoded into when the destination accepted none of its own.
 FALLBACK_SYNTAXES = (EXPLICIT_VR_LE, IMPLICIT_VR_LE)
-#: Message Control Header bits (PS3.8 E.2): command (else data set), last fragment.
-_COMMAND, _LAST = 0x01, 0x02
-#: C-STORE-RQ Command Field and "a data set follows" (PS3.7 E.1, 9.3.1.1).
-_C_STORE_RQ, _DATA_SET_PRESENT = 0x0001, 0x0001
 
 
 @dataclass(frozen=True)
@@ -607,13 +604,13 @@ class _Session:
         if not piece:
             return Result(index, "failed", None, "unreadable: the file ends before its data set")
         self.message_id = self.message_id % 0xFFFF + 1
-        command = _c_store_rq(self.message_id, item.sop_class_uid, item.sop_instance_uid)
+        command = c_store_rq(self.message_id, item.sop_class_uid, item.sop_instance_uid)
         started = time.monotonic()
         try:
-            self.socket.sendall(b"".join(_pdus(context, command, self.fragment, _COMMAND | _LAST)))
+            self.socket.sendall(b"".join(p_data_tf(context, command, self.fragment, COMMAND | LAST)))
             while piece:
                 following = self._read(index, data, piece_size)
-                self.socket.sendall(b"".join(_pdus(context, piece, self.fragment, 0 if following else _LAST)))
+                self.socket.sendall(b"".join(p_data_tf(context, piece, self.fragment, 0 if following else LAST)))
                 piece = following
         except OSError as exc:
             raise _Dropped(one_line(exc)) from exc
@@ -673,9 +670,9 @@ def _read_response(sock: socket.socket, deadline: float) -> dict[int, Any]:
             if pos + 6 > length or (size := struct.unpack_from(">L", body, pos)[0]) < 2 or pos + 4 + size > length:
                 raise _Malformed(f"a PDV item runs past its PDU at byte {pos}")
             control = body[pos + 5]
-            if control & _COMMAND:
+            if control & COMMAND:
                 command += body[pos + 6 : pos + 4 + size]
-                if control & _LAST:
+                if control & LAST:
                     return _command_set(bytes(command))
             pos += 4 + size
 
@@ -696,20 +693,15 @@ def _receive(sock: socket.socket, size: int, deadline: float) -> bytes:
 
 
 def _command_set(data: bytes) -> dict[int, Any]:
-    """Message ID Being Responded To and Status (US), Error Comment (LO) of an Implicit VR Little Endian
-    command set (PS3.7 6.3.1, E.1)."""
-    found: dict[int, Any] = {}
-    pos = 0
-    while pos + 8 <= len(data):
-        group, element, size = struct.unpack_from("<HHL", data, pos)
-        value = data[pos + 8 : pos + 8 + size]
-        if group != 0x0000 or len(value) < size:
-            raise _Malformed(f"a command element runs past its command set at byte {pos}")
-        if element in (_RESPONDED_TO, _STATUS) and size == 2:
-            found[element] = struct.unpack("<H", value)[0]
-        elif element == _ERROR_COMMENT:
-            found[element] = value.decode("ascii", "replace").strip(" \0")
-        pos += 8 + size
+    """Message ID Being Responded To and Status (US), Error Comment (LO) of a response's command set."""
+    try:
+        elements = command_elements(data)
+    except Malformed as exc:
+        raise _Malformed(str(exc)) from None
+    found: dict[int, Any] = {k: struct.unpack("<H", elements[k])[0]
+                             for k in (_RESPONDED_TO, _STATUS) if len(elements.get(k, b"")) == 2}
+    if _ERROR_COMMENT in elements:
+        found[_ERROR_COMMENT] = elements[_ERROR_COMMENT].decode("ascii", "replace").strip(" \0")
     return found
 
 
@@ -723,38 +715,6 @@ def _interpret(index: int, status: int, comment: object, how: str) -> Result:
     if category == STATUS_WARNING:
         return Result(index, "sent", status, f"{how}, with warning {text}")
     return Result(index, "failed", status, f"refused by the destination: {text}")
-
-
-def _c_store_rq(message_id: int, sop_class: str, sop_instance: str) -> bytes:
-    """A C-STORE-RQ command set (PS3.7 9.3.1.1), Implicit VR Little Endian as every command set (PS3.7 6.3.1)."""
-
-    def element(tag: int, value: bytes) -> bytes:
-        return struct.pack("<HHL", 0x0000, tag, len(value)) + value
-
-    def ui(uid: str) -> bytes:
-        raw = uid.encode("ascii")
-        return raw + b"\0" * (len(raw) % 2)  # UI values are padded to even length with NUL (PS3.5 6.2)
-
-    body = b"".join((
-        element(0x0002, ui(sop_class)),  # Affected SOP Class UID
-        element(0x0100, struct.pack("<H", _C_STORE_RQ)),  # Command Field
-        element(0x0110, struct.pack("<H", message_id)),  # Message ID
-        element(0x0700, struct.pack("<H", 0x0000)),  # Priority: medium
-        element(0x0800, struct.pack("<H", _DATA_SET_PRESENT)),  # Command Data Set Type
-        element(0x1000, ui(sop_instance)),  # Affected SOP Instance UID
-    ))
-    return element(0x0000, struct.pack("<L", len(body))) + body  # Command Group Length
-
-
-def _pdus(context: int, data: bytes, fragment: int, control: int) -> Iterator[bytes | memoryview]:
-    """P-DATA-TF PDUs, one PDV each (PS3.8 9.3.5): type 04H, length, then item length, context, header."""
-    view = memoryview(data)
-    for start in range(0, len(data), fragment):
-        piece = view[start : start + fragment]
-        last = control & _LAST if start + fragment >= len(data) else 0
-        header = (control & _COMMAND) | last
-        yield struct.pack(">BBLLBB", 0x04, 0x00, len(piece) + 6, len(piece) + 2, context, header)
-        yield piece
 
 
 # -- associating ---------------------------------------------------------------------------

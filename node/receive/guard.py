@@ -30,7 +30,7 @@ from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from node.netcompat import (
+from node.pdu import (
     A_ASSOCIATE_RQ,
     ASSOCIATE_RQ_MAX,
     INVALID_PARAMETER,

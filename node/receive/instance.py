@@ -23,6 +23,11 @@ from node.receive.spool import Spool, hash_from, is_uid
 from node.tags import (
     ACCESSION_NUMBER,
     FILE_META_INFORMATION_GROUP_LENGTH,
+    FILE_META_INFORMATION_VERSION,
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    MEDIA_STORAGE_SOP_CLASS_UID,
+    MEDIA_STORAGE_SOP_INSTANCE_UID,
     MODALITY,
     PATIENT_ID,
     PATIENT_NAME,
@@ -34,6 +39,7 @@ from node.tags import (
     SOP_INSTANCE_UID,
     SPECIFIC_CHARACTER_SET,
     STUDY_DATE,
+    TRANSFER_SYNTAX_UID,
 )
 from node.tags import SERIES_INSTANCE_UID as SERIES_UID
 from node.tags import STUDY_INSTANCE_UID as STUDY_UID
@@ -74,19 +80,9 @@ class ReceivedInstance:
     accession_number: str = ""
 
     def spool_head(self, *, calling_aet: str, called_aet: str, routes: str) -> bytes:
-        """Preamble, ``DICM`` and the File Meta group the spool keeps (PS3.10 7.1): as received, plus
-        (0002,0017) Sending and (0002,0018) Receiving Application Entity Title, the calling and called
-        AE titles that routing needs, and (0002,0100) / (0002,0102) our Private Information: the
-        :func:`routes_digest` of the routes that received it. A rebuilt index routes by them."""
-        ours = {SENDING_APPLICATION_ENTITY_TITLE: dcmio.encode(SENDING_APPLICATION_ENTITY_TITLE, "AE", calling_aet),
-                RECEIVING_APPLICATION_ENTITY_TITLE: dcmio.encode(RECEIVING_APPLICATION_ENTITY_TITLE, "AE", called_aet),
-                PRIVATE_INFORMATION_CREATOR_UID: dcmio.encode(PRIVATE_INFORMATION_CREATOR_UID, "UI",
-                                                              dicom.MEDIANODE_CLASS_UID),
-                PRIVATE_INFORMATION: dcmio.encode(PRIVATE_INFORMATION, "OB", routes)}
-        kept = {tag: e.raw for tag, e in self.meta.items() if tag != FILE_META_INFORMATION_GROUP_LENGTH}
-        body = b"".join(raw for _, raw in sorted((kept | ours).items()))
-        return (b"\0" * 128 + b"DICM"
-                + dcmio.encode(FILE_META_INFORMATION_GROUP_LENGTH, "UL", len(body).to_bytes(4, "little")) + body)
+        """The head the spool keeps for this file (:func:`spool_head`), from the File Meta as received."""
+        return spool_head({tag: e.raw for tag, e in self.meta.items()}, calling_aet=calling_aet,
+                          called_aet=called_aet, routes=routes)
 
     def titles(self) -> tuple[str, str, str] | None:
         """(calling AE title, called AE title, routes digest) the spool recorded, or None when it did not."""
@@ -106,6 +102,35 @@ class ReceivedInstance:
             modality=self.modality, transfer_syntax=self.transfer_syntax, path=path, size=size,
             calling_aet=calling_aet, called_aet=called_aet, route=route, received_at=received_at, digest=digest,
             study_date=self.study_date, accession_number=self.accession_number)
+
+
+def spool_head(meta: Mapping[int, bytes], *, calling_aet: str, called_aet: str, routes: str) -> bytes:
+    """Preamble, ``DICM`` and the File Meta group the spool keeps (PS3.10 7.1): ``meta`` (tag -> encoded
+    element) as received, plus (0002,0017) Sending and (0002,0018) Receiving Application Entity Title, the
+    calling and called AE titles that routing needs, and (0002,0100) / (0002,0102) our Private Information:
+    the :func:`routes_digest` of the routes that received it. A rebuilt index routes by them."""
+    ours = {SENDING_APPLICATION_ENTITY_TITLE: dcmio.encode(SENDING_APPLICATION_ENTITY_TITLE, "AE", calling_aet),
+            RECEIVING_APPLICATION_ENTITY_TITLE: dcmio.encode(RECEIVING_APPLICATION_ENTITY_TITLE, "AE", called_aet),
+            PRIVATE_INFORMATION_CREATOR_UID: dcmio.encode(PRIVATE_INFORMATION_CREATOR_UID, "UI",
+                                                          dicom.MEDIANODE_CLASS_UID),
+            PRIVATE_INFORMATION: dcmio.encode(PRIVATE_INFORMATION, "OB", routes)}
+    kept = {tag: raw for tag, raw in meta.items() if tag != FILE_META_INFORMATION_GROUP_LENGTH}
+    body = b"".join(raw for _, raw in sorted((kept | ours).items()))
+    return (b"\0" * 128 + b"DICM"
+            + dcmio.encode(FILE_META_INFORMATION_GROUP_LENGTH, "UL", len(body).to_bytes(4, "little")) + body)
+
+
+def network_head(sop_class: str, sop_instance: str, syntax: str, *, calling_aet: str, called_aet: str,
+                 routes: str) -> bytes:
+    """The spool's head for a data set received over the network, which carries no File Meta: the one a
+    C-STORE's Affected SOP Class and Instance UIDs and its presentation context's transfer syntax make."""
+    meta = {FILE_META_INFORMATION_VERSION: dcmio.encode(FILE_META_INFORMATION_VERSION, "OB", b"\0\1"),
+            MEDIA_STORAGE_SOP_CLASS_UID: dcmio.encode(MEDIA_STORAGE_SOP_CLASS_UID, "UI", sop_class),
+            MEDIA_STORAGE_SOP_INSTANCE_UID: dcmio.encode(MEDIA_STORAGE_SOP_INSTANCE_UID, "UI", sop_instance),
+            TRANSFER_SYNTAX_UID: dcmio.encode(TRANSFER_SYNTAX_UID, "UI", syntax),
+            IMPLEMENTATION_CLASS_UID: dcmio.encode(IMPLEMENTATION_CLASS_UID, "UI", dicom.MEDIANODE_CLASS_UID),
+            IMPLEMENTATION_VERSION_NAME: dcmio.encode(IMPLEMENTATION_VERSION_NAME, "SH", dicom.MEDIANODE_VERSION_NAME)}
+    return spool_head(meta, calling_aet=calling_aet, called_aet=called_aet, routes=routes)
 
 
 def dataset_digest(path: str | os.PathLike[str], offset: int) -> str:

@@ -138,6 +138,11 @@ def storage_classes(config: Config) -> list[str]:
     return sorted({str(uid) for uid in known} | set(config.node.extra_sop_classes))
 
 
+def own_path_classes(config: Config) -> frozenset[str]:
+    """The SOP classes our own data path serves (:mod:`node.receive.storer`): storage, and Verification."""
+    return frozenset(storage_classes(config)) | {str(Verification)}
+
+
 def make_ae(config: Config) -> AE:
     """The AE for one receiver process.
 
@@ -222,7 +227,7 @@ class Live:
         self.config = config
         self._cond = threading.Condition()
         self._storing: dict[int, int] = {}
-        self._active: dict[int, tuple[Association, float]] = {}  # by id: last C-STORE's time
+        self._active: dict[int, tuple[object, float]] = {}  # association by id: last C-STORE's time
         self._studies: OrderedDict[str, None] = OrderedDict()
         self._received: dict[int, dict[str, dict[str, Any]]] = {}  # by association: study UID -> record
 
@@ -237,7 +242,7 @@ class Live:
         self.routes_digest = routes_digest(config.routes)
 
     @contextmanager
-    def storing(self, assoc: Association) -> Iterator[None]:
+    def storing(self, assoc: object) -> Iterator[None]:
         key = id(assoc)
         with self._cond:
             known = key in self._active
@@ -254,7 +259,7 @@ class Live:
                     self._storing[key] = left
                 self._cond.notify_all()
 
-    def is_storing(self, assoc: Association) -> bool:
+    def is_storing(self, assoc: object) -> bool:
         with self._cond:
             return id(assoc) in self._storing
 
@@ -264,15 +269,18 @@ class Live:
         with self._cond:
             idle = [k for k, (a, last) in self._active.items() if now - last > idle_s and k not in self._storing]
             for key in idle:
-                set_reactor_delay(self._active.pop(key)[0], IDLE_LOOP_S)
+                if isinstance(assoc := self._active.pop(key)[0], Association):
+                    set_reactor_delay(assoc, IDLE_LOOP_S)
             if idle:
                 self._pace()
 
     def _pace(self) -> None:
-        """The short reactor delay for a lone storing association, the default for several."""
+        """The short reactor delay for a lone storing association, the default for several (pynetdicom's
+        associations: those on our own data path have no reactor)."""
         delay = FAST_LOOP_S if len(self._active) == 1 else IDLE_LOOP_S
         for assoc, _ in self._active.values():
-            set_reactor_delay(assoc, delay)
+            if isinstance(assoc, Association):
+                set_reactor_delay(assoc, delay)
 
     def wait(self, timeout: float) -> None:
         """Wait until a C-STORE handler finishes, or ``timeout`` seconds."""
@@ -340,9 +348,13 @@ def handle_rejected(event: Event, live: Live) -> None:
     assoc = event.assoc
     rj, rq = cast(A_ASSOCIATE, assoc.acceptor.primitive), cast(A_ASSOCIATE, assoc.requestor.primitive)
     code = (int(rj.result or 0), int(rj.result_source or 0), int(rj.diagnostic or 0))
-    reason = rejected_because(event) or REJECT_REASONS.get(code, f"result {code[0]}, source {code[1]}, reason {code[2]}")
-    calling, called = rq.calling_ae_title.strip(), rq.called_ae_title.strip()
-    peer = f"{assoc.requestor.address}:{assoc.requestor.port}"
+    refused(live, rq.calling_ae_title.strip(), rq.called_ae_title.strip(),
+            f"{assoc.requestor.address}:{assoc.requestor.port}", code, rejected_because(event))
+
+
+def refused(live: Live, calling: str, called: str, peer: str, code: tuple[int, int, int], reason: str | None) -> None:
+    """Log and audit a refused association (A-ASSOCIATE-RJ ``code``), whichever data path refused it."""
+    reason = reason or REJECT_REASONS.get(code, f"result {code[0]}, source {code[1]}, reason {code[2]}")
     logger.warning("Refused association from %s (%s) to %s: %s", calling, peer, called, reason)
     _audit(live, "association-refused", calling_aet=calling, called_aet=called, peer=peer, reason=reason)
 
@@ -350,10 +362,15 @@ def handle_rejected(event: Event, live: Live) -> None:
 def handle_closed(event: Event, live: Live) -> None:
     """EVT_CONN_CLOSE: one audit line for the studies the association stored, if it stored any."""
     assoc = event.assoc
-    studies = live.transferred(id(assoc))
+    closed(live, id(assoc), assoc.requestor.ae_title.strip(), assoc.acceptor.ae_title.strip(),
+           f"{assoc.requestor.address}:{assoc.requestor.port}")
+
+
+def closed(live: Live, key: int, calling: str, called: str, peer: str) -> None:
+    """Audit the studies an association (``key``) stored, if it stored any, when it closes."""
+    studies = live.transferred(key)
     if studies:
-        _audit(live, "instances-received", calling_aet=assoc.requestor.ae_title.strip(),
-               called_aet=assoc.acceptor.ae_title.strip(), peer=f"{assoc.requestor.address}:{assoc.requestor.port}",
+        _audit(live, "instances-received", calling_aet=calling, called_aet=called, peer=peer,
                studies=studies, instances=sum(n for s in studies for n in s["sop_classes"].values()))
 
 
@@ -370,29 +387,49 @@ def handle_store(event: Event, spool: Spool, index: Indexer, live: Live) -> int 
     A refusal is answered with its status and its reason as the Error Comment (PS3.7 C.4.2).
     """
     assoc = event.assoc
-    calling, called = assoc.requestor.ae_title.strip(), assoc.acceptor.ae_title.strip()
     req = cast(C_STORE, event.request)
     with live.storing(assoc):
-        try:
-            if failure := write_failure(event):
-                raise Refused(dicom.OUT_OF_RESOURCES if failure.errno in _FULL else dicom.SPOOL_WRITE_FAILED,
-                              f"{failure.strerror or failure}: the data set cannot be written in {spool.tmp}")
-            return _store(event.dataset_path, str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID),
-                          calling=calling, called=called, spool=spool, index=index, live=live, key=id(assoc))
-        except Refused as r:
-            logger.warning("Refused C-STORE from %s to %s of %s: 0x%04X %s",
-                           calling, called, req.AffectedSOPInstanceUID, r.status, r.reason)
-            answer = Dataset()
-            answer.Status = r.status
-            answer.ErrorComment = r.reason.replace("\\", "/")[:64]  # LO (PS3.5 6.2)
-            return answer
-        except Exception:
-            logger.exception("C-STORE from %s to %s of %s failed", calling, called, req.AffectedSOPInstanceUID)
-            return dicom.PROCESSING_FAILURE
+        status, comment = store(event.dataset_path, str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID),
+                                calling=assoc.requestor.ae_title.strip(), called=assoc.acceptor.ae_title.strip(),
+                                spool=spool, index=index, live=live, key=id(assoc), failure=write_failure(event))
+    if not comment:
+        return status
+    answer = Dataset()
+    answer.Status = status
+    answer.ErrorComment = comment
+    return answer
+
+
+def store(path: Path, sop_class: str, sop_instance: str, *, calling: str, called: str, spool: Spool,
+          index: Indexer, live: Live, key: int, failure: OSError | None = None,
+          digest: str | None = None) -> tuple[int, str]:
+    """Keep one received data set: its status and Error Comment ("" when there is none).
+
+    ``path`` is a temp file holding the data set behind a File Meta: pynetdicom's, copied behind the
+    File Meta the spool keeps; or, with ``digest`` (the SHA-256 of its data set bytes), already written
+    with it (:mod:`node.receive.storer`), and then renamed into the spool or removed. ``failure``: why
+    the data set could not be written as it arrived.
+    """
+    try:
+        if failure:
+            raise Refused(dicom.OUT_OF_RESOURCES if failure.errno in _FULL else dicom.SPOOL_WRITE_FAILED,
+                          f"{failure.strerror or failure}: the data set cannot be written in {spool.tmp}")
+        return _store(path, sop_class, sop_instance, calling=calling, called=called, spool=spool, index=index,
+                      live=live, key=key, digest=digest), ""
+    except Refused as r:
+        logger.warning("Refused C-STORE from %s to %s of %s: 0x%04X %s", calling, called, sop_instance, r.status,
+                       r.reason)
+        return r.status, r.reason.replace("\\", "/")[:64]  # LO (PS3.5 6.2)
+    except Exception:
+        logger.exception("C-STORE from %s to %s of %s failed", calling, called, sop_instance)
+        return dicom.PROCESSING_FAILURE, ""
+    finally:
+        if digest is not None:
+            path.unlink(missing_ok=True)  # placed (renamed away), or not news, or refused
 
 
 def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, called: str,
-           spool: Spool, index: Indexer, live: Live, key: int) -> int:
+           spool: Spool, index: Indexer, live: Live, key: int, digest: str | None) -> int:
     config = live.config
     if reason := dcmio.check_complete(path):
         raise Refused(dicom.CANNOT_PARSE, f"the data set is not what it claims: {reason}")
@@ -416,11 +453,14 @@ def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
     if free < floor:
         raise Refused(dicom.OUT_OF_RESOURCES, f"study {inst.study_uid}: {free >> 20} MB free in "
                       f"{config.node.data_dir}, under node.min_free_mb {config.node.min_free_mb}")
-    head = inst.spool_head(calling_aet=calling, called_aet=called, routes=live.routes_digest)
-    try:
-        staged, digest = spool.stage(path, head=head, offset=inst.dataset_offset)
-    except OSError as exc:
-        raise Refused(dicom.SPOOL_WRITE_FAILED, f"study {inst.study_uid}: cannot write the spool: {exc}") from None
+    if digest is None:
+        head = inst.spool_head(calling_aet=calling, called_aet=called, routes=live.routes_digest)
+        try:
+            staged, digest = spool.stage(path, head=head, offset=inst.dataset_offset)
+        except OSError as exc:
+            raise Refused(dicom.SPOOL_WRITE_FAILED, f"study {inst.study_uid}: cannot write the spool: {exc}") from None
+    else:
+        staged = path
     try:
         if index.holds(inst.sop_instance_uid, digest):
             return _again(inst, calling, called, index)

@@ -19,6 +19,7 @@ import signal
 import socket
 import sqlite3
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, MutableSequence
@@ -31,14 +32,15 @@ from node.config import Config, load_config
 from node.errors import NodeError
 from node.index import Index
 from node.lifeline import await_ready, die_with_parent
-from node.netcompat import ReceiverServer, dul_running, is_busy, receive_into
 from node.receive.guard import ADDRESS_SLOTS, AddressCounts, Lobby, raise_file_limit
 from node.receive.spool import Spool
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
 
+    from node.netcompat import ReceiverServer
     from node.receive.scp import Live
+    from node.receive.storer import Dispatcher, StoreAssociation
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +83,9 @@ def serve_receivers(config: Config, *, listener: socket.socket | None = None, st
     # Blocked before any thread starts, native ones included (numpy's BLAS pool starts at import):
     # a thread that leaves SIGTERM unblocked would let its default action kill the process.
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS) if in_main else None
-    from node.receive.scp import Live, SharedIndex, evt_handlers, make_ae, ssl_context
+    from node.netcompat import ReceiverServer, receive_into
+    from node.receive.scp import Live, SharedIndex, evt_handlers, make_ae, own_path_classes, ssl_context
+    from node.receive.storer import Dispatcher
 
     with contextlib.ExitStack() as cleanup:
         if old_mask is not None:
@@ -94,15 +98,18 @@ def serve_receivers(config: Config, *, listener: socket.socket | None = None, st
         index = Index(spool.data_dir / "index.sqlite", durable=True)  # each commit precedes an acknowledgement
         cleanup.callback(index.close)
         server_class = type("SharedReceiverServer", (ReceiverServer,), {"listener": listener})
+        shared = SharedIndex(index)
         server = cast(ReceiverServer, ae.make_server(
             (node.host, node.port), ssl_context=ssl_context(node.tls) if node.tls else None,
-            evt_handlers=evt_handlers(spool, SharedIndex(index), live), server_class=server_class))
-        lobby = Lobby(server, artim_seconds=node.artim_seconds, pdu_seconds=node.pdu_seconds,
+            evt_handlers=evt_handlers(spool, shared, live), server_class=server_class))
+        dispatcher = Dispatcher(server, supported=ae.supported_contexts, served=own_path_classes(config),
+                                spool=spool, index=shared, live=live)
+        lobby = Lobby(dispatcher, artim_seconds=node.artim_seconds, pdu_seconds=node.pdu_seconds,
                       max_pdu=node.pdu_limit, per_address=node.max_connections_per_address, counts=counts)
-        server.gate = lobby
+        server.gate = dispatcher.gate = lobby
         cleanup.callback(lobby.close)
         threading.Thread(target=server.serve_forever, name="medianode-accept", daemon=True).start()
-        cleanup.callback(_drain, server, live, drain_s=drain_s, signals=old_mask is not None)
+        cleanup.callback(_drain, server, dispatcher, live, drain_s=drain_s, signals=old_mask is not None)
         host, port = server.server_address[:2]
         logger.info("Receiver %d listening as %s on %s:%d", os.getpid(), node.ae_title, host, port)
         if ready:
@@ -152,21 +159,29 @@ def _reload(live: Live) -> None:
                 len(new.routes), ", ".join(sorted(new.called_aets)))
 
 
-def _drain(server: ReceiverServer, live: Live, *, drain_s: float, signals: bool) -> None:
-    """Stop accepting, then abort each association once no C-STORE of it is in flight.
+def _drain(server: ReceiverServer, dispatcher: Dispatcher, live: Live, *, drain_s: float, signals: bool) -> None:
+    """Stop accepting, then abort each association (pynetdicom's and our own path's) once no C-STORE of
+    it is in flight.
 
     An association whose connection died before negotiation (a failed TLS
     handshake) waits out pynetdicom's ACSE timeout; aborting it is all we can
     do, and the process exits without waiting for it (:func:`_receiver_main`).
     """
+    from node.netcompat import dul_running, is_busy
+
     server.shutdown()
     deadline = time.monotonic() + drain_s
     aborted: dict[int, Association] = {}
+    aborted_own: list[StoreAssociation] = []
     while True:
         left = [a for a in server.active_associations if a.is_alive() and id(a) not in aborted]
-        if not left:
+        own = [a for a in dispatcher.own() if a.is_alive() and a not in aborted_own]
+        if not left and not own:
             break
         force = time.monotonic() >= deadline
+        for mine in own:
+            if mine.abort(force=force):
+                aborted_own.append(mine)
         for assoc in left:
             busy = live.is_storing(assoc) or is_busy(assoc)
             if force or not busy:
@@ -177,7 +192,8 @@ def _drain(server: ReceiverServer, live: Live, *, drain_s: float, signals: bool)
             deadline = 0.0
         live.wait(0.05)
     grace = time.monotonic() + 2.0  # for the A-ABORTs to leave
-    while any(a.is_established or dul_running(a) for a in aborted.values()) and time.monotonic() < grace:
+    while (any(a.is_established or dul_running(a) for a in aborted.values())
+           or any(a.is_alive() for a in aborted_own)) and time.monotonic() < grace:
         live.wait(0.05)
 
 
@@ -326,7 +342,13 @@ def stop_receivers(receivers: list[Receiver], *, force: bool = False, timeout: f
 
 def _receiver_main(config: Config, listener: socket.socket, conn: Connection, level: int, fmt: str | None,
                    parent: int, table: MutableSequence[int], row: int) -> None:
-    """A receiver process's entry point (spawned)."""
+    """A receiver process's entry point (spawned).
+
+    numpy is marked absent first: pydicom (which pynetdicom loads) imports it when it can, 17 MB of each
+    receiver's memory for pixel work a receiver never does; this module loads neither until
+    :func:`serve_receivers`.
+    """
+    sys.modules.setdefault("numpy", None)  # type: ignore[arg-type]
     die_with_parent(parent)
     filemodes.restrict(config.node.group)
     raise_file_limit()
