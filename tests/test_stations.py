@@ -1,0 +1,119 @@
+"""Stations sharing their spool (``node.shared_spool``): real ``medianode serve`` processes with their own data
+folders and ports, one PostgreSQL (tests/pg_kit.py). A station holding a job is killed (SIGKILL) or paused
+(SIGSTOP) past its lease while its image waits for a blank disc; another allowed station takes the job over and
+publishes it, exactly once; the first station never publishes it, and records it as done when it is back."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cli, ct_series, need
+from tests.pg_kit import Postgres, postgres  # noqa: F401 - the fixture
+from tests.test_catalogue import catalogue_keys, rows
+from tests.test_serve import Node, storescu
+
+ROUTES = "routes:\n  - {match: {called_aet: BURN}, action: burn, profile: STD-GEN-CD, stations: [A, B]}\n"
+#: A drive that never holds a blank disc: the job's image is built and waits there, unpublished.
+NO_DISC = "{kind: xorriso, device: 'stdio:/nonexistent/medianode/disc', retries: 99, retry_wait_seconds: 3600}"
+
+
+def station(root: Path, pg: Postgres, name: str, *, drive: bool = False) -> Node:
+    (root / name).mkdir()
+    node = Node(root / name, extra=catalogue_keys(pg, station=name) + ", shared_spool: true, lease_seconds: 2",
+                routes=ROUTES)
+    if drive:
+        node.config.write_text(node.config.read_text().replace(f"output: {node.out},", f"output: {NO_DISC},"))
+    return node
+
+
+@pytest.fixture
+def stations(tmp_path: Path, postgres: Postgres) -> Iterator[tuple[Node, Node]]:  # noqa: F811
+    need("echoscu", "storescu", "xorriso")
+    a, b = station(tmp_path, postgres, "A", drive=True), station(tmp_path, postgres, "B")
+    yield a, b
+    for n in (a, b):
+        if n.proc is not None and n.proc.poll() is None:
+            os.killpg(n.proc.pid, signal.SIGCONT)
+            n.stop(signal.SIGKILL)
+
+
+def claim(pg: Postgres) -> tuple[object, ...]:
+    (row,) = rows(pg, "SELECT station, job_id, holder, state, token FROM claims") or [(None,) * 5]
+    return row
+
+
+def a_waits_for_a_disc(a: Node, pg: Postgres, tmp_path: Path) -> int:
+    """Send A a study of 3 instances; return the job once A holds it, its image built, waiting for a disc."""
+    a.start()
+    assert storescu(a, ct_series(tmp_path / "study", 3, patient_id="FAIL1")).returncode == 0
+    a.wait_for(lambda: claim(pg)[2:4] == ("A", "building") and "waiting for a blank disc" in a.logs())
+    return int(claim(pg)[1])  # type: ignore[call-overload]
+
+
+def published_once(pg: Postgres, b: Node, job: int) -> str:
+    """Exactly one volume in the catalogue, A's job's, its image in B's output and holding every instance."""
+    ((station_, label, paths),) = rows(pg, "SELECT station, label, paths FROM volumes")
+    assert station_ == "A" and label.endswith(f"_{job:06d}")
+    assert json.loads(paths) == [str(b.out / f"{label}.iso")] and b.images() == [b.out / f"{label}.iso"]
+    checked = cli("check", b.images()[0], "--json")
+    assert checked.code == 0, checked.err
+    assert json.loads(checked.out)["instances"] == 3
+    return str(label)
+
+
+def test_a_station_killed_mid_job_is_taken_over_and_resumes_as_done(
+        stations: tuple[Node, Node], postgres: Postgres, tmp_path: Path) -> None:  # noqa: F811
+    a, b = stations
+    job = a_waits_for_a_disc(a, postgres, tmp_path)
+    a.stop(signal.SIGKILL)
+    b.start()
+    b.wait_for(lambda: claim(postgres)[2:4] == ("B", "done"))
+    label = published_once(postgres, b, job)
+    assert claim(postgres)[4] == 2  # A's claim, then B's
+    assert "job 1 of station A: volume" in b.logs()
+    a.start()  # it comes back: its job is done, by B
+    a.wait_for(lambda: [v["label"] for v in a.volumes()] == [label])
+    assert [(j["id"], j["state"]) for j in json.loads(cli("jobs", "--config", a.config, "--json").out)
+            if j["station"] == "A"] == [(job, "done")]
+    assert rows(postgres, "SELECT COUNT(*) FROM volumes") == [(1,)]
+    assert a.stop() == 0 and b.stop() == 0
+
+
+def test_a_station_paused_past_its_lease_never_publishes_the_job_taken_over(
+        stations: tuple[Node, Node], postgres: Postgres, tmp_path: Path) -> None:  # noqa: F811
+    a, b = stations
+    assert a.proc is None
+    job = a_waits_for_a_disc(a, postgres, tmp_path)
+    assert a.proc is not None
+    os.killpg(a.proc.pid, signal.SIGSTOP)  # a pause: its lease runs out, its connection stays
+    b.start()
+    b.wait_for(lambda: claim(postgres)[2:4] == ("B", "done"))
+    os.killpg(a.proc.pid, signal.SIGCONT)
+    a.wait_for(lambda: "lease lost (taken over by another station)" in a.logs())
+    a.wait_for(lambda: "job 1 of station A: not published here" in a.logs())
+    label = published_once(postgres, b, job)
+    a.wait_for(lambda: [v["label"] for v in a.volumes()] == [label])  # recorded at A as B published it
+    assert not list((a.data / "burning").glob("*.iso"))  # what A staged is gone
+    assert a.stop() == 0 and b.stop() == 0
+    assert rows(postgres, "SELECT COUNT(*) FROM volumes") == [(1,)]
+
+
+@pytest.mark.parametrize(("yaml", "line", "problem"), [
+    ("node:\n  shared_spool: true\n", 2, "node.shared_spool: needs node.catalogue: the stations share their jobs "
+     "through it"),
+    ("routes:\n  - {action: burn, stations: [A, B]}\n", 2, "routes[0].stations: needs node.shared_spool: true "
+     "(without a shared spool only the station that holds a study can build it)"),
+    ("node:\n  catalogue: postgresql://m@db/c\n  shared_spool: true\nroutes:\n  - {action: burn, stations: [A, 'b c']}\n",
+     5, "routes[0].stations[1]: 'b c' is not a station name (letters, digits, '.', '_', '-', at most 64)"),
+])
+def test_shared_spool_keys_are_checked(tmp_path: Path, yaml: str, line: int, problem: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml)
+    result = cli("config", "check", bad)
+    assert (result.code, result.err.strip()) == (2, f"medianode config: {bad}:{line} {problem}")
