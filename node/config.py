@@ -552,6 +552,8 @@ class MediaRequests:
     wait_seconds: float = 600.0
     #: How long a finished request stays answerable (N-GET) and keeps its instances in the spool.
     keep_hours: float = 24.0
+    #: The stations that may build its media (with ``node.shared_spool``); empty: this one.
+    stations: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -619,6 +621,8 @@ def parse_config(text: str, *, source: str) -> Config:
             raise ConfigError(f"{route.where} routes[{i}].stations: needs node.shared_spool: true (without a shared "
                               "spool only the station that holds a study can build it)")
     mcm = values.get("mcm")
+    if mcm is not None and mcm.stations and not node.shared_spool:
+        raise ConfigError(f"{source} mcm.stations: needs node.shared_spool: true")
     if mcm is not None and mcm.output is None and (problem := _output_fits(output, mcm.profile)):
         raise ConfigError(f"{source} mcm: burn.output: {problem}; give mcm its own output")
     return Config(
@@ -1086,6 +1090,7 @@ def _mcm(node: Node, at: At) -> MediaRequests:
         "deidentify": boolean,
         "wait_seconds": number(0, 86400 * 7, integer=False),
         "keep_hours": number(0, 24 * 365, integer=False),
+        "stations": many(string("a station name", lambda t: _station(t))),
     }) if not is_null(node) else ({}, {})
     profile = values.get("profile", MediaRequests.profile)
     if values.get("output") is not None and (problem := _output_fits(values["output"], profile)):

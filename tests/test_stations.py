@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ import pytest
 from tests.conftest import cli, ct_series, need
 from tests.pg_kit import Postgres, postgres  # noqa: F401 - the fixture
 from tests.test_catalogue import catalogue_keys, rows
+from tests.test_mcm import Requester, request, send, wait_status
 from tests.test_serve import Node, storescu
 
 ROUTES = "routes:\n  - {match: {called_aet: BURN}, action: burn, profile: STD-GEN-CD, stations: [A, B]}\n"
@@ -56,6 +59,12 @@ def a_waits_for_a_disc(a: Node, pg: Postgres, tmp_path: Path) -> int:
     return int(claim(pg)[1])  # type: ignore[call-overload]
 
 
+def recorded_at(node: Node) -> list[tuple[object, ...]]:
+    """(job, state, label of its volume) in the station's own index."""
+    with closing(sqlite3.connect(node.data / "index.sqlite")) as db:
+        return db.execute("SELECT j.id, j.state, v.label FROM jobs j LEFT JOIN volumes v ON v.job_id = j.id").fetchall()
+
+
 def published_once(pg: Postgres, b: Node, job: int) -> str:
     """Exactly one volume in the catalogue, A's job's, its image in B's output and holding every instance."""
     ((station_, label, paths),) = rows(pg, "SELECT station, label, paths FROM volumes")
@@ -78,9 +87,7 @@ def test_a_station_killed_mid_job_is_taken_over_and_resumes_as_done(
     assert claim(postgres)[4] == 2  # A's claim, then B's
     assert "job 1 of station A: volume" in b.logs()
     a.start()  # it comes back: its job is done, by B
-    a.wait_for(lambda: [v["label"] for v in a.volumes()] == [label])
-    assert [(j["id"], j["state"]) for j in json.loads(cli("jobs", "--config", a.config, "--json").out)
-            if j["station"] == "A"] == [(job, "done")]
+    a.wait_for(lambda: recorded_at(a) == [(job, "done", label)])
     assert rows(postgres, "SELECT COUNT(*) FROM volumes") == [(1,)]
     assert a.stop() == 0 and b.stop() == 0
 
@@ -98,7 +105,7 @@ def test_a_station_paused_past_its_lease_never_publishes_the_job_taken_over(
     a.wait_for(lambda: "lease lost (taken over by another station)" in a.logs())
     a.wait_for(lambda: "job 1 of station A: not published here" in a.logs())
     label = published_once(postgres, b, job)
-    a.wait_for(lambda: [v["label"] for v in a.volumes()] == [label])  # recorded at A as B published it
+    a.wait_for(lambda: recorded_at(a) == [(job, "done", label)])  # recorded at A as B published it
     assert not list((a.data / "burning").glob("*.iso"))  # what A staged is gone
     assert a.stop() == 0 and b.stop() == 0
     assert rows(postgres, "SELECT COUNT(*) FROM volumes") == [(1,)]
@@ -117,3 +124,39 @@ def test_shared_spool_keys_are_checked(tmp_path: Path, yaml: str, line: int, pro
     bad.write_text(yaml)
     result = cli("config", "check", bad)
     assert (result.code, result.err.strip()) == (2, f"medianode config: {bad}:{line} {problem}")
+
+
+def test_a_request_answered_by_a_is_built_by_b_and_n_get_at_a_follows_b(
+        tmp_path: Path, postgres: Postgres) -> None:  # noqa: F811
+    need("echoscu", "storescu", "xorriso")
+    a, b = station(tmp_path, postgres, "A", drive=True), station(tmp_path, postgres, "B")
+    a.config.write_text(a.config.read_text() + "mcm: {wait_seconds: 60, stations: [A, B]}\n")
+    b_drive = tmp_path / "B-drive"  # no disc in B's drive until the test puts one there
+    b.config.write_text(b.config.read_text().replace(
+        f"output: {b.out},", f"output: {{kind: xorriso, device: 'stdio:{b_drive}/disc', retry_wait_seconds: 1, "
+                             "retries: 99},"))
+    try:
+        a_waits_for_a_disc(a, postgres, tmp_path)  # A is busy with job 1
+        b.start()
+        files = ct_series(tmp_path / "requested", 2, patient_id="REQ1")
+        send(a, files)
+        with Requester(a) as r:
+            r.create(request(files))
+            uid = str(r.commands[-1].AffectedSOPInstanceUID)
+            assert r.initiate(uid, NumberOfCopies=1).Status == 0
+        b.wait_for(lambda: rows(postgres, "SELECT holder, state FROM claims WHERE job_id = 2") == [("B", "building")]
+                   and "waiting for a blank disc" in b.logs())
+        reply = wait_status(a, uid, "CREATING")  # A answers: B is building its medium
+        assert reply.ExecutionStatusInfo == "NORMAL" and reply.TotalNumberOfPiecesOfMediaCreated == 0
+        b_drive.mkdir()  # a disc in B's drive
+        reply = wait_status(a, uid, "DONE", "FAILURE")
+        assert (reply.ExecutionStatus, reply.TotalNumberOfPiecesOfMediaCreated) == ("DONE", 1)
+        [medium] = reply.ReferencedStorageMediaSequence
+        ((result,),) = rows(postgres, "SELECT result FROM claims WHERE job_id = 2")
+        assert medium.StorageMediaFileSetUID == json.loads(str(result))["fileset_uid"]
+        assert (b_drive / "disc").stat().st_size > 0
+        assert rows(postgres, "SELECT station, job_id FROM volumes") == [("A", 2)]
+    finally:
+        for n in (a, b):
+            if n.proc is not None and n.proc.poll() is None:
+                n.stop(signal.SIGKILL)

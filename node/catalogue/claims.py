@@ -49,6 +49,7 @@ def claim(db: Connection, me: str, *, lease_s: float = LEASE_S) -> Claim | None:
         if row is None:
             return None
         token = db.execute("UPDATE claims SET state = 'building', holder = %s, token = token + 1, "
+                           "claimed = extract(epoch FROM now()), "
                            "lease_until = now() + make_interval(secs => %s) WHERE station = %s AND job_id = %s "
                            "RETURNING token", (me, lease_s, row[0], row[1])).fetchone()
     assert token is not None
