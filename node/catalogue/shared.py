@@ -196,13 +196,41 @@ class _LeaseWaiter:
 
 
 class SharedBuilder:
-    """``serve``'s builder with a shared spool: offer, settle, claim, build, deliver, publish (one job at a time)."""
+    """``serve``'s builder with a shared spool: a clerk thread offers and settles this station's jobs, while
+    this one claims, builds, delivers and publishes (one job at a time, its own or another station's)."""
 
     def __init__(self, index: Index, config: Callable[[], Config], stop: threading.Event,
                  scheduled: threading.Event) -> None:
         self.index, self.config, self.stop, self.scheduled = index, config, stop, scheduled
+        self.offered = threading.Event()
 
     def run(self) -> None:
+        clerk = threading.Thread(target=self._loop, args=(self._clerk, Index(self.index.path), self.scheduled),
+                                 name="medianode-offers")
+        clerk.start()
+        try:
+            self._loop(self._claim, self.index, self.offered)
+        finally:
+            clerk.join()
+
+    def _clerk(self, index: Index, db: link.Connection) -> bool:
+        """Offer this station's new jobs, settle those others built; True when there may be more to do."""
+        node = self.config().node
+        if offer_new(index, db, node.station_name, node.data_dir / "spool"):
+            self.offered.set()
+        settle(index, db, node.station_name)
+        return False
+
+    def _claim(self, index: Index, db: link.Connection) -> bool:
+        """Build one job this station may build, if one waits; True when it did."""
+        held = claims.claim(db, self.config().node.station_name, lease_s=self.config().node.lease_seconds)
+        if held is not None:
+            self.build(db, held)
+        return held is not None
+
+    def _loop(self, step: Callable[[Index, link.Connection], bool], index: Index, wake: threading.Event) -> None:
+        """Run ``step`` with a catalogue connection until the node stops: again at once when it did something,
+        else after :data:`POLL_S` or ``wake``; after :data:`RETRY_S` while the catalogue is unreachable."""
         db: link.Connection | None = None
         try:
             while not self.stop.is_set():
@@ -211,14 +239,10 @@ class SharedBuilder:
                     if db is None:
                         db = link.connect(node, autocommit=True)
                         schema.migrate(db)
-                        if released := claims.release_all(db, node.station_name):
+                        if step == self._claim and (released := claims.release_all(db, node.station_name)):
                             logger.warning("catalogue: %d job(s) this station held before it stopped are claimable "
                                            "again", released)
-                    offer_new(self.index, db, node.station_name, node.data_dir / "spool")
-                    settle(self.index, db, node.station_name)
-                    held = claims.claim(db, node.station_name, lease_s=node.lease_seconds)
-                    if held is not None:
-                        self.build(db, held)
+                    if step(index, db):
                         continue
                     wait = POLL_S
                 except (link.CatalogueUnreachable, link.Error) as exc:
@@ -227,11 +251,13 @@ class SharedBuilder:
                         db.close()
                         db = None
                     wait = RETRY_S
-                if self.scheduled.wait(wait):
-                    self.scheduled.clear()
+                if wake.wait(wait):
+                    wake.clear()
         finally:
             if db is not None:
                 db.close()
+            if index is not self.index:
+                index.close()
 
     def build(self, db: link.Connection, held: claims.Claim) -> None:
         """Build, deliver and publish one claimed job under its fencing token."""
