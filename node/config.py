@@ -160,7 +160,7 @@ class NodeConfig:
     #: The spool is on a file system every station reaches under the same paths: jobs are offered in the
     #: catalogue, and any station a route allows may build them (needs ``catalogue``).
     shared_spool: bool = False
-    #: Seconds a station's claim on a job holds without being renewed (renewed three times as often).
+    #: Seconds a station's claim on a job holds unrenewed (renewed every second, or every third of it).
     lease_seconds: float = 30.0
 
     @property

@@ -62,7 +62,8 @@ def a_waits_for_a_disc(a: Node, pg: Postgres, tmp_path: Path) -> int:
 def recorded_at(node: Node) -> list[tuple[object, ...]]:
     """(job, state, label of its volume) in the station's own index."""
     with closing(sqlite3.connect(node.data / "index.sqlite")) as db:
-        return db.execute("SELECT j.id, j.state, v.label FROM jobs j LEFT JOIN volumes v ON v.job_id = j.id").fetchall()
+        return db.execute("SELECT j.id, j.state, v.label FROM jobs j LEFT JOIN volumes v ON v.job_id = j.id "
+                          "ORDER BY j.id").fetchall()
 
 
 def published_once(pg: Postgres, b: Node, job: int) -> str:
@@ -160,3 +161,20 @@ def test_a_request_answered_by_a_is_built_by_b_and_n_get_at_a_follows_b(
         for n in (a, b):
             if n.proc is not None and n.proc.poll() is None:
                 n.stop(signal.SIGKILL)
+
+
+def test_a_job_cancelled_where_it_was_cut_is_withdrawn_and_offered_again_when_retried(
+        stations: tuple[Node, Node], postgres: Postgres, tmp_path: Path) -> None:  # noqa: F811
+    a, _ = stations
+    a_waits_for_a_disc(a, postgres, tmp_path)  # A is busy with job 1: job 2 waits in the catalogue
+    assert storescu(a, ct_series(tmp_path / "second", 2, patient_id="LATER")).returncode == 0
+
+    def job2() -> list[tuple[object, ...]]:
+        return rows(postgres, "SELECT state, error FROM claims WHERE job_id = 2")
+
+    a.wait_for(lambda: job2() == [("pending", None)])
+    assert cli("jobs", "cancel", "2", "--config", a.config).code == 0
+    a.wait_for(lambda: job2() == [("failed", "cancelled at its station")])  # no station may claim it now
+    assert cli("jobs", "retry", "2", "--config", a.config).code == 0
+    a.wait_for(lambda: job2() == [("pending", None)])
+    assert recorded_at(a)[1][:2] == (2, "pending")

@@ -102,6 +102,17 @@ def release_all(db: Connection, me: str) -> int:
     return cur.rowcount
 
 
+#: The error of a job withdrawn (:func:`withdraw`).
+WITHDRAWN = "cancelled at its station"
+
+
+def withdraw(db: Connection, station: str, job_ids: Sequence[int]) -> int:
+    """Jobs cancelled at the station that cut them: no longer claimable (one being built is left to finish)."""
+    cur = db.execute("UPDATE claims SET state = 'failed', error = %s, finished = extract(epoch FROM now()) "
+                     "WHERE station = %s AND job_id = ANY(%s) AND state = 'pending'", (WITHDRAWN, station, list(job_ids)))
+    return cur.rowcount
+
+
 def reopen(db: Connection, station: str, job_id: int) -> None:
     """A failed job retried at the station that cut it: claimable again."""
     db.execute("UPDATE claims SET state = 'pending', error = NULL, finished = NULL, result = NULL, done = 0, "

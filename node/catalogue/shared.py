@@ -91,7 +91,11 @@ def offer_new(index: Index, db: link.Connection, station: str, spool: Path) -> i
 
 def settle(index: Index, db: link.Connection, station: str) -> int:
     """Bring this station's open offered jobs up to their claims: building elsewhere, done (the volume
-    recorded here), failed; a failed job retried here is claimable again. Return how many finished."""
+    recorded here), failed; a failed job retried here is claimable again, one cancelled here is withdrawn.
+    Return how many finished."""
+    cancelled = [j.id for j in index.jobs(states=("cancelled",), limit=1000)]
+    if cancelled:
+        claims.withdraw(db, station, cancelled)
     local = {j.id: j for j in index.jobs(states=("pending", "building"), limit=1000)}
     if not local:
         return 0
@@ -100,8 +104,8 @@ def settle(index: Index, db: link.Connection, station: str) -> int:
                       "WHERE station = %s AND job_id = ANY(%s)", (station, list(local)))
     for job_id, state, holder, result, error, done, total, when in rows.fetchall():
         job = local[job_id]
-        if state == "failed" and job.finished is not None and when is not None and job.finished >= when:
-            claims.reopen(db, station, job_id)  # retried here after it failed there
+        if state == "failed" and (error == claims.WITHDRAWN or (job.finished or 0) >= (when or float("inf"))):
+            claims.reopen(db, station, job_id)  # retried here after it was cancelled here or failed there
         elif state == "failed":
             index.finish_job(job_id, error=f"{error} (built by station {holder})")
             logger.error("job %d failed at station %s: %s", job_id, holder, error)
