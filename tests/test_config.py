@@ -341,7 +341,7 @@ CASES = {
     "unknown match key": ("routes:\n- action: burn\n- match: {aet: X}\n  action: burn\n",
                           "c.yaml:3 routes[1].match.aet: unknown key (known: called_aet, calling_aet, modality, sop_class)"),
     "unknown mcm key": ("mcm: {copys: 2}", ("c.yaml:1 mcm.copys: unknown key (known: profile, output, copies, viewer, "
-                        "allow_lossy, deidentify, wait_seconds, keep_hours)")),
+                        "allow_lossy, deidentify, wait_seconds, keep_hours, stations)")),
     "mcm deidentify": ("mcm: {deidentify: maybe}", "c.yaml:1 mcm.deidentify: expected true or false, got 'maybe'"),
     "mcm profile": ("mcm: {profile: STD-GEN-BR}", ("c.yaml:1 mcm.profile: 'STD-GEN-BR' is not one of STD-GEN-CD, "
                     "STD-GEN-DVD-JPEG, STD-GEN-DVD-J2K, STD-GEN-USB-JPEG, STD-GEN-USB-J2K, STD-GEN-DVD-RAM, STD-GEN-BD, "

@@ -178,3 +178,11 @@ def test_a_job_cancelled_where_it_was_cut_is_withdrawn_and_offered_again_when_re
     assert cli("jobs", "retry", "2", "--config", a.config).code == 0
     a.wait_for(lambda: job2() == [("pending", None)])
     assert recorded_at(a)[1][:2] == (2, "pending")
+
+
+def test_mcm_stations_need_a_shared_spool(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mcm: {stations: [A, B]}\n")
+    result = cli("config", "check", bad)
+    assert (result.code, result.err.strip()) == (2, f"medianode config: {bad} mcm.stations: needs node.shared_spool: "
+                                                    "true")

@@ -314,8 +314,14 @@ class SharedBuilder:
                   "paths": paths, "bytes": report.bytes, "studies": work.studies, "label_record": report.label,
                   "error": jobs.left_out(report), "uid_map": report.uid_map, "fileset_id": report.fileset_id,
                   "fileset_uid": report.fileset_uid}
-        if not claims.publish(db, held, work.label, finished=time.time(),
-                              record=lambda tx: _publish(tx, held, result)):
+        try:
+            published = claims.publish(db, held, work.label, finished=time.time(),
+                                        record=lambda tx: _publish(tx, held, result))
+        except link.Error:  # committed or not, we cannot tell: keep what was delivered rather than lose it
+            logger.error("%s: the catalogue was lost while it was published; %s kept (the catalogue's volumes say "
+                         "whether it counts)", name, ", ".join(paths))
+            raise
+        if not published:
             if output.keeps_staged:
                 for path in paths:
                     jobs.remove(Path(path))
