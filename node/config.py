@@ -157,6 +157,11 @@ class NodeConfig:
     catalogue_password_file: Path | None = None
     #: This station's name in the catalogue; empty: the host name.
     station: str = ""
+    #: The spool is on a file system every station reaches under the same paths: jobs are offered in the
+    #: catalogue, and any station a route allows may build them (needs ``catalogue``).
+    shared_spool: bool = False
+    #: Seconds a station's claim on a job holds unrenewed (renewed every second, or every third of it).
+    lease_seconds: float = 30.0
 
     @property
     def station_name(self) -> str:
@@ -318,6 +323,8 @@ class Route:
     web: bool = False
     #: A viewer folder copied onto PDI media; the medium never starts it.
     viewer: Path | None = None
+    #: The stations that may build its jobs (with ``node.shared_spool``); empty: the station that holds the study.
+    stations: tuple[str, ...] = ()
     #: Where in the file the route was written ("config/medianode.yaml:14"), for logs.
     where: str = ""
 
@@ -547,6 +554,8 @@ class MediaRequests:
     wait_seconds: float = 600.0
     #: How long a finished request stays answerable (N-GET) and keeps its instances in the spool.
     keep_hours: float = 24.0
+    #: The stations that may build its media (with ``node.shared_spool``); empty: this one.
+    stations: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -608,11 +617,18 @@ def parse_config(text: str, *, source: str) -> Config:
     for i, route in enumerate(values.get("routes", ())):
         if route.action == "burn" and route.output is None and (problem := _output_fits(output, route.profile)):
             raise ConfigError(f"{route.where} routes[{i}]: burn.output: {problem}; give this route its own output")
+    node = values.get("node") or build(NodeConfig, {})
+    for i, route in enumerate(values.get("routes", ())):
+        if route.stations and not node.shared_spool:
+            raise ConfigError(f"{route.where} routes[{i}].stations: needs node.shared_spool: true (without a shared "
+                              "spool only the station that holds a study can build it)")
     mcm = values.get("mcm")
+    if mcm is not None and mcm.stations and not node.shared_spool:
+        raise ConfigError(f"{source} mcm.stations: needs node.shared_spool: true")
     if mcm is not None and mcm.output is None and (problem := _output_fits(output, mcm.profile)):
         raise ConfigError(f"{source} mcm: burn.output: {problem}; give mcm its own output")
     return Config(
-        node=values.get("node") or build(NodeConfig, {}),
+        node=node,
         burn=values.get("burn") or build(BurnConfig, {}),
         routes=values.get("routes", ()),
         imports=values.get("import") or build(ImportConfig, {}),
@@ -820,6 +836,7 @@ _ROUTE: dict[str, Check] = {
     "pdi": boolean,
     "web": boolean,
     "viewer": folder,
+    "stations": many(string("a station name", lambda t: _station(t))),
 }
 
 
@@ -1076,6 +1093,7 @@ def _mcm(node: Node, at: At) -> MediaRequests:
         "deidentify": boolean,
         "wait_seconds": number(0, 86400 * 7, integer=False),
         "keep_hours": number(0, 24 * 365, integer=False),
+        "stations": many(string("a station name", lambda t: _station(t))),
     }) if not is_null(node) else ({}, {})
     profile = values.get("profile", MediaRequests.profile)
     if values.get("output") is not None and (problem := _output_fits(values["output"], profile)):
@@ -1108,6 +1126,8 @@ _NODE: dict[str, Check] = {
     "catalogue": optional(lambda n, a: _catalogue_url(n, a)),
     "catalogue_password_file": file,
     "station": string("a station name", lambda t: _station(t)),
+    "shared_spool": boolean,
+    "lease_seconds": number(2, 3600, integer=False),
 }
 
 
@@ -1155,6 +1175,9 @@ def _station(text: str) -> str:
 def _node(node: Node, at: At) -> NodeConfig:
     """The node section; a title in both lists of callers is an error: which list holds would be a guess."""
     values, nodes = fields(node, at, _NODE)
+    if values.get("shared_spool") and values.get("catalogue") is None:
+        raise at.key("shared_spool").error(nodes["shared_spool"], "needs node.catalogue: the stations share "
+                                                                 "their jobs through it")
     if "catalogue_password_file" in values and values.get("catalogue") is None:
         raise at.key("catalogue_password_file").error(nodes["catalogue_password_file"],
                                                       "is for node.catalogue, which is not set")

@@ -176,20 +176,9 @@ class Worker:
         output = outputs.output_for(route.output or config.burn.output)
         meter = ProgressRecord(self.index, job.id)
         try:
-            missing = [p for _, p, _ in files if not os.path.exists(p)]
-            if missing:
-                raise NodeError(f"the spool no longer holds {len(missing)} of its {len(files)} instance(s)")
-            profile = get_profile(route.profile)
-            suffix = "" if profile.file_system == "folder" else ".iso"
-            medium = output.stage(name=label, suffix=suffix, data_dir=config.node.data_dir)
-            _remove(medium)  # what an interrupted or failed attempt of this job left
-            report = build.burn([p for _, p, _ in files], out=medium, profile=profile, label=label,
-                                progress=meter.advance, total=meter.start,
-                                fmt=output.staging_format(), options=burn_options(route),
-                                pdi=pdi.for_route(config.burn, profile, pdi=route.pdi, web=route.web,
-                                                  viewer=route.viewer),
-                                volume=route.volume, completes=completes,
-                                fileset_id=self.index.requested_fileset_id(job.id))
+            medium, report = make_medium(config, route, label, [p for _, p, _ in files], output,
+                                         progress=meter.advance, total=meter.start, completes=completes,
+                                         fileset_id=self.index.requested_fileset_id(job.id))
         except Exception as exc:
             self._failed(job, exc)
             return None
@@ -222,12 +211,12 @@ class Worker:
             return
         finally:
             if medium is not None and not built.output.keeps_staged:
-                _remove(medium)  # a device's copies are written: the staged image is not a deliverable
+                remove(medium)  # a device's copies are written: the staged image is not a deliverable
         volume = Volume(label=label, job_id=job.id, kind=route.kind, created=time.time(), copies=route.copies,
                         paths=paths, bytes=report.bytes, superseded_by=None, studies=built.studies,
                         label_record=report.label)
         self.index.finish_job(job.id, volumes=[volume] if route.kind == "archive" else [],
-                              error=_left_out(report) or None, uid_map=report.uid_map)
+                              error=left_out(report) or None, uid_map=report.uid_map)
         self.index.set_request_medium(job.id, fileset_id=report.fileset_id, fileset_uid=report.fileset_uid)
         audit.append(config, "volume-burned", job=job.id, label=label, kind=route.kind, profile=route.profile,
                      paths=volume.paths, studies=[s[0] for s in built.studies], patients=built.studies,
@@ -246,9 +235,28 @@ class Worker:
     def put_back(self, built: Built) -> None:
         """A built job no delivery will take (the node is stopping): back to the queue, its staged medium
         removed (a folder's too: it is built again, whole, at the next start)."""
-        _remove(built.medium)
+        remove(built.medium)
         self.index.requeue(built.job.id, only_from=("built",))
         logger.warning("job %d: back to the queue, the node is stopping", built.job.id)
+
+
+def make_medium(config: Config, route: RouteSnapshot, label: str, files: list[str], output: OutputKind[Any], *,
+                progress: Callable[[int], None], total: Callable[[int], None], completes: str,
+                fileset_id: str) -> tuple[Path, build.BurnReport]:
+    """Build a job's medium from its spool ``files`` where ``output`` stages it (what an earlier attempt left
+    there removed); the station that builds it need not be the one that cut it (a shared spool)."""
+    missing = [p for p in files if not os.path.exists(p)]
+    if missing:
+        raise NodeError(f"the spool no longer holds {len(missing)} of its {len(files)} instance(s)")
+    profile = get_profile(route.profile)
+    suffix = "" if profile.file_system == "folder" else ".iso"
+    medium = output.stage(name=label, suffix=suffix, data_dir=config.node.data_dir)
+    remove(medium)  # what an interrupted or failed attempt of this job left
+    report = build.burn(files, out=medium, profile=profile, label=label, progress=progress, total=total,
+                        fmt=output.staging_format(), options=burn_options(route),
+                        pdi=pdi.for_route(config.burn, profile, pdi=route.pdi, web=route.web, viewer=route.viewer),
+                        volume=route.volume, completes=completes, fileset_id=fileset_id)
+    return medium, report
 
 
 class ProgressRecord:
@@ -300,7 +308,8 @@ class _IndexWaiter:
         self.index.clear_wait(self.job_id)
 
 
-def _remove(path: Path) -> None:
+def remove(path: Path) -> None:
+    """A staged or published medium, a file or a folder tree."""
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -326,7 +335,8 @@ def volume_label(label: str | None, job_id: int) -> str:
     return f"{base}_{job_id:06d}"
 
 
-def _left_out(report: build.BurnReport) -> str:
+def left_out(report: build.BurnReport) -> str:
+    """What the build refused, for the job's error (empty when it refused nothing)."""
     if not report.refused:
         return ""
     first = report.refused[0]

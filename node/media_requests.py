@@ -129,7 +129,8 @@ def _route(req: MediaRequest, settings: MediaRequests, profile: str, *, volume: 
         compress=Compression(lossy[0] if lossy else "none"), deidentify=bool(wanted.get("deidentify")), pdi=pdi,
         web=bool(pdi),
         viewer=settings.viewer if wanted.get("display_application") and get_profile(profile).pdi else None,
-        label="REQUEST", where=f"media request {req.uid}", position=REQUEST_POSITION, volume=volume)
+        label="REQUEST", where=f"media request {req.uid}", position=REQUEST_POSITION, volume=volume,
+        stations=settings.stations)
 
 
 def _settle(index: Index, config: Config, req: MediaRequest, *, now: float) -> None:

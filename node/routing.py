@@ -50,7 +50,10 @@ class RouteSnapshot(Route):
                  compress=self.compress.as_json(),
                  compress_by_modality={k: v.as_json() for k, v in self.compress_by_modality},
                  output=output_settings(self.output) if self.output is not None else None,
-                 viewer=str(self.viewer) if self.viewer else None, volume=list(self.volume))
+                 viewer=str(self.viewer) if self.viewer else None, volume=list(self.volume),
+                 stations=list(self.stations))
+        if not self.stations:  # as jobs recorded it before stations could be named
+            del d["stations"]
         return d
 
     def to_json(self) -> str:
@@ -98,6 +101,7 @@ class RouteSnapshot(Route):
             web=bool(d.get("web")),
             viewer=Path(str(viewer)) if viewer else None,
             where=str(d.get("where", "")),
+            stations=tuple(str(s) for s in _values(d.get("stations") or [])),
             volume=(int(volume[0]), int(volume[1])),
         )
 

@@ -248,10 +248,15 @@ class Service:
 
 def _build(path: Path, config: Callable[[], Config], deliveries: _Deliveries, scheduled: threading.Event,
            stop: threading.Event) -> None:
-    """The builder: one build at a time, from the index's queue; each built medium to its output's queue."""
+    """The builder: one build at a time, from the index's queue; each built medium to its output's queue. With
+    a shared spool, from the catalogue's (:mod:`node.catalogue.shared`), each built and delivered in turn."""
     index = Index(path)
     worker = jobs.Worker(index, config)
     try:
+        if config().node.shared_spool:
+            from node.catalogue import shared  # psycopg: loaded only for a station with a catalogue
+
+            shared.SharedBuilder(index, config, stop, scheduled).run()
         while not stop.is_set():
             job = index.claim_job()
             if job is None:

@@ -332,17 +332,17 @@ CASES = {
     "unknown node key": ("node:\n  ae_title: X\n  aetitle: X\n", ("c.yaml:3 node.aetitle: unknown key (known: ae_title, "
                          "host, port, data_dir, allowed_calling_aets, allowed_peers, extra_sop_classes, workers, max_associations, "
                          "min_free_mb, max_pdu, idle_seconds, artim_seconds, pdu_seconds, max_connections_per_address, tls, "
-                         "group, identity, catalogue, catalogue_password_file, station)")),
+                         "group, identity, catalogue, catalogue_password_file, station, shared_spool, lease_seconds)")),
     "unknown burn key": ("\n\n\n\n\n\nburn:\n  outptu: x\n",
                          "c.yaml:8 burn.outptu: unknown key (known: output, study_stable_seconds, retention_hours, pdi, "
                          "institution, contact)"),
     "unknown tls key": ("node: {tls: {cert: a}}", "c.yaml:1 node.tls.cert: unknown key (known: certificate, key, ca)"),
     "unknown route key": ("routes:\n  - action: burn\n    copys: 2\n", ("c.yaml:3 routes[0].copys: unknown key (known: "
-                          "match, action, also, profile, compress, lossy_mammography, bit_reduction, new_uids, deidentify, burned_in_annotation, repair, copies, group, label, kind, output, pdi, web, viewer)")),
+                          "match, action, also, profile, compress, lossy_mammography, bit_reduction, new_uids, deidentify, burned_in_annotation, repair, copies, group, label, kind, output, pdi, web, viewer, stations)")),
     "unknown match key": ("routes:\n- action: burn\n- match: {aet: X}\n  action: burn\n",
                           "c.yaml:3 routes[1].match.aet: unknown key (known: called_aet, calling_aet, modality, sop_class)"),
     "unknown mcm key": ("mcm: {copys: 2}", ("c.yaml:1 mcm.copys: unknown key (known: profile, output, copies, viewer, "
-                        "allow_lossy, deidentify, wait_seconds, keep_hours)")),
+                        "allow_lossy, deidentify, wait_seconds, keep_hours, stations)")),
     "mcm deidentify": ("mcm: {deidentify: maybe}", "c.yaml:1 mcm.deidentify: expected true or false, got 'maybe'"),
     "mcm profile": ("mcm: {profile: STD-GEN-BR}", ("c.yaml:1 mcm.profile: 'STD-GEN-BR' is not one of STD-GEN-CD, "
                     "STD-GEN-DVD-JPEG, STD-GEN-DVD-J2K, STD-GEN-USB-JPEG, STD-GEN-USB-J2K, STD-GEN-DVD-RAM, STD-GEN-BD, "
@@ -487,7 +487,7 @@ CASES = {
     "routes mapping": ("routes: {action: burn}", "c.yaml:1 routes: expected a list of routes, got a mapping"),
     "route scalar": ("routes:\n  - burn\n", ("c.yaml:2 routes[0]: expected a mapping of keys (match, action, also, profile, compress, "
                      "lossy_mammography, bit_reduction, new_uids, deidentify, burned_in_annotation, repair, copies, group, "
-                     "label, kind, output, pdi, web, viewer), got 'burn'")),
+                     "label, kind, output, pdi, web, viewer, stations), got 'burn'")),
     "no action": ("routes:\n  - action: burn\n  - match: {called_aet: X}\n    profile: STD-GEN-CD\n",
                   "c.yaml:3 routes[1].action: required key is missing"),
     "bad action": ("routes: [{action: copy}]", "c.yaml:1 routes[0].action: 'copy' is not one of burn, store, reject"),

@@ -9,8 +9,9 @@ outage delays the catalogue and nothing else; what waited is pushed when the dat
 - :mod:`~node.catalogue.schema`: the catalogue's versioned schema, migrated under an advisory lock.
 - :mod:`~node.catalogue.mirror`: what each outbox kind is in SQLite and in the catalogue, and one drain.
 - :mod:`~node.catalogue.claims`: jobs several stations may build: claims, leases, fencing tokens.
+- :mod:`~node.catalogue.shared`: ``serve``'s builder with a shared spool: offers, claims, fenced publication.
 - :mod:`~node.catalogue.feeder`: the drain loop ``serve`` runs, and the station's heartbeat.
 - :mod:`~node.catalogue.views`: the whole catalogue as ``status``, ``jobs`` and ``volumes`` list it.
 """
 
-__all__ = ["claims", "feeder", "link", "mirror", "schema", "views"]
+__all__ = ["claims", "feeder", "link", "mirror", "schema", "shared", "views"]

@@ -31,10 +31,13 @@ class Claim:
     token: int
 
 
-def offer(db: Connection, station: str, job_id: int, stations: Sequence[str], *, created: float) -> None:
-    """Make a job of ``station`` claimable by ``stations`` (again: nothing changes)."""
-    db.execute("INSERT INTO claims (station, job_id, stations, state, created) VALUES (%s, %s, %s, 'pending', %s) "
-               "ON CONFLICT (station, job_id) DO NOTHING", (station, job_id, list(stations), created))
+def offer(db: Connection, station: str, job_id: int, stations: Sequence[str], *, created: float,
+          work: str | None = None) -> None:
+    """Make a job of ``station`` claimable by ``stations``, with the ``work`` a builder needs (again: nothing
+    changes)."""
+    db.execute("INSERT INTO claims (station, job_id, stations, state, created, work) "
+               "VALUES (%s, %s, %s, 'pending', %s, %s) ON CONFLICT (station, job_id) DO NOTHING",
+               (station, job_id, list(stations), created, work))
 
 
 def claim(db: Connection, me: str, *, lease_s: float = LEASE_S) -> Claim | None:
@@ -46,18 +49,23 @@ def claim(db: Connection, me: str, *, lease_s: float = LEASE_S) -> Claim | None:
         if row is None:
             return None
         token = db.execute("UPDATE claims SET state = 'building', holder = %s, token = token + 1, "
+                           "claimed = extract(epoch FROM now()), "
                            "lease_until = now() + make_interval(secs => %s) WHERE station = %s AND job_id = %s "
                            "RETURNING token", (me, lease_s, row[0], row[1])).fetchone()
     assert token is not None
     return Claim(row[0], row[1], me, token[0])
 
 
-def renew(db: Connection, held: Claim, *, lease_s: float = LEASE_S) -> bool:
-    """Extend the lease; False when the job was taken over (stop building it: it will not be published)."""
+def renew(db: Connection, held: Claim, *, lease_s: float = LEASE_S, progress: tuple[int, int] | None = None) -> bool:
+    """Extend the lease, and record ``progress`` (bytes written, of all); False when the job was taken over
+    (stop building it: it will not be published)."""
+    done, total = progress or (0, 0)
     with db.transaction():
-        cur = db.execute("UPDATE claims SET lease_until = now() + make_interval(secs => %s) WHERE station = %s "
-                         "AND job_id = %s AND token = %s AND state = 'building'",
-                         (lease_s, held.station, held.job_id, held.token))
+        cur = db.execute("UPDATE claims SET lease_until = now() + make_interval(secs => %s), "
+                         "done = CASE WHEN %s THEN %s ELSE done END, total = CASE WHEN %s THEN %s ELSE total END "
+                         "WHERE station = %s AND job_id = %s AND token = %s AND state = 'building'",
+                         (lease_s, progress is not None, done, progress is not None, total, held.station,
+                          held.job_id, held.token))
     return cur.rowcount == 1
 
 
@@ -79,6 +87,33 @@ def publish(db: Connection, held: Claim, volume: str, *, finished: float,
 def release(db: Connection, held: Claim, *, error: str | None = None) -> None:
     """Give a held job back (the station is stopping: pending again), or mark it failed with ``error``."""
     with db.transaction():
-        db.execute("UPDATE claims SET state = %s, lease_until = NULL, holder = CASE WHEN %s THEN holder END "
+        db.execute("UPDATE claims SET state = %s, lease_until = NULL, holder = CASE WHEN %s THEN holder END, "
+                   "error = %s, finished = CASE WHEN %s THEN extract(epoch FROM now()) END "
                    "WHERE station = %s AND job_id = %s AND token = %s AND state = 'building'",
-                   ("failed" if error else "pending", error is not None, held.station, held.job_id, held.token))
+                   ("failed" if error else "pending", error is not None, error, error is not None, held.station,
+                    held.job_id, held.token))
+
+
+def release_all(db: Connection, me: str) -> int:
+    """Give back every job ``me`` holds (at start-up: the process that held them is gone); return how many."""
+    with db.transaction():
+        cur = db.execute("UPDATE claims SET state = 'pending', holder = NULL, lease_until = NULL "
+                         "WHERE holder = %s AND state = 'building'", (me,))
+    return cur.rowcount
+
+
+#: The error of a job withdrawn (:func:`withdraw`).
+WITHDRAWN = "cancelled at its station"
+
+
+def withdraw(db: Connection, station: str, job_ids: Sequence[int]) -> int:
+    """Jobs cancelled at the station that cut them: no longer claimable (one being built is left to finish)."""
+    cur = db.execute("UPDATE claims SET state = 'failed', error = %s, finished = extract(epoch FROM now()) "
+                     "WHERE station = %s AND job_id = ANY(%s) AND state = 'pending'", (WITHDRAWN, station, list(job_ids)))
+    return cur.rowcount
+
+
+def reopen(db: Connection, station: str, job_id: int) -> None:
+    """A failed job retried at the station that cut it: claimable again."""
+    db.execute("UPDATE claims SET state = 'pending', error = NULL, finished = NULL, result = NULL, done = 0, "
+               "total = 0 WHERE station = %s AND job_id = %s AND state = 'failed'", (station, job_id))

@@ -101,8 +101,20 @@ CREATE TABLE claims (
 CREATE INDEX claims_open ON claims(created) WHERE state IN ('pending', 'building')
 """
 
+#: Version 3: what a station needs to build another's job (its route, files and studies, as JSON), when it
+#: was last claimed, the builder's progress (bytes written of all), and the outcome the station that cut the
+#: job records.
+_VERSION_3 = """
+ALTER TABLE claims ADD COLUMN work TEXT;
+ALTER TABLE claims ADD COLUMN claimed DOUBLE PRECISION;
+ALTER TABLE claims ADD COLUMN done BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE claims ADD COLUMN total BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE claims ADD COLUMN result TEXT;
+ALTER TABLE claims ADD COLUMN error TEXT
+"""
+
 #: The catalogue's history, oldest first; append, never edit one that has shipped.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2)
+MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -7,7 +7,9 @@
   renewing and publishing a queue of jobs under fencing tokens (node.catalogue.claims): claims per second,
   from the first publication to the last (the processes' start-up left out).
 - Stability to start: a burn route with study_stable_seconds 1; from the moment the study has been quiet
-  that long to its job's start, alone and on a catalogue.
+  that long to its job's start, alone and on a catalogue; and with a shared spool, 1, 2 and 4 stations
+  running ``serve`` whose route lets all of them build the job (its start: the first claim, on the
+  catalogue's clock, which is this machine's).
 
 PostgreSQL is Debian's, started in a temporary folder by tests/pg_kit.py (as nobody when run as root).
 """
@@ -20,7 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,6 +33,7 @@ from benchkit.receive import MODES, Receiver, medianode, storescu, time_receiver
 
 sys.path.insert(0, str(REPO))
 from tests.pg_kit import Postgres  # noqa: E402 - the repository's root first
+
 
 #: Receiving on a catalogue / alone, inst/s: the outbox must not slow receiving down.
 RECEIVE_TARGET = 0.95
@@ -127,6 +130,55 @@ def to_start(args: argparse.Namespace, pg: Postgres | None, root: Path) -> Json:
     return {"median_s": statistics.median(delays), "runs_s": [round(d, 3) for d in delays]}
 
 
+def station_config(home: Path, port: int, pg: Postgres, name: str, stations: list[str]) -> Path:
+    """A station of the shared-spool runs: its own data folder, output and port; a route all ``stations`` build."""
+    node: dict[str, Any] = {"ae_title": "MEDIANODE", "host": HOST, "port": port, "data_dir": str(home / "var"),
+                            "min_free_mb": 0, "catalogue": pg.url(), "catalogue_password_file": str(pg.password_file),
+                            "station": name, "shared_spool": True}
+    home.mkdir(parents=True)
+    (home / "medianode.yaml").write_text(json.dumps({  # JSON is YAML
+        "node": node, "burn": {"output": str(home / "out"), "study_stable_seconds": 1},
+        "routes": [{"match": {"called_aet": "BURN"}, "action": "burn", "profile": "STD-GEN-CD", "stations": stations}],
+        "console": {"enabled": False}}))
+    return home / "medianode.yaml"
+
+
+def to_start_shared(args: argparse.Namespace, pg: Postgres, root: Path, n: int) -> Json:
+    """Seconds from a study's stability at the station that received it to the first claim of its job, with
+    ``n`` stations sharing their spool (each run new stations, so that the same instances are a new study)."""
+    files = files_of(ct_study(args)[1])[:4]
+    delays = []
+    for run in range(args.warmup + args.runs):
+        names = [f"N{n}R{run}S{i}" for i in range(n)]
+        homes = [root / f"shared-{name}" for name in names]
+        ports = [free_port() for _ in names]
+        servers = [Server(f"medianode serve {name}", [MEDIANODE, "serve", "--config",
+                                                      station_config(home, port, pg, name, names)],
+                          aet="MEDIANODE", port=port, log=home / "serve.log")
+                   for name, home, port in zip(names, homes, ports)]
+        with ExitStack() as running:
+            for server in servers:
+                running.enter_context(server)
+            storescu("BURN", ports[0], [files])
+            row = None
+            deadline = time.monotonic() + 120
+            while row is None and time.monotonic() < deadline:
+                with pg.connect() as db:
+                    claimed = db.execute("SELECT claimed FROM claims WHERE station = %s AND claimed IS NOT NULL",
+                                         (names[0],)).fetchone()
+                if claimed:
+                    with closing(sqlite3.connect(homes[0] / "var" / "index.sqlite", timeout=60)) as local:
+                        quiet = local.execute("SELECT MAX(last_received) FROM studies").fetchone()
+                    row = (claimed[0], quiet[0])
+                time.sleep(0.02)
+        if row is None:
+            raise Failed(f"no job claimed: {(homes[0] / 'serve.log').read_text()[-2000:]}")
+        if run >= args.warmup:
+            delays.append(row[0] - (row[1] + 1))
+        log(f"  stable -> claimed, {n} station(s) sharing their spool: {row[0] - (row[1] + 1):.2f} s")
+    return {"median_s": statistics.median(delays), "runs_s": [round(d, 3) for d in delays]}
+
+
 def print_table(res: Json, out: TextIO) -> None:
     def print(text: str) -> None:
         out.write(text + "\n")
@@ -145,7 +197,8 @@ def print_table(res: Json, out: TextIO) -> None:
         print(f"  {n} station(s): {c[str(n)]['claims_s']:.0f} claims/s ({c[str(n)]['median_s']:.2f} s)")
     s = res["stability_to_start"]
     print(f"study stable -> its job started: alone {s['alone']['median_s']:.2f} s, on a catalogue "
-          f"{s['catalogue']['median_s']:.2f} s")
+          f"{s['catalogue']['median_s']:.2f} s; sharing the spool, "
+          + ", ".join(f"{n} station(s) {s['shared'][str(n)]['median_s']:.2f} s" for n in CLAIMERS))
 
 
 @bench("stations", "a station alone vs on a shared catalogue; claims per second with 1, 2 and 4 stations", runs=3)
@@ -161,7 +214,8 @@ def run_stations(args: argparse.Namespace) -> Json:
         res: Json = {"runs": args.runs, "load_before": load_before}
         res["receiving"] = receiving(args, pg, root)
         res["claims"] = claiming(args, pg, root)
-        res["stability_to_start"] = {"alone": to_start(args, None, root), "catalogue": to_start(args, pg, root)}
+        res["stability_to_start"] = {"alone": to_start(args, None, root), "catalogue": to_start(args, pg, root),
+                                     "shared": {str(n): to_start_shared(args, pg, root, n) for n in CLAIMERS}}
         res["load_after"] = load_average()
     finally:
         pg.remove()
