@@ -104,7 +104,7 @@ DOCUMENTS: dict[str, tuple[str, str]] = {
     r"\bIHE ATNA\b": ("IHE ITI TF", "IHE IT Infrastructure Technical Framework (Audit Trail and Node Authentication)"),
     r"ECMA-119": ("ECMA-119", "Volume and File Structure of CDROM for Information Interchange (ISO 9660)"),
     r"ECMA-167": ("ECMA-167", "Volume and File Structure for Write-Once and Rewritable Media (ISO/IEC 13346)"),
-    r"UDF 2\.60": ("OSTA UDF 2.60", "Universal Disk Format Specification, Revision 2.60"),
+    r"\bUDF (?:1\.02|1\.50|2\.60)\b": ("OSTA UDF", "Universal Disk Format Specification, Revisions 1.02 to 2.60"),
     r"BCP 195|RFC 9325": ("RFC 9325 (BCP 195)", "Recommendations for Secure Use of TLS and DTLS"),
     r"RFC 5424": ("RFC 5424", "The Syslog Protocol"),
     r"RFC 5425": ("RFC 5425", "Transport Layer Security (TLS) Transport Mapping for Syslog"),

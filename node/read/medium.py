@@ -193,6 +193,14 @@ class FolderMedium(Medium):
             raise MediumError(f"cannot read {relpath}: {exc.strerror}") from None
 
 
+def _open_image(path: Path) -> BinaryIO:
+    """An image file or block device opened for reading; :class:`MediumError` saying why not."""
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise MediumError(f"cannot read {path}: {exc.strerror}") from None
+
+
 class IsoMedium(Medium):
     """An ISO 9660 image or block device, read with pycdlib and never mounted.
 
@@ -207,10 +215,7 @@ class IsoMedium(Medium):
 
     def __init__(self, path: Path) -> None:
         super().__init__(str(path))
-        try:
-            self._fp: BinaryIO = open(path, "rb")
-        except OSError as exc:
-            raise MediumError(f"cannot read {path}: {exc.strerror}") from None
+        self._fp = _open_image(path)
         self._image_size = self._fp.seek(0, os.SEEK_END)
         self._iso = pycdlib.PyCdlib()
         try:
@@ -380,10 +385,7 @@ class UdfMedium(Medium):
 
     def __init__(self, path: Path) -> None:
         super().__init__(str(path))
-        try:
-            self._fp: BinaryIO = open(path, "rb")
-        except OSError as exc:
-            raise MediumError(f"cannot read {path}: {exc.strerror}") from None
+        self._fp = _open_image(path)
         try:
             self._volume = Volume(self._fp)
         except UdfError as exc:
