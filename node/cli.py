@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from node import __version__, filemodes
 from node.errors import EXIT_DATA, EXIT_HELD, EXIT_OK, EXIT_USAGE, NodeError
@@ -276,17 +276,22 @@ def _import_tls(args: argparse.Namespace) -> ClientTLS | None:
 
 
 def _import(args: argparse.Namespace, out: TextIO) -> int:
-    from node.config import load_config
-    from node.intake import associations, import_recorded, reconciling
     from node.read.importer import import_medium, parse_destination
 
     destination = parse_destination(args.to)
     tls = _import_tls(args)
-    config = load_config(args.config) if args.config else None
+    config = None
+    if args.config:  # without one, no index, audit or reconciliation: their modules stay unloaded (start-up)
+        from node.config import load_config
+        from node.intake import associations, import_recorded, reconciling
+
+        config = load_config(args.config)
 
     def send(import_id: int | None = None) -> ImportReport:
-        extra = reconciling(config, import_id, args.calling_aet) if config and import_id is not None else {}
-        extra |= associations(config, args.associations)
+        extra: dict[str, Any] = {} if args.associations is None else {"associations": args.associations}
+        if config is not None:
+            extra = reconciling(config, import_id, args.calling_aet) if import_id is not None else {}
+            extra |= associations(config, args.associations)
         return import_medium(args.path, destination=destination, calling_aet=args.calling_aet, patient=args.patient,
                              study=args.study, reports_dir=args.reports,
                              coerce=config.imports.coerce if config else None, tls=tls, **extra)

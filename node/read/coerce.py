@@ -25,7 +25,7 @@ import copy
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom.charset import convert_encodings, encode_string
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -35,11 +35,13 @@ from pydicom.valuerep import PersonName
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 
-from node.config import Coercion
 from node.original import MODIFYING_SYSTEM as MODIFYING_SYSTEM  # named by the conformance statement
 from node.original import Reason, modification_time, record
 from node.read.match import Candidate
 from node.tags import PATIENT_ID
+
+if TYPE_CHECKING:  # a type only: an import does not load the configuration's module
+    from node.config import Coercion
 
 #: What a coercion may change, keyword -> (tag, VR): both LO, of the Patient Module (PS3.3 C.7.1.1, PS3.6).
 ATTRIBUTES = {"PatientID": (PATIENT_ID, "LO"), "IssuerOfPatientID": (0x00100021, "LO")}
@@ -86,6 +88,7 @@ class Coercing:
     def start(cls, rules: Coercion | Candidate, source: str, *, now: datetime | None = None) -> Coercing:
         """The rules, ``source`` made a Long String (printable ASCII, no backslash, 64 at most), now as a DT.
 
+        >>> from node.config import Coercion
         >>> c = Coercing.start(Coercion(), "VOL\\\\1 é", now=datetime(2026, 1, 2, 3, 4, 5))
         >>> c.source, c.when[:14]
         ('VOL_1 _', '20260102030405')

@@ -39,16 +39,18 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
-from node.config import ClientTLS, Coercion
 from node.durable import fsync_dir, write_atomic
 from node.errors import UsageError
 from node.read.check import Finding, MediumInstance, Survey, survey_medium
 from node.read.coerce import Coercing
-from node.read.reconcile import Reconciled, Reconciler
 from node.read.medium import ESCAPES_ROOT, NOT_FOLLOWED, Medium, medium_label, open_medium
 from node.read.sender import Item, Result, SendTarget, send
+
+if TYPE_CHECKING:  # not imported at run time: an import without them starts sooner
+    from node.config import ClientTLS, Coercion
+    from node.read.reconcile import Reconciled, Reconciler
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,6 @@ import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from node.config import MATCH_ATTRIBUTES
-
 #: Where a candidate identity came from: a worklist item, the archive, or a person (a resolution).
 Source = Literal["worklist", "patients", "clerk"]
 
@@ -78,16 +76,17 @@ def same_name(a: str, b: str) -> bool:
     return False
 
 
-def agrees(medium: Demographics, local: Demographics, rules: tuple[str, ...] = MATCH_ATTRIBUTES) -> bool:
+def agrees(medium: Demographics, local: Demographics, rules: tuple[str, ...]) -> bool:
     """The local patient is the medium's by ``rules``: the name by :func:`same_name`, the birth date
     equal and known on both sides, the sex equal when both have one.
 
+    >>> from node.config import MATCH_ATTRIBUTES as every
     >>> jane = Demographics("DOE^JANE", "19700101", "F")
-    >>> agrees(jane, Demographics("Doe^Jane^^", "19700101", ""))
+    >>> agrees(jane, Demographics("Doe^Jane^^", "19700101", ""), every)
     True
-    >>> agrees(jane, Demographics("Doe^Jane", "19700101", "M"))
+    >>> agrees(jane, Demographics("Doe^Jane", "19700101", "M"), every)
     False
-    >>> agrees(jane, Demographics("Doe^Jane", ""))
+    >>> agrees(jane, Demographics("Doe^Jane", ""), every)
     False
     """
     if "name" in rules and not same_name(medium.name, local.name):

@@ -55,7 +55,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, BinaryIO, Literal, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
 
 from pydicom import dcmread
 from pydicom.uid import UID
@@ -79,13 +79,15 @@ from node.dicom import (
     MEDIANODE_VERSION_NAME,
     syntax_name,
 )
-from node.config import ClientTLS
 from node.errors import MediumError, one_line
 from node.netcompat import collect_failed, connection_errors, raw_socket, socket_to_caller
 from node.pdu import COMMAND, LAST, Malformed, c_store_rq, command_elements, p_data_tf
 from node.read.coerce import Change, Coercing, CoercionError
 from node.read.medium import Medium, open_medium
 from node.tls import client_context, failure
+
+if TYPE_CHECKING:  # a type only: an import does not load the configuration's module
+    from node.config import ClientTLS
 
 logger = logging.getLogger(__name__)
 
