@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import struct
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pynetdicom import _config
+from pynetdicom import _config, dimse_messages
 from pynetdicom.dimse_messages import DIMSEMessage
 
 from node import dcmio, netcompat
@@ -36,8 +37,14 @@ OPS = st.lists(st.tuples(st.sampled_from(fuzzing.KINDS), st.integers(0, 2**32 - 
 
 
 @pytest.fixture(scope="module")
-def targets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, fuzzing.Target]:
-    return fuzzing.targets(tmp_path_factory.mktemp("fuzz"))
+def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, fuzzing.Target]]:
+    """The harness's targets, in this process; the receiver's settings the ``commands`` target makes (its
+    temporary folder, pynetdicom's streaming of data sets) are the process's, so they are put back after."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", tempfile.tempdir)
+        patch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", _config.STORE_RECV_CHUNKED_DATASET)
+        patch.setattr(dimse_messages, "NamedTemporaryFile", dimse_messages.NamedTemporaryFile)  # type: ignore[attr-defined]
+        yield fuzzing.targets(tmp_path_factory.mktemp("fuzz"))
 
 
 def mutated(target: fuzzing.Target, data: st.DataObject) -> bytes:
