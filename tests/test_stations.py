@@ -17,7 +17,8 @@ import pytest
 
 from tests.conftest import cli, ct_series, need
 from tests.pg_kit import Postgres, postgres  # noqa: F401 - the fixture
-from tests.test_catalogue import catalogue_keys, rows
+from tests.console_kit import ConsoleNode
+from tests.test_catalogue import catalogue_keys, rows, status
 from tests.test_mcm import Requester, request, send, wait_status
 from tests.test_serve import Node, storescu
 
@@ -26,9 +27,9 @@ ROUTES = "routes:\n  - {match: {called_aet: BURN}, action: burn, profile: STD-GE
 NO_DISC = "{kind: xorriso, device: 'stdio:/nonexistent/medianode/disc', retries: 99, retry_wait_seconds: 3600}"
 
 
-def station(root: Path, pg: Postgres, name: str, *, drive: bool = False) -> Node:
+def station(root: Path, pg: Postgres, name: str, *, drive: bool = False, kind: type[Node] = Node) -> Node:
     (root / name).mkdir()
-    node = Node(root / name, extra=catalogue_keys(pg, station=name) + ", shared_spool: true, lease_seconds: 2",
+    node = kind(root / name, extra=catalogue_keys(pg, station=name) + ", shared_spool: true, lease_seconds: 2",
                 routes=ROUTES)
     if drive:
         node.config.write_text(node.config.read_text().replace(f"output: {node.out},", f"output: {NO_DISC},"))
@@ -130,7 +131,8 @@ def test_shared_spool_keys_are_checked(tmp_path: Path, yaml: str, line: int, pro
 def test_a_request_answered_by_a_is_built_by_b_and_n_get_at_a_follows_b(
         tmp_path: Path, postgres: Postgres) -> None:  # noqa: F811
     need("echoscu", "storescu", "xorriso")
-    a, b = station(tmp_path, postgres, "A", drive=True), station(tmp_path, postgres, "B")
+    a, b = station(tmp_path, postgres, "A", drive=True, kind=ConsoleNode), station(tmp_path, postgres, "B")
+    assert isinstance(a, ConsoleNode)
     a.config.write_text(a.config.read_text() + "mcm: {wait_seconds: 60, stations: [A, B]}\n")
     b_drive = tmp_path / "B-drive"  # no disc in B's drive until the test puts one there
     b.config.write_text(b.config.read_text().replace(
@@ -147,11 +149,19 @@ def test_a_request_answered_by_a_is_built_by_b_and_n_get_at_a_follows_b(
             assert r.initiate(uid, NumberOfCopies=1).Status == 0
         b.wait_for(lambda: rows(postgres, "SELECT holder, state FROM claims WHERE job_id = 2") == [("B", "building")]
                    and "waiting for a blank disc" in b.logs())
-        reply = wait_status(a, uid, "CREATING")  # A answers: B is building its medium
-        assert reply.ExecutionStatusInfo == "NORMAL" and reply.TotalNumberOfPiecesOfMediaCreated == 0
+        reply = wait_status(a, uid, "PENDING", info="OUT_OF_SUPPLIES")  # A answers: B's drive waits for a disc
+        assert reply.TotalNumberOfPiecesOfMediaCreated == 0
+        waiting = {w["id"]: w["message"] for w in status(a)["jobs"]["waiting"]}  # type: ignore[index]
+        assert waiting[1].startswith("waiting for a blank disc in stdio:/nonexistent/medianode/disc")  # A's own
+        assert waiting[2].startswith(f"at station B, waiting for a blank disc in stdio:{b_drive}/disc")
+        assert "job 2 at station B, waiting for a blank disc" in cli("status", "--config", a.config).out
+        clerk = a.client()
+        clerk.sign_in("clerk", a.add_user("clerk", "clerk"))
+        assert 'id="wait-2">Job 2 is waiting: at station B, waiting for a blank disc' in clerk.get("/").body
         b_drive.mkdir()  # a disc in B's drive
         reply = wait_status(a, uid, "DONE", "FAILURE")
         assert (reply.ExecutionStatus, reply.TotalNumberOfPiecesOfMediaCreated) == ("DONE", 1)
+        assert [w["id"] for w in status(a)["jobs"]["waiting"]] == [1]  # type: ignore[index]
         [medium] = reply.ReferencedStorageMediaSequence
         ((result,),) = rows(postgres, "SELECT result FROM claims WHERE job_id = 2")
         assert medium.StorageMediaFileSetUID == json.loads(str(result))["fileset_uid"]
