@@ -108,8 +108,9 @@ def send(node: Node, files: list[Path]) -> None:
     assert sent.returncode == 0, sent.stderr
 
 
-def wait_status(node: Node, uid: str, *states: str) -> Dataset:
-    """N-GET until the Execution Status is one of ``states`` (a new association each time)."""
+def wait_status(node: Node, uid: str, *states: str, info: str | None = None) -> Dataset:
+    """N-GET until the Execution Status is one of ``states`` (a new association each time), and its Execution
+    Status Info is ``info`` when given."""
     found: list[Dataset] = []
 
     def reached() -> bool:
@@ -118,7 +119,7 @@ def wait_status(node: Node, uid: str, *states: str) -> Dataset:
         assert status.Status == 0, status
         assert reply is not None
         found[:] = [reply]
-        return str(reply.ExecutionStatus) in states
+        return str(reply.ExecutionStatus) in states and info in (None, reply.ExecutionStatusInfo)
     node.wait_for(reached)
     return found[0]
 

@@ -49,23 +49,27 @@ def claim(db: Connection, me: str, *, lease_s: float = LEASE_S) -> Claim | None:
         if row is None:
             return None
         token = db.execute("UPDATE claims SET state = 'building', holder = %s, token = token + 1, "
-                           "claimed = extract(epoch FROM now()), "
+                           "claimed = extract(epoch FROM now()), waiting = NULL, waiting_media = false, "
                            "lease_until = now() + make_interval(secs => %s) WHERE station = %s AND job_id = %s "
                            "RETURNING token", (me, lease_s, row[0], row[1])).fetchone()
     assert token is not None
     return Claim(row[0], row[1], me, token[0])
 
 
-def renew(db: Connection, held: Claim, *, lease_s: float = LEASE_S, progress: tuple[int, int] | None = None) -> bool:
-    """Extend the lease, and record ``progress`` (bytes written, of all); False when the job was taken over
-    (stop building it: it will not be published)."""
+def renew(db: Connection, held: Claim, *, lease_s: float = LEASE_S, progress: tuple[int, int] | None = None,
+          waiting: tuple[str, bool] | None = None) -> bool:
+    """Extend the lease, and record ``progress`` (bytes written, of all) and what the output ``waiting`` for
+    (its message, whether a blank medium; None: it does not wait); False when the job was taken over (stop
+    building it: it will not be published)."""
     done, total = progress or (0, 0)
+    message, media = waiting or (None, False)
     with db.transaction():
         cur = db.execute("UPDATE claims SET lease_until = now() + make_interval(secs => %s), "
-                         "done = CASE WHEN %s THEN %s ELSE done END, total = CASE WHEN %s THEN %s ELSE total END "
+                         "done = CASE WHEN %s THEN %s ELSE done END, total = CASE WHEN %s THEN %s ELSE total END, "
+                         "waiting = %s, waiting_media = %s "
                          "WHERE station = %s AND job_id = %s AND token = %s AND state = 'building'",
-                         (lease_s, progress is not None, done, progress is not None, total, held.station,
-                          held.job_id, held.token))
+                         (lease_s, progress is not None, done, progress is not None, total, message, media,
+                          held.station, held.job_id, held.token))
     return cur.rowcount == 1
 
 

@@ -113,8 +113,15 @@ ALTER TABLE claims ADD COLUMN result TEXT;
 ALTER TABLE claims ADD COLUMN error TEXT
 """
 
+#: Version 4: what the builder's output waits for (a blank disc, the robot), and whether it is a blank medium:
+#: the station that cut the job shows it in its ``status``, console and a media request's N-GET.
+_VERSION_4 = """
+ALTER TABLE claims ADD COLUMN waiting TEXT;
+ALTER TABLE claims ADD COLUMN waiting_media BOOLEAN NOT NULL DEFAULT false
+"""
+
 #: The catalogue's history, oldest first; append, never edit one that has shipped.
-MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3)
+MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

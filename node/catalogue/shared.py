@@ -100,9 +100,10 @@ def settle(index: Index, db: link.Connection, station: str) -> int:
     if not local:
         return 0
     finished = 0
-    rows = db.execute("SELECT job_id, state, holder, result, error, done, total, finished FROM claims "
-                      "WHERE station = %s AND job_id = ANY(%s)", (station, list(local)))
-    for job_id, state, holder, result, error, done, total, when in rows.fetchall():
+    rows = db.execute("SELECT job_id, state, holder, result, error, done, total, finished, waiting, waiting_media "
+                      "FROM claims WHERE station = %s AND job_id = ANY(%s)", (station, list(local)))
+    waits = {job_id: message for job_id, _, message in index.waits()}
+    for job_id, state, holder, result, error, done, total, when, waiting, media in rows.fetchall():
         job = local[job_id]
         if state == "failed" and (error == claims.WITHDRAWN or (job.finished or 0) >= (when or float("inf"))):
             claims.reopen(db, station, job_id)  # retried here after it was cancelled here or failed there
@@ -119,9 +120,23 @@ def settle(index: Index, db: link.Connection, station: str) -> int:
             if total:
                 index.set_progress(job_id, phase="building", done=done, total=total, started=job.created,
                                    now=time.time())
+            where = "" if holder == station else f"at station {holder}, "
+            _record_wait(index, job_id, waits.get(job_id), waiting and where + waiting, media)
         elif state == "pending":
             index.set_job_state(job_id, "pending", only_from=("building",))
+            _record_wait(index, job_id, waits.get(job_id), None, False)
     return finished
+
+
+def _record_wait(index: Index, job_id: int, recorded: str | None, message: str | None, media: bool) -> None:
+    """Record at the cutting station what the building station's output waits for (its ``status``, console and
+    N-GET read it there), when it changed: a round that changes nothing writes nothing."""
+    if message == recorded:
+        return
+    if message is None:
+        index.clear_wait(job_id)
+    else:
+        index.set_wait(job_id, message, media=media)
 
 
 def _record_done(index: Index, job_id: int, result: dict[str, Any]) -> None:
@@ -142,6 +157,7 @@ class Lease:
         self.config, self.held, self.stop = config, held, stop
         self.halt, self.lost, self._ended = threading.Event(), threading.Event(), threading.Event()
         self.progress = (0, 0)
+        self.waiting: tuple[str, bool] | None = None  # what the output waits for, whether a blank medium
         self._thread = threading.Thread(target=self._run, name="medianode-lease", daemon=True)
         self._thread.start()
 
@@ -155,7 +171,8 @@ class Lease:
                     self.halt.set()
                 try:
                     db = db or link.connect(self.config.node, autocommit=True)
-                    if not claims.renew(db, self.held, lease_s=lease_s, progress=self.progress):
+                    if not claims.renew(db, self.held, lease_s=lease_s, progress=self.progress,
+                                        waiting=self.waiting):
                         self._lose("taken over by another station")
                         return
                     renewed = time.monotonic()
@@ -187,16 +204,18 @@ class Lease:
 
 
 class _LeaseWaiter:
-    """An output's wait, interrupted by the node's stop or the loss of the lease."""
+    """An output's wait, carried by the lease's renewals to the catalogue (``media``: the output waits for a
+    blank medium), interrupted by the node's stop or the loss of the lease."""
 
-    def __init__(self, lease: Lease) -> None:
-        self.lease = lease
+    def __init__(self, lease: Lease, *, media: bool) -> None:
+        self.lease, self.media = lease, media
 
     def wait(self, message: str, seconds: float) -> bool:
+        self.lease.waiting = (message, self.media)
         return not self.lease.halt.wait(seconds)
 
     def clear(self) -> None:
-        pass
+        self.lease.waiting = None
 
 
 class SharedBuilder:
@@ -290,7 +309,7 @@ class SharedBuilder:
                                               total=total, completes=work.completes, fileset_id=work.fileset_id)
             lease.check()
             paths = output.deliver(medium, copies=route.copies, volume_id=report.volume_id,
-                                   label=label_fields(report.label, work.request), waiter=_LeaseWaiter(lease))
+                                   label=label_fields(report.label, work.request), waiter=_LeaseWaiter(lease, media=output.waits_for_media))
         except Interrupted:
             if medium is not None:
                 jobs.remove(medium)
