@@ -174,6 +174,25 @@ def test_the_catalogue_lost_while_a_job_is_built_and_another_waits_to_be_offered
     assert a.stop() == 0
 
 
+def test_a_station_paused_past_its_lease_never_publishes_the_job_taken_over(
+        stations: tuple[Node, Node], postgres: Postgres, tmp_path: Path) -> None:  # noqa: F811
+    a, b = stations
+    assert a.proc is None
+    job = a_waits_for_a_disc(a, postgres, tmp_path)
+    assert a.proc is not None
+    os.killpg(a.proc.pid, signal.SIGSTOP)  # a pause: its lease runs out, its connection stays
+    b.start()
+    b.wait_for(lambda: claim(postgres)[2:4] == ("B", "done"))
+    os.killpg(a.proc.pid, signal.SIGCONT)
+    a.wait_for(lambda: "lease lost (taken over by another station)" in a.logs())
+    a.wait_for(lambda: "job 1 of station A: not published here" in a.logs())
+    label = published_once(postgres, b, job)
+    a.wait_for(lambda: recorded_at(a) == [(job, "done", label)])  # recorded at A as B published it
+    assert not list((a.data / "burning").glob("*.iso"))  # what A staged is gone
+    assert a.stop() == 0 and b.stop() == 0
+    assert rows(postgres, "SELECT COUNT(*) FROM volumes") == [(1,)]
+
+
 @pytest.mark.parametrize(("yaml", "line", "problem"), [
     ("node:\n  shared_spool: true\n", 2, "node.shared_spool: needs node.catalogue: the stations share their jobs "
      "through it"),
