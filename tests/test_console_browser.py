@@ -189,7 +189,7 @@ def test_a_clerk_and_a_viewer_at_the_console(browser: object, node: ConsoleNode,
     assert "FAIL" in d.find_element(By.CSS_SELECTOR, "#rules").text  # type: ignore[attr-defined]
     d.find_element(By.NAME, "study").send_keys(node_study(node, "R1"))  # type: ignore[attr-defined]
     d.find_element(By.CSS_SELECTOR, "form.search button").click()  # type: ignore[attr-defined]
-    until(lambda: "job by routes[1]" in d.find_element(By.TAG_NAME, "main").text, "the study's routes explained")  # type: ignore[attr-defined]
+    until(lambda: "job by routes[1]" in text_of(d, "main"), "the study's routes explained")  # the page is replaced
     shot(d, "routes")
     d.get(node.url + "/audit?user=cleo")  # type: ignore[attr-defined]
     assert {"job-retried", "volume-reburned", "patient-search"} <= set(texts("#events td:nth-child(2)"))
