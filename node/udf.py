@@ -35,12 +35,12 @@ import binascii
 import io
 import os
 import struct
-from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Literal, TypeVar
+from typing import BinaryIO, Literal, TypeVar, cast
 
 from node.errors import ESCAPES_ROOT, NOT_FOLLOWED, MediumError
+from node.extents import Extents
 
 #: Deepest directory read (PS3.10 File IDs have at most 8 components; other folders are given room).
 MAX_DEPTH = 64
@@ -649,56 +649,11 @@ class Volume:
     # -- reading files
 
     def open(self, path: str) -> BinaryIO:
-        """A seekable, buffered reader of a file of :attr:`files`; nothing is read up front."""
+        """A seekable reader of a file of :attr:`files` (:class:`node.extents.Extents`); nothing is read up front."""
         try:
             f = self.files[path]
         except KeyError:
             raise MediumError(f"{path}: no such file on the medium") from None
         if f.embedded is not None:
             return io.BytesIO(f.embedded)
-        return io.BufferedReader(_Stream(self.fp.fileno(), f, path))
-
-
-class _Stream(io.RawIOBase):
-    """A file's runs read with ``os.pread``: no shared file position, so several may be open at once."""
-
-    def __init__(self, fd: int, f: UdfFile, name: str) -> None:
-        super().__init__()
-        self.name = name  # what io.BufferedReader.name and pydicom show
-        self.fd, self.runs, self.size, self.pos = fd, f.runs, f.size, 0
-        self.starts, at = [], 0
-        for _, n in f.runs:
-            self.starts.append(at)
-            at += n
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.pos, os.SEEK_END: self.size}[whence]
-        self.pos = max(0, base + offset)
-        return self.pos
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        if self.pos >= self.size:
-            return 0
-        i = bisect_right(self.starts, self.pos) - 1
-        at, n = self.runs[i]
-        skip = self.pos - self.starts[i]
-        want = min(len(buffer), n - skip)
-        try:
-            data = bytes(want) if at is None else os.pread(self.fd, want, at + skip)
-        except OSError as exc:
-            raise MediumError(f"unreadable at byte {at} ({exc.strerror})") from None
-        if not data:
-            raise MediumError(f"the image ends inside a file at byte {at}")
-        buffer[: len(data)] = data
-        self.pos += len(data)
-        return len(data)
-
+        return cast(BinaryIO, Extents(self.fp.fileno(), f.runs, f.size))

@@ -3,7 +3,7 @@
 cli, service and conformance on top, with the console beside cli (only service starts it); actions, jobs and intake below them; media, read and receive in the middle, never
 importing each other, each entered only through its front door (its ``__init__``'s ``__all__``); the bottom row
 (errors, tags, dicom, syntaxes, profiles, dcmio, pixels, config, index, audit, atna, syslog, routing, users, udf,
-lifeline, original, pdu) imports nothing above it;
+lifeline, original, pdu, extents) imports nothing above it;
 no import cycle anywhere. Third-party packages stay in the modules that own them.
 
 Every import statement counts, at the top of a module or inside a function (and under ``TYPE_CHECKING``): an
@@ -20,7 +20,7 @@ from pathlib import Path
 NODE = Path(__file__).resolve().parents[1] / "node"
 BOTTOM = {"errors", "tags", "dicom", "syntaxes", "profiles", "dcmio", "pixels", "config", "index", "audit", "routing",
           "durable", "netcompat", "tls", "yamlcheck", "atna", "syslog", "filemodes", "users", "lifeline",
-          "original", "udf", "pdu"}
+          "original", "udf", "pdu", "extents"}
 MIDDLE = {"media", "read", "receive"}
 #: third-party package -> the modules allowed to import it
 OWNERS = {

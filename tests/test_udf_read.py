@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pycdlib
 import pytest
+from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from node.errors import ESCAPES_ROOT, BuildError, MediumError
@@ -482,6 +483,28 @@ def test_a_cut_image_is_refused_clearly(images: dict[str, Path], tmp_path: Path)
         fp.truncate(300 * SECTOR)  # the anchor at 256 and the volume descriptors stay, the metadata goes
     with pytest.raises(MediumError, match="UDF medium not read"):
         check_medium(cut)
+
+
+@pytest.mark.parametrize("profile", ["STD-GEN-CD", "STD-GEN-BD"])
+def test_a_large_element_before_the_pixels_is_read_from_the_image_itself(
+    tmp_path: Path, storescp_with: Callable[..., StoreSCP], profile: str
+) -> None:
+    """A header value pydicom defers (here 1 MiB) is read back from the medium's file object, not by
+    opening the file's name on the medium as a path of this machine."""
+    source = tmp_path / "big.dcm"
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    block = ds.private_block(0x0029, "MEDIANODE TEST", create=True)
+    block.add_new(0x01, "OB", bytes(range(256)) * 4096)
+    ds.save_as(source)
+    image = tmp_path / "medium.iso"
+    result = cli("burn", "--no-pdi", "--profile", profile, "--out", image, source)
+    assert result.code == 0, result.err
+    report = check_medium(image)
+    assert (report.ok, report.instances, report.problems) == (True, 1, [])
+    scp = storescp_with("+xa")
+    assert import_medium(image, destination=(scp.aet, "127.0.0.1", scp.port)).ok
+    arrived = dcmread(next(iter(received(scp.folder).values())))
+    assert arrived.private_block(0x0029, "MEDIANODE TEST")[0x01].value == bytes(range(256)) * 4096
 
 
 @pytest.mark.parametrize("file_system", sorted({p.file_system for p in PROFILES.values()}))

@@ -18,7 +18,6 @@ dots (``IM1.``); :meth:`Medium.resolve` tolerates all three.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import stat
@@ -38,6 +37,7 @@ from node.errors import ESCAPES_ROOT as ESCAPES_ROOT  # why resolve() refuses, r
 from node.errors import NOT_FOLLOWED as NOT_FOLLOWED
 from node.dcmio import check_complete
 from node.errors import MediumError
+from node.extents import Extents
 from node.profiles import SECTOR
 from node.udf import NSR, UdfError, Volume, vrs_identifiers
 
@@ -309,7 +309,8 @@ class IsoMedium(Medium):
         if relpath not in self._iso_paths:
             raise MediumError(f"{relpath}: no such file on the medium")
         if relpath in self._extents:
-            return cast(BinaryIO, _Extent(self._fp.fileno(), *self._extents[relpath]))
+            start, length = self._extents[relpath]
+            return cast(BinaryIO, Extents(self._fp.fileno(), [(start, length)], length))
         try:
             handle = self._iso.open_file_from_iso(**{self._kind: self._iso_paths[relpath]})
             # Entering positions the stream on the file's extent; closing it releases it.
@@ -323,56 +324,6 @@ class IsoMedium(Medium):
             self._iso.close()
         finally:
             self._fp.close()
-
-
-_EXTENT_WINDOW = 64 * 1024
-
-
-class _Extent(io.RawIOBase):
-    """``length`` bytes of the image open as ``fd``, from ``start``, read with ``os.pread``: no shared
-    file position moves, so any number are open at once. Small reads (a header's) are served from
-    a 64 KiB window, large ones (a data set's pieces) read straight. Not an ``io.BufferedReader``:
-    pydicom would take one for a file it may open again by name."""
-
-    def __init__(self, fd: int, start: int, length: int) -> None:
-        super().__init__()
-        self._fd, self._start, self._length, self._pos = fd, start, length, 0
-        self._window, self._window_at = b"", 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._length}[whence]
-        if base + offset < 0:
-            raise ValueError(f"negative seek position {base + offset}")
-        self._pos = base + offset
-        return self._pos
-
-    def read(self, size: int | None = -1) -> bytes:
-        left = max(0, self._length - self._pos)
-        size = left if size is None or size < 0 else min(size, left)
-        if size >= _EXTENT_WINDOW:
-            data = os.pread(self._fd, size, self._start + self._pos)
-        else:
-            skip = self._pos - self._window_at
-            if not 0 <= skip <= len(self._window) - size:
-                self._window_at, skip = self._pos, 0
-                self._window = os.pread(self._fd, min(_EXTENT_WINDOW, left), self._start + self._pos)
-            data = self._window[skip : skip + size]
-        self._pos += len(data)
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(memoryview(buffer).cast("B")))
-        memoryview(buffer).cast("B")[: len(data)] = data
-        return len(data)
 
 
 class UdfMedium(Medium):
