@@ -24,6 +24,7 @@ import sys
 import time
 from contextlib import ExitStack, closing
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from benchkit.common import MARK, MEDIANODE, REPO, Failed, Json, bench, fmt, load_average, log
@@ -95,88 +96,102 @@ def claiming(args: argparse.Namespace, pg: Postgres, root: Path) -> Json:
     return out
 
 
+#: The quiet period of the stations the delays are measured on, in seconds: a study is stable that long after
+#: its last instance.
+STABLE_SECONDS = 1
+
+
+def station_config(home: Path, port: int, pg: Postgres | None, name: str, stations: list[str] | None = None) -> Path:
+    """A station of these runs: its own data folder, output and port, on ``pg`` if given; its burn route built
+    by any of ``stations`` (a shared spool) if given, else by the station alone."""
+    node: dict[str, Any] = {"ae_title": "MEDIANODE", "host": HOST, "port": port, "data_dir": str(home / "var"),
+                            "min_free_mb": 0}
+    if pg:
+        node |= {"catalogue": pg.url(), "catalogue_password_file": str(pg.password_file), "station": name}
+    route: dict[str, Any] = {"match": {"called_aet": "BURN"}, "action": "burn", "profile": "STD-GEN-CD"}
+    if stations:
+        node["shared_spool"], route["stations"] = True, stations
+    home.mkdir(parents=True)
+    (home / "medianode.yaml").write_text(json.dumps({  # JSON is YAML
+        "node": node, "burn": {"output": str(home / "out"), "study_stable_seconds": STABLE_SECONDS},
+        "routes": [route], "console": {"enabled": False}}))
+    return home / "medianode.yaml"
+
+
+def _until(read: Callable[[], tuple[float, float] | None], home: Path, what: str) -> tuple[float, float]:
+    """What ``read`` returns once it returns something (within 120 s), else Failed with the station's log."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if (found := read()) is not None:
+            return found
+        time.sleep(0.02)
+    raise Failed(f"no job {what}: {(home / 'serve.log').read_text()[-2000:]}")
+
+
+def _delays(args: argparse.Namespace, label: str, run_once: Callable[[int], tuple[float, float]]) -> Json:
+    """Medians of ``run_once(run)``'s (event time, last instance's time) minus the quiet period, warm-up runs
+    left out."""
+    delays = []
+    for run in range(args.warmup + args.runs):
+        at, last = run_once(run)
+        delay = at - (last + STABLE_SECONDS)
+        if run >= args.warmup:
+            delays.append(delay)
+        log(f"  {label}: {delay:.2f} s")
+    return {"median_s": statistics.median(delays), "runs_s": [round(d, 3) for d in delays]}
+
+
 def to_start(args: argparse.Namespace, pg: Postgres | None, root: Path) -> Json:
     """Seconds from a study's stability to its job's start (medians), for one station alone or on ``pg``:
     each run a new station (a new data folder) sent the same four instances."""
     files = files_of(ct_study(args)[1])[:4]
-    delays = []
-    for run in range(args.warmup + args.runs):
+
+    def run_once(run: int) -> tuple[float, float]:
         home, port = root / f"start-{'catalogue' if pg else 'alone'}-{run}", free_port()
-        node: dict[str, Any] = {"ae_title": "MEDIANODE", "host": HOST, "port": port, "data_dir": str(home / "var"),
-                                "min_free_mb": 0}
-        if pg:
-            node |= {"catalogue": pg.url(), "catalogue_password_file": str(pg.password_file), "station": f"T{run}"}
-        home.mkdir(parents=True)
-        (home / "medianode.yaml").write_text(json.dumps({  # JSON is YAML
-            "node": node, "burn": {"output": str(home / "out"), "study_stable_seconds": 1},
-            "routes": [{"match": {"called_aet": "BURN"}, "action": "burn", "profile": "STD-GEN-CD"}],
-            "console": {"enabled": False}}))
-        with Server("medianode serve", [MEDIANODE, "serve", "--config", home / "medianode.yaml"],
-                    aet="MEDIANODE", port=port, log=home / "serve.log"):
+        config = station_config(home, port, pg, f"T{run}")
+        with Server("medianode serve", [MEDIANODE, "serve", "--config", config], aet="MEDIANODE", port=port,
+                    log=home / "serve.log"):
             storescu("BURN", port, [files])
-            row = None
-            deadline = time.monotonic() + 120
-            while row is None and time.monotonic() < deadline:
+
+            def started() -> tuple[float, float] | None:
                 with closing(sqlite3.connect(home / "var" / "index.sqlite", timeout=60)) as db:
-                    row = db.execute("SELECT j.started, s.last_received FROM jobs j JOIN job_studies js "
-                                     "ON js.job_id = j.id JOIN studies s USING (study_uid) "
-                                     "WHERE j.started IS NOT NULL").fetchone()
-                time.sleep(0.02)
-        if row is None:
-            raise Failed(f"no job started: {(home / 'serve.log').read_text()[-2000:]}")
-        if run >= args.warmup:
-            delays.append(row[0] - (row[1] + 1))
-        log(f"  stable -> started, {'on a catalogue' if pg else 'alone'}: {row[0] - (row[1] + 1):.2f} s")
-    return {"median_s": statistics.median(delays), "runs_s": [round(d, 3) for d in delays]}
+                    return db.execute("SELECT j.started, s.last_received FROM jobs j JOIN job_studies js "
+                                      "ON js.job_id = j.id JOIN studies s USING (study_uid) "
+                                      "WHERE j.started IS NOT NULL").fetchone()
 
+            return _until(started, home, "started")
 
-def station_config(home: Path, port: int, pg: Postgres, name: str, stations: list[str]) -> Path:
-    """A station of the shared-spool runs: its own data folder, output and port; a route all ``stations`` build."""
-    node: dict[str, Any] = {"ae_title": "MEDIANODE", "host": HOST, "port": port, "data_dir": str(home / "var"),
-                            "min_free_mb": 0, "catalogue": pg.url(), "catalogue_password_file": str(pg.password_file),
-                            "station": name, "shared_spool": True}
-    home.mkdir(parents=True)
-    (home / "medianode.yaml").write_text(json.dumps({  # JSON is YAML
-        "node": node, "burn": {"output": str(home / "out"), "study_stable_seconds": 1},
-        "routes": [{"match": {"called_aet": "BURN"}, "action": "burn", "profile": "STD-GEN-CD", "stations": stations}],
-        "console": {"enabled": False}}))
-    return home / "medianode.yaml"
+    return _delays(args, f"stable -> started, {'on a catalogue' if pg else 'alone'}", run_once)
 
 
 def to_start_shared(args: argparse.Namespace, pg: Postgres, root: Path, n: int) -> Json:
     """Seconds from a study's stability at the station that received it to the first claim of its job, with
     ``n`` stations sharing their spool (each run new stations, so that the same instances are a new study)."""
     files = files_of(ct_study(args)[1])[:4]
-    delays = []
-    for run in range(args.warmup + args.runs):
+
+    def run_once(run: int) -> tuple[float, float]:
         names = [f"N{n}R{run}S{i}" for i in range(n)]
         homes = [root / f"shared-{name}" for name in names]
         ports = [free_port() for _ in names]
-        servers = [Server(f"medianode serve {name}", [MEDIANODE, "serve", "--config",
-                                                      station_config(home, port, pg, name, names)],
-                          aet="MEDIANODE", port=port, log=home / "serve.log")
-                   for name, home, port in zip(names, homes, ports)]
         with ExitStack() as running:
-            for server in servers:
-                running.enter_context(server)
+            for name, home, port in zip(names, homes, ports):
+                config = station_config(home, port, pg, name, names)
+                running.enter_context(Server(f"medianode serve {name}", [MEDIANODE, "serve", "--config", config],
+                                             aet="MEDIANODE", port=port, log=home / "serve.log"))
             storescu("BURN", ports[0], [files])
-            row = None
-            deadline = time.monotonic() + 120
-            while row is None and time.monotonic() < deadline:
+
+            def claimed() -> tuple[float, float] | None:
                 with pg.connect() as db:
-                    claimed = db.execute("SELECT claimed FROM claims WHERE station = %s AND claimed IS NOT NULL",
-                                         (names[0],)).fetchone()
-                if claimed:
-                    with closing(sqlite3.connect(homes[0] / "var" / "index.sqlite", timeout=60)) as local:
-                        quiet = local.execute("SELECT MAX(last_received) FROM studies").fetchone()
-                    row = (claimed[0], quiet[0])
-                time.sleep(0.02)
-        if row is None:
-            raise Failed(f"no job claimed: {(homes[0] / 'serve.log').read_text()[-2000:]}")
-        if run >= args.warmup:
-            delays.append(row[0] - (row[1] + 1))
-        log(f"  stable -> claimed, {n} station(s) sharing their spool: {row[0] - (row[1] + 1):.2f} s")
-    return {"median_s": statistics.median(delays), "runs_s": [round(d, 3) for d in delays]}
+                    row = db.execute("SELECT claimed FROM claims WHERE station = %s AND claimed IS NOT NULL",
+                                     (names[0],)).fetchone()
+                if not row:
+                    return None
+                with closing(sqlite3.connect(homes[0] / "var" / "index.sqlite", timeout=60)) as local:
+                    return row[0], local.execute("SELECT MAX(last_received) FROM studies").fetchone()[0]
+
+            return _until(claimed, homes[0], "claimed")
+
+    return _delays(args, f"stable -> claimed, {n} station(s) sharing their spool", run_once)
 
 
 def print_table(res: Json, out: TextIO) -> None:
