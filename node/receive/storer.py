@@ -7,7 +7,10 @@ connection itself (:class:`node.pdu.Wire`): each C-STORE's command set is read, 
 fragments go straight from the receive buffer into a temp file in ``data_dir/tmp``, behind the File
 Meta the spool keeps, hashed on the way; :func:`node.receive.scp.store` then checks, places
 (fsync'd file, renamed, folder fsync'd) and indexes it exactly as for pynetdicom's associations, and
-only then is the C-STORE-RSP sent. C-ECHO is answered; A-RELEASE and A-ABORT are ours too.
+only then is the C-STORE-RSP sent. The temp file's fsync runs in another thread while the data set is
+walked and its header read (both need only the page cache), and is awaited before the rename: the
+storescu of one association waits for each answer, so the two costs no longer add up.
+C-ECHO is answered; A-RELEASE and A-ABORT are ours too.
 
 The network hardening holds as on pynetdicom's path: each PDU must be whole within
 ``node.pdu_seconds`` from its first byte, and a P-DATA-TF may not declare more than the Maximum
@@ -26,6 +29,8 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +143,15 @@ class _Incoming:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             os.close(fd)
+
+    def sync(self, pool: ThreadPoolExecutor) -> Callable[[], None] | None:
+        """Start the file's fsync (and close) in ``pool``; return the wait for it, which raises what the
+        fsync raised. None when nothing was written (:attr:`failure`)."""
+        if self.fd < 0:
+            return None
+        fd, self.fd = self.fd, -1
+        done: Future[None] = pool.submit(_fsync_and_close, fd)
+        return lambda: done.result()
 
     def discard(self) -> None:
         self.close()
@@ -278,11 +292,12 @@ class StoreAssociation(threading.Thread):
             self._command.clear()
 
     def _stored(self, incoming: _Incoming) -> None:
-        incoming.close()
+        synced = incoming.sync(self.d.syncing)
         command = incoming.command
         status, comment = store(incoming.path, command.sop_class, command.sop_instance, calling=self.request.calling,
                                 called=self.request.called, spool=self.d.spool, index=self.d.index, live=self.d.live,
-                                key=id(self), failure=incoming.failure, digest=incoming.digest.hexdigest())
+                                key=id(self), failure=incoming.failure, digest=incoming.digest.hexdigest(),
+                                synced=synced)
         self._respond(incoming.context, response(C_STORE_RSP, command.message_id, command.sop_class, status,
                                                  sop_instance=command.sop_instance, comment=comment))
         with self._lock:
@@ -350,6 +365,8 @@ class Dispatcher:
                  spool: Spool, index: Indexer, live: Live) -> None:
         self.server, self.supported, self.served = server, supported, served
         self.spool, self.index, self.live = spool, index, live
+        #: Where the temp files' fsyncs run (:meth:`_Incoming.sync`): one at a time per association.
+        self.syncing = ThreadPoolExecutor(max_workers=8, thread_name_prefix="medianode-fsync")
         self._lock = threading.Lock()
         self._own: set[StoreAssociation] = set()
 
@@ -380,3 +397,10 @@ class Dispatcher:
     def ended(self, assoc: StoreAssociation) -> None:
         with self._lock:
             self._own.discard(assoc)
+
+
+def _fsync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
