@@ -7,9 +7,10 @@ connection itself (:class:`node.pdu.Wire`): each C-STORE's command set is read, 
 fragments go straight from the receive buffer into a temp file in ``data_dir/tmp``, behind the File
 Meta the spool keeps, hashed on the way; :func:`node.receive.scp.store` then checks, places
 (fsync'd file, renamed, folder fsync'd) and indexes it exactly as for pynetdicom's associations, and
-only then is the C-STORE-RSP sent. The temp file's fsync runs in another thread while the data set is
-walked and its header read (both need only the page cache), and is awaited before the rename: the
-storescu of one association waits for each answer, so the two costs no longer add up.
+only then is the C-STORE-RSP sent. The kernel is asked to write the temp file to the disk as it grows
+(:func:`node.durable.start_write_back`), and its fsync runs in another thread while the data set is
+walked and its header read (from the page cache), awaited before the rename: the storescu of one
+association waits for each answer, so these costs no longer add up.
 C-ECHO is answered; A-RELEASE and A-ABORT are ours too.
 
 The network hardening holds as on pynetdicom's path: each PDU must be whole within
@@ -37,7 +38,7 @@ from typing import Any
 from pynetdicom.presentation import PresentationContext
 
 from node import dicom
-from node.durable import create_new
+from node.durable import create_new, start_write_back
 from node.netcompat import Gate, ReceiverServer
 from node.pdu import (
     A_ABORT,
@@ -78,6 +79,8 @@ logger = logging.getLogger(__name__)
 #: A-ASSOCIATE-RJ: called AE title not recognised; local limit exceeded (PS3.8 9.3.4).
 CALLED_AE_TITLE_NOT_RECOGNISED = (1, 1, 7)
 LOCAL_LIMIT_EXCEEDED = (2, 3, 2)
+#: Bytes of a data set written between two requests to the kernel to start writing them to the disk.
+WRITE_BACK_STEP = 128 << 10
 #: What a PDU other than P-DATA-TF may hold once associated (A-RELEASE and A-ABORT hold 4 bytes).
 SMALL_PDU_MAX = 1024
 
@@ -116,6 +119,7 @@ class _Incoming:
         self.failure: OSError | None = None
         self.digest = hashlib.sha256()
         self.fd = -1
+        self.written = self.behind = 0  # bytes written; and up to where their write-back was started
         self.path = tmp / "recv-unwritten.dcm"
         try:
             self.fd, name = create_new(tmp, "recv-", ".dcm")
@@ -135,6 +139,10 @@ class _Incoming:
         try:
             while view:
                 view = view[os.write(self.fd, view):]
+            self.written += len(data)
+            if self.written - self.behind >= WRITE_BACK_STEP:
+                start_write_back(self.fd, self.behind, self.written - self.behind)
+                self.behind = self.written
         except OSError as exc:
             self.failure = exc
             self.discard()
