@@ -23,6 +23,8 @@ from node.errors import BuildError
 from node.media.content import Extents, MediaFile, Progress, copy_pieces, pwrite_all, verify_extents
 from node.profiles import SECTOR
 
+#: The module ``read_extents`` reads with, independent of this writer.
+READER = "pycdlib"
 _MAX_SIZE = 2**32 - 1  # ECMA-119 9.1.4: Data Length is a 32-bit field
 _NAME = b"MEDIANODE"
 _FIRST_PATH_TABLE = 18  # 16 system-area sectors, the PVD, the terminator (ECMA-119 6.2, 6.7.1)

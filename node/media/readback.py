@@ -1,41 +1,46 @@
 """Write an image and read it back from the disk while it is still being written.
 
-The image writers put each file's data once, in the order of :func:`placement`, never going back (the
-descriptors and directories are written first). So once the writer has reported a file's last byte, the
-file's extent holds its final bytes: a reader thread reads them back with ``O_DIRECT`` (the kernel writes
-the range's dirty pages to the disk, then reads the disk, not the page cache) and compares them with the
-file's pieces re-read from the sources, while the writer goes on with the next files. When the writer is
-done, the image is fsync'd, its pages dropped, and its directories parsed from the disk by a reader
-independent of the writer (pycdlib for ISO 9660, :mod:`node.udf` for UDF): every file of the set must be
-there, nothing else, each at the extent whose bytes were compared.
+The image writers put each file's data once, in the order of their ``placement``, never going back (the
+descriptors and directories are written first). So once the writer is past a file (past the memory page
+holding its last byte, which the next file may share), the file's extent holds its final bytes: a reader
+thread has the kernel write that range to the disk and wait for it (``sync_file_range(2)``; ``fdatasync``
+where it is missing), drops its pages from the page cache (``POSIX_FADV_DONTNEED``), reads it, so from the
+disk, and compares it with the file's pieces re-read from the sources, while the writer goes on with the
+next files. When the writer is done, the image is fsync'd, its pages dropped, and its directories parsed
+from the disk by a reader independent of the writer (pycdlib for ISO 9660, :mod:`node.udf` for UDF): every
+file of the set must be there, nothing else, each at the extent whose bytes were compared.
 
 What that covers: every byte of every file, as the disk returned it after the writer's last write to it,
 and the image's structures as parsed after the fsync. A change made to a file's extent after its compare
-(another process writing into the temporary image before it is renamed) is not seen, as one made after the
-rename is not. Where the file system refuses ``O_DIRECT``, each range is fsync'd and its pages dropped
-(``POSIX_FADV_DONTNEED``) before it is read.
+(another process writing into the temporary image before it is renamed) is not seen, as one made after
+the rename is not.
 """
 
 from __future__ import annotations
 
 import bisect
-import errno
+import importlib
+import itertools
 import mmap
 import os
 import threading
 from collections.abc import Iterator, Sequence
 from types import ModuleType, TracebackType
+from typing import Protocol
 
 from node.errors import BuildError
 from node.media.content import Extents, MediaFile, PieceReader, Progress
 
 #: Bytes of complete files the reader waits for before it reads (fewer at the end): the image's write-back
 #: and read-back go in steps this large, behind the writer.
-STEP = 8 << 20
+STEP = 32 << 20
 _CHUNK = 4 << 20  # bytes read from the image at once
-_ALIGN = 4096  # O_DIRECT: offsets, lengths and buffer addresses aligned for any logical block size up to 4 KiB
 
 Placement = Sequence[tuple[MediaFile, int]]
+
+
+class _WriteBack(Protocol):
+    def __call__(self, fd: int, start: int, n: int, *, wait: bool = True) -> None: ...
 
 
 def write_verified(path: str | os.PathLike[str], files: Sequence[MediaFile], *, writer: ModuleType, volume_id: str,
@@ -47,11 +52,15 @@ def write_verified(path: str | os.PathLike[str], files: Sequence[MediaFile], *, 
     cannot be written or parsed.
     """
     placed = writer.placement(files, **options)
+    # The independent reader (pycdlib: 0.02 s to import) is loaded while the kernel copies the files.
+    loading = threading.Thread(target=importlib.import_module, args=(writer.READER,), daemon=True)
+    loading.start()
     with open(path, "wb+") as out, ReadBack(os.fspath(path), placed, progress) as reader:
         writer.write_image(files, out, volume_id=volume_id, progress=reader.progress, **options)
         out.flush()
         os.fsync(out.fileno())
         os.posix_fadvise(out.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # the structures are parsed from the disk
+        loading.join()
         extents = writer.read_extents(path, **options)
         reader.finish()
     check_placement(files, placed, extents)
@@ -83,18 +92,19 @@ def _merged(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 class ReadBack:
-    """A reader thread comparing each file of ``placed`` once the writer has written it (:meth:`progress`).
+    """A reader thread comparing each file of ``placed`` once the writer is past it (:meth:`progress`).
 
-    ``progress(n)`` counts file data in the order of ``placed`` and passes ``n`` on to ``then``. Used as a
-    context manager: leaving it stops the thread (the writer failed) or, after :meth:`finish`, finds it done.
+    ``progress(n)`` counts file data in the order of ``placed`` and passes ``n`` on to ``then``. A file is
+    compared once the writer has moved past the memory page holding its last byte (the next file may
+    begin in that page), in steps of :data:`STEP` bytes. Used as a context manager: leaving it stops the
+    thread (the writer failed) or, after :meth:`finish`, finds it done.
     """
 
     def __init__(self, path: str, placed: Placement, then: Progress | None = None) -> None:
-        self._path, self._placed, self._then = path, [(f, at) for f, at in placed if f.size], then
-        self._ends, total = [], 0  # data bytes written when each file is complete
-        for f, _ in self._placed:
-            total += f.size
-            self._ends.append(total)
+        self._path, self._then = path, then
+        self._placed = [(f, at) for f, at in placed if f.size]
+        self._ends = list(itertools.accumulate(f.size for f, _ in self._placed))  # data written when each is done
+        self._final = [-(-(at + f.size) // mmap.PAGESIZE) * mmap.PAGESIZE for f, at in self._placed]
         self._written, self._done, self._stop = 0, False, False
         self._error: BaseException | None = None
         self._wake = threading.Condition()
@@ -132,26 +142,35 @@ class ReadBack:
         if self._written < (self._ends[-1] if self._ends else 0):
             raise BuildError(f"the writer reported {self._written} bytes of file data, not {self._ends[-1]}")
 
+    def _position(self) -> int:
+        """The image's first byte the writer may still write (the data of the first file not complete)."""
+        complete = bisect.bisect_right(self._ends, self._written)
+        if self._done or complete == len(self._placed):
+            return 1 << 63
+        return self._placed[complete][1] + self._written - (self._ends[complete - 1] if complete else 0)
+
     def _ready(self, first: int) -> int:
-        """Wait until files from ``first`` on are written, a step of them or the last; return how many."""
+        """Wait until files from ``first`` on are final, a step of them or the last; return how many are."""
         with self._wake:
-            while True:
-                if self._stop:
-                    return 0
-                complete = bisect.bisect_right(self._ends, self._written)
+            while not self._stop:
+                final = bisect.bisect_right(self._final, self._position())
                 base = self._ends[first - 1] if first else 0
-                if complete > first and (complete == len(self._ends) or self._done
-                                         or self._ends[complete - 1] - base >= STEP):
-                    return complete - first
+                if final > first and (final == len(self._placed) or self._ends[final - 1] - base >= STEP):
+                    return final - first
                 if self._done:  # the writer is done but reported less: finish() says so
                     return 0
                 self._wake.wait()
+            return 0
 
     def _run(self) -> None:
         try:
             with _Image(self._path) as image:
                 compare, first = _Compare(image), 0
-                while first < len(self._placed) and (count := self._ready(first)):
+                while first < len(self._placed) and (final := self._ready(first)):
+                    base = self._ends[first - 1] if first else 0
+                    count = min(final, bisect.bisect_left(self._ends, base + STEP, first) + 1 - first)
+                    if count < final:  # the disk writes what is final beyond this step while it is compared
+                        image.write_back(self._placed[first + count][1], self._final[first + final - 1])
                     compare(self._placed[first : first + count])
                     first += count
         except BaseException as e:  # handed to finish(), in the writer's thread
@@ -159,44 +178,67 @@ class ReadBack:
 
 
 class _Image:
-    """The image open for reading what its disk holds: ``O_DIRECT``, else fsync and drop before each read."""
+    """The image open for reading what its disk holds: each range written back, dropped from the page cache,
+    then read (the reads go to the disk)."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
-        try:
-            self.fd, self.direct = os.open(path, os.O_RDONLY | os.O_DIRECT), True
-        except OSError as e:
-            if e.errno != errno.EINVAL:
-                raise
-            self.fd, self.direct = os.open(path, os.O_RDONLY), False
-        self.buffer = mmap.mmap(-1, _CHUNK)  # page-aligned, as O_DIRECT needs
+        self.fd = os.open(path, os.O_RDONLY)
+        self.buffer = bytearray(_CHUNK)
 
     def __enter__(self) -> _Image:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)  # the buffer goes with the last view of it
+        os.close(self.fd)
+
+    def write_back(self, start: int, end: int) -> None:
+        """Start writing the range back, not waiting for it."""
+        _write_back(self.fd, start, end - start, wait=False)
 
     def chunks(self, start: int, end: int) -> Iterator[tuple[int, memoryview]]:
-        """The bytes from ``start`` to ``end`` as the disk returns them, in (offset, bytes) chunks; fewer at the
-        image's end. The chunks are aligned: the first may begin before ``start``, the last end after ``end``."""
-        if not self.direct:
-            os.fdatasync(self.fd)
-            os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_DONTNEED)
-        pos, stop = start - start % _ALIGN, end + -end % _ALIGN
-        view = memoryview(self.buffer)
-        while pos < stop:
-            got = os.preadv(self.fd, [view[: min(_CHUNK, stop - pos)]], pos)
+        """The bytes from ``start`` to ``end`` as the disk returns them, in (offset, bytes) chunks; fewer at
+        the image's end."""
+        _write_back(self.fd, start, end - start)
+        os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_DONTNEED)
+        view, pos = memoryview(self.buffer), start
+        while pos < end:
+            got = os.preadv(self.fd, [view[: min(_CHUNK, end - pos)]], pos)
             if not got:
                 return
             yield pos, view[:got]
             pos += got
-        if self.direct:  # the pages the writer left, clean: the compare had their bytes from the disk
-            os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_DONTNEED)
+        os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_DONTNEED)  # read once: no need to keep it
+
+
+def _sync_file_range() -> _WriteBack | None:
+    """Linux's sync_file_range(2) (which ``os`` lacks): write a range back, waiting for it or not; else None."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+
+    def write_back(fd: int, start: int, n: int, *, wait: bool = True) -> None:
+        if call(fd, start, n, 7 if wait else 2) != 0:  # SYNC_FILE_RANGE_WAIT_BEFORE | _WRITE | _WAIT_AFTER
+            raise OSError(ctypes.get_errno(), "sync_file_range")
+
+    return write_back
+
+
+def _fdatasync(fd: int, start: int, n: int, *, wait: bool = True) -> None:
+    """The whole file written back, where sync_file_range(2) is missing (not waiting: nothing)."""
+    if wait:
+        os.fdatasync(fd)
+
+
+_write_back = _sync_file_range() or _fdatasync
 
 
 class _Compare:
-    """Compares the extents of placed files with their pieces, reading the image in large aligned chunks."""
+    """Compares the extents of placed files with their pieces, reading the image in large chunks."""
 
     def __init__(self, image: _Image) -> None:
         self.image, self.source = image, bytearray(_CHUNK)
@@ -222,5 +264,5 @@ class _Compare:
                     done += n
             finally:
                 src.close()
-        for _ in chunks:  # the last chunk's pages dropped
+        for _ in chunks:  # to its end: the pages read are dropped
             pass

@@ -62,6 +62,8 @@ from node.media.content import Extents, MediaFile, Progress, copy_pieces, pwrite
 from node.profiles import SECTOR
 from node.udf import Volume
 
+#: The module ``read_extents`` reads with, independent of this writer.
+READER = "node.udf"
 _MAX_EXTENT = 2**30 - SECTOR  # 4/14.14.1.1: an extent is shorter than 2^30 bytes, whole blocks
 _UNIT = 32  # blocks of a BD ECC block: the metadata allocation and alignment unit (UDF 2.2.10)
 _MAX_META_EXTENT = 2**30 - _UNIT * SECTOR  # a metadata extent is also whole units
