@@ -169,8 +169,9 @@ class ReadBack:
                 while first < len(self._placed) and (final := self._ready(first)):
                     base = self._ends[first - 1] if first else 0
                     count = min(final, bisect.bisect_left(self._ends, base + STEP, first) + 1 - first)
-                    if count < final:  # the disk writes what is final beyond this step while it is compared
-                        image.write_back(self._placed[first + count][1], self._final[first + final - 1])
+                    if count < final:  # the disk writes the next step while this one is compared
+                        step = bisect.bisect_left(self._ends, self._ends[first + count - 1] + STEP, first + count)
+                        image.write_back(self._placed[first + count][1], self._final[min(first + final - 1, step)])
                     compare(self._placed[first : first + count])
                     first += count
         except BaseException as e:  # handed to finish(), in the writer's thread
@@ -223,7 +224,7 @@ def _sync_file_range() -> _WriteBack | None:
 
     def write_back(fd: int, start: int, n: int, *, wait: bool = True) -> None:
         if call(fd, start, n, 7 if wait else 2) != 0:  # SYNC_FILE_RANGE_WAIT_BEFORE | _WRITE | _WAIT_AFTER
-            raise OSError(ctypes.get_errno(), "sync_file_range")
+            raise OSError(ctypes.get_errno(), f"sync_file_range: {os.strerror(ctypes.get_errno())}")
 
     return write_back
 
