@@ -40,6 +40,8 @@ Placement = Sequence[tuple[MediaFile, int]]
 
 
 class _WriteBack(Protocol):
+    """Write ``n`` bytes of ``fd`` from ``start`` back to the disk, waiting for them or not."""
+
     def __call__(self, fd: int, start: int, n: int, *, wait: bool = True) -> None: ...
 
 
@@ -185,6 +187,7 @@ class _Image:
     def __init__(self, path: str) -> None:
         self.fd = os.open(path, os.O_RDONLY)
         self.buffer = bytearray(_CHUNK)
+        self._write_back = _sync_file_range() or _fdatasync  # ctypes is loaded here, in the reader's thread
 
     def __enter__(self) -> _Image:
         return self
@@ -194,12 +197,12 @@ class _Image:
 
     def write_back(self, start: int, end: int) -> None:
         """Start writing the range back, not waiting for it."""
-        _write_back(self.fd, start, end - start, wait=False)
+        self._write_back(self.fd, start, end - start, wait=False)
 
     def chunks(self, start: int, end: int) -> Iterator[tuple[int, memoryview]]:
         """The bytes from ``start`` to ``end`` as the disk returns them, in (offset, bytes) chunks; fewer at
         the image's end."""
-        _write_back(self.fd, start, end - start)
+        self._write_back(self.fd, start, end - start)
         os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_DONTNEED)
         view, pos = memoryview(self.buffer), start
         while pos < end:
@@ -234,8 +237,6 @@ def _fdatasync(fd: int, start: int, n: int, *, wait: bool = True) -> None:
     if wait:
         os.fdatasync(fd)
 
-
-_write_back = _sync_file_range() or _fdatasync
 
 
 class _Compare:
