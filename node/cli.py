@@ -164,11 +164,12 @@ def _burn(args: argparse.Namespace, out: TextIO) -> int:
 def _equipment(args: argparse.Namespace) -> Equipment:
     """The node as the equipment of captured files: ``--config``'s node.identity and burn.institution
     (``--institution`` wins), else only ``--institution``."""
-    from node.config import load_config
     from node.media.capture import Equipment
 
     if args.config is None:
         return Equipment(institution=args.institution)
+    from node.config import load_config
+
     config = load_config(args.config)
     return Equipment(config.node.identity, args.institution or config.burn.institution)
 

@@ -1,8 +1,8 @@
 """The media room's front door: sources in, a published medium out.
 
 scan -> convert what the profile does not allow -> records -> File IDs ->
-DICOMDIR -> capacity check -> write under a temporary name -> re-read and
-compare -> rename into place. A failure at any step leaves nothing under the
+DICOMDIR -> capacity check -> write under a temporary name, read back from
+the disk and compared as it is written -> rename into place. A failure at any step leaves nothing under the
 output path (DESIGN.md invariant 2) and the sources untouched.
 """
 
@@ -23,7 +23,7 @@ from typing import Literal
 from node import dcmio, dicom
 from node.durable import published
 from node.errors import BuildError, UsageError
-from node.media import folder, series
+from node.media import folder, readback, series
 from node.media.capture import Equipment, capture_sources
 from node.media.content import FileSlice, MediaFile, Progress
 from node.media.dicomdir import encode_dicomdir
@@ -306,40 +306,11 @@ def _check_capacity(files: list[MediaFile], profile: Profile, target: Path, repo
 
 
 def _publish_image(files: list[MediaFile], target: Path, *, volume_id: str, profile: Profile, progress: Progress | None) -> None:
-    """Write the image, fsync it, then read it back from the disk, not from the page cache: its pages are
-    dropped (``POSIX_FADV_DONTNEED``) once clean, so the writer's reader parses, and the comparison reads,
-    the bytes the disk returns. The disk writes while the image is still being written (:func:`_writing_back`)."""
+    """Write the image under a temporary name, reading it back from the disk as it is written
+    (:mod:`node.media.readback`), and rename it into place."""
     writer, options = image_writer(profile.file_system)
-    with published(target) as tmp, open(tmp, "wb+") as f:
-        writer.write_image(files, f, volume_id=volume_id, progress=_writing_back(f.fileno(), progress), **options)
-        f.flush()
-        os.fsync(f.fileno())
-        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-        writer.verify_image(tmp, files)
-
-
-#: Image bytes written between two requests to the kernel to write back what lies behind.
-_WRITE_BACK_STEP = 32 << 20
-
-
-def _writing_back(fd: int, progress: Progress | None) -> Progress:
-    """``progress``, which also starts the write-back of the image every :data:`_WRITE_BACK_STEP` bytes.
-
-    ``POSIX_FADV_DONTNEED`` starts writing a range's dirty pages and drops its clean ones (Linux), so the
-    final fsync finds little left to write. It covers only what lies a step behind the bytes written so
-    far, which the writers never touch again: a dropped page written again would be read from the disk first.
-    """
-    written = [0, 0]  # bytes written, and where the last request was made
-
-    def report(n: int) -> None:
-        written[0] += n
-        if written[0] - written[1] >= 2 * _WRITE_BACK_STEP:
-            written[1] = written[0]
-            os.posix_fadvise(fd, 0, written[0] - _WRITE_BACK_STEP, os.POSIX_FADV_DONTNEED)
-        if progress is not None:
-            progress(n)
-
-    return report
+    with published(target) as tmp:
+        readback.write_verified(tmp, files, writer=writer, volume_id=volume_id, progress=progress, **options)
 
 
 def _publish_folder(files: list[MediaFile], target: Path, *, progress: Progress | None) -> None:

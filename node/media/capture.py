@@ -41,7 +41,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from node import __version__, dcmio, dicom
-from node.config import NodeIdentity
 from node.errors import UsageError, one_line
 from node.media.sources import Scan, SourceInstance, instance, read
 from node.tags import ITEM, PIXEL_DATA, SEQUENCE_DELIMITATION_ITEM, SERIES_NUMBER, STUDY_INSTANCE_UID
@@ -49,6 +48,8 @@ from node.tags import ITEM, PIXEL_DATA, SEQUENCE_DELIMITATION_ITEM, SERIES_NUMBE
 if TYPE_CHECKING:
     import numpy as np
     from pydicom import Dataset
+
+    from node.config import NodeIdentity
 
 CaptureKind = Literal["jpeg", "png", "tiff", "pdf"]
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"  # PS3.4 B.5, Secondary Capture Image Storage
@@ -159,7 +160,8 @@ SIDECAR_RULES: dict[str, Rule] = IDENTITY_RULES | {
 class Equipment:
     """The node as the General Equipment (PS3.3 C.7.5.1) and SC Equipment (C.8.6.1) of its captures."""
 
-    identity: NodeIdentity = NodeIdentity()
+    #: None: nothing known (a burn without a configuration; the configuration module stays unloaded).
+    identity: NodeIdentity | None = None
     #: Institution Name (0008,0080): ``burn.institution``; written when it is a Long String (64 at most).
     institution: str = ""
 
@@ -442,7 +444,9 @@ def _dataset(identity: Identity, *, sop_class: str, modality: str, series_uid: s
 def _equipment(ds: Dataset, equipment: Equipment, institution: str) -> None:
     """General Equipment (PS3.3 C.7.5.1) and SC Equipment (C.8.6.1): the node; Type 3 values only when known.
     Institution Name is ``burn.institution``, else the one the patient's source named (``institution``)."""
-    node = equipment.identity
+    from node.config import NodeIdentity
+
+    node = equipment.identity or NodeIdentity()
     ds.Manufacturer = "medianode"
     known = {
         "InstitutionName": equipment.institution if _long_string(equipment.institution) else institution,

@@ -13,7 +13,6 @@ import bisect
 import errno
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -173,6 +172,8 @@ def verify_extents(image: str | os.PathLike[str], files: Sequence[MediaFile], ex
                 compare(fd, f, extents[f.relpath])
         finally:
             os.close(fd)
+
+    from concurrent.futures import ThreadPoolExecutor  # a burn reads back as it writes (node.media.readback)
 
     # Two readers: the reads release the GIL, so the second core works too.
     with ThreadPoolExecutor(_VERIFY_THREADS) as pool:

@@ -5,8 +5,9 @@ the metadata is laid out in memory (a few dozen bytes per file), then each
 file's pieces are copied by the kernel (``os.copy_file_range``) straight to
 their extent, one source file open at a time.
 
-``verify_image`` re-reads an image with pycdlib, independently of our writer,
-and compares every file with its sources. (BD images are UDF: see udf.py.)
+``read_extents`` reads an image's directories with pycdlib, independently of
+our writer; ``verify_image`` also compares every file with its sources (a burn
+reads back as it writes: node.media.readback). (BD images are UDF: see udf.py.)
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import BinaryIO
 
-import pycdlib
-
 from node.errors import BuildError
 from node.media.content import Extents, MediaFile, Progress, copy_pieces, pwrite_all, verify_extents
 from node.profiles import SECTOR
 
+#: The module ``read_extents`` reads with, independent of this writer.
+READER = "pycdlib"
 _MAX_SIZE = 2**32 - 1  # ECMA-119 9.1.4: Data Length is a 32-bit field
 _NAME = b"MEDIANODE"
 _FIRST_PATH_TABLE = 18  # 16 system-area sectors, the PVD, the terminator (ECMA-119 6.2, 6.7.1)
@@ -231,14 +232,17 @@ def write_image(
     out.seek(0, os.SEEK_END)
 
 
-def verify_image(path: str | os.PathLike[str], files: Sequence[MediaFile]) -> None:
-    """Read the image at ``path`` back with pycdlib and compare it with ``files``.
+def placement(files: Sequence[MediaFile]) -> list[tuple[MediaFile, int]]:
+    """Each file with the byte offset of its extent, in the order ``write_image`` writes them."""
+    return [(f, extent * SECTOR) for f, extent in _layout(files).files]
 
-    pycdlib walks the ISO 9660 directories (ECMA-119 9.1), independently of our
-    writer; every file of the set must be there, nothing else, and its bytes
-    must equal its pieces, re-read from the sources. Raises BuildError naming
-    the first file that is missing, extra or different.
-    """
+
+def read_extents(path: str | os.PathLike[str]) -> Extents:
+    """Every file of the image at ``path``, as pycdlib finds it walking the ISO 9660 directories (ECMA-119
+    9.1) independently of our writer: its path without the version (``DICOM/P0000001/...``) -> its
+    (byte offset, length) runs. Raises BuildError on an image pycdlib cannot read."""
+    import pycdlib  # loaded when an image is read back, after the scan and the writing
+
     extents: Extents = {}
     iso = pycdlib.PyCdlib()
     try:
@@ -252,4 +256,14 @@ def verify_image(path: str | os.PathLike[str], files: Sequence[MediaFile]) -> No
             iso.close()
     except Exception as e:  # pycdlib trips in many ways on a damaged image: PyCdlibException, struct.error...
         raise BuildError(f"cannot read back {path}: {e}") from e
-    verify_extents(path, files, extents)
+    return extents
+
+
+def verify_image(path: str | os.PathLike[str], files: Sequence[MediaFile]) -> None:
+    """Read the image at ``path`` back with pycdlib and compare it with ``files``.
+
+    Every file of the set must be there (:func:`read_extents`), nothing else, and its bytes must equal its
+    pieces, re-read from the sources. Raises BuildError naming the first file that is missing, extra or
+    different.
+    """
+    verify_extents(path, files, read_extents(path))

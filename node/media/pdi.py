@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from node import __version__
-from node.config import BurnConfig
 from node.errors import BuildError, UsageError
 from node.media.content import FileSlice, MediaFile
 from node.media.directory import Node, Tree
@@ -55,6 +54,8 @@ from node.tags import (
 if TYPE_CHECKING:
     import numpy as np
     from pydicom.dataset import Dataset
+
+    from node.config import BurnConfig
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)

@@ -15,13 +15,11 @@ from __future__ import annotations
 import importlib
 import itertools
 import mmap
-import multiprocessing
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from node import dicom, syntaxes
 from node.errors import BuildError, UsageError
@@ -45,6 +43,9 @@ from node.tags import (
     ROWS,
     SAMPLES_PER_PIXEL,
 )
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 #: Below this many files a pool costs more (its start and pydicom's import in each worker) than it saves.
 POOL_THRESHOLD = 8
@@ -216,6 +217,9 @@ class Workers:
         self.pool: ProcessPoolExecutor | None = None
         self.count = count
         if count > 1:
+            import multiprocessing  # loaded by a burn with a pool only
+            from concurrent.futures import ProcessPoolExecutor
+
             # forkserver: the service has threads, and a forked copy of their locks can deadlock a worker.
             context = multiprocessing.get_context("forkserver")
             # Imported once in the fork server, the workers share those pages (when it is already running,
@@ -238,6 +242,8 @@ class Workers:
             for n, task in tasks:
                 done(n, task, _attempt(task))
             return
+        from concurrent.futures.process import BrokenProcessPool
+
         try:
             for n, task, result in _bounded(self.pool, tasks, window=4 * self.count):
                 done(n, task, result)

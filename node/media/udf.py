@@ -58,10 +58,12 @@ from datetime import UTC, datetime
 from typing import BinaryIO, Literal
 
 from node.errors import BuildError, MediumError
-from node.media.content import MediaFile, Progress, copy_pieces, pwrite_all, verify_extents
+from node.media.content import Extents, MediaFile, Progress, copy_pieces, pwrite_all, verify_extents
 from node.profiles import SECTOR
 from node.udf import Volume
 
+#: The module ``read_extents`` reads with, independent of this writer.
+READER = "node.udf"
 _MAX_EXTENT = 2**30 - SECTOR  # 4/14.14.1.1: an extent is shorter than 2^30 bytes, whole blocks
 _UNIT = 32  # blocks of a BD ECC block: the metadata allocation and alignment unit (UDF 2.2.10)
 _MAX_META_EXTENT = 2**30 - _UNIT * SECTOR  # a metadata extent is also whole units
@@ -580,10 +582,21 @@ def read_listing(
     return out
 
 
-def verify_image(path: str | os.PathLike[str], files: Sequence[MediaFile]) -> None:
-    """Read the image back with :func:`read_listing`, through the metadata and its mirror, and compare every
-    file with its sources."""
+def placement(files: Sequence[MediaFile], *, revision: Revision = "2.60") -> list[tuple[MediaFile, int]]:
+    """Each file with the byte offset of its data, in the order ``write_image`` writes them."""
+    return [(f.media, (_PARTITION + f.start) * SECTOR) for f in _layout(files, _REVISIONS[revision]).files]
+
+
+def read_extents(path: str | os.PathLike[str], *, revision: Revision = "2.60") -> Extents:
+    """Every file of the image at ``path`` (``DICOM/...``) -> its (byte offset, length) runs, as
+    :func:`read_listing` finds them through the Metadata File and, identically, through its mirror.
+    ``revision`` is the writer's; the reader finds the image's own."""
     listing = read_listing(path)
     if read_listing(path, metadata="mirror") != listing:
         raise BuildError(f"{os.fspath(path)}: the Metadata Mirror does not list what the Metadata File lists")
-    verify_extents(path, files, {name.removeprefix("/"): runs for name, (runs, _) in listing.items()})
+    return {name.removeprefix("/"): runs for name, (runs, _) in listing.items()}
+
+
+def verify_image(path: str | os.PathLike[str], files: Sequence[MediaFile]) -> None:
+    """Read the image back with :func:`read_extents` and compare every file with its sources."""
+    verify_extents(path, files, read_extents(path))
