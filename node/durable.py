@@ -7,7 +7,6 @@ one, never half of one, and a crash after the call loses nothing.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import secrets
 import shutil
@@ -28,28 +27,33 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """Linux's sync_file_range(2), which Python's os lacks; None elsewhere."""
-    try:
-        call = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (AttributeError, OSError):
-        return None
-    call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    return cast(Callable[[int, int, int, int], int], call)
+#: sync_file_range(2), loaded at the first :func:`write_back` (a burn's start-up does without ctypes).
+_sync_file_range: Callable[[int, int, int, int], int] | None = None
+_WRITE, _WAIT_BEFORE_WRITE_WAIT_AFTER = 2, 7
 
 
-_SYNC_FILE_RANGE = _sync_file_range()
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def start_write_back(fd: int, offset: int, length: int) -> None:
-    """Ask the kernel to start writing ``length`` bytes of ``fd`` from ``offset`` to the disk, without
-    waiting and keeping the pages cached: a file written piece by piece is mostly on disk by the time it
-    is fsync'd, which then waits for the rest only. Durability is still the fsync's (this promises
-    nothing); where the call does not exist it does nothing.
+def write_back(fd: int, offset: int, length: int, *, wait: bool = False) -> None:
+    """Have the kernel write ``length`` bytes of ``fd`` from ``offset`` to the disk: started only, or with
+    ``wait`` finished (Linux's sync_file_range(2), which Python's os lacks; elsewhere starting does
+    nothing and waiting is an fdatasync). Pages stay cached. It promises no durability, the file's
+    metadata is the fsync's: a file written piece by piece is mostly on disk when it is fsync'd, and a
+    range can be dropped from the cache and read back from the disk.
     """
-    if _SYNC_FILE_RANGE is not None:
-        _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+    global _sync_file_range
+    import ctypes  # loaded once; then a lookup
+
+    if _sync_file_range is None:
+        try:
+            call = ctypes.CDLL(None, use_errno=True).sync_file_range
+        except (AttributeError, OSError):
+            if wait:
+                os.fdatasync(fd)
+            return
+        call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+        _sync_file_range = cast(Callable[[int, int, int, int], int], call)
+    if _sync_file_range(fd, offset, length, _WAIT_BEFORE_WRITE_WAIT_AFTER if wait else _WRITE) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"sync_file_range: {os.strerror(err)}")
 
 
 def create_new(folder: Path, prefix: str, suffix: str) -> tuple[int, str]:

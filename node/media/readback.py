@@ -3,9 +3,8 @@
 The image writers put each file's data once, in the order of their ``placement``, never going back (the
 descriptors and directories are written first). So once the writer is past a file (past the memory page
 holding its last byte, which the next file may share), the file's extent holds its final bytes: a reader
-thread has the kernel write that range to the disk and wait for it (``sync_file_range(2)``; ``fdatasync``
-where it is missing), drops its pages from the page cache (``POSIX_FADV_DONTNEED``), reads it, so from the
-disk, and compares it with the file's pieces re-read from the sources, while the writer goes on with the
+thread has the kernel write that range to the disk and waits for it (:func:`node.durable.write_back`),
+drops its pages from the page cache (``POSIX_FADV_DONTNEED``), reads it, so from the disk, and compares it with the file's pieces re-read from the sources, while the writer goes on with the
 next files. When the writer is done, the image is fsync'd, its pages dropped, and its directories parsed
 from the disk by a reader independent of the writer (pycdlib for ISO 9660, :mod:`node.udf` for UDF): every
 file of the set must be there, nothing else, each at the extent whose bytes were compared.
@@ -26,8 +25,8 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from types import ModuleType, TracebackType
-from typing import Protocol
 
+from node.durable import write_back
 from node.errors import BuildError
 from node.media.content import Extents, MediaFile, PieceReader, Progress
 
@@ -37,12 +36,6 @@ STEP = 32 << 20
 _CHUNK = 4 << 20  # bytes read from the image at once
 
 Placement = Sequence[tuple[MediaFile, int]]
-
-
-class _WriteBack(Protocol):
-    """Write ``n`` bytes of ``fd`` from ``start`` back to the disk, waiting for them or not."""
-
-    def __call__(self, fd: int, start: int, n: int, *, wait: bool = True) -> None: ...
 
 
 def write_verified(path: str | os.PathLike[str], files: Sequence[MediaFile], *, writer: ModuleType, volume_id: str,
@@ -187,7 +180,6 @@ class _Image:
     def __init__(self, path: str) -> None:
         self.fd = os.open(path, os.O_RDONLY)
         self.buffer = bytearray(_CHUNK)
-        self._write_back = _sync_file_range() or _fdatasync  # ctypes is loaded here, in the reader's thread
 
     def __enter__(self) -> _Image:
         return self
@@ -197,12 +189,12 @@ class _Image:
 
     def write_back(self, start: int, end: int) -> None:
         """Start writing the range back, not waiting for it."""
-        self._write_back(self.fd, start, end - start, wait=False)
+        write_back(self.fd, start, end - start)
 
     def chunks(self, start: int, end: int) -> Iterator[tuple[int, memoryview]]:
         """The bytes from ``start`` to ``end`` as the disk returns them, in (offset, bytes) chunks; fewer at
         the image's end."""
-        self._write_back(self.fd, start, end - start)
+        write_back(self.fd, start, end - start, wait=True)
         os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_DONTNEED)
         view, pos = memoryview(self.buffer), start
         while pos < end:
@@ -212,31 +204,6 @@ class _Image:
             yield pos, view[:got]
             pos += got
         os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_DONTNEED)  # read once: no need to keep it
-
-
-def _sync_file_range() -> _WriteBack | None:
-    """Linux's sync_file_range(2) (which ``os`` lacks): write a range back, waiting for it or not; else None."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        call = libc.sync_file_range
-    except (OSError, AttributeError):
-        return None
-    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-
-    def write_back(fd: int, start: int, n: int, *, wait: bool = True) -> None:
-        if call(fd, start, n, 7 if wait else 2) != 0:  # SYNC_FILE_RANGE_WAIT_BEFORE | _WRITE | _WAIT_AFTER
-            raise OSError(ctypes.get_errno(), f"sync_file_range: {os.strerror(ctypes.get_errno())}")
-
-    return write_back
-
-
-def _fdatasync(fd: int, start: int, n: int, *, wait: bool = True) -> None:
-    """The whole file written back, where sync_file_range(2) is missing (not waiting: nothing)."""
-    if wait:
-        os.fdatasync(fd)
-
 
 
 class _Compare:

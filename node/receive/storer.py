@@ -8,7 +8,7 @@ fragments go straight from the receive buffer into a temp file in ``data_dir/tmp
 Meta the spool keeps, hashed on the way; :func:`node.receive.scp.store` then checks, places
 (fsync'd file, renamed, folder fsync'd) and indexes it exactly as for pynetdicom's associations, and
 only then is the C-STORE-RSP sent. The kernel is asked to write the temp file to the disk as it grows
-(:func:`node.durable.start_write_back`), and its fsync runs in another thread while the data set is
+(:func:`node.durable.write_back`), and its fsync runs in another thread while the data set is
 walked and its header read (from the page cache), awaited before the rename: the storescu of one
 association waits for each answer, so these costs no longer add up.
 C-ECHO is answered; A-RELEASE and A-ABORT are ours too.
@@ -38,7 +38,7 @@ from typing import Any
 from pynetdicom.presentation import PresentationContext
 
 from node import dicom
-from node.durable import create_new, start_write_back
+from node.durable import create_new, write_back
 from node.netcompat import Gate, ReceiverServer
 from node.pdu import (
     A_ABORT,
@@ -141,7 +141,7 @@ class _Incoming:
                 view = view[os.write(self.fd, view):]
             self.written += len(data)
             if self.written - self.behind >= WRITE_BACK_STEP:
-                start_write_back(self.fd, self.behind, self.written - self.behind)
+                write_back(self.fd, self.behind, self.written - self.behind)
                 self.behind = self.written
         except OSError as exc:
             self.failure = exc
