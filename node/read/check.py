@@ -15,7 +15,9 @@ What media in the wild do is tolerated and reported: File IDs whose files carry
 relative to it), files without preamble or File Meta (read as bare data sets).
 :func:`survey_medium` returns, beside the report, every readable instance with
 where its data set starts, and every file that should hold one but cannot be
-used: what ``import`` sends and what it reports as failed.
+used: what ``import`` sends and what it reports as failed. A :class:`Listener` hears
+of the DICOMDIR's records before any file is read, and of each instance as it is
+found, so that an import can send while the survey goes on.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -139,6 +141,25 @@ class MediumInstance:
     offset: int
     part10: bool
     referenced: bool
+    #: Referenced by a record whose Referenced SOP Instance UID in File is this instance's own.
+    listed: bool = False
+
+
+class Listed(NamedTuple):
+    """What a DICOMDIR record says of the file it references (PS3.3 F.3.2.2); "" where it says nothing."""
+
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    sop_instance_uid: str
+
+
+class Listener(Protocol):
+    """Told what a survey finds while it runs: of a lone DICOMDIR's records before their files are
+    read, then of each readable instance. It must not raise."""
+
+    def records(self, listed: list[Listed]) -> None: ...
+
+    def found(self, instance: MediumInstance) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -177,9 +198,12 @@ def check_medium(path: str | os.PathLike[str], *, profile: Profile | None = None
     return report
 
 
-def survey_medium(medium: Medium, *, profile: Profile | None = None) -> Survey:
-    """Check an open medium and list its instances: DICOMDIR records reconciled with a scan of every file."""
-    return _Checker(medium, profile).run()
+def survey_medium(medium: Medium, *, profile: Profile | None = None, listener: Listener | None = None) -> Survey:
+    """Check an open medium and list its instances: DICOMDIR records reconciled with a scan of every file.
+
+    ``listener`` hears of the records only when the medium has a single DICOMDIR.
+    """
+    return _Checker(medium, profile, listener).run()
 
 
 class _Header(NamedTuple):
@@ -192,9 +216,10 @@ class _Header(NamedTuple):
 
 
 class _Checker:
-    def __init__(self, medium: Medium, profile: Profile | None) -> None:
+    def __init__(self, medium: Medium, profile: Profile | None, listener: Listener | None = None) -> None:
         self.medium = medium
         self.profile = profile
+        self.listener = listener
         self.report = CheckReport(medium=medium.kind, warnings=[Finding(p, t) for p, t in medium.warnings])
         self.referenced: set[str] = set()  # files reached through the DICOMDIR
         self.refused_ids: set[str] = set()  # File IDs refused, normalized
@@ -241,6 +266,8 @@ class _Checker:
 
     def run(self) -> Survey:
         dicomdirs = self.find_dicomdirs()
+        if len(dicomdirs) != 1:  # several: an instance may be named again in another one's records
+            self.listener = None
         for path, base in dicomdirs:
             self.check_dicomdir(path, base)
         self.scan_unreferenced({path for path, _ in dicomdirs})
@@ -337,6 +364,8 @@ class _Checker:
                 offset = following
         if len(records) > len(visited):
             self.note(path, f"{len(records) - len(visited)} directory records are not reachable from the root")
+        if self.listener is not None:
+            self.listener.records([_listed(record) for _, record, _ in leaves])
         for file_id, record, parents in leaves:
             self.check_leaf([*base.split("/"), *file_id] if base else file_id, record, parents)
 
@@ -369,7 +398,7 @@ class _Checker:
                 self.compare(found, ds, record, parents)
                 transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
                 kind = record_type(str(ds.get("SOPClassUID", "")), has_pixels=has_pixels)
-                self.found(found, header, referenced=True)
+                self.found(found, header, referenced=True, listed=_listed(record).sop_instance_uid)
             except Exception as exc:  # a malformed value in a hostile file or record
                 self.unusable(found, f"unreadable: {one_line(exc)}", record=record, parents=parents)
                 return
@@ -442,8 +471,9 @@ class _Checker:
             return _Header(ds, has_pixels, offset, preamble)
         return None
 
-    def found(self, path: str, header: _Header, *, referenced: bool) -> None:
-        """Record a readable instance, noting what an importer has to repair."""
+    def found(self, path: str, header: _Header, *, referenced: bool, listed: str = "") -> None:
+        """Record a readable instance, noting what an importer has to repair (``listed``: the Instance UID
+        its record names)."""
         ds, meta = header.ds, header.ds.file_meta
         declared = str(meta.get("TransferSyntaxUID", "") or "")
         actual = encoded_syntax(ds)
@@ -459,7 +489,7 @@ class _Checker:
                             f" but the data set is in {UID(syntax).name}")
         elif not names_it:
             self.note(path, "the File Meta Information does not name this instance's SOP Class and Instance UIDs")
-        self.instances.append(MediumInstance(
+        instance = MediumInstance(
             path=path,
             sop_class_uid=str(ds.get("SOPClassUID", "") or ""),
             sop_instance_uid=str(ds.SOPInstanceUID),
@@ -469,7 +499,11 @@ class _Checker:
             offset=header.offset,
             part10=header.preamble and syntax == declared and names_it,
             referenced=referenced,
-        ))
+            listed=listed == str(ds.SOPInstanceUID),
+        )
+        self.instances.append(instance)
+        if self.listener is not None:
+            self.listener.found(instance)
 
     def compare(self, path: str, ds: Dataset, record: Dataset, parents: dict[str, str]) -> None:
         """The file against its record (PS3.3 F.3.2.2) and its parent records (F.5)."""
@@ -566,6 +600,19 @@ class _Checker:
                 self.found(path, header, referenced=False)
             except Exception as exc:  # a malformed value in a hostile file
                 self.unusable(path, f"unreadable: {one_line(exc)}")
+
+
+def _listed(record: Dataset) -> Listed:
+    """The Referenced SOP Class, Transfer Syntax and SOP Instance UIDs in File of a record; "" when
+    absent or unreadable."""
+    values = []
+    for keyword in ("ReferencedSOPClassUIDInFile", "ReferencedTransferSyntaxUIDInFile",
+                    "ReferencedSOPInstanceUIDInFile"):
+        try:
+            values.append(str(record.get(keyword, "") or "").strip())
+        except Exception:  # a malformed value in a hostile record: compare() reports it
+            values.append("")
+    return Listed(*values)
 
 
 def _visit(record: Dataset, parents: dict[str, str]) -> tuple[str | None, dict[str, str], list[str] | None, int, int]:
