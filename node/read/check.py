@@ -45,7 +45,14 @@ from node.dcmio import INFLATION_REFUSED, NOT_DICOM, TRUNCATED, check_complete
 from node.dicom import DIRECTORY_RECORD_TYPES, is_conformant_file_id, record_type, syntax_name
 from node.errors import one_line
 from node.profiles import PDI_ROOT_FILES, PDI_WEB_FOLDER, PROFILES, Profile
-from node.read.header import data_set_offset, encoded_syntax, is_dicom, read_until_pixels
+from node.read.header import (
+    Attributes,
+    ReadAttributes,
+    data_set_offset,
+    is_dicom,
+    plain_attributes,
+    read_until_pixels,
+)
 from node.read.medium import (
     NOT_FOLLOWED,
     Medium,
@@ -209,7 +216,7 @@ def survey_medium(medium: Medium, *, profile: Profile | None = None, listener: L
 class _Header(NamedTuple):
     """A file read up to its pixel data."""
 
-    ds: Dataset
+    attributes: Attributes
     has_pixels: bool
     offset: int  # where the data set starts
     preamble: bool  # 128 bytes and 'DICM' (PS3.10 7.1)
@@ -235,11 +242,12 @@ class _Checker:
         self.report.notes.append(Finding(path, text))
 
     def unusable(
-        self, path: str, reason: str, *, ds: Dataset | None = None, record: Dataset | None = None,
+        self, path: str, reason: str, *, ds: Attributes | None = None, record: Dataset | None = None,
         parents: dict[str, str] | None = None,
     ) -> None:
         """A problem on a file that should hold an instance; what is known of it comes along."""
         self.problem(path, reason)
+        known: tuple[object, object, object]
         try:
             if ds is not None:
                 known = (ds.get("SOPInstanceUID"), ds.get("PatientID"), ds.get("StudyInstanceUID"))
@@ -392,12 +400,12 @@ class _Checker:
             header = self.read_header(found, record=record, parents=parents)
             if header is None:
                 return
-            ds, has_pixels = header.ds, header.has_pixels
+            ds, has_pixels = header.attributes, header.has_pixels
             self.report.instances += 1
             try:
                 self.compare(found, ds, record, parents)
-                transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
-                kind = record_type(str(ds.get("SOPClassUID", "")), has_pixels=has_pixels)
+                transfer_syntax = ds.meta("TransferSyntaxUID")
+                kind = record_type(ds.get("SOPClassUID"), has_pixels=has_pixels)
                 self.found(found, header, referenced=True, listed=_listed(record).sop_instance_uid)
             except Exception as exc:  # a malformed value in a hostile file or record
                 self.unusable(found, f"unreadable: {one_line(exc)}", record=record, parents=parents)
@@ -429,9 +437,10 @@ class _Checker:
         """Read a file up to its pixel data; None (and a problem) when unusable.
 
         A PS3.10 file, or a bare data set without preamble or File Meta, which is
-        read all the same (PS3.10 7.1 requires both; some writers omit them).
+        read all the same (PS3.10 7.1 requires both; some writers omit them). A whole
+        plain PS3.10 file is read without pydicom (:func:`node.read.header.plain_attributes`).
         """
-        ds = None
+        ds: Attributes | None = None
         try:
             with self.medium.open(path) as fp:
                 head = fp.read(132)
@@ -446,11 +455,17 @@ class _Checker:
                 if whole is not None and whole.startswith(INFLATION_REFUSED):
                     self.unusable(path, whole, record=record, parents=parents)
                     return None
-                fp.seek(0)
-                ds, has_pixels, complete = read_until_pixels(fp, size, force=not preamble)
-                offset = data_set_offset(fp)
+                plain = plain_attributes(fp, size) if preamble and whole is None else None
+                if plain is not None:
+                    ds, has_pixels, offset = plain
+                    complete = True
+                else:
+                    fp.seek(0)
+                    read, has_pixels, complete = read_until_pixels(fp, size, force=not preamble)
+                    ds = None if read is None else ReadAttributes(read)
+                    offset = data_set_offset(fp)
                 # pydicom decodes a value when it is first read: a malformed one raises here, not below.
-                directory = ds is not None and ds.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage
+                directory = ds is not None and ds.meta("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage
                 named = ds is not None and bool(ds.get("SOPInstanceUID"))
         except InvalidDicomError:
             self.unusable(path, "not a DICOM file: no 'DICM' prefix after the preamble (PS3.10 7.1)",
@@ -474,12 +489,13 @@ class _Checker:
     def found(self, path: str, header: _Header, *, referenced: bool, listed: str = "") -> None:
         """Record a readable instance, noting what an importer has to repair (``listed``: the Instance UID
         its record names)."""
-        ds, meta = header.ds, header.ds.file_meta
-        declared = str(meta.get("TransferSyntaxUID", "") or "")
-        actual = encoded_syntax(ds)
+        ds = header.attributes
+        declared = ds.meta("TransferSyntaxUID")
+        actual = ds.encoding()
         syntax = declared if declared and (declared not in _NATIVE or declared == actual) else actual
-        names_it = (meta.get("MediaStorageSOPInstanceUID") == ds.SOPInstanceUID
-                    and meta.get("MediaStorageSOPClassUID") == ds.get("SOPClassUID"))
+        uid = ds.get("SOPInstanceUID")
+        names_it = (ds.meta("MediaStorageSOPInstanceUID") == uid
+                    and ds.meta("MediaStorageSOPClassUID") == ds.get("SOPClassUID"))
         if not header.preamble:
             text = (f"no preamble or File Meta Information (PS3.10 7.1): read as a bare data set "
                     f"in {UID(syntax).name}")
@@ -491,26 +507,25 @@ class _Checker:
             self.note(path, "the File Meta Information does not name this instance's SOP Class and Instance UIDs")
         instance = MediumInstance(
             path=path,
-            sop_class_uid=str(ds.get("SOPClassUID", "") or ""),
-            sop_instance_uid=str(ds.SOPInstanceUID),
+            sop_class_uid=ds.get("SOPClassUID"),
+            sop_instance_uid=uid,
             transfer_syntax_uid=syntax,
-            patient_id=str(ds.get("PatientID", "") or "").strip(),
-            study_instance_uid=str(ds.get("StudyInstanceUID", "") or "").strip(),
+            patient_id=ds.get("PatientID").strip(),
+            study_instance_uid=ds.get("StudyInstanceUID").strip(),
             offset=header.offset,
             part10=header.preamble and syntax == declared and names_it,
             referenced=referenced,
-            listed=listed == str(ds.SOPInstanceUID),
+            listed=listed == uid,
         )
         self.instances.append(instance)
         if self.listener is not None:
             self.listener.found(instance)
 
-    def compare(self, path: str, ds: Dataset, record: Dataset, parents: dict[str, str]) -> None:
+    def compare(self, path: str, ds: Attributes, record: Dataset, parents: dict[str, str]) -> None:
         """The file against its record (PS3.3 F.3.2.2) and its parent records (F.5)."""
         for keyword, (own, label) in _REFERENCED.items():
             in_record = record.get(keyword)
-            source = ds.file_meta if own == "TransferSyntaxUID" else ds
-            in_file = str(source.get(own, "") or "")
+            in_file = ds.meta(own) if own == "TransferSyntaxUID" else ds.get(own)
             if not in_record:
                 self.problem(path, f"its DICOMDIR record has no Referenced {label} in File (PS3.3 F.3.2.2: "
                                    "required in every record that references a file)")
@@ -519,7 +534,7 @@ class _Checker:
                                    f"{in_record} in its DICOMDIR record")
         for kind, expected in parents.items():
             own, label = _PARENTS[kind]
-            in_file = str(ds.get(own, "") or "").strip()
+            in_file = ds.get(own).strip()
             if not in_file:
                 self.note(path, f"{label} is empty in the file; its {kind} record has {expected}")
             elif in_file != expected.strip():
@@ -592,7 +607,7 @@ class _Checker:
             header = self.read_header(path)
             if header is None:
                 return
-            if header.ds.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
+            if header.attributes.meta("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
                 self.note(path, "another DICOMDIR (Media Storage Directory Storage): not an instance")
                 return
             self.problem(path, "not referenced by the DICOMDIR")
