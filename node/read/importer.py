@@ -10,8 +10,8 @@ sub-folder, broken record offsets, files without preamble or File Meta, no
 DICOMDIR at all). The DICOMDIR itself is never sent; a File ID or symlink
 leading out of the medium is refused, never opened (DESIGN.md invariant 5).
 
-One SOP Instance UID found twice is sent once: a DICOMDIR-referenced PS3.10
-copy in preference. Identical data sets are a note; different ones a conflict
+One SOP Instance UID found twice is sent once: the copy whose DICOMDIR record
+names that UID in preference, else a referenced one, else a PS3.10 one. Identical data sets are a note; different ones a conflict
 (a problem, and the report is not ok). ``patient`` and ``study`` select part
 of a medium. Sending is :mod:`node.read.sender`'s: C-STORE statuses per
 PS3.4 B.2.3 (a warning such as 0xB000 counts as sent, with its status; 0xA7xx,
