@@ -16,6 +16,7 @@ import pytest
 from pydicom import Dataset, dcmread
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
+from node.config import Coercion
 from node.read.check import Listed, MediumInstance, survey_medium
 from node.read.header import data_set_offset
 from node.read.importer import import_medium
@@ -171,3 +172,16 @@ def test_a_stream_sends_what_it_is_given_in_order(series: list[Path], tmp_path: 
     assert [(r.index, r.result, r.reason) for r in results] == [(n, "sent", "stored") for n in range(3)]
     assert set(received(storescp.folder)) == {i.sop_instance_uid for i in items}
 
+
+
+def test_coercion_applies_to_the_instances_sent_while_surveying(
+    tmp_path: Path, series: list[Path], storescp: StoreSCP
+) -> None:
+    """The coercion crosses into the sending processes with each instance, and its changes come back."""
+    dcmtk_medium(tmp_path / "cd", series)
+    report = import_medium(tmp_path / "cd", destination=to(storescp), coerce=Coercion(patient_id_prefix="EXT-"))
+    assert (report.ok, report.sent) == (True, COUNT)
+    assert {(c.attribute, c.old, c.new) for c in report.coercions} == {("PatientID", "PID1", "EXT-PID1")}
+    assert len(report.coercions) == COUNT
+    assert {str(dcmread(p, stop_before_pixels=True).PatientID) for p in received(storescp.folder).values()} == {
+        "EXT-PID1"}
