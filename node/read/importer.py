@@ -11,8 +11,9 @@ DICOMDIR at all). The DICOMDIR itself is never sent; a File ID or symlink
 leading out of the medium is refused, never opened (DESIGN.md invariant 5).
 
 One SOP Instance UID found twice is sent once: the copy whose DICOMDIR record
-names that UID in preference, else a referenced one, else a PS3.10 one. Identical data sets are a note; different ones a conflict
-(a problem, and the report is not ok). ``patient`` and ``study`` select part
+names that UID in preference, else a referenced one, else a PS3.10 one.
+Identical data sets are a note; different ones a conflict (a problem, and the
+report is not ok). ``patient`` and ``study`` select part
 of a medium. Sending is :mod:`node.read.sender`'s: C-STORE statuses per
 PS3.4 B.2.3 (a warning such as 0xB000 counts as sent, with its status; 0xA7xx,
 0xA9xx and 0xCxxx are failures), decompression when the destination accepts
@@ -26,17 +27,17 @@ destination accepts it; it is never sent as its own bytes. Every change is in
 the report: the instance's outcome says what, and ``coercions`` lists each
 attribute changed (the old value None when the attribute was absent).
 
-Sending starts while the medium is surveyed: the presentation contexts are
-decided from the DICOMDIR's records (each class with the syntax its records
-name, and Explicit + Implicit VR LE), and each instance goes to the sending
-processes as soon as it is read, when its class and syntax were proposed, its
-record names it and no other record names its SOP Instance UID (the keeper of
-a UID found twice is decided once every file is read), and the patient and
-study selected take it (on a medium of at least
-:data:`~node.read.sender.ITEMS_PER_WORKER` instances). The rest (a DICOMDIR naming another class or syntax, a
-file it does not reference, a UID found twice) go on other associations once
-the survey is over. Reconciliation needs every instance first: with it,
-nothing is sent before the survey ends.
+On a medium of at least :data:`~node.read.sender.ITEMS_PER_WORKER` instances
+and a single DICOMDIR, sending starts while the medium is surveyed: the
+presentation contexts are decided from the DICOMDIR's records (each class with
+the syntaxes its records name, and Explicit + Implicit VR LE), and each instance
+goes to the sending processes as soon as it is read, when its class and syntax
+were proposed, its record names it and no other record names its SOP Instance
+UID (the keeper of a UID found twice is decided once every file is read), and
+the patient and study selected take it. The rest (a DICOMDIR naming another
+class or syntax, a file it does not reference, a UID found twice) go on other
+associations once the survey is over. Reconciliation needs every instance
+first: with it, nothing is sent before the survey ends.
 """
 
 from __future__ import annotations
@@ -328,7 +329,11 @@ class _Streamed:
                 or not (_is_uid(i.sop_instance_uid) and _is_uid(i.sop_class_uid))
                 or self.wanted.unwanted(i.patient_id, i.study_instance_uid)):
             return
-        index = self.stream.put(_item(i, self.coercing))
+        try:
+            index = self.stream.put(_item(i, self.coercing))
+        except Exception:  # what cannot cross into another process is sent after the survey, by this one
+            logger.exception("sending %s after the survey", i.path)
+            return
         if index is not None:
             self.sent[i.path] = index
 
@@ -383,8 +388,8 @@ class _Plan:
             else:
                 self.decided.append(Outcome(bad.path, bad.sop_instance_uid, "failed", None, bad.reason))
         if not self.instances and not any(o.result == "failed" for o in self.decided):
-            wanted_only = " of the selected patient or study" if wanted.patient or wanted.study else ""
-            self.problems.append(Finding(WHOLE_MEDIUM, f"nothing to import: no DICOM instance{wanted_only} on the medium"))
+            of = " of the selected patient or study" if wanted.patient or wanted.study else ""
+            self.problems.append(Finding(WHOLE_MEDIUM, f"nothing to import: no DICOM instance{of} on the medium"))
 
     def duplicate(self, keeper: MediumInstance, other: MediumInstance) -> None:
         """A second copy of a SOP Instance UID: a note when identical, a conflict when not."""
