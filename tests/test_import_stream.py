@@ -22,7 +22,7 @@ from node.read.header import data_set_offset
 from node.read.importer import import_medium
 from node.read.medium import open_medium
 from node.read.sender import ITEMS_PER_WORKER, Item, SendTarget, Stream, class_contexts
-from tests.conftest import StoreSCP, bundled, ct_series, free_port
+from tests.conftest import StatusSCP, StoreSCP, bundled, ct_series, free_port
 from tests.test_check import leaf_index, rewrite_dicomdir, sample
 from tests.test_import import assert_all_arrived, dcmtk_medium, outcome, received, to, uid_of
 
@@ -185,3 +185,17 @@ def test_coercion_applies_to_the_instances_sent_while_surveying(
     assert len(report.coercions) == COUNT
     assert {str(dcmread(p, stop_before_pixels=True).PatientID) for p in received(storescp.folder).values()} == {
         "EXT-PID1"}
+
+
+def test_an_association_dropped_while_surveying_is_made_again(
+    tmp_path: Path, series: list[Path], status_scp: Callable[..., StatusSCP]
+) -> None:
+    """The instance being sent and the one read ahead go on the next association; the survey goes on feeding."""
+    uids = dcmtk_medium(tmp_path / "cd", series)
+    dropped = uid_of(series[3])
+    scp = status_scp(abort_once=[dropped])
+    report = import_medium(tmp_path / "cd", destination=to(scp))
+    assert (report.ok, report.sent) == (True, COUNT)
+    assert {uid_of(p) for p in scp.received()} == set(uids)
+    again = next(o for o in report.outcomes if o.sop_instance_uid == dropped)
+    assert again.reason.startswith("stored (sent again after the association was lost: ")
