@@ -239,7 +239,7 @@ class Stream:
         self.channel = ctx.Queue()
         self.processes = [
             ctx.Process(target=_fed_worker_main,
-                        args=(medium_path, contexts, destination, reader, self.lock, self.channel, n),
+                        args=(medium_path, contexts, destination, (reader, self.feed), self.lock, self.channel, n),
                         name=f"medianode-send-{n}", daemon=True)
             for n in range(workers)
         ]
@@ -437,8 +437,11 @@ def _worker_main(
 
 
 def _fed_worker_main(
-    medium_path: str, contexts: Contexts, destination: SendTarget, feed: Any, lock: Any, channel: Any, number: int,
+    medium_path: str, contexts: Contexts, destination: SendTarget, pipe: tuple[Any, Any], lock: Any, channel: Any,
+    number: int,
 ) -> None:
+    feed, writer = pipe
+    writer.close()  # the caller's end only: should the caller die, the feed ends instead of waiting forever
     items: dict[int, Item] = {}
     _run_worker(medium_path, items, [ContextGroup(contexts, ())], destination, _FedClaims(feed, lock, items),
                 _Queued(channel), number)
