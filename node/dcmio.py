@@ -317,25 +317,29 @@ def read_header(path: str, *, wanted: frozenset[int], vrs: dict[int, str]) -> He
     for DICOM this reader does not handle (the caller then uses pydicom).
     """
     with open(path, "rb") as fp:
-        size = fp.seek(0, 2)
-        reader = _Reader(fp, size)
-        meta, pos, has_preamble = _meta(reader)
-        ts = text(meta.get(TRANSFER_SYNTAX_UID))
-        if not ts:
-            if meta:
-                raise NeedsPydicom("File Meta Information without Transfer Syntax UID")
-            ts = _guess_syntax(reader)
-        if ts == dicom.EXPLICIT_VR_BE or ts == dicom.DEFLATED_LE:
-            raise NeedsPydicom("Big Endian or Deflate")
-        parser = _Parser(reader, implicit=ts == dicom.IMPLICIT_VR_LE, wanted=wanted, vrs=vrs)
-        try:
-            elements, end, has_pixels = parser.dataset(pos, size, capture=True, top=True)
-        except struct.error as exc:
+        return header_of(fp, fp.seek(0, 2), wanted=wanted, vrs=vrs, path=path)
+
+
+def header_of(fp: BinaryIO, size: int, *, wanted: frozenset[int], vrs: dict[int, str], path: str = "") -> Header:
+    """:func:`read_header` of an open file of ``size`` bytes (a medium's stream), ``path`` its name."""
+    reader = _Reader(fp, size)
+    meta, pos, has_preamble = _meta(reader)
+    ts = text(meta.get(TRANSFER_SYNTAX_UID))
+    if not ts:
+        if meta:
+            raise NeedsPydicom("File Meta Information without Transfer Syntax UID")
+        ts = _guess_syntax(reader)
+    if ts == dicom.EXPLICIT_VR_BE or ts == dicom.DEFLATED_LE:
+        raise NeedsPydicom("Big Endian or Deflate")
+    parser = _Parser(reader, implicit=ts == dicom.IMPLICIT_VR_LE, wanted=wanted, vrs=vrs)
+    try:
+        elements, end, has_pixels = parser.dataset(pos, size, capture=True, top=True)
+    except struct.error as exc:
+        raise NeedsPydicom(str(exc)) from None
+    except NotDicom as exc:
+        if has_preamble or meta:  # DICOM by its header: pydicom will say what is wrong
             raise NeedsPydicom(str(exc)) from None
-        except NotDicom as exc:
-            if has_preamble or meta:  # DICOM by its header: pydicom will say what is wrong
-                raise NeedsPydicom(str(exc)) from None
-            raise
+        raise
     return Header(path, size, meta, pos, ts, elements, has_pixels, has_preamble, end if has_pixels else 0)
 
 

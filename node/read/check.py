@@ -15,7 +15,9 @@ What media in the wild do is tolerated and reported: File IDs whose files carry
 relative to it), files without preamble or File Meta (read as bare data sets).
 :func:`survey_medium` returns, beside the report, every readable instance with
 where its data set starts, and every file that should hold one but cannot be
-used: what ``import`` sends and what it reports as failed.
+used: what ``import`` sends and what it reports as failed. A :class:`Listener` hears
+of the DICOMDIR's records before any file is read, and of each instance as it is
+found, so that an import can send while the survey goes on.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -43,7 +45,14 @@ from node.dcmio import INFLATION_REFUSED, NOT_DICOM, TRUNCATED, check_complete
 from node.dicom import DIRECTORY_RECORD_TYPES, is_conformant_file_id, record_type, syntax_name
 from node.errors import one_line
 from node.profiles import PDI_ROOT_FILES, PDI_WEB_FOLDER, PROFILES, Profile
-from node.read.header import data_set_offset, encoded_syntax, is_dicom, read_until_pixels
+from node.read.header import (
+    Attributes,
+    ReadAttributes,
+    data_set_offset,
+    is_dicom,
+    plain_attributes,
+    read_until_pixels,
+)
 from node.read.medium import (
     NOT_FOLLOWED,
     Medium,
@@ -139,6 +148,25 @@ class MediumInstance:
     offset: int
     part10: bool
     referenced: bool
+    #: Referenced by a record whose Referenced SOP Instance UID in File is this instance's own.
+    listed: bool = False
+
+
+class Listed(NamedTuple):
+    """What a DICOMDIR record says of the file it references (PS3.3 F.3.2.2); "" where it says nothing."""
+
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    sop_instance_uid: str
+
+
+class Listener(Protocol):
+    """Told what a survey finds while it runs: of a lone DICOMDIR's records before their files are
+    read, then of each readable instance. It must not raise."""
+
+    def records(self, listed: list[Listed]) -> None: ...
+
+    def found(self, instance: MediumInstance) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -177,24 +205,28 @@ def check_medium(path: str | os.PathLike[str], *, profile: Profile | None = None
     return report
 
 
-def survey_medium(medium: Medium, *, profile: Profile | None = None) -> Survey:
-    """Check an open medium and list its instances: DICOMDIR records reconciled with a scan of every file."""
-    return _Checker(medium, profile).run()
+def survey_medium(medium: Medium, *, profile: Profile | None = None, listener: Listener | None = None) -> Survey:
+    """Check an open medium and list its instances: DICOMDIR records reconciled with a scan of every file.
+
+    ``listener`` hears of the records only when the medium has a single DICOMDIR.
+    """
+    return _Checker(medium, profile, listener).run()
 
 
 class _Header(NamedTuple):
     """A file read up to its pixel data."""
 
-    ds: Dataset
+    attributes: Attributes
     has_pixels: bool
     offset: int  # where the data set starts
     preamble: bool  # 128 bytes and 'DICM' (PS3.10 7.1)
 
 
 class _Checker:
-    def __init__(self, medium: Medium, profile: Profile | None) -> None:
+    def __init__(self, medium: Medium, profile: Profile | None, listener: Listener | None = None) -> None:
         self.medium = medium
         self.profile = profile
+        self.listener = listener
         self.report = CheckReport(medium=medium.kind, warnings=[Finding(p, t) for p, t in medium.warnings])
         self.referenced: set[str] = set()  # files reached through the DICOMDIR
         self.refused_ids: set[str] = set()  # File IDs refused, normalized
@@ -210,11 +242,12 @@ class _Checker:
         self.report.notes.append(Finding(path, text))
 
     def unusable(
-        self, path: str, reason: str, *, ds: Dataset | None = None, record: Dataset | None = None,
+        self, path: str, reason: str, *, ds: Attributes | None = None, record: Dataset | None = None,
         parents: dict[str, str] | None = None,
     ) -> None:
         """A problem on a file that should hold an instance; what is known of it comes along."""
         self.problem(path, reason)
+        known: tuple[object, object, object]
         try:
             if ds is not None:
                 known = (ds.get("SOPInstanceUID"), ds.get("PatientID"), ds.get("StudyInstanceUID"))
@@ -241,6 +274,8 @@ class _Checker:
 
     def run(self) -> Survey:
         dicomdirs = self.find_dicomdirs()
+        if len(dicomdirs) != 1:  # several: an instance may be named again in another one's records
+            self.listener = None
         for path, base in dicomdirs:
             self.check_dicomdir(path, base)
         self.scan_unreferenced({path for path, _ in dicomdirs})
@@ -337,6 +372,8 @@ class _Checker:
                 offset = following
         if len(records) > len(visited):
             self.note(path, f"{len(records) - len(visited)} directory records are not reachable from the root")
+        if self.listener is not None:
+            self.listener.records([_listed(record) for _, record, _ in leaves])
         for file_id, record, parents in leaves:
             self.check_leaf([*base.split("/"), *file_id] if base else file_id, record, parents)
 
@@ -363,13 +400,13 @@ class _Checker:
             header = self.read_header(found, record=record, parents=parents)
             if header is None:
                 return
-            ds, has_pixels = header.ds, header.has_pixels
+            ds, has_pixels = header.attributes, header.has_pixels
             self.report.instances += 1
             try:
                 self.compare(found, ds, record, parents)
-                transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
-                kind = record_type(str(ds.get("SOPClassUID", "")), has_pixels=has_pixels)
-                self.found(found, header, referenced=True)
+                transfer_syntax = ds.meta("TransferSyntaxUID")
+                kind = record_type(ds.get("SOPClassUID"), has_pixels=has_pixels)
+                self.found(found, header, referenced=True, listed=_listed(record).sop_instance_uid)
             except Exception as exc:  # a malformed value in a hostile file or record
                 self.unusable(found, f"unreadable: {one_line(exc)}", record=record, parents=parents)
                 return
@@ -400,9 +437,10 @@ class _Checker:
         """Read a file up to its pixel data; None (and a problem) when unusable.
 
         A PS3.10 file, or a bare data set without preamble or File Meta, which is
-        read all the same (PS3.10 7.1 requires both; some writers omit them).
+        read all the same (PS3.10 7.1 requires both; some writers omit them). A whole
+        plain PS3.10 file is read without pydicom (:func:`node.read.header.plain_attributes`).
         """
-        ds = None
+        ds: Attributes | None = None
         try:
             with self.medium.open(path) as fp:
                 head = fp.read(132)
@@ -417,11 +455,17 @@ class _Checker:
                 if whole is not None and whole.startswith(INFLATION_REFUSED):
                     self.unusable(path, whole, record=record, parents=parents)
                     return None
-                fp.seek(0)
-                ds, has_pixels, complete = read_until_pixels(fp, size, force=not preamble)
-                offset = data_set_offset(fp)
+                plain = plain_attributes(fp, size) if preamble and whole is None else None
+                if plain is not None:
+                    ds, has_pixels, offset = plain
+                    complete = True
+                else:
+                    fp.seek(0)
+                    read, has_pixels, complete = read_until_pixels(fp, size, force=not preamble)
+                    ds = None if read is None else ReadAttributes(read)
+                    offset = data_set_offset(fp)
                 # pydicom decodes a value when it is first read: a malformed one raises here, not below.
-                directory = ds is not None and ds.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage
+                directory = ds is not None and ds.meta("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage
                 named = ds is not None and bool(ds.get("SOPInstanceUID"))
         except InvalidDicomError:
             self.unusable(path, "not a DICOM file: no 'DICM' prefix after the preamble (PS3.10 7.1)",
@@ -442,14 +486,16 @@ class _Checker:
             return _Header(ds, has_pixels, offset, preamble)
         return None
 
-    def found(self, path: str, header: _Header, *, referenced: bool) -> None:
-        """Record a readable instance, noting what an importer has to repair."""
-        ds, meta = header.ds, header.ds.file_meta
-        declared = str(meta.get("TransferSyntaxUID", "") or "")
-        actual = encoded_syntax(ds)
+    def found(self, path: str, header: _Header, *, referenced: bool, listed: str = "") -> None:
+        """Record a readable instance, noting what an importer has to repair (``listed``: the Instance UID
+        its record names)."""
+        ds = header.attributes
+        declared = ds.meta("TransferSyntaxUID")
+        actual = ds.encoding()
         syntax = declared if declared and (declared not in _NATIVE or declared == actual) else actual
-        names_it = (meta.get("MediaStorageSOPInstanceUID") == ds.SOPInstanceUID
-                    and meta.get("MediaStorageSOPClassUID") == ds.get("SOPClassUID"))
+        uid = ds.get("SOPInstanceUID")
+        names_it = (ds.meta("MediaStorageSOPInstanceUID") == uid
+                    and ds.meta("MediaStorageSOPClassUID") == ds.get("SOPClassUID"))
         if not header.preamble:
             text = (f"no preamble or File Meta Information (PS3.10 7.1): read as a bare data set "
                     f"in {UID(syntax).name}")
@@ -459,24 +505,27 @@ class _Checker:
                             f" but the data set is in {UID(syntax).name}")
         elif not names_it:
             self.note(path, "the File Meta Information does not name this instance's SOP Class and Instance UIDs")
-        self.instances.append(MediumInstance(
+        instance = MediumInstance(
             path=path,
-            sop_class_uid=str(ds.get("SOPClassUID", "") or ""),
-            sop_instance_uid=str(ds.SOPInstanceUID),
+            sop_class_uid=ds.get("SOPClassUID"),
+            sop_instance_uid=uid,
             transfer_syntax_uid=syntax,
-            patient_id=str(ds.get("PatientID", "") or "").strip(),
-            study_instance_uid=str(ds.get("StudyInstanceUID", "") or "").strip(),
+            patient_id=ds.get("PatientID").strip(),
+            study_instance_uid=ds.get("StudyInstanceUID").strip(),
             offset=header.offset,
             part10=header.preamble and syntax == declared and names_it,
             referenced=referenced,
-        ))
+            listed=listed == uid,
+        )
+        self.instances.append(instance)
+        if self.listener is not None:
+            self.listener.found(instance)
 
-    def compare(self, path: str, ds: Dataset, record: Dataset, parents: dict[str, str]) -> None:
+    def compare(self, path: str, ds: Attributes, record: Dataset, parents: dict[str, str]) -> None:
         """The file against its record (PS3.3 F.3.2.2) and its parent records (F.5)."""
         for keyword, (own, label) in _REFERENCED.items():
             in_record = record.get(keyword)
-            source = ds.file_meta if own == "TransferSyntaxUID" else ds
-            in_file = str(source.get(own, "") or "")
+            in_file = ds.meta(own) if own == "TransferSyntaxUID" else ds.get(own)
             if not in_record:
                 self.problem(path, f"its DICOMDIR record has no Referenced {label} in File (PS3.3 F.3.2.2: "
                                    "required in every record that references a file)")
@@ -485,7 +534,7 @@ class _Checker:
                                    f"{in_record} in its DICOMDIR record")
         for kind, expected in parents.items():
             own, label = _PARENTS[kind]
-            in_file = str(ds.get(own, "") or "").strip()
+            in_file = ds.get(own).strip()
             if not in_file:
                 self.note(path, f"{label} is empty in the file; its {kind} record has {expected}")
             elif in_file != expected.strip():
@@ -558,7 +607,7 @@ class _Checker:
             header = self.read_header(path)
             if header is None:
                 return
-            if header.ds.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
+            if header.attributes.meta("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
                 self.note(path, "another DICOMDIR (Media Storage Directory Storage): not an instance")
                 return
             self.problem(path, "not referenced by the DICOMDIR")
@@ -566,6 +615,19 @@ class _Checker:
                 self.found(path, header, referenced=False)
             except Exception as exc:  # a malformed value in a hostile file
                 self.unusable(path, f"unreadable: {one_line(exc)}")
+
+
+def _listed(record: Dataset) -> Listed:
+    """The Referenced SOP Class, Transfer Syntax and SOP Instance UIDs in File of a record; "" when
+    absent or unreadable."""
+    values = []
+    for keyword in ("ReferencedSOPClassUIDInFile", "ReferencedTransferSyntaxUIDInFile",
+                    "ReferencedSOPInstanceUIDInFile"):
+        try:
+            values.append(str(record.get(keyword, "") or "").strip())
+        except Exception:  # a malformed value in a hostile record: compare() reports it
+            values.append("")
+    return Listed(*values)
 
 
 def _visit(record: Dataset, parents: dict[str, str]) -> tuple[str | None, dict[str, str], list[str] | None, int, int]:

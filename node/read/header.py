@@ -6,15 +6,24 @@ of every element, of every skipped (deferred) value and of the pixel data
 (PS3.5 7.1, A.4) is compared with the file's size: a file cut short is told
 from a whole one without reading its pixel data. :func:`data_set_offset` says
 where the data set starts, so that its bytes can be sent as they are.
+
+What a survey of a medium reads of each file (:class:`Attributes`) comes from
+:func:`plain_attributes` without pydicom when the file is a plain one (PS3.10,
+Explicit or Implicit VR Little Endian as its File Meta says, values pydicom
+would read alike and without a warning), else from pydicom's data set.
 """
 
 from __future__ import annotations
 
 import io
+import re
+import struct
 import warnings
-from typing import BinaryIO
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
 
 from pydicom import dcmread
+from pydicom.charset import python_encoding
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -25,13 +34,145 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from node.dcmio import UNDEFINED, element_header
-from node.tags import DOUBLE_FLOAT_PIXEL_DATA, FLOAT_PIXEL_DATA, ITEM, PIXEL_DATA, SEQUENCE_DELIMITATION_ITEM
+from node.dcmio import UNDEFINED, Element, NeedsPydicom, NotDicom, element_header, header_of
+from node.dicom import EXPLICIT_VR_LE, IMPLICIT_VR_LE
+from node.tags import (
+    DOUBLE_FLOAT_PIXEL_DATA,
+    FLOAT_PIXEL_DATA,
+    ITEM,
+    MEDIA_STORAGE_SOP_CLASS_UID,
+    MEDIA_STORAGE_SOP_INSTANCE_UID,
+    PATIENT_ID,
+    PIXEL_DATA,
+    SEQUENCE_DELIMITATION_ITEM,
+    SERIES_INSTANCE_UID,
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    SPECIFIC_CHARACTER_SET,
+    STUDY_INSTANCE_UID,
+    TRANSFER_SYNTAX_UID,
+)
 
 #: Float, Double Float and (plain) Pixel Data: where stop_before_pixels stops (PS3.6).
 _PIXEL_TAGS = frozenset({FLOAT_PIXEL_DATA, DOUBLE_FLOAT_PIXEL_DATA, PIXEL_DATA})
 #: Values larger than this are skipped, not read, while reading headers.
 _DEFER_BYTES = 64 * 1024
+#: What :func:`plain_attributes` reads of the data set: tag -> (keyword, VR) (PS3.6).
+_PLAIN = {
+    SOP_CLASS_UID: ("SOPClassUID", "UI"),
+    SOP_INSTANCE_UID: ("SOPInstanceUID", "UI"),
+    PATIENT_ID: ("PatientID", "LO"),
+    STUDY_INSTANCE_UID: ("StudyInstanceUID", "UI"),
+    SERIES_INSTANCE_UID: ("SeriesInstanceUID", "UI"),
+    SPECIFIC_CHARACTER_SET: ("SpecificCharacterSet", "CS"),
+}
+_PLAIN_VRS = {tag: vr for tag, (_, vr) in _PLAIN.items()}
+_PLAIN_META = {
+    TRANSFER_SYNTAX_UID: "TransferSyntaxUID",
+    MEDIA_STORAGE_SOP_CLASS_UID: "MediaStorageSOPClassUID",
+    MEDIA_STORAGE_SOP_INSTANCE_UID: "MediaStorageSOPInstanceUID",
+}
+#: A UID pydicom reads without a warning (PS3.5 9.1), with its NUL padding.
+_PLAIN_UID = re.compile(rb"^(?=[0-9.]{1,64}\0?$)(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*\0?$")
+#: A Long String or Code String of printable ASCII, no backslash (a single value), 64 characters at most.
+_PLAIN_TEXT = re.compile(rb"^[\x20-\x5b\x5d-\x7e]{0,64}$")
+
+
+class Attributes(Protocol):
+    """The attributes of a file that a survey reads, as text ("" when absent)."""
+
+    def get(self, keyword: str) -> str:
+        """A data set attribute."""
+        ...
+
+    def meta(self, keyword: str) -> str:
+        """A File Meta Information attribute."""
+        ...
+
+    def encoding(self) -> str:
+        """The uncompressed syntax the data set is really encoded in (see :func:`encoded_syntax`)."""
+        ...
+
+
+class ReadAttributes:
+    """:class:`Attributes` of a data set pydicom read; each value decoded when first asked for."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+
+    def get(self, keyword: str) -> str:
+        return str(self.ds.get(keyword, "") or "")
+
+    def meta(self, keyword: str) -> str:
+        return str(self.ds.file_meta.get(keyword, "") or "")
+
+    def encoding(self) -> str:
+        return encoded_syntax(self.ds)
+
+
+@dataclass(frozen=True)
+class PlainAttributes:
+    """:class:`Attributes` read by :func:`plain_attributes`, every value as pydicom would give it."""
+
+    values: dict[str, str]
+
+    def get(self, keyword: str) -> str:
+        return self.values.get(keyword, "")
+
+    def meta(self, keyword: str) -> str:
+        return self.values.get(keyword, "")
+
+    def encoding(self) -> str:
+        return self.values["TransferSyntaxUID"]
+
+
+def plain_attributes(fp: BinaryIO, size: int) -> tuple[PlainAttributes, bool, int] | None:
+    """(attributes, has pixel data?, where the data set starts) of a whole PS3.10 file, read without pydicom;
+    None when pydicom must read it: another syntax, an encoding other than its File Meta says (PS3.5 7.1),
+    or a value pydicom would decode otherwise or warn about (not a plain UID, several values, not ASCII,
+    a Specific Character Set it does not know).
+
+    >>> plain_attributes(io.BytesIO(b"not DICOM"), 9) is None
+    True
+    """
+    try:
+        header = header_of(fp, size, wanted=frozenset(_PLAIN), vrs=_PLAIN_VRS)
+        fp.seek(header.dataset_offset)
+        first = fp.read(6)
+        if header.has_pixels:
+            fp.seek(header.pixel_offset)
+            pixels = struct.unpack("<HH", fp.read(4))
+    except (NeedsPydicom, NotDicom, struct.error):
+        return None
+    implicit = header.transfer_syntax == IMPLICIT_VR_LE
+    if (len(first) < 6 or header.transfer_syntax not in (EXPLICIT_VR_LE, IMPLICIT_VR_LE)
+            or implicit == (0x40 < first[4] < 0x5B and 0x40 < first[5] < 0x5B)):  # pydicom's test of the VR
+        return None
+    if header.has_pixels and (pixels[0] << 16 | pixels[1]) not in _PIXEL_TAGS:
+        return None
+    values: dict[str, str] = {}
+    for tag, keyword in _PLAIN_META.items():
+        if tag in header.meta and (value := _plain(header.meta[tag], "UI")) is not None:
+            values[keyword] = value
+        elif tag in header.meta:
+            return None
+    for tag, (keyword, vr) in _PLAIN.items():
+        if tag in header.elements and (value := _plain(header.elements[tag], vr)) is not None:
+            values[keyword] = value
+        elif tag in header.elements:
+            return None
+    if values.get("SpecificCharacterSet", "") not in ("", *python_encoding):
+        return None
+    return PlainAttributes(values), header.has_pixels, header.dataset_offset
+
+
+def _plain(element: Element, vr: str) -> str | None:
+    """The value as pydicom gives it, or None when pydicom would give something else or warn."""
+    if element.vr != vr:
+        return None
+    if vr == "UI":
+        return element.value.rstrip(b"\0").decode() if _PLAIN_UID.match(element.value) or not element.value else None
+    return element.value.decode().strip(" ") if _PLAIN_TEXT.match(element.value) else None
 
 
 def read_until_pixels(fp: BinaryIO, size: int, *, force: bool = False) -> tuple[Dataset | None, bool, bool]:

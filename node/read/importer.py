@@ -10,9 +10,10 @@ sub-folder, broken record offsets, files without preamble or File Meta, no
 DICOMDIR at all). The DICOMDIR itself is never sent; a File ID or symlink
 leading out of the medium is refused, never opened (DESIGN.md invariant 5).
 
-One SOP Instance UID found twice is sent once: a DICOMDIR-referenced PS3.10
-copy in preference. Identical data sets are a note; different ones a conflict
-(a problem, and the report is not ok). ``patient`` and ``study`` select part
+One SOP Instance UID found twice is sent once: the copy whose DICOMDIR record
+names that UID in preference, else a referenced one, else a PS3.10 one.
+Identical data sets are a note; different ones a conflict (a problem, and the
+report is not ok). ``patient`` and ``study`` select part
 of a medium. Sending is :mod:`node.read.sender`'s: C-STORE statuses per
 PS3.4 B.2.3 (a warning such as 0xB000 counts as sent, with its status; 0xA7xx,
 0xA9xx and 0xCxxx are failures), decompression when the destination accepts
@@ -25,6 +26,18 @@ values and an Original Attributes Sequence item holding the old ones
 destination accepts it; it is never sent as its own bytes. Every change is in
 the report: the instance's outcome says what, and ``coercions`` lists each
 attribute changed (the old value None when the attribute was absent).
+
+On a medium of at least :data:`~node.read.sender.ITEMS_PER_WORKER` instances
+and a single DICOMDIR, sending starts while the medium is surveyed: the
+presentation contexts are decided from the DICOMDIR's records (each class with
+the syntaxes its records name, and Explicit + Implicit VR LE), and each instance
+goes to the sending processes as soon as it is read, when its class and syntax
+were proposed, its record names it and no other record names its SOP Instance
+UID (the keeper of a UID found twice is decided once every file is read), and
+the patient and study selected take it. The rest (a DICOMDIR naming another
+class or syntax, a file it does not reference, a UID found twice) go on other
+associations once the survey is over. Reconciliation needs every instance
+first: with it, nothing is sent before the survey ends.
 """
 
 from __future__ import annotations
@@ -43,10 +56,19 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from node.durable import fsync_dir, write_atomic
 from node.errors import UsageError
-from node.read.check import Finding, MediumInstance, Survey, survey_medium
+from node.read.check import Finding, Listed, MediumInstance, Survey, survey_medium
 from node.read.coerce import Coercing
 from node.read.medium import ESCAPES_ROOT, NOT_FOLLOWED, Medium, medium_label, open_medium
-from node.read.sender import Item, Result, SendTarget, send
+from node.read.sender import (
+    ITEMS_PER_WORKER,
+    MAX_CONTEXTS,
+    Item,
+    Result,
+    SendTarget,
+    Stream,
+    class_contexts,
+    send,
+)
 
 if TYPE_CHECKING:  # not imported at run time: an import without them starts sooner
     from node.config import ClientTLS, Coercion
@@ -196,10 +218,20 @@ def import_medium(
         raise UsageError(f"associations must be at least 1, not {associations}")
     to = SendTarget(aet, host, port, calling_aet, tls)
     reconciled = None
+    wanted = _Selection(patient.strip() if patient else None, study.strip() if study else None)
+    streamed = None
     with open_medium(path) as medium:
         source = medium_label(path) if label is None else label
-        survey = survey_medium(medium)
-        plan = _Plan(medium, survey, patient=patient, study=study)
+        coercing = Coercing.start(coerce, source) if coerce is not None and reconcile is None else None
+        if reconcile is None:
+            streamed = _Streamed(str(path), to, associations, wanted, coercing)
+        try:
+            survey = survey_medium(medium, listener=streamed)
+            plan = _Plan(medium, survey, wanted)
+        except BaseException:
+            if streamed is not None:
+                streamed.results()
+            raise
         if reconcile is not None:
             reconciled, patient_of = reconcile(medium, plan.instances)
             plan.reconciled(reconciled, hold_to)
@@ -208,12 +240,15 @@ def import_medium(
                 write_atomic(hold_to / HELD_MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
             local = {k: reconciled.local(k) for k in reconciled.decisions}
             per_patient = {k: Coercing.start(c, source) for k, c in local.items() if c is not None}
-    if reconciled is None:
-        coercing = Coercing.start(coerce, source) if coerce is not None else None
-        items = [_item(i, coercing) for i in plan.instances]
+    if streamed is not None:
+        results_of = streamed.results()  # then the rest, over associations of their own
+        rest = [i for i in plan.instances if i.path not in results_of]
+        later = send(str(path), [_item(i, coercing) for i in rest], destination=to, associations=associations)
+        results_of.update(zip((i.path for i in rest), later, strict=True))
+        results = [results_of[i.path] for i in plan.instances]
     else:
         items = [_item(i, per_patient.get(patient_of[i.path])) for i in plan.instances]
-    results = send(str(path), items, destination=to, associations=associations)
+        results = send(str(path), items, destination=to, associations=associations)
     report = plan.report(str(path), str(to), results)
     if reconciled is not None:
         report.reconciliation = reconciled.to_dict()
@@ -225,13 +260,97 @@ def import_medium(
     return report
 
 
+@dataclass(frozen=True)
+class _Selection:
+    """The patient and study an import is limited to (None: any)."""
+
+    patient: str | None
+    study: str | None
+
+    def unwanted(self, patient_id: str, study_uid: str, *, known_only: bool = False) -> str:
+        """Why the selection leaves an instance out, or "" (unknown values pass with ``known_only``)."""
+        if self.patient is not None and patient_id != self.patient and (patient_id or not known_only):
+            return f"not of the selected patient: Patient ID {patient_id or '(empty)'}"
+        if self.study is not None and study_uid != self.study and (study_uid or not known_only):
+            return f"not in the selected study: Study Instance UID {study_uid or '(empty)'}"
+        return ""
+
+
+def _keeper_rank(instance: MediumInstance) -> tuple[bool, bool, bool, str]:
+    """Of the copies of one SOP Instance UID, the first by this is sent: the one its record names, a
+    referenced one, a PS3.10 one, by path."""
+    return not instance.listed, not instance.referenced, not instance.part10, instance.path
+
+
+def _is_uid(uid: str) -> bool:
+    return bool(_UID.match(uid))
+
+
+class _Streamed:
+    """Sends instances while the survey reads the rest (the module docstring says which); a
+    :class:`node.read.check.Listener`."""
+
+    def __init__(self, medium: str, to: SendTarget, associations: int, wanted: _Selection,
+                 coercing: Coercing | None) -> None:
+        self.medium, self.to, self.associations = medium, to, associations
+        self.wanted, self.coercing = wanted, coercing
+        self.stream: Stream | None = None
+        self.proposed: set[tuple[str, str]] = set()
+        self.unique: set[str] = set()  # SOP Instance UIDs named by a single record
+        self.sent: dict[str, int] = {}  # path -> index among the stream's results
+        self.done: dict[str, Result] | None = None
+
+    def records(self, listed: list[Listed]) -> None:
+        """Propose what the records name and start the sending processes; not for fewer instances than
+        make a sending process worth its cost, nor for more contexts than one association takes."""
+        named = [r for r in listed if _is_uid(r.sop_class_uid) and r.transfer_syntax_uid]
+        syntaxes: dict[str, set[str]] = {}
+        for record in named:
+            syntaxes.setdefault(record.sop_class_uid, set()).add(record.transfer_syntax_uid)
+        contexts = tuple(c for cls in sorted(syntaxes) for c in class_contexts(cls, syntaxes[cls]))
+        if len(named) < ITEMS_PER_WORKER or len(contexts) > MAX_CONTEXTS:
+            return
+        counts: dict[str, int] = {}
+        for record in listed:
+            counts[record.sop_instance_uid] = counts.get(record.sop_instance_uid, 0) + 1
+        self.unique = {uid for uid, n in counts.items() if n == 1 and uid}
+        self.proposed = {(r.sop_class_uid, r.transfer_syntax_uid) for r in named}
+        workers = max(1, min(self.associations, -(-len(named) // ITEMS_PER_WORKER)))
+        try:
+            self.stream = Stream(self.medium, contexts, destination=self.to, workers=workers)
+        except OSError as exc:  # no process to be had: everything is sent after the survey
+            logger.warning("sending only after the survey: %s", exc)
+
+    def found(self, instance: MediumInstance) -> None:
+        """Hand the instance to the sending processes when it may go now."""
+        i = instance
+        if (self.stream is None or not i.listed or i.sop_instance_uid not in self.unique
+                or (i.sop_class_uid, i.transfer_syntax_uid) not in self.proposed
+                or not (_is_uid(i.sop_instance_uid) and _is_uid(i.sop_class_uid))
+                or self.wanted.unwanted(i.patient_id, i.study_instance_uid)):
+            return
+        try:
+            index = self.stream.put(_item(i, self.coercing))
+        except Exception:  # what cannot cross into another process is sent after the survey, by this one
+            logger.exception("sending %s after the survey", i.path)
+            return
+        if index is not None:
+            self.sent[i.path] = index
+
+    def results(self) -> dict[str, Result]:
+        """What became of each instance sent, by path, once every one is answered (the processes end)."""
+        if self.done is None:
+            answers = self.stream.finish() if self.stream is not None else []
+            self.done = {path: answers[index] for path, index in self.sent.items()}
+        return dict(self.done)
+
+
 class _Plan:
     """Which instances to send, and the outcomes decided before sending (skips, unreadable files)."""
 
-    def __init__(self, medium: Medium, survey: Survey, *, patient: str | None, study: str | None) -> None:
+    def __init__(self, medium: Medium, survey: Survey, wanted: _Selection) -> None:
         self.medium = medium
-        self.patient = patient.strip() if patient else None
-        self.study = study.strip() if study else None
+        self.unwanted = wanted.unwanted
         self.survey = survey
         self.instances: list[MediumInstance] = []
         self.decided: list[Outcome] = []
@@ -243,12 +362,12 @@ class _Plan:
             copies.setdefault(instance.sop_instance_uid, []).append(instance)
         sent_from: dict[str, str] = {}
         for uid, found in copies.items():
-            keeper = min(found, key=lambda i: (not i.referenced, not i.part10, i.path))
+            keeper = min(found, key=_keeper_rank)
             unwanted = self.unwanted(keeper.patient_id, keeper.study_instance_uid)
             if unwanted:
                 self.decided += [Outcome(i.path, uid, "skipped", None, unwanted) for i in found]
                 continue
-            if not (_UID.match(uid) and _UID.match(keeper.sop_class_uid)):
+            if not (_is_uid(uid) and _is_uid(keeper.sop_class_uid)):
                 why = f"not sent: SOP Class UID {keeper.sop_class_uid!r} or Instance UID {uid!r} is no UID (PS3.5 9.1)"
                 self.decided += [Outcome(i.path, uid, "failed", None, why) for i in found]
                 continue
@@ -269,16 +388,8 @@ class _Plan:
             else:
                 self.decided.append(Outcome(bad.path, bad.sop_instance_uid, "failed", None, bad.reason))
         if not self.instances and not any(o.result == "failed" for o in self.decided):
-            wanted = " of the selected patient or study" if patient or study else ""
-            self.problems.append(Finding(WHOLE_MEDIUM, f"nothing to import: no DICOM instance{wanted} on the medium"))
-
-    def unwanted(self, patient_id: str, study_uid: str, *, known_only: bool = False) -> str:
-        """Why the filters leave an instance out, or "" (unknown values pass with ``known_only``)."""
-        if self.patient is not None and patient_id != self.patient and (patient_id or not known_only):
-            return f"not of the selected patient: Patient ID {patient_id or '(empty)'}"
-        if self.study is not None and study_uid != self.study and (study_uid or not known_only):
-            return f"not in the selected study: Study Instance UID {study_uid or '(empty)'}"
-        return ""
+            of = " of the selected patient or study" if wanted.patient or wanted.study else ""
+            self.problems.append(Finding(WHOLE_MEDIUM, f"nothing to import: no DICOM instance{of} on the medium"))
 
     def duplicate(self, keeper: MediumInstance, other: MediumInstance) -> None:
         """A second copy of a SOP Instance UID: a note when identical, a conflict when not."""

@@ -36,6 +36,9 @@ BENCHMARKS.md): it is set when the connection opens (``EVT_CONN_OPEN``).
 Several associations run in worker processes (pynetdicom's work holds the GIL).
 They claim instances from a shared counter only once associated, so a
 destination that serves one association at a time still gets everything.
+A :class:`Stream` starts its workers before the instances are known, over
+presentation contexts decided beforehand, and feeds them one by one through a
+pipe: they send while the caller is still finding the rest.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
 
@@ -163,12 +166,26 @@ class Result:
     changes: tuple[Change, ...] = ()
 
 
+#: The items a worker sends, by index: all of them, or those fed so far (:class:`Stream`).
+Items = Sequence[Item] | Mapping[int, Item]
+Contexts = tuple[tuple[str, tuple[str, ...]], ...]
+
+
 @dataclass(frozen=True)
 class ContextGroup:
     """The presentation contexts of one association and the items sent over it."""
 
-    contexts: tuple[tuple[str, tuple[str, ...]], ...]
+    contexts: Contexts
     indices: tuple[int, ...]
+
+
+def class_contexts(sop_class: str, syntaxes: set[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """The contexts proposed for one SOP class: one per syntax of its instances, then Explicit + Implicit VR LE.
+
+    >>> class_contexts("1.2.3", {"1.2.840.10008.1.2.1"})
+    [('1.2.3', ('1.2.840.10008.1.2.1',)), ('1.2.3', ('1.2.840.10008.1.2.1', '1.2.840.10008.1.2'))]
+    """
+    return [(sop_class, (ts,)) for ts in sorted(syntaxes)] + [(sop_class, FALLBACK_SYNTAXES)]
 
 
 def plan_groups(items: Sequence[Item]) -> list[ContextGroup]:
@@ -178,7 +195,7 @@ def plan_groups(items: Sequence[Item]) -> list[ContextGroup]:
         syntaxes.setdefault(item.sop_class_uid, set()).add(item.transfer_syntax_uid)
     groups: list[tuple[list[tuple[str, tuple[str, ...]]], set[str]]] = []
     for sop_class in sorted(syntaxes):
-        wanted = [(sop_class, (ts,)) for ts in sorted(syntaxes[sop_class])] + [(sop_class, FALLBACK_SYNTAXES)]
+        wanted = class_contexts(sop_class, syntaxes[sop_class])
         if not groups or len(groups[-1][0]) + len(wanted) > MAX_CONTEXTS:
             groups.append(([], set()))
         groups[-1][0].extend(wanted)
@@ -206,19 +223,58 @@ def send(
         _run_worker(medium_path, items, groups, destination, _LocalClaims(groups), sink, 0)
     else:
         _run_processes(medium_path, items, groups, destination, sink, workers)
-    results = dict(sink.results)
-    for number, group in enumerate(groups):
-        reason = sink.gave_up.get(number, "not sent: the sending process ended unexpectedly")
-        for index in group.indices:
-            results.setdefault(index, Result(index, "failed", None, reason))
-    return [results[i] for i in range(len(items))]
+    return sink.every(groups, len(items))
+
+
+class Stream:
+    """Items C-STOREd as they are given (:meth:`put`), over contexts decided beforehand, by worker processes
+    started at once: sending overlaps whatever finds the items (an import's survey of its medium)."""
+
+    def __init__(self, medium_path: str, contexts: Contexts, *, destination: SendTarget, workers: int) -> None:
+        ctx = _context()
+        self.contexts = contexts
+        self.count = 0
+        reader, self.feed = ctx.Pipe(duplex=False)
+        self.lock = ctx.Lock()  # kept: a fork server's workers find it by name, gone once collected
+        self.channel = ctx.Queue()
+        self.processes = [
+            ctx.Process(target=_fed_worker_main,
+                        args=(medium_path, contexts, destination, (reader, self.feed), self.lock, self.channel, n),
+                        name=f"medianode-send-{n}", daemon=True)
+            for n in range(workers)
+        ]
+        for process in self.processes:
+            process.start()
+        reader.close()  # the workers' only: once every one has ended, put() fails instead of waiting
+
+    def put(self, item: Item) -> int | None:
+        """Hand ``item`` to the workers: its index among the results, or None when every worker has ended
+        (given up on the destination), for the caller to send it otherwise."""
+        try:
+            self.feed.send((self.count, item))
+        except OSError:
+            return None
+        self.count += 1
+        return self.count - 1
+
+    def finish(self) -> list[Result]:
+        """Wait for the workers to send what they were given; one :class:`Result` per item, in order."""
+        for _ in self.processes:
+            try:
+                self.feed.send(None)
+            except OSError:
+                break
+        self.feed.close()
+        sink = _Collected()
+        _collect(self.processes, self.channel, sink)
+        return sink.every([ContextGroup(self.contexts, tuple(range(self.count)))], self.count)
 
 
 # -- shared work: claims and results ---------------------------------------------
 
 
 class _Claims(Protocol):
-    def claim(self, group: int) -> int | None: ...
+    def claim(self, group: int, *, wait: bool = True) -> int | None: ...
 
     def remaining(self, group: int) -> bool: ...
 
@@ -233,7 +289,7 @@ class _LocalClaims:
     def __init__(self, groups: Sequence[ContextGroup]) -> None:
         self.pending = [deque(g.indices) for g in groups]
 
-    def claim(self, group: int) -> int | None:
+    def claim(self, group: int, *, wait: bool = True) -> int | None:
         return self.pending[group].popleft() if self.pending[group] else None
 
     def remaining(self, group: int) -> bool:
@@ -247,7 +303,7 @@ class _SharedClaims:
         self.groups = groups
         self.counters = counters
 
-    def claim(self, group: int) -> int | None:
+    def claim(self, group: int, *, wait: bool = True) -> int | None:
         with self.counters.get_lock():
             position = int(self.counters[group])
             if position >= len(self.groups[group].indices):
@@ -257,6 +313,38 @@ class _SharedClaims:
 
     def remaining(self, group: int) -> bool:
         return bool(self.counters[group] < len(self.groups[group].indices))
+
+
+class _FedClaims:
+    """Claims of what a :class:`Stream` feeds through a pipe (``(index, item)``, then None per worker), read
+    by one worker at a time (``lock``); ``wait=False`` takes only what has arrived."""
+
+    def __init__(self, feed: Any, lock: Any, items: dict[int, Item]) -> None:
+        self.feed = feed
+        self.lock = lock
+        self.items = items
+        self.closed = False
+
+    def claim(self, group: int, *, wait: bool = True) -> int | None:
+        if self.closed or not self.lock.acquire(block=wait):
+            return None
+        try:
+            if not wait and not self.feed.poll():
+                return None
+            message = self.feed.recv()
+        except EOFError:
+            message = None
+        finally:
+            self.lock.release()
+        if message is None:
+            self.closed = True
+            return None
+        index, item = message
+        self.items[index] = item
+        return int(index)
+
+    def remaining(self, group: int) -> bool:
+        return not self.closed
 
 
 @dataclass
@@ -269,6 +357,15 @@ class _Collected:
 
     def give_up(self, group: int, reason: str) -> None:
         self.gave_up[group] = reason
+
+    def every(self, groups: Sequence[ContextGroup], count: int) -> list[Result]:
+        """The ``count`` results in order, an item no worker answered failed with its group's reason."""
+        results = dict(self.results)
+        for number, group in enumerate(groups):
+            reason = self.gave_up.get(number, "not sent: the sending process ended unexpectedly")
+            for index in group.indices:
+                results.setdefault(index, Result(index, "failed", None, reason))
+        return [results[i] for i in range(count)]
 
 
 class _Queued:
@@ -286,8 +383,8 @@ def _run_processes(
     medium_path: str, items: Sequence[Item], groups: Sequence[ContextGroup], destination: SendTarget,
     sink: _Collected, workers: int,
 ) -> None:
-    """Fork when this process has a single thread (cheap and safe), else use a fork server."""
-    ctx: Any = multiprocessing.get_context("fork" if threading.active_count() == 1 else "forkserver")
+    """Send ``items`` from ``workers`` processes claiming them through shared counters."""
+    ctx = _context()
     counters = ctx.Array("q", len(groups))
     channel = ctx.Queue()
     processes = [
@@ -297,23 +394,33 @@ def _run_processes(
     ]
     for process in processes:
         process.start()
+    _collect(processes, channel, sink)
 
-    def take(message: tuple[Any, ...]) -> None:
+
+def _context() -> Any:
+    """Fork when this process has a single thread (cheap and safe), else use a fork server."""
+    return multiprocessing.get_context("fork" if threading.active_count() == 1 else "forkserver")
+
+
+def _collect(processes: Sequence[Any], channel: Any, sink: _Collected) -> None:
+    """Take the workers' results and give-ups until each has said it is done, or has ended without."""
+    done = 0
+    while done < len(processes):
+        try:
+            message = channel.get(timeout=0.1)
+        except queue.Empty:
+            if any(p.is_alive() for p in processes):
+                continue
+            try:  # every one has ended: what they sent last may still be on its way
+                message = channel.get(timeout=0.05)
+            except queue.Empty:
+                break
         if message[0] == "result":
             sink.result(message[1])
-        else:
+        elif message[0] == "gave_up":
             sink.give_up(message[1], message[2])
-
-    while any(p.is_alive() for p in processes):
-        try:
-            take(channel.get(timeout=0.1))
-        except queue.Empty:
-            continue
-    while True:
-        try:
-            take(channel.get(timeout=0.05))
-        except queue.Empty:
-            break
+        else:
+            done += 1
     for process in processes:
         process.join()
         if process.exitcode:
@@ -326,12 +433,30 @@ def _worker_main(
     counters: Any, channel: Any, number: int,
 ) -> None:
     _run_worker(medium_path, items, groups, destination, _SharedClaims(groups, counters), _Queued(channel), number)
+    _done(channel)
+
+
+def _fed_worker_main(
+    medium_path: str, contexts: Contexts, destination: SendTarget, pipe: tuple[Any, Any], lock: Any, channel: Any,
+    number: int,
+) -> None:
+    feed, writer = pipe
+    writer.close()  # the caller's end only: should the caller die, the feed ends instead of waiting forever
+    items: dict[int, Item] = {}
+    _run_worker(medium_path, items, [ContextGroup(contexts, ())], destination, _FedClaims(feed, lock, items),
+                _Queued(channel), number)
+    _done(channel)
+
+
+def _done(channel: Any) -> None:
+    """Say this worker is done, after its results (one process's messages arrive in order)."""
+    channel.put(("done",))
     channel.close()
     channel.join_thread()
 
 
 def _run_worker(
-    medium_path: str, items: Sequence[Item], groups: Sequence[ContextGroup], destination: SendTarget,
+    medium_path: str, items: Items, groups: Sequence[ContextGroup], destination: SendTarget,
     claims: _Claims, sink: _Sink, number: int,
 ) -> None:
     try:
@@ -385,7 +510,7 @@ class _Ahead:
 
 
 class _Worker:
-    def __init__(self, medium: Medium, items: Sequence[Item], destination: SendTarget,
+    def __init__(self, medium: Medium, items: Items, destination: SendTarget,
                  claims: _Claims, sink: _Sink) -> None:
         self.medium = medium
         self.items = items
@@ -447,7 +572,7 @@ class _Worker:
     def read_ahead(self, session: _Session, group: int) -> None:
         """While the destination answers an instance, claim the next and read its first piece, when it
         goes out as its own bytes; a failure here is left for its turn to report."""
-        if self.ahead is not None or (index := self.claims.claim(group)) is None:
+        if self.ahead is not None or (index := self.claims.claim(group, wait=False)) is None:
             return
         item = self.items[index]
         self.ahead = _Ahead(index)
