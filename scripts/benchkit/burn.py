@@ -64,13 +64,6 @@ BURN_PIPELINES: dict[str, tuple[str, Callable[[DataSpec, Path, Path], Run]]] = {
 TARGETS = {"faster_than_dcmtk": 2.0, "max_slower_than_copy": 1.2, "max_rss_mb": 250.0}
 
 
-def compile_package() -> None:
-    """Compile medianode's modules to bytecode, as an installed package has them (pip compiles at install).
-    With PYTHONDONTWRITEBYTECODE set, as here, a development tree has none, and every burn would compile
-    every module it imports first: 0.05-0.1 s of a 0.5 s run, which no installed node pays."""
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "node")], check=True, stdout=subprocess.DEVNULL)
-
-
 def clean(out: Path) -> None:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -240,7 +233,6 @@ def run_burn(args: argparse.Namespace) -> Json:
 
     sources = [(spec, ensure_data(data, spec, slices)) for spec in chosen]
     cache.clear()
-    compile_package()
     out = args.data / "out" / "burn"
     datasets = [burn_dataset(spec, src, out, args.runs, args.warmup) for spec, src in sources]
     dvd = burn_dvd(dvd_spec(args.quick), data, out, args.dvd_runs) if args.dvd or args.only == "dvd" else None
