@@ -35,9 +35,9 @@ _WRITE, _WAIT_BEFORE_WRITE_WAIT_AFTER = 2, 7
 def write_back(fd: int, offset: int, length: int, *, wait: bool = False) -> None:
     """Have the kernel write ``length`` bytes of ``fd`` from ``offset`` to the disk: started only, or with
     ``wait`` finished (Linux's sync_file_range(2), which Python's os lacks; elsewhere starting does
-    nothing and waiting is an fdatasync). Pages stay cached. It promises no durability, the file's
-    metadata is the fsync's: a file written piece by piece is mostly on disk when it is fsync'd, and a
-    range can be dropped from the cache and read back from the disk.
+    nothing and waiting is an fdatasync). Pages stay cached. It promises no durability (the file's
+    metadata is the fsync's): the disk writes a growing file while it is written, and a range written
+    back can be dropped from the cache and read back from the disk.
     """
     global _sync_file_range
     import ctypes  # loaded once; then a lookup

@@ -272,8 +272,13 @@ class ReceiverServer(ThreadedAssociationServer):
         finally:
             del self._handing[id(client)]
         assert assoc is not None
-        self._accepted.append(client)
+        self.serving(client)
         return assoc
+
+    def serving(self, client: socket.socket) -> None:
+        """``client`` associated, on pynetdicom's path or our own: it counts in this process's load until
+        closed (a connection still in the lobby does not, so that a flood of them never slows accepting)."""
+        self._accepted.append(client)
 
     def shutdown(self) -> None:
         """Stop accepting and close our descriptor (the AE never listed this server: start_server did not make it)."""

@@ -51,7 +51,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -402,21 +402,20 @@ def handle_store(event: Event, spool: Spool, index: Indexer, live: Live) -> int 
 
 def store(path: Path, sop_class: str, sop_instance: str, *, calling: str, called: str, spool: Spool,
           index: Indexer, live: Live, key: int, failure: OSError | None = None,
-          digest: str | None = None, synced: Callable[[], None] | None = None) -> tuple[int, str]:
+          digest: str | None = None) -> tuple[int, str]:
     """Keep one received data set: its status and Error Comment ("" when there is none).
 
     ``path`` is a temp file holding the data set behind a File Meta: pynetdicom's, copied behind the
     File Meta the spool keeps; or, with ``digest`` (the SHA-256 of its data set bytes), already written
     with it (:mod:`node.receive.storer`), and then renamed into the spool or removed. ``failure``: why
-    the data set could not be written as it arrived. ``synced`` waits for the temp file's fsync, begun
-    by the caller: it is awaited before the file is renamed, which then fsyncs it no more.
+    the data set could not be written as it arrived.
     """
     try:
         if failure:
             raise Refused(dicom.OUT_OF_RESOURCES if failure.errno in _FULL else dicom.SPOOL_WRITE_FAILED,
                           f"{failure.strerror or failure}: the data set cannot be written in {spool.tmp}")
         return _store(path, sop_class, sop_instance, calling=calling, called=called, spool=spool, index=index,
-                      live=live, key=key, digest=digest, synced=synced), ""
+                      live=live, key=key, digest=digest), ""
     except Refused as r:
         logger.warning("Refused C-STORE from %s to %s of %s: 0x%04X %s", calling, called, sop_instance, r.status,
                        r.reason)
@@ -430,8 +429,7 @@ def store(path: Path, sop_class: str, sop_instance: str, *, calling: str, called
 
 
 def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, called: str,
-           spool: Spool, index: Indexer, live: Live, key: int, digest: str | None,
-           synced: Callable[[], None] | None) -> int:
+           spool: Spool, index: Indexer, live: Live, key: int, digest: str | None) -> int:
     config = live.config
     if reason := dcmio.check_complete(path):
         raise Refused(dicom.CANNOT_PARSE, f"the data set is not what it claims: {reason}")
@@ -467,10 +465,7 @@ def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
         if index.holds(inst.sop_instance_uid, digest):
             return _again(inst, calling, called, index)
         try:
-            if synced is not None:
-                synced()
-            final, size = spool.place(staged, study_uid=inst.study_uid, sop_instance_uid=inst.sop_instance_uid,
-                                      synced=synced is not None)
+            final, size = spool.place(staged, study_uid=inst.study_uid, sop_instance_uid=inst.sop_instance_uid)
         except OSError as exc:
             raise Refused(dicom.SPOOL_WRITE_FAILED, f"study {inst.study_uid}: cannot write the spool: {exc}") from None
     finally:

@@ -80,13 +80,12 @@ class Spool:
         # Study folders whose entry in spool/ this process has fsync'd.
         self._durable: OrderedDict[str, None] = OrderedDict()
 
-    def place(self, src: str | os.PathLike[str] | bytes, *, study_uid: str, sop_instance_uid: str,
-              synced: bool = False) -> tuple[Path, int]:
+    def place(self, src: str | os.PathLike[str] | bytes, *, study_uid: str, sop_instance_uid: str) -> tuple[Path, int]:
         """Make one instance durable in the spool; return its final path and size.
 
         ``src`` is a file (renamed into place: it must be on the spool's file
         system, ideally in :attr:`tmp`; another file system costs a copy) or the
-        encoded file as bytes; ``synced``: the caller has fsync'd the file. Raises :class:`SpoolError` for a UID that is not
+        encoded file as bytes. Raises :class:`SpoolError` for a UID that is not
         digits and dots, and ``OSError`` when the disk refuses.
         """
         for uid in (study_uid, sop_instance_uid):
@@ -98,7 +97,7 @@ class Spool:
         if isinstance(src, bytes):
             size = self._write_tmp_and_rename(src, final)
         else:
-            size = self._rename(Path(src), final, synced=synced)
+            size = self._rename(Path(src), final)
         fsync_dir(study_dir)
         if created or study_uid not in self._durable:
             # Also when another thread or process made the folder: its entry in
@@ -128,16 +127,13 @@ class Spool:
             raise
         return Path(name), digest
 
-    def _rename(self, src: Path, final: Path, *, synced: bool) -> int:
-        if synced:
-            size = os.stat(src).st_size
-        else:
-            fd = os.open(src, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-                size = os.fstat(fd).st_size
-            finally:
-                os.close(fd)
+    def _rename(self, src: Path, final: Path) -> int:
+        fd = os.open(src, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
         try:
             os.rename(src, final)
         except OSError as exc:

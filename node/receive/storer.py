@@ -7,11 +7,7 @@ connection itself (:class:`node.pdu.Wire`): each C-STORE's command set is read, 
 fragments go straight from the receive buffer into a temp file in ``data_dir/tmp``, behind the File
 Meta the spool keeps, hashed on the way; :func:`node.receive.scp.store` then checks, places
 (fsync'd file, renamed, folder fsync'd) and indexes it exactly as for pynetdicom's associations, and
-only then is the C-STORE-RSP sent. The kernel is asked to write the temp file to the disk as it grows
-(:func:`node.durable.write_back`), and its fsync runs in another thread while the data set is
-walked and its header read (from the page cache), awaited before the rename: the storescu of one
-association waits for each answer, so these costs no longer add up.
-C-ECHO is answered; A-RELEASE and A-ABORT are ours too.
+only then is the C-STORE-RSP sent. C-ECHO is answered; A-RELEASE and A-ABORT are ours too.
 
 The network hardening holds as on pynetdicom's path: each PDU must be whole within
 ``node.pdu_seconds`` from its first byte, and a P-DATA-TF may not declare more than the Maximum
@@ -30,15 +26,13 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from pynetdicom.presentation import PresentationContext
 
 from node import dicom
-from node.durable import create_new, write_back
+from node.durable import create_new
 from node.netcompat import Gate, ReceiverServer
 from node.pdu import (
     A_ABORT,
@@ -79,8 +73,6 @@ logger = logging.getLogger(__name__)
 #: A-ASSOCIATE-RJ: called AE title not recognised; local limit exceeded (PS3.8 9.3.4).
 CALLED_AE_TITLE_NOT_RECOGNISED = (1, 1, 7)
 LOCAL_LIMIT_EXCEEDED = (2, 3, 2)
-#: Bytes of a data set written between two requests to the kernel to start writing them to the disk.
-WRITE_BACK_STEP = 128 << 10
 #: What a PDU other than P-DATA-TF may hold once associated (A-RELEASE and A-ABORT hold 4 bytes).
 SMALL_PDU_MAX = 1024
 
@@ -119,7 +111,6 @@ class _Incoming:
         self.failure: OSError | None = None
         self.digest = hashlib.sha256()
         self.fd = -1
-        self.written = self.behind = 0  # bytes written; and up to where their write-back was started
         self.path = tmp / "recv-unwritten.dcm"
         try:
             self.fd, name = create_new(tmp, "recv-", ".dcm")
@@ -139,10 +130,6 @@ class _Incoming:
         try:
             while view:
                 view = view[os.write(self.fd, view):]
-            self.written += len(data)
-            if self.written - self.behind >= WRITE_BACK_STEP:
-                write_back(self.fd, self.behind, self.written - self.behind)
-                self.behind = self.written
         except OSError as exc:
             self.failure = exc
             self.discard()
@@ -151,15 +138,6 @@ class _Incoming:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             os.close(fd)
-
-    def sync(self, pool: ThreadPoolExecutor) -> Callable[[], None] | None:
-        """Start the file's fsync (and close) in ``pool``; return the wait for it, which raises what the
-        fsync raised. None when nothing was written (:attr:`failure`)."""
-        if self.fd < 0:
-            return None
-        fd, self.fd = self.fd, -1
-        done: Future[None] = pool.submit(_fsync_and_close, fd)
-        return lambda: done.result()
 
     def discard(self) -> None:
         self.close()
@@ -300,12 +278,11 @@ class StoreAssociation(threading.Thread):
             self._command.clear()
 
     def _stored(self, incoming: _Incoming) -> None:
-        synced = incoming.sync(self.d.syncing)
+        incoming.close()
         command = incoming.command
         status, comment = store(incoming.path, command.sop_class, command.sop_instance, calling=self.request.calling,
                                 called=self.request.called, spool=self.d.spool, index=self.d.index, live=self.d.live,
-                                key=id(self), failure=incoming.failure, digest=incoming.digest.hexdigest(),
-                                synced=synced)
+                                key=id(self), failure=incoming.failure, digest=incoming.digest.hexdigest())
         self._respond(incoming.context, response(C_STORE_RSP, command.message_id, command.sop_class, status,
                                                  sop_instance=command.sop_instance, comment=comment))
         with self._lock:
@@ -373,8 +350,6 @@ class Dispatcher:
                  spool: Spool, index: Indexer, live: Live) -> None:
         self.server, self.supported, self.served = server, supported, served
         self.spool, self.index, self.live = spool, index, live
-        #: Where the temp files' fsyncs run (:meth:`_Incoming.sync`): one at a time per association.
-        self.syncing = ThreadPoolExecutor(max_workers=8, thread_name_prefix="medianode-fsync")
         self._lock = threading.Lock()
         self._own: set[StoreAssociation] = set()
 
@@ -392,6 +367,8 @@ class Dispatcher:
                 len(self.server.active_associations) + len(self.own()) >= config.node.max_associations:
             refusal = (LOCAL_LIMIT_EXCEEDED, None)
         assoc = StoreAssociation(self, client, f"{address[0]}:{address[1]}", request, refusal)
+        if refusal is None:
+            self.server.serving(client)
         with self._lock:
             self._own.add(assoc)
         assoc.start()
@@ -405,10 +382,3 @@ class Dispatcher:
     def ended(self, assoc: StoreAssociation) -> None:
         with self._lock:
             self._own.discard(assoc)
-
-
-def _fsync_and_close(fd: int) -> None:
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
