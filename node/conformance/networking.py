@@ -34,7 +34,8 @@ def section() -> str:
     read = table(("Attribute", "Tag"), [(tag_name(t), tag(t)) for t in instance.READ_VRS])
     scu_rows = [
         ("every storage SOP class of the instances to import",
-         "each transfer syntax its instances are in, one context per syntax", "SCU", "None"),
+         "each transfer syntax its instances are in, one context per syntax (from the DICOMDIR's records while "
+         "the medium is read; a class or syntax they do not name, on a later association)", "SCU", "None"),
         ("the same SOP class, once more", syntaxes(sender.FALLBACK_SYNTAXES), "SCU", "None"),
     ]
     return f"""## Networking
