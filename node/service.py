@@ -33,7 +33,6 @@ from node import audit, filemodes, holds, jobs, media_requests, report, users
 from node.config import Config, load_config
 from node.console import process as console_process
 from node.errors import ConfigError
-from node.intake import ImportRunner
 from node.index import Index
 from node.media.outputs import output_for
 from node.receive import workers
@@ -89,6 +88,8 @@ class Service:
                 self._audit("node-started")
                 started = True
                 if self.config.imports.watch:
+                    from node.intake import ImportRunner  # the import side: loaded by a node that imports
+
                     # its own connection (one per thread); run() finishes interrupted imports, then watches
                     runner = ImportRunner(Index(data_dir / "index.sqlite"), lambda: self.config, stop=self.stop)
                     watcher = threading.Thread(target=runner.run, name="medianode-watcher", daemon=True)
