@@ -97,17 +97,20 @@ def spawn(target: Callable[..., None], args: tuple[Any, ...], *, name: str) -> C
     payload = io.BytesIO()
     pickler = _Pickler(payload)
     pickler.dump((target.__module__, target.__qualname__, args))
-    popen = subprocess.Popen([sys.executable, "-c", "from node.lifeline import _main; _main()", name],
-                             stdin=subprocess.PIPE, pass_fds=pickler.fds, close_fds=True)
+    popen = subprocess.Popen([sys.executable, "-c", _BOOT, name], stdin=subprocess.PIPE, pass_fds=pickler.fds)
     assert popen.stdin is not None
-    popen.stdin.write(payload.getvalue())
+    popen.stdin.write(pickle.dumps(sys.path) + payload.getvalue())
     popen.stdin.close()
     return Child(popen, name)
 
 
+#: A child's first words: the parent's module search path (as multiprocessing's spawn passes it), then :func:`_main`.
+_BOOT = "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); from node.lifeline import _main; _main()"
+
+
 def _main() -> None:
     """A spawned child: read the target and its arguments from stdin, and run it."""
-    module, qualname, args = pickle.loads(sys.stdin.buffer.read())
+    module, qualname, args = pickle.load(sys.stdin.buffer)
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     getattr(importlib.import_module(module), qualname)(*args)
 
