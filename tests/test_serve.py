@@ -110,6 +110,7 @@ def test_serve_runs_its_receivers_and_console_and_no_other_process(tmp_path: Pat
     node.start()
     try:
         assert node.proc is not None
+        until(lambda: "console at" in node.logs(), "the console serving")  # a stop before would be a failed start
         pids = subprocess.run(["pgrep", "-P", str(node.proc.pid)], capture_output=True, text=True).stdout.split()
         names = sorted(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[-2].decode() for pid in pids)
         assert names == ["medianode-console", "medianode-receiver-1", "medianode-receiver-2"]
