@@ -76,9 +76,9 @@ class ImportRunner:
         self.config = config_getter
         self.stop = stop
 
-    def run(self) -> None:
+    def run(self, interrupted: list[dict[str, object]] | None = None) -> None:
         """What ``serve``'s watcher thread runs: :meth:`recover`, then watch until ``stop`` is set."""
-        self.recover()
+        self.recover(interrupted)
         self.watcher().run()
 
     def watcher(self, *, polling: bool = False) -> Watcher:
@@ -111,12 +111,20 @@ class ImportRunner:
         except Exception:  # a bug or the index/disk failing: logged, and the watcher goes on
             logger.exception("%s %s: the import could not be run", ready.kind, ready.path)
 
-    def recover(self) -> None:
-        """Finish the imports a crash or a forced stop left ``importing``, without new records."""
+    def recover(self, interrupted: list[dict[str, object]] | None = None) -> None:
+        """Finish the imports a crash or a forced stop left ``importing``, without new records.
+
+        ``interrupted``: those records, as ``serve`` found them before it answered anyone; an import that
+        ``medianode import --config`` started after that is running, not interrupted.
+        """
+        if interrupted is None:
+            interrupted = self.index.interrupted_imports()
+        if not interrupted:
+            return
         from node.read.watcher import Ready
 
         inbox = self.config().imports.inbox
-        for record in self.index.interrupted_imports():
+        for record in interrupted:
             import_id, medium = int(str(record["id"])), Path(str(record["medium"]))
             try:
                 if medium.parent == inbox and os.path.lexists(medium):
