@@ -253,6 +253,9 @@ MISSING_UID = 0xC001  # PS3.4 B.2.3 Cannot Understand (Cxxx): no valid SOP Insta
 CANNOT_PARSE = 0xC002  # PS3.4 B.2.3 Cannot Understand (Cxxx): the data set cannot be parsed
 INSTANCE_UID_MISMATCH = 0xC003  # PS3.4 B.2.3 Cannot Understand (Cxxx): (0008,0018) != Affected SOP Instance UID
 PROCESSING_FAILURE = 0x0110  # PS3.7 C.4.2: the index cannot be written
+#: Failure Reason (0008,1197) of a Failed SOP Sequence item (the values PS3.4 Annex J gives it for Storage Commitment).
+NO_SUCH_OBJECT_INSTANCE = 0x0112
+CLASS_INSTANCE_CONFLICT = 0x0119
 
 
 # -- Directory record keys (PS3.3 F.5, and the seed's Appendix D) -------------------

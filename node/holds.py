@@ -20,7 +20,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from node import audit
 from node.config import Config
@@ -28,9 +28,11 @@ from node.durable import write_atomic
 from node.errors import ConfigError, UsageError
 from node.index import Index
 from node.intake import held_folder, record
-from node.read.importer import HELD_FILES, HELD_MANIFEST, ImportReport, import_medium
-from node.read.match import Candidate
-from node.read.reconcile import SENDS, Reconciled, patients_of, resolved
+
+if TYPE_CHECKING:  # the import side (pydicom, pynetdicom) is loaded when a held import is looked at, not by serve
+    from node.read.importer import ImportReport
+    from node.read.match import Candidate
+    from node.read.reconcile import Reconciled
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,8 @@ def resolve(index: Index, config: Config, import_id: int, choice: Choice, *, by:
     manifest = _manifest(config, import_id)
     if manifest is None:
         raise UsageError(f"import {import_id}: its held copy {held_folder(config, import_id)} is missing or unreadable")
+    from node.read.reconcile import Reconciled, resolved
+
     reconciled = Reconciled.from_dict(manifest["reconciliation"])
     key = _patient_key(reconciled, patient)
     if choice.kind == "refuse":
@@ -137,6 +141,8 @@ def purge(index: Index, config: Config, *, now: float | None = None) -> int:
 
 def _patient_key(reconciled: Reconciled, patient: str | None) -> str | None:
     """The decision key of the waiting patient whose medium Patient ID is ``patient`` (None: the only one)."""
+    from node.read.reconcile import SENDS
+
     if patient is None:
         return None
     keys = [k for k, d in reconciled.decisions.items() if d.patient.patient_id == patient and d.outcome not in SENDS]
@@ -147,6 +153,9 @@ def _patient_key(reconciled: Reconciled, patient: str | None) -> str | None:
 
 def _local(reconciled: Reconciled, key: str | None, choice: Choice) -> Candidate | Literal["as-is"]:
     """The identity ``choice`` names, checked: a candidate that exists, a Patient ID that is a Long String."""
+    from node.read.match import Candidate
+    from node.read.reconcile import SENDS
+
     if choice.kind == "as-is":
         return "as-is"
     if choice.kind == "patient-id":
@@ -170,6 +179,9 @@ def _local(reconciled: Reconciled, key: str | None, choice: Choice) -> Candidate
 
 def _send(config: Config, import_id: int, manifest: dict[str, Any], decided: Reconciled) -> ImportReport:
     """The held copy sent to ``import.destination`` with the decided identities."""
+    from node.read.importer import HELD_FILES, import_medium
+    from node.read.reconcile import patients_of
+
     to = config.imports.destination
     if to is None:
         raise ConfigError("import.destination is not configured: the held instances would go nowhere")
@@ -181,6 +193,8 @@ def _send(config: Config, import_id: int, manifest: dict[str, Any], decided: Rec
 
 
 def _manifest(config: Config, import_id: int) -> dict[str, Any] | None:
+    from node.read.importer import HELD_MANIFEST
+
     try:
         data = json.loads((held_folder(config, import_id) / HELD_MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -189,4 +203,6 @@ def _manifest(config: Config, import_id: int) -> dict[str, Any] | None:
 
 
 def _write_manifest(config: Config, import_id: int, manifest: dict[str, Any]) -> None:
+    from node.read.importer import HELD_MANIFEST
+
     write_atomic(held_folder(config, import_id) / HELD_MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())

@@ -38,17 +38,19 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node import audit
 from node.config import Config
 from node.durable import write_atomic
 from node.errors import MediumError, NodeError
 from node.index import Index
-from node.read.importer import ImportReport, import_medium
-from node.read.medium import Medium, medium_label, open_medium
-from node.read.reconcile import Reconciler, reconciler
-from node.read.watcher import DONE, FAILED, HELD, Ready, WatchedKind, Watcher
+
+if TYPE_CHECKING:  # the import side (pydicom, pynetdicom, pycdlib, watchdog) is loaded when first used
+    from node.read.importer import ImportReport
+    from node.read.medium import Medium
+    from node.read.reconcile import Reconciler
+    from node.read.watcher import Ready, WatchedKind, Watcher
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +76,15 @@ class ImportRunner:
         self.config = config_getter
         self.stop = stop
 
-    def run(self) -> None:
+    def run(self, interrupted: list[dict[str, object]] | None = None) -> None:
         """What ``serve``'s watcher thread runs: :meth:`recover`, then watch until ``stop`` is set."""
-        self.recover()
+        self.recover(interrupted)
         self.watcher().run()
 
     def watcher(self, *, polling: bool = False) -> Watcher:
         """The watcher of the configured inbox, mount roots and drives, calling :meth:`handle`."""
+        from node.read.watcher import Watcher
+
         imports = self.config().imports
         return Watcher(inbox=imports.inbox, mount_roots=imports.mount_roots, drives=imports.drives,
                        settle_s=imports.settle_seconds, poll_s=imports.poll_seconds, on_ready=self.handle,
@@ -107,10 +111,20 @@ class ImportRunner:
         except Exception:  # a bug or the index/disk failing: logged, and the watcher goes on
             logger.exception("%s %s: the import could not be run", ready.kind, ready.path)
 
-    def recover(self) -> None:
-        """Finish the imports a crash or a forced stop left ``importing``, without new records."""
+    def recover(self, interrupted: list[dict[str, object]] | None = None) -> None:
+        """Finish the imports a crash or a forced stop left ``importing``, without new records.
+
+        ``interrupted``: those records, as ``serve`` found them before it answered anyone; an import that
+        ``medianode import --config`` started after that is running, not interrupted.
+        """
+        if interrupted is None:
+            interrupted = self.index.interrupted_imports()
+        if not interrupted:
+            return
+        from node.read.watcher import Ready
+
         inbox = self.config().imports.inbox
-        for record in self.index.interrupted_imports():
+        for record in interrupted:
             import_id, medium = int(str(record["id"])), Path(str(record["medium"]))
             try:
                 if medium.parent == inbox and os.path.lexists(medium):
@@ -127,6 +141,8 @@ class ImportRunner:
     # -- one medium ----------------------------------------------------------------
 
     def _import(self, ready: Ready, import_id: int, *, failure: str | None = None) -> None:
+        from node.read.importer import import_medium
+
         config = self.config()
         to = config.imports.destination
         report: ImportReport | dict[str, Any]
@@ -153,6 +169,9 @@ class ImportRunner:
     def _finish(self, ready: Ready, import_id: int, report: ImportReport | dict[str, Any], *,
                 after: bool = True) -> None:
         """Record, audit, then file the inbox item and eject the disc: in this order (see the module doc)."""
+        from node.read.importer import ImportReport
+        from node.read.watcher import DONE, FAILED, HELD
+
         data = report.to_dict() if isinstance(report, ImportReport) else report
         kept = report.report_path if isinstance(report, ImportReport) else None
         kept = kept or str(_write_json(self._reports() / _report_name(ready.path), data))
@@ -197,6 +216,8 @@ def medium_identity(path: Path) -> str:
     and size. Reads through :mod:`node.read.medium`: nothing mounted, nothing
     outside the medium. Raises :class:`MediumError` when the medium cannot be opened.
     """
+    from node.read.medium import medium_label, open_medium
+
     with open_medium(path) as medium:
         volume = medium_label(path)
         volume = "".join(c if c.isprintable() and c != "/" else "?" for c in volume)
@@ -238,6 +259,8 @@ def associations(config: Config | None, given: int | None = None) -> dict[str, A
 def reconciling(config: Config, import_id: int, calling_aet: str) -> dict[str, Any]:
     """:func:`import_medium`'s ``reconcile`` and ``hold_to`` for import ``import_id``; none without
     ``import.reconcile``."""
+    from node.read.reconcile import reconciler
+
     if config.imports.reconcile is None:
         return {}
     reconcile: Reconciler = reconciler(config, calling_aet=calling_aet, import_id=import_id)

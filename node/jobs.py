@@ -30,7 +30,6 @@ from node.media.plan import Options
 from node.media.publisher import label_fields
 from node.media.waiting import Interrupted
 from node.profiles import SECTOR, get_profile
-from node.read import check, medium
 from node.routing import RouteSnapshot
 
 logger = logging.getLogger(__name__)
@@ -391,6 +390,8 @@ def complete_from_images(index: Index, job_id: int, folder: Path) -> int:
 def read_back(volume: Volume, wanted: set[str], uid_map: dict[str, str], folder: Path) -> dict[str, tuple[str, int]]:
     """Copy the instances of ``wanted`` (original SOP Instance UIDs) from the volume's image, when one of its
     published paths is still readable, into ``folder``; return original UID -> (path, size) of those found."""
+    from node.read import check, medium  # pydicom and pycdlib: loaded by a reburn only, not by every serve
+
     original = {new: old for old, new in uid_map.items()}
     found: dict[str, tuple[str, int]] = {}
     for image in (Path(p) for p in volume.paths):

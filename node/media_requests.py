@@ -17,10 +17,10 @@ from collections import Counter
 
 from node import audit
 from node.config import Config, MediaRequests, Match
+from node.dicom import CLASS_INSTANCE_CONFLICT, NO_SUCH_OBJECT_INSTANCE
 from node.index import Index, MediaRequest
 from node.jobs import pack
 from node.profiles import SECTOR, compressions, get_profile
-from node.receive.mcm import CLASS_INSTANCE_CONFLICT, NO_SUCH_OBJECT_INSTANCE
 from node.routing import RouteSnapshot
 from node.syntaxes import Compression
 

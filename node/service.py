@@ -33,7 +33,6 @@ from node import audit, filemodes, holds, jobs, media_requests, report, users
 from node.config import Config, load_config
 from node.console import process as console_process
 from node.errors import ConfigError
-from node.intake import ImportRunner
 from node.index import Index
 from node.media.outputs import output_for
 from node.receive import workers
@@ -58,6 +57,7 @@ class Service:
         self._reload_asked = threading.Event()
         self._mtime = _mtime(config.source)
         self._started = time.time()
+        self._interrupted_imports: list[dict[str, object]] = []
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -89,9 +89,12 @@ class Service:
                 self._audit("node-started")
                 started = True
                 if self.config.imports.watch:
+                    from node.intake import ImportRunner  # the import side: loaded by a node that imports
+
                     # its own connection (one per thread); run() finishes interrupted imports, then watches
                     runner = ImportRunner(Index(data_dir / "index.sqlite"), lambda: self.config, stop=self.stop)
-                    watcher = threading.Thread(target=runner.run, name="medianode-watcher", daemon=True)
+                    watcher = threading.Thread(target=runner.run, args=(self._interrupted_imports,),
+                                               name="medianode-watcher", daemon=True)
                     watcher.start()
                 self._loop(index)
             finally:
@@ -143,6 +146,8 @@ class Service:
     def _recover(self, index: Index) -> None:
         spool = Spool(self.config.node.data_dir)
         spool.cleanup_tmp()
+        # before the node answers anyone: an import started by the command line from then on is not interrupted
+        self._interrupted_imports = index.interrupted_imports() if self.config.imports.watch else []
         indexed = index_orphans(spool, index, known=index.known_paths(), routes=self.config.routes)
         if indexed:
             logger.warning("start-up: indexed %d spooled instance(s) the index did not know", indexed)

@@ -20,6 +20,7 @@ from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.status import MEDIA_CREATION_MANAGEMENT_SERVICE_CLASS_STATUS, code_to_category
 
+from node import dicom
 from node.index import Index, MediaRequest
 from node.media import publisher
 from node.receive import mcm
@@ -235,7 +236,7 @@ def test_a_missing_instance_fails_with_no_instance_and_its_uid(tmp_path: Path) -
         assert (reply.ExecutionStatus, reply.ExecutionStatusInfo) == ("FAILURE", "NO_INSTANCE")
         [failed] = reply.FailedSOPSequence
         assert failed.ReferencedSOPInstanceUID == dcmread(never[0]).SOPInstanceUID
-        assert failed.FailureReason == mcm.NO_SUCH_OBJECT_INSTANCE
+        assert failed.FailureReason == dicom.NO_SUCH_OBJECT_INSTANCE
         assert node.images() == [] and reply.TotalNumberOfPiecesOfMediaCreated == 0
         # the instance that was here is kept, and the request is named with its study
         explained = cli("routes", "explain", "--config", str(node.config), "--study", dcmread(here[0]).StudyInstanceUID)

@@ -376,7 +376,7 @@ def test_a_200_mb_instance_from_pynetdicom_costs_little_memory(node: Node, tmp_p
 
 def receiver_pids(node: Node) -> list[int]:
     assert node.proc is not None
-    return [int(p) for p in subprocess.run(["pgrep", "-P", str(node.proc.pid), "-f", "spawn_main"],
+    return [int(p) for p in subprocess.run(["pgrep", "-P", str(node.proc.pid), "-f", "medianode-receiver-"],
                                            capture_output=True, text=True).stdout.split()]
 
 

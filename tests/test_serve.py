@@ -103,6 +103,29 @@ def node(tmp_path: Path) -> Iterator[Node]:
         n.stop(signal.SIGKILL)
 
 
+def test_serve_runs_its_receivers_and_console_and_no_other_process(tmp_path: Path) -> None:
+    """No multiprocessing resource tracker beside them: it would be one more interpreter for the node's life."""
+    need("echoscu")
+    node = Node(tmp_path, console="")
+    node.start()
+    try:
+        assert node.proc is not None
+        until(lambda: "console at" in node.logs(), "the console serving")  # a stop before would be a failed start
+        pids = subprocess.run(["pgrep", "-P", str(node.proc.pid)], capture_output=True, text=True).stdout.split()
+        names = sorted(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[-2].decode() for pid in pids)
+        assert names == ["medianode-console", "medianode-receiver-1", "medianode-receiver-2"]
+    finally:
+        assert node.stop() == 0
+
+
+def test_serve_and_the_console_start_without_the_dicom_and_media_libraries() -> None:
+    """They are loaded by what needs them (a build, a reburn, a held import, a medium), not at start."""
+    code = ("import sys, node.service, node.console.app; "
+            "print(' '.join(m for m in ('pydicom', 'pynetdicom', 'numpy', 'pycdlib', 'watchdog') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == ""
+
+
 def storescu(node: Node, files: list[Path], *, called: str = "BURN", calling: str = "CT1",
              args: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["storescu", "-R", "-aec", called, "-aet", calling, *args, "127.0.0.1", str(node.port),

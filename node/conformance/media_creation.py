@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydicom.datadict import tag_for_keyword
 
-from node import config
+from node import config, dicom
 from node.conformance.markdown import syntaxes, table, tag
 from node.receive import mcm, scp
 
@@ -68,8 +68,8 @@ Execution Status values:
 Execution Status Info values:
 
 {table(("Execution Status Info", "When"), mcm.EXECUTION_STATUS_INFO.items(), sort=False)}
-A Failed SOP Sequence item carries Failure Reason 0x{mcm.NO_SUCH_OBJECT_INSTANCE:04X} (no such instance) or
-0x{mcm.CLASS_INSTANCE_CONFLICT:04X} (not of the SOP class referenced).
+A Failed SOP Sequence item carries Failure Reason 0x{dicom.NO_SUCH_OBJECT_INSTANCE:04X} (no such instance) or
+0x{dicom.CLASS_INSTANCE_CONFLICT:04X} (not of the SOP class referenced).
 
 ##### Statuses
 

@@ -9,15 +9,16 @@ patient (by its Patient ID) the choice is for, when several of the medium's pati
 from __future__ import annotations
 
 import threading
-from typing import Any, cast, get_args
+from typing import TYPE_CHECKING, Any, cast, get_args
 
 from node import holds
 from node.config import Config
 from node.console.views import when
 from node.errors import UsageError
 from node.index import Index
-from node.read.importer import ImportReport
-from node.read.reconcile import SENDS
+
+if TYPE_CHECKING:
+    from node.read.importer import ImportReport
 
 #: The attributes shown side by side: the medium's patient and each candidate (key, label).
 ROWS = (("name", "Patient's Name"), ("patient_id", "Patient ID"), ("issuer", "Issuer of Patient ID"),
@@ -29,6 +30,8 @@ _resolving = threading.Lock()
 def held_imports(index: Index, config: Config) -> list[dict[str, Any]]:
     """The held imports (``medianode imports --held --json``), oldest first, each patient marked ``waiting``
     when no identity was decided for it yet."""
+    from node.read.reconcile import SENDS  # the import side: loaded by the page of held imports, not by the console
+
     rows = holds.held(index, config)
     for row in rows:
         row["since"] = when(float(row["since"])) if isinstance(row["since"], (int, float)) else "-"

@@ -9,17 +9,15 @@ told of reloads by SIGHUP, and is restarted by :func:`supervise` when it dies.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import signal
 import socket
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
+from multiprocessing.connection import Connection, Pipe
 from types import FrameType
 
 from node.config import Config
 from node.errors import NodeError
-from node.lifeline import await_ready, die_with_parent
+from node.lifeline import Child, await_ready, die_with_parent, spawn
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +34,12 @@ class ConsoleProcess:
 
     def __init__(self, config: Config, listener: socket.socket) -> None:
         self.config, self.listener = config, listener
-        self.process: BaseProcess | None = None
+        self.process: Child | None = None
         self.conn: Connection | None = None
 
     @property
     def pid(self) -> int:
-        return int(self.process.pid or 0) if self.process else 0
+        return self.process.pid if self.process else 0
 
     @property
     def url(self) -> str:
@@ -50,13 +48,11 @@ class ConsoleProcess:
         return f"{'https' if c.tls else 'http'}://{host}:{self.listener.getsockname()[1]}"
 
     def spawn(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        theirs, ours = ctx.Pipe(duplex=False)
+        theirs, ours = Pipe(duplex=False)
         root = logging.getLogger()
         fmt = root.handlers[0].formatter._fmt if root.handlers and root.handlers[0].formatter else None
-        self.process = ctx.Process(target=_main, args=(self.config, self.listener, ours, root.level, fmt, os.getpid()),
-                                   name="medianode-console", daemon=True)
-        self.process.start()
+        self.process = spawn(_main, (self.config, self.listener, ours, root.level, fmt, os.getpid()),
+                             name="medianode-console")
         ours.close()
         self.conn = theirs
 

@@ -97,9 +97,6 @@ EXECUTION_STATUS_INFO: dict[str, str] = {
     "UNKNOWN": "cancelled (N-ACTION 2, or medianode jobs cancel)",
 }
 
-#: Failure Reason (0008,1197) of a Failed SOP Sequence item (the values PS3.4 Annex J gives it for Storage Commitment).
-NO_SUCH_OBJECT_INSTANCE = 0x0112
-CLASS_INSTANCE_CONFLICT = 0x0119
 
 _YES_NO = ("YES", "NO")
 _NON_DICOM = ("NO", "FOR_PHYSICIAN", "FOR_PATIENT", "FOR_TEACHING", "FOR_RESEARCH")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
 import signal
 import socket
@@ -22,16 +21,15 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, MutableSequence
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
+from collections.abc import Callable, Iterable
+from multiprocessing.connection import Connection, Pipe
 from typing import TYPE_CHECKING, Protocol, cast
 
 from node import filemodes, syslog
 from node.config import Config, load_config
 from node.errors import NodeError
 from node.index import Index
-from node.lifeline import await_ready, die_with_parent
+from node.lifeline import Child, SharedInts, await_ready, die_with_parent, spawn
 from node.receive.guard import ADDRESS_SLOTS, AddressCounts, Lobby, raise_file_limit
 from node.receive.spool import Spool
 
@@ -200,7 +198,7 @@ def _drain(server: ReceiverServer, dispatcher: Dispatcher, live: Live, *, drain_
 class Receiver:
     """One receiver process, as ``service.py`` holds it."""
 
-    def __init__(self, process: BaseProcess, conn: Connection, spawner: _Spawner | None = None, row: int = 0) -> None:
+    def __init__(self, process: Child, conn: Connection, spawner: _Spawner | None = None, row: int = 0) -> None:
         self.process = process
         self.conn = conn
         self.spawner = spawner
@@ -208,7 +206,7 @@ class Receiver:
 
     @property
     def pid(self) -> int:
-        return int(self.process.pid or 0)
+        return self.process.pid
 
     def reload(self) -> None:
         """Reload routes and allowed callers from the config file (SIGHUP)."""
@@ -231,7 +229,7 @@ class _Spawner:
     """What starts a receiver process, kept by the service to restart one: the shared listening socket
     (a duplicate the service holds), the per-address table, the log settings."""
 
-    def __init__(self, config: Config, listener: socket.socket, table: MutableSequence[int]) -> None:
+    def __init__(self, config: Config, listener: socket.socket, table: SharedInts) -> None:
         root = logging.getLogger()
         self.config, self.listener, self.table = config, listener.dup(), table
         self.level = root.level
@@ -239,12 +237,9 @@ class _Spawner:
         self.restarts: list[float] = []
 
     def spawn(self, row: int) -> Receiver:
-        ctx = multiprocessing.get_context("spawn")
-        theirs, ours = ctx.Pipe(duplex=False)
-        process = ctx.Process(target=_receiver_main, args=(self.config, self.listener, ours, self.level, self.fmt,
-                                                           os.getpid(), self.table, row),
-                              name=f"medianode-receiver-{row + 1}", daemon=True)
-        process.start()
+        theirs, ours = Pipe(duplex=False)
+        process = spawn(_receiver_main, (self.config, self.listener, ours, self.level, self.fmt, os.getpid(),
+                                         self.table, row), name=f"medianode-receiver-{row + 1}")
         ours.close()
         return Receiver(process, theirs, self, row)
 
@@ -268,7 +263,7 @@ def start_receivers(config: Config, *, listener: socket.socket | None = None, ti
     except (OSError, sqlite3.Error) as exc:
         raise ReceiverError(f"cannot use node.data_dir {config.node.data_dir}: {exc}") from None
     receivers: list[Receiver] = []
-    table = multiprocessing.get_context("spawn").RawArray("i", config.node.workers * ADDRESS_SLOTS)
+    table = SharedInts(config.node.workers * ADDRESS_SLOTS)
     with listener or listen(config.node.host, config.node.port) as shared:
         spawner = _Spawner(config, shared, table)  # per-address counts: a row per receiver
         try:
@@ -341,7 +336,7 @@ def stop_receivers(receivers: list[Receiver], *, force: bool = False, timeout: f
 
 
 def _receiver_main(config: Config, listener: socket.socket, conn: Connection, level: int, fmt: str | None,
-                   parent: int, table: MutableSequence[int], row: int) -> None:
+                   parent: int, table: SharedInts, row: int) -> None:
     """A receiver process's entry point (spawned).
 
     numpy is marked absent first: pydicom (which pynetdicom loads) imports it when it can, 17 MB of each
@@ -358,7 +353,7 @@ def _receiver_main(config: Config, listener: socket.socket, conn: Connection, le
     status = 0
     try:
         serve_receivers(config, listener=listener, ready=lambda: conn.send(("ready", "")),
-                        counts=AddressCounts(table, row))
+                        counts=AddressCounts(table.values, row))
     except (NodeError, OSError, ssl.SSLError, ValueError) as exc:
         logger.error("Receiver %d: %s", os.getpid(), exc)
         conn.send(("error", str(exc)))

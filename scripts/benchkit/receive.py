@@ -181,6 +181,31 @@ class Sample:
     cpu_s: float
     rss_max_kb: int  # the largest process's peak
     rss_sum_kb: int  # the processes' peaks added up (an upper bound of the tree's peak)
+    pss_sum_kb: int  # the processes' PSS at the end of the run, added (shared pages counted once)
+    peaks: dict[str, int]  # each process's peak (kB), by what it is
+
+
+def pss_kb(pid: int) -> int:
+    """The process's proportional set size (its private pages, and its share of those it shares), 0 when gone."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def what(pid: int, root: int) -> str:
+    """A process of a receiver's tree, named for the table: the root, or its child's name in its command line."""
+    if pid == root:
+        return "main"
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return str(pid)
+    name = argv[-2] if len(argv) > 1 and not argv[-1] else argv[-1]
+    return name.decode(errors="replace").removeprefix("medianode-") if b"medianode-" in name else f"pid {pid}"
 
 
 def storescu(aet: str, port: int, chunks: list[list[Path]]) -> float:
@@ -219,10 +244,13 @@ def receive_once(r: Receiver, rss: PeakRss, chunks: list[list[Path]]) -> Sample:
     wait_children_done(pid, {p.pid for p in before})  # storescp --fork: the children finish their release
     cpu = cpu_seconds(process_tree(pid)) - cpu_seconds(before)
     rss_max, rss_sum = rss.sample()
+    tree = process_tree(pid)
+    pss = sum(pss_kb(p.pid) for p in tree)
+    peaks = {what(p.pid, pid): rss.peaks[p.pid] for p in tree if p.pid in rss.peaks}
     want = sum(map(len, chunks))
     if (got := r.count()) != want:
         raise Failed(f"{got} instances stored of {want} sent: {r.server.output()}")
-    return Sample(seconds, cpu, rss_max, rss_sum)
+    return Sample(seconds, cpu, rss_max, rss_sum, pss, peaks)
 
 
 @dataclass
@@ -238,6 +266,9 @@ class Samples:
                 "cpu_s": statistics.median(s.cpu_s for s in self.runs) if ok else None,
                 "peak_rss_mb": max(s.rss_max_kb for s in self.runs) * 1024 / MB if ok else None,
                 "sum_rss_mb": max(s.rss_sum_kb for s in self.runs) * 1024 / MB if ok else None,
+                "sum_pss_mb": max(s.pss_sum_kb for s in self.runs) * 1024 / MB if ok else None,
+                "processes_mb": {k: v * 1024 / MB for k, v in max(self.runs, key=lambda s: s.rss_sum_kb).peaks.items()}
+                if ok else None,
                 "runs_s": [round(s.seconds, 4) for s in self.runs], "error": self.error}
 
 
@@ -304,7 +335,10 @@ def ratios(rec: Json) -> Json:
         tree = max((m["sum_rss_mb"] for m in modes if m["sum_rss_mb"] is not None), default=None)
         met = {k: None if vals[k] is None else vals[k] >= t for k, t in TARGETS.items() if k in vals}
         met["max_rss_mb"] = None if tree is None else tree <= TARGETS["max_rss_mb"]
-        out["medianode"][key] = {"ratios": vals, "peak_rss_mb": rss, "tree_rss_mb": tree, "targets_met": met}
+        pss = max((m["sum_pss_mb"] for m in modes if m["sum_pss_mb"] is not None), default=None)
+        worst = max((m for m in modes if m["sum_rss_mb"] is not None), key=lambda m: m["sum_rss_mb"], default=None)
+        out["medianode"][key] = {"ratios": vals, "peak_rss_mb": rss, "tree_rss_mb": tree, "tree_pss_mb": pss,
+                                 "processes_mb": worst["processes_mb"] if worst else None, "targets_met": met}
     out["console"] = console_cost(rec)
     return out
 
@@ -363,7 +397,10 @@ def print_table(res: Json, out: TextIO) -> None:
                  f"{MARK[ok[f'vs_storescp_{mode}']]}, {fmt(v[f'vs_minimal_{mode}'], '.2f')}x the minimal SCP")
         line(f"    peak RSS, serve and its children added: {fmt(m['tree_rss_mb'], '.0f')} MB "
              f"(target <= {t['max_rss_mb']:.0f}) {MARK[ok['max_rss_mb']]}; "
-             f"largest process {fmt(m['peak_rss_mb'], '.0f')} MB")
+             f"largest process {fmt(m['peak_rss_mb'], '.0f')} MB; PSS added {fmt(m['tree_pss_mb'], '.0f')} MB")
+        if m["processes_mb"]:
+            line("      each process's peak: " + ", ".join(f"{name} {mb:.0f}" for name, mb in m["processes_mb"].items())
+                 + " MB")
     if f := res.get("fsync"):
         line(f"  durability per instance on this disk: write + rename {f['plain_ms']:.2f} ms; with the file's and the "
              f"folder's fsync {f['fsync_ms']:.2f} ms")
