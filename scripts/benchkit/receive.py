@@ -333,7 +333,7 @@ def ratios(rec: Json) -> Json:
         modes = [r["modes"][m] for m in MODES]
         rss = max((m["peak_rss_mb"] for m in modes if m["peak_rss_mb"] is not None), default=None)
         tree = max((m["sum_rss_mb"] for m in modes if m["sum_rss_mb"] is not None), default=None)
-        met = {k: None if vals[k] is None else vals[k] >= t for k, t in TARGETS.items() if k in vals}
+        met = {k: None if (v := vals[k]) is None else v >= t for k, t in TARGETS.items() if k in vals}
         met["max_rss_mb"] = None if tree is None else tree <= TARGETS["max_rss_mb"]
         pss = max((m["sum_pss_mb"] for m in modes if m["sum_pss_mb"] is not None), default=None)
         worst = max((m for m in modes if m["sum_rss_mb"] is not None), key=lambda m: m["sum_rss_mb"], default=None)
