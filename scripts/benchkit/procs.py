@@ -69,14 +69,20 @@ def wait_children_done(root: int, before: set[int], timeout: float = 10.0) -> No
         time.sleep(0.02)
 
 
-def _vm_hwm_kb(pid: int) -> int | None:
+def proc_kb(pid: int, file: str, field: str) -> int | None:
+    """A kB figure of /proc/PID/FILE (``VmHWM:`` of status, ``Pss:`` of smaps_rollup); None when the process is
+    gone, or a zombie (no memory any more)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(field):
                 return int(line.split()[1])
     except (OSError, ValueError):
         pass
-    return None  # gone, or a zombie (no memory any more)
+    return None
+
+
+def _vm_hwm_kb(pid: int) -> int | None:
+    return proc_kb(pid, "status", "VmHWM:")
 
 
 class PeakRss:

@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 from benchkit.common import MARK, MB, MEDIANODE, NODELAY, Failed, Json, bench, env_with, fmt, load_average, log, tail
 from benchkit.data import ct_study, files_of, warm
-from benchkit.procs import HOST, PeakRss, Server, cpu_seconds, free_port, process_tree, wait_children_done
+from benchkit.procs import HOST, PeakRss, Server, cpu_seconds, free_port, proc_kb, process_tree, wait_children_done
 from benchkit.profile import Profile, per_instance
 
 MODES = (1, 4)  # associations in parallel
@@ -187,13 +187,7 @@ class Sample:
 
 def pss_kb(pid: int) -> int:
     """The process's proportional set size (its private pages, and its share of those it shares), 0 when gone."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
+    return proc_kb(pid, "smaps_rollup", "Pss:") or 0
 
 
 def what(pid: int, root: int) -> str:
