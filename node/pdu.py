@@ -1,7 +1,8 @@
 """DICOM Upper Layer PDUs (PS3.8 9.3) and DIMSE command sets (PS3.7 E) as bytes, both ways.
 
-The one place the package frames and reads P-DATA-TF itself: the importer frames its C-STOREs here
-(:mod:`node.read.sender`) and the receiver's own data path reads them here (:mod:`node.receive.storer`).
+The one place the package frames and reads P-DATA-TF itself: the importer frames its C-STOREs and reads
+their answers here (:mod:`node.read.sender`), and the receiver's own data path reads them and frames its
+answers here (:mod:`node.receive.storer`).
 Every length read from the wire is checked against what holds it (the PDU against the negotiated
 maximum, a PDV against what is left of its PDU, an element against what is left of its command set),
 so a hostile peer costs at most one PDU of memory; anything that breaks a bound raises

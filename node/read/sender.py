@@ -25,8 +25,8 @@ alike), into P-DATA-TF PDUs no longer than the destination's maximum (PS3.8
 costs as much: its thread polls the socket every millisecond, decodes each PDU
 and the command set with pydicom and queues it; so while the association stores,
 that thread leaves the socket alone (:func:`node.netcompat.socket_to_caller`) and
-the C-STORE-RSP is read here, with the few elements it needs (Message ID Being
-Responded To, Status, Error Comment). Meanwhile the next instance's first piece
+the C-STORE-RSP is read here through :class:`node.pdu.Wire`, with the few elements
+it needs (Message ID Being Responded To, Status, Error Comment). Meanwhile the next instance's first piece
 is read from the medium. Memory stays at one 1 MiB piece per association (two
 while one is read ahead); only the decode path holds one instance.
 
@@ -84,7 +84,21 @@ from node.dicom import (
 )
 from node.errors import MediumError, one_line
 from node.netcompat import collect_failed, connection_errors, raw_socket, socket_to_caller
-from node.pdu import COMMAND, LAST, Malformed, c_store_rq, command_elements, p_data_tf
+from node.pdu import (
+    COMMAND,
+    COMMAND_MAX,
+    LAST,
+    P_DATA_TF,
+    PDU_HEADER,
+    Closed,
+    Malformed,
+    Wire,
+    c_store_rq,
+    command_elements,
+    p_data_tf,
+    pdu_header,
+    pdvs,
+)
 from node.read.coerce import Change, Coercing, CoercionError
 from node.read.medium import Medium, open_medium
 from node.tls import client_context, failure
@@ -695,6 +709,8 @@ class _Session:
         if sock is None:
             raise _NoAssociation("the association has no socket", permanent=False)
         self.socket = sock
+        self.answers = _Answers(sock)
+        self.wire = Wire(self.answers, COMMAND_MAX)  # a command set at most is taken whole
         socket_to_caller(assoc, own=True)
 
     def close(self) -> None:
@@ -744,10 +760,11 @@ class _Session:
         if meanwhile is not None:
             meanwhile()
         try:
-            response = _read_response(self.socket, started + DIMSE_TIMEOUT)
+            self.answers.deadline = started + DIMSE_TIMEOUT
+            response = _read_response(self.wire)
         except TimeoutError:
             why = f"no response within {DIMSE_TIMEOUT:.0f} s"
-        except (OSError, _Malformed):  # closed, reset, an A-ABORT, or what no C-STORE-RSP is
+        except (OSError, Closed, Malformed):  # closed, reset, an A-ABORT, or what no C-STORE-RSP is
             why = "aborted"
         else:
             status = response.get(_STATUS)
@@ -770,61 +787,60 @@ class _Session:
                                      "association was aborted so that the destination keeps no part of it")) from exc
 
 
-class _Malformed(Exception):
-    """What the destination sent is no answer to a C-STORE-RQ: an A-ABORT, or a PDU we cannot read."""
-
-
 #: The largest PDU taken as a response: a C-STORE-RSP's command set is a few hundred bytes.
 _MAX_RESPONSE_PDU = 1 << 20
 #: Message ID Being Responded To, Status, Error Comment (PS3.7 9.3.1.2, C.4).
 _RESPONDED_TO, _STATUS, _ERROR_COMMENT = 0x0120, 0x0900, 0x0902
 
 
-def _read_response(sock: socket.socket, deadline: float) -> dict[int, Any]:
+class _Answers:
+    """The destination's socket as a :class:`node.pdu.Wire` reads it, each read bounded by :attr:`deadline`
+    (monotonic seconds): TimeoutError past it. It waits with select, leaving the socket's own timeout
+    alone: pynetdicom releases or aborts over the same socket afterwards."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.deadline = 0.0
+
+    def recv_into(self, buffer: memoryview, nbytes: int) -> int:
+        pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
+        left = self.deadline - time.monotonic()
+        if not pending and (left <= 0 or not select.select([self.sock], [], [], left)[0]):
+            raise TimeoutError
+        return self.sock.recv_into(buffer, nbytes)
+
+
+def _read_response(wire: Wire) -> dict[int, Any]:
     """The next command set the destination sends (PS3.8 9.3.5, E.2), as {element: value} of group 0000.
 
-    Data set fragments (a C-STORE-RSP has none) are passed over. Raises TimeoutError past ``deadline``,
-    OSError when the connection fails, :class:`_Malformed` for an A-ABORT or any other PDU.
+    Data set fragments (a C-STORE-RSP has none) are passed over, and the PDU that ends the command set is
+    read to its end. Raises TimeoutError past the deadline, OSError when the connection fails,
+    :class:`node.pdu.Closed` when the destination closes it, :class:`node.pdu.Malformed` for an A-ABORT or
+    any other PDU.
     """
     command = bytearray()
     while True:
-        head = _receive(sock, 6, deadline)
-        length = struct.unpack_from(">L", head, 2)[0]
-        if head[0] != 0x04 or length > _MAX_RESPONSE_PDU:
-            raise _Malformed(f"PDU type 0x{head[0]:02X} of {length} bytes")
-        body, pos = _receive(sock, length, deadline), 0
-        while pos < length:
-            if pos + 6 > length or (size := struct.unpack_from(">L", body, pos)[0]) < 2 or pos + 4 + size > length:
-                raise _Malformed(f"a PDV item runs past its PDU at byte {pos}")
-            control = body[pos + 5]
-            if control & COMMAND:
-                command += body[pos + 6 : pos + 4 + size]
+        kind, length = pdu_header(wire.take(PDU_HEADER))
+        if kind != P_DATA_TF or length > _MAX_RESPONSE_PDU:
+            raise Malformed(f"PDU type 0x{kind:02X} of {length} bytes")
+        whole: bytes | None = None
+        for _, control, n in pdvs(wire, length):
+            if control & COMMAND and whole is None:
+                if len(command) + n > COMMAND_MAX:
+                    raise Malformed(f"a command set over {COMMAND_MAX} bytes")
+                command += wire.take(n)
                 if control & LAST:
-                    return _command_set(bytes(command))
-            pos += 4 + size
-
-
-def _receive(sock: socket.socket, size: int, deadline: float) -> bytes:
-    """Exactly ``size`` bytes; TimeoutError past ``deadline``, ConnectionError when the peer closes."""
-    got = bytearray()
-    while len(got) < size:
-        pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
-        left = deadline - time.monotonic()
-        if not pending and (left <= 0 or not select.select([sock], [], [], left)[0]):
-            raise TimeoutError
-        piece = sock.recv(size - len(got))
-        if not piece:
-            raise ConnectionError("the destination closed the connection")
-        got += piece
-    return bytes(got)
+                    whole = bytes(command)
+            else:
+                for _ in wire.stream(n):
+                    pass
+        if whole is not None:
+            return _command_set(whole)
 
 
 def _command_set(data: bytes) -> dict[int, Any]:
     """Message ID Being Responded To and Status (US), Error Comment (LO) of a response's command set."""
-    try:
-        elements = command_elements(data)
-    except Malformed as exc:
-        raise _Malformed(str(exc)) from None
+    elements = command_elements(data)
     found: dict[int, Any] = {k: struct.unpack("<H", elements[k])[0]
                              for k in (_RESPONDED_TO, _STATUS) if len(elements.get(k, b"")) == 2}
     if _ERROR_COMMENT in elements:
