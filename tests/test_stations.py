@@ -42,11 +42,20 @@ def station(root: Path, pg: Postgres, name: str, *, drive: bool = False, kind: t
 def stations(tmp_path: Path, postgres: Postgres) -> Iterator[tuple[Node, Node]]:  # noqa: F811
     need("echoscu", "storescu", "xorriso")
     a, b = station(tmp_path, postgres, "A", drive=True), station(tmp_path, postgres, "B")
-    yield a, b
-    for n in (a, b):
-        if n.proc is not None and n.proc.poll() is None:
-            os.killpg(n.proc.pid, signal.SIGCONT)
-            n.stop(signal.SIGKILL)
+    with killed_after(a, b):
+        yield a, b
+
+
+@contextmanager
+def killed_after(*nodes: Node) -> Iterator[None]:
+    """Kill (by PID, resumed first if paused) each of ``nodes`` still running when the block ends."""
+    try:
+        yield
+    finally:
+        for n in nodes:
+            if n.proc is not None and n.proc.poll() is None:
+                os.killpg(n.proc.pid, signal.SIGCONT)
+                n.stop(signal.SIGKILL)
 
 
 def claim(pg: Postgres) -> tuple[object, ...]:
@@ -122,7 +131,7 @@ def test_a_station_killed_while_it_writes_the_image_is_taken_over_and_its_half_i
     (viewer / "VIEWER.EXE").write_bytes(b"viewer" * 100_000)
     routes = ROUTES.replace("stations: [A, B]", f"stations: [A, B], viewer: {viewer}")
     a, b = station(tmp_path, postgres, "A", routes=routes), station(tmp_path, postgres, "B", routes=routes)
-    try:
+    with killed_after(a, b):
         with held_open(viewer / "VIEWER.EXE") as breaks:  # A's build blocks when it opens the viewer to copy it
             a.start()
             assert storescu(a, ct_series(tmp_path / "study", 3, patient_id="MIDWRITE")).returncode == 0
@@ -144,10 +153,6 @@ def test_a_station_killed_while_it_writes_the_image_is_taken_over_and_its_half_i
         a.wait_for(lambda: recorded_at(a) == [(job, "done", label)])
         assert list(a.out.iterdir()) == [] and rows(postgres, "SELECT COUNT(*) FROM volumes") == [(1,)]
         assert a.stop() == 0 and b.stop() == 0  # the half image removed at A's start, never published
-    finally:
-        for n in (a, b):
-            if n.proc is not None and n.proc.poll() is None:
-                n.stop(signal.SIGKILL)
 
 
 def test_the_catalogue_lost_while_a_job_is_built_and_another_waits_to_be_offered(
@@ -218,7 +223,7 @@ def test_a_request_answered_by_a_is_built_by_b_and_n_get_at_a_follows_b(
     b.config.write_text(b.config.read_text().replace(
         f"output: {b.out},", f"output: {{kind: xorriso, device: 'stdio:{b_drive}/disc', retry_wait_seconds: 1, "
                              "retries: 99},"))
-    try:
+    with killed_after(a, b):
         a_waits_for_a_disc(a, postgres, tmp_path)  # A is busy with job 1
         b.start()
         files = ct_series(tmp_path / "requested", 2, patient_id="REQ1")
@@ -247,10 +252,6 @@ def test_a_request_answered_by_a_is_built_by_b_and_n_get_at_a_follows_b(
         assert medium.StorageMediaFileSetUID == json.loads(str(result))["fileset_uid"]
         assert (b_drive / "disc").stat().st_size > 0
         assert rows(postgres, "SELECT station, job_id FROM volumes") == [("A", 2)]
-    finally:
-        for n in (a, b):
-            if n.proc is not None and n.proc.poll() is None:
-                n.stop(signal.SIGKILL)
 
 
 def test_a_job_cancelled_where_it_was_cut_is_withdrawn_and_offered_again_when_retried(
