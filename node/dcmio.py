@@ -396,21 +396,27 @@ class _Refused(Exception):
 
 
 class _FileStream:
-    """A data set read forward from a file; values are skipped by seeking, never read."""
+    """A data set read forward from the first ``size`` bytes of a file, through one window of
+    :data:`_CHUNK` bytes: the elements' headers are taken from it, a value is skipped by moving past
+    it, and only a value that leaves the window costs a seek and another read."""
 
     def __init__(self, fp: BinaryIO, start: int, size: int) -> None:
         self.fp, self.pos, self.size = fp, start, size
-        fp.seek(start)
+        self.window, self.window_at = b"", start
 
     def read(self, n: int) -> bytes:
-        data = self.fp.read(n)
+        off = self.pos - self.window_at
+        if off < 0 or off + n > len(self.window):
+            self.fp.seek(self.pos)
+            self.window = self.fp.read(max(0, min(max(n, _CHUNK), self.size - self.pos)))
+            self.window_at, off = self.pos, 0
+        data = self.window[off : off + n]
         self.pos += len(data)
         return data
 
     def skip(self, n: int) -> int:
         n = max(0, min(n, self.size - self.pos))
         self.pos += n
-        self.fp.seek(self.pos)
         return n
 
 
