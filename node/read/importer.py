@@ -57,7 +57,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 from node.durable import fsync_dir, write_atomic
 from node.errors import UsageError
 from node.read.check import Finding, Listed, MediumInstance, Survey, survey_medium
-from node.read.coerce import Coercing
 from node.read.medium import ESCAPES_ROOT, NOT_FOLLOWED, Medium, medium_label, open_medium
 from node.read.sender import (
     ITEMS_PER_WORKER,
@@ -72,6 +71,7 @@ from node.read.sender import (
 
 if TYPE_CHECKING:  # not imported at run time: an import without them starts sooner
     from node.config import ClientTLS, Coercion
+    from node.read.coerce import Coercing
     from node.read.reconcile import Reconciled, Reconciler
 
 logger = logging.getLogger(__name__)
@@ -220,6 +220,8 @@ def import_medium(
     reconciled = None
     wanted = _Selection(patient.strip() if patient else None, study.strip() if study else None)
     streamed = None
+    if coerce is not None or reconcile is not None:  # pydicom's: loaded only when instances may be changed
+        from node.read.coerce import Coercing
     with open_medium(path) as medium:
         source = medium_label(path) if label is None else label
         coercing = Coercing.start(coerce, source) if coerce is not None and reconcile is None else None
