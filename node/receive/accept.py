@@ -1,38 +1,54 @@
-"""Association negotiation for the associations that only store, answered without pynetdicom's threads.
+"""Association negotiation for the associations that only store, without pynetdicom.
 
 :class:`node.receive.storer.Dispatcher` hands each whole A-ASSOCIATE-RQ here. When every presentation
 context we would accept is a storage SOP class or Verification, and the request carries no user
 information we would answer otherwise (user identity, role selection, extended negotiation), the
-association runs on our own data path; anything else (Media Creation Management, a user identity)
-goes to pynetdicom as before. The answer is pynetdicom's own, item for item: its
-``negotiate_as_acceptor`` picks the contexts and transfer syntaxes from the AE's supported contexts,
-its PDU classes encode the A-ASSOCIATE-AC or -RJ, with the same Maximum Length, Implementation Class
-UID and Version Name (PS3.7 D.3.3), so the conformance statement holds whichever path serves.
+association runs on our own data path; anything else (Media Creation Management, a user identity, a
+request this reader does not take apart plainly) goes to pynetdicom, loaded then
+(:mod:`node.receive.workers`). The answer is pynetdicom's, byte for byte: the contexts and transfer
+syntaxes its ``negotiate_as_acceptor`` picks for an SCP without role selection, the A-ASSOCIATE-AC its
+``ACSE.send_accept`` encodes with the same Maximum Length, Implementation Class UID and Version Name
+(PS3.7 D.3.3), the A-ASSOCIATE-RJ of ``ACSE.send_reject``; ``tests/test_accept.py`` compares them
+with pynetdicom's on real and random requests, so the conformance statement holds whichever path serves.
+
+>>> rq = associate_rq("STORESCU", "MEDIANODE", [(1, VERIFICATION, ["1.2.840.10008.1.2"])], max_length=16384)
+>>> request = own_path(rq, {VERIFICATION: ("1.2.840.10008.1.2",)}, frozenset({VERIFICATION}))
+>>> request.calling, request.called, request.peer_max, request.accepted
+('STORESCU', 'MEDIANODE', 16384, {1: ('1.2.840.10008.1.1', '1.2.840.10008.1.2')})
+>>> own_path(rq[:-3], {}, frozenset())
+'a malformed A-ASSOCIATE-RQ (an item runs past its end)'
 """
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pydicom.uid import UID
-from pynetdicom._globals import APPLICATION_CONTEXT_NAME
-from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ
-from pynetdicom.pdu_primitives import (
-    A_ASSOCIATE,
-    AsynchronousOperationsWindowNegotiation,
-    ImplementationClassUIDNotification,
-    ImplementationVersionNameNotification,
-    MaximumLengthNotification,
-)
-from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
-
 from node import dicom
-from node.netcompat import MalformedPDU, decode_pdu
+from node.receive.sopclasses import VERIFICATION
 
-#: User information items our own path answers as pynetdicom does: nothing back for Asynchronous
-#: Operations (pynetdicom answers it only to a bound handler, and binds none here).
-_PLAIN_ITEMS = (MaximumLengthNotification, ImplementationClassUIDNotification, ImplementationVersionNameNotification,
-                AsynchronousOperationsWindowNegotiation)
+#: The DICOM Application Context Name (PS3.7 A.2.1).
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+#: Presentation context results (PS3.8 9.3.3.2).
+ACCEPTANCE, ABSTRACT_SYNTAX_NOT_SUPPORTED, TRANSFER_SYNTAXES_NOT_SUPPORTED = 0x00, 0x03, 0x04
+#: User information sub-items our own path answers as pynetdicom does: Maximum Length, Implementation Class
+#: UID and Version Name, and Asynchronous Operations Window (answered by pynetdicom only to a bound handler,
+#: and none is bound here). Any other (role selection 0x54, extended negotiation 0x56/0x57, user identity
+#: 0x58) goes to pynetdicom.
+MAX_LENGTH, CLASS_UID, ASYNC_WINDOW, VERSION_NAME = 0x51, 0x52, 0x53, 0x55
+_UID_CHARS = frozenset(b"0123456789.")
+
+
+@dataclass(frozen=True)
+class Result:
+    """One presentation context of the A-ASSOCIATE-AC: accepted with ``syntax``, or refused (``syntax`` then
+    is the first one proposed, as pynetdicom sends it)."""
+
+    context_id: int
+    result: int
+    abstract: str
+    syntax: str
 
 
 @dataclass(frozen=True)
@@ -45,52 +61,169 @@ class Request:
     peer_max: int
     #: Accepted presentation contexts: ID -> (abstract syntax, transfer syntax).
     accepted: dict[int, tuple[str, str]]
-    primitive: A_ASSOCIATE
-    results: list[PresentationContext]
+    results: tuple[Result, ...]
 
 
-def own_path(received: bytes, supported: list[PresentationContext], served: frozenset[str]) -> Request | None:
+class _Unplain(Exception):
+    """Why an A-ASSOCIATE-RQ is left to pynetdicom."""
+
+
+def own_path(received: bytes, supported: Mapping[str, Sequence[str]], served: frozenset[str]) -> Request | str:
     """The request when our own data path may serve it (every context we accept of it is one of the
-    ``served`` SOP classes), else None: pynetdicom serves it, malformed or not."""
+    ``served`` SOP classes), else why not: pynetdicom then serves it, malformed or not.
+
+    ``supported``: abstract syntax -> the transfer syntaxes we accept it in, ours first.
+    """
     try:
-        rq = decode_pdu(received).to_primitive()
-    except MalformedPDU:
-        return None
-    if any(not isinstance(item, _PLAIN_ITEMS) for item in rq.user_information):
-        return None
-    results, _ = negotiate_as_acceptor(rq.presentation_context_definition_list, supported, None)
-    accepted = {int(cx.context_id or 0): (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
-                for cx in results if cx.result == 0x00}
-    if any(abstract not in served for abstract, _ in accepted.values()):
-        return None
-    return Request(rq.calling_ae_title.strip(), rq.called_ae_title.strip(), int(rq.maximum_length_received or 0),
-                   accepted, rq, results)
+        calling, called, contexts, peer_max = _read(received)
+    except _Unplain as why:
+        return str(why)
+    results = negotiate(contexts, supported)
+    accepted = {r.context_id: (r.abstract, r.syntax) for r in results if r.result == ACCEPTANCE}
+    others = sorted({abstract for abstract, _ in accepted.values() if abstract not in served})
+    if others:
+        return f"SOP class {', '.join(others)}"
+    return Request(calling, called, peer_max, accepted, tuple(results))
+
+
+def negotiate(contexts: Sequence[tuple[int, str, Sequence[str]]],
+              supported: Mapping[str, Sequence[str]]) -> list[Result]:
+    """Each proposed (ID, abstract syntax, transfer syntaxes) context's result, as pynetdicom's
+    ``negotiate_as_acceptor`` gives them to an SCP without role selection: the first of our transfer
+    syntaxes the requestor proposed wins; a context proposed twice (same ID, same abstract syntax) is
+    answered once, where it first came, as it last came; the results ordered by ID.
+
+    >>> negotiate([(3, "1.2", ["9", "8"]), (1, "1.3", ["8"]), (5, "1.2", ["7"])], {"1.2": ("8", "9")})
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [Result(context_id=1, result=3, abstract='1.3', syntax='8'), Result(context_id=3, result=0, abstract='1.2',
+     syntax='8'), Result(context_id=5, result=4, abstract='1.2', syntax='7')]
+    """
+    proposed = {(cid, abstract): syntaxes for cid, abstract, syntaxes in contexts}
+    results = []
+    for (cid, abstract), syntaxes in proposed.items():
+        ours = supported.get(abstract)
+        if ours is None:
+            results.append(Result(cid, ABSTRACT_SYNTAX_NOT_SUPPORTED, abstract, syntaxes[0]))
+            continue
+        chosen = next((ts for ts in ours if ts in syntaxes), None)
+        results.append(Result(cid, ACCEPTANCE, abstract, chosen) if chosen is not None
+                       else Result(cid, TRANSFER_SYNTAXES_NOT_SUPPORTED, abstract, syntaxes[0]))
+    return sorted(results, key=lambda r: r.context_id)
 
 
 def accept_pdu(request: Request, *, max_pdu: int) -> bytes:
-    """The A-ASSOCIATE-AC, as pynetdicom's ``ACSE.send_accept`` makes it (PS3.8 9.3.3)."""
-    rq = request.primitive
-    ac = A_ASSOCIATE()
-    ac.application_context_name = UID(APPLICATION_CONTEXT_NAME)
-    ac.calling_ae_title, ac.called_ae_title = rq.calling_ae_title, rq.called_ae_title
-    ac.result, ac.result_source = 0x00, 0x01
-    ac.presentation_context_definition_results_list = request.results
-    length = MaximumLengthNotification()
-    length.maximum_length_received = max_pdu
-    klass = ImplementationClassUIDNotification()
-    klass.implementation_class_uid = UID(dicom.MEDIANODE_CLASS_UID)
-    version = ImplementationVersionNameNotification()
-    version.implementation_version_name = dicom.MEDIANODE_VERSION_NAME
-    ac.user_information = [length, klass, version]
-    pdu = A_ASSOCIATE_AC()
-    pdu.from_primitive(ac)
-    return bytes(pdu.encode())
+    """The A-ASSOCIATE-AC (PS3.8 9.3.3), as pynetdicom's ``ACSE.send_accept`` encodes it."""
+    items = [_item(0x10, APPLICATION_CONTEXT.encode())]
+    for r in request.results:
+        items.append(_item(0x21, bytes((r.context_id, 0, r.result, 0)) + _item(0x40, r.syntax.encode())))
+    user = (_item(MAX_LENGTH, struct.pack(">I", max_pdu)) + _item(CLASS_UID, dicom.MEDIANODE_CLASS_UID.encode())
+            + _item(VERSION_NAME, dicom.MEDIANODE_VERSION_NAME.encode()))
+    items.append(_item(0x50, user))
+    body = (struct.pack(">HH", 1, 0) + request.called.ljust(16).encode() + request.calling.ljust(16).encode()
+            + bytes(32) + b"".join(items))
+    return struct.pack(">BBI", 0x02, 0, len(body)) + body
 
 
 def reject_pdu(code: tuple[int, int, int]) -> bytes:
-    """An A-ASSOCIATE-RJ (PS3.8 9.3.4): (result, source, diagnostic)."""
-    rj = A_ASSOCIATE()
-    rj.result, rj.result_source, rj.diagnostic = code
-    pdu = A_ASSOCIATE_RJ()
-    pdu.from_primitive(rj)
-    return bytes(pdu.encode())
+    """An A-ASSOCIATE-RJ (PS3.8 9.3.4): (result, source, diagnostic).
+
+    >>> reject_pdu((1, 1, 7)).hex()
+    '03000000000400010107'
+    """
+    return struct.pack(">BBIBBBB", 0x03, 0, 4, 0, *code)
+
+
+def associate_rq(calling: str, called: str, contexts: Sequence[tuple[int, str, Sequence[str]]], *,
+                 max_length: int = 0, user: bytes = b"") -> bytes:
+    """An A-ASSOCIATE-RQ (PS3.8 9.3.2): what a requestor sends, for the tests and the examples here."""
+    items = [_item(0x10, APPLICATION_CONTEXT.encode())]
+    for cid, abstract, syntaxes in contexts:
+        subs = _item(0x30, abstract.encode()) + b"".join(_item(0x40, ts.encode()) for ts in syntaxes)
+        items.append(_item(0x20, bytes((cid, 0, 0, 0)) + subs))
+    items.append(_item(0x50, _item(MAX_LENGTH, struct.pack(">I", max_length)) + user))
+    body = struct.pack(">HH", 1, 0) + called.ljust(16).encode() + calling.ljust(16).encode() + bytes(32)
+    body += b"".join(items)
+    return struct.pack(">BBI", 0x01, 0, len(body)) + body
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+def _item(kind: int, value: bytes) -> bytes:
+    return struct.pack(">BBH", kind, 0, len(value)) + value
+
+
+def _items(data: bytes) -> list[tuple[int, bytes]]:
+    """The (type, value) items of a variable field (PS3.8 9.3.1)."""
+    found, at = [], 0
+    while at < len(data):
+        if len(data) - at < 4:
+            raise _Unplain("a malformed A-ASSOCIATE-RQ (an item header cut short)")
+        kind, length = data[at], int.from_bytes(data[at + 2:at + 4], "big")
+        if at + 4 + length > len(data):
+            raise _Unplain("a malformed A-ASSOCIATE-RQ (an item runs past its end)")
+        found.append((kind, data[at + 4:at + 4 + length]))
+        at += 4 + length
+    return found
+
+
+def _title(raw: bytes) -> str:
+    """An AE title as pynetdicom reads it (PS3.8 9.3.2: leading and trailing spaces not significant)."""
+    if any(b < 0x20 or b > 0x7E or b == 0x5C for b in raw) or not raw.strip():
+        raise _Unplain("an AE title other than 1 to 16 printable ASCII characters")
+    return raw.decode("ascii").strip()
+
+
+def _uid(raw: bytes) -> str:
+    """A UID, one trailing NUL dropped as pynetdicom does; only digits and dots, 1 to 64 of them."""
+    if raw.endswith(b"\0"):
+        raw = raw[:-1]
+    if not 0 < len(raw) <= 64 or not _UID_CHARS.issuperset(raw):
+        raise _Unplain("a UID other than 1 to 64 digits and dots")
+    return raw.decode("ascii")
+
+
+def _read(data: bytes) -> tuple[str, str, list[tuple[int, str, list[str]]], int]:
+    """(calling, called, contexts, Maximum Length) of an A-ASSOCIATE-RQ (PS3.8 9.3.2) read plainly, else
+    :class:`_Unplain`: anything unusual, even where pynetdicom reads it, is left to pynetdicom."""
+    if len(data) < 74 or data[0] != 0x01 or int.from_bytes(data[2:6], "big") != len(data) - 6:
+        raise _Unplain("a malformed A-ASSOCIATE-RQ (its header)")
+    called, calling = _title(data[10:26]), _title(data[26:42])
+    kinds: dict[int, list[bytes]] = {}
+    for kind, value in _items(data[74:]):
+        kinds.setdefault(kind, []).append(value)
+    if set(kinds) - {0x10, 0x20, 0x50} or len(kinds.get(0x10, ())) != 1 or len(kinds.get(0x50, ())) != 1:
+        raise _Unplain("an A-ASSOCIATE-RQ without one application context and one user information item")
+    _uid(kinds[0x10][0])
+    contexts = [_context(value) for value in kinds.get(0x20, [])]
+    user: dict[int, bytes] = {}
+    for kind, value in _items(kinds[0x50][0]):
+        if kind not in (MAX_LENGTH, CLASS_UID, ASYNC_WINDOW, VERSION_NAME) or kind in user:
+            raise _Unplain(f"user information item 0x{kind:02X}")
+        user[kind] = value
+    if len(user.get(MAX_LENGTH, bytes(4))) != 4 or len(user.get(ASYNC_WINDOW, bytes(4))) != 4:
+        raise _Unplain("a malformed A-ASSOCIATE-RQ (a user information item's length)")
+    if CLASS_UID in user:
+        _uid(user[CLASS_UID])
+    if VERSION_NAME in user:
+        _title(user[VERSION_NAME])
+    return calling, called, contexts, int.from_bytes(user.get(MAX_LENGTH, bytes(4)), "big")
+
+
+def _context(value: bytes) -> tuple[int, str, list[str]]:
+    """One presentation context item (PS3.8 9.3.2.2): ID, abstract syntax, transfer syntaxes (each once)."""
+    if len(value) < 4 or value[0] % 2 == 0:
+        raise _Unplain("a presentation context ID that is not odd")
+    abstract: list[str] = []
+    syntaxes: list[str] = []
+    for kind, sub in _items(value[4:]):
+        if kind == 0x30:
+            abstract.append(_uid(sub))
+        elif kind == 0x40:
+            if (ts := _uid(sub)) not in syntaxes:
+                syntaxes.append(ts)
+        else:
+            raise _Unplain(f"sub-item 0x{kind:02X} in a presentation context")
+    if len(abstract) != 1 or not syntaxes:
+        raise _Unplain("a presentation context without one abstract syntax and a transfer syntax")
+    return value[0], abstract[0], syntaxes

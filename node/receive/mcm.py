@@ -24,9 +24,9 @@ from node import dicom
 from node.config import MediaRequests, Output, PublisherOutput
 from node.index import Index, MediaRequest
 from node.profiles import PROFILES
+from node.receive.sopclasses import MEDIA_CREATION_MANAGEMENT
 from node.receive.spool import is_uid
 
-MEDIA_CREATION_MANAGEMENT = "1.2.840.10008.5.1.1.33"  # PS3.4 Annex S
 
 # Statuses (PS3.7 Annex C; PS3.4 Annex S for the N-ACTION ones).
 SUCCESS = dicom.SUCCESS
