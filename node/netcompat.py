@@ -15,7 +15,6 @@ import gc
 import logging
 import os
 import socket
-import socketserver
 import ssl
 import tempfile
 import threading
@@ -189,36 +188,20 @@ def dul_running(assoc: Association) -> bool:
     return assoc.dul.is_alive()
 
 
-#: A receiver waits this long per association it is serving before it accepts a connection,
-#: so that an idle receiver, sharing the listening socket, takes it first.
-ACCEPT_DEFER_S = 0.01
-
-
 class ReceiverServer(ThreadedAssociationServer):
-    """pynetdicom's server on a listening socket shared by several processes, with TCP_NODELAY.
-
-    Every receiver process polls the same socket (made by
-    :func:`node.receive.workers.start_receivers`); a receiver serving ``n``
-    associations waits ``n`` x :data:`ACCEPT_DEFER_S` before accepting, so new
-    associations go to the least busy process (one pynetdicom process is
-    GIL-bound to about one core). SO_REUSEPORT would hash connections to
-    processes blindly: with 4 associations on 2 processes, 5 runs in 8 put 3 or
-    4 in one process, which then serves them at a single core's rate. Without
-    TCP_NODELAY every C-STORE response waits for Nagle's timer (40 ms;
-    ../shared/BENCHMARKS.md). The TLS handshake is left to the association's
-    thread, so a slow client cannot stall accepting.
+    """pynetdicom's server for the associations our own data path declines, on the listening socket the
+    receiver processes share, never accepting on it: :class:`node.receive.listener.Acceptor` accepts, and
+    the lobby (:class:`Gate`) hands each connection that sent a whole A-ASSOCIATE-RQ to
+    :meth:`start_association`.
 
     It overrides ``AssociationServer.server_bind`` (which binds a socket of its
-    own), ``get_request`` (which wraps the client socket in TLS, handshake
-    included), ``shutdown`` (which expects the server in the AE's list) and
-    ``server_close`` (which shuts the socket down for every process).
+    own) and ``server_close`` (which shuts the socket down for every process).
     """
 
     request_queue_size = socket.SOMAXCONN
-    #: The shared listening socket; None binds one of our own (a single receiver, tests).
+    #: The shared listening socket (a descriptor of its own, closed here); None binds one of our own (tests).
     listener: socket.socket | None = None
-    #: Where an accepted connection waits for its A-ASSOCIATE-RQ, and the bounds of its reads after
-    #: (:class:`node.receive.guard.Lobby`); None gives it a thread at once, as pynetdicom does.
+    #: The bounds of an association's reads (:class:`node.receive.guard.Lobby`).
     gate: Gate | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -233,29 +216,6 @@ class ReceiverServer(ThreadedAssociationServer):
             cast(socket.socket, self.socket).close()
             self.socket = self.listener
             self.server_address = self.socket.getsockname()
-        # accept() must not block when another process took the connection first
-        # (socketserver ignores the BlockingIOError).
-        cast(socket.socket, self.socket).setblocking(False)
-        self._accepted: list[socket.socket] = []
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        self._accepted = [s for s in self._accepted if s.fileno() != -1]
-        if self._accepted:
-            time.sleep(min(len(self._accepted), 8) * ACCEPT_DEFER_S)
-        client, address = cast(socket.socket, self.socket).accept()
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.ssl_context:
-            client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
-        if self.gate is None:
-            self._accepted.append(client)
-        return client, address
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """Park the connection at the gate (no thread, no association slot) until it asks to associate."""
-        if self.gate is None:
-            super().process_request(request, client_address)
-        else:
-            self.gate.park(request, client_address)
 
     def start_association(self, client: socket.socket, address: Any, received: bytes) -> Association:
         """Give a connection that sent a whole A-ASSOCIATE-RQ (``received``) its association and threads.
@@ -272,18 +232,7 @@ class ReceiverServer(ThreadedAssociationServer):
         finally:
             del self._handing[id(client)]
         assert assoc is not None
-        self.serving(client)
         return assoc
-
-    def serving(self, client: socket.socket) -> None:
-        """``client`` associated, on pynetdicom's path or our own: it counts in this process's load until
-        closed (a connection still in the lobby does not, so that a flood of them never slows accepting)."""
-        self._accepted.append(client)
-
-    def shutdown(self) -> None:
-        """Stop accepting and close our descriptor (the AE never listed this server: start_server did not make it)."""
-        socketserver.BaseServer.shutdown(self)
-        self.server_close()
 
     def server_close(self) -> None:
         # Never shutdown(): it would stop the listening socket in every process sharing it.
@@ -297,9 +246,6 @@ class Gate(Protocol):
     max_pdu: int
     #: Seconds a PDU has to arrive whole, from its first byte.
     pdu_seconds: float
-
-    def park(self, client: socket.socket, address: Any) -> None:
-        """Take an accepted connection; call ``start_association`` once it sent a whole A-ASSOCIATE-RQ."""
 
     def cut(self, peer: str, reason: str) -> None:
         """Log (rate-limited) that the connection from ``peer`` was aborted, and why."""

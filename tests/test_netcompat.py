@@ -137,34 +137,49 @@ def test_is_busy_reads_the_partial_message_and_the_queue() -> None:
     assert not netcompat.dul_running(assoc)
 
 
-@pytest.mark.parametrize("method", ["server_bind", "get_request", "shutdown", "server_close"])
+@pytest.mark.parametrize("method", ["server_bind", "server_close"])
 def test_the_server_methods_we_override_are_on_the_base_class(method: str) -> None:
     ours = inspect.signature(getattr(netcompat.ReceiverServer, method))
     theirs = inspect.signature(getattr(AssociationServer, method))
     assert list(ours.parameters) == list(theirs.parameters) == ["self"]
-    assert isinstance(inspect.getattr_static(AssociationServer, "ssl_context"), property)
 
 
 def test_the_base_server_does_what_we_override() -> None:
-    """It lists itself in the AE (its shutdown removes it) and shuts the listening socket down for everyone."""
-    assert "_servers.remove" in inspect.getsource(AssociationServer.shutdown)
+    """It shuts the listening socket down for everyone; it makes and starts an association in process_request."""
     assert "SHUT_RDWR" in inspect.getsource(AssociationServer.server_close)
+    assert "finish_request" in inspect.getsource(socketserver.BaseServer.process_request)
 
 
-def test_receiver_server_serves_on_a_shared_listener(scp: AE) -> None:
+class Bounds:
+    max_pdu, pdu_seconds = 16384, 5.0
+
+    def cut(self, peer: str, reason: str) -> None:
+        raise AssertionError(reason)
+
+
+def test_receiver_server_serves_a_connection_handed_over_with_its_request(scp: AE) -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    server_class = type("Shared", (netcompat.ReceiverServer,), {"listener": listener})
+    server_class = type("Shared", (netcompat.ReceiverServer,), {"listener": listener.dup()})
     server = scp.make_server(("127.0.0.1", port), server_class=server_class)
-    assert isinstance(server, socketserver.BaseServer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.gate = Bounds()
+
+    def hand_over() -> None:
+        client, address = listener.accept()
+        received = client.recv(6)
+        while len(received) < 6 + int.from_bytes(received[2:6], "big"):
+            received += client.recv(6 + int.from_bytes(received[2:6], "big") - len(received))
+        server.start_association(client, address, received)
+
+    threading.Thread(target=hand_over, daemon=True).start()
     try:
         assoc = associate(port)
         assert int(assoc.send_c_echo().Status) == 0x0000
         assoc.release()
     finally:
-        server.shutdown()
-    assert listener.fileno() == -1  # closed here, not shut down for the other processes
+        server.server_close()
+    assert listener.fileno() != -1  # its own descriptor closed, the listening socket not shut down
+    listener.close()
 
 
 # -- sending -----------------------------------------------------------------------------

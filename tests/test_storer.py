@@ -37,7 +37,7 @@ from node.config import parse_config
 from node.index import Index
 from node.receive.accept import Request, own_path
 from node.receive.instance import read_instance
-from node.receive.scp import Live, SharedIndex, make_ae, own_path_classes
+from node.receive.storage import Live, SharedIndex, own_path_classes, supported
 from node.receive.spool import Spool
 from node.receive.storer import Dispatcher, StoreAssociation
 from tests.conftest import PEER_ENV, ct_series, need, until
@@ -224,26 +224,26 @@ def here(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Here]:
                           "routes:\n  - {match: {called_aet: MEDIANODE}, action: store}\n", source="test")
     spool = Spool(data)
     index = Index(data / "index.sqlite")
-    ae = make_ae(config)
-    dispatcher = Dispatcher(cast(Any, None), supported=ae.supported_contexts, served=own_path_classes(config),
-                            spool=spool, index=SharedIndex(index), live=Live(config))
+    dispatcher = Dispatcher(cast(Any, None), cast(Any, None), supported=supported(config),
+                            served=own_path_classes(config), spool=spool, index=SharedIndex(index), live=Live(config))
     gate = Gate()
     dispatcher.gate = gate
-    request = own_path(request_pdu(), ae.supported_contexts, own_path_classes(config))
-    assert request is not None and set(request.accepted) == {CT_CX, ECHO_CX}
+    request = own_path(request_pdu(), supported(config), own_path_classes(config))
+    assert isinstance(request, Request) and set(request.accepted) == {CT_CX, ECHO_CX}
     yield Here(dispatcher, request, gate, data)
     index.close()
 
 
 def test_only_associations_that_store_or_verify_take_our_own_path(tmp_path: Path) -> None:
     config = parse_config(f"node: {{data_dir: {tmp_path}}}\nmcm: {{}}\n", source="test")
-    supported, served = make_ae(config).supported_contexts, own_path_classes(config)
+    contexts, served = supported(config), own_path_classes(config)
     mcm = "1.2.840.10008.5.1.1.33"
-    assert own_path(request_pdu(), supported, served) is not None
-    assert own_path(request_pdu(also="1.2.3.4.5"), supported, served) is not None  # a class we refuse anyway
-    assert own_path(request_pdu(also=mcm), supported, served) is None  # Media Creation Management: pynetdicom's
-    assert own_path(request_pdu(identity=True), supported, served) is None  # a user identity: pynetdicom's
-    assert own_path(request_pdu()[:-3], supported, served) is None  # malformed: pynetdicom aborts it
+    assert isinstance(own_path(request_pdu(), contexts, served), Request)
+    assert isinstance(own_path(request_pdu(also="1.2.3.4.5"), contexts, served), Request)  # a class we refuse anyway
+    # Media Creation Management, a user identity, a malformed request: pynetdicom's, which aborts the last
+    assert own_path(request_pdu(also=mcm), contexts, served) == f"SOP class {mcm}"
+    assert own_path(request_pdu(identity=True), contexts, served) == "user information item 0x58"
+    assert own_path(request_pdu()[:-3], contexts, served) == "a malformed A-ASSOCIATE-RQ (its header)"
 
 
 def converse(here: Here, chunks: list[bytes]) -> list[tuple[int, bytes]]:

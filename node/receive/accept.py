@@ -16,7 +16,7 @@ with pynetdicom's on real and random requests, so the conformance statement hold
 >>> request.calling, request.called, request.peer_max, request.accepted
 ('STORESCU', 'MEDIANODE', 16384, {1: ('1.2.840.10008.1.1', '1.2.840.10008.1.2')})
 >>> own_path(rq[:-3], {}, frozenset())
-'a malformed A-ASSOCIATE-RQ (an item runs past its end)'
+'a malformed A-ASSOCIATE-RQ (its header)'
 """
 
 from __future__ import annotations

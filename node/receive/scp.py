@@ -244,15 +244,16 @@ def handle_n_get(event: Event, shared: SharedIndex, live: Live) -> _Reply:
     return _requests(event, shared, live, "N-GET", run)
 
 
-def evt_handlers(spool: Spool, index: SharedIndex, live: Live) -> list[Any]:
-    """The handlers of one receiver process, their collaborators bound as pynetdicom's third element."""
+def evt_handlers(config: Config, spool: Spool, index: SharedIndex, live: Live) -> list[Any]:
+    """The handlers of one receiver process, their collaborators bound as pynetdicom's third element;
+    ``config`` is the one :func:`make_ae` made the AE from (the one the process started with)."""
     handlers: list[Any] = [
         (evt.EVT_REQUESTED, handle_requested, [live]),
         (evt.EVT_REJECTED, handle_rejected, [live]),
         (evt.EVT_C_STORE, handle_store, [spool, index, live]),
         (evt.EVT_CONN_CLOSE, handle_closed, [live]),
     ]
-    if live.config.mcm is not None:
+    if config.mcm is not None:
         handlers += [(evt.EVT_N_CREATE, handle_n_create, [index, live]),
                      (evt.EVT_N_ACTION, handle_n_action, [index, live]),
                      (evt.EVT_N_GET, handle_n_get, [index, live])]

@@ -26,14 +26,12 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-from pynetdicom.presentation import PresentationContext
+from typing import TYPE_CHECKING, Any, Protocol
 
 from node import dicom
 from node.durable import create_new
-from node.netcompat import Gate, ReceiverServer
 from node.pdu import (
     A_ABORT,
     A_RELEASE_RP,
@@ -64,9 +62,13 @@ from node.pdu import (
 )
 from node.receive import access
 from node.receive.accept import Request, accept_pdu, own_path, reject_pdu
+from node.receive.guard import Alive
 from node.receive.instance import network_head
-from node.receive.scp import CALLING_AE_TITLE_NOT_RECOGNISED, Indexer, Live, closed, refused, store
 from node.receive.spool import Spool
+from node.receive.storage import CALLING_AE_TITLE_NOT_RECOGNISED, Indexer, Live, closed, refused, store
+
+if TYPE_CHECKING:
+    from node.netcompat import Gate
 
 logger = logging.getLogger(__name__)
 
@@ -340,23 +342,39 @@ class StoreAssociation(threading.Thread):
         self.d.ended(self)
 
 
+class Fallback(Protocol):
+    """pynetdicom's server, for the associations our own path declines (:class:`node.receive.workers.Pynetdicom`)."""
+
+    def start_association(self, client: socket.socket, address: Any, received: bytes, why: str) -> Alive: ...
+
+    def running(self) -> int:
+        """pynetdicom's associations running."""
+
+
+class Load(Protocol):
+    def serving(self, client: socket.socket) -> None: ...
+
+
 class Dispatcher:
     """What the lobby hands each whole A-ASSOCIATE-RQ to: our own data path, or pynetdicom's server."""
 
     #: The lobby, whose bounds and culprit log our own path shares (set once the lobby exists).
     gate: Gate
 
-    def __init__(self, server: ReceiverServer, *, supported: list[PresentationContext], served: frozenset[str],
-                 spool: Spool, index: Indexer, live: Live) -> None:
-        self.server, self.supported, self.served = server, supported, served
+    def __init__(self, fallback: Fallback, load: Load, *, supported: Mapping[str, Sequence[str]],
+                 served: frozenset[str], spool: Spool, index: Indexer, live: Live) -> None:
+        self.fallback, self.load, self.supported, self.served = fallback, load, supported, served
         self.spool, self.index, self.live = spool, index, live
         self._lock = threading.Lock()
         self._own: set[StoreAssociation] = set()
 
-    def start_association(self, client: socket.socket, address: Any, received: bytes) -> Any:
+    def start_association(self, client: socket.socket, address: Any, received: bytes) -> Alive:
         request = own_path(received, self.supported, self.served)
-        if request is None:
-            return self.server.start_association(client, address, received)
+        if isinstance(request, str):
+            theirs = self.fallback.start_association(client, address, received,
+                                                     f"an association from {address[0]}:{address[1]} with {request}")
+            self.load.serving(client)
+            return theirs
         config = self.live.config
         refusal: tuple[tuple[int, int, int], str | None] | None = None
         if request.called not in config.called_aets:
@@ -364,11 +382,11 @@ class Dispatcher:
         elif why := access.refusal(config.node, request.calling, address[0]):
             refusal = (CALLING_AE_TITLE_NOT_RECOGNISED, why)
         if (refusal is None or refusal[0] != CALLING_AE_TITLE_NOT_RECOGNISED) and \
-                len(self.server.active_associations) + len(self.own()) >= config.node.max_associations:
+                self.fallback.running() + len(self.own()) >= config.node.max_associations:
             refusal = (LOCAL_LIMIT_EXCEEDED, None)
         assoc = StoreAssociation(self, client, f"{address[0]}:{address[1]}", request, refusal)
         if refusal is None:
-            self.server.serving(client)
+            self.load.serving(client)
         with self._lock:
             self._own.add(assoc)
         assoc.start()

@@ -1,12 +1,15 @@
-"""The receiver processes: ``node.workers`` spawned processes, each running the Storage SCP
-(:mod:`node.receive.scp`) on one listening socket that they share.
+"""The receiver processes: ``node.workers`` spawned processes, each running the Storage SCP on one
+listening socket that they share.
 
-One pynetdicom process tops out near 240 C-STOREs/s (its per-PDU work holds
-the GIL; ../shared/BENCHMARKS.md), so concurrent associations are served by
-several processes, each with its own :class:`~node.index.Index` connection
-(SQLite serialises their commits). The least busy process accepts each new
-association (:class:`~node.netcompat.ReceiverServer`). ``service.py`` uses
-:func:`start_receivers`, :meth:`Receiver.reload` and :func:`stop_receivers`.
+One process is GIL-bound to about one core (../shared/BENCHMARKS.md), so
+concurrent associations are served by several processes, each with its own
+:class:`~node.index.Index` connection (SQLite serialises their commits). The
+least busy process accepts each new association
+(:class:`~node.receive.listener.Acceptor`). The associations that only store
+and verify run on our own data path (:mod:`node.receive.storer`); pynetdicom
+(:mod:`node.receive.scp`) is loaded by the first association that needs it
+(:class:`Pynetdicom`). ``service.py`` uses :func:`start_receivers`,
+:meth:`Receiver.reload` and :func:`stop_receivers`.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from multiprocessing.connection import Connection, Pipe
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from node import filemodes, syslog
 from node.config import Config, load_config
@@ -31,14 +34,15 @@ from node.errors import NodeError
 from node.index import Index
 from node.lifeline import Child, SharedInts, await_ready, die_with_parent, spawn
 from node.receive.guard import ADDRESS_SLOTS, AddressCounts, Lobby, raise_file_limit
+from node.receive.listener import Acceptor
 from node.receive.spool import Spool
+from node.receive.storage import Live, SharedIndex, own_path_classes, ssl_context, supported
+from node.receive.storer import Dispatcher, StoreAssociation
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
 
-    from node.netcompat import ReceiverServer
-    from node.receive.scp import Live
-    from node.receive.storer import Dispatcher, StoreAssociation
+    from node.netcompat import Gate, ReceiverServer
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +71,9 @@ def serve_receivers(config: Config, *, listener: socket.socket | None = None, st
     without one the receiver binds ``node.host:node.port`` itself. New
     connections wait in a :class:`~node.receive.guard.Lobby` until they ask to
     associate; ``counts`` is this receiver's row of the per-address table.
+    The associations that only store and verify run on our own data path
+    (:mod:`node.receive.storer`); pynetdicom is loaded by the first one that
+    does not (:class:`Pynetdicom`).
 
     In the main thread the three signals are blocked and taken synchronously
     (``sigtimedwait``), so no handler interrupts a thread: SIGTERM and SIGINT
@@ -81,34 +88,28 @@ def serve_receivers(config: Config, *, listener: socket.socket | None = None, st
     # Blocked before any thread starts, native ones included (numpy's BLAS pool starts at import):
     # a thread that leaves SIGTERM unblocked would let its default action kill the process.
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS) if in_main else None
-    from node.netcompat import ReceiverServer, receive_into
-    from node.receive.scp import Live, SharedIndex, evt_handlers, make_ae, own_path_classes, ssl_context
-    from node.receive.storer import Dispatcher
-
     with contextlib.ExitStack() as cleanup:
         if old_mask is not None:
             cleanup.callback(_unblock, old_mask)
         node = config.node
         spool = Spool(node.data_dir)
-        receive_into(spool.tmp)
         live = Live(config)
-        ae = make_ae(config)
         index = Index(spool.data_dir / "index.sqlite", durable=True)  # each commit precedes an acknowledgement
         cleanup.callback(index.close)
-        server_class = type("SharedReceiverServer", (ReceiverServer,), {"listener": listener})
         shared = SharedIndex(index)
-        server = cast(ReceiverServer, ae.make_server(
-            (node.host, node.port), ssl_context=ssl_context(node.tls) if node.tls else None,
-            evt_handlers=evt_handlers(spool, shared, live), server_class=server_class))
-        dispatcher = Dispatcher(server, supported=ae.supported_contexts, served=own_path_classes(config),
+        acceptor = Acceptor(listener or listen(node.host, node.port),
+                            ssl_context(node.tls) if node.tls else None)
+        cleanup.callback(acceptor.shutdown)
+        fallback = Pynetdicom(config, acceptor.listener, spool, shared, live)
+        dispatcher = Dispatcher(fallback, acceptor, supported=supported(config), served=own_path_classes(config),
                                 spool=spool, index=shared, live=live)
         lobby = Lobby(dispatcher, artim_seconds=node.artim_seconds, pdu_seconds=node.pdu_seconds,
                       max_pdu=node.pdu_limit, per_address=node.max_connections_per_address, counts=counts)
-        server.gate = dispatcher.gate = lobby
+        acceptor.gate = dispatcher.gate = fallback.gate = lobby
         cleanup.callback(lobby.close)
-        threading.Thread(target=server.serve_forever, name="medianode-accept", daemon=True).start()
-        cleanup.callback(_drain, server, dispatcher, live, drain_s=drain_s, signals=old_mask is not None)
-        host, port = server.server_address[:2]
+        threading.Thread(target=acceptor.serve_forever, name="medianode-accept", daemon=True).start()
+        cleanup.callback(_drain, acceptor, dispatcher, fallback, live, drain_s=drain_s, signals=old_mask is not None)
+        host, port = acceptor.server_address[:2]
         logger.info("Receiver %d listening as %s on %s:%d", os.getpid(), node.ae_title, host, port)
         if ready:
             ready()
@@ -127,6 +128,60 @@ def serve_receivers(config: Config, *, listener: socket.socket | None = None, st
                 spool.cleanup_tmp(older_than=STALE_TMP_S)
                 last_sweep = time.monotonic()
     logger.info("Receiver %d stopped", os.getpid())
+
+
+class Pynetdicom:
+    """pynetdicom's AE and server, for the associations our own data path declines (Media Creation
+    Management, a user identity, role selection, extended negotiation, a request it does not read plainly).
+
+    Built by the first of them, once (under a lock, with one INFO line "loading pynetdicom for ..."): a
+    receiver that has served only storage and Verification never loads pynetdicom nor pydicom. From then
+    on it serves those associations as it always did: the AE of :func:`node.receive.scp.make_ae` with the
+    configuration the process started with, on a duplicate of the shared listening socket it never
+    accepts on (:class:`~node.receive.listener.Acceptor` does), each association handed over with the
+    request the lobby read (:meth:`~node.netcompat.ReceiverServer.start_association`).
+    """
+
+    gate: Gate
+
+    def __init__(self, config: Config, listener: socket.socket, spool: Spool, index: SharedIndex, live: Live) -> None:
+        self.config, self.listener, self.spool, self.index, self.live = config, listener, spool, index, live
+        self.server: ReceiverServer | None = None
+        self._lock = threading.Lock()
+
+    def start_association(self, client: socket.socket, address: Any, received: bytes, why: str) -> Association:
+        return self._server(why).start_association(client, address, received)
+
+    def running(self) -> int:
+        return len(self.associations())
+
+    def associations(self) -> list[Association]:
+        server = self.server
+        return [] if server is None else server.active_associations
+
+    def close(self) -> None:
+        """Close the server's duplicate of the listening socket."""
+        with self._lock:
+            if self.server is not None:
+                self.server.server_close()
+
+    def _server(self, why: str) -> ReceiverServer:
+        with self._lock:
+            if self.server is None:
+                logger.info("Receiver %d loading pynetdicom for %s", os.getpid(), why)
+                from node.netcompat import ReceiverServer, receive_into
+                from node.receive.scp import evt_handlers, make_ae, reactor_delay
+
+                receive_into(self.spool.tmp)
+                ae = make_ae(self.config)
+                server_class = type("SharedReceiverServer", (ReceiverServer,), {"listener": self.listener.dup()})
+                server = cast(ReceiverServer, ae.make_server(
+                    self.listener.getsockname()[:2], server_class=server_class,
+                    evt_handlers=evt_handlers(self.config, self.spool, self.index, self.live)))
+                server.gate = self.gate
+                self.live.reactor_delay = reactor_delay
+                self.server = server
+            return self.server
 
 
 def _unblock(old_mask: Iterable[int]) -> None:
@@ -157,22 +212,22 @@ def _reload(live: Live) -> None:
                 len(new.routes), ", ".join(sorted(new.called_aets)))
 
 
-def _drain(server: ReceiverServer, dispatcher: Dispatcher, live: Live, *, drain_s: float, signals: bool) -> None:
-    """Stop accepting, then abort each association (pynetdicom's and our own path's) once no C-STORE of
-    it is in flight.
+def _drain(acceptor: Acceptor, dispatcher: Dispatcher, fallback: Pynetdicom, live: Live, *, drain_s: float,
+           signals: bool) -> None:
+    """Stop accepting, then abort each association (pynetdicom's, if it was loaded, and our own path's) once no
+    C-STORE of it is in flight.
 
     An association whose connection died before negotiation (a failed TLS
     handshake) waits out pynetdicom's ACSE timeout; aborting it is all we can
     do, and the process exits without waiting for it (:func:`_receiver_main`).
     """
-    from node.netcompat import dul_running, is_busy
-
-    server.shutdown()
+    acceptor.shutdown()
+    fallback.close()
     deadline = time.monotonic() + drain_s
     aborted: dict[int, Association] = {}
     aborted_own: list[StoreAssociation] = []
     while True:
-        left = [a for a in server.active_associations if a.is_alive() and id(a) not in aborted]
+        left = [a for a in fallback.associations() if a.is_alive() and id(a) not in aborted]
         own = [a for a in dispatcher.own() if a.is_alive() and a not in aborted_own]
         if not left and not own:
             break
@@ -180,19 +235,29 @@ def _drain(server: ReceiverServer, dispatcher: Dispatcher, live: Live, *, drain_
         for mine in own:
             if mine.abort(force=force):
                 aborted_own.append(mine)
-        for assoc in left:
-            busy = live.is_storing(assoc) or is_busy(assoc)
-            if force or not busy:
-                assoc.abort(block=False)
-                aborted[id(assoc)] = assoc
+        if left:
+            from node.netcompat import is_busy  # loaded already, with the associations it serves
+
+            for assoc in left:
+                if force or not (live.is_storing(assoc) or is_busy(assoc)):
+                    assoc.abort(block=False)
+                    aborted[id(assoc)] = assoc
         if signals and _next_signal(0) == signal.SIGINT:
             logger.warning("Receiver %d: second interrupt, aborting every association", os.getpid())
             deadline = 0.0
         live.wait(0.05)
     grace = time.monotonic() + 2.0  # for the A-ABORTs to leave
-    while (any(a.is_established or dul_running(a) for a in aborted.values())
-           or any(a.is_alive() for a in aborted_own)) and time.monotonic() < grace:
+    while (_leaving(aborted.values()) or any(a.is_alive() for a in aborted_own)) and time.monotonic() < grace:
         live.wait(0.05)
+
+
+def _leaving(aborted: Collection[Association]) -> bool:
+    """True while an A-ABORT given to one of pynetdicom's associations may not have left yet."""
+    if not aborted:
+        return False
+    from node.netcompat import dul_running  # loaded already: they are its associations
+
+    return any(a.is_established or dul_running(a) for a in aborted)
 
 
 class Receiver:
