@@ -91,7 +91,9 @@ class Acceptor:
 
     def shutdown(self) -> None:
         """Stop accepting and close our descriptor of the listening socket (never shut it down: that would
-        stop it in every process sharing it)."""
+        stop it in every process sharing it). Once: a second call does nothing."""
+        if self._stop:
+            return
         self._stop = True
         self._wake_w.send(b"\0")
         self._done.wait(5)
