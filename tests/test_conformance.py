@@ -25,7 +25,7 @@ from node.media import capture, compress, deidentify
 from node.media import uids as media_uids
 from node.profiles import PDI_ROOT_FILES, PDI_WEB_FOLDER, PROFILES, compressions
 from node.read import sender
-from node.receive import scp
+from node.receive import scp, storage
 from node.syntaxes import COMPRESS, NO_COMPRESSION, by_name, by_uid
 from tests.conftest import PEER_ENV, bundled, cli, ct_series, free_port, need, wait_listening
 from tests.test_serve import Node
@@ -92,8 +92,10 @@ def test_the_c_store_status_table_is_what_the_scp_answers(statement: str) -> Non
     assert table == scp.STORE_STATUSES
     named = {value for name, value in vars(dicom).items() if name.isupper() and isinstance(value, int)}
     assert set(table) <= named, "every status is one of node/dicom.py's named statuses"
-    # the statuses scp.py's functions answer with (every int dicom.NAME they use) are the table's, no more, no less
-    functions = [f for f in ast.walk(ast.parse(Path(scp.__file__).read_text())) if isinstance(f, ast.FunctionDef)]
+    # the statuses the C-STORE's functions answer with (every int dicom.NAME they use, in storage.py where both data
+    # paths keep an instance, and in scp.py) are the table's, no more, no less
+    functions = [f for source in (scp.__file__, storage.__file__)
+                 for f in ast.walk(ast.parse(Path(source).read_text())) if isinstance(f, ast.FunctionDef)]
     used = {getattr(dicom, n.attr) for f in functions for n in ast.walk(f)
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "dicom"
             and isinstance(getattr(dicom, n.attr), int)}

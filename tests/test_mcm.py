@@ -129,6 +129,19 @@ def volumes(node: Node) -> list[dict[str, Any]]:
     return list(json.loads(cli("volumes", "--config", str(node.config), "--json").out))
 
 
+def test_pynetdicom_is_loaded_by_the_first_association_that_needs_it(node: Node, tmp_path: Path) -> None:
+    """C-ECHO (the node's start) and C-STORE (DCMTK's storescu) run on our own path: no receiver loads pynetdicom
+    for them. A media creation association is pynetdicom's: the receiver that takes it loads it then, and says so
+    once; it is served as before."""
+    send(node, ct_series(tmp_path, 3))
+    assert "loading pynetdicom" not in node.logs()
+    with Requester(node) as r:
+        assert r.get("1.2.3.4")[0].Status == mcm.NO_SUCH_SOP_INSTANCE
+    lines = [line for line in node.logs().splitlines() if "loading pynetdicom" in line]
+    assert len(lines) == 1, lines
+    assert "loading pynetdicom for an association from 127.0.0.1:" in lines[0] and f"with SOP class {MCM}" in lines[0]
+
+
 def test_instances_sent_before_and_after_the_n_create_make_one_medium(node: Node, tmp_path: Path) -> None:
     before = ct_series(tmp_path / "a", 2)
     after = ct_series(tmp_path / "b", 2, patient_id="PID2")
