@@ -166,7 +166,7 @@ def set_reactor_delay(assoc: Association, seconds: float) -> None:
 
     pynetdicom's ``DULServiceProvider._run_loop_delay`` (1 ms) is paid twice per
     C-STORE, for the response to leave and the next request to be noticed;
-    :class:`node.receive.scp.Live` shortens it for a lone storing association.
+    :class:`node.receive.storage.Live` shortens it for a lone storing association.
     Ignored if the attribute is gone (the speed-up is lost, nothing else).
     """
     if hasattr(assoc.dul, "_run_loop_delay"):

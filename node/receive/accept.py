@@ -11,6 +11,7 @@ syntaxes its ``negotiate_as_acceptor`` picks for an SCP without role selection, 
 (PS3.7 D.3.3), the A-ASSOCIATE-RJ of ``ACSE.send_reject``; ``tests/test_accept.py`` compares them
 with pynetdicom's on real and random requests, so the conformance statement holds whichever path serves.
 
+>>> from node.receive.sopclasses import VERIFICATION
 >>> rq = associate_rq("STORESCU", "MEDIANODE", [(1, VERIFICATION, ["1.2.840.10008.1.2"])], max_length=16384)
 >>> request = own_path(rq, {VERIFICATION: ("1.2.840.10008.1.2",)}, frozenset({VERIFICATION}))
 >>> request.calling, request.called, request.peer_max, request.accepted
@@ -26,7 +27,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from node import dicom
-from node.receive.sopclasses import VERIFICATION
 
 #: The DICOM Application Context Name (PS3.7 A.2.1).
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"

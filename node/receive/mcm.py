@@ -24,7 +24,7 @@ from node import dicom
 from node.config import MediaRequests, Output, PublisherOutput
 from node.index import Index, MediaRequest
 from node.profiles import PROFILES
-from node.receive.sopclasses import MEDIA_CREATION_MANAGEMENT
+from node.receive.sopclasses import MEDIA_CREATION_MANAGEMENT as MEDIA_CREATION_MANAGEMENT  # PS3.4 Annex S
 from node.receive.spool import is_uid
 
 

@@ -5,7 +5,7 @@ An association whose accepted contexts are all storage SOP classes or Verificati
 (:func:`node.receive.accept.own_path`) is served here instead, by one thread that reads the
 connection itself (:class:`node.pdu.Wire`): each C-STORE's command set is read, then its data set
 fragments go straight from the receive buffer into a temp file in ``data_dir/tmp``, behind the File
-Meta the spool keeps, hashed on the way; :func:`node.receive.scp.store` then checks, places
+Meta the spool keeps, hashed on the way; :func:`node.receive.storage.store` then checks, places
 (fsync'd file, renamed, folder fsync'd) and indexes it exactly as for pynetdicom's associations, and
 only then is the C-STORE-RSP sent. C-ECHO is answered; A-RELEASE and A-ABORT are ours too.
 
