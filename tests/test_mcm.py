@@ -24,7 +24,7 @@ from node import dicom
 from node.index import Index, MediaRequest
 from node.media import publisher
 from node.receive import mcm
-from tests.conftest import cli, ct_series, need
+from tests.conftest import cli, ct_series, need, until
 from tests.test_burn import by_uid, extract
 from tests.test_index import received
 from tests.test_outputs import Robot
@@ -132,14 +132,16 @@ def volumes(node: Node) -> list[dict[str, Any]]:
 def test_pynetdicom_is_loaded_by_the_first_association_that_needs_it(node: Node, tmp_path: Path) -> None:
     """C-ECHO (the node's start) and C-STORE (DCMTK's storescu) run on our own path: no receiver loads pynetdicom
     for them. A media creation association is pynetdicom's: the receiver that takes it loads it then, and says so
-    once; it is served as before."""
+    once; it is served as before, and drained as before (SIGTERM aborts its association, idle)."""
     send(node, ct_series(tmp_path, 3))
     assert "loading pynetdicom" not in node.logs()
-    with Requester(node) as r:
-        assert r.get("1.2.3.4")[0].Status == mcm.NO_SUCH_SOP_INSTANCE
+    r = Requester(node)
+    assert r.get("1.2.3.4")[0].Status == mcm.NO_SUCH_SOP_INSTANCE
     lines = [line for line in node.logs().splitlines() if "loading pynetdicom" in line]
     assert len(lines) == 1, lines
     assert "loading pynetdicom for an association from 127.0.0.1:" in lines[0] and f"with SOP class {MCM}" in lines[0]
+    assert node.stop() == 0
+    until(lambda: r.assoc.is_aborted, "the drained association aborted")
 
 
 def test_instances_sent_before_and_after_the_n_create_make_one_medium(node: Node, tmp_path: Path) -> None:

@@ -405,8 +405,8 @@ def _receiver_main(config: Config, listener: socket.socket, conn: Connection, le
     """A receiver process's entry point (spawned).
 
     numpy is marked absent first: pydicom (which pynetdicom loads) imports it when it can, 17 MB of each
-    receiver's memory for pixel work a receiver never does; this module loads neither until
-    :func:`serve_receivers`.
+    receiver's memory for pixel work a receiver never does; neither is loaded until an association or a data
+    set needs it (:class:`Pynetdicom`).
     """
     sys.modules.setdefault("numpy", None)  # type: ignore[arg-type]
     die_with_parent(parent)
