@@ -93,7 +93,7 @@ def serve_receivers(config: Config, *, listener: socket.socket | None = None, st
         receive_into(spool.tmp)
         live = Live(config)
         ae = make_ae(config)
-        index = Index(spool.data_dir / "index.sqlite", durable=True)  # each commit precedes an acknowledgement
+        index = Index(spool.data_dir / "index.sqlite")
         cleanup.callback(index.close)
         server_class = type("SharedReceiverServer", (ReceiverServer,), {"listener": listener})
         shared = SharedIndex(index)
