@@ -480,41 +480,10 @@ class GuardedRequestHandler(RequestHandler):
 
 
 def raw_socket(assoc: Association) -> socket.socket | None:
-    """The association's TCP socket (``assoc.dul.socket.socket``), None once it is gone.
-
-    The import sets TCP_NODELAY on it and writes P-DATA-TF PDUs straight to it
-    (:mod:`node.read.sender`), past pynetdicom's per-PDU queue.
-    """
+    """The association's TCP socket (``assoc.dul.socket.socket``), None once it is gone: the tests
+    write hostile PDUs straight to it, past pynetdicom's encoders."""
     transport = assoc.dul.socket
     return None if transport is None else transport.socket
-
-
-def socket_to_caller(assoc: Association, *, own: bool) -> None:
-    """Stop (``own``) or let again pynetdicom's DUL thread read the association's socket.
-
-    The DUL thread looks at the socket in ``DULServiceProvider._is_transport_event`` on
-    every turn of its loop (``run_reactor``), decodes a PDU into primitives, and the DIMSE
-    provider decodes a P-DATA's command set with pydicom and queues it: over a millisecond
-    between a C-STORE response's arrival and the sender's wake-up, per instance. While the
-    sender owns the socket, an instance attribute shadowing that method answers "no event",
-    and the sender reads its responses itself; it gives the socket back before pynetdicom
-    releases or aborts the association, which reads the peer's answer. The thread may be
-    inside the method already, about to read what the peer sends next: taking the socket
-    waits for the thread's next turn, which calls the shadow (a millisecond), or its end.
-    """
-    dul = assoc.dul
-    if not own:
-        vars(dul).pop("_is_transport_event", None)
-        return
-    turned = threading.Event()
-
-    def no_event() -> bool:
-        turned.set()
-        return False
-
-    dul._is_transport_event = no_event  # type: ignore[method-assign]
-    while not turned.wait(0.01) and dul.is_alive():
-        pass
 
 
 #: What pynetdicom's transport logs at ERROR, before the OS's reason, when connect() fails.

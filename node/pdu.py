@@ -21,7 +21,7 @@ b'\\x04\\x00\\x00\\x00\\x00\\x07\\x00\\x00\\x00\\x03\\x01\\x03', b'c']
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -78,9 +78,10 @@ def pdu_header(data: bytes | bytearray | memoryview) -> tuple[int, int]:
     return kind, length
 
 
-def a_abort(reason: int) -> bytes:
-    """An A-ABORT PDU from the service provider (PS3.8 9.3.8: source 2, ``reason``)."""
-    return struct.pack(">BBLBBBB", A_ABORT, 0, 4, 0, 0, 2, reason)
+def a_abort(reason: int, *, source: int = 2) -> bytes:
+    """An A-ABORT PDU (PS3.8 9.3.8): from the service provider (source 2, ``reason``), or from the service
+    user (source 0, reason 0), as an SCU gives up on its own association."""
+    return struct.pack(">BBLBBBB", A_ABORT, 0, 4, 0, 0, source, reason)
 
 
 def a_release(kind: int) -> bytes:
@@ -271,3 +272,168 @@ def pdvs(wire: Wire, length: int) -> Iterator[tuple[int, int, int]]:
             raise Malformed(f"{BAD_PDU}PDV item of {item} bytes, {left - 4} left in its P-DATA-TF")
         left -= PDV_HEADER + item - 2
         yield context, control, item - 2
+
+
+# -- association set-up (PS3.8 9.3.2-9.3.4, Annex D) ---------------------------------------------------
+
+#: The DICOM Application Context Name (PS3.7 A.2.1), the only one.
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+#: Item types (PS3.8 9.3.2.1-9.3.3.3, D.3.3): Application Context, Presentation Context (RQ, AC), Abstract and
+#: Transfer Syntax, User Information and its Maximum Length, Implementation Class UID and Version Name.
+_APP_CONTEXT, _CONTEXT_RQ, _CONTEXT_AC, _ABSTRACT, _TRANSFER, _USER_INFO = 0x10, 0x20, 0x21, 0x30, 0x40, 0x50
+_MAX_LENGTH, _IMPLEMENTATION_CLASS, _IMPLEMENTATION_VERSION = 0x51, 0x52, 0x55
+_ITEM = struct.Struct(">BBH")
+#: What an A-ASSOCIATE-RQ or -AC holds before its items: protocol version, reserved, called and calling AE
+#: titles, 32 reserved bytes (PS3.8 9.3.2, 9.3.3).
+_FIXED = struct.Struct(">HH16s16s32s")
+#: A-ASSOCIATE-RJ's Result, Source and Reason / Diag. (PS3.8 9.3.4), in the words pynetdicom gave them.
+_RESULTS = {1: "Rejected Permanent", 2: "Rejected Transient"}
+_SOURCES = {1: "Service User", 2: "Service Provider (ACSE)", 3: "Service Provider (Presentation)"}
+_REASONS = {
+    1: {1: "No reason given", 2: "Application context name not supported", 3: "Calling AE title not recognised",
+        7: "Called AE title not recognised"},
+    2: {1: "No reason given", 2: "Protocol version not supported"},
+    3: {1: "Temporary congestion", 2: "Local limit exceeded"},
+}
+
+
+def _item(kind: int, value: bytes) -> bytes:
+    if len(value) > 0xFFFF:
+        raise ValueError(f"an item of {len(value)} bytes, over the 65535 its length holds")
+    return _ITEM.pack(kind, 0, len(value)) + value
+
+
+def _ascii(text: str, what: str, limit: int) -> bytes:
+    raw = text.encode("ascii", "replace")
+    if not raw or len(raw) > limit or not text.isascii():
+        raise ValueError(f"{what} {text!r}: 1 to {limit} ASCII characters")
+    return raw
+
+
+def a_associate_rq(calling: str, called: str, contexts: Sequence[tuple[str, Sequence[str]]], *, max_length: int,
+                   implementation_class_uid: str, version_name: str) -> bytes:
+    """An A-ASSOCIATE-RQ PDU (PS3.8 9.3.2): the DICOM application context, one presentation context per
+    (abstract syntax, transfer syntaxes) with IDs 1, 3, 5... in order, and User Information with the
+    largest P-DATA-TF PDU we take (``max_length``, 0: any), our Implementation Class UID and Version Name.
+    ValueError for an AE title, UID or name that the PDU cannot carry.
+
+    >>> rq = a_associate_rq("US", "THEM", [("1.2.840.10008.1.1", ["1.2.840.10008.1.2"])], max_length=16382,
+    ...                     implementation_class_uid="1.2.3", version_name="V1")
+    >>> pdu_header(rq), _FIXED.unpack_from(rq, PDU_HEADER)[:4]
+    ((1, 170), (1, 0, b'THEM            ', b'US              '))
+    >>> [(hex(kind), value[:4]) for kind, value in _items(rq, PDU_HEADER + _FIXED.size, "")]
+    [('0x10', b'1.2.'), ('0x20', b'\\x01\\x00\\x00\\x00'), ('0x50', b'Q\\x00\\x00\\x04')]
+    """
+    if not 1 <= len(contexts) <= 128:
+        raise ValueError(f"{len(contexts)} presentation contexts: 1 to 128 may be proposed")
+    items = [_item(_APP_CONTEXT, APPLICATION_CONTEXT.encode("ascii"))]
+    for number, (abstract, syntaxes) in enumerate(contexts):
+        if not syntaxes:
+            raise ValueError(f"a presentation context for {abstract} without a transfer syntax")
+        body = _item(_ABSTRACT, _ascii(abstract, "UID", 64)) + b"".join(
+            _item(_TRANSFER, _ascii(ts, "UID", 64)) for ts in syntaxes)
+        items.append(_item(_CONTEXT_RQ, struct.pack(">BBBB", 2 * number + 1, 0, 0, 0) + body))
+    items.append(_item(_USER_INFO, _item(_MAX_LENGTH, struct.pack(">L", max_length))
+                       + _item(_IMPLEMENTATION_CLASS, _ascii(implementation_class_uid, "UID", 64))
+                       + _item(_IMPLEMENTATION_VERSION, _ascii(version_name, "Implementation Version Name", 16))))
+    fixed = _FIXED.pack(1, 0, _ascii(called, "called AE title", 16).ljust(16),
+                        _ascii(calling, "calling AE title", 16).ljust(16), bytes(32))
+    body = fixed + b"".join(items)
+    return _HEADER.pack(A_ASSOCIATE_RQ, 0, len(body)) + body
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """An A-ASSOCIATE-AC: the contexts accepted, {ID: (abstract syntax as proposed, transfer syntax)}, and
+    the largest P-DATA-TF PDU the peer takes (0: any; PS3.8 D.1)."""
+
+    contexts: dict[int, tuple[str, str]]
+    max_length: int
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An A-ASSOCIATE-RJ (PS3.8 9.3.4): ``permanent`` when its result is 1; :func:`str` names all three.
+
+    >>> str(Rejected(1, 1, 7))
+    'Rejected Permanent, Service User: Called AE title not recognised'
+    """
+
+    result: int
+    source: int
+    reason: int
+
+    @property
+    def permanent(self) -> bool:
+        return self.result == 1
+
+    def __str__(self) -> str:
+        unknown = "(no value available)"
+        return (f"{_RESULTS.get(self.result, unknown)}, {_SOURCES.get(self.source, unknown)}: "
+                f"{_REASONS.get(self.source, {}).get(self.reason, unknown)}")
+
+
+def _items(data: bytes, at: int, what: str) -> Iterator[tuple[int, bytes]]:
+    """(type, value) of the items or sub-items from ``at`` to the end of ``data``, each within what is left."""
+    while at < len(data):
+        if len(data) - at < _ITEM.size:
+            raise Malformed(f"{len(data) - at} bytes left in {what}, too few for an item header")
+        kind, _, length = _ITEM.unpack_from(data, at)
+        at += _ITEM.size
+        if length > len(data) - at:
+            raise Malformed(f"item 0x{kind:02X} of {length} bytes, {len(data) - at} left in {what}")
+        yield kind, data[at:at + length]
+        at += length
+
+
+def _uid_of(value: bytes) -> str:
+    text = value.rstrip(b"\0 ")
+    if not text.isascii():
+        raise Malformed("a transfer syntax that is not ASCII")
+    return text.decode("ascii")
+
+
+def associate_answer(kind: int, body: bytes, proposed: Sequence[tuple[str, Sequence[str]]]) -> Accepted | Rejected:
+    """What an A-ASSOCIATE-AC or -RJ (``kind``, ``body``: what follows the PDU header) answers to the contexts
+    ``proposed`` (IDs 1, 3, 5... as :func:`a_associate_rq` gave them); :class:`Malformed` for any other PDU,
+    an item longer than what holds it, or an accepted context we did not propose in that transfer syntax.
+
+    >>> associate_answer(A_ASSOCIATE_RJ, bytes([0, 2, 3, 1]), [])
+    Rejected(result=2, source=3, reason=1)
+    >>> ac = _FIXED.pack(1, 0, bytes(16), bytes(16), bytes(32)) + _item(_CONTEXT_AC, bytes([1, 0, 0, 0])
+    ...      + _item(_TRANSFER, b"1.2.840.10008.1.2")) + _item(_USER_INFO, _item(_MAX_LENGTH, bytes([0, 0, 16, 0])))
+    >>> associate_answer(A_ASSOCIATE_AC, ac, [("1.2.840.10008.1.1", ["1.2.840.10008.1.2"])])
+    Accepted(contexts={1: ('1.2.840.10008.1.1', '1.2.840.10008.1.2')}, max_length=4096)
+    """
+    if kind == A_ASSOCIATE_RJ:
+        if len(body) != 4:
+            raise Malformed(f"an A-ASSOCIATE-RJ of {len(body)} bytes, not 4")
+        return Rejected(body[1], body[2], body[3])
+    if kind != A_ASSOCIATE_AC:
+        raise Malformed(f"PDU type 0x{kind:02X} where an A-ASSOCIATE-AC or -RJ was expected")
+    if len(body) < _FIXED.size:
+        raise Malformed(f"an A-ASSOCIATE-AC of {len(body)} bytes, under the {_FIXED.size} of its fixed fields")
+    contexts: dict[int, tuple[str, str]] = {}
+    max_length = 0
+    for item, value in _items(body, _FIXED.size, "the A-ASSOCIATE-AC"):
+        if item == _CONTEXT_AC:
+            if len(value) < 4:
+                raise Malformed(f"a presentation context item of {len(value)} bytes")
+            number, result = value[0], value[2]
+            syntaxes = [_uid_of(v) for k, v in _items(value, 4, "a presentation context item") if k == _TRANSFER]
+            if result != 0:
+                continue
+            if number % 2 == 0 or number // 2 >= len(proposed) or len(syntaxes) != 1:
+                raise Malformed(f"presentation context {number} accepted, with {len(syntaxes)} transfer syntaxes, "
+                                f"of {len(proposed)} proposed")
+            abstract, offered = proposed[number // 2]
+            if syntaxes[0] not in offered:
+                raise Malformed(f"presentation context {number} accepted in {syntaxes[0]!r}, which we did not propose")
+            contexts[number] = (abstract, syntaxes[0])
+        elif item == _USER_INFO:
+            for sub, data in _items(value, 0, "the user information item"):
+                if sub == _MAX_LENGTH:
+                    if len(data) != 4:
+                        raise Malformed(f"a Maximum Length sub-item of {len(data)} bytes, not 4")
+                    max_length = struct.unpack(">L", data)[0]
+    return Accepted(contexts, max_length)

@@ -34,7 +34,6 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 
 from node import dicom, pixels
 from node.errors import MediumError, UsageError
-from node.netcompat import raw_socket
 from node.read.check import Finding
 from node.read.importer import ImportReport, Outcome, import_medium, parse_destination
 from node.read.medium import ESCAPES_ROOT, FolderMedium
@@ -412,12 +411,11 @@ def test_wrong_called_ae_title_is_a_permanent_rejection(
 
 
 def test_tcp_nodelay_is_set(storescp: StoreSCP) -> None:
-    assoc = associate(SendTarget(*to(storescp)), [("1.2.840.10008.1.1", ["1.2.840.10008.1.2"])])  # Verification
+    session = associate(SendTarget(*to(storescp)), [("1.2.840.10008.1.1", ["1.2.840.10008.1.2"])])  # Verification
     try:
-        sock = raw_socket(assoc)
-        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1  # type: ignore[union-attr]
+        assert session.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     finally:
-        assoc.release()
+        session.close()
 
 
 @pytest.mark.parametrize("fork", [True, False], ids=["storescp-fork", "storescp-one-association-at-a-time"])

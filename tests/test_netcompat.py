@@ -195,24 +195,6 @@ def test_raw_socket_is_the_association_s_tcp_socket(scp: AE) -> None:
     assert netcompat.raw_socket(assoc) is None
 
 
-def test_socket_to_caller_keeps_the_dul_thread_off_the_socket(scp: AE) -> None:
-    """While the sender owns the socket, what the peer sends waits there for it (here the A-RELEASE-RP
-    to a release it asked for itself); given back, pynetdicom aborts as it would."""
-    assoc = associate(start(scp))
-    netcompat.socket_to_caller(assoc, own=True)
-    sock = netcompat.raw_socket(assoc)
-    assert sock is not None
-    sock.sendall(bytes([0x05, 0, 0, 0, 0, 4, 0, 0, 0, 0]))  # A-RELEASE-RQ (PS3.8 9.3.6)
-    sock.settimeout(5)
-    assert sock.recv(10, socket.MSG_WAITALL) == bytes([0x06, 0, 0, 0, 0, 4, 0, 0, 0, 0])  # A-RELEASE-RP
-    assert assoc.is_established  # pynetdicom saw nothing of it
-    netcompat.socket_to_caller(assoc, own=False)
-    assert "_is_transport_event" not in vars(assoc.dul)
-    assoc.abort()
-    assert assoc.is_aborted
-    assert "self._is_transport_event()" in inspect.getsource(DULServiceProvider.run_reactor)
-
-
 def test_connection_errors_reads_the_reason_pynetdicom_logs() -> None:
     ae = AE("SCU")
     ae.add_requested_context(*VERIFICATION)

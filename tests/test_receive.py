@@ -531,3 +531,36 @@ def test_index_orphans_routes_by_the_recorded_ae_titles_with_the_routes_in_force
         assert reindex(node, (store,)) == 1
     assert next(r for r in node.rows() if r["path"] == str(lost))["route"] == routing.STORE_ONLY
     assert "1 re-indexed instance(s) were received under other routes" in caplog.text
+
+
+def test_index_orphans_takes_a_copy_sent_again_whose_commit_was_lost(
+        start_node: Callable[..., Node], tmp_path: Path) -> None:
+    """After a power loss, the index may lack the commit of a copy sent again: the copy written last wins,
+    an older one is left alone, an identical one removed."""
+    node = start_node()
+    (sent,) = ct_series(tmp_path / "ct", 1)
+    assert statuses(storescu(node.port, sent, aec="BURN", aet="CT1")) == [dicom.SUCCESS]
+    (row,) = node.rows()
+    indexed = Path(row["path"])
+
+    def version(name: str, description: str, *, written: float) -> Path:
+        """Another copy of the same instance in the spool, without its index commit, written at ``written``."""
+        ds = dcmread(sent)
+        ds.SeriesDescription = description
+        ds.save_as(tmp_path / name)
+        lost = lose(node, tmp_path / name, calling="CT1", called="BURN", routes=node.config.routes)
+        os.utime(lost, (written, written))
+        return lost
+
+    at = indexed.stat().st_mtime
+    older = version("older.dcm", "before", written=at - 60)
+    newer = version("newer.dcm", "again", written=at + 60)
+    assert reindex(node, node.config.routes) == 1
+    (row,) = node.rows()
+    assert (row["path"], row["sop_instance_uid"]) == (str(newer), read_instance(sent).sop_instance_uid)
+    assert str(indexed) in node.released()  # the copy it replaced goes, as when the receiver indexes it
+    assert older.exists() and str(older) not in node.released()  # older than the index's copy: left alone
+
+    identical = version("identical.dcm", "again", written=at + 120)  # the same bytes as the indexed copy
+    assert reindex(node, node.config.routes) == 0
+    assert not identical.exists() and node.rows()[0]["path"] == str(newer)

@@ -16,24 +16,21 @@ discarded, 0xB007 data set does not match the SOP class: stored all the same);
 failure (0xA7xx refused, out of resources; 0xA9xx data set does not match the
 SOP class; 0xCxxx cannot understand; the general failures of PS3.7 C.4, C.5).
 
-pynetdicom negotiates, releases and aborts. Its own sending costs a queue
-hand-off, a state-machine step and two event triggers per P-DATA PDU, and it can
-stream only a host file, read to its end; so the bytes are framed here (:mod:`node.pdu`), straight
+The association is ours end to end, over our own socket (:mod:`node.pdu`): A-ASSOCIATE-RQ, its AC or
+RJ read (PS3.8 9.3.2-9.3.4), A-RELEASE or A-ABORT at the end (9.3.6-9.3.8). Importing pynetdicom (and the
+pydicom and numpy it pulls in) cost each process a third of a second of its start; pydicom is now loaded
+only where a data set is decoded or coerced. The bytes are framed here straight
 from :meth:`Medium.open`'s stream (a folder's file or an ISO image's extent
 alike), into P-DATA-TF PDUs no longer than the destination's maximum (PS3.8
-9.3.5, E.2), after a C-STORE-RQ command set (PS3.7 9.3.1.1, E.1). Its way back
-costs as much: its thread polls the socket every millisecond, decodes each PDU
-and the command set with pydicom and queues it; so while the association stores,
-that thread leaves the socket alone (:func:`node.netcompat.socket_to_caller`) and
-the C-STORE-RSP is read here through :class:`node.pdu.Wire`, with the few elements
+9.3.5, E.2), after a C-STORE-RQ command set (PS3.7 9.3.1.1, E.1), and the
+C-STORE-RSP is read through :class:`node.pdu.Wire`, with the few elements
 it needs (Message ID Being Responded To, Status, Error Comment). Meanwhile the next instance's first piece
 is read from the medium. Memory stays at one 1 MiB piece per association (two
 while one is read ahead); only the decode path holds one instance.
 
-pynetdicom sets no TCP_NODELAY (Nagle costs 40 ms per C-STORE against DCMTK,
-BENCHMARKS.md): it is set when the connection opens (``EVT_CONN_OPEN``).
+TCP_NODELAY is set before anything is sent (Nagle costs 40 ms per C-STORE against DCMTK, BENCHMARKS.md).
 
-Several associations run in worker processes (pynetdicom's work holds the GIL).
+Several associations run in worker processes (reading media and encoding hold the GIL).
 They claim instances from a shared counter only once associated, so a
 destination that serves one association at a time still gets everything.
 A :class:`Stream` starts its workers before the instances are known, over
@@ -43,6 +40,7 @@ pipe: they send while the caller is still finding the rest.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
@@ -55,23 +53,11 @@ import struct
 import threading
 import time
 import warnings
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
-
-from pydicom import dcmread
-from pydicom.uid import UID
-from pynetdicom import AE, evt
-from pynetdicom.association import Association
-from pynetdicom.dsutils import encode
-from pynetdicom.presentation import PresentationContext, build_context
-from pynetdicom.status import (
-    STATUS_SUCCESS,
-    STATUS_WARNING,
-    STORAGE_SERVICE_CLASS_STATUS,
-    code_to_category,
-)
 
 from node.dicom import (
     DEFLATED_LE,
@@ -83,28 +69,39 @@ from node.dicom import (
     syntax_name,
 )
 from node.errors import MediumError, one_line
-from node.netcompat import collect_failed, connection_errors, raw_socket, socket_to_caller
 from node.pdu import (
+    A_ABORT,
+    A_RELEASE_RP,
+    A_RELEASE_RQ,
+    ASSOCIATE_RQ_MAX,
     COMMAND,
     COMMAND_MAX,
     LAST,
     P_DATA_TF,
     PDU_HEADER,
+    Accepted,
     Closed,
     Malformed,
+    Rejected,
     Wire,
+    a_abort,
+    a_associate_rq,
+    a_release,
+    associate_answer,
     c_store_rq,
     command_elements,
     p_data_tf,
     pdu_header,
     pdvs,
 )
-from node.read.coerce import Change, Coercing, CoercionError
 from node.read.medium import Medium, open_medium
 from node.tls import client_context, failure
 
-if TYPE_CHECKING:  # a type only: an import does not load the configuration's module
+if TYPE_CHECKING:  # types only: an import loads neither the configuration's module nor pydicom (coerce's)
+    from pydicom import Dataset
+
     from node.config import ClientTLS
+    from node.read.coerce import Change, Coercing
 
 logger = logging.getLogger(__name__)
 
@@ -117,11 +114,13 @@ MAX_DROPS = 2
 #: Below this many instances per association, another process costs more than it gains.
 ITEMS_PER_WORKER = 24
 CONNECT_TIMEOUT = 10.0
+#: Seconds to wait for the destination's A-ASSOCIATE-AC or -RJ, and for its A-RELEASE-RP.
 ACSE_TIMEOUT = 30.0
-#: Seconds to wait for a C-STORE response once the data set is sent.
+#: Seconds to wait for a C-STORE response once the data set is sent, and at most for a send to progress.
 DIMSE_TIMEOUT = 60.0
-#: Held while an association is set up (see :func:`_associate_once`).
-_SETTING_UP = threading.Lock()
+#: The largest P-DATA-TF PDU we take (PS3.8 D.1), as A-ASSOCIATE-RQ announces it: pynetdicom's default
+#: (``AE.maximum_pdu_size``), which the import announced while pynetdicom associated for it.
+MAX_PDU_LENGTH = 16382
 _PIECE = 1 << 20
 #: The second context proposed for every SOP class, beside one per syntax its instances are in: the
 #: uncompressed syntaxes an instance is decoded into when the destination accepted none of its own.
@@ -144,7 +143,7 @@ class SendTarget:
         return f"{self.ae_title}@{self.host}:{self.port}"
 
     def tls_args(self) -> tuple[ssl.SSLContext, str] | None:
-        """pynetdicom's ``tls_args``: our TLS profile, the host name checked when the host is a name."""
+        """The TLS context of our profile and the server name to give it (checked when the host is a name)."""
         if self.tls is None:
             return None
         return client_context(self.tls.ca, self.tls.certificate, self.tls.key, host=self.host), self.host
@@ -542,8 +541,8 @@ class _Worker:
             if pending:  # the association dropped: give the destination a moment before the next one
                 time.sleep(RETRY_DELAYS[0])
             try:
-                session = _Session(associate(self.destination, group.contexts))
-            except (_NoAssociation, ValueError, RuntimeError) as exc:  # pynetdicom refuses bad values with these
+                session = associate(self.destination, group.contexts)
+            except (_NoAssociation, ValueError) as exc:  # ValueError: an AE title or UID no PDU can carry
                 reason = f"not sent: {exc.reason if isinstance(exc, _NoAssociation) else one_line(exc)}"
                 for index in pending:
                     self.sink.result(Result(index, "failed", None, reason))
@@ -632,12 +631,12 @@ class _Worker:
                     result = Result(index, "failed", None, "the destination accepted no presentation context for "
                                     f"{syntax_name(item.sop_class_uid)}, neither in {syntax_name(item.transfer_syntax_uid)} "
                                     "nor uncompressed")
-            except MediumError as exc:
-                result = Result(index, "failed", None, f"unreadable: {exc}")
-            except CoercionError as exc:
-                result = Result(index, "failed", None, f"not sent: cannot coerce it: {exc}")
             except (_Dropped, _Unreadable):
                 raise
+            except MediumError as exc:
+                result = Result(index, "failed", None, f"unreadable: {exc}")
+            except _coercion_error() as exc:  # evaluated for an error only: pydicom stays unloaded until needed
+                result = Result(index, "failed", None, f"not sent: cannot coerce it: {exc}")
             except Exception as exc:  # a bug or a hostile value: this instance fails, the import goes on
                 logger.exception("sending %s failed", item.path)
                 result = Result(index, "failed", None, f"not sent: {type(exc).__name__}: {one_line(exc)}")
@@ -651,6 +650,8 @@ class _Worker:
         """What the import's coercion changes in this instance, read from its header (pixel data not read)."""
         if item.coerce is None:
             return ()
+        from pydicom import dcmread
+
         with self.medium.open(item.path) as fp:
             header = dcmread(fp, stop_before_pixels=True, defer_size=_PIECE, force=not item.part10)
         return item.coerce.changes(header)
@@ -662,7 +663,11 @@ class _Worker:
         ``target`` is the instance's own syntax (a coerced instance: compressed pixel data are kept as
         they are) or, when the destination did not accept that, Explicit or Implicit VR LE.
         """
+        from pydicom import dcmread
+        from pydicom.uid import UID
+
         from node import pixels
+        from node.read.coerce import CoercionError
 
         item = self.items[index]
         syntax = UID(item.transfer_syntax_uid)
@@ -682,9 +687,7 @@ class _Worker:
                 how = f"stored after decompressing {syntax.name}, which the destination did not accept"
             else:
                 how = f"stored re-encoded from {syntax.name}, which the destination did not accept"
-            encoded = encode(ds, target == IMPLICIT_VR_LE, target != EXPLICIT_VR_BE, target == DEFLATED_LE)
-            if encoded is None:  # the data set alone, no File Meta; deflated as a whole when DEFLATED_LE
-                raise ValueError(f"pydicom cannot encode it in {UID(target).name}")
+            encoded = _encoded(ds, target)
         except (MediumError, CoercionError):
             raise
         except Exception as exc:  # pydicom and the codecs raise many kinds of error on hostile bytes
@@ -696,34 +699,52 @@ class _Worker:
 
 
 class _Session:
-    """One established association, over which C-STOREs are framed here (pynetdicom decodes the answers)."""
+    """One established association over our own socket: C-STOREs framed here, their answers read here."""
 
-    def __init__(self, assoc: Association) -> None:
-        self.assoc = assoc
-        self.message_id = 0
-        self.contexts = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])): int(cx.context_id or 0)
-                         for cx in assoc.accepted_contexts}
-        peer_maximum = int(assoc.acceptor.maximum_length or 0)  # of a P-DATA-TF's variable field (PS3.8 D.1)
-        self.fragment = peer_maximum - 6 if peer_maximum > 6 else _PIECE  # 0: unlimited
-        sock = raw_socket(assoc)
-        if sock is None:
-            raise _NoAssociation("the association has no socket", permanent=False)
+    def __init__(self, sock: socket.socket, wire: Wire, answers: _Answers, accepted: Accepted) -> None:
         self.socket = sock
-        self.answers = _Answers(sock)
-        self.wire = Wire(self.answers, COMMAND_MAX)  # a command set at most is taken whole
-        socket_to_caller(assoc, own=True)
+        self.wire = wire
+        self.answers = answers
+        self.message_id = 0
+        self.contexts = {(abstract, syntax): number for number, (abstract, syntax) in accepted.contexts.items()}
+        peer_maximum = accepted.max_length  # of a P-DATA-TF's variable field (PS3.8 D.1)
+        self.fragment = peer_maximum - 6 if peer_maximum > 6 else _PIECE  # 0: unlimited
+        self.open = True
 
     def close(self) -> None:
-        socket_to_caller(self.assoc, own=False)
-        if self.assoc.is_established:
-            self.assoc.release()
+        """Release (PS3.8 7.2): A-RELEASE-RQ, then the destination's A-RELEASE-RP awaited for at most
+        :data:`ACSE_TIMEOUT`, then the connection closed. A release collision (the destination's own
+        A-RELEASE-RQ) is answered with A-RELEASE-RP; an A-ABORT, a close or anything else ends the wait."""
+        if not self.open:
+            return
+        self.open = False
+        try:
+            self.socket.sendall(a_release(A_RELEASE_RQ))
+            self.answers.deadline = time.monotonic() + ACSE_TIMEOUT
+            while True:
+                kind, length = pdu_header(self.wire.take(PDU_HEADER))
+                if length > _MAX_RESPONSE_PDU:
+                    break
+                for _ in self.wire.stream(length):  # a late P-DATA-TF, or the release PDU's reserved bytes
+                    pass
+                if kind == A_RELEASE_RQ:
+                    self.socket.sendall(a_release(A_RELEASE_RP))
+                elif kind != P_DATA_TF:
+                    break
+        except (OSError, Closed):  # TimeoutError too: the connection is closed all the same
+            pass
+        finally:
+            self.socket.close()
 
     def abort(self) -> None:
-        """A-ABORT, then close the socket: pynetdicom, which saw none of a peer's own A-ABORT or close,
-        would leave it open."""
-        socket_to_caller(self.assoc, own=False)
-        if self.assoc.is_established:
-            self.assoc.abort()
+        """A-ABORT as the service user (PS3.8 9.3.8), then close the connection."""
+        if not self.open:
+            return
+        self.open = False
+        try:
+            self.socket.sendall(a_abort(0, source=0))
+        except OSError:
+            pass
         self.socket.close()
 
     def syntaxes(self, sop_class: str) -> set[str]:
@@ -796,7 +817,7 @@ _RESPONDED_TO, _STATUS, _ERROR_COMMENT = 0x0120, 0x0900, 0x0902
 class _Answers:
     """The destination's socket as a :class:`node.pdu.Wire` reads it, each read bounded by :attr:`deadline`
     (monotonic seconds): TimeoutError past it. It waits with select, leaving the socket's own timeout
-    alone: pynetdicom releases or aborts over the same socket afterwards."""
+    to bound what is sent."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -848,22 +869,90 @@ def _command_set(data: bytes) -> dict[int, Any]:
     return found
 
 
+#: C-STORE statuses (PS3.4 B.2.3), first match: (first, last, category, meaning).
+_STORAGE_STATUSES = (
+    (0xA700, 0xA7FF, "Failure", "Refused: Out of Resources"),
+    (0xA900, 0xA9FF, "Failure", "Data Set Does Not Match SOP Class"),
+    (0xC000, 0xCFFF, "Failure", "Cannot Understand"),
+    (0xB000, 0xB000, "Warning", "Coercion of Data Elements"),
+    (0xB006, 0xB006, "Warning", "Elements Discarded"),
+    (0xB007, 0xB007, "Warning", "Data Set Does Not Match SOP Class"),
+    (0xA000, 0xAFFF, "Failure", ""),
+    (0xB000, 0xBFFF, "Warning", ""),
+)
+#: The general statuses (PS3.7 C) a C-STORE may be answered with, besides success.
+_GENERAL_STATUSES = {
+    0x0001: ("Warning", "Requested Optional Attributes Not Supported"),
+    0x0105: ("Failure", "No Such Attribute"), 0x0106: ("Failure", "Invalid Attribute Value"),
+    0x0107: ("Warning", "Attribute List Error"), 0x0110: ("Failure", "Processing Failure"),
+    0x0111: ("Failure", "Duplicate SOP Instance"), 0x0112: ("Failure", "No Such SOP Instance"),
+    0x0113: ("Failure", "No Such Event Type"), 0x0114: ("Failure", "No Such Argument"),
+    0x0115: ("Failure", "Invalid Argument Value"), 0x0116: ("Warning", "Attribute Value Out of Range"),
+    0x0117: ("Failure", "Invalid Object Instance"), 0x0118: ("Failure", "No Such SOP Class"),
+    0x0119: ("Failure", "Class-Instance Conflict"), 0x0120: ("Failure", "Missing Attribute"),
+    0x0121: ("Failure", "Missing Attribute Value"), 0x0122: ("Failure", "Refused: SOP Class Not Supported"),
+    0x0123: ("Failure", "No Such Action"), 0x0124: ("Failure", "Refused: Not Authorised"),
+    0x0210: ("Failure", "Duplicate Invocation"), 0x0211: ("Failure", "Unrecognised Operation"),
+    0x0212: ("Failure", "Mistyped Argument"), 0x0213: ("Failure", "Resource Limitation"),
+    0xFE00: ("Cancel", ""), 0xFF00: ("Pending", ""), 0xFF01: ("Pending", ""),
+}
+
+
+def _status(status: int) -> tuple[str, str]:
+    """(category, meaning) of a C-STORE status; the meaning may be empty.
+
+    >>> _status(0x0000), _status(0xA701), _status(0xB006), _status(0x0122), _status(0x7000)
+    (('Success', ''), ('Failure', 'Refused: Out of Resources'), ('Warning', 'Elements Discarded'), \
+('Failure', 'Refused: SOP Class Not Supported'), ('Unknown', ''))
+    """
+    if status == 0x0000:
+        return "Success", ""
+    if status in _GENERAL_STATUSES:
+        return _GENERAL_STATUSES[status]
+    return next(((category, meaning) for first, last, category, meaning in _STORAGE_STATUSES
+                 if first <= status <= last), ("Unknown", ""))
+
+
 def _interpret(index: int, status: int, comment: object, how: str) -> Result:
     """A C-STORE status by PS3.4 B.2.3 and PS3.7 C: warnings are stored, failures refused."""
-    category = code_to_category(status)
-    meaning = STORAGE_SERVICE_CLASS_STATUS.get(status, (category, ""))[1] or category
-    text = f"0x{status:04X} {meaning}" + (f": {str(comment).strip()}" if comment else "")
-    if category == STATUS_SUCCESS:
+    category, meaning = _status(status)
+    text = f"0x{status:04X} {meaning or category}" + (f": {str(comment).strip()}" if comment else "")
+    if category == "Success":
         return Result(index, "sent", status, how)
-    if category == STATUS_WARNING:
+    if category == "Warning":
         return Result(index, "sent", status, f"{how}, with warning {text}")
     return Result(index, "failed", status, f"refused by the destination: {text}")
+
+
+def _encoded(ds: Dataset, syntax: str) -> bytes:
+    """The data set alone (no File Meta) in ``syntax``: Implicit VR LE, Explicit VR BE, or else Explicit VR
+    LE, deflated as a whole for Deflated Explicit VR LE (PS3.5 A.1-A.5)."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    fp = DicomBytesIO()
+    fp.is_implicit_VR = syntax == IMPLICIT_VR_LE
+    fp.is_little_endian = syntax != EXPLICIT_VR_BE
+    write_dataset(fp, ds)
+    data = fp.getvalue()
+    if syntax == DEFLATED_LE:
+        deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
+        data = deflate.compress(data) + deflate.flush()
+        data += b"\0" * (len(data) % 2)
+    return bytes(data)
+
+
+def _coercion_error() -> type[Exception]:
+    """:class:`node.read.coerce.CoercionError`, imported when an error is to be matched against it."""
+    from node.read.coerce import CoercionError
+
+    return CoercionError
 
 
 # -- associating ---------------------------------------------------------------------------
 
 
-def associate(destination: SendTarget, contexts: Sequence[tuple[str, Sequence[str]]]) -> Association:
+def associate(destination: SendTarget, contexts: Sequence[tuple[str, Sequence[str]]]) -> _Session:
     """An established association with TCP_NODELAY set; retried with back-off (:data:`RETRY_DELAYS`).
 
     Raises :class:`_NoAssociation` with a one-line reason when it cannot be had,
@@ -883,54 +972,85 @@ def associate(destination: SendTarget, contexts: Sequence[tuple[str, Sequence[st
         time.sleep(delay)
 
 
-def _associate_once(destination: SendTarget, contexts: Sequence[tuple[str, Sequence[str]]]) -> Association:
-    ae = AE(ae_title=destination.calling_aet)
-    ae.implementation_class_uid = MEDIANODE_CLASS_UID  # our identity, as the SCP's (PS3.7 D.3.3.2)
-    ae.implementation_version_name = MEDIANODE_VERSION_NAME
-    ae.connection_timeout = CONNECT_TIMEOUT
-    ae.acse_timeout = ACSE_TIMEOUT
-    ae.dimse_timeout = DIMSE_TIMEOUT
-    # pynetdicom restarts its idle timer only on what it receives: a large data set sent
-    # for longer than this would be aborted as idle; the DIMSE timeout guards the answer
-    ae.network_timeout = None
-    proposed: list[PresentationContext] = [build_context(sop, list(syntaxes)) for sop, syntaxes in contexts]
+def _associate_once(destination: SendTarget, contexts: Sequence[tuple[str, Sequence[str]]]) -> _Session:
+    """Connect, send A-ASSOCIATE-RQ (our Implementation Class UID and Version Name, PS3.7 D.3.3.2), and
+    read the answer within :data:`ACSE_TIMEOUT`: a session, or :class:`_NoAssociation` saying why not."""
     where = str(destination)
     try:
         tls_args = destination.tls_args()
     except OSError as exc:  # ssl.SSLError too: the files changed since the configuration was read
         raise _NoAssociation(f"TLS with {where}: cannot load our TLS files: {failure(exc)}", permanent=True) from None
-    # pynetdicom drops, unclosed, the socket whose connect() failed: not our leak to report. The warnings
-    # filters are the process's, so the associations of one import are set up one at a time, each failed
-    # one's socket collected before the next thread may change the filters back.
-    with _SETTING_UP, connection_errors() as errors, warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        assoc = ae.associate(destination.host, destination.port, contexts=proposed, ae_title=destination.ae_title,
-                             evt_handlers=[(evt.EVT_CONN_OPEN, _set_nodelay)], tls_args=tls_args)
-        if not assoc.is_established:
-            collect_failed(assoc)
-    if assoc.is_established:
-        return assoc
-    if errors and errors[-1].tls:  # a certificate or a profile the destination does not share: no retry mends it
-        raise _NoAssociation(f"TLS with {where} refused: {errors[-1].reason}", permanent=True)
-    if errors:
-        reset = destination.tls is not None and "reset by peer" in errors[-1].reason
-        hint = " (during the TLS handshake: does the destination speak TLS on this port?)" if reset else ""
-        raise _NoAssociation(f"cannot connect to {where}: {errors[-1].reason}{hint}", permanent=False)
-    if assoc.is_rejected:
-        rsp = assoc.acceptor.primitive
-        detail = f"{rsp.result_str}, {rsp.source_str}: {rsp.reason_str}" if rsp is not None else "rejected"
-        raise _NoAssociation(f"{where} rejected the association ({detail})",
-                             permanent=rsp is not None and rsp.result == 0x01)
-    if assoc.rejected_contexts and not assoc.accepted_contexts:
-        classes = sorted({syntax_name(str(cx.abstract_syntax)) for cx in assoc.rejected_contexts})
+    request = a_associate_rq(destination.calling_aet, destination.ae_title, contexts, max_length=MAX_PDU_LENGTH,
+                             implementation_class_uid=MEDIANODE_CLASS_UID, version_name=MEDIANODE_VERSION_NAME)
+    sock = _connect(destination, tls_args)
+    try:
+        answers = _Answers(sock)
+        wire = Wire(answers, COMMAND_MAX)
+        answer = _answer(sock, wire, answers, request, contexts, where)
+    except BaseException:
+        sock.close()
+        raise
+    if isinstance(answer, Rejected):
+        sock.close()
+        raise _NoAssociation(f"{where} rejected the association ({answer})", permanent=answer.permanent)
+    session = _Session(sock, wire, answers, answer)
+    if not answer.contexts:
+        session.abort()
+        classes = sorted({syntax_name(abstract) for abstract, _ in contexts})
         raise _NoAssociation(f"{where} accepted none of the SOP classes: {', '.join(classes)}", permanent=True)
-    if assoc.is_aborted:
-        raise _NoAssociation(f"{where} aborted the association request", permanent=False)
-    raise _NoAssociation(f"no association with {where}: no answer within {ACSE_TIMEOUT:.0f} s", permanent=False)
+    return session
 
 
-def _set_nodelay(event: evt.Event) -> None:
-    """Turn Nagle off as soon as the connection is open, before A-ASSOCIATE-RQ (BENCHMARKS.md)."""
-    sock = raw_socket(event.assoc)
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def _connect(destination: SendTarget, tls_args: tuple[ssl.SSLContext, str] | None) -> socket.socket:
+    """A connection to the destination, TCP_NODELAY set before anything is sent, in TLS when configured."""
+    where = str(destination)
+    try:
+        sock = socket.create_connection((destination.host, destination.port), timeout=CONNECT_TIMEOUT)
+    except OSError as exc:
+        raise _NoAssociation(f"cannot connect to {where}: {exc}", permanent=False) from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if tls_args is not None:
+        context, host = tls_args
+        try:
+            sock = context.wrap_socket(sock, server_hostname=host)
+        except ssl.SSLError as exc:  # a certificate or a profile the destination does not share: no retry mends it
+            sock.close()
+            raise _NoAssociation(f"TLS with {where} refused: {failure(exc)}", permanent=True) from None
+        except OSError as exc:
+            sock.close()
+            hint = " (during the TLS handshake: does the destination speak TLS on this port?)" \
+                if isinstance(exc, ConnectionResetError) else ""
+            raise _NoAssociation(f"cannot connect to {where}: {exc}{hint}", permanent=False) from None
+    sock.settimeout(DIMSE_TIMEOUT)
+    return sock
+
+
+def _answer(sock: socket.socket, wire: Wire, answers: _Answers, request: bytes,
+            contexts: Sequence[tuple[str, Sequence[str]]], where: str) -> Accepted | Rejected:
+    """Send A-ASSOCIATE-RQ and read the destination's A-ASSOCIATE-AC or -RJ; :class:`_NoAssociation` for
+    anything else (an A-ABORT, a close, a malformed PDU: A-ABORTed, no answer in time)."""
+    answers.deadline = time.monotonic() + ACSE_TIMEOUT
+    try:
+        sock.sendall(request)
+        kind, length = pdu_header(wire.take(PDU_HEADER))
+        if length > ASSOCIATE_RQ_MAX:
+            raise Malformed(f"PDU type 0x{kind:02X} of {length} bytes, over the {ASSOCIATE_RQ_MAX} taken")
+        body = b"".join(bytes(piece) for piece in wire.stream(length))
+        if kind == A_ABORT:
+            raise _NoAssociation(f"{where} aborted the association request", permanent=False)
+        return associate_answer(kind, body, contexts)
+    except ssl.SSLError as exc:  # TLS 1.3: a client certificate refused is told after the handshake
+        raise _NoAssociation(f"TLS with {where} refused: {failure(exc)}", permanent=True) from None
+    except TimeoutError:
+        raise _NoAssociation(f"no association with {where}: no answer within {ACSE_TIMEOUT:.0f} s",
+                             permanent=False) from None
+    except Closed:
+        raise _NoAssociation(f"{where} closed the connection instead of answering the association request",
+                             permanent=False) from None
+    except Malformed as exc:
+        with contextlib.suppress(OSError):
+            sock.sendall(a_abort(0, source=0))
+        raise _NoAssociation(f"{where} answered the association request with a malformed PDU ({exc})",
+                             permanent=False) from None
+    except OSError as exc:
+        raise _NoAssociation(f"no association with {where}: {one_line(exc)}", permanent=False) from None

@@ -204,30 +204,36 @@ def index_orphans(spool: Spool, index: Index, *, known: set[str], routes: tuple[
     """Index spooled instances the index lost; return how many. Run before the receivers start.
 
     A file is fsync'd into the spool before its index commit, and a crash can
-    come between the two, so the spool can hold instances that are not indexed
-    (none that were answered with success: the receivers commit with
-    ``synchronous=FULL``). Each is routed as the receiver would have routed it,
-    by the calling and called AE titles its File Meta records (0002,0017) /
-    (0002,0018), with ``routes``, the configuration in force now; a log line
+    come between the two, so the spool can hold instances that are not indexed;
+    after a power loss, also ones answered with success (the index's commits reach
+    the disk with the next flush, not each on its own). Each is routed as the
+    receiver would have routed it, by the calling and called AE titles its File
+    Meta records (0002,0017) / (0002,0018), with ``routes``, the configuration in
+    force now; a log line
     says when that differs from the one that received it. A file from before
     the spool recorded them gets its study's recorded route (a new study:
     store only). A file whose SOP Instance UID the index holds under another
-    path is an older or newer copy of an indexed instance, and is left alone; an
-    identical copy of an instance a job took is removed.
+    path is a copy of an indexed instance: written after every indexed copy, it
+    is one sent again whose commit was lost, and is indexed as the receiver would
+    have (the older copy released); written before, it is left alone. An
+    identical copy of an instance the index or a job holds is removed.
     """
-    indexed = {Path(p).name[:-_SUFFIX] for p in known}
+    indexed: dict[str, list[str]] = {}
+    for known_path in known:
+        indexed.setdefault(Path(known_path).name[:-_SUFFIX], []).append(known_path)
     found: dict[str, list[Path]] = {}
     for study in sorted(spool.root.iterdir()):
         if not study.is_dir():
             continue
         for path in study.iterdir():
-            sop = path.name[:-_SUFFIX]
-            if path.suffix == ".dcm" and str(path) not in known and sop not in indexed:
-                found.setdefault(sop, []).append(path)
+            if path.suffix == ".dcm" and str(path) not in known:
+                found.setdefault(path.name[:-_SUFFIX], []).append(path)
     count = 0
     other_routes, in_force = 0, routes_digest(routes)
     for sop, paths in found.items():
         path = max(paths, key=lambda p: p.stat().st_mtime)  # the copy received last
+        if path.stat().st_mtime <= max(map(_mtime, indexed.get(sop, ())), default=-1.0):
+            continue  # older than the copy the index holds: not what the sender sent last
         try:
             inst = read_instance(path)
         except (UnreadableDataSet, OSError) as exc:
@@ -255,6 +261,14 @@ def index_orphans(spool: Spool, index: Index, *, known: set[str], routes: tuple[
         logger.warning("start-up: %d re-indexed instance(s) were received under other routes than those in force "
                        "now; they are routed by the routes in force", other_routes)
     return count
+
+
+def _mtime(path: str) -> float:
+    """When a spooled file was last written; -1 for one no longer there."""
+    try:
+        return os.stat(path).st_mtime
+    except FileNotFoundError:
+        return -1.0
 
 
 def _route_now(routes: tuple[Route, ...], inst: ReceivedInstance, *, calling: str, called: str) -> str:

@@ -94,7 +94,7 @@ def serve_receivers(config: Config, *, listener: socket.socket | None = None, st
         node = config.node
         spool = Spool(node.data_dir)
         live = Live(config)
-        index = Index(spool.data_dir / "index.sqlite", durable=True)  # each commit precedes an acknowledgement
+        index = Index(spool.data_dir / "index.sqlite")
         cleanup.callback(index.close)
         shared = SharedIndex(index)
         acceptor = Acceptor(listener or listen(node.host, node.port),
