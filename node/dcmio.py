@@ -683,6 +683,8 @@ def directory_items(fp: BinaryIO, size: int, *, sequence: int) -> DirectoryItems
                 items, after = _items(parser, pos + hlen, length)
             elif vr == "SQ":
                 after = parser.sequence(pos + hlen, length, capture=False)[1]
+                if length == UNDEFINED and after >= size:  # no Sequence Delimitation Item before the end
+                    raise NeedsPydicom(f"{_name(tag)} has no end")
             elif length == UNDEFINED:
                 raise NeedsPydicom(f"undefined length on {_name(tag)}")
             else:

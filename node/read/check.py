@@ -322,7 +322,7 @@ class _Checker:
                     self.preamble(path, fp.read(132))
                     size = self.medium.size(path)
                     broken = check_complete(fp, size)  # every length, as DCMTK reads it
-                    directory = open_directory(fp, size)
+                    directory = open_directory(fp, size, plain=broken is None)  # a broken one: as pydicom reads it
                 if broken:  # reported; a malformed DICOMDIR is walked as pydicom reads it, one cut short is not
                     self.problem(path, broken)
                 if broken and broken.startswith(TRUNCATED):
@@ -640,7 +640,9 @@ def _listed(record: DirectoryRecord) -> Listed:
     return Listed(*values)
 
 
-def _visit(record: DirectoryRecord, parents: dict[str, str]) -> tuple[str | None, dict[str, str], list[str] | None, int, int]:
+def _visit(
+    record: DirectoryRecord, parents: dict[str, str]
+) -> tuple[str | None, dict[str, str], list[str] | None, int, int]:
     """Decode one directory record (PS3.3 F.3.2.2).
 
     Returns its Directory Record Type (None for an inactive record), the parent

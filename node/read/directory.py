@@ -131,15 +131,17 @@ class ReadDirectory:
         return {item.seq_item_tell: item for item in self.ds.DirectoryRecordSequence}
 
     def first(self) -> int:
-        return int(self.ds.get("OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity") or 0)
+        # As pydicom gives it, not made an int: a malformed one fails the walk as it always did.
+        offset: int = self.ds.get("OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity") or 0
+        return offset
 
 
-def open_directory(fp: BinaryIO, size: int, *, force: bool = False) -> Directory:
-    """The DICOMDIR in ``fp``: read without pydicom when it is plain, else by pydicom (``force``: also
-    without a preamble), whose errors and warnings then reach the caller."""
-    plain = read_directory(fp, size)
-    if plain is not None:
-        return plain
+def open_directory(fp: BinaryIO, size: int, *, plain: bool = True, force: bool = False) -> Directory:
+    """The DICOMDIR in ``fp``: read without pydicom when it is plain (and ``plain`` allows it), else by
+    pydicom (``force``: also without a preamble), whose errors and warnings then reach the caller."""
+    directory = read_directory(fp, size) if plain else None
+    if directory is not None:
+        return directory
     from pydicom import dcmread
 
     fp.seek(0)
