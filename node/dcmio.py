@@ -651,3 +651,79 @@ def check_complete(src: str | os.PathLike[str] | BinaryIO, size: int | None = No
     except (struct.error, zlib.error) as exc:
         return f"malformed: {exc}"
     return None
+
+
+# -- a DICOMDIR's records -------------------------------------------------------
+
+
+class DirectoryItems(NamedTuple):
+    """A DICOMDIR as its bytes lay it out: its File Meta, its other top-level elements, and each item of
+    its Directory Record Sequence by the offset of its Item tag from the file's start (PS3.3 F.3.2.1)."""
+
+    meta: dict[int, Element]
+    elements: dict[int, Element]
+    #: None when there is no Directory Record Sequence.
+    items: dict[int, dict[int, Element]] | None
+
+
+def directory_items(fp: BinaryIO, size: int, *, sequence: int) -> DirectoryItems:
+    """The top-level elements and the items of the ``sequence`` of a PS3.10 Explicit VR Little Endian file.
+
+    Raises :class:`NeedsPydicom` (or :class:`NotDicom`) for anything else, and for any item, sequence
+    or element whose length disagrees with what encloses it: pydicom then reads it.
+    """
+    reader = _Reader(fp, size)
+    meta, pos, has_preamble = _meta(reader)
+    if not has_preamble or meta.get(TRANSFER_SYNTAX_UID, Element("", b"", b"")).value.rstrip(b"\0") != (
+            dicom.EXPLICIT_VR_LE.encode()):
+        raise NeedsPydicom("not a PS3.10 Explicit VR Little Endian file")
+    parser = _Parser(reader, implicit=False, wanted=frozenset(), vrs={})
+    elements: dict[int, Element] = {}
+    items: dict[int, dict[int, Element]] | None = None
+    try:
+        while pos < size:
+            tag, vr, length, hlen = parser.header(pos)
+            if tag >> 16 == 0xFFFE or tag in elements or (tag == sequence and items is not None):
+                raise NeedsPydicom(f"a stray delimiter or a repeated element at byte {pos}")
+            if tag == sequence and vr == "SQ":
+                items, after = _items(parser, pos + hlen, length)
+            elif vr == "SQ":
+                after = parser.sequence(pos + hlen, length, capture=False)[1]
+                if length == UNDEFINED and after >= size:  # no Sequence Delimitation Item before the end
+                    raise NeedsPydicom(f"{_name(tag)} has no end")
+            elif length == UNDEFINED:
+                raise NeedsPydicom(f"undefined length on {_name(tag)}")
+            else:
+                after = pos + hlen + length
+                elements[tag] = Element(vr, reader.get(pos + hlen, length), reader.get(pos, after - pos))
+            pos = after
+    except struct.error as exc:
+        raise NeedsPydicom(str(exc)) from None
+    if pos != size:
+        raise NeedsPydicom("the last element runs past the end of the file")
+    return DirectoryItems(meta, elements, items)
+
+
+def _items(parser: _Parser, pos: int, length: int) -> tuple[dict[int, dict[int, Element]], int]:
+    """The items of a sequence by their offsets, each item's elements captured; the position after it."""
+    size = parser.r.size
+    end = size if length == UNDEFINED else pos + length
+    items: dict[int, dict[int, Element]] = {}
+    while pos < end:
+        tag, _, item_length, _ = parser.header(pos)
+        if tag == SEQUENCE_DELIMITATION_ITEM and length == UNDEFINED:
+            return items, pos + 8
+        if tag != ITEM:
+            raise NeedsPydicom(f"{_name(tag)} where a sequence item was expected, at byte {pos}")
+        item_end = size if item_length == UNDEFINED else pos + 8 + item_length
+        item, after, _ = parser.dataset(pos + 8, item_end, capture=True)
+        # Undefined: it ended on its Item Delimitation Item, not at the end of the file.
+        if after != item_end if item_length != UNDEFINED else after >= size:
+            raise NeedsPydicom(f"the item at byte {pos} does not end where it says")
+        if any(t >> 16 == 0xFFFE for t in item):
+            raise NeedsPydicom(f"a stray delimiter in the item at byte {pos}")
+        items[pos] = item
+        pos = after
+    if pos != end or length == UNDEFINED:
+        raise NeedsPydicom("the sequence does not end where it says")
+    return items, pos

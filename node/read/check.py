@@ -1,6 +1,7 @@
 """Check a medium: its DICOMDIR against the files it holds.
 
-The DICOMDIR (PS3.10 8.6, PS3.3 Annex F) is parsed with pydicom, but its
+The DICOMDIR (PS3.10 8.6, PS3.3 Annex F) is read without pydicom when it is
+plain (:mod:`node.read.directory`), else parsed with pydicom; its
 directory records are walked here, offset by offset (PS3.3 F.3.2.1-F.3.2.2), so
 that a broken offset or a loop is a report row and never a crash. Every
 referenced file is walked to its end (:func:`node.dcmio.check_complete`: cut short,
@@ -30,21 +31,20 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from pydicom import dcmread
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import (
-    UID,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    MediaStorageDirectoryStorage,
-)
-
 from node.dcmio import INFLATION_REFUSED, NOT_DICOM, TRUNCATED, check_complete
-from node.dicom import DIRECTORY_RECORD_TYPES, is_conformant_file_id, record_type, syntax_name
+from node.dicom import (
+    DIRECTORY_RECORD_TYPES,
+    EXPLICIT_VR_BE,
+    EXPLICIT_VR_LE,
+    IMPLICIT_VR_LE,
+    MEDIA_STORAGE_DIRECTORY,
+    is_conformant_file_id,
+    record_type,
+    syntax_name,
+)
 from node.errors import one_line
 from node.profiles import PDI_ROOT_FILES, PDI_WEB_FOLDER, PROFILES, Profile
+from node.read.directory import DirectoryRecord, open_directory
 from node.read.header import (
     Attributes,
     ReadAttributes,
@@ -75,7 +75,7 @@ _PARENTS = {
     "SERIES": ("SeriesInstanceUID", "Series Instance UID"),
 }
 #: The syntaxes whose encoding pydicom reports in ``Dataset.original_encoding``.
-_NATIVE = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian})
+_NATIVE = frozenset({IMPLICIT_VR_LE, EXPLICIT_VR_LE, EXPLICIT_VR_BE})
 #: Leaf record attribute -> (the instance's own attribute, label) (PS3.3 F.3.2.2).
 _REFERENCED = {
     "ReferencedSOPInstanceUIDInFile": ("SOPInstanceUID", "SOP Instance UID"),
@@ -242,7 +242,7 @@ class _Checker:
         self.report.notes.append(Finding(path, text))
 
     def unusable(
-        self, path: str, reason: str, *, ds: Attributes | None = None, record: Dataset | None = None,
+        self, path: str, reason: str, *, ds: Attributes | None = None, record: DirectoryRecord | None = None,
         parents: dict[str, str] | None = None,
     ) -> None:
         """A problem on a file that should hold an instance; what is known of it comes along."""
@@ -320,28 +320,27 @@ class _Checker:
             try:
                 with self.medium.open(path) as fp:
                     self.preamble(path, fp.read(132))
-                    broken = check_complete(fp, self.medium.size(path))  # every length, as DCMTK reads it
-                    fp.seek(0)
-                    ds = dcmread(fp)
+                    size = self.medium.size(path)
+                    broken = check_complete(fp, size)  # every length, as DCMTK reads it
+                    directory = open_directory(fp, size, plain=broken is None)  # a broken one: as pydicom reads it
                 if broken:  # reported; a malformed DICOMDIR is walked as pydicom reads it, one cut short is not
                     self.problem(path, broken)
                 if broken and broken.startswith(TRUNCATED):
                     return  # its files are found by the scan
-                if ds.file_meta.get("MediaStorageSOPClassUID") != MediaStorageDirectoryStorage:
+                if directory.sop_class() != MEDIA_STORAGE_DIRECTORY:
                     self.problem(path, "not a DICOMDIR: its Media Storage SOP Class is not 1.2.840.10008.1.3.10")
-                elif "DirectoryRecordSequence" not in ds:
+                elif (records := directory.records()) is None:
                     self.problem(path, "the DICOMDIR has no Directory Record Sequence")
                 else:
-                    self.walk(path, ds, base)
+                    self.walk(path, records, directory.first(), base)
             except Exception as exc:  # pydicom raises many kinds of error on hostile bytes
                 self.problem(path, f"unreadable DICOMDIR: {one_line(exc)}")
 
-    def walk(self, path: str, ds: Dataset, base: str) -> None:
-        """Follow the record offsets from the root entity (PS3.3 F.3.2.1); report breaks."""
-        records = {item.seq_item_tell: item for item in ds.DirectoryRecordSequence}
-        first = ds.get("OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity") or 0
+    def walk(self, path: str, records: dict[int, DirectoryRecord], first: int, base: str) -> None:
+        """Follow the record offsets (``records`` by offset) from the root entity's ``first`` (PS3.3 F.3.2.1);
+        report breaks."""
         visited: set[int] = set()
-        leaves: list[tuple[list[str], Dataset, dict[str, str]]] = []
+        leaves: list[tuple[list[str], DirectoryRecord, dict[str, str]]] = []
         pending: list[tuple[int, dict[str, str]]] = [(first, {})]
         while pending:
             offset, parents = pending.pop()
@@ -379,7 +378,7 @@ class _Checker:
 
     # -- one referenced instance ------------------------------------------------
 
-    def check_leaf(self, file_id: list[str], record: Dataset, parents: dict[str, str]) -> None:
+    def check_leaf(self, file_id: list[str], record: DirectoryRecord, parents: dict[str, str]) -> None:
         """Resolve, read and compare one instance a leaf record references (File ID from the medium root)."""
         shown = "/".join(file_id)
         try:
@@ -432,7 +431,7 @@ class _Checker:
         return found
 
     def read_header(
-        self, path: str, *, record: Dataset | None = None, parents: dict[str, str] | None = None
+        self, path: str, *, record: DirectoryRecord | None = None, parents: dict[str, str] | None = None
     ) -> _Header | None:
         """Read a file up to its pixel data; None (and a problem) when unusable.
 
@@ -449,7 +448,7 @@ class _Checker:
                 if not preamble:
                     fp.seek(0)
                     if not is_dicom(fp.read(_SNIFF_BYTES)):
-                        raise InvalidDicomError
+                        raise _NotDicomFile
                 size = self.medium.size(path)
                 whole = check_complete(fp, size)
                 if whole is not None and whole.startswith(INFLATION_REFUSED):
@@ -465,9 +464,9 @@ class _Checker:
                     ds = None if read is None else ReadAttributes(read)
                     offset = data_set_offset(fp)
                 # pydicom decodes a value when it is first read: a malformed one raises here, not below.
-                directory = ds is not None and ds.meta("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage
+                directory = ds is not None and ds.meta("MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY
                 named = ds is not None and bool(ds.get("SOPInstanceUID"))
-        except InvalidDicomError:
+        except _NotDicomFile:
             self.unusable(path, "not a DICOM file: no 'DICM' prefix after the preamble (PS3.10 7.1)",
                           record=record, parents=parents)
             return None
@@ -498,11 +497,11 @@ class _Checker:
                     and ds.meta("MediaStorageSOPClassUID") == ds.get("SOPClassUID"))
         if not header.preamble:
             text = (f"no preamble or File Meta Information (PS3.10 7.1): read as a bare data set "
-                    f"in {UID(syntax).name}")
+                    f"in {_uid_name(syntax)}")
             (self.problem if referenced else self.note)(path, text)
         elif syntax != declared:
             self.note(path, f"the File Meta Information says {syntax_name(declared) if declared else 'no transfer syntax'}"
-                            f" but the data set is in {UID(syntax).name}")
+                            f" but the data set is in {_uid_name(syntax)}")
         elif not names_it:
             self.note(path, "the File Meta Information does not name this instance's SOP Class and Instance UIDs")
         instance = MediumInstance(
@@ -521,7 +520,7 @@ class _Checker:
         if self.listener is not None:
             self.listener.found(instance)
 
-    def compare(self, path: str, ds: Attributes, record: Dataset, parents: dict[str, str]) -> None:
+    def compare(self, path: str, ds: Attributes, record: DirectoryRecord, parents: dict[str, str]) -> None:
         """The file against its record (PS3.3 F.3.2.2) and its parent records (F.5)."""
         for keyword, (own, label) in _REFERENCED.items():
             in_record = record.get(keyword)
@@ -607,7 +606,7 @@ class _Checker:
             header = self.read_header(path)
             if header is None:
                 return
-            if header.attributes.meta("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
+            if header.attributes.meta("MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
                 self.note(path, "another DICOMDIR (Media Storage Directory Storage): not an instance")
                 return
             self.problem(path, "not referenced by the DICOMDIR")
@@ -617,7 +616,18 @@ class _Checker:
                 self.unusable(path, f"unreadable: {one_line(exc)}")
 
 
-def _listed(record: Dataset) -> Listed:
+def _uid_name(uid: str) -> str:
+    """A UID's name from pydicom's dictionary, for notes (pydicom is loaded then, not for plain media)."""
+    from pydicom.uid import UID
+
+    return UID(uid).name
+
+
+class _NotDicomFile(Exception):
+    """A file without 'DICM' that is no bare data set either."""
+
+
+def _listed(record: DirectoryRecord) -> Listed:
     """The Referenced SOP Class, Transfer Syntax and SOP Instance UIDs in File of a record; "" when
     absent or unreadable."""
     values = []
@@ -630,7 +640,9 @@ def _listed(record: Dataset) -> Listed:
     return Listed(*values)
 
 
-def _visit(record: Dataset, parents: dict[str, str]) -> tuple[str | None, dict[str, str], list[str] | None, int, int]:
+def _visit(
+    record: DirectoryRecord, parents: dict[str, str]
+) -> tuple[str | None, dict[str, str], list[str] | None, int, int]:
     """Decode one directory record (PS3.3 F.3.2.2).
 
     Returns its Directory Record Type (None for an inactive record), the parent
@@ -644,8 +656,8 @@ def _visit(record: Dataset, parents: dict[str, str]) -> tuple[str | None, dict[s
     if kind in _PARENTS:
         parents = {**parents, kind: str(record.get(_PARENTS[kind][0], ""))}
     file_id = None
-    if "ReferencedFileID" in record:  # CS, VM 1-8: a str or a MultiValue
-        value = record.ReferencedFileID or []
+    if "ReferencedFileID" in record:  # CS, VM 1-8: a str or a MultiValue (a list)
+        value = record.get("ReferencedFileID") or []
         file_id = [value] if isinstance(value, str) else [str(c) for c in value]
     return kind, parents, file_id, int(record.get("OffsetOfReferencedLowerLevelDirectoryEntity") or 0), following
 

@@ -20,22 +20,10 @@ import re
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
-
-from pydicom import dcmread
-from pydicom.charset import python_encoding
-from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-)
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from node.dcmio import UNDEFINED, Element, NeedsPydicom, NotDicom, element_header, header_of
-from node.dicom import EXPLICIT_VR_LE, IMPLICIT_VR_LE
+from node.dicom import DEFLATED_LE, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from node.tags import (
     DOUBLE_FLOAT_PIXEL_DATA,
     FLOAT_PIXEL_DATA,
@@ -52,6 +40,9 @@ from node.tags import (
     STUDY_INSTANCE_UID,
     TRANSFER_SYNTAX_UID,
 )
+
+if TYPE_CHECKING:  # pydicom is imported where a file needs it, never by a survey of plain files
+    from pydicom.dataset import Dataset
 
 #: Float, Double Float and (plain) Pixel Data: where stop_before_pixels stops (PS3.6).
 _PIXEL_TAGS = frozenset({FLOAT_PIXEL_DATA, DOUBLE_FLOAT_PIXEL_DATA, PIXEL_DATA})
@@ -76,6 +67,15 @@ _PLAIN_META = {
 _PLAIN_UID = re.compile(rb"^(?=[0-9.]{1,64}\0?$)(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*\0?$")
 #: A Long String or Code String of printable ASCII, no backslash (a single value), 64 characters at most.
 _PLAIN_TEXT = re.compile(rb"^[\x20-\x5b\x5d-\x7e]{0,64}$")
+#: The Specific Character Sets pydicom knows (the keys of ``pydicom.charset.python_encoding``, PS3.3
+#: C.12.1.1.2): under each, ASCII values decode alike and without a warning.
+CHARACTER_SETS = frozenset({
+    "", "GB18030", "GBK", "ISO 2022 58", "ISO 2022 GBK", "ISO 2022 IR 100", "ISO 2022 IR 101", "ISO 2022 IR 109",
+    "ISO 2022 IR 110", "ISO 2022 IR 126", "ISO 2022 IR 127", "ISO 2022 IR 13", "ISO 2022 IR 138", "ISO 2022 IR 144",
+    "ISO 2022 IR 148", "ISO 2022 IR 149", "ISO 2022 IR 159", "ISO 2022 IR 166", "ISO 2022 IR 58", "ISO 2022 IR 6",
+    "ISO 2022 IR 87", "ISO_IR 100", "ISO_IR 101", "ISO_IR 109", "ISO_IR 110", "ISO_IR 126", "ISO_IR 127", "ISO_IR 13",
+    "ISO_IR 138", "ISO_IR 144", "ISO_IR 148", "ISO_IR 166", "ISO_IR 192", "ISO_IR 6",
+})
 
 
 class Attributes(Protocol):
@@ -161,7 +161,7 @@ def plain_attributes(fp: BinaryIO, size: int) -> tuple[PlainAttributes, bool, in
             values[keyword] = value
         elif tag in header.elements:
             return None
-    if values.get("SpecificCharacterSet", "") not in ("", *python_encoding):
+    if values.get("SpecificCharacterSet", "") not in CHARACTER_SETS:
         return None
     return PlainAttributes(values), header.has_pixels, header.dataset_offset
 
@@ -171,8 +171,18 @@ def _plain(element: Element, vr: str) -> str | None:
     if element.vr != vr:
         return None
     if vr == "UI":
-        return element.value.rstrip(b"\0").decode() if _PLAIN_UID.match(element.value) or not element.value else None
+        return plain_uid(element.value)
     return element.value.decode().strip(" ") if _PLAIN_TEXT.match(element.value) else None
+
+
+def plain_uid(value: bytes) -> str | None:
+    """A UID as pydicom gives it (without its NUL padding; "" when empty), or None when pydicom would warn
+    about it or split it (PS3.5 9.1).
+
+    >>> plain_uid(b"1.2.840.10008.1.2.1\\0"), plain_uid(b"1.2\\\\3"), plain_uid(b"01.2")
+    ('1.2.840.10008.1.2.1', None, None)
+    """
+    return value.rstrip(b"\0").decode() if _PLAIN_UID.match(value) or not value else None
 
 
 def read_until_pixels(fp: BinaryIO, size: int, *, force: bool = False) -> tuple[Dataset | None, bool, bool]:
@@ -183,6 +193,9 @@ def read_until_pixels(fp: BinaryIO, size: int, *, force: bool = False) -> tuple[
     compared with the file size. Deflated files are left to zlib: their offsets
     are in the inflated stream.
     """
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
     try:
         ds = dcmread(fp, stop_before_pixels=True, defer_size=_DEFER_BYTES, force=force)
     except InvalidDicomError:
@@ -191,7 +204,7 @@ def read_until_pixels(fp: BinaryIO, size: int, *, force: bool = False) -> tuple[
         if fp.tell() < size:
             raise
         return None, False, False  # pydicom ran out of bytes
-    if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+    if ds.file_meta.get("TransferSyntaxUID") == DEFLATED_LE:
         return ds, "Rows" in ds, True
     stopped = fp.tell()  # past the end when a deferred value was skipped beyond it
     implicit, little = _read_encoding(ds)
@@ -228,6 +241,8 @@ def _read_encoding(ds: Dataset) -> tuple[bool, bool]:
     ``original_encoding`` follows the File Meta, even when pydicom found the
     other VR encoding and read with it (and warned); each raw element knows.
     """
+    from pydicom.dataelem import RawDataElement
+
     for element in ds.elements():
         if isinstance(element, RawDataElement):
             return bool(element.is_implicit_VR), bool(element.is_little_endian)
@@ -239,12 +254,14 @@ def encoded_syntax(ds: Dataset) -> str:
     """The uncompressed syntax the data set is really encoded in."""
     implicit, little = _read_encoding(ds)
     if implicit:
-        return str(ImplicitVRLittleEndian)
-    return str(ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+        return IMPLICIT_VR_LE
+    return EXPLICIT_VR_LE if little else EXPLICIT_VR_BE
 
 
 def elements_end(ds: Dataset) -> int:
     """Where the last top-level element read or skipped (not yet decoded) should end."""
+    from pydicom.dataelem import RawDataElement
+
     return max(
         (e.value_tell + e.length for e in ds.elements() if isinstance(e, RawDataElement) and e.length != UNDEFINED),
         default=0,
@@ -284,6 +301,8 @@ def is_dicom(head: bytes) -> bool:
         return True
     if head[:2] not in (b"\x02\x00", b"\x08\x00"):  # a bare data set starts with group 0002 or 0008
         return False
+    from pydicom import dcmread
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # warnings about a file that is not DICOM are noise
         try:

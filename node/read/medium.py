@@ -30,7 +30,6 @@ from types import TracebackType
 from typing import Any, BinaryIO, cast
 
 import pycdlib
-from pydicom import dcmread
 from pycdlib.pycdlibexception import PyCdlibException
 
 from node.errors import ESCAPES_ROOT as ESCAPES_ROOT  # why resolve() refuses, re-exported for its callers
@@ -39,6 +38,7 @@ from node.dcmio import check_complete
 from node.errors import MediumError
 from node.extents import Extents
 from node.profiles import SECTOR
+from node.read.directory import open_directory
 from node.udf import NSR, UdfError, Volume, vrs_identifiers
 
 
@@ -365,12 +365,12 @@ def _unresolved(medium: Medium) -> int:
         if found is None:
             return -1
         with warnings.catch_warnings(), medium.open(found) as fp:
-            if check_complete(fp, medium.size(found)):
+            size = medium.size(found)
+            if check_complete(fp, size):
                 return -1
-            fp.seek(0)
             warnings.simplefilter("ignore")
-            records = dcmread(fp, force=True).get("DirectoryRecordSequence", [])
-            ids = [r.get("ReferencedFileID") for r in records]
+            records = open_directory(fp, size, force=True).records() or {}
+            ids = [r.get("ReferencedFileID") for r in records.values()]
     except Exception:  # a damaged DICOMDIR: check reports it; here it resolves nothing
         return -1
     missing = 0

@@ -1025,13 +1025,30 @@ def _connect(destination: SendTarget, tls_args: tuple[ssl.SSLContext, str] | Non
     return sock
 
 
+def _alert_before(sock: socket.socket, refused: ssl.SSLError) -> ssl.SSLError:
+    """What the destination said before closing, when TLS refused a write after the handshake (TLS 1.3: a
+    client certificate found missing or unknown is told then): its alert when it is there to read, else
+    ``refused``."""
+    try:
+        if select.select([sock], [], [], 0)[0]:
+            sock.recv(1)
+    except ssl.SSLError as alert:
+        return alert
+    except OSError:
+        pass
+    return refused
+
+
 def _answer(sock: socket.socket, wire: Wire, answers: _Answers, request: bytes,
             contexts: Sequence[tuple[str, Sequence[str]]], where: str) -> Accepted | Rejected:
     """Send A-ASSOCIATE-RQ and read the destination's A-ASSOCIATE-AC or -RJ; :class:`_NoAssociation` for
     anything else (an A-ABORT, a close, a malformed PDU: A-ABORTed, no answer in time)."""
     answers.deadline = time.monotonic() + ACSE_TIMEOUT
     try:
-        sock.sendall(request)
+        try:
+            sock.sendall(request)
+        except ssl.SSLError as exc:
+            raise _alert_before(sock, exc) from None
         kind, length = pdu_header(wire.take(PDU_HEADER))
         if length > ASSOCIATE_RQ_MAX:
             raise Malformed(f"PDU type 0x{kind:02X} of {length} bytes, over the {ASSOCIATE_RQ_MAX} taken")
