@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import struct
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -127,6 +128,14 @@ def pynetdicom_rq(calling: str, called: str, contexts: list[tuple[int, str, list
 
 
 # -- the supported contexts ------------------------------------------------------------------------
+
+
+def test_a_receiver_starts_without_pynetdicom_and_pydicom() -> None:
+    """Its accept loop, lobby, negotiation and own data path: pynetdicom comes with the first association
+    that needs it (``tests/test_mcm.py``)."""
+    code = ("import sys, node.receive.workers, node.receive.storer; "
+            "print(' '.join(m for m in ('pydicom', 'pynetdicom', 'numpy') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == ""
 
 
 def test_our_storage_classes_are_pynetdicom_s() -> None:
