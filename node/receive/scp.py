@@ -70,14 +70,13 @@ from node.receive.storage import (  # pynetdicom-free, shared with our own data 
     SharedIndex,
     closed,
     refused,
-    ssl_context,
     storage_classes,
     store,
     supported,
 )
 
 __all__ = ["REJECT_REASONS", "STORE_STATUSES", "TRANSFER_SYNTAXES", "VERIFICATION_SYNTAXES", "evt_handlers", "make_ae",
-           "reactor_delay", "ssl_context", "storage_classes"]
+           "reactor_delay", "storage_classes"]
 
 logger = logging.getLogger(__name__)
 
