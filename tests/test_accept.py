@@ -34,6 +34,7 @@ from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 from node import dicom
 from node.config import parse_config
 from node.netcompat import MalformedPDU, decode_pdu
+from node.pdu import Malformed
 from node.receive import sopclasses
 from node.receive.accept import Request, accept_pdu, associate_rq, own_path, reject_pdu
 from node.receive.scp import make_ae
@@ -85,9 +86,15 @@ def reference_ac(rq: A_ASSOCIATE, results: list[PresentationContext], max_pdu: i
     return bytes(pdu.encode())
 
 
-def same(received: bytes, *, max_pdu: int = 16384) -> Request | str:
-    """Our answer to ``received``; when it is our own path's, pynetdicom's is the same, byte for byte."""
-    ours = own_path(received, SUPPORTED, SERVED)
+def same(received: bytes, *, max_pdu: int = 16384) -> Request | str | Malformed:
+    """Our answer to ``received``; when it is our own path's, pynetdicom's is the same, byte for byte; when we
+    find it malformed, pynetdicom cannot decode it either."""
+    try:
+        ours = own_path(received, SUPPORTED, SERVED)
+    except Malformed as exc:
+        with pytest.raises(MalformedPDU):
+            decode_pdu(received)
+        return exc
     if isinstance(ours, Request):
         theirs = reference(received)
         assert theirs is not None, "our own path takes a request pynetdicom would not"
@@ -208,6 +215,9 @@ def test_requests_our_own_path_does_not_take_are_declined_with_why() -> None:
     rq = associate_rq("CT1", "MEDIANODE", [(1, CT, [dicom.EXPLICIT_VR_LE])], user=role)
     assert same(rq) == "user information item 0x54"
     assert same(rq[:40]) == "a malformed A-ASSOCIATE-RQ (its header)"
+    cut = rq[:-3]  # its user information item cut short, the PDU's length agreeing: aborted without pynetdicom
+    assert str(same(cut[:2] + struct.pack(">I", len(cut) - 6) + cut[6:])) == \
+        "malformed A-ASSOCIATE-RQ PDU: an item runs past its end"
 
 
 def test_the_rejection_is_pynetdicom_s() -> None:
@@ -263,4 +273,4 @@ def hostile(draw: st.DrawFn) -> bytes:
 @given(received=hostile() | st.binary(max_size=300))
 def test_hostile_requests_are_declined_or_answered_as_pynetdicom_does(received: bytes) -> None:
     ours = same(received)
-    assert isinstance(ours, (Request, str))
+    assert isinstance(ours, (Request, str, Malformed))

@@ -5,7 +5,8 @@ context we would accept is a storage SOP class or Verification, and the request 
 information we would answer otherwise (user identity, role selection, extended negotiation), the
 association runs on our own data path; anything else (Media Creation Management, a user identity, a
 request this reader does not take apart plainly) goes to pynetdicom, loaded then
-(:mod:`node.receive.workers`). The answer is pynetdicom's, byte for byte: the contexts and transfer
+(:mod:`node.receive.workers`). A request whose items run past their ends (which pynetdicom cannot decode
+either) raises :class:`node.pdu.Malformed`: it is aborted without loading pynetdicom. The answer is pynetdicom's, byte for byte: the contexts and transfer
 syntaxes its ``negotiate_as_acceptor`` picks for an SCP without role selection, the A-ASSOCIATE-AC its
 ``ACSE.send_accept`` encodes with the same Maximum Length, Implementation Class UID and Version Name
 (PS3.7 D.3.3), the A-ASSOCIATE-RJ of ``ACSE.send_reject``; ``tests/test_accept.py`` compares them
@@ -18,6 +19,10 @@ with pynetdicom's on real and random requests, so the conformance statement hold
 ('STORESCU', 'MEDIANODE', 16384, {1: ('1.2.840.10008.1.1', '1.2.840.10008.1.2')})
 >>> own_path(rq[:-3], {}, frozenset())
 'a malformed A-ASSOCIATE-RQ (its header)'
+>>> cut = rq[:-3]  # its last item cut short, its PDU length agreeing
+>>> own_path(cut[:2] + (len(cut) - 6).to_bytes(4, "big") + cut[6:], {}, frozenset())
+Traceback (most recent call last):
+node.pdu.Malformed: malformed A-ASSOCIATE-RQ PDU: an item runs past its end
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from node import dicom
+from node.pdu import Malformed
 
 #: The DICOM Application Context Name (PS3.7 A.2.1).
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
@@ -38,6 +44,8 @@ ACCEPTANCE, ABSTRACT_SYNTAX_NOT_SUPPORTED, TRANSFER_SYNTAXES_NOT_SUPPORTED = 0x0
 #: 0x58) goes to pynetdicom.
 MAX_LENGTH, CLASS_UID, ASYNC_WINDOW, VERSION_NAME = 0x51, 0x52, 0x53, 0x55
 _UID_CHARS = frozenset(b"0123456789.")
+#: What a request that cannot be decoded is logged as, on either path (:func:`node.netcompat.decode_pdu`).
+BAD_RQ = "malformed A-ASSOCIATE-RQ PDU: "
 
 
 @dataclass(frozen=True)
@@ -70,7 +78,8 @@ class _Unplain(Exception):
 
 def own_path(received: bytes, supported: Mapping[str, Sequence[str]], served: frozenset[str]) -> Request | str:
     """The request when our own data path may serve it (every context we accept of it is one of the
-    ``served`` SOP classes), else why not: pynetdicom then serves it, malformed or not.
+    ``served`` SOP classes), else why not: pynetdicom then serves it. :class:`~node.pdu.Malformed` when
+    an item runs past the end of what holds it.
 
     ``supported``: abstract syntax -> the transfer syntaxes we accept it in, ours first.
     """
@@ -154,14 +163,15 @@ def _item(kind: int, value: bytes) -> bytes:
 
 
 def _items(data: bytes) -> list[tuple[int, bytes]]:
-    """The (type, value) items of a variable field (PS3.8 9.3.1)."""
+    """The (type, value) items of a variable field (PS3.8 9.3.1); :class:`~node.pdu.Malformed` when one runs
+    past the end of ``data``, where pynetdicom's decoder fails too (``PDU._generate_items``)."""
     found, at = [], 0
     while at < len(data):
         if len(data) - at < 4:
-            raise _Unplain("a malformed A-ASSOCIATE-RQ (an item header cut short)")
+            raise Malformed(f"{BAD_RQ}an item header cut short")
         kind, length = data[at], int.from_bytes(data[at + 2:at + 4], "big")
         if at + 4 + length > len(data):
-            raise _Unplain("a malformed A-ASSOCIATE-RQ (an item runs past its end)")
+            raise Malformed(f"{BAD_RQ}an item runs past its end")
         found.append((kind, data[at + 4:at + 4 + length]))
         at += 4 + length
     return found
