@@ -279,9 +279,11 @@ def pdvs(wire: Wire, length: int) -> Iterator[tuple[int, int, int]]:
 #: The DICOM Application Context Name (PS3.7 A.2.1), the only one.
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 #: Item types (PS3.8 9.3.2.1-9.3.3.3, D.3.3): Application Context, Presentation Context (RQ, AC), Abstract and
-#: Transfer Syntax, User Information and its Maximum Length, Implementation Class UID and Version Name.
-_APP_CONTEXT, _CONTEXT_RQ, _CONTEXT_AC, _ABSTRACT, _TRANSFER, _USER_INFO = 0x10, 0x20, 0x21, 0x30, 0x40, 0x50
-_MAX_LENGTH, _IMPLEMENTATION_CLASS, _IMPLEMENTATION_VERSION = 0x51, 0x52, 0x55
+#: Transfer Syntax, User Information and its Maximum Length, Implementation Class UID, Asynchronous Operations
+#: Window and Implementation Version Name.
+APP_CONTEXT_ITEM, CONTEXT_RQ_ITEM, CONTEXT_AC_ITEM = 0x10, 0x20, 0x21
+ABSTRACT_ITEM, TRANSFER_ITEM, USER_INFO_ITEM = 0x30, 0x40, 0x50
+MAX_LENGTH_ITEM, IMPLEMENTATION_CLASS_ITEM, ASYNC_WINDOW_ITEM, IMPLEMENTATION_VERSION_ITEM = 0x51, 0x52, 0x53, 0x55
 _ITEM = struct.Struct(">BBH")
 #: What an A-ASSOCIATE-RQ or -AC holds before its items: protocol version, reserved, called and calling AE
 #: titles, 32 reserved bytes (PS3.8 9.3.2, 9.3.3).
@@ -297,7 +299,8 @@ _REASONS = {
 }
 
 
-def _item(kind: int, value: bytes) -> bytes:
+def pdu_item(kind: int, value: bytes) -> bytes:
+    """An item or sub-item of an A-ASSOCIATE PDU (PS3.8 9.3.2): its type, a reserved byte, its length."""
     if len(value) > 0xFFFF:
         raise ValueError(f"an item of {len(value)} bytes, over the 65535 its length holds")
     return _ITEM.pack(kind, 0, len(value)) + value
@@ -321,21 +324,21 @@ def a_associate_rq(calling: str, called: str, contexts: Sequence[tuple[str, Sequ
     ...                     implementation_class_uid="1.2.3", version_name="V1")
     >>> pdu_header(rq), _FIXED.unpack_from(rq, PDU_HEADER)[:4]
     ((1, 170), (1, 0, b'THEM            ', b'US              '))
-    >>> [(hex(kind), value[:4]) for kind, value in _items(rq, PDU_HEADER + _FIXED.size, "")]
+    >>> [(hex(kind), value[:4]) for kind, value in pdu_items(rq, PDU_HEADER + _FIXED.size, "")]
     [('0x10', b'1.2.'), ('0x20', b'\\x01\\x00\\x00\\x00'), ('0x50', b'Q\\x00\\x00\\x04')]
     """
     if not 1 <= len(contexts) <= 128:
         raise ValueError(f"{len(contexts)} presentation contexts: 1 to 128 may be proposed")
-    items = [_item(_APP_CONTEXT, APPLICATION_CONTEXT.encode("ascii"))]
+    items = [pdu_item(APP_CONTEXT_ITEM, APPLICATION_CONTEXT.encode("ascii"))]
     for number, (abstract, syntaxes) in enumerate(contexts):
         if not syntaxes:
             raise ValueError(f"a presentation context for {abstract} without a transfer syntax")
-        body = _item(_ABSTRACT, _ascii(abstract, "UID", 64)) + b"".join(
-            _item(_TRANSFER, _ascii(ts, "UID", 64)) for ts in syntaxes)
-        items.append(_item(_CONTEXT_RQ, struct.pack(">BBBB", 2 * number + 1, 0, 0, 0) + body))
-    items.append(_item(_USER_INFO, _item(_MAX_LENGTH, struct.pack(">L", max_length))
-                       + _item(_IMPLEMENTATION_CLASS, _ascii(implementation_class_uid, "UID", 64))
-                       + _item(_IMPLEMENTATION_VERSION, _ascii(version_name, "Implementation Version Name", 16))))
+        body = pdu_item(ABSTRACT_ITEM, _ascii(abstract, "UID", 64)) + b"".join(
+            pdu_item(TRANSFER_ITEM, _ascii(ts, "UID", 64)) for ts in syntaxes)
+        items.append(pdu_item(CONTEXT_RQ_ITEM, struct.pack(">BBBB", 2 * number + 1, 0, 0, 0) + body))
+    items.append(pdu_item(USER_INFO_ITEM, pdu_item(MAX_LENGTH_ITEM, struct.pack(">L", max_length))
+                       + pdu_item(IMPLEMENTATION_CLASS_ITEM, _ascii(implementation_class_uid, "UID", 64))
+                       + pdu_item(IMPLEMENTATION_VERSION_ITEM, _ascii(version_name, "Implementation Version Name", 16))))
     fixed = _FIXED.pack(1, 0, _ascii(called, "called AE title", 16).ljust(16),
                         _ascii(calling, "calling AE title", 16).ljust(16), bytes(32))
     body = fixed + b"".join(items)
@@ -373,8 +376,9 @@ class Rejected:
                 f"{_REASONS.get(self.source, {}).get(self.reason, unknown)}")
 
 
-def _items(data: bytes, at: int, what: str) -> Iterator[tuple[int, bytes]]:
-    """(type, value) of the items or sub-items from ``at`` to the end of ``data``, each within what is left."""
+def pdu_items(data: bytes, at: int, what: str) -> Iterator[tuple[int, bytes]]:
+    """(type, value) of the items or sub-items from ``at`` to the end of ``data``, each within what is left
+    (:class:`Malformed` for one that runs past it; ``what`` names ``data`` in the reason)."""
     while at < len(data):
         if len(data) - at < _ITEM.size:
             raise Malformed(f"{len(data) - at} bytes left in {what}, too few for an item header")
@@ -400,8 +404,8 @@ def associate_answer(kind: int, body: bytes, proposed: Sequence[tuple[str, Seque
 
     >>> associate_answer(A_ASSOCIATE_RJ, bytes([0, 2, 3, 1]), [])
     Rejected(result=2, source=3, reason=1)
-    >>> ac = _FIXED.pack(1, 0, bytes(16), bytes(16), bytes(32)) + _item(_CONTEXT_AC, bytes([1, 0, 0, 0])
-    ...      + _item(_TRANSFER, b"1.2.840.10008.1.2")) + _item(_USER_INFO, _item(_MAX_LENGTH, bytes([0, 0, 16, 0])))
+    >>> ac = _FIXED.pack(1, 0, bytes(16), bytes(16), bytes(32)) + pdu_item(CONTEXT_AC_ITEM, bytes([1, 0, 0, 0])
+    ...      + pdu_item(TRANSFER_ITEM, b"1.2.840.10008.1.2")) + pdu_item(USER_INFO_ITEM, pdu_item(MAX_LENGTH_ITEM, bytes([0, 0, 16, 0])))
     >>> associate_answer(A_ASSOCIATE_AC, ac, [("1.2.840.10008.1.1", ["1.2.840.10008.1.2"])])
     Accepted(contexts={1: ('1.2.840.10008.1.1', '1.2.840.10008.1.2')}, max_length=4096)
     """
@@ -415,12 +419,12 @@ def associate_answer(kind: int, body: bytes, proposed: Sequence[tuple[str, Seque
         raise Malformed(f"an A-ASSOCIATE-AC of {len(body)} bytes, under the {_FIXED.size} of its fixed fields")
     contexts: dict[int, tuple[str, str]] = {}
     max_length = 0
-    for item, value in _items(body, _FIXED.size, "the A-ASSOCIATE-AC"):
-        if item == _CONTEXT_AC:
+    for item, value in pdu_items(body, _FIXED.size, "the A-ASSOCIATE-AC"):
+        if item == CONTEXT_AC_ITEM:
             if len(value) < 4:
                 raise Malformed(f"a presentation context item of {len(value)} bytes")
             number, result = value[0], value[2]
-            syntaxes = [_uid_of(v) for k, v in _items(value, 4, "a presentation context item") if k == _TRANSFER]
+            syntaxes = [_uid_of(v) for k, v in pdu_items(value, 4, "a presentation context item") if k == TRANSFER_ITEM]
             if result != 0:
                 continue
             if number % 2 == 0 or number // 2 >= len(proposed) or len(syntaxes) != 1:
@@ -430,9 +434,9 @@ def associate_answer(kind: int, body: bytes, proposed: Sequence[tuple[str, Seque
             if syntaxes[0] not in offered:
                 raise Malformed(f"presentation context {number} accepted in {syntaxes[0]!r}, which we did not propose")
             contexts[number] = (abstract, syntaxes[0])
-        elif item == _USER_INFO:
-            for sub, data in _items(value, 0, "the user information item"):
-                if sub == _MAX_LENGTH:
+        elif item == USER_INFO_ITEM:
+            for sub, data in pdu_items(value, 0, "the user information item"):
+                if sub == MAX_LENGTH_ITEM:
                     if len(data) != 4:
                         raise Malformed(f"a Maximum Length sub-item of {len(data)} bytes, not 4")
                     max_length = struct.unpack(">L", data)[0]

@@ -7,6 +7,7 @@ request, its ``negotiate_as_acceptor`` picks the contexts, its PDU classes encod
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 import subprocess
@@ -28,6 +29,7 @@ from pynetdicom.pdu_primitives import (
     ImplementationClassUIDNotification,
     ImplementationVersionNameNotification,
     MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
 )
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 
@@ -36,7 +38,7 @@ from node.config import parse_config
 from node.netcompat import MalformedPDU, decode_pdu
 from node.pdu import Malformed
 from node.receive import sopclasses
-from node.receive.accept import Request, accept_pdu, associate_rq, own_path, reject_pdu
+from node.receive.accept import Request, accept_pdu, own_path, reject_pdu
 from node.receive.scp import make_ae
 from node.receive.storage import TRANSFER_SYNTAXES, VERIFICATION_SYNTAXES, own_path_classes, supported
 from tests.conftest import ct_series, need
@@ -108,7 +110,7 @@ def same(received: bytes, *, max_pdu: int = 16384) -> Request | str | Malformed:
 
 
 def pynetdicom_rq(calling: str, called: str, contexts: list[tuple[int, str, list[str]]], *, max_length: int = 16384,
-                  version: str | None = "PYNETDICOM_304", async_window: bool = False) -> bytes:
+                  version: str | None = "PYNETDICOM_304", async_window: bool = False, role: bool = False) -> bytes:
     rq = A_ASSOCIATE()
     rq.application_context_name = UID(APPLICATION_CONTEXT_NAME)
     rq.calling_ae_title, rq.called_ae_title = calling, called
@@ -129,6 +131,10 @@ def pynetdicom_rq(calling: str, called: str, contexts: list[tuple[int, str, list
         window = AsynchronousOperationsWindowNegotiation()
         window.maximum_number_operations_invoked = window.maximum_number_operations_performed = 1
         rq.user_information.append(window)
+    if role:  # SCP/SCU Role Selection for the first context's class (PS3.7 D.3.3.4)
+        selection = SCP_SCU_RoleSelectionNegotiation()
+        selection.sop_class_uid, selection.scu_role, selection.scp_role = UID(contexts[0][1]), True, True
+        rq.user_information.append(selection)
     pdu = A_ASSOCIATE_RQ()
     pdu.from_primitive(rq)
     return bytes(pdu.encode())
@@ -210,14 +216,14 @@ def test_dcmtk_s_requests_get_pynetdicom_s_answer(tool: str, tmp_path: Path) -> 
 def test_requests_our_own_path_does_not_take_are_declined_with_why() -> None:
     assert same(pynetdicom_rq("CT1", "MEDIANODE", [(1, CT, [dicom.EXPLICIT_VR_LE]), (3, MCM, [dicom.IMPLICIT_VR_LE])])) \
         == f"SOP class {MCM}"
-    role = bytes.fromhex("5400001c") + struct.pack(">H", len(CT)) + CT.encode() + b"\x01\x01"
-    role = role[:2] + struct.pack(">H", len(role) - 4) + role[4:]
-    rq = associate_rq("CT1", "MEDIANODE", [(1, CT, [dicom.EXPLICIT_VR_LE])], user=role)
+    rq = pynetdicom_rq("CT1", "MEDIANODE", [(1, CT, [dicom.EXPLICIT_VR_LE])], role=True)
     assert same(rq) == "user information item 0x54"
     assert same(rq[:40]) == "a malformed A-ASSOCIATE-RQ (its header)"
     cut = rq[:-3]  # its user information item cut short, the PDU's length agreeing: aborted without pynetdicom
-    assert str(same(cut[:2] + struct.pack(">I", len(cut) - 6) + cut[6:])) == \
-        "malformed A-ASSOCIATE-RQ PDU: an item runs past its end"
+    malformed = same(cut[:2] + struct.pack(">I", len(cut) - 6) + cut[6:])
+    assert isinstance(malformed, Malformed)
+    assert re.fullmatch(r"malformed A-ASSOCIATE-RQ PDU: item 0x50 of \d+ bytes, \d+ left in the A-ASSOCIATE-RQ",
+                        str(malformed))
 
 
 def test_the_rejection_is_pynetdicom_s() -> None:

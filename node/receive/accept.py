@@ -12,8 +12,10 @@ syntaxes its ``negotiate_as_acceptor`` picks for an SCP without role selection, 
 (PS3.7 D.3.3), the A-ASSOCIATE-RJ of ``ACSE.send_reject``; ``tests/test_accept.py`` compares them
 with pynetdicom's on real and random requests, so the conformance statement holds whichever path serves.
 
+>>> from node.pdu import a_associate_rq
 >>> from node.receive.sopclasses import VERIFICATION
->>> rq = associate_rq("STORESCU", "MEDIANODE", [(1, VERIFICATION, ["1.2.840.10008.1.2"])], max_length=16384)
+>>> rq = a_associate_rq("STORESCU", "MEDIANODE", [(VERIFICATION, ["1.2.840.10008.1.2"])], max_length=16384,
+...                     implementation_class_uid="1.2.3", version_name="SCU")
 >>> request = own_path(rq, {VERIFICATION: ("1.2.840.10008.1.2",)}, frozenset({VERIFICATION}))
 >>> request.calling, request.called, request.peer_max, request.accepted
 ('STORESCU', 'MEDIANODE', 16384, {1: ('1.2.840.10008.1.1', '1.2.840.10008.1.2')})
@@ -22,7 +24,7 @@ with pynetdicom's on real and random requests, so the conformance statement hold
 >>> cut = rq[:-3]  # its last item cut short, its PDU length agreeing
 >>> own_path(cut[:2] + (len(cut) - 6).to_bytes(4, "big") + cut[6:], {}, frozenset())
 Traceback (most recent call last):
-node.pdu.Malformed: malformed A-ASSOCIATE-RQ PDU: an item runs past its end
+node.pdu.Malformed: malformed A-ASSOCIATE-RQ PDU: item 0x50 of 24 bytes, 21 left in the A-ASSOCIATE-RQ
 """
 
 from __future__ import annotations
@@ -32,17 +34,33 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from node import dicom
-from node.pdu import Malformed
+from node.pdu import (
+    A_ASSOCIATE_AC,
+    A_ASSOCIATE_RJ,
+    A_ASSOCIATE_RQ,
+    ABSTRACT_ITEM,
+    APP_CONTEXT_ITEM,
+    APPLICATION_CONTEXT,
+    ASYNC_WINDOW_ITEM,
+    CONTEXT_AC_ITEM,
+    CONTEXT_RQ_ITEM,
+    IMPLEMENTATION_CLASS_ITEM,
+    IMPLEMENTATION_VERSION_ITEM,
+    MAX_LENGTH_ITEM,
+    TRANSFER_ITEM,
+    USER_INFO_ITEM,
+    Malformed,
+    pdu_item,
+    pdu_items,
+)
 
-#: The DICOM Application Context Name (PS3.7 A.2.1).
-APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 #: Presentation context results (PS3.8 9.3.3.2).
 ACCEPTANCE, ABSTRACT_SYNTAX_NOT_SUPPORTED, TRANSFER_SYNTAXES_NOT_SUPPORTED = 0x00, 0x03, 0x04
 #: User information sub-items our own path answers as pynetdicom does: Maximum Length, Implementation Class
 #: UID and Version Name, and Asynchronous Operations Window (answered by pynetdicom only to a bound handler,
 #: and none is bound here). Any other (role selection 0x54, extended negotiation 0x56/0x57, user identity
 #: 0x58) goes to pynetdicom.
-MAX_LENGTH, CLASS_UID, ASYNC_WINDOW, VERSION_NAME = 0x51, 0x52, 0x53, 0x55
+_PLAIN_USER_ITEMS = (MAX_LENGTH_ITEM, IMPLEMENTATION_CLASS_ITEM, ASYNC_WINDOW_ITEM, IMPLEMENTATION_VERSION_ITEM)
 _UID_CHARS = frozenset(b"0123456789.")
 #: What a request that cannot be decoded is logged as, on either path (:func:`node.netcompat.decode_pdu`).
 BAD_RQ = "malformed A-ASSOCIATE-RQ PDU: "
@@ -122,15 +140,17 @@ def negotiate(contexts: Sequence[tuple[int, str, Sequence[str]]],
 
 def accept_pdu(request: Request, *, max_pdu: int) -> bytes:
     """The A-ASSOCIATE-AC (PS3.8 9.3.3), as pynetdicom's ``ACSE.send_accept`` encodes it."""
-    items = [_item(0x10, APPLICATION_CONTEXT.encode())]
+    items = [pdu_item(APP_CONTEXT_ITEM, APPLICATION_CONTEXT.encode())]
     for r in request.results:
-        items.append(_item(0x21, bytes((r.context_id, 0, r.result, 0)) + _item(0x40, r.syntax.encode())))
-    user = (_item(MAX_LENGTH, struct.pack(">I", max_pdu)) + _item(CLASS_UID, dicom.MEDIANODE_CLASS_UID.encode())
-            + _item(VERSION_NAME, dicom.MEDIANODE_VERSION_NAME.encode()))
-    items.append(_item(0x50, user))
+        items.append(pdu_item(CONTEXT_AC_ITEM, bytes((r.context_id, 0, r.result, 0))
+                              + pdu_item(TRANSFER_ITEM, r.syntax.encode())))
+    user = (pdu_item(MAX_LENGTH_ITEM, struct.pack(">I", max_pdu))
+            + pdu_item(IMPLEMENTATION_CLASS_ITEM, dicom.MEDIANODE_CLASS_UID.encode())
+            + pdu_item(IMPLEMENTATION_VERSION_ITEM, dicom.MEDIANODE_VERSION_NAME.encode()))
+    items.append(pdu_item(USER_INFO_ITEM, user))
     body = (struct.pack(">HH", 1, 0) + request.called.ljust(16).encode() + request.calling.ljust(16).encode()
             + bytes(32) + b"".join(items))
-    return struct.pack(">BBI", 0x02, 0, len(body)) + body
+    return struct.pack(">BBI", A_ASSOCIATE_AC, 0, len(body)) + body
 
 
 def reject_pdu(code: tuple[int, int, int]) -> bytes:
@@ -139,42 +159,19 @@ def reject_pdu(code: tuple[int, int, int]) -> bytes:
     >>> reject_pdu((1, 1, 7)).hex()
     '03000000000400010107'
     """
-    return struct.pack(">BBIBBBB", 0x03, 0, 4, 0, *code)
-
-
-def associate_rq(calling: str, called: str, contexts: Sequence[tuple[int, str, Sequence[str]]], *,
-                 max_length: int = 0, user: bytes = b"") -> bytes:
-    """An A-ASSOCIATE-RQ (PS3.8 9.3.2): what a requestor sends, for the tests and the examples here."""
-    items = [_item(0x10, APPLICATION_CONTEXT.encode())]
-    for cid, abstract, syntaxes in contexts:
-        subs = _item(0x30, abstract.encode()) + b"".join(_item(0x40, ts.encode()) for ts in syntaxes)
-        items.append(_item(0x20, bytes((cid, 0, 0, 0)) + subs))
-    items.append(_item(0x50, _item(MAX_LENGTH, struct.pack(">I", max_length)) + user))
-    body = struct.pack(">HH", 1, 0) + called.ljust(16).encode() + calling.ljust(16).encode() + bytes(32)
-    body += b"".join(items)
-    return struct.pack(">BBI", 0x01, 0, len(body)) + body
+    return struct.pack(">BBIBBBB", A_ASSOCIATE_RJ, 0, 4, 0, *code)
 
 
 # -- reading ----------------------------------------------------------------------------------
 
 
-def _item(kind: int, value: bytes) -> bytes:
-    return struct.pack(">BBH", kind, 0, len(value)) + value
-
-
 def _items(data: bytes) -> list[tuple[int, bytes]]:
     """The (type, value) items of a variable field (PS3.8 9.3.1); :class:`~node.pdu.Malformed` when one runs
     past the end of ``data``, where pynetdicom's decoder fails too (``PDU._generate_items``)."""
-    found, at = [], 0
-    while at < len(data):
-        if len(data) - at < 4:
-            raise Malformed(f"{BAD_RQ}an item header cut short")
-        kind, length = data[at], int.from_bytes(data[at + 2:at + 4], "big")
-        if at + 4 + length > len(data):
-            raise Malformed(f"{BAD_RQ}an item runs past its end")
-        found.append((kind, data[at + 4:at + 4 + length]))
-        at += 4 + length
-    return found
+    try:
+        return list(pdu_items(data, 0, "the A-ASSOCIATE-RQ"))
+    except Malformed as exc:
+        raise Malformed(f"{BAD_RQ}{exc}") from None
 
 
 def _title(raw: bytes) -> str:
@@ -196,28 +193,29 @@ def _uid(raw: bytes) -> str:
 def _read(data: bytes) -> tuple[str, str, list[tuple[int, str, list[str]]], int]:
     """(calling, called, contexts, Maximum Length) of an A-ASSOCIATE-RQ (PS3.8 9.3.2) read plainly, else
     :class:`_Unplain`: anything unusual, even where pynetdicom reads it, is left to pynetdicom."""
-    if len(data) < 74 or data[0] != 0x01 or int.from_bytes(data[2:6], "big") != len(data) - 6:
+    if len(data) < 74 or data[0] != A_ASSOCIATE_RQ or int.from_bytes(data[2:6], "big") != len(data) - 6:
         raise _Unplain("a malformed A-ASSOCIATE-RQ (its header)")
     called, calling = _title(data[10:26]), _title(data[26:42])
     kinds: dict[int, list[bytes]] = {}
     for kind, value in _items(data[74:]):
         kinds.setdefault(kind, []).append(value)
-    if set(kinds) - {0x10, 0x20, 0x50} or len(kinds.get(0x10, ())) != 1 or len(kinds.get(0x50, ())) != 1:
+    if set(kinds) - {APP_CONTEXT_ITEM, CONTEXT_RQ_ITEM, USER_INFO_ITEM} or len(kinds.get(APP_CONTEXT_ITEM, ())) != 1 \
+            or len(kinds.get(USER_INFO_ITEM, ())) != 1:
         raise _Unplain("an A-ASSOCIATE-RQ without one application context and one user information item")
-    _uid(kinds[0x10][0])
-    contexts = [_context(value) for value in kinds.get(0x20, [])]
+    _uid(kinds[APP_CONTEXT_ITEM][0])
+    contexts = [_context(value) for value in kinds.get(CONTEXT_RQ_ITEM, [])]
     user: dict[int, bytes] = {}
-    for kind, value in _items(kinds[0x50][0]):
-        if kind not in (MAX_LENGTH, CLASS_UID, ASYNC_WINDOW, VERSION_NAME) or kind in user:
+    for kind, value in _items(kinds[USER_INFO_ITEM][0]):
+        if kind not in _PLAIN_USER_ITEMS or kind in user:
             raise _Unplain(f"user information item 0x{kind:02X}")
         user[kind] = value
-    if len(user.get(MAX_LENGTH, bytes(4))) != 4 or len(user.get(ASYNC_WINDOW, bytes(4))) != 4:
+    if len(user.get(MAX_LENGTH_ITEM, bytes(4))) != 4 or len(user.get(ASYNC_WINDOW_ITEM, bytes(4))) != 4:
         raise _Unplain("a malformed A-ASSOCIATE-RQ (a user information item's length)")
-    if CLASS_UID in user:
-        _uid(user[CLASS_UID])
-    if VERSION_NAME in user:
-        _title(user[VERSION_NAME])
-    return calling, called, contexts, int.from_bytes(user.get(MAX_LENGTH, bytes(4)), "big")
+    if IMPLEMENTATION_CLASS_ITEM in user:
+        _uid(user[IMPLEMENTATION_CLASS_ITEM])
+    if IMPLEMENTATION_VERSION_ITEM in user:
+        _title(user[IMPLEMENTATION_VERSION_ITEM])
+    return calling, called, contexts, int.from_bytes(user.get(MAX_LENGTH_ITEM, bytes(4)), "big")
 
 
 def _context(value: bytes) -> tuple[int, str, list[str]]:
@@ -227,9 +225,9 @@ def _context(value: bytes) -> tuple[int, str, list[str]]:
     abstract: list[str] = []
     syntaxes: list[str] = []
     for kind, sub in _items(value[4:]):
-        if kind == 0x30:
+        if kind == ABSTRACT_ITEM:
             abstract.append(_uid(sub))
-        elif kind == 0x40:
+        elif kind == TRANSFER_ITEM:
             if (ts := _uid(sub)) not in syntaxes:
                 syntaxes.append(ts)
         else:
