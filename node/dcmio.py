@@ -718,7 +718,8 @@ def _items(parser: _Parser, pos: int, length: int) -> tuple[dict[int, dict[int, 
         item_end = size if item_length == UNDEFINED else pos + 8 + item_length
         item, after, _ = parser.dataset(pos + 8, item_end, capture=True)
         # Undefined: it ended on its Item Delimitation Item, not at the end of the file.
-        if after != item_end if item_length != UNDEFINED else after >= size:
+        ended = after < size if item_length == UNDEFINED else after == item_end
+        if not ended:
             raise NeedsPydicom(f"the item at byte {pos} does not end where it says")
         if any(t >> 16 == 0xFFFE for t in item):
             raise NeedsPydicom(f"a stray delimiter in the item at byte {pos}")

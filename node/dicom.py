@@ -66,11 +66,16 @@ RLE_LOSSLESS = "1.2.840.10008.1.2.5"  # .5
 # What medianode knows of each syntax is a row of node.syntaxes.
 
 
-def syntax_name(uid: str) -> str:
-    """A UID as people read it: "JPEG Baseline (Process 1) (1.2.840.10008.1.2.4.50)", or the UID alone."""
+def uid_name(uid: str) -> str:
+    """A UID's name in pydicom's dictionary ("Explicit VR Little Endian"), or the UID itself."""
     from pydicom.uid import UID  # only for messages: the hot path never needs it
 
-    name = UID(uid).name
+    return str(UID(uid).name)
+
+
+def syntax_name(uid: str) -> str:
+    """A UID as people read it: "JPEG Baseline (Process 1) (1.2.840.10008.1.2.4.50)", or the UID alone."""
+    name = uid_name(uid)
     return uid if name == uid else f"{name} ({uid})"
 
 

@@ -56,7 +56,7 @@ def write_verified(path: str | os.PathLike[str], files: Sequence[MediaFile], *, 
         os.fsync(out.fileno())
         os.posix_fadvise(out.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # the structures are parsed from the disk
         loading.join()
-        extents = writer.read_extents(path, **options)
+        extents = writer.read_extents(path)
         reader.finish()
     check_placement(files, placed, extents)
 

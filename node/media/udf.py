@@ -587,10 +587,10 @@ def placement(files: Sequence[MediaFile], *, revision: Revision = "2.60") -> lis
     return [(f.media, (_PARTITION + f.start) * SECTOR) for f in _layout(files, _REVISIONS[revision]).files]
 
 
-def read_extents(path: str | os.PathLike[str], *, revision: Revision = "2.60") -> Extents:
+def read_extents(path: str | os.PathLike[str]) -> Extents:
     """Every file of the image at ``path`` (``DICOM/...``) -> its (byte offset, length) runs, as
-    :func:`read_listing` finds them through the Metadata File and, identically, through its mirror.
-    ``revision`` is the writer's; the reader finds the image's own."""
+    :func:`read_listing` finds them through the Metadata File and, identically, through its mirror (of
+    whichever UDF revision the image is)."""
     listing = read_listing(path)
     if read_listing(path, metadata="mirror") != listing:
         raise BuildError(f"{os.fspath(path)}: the Metadata Mirror does not list what the Metadata File lists")

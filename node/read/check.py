@@ -41,6 +41,7 @@ from node.dicom import (
     is_conformant_file_id,
     record_type,
     syntax_name,
+    uid_name,
 )
 from node.errors import one_line
 from node.profiles import PDI_ROOT_FILES, PDI_WEB_FOLDER, PROFILES, Profile
@@ -497,11 +498,11 @@ class _Checker:
                     and ds.meta("MediaStorageSOPClassUID") == ds.get("SOPClassUID"))
         if not header.preamble:
             text = (f"no preamble or File Meta Information (PS3.10 7.1): read as a bare data set "
-                    f"in {_uid_name(syntax)}")
+                    f"in {uid_name(syntax)}")
             (self.problem if referenced else self.note)(path, text)
         elif syntax != declared:
             self.note(path, f"the File Meta Information says {syntax_name(declared) if declared else 'no transfer syntax'}"
-                            f" but the data set is in {_uid_name(syntax)}")
+                            f" but the data set is in {uid_name(syntax)}")
         elif not names_it:
             self.note(path, "the File Meta Information does not name this instance's SOP Class and Instance UIDs")
         instance = MediumInstance(
@@ -614,13 +615,6 @@ class _Checker:
                 self.found(path, header, referenced=False)
             except Exception as exc:  # a malformed value in a hostile file
                 self.unusable(path, f"unreadable: {one_line(exc)}")
-
-
-def _uid_name(uid: str) -> str:
-    """A UID's name from pydicom's dictionary, for notes (pydicom is loaded then, not for plain media)."""
-    from pydicom.uid import UID
-
-    return UID(uid).name
 
 
 class _NotDicomFile(Exception):

@@ -35,6 +35,7 @@ from node.pdu import (
     ASSOCIATE_RQ_MAX,
     INVALID_PARAMETER,
     PDU_HEADER,
+    Malformed,
     REASON_NOT_SPECIFIED,
     UNEXPECTED_PDU,
     a_abort,
@@ -56,7 +57,9 @@ class Alive(Protocol):
 
 
 class Server(Protocol):
-    def start_association(self, client: socket.socket, address: Any, received: bytes) -> Alive: ...
+    def start_association(self, client: socket.socket, address: Any, received: bytes) -> Alive:
+        """The association of a connection that sent a whole A-ASSOCIATE-RQ (``received``); :class:`Malformed`
+        for a request whose items run past their ends, which the lobby then aborts."""
 
 
 class CulpritLog:
@@ -259,6 +262,9 @@ class Lobby:
             self._leave(parked)
             try:
                 assoc = self.server.start_association(parked.sock, parked.address, bytes(parked.received))
+            except Malformed as exc:
+                self._turn_away(parked, exc.abort, str(exc))
+                return True
             except Exception as exc:  # an association that cannot start costs its peer only
                 logger.error("Connection from %s: cannot start its association: %s", parked.peer, exc)
                 _close(parked.sock)
@@ -268,13 +274,20 @@ class Lobby:
         return True
 
     def _refuse(self, parked: _Parked, reason: int | None, why: str) -> None:
+        self._leave(parked)
+        self._turn_away(parked, reason, why)
+
+    def _turn_away(self, parked: _Parked, reason: int | None, why: str) -> None:
+        """A connection out of the lobby refused: one line saying why, A-ABORT (``reason``; None: the peer
+        is gone), closed."""
         self.cut(parked.peer, why)
         if reason is not None:
             try:
                 parked.sock.send(a_abort(reason))
             except (OSError, ssl.SSLError):
                 pass
-        self._drop(parked)
+        _close(parked.sock)
+        self.counts.close(parked.address[0])
 
     def _leave(self, parked: _Parked) -> None:
         self._selector.unregister(parked.fd)

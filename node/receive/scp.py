@@ -110,7 +110,6 @@ def reactor_delay(assoc: object, seconds: float) -> None:
         set_reactor_delay(assoc, seconds)
 
 
-
 # -- Event handlers ----------------------------------------------------------------------
 
 

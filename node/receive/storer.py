@@ -351,16 +351,6 @@ class Fallback(Protocol):
         """pynetdicom's associations running."""
 
 
-class _Ended:
-    """An association that ended before it began."""
-
-    def is_alive(self) -> bool:
-        return False
-
-
-_ENDED = _Ended()
-
-
 class Load(Protocol):
     def serving(self, client: socket.socket) -> None: ...
 
@@ -379,16 +369,7 @@ class Dispatcher:
         self._own: set[StoreAssociation] = set()
 
     def start_association(self, client: socket.socket, address: Any, received: bytes) -> Alive:
-        try:
-            request = own_path(received, self.supported, self.served)
-        except Malformed as exc:  # as pynetdicom's decoding would (node.netcompat.GuardedSocket): A-ABORT, one line
-            self.gate.cut(f"{address[0]}:{address[1]}", str(exc))
-            with contextlib.suppress(OSError):
-                client.settimeout(self.gate.pdu_seconds)
-                client.sendall(a_abort(exc.abort))
-                client.shutdown(socket.SHUT_RDWR)
-            client.close()
-            return _ENDED
+        request = own_path(received, self.supported, self.served)  # Malformed: the lobby aborts it
         if isinstance(request, str):
             theirs = self.fallback.start_association(client, address, received,
                                                      f"an association from {address[0]}:{address[1]} with {request}")
