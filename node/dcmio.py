@@ -22,7 +22,8 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import BinaryIO, NamedTuple
+from types import TracebackType
+from typing import BinaryIO, NamedTuple, Protocol
 
 from node import dicom
 from node.tags import (
@@ -186,10 +187,58 @@ def element_header(buf: bytes, off: int, *, implicit: bool, little: bool = True)
     return tag, vr, u16.unpack_from(buf, off + 6)[0], 8
 
 
+class Source(Protocol):
+    """What the readers here need of a file: a binary file, or a :class:`StartedFile`."""
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class StartedFile:
+    """A file of ``size`` bytes whose first bytes, ``start``, are still in memory (its writer kept them): reads
+    within them cost no system call, and the file is opened only when a read goes past them. A receiver
+    checks and reads the header of a data set it has just written without reading it back."""
+
+    def __init__(self, path: str | os.PathLike[str], start: bytes, size: int) -> None:
+        self.path, self.start, self.size = path, start, size
+        self.pos = 0
+        self._file: BinaryIO | None = None
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        self.pos = offset + (self.size if whence == os.SEEK_END else self.pos if whence == os.SEEK_CUR else 0)
+        return self.pos
+
+    def read(self, size: int = -1, /) -> bytes:
+        end = self.size if size < 0 else min(self.pos + size, self.size)
+        if end <= self.pos:
+            return b""
+        if end <= len(self.start):
+            data = self.start[self.pos:end]
+        else:
+            if self._file is None:
+                self._file = open(self.path, "rb")
+            self._file.seek(self.pos)
+            data = self._file.read(max(0, end - self.pos))
+        self.pos += len(data)
+        return data
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> StartedFile:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
 class _Reader:
     """Random access to a file through one bounded window."""
 
-    def __init__(self, fp: BinaryIO, size: int) -> None:
+    def __init__(self, fp: Source, size: int) -> None:
         self.fp = fp
         self.size = size
         self.start = 0
@@ -320,7 +369,7 @@ def read_header(path: str, *, wanted: frozenset[int], vrs: dict[int, str]) -> He
         return header_of(fp, fp.seek(0, 2), wanted=wanted, vrs=vrs, path=path)
 
 
-def header_of(fp: BinaryIO, size: int, *, wanted: frozenset[int], vrs: dict[int, str], path: str = "") -> Header:
+def header_of(fp: Source, size: int, *, wanted: frozenset[int], vrs: dict[int, str], path: str = "") -> Header:
     """:func:`read_header` of an open file of ``size`` bytes (a medium's stream), ``path`` its name."""
     reader = _Reader(fp, size)
     meta, pos, has_preamble = _meta(reader)
@@ -400,7 +449,7 @@ class _FileStream:
     :data:`_CHUNK` bytes: the elements' headers are taken from it, a value is skipped by moving past
     it, and only a value that leaves the window costs a seek and another read."""
 
-    def __init__(self, fp: BinaryIO, start: int, size: int) -> None:
+    def __init__(self, fp: Source, start: int, size: int) -> None:
         self.fp, self.pos, self.size = fp, start, size
         self.window, self.window_at = b"", start
 
@@ -423,7 +472,7 @@ class _FileStream:
 class _InflatedStream:
     """A Deflated data set (PS3.5 A.5) inflated a chunk at a time as it is read, within the bounds."""
 
-    def __init__(self, fp: BinaryIO, start: int, size: int) -> None:
+    def __init__(self, fp: Source, start: int, size: int) -> None:
         fp.seek(start)
         self.fp, self.pos, self.deflated = fp, 0, size - start
         self.z = zlib.decompressobj(-zlib.MAX_WBITS)
@@ -605,7 +654,7 @@ class _Walk:
                            f"per Pixel {samples} x Bits Allocated {bits} x {frames} frames need {need}")
 
 
-def check_complete(src: str | os.PathLike[str] | BinaryIO, size: int | None = None) -> str | None:
+def check_complete(src: str | os.PathLike[str] | Source, size: int | None = None) -> str | None:
     """Why a DICOM file's data set is not what it claims, or None when it is whole.
 
     Walks the data set to its end as a stream, holding no value in memory: every

@@ -24,6 +24,7 @@ from pydicom.uid import CTImageStorage, DeflatedExplicitVRLittleEndian, Explicit
 from node import dcmio, dicom
 from node.read.check import check_medium
 from node.read.importer import import_medium
+from node.receive.instance import UnreadableDataSet, instance_of
 from tests.conftest import PEER_ENV, StoreSCP, bundled, ct_series, need, tmpfs
 from tests.test_check import CONTENT, build, sample, xorriso
 from tests.test_import import big_instance, outcome, to
@@ -100,6 +101,36 @@ def test_every_bundled_file_that_pydicom_reads_whole_is_whole() -> None:
         assert dcmio.check_complete(bundled(name)) is None, name
     for name in ("MR_truncated.dcm", "rtplan_truncated.dcm"):
         assert dcmio.check_complete(bundled(name)) == "truncated: the file ends inside a data element", name
+
+
+def test_a_started_file_reads_as_its_file_and_from_memory_within_its_start(tmp_path: Path) -> None:
+    """A receiver checks and reads the header of the data set it has just written from the start it kept in
+    memory: the verdicts and the header are the file's whatever the start holds, and a start that covers the
+    reads never opens the file."""
+    (ct,) = ct_series(tmp_path, 1)
+    files = [ct, *(Path(bundled(n)) for n in ("MR_small_implicit.dcm", "image_dfl.dcm", "SC_rgb_jpeg_dcmtk.dcm",
+                                                "rtplan_truncated.dcm", "MR_truncated.dcm"))]
+    for path in files:
+        data = path.read_bytes()
+        want = dcmio.check_complete(path), instance_or_why(path, io.BytesIO(data), len(data))
+        for kept in (0, 7, 132, 333, 4096, len(data) // 2, len(data) - 1, len(data)):
+            with dcmio.StartedFile(path, data[:kept], len(data)) as fp:
+                got = dcmio.check_complete(fp, len(data)), instance_or_why(path, fp, len(data))
+            assert got == want, (path.name, kept)
+    gone = tmp_path / "gone.dcm"  # no file: every read must come from the start
+    data = ct.read_bytes()
+    with dcmio.StartedFile(gone, data, len(data)) as fp:
+        assert dcmio.check_complete(fp, len(data)) is None
+        assert instance_of(fp, len(data), gone).sop_instance_uid == dcmread(ct).SOPInstanceUID
+    with dcmio.StartedFile(gone, data[:1000], len(data)) as fp, pytest.raises(FileNotFoundError):
+        dcmio.check_complete(fp, len(data))
+
+
+def instance_or_why(path: Path, fp: dcmio.Source, size: int) -> object:
+    try:
+        return instance_of(fp, size, path)
+    except UnreadableDataSet as exc:
+        return str(exc)
 
 
 def test_a_deflated_bomb_is_refused_within_the_bounds(tmp_path: Path) -> None:

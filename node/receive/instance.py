@@ -150,9 +150,15 @@ def read_instance(path: str | os.PathLike[str]) -> ReceivedInstance:
 
     Raises :class:`UnreadableDataSet` when neither can parse the file.
     """
+    with open(path, "rb") as fp:
+        return instance_of(fp, fp.seek(0, os.SEEK_END), path)
+
+
+def instance_of(fp: dcmio.Source, size: int, path: str | os.PathLike[str]) -> ReceivedInstance:
+    """:func:`read_instance` of ``path`` open as ``fp``, of ``size`` bytes."""
     name = os.fspath(path)
     try:
-        h = dcmio.read_header(name, wanted=_WANTED, vrs=READ_VRS)
+        h = dcmio.header_of(fp, size, wanted=_WANTED, vrs=READ_VRS, path=name)
     except dcmio.NotDicom as exc:
         raise UnreadableDataSet(str(exc)) from None
     except dcmio.NeedsPydicom:

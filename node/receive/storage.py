@@ -22,13 +22,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from node import audit, dcmio, dicom, routing
 from node.config import TLS, Config
 from node.index import Index, Received
-from node.receive.instance import ReceivedInstance, UnreadableDataSet, read_instance, routes_digest
+from node.receive.instance import ReceivedInstance, UnreadableDataSet, instance_of, routes_digest
 from node.receive.sopclasses import MEDIA_CREATION_MANAGEMENT, STORAGE, VERIFICATION
 from node.receive.spool import Spool, is_uid
 from node.tls import server_context
@@ -291,22 +292,32 @@ def _audit(live: Live, event: str, **fields: object) -> None:
         logger.error("Cannot write the audit log in %s: %s", live.config.node.data_dir, exc)
 
 
+@dataclass(frozen=True)
+class Written:
+    """A data set our own data path wrote behind the spool's File Meta: the SHA-256 (hex) of its data set
+    bytes, the file's size, and its first bytes (:class:`node.dcmio.StartedFile`)."""
+
+    digest: str
+    size: int
+    start: bytes
+
+
 def store(path: Path, sop_class: str, sop_instance: str, *, calling: str, called: str, spool: Spool,
           index: Indexer, live: Live, key: int, failure: OSError | None = None,
-          digest: str | None = None) -> tuple[int, str]:
+          written: Written | None = None) -> tuple[int, str]:
     """Keep one received data set: its status and Error Comment ("" when there is none).
 
     ``path`` is a temp file holding the data set behind a File Meta: pynetdicom's, copied behind the
-    File Meta the spool keeps; or, with ``digest`` (the SHA-256 of its data set bytes), already written
-    with it (:mod:`node.receive.storer`), and then renamed into the spool or removed. ``failure``: why
-    the data set could not be written as it arrived.
+    File Meta the spool keeps; or, with ``written``, already written with it (:mod:`node.receive.storer`),
+    and then renamed into the spool or removed. ``failure``: why the data set could not be written as it
+    arrived.
     """
     try:
         if failure:
             raise Refused(dicom.OUT_OF_RESOURCES if failure.errno in _FULL else dicom.SPOOL_WRITE_FAILED,
                           f"{failure.strerror or failure}: the data set cannot be written in {spool.tmp}")
         return _store(path, sop_class, sop_instance, calling=calling, called=called, spool=spool, index=index,
-                      live=live, key=key, digest=digest), ""
+                      live=live, key=key, written=written), ""
     except Refused as r:
         logger.warning("Refused C-STORE from %s to %s of %s: 0x%04X %s", calling, called, sop_instance, r.status,
                        r.reason)
@@ -314,44 +325,18 @@ def store(path: Path, sop_class: str, sop_instance: str, *, calling: str, called
     except Exception:
         logger.exception("C-STORE from %s to %s of %s failed", calling, called, sop_instance)
         return dicom.PROCESSING_FAILURE, ""
-    finally:
-        if digest is not None:
-            path.unlink(missing_ok=True)  # placed (renamed away), or not news, or refused
 
 
 def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, called: str,
-           spool: Spool, index: Indexer, live: Live, key: int, digest: str | None) -> int:
-    config = live.config
-    if reason := dcmio.check_complete(path):
-        raise Refused(dicom.CANNOT_PARSE, f"the data set is not what it claims: {reason}")
+           spool: Spool, index: Indexer, live: Live, key: int, written: Written | None) -> int:
     try:
-        inst = read_instance(path)
-    except UnreadableDataSet as exc:
-        raise Refused(dicom.CANNOT_PARSE, f"cannot parse the data set: {exc}") from None
-    for label, uid in (("SOP Instance UID", inst.sop_instance_uid), ("Study Instance UID", inst.study_uid)):
-        if not is_uid(uid):
-            raise Refused(dicom.MISSING_UID, f"{label} is missing or not a UID: {uid[:70]!r}")
-    if inst.sop_class_uid != sop_class:
-        raise Refused(dicom.DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                      f"SOP Class UID {inst.sop_class_uid!r} in the data set, {sop_class} in the request")
-    if inst.sop_instance_uid != sop_instance:
-        raise Refused(dicom.INSTANCE_UID_MISMATCH, f"SOP Instance UID {inst.sop_instance_uid} in the data set")
-    refusing, routes = routing.record(config.routes, called_aet=called, calling_aet=calling,
-                                      modality=inst.modality, sop_class=inst.sop_class_uid)
-    if refusing is not None:
-        raise Refused(dicom.REFUSED_NOT_AUTHORIZED, f"study {inst.study_uid}: rejected by the route at {refusing.where}")
-    floor, free = config.node.min_free_mb << 20, spool.free_bytes()
-    if free < floor:
-        raise Refused(dicom.OUT_OF_RESOURCES, f"study {inst.study_uid}: {free >> 20} MB free in "
-                      f"{config.node.data_dir}, under node.min_free_mb {config.node.min_free_mb}")
-    if digest is None:
-        head = inst.spool_head(calling_aet=calling, called_aet=called, routes=live.routes_digest)
-        try:
-            staged, digest = spool.stage(path, head=head, offset=inst.dataset_offset)
-        except OSError as exc:
-            raise Refused(dicom.SPOOL_WRITE_FAILED, f"study {inst.study_uid}: cannot write the spool: {exc}") from None
-    else:
-        staged = path
+        inst, routes, staged, digest = _admit(path, sop_class, sop_instance, calling=calling, called=called,
+                                              spool=spool, live=live, written=written)
+    except BaseException:
+        if written is not None:
+            path.unlink(missing_ok=True)  # refused: our own temp file goes (pynetdicom's is its own)
+        raise
+    placed = False
     try:
         if index.holds(inst.sop_instance_uid, digest):
             return _again(inst, calling, called, index)
@@ -359,8 +344,10 @@ def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
             final, size = spool.place(staged, study_uid=inst.study_uid, sop_instance_uid=inst.sop_instance_uid)
         except OSError as exc:
             raise Refused(dicom.SPOOL_WRITE_FAILED, f"study {inst.study_uid}: cannot write the spool: {exc}") from None
+        placed = True
     finally:
-        staged.unlink(missing_ok=True)  # placed (renamed away), or not news, or refused
+        if not placed:
+            staged.unlink(missing_ok=True)  # not news, or refused
     try:
         added = index.add_instance(inst.stored(str(final), size, calling_aet=calling, called_aet=called,
                                                route=routes, received_at=time.time(), digest=digest))
@@ -375,6 +362,46 @@ def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
         logger.info("Receiving study %s (patient %s) from %s to %s: %s", inst.study_uid, inst.patient_id,
                     calling, called, "burn" if routes != routing.STORE_ONLY else "store (no burn route matched)")
     return dicom.SUCCESS
+
+
+def _admit(path: Path, sop_class: str, sop_instance: str, *, calling: str, called: str, spool: Spool,
+           live: Live, written: Written | None) -> tuple[ReceivedInstance, str, Path, str]:
+    """Check a received data set and stage it: the instance, its routes, the file to place and its digest;
+    or :class:`Refused`, why not. Our own path's file is read from its start in memory; pynetdicom's is
+    copied behind the spool's File Meta."""
+    with (dcmio.StartedFile(path, written.start, written.size) if written else open(path, "rb")) as fp:
+        size = written.size if written else fp.seek(0, os.SEEK_END)
+        if reason := dcmio.check_complete(fp, size):
+            raise Refused(dicom.CANNOT_PARSE, f"the data set is not what it claims: {reason}")
+        try:
+            inst = instance_of(fp, size, path)
+        except UnreadableDataSet as exc:
+            raise Refused(dicom.CANNOT_PARSE, f"cannot parse the data set: {exc}") from None
+    for label, uid in (("SOP Instance UID", inst.sop_instance_uid), ("Study Instance UID", inst.study_uid)):
+        if not is_uid(uid):
+            raise Refused(dicom.MISSING_UID, f"{label} is missing or not a UID: {uid[:70]!r}")
+    if inst.sop_class_uid != sop_class:
+        raise Refused(dicom.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                      f"SOP Class UID {inst.sop_class_uid!r} in the data set, {sop_class} in the request")
+    if inst.sop_instance_uid != sop_instance:
+        raise Refused(dicom.INSTANCE_UID_MISMATCH, f"SOP Instance UID {inst.sop_instance_uid} in the data set")
+    config = live.config
+    refusing, routes = routing.record(config.routes, called_aet=called, calling_aet=calling,
+                                      modality=inst.modality, sop_class=inst.sop_class_uid)
+    if refusing is not None:
+        raise Refused(dicom.REFUSED_NOT_AUTHORIZED, f"study {inst.study_uid}: rejected by the route at {refusing.where}")
+    floor, free = config.node.min_free_mb << 20, spool.free_bytes()
+    if free < floor:
+        raise Refused(dicom.OUT_OF_RESOURCES, f"study {inst.study_uid}: {free >> 20} MB free in "
+                      f"{config.node.data_dir}, under node.min_free_mb {config.node.min_free_mb}")
+    if written is not None:
+        return inst, routes, path, written.digest
+    head = inst.spool_head(calling_aet=calling, called_aet=called, routes=live.routes_digest)
+    try:
+        staged, digest = spool.stage(path, head=head, offset=inst.dataset_offset)
+    except OSError as exc:
+        raise Refused(dicom.SPOOL_WRITE_FAILED, f"study {inst.study_uid}: cannot write the spool: {exc}") from None
+    return inst, routes, staged, digest
 
 
 def _again(inst: ReceivedInstance, calling: str, called: str, index: Indexer) -> int:

@@ -65,7 +65,7 @@ from node.receive.accept import Request, accept_pdu, own_path, reject_pdu
 from node.receive.guard import Alive
 from node.receive.instance import network_head
 from node.receive.spool import Spool
-from node.receive.storage import CALLING_AE_TITLE_NOT_RECOGNISED, Indexer, Live, closed, refused, store
+from node.receive.storage import CALLING_AE_TITLE_NOT_RECOGNISED, Indexer, Live, Written, closed, refused, store
 
 if TYPE_CHECKING:
     from node.netcompat import Gate
@@ -75,6 +75,9 @@ logger = logging.getLogger(__name__)
 #: A-ASSOCIATE-RJ: called AE title not recognised; local limit exceeded (PS3.8 9.3.4).
 CALLED_AE_TITLE_NOT_RECOGNISED = (1, 1, 7)
 LOCAL_LIMIT_EXCEEDED = (2, 3, 2)
+#: How much of each data set's file is kept in memory for its checks (:class:`node.dcmio.StartedFile`): twice
+#: the readers' 64 KiB window, so that the window they read from the data set's start is in it.
+START = 1 << 17
 #: What a PDU other than P-DATA-TF may hold once associated (A-RELEASE and A-ABORT hold 4 bytes).
 SMALL_PDU_MAX = 1024
 
@@ -112,6 +115,9 @@ class _Incoming:
         self.context, self.command = context, command
         self.failure: OSError | None = None
         self.digest = hashlib.sha256()
+        #: The file's first bytes (up to :data:`START`), and how many it has: the checks read these, not the disk.
+        self.start = bytearray()
+        self.size = 0
         self.fd = -1
         self.path = tmp / "recv-unwritten.dcm"
         try:
@@ -129,6 +135,9 @@ class _Incoming:
 
     def _write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
+        if self.size < START:
+            self.start += view[:START - self.size]
+        self.size += len(view)
         try:
             while view:
                 view = view[os.write(self.fd, view):]
@@ -282,9 +291,10 @@ class StoreAssociation(threading.Thread):
     def _stored(self, incoming: _Incoming) -> None:
         incoming.close()
         command = incoming.command
+        written = Written(incoming.digest.hexdigest(), incoming.size, bytes(incoming.start))
         status, comment = store(incoming.path, command.sop_class, command.sop_instance, calling=self.request.calling,
                                 called=self.request.called, spool=self.d.spool, index=self.d.index, live=self.d.live,
-                                key=id(self), failure=incoming.failure, digest=incoming.digest.hexdigest())
+                                key=id(self), failure=incoming.failure, written=written)
         self._respond(incoming.context, response(C_STORE_RSP, command.message_id, command.sop_class, status,
                                                  sop_instance=command.sop_instance, comment=comment))
         with self._lock:

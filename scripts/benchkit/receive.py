@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -210,17 +211,18 @@ def storescu(aet: str, port: int, chunks: list[list[Path]]) -> float:
         procs = [subprocess.Popen(["storescu", "-aet", "BENCH", "-aec", aet, HOST, str(port), *map(str, chunk)],
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                                   env=env_with(NODELAY)) for chunk, err in zip(chunks, errs)]
+        # A plain wait() blocks in waitpid; with a timeout, Popen polls every 50 ms, and every figure would be
+        # rounded up to the next poll. The timer kills what is still running at the limit.
+        timer = threading.Timer(SEND_TIMEOUT_S, lambda: [p.kill() for p in procs if p.poll() is None])
+        timer.start()
         try:
             for p in procs:
-                p.wait(max(1.0, t0 + SEND_TIMEOUT_S - time.perf_counter()))
-        except subprocess.TimeoutExpired:
-            raise Failed(f"storescu still running after {SEND_TIMEOUT_S:.0f} s") from None
+                p.wait()
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
+            timer.cancel()
         seconds = time.perf_counter() - t0
+        if seconds >= SEND_TIMEOUT_S:
+            raise Failed(f"storescu still running after {SEND_TIMEOUT_S:.0f} s")
         for p, err in zip(procs, errs):
             if p.returncode != 0:
                 err.seek(0)
