@@ -363,28 +363,32 @@ def test_sigterm_drains_and_loses_nothing_acknowledged(start_node: Callable[...,
 
 
 def test_sighup_reloads_routes_and_keeps_them_on_a_bad_file(
-    start_node: Callable[..., Node], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    start_node: Callable[..., Node], tmp_path: Path, capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture
 ) -> None:
     config = tmp_path / "medianode.yaml"
     config.write_text("routes:\n  - {match: {called_aet: BURN}, action: burn}\n")
+    caplog.set_level(logging.INFO)  # the receivers log at the level of the process that starts them
     node = start_node(source=config)
     assert echoscu(node.port, aec="LATE").returncode != 0
+    logged = ""  # the receivers' log lines, on the stderr they inherited
+
+    def each_logged(what: str) -> bool:
+        """Every receiver logged ``what`` (each waits for its own line: an echo may reach only one of them)."""
+        nonlocal logged
+        logged += capfd.readouterr().err
+        return all(f"Receiver {receiver.pid} {what}" in logged for receiver in node.receivers)
+
     config.write_text("routes:\n  - {match: {called_aet: LATE}, action: burn}\n")
     for receiver in node.receivers:
         receiver.reload()
-    until(lambda: all(echoscu(node.port, aec="LATE").returncode == 0 for _ in node.receivers * 2),
-          "every receiver to reload")
+    until(lambda: each_logged("reloaded"), "every receiver to reload")
+    assert all(echoscu(node.port, aec="LATE").returncode == 0 for _ in node.receivers * 2)
+    logged = ""
     config.write_text("routes: [{match: {called_aet: OTHER}, action: explode}]\n")
     for receiver in node.receivers:
         receiver.reload()
-    refusals = ""  # the receivers' log lines, on the stderr they inherited
-
-    def each_refused() -> bool:
-        nonlocal refusals
-        refusals += capfd.readouterr().err
-        return refusals.count("keeps its configuration") == len(node.receivers)
-
-    until(each_refused, "each receiver to refuse the new configuration")
+    until(lambda: each_logged("keeps its configuration"), "each receiver to refuse the new configuration")
     assert all(echoscu(node.port, aec="LATE").returncode == 0 for _ in range(4))
 
 
