@@ -6,6 +6,7 @@ never an unforeseen error, and leaves no file behind.
 """
 from __future__ import annotations
 
+import errno
 import io
 import socket
 import struct
@@ -39,6 +40,7 @@ from node.receive.accept import Request, own_path
 from node.receive.instance import read_instance
 from node.receive.storage import Live, SharedIndex, own_path_classes, supported
 from node.receive.spool import Spool
+from node.receive import storer
 from node.receive.storer import Dispatcher, StoreAssociation
 from tests.conftest import PEER_ENV, ct_series, need, until
 from tests.test_serve import Node
@@ -365,6 +367,26 @@ def test_fragments_of_every_size_and_command_with_data_in_one_pdu(here: Here, in
     pdus = converse(here, [own_framing(uid, data_set, fragment, together=together) + RELEASE])
     assert statuses(pdus) == [0]
     assert spooled(here.data)[uid] == data_set
+
+
+def test_a_refused_write_back_leaves_the_answer_to_the_fsync(here: Here, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starting a data set's write to the disk as it ends is a hint: when the kernel refuses it, the instance is
+    placed all the same (its fsync says whether the disk holds it) and answered with success."""
+    asked: list[int] = []
+
+    def refuse(fd: int, offset: int, length: int, *, wait: bool = False) -> None:
+        asked.append(length)
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(storer, "write_back", refuse)
+    path = ct_series(tmp_path, 1, size=24)[0]
+    uid, data_set = str(dcmread(path).SOPInstanceUID), dataset_bytes(path)
+    pdus = converse(here, [own_framing(uid, data_set, 16378, together=False) + RELEASE])
+    assert statuses(pdus) == [0]
+    assert spooled(here.data)[uid] == data_set
+    assert len(asked) == 1 and asked[0] > len(data_set)  # the whole file: the spool's File Meta, then the data set
+    assert not leftovers(here)
 
 
 def test_a_stream_split_at_every_boundary_is_read_alike(here: Here, instance: tuple[str, bytes]) -> None:
