@@ -20,6 +20,7 @@ import subprocess
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -363,20 +364,19 @@ def test_sigterm_drains_and_loses_nothing_acknowledged(start_node: Callable[...,
 
 
 def test_sighup_reloads_routes_and_keeps_them_on_a_bad_file(
-    start_node: Callable[..., Node], tmp_path: Path, capfd: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture
+    start_node: Callable[..., Node], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = tmp_path / "medianode.yaml"
     config.write_text("routes:\n  - {match: {called_aet: BURN}, action: burn}\n")
     caplog.set_level(logging.INFO)  # the receivers log at the level of the process that starts them
-    node = start_node(source=config)
+    log = tmp_path / "receivers.log"
+    with stderr_to(log):  # theirs, read as it grows: capfd's reading truncates, and loses a line written meanwhile
+        node = start_node(source=config)
     assert echoscu(node.port, aec="LATE").returncode != 0
-    logged = ""  # the receivers' log lines, on the stderr they inherited
 
     def each_logged(what: str) -> bool:
         """Every receiver logged ``what`` (each waits for its own line: an echo may reach only one of them)."""
-        nonlocal logged
-        logged += capfd.readouterr().err
+        logged = log.read_text(errors="replace")
         return all(f"Receiver {receiver.pid} {what}" in logged for receiver in node.receivers)
 
     config.write_text("routes:\n  - {match: {called_aet: LATE}, action: burn}\n")
@@ -384,12 +384,25 @@ def test_sighup_reloads_routes_and_keeps_them_on_a_bad_file(
         receiver.reload()
     until(lambda: each_logged("reloaded"), "every receiver to reload")
     assert all(echoscu(node.port, aec="LATE").returncode == 0 for _ in node.receivers * 2)
-    logged = ""
     config.write_text("routes: [{match: {called_aet: OTHER}, action: explode}]\n")
     for receiver in node.receivers:
         receiver.reload()
     until(lambda: each_logged("keeps its configuration"), "each receiver to refuse the new configuration")
     assert all(echoscu(node.port, aec="LATE").returncode == 0 for _ in range(4))
+
+
+@contextmanager
+def stderr_to(path: Path) -> Iterator[None]:
+    """This process's stderr appends to ``path`` (and so does every child started meanwhile, for its life)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    saved = os.dup(2)
+    os.dup2(fd, 2)
+    os.close(fd)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def test_a_taken_port_fails_at_start(start_node: Callable[..., Node]) -> None:
