@@ -219,7 +219,7 @@ class StartedFile:
             if self._file is None:
                 self._file = open(self.path, "rb")
             self._file.seek(self.pos)
-            data = self._file.read(max(0, end - self.pos))
+            data = self._file.read(end - self.pos)
         self.pos += len(data)
         return data
 

@@ -213,7 +213,12 @@ def storescu(aet: str, port: int, chunks: list[list[Path]]) -> float:
                                   env=env_with(NODELAY)) for chunk, err in zip(chunks, errs)]
         # A plain wait() blocks in waitpid; with a timeout, Popen polls every 50 ms, and every figure would be
         # rounded up to the next poll. The timer kills what is still running at the limit.
-        timer = threading.Timer(SEND_TIMEOUT_S, lambda: [p.kill() for p in procs if p.poll() is None])
+        def kill_the_rest() -> None:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+
+        timer = threading.Timer(SEND_TIMEOUT_S, kill_the_rest)
         timer.start()
         try:
             for p in procs:
