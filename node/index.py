@@ -443,12 +443,15 @@ class Index:
                                     f"versions up to {SCHEMA_VERSION}: run a medianode at least as new as the "
                                     f"one that wrote it")
                 if version == SCHEMA_VERSION:
+                    if applied[:1] == [1]:  # a new index: one line, not one per version it went through
+                        logger.info("index %s: created (schema version %d)", self.path, SCHEMA_VERSION)
                     return applied
                 for statement in _statements(MIGRATIONS[version]):
                     db.execute(statement)
                 db.execute("INSERT INTO schema_version (version, applied) VALUES (?, ?)", (version + 1, time.time()))
             applied.append(version + 1)
-            logger.info("index %s: schema migrated to version %d", self.path, version + 1)
+            if applied[0] > 1:
+                logger.info("index %s: schema migrated to version %d", self.path, version + 1)
 
     def version(self) -> int:
         """The schema version of the index (0 before any migration)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -126,13 +127,26 @@ def pre_versioning_index(path: Path) -> None:
     db.close()
 
 
-def test_a_fresh_index_is_at_the_latest_version(tmp_path: Path) -> None:
+def test_a_fresh_index_is_at_the_latest_version(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="node.index")
     index = Index(tmp_path / "index.sqlite")
     try:
         assert index.version() == SCHEMA_VERSION
         assert index.migrate() == []
     finally:
         index.close()
+    # one line says it, not one per version a new index goes through
+    assert caplog.messages == [f"index {tmp_path / 'index.sqlite'}: created (schema version {SCHEMA_VERSION})"]
+
+
+def test_an_older_index_says_each_version_it_is_migrated_to(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "index.sqlite"
+    with pytest.MonkeyPatch.context() as mp:  # an index the first version of the code left
+        mp.setattr(index_module, "SCHEMA_VERSION", 1)
+        Index(path).close()
+    caplog.set_level(logging.INFO, logger="node.index")
+    Index(path).close()
+    assert caplog.messages == [f"index {path}: schema migrated to version {v}" for v in range(2, SCHEMA_VERSION + 1)]
 
 
 def test_an_index_from_before_versions_is_adopted_with_its_rows(tmp_path: Path) -> None:
