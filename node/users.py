@@ -17,7 +17,6 @@ import logging
 import re
 import secrets
 import time
-from pathlib import Path
 from typing import NamedTuple
 
 from argon2 import PasswordHasher

@@ -191,5 +191,5 @@ def test_a_publisher_robot_is_no_output_for_dvd_ram(tmp_path: Path) -> None:
         parse_config(yaml, source="c.yaml")
     assert str(exc.value).startswith("c.yaml:3 routes[0].output: STD-GEN-DVD-RAM is a DVD-RAM profile: a publisher "
                                      "robot burns CD, DVD and BD, not DVD-RAM"), str(exc.value)
-    drive = f"routes:\n  - {{action: burn, profile: AUG-GEN-DVD-RAM, output: {{kind: xorriso, device: /dev/sr0}}}}\n"
+    drive = "routes:\n  - {action: burn, profile: AUG-GEN-DVD-RAM, output: {kind: xorriso, device: /dev/sr0}}\n"
     assert parse_config(drive, source="c.yaml").routes[0].profile == "AUG-GEN-DVD-RAM"

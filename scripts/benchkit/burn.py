@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from benchkit.common import MARK, MB, MEDIANODE, REPO, Failed, Json, Result, Run, bench, fmt, log, run_process
+from benchkit.common import MARK, MB, MEDIANODE, Failed, Json, Result, Run, bench, fmt, log, run_process
 from benchkit.compress import check_syntax, iso_files, run_tree, syntax_named
 from benchkit.data import DataSpec, ct_slices, data_dir, dvd_spec, ensure_data, files_of, specs, warm
 
