@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from node import __version__, filemodes
 from node.errors import EXIT_DATA, EXIT_HELD, EXIT_OK, EXIT_USAGE, NodeError
+from node.words import counted
 
 if TYPE_CHECKING:
     from node import routing
@@ -141,8 +142,9 @@ def _burn(args: argparse.Namespace, out: TextIO) -> int:
         out.write("\n")
     else:
         out.write(
-            f"{report.out}: {report.instances} instance(s), {report.studies} study(ies), "
-            f"{report.patients} patient(s), {report.bytes / 1e6:,.1f} MB, {report.sectors:,} sectors, {report.profile}\n"
+            f"{report.out}: {counted(report.instances, 'instance')}, {counted(report.studies, 'study')}, "
+            f"{counted(report.patients, 'patient')}, {report.bytes / 1e6:,.1f} MB, {report.sectors:,} sectors, "
+            f"{report.profile}\n"
         )
         for title, rows, key in (
             ("converted", report.converted, "conversion"),
@@ -219,8 +221,8 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
         json.dump(report.to_dict(), out, indent=2)
         out.write("\n")
     else:
-        verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
-        out.write(f"{args.path}: {verdict}, {report.instances} instance(s)\n")
+        verdict = "ok" if report.ok else counted(len(report.problems), "problem")
+        out.write(f"{args.path}: {verdict}, {counted(report.instances, 'instance')}\n")
         for f in report.problems:
             out.write(f"  problem: {f.path}: {f.problem}\n")
         for f in report.notes:
@@ -464,7 +466,7 @@ def _config_check(args: argparse.Namespace, out: TextIO) -> int:
     config, warnings = config_check(args.file)
     for warning in warnings:
         print(warning, file=sys.stderr)
-    out.write(f"{args.file}: ok, {len(config.routes)} route(s), data in {config.node.data_dir}\n")
+    out.write(f"{args.file}: ok, {counted(len(config.routes), 'route')}, data in {config.node.data_dir}\n")
     return EXIT_OK
 
 
@@ -506,7 +508,7 @@ def _catalogue_copy(args: argparse.Namespace, out: TextIO) -> int:
         copied = feeder.copy_history(index, node)
     finally:
         index.close()
-    out.write(f"catalogue {link.where(node)}: {copied} record(s) of station {node.station_name} copied\n")
+    out.write(f"catalogue {link.where(node)}: {counted(copied, 'record')} of station {node.station_name} copied\n")
     return EXIT_OK
 
 
@@ -708,7 +710,8 @@ def _volumes(args: argparse.Namespace, out: TextIO) -> int:
         copies = "" if args.copies is None else f", {args.copies} cop{'y' if args.copies == 1 else 'ies'}"
         out.write(f"volume {args.label}: re-burn queued as job {job}{copies}\n")
         if cannot:
-            out.write(f"volume {args.label}: {len(cannot)} instance(s) are neither in the spool nor on an image "
+            out.write(f"volume {args.label}: {counted(len(cannot), 'instance')} {'is' if len(cannot) == 1 else 'are'} "
+                      f"neither in the spool nor on an image "
                       f"and cannot be re-burned: {', '.join(cannot)}\n")
         return EXIT_OK
     finally:

@@ -28,6 +28,7 @@ from node.durable import write_atomic
 from node.errors import ConfigError, UsageError
 from node.index import Index
 from node.intake import held_folder, record
+from node.words import counted
 
 if TYPE_CHECKING:  # the import side (pydicom, pynetdicom) is loaded when a held import is looked at, not by serve
     from node.read.importer import ImportReport
@@ -110,7 +111,7 @@ def resolve(index: Index, config: Config, import_id: int, choice: Choice, *, by:
         shutil.rmtree(held_folder(config, import_id))
         logger.info("held import %d resolved by %s (%s): %d sent; its copy removed", import_id, by, choice, report.sent)
     else:  # the copy stays until every instance is stored: the same choice can be made again
-        index.hold_import(import_id, reason=f"resolved ({choice}) but {report.failed} instance(s) not stored: "
+        index.hold_import(import_id, reason=f"resolved ({choice}) but {counted(report.failed, 'instance')} not stored: "
                                             "the held copy is kept; resolve again", skipped=report.skipped,
                           report=report.report_path)
     return report
@@ -172,8 +173,8 @@ def _local(reconciled: Reconciled, key: str | None, choice: Choice) -> Candidate
                          "no patient of this import waits for a decision")
     candidates = waiting[0].candidates
     if not 1 <= choice.number <= len(candidates):
-        raise UsageError(f"candidate {choice.number}: this patient has "
-                         f"{len(candidates) or 'no'} candidate(s)" + (f" (1 to {len(candidates)})" if candidates else ""))
+        has = f"{counted(len(candidates), 'candidate')} (1 to {len(candidates)})" if candidates else "no candidate"
+        raise UsageError(f"candidate {choice.number}: this patient has {has}")
     return candidates[choice.number - 1]
 
 

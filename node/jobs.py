@@ -31,6 +31,7 @@ from node.media.publisher import label_fields
 from node.media.waiting import Interrupted
 from node.profiles import SECTOR, get_profile
 from node.routing import RouteSnapshot
+from node.words import counted
 
 logger = logging.getLogger(__name__)
 
@@ -220,8 +221,8 @@ class Worker:
         audit.append(config, "volume-burned", job=job.id, label=label, kind=route.kind, profile=route.profile,
                      paths=volume.paths, studies=[s[0] for s in built.studies], patients=built.studies,
                      instances=report.instances, supersedes=job.late, completes=built.completes or None)
-        logger.info("job %d: volume %s, %d instance(s), %d cop%s to %s", job.id, label, report.instances,
-                    route.copies, "y" if route.copies == 1 else "ies", paths[0])
+        logger.info("job %d: volume %s, %s, %s to %s", job.id, label, counted(report.instances, "instance"),
+                    counted(route.copies, "copy"), paths[0])
 
     def _failed(self, job: Job, exc: Exception) -> None:
         if isinstance(exc, NodeError):
@@ -246,7 +247,7 @@ def make_medium(config: Config, route: RouteSnapshot, label: str, files: list[st
     there removed); the station that builds it need not be the one that cut it (a shared spool)."""
     missing = [p for p in files if not os.path.exists(p)]
     if missing:
-        raise NodeError(f"the spool no longer holds {len(missing)} of its {len(files)} instance(s)")
+        raise NodeError(f"the spool no longer holds {len(missing)} of its {counted(len(files), 'instance')}")
     profile = get_profile(route.profile)
     suffix = "" if profile.file_system == "folder" else ".iso"
     medium = output.stage(name=label, suffix=suffix, data_dir=config.node.data_dir)
@@ -339,7 +340,7 @@ def left_out(report: build.BurnReport) -> str:
     if not report.refused:
         return ""
     first = report.refused[0]
-    return f"{len(report.refused)} instance(s) left out, e.g. {first['path']}: {first['reason']}"
+    return f"{counted(len(report.refused), 'instance')} left out, e.g. {first['path']}: {first['reason']}"
 
 
 #: ``medianode jobs retry|cancel``: the state each moves a job to, and the states it may leave.
@@ -376,14 +377,16 @@ def complete_from_images(index: Index, job_id: int, folder: Path) -> int:
             continue
         found = read_back(volume, missing, index.job_uid_map(volume.job_id), folder)
         if set(found) != missing:
-            logger.info("job %d: %d of %d instance(s) of %s are neither in the spool nor on its image: the new "
-                        "volume completes it as an addendum", job_id, len(missing - set(found)), len(theirs),
-                        volume.label)
+            lacking = len(missing - set(found))
+            logger.info("job %d: %d of the %s of %s %s neither in the spool nor on its image: the new volume "
+                        "completes it as an addendum", job_id, lacking, counted(len(theirs), "instance"), volume.label,
+                        "is" if lacking == 1 else "are")
             continue
         index.add_job_files(job_id, [(u, path, size) for u, (path, size) in found.items()])
         mine |= missing
         added += len(found)
-        logger.info("job %d: %d instance(s) of %s read back from %s", job_id, len(found), volume.label, volume.paths[0])
+        logger.info("job %d: %s of %s read back from %s", job_id, counted(len(found), "instance"), volume.label,
+                    volume.paths[0])
     return added
 
 
@@ -437,7 +440,8 @@ def reburn(index: Index, label: str, data_dir: Path, *, copies: int | None = Non
     read = read_back(volume, burned - held, index.job_uid_map(volume.job_id), folder) if burned - held else {}
     cannot = sorted(burned - held - set(read))
     if not held and not read:
-        raise NodeError(f"neither the spool nor an image holds any of the {len(burned)} instance(s) of {label}: "
+        raise NodeError(f"neither the spool nor an image holds any of the {counted(len(burned), 'instance')} of "
+                        f"{label}: "
                         f"it cannot be re-burned")
     original = index.job(volume.job_id)
     if original is None:
@@ -462,7 +466,7 @@ def clean_spool(index: Index, config: Config, *, now: float) -> int:
             pass
     if paths:
         index.forget_files(paths)
-        logger.info("spool: %d file(s) removed", len(paths))
+        logger.info("spool: %s removed", counted(len(paths), "file"))
     for study in studies:
         try:
             audit.append(config, "study-deleted", **study)

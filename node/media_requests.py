@@ -23,6 +23,7 @@ from node.jobs import pack
 from node.profiles import SECTOR, compressions, get_profile
 from node.routing import RouteSnapshot
 from node.syntaxes import Compression
+from node.words import counted
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +65,9 @@ def schedule(index: Index, config: Config, *, now: float) -> list[int]:
         jobs = index.cut_request_jobs(req.uid, planned, fileset_id=str(req.request.get("fileset_id", "")))
         if jobs:
             made += jobs
-            logger.info("media request %s from %s: job(s) %s, %d instance(s)", req.uid, req.calling_aet,
-                        ", ".join(map(str, jobs)), len(req.refs))
+            logger.info("media request %s from %s: %s %s, %s", req.uid, req.calling_aet,
+                        "job" if len(jobs) == 1 else "jobs", ", ".join(map(str, jobs)),
+                        counted(len(req.refs), "instance"))
     keep = settings.keep_hours * 3600
     for uid in index.forget_media_requests(finished_before=now - keep, created_before=now - keep):
         logger.info("media request %s forgotten (mcm.keep_hours)", uid)
@@ -84,7 +86,7 @@ def plan(index: Index, req: MediaRequest, settings: MediaRequests, *, now: float
     if missing:
         if now < (req.initiated or now) + settings.wait_seconds:
             return None
-        raise Failure("NO_INSTANCE", f"{len(missing)} instance(s) not received within mcm.wait_seconds",
+        raise Failure("NO_INSTANCE", f"{counted(len(missing), 'instance')} not received within mcm.wait_seconds",
                       tuple(missing))
     conflicts = [(u, c, CLASS_INSTANCE_CONFLICT) for u, c, _ in req.refs if held[u][1] != c]
     if conflicts:

@@ -15,6 +15,7 @@ from node.media.outputs import output_for
 from node.index import Index, Job, Volume
 from node.config import Route
 from node.routing import CRITERIA, Instance, InstanceRouting, RouteSnapshot, StudyRouting, Trial, explain, unreachable
+from node.words import counted
 
 
 class StudyRow(TypedDict):
@@ -314,8 +315,8 @@ def outputs(index: Index, config: Config) -> list[OutputRow]:
 
 def format_status(s: Status) -> str:
     receiving, jobs, volumes = s["receiving"], s["jobs"], s["volumes_today"]
-    lines = [format_serving(s["serving"]), f"receiving: {len(receiving)} study(ies)"]
-    lines += [f"  {r['study_uid']}  patient {r['patient_id']}  {r['instances']} instance(s), "
+    lines = [format_serving(s["serving"]), f"receiving: {counted(len(receiving), 'study')}"]
+    lines += [f"  {r['study_uid']}  patient {r['patient_id']}  {counted(r['instances'], 'instance')}, "
               f"last {r['last_received']}, burn in {r['burn_in_s']} s" for r in receiving]
     lines.append(f"jobs: {len(jobs['queued'])} queued, {len(jobs['building'])} building, "
                  f"{len(jobs['failed'])} failed, {jobs['done_today']} done today")
@@ -330,7 +331,7 @@ def format_status(s: Status) -> str:
         lines.append(f"  {o['output']}: {doing}" + (f"; jobs {', '.join(map(str, queued))} waiting their turn"
                                                     if queued else ""))
     lines.append(f"volumes today: {len(volumes)}")
-    lines += [f"  {v['label']}  {len(v['studies'])} study(ies)  {v['copies']} cop(ies)"
+    lines += [f"  {v['label']}  {counted(len(v['studies']), 'study')}  {counted(v['copies'], 'copy')}"
               + (f"  superseded by {v['superseded_by']}" if v["superseded_by"] else "") for v in volumes]
     imports = s["imports"]
     lines.append(f"recent imports: {len(imports)}")
@@ -345,11 +346,12 @@ def format_catalogue(c: CatalogueRow) -> str:
     """Up to date, or how far behind and why; then each station, up or down, and the jobs waiting anywhere."""
     where = f"catalogue {c['catalogue']} (station {c['station']}): "
     why = f"; unreachable since {c['error_at']}: {c['error']}" if c["error"] else ""
-    lines = [where + (f"behind by {c['behind']} change(s), the oldest {c['behind_s']} s ago{why}" if c["behind"]
+    lines = [where + (f"behind by {counted(c['behind'], 'change')}, the oldest {c['behind_s']} s ago{why}"
+                      if c["behind"]
                       else "up to date" + (f", last push {c['pushed']}" if c["pushed"] else ""))]
     lines += [f"  station {st['station']} ({st['ae_title']}): "
               + ("up" if st["up"] else f"DOWN, silent since {st['heartbeat']}")
-              + (f", {st['behind']} change(s) not pushed" if st["behind"] else "") for st in c["stations"]]
+              + (f", {counted(st['behind'], 'change')} not pushed" if st["behind"] else "") for st in c["stations"]]
     lines += [f"  station {w['station']} job {w['id']}: {w['message']} (since {w['since']})" for w in c["waiting"]]
     return "\n".join(lines)
 
@@ -372,7 +374,8 @@ def format_volumes(rows: list[VolumeRow]) -> str:
     out = []
     for r in rows:
         studies = r["studies"]
-        out.append((f"{r['station']:<12}  " if "station" in r else "") + f"{r['label']}  {r['created']}  {r['copies']} cop(ies)  {r['bytes']:,} bytes"
+        out.append((f"{r['station']:<12}  " if "station" in r else "")
+                   + f"{r['label']}  {r['created']}  {counted(r['copies'], 'copy')}  {r['bytes']:,} bytes"
                    + (f"  addendum, completes {r['addendum_of']}" if r.get("addendum_of") else "")
                    + (f"  superseded by {r['superseded_by']}" if r["superseded_by"] else ""))
         out += [f"  {st['study_uid']}  {st['patient_id']}  {st['patient_name']}" for st in studies]
@@ -432,7 +435,7 @@ def format_requests(requests: dict[str, int], *, burned: bool) -> str:
     """The media creation requests that reference a study's instances (``routes explain --study``): their
     media are made besides what the routes burn, so where a burn route matches too, both happen."""
     also = "; a burn route matches it too: both make media" if burned else ""
-    return "".join(f"media request {uid}: references {n} instance(s) of this study{also}\n"
+    return "".join(f"media request {uid}: references {counted(n, 'instance')} of this study{also}\n"
                    for uid, n in requests.items())
 
 
@@ -467,11 +470,11 @@ def format_explanation(instances: list[InstanceRouting], studies: list[StudyRout
         recorded = ", ".join(f"routes[{s.position}]" for s in r.recorded)
         lines.append(f"  -> {_outcome(r)}" + (f" (records {recorded})" if recorded else ""))
     for s in studies:
-        lines.append(f"study {s.study_uid} ({s.instances} instance(s)): "
-                     + (f"{len(s.jobs)} job(s)" if s.jobs else "stored only, no job"))
+        lines.append(f"study {s.study_uid} ({counted(s.instances, 'instance')}): "
+                     + (counted(len(s.jobs), "job") if s.jobs else "stored only, no job"))
         for j in s.jobs:
             where = "burn.output" if j.output is None else output_for(j.output).queue
             lines.append(f"  job by routes[{j.position}]{' (also)' if j.also else ''}: {j.profile}, compress "
-                         f"{j.compress}, {j.copies} cop(ies) to {where}, group {j.group}, label "
+                         f"{j.compress}, {counted(j.copies, 'copy')} to {where}, group {j.group}, label "
                          f"{j.label or 'MEDIANODE'}, {j.kind}")
     return "\n".join(lines) + "\n"

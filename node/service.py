@@ -38,6 +38,7 @@ from node.media.outputs import output_for
 from node.receive import workers
 from node.receive.instance import index_orphans
 from node.receive.spool import Spool
+from node.words import counted
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ class Service:
         from node.catalogue import feeder  # psycopg: loaded only for a station with a catalogue
 
         if queued:
-            logger.info("catalogue: %d record(s) of this station's history queued for it", queued)
+            logger.info("catalogue: %s of this station's history queued for it", counted(queued, "record"))
         return feeder.start(index.path, node, self.stop, started=self._started)
 
     def _audit(self, event: str, **fields: object) -> None:
@@ -150,13 +151,16 @@ class Service:
         self._interrupted_imports = index.interrupted_imports() if self.config.imports.watch else []
         indexed = index_orphans(spool, index, known=index.known_paths(), routes=self.config.routes)
         if indexed:
-            logger.warning("start-up: indexed %d spooled instance(s) the index did not know", indexed)
+            logger.warning("start-up: indexed %s the index did not know", counted(indexed, "spooled instance"))
         recovered = index.quiet_from(time.time())
         if recovered:
-            logger.info("start-up: %d study(ies) still receiving wait a full study_stable_seconds from now", recovered)
+            logger.info("start-up: %s still receiving %s a full study_stable_seconds from now",
+                        counted(recovered, "study"), "waits" if recovered == 1 else "wait")
         requeued = index.requeue_interrupted()
         if requeued:
-            logger.warning("start-up: job(s) %s were interrupted and go back to the queue", requeued)
+            logger.warning("start-up: %s %s interrupted and %s back to the queue",
+                           f"job {requeued[0]}" if len(requeued) == 1 else f"jobs {', '.join(map(str, requeued))}",
+                           *(("was", "goes") if len(requeued) == 1 else ("were", "go")))
         jobs.clean_partial_outputs(self._outputs())
 
     def _folder_outputs(self) -> list[Path]:
@@ -230,7 +234,7 @@ class Service:
             receiver.reload()
         if self.console is not None:
             self.console.reload(new)
-        logger.info("configuration reloaded from %s: %d route(s)", source, len(new.routes))
+        logger.info("configuration reloaded from %s: %s", source, counted(len(new.routes), "route"))
         self._audit("config-reloaded", source=str(source), ok=True, reason="")
 
     def _capture_signals(self) -> dict[signal.Signals, _Handler]:

@@ -25,6 +25,7 @@ from datetime import datetime
 
 from node.config import Syslog
 from node.tls import client_context
+from node.words import counted
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,8 @@ class Sender:
             pass
         self._thread.join(timeout)
         if self.lost:
-            logger.warning("audit: %d message(s) could not be sent to %s (%d sent)", self.lost, self.where, self.sent)
+            logger.warning("audit: %s could not be sent to %s (%d sent)", counted(self.lost, "message"), self.where,
+                           self.sent)
 
     def _run(self) -> None:
         try:

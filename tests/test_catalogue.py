@@ -162,7 +162,7 @@ def test_the_catalogue_stopped_while_receiving_delays_it_and_loses_nothing(
     assert behind["station"] == "A" and behind["behind"] >= 3 + 3 + 3  # studies, jobs, volumes at least
     assert behind["error"] and "connect" in str(behind["error"]).lower()
     text = cli("status", "--config", station.config).out
-    assert f"catalogue {postgres.url()} (station A): behind by {behind['behind']} change(s)" in text
+    assert f"catalogue {postgres.url()} (station A): behind by {behind['behind']} changes" in text
     postgres.start()
     station.wait_for(lambda: status(station)["catalogue"]["behind"] == 0)  # type: ignore[index]
     assert sorted(r[0] for r in rows(postgres, "SELECT patient_id FROM studies WHERE station = 'A'")) == [
@@ -190,7 +190,7 @@ def test_copy_moves_a_station_s_history_into_the_catalogue(tmp_path: Path, postg
                                                                                             station="FILMS")))
     result = cli("catalogue", "copy", "--config", node.config)
     assert result.code == 0, result.err
-    assert result.out == f"catalogue 127.0.0.1:{postgres.port}/catalogue: 3 record(s) of station FILMS copied\n"
+    assert result.out == f"catalogue 127.0.0.1:{postgres.port}/catalogue: 3 records of station FILMS copied\n"
     assert rows(postgres, "SELECT station, patient_id FROM studies") == [("FILMS", "OLD1")]
     assert rows(postgres, "SELECT station, label FROM volumes") == [("FILMS", node.volumes()[0]["label"])]
     again = cli("catalogue", "copy", "--config", node.config)  # twice: nothing twice

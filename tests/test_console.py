@@ -596,7 +596,7 @@ def test_an_admin_checks_the_file_on_disk_and_a_reload_keeps_the_running_routes_
     page = admin.get("/config")
     assert f'<code id="source">{node.config}</code>' in page.body
     checked = admin.post("/config/check", {"csrf": page.csrf})
-    assert checked.status == 200 and f"{node.config}: ok, 1 route(s), data in {node.data}" in checked.body
+    assert checked.status == 200 and f"{node.config}: ok, 1 route, data in {node.data}" in checked.body
 
     # A bad file: the check shows its file:line error, as the CLI's; a reload keeps the running routes.
     good = node.config.read_text()
@@ -620,12 +620,12 @@ def test_an_admin_checks_the_file_on_disk_and_a_reload_keeps_the_running_routes_
     _write(node.config, good + "  - {match: {called_aet: ARCHIVE}, action: burn, profile: STD-GEN-CD}\n"
                                "  - {match: {called_aet: BURN}, action: burn, profile: STD-GEN-DVD-J2K}\n")
     checked = admin.post("/config/check", {"csrf": page.csrf}).body
-    assert f"{node.config}: ok, 3 route(s)" in checked
+    assert f"{node.config}: ok, 3 routes" in checked
     warning = cli("config", "check", node.config).err.strip()
     assert f"{node.config}:{lines + 2} routes[2]: warning: no instance can reach this route" in warning
     assert f"<li>{warning}</li>" in html.unescape(checked)
     admin.post("/config/reload", {"csrf": page.csrf})
-    assert flash(admin.get("/config").body) == f"Reloaded from {node.config}: 3 route(s) in use."
+    assert flash(admin.get("/config").body) == f"Reloaded from {node.config}: 3 routes in use."
     assert "ARCHIVE" in admin.get("/routes").body
 
     events = [e for e in audit(node) if e["event"] in ("config-reload-asked", "config-reloaded")]

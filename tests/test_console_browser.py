@@ -231,7 +231,7 @@ def test_an_admin_adds_a_clerk_who_then_signs_in_without_the_admin_pages(browser
     d.find_element(By.LINK_TEXT, "Configuration").click()  # type: ignore[attr-defined]
     until(lambda: text_of(d, "#source"), "the Configuration page")
     d.find_element(By.CSS_SELECTOR, "button[name=check]").click()  # type: ignore[attr-defined]
-    until(lambda: f"{node.config}: ok, 2 route(s)" in text_of(d, "#check"), "the configuration checked")
+    until(lambda: f"{node.config}: ok, 2 routes" in text_of(d, "#check"), "the configuration checked")
     shot(d, "config")
     d.find_element(By.CSS_SELECTOR, "form.who button").click()  # type: ignore[attr-defined]
     until(lambda: "/login" in d.current_url, "signed out")  # type: ignore[attr-defined]
@@ -256,7 +256,7 @@ def test_a_clerk_resolves_a_held_import_by_choosing_one_of_two_candidates(browse
     sign_in_as(d, clinic.node, "cleo", clinic.node.add_user("cleo", "clerk"))
     d.find_element(By.LINK_TEXT, "Imports").click()  # type: ignore[attr-defined]
     until(lambda: text_of(d, "#held"), "the held imports on Imports")
-    assert "DOE^JANE (EXT-1, 1970-01-01): several, 2 candidate(s)" in text_of(d, "#held")
+    assert "DOE^JANE (EXT-1, 1970-01-01): several, 2 candidates" in text_of(d, "#held")
     d.find_element(By.CSS_SELECTOR, "#held td a").click()  # type: ignore[attr-defined]
     until(lambda: text_of(d, "table.candidates"), "the held import's candidates")
     header = text_of(d, "table.candidates tr:first-child")

@@ -94,7 +94,7 @@ def test_a_viewer_sees_a_held_import_and_its_candidates_but_no_choice_and_no_for
     assert listing.status == 200 and '<table id="held">' in listing.body
     held_row = listing.body.split('<table id="held">')[1].split("</table>")[0]
     assert f'href="/imports/{import_id}"' in held_row and "2 local patients match" in held_row
-    assert "DOE^JANE" in held_row and "2 candidate(s)" in held_row
+    assert "DOE^JANE" in held_row and "2 candidates" in held_row
     page = viewer.get(f"/imports/{import_id}")
     assert page.status == 200 and 'class="candidates"' in page.body
     for value in ("DOE^JANE", "EXT-1", "OTHER HOSPITAL", "1970-01-01", "L1", "L2", "HOSP", "Doe^Jane", "DOE^JANE^^"):
@@ -164,7 +164,7 @@ def test_each_choice_of_a_clerk_sends_the_held_import_with_that_identity(
 
 
 @pytest.mark.parametrize(("form", "reason"), [
-    ({"choice": "candidate", "candidate": "9"}, "candidate 9: this patient has 2 candidate(s) (1 to 2)"),
+    ({"choice": "candidate", "candidate": "9"}, "candidate 9: this patient has 2 candidates (1 to 2)"),
     ({"choice": "candidate", "candidate": "two"}, "candidate 'two': the candidate's number (1, 2, ...)"),
     ({"choice": "patient-id", "patient_id": "A\\B"}, "Patient ID 'A\\\\B': a Long String (LO) of printable ASCII"),
     ({"choice": "patient-id", "patient_id": ""}, "Patient ID: empty"),

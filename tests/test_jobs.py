@@ -171,7 +171,7 @@ def test_reburn_combines_what_it_can_and_names_what_it_cannot(tmp_path: Path) ->
     path.write_text(f"node: {{data_dir: {tmp_path / 'var'}}}\nburn: {{output: {tmp_path / 'out'}}}\n")
     partial = cli("volumes", "reburn", volume.label, "--config", path)
     assert partial.code == 0, partial.err
-    assert "1 instance(s) are neither in the spool nor on an image and cannot be re-burned" in partial.out
+    assert "1 instance is neither in the spool nor on an image and cannot be re-burned" in partial.out
     Worker(index, lambda: config).run_pending()
     old, new = index.volumes()
     assert old.superseded_by is None and new.addendum_of is None  # a partial re-burn replaces nothing

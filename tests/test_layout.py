@@ -20,7 +20,7 @@ from pathlib import Path
 NODE = Path(__file__).resolve().parents[1] / "node"
 BOTTOM = {"errors", "tags", "dicom", "syntaxes", "profiles", "dcmio", "pixels", "config", "index", "audit", "routing",
           "durable", "netcompat", "tls", "yamlcheck", "atna", "syslog", "filemodes", "users", "lifeline",
-          "original", "udf", "pdu", "extents"}
+          "original", "udf", "pdu", "extents", "words"}
 MIDDLE = {"media", "read", "receive"}
 #: third-party package -> the modules allowed to import it
 OWNERS = {

@@ -165,9 +165,9 @@ def test_failed_burns_wait_show_in_status_retry_then_fail_keeping_the_study(tmp_
         failed = {j["id"]: j["error"] for j in _jobs(node)["failed"]}  # type: ignore[attr-defined]
     finally:
         node.stop()
-    assert "No space left on device (tried 2 time(s))" in failed[waiting["id"]]
+    assert "No space left on device (tried 2 times)" in failed[waiting["id"]]
     (small_error,) = [e for i, e in failed.items() if i != waiting["id"]]
-    assert f"xorriso could not write stdio:{small_fs}/d.iso" in small_error and "(tried 1 time(s))" in small_error
+    assert f"xorriso could not write stdio:{small_fs}/d.iso" in small_error and "(tried 1 time)" in small_error
     index = Index(tmp_path / "var" / "index.sqlite")
     try:  # no study lost: every instance of both failed jobs is still spooled, for `medianode jobs retry`
         spooled = [Path(p) for job in failed for _, p, _ in index.job_files(job)]

@@ -547,7 +547,7 @@ def test_index_orphans_routes_by_the_recorded_ae_titles_with_the_routes_in_force
     with caplog.at_level(logging.WARNING):
         assert reindex(node, (store,)) == 1
     assert next(r for r in node.rows() if r["path"] == str(lost))["route"] == routing.STORE_ONLY
-    assert "1 re-indexed instance(s) were received under other routes" in caplog.text
+    assert "1 re-indexed instance was received under other routes" in caplog.text
 
 
 def test_index_orphans_takes_a_copy_sent_again_whose_commit_was_lost(

@@ -146,8 +146,8 @@ def test_routes_explain_says_which_rule_matched_and_why_the_earlier_did_not(tmp_
     assert f"{sr[0]}: SR" in shown.out
     assert "routes[0] burn {modality: CT} (" in shown.out and ": did not match: modality SR is not CT" in shown.out
     assert "routes[1] store {modality: KO}" in shown.out
-    assert f"study {uid} (3 instance(s)): 1 job(s)" in shown.out
-    assert "job by routes[0]: STD-GEN-DVD-JPEG, compress none, 1 cop(ies) to burn.output" in shown.out
+    assert f"study {uid} (3 instances): 1 job" in shown.out
+    assert "job by routes[0]: STD-GEN-DVD-JPEG, compress none, 1 copy to burn.output" in shown.out
 
     e = json.loads(cli("routes", "explain", *ct, *sr, "--config", config, "--called-aet", "BURN", "--json").out)
     assert [i["recorded"] for i in e["instances"]] == [[0, 2], [0, 2], [2]]
@@ -184,7 +184,7 @@ def test_routes_explain_a_study_of_the_index(tmp_path: Path) -> None:
     assert shown.code == 0, shown.err
     assert "routes[1] store {modality: KO}" in shown.out and ": matched" in shown.out
     assert "routes[2] burn {called_aet: BURN} (" in shown.out and ": not tried" in shown.out
-    assert f"study {study} (2 instance(s)): stored only, no job" in shown.out
+    assert f"study {study} (2 instances): stored only, no job" in shown.out
     assert cli("routes", "explain", "--study", "1.2.3", "--config", config).code == 2
     assert cli("routes", "explain", "--config", config).code == 2
 

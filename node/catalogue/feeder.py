@@ -18,6 +18,7 @@ from pathlib import Path
 from node.catalogue import link, mirror, schema
 from node.config import NodeConfig
 from node.index import Index
+from node.words import counted
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ def copy_history(index: Index, node: NodeConfig) -> int:
             while pushed := mirror.drain(index, db, node.station_name):
                 total += pushed
         except link.Error as exc:
-            raise link.CatalogueUnreachable(f"the catalogue {link.where(node)} was lost after {total} record(s) "
+            raise link.CatalogueUnreachable(f"the catalogue {link.where(node)} was lost after "
+                                            f"{counted(total, 'record')} "
                                             f"(the rest wait in the outbox; run it again): {link.reason(exc)}") from None
     return total

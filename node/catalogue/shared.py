@@ -32,6 +32,7 @@ from node.media import outputs
 from node.media.publisher import label_fields
 from node.media.waiting import Interrupted
 from node.routing import RouteSnapshot
+from node.words import counted
 
 logger = logging.getLogger(__name__)
 
@@ -263,8 +264,8 @@ class SharedBuilder:
                         db = link.connect(node, autocommit=True)
                         schema.migrate(db)
                         if step == self._claim and (released := claims.release_all(db, node.station_name)):
-                            logger.warning("catalogue: %d job(s) this station held before it stopped are claimable "
-                                           "again", released)
+                            logger.warning("catalogue: %s this station held before it stopped %s claimable again",
+                                           counted(released, "job"), "is" if released == 1 else "are")
                     if step(index, db):
                         continue
                     wait = POLL_S
@@ -350,7 +351,7 @@ class SharedBuilder:
         audit.append(config, "volume-burned", job=held.job_id, station=held.station, label=work.label,
                      kind=route.kind, profile=route.profile, paths=paths, studies=[s[0] for s in work.studies],
                      patients=work.studies, instances=report.instances, supersedes=bool(work.completes) or None)
-        logger.info("%s: volume %s, %d instance(s) to %s", name, work.label, report.instances, paths[0])
+        logger.info("%s: volume %s, %s to %s", name, work.label, counted(report.instances, "instance"), paths[0])
 
 
 def _publish(db: link.Connection, held: claims.Claim, result: dict[str, Any]) -> None:

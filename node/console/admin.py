@@ -18,6 +18,7 @@ from node.console.state import Console
 from node.console.web import Call, NotFound
 from node.errors import ConfigError, UsageError
 from node.report import config_check
+from node.words import counted
 
 #: How long the Reload button waits for ``serve``'s answer (it looks again every :data:`LOOK_S`).
 RELOAD_WAIT_S = 15.0
@@ -97,7 +98,7 @@ def check(call: Call) -> Response:
         config, warnings = config_check(source)
     except ConfigError as exc:
         return configuration(call, checked={"ok": False, "error": str(exc), "warnings": []})
-    summary = f"{source}: ok, {len(config.routes)} route(s), data in {config.node.data_dir}"
+    summary = f"{source}: ok, {counted(len(config.routes), 'route')}, data in {config.node.data_dir}"
     return configuration(call, checked={"ok": True, "summary": summary, "warnings": warnings})
 
 
@@ -122,7 +123,7 @@ def _outcome(console: Console, offset: int, reloads: int, serve: int) -> str:
         if event is not None and not event.get("ok"):
             return f"Not reloaded; the running configuration is kept: {event.get('reason')}"
         if event is not None and console.reloads > reloads:
-            return f"Reloaded from {event.get('source')}: {len(console.config.routes)} route(s) in use."
+            return f"Reloaded from {event.get('source')}: {counted(len(console.config.routes), 'route')} in use."
         time.sleep(LOOK_S)
     return (f"medianode serve (process {serve}) was asked to reload and has not answered within "
             f"{RELOAD_WAIT_S:.0f} s; its answer will be in the audit log (config-reloaded).")

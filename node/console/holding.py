@@ -16,6 +16,7 @@ from node.config import Config
 from node.console.views import when
 from node.errors import UsageError
 from node.index import Index
+from node.words import counted
 
 if TYPE_CHECKING:
     from node.read.importer import ImportReport
@@ -83,7 +84,7 @@ def _still(row: dict[str, object], report: ImportReport | None, waiting: dict[st
     if report is not None:
         return str(row.get("held_reason") or "")
     left = [p for p in (waiting or {}).get("patients", []) if p["waiting"]]
-    return f"{len(left)} other patient(s) of the medium wait for a decision"
+    return f"{counted(len(left), 'other patient')} of the medium {'waits' if len(left) == 1 else 'wait'} for a decision"
 
 
 def message(outcome: dict[str, Any]) -> str:

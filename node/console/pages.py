@@ -13,6 +13,7 @@ from starlette.responses import Response
 from node import actions, audit, report
 from node.console import holding, views
 from node.console.web import Call, NotFound
+from node.words import counted
 
 
 def now(call: Call) -> Response:
@@ -52,7 +53,9 @@ def reburn(call: Call) -> Response:
                                  by=call.user.name)
     message = f"Volume {label}: re-burn queued as job {job}."
     if cannot:
-        message += f" {len(cannot)} instance(s) are neither in the spool nor on an image and cannot be re-burned."
+        verb = "is" if len(cannot) == 1 else "are"
+        message += (f" {counted(len(cannot), 'instance')} {verb} neither in the spool nor on an image and cannot be "
+                    "re-burned.")
     return call.back(f"/volumes/{quote(label, safe='')}", message)
 
 

@@ -26,6 +26,7 @@ from node import users
 from node.console import auth, views
 from node.console.state import Console
 from node.errors import NodeError
+from node.words import counted
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ FLASH_COOKIE = "medianode_flash"
 
 _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True,
                    trim_blocks=True, lstrip_blocks=True)
-_env.filters.update(day=views.day, duration=views.duration)
+_env.filters.update(day=views.day, duration=views.duration, counted=counted)
 
 
 @dataclass

@@ -36,6 +36,7 @@ from node.media.sources import SourceInstance, scan
 from node.tags import SERIES_INSTANCE_UID, STUDY_INSTANCE_UID
 from node.media.transcode import CannotConvert, Task, convert, reread
 from node.profiles import SECTOR, Profile
+from node.words import counted
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ def burn(
             report.duplicates = [{"path": p, "kept": k} for p, k in found.duplicates]
             report.refused = [{"path": p, "reason": r} for p, r in found.unreadable]
             if not found.instances:
-                raise BuildError(f"nothing to write: no DICOM instance among {len(found.skipped)} file(s) "
+                raise BuildError(f"nothing to write: no DICOM instance among {counted(len(found.skipped), 'file')} "
                                  f"under {', '.join(sources)}")
             instances = found.instances
             del found
@@ -155,7 +156,9 @@ def burn(
         report.refused += [{"path": p, "reason": r} for p, r in tree.refused]
         report.invented = tree.inventions
         if not tree.patients:
-            raise BuildError(f"nothing to write: all {len(instances)} instance(s) refused ({report.refused[0]['reason']})")
+            every = "the" if len(instances) == 1 else "all"
+            raise BuildError(f"nothing to write: {every} {counted(len(instances), 'instance')} refused "
+                             f"({report.refused[0]['reason']})")
         volume_id, report.fileset_id = _labels(label or DEFAULT_LABEL, report)
         report.fileset_id = fileset_id or report.fileset_id
         report.fileset_uid = dicom.new_uid()
@@ -179,7 +182,8 @@ def burn(
             _publish_folder(files, target, progress=progress)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    logger.info("burned %d instance(s) of %d study(ies) to %s", report.instances, report.studies, target)
+    logger.info("burned %s of %s to %s", counted(report.instances, "instance"), counted(report.studies, "study"),
+                target)
     return report
 
 

@@ -28,6 +28,7 @@ from node.errors import BuildError
 from node.media import folder, publisher
 from node.media.content import FileSlice, MediaFile, copy_pieces
 from node.media.waiting import Interrupted, Waiter
+from node.words import counted
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ def _retrying(attempt: Callable[[], str], retries: int, wait_s: float, waiter: W
             result = attempt()
         except BuildError as exc:
             if n == retries:
-                raise BuildError(f"{exc} (tried {retries + 1} time(s))") from None
+                raise BuildError(f"{exc} (tried {counted(retries + 1, 'time')})") from None
             logger.warning("%s", waiting(str(exc)))
             if not waiter.wait(waiting(str(exc)), wait_s):
                 raise Interrupted(str(exc)) from None

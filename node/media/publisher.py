@@ -36,6 +36,7 @@ from node.config import PublisherOutput
 from node.durable import write_atomic
 from node.errors import BuildError
 from node.media.waiting import Interrupted, Waiter
+from node.words import counted
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,8 @@ def run(output: PublisherOutput, job: RobotJob, waiter: Waiter) -> str:
         write_atomic(base.with_name(f"{job.name}_LABEL.TXT"), merge_text(job.label).encode("ascii", "replace"))
     job_file = base.with_name(f"{job.name}.{kind['job']}")  # written as .NAME.JDF.*.part, then renamed
     write_atomic(job_file, job_text(output, job).encode("ascii", "replace"))
-    logger.info("%s robot: job %s submitted in %s, %d cop(ies)", output.vendor, job.name, output.hot_folder, job.copies)
+    logger.info("%s robot: job %s submitted in %s, %s", output.vendor, job.name, output.hot_folder,
+                counted(job.copies, "copy"))
     deadline = time.monotonic() + output.timeout_seconds
     while True:
         state = _state(base)

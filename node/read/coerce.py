@@ -39,6 +39,7 @@ from node.original import MODIFYING_SYSTEM as MODIFYING_SYSTEM  # named by the c
 from node.original import Reason, modification_time, record
 from node.read.match import Candidate
 from node.tags import PATIENT_ID
+from node.words import counted
 
 if TYPE_CHECKING:  # a type only: an import does not load the configuration's module
     from node.config import Coercion
@@ -167,7 +168,7 @@ def _reconciled(ds: Dataset, local: Candidate) -> tuple[Change, ...]:
     for keyword, value in wanted.items():
         old = _describe(ds, keyword)
         if isinstance(value, Sequence):
-            found.append(Change(keyword, old, f"{len(value)} item(s)", value))
+            found.append(Change(keyword, old, counted(len(value), "item"), value))
         elif value.strip() != (old or "").strip() and (value or old is not None):
             found.append(Change(keyword, old, value))
     charset = ds.get("SpecificCharacterSet") or "ISO_IR 6"
@@ -209,7 +210,7 @@ def _encodable(text: str, charset: Any) -> bool:
 def _describe(ds: Dataset, keyword: str) -> str | None:
     """An attribute as a :class:`Change` shows it: a sequence's item count, else :func:`_single`."""
     if keyword in ds and dictionary_VR(_tag(keyword)) == "SQ":
-        return f"{len(ds[keyword].value or [])} item(s)"
+        return counted(len(ds[keyword].value or []), "item")
     return _single(ds, keyword)
 
 

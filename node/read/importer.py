@@ -68,6 +68,7 @@ from node.read.sender import (
     class_contexts,
     send,
 )
+from node.words import counted
 
 if TYPE_CHECKING:  # not imported at run time: an import without them starts sooner
     from node.config import ClientTLS, Coercion
@@ -433,7 +434,8 @@ class _Plan:
             copied = _hold(self.medium, keep, hold_to / HELD_FILES)
             why = f"held for reconciliation (copied to {hold_to}): {reconciled.held}"
             self.decided += [Outcome(i.path, i.sop_instance_uid, "held", None, why) for i in keep]
-            self.notes.append(Finding(WHOLE_MEDIUM, f"{copied} instance(s) kept in {hold_to} until a person decides"))
+            self.notes.append(Finding(WHOLE_MEDIUM,
+                                      f"{counted(copied, 'instance')} kept in {hold_to} until a person decides"))
             self.instances = []
 
     def report(self, medium: str, destination: str, results: Sequence[Result]) -> ImportReport:

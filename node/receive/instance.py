@@ -43,6 +43,7 @@ from node.tags import (
 )
 from node.tags import SERIES_INSTANCE_UID as SERIES_UID
 from node.tags import STUDY_INSTANCE_UID as STUDY_UID
+from node.words import counted
 
 logger = logging.getLogger(__name__)
 
@@ -264,8 +265,9 @@ def index_orphans(spool: Spool, index: Index, *, known: set[str], routes: tuple[
         else:
             path.unlink()  # the index holds the same instance (a job took it): this copy is not news
     if other_routes:
-        logger.warning("start-up: %d re-indexed instance(s) were received under other routes than those in force "
-                       "now; they are routed by the routes in force", other_routes)
+        logger.warning("start-up: %s %s received under other routes than those in force now; %s routed by the "
+                       "routes in force", counted(other_routes, "re-indexed instance"),
+                       *(("was", "it is") if other_routes == 1 else ("were", "they are")))
     return count
 
 
