@@ -321,10 +321,14 @@ def _print_import(report: ImportReport, as_json: bool, what: str, out: TextIO) -
         held = f", {report.held} held" if report.held else ""
         out.write(f"{what}: {report.sent} sent, {report.failed} failed, "
                   f"{report.skipped} skipped{held} in {report.seconds:.1f} s\n")
+        alike: dict[tuple[str, int | None, str], list[str]] = {}  # a destination down fails every instance alike
         for o in report.outcomes:
             if o.result not in ("sent", "held") or o.status:
-                status = f" (status 0x{o.status:04X})" if o.status is not None else ""
-                out.write(f"  {o.result}: {o.path}{status}: {o.reason}\n")
+                alike.setdefault((o.result, o.status, o.reason), []).append(o.path)
+        for (result, code, reason), paths in alike.items():
+            status = f" (status 0x{code:04X})" if code is not None else ""
+            others = f" and {counted(len(paths) - 1, 'other')} (--json names each)" if len(paths) > 1 else ""
+            out.write(f"  {result}: {paths[0]}{others}{status}: {reason}\n")
         for c in report.coercions:
             out.write(f"  coerced: {c.path}: {c.attribute} {'(absent)' if c.old is None else repr(c.old)} -> {c.new!r}\n")
         for f in report.problems:

@@ -723,6 +723,13 @@ def test_command_line(medium: Path, storescp: StoreSCP, tmp_path: Path) -> None:
     assert "failed: DICOM/IM1: referenced by the DICOMDIR but missing" in broken.out
     assert "Traceback" not in broken.err
     assert cli("import", medium, "--to", "STORESCP@nowhere").code == 2
+    port = free_port()  # nothing listens there: every instance fails alike, and says so once
+    down = cli("import", medium, "--to", f"PACS@127.0.0.1:{port}")
+    assert down.code == 1
+    refused = [line for line in down.out.splitlines() if "cannot connect" in line]
+    assert refused == [f"  failed: DICOM/IM2 and 2 others (--json names each): not sent: cannot connect to "
+                       f"PACS@127.0.0.1:{port}: [Errno 111] Connection refused"]
+    assert "  failed: DICOM/IM1: referenced by the DICOMDIR but missing" in down.out.splitlines()
     missing = cli_process("import", tmp_path / "nothing", "--to", to_storescp)
     assert (missing.code, missing.out, "Traceback" in missing.err) == (1, "", False)
     assert "nothing" in missing.err and len(missing.err.strip().splitlines()) == 1
