@@ -711,7 +711,7 @@ def _volumes(args: argparse.Namespace, out: TextIO) -> int:
         if not args.label:
             raise UsageError("volumes reburn needs a volume label")
         job, cannot = actions.reburn(index, config, args.label, copies=args.copies, by=_os_user())
-        copies = "" if args.copies is None else f", {args.copies} cop{'y' if args.copies == 1 else 'ies'}"
+        copies = "" if args.copies is None else f", {counted(args.copies, 'copy')}"
         out.write(f"volume {args.label}: re-burn queued as job {job}{copies}\n")
         if cannot:
             out.write(f"volume {args.label}: {counted(len(cannot), 'instance')} {'is' if len(cannot) == 1 else 'are'} "

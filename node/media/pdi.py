@@ -50,6 +50,7 @@ from node.tags import (
     STUDY_DATE,
     STUDY_DESCRIPTION,
 )
+from node.words import counted
 
 if TYPE_CHECKING:
     import numpy as np
@@ -247,9 +248,8 @@ def _index_page(tree: Tree, label: Label, pages: list[_Series]) -> bytes:
             body.append("<ul>")
             for series in study.children:
                 page = by_series[id(series)]
-                count = len(series.children)
                 body.append(f'<li><a href="{PDI_WEB_FOLDER}/{page.name}.HTM">{_esc(page.title)}</a>, '
-                            f"{count} object{'s' if count != 1 else ''}</li>")
+                            f"{counted(len(series.children), 'object')}</li>")
             body.append("</ul>")
     body.append("</div>")
     return _page("Images on this medium", body)
