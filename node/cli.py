@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from node import __version__, filemodes
-from node.errors import EXIT_DATA, EXIT_HELD, EXIT_OK, EXIT_USAGE, NodeError
+from node.errors import EXIT_DATA, EXIT_HELD, EXIT_OK, EXIT_USAGE, ConfigError, NodeError
 from node.words import counted
 
 if TYPE_CHECKING:
@@ -485,7 +485,6 @@ def _add_catalogue(sub: _Subparsers) -> None:
 
 
 def _catalogue_node(config: Config) -> NodeConfig:
-    from node.errors import ConfigError
 
     if config.node.catalogue is None:
         raise ConfigError(f"{config.source}: node.catalogue is not set: this station has no catalogue")
@@ -591,7 +590,6 @@ def _routing_facts(path: str, *, called: str, calling: str) -> routing.Instance:
 def _open_index(args: argparse.Namespace, *, create: bool = False) -> tuple[Config, Index]:
     """The configuration and its node's index; ``create``: make them when the node has not run yet."""
     from node.config import load_config
-    from node.errors import ConfigError
     from node.index import Index
 
     config = load_config(args.config)
@@ -880,7 +878,8 @@ def _run(argv: Sequence[str] | None, out: TextIO) -> int:
     try:
         return int(args.run(args, out))
     except NodeError as exc:
-        print(f"medianode {args.command}: {exc}", file=sys.stderr)
+        for problem in exc.problems if isinstance(exc, ConfigError) else (str(exc),):
+            print(f"medianode {args.command}: {problem}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"medianode {args.command}: interrupted; nothing was published", file=sys.stderr)

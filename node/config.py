@@ -39,6 +39,7 @@ from node.yamlcheck import (
     file,
     folder,
     is_null,
+    items,
     many,
     number,
     optional,
@@ -870,7 +871,7 @@ def _route(node: Node, at: At) -> Route:
 def _routes(node: Node, at: At) -> tuple[Route, ...]:
     if not isinstance(node, SequenceNode) and not is_null(node):
         raise at.error(node, f"expected a list of routes, got {describe(node)}")
-    return tuple(_route(n, at.item(i)) for i, n in enumerate(node.value if isinstance(node, SequenceNode) else ()))
+    return items(node, at, _route) if isinstance(node, SequenceNode) else ()
 
 
 def _argv(node: Node, at: At) -> tuple[str, ...]:
@@ -878,7 +879,7 @@ def _argv(node: Node, at: At) -> tuple[str, ...]:
     if not isinstance(node, SequenceNode) or not node.value:
         raise at.error(node, "expected a command as a list of arguments, e.g. [eject, '{device}'] "
                              f"(never a shell string), got {describe(node)}")
-    return tuple(string("an argument")(n, at.item(i)) for i, n in enumerate(node.value))
+    return items(node, at, string("an argument"))
 
 
 def _long_string(text: str, *, inner: bool = False, vr: str = "LO", max_len: int = 64) -> str:

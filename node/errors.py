@@ -31,9 +31,17 @@ class UsageError(NodeError):
 
 
 class ConfigError(NodeError):
-    """A configuration file that cannot be used; the message names file, line and key."""
+    """A configuration file that cannot be used: its problems, each naming file, line and key.
+
+    One look at a file reports every problem it can (``str`` joins them with "; ", for a log line);
+    ``medianode config check`` prints one line each.
+    """
 
     exit_code = EXIT_USAGE
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 class BuildError(NodeError):

@@ -259,11 +259,35 @@ def choice(*options: str, upper: bool = False) -> Check:
     return check
 
 
+class _Problems:
+    """The problems of a value's parts, gathered so that one look at a file reports them all."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    def add(self, exc: ConfigError) -> None:
+        self.found.extend(exc.problems)
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise ConfigError(*self.found)
+
+
+def items(node: SequenceNode, at: At, check: Check) -> tuple[Any, ...]:
+    """``check`` on each item of a list, as a tuple; the problems of every item, not only the first's."""
+    problems, values = _Problems(), []
+    for i, item in enumerate(node.value):
+        try:
+            values.append(check(item, at.item(i)))
+        except ConfigError as exc:
+            problems.add(exc)
+    problems.raise_any()
+    return tuple(values)
+
+
 def many(item: Check) -> Check:
     """One value or a list of them, as a tuple."""
-    return lambda node, at: (
-        tuple(item(n, at.item(i)) for i, n in enumerate(node.value)) if isinstance(node, SequenceNode) else (item(node, at),)
-    )
+    return lambda node, at: items(node, at, item) if isinstance(node, SequenceNode) else (item(node, at),)
 
 
 def optional(check: Check) -> Check:
@@ -290,18 +314,24 @@ def fields(node: Node, at: At, table: Mapping[str, Check], *, required: tuple[st
     values: dict[str, Any] = {}
     keys: dict[str, Node] = {}
     nodes: dict[str, Node] = {}
+    problems = _Problems()
     for key, value in node.value if isinstance(node, MappingNode) else ():
         name = key.value if isinstance(key, ScalarNode) else ""
         if name not in table:
             label = name if re.fullmatch(r"[\w-]{1,40}", name, re.ASCII) else short(name) if name else f"<{describe(key)}>"
-            raise at.key(label).error(key, f"unknown key (known: {', '.join(table)})")
-        if name in keys:
-            raise at.key(name).error(key, f"duplicate key (first on line {keys[name].start_mark.line + 1})")
-        keys[name], nodes[name] = key, value
-        values[name] = table[name](value, at.key(name))
+            problems.add(at.key(label).error(key, f"unknown key (known: {', '.join(table)})"))
+        elif name in keys:
+            problems.add(at.key(name).error(key, f"duplicate key (first on line {keys[name].start_mark.line + 1})"))
+        else:
+            keys[name], nodes[name] = key, value
+            try:
+                values[name] = table[name](value, at.key(name))
+            except ConfigError as exc:
+                problems.add(exc)
     for name in required:
-        if name not in values:
-            raise at.key(name).error(node, "required key is missing")
+        if name not in keys:
+            problems.add(at.key(name).error(node, "required key is missing"))
+    problems.raise_any()
     return values, nodes
 
 

@@ -336,7 +336,9 @@ CASES = {
     "unknown burn key": ("\n\n\n\n\n\nburn:\n  outptu: x\n",
                          "c.yaml:8 burn.outptu: unknown key (known: output, study_stable_seconds, retention_hours, pdi, "
                          "institution, contact)"),
-    "unknown tls key": ("node: {tls: {cert: a}}", "c.yaml:1 node.tls.cert: unknown key (known: certificate, key, ca)"),
+    "unknown tls key": ("node: {tls: {cert: a}}", ("c.yaml:1 node.tls.cert: unknown key (known: certificate, key, ca); "
+                                          "c.yaml:1 node.tls.certificate: required key is missing; "
+                                          "c.yaml:1 node.tls.key: required key is missing")),
     "unknown route key": ("routes:\n  - action: burn\n    copys: 2\n", ("c.yaml:3 routes[0].copys: unknown key (known: "
                           "match, action, also, profile, compress, lossy_mammography, bit_reduction, new_uids, deidentify, burned_in_annotation, repair, copies, group, label, kind, output, pdi, web, viewer, stations)")),
     "unknown match key": ("routes:\n- action: burn\n- match: {aet: X}\n  action: burn\n",
@@ -354,7 +356,10 @@ CASES = {
     "unknown import key": ("import: {inbx: x}", ("c.yaml:1 import.inbx: unknown key (known: inbox, destination, watch, "
                            "mount_roots, drives, settle_seconds, poll_seconds, eject, calling_aet, associations, coerce, reconcile)")),
     "unknown destination key": ("import:\n  destination: {ae: P}\n",
-                                "c.yaml:2 import.destination.ae: unknown key (known: ae_title, host, port, tls)"),
+                                ("c.yaml:2 import.destination.ae: unknown key (known: ae_title, host, port, tls); "
+                                 "c.yaml:2 import.destination.ae_title: required key is missing; "
+                                 "c.yaml:2 import.destination.host: required key is missing; "
+                                 "c.yaml:2 import.destination.port: required key is missing")),
     "odd key": ("burn: {'a b': 1}", "c.yaml:1 burn.'a b': unknown key (known: output, study_stable_seconds, "
                 "retention_hours, pdi, institution, contact)"),
     "merge key": ("burn: {<<: {}}", "c.yaml:1 burn.'<<': unknown key (known: output, study_stable_seconds, "
@@ -421,10 +426,12 @@ CASES = {
     "uid empty component": ("routes: [{action: store, match: {sop_class: 1..2}}]", ("c.yaml:1 routes[0].match.sop_class: '1..2' "
                             "is not a UID (PS3.5 9.1: digits and dots, at most 64 characters, no leading zeros)")),
     # TLS
-    "tls without key": ("node:\n  tls:\n    ca: ~\n", "c.yaml:3 node.tls.certificate: required key is missing"),
+    "tls without key": ("node:\n  tls:\n    ca: ~\n", ("c.yaml:3 node.tls.certificate: required key is missing; "
+                        "c.yaml:3 node.tls.key: required key is missing")),
     "tls missing file": ("node: {tls: {certificate: cert.pem, key: key.pem}}", ("c.yaml:1 node.tls.certificate: no such "
-                         "readable file: {cwd}/cert.pem")),
-    "tls a directory": ("node: {tls: {certificate: ., key: .}}", "c.yaml:1 node.tls.certificate: no such readable file: {cwd}"),
+                         "readable file: {cwd}/cert.pem; c.yaml:1 node.tls.key: no such readable file: {cwd}/key.pem")),
+    "tls a directory": ("node: {tls: {certificate: ., key: .}}", ("c.yaml:1 node.tls.certificate: no such readable file: "
+                        "{cwd}; c.yaml:1 node.tls.key: no such readable file: {cwd}")),
     "tls not a mapping": ("node: {tls: yes}", ("c.yaml:1 node.tls: expected a mapping of keys (certificate, key, ca), got 'yes' "
                           "(a boolean)")),
     # paths and text
@@ -628,7 +635,9 @@ def test_fuzz_only_config_errors_come_out() -> None:
             parse_config(text, source="c.yaml")
         except ConfigError as exc:
             message = str(exc)
-            assert re.match(r"c\.yaml:[0-9]+ ", message) and "\n" not in message and len(message) < 400, (text, message)
+            assert exc.problems and message == "; ".join(exc.problems), (text, message)
+            for problem in exc.problems:  # each a line of its own, naming the file's line
+                assert re.match(r"c\.yaml:[0-9]+ ", problem) and "\n" not in problem and len(problem) < 400, (text, problem)
             outcomes["syntax" if "YAML syntax error" in message else "value"] += 1
         except Exception as exc:  # noqa: BLE001 - this is what the test is for
             pytest.fail(f"{type(exc).__name__}: {exc} for {text!r}")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from node.config import load_config
+from node.errors import ConfigError
 from node.yamlcheck import MAX_BYTES
 from tests.conftest import cli, cli_process
 
@@ -61,3 +63,31 @@ def test_serve_refuses_with_exit_2_and_binds_nothing(name: str, tmp_path: Path) 
     assert result.err.startswith(f"medianode serve: {path}:{line} "), result.err
     assert "Traceback" not in result.err
     assert not (tmp_path / "var").exists()
+
+
+NODE_KEYS = ("data_dir, allowed_calling_aets, allowed_peers, extra_sop_classes, workers, max_associations, min_free_mb, "
+             "max_pdu, idle_seconds, artim_seconds, pdu_seconds, max_connections_per_address, tls, group, identity, "
+             "catalogue, catalogue_password_file, station, shared_spool, lease_seconds")
+
+
+def test_config_check_names_every_problem_of_the_file_in_its_order(tmp_path: Path) -> None:
+    """One look at a file reports all it can: a line each from ``config check``, one line joined for a log."""
+    path = tmp_path / "medianode.yaml"
+    content = ("node:\n  port: 99999\n  ae_titel: X\n"
+               "routes:\n  - match: {modality: CT}\n    action: brun\n  - action: store\n    copies: 2\n"
+               "  - {}\n")
+    path.write_text(content)
+    result = cli("config", "check", path)
+    problems = [
+        f"{path}:2 node.port: expected an integer from 1 to 65535, got '99999'",
+        f"{path}:3 node.ae_titel: unknown key (known: ae_title, host, port, {NODE_KEYS})",
+        f"{path}:6 routes[0].action: 'brun' is not one of burn, store, reject",
+        f"{path}:8 routes[1].copies: only for action: burn (this route's action is store)",
+        f"{path}:9 routes[2].action: required key is missing",
+    ]
+    assert (result.code, result.out) == (2, "")
+    assert result.err == "".join(f"medianode config: {p}\n" for p in problems)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert raised.value.problems == tuple(problems) and str(raised.value) == "; ".join(problems)
+    assert path.read_text() == content
