@@ -598,15 +598,16 @@ def test_an_admin_checks_the_file_on_disk_and_a_reload_keeps_the_running_routes_
     checked = admin.post("/config/check", {"csrf": page.csrf})
     assert checked.status == 200 and f"{node.config}: ok, 1 route, data in {node.data}" in checked.body
 
-    # A bad file: the check shows its file:line error, as the CLI's; a reload keeps the running routes.
+    # A bad file: the check shows its file:line problems, as the CLI's; a reload keeps the running routes.
     good = node.config.read_text()
     lines = good.count("\n")
-    _write(node.config, good + "  - {match: {called_aet: ARCHIVE}, action: burn, profile: STD-GEN-XX}\n")
-    error = cli("config", "check", node.config).err.strip().removeprefix("medianode config: ")
-    assert error.startswith(f"{node.config}:{lines + 1} routes[1].profile: ")
+    _write(node.config, good + "  - {match: {called_aet: ARCHIVE}, action: burn, profile: STD-GEN-XX, copies: 0}\n")
+    errors = [line.removeprefix("medianode config: ") for line in cli("config", "check", node.config).err.splitlines()]
+    assert [e.split(": ")[0] for e in errors] == [f"{node.config}:{lines + 1} routes[1].profile",
+                                                   f"{node.config}:{lines + 1} routes[1].copies"]
     checked = admin.post("/config/check", {"csrf": page.csrf})
-    shown = re.search(r'<p class="error" id="check-error">(.*?)</p>', checked.body).group(1)  # type: ignore[union-attr]
-    assert html.unescape(shown) == error
+    shown = re.search(r'<ul class="error" id="check-error">(.*?)</ul>', checked.body).group(1)  # type: ignore[union-attr]
+    assert [html.unescape(item) for item in re.findall(r"<li>(.*?)</li>", shown)] == errors
     asked = admin.post("/config/reload", {"csrf": page.csrf})
     assert asked.status == 303 and asked.headers["location"] == "/config"
     message = flash(admin.get("/config").body)

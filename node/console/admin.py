@@ -97,7 +97,7 @@ def check(call: Call) -> Response:
     try:
         config, warnings = config_check(source)
     except ConfigError as exc:
-        return configuration(call, checked={"ok": False, "error": str(exc), "warnings": []})
+        return configuration(call, checked={"ok": False, "problems": exc.problems, "warnings": []})
     summary = f"{source}: ok, {counted(len(config.routes), 'route')}, data in {config.node.data_dir}"
     return configuration(call, checked={"ok": True, "summary": summary, "warnings": warnings})
 
