@@ -205,7 +205,7 @@ def _reload(live: Live) -> None:
     try:
         new = load_config(source)
     except NodeError as exc:
-        logger.error("Receiver %d keeps its configuration; %s", os.getpid(), exc)
+        logger.error("Receiver %d keeps its configuration: %s", os.getpid(), exc)
         return
     live.config = new
     logger.info("Receiver %d reloaded %s: %d routes, called AE titles %s", os.getpid(), source,
