@@ -506,9 +506,31 @@ class Index:
             db.execute("UPDATE studies SET quiet_from = ? WHERE study_uid = ? AND pending = 1 "
                        "AND COALESCE(quiet_from, 0) < ?", (at, study_uid, at))
 
-    def holds(self, sop_instance_uid: str, digest: str) -> bool:
-        """True when the index's copy of this instance has this data set digest (the same instance again)."""
-        return self._holds(self.db, sop_instance_uid, digest)
+    def copy_of(self, sop_instance_uid: str) -> tuple[str, str] | None:
+        """The index's copy of an instance: its path and data set digest ("" until it is computed, as receiving
+        does not hash); the copy in ``instances``, else (once the spool let it go) the one the latest job took.
+        None for an instance never seen."""
+        row = self.db.execute("SELECT path, digest FROM instances WHERE sop_instance_uid = ?",
+                              (sop_instance_uid,)).fetchone()
+        if row is None:
+            row = self.db.execute("SELECT path, digest FROM job_files WHERE sop_instance_uid = ? "
+                                  "ORDER BY job_id DESC LIMIT 1", (sop_instance_uid,)).fetchone()
+        return None if row is None else (row[0], row[1] or "")
+
+    def record_digest(self, sop_instance_uid: str, path: str, digest: str) -> None:
+        """The data set digest of the copy at ``path``, computed when first needed; the jobs that took it too."""
+        with self.transaction() as db:
+            for table in ("instances", "job_files"):
+                db.execute(f"UPDATE {table} SET digest = ? WHERE sop_instance_uid = ? AND path = ? "
+                           "AND COALESCE(digest, '') = ''", (digest, sop_instance_uid, path))
+
+    def undigested(self, paths: Iterable[str]) -> list[tuple[str, str]]:
+        """(SOP Instance UID, path) of the spool files at ``paths`` whose digest was never computed."""
+        listed, found = list(paths), []
+        for chunk in (listed[i:i + 500] for i in range(0, len(listed), 500)):  # under SQLite's bound variables
+            found += self.db.execute(f"SELECT sop_instance_uid, path FROM instances WHERE COALESCE(digest, '') = '' "
+                                     f"AND path IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+        return [(uid, path) for uid, path in found]
 
     @staticmethod
     def _holds(db: sqlite3.Connection, sop_instance_uid: str, digest: str) -> bool:

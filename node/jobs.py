@@ -30,6 +30,7 @@ from node.media.plan import Options
 from node.media.publisher import label_fields
 from node.media.waiting import Interrupted
 from node.profiles import SECTOR, get_profile
+from node.receive.instance import digest_of_spooled
 from node.routing import RouteSnapshot
 from node.words import counted
 
@@ -456,9 +457,13 @@ def reburn(index: Index, label: str, data_dir: Path, *, copies: int | None = Non
 
 def clean_spool(index: Index, config: Config, *, now: float) -> int:
     """Delete spool files no job needs any more (released copies; studies past the retention); each study
-    whose instances go is audited (``study-deleted``)."""
+    whose instances go is audited (``study-deleted``). A file's data set digest is recorded first where it was
+    never computed, so that the same instance sent again is still known for what it is."""
     paths = index.deletable_files(now=now, retention_s=config.burn.retention_hours * 3600)
     studies = index.studies_of(paths) if paths else []
+    for uid, path in index.undigested(paths):  # what tells a copy sent again after the file is gone
+        if digest := digest_of_spooled(path):
+            index.record_digest(uid, path, digest)
     for p in paths:
         try:
             os.unlink(p)

@@ -15,6 +15,7 @@ from node.config import BurnConfig, Config, Match, NodeConfig, Route
 from node.index import Index, Received
 from node.jobs import Worker, clean_partial_outputs, clean_spool, schedule
 from node.profiles import PROFILES
+from node.receive.instance import again, digest_of_spooled
 from node.read.medium import open_medium
 from node.routing import STORE_ONLY, RouteSnapshot, recorded
 from tests.conftest import ct_series
@@ -248,6 +249,32 @@ def test_spool_is_cleaned_after_retention_but_not_before(tmp_path: Path) -> None
     assert clean_spool(index, config, now=1000.0 + 25 * 3600) == 2
     assert not any(os.path.exists(p) for p in paths)
     assert len(index.volumes()) == 1  # the volume stays recorded
+
+
+def test_the_spool_records_what_it_deletes_so_that_a_copy_sent_again_is_still_known(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    index = open_index(tmp_path)
+    paths = ct_series(tmp_path / "spool", 2)
+    burn_one_study(config, index, paths)
+    uids = [str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in paths]
+    digests = [digest_of_spooled(str(p)) for p in paths]
+    assert [index.copy_of(uid) for uid in uids] == [(str(p), "") for p in paths]  # received, never hashed
+    assert clean_spool(index, config, now=1000.0 + 25 * 3600) == 2 and not any(p.exists() for p in paths)
+    # the jobs' copies carry the digests now: the same data set again is not news, another one is
+    assert [index.copy_of(uid) for uid in uids] == list(zip(map(str, paths), digests))
+    assert again(index, uids[0], lambda: digests[0]) == (True, digests[0])
+    assert again(index, uids[0], lambda: digests[1]) == (False, digests[1])
+    assert again(index, "1.2.3.4", lambda: pytest.fail("an instance never seen is not hashed")) == (False, "")
+
+
+def test_a_copy_that_cannot_be_read_is_the_same_as_nothing(tmp_path: Path) -> None:
+    index = open_index(tmp_path)
+    [path] = ct_series(tmp_path / "spool", 1)
+    receive(index, [path], route=settings(make_config(tmp_path).routes[0]), at=1000.0)
+    uid, digest = str(dcmread(path, stop_before_pixels=True).SOPInstanceUID), digest_of_spooled(str(path))
+    path.unlink()  # gone, its digest never computed: nothing to compare with, so the data set is news
+    assert again(index, uid, lambda: digest) == (False, digest)
+    assert index.copy_of(uid) == (str(path), "")
 
 
 def test_jobs_and_volumes_commands(tmp_path: Path) -> None:

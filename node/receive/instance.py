@@ -12,9 +12,10 @@ import hashlib
 import logging
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from node import dcmio, dicom, routing
 from node.config import Route
@@ -140,6 +141,39 @@ def dataset_digest(path: str | os.PathLike[str], offset: int) -> str:
     return hash_from(path, offset)
 
 
+def digest_of_spooled(path: str) -> str:
+    """A spooled file's :func:`dataset_digest`; "" for a file gone or unreadable (the same as nothing)."""
+    try:
+        return dataset_digest(path, dcmio.read_meta(path)[1])
+    except (OSError, dcmio.NotDicom, dcmio.NeedsPydicom):
+        return ""
+
+
+class Copies(Protocol):
+    """The index's copies of instances, and their digests as they are computed."""
+
+    def copy_of(self, sop_instance_uid: str) -> tuple[str, str] | None: ...
+
+    def record_digest(self, sop_instance_uid: str, path: str, digest: str) -> None: ...
+
+
+def again(index: Copies, sop_instance_uid: str, digest: Callable[[], str]) -> tuple[bool, str]:
+    """Whether a data set is the same instance again (its digest equals that of the index's copy), and its
+    digest when it was computed, else "".
+
+    Receiving hashes nothing: only an instance the index has a copy of is hashed, and that copy too when
+    its digest is not yet known (it is recorded then). A copy that cannot be read is the same as nothing.
+    """
+    copy = index.copy_of(sop_instance_uid)
+    if copy is None:
+        return False, ""
+    path, theirs = copy
+    if not theirs and (theirs := digest_of_spooled(path)):
+        index.record_digest(sop_instance_uid, path, theirs)
+    mine = digest()
+    return mine == theirs != "", mine
+
+
 def routes_digest(routes: tuple[Route, ...]) -> str:
     """What the routes decide, as 16 hex digits: equal for routes that route alike (where each is written aside)."""
     text = repr([dataclasses.replace(r, where="") for r in routes])
@@ -258,9 +292,10 @@ def index_orphans(spool: Spool, index: Index, *, known: set[str], routes: tuple[
             route = _route_now(routes, inst, calling=calling, called=called)
             other_routes += received_under != in_force
         stat = path.stat()
-        if index.add_instance(inst.stored(str(path), stat.st_size, calling_aet=calling, called_aet=called,
-                                          route=route, received_at=stat.st_mtime,
-                                          digest=dataset_digest(path, inst.dataset_offset))):
+        same, digest = again(index, sop, lambda: dataset_digest(path, inst.dataset_offset))
+        if not same and index.add_instance(inst.stored(str(path), stat.st_size, calling_aet=calling,
+                                                       called_aet=called, route=route, received_at=stat.st_mtime,
+                                                       digest=digest)):
             count += 1
         else:
             path.unlink()  # the index holds the same instance (a job took it): this copy is not news

@@ -29,7 +29,14 @@ from typing import Any, Protocol
 from node import audit, dcmio, dicom, routing
 from node.config import TLS, Config
 from node.index import Index, Received
-from node.receive.instance import ReceivedInstance, UnreadableDataSet, instance_of, routes_digest
+from node.receive.instance import (
+    ReceivedInstance,
+    UnreadableDataSet,
+    again,
+    dataset_digest,
+    instance_of,
+    routes_digest,
+)
 from node.receive.sopclasses import MEDIA_CREATION_MANAGEMENT, STORAGE, VERIFICATION
 from node.receive.spool import Spool, is_uid
 from node.tls import server_context
@@ -117,7 +124,9 @@ def ssl_context(tls: TLS) -> ssl.SSLContext:
 
 
 class Indexer(Protocol):
-    def holds(self, sop_instance_uid: str, digest: str) -> bool: ...
+    def copy_of(self, sop_instance_uid: str) -> tuple[str, str] | None: ...
+
+    def record_digest(self, sop_instance_uid: str, path: str, digest: str) -> None: ...
 
     def add_instance(self, r: Received) -> bool: ...
 
@@ -134,9 +143,13 @@ class SharedIndex:
         self.index = index
         self.lock = threading.Lock()
 
-    def holds(self, sop_instance_uid: str, digest: str) -> bool:
+    def copy_of(self, sop_instance_uid: str) -> tuple[str, str] | None:
         with self.lock:
-            return self.index.holds(sop_instance_uid, digest)
+            return self.index.copy_of(sop_instance_uid)
+
+    def record_digest(self, sop_instance_uid: str, path: str, digest: str) -> None:
+        with self.lock:
+            self.index.record_digest(sop_instance_uid, path, digest)
 
     def add_instance(self, r: Received) -> bool:
         with self.lock:
@@ -294,10 +307,10 @@ def _audit(live: Live, event: str, **fields: object) -> None:
 
 @dataclass(frozen=True)
 class Written:
-    """A data set our own data path wrote behind the spool's File Meta: the SHA-256 (hex) of its data set
-    bytes, the file's size, and its first bytes (:class:`node.dcmio.StartedFile`)."""
+    """A data set our own data path wrote behind the spool's File Meta: the file's size and its first bytes
+    (:class:`node.dcmio.StartedFile`). It is not hashed: :func:`node.receive.instance.again` hashes only an
+    instance the index has a copy of."""
 
-    digest: str
     size: int
     start: bytes
 
@@ -338,7 +351,11 @@ def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
         raise
     placed = False
     try:
-        if index.holds(inst.sop_instance_uid, digest):
+        known = digest  # pynetdicom's data set was hashed as it was copied; our own path hashes nothing
+        same, computed = again(index, inst.sop_instance_uid,
+                               lambda: known or dataset_digest(staged, inst.dataset_offset))
+        digest = computed or known
+        if same:
             return _again(inst, calling, called, index)
         try:
             final, size = spool.place(staged, study_uid=inst.study_uid, sop_instance_uid=inst.sop_instance_uid)
@@ -366,9 +383,9 @@ def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
 
 def _admit(path: Path, sop_class: str, sop_instance: str, *, calling: str, called: str, spool: Spool,
            live: Live, written: Written | None) -> tuple[ReceivedInstance, str, Path, str]:
-    """Check a received data set and stage it: the instance, its routes, the file to place and its digest;
-    or :class:`Refused`, why not. Our own path's file is read from its start in memory; pynetdicom's is
-    copied behind the spool's File Meta."""
+    """Check a received data set and stage it: the instance, its routes, the file to place and its data set's
+    digest (pynetdicom's, hashed as it is copied behind the spool's File Meta; "" for our own path's, read
+    from its start in memory and not hashed); or :class:`Refused`, why not."""
     with (dcmio.StartedFile(path, written.start, written.size) if written else open(path, "rb")) as fp:
         size = written.size if written else fp.seek(0, os.SEEK_END)
         if reason := dcmio.check_complete(fp, size):
@@ -395,7 +412,7 @@ def _admit(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
         raise Refused(dicom.OUT_OF_RESOURCES, f"study {inst.study_uid}: {free >> 20} MB free in "
                       f"{config.node.data_dir}, under node.min_free_mb {config.node.min_free_mb}")
     if written is not None:
-        return inst, routes, path, written.digest
+        return inst, routes, path, ""
     head = inst.spool_head(calling_aet=calling, called_aet=called, routes=live.routes_digest)
     try:
         staged, digest = spool.stage(path, head=head, offset=inst.dataset_offset)

@@ -5,7 +5,7 @@ An association whose accepted contexts are all storage SOP classes or Verificati
 (:func:`node.receive.accept.own_path`) is served here instead, by one thread that reads the
 connection itself (:class:`node.pdu.Wire`): each C-STORE's command set is read, then its data set
 fragments go straight from the receive buffer into a temp file in ``data_dir/tmp``, behind the File
-Meta the spool keeps, hashed on the way; :func:`node.receive.storage.store` then checks, places
+Meta the spool keeps (not hashed); :func:`node.receive.storage.store` then checks, places
 (fsync'd file, renamed, folder fsync'd) and indexes it exactly as for pynetdicom's associations, and
 only then is the C-STORE-RSP sent. C-ECHO is answered; A-RELEASE and A-ABORT are ours too.
 
@@ -20,7 +20,6 @@ data set that cannot be written for want of space is read to its end and answere
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import socket
@@ -105,7 +104,7 @@ class _Source:
 
 
 class _Incoming:
-    """The data set of one C-STORE being received: a temp file behind the spool's head, hashed on the way.
+    """The data set of one C-STORE being received: a temp file behind the spool's head.
 
     A write that fails (a full disk) is kept in :attr:`failure`, the file removed at once, and the rest of
     the data set read and dropped, so that the C-STORE is answered, not the association aborted.
@@ -114,7 +113,6 @@ class _Incoming:
     def __init__(self, tmp: Path, head: bytes, context: int, command: Command) -> None:
         self.context, self.command = context, command
         self.failure: OSError | None = None
-        self.digest = hashlib.sha256()
         #: The file's first bytes (up to :data:`START`), and how many it has: the checks read these, not the disk.
         self.start = bytearray()
         self.size = 0
@@ -130,7 +128,6 @@ class _Incoming:
 
     def write(self, piece: memoryview) -> None:
         if self.fd >= 0:
-            self.digest.update(piece)
             self._write(piece)
 
     def _write(self, data: bytes | memoryview) -> None:
@@ -301,7 +298,7 @@ class StoreAssociation(threading.Thread):
     def _stored(self, incoming: _Incoming) -> None:
         incoming.close()
         command = incoming.command
-        written = Written(incoming.digest.hexdigest(), incoming.size, bytes(incoming.start))
+        written = Written(incoming.size, bytes(incoming.start))
         status, comment = store(incoming.path, command.sop_class, command.sop_instance, calling=self.request.calling,
                                 called=self.request.called, spool=self.d.spool, index=self.d.index, live=self.d.live,
                                 key=id(self), failure=incoming.failure, written=written)
