@@ -476,11 +476,13 @@ class Index:
     def add_instance(self, r: Received) -> bool:
         """Index a stored instance; a copy it replaces is released for deletion.
 
-        The same instance again (:meth:`holds` it) changes nothing and returns
-        False: its file is the caller's to remove.
+        The same instance again (its digest, when known, that of the index's copy: :meth:`copy_of`, as
+        another association may have stored it meanwhile) changes nothing and returns False: its file is the
+        caller's to remove.
         """
         with self.transaction() as db:
-            if self._holds(db, r.sop_instance_uid, r.digest):
+            copy = self._copy(db, r.sop_instance_uid)
+            if r.digest and copy is not None and copy[1] == r.digest:
                 return False
             old = db.execute("SELECT path FROM instances WHERE sop_instance_uid = ?", (r.sop_instance_uid,)).fetchone()
             if old and old[0] != r.path:
@@ -510,11 +512,14 @@ class Index:
         """The index's copy of an instance: its path and data set digest ("" until it is computed, as receiving
         does not hash); the copy in ``instances``, else (once the spool let it go) the one the latest job took.
         None for an instance never seen."""
-        row = self.db.execute("SELECT path, digest FROM instances WHERE sop_instance_uid = ?",
-                              (sop_instance_uid,)).fetchone()
+        return self._copy(self.db, sop_instance_uid)
+
+    @staticmethod
+    def _copy(db: sqlite3.Connection, sop_instance_uid: str) -> tuple[str, str] | None:
+        row = db.execute("SELECT path, digest FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)).fetchone()
         if row is None:
-            row = self.db.execute("SELECT path, digest FROM job_files WHERE sop_instance_uid = ? "
-                                  "ORDER BY job_id DESC LIMIT 1", (sop_instance_uid,)).fetchone()
+            row = db.execute("SELECT path, digest FROM job_files WHERE sop_instance_uid = ? ORDER BY job_id DESC LIMIT 1",
+                             (sop_instance_uid,)).fetchone()
         return None if row is None else (row[0], row[1] or "")
 
     def record_digest(self, sop_instance_uid: str, path: str, digest: str) -> None:
@@ -532,16 +537,6 @@ class Index:
                                      f"AND path IN ({','.join('?' * len(chunk))})", chunk).fetchall()
         return [(uid, path) for uid, path in found]
 
-    @staticmethod
-    def _holds(db: sqlite3.Connection, sop_instance_uid: str, digest: str) -> bool:
-        """The copy in ``instances``, else (once the spool let it go) the one the latest job took."""
-        if not digest:
-            return False
-        row = db.execute("SELECT digest FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)).fetchone()
-        if row is None:
-            row = db.execute("SELECT digest FROM job_files WHERE sop_instance_uid = ? ORDER BY job_id DESC LIMIT 1",
-                             (sop_instance_uid,)).fetchone()
-        return row is not None and row[0] == digest
 
     def study_route(self, study_uid: str) -> str | None:
         """The route recorded for a study (of its latest instance), or None for a study not seen."""
