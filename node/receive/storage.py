@@ -30,6 +30,7 @@ from node import audit, dcmio, dicom, routing
 from node.config import TLS, Config
 from node.index import Index, Received
 from node.receive.instance import (
+    Copies,
     ReceivedInstance,
     UnreadableDataSet,
     again,
@@ -123,11 +124,7 @@ def ssl_context(tls: TLS) -> ssl.SSLContext:
 # -- State shared by the handlers of one process ------------------------------------
 
 
-class Indexer(Protocol):
-    def copy_of(self, sop_instance_uid: str) -> tuple[str, str] | None: ...
-
-    def record_digest(self, sop_instance_uid: str, path: str, digest: str) -> None: ...
-
+class Indexer(Copies, Protocol):
     def add_instance(self, r: Received) -> bool: ...
 
     def resent(self, study_uid: str, at: float) -> None: ...
