@@ -514,7 +514,7 @@ def lose(node: Node, path: Path, *, calling: str | None, called: str, routes: tu
         lost, _ = spool.place(path.read_bytes(), study_uid=inst.study_uid, sop_instance_uid=inst.sop_instance_uid)
         return lost
     head = inst.spool_head(calling_aet=calling, called_aet=called, routes=routes_digest(routes))
-    staged, _ = spool.stage(path, head=head, offset=inst.dataset_offset)
+    staged = spool.stage(path, head=head, offset=inst.dataset_offset)
     lost, _ = spool.place(staged, study_uid=inst.study_uid, sop_instance_uid=inst.sop_instance_uid)
     return lost
 

@@ -20,7 +20,7 @@ from typing import Protocol
 from node import dcmio, dicom, routing
 from node.config import Route
 from node.index import Index, Received
-from node.receive.spool import Spool, hash_from, is_uid
+from node.receive.spool import Spool, is_uid
 from node.tags import (
     ACCESSION_NUMBER,
     FILE_META_INFORMATION_GROUP_LENGTH,
@@ -138,7 +138,12 @@ def network_head(sop_class: str, sop_instance: str, syntax: str, *, calling_aet:
 def dataset_digest(path: str | os.PathLike[str], offset: int) -> str:
     """SHA-256 (hex) of a file's data set bytes, after its File Meta: what tells the same instance again,
     whoever sent it (the File Meta differs per sender)."""
-    return hash_from(path, offset)
+    digest = hashlib.sha256()
+    with open(path, "rb") as fp:
+        fp.seek(offset)
+        while chunk := fp.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def digest_of_spooled(path: str) -> str:

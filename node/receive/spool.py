@@ -15,7 +15,6 @@ Meta the spool keeps, hashed on the way, then :meth:`Spool.place` it.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import re
@@ -49,18 +48,6 @@ def is_uid(value: str) -> bool:
     (True, False, False, False)
     """
     return len(value) <= 64 and _UID.match(value) is not None
-
-
-def hash_from(src: str | os.PathLike[str], offset: int, *, copy_to: BinaryIO | None = None) -> str:
-    """SHA-256 (hex) of ``src``'s bytes from ``offset`` on, copied to ``copy_to`` on the way when given."""
-    digest = hashlib.sha256()
-    with open(src, "rb") as fp:
-        fp.seek(offset)
-        while chunk := fp.read(1 << 20):
-            digest.update(chunk)
-            if copy_to is not None:
-                copy_to.write(chunk)
-    return digest.hexdigest()
 
 
 class Spool:
@@ -109,23 +96,23 @@ class Spool:
                 self._durable.popitem(last=False)
         return final, size
 
-    def stage(self, src: str | os.PathLike[str], *, head: bytes, offset: int) -> tuple[Path, str]:
-        """A new file in :attr:`tmp`: ``head``, then ``src`` from ``offset`` on; return it and the SHA-256 (hex)
-        of the bytes copied from ``src``.
+    def stage(self, src: str | os.PathLike[str], *, head: bytes, offset: int) -> Path:
+        """A new file in :attr:`tmp`: ``head``, then ``src`` from ``offset`` on.
 
         How a received file gets the File Meta the spool keeps: the data set bytes
-        are copied unchanged and hashed on the way. The file is not yet durable:
-        :meth:`place` fsyncs it; the caller removes it when it does not place it.
+        are copied unchanged. The file is not yet durable: :meth:`place` fsyncs it;
+        the caller removes it when it does not place it.
         """
         fd, name = create_new(self.tmp, "place-", ".tmp")
         try:
-            with os.fdopen(fd, "wb") as out:
+            with os.fdopen(fd, "wb") as out, open(src, "rb") as fp:
                 out.write(head)
-                digest = hash_from(src, offset, copy_to=out)
+                fp.seek(offset)
+                shutil.copyfileobj(fp, out, 1 << 20)
         except BaseException:
             _unlink(name)
             raise
-        return Path(name), digest
+        return Path(name)
 
     def _rename(self, src: Path, final: Path) -> int:
         fd = os.open(src, os.O_RDONLY)

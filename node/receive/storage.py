@@ -34,7 +34,7 @@ from node.receive.instance import (
     ReceivedInstance,
     UnreadableDataSet,
     again,
-    dataset_digest,
+    digest_of_spooled,
     instance_of,
     routes_digest,
 )
@@ -340,18 +340,15 @@ def store(path: Path, sop_class: str, sop_instance: str, *, calling: str, called
 def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, called: str,
            spool: Spool, index: Indexer, live: Live, key: int, written: Written | None) -> int:
     try:
-        inst, routes, staged, digest = _admit(path, sop_class, sop_instance, calling=calling, called=called,
-                                              spool=spool, live=live, written=written)
+        inst, routes, staged = _admit(path, sop_class, sop_instance, calling=calling, called=called,
+                                      spool=spool, live=live, written=written)
     except BaseException:
         if written is not None:
             path.unlink(missing_ok=True)  # refused: our own temp file goes (pynetdicom's is its own)
         raise
     placed = False
     try:
-        known = digest  # pynetdicom's data set was hashed as it was copied; our own path hashes nothing
-        same, computed = again(index, inst.sop_instance_uid,
-                               lambda: known or dataset_digest(staged, inst.dataset_offset))
-        digest = computed or known
+        same, digest = again(index, inst.sop_instance_uid, lambda: digest_of_spooled(str(staged)))
         if same:
             return _again(inst, calling, called, index)
         try:
@@ -379,10 +376,10 @@ def _store(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
 
 
 def _admit(path: Path, sop_class: str, sop_instance: str, *, calling: str, called: str, spool: Spool,
-           live: Live, written: Written | None) -> tuple[ReceivedInstance, str, Path, str]:
-    """Check a received data set and stage it: the instance, its routes, the file to place and its data set's
-    digest (pynetdicom's, hashed as it is copied behind the spool's File Meta; "" for our own path's, read
-    from its start in memory and not hashed); or :class:`Refused`, why not."""
+           live: Live, written: Written | None) -> tuple[ReceivedInstance, str, Path]:
+    """Check a received data set and stage it: the instance, its routes and the file to place; or
+    :class:`Refused`, why not. Our own path's file is read from its start in memory; pynetdicom's is copied
+    behind the spool's File Meta. Neither is hashed (:func:`node.receive.instance.again`)."""
     with (dcmio.StartedFile(path, written.start, written.size) if written else open(path, "rb")) as fp:
         size = written.size if written else fp.seek(0, os.SEEK_END)
         if reason := dcmio.check_complete(fp, size):
@@ -409,13 +406,13 @@ def _admit(path: Path, sop_class: str, sop_instance: str, *, calling: str, calle
         raise Refused(dicom.OUT_OF_RESOURCES, f"study {inst.study_uid}: {free >> 20} MB free in "
                       f"{config.node.data_dir}, under node.min_free_mb {config.node.min_free_mb}")
     if written is not None:
-        return inst, routes, path, ""
+        return inst, routes, path
     head = inst.spool_head(calling_aet=calling, called_aet=called, routes=live.routes_digest)
     try:
-        staged, digest = spool.stage(path, head=head, offset=inst.dataset_offset)
+        staged = spool.stage(path, head=head, offset=inst.dataset_offset)
     except OSError as exc:
         raise Refused(dicom.SPOOL_WRITE_FAILED, f"study {inst.study_uid}: cannot write the spool: {exc}") from None
-    return inst, routes, staged, digest
+    return inst, routes, staged
 
 
 def _again(inst: ReceivedInstance, calling: str, called: str, index: Indexer) -> int:
