@@ -26,7 +26,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationServer
 
 from node import netcompat
-from tests.conftest import bundled, free_port
+from tests.conftest import bundled, free_port, until
 
 VERIFICATION = (Verification, [ImplicitVRLittleEndian])
 
@@ -44,6 +44,10 @@ def scp() -> Iterator[AE]:
     ae.add_supported_context(*VERIFICATION)
     ae.add_supported_context("1.2.840.10008.5.1.4.1.1.2", [ImplicitVRLittleEndian, "1.2.840.10008.1.2.1"])
     yield ae
+    # An association that rejected or released waits in Sta13 for the peer to close, and shutdown's abort
+    # there is an event pynetdicom's state machine refuses, in its own thread. Every test here ends its
+    # associations (released or rejected): let their peers close them first.
+    until(lambda: not ae.active_associations, "the SCP's associations to end")
     ae.shutdown()
 
 
